@@ -1,0 +1,154 @@
+//! The proof bundle, version 1: one JSON document (binary fields hex) that lets anyone audit a
+//! job offline: manifest, every batch commitment with its leaves, each round's commitment,
+//! revealed nonce, samples with Merkle proofs and signed verdicts, the final frame and job
+//! roots, and the signed payment receipt.
+
+use crate::hexser;
+use crate::keys::PublicKey;
+use crate::statements::{
+    BatchCommitment, JobManifest, JobRoots, PaymentReceipt, RoundCommitment, Signed, Verdict,
+};
+use crate::types::{DeterminismClass, Digest, TileRect};
+use serde::{Deserialize, Serialize};
+
+/// The `format` field of every bundle.
+pub const BUNDLE_FORMAT: &str = "tessera-proof-bundle";
+/// The version this code writes and reads.
+pub const BUNDLE_VERSION: u32 = 1;
+
+/// A proof bundle.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ProofBundle {
+    /// Always [`BUNDLE_FORMAT`].
+    pub format: String,
+    /// Always [`BUNDLE_VERSION`].
+    pub version: u32,
+    /// The signed job manifest; its signer is the coordinator.
+    pub manifest: Signed<JobManifest>,
+    /// Nodes that took part, with their determinism class.
+    pub nodes: Vec<NodeInfo>,
+    /// Verification rounds in order.
+    pub rounds: Vec<RoundRecord>,
+    /// The final tiles of each frame, in tile order.
+    pub frames: Vec<FrameTiles>,
+    /// Signed frame roots and job root.
+    pub roots: Signed<JobRoots>,
+    /// Signed receipt of every transfer made for the job.
+    pub payments: Signed<PaymentReceipt>,
+}
+
+/// A node that took part.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeInfo {
+    /// Its key.
+    pub key: PublicKey,
+    /// A display name.
+    pub name: String,
+    /// Its determinism class.
+    pub class: DeterminismClass,
+}
+
+/// One verification round: the batches it fixed, the reveal, the samples and verdicts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RoundRecord {
+    /// Round number.
+    pub round: u32,
+    /// Signed batches in batch-id order, each with its leaves.
+    pub batches: Vec<BatchRecord>,
+    /// The coordinator's signed round commitment (fixes the batches).
+    pub commitment: Signed<RoundCommitment>,
+    /// The revealed nonce of this round.
+    #[serde(with = "hexser::arr")]
+    pub nonce: Digest,
+    /// Per node: the sampled leaves with Merkle proofs.
+    pub samples: Vec<NodeSamples>,
+    /// The verifier's signed verdicts, one per node.
+    pub verdicts: Vec<Signed<Verdict>>,
+}
+
+/// A signed batch and the leaves it commits to.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BatchRecord {
+    /// The node's signed commitment.
+    pub signed: Signed<BatchCommitment>,
+    /// Its tiles in leaf order.
+    pub tiles: Vec<LeafRecord>,
+}
+
+/// One committed tile.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LeafRecord {
+    /// Tile index in the frame layout.
+    pub tile_index: u32,
+    /// Tile rectangle.
+    pub rect: TileRect,
+    /// BLAKE3 of the canonical tile bytes.
+    #[serde(with = "hexser::arr")]
+    pub tile_hash: Digest,
+    /// The leaf.
+    #[serde(with = "hexser::arr")]
+    pub leaf: Digest,
+}
+
+/// The samples drawn for one node in one round.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeSamples {
+    /// The node.
+    pub node: PublicKey,
+    /// The sample seed.
+    #[serde(with = "hexser::arr")]
+    pub seed: Digest,
+    /// Leaves the node committed in the round.
+    pub n_committed: u32,
+    /// Sampled leaf indices, ascending.
+    pub indices: Vec<u32>,
+    /// A Merkle proof per sampled leaf, against its batch root.
+    pub proofs: Vec<SampleProof>,
+}
+
+/// Inclusion proof of one sampled leaf in its batch.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SampleProof {
+    /// Index among the node's leaves of the round.
+    pub leaf_index: u32,
+    /// The batch holding it.
+    pub batch_id: u32,
+    /// Position inside the batch.
+    pub position: u32,
+    /// The leaf.
+    #[serde(with = "hexser::arr")]
+    pub leaf: Digest,
+    /// Sibling hashes (rs_merkle order).
+    #[serde(with = "hexser::vec32")]
+    pub proof: Vec<Digest>,
+}
+
+/// A frame's final tiles.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FrameTiles {
+    /// Frame number.
+    pub frame: u32,
+    /// Tiles in tile order.
+    pub tiles: Vec<FinalTile>,
+}
+
+/// A tile as delivered in the final image.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FinalTile {
+    /// Tile index.
+    pub tile_index: u32,
+    /// Rectangle.
+    pub rect: TileRect,
+    /// BLAKE3 of its canonical bytes.
+    #[serde(with = "hexser::arr")]
+    pub tile_hash: Digest,
+    /// Its leaf.
+    #[serde(with = "hexser::arr")]
+    pub leaf: Digest,
+    /// Who rendered it.
+    pub node: PublicKey,
+    /// In which round.
+    pub round: u32,
+    /// In which batch.
+    pub batch_id: u32,
+}

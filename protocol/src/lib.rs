@@ -1,0 +1,18 @@
+//! Tessera's shared protocol: the contracts every part agrees on.
+//!
+//! Canonical tile bytes, determinism classes, commitment leaves, the domain-separated
+//! BLAKE3 Merkle tree, ed25519 signed statements, unpredictable per-node sampling, tier
+//! and payment rules, and the proof bundle. Pure code: no IO, no clock, no async runtime.
+#![warn(missing_docs)]
+
+pub mod bundle;
+pub mod hexser;
+pub mod canonical;
+pub mod keys;
+pub mod merkle;
+pub mod payments;
+pub mod sampling;
+pub mod statements;
+pub mod types;
+
+pub use types::*;

@@ -1,0 +1,419 @@
+//! Signed statements: the job manifest, node batch commitments, round commitments, verifier
+//! verdicts, frame and job roots, and payment receipts.
+//!
+//! Each statement has a domain tag and a canonical field encoding ([`FieldWriter`]); the
+//! signature is ed25519 over `tag ‖ 0x00 ‖ fields`. Serde (JSON, hex for bytes) is only
+//! how statements travel and are stored; it is never what is signed.
+
+use crate::canonical::{FieldWriter, JobId};
+use crate::hexser;
+use crate::keys::{KeyError, PublicKey, SecretKey};
+use crate::payments::{Pricing, SamplingPolicy, TierPolicy, Transfer};
+use crate::types::{Digest, RenderSettings};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// A statement with a canonical encoding.
+pub trait Statement: Serialize + DeserializeOwned + Clone {
+    /// Domain tag, e.g. `"tessera v1 batch"`.
+    const DOMAIN: &'static str;
+    /// Write the statement's fields.
+    fn write_fields(&self, w: &mut FieldWriter);
+    /// The exact bytes that are signed: tag, a zero byte, then the fields.
+    fn signing_bytes(&self) -> Vec<u8> {
+        let mut w = FieldWriter::new();
+        w.bytes(Self::DOMAIN.as_bytes()).u8(0);
+        self.write_fields(&mut w);
+        w.finish()
+    }
+}
+
+/// A statement with its signer and signature.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(bound = "T: Statement")]
+pub struct Signed<T: Statement> {
+    /// The statement.
+    pub statement: T,
+    /// Who signed it.
+    pub signer: PublicKey,
+    /// ed25519 signature over [`Statement::signing_bytes`].
+    #[serde(with = "hexser::arr")]
+    pub signature: [u8; 64],
+}
+
+impl<T: Statement> Signed<T> {
+    /// Sign `statement` with `key`.
+    pub fn sign(statement: T, key: &SecretKey) -> Self {
+        let signature = key.sign(&statement.signing_bytes());
+        Self { statement, signer: key.public(), signature }
+    }
+
+    /// Check the signature under `self.signer`.
+    pub fn verify(&self) -> Result<(), KeyError> {
+        self.signer.verify(&self.statement.signing_bytes(), &self.signature)
+    }
+
+    /// A digest of the whole signed statement (bytes, signer, signature).
+    pub fn digest(&self) -> Digest {
+        let mut h = blake3::Hasher::new_derive_key("tessera v1 signed statement");
+        h.update(&self.statement.signing_bytes());
+        h.update(&self.signer.0);
+        h.update(&self.signature);
+        *h.finalize().as_bytes()
+    }
+}
+
+/// Version of the manifest format.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// The job manifest, signed by the coordinator before any task is dispatched.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobManifest {
+    /// Format version ([`MANIFEST_VERSION`]).
+    pub version: u32,
+    /// The job id.
+    #[serde(with = "hexser::arr")]
+    pub job_id: JobId,
+    /// The client (account) that pays.
+    pub client: String,
+    /// Scene file name as submitted.
+    pub scene_name: String,
+    /// Content hash of the scene and its resources.
+    #[serde(with = "hexser::arr")]
+    pub scene_hash: Digest,
+    /// Render settings.
+    pub settings: RenderSettings,
+    /// First frame (inclusive).
+    pub frame_start: u32,
+    /// Last frame (inclusive).
+    pub frame_end: u32,
+    /// Tile edge length in pixels.
+    pub tile_size: u32,
+    /// The tier with its numbers.
+    pub tier: TierPolicy,
+    /// How many tiles are sampled.
+    pub sampling: SamplingPolicy,
+    /// Prices.
+    pub pricing: Pricing,
+    /// Percentage of a node's stake slashed on a failed verification.
+    pub slash_pct: u32,
+    /// Seconds before hold-backs are released.
+    pub challenge_window_secs: u64,
+    /// BLAKE3(nonce) for each verification round, in round order; the nonces are revealed
+    /// only after that round's commitments are fixed.
+    #[serde(with = "hexser::vec32")]
+    pub nonce_commitments: Vec<Digest>,
+    /// Keys whose verdicts count.
+    pub verifiers: Vec<PublicKey>,
+    /// Unix seconds at submit.
+    pub created_unix: u64,
+}
+
+impl Statement for JobManifest {
+    const DOMAIN: &'static str = "tessera v1 job manifest";
+    fn write_fields(&self, w: &mut FieldWriter) {
+        let s = &self.settings;
+        w.u32(self.version)
+            .bytes(&self.job_id)
+            .str(&self.client)
+            .str(&self.scene_name)
+            .bytes(&self.scene_hash)
+            .u32(s.width)
+            .u32(s.height)
+            .u32(s.spp)
+            .u32(s.max_bounces)
+            .u64(s.seed)
+            .opt_str(s.camera.as_deref())
+            .u32(self.frame_start)
+            .u32(self.frame_end)
+            .u32(self.tile_size);
+        self.tier.write_fields(w);
+        self.sampling.write_fields(w);
+        w.u64(self.pricing.micro_per_msample)
+            .u32(self.slash_pct)
+            .u64(self.challenge_window_secs)
+            .digests(&self.nonce_commitments)
+            .u32(self.verifiers.len() as u32);
+        for v in &self.verifiers {
+            w.bytes(&v.0);
+        }
+        w.u64(self.created_unix);
+    }
+}
+
+impl JobManifest {
+    /// Number of frames.
+    pub fn n_frames(&self) -> u32 {
+        self.frame_end.saturating_sub(self.frame_start) + 1
+    }
+}
+
+/// What a node signs for each batch of tiles it returns.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BatchCommitment {
+    /// The job.
+    #[serde(with = "hexser::arr")]
+    pub job_id: JobId,
+    /// The frame.
+    pub frame: u32,
+    /// Batch id, unique within the job.
+    pub batch_id: u32,
+    /// Tile indices (in the frame's tile layout) in leaf order.
+    pub tile_ids: Vec<u32>,
+    /// Merkle root over the batch's leaves in `tile_ids` order.
+    #[serde(with = "hexser::arr")]
+    pub batch_root: Digest,
+    /// Number of leaves (= `tile_ids.len()`).
+    pub leaf_count: u32,
+    /// Determinism class id of the node's renderer.
+    #[serde(with = "hexser::arr")]
+    pub class_id: Digest,
+    /// The node's public key (must equal the signer).
+    pub node: PublicKey,
+}
+
+impl Statement for BatchCommitment {
+    const DOMAIN: &'static str = "tessera v1 batch";
+    fn write_fields(&self, w: &mut FieldWriter) {
+        w.bytes(&self.job_id)
+            .u32(self.frame)
+            .u32(self.batch_id)
+            .u32s(&self.tile_ids)
+            .bytes(&self.batch_root)
+            .u32(self.leaf_count)
+            .bytes(&self.class_id)
+            .bytes(&self.node.0);
+    }
+}
+
+/// The coordinator's statement that fixes every batch of one verification round before the
+/// round's nonce is revealed. Its `round_root` is the "epoch root" of sampling.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RoundCommitment {
+    /// The job.
+    #[serde(with = "hexser::arr")]
+    pub job_id: JobId,
+    /// Commitment epoch (one per job for now: 0).
+    pub epoch: u32,
+    /// Round within the epoch: 0 for the first renders, then one per re-render of
+    /// tiles taken from failed nodes.
+    pub round: u32,
+    /// Merkle root over the digests of the round's signed batches, in batch-id order.
+    #[serde(with = "hexser::arr")]
+    pub round_root: Digest,
+    /// Number of batches.
+    pub n_batches: u32,
+    /// Each node of the round with its trust (sets its k) and stake (sets a slash) at
+    /// the time of commitment, ordered by key.
+    pub nodes: Vec<NodeSnapshot>,
+}
+
+/// A node's standing when a round is committed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeSnapshot {
+    /// The node.
+    pub node: PublicKey,
+    /// Trust score.
+    pub trust: u32,
+    /// Stake in micro-credits.
+    pub stake: u64,
+}
+
+impl Statement for RoundCommitment {
+    const DOMAIN: &'static str = "tessera v1 round";
+    fn write_fields(&self, w: &mut FieldWriter) {
+        w.bytes(&self.job_id)
+            .u32(self.epoch)
+            .u32(self.round)
+            .bytes(&self.round_root)
+            .u32(self.n_batches)
+            .u32(self.nodes.len() as u32);
+        for n in &self.nodes {
+            w.bytes(&n.node.0).u32(n.trust).u64(n.stake);
+        }
+    }
+}
+
+/// Outcome of verifying one node in one round.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Every sampled tile matched: pay.
+    Pass,
+    /// A sampled tile did not match: no pay, slash, requeue.
+    Fail,
+}
+
+/// One re-rendered sample.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SampleCheck {
+    /// Index among the node's leaves of the round (ordered by batch id, then leaf order).
+    pub leaf_index: u32,
+    /// Frame of the tile.
+    pub frame: u32,
+    /// Tile index in the frame's layout.
+    pub tile_index: u32,
+    /// The tile hash the node committed to.
+    #[serde(with = "hexser::arr")]
+    pub committed_hash: Digest,
+    /// BLAKE3 of the verifier's re-render.
+    #[serde(with = "hexser::arr")]
+    pub rerender_hash: Digest,
+    /// Whether the delivered bytes hashed to the committed hash (integrity).
+    pub delivered_ok: bool,
+    /// Whether the re-render matched (bytes, within one class).
+    pub matched: bool,
+}
+
+/// The verifier's signed verdict on one node's work in one round.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Verdict {
+    /// The job.
+    #[serde(with = "hexser::arr")]
+    pub job_id: JobId,
+    /// The round.
+    pub round: u32,
+    /// The node judged.
+    pub node: PublicKey,
+    /// The sample seed (recomputable from the round root, nonce, job id and node key).
+    #[serde(with = "hexser::arr")]
+    pub seed: Digest,
+    /// How many leaves the node committed in the round.
+    pub n_committed: u32,
+    /// How many were sampled.
+    pub k: u32,
+    /// The samples, by ascending leaf index.
+    pub samples: Vec<SampleCheck>,
+    /// Determinism class id of the verifier's renderer.
+    #[serde(with = "hexser::arr")]
+    pub verifier_class_id: Digest,
+    /// The decision.
+    pub decision: Decision,
+}
+
+impl Statement for Verdict {
+    const DOMAIN: &'static str = "tessera v1 verdict";
+    fn write_fields(&self, w: &mut FieldWriter) {
+        w.bytes(&self.job_id)
+            .u32(self.round)
+            .bytes(&self.node.0)
+            .bytes(&self.seed)
+            .u32(self.n_committed)
+            .u32(self.k)
+            .u32(self.samples.len() as u32);
+        for s in &self.samples {
+            w.u32(s.leaf_index)
+                .u32(s.frame)
+                .u32(s.tile_index)
+                .bytes(&s.committed_hash)
+                .bytes(&s.rerender_hash)
+                .u8(s.delivered_ok as u8)
+                .u8(s.matched as u8);
+        }
+        w.bytes(&self.verifier_class_id).u8(match self.decision {
+            Decision::Pass => 1,
+            Decision::Fail => 0,
+        });
+    }
+}
+
+/// One frame's root over all its final leaves in tile order.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FrameRoot {
+    /// Frame number.
+    pub frame: u32,
+    /// Merkle root over the frame's leaves in tile order.
+    #[serde(with = "hexser::arr")]
+    pub root: Digest,
+    /// Number of leaves (tiles).
+    pub leaf_count: u32,
+}
+
+/// The coordinator's final statement: every frame root, and the job root over them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobRoots {
+    /// The job.
+    #[serde(with = "hexser::arr")]
+    pub job_id: JobId,
+    /// Frame roots in frame order.
+    pub frames: Vec<FrameRoot>,
+    /// Merkle root over the frame roots in frame order.
+    #[serde(with = "hexser::arr")]
+    pub job_root: Digest,
+}
+
+impl Statement for JobRoots {
+    const DOMAIN: &'static str = "tessera v1 job roots";
+    fn write_fields(&self, w: &mut FieldWriter) {
+        w.bytes(&self.job_id).u32(self.frames.len() as u32);
+        for f in &self.frames {
+            w.u32(f.frame).bytes(&f.root).u32(f.leaf_count);
+        }
+        w.bytes(&self.job_root);
+    }
+}
+
+/// The coordinator's receipt of every ledger transfer made for the job.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PaymentReceipt {
+    /// The job.
+    #[serde(with = "hexser::arr")]
+    pub job_id: JobId,
+    /// The transfers, in the order they were applied.
+    pub transfers: Vec<Transfer>,
+}
+
+impl Statement for PaymentReceipt {
+    const DOMAIN: &'static str = "tessera v1 payments";
+    fn write_fields(&self, w: &mut FieldWriter) {
+        w.bytes(&self.job_id).u32(self.transfers.len() as u32);
+        for t in &self.transfers {
+            t.write_fields(w);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch() -> BatchCommitment {
+        BatchCommitment {
+            job_id: [1; 16],
+            frame: 0,
+            batch_id: 4,
+            tile_ids: vec![1, 2, 3],
+            batch_root: [9; 32],
+            leaf_count: 3,
+            class_id: [5; 32],
+            node: SecretKey::from_seed(&[3; 32]).public(),
+        }
+    }
+
+    #[test]
+    fn signed_statement_round_trips_and_detects_changes() {
+        let key = SecretKey::from_seed(&[3; 32]);
+        let s = Signed::sign(batch(), &key);
+        s.verify().unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Signed<BatchCommitment> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        back.verify().unwrap();
+        let mut t = s.clone();
+        t.statement.tile_ids[1] = 7;
+        assert!(t.verify().is_err());
+        let mut t = s.clone();
+        t.signature[10] ^= 1;
+        assert!(t.verify().is_err());
+        let mut t = s;
+        t.signer = SecretKey::from_seed(&[4; 32]).public();
+        assert!(t.verify().is_err());
+    }
+
+    #[test]
+    fn domains_differ_between_statement_kinds() {
+        let b = batch();
+        let roots = JobRoots { job_id: [1; 16], frames: vec![], job_root: [0; 32] };
+        assert!(b.signing_bytes().starts_with(b"tessera v1 batch\0"));
+        assert!(roots.signing_bytes().starts_with(b"tessera v1 job roots\0"));
+    }
+}

@@ -1,0 +1,2 @@
+//! `tessera` binary.
+fn main() {}
