@@ -11,8 +11,10 @@ pub mod canonical;
 pub mod keys;
 pub mod merkle;
 pub mod payments;
+pub mod rules;
 pub mod sampling;
 pub mod statements;
 pub mod types;
+pub mod wire;
 
 pub use types::*;

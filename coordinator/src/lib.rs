@@ -1,0 +1,13 @@
+//! The coordinator: plans jobs into tiles and batches, dispatches them over a [`bus::Bus`],
+//! checks every delivered tile against its signed commitment, fixes each round's
+//! commitments before revealing the round's nonce, sends samples to verifiers, applies the
+//! tier's payment rules on the ledger, and assembles the proof bundle.
+//!
+//! [`embedded`] runs the whole pipeline in one process (in-process bus, local nodes and
+//! verifier, SQLite store): `tessera render`.
+
+#![warn(missing_docs)]
+
+pub mod bus;
+pub mod embedded;
+pub mod store;

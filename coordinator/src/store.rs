@@ -1,0 +1,352 @@
+//! The coordinator's store: SQLite (one file), the source of truth for jobs, nodes, tiles,
+//! commitments, verdicts, proof bundles and the double-entry ledger.
+//!
+//! Ledger writes run in one transaction each: the idempotency key, the balance check and
+//! both balance updates commit together or not at all.
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::path::Path;
+use tessera_protocol::payments::{account, LedgerError, Transfer, TransferKind};
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("store {path}: {source}")]
+    Sqlite {
+        /// Database path.
+        path: String,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// A ledger rule refused a transfer.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// Stored data could not be decoded.
+    #[error("store {path}: {what}: {reason}")]
+    Corrupt {
+        /// Database path.
+        path: String,
+        /// What was read.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+const SCHEMA: &str = r#"
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    manifest TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_unix INTEGER NOT NULL,
+    bundle TEXT
+);
+CREATE TABLE IF NOT EXISTS nonces (
+    job_id TEXT NOT NULL, round INTEGER NOT NULL, nonce TEXT NOT NULL, revealed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, round)
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    node TEXT PRIMARY KEY, name TEXT NOT NULL, class TEXT NOT NULL, trust INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS batches (
+    job_id TEXT NOT NULL, batch_id INTEGER NOT NULL, round INTEGER NOT NULL, node TEXT NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (job_id, batch_id)
+);
+CREATE TABLE IF NOT EXISTS tiles (
+    job_id TEXT NOT NULL, round INTEGER NOT NULL, frame INTEGER NOT NULL, tile_index INTEGER NOT NULL,
+    batch_id INTEGER NOT NULL, node TEXT NOT NULL, tile_hash TEXT NOT NULL, bytes BLOB NOT NULL,
+    PRIMARY KEY (job_id, round, frame, tile_index)
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    job_id TEXT NOT NULL, round INTEGER NOT NULL, commitment TEXT NOT NULL,
+    PRIMARY KEY (job_id, round)
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    job_id TEXT NOT NULL, round INTEGER NOT NULL, node TEXT NOT NULL, verdict TEXT NOT NULL,
+    PRIMARY KEY (job_id, round, node)
+);
+CREATE TABLE IF NOT EXISTS balances (
+    account TEXT PRIMARY KEY, balance INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transfers (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE, job_id TEXT, kind TEXT NOT NULL, from_account TEXT NOT NULL,
+    to_account TEXT NOT NULL, amount INTEGER NOT NULL, round INTEGER NOT NULL, tiles INTEGER NOT NULL
+);
+"#;
+
+/// The SQLite store.
+pub struct Store {
+    conn: Connection,
+    path: String,
+}
+
+impl Store {
+    /// Open (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let p = path.display().to_string();
+        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite { path: p.clone(), source })?;
+        conn.execute_batch(SCHEMA).map_err(|source| StoreError::Sqlite { path: p.clone(), source })?;
+        Ok(Self { conn, path: p })
+    }
+
+    fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, StoreError> {
+        r.map_err(|source| StoreError::Sqlite { path: self.path.clone(), source })
+    }
+
+    /// Record a new job with its signed manifest (JSON) and secret nonces.
+    pub fn insert_job(&mut self, job_id: &str, manifest_json: &str, created_unix: u64, nonces: &[[u8; 32]]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
+        let r = (|| {
+            tx.execute("INSERT INTO jobs (job_id, manifest, state, created_unix) VALUES (?1, ?2, 'queued', ?3)", params![job_id, manifest_json, created_unix as i64])?;
+            for (i, n) in nonces.iter().enumerate() {
+                tx.execute("INSERT INTO nonces (job_id, round, nonce) VALUES (?1, ?2, ?3)", params![job_id, i as i64, hex::encode(n)])?;
+            }
+            tx.commit()
+        })();
+        r.map_err(|source| StoreError::Sqlite { path, source })
+    }
+
+    /// Set a job's state (`queued`, `rendering`, `verifying`, `done`, `failed`).
+    pub fn set_job_state(&self, job_id: &str, state: &str) -> Result<(), StoreError> {
+        let r = self.conn.execute("UPDATE jobs SET state = ?2 WHERE job_id = ?1", params![job_id, state]);
+        self.sql(r).map(|_| ())
+    }
+
+    /// A job's state.
+    pub fn job_state(&self, job_id: &str) -> Result<Option<String>, StoreError> {
+        let r = self.conn.query_row("SELECT state FROM jobs WHERE job_id = ?1", params![job_id], |r| r.get(0)).optional();
+        self.sql(r)
+    }
+
+    /// Mark a round's nonce revealed and return it.
+    pub fn reveal_nonce(&self, job_id: &str, round: u32) -> Result<[u8; 32], StoreError> {
+        let r = self.conn.execute("UPDATE nonces SET revealed = 1 WHERE job_id = ?1 AND round = ?2", params![job_id, round]);
+        self.sql(r)?;
+        let r: rusqlite::Result<String> = self.conn.query_row("SELECT nonce FROM nonces WHERE job_id = ?1 AND round = ?2", params![job_id, round], |r| r.get(0));
+        let h = self.sql(r)?;
+        tessera_protocol::hexser::decode(&h).map_err(|reason| StoreError::Corrupt { path: self.path.clone(), what: format!("nonce of job {job_id} round {round}"), reason })
+    }
+
+    /// Register or update a node.
+    pub fn upsert_node(&self, node: &str, name: &str, class_json: &str) -> Result<(), StoreError> {
+        let r = self.conn.execute(
+            "INSERT INTO nodes (node, name, class) VALUES (?1, ?2, ?3) ON CONFLICT(node) DO UPDATE SET name = ?2, class = ?3",
+            params![node, name, class_json],
+        );
+        self.sql(r).map(|_| ())
+    }
+
+    /// A node's trust (0 if unknown).
+    pub fn trust(&self, node: &str) -> Result<u32, StoreError> {
+        let r = self.conn.query_row("SELECT trust FROM nodes WHERE node = ?1", params![node], |r| r.get::<_, i64>(0)).optional();
+        Ok(self.sql(r)?.unwrap_or(0).max(0) as u32)
+    }
+
+    /// Set a node's trust.
+    pub fn set_trust(&self, node: &str, trust: u32) -> Result<(), StoreError> {
+        let r = self.conn.execute("UPDATE nodes SET trust = ?2 WHERE node = ?1", params![node, trust]);
+        self.sql(r).map(|_| ())
+    }
+
+    /// Store a checked batch and its tile bytes in one transaction. Idempotent: a batch id
+    /// already stored is left as it is and `false` is returned.
+    pub fn insert_batch(&mut self, job_id: &str, round: u32, batch_id: u32, node: &str, frame: u32, record_json: &str, tiles: &[(u32, [u8; 32], &[u8])]) -> Result<bool, StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
+        let r = (|| {
+            let exists: Option<i64> = tx.query_row("SELECT 1 FROM batches WHERE job_id = ?1 AND batch_id = ?2", params![job_id, batch_id], |r| r.get(0)).optional()?;
+            if exists.is_some() {
+                return Ok(false);
+            }
+            tx.execute("INSERT INTO batches (job_id, batch_id, round, node, record) VALUES (?1, ?2, ?3, ?4, ?5)", params![job_id, batch_id, round, node, record_json])?;
+            for (tile_index, hash, bytes) in tiles {
+                tx.execute(
+                    "INSERT INTO tiles (job_id, round, frame, tile_index, batch_id, node, tile_hash, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![job_id, round, frame, tile_index, batch_id, node, hex::encode(hash), bytes],
+                )?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })();
+        r.map_err(|source| StoreError::Sqlite { path, source })
+    }
+
+    /// The bytes of a delivered tile.
+    pub fn tile_bytes(&self, job_id: &str, round: u32, frame: u32, tile_index: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = self
+            .conn
+            .query_row("SELECT bytes FROM tiles WHERE job_id = ?1 AND round = ?2 AND frame = ?3 AND tile_index = ?4", params![job_id, round, frame, tile_index], |r| r.get(0))
+            .optional();
+        self.sql(r)
+    }
+
+    /// Store a round commitment (JSON).
+    pub fn insert_round(&self, job_id: &str, round: u32, commitment_json: &str) -> Result<(), StoreError> {
+        let r = self.conn.execute("INSERT OR IGNORE INTO rounds (job_id, round, commitment) VALUES (?1, ?2, ?3)", params![job_id, round, commitment_json]);
+        self.sql(r).map(|_| ())
+    }
+
+    /// Store a verdict (JSON). Idempotent by (job, round, node); returns whether it was new.
+    pub fn insert_verdict(&self, job_id: &str, round: u32, node: &str, verdict_json: &str) -> Result<bool, StoreError> {
+        let r = self.conn.execute("INSERT OR IGNORE INTO verdicts (job_id, round, node, verdict) VALUES (?1, ?2, ?3, ?4)", params![job_id, round, node, verdict_json]);
+        self.sql(r).map(|n| n == 1)
+    }
+
+    /// Store the finished job's proof bundle (JSON).
+    pub fn save_bundle(&self, job_id: &str, bundle_json: &str) -> Result<(), StoreError> {
+        let r = self.conn.execute("UPDATE jobs SET bundle = ?2 WHERE job_id = ?1", params![job_id, bundle_json]);
+        self.sql(r).map(|_| ())
+    }
+
+    /// Apply a transfer under the ledger rules, atomically. `Ok(true)`: applied;
+    /// `Ok(false)`: its key was already applied with the same content.
+    pub fn apply_transfer(&mut self, job_id: Option<&str>, t: &Transfer) -> Result<bool, StoreError> {
+        let path = self.path.clone();
+        let sqlerr = |source| StoreError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlerr)?;
+        let prev: Option<(String, String, String, i64, i64, i64)> = tx
+            .query_row(
+                "SELECT kind, from_account, to_account, amount, round, tiles FROM transfers WHERE key = ?1",
+                params![t.key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
+            .optional()
+            .map_err(sqlerr)?;
+        if let Some(p) = prev {
+            let same = p == (kind_name(t.kind).to_string(), t.from.clone(), t.to.clone(), t.amount as i64, i64::from(t.round), i64::from(t.tiles));
+            return if same { Ok(false) } else { Err(LedgerError::KeyReused(t.key.clone()).into()) };
+        }
+        if t.amount == 0 {
+            return Err(LedgerError::ZeroAmount(t.key.clone()).into());
+        }
+        if t.from == t.to {
+            return Err(LedgerError::SameAccount(t.key.clone(), t.from.clone()).into());
+        }
+        let balance: i64 = tx.query_row("SELECT balance FROM balances WHERE account = ?1", params![t.from], |r| r.get(0)).optional().map_err(sqlerr)?.unwrap_or(0);
+        if !account::may_go_negative(&t.from) && i128::from(balance) < i128::from(t.amount) {
+            return Err(LedgerError::Insufficient { key: t.key.clone(), account: t.from.clone(), balance: i128::from(balance), amount: t.amount }.into());
+        }
+        let amount = i64::try_from(t.amount).map_err(|_| LedgerError::ZeroAmount(t.key.clone()))?;
+        tx.execute(
+            "INSERT INTO transfers (key, job_id, kind, from_account, to_account, amount, round, tiles) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![t.key, job_id, kind_name(t.kind), t.from, t.to, amount, t.round, t.tiles],
+        )
+        .map_err(sqlerr)?;
+        for (acct, delta) in [(&t.from, -amount), (&t.to, amount)] {
+            tx.execute(
+                "INSERT INTO balances (account, balance) VALUES (?1, ?2) ON CONFLICT(account) DO UPDATE SET balance = balance + ?2",
+                params![acct, delta],
+            )
+            .map_err(sqlerr)?;
+        }
+        tx.commit().map_err(sqlerr)?;
+        Ok(true)
+    }
+
+    /// Balance of an account.
+    pub fn balance(&self, account: &str) -> Result<i64, StoreError> {
+        let r = self.conn.query_row("SELECT balance FROM balances WHERE account = ?1", params![account], |r| r.get(0)).optional();
+        Ok(self.sql(r)?.unwrap_or(0))
+    }
+
+    /// Every balance, by account.
+    pub fn balances(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut stmt = self.sql(self.conn.prepare("SELECT account, balance FROM balances ORDER BY account"))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)));
+        let rows = self.sql(rows)?;
+        let v: rusqlite::Result<Vec<_>> = rows.collect();
+        self.sql(v)
+    }
+
+    /// Sum of all balances: 0 unless the ledger is broken.
+    pub fn total(&self) -> Result<i64, StoreError> {
+        let r = self.conn.query_row("SELECT COALESCE(SUM(balance), 0) FROM balances", [], |r| r.get(0));
+        self.sql(r)
+    }
+
+    /// The transfers of a job, in the order they were applied.
+    pub fn job_transfers(&self, job_id: &str) -> Result<Vec<Transfer>, StoreError> {
+        let mut stmt = self.sql(self.conn.prepare("SELECT key, kind, from_account, to_account, amount, round, tiles FROM transfers WHERE job_id = ?1 ORDER BY seq"))?;
+        let rows = stmt.query_map(params![job_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?, r.get::<_, i64>(6)?))
+        });
+        let rows = self.sql(rows)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, kind, from, to, amount, round, tiles) = self.sql(row)?;
+            let kind = kind_from_name(&kind).ok_or_else(|| StoreError::Corrupt { path: self.path.clone(), what: format!("transfer {key}"), reason: format!("unknown kind {kind:?}") })?;
+            out.push(Transfer { key, kind, from, to, amount: amount as u64, round: round as u32, tiles: tiles as u32 });
+        }
+        Ok(out)
+    }
+}
+
+const KINDS: [(TransferKind, &str); 7] = [
+    (TransferKind::Deposit, "deposit"),
+    (TransferKind::Escrow, "escrow"),
+    (TransferKind::PayOnPass, "pay_on_pass"),
+    (TransferKind::HoldBack, "hold_back"),
+    (TransferKind::Release, "release"),
+    (TransferKind::Slash, "slash"),
+    (TransferKind::Refund, "refund"),
+];
+
+fn kind_name(k: TransferKind) -> &'static str {
+    KINDS.iter().find(|(x, _)| *x == k).map_or("unknown", |(_, n)| n)
+}
+
+fn kind_from_name(n: &str) -> Option<TransferKind> {
+    KINDS.iter().find(|(_, x)| *x == n).map(|(k, _)| *k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t(key: &str, from: &str, to: &str, amount: u64) -> Transfer {
+        Transfer { key: key.into(), kind: TransferKind::Deposit, from: from.into(), to: to.into(), amount, round: 0, tiles: 0 }
+    }
+
+    #[test]
+    fn ledger_survives_reopen_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let mut s = Store::open(&path).unwrap();
+            assert!(s.apply_transfer(None, &t("d1", "external:bank", "client:a", 100)).unwrap());
+            assert!(!s.apply_transfer(None, &t("d1", "external:bank", "client:a", 100)).unwrap());
+            assert!(matches!(s.apply_transfer(None, &t("d1", "external:bank", "client:a", 5)), Err(StoreError::Ledger(LedgerError::KeyReused(_)))));
+            assert!(matches!(s.apply_transfer(None, &t("x", "client:a", "escrow:j", 101)), Err(StoreError::Ledger(LedgerError::Insufficient { .. }))));
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.balance("client:a").unwrap(), 100);
+        assert_eq!(s.total().unwrap(), 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn sum_never_changes_and_matches_pure_rules(ops in proptest::collection::vec((0u8..12, 0usize..4, 0usize..4, 1u64..500), 1..40)) {
+            let accts = ["external:bank", "client:a", "escrow:j", "node:n"];
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = Store::open(&dir.path().join("p.db")).unwrap();
+            let mut pure = tessera_protocol::payments::Ledger::new();
+            for (k, f, to, amount) in ops {
+                let tr = t(&format!("k{k}"), accts[f], accts[to], amount);
+                let a = s.apply_transfer(None, &tr).map_err(|e| e.to_string());
+                let b = pure.apply(&tr).map_err(|e| e.to_string());
+                prop_assert_eq!(a.is_ok(), b.is_ok(), "{:?} vs {:?}", a, b);
+                prop_assert_eq!(s.total().unwrap(), 0);
+            }
+            for acct in accts {
+                prop_assert_eq!(i128::from(s.balance(acct).unwrap()), pure.balance(acct));
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! A renderer node: takes a render task, renders its tiles through a [`TileRenderer`],
+//! computes the leaves and batch root, and signs the batch commitment.
+//!
+//! For drills, a node can be made dishonest ([`DishonestMode`]): it then commits to tiles it
+//! did not honestly render, and the verifier must catch it.
+
+#![warn(missing_docs)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tessera_protocol::bundle::{BatchRecord, LeafRecord};
+use tessera_protocol::canonical::{f32_to_tile, tile_hash, tile_to_f32, LeafInput};
+use tessera_protocol::keys::{PublicKey, SecretKey};
+use tessera_protocol::statements::{BatchCommitment, Signed};
+use tessera_protocol::wire::{BatchResult, DeliveredTile, RenderTask, WIRE_VERSION};
+use tessera_protocol::{merkle, RenderFailure, TileRenderer};
+
+/// Ways a drill node cheats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DishonestMode {
+    /// Renders a quarter of the samples and claims the full count.
+    LowSpp,
+    /// Renders honestly, then adds noise.
+    Noise,
+    /// Returns black tiles without rendering.
+    Black,
+    /// Renders one tile and reuses it for neighbours of the same size.
+    Copy,
+    /// Forges 1 tile in 20 (tile index ≡ 0 mod 20), renders the rest honestly.
+    Partial,
+}
+
+impl DishonestMode {
+    /// All modes, for drills and tests.
+    pub const ALL: [DishonestMode; 5] = [Self::LowSpp, Self::Noise, Self::Black, Self::Copy, Self::Partial];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LowSpp => "low-spp",
+            Self::Noise => "noise",
+            Self::Black => "black",
+            Self::Copy => "copy",
+            Self::Partial => "partial",
+        }
+    }
+}
+
+impl std::str::FromStr for DishonestMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Self::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown dishonest mode {s:?}; expected one of {}", names.join(", "))
+        })
+    }
+}
+
+/// Why a task failed on the node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The task is for a scene this node does not have.
+    #[error("task {task}: scene {scene} is not loaded on this node")]
+    WrongScene {
+        /// Task id.
+        task: String,
+        /// Scene hash (hex).
+        scene: String,
+    },
+    /// The task is malformed.
+    #[error("task {task}: {reason}")]
+    BadTask {
+        /// Task id.
+        task: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Rendering failed.
+    #[error("task {task}: tile {tile}: render failed: {source}")]
+    Render {
+        /// Task id.
+        task: String,
+        /// Tile index.
+        tile: u32,
+        /// The renderer's error.
+        source: RenderFailure,
+    },
+}
+
+/// A renderer node: its key, its renderer, and (for drills) how it cheats.
+pub struct Node {
+    name: String,
+    key: SecretKey,
+    scene_hash: [u8; 32],
+    renderer: Arc<dyn TileRenderer>,
+    dishonest: Option<DishonestMode>,
+    /// Last honestly rendered tile per size, for the `copy` cheat.
+    copy_cache: Mutex<HashMap<(u32, u32), Vec<u8>>>,
+}
+
+impl Node {
+    /// A node that renders `scene_hash` with `renderer`, signing with `key`.
+    pub fn new(
+        name: impl Into<String>,
+        key: SecretKey,
+        scene_hash: [u8; 32],
+        renderer: Arc<dyn TileRenderer>,
+        dishonest: Option<DishonestMode>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            key,
+            scene_hash,
+            renderer,
+            dishonest,
+            copy_cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Display name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Public key.
+    pub fn public(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    /// How this node cheats, if it does.
+    pub fn dishonest(&self) -> Option<DishonestMode> {
+        self.dishonest
+    }
+
+    /// The renderer's determinism class.
+    pub fn class(&self) -> &tessera_protocol::DeterminismClass {
+        self.renderer.class()
+    }
+
+    /// Render every tile of `task`, commit to them, and sign the batch.
+    pub fn handle_task(&self, task: &RenderTask) -> Result<BatchResult, NodeError> {
+        if task.scene_hash != self.scene_hash {
+            return Err(NodeError::WrongScene {
+                task: task.task_id.clone(),
+                scene: hex::encode(task.scene_hash),
+            });
+        }
+        if task.tiles.is_empty() {
+            return Err(NodeError::BadTask { task: task.task_id.clone(), reason: "no tiles".into() });
+        }
+        let class = self.renderer.class().clone();
+        let class_id = class.id();
+        let mut leaves = Vec::with_capacity(task.tiles.len());
+        let mut records = Vec::with_capacity(task.tiles.len());
+        let mut delivered = Vec::with_capacity(task.tiles.len());
+        for t in &task.tiles {
+            if !t.rect.fits_in(task.settings.width, task.settings.height) {
+                return Err(NodeError::BadTask {
+                    task: task.task_id.clone(),
+                    reason: format!(
+                        "tile {} rect {} is outside the {}x{} frame",
+                        t.tile_index, t.rect, task.settings.width, task.settings.height
+                    ),
+                });
+            }
+            let bytes = self
+                .produce_tile(task, t.tile_index, t.rect)
+                .map_err(|source| NodeError::Render { task: task.task_id.clone(), tile: t.tile_index, source })?;
+            let hash = tile_hash(&bytes);
+            let leaf = LeafInput {
+                job_id: task.job_id,
+                frame: task.frame,
+                rect: t.rect,
+                spp: task.settings.spp,
+                class_id,
+                tile_hash: hash,
+            }
+            .leaf();
+            leaves.push(leaf);
+            records.push(LeafRecord { tile_index: t.tile_index, rect: t.rect, tile_hash: hash, leaf });
+            delivered.push(DeliveredTile { tile_index: t.tile_index, bytes });
+        }
+        let commitment = BatchCommitment {
+            job_id: task.job_id,
+            frame: task.frame,
+            batch_id: task.batch_id,
+            tile_ids: task.tiles.iter().map(|t| t.tile_index).collect(),
+            batch_root: merkle::root(&leaves).expect("batch has tiles"),
+            leaf_count: leaves.len() as u32,
+            class_id,
+            node: self.key.public(),
+        };
+        Ok(BatchResult {
+            version: WIRE_VERSION,
+            task_id: task.task_id.clone(),
+            round: task.round,
+            class,
+            batch: BatchRecord { signed: Signed::sign(commitment, &self.key), tiles: records },
+            tiles: delivered,
+        })
+    }
+
+    /// The bytes this node will claim for a tile: honest, or forged by its drill mode.
+    fn produce_tile(&self, task: &RenderTask, tile_index: u32, rect: tessera_protocol::TileRect) -> Result<Vec<u8>, RenderFailure> {
+        let honest = |settings: &tessera_protocol::RenderSettings| self.renderer.render_tile(settings, task.frame, rect);
+        let Some(mode) = self.dishonest else {
+            return honest(&task.settings);
+        };
+        match mode {
+            DishonestMode::LowSpp => {
+                let mut cheap = task.settings.clone();
+                cheap.spp = (cheap.spp / 4).max(1);
+                honest(&cheap)
+            }
+            DishonestMode::Noise => {
+                let mut values = tile_to_f32(&honest(&task.settings)?);
+                add_noise(&mut values, tile_index);
+                Ok(f32_to_tile(&values))
+            }
+            DishonestMode::Black => Ok(black_tile(rect)),
+            DishonestMode::Copy => {
+                let mut cache = self.copy_cache.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(bytes) = cache.get(&(rect.w, rect.h)) {
+                    return Ok(bytes.clone());
+                }
+                let bytes = honest(&task.settings)?;
+                cache.insert((rect.w, rect.h), bytes.clone());
+                Ok(bytes)
+            }
+            DishonestMode::Partial => {
+                if tile_index % 20 == 0 {
+                    Ok(black_tile(rect))
+                } else {
+                    honest(&task.settings)
+                }
+            }
+        }
+    }
+}
+
+/// A black, opaque tile.
+fn black_tile(rect: tessera_protocol::TileRect) -> Vec<u8> {
+    let mut values = vec![0.0f32; rect.pixels() as usize * 4];
+    values.iter_mut().skip(3).step_by(4).for_each(|a| *a = 1.0);
+    f32_to_tile(&values)
+}
+
+/// ±10 % multiplicative noise on colour channels, from a tiny integer hash.
+fn add_noise(values: &mut [f32], salt: u32) {
+    for (i, v) in values.iter_mut().enumerate() {
+        if i % 4 == 3 {
+            continue;
+        }
+        let mut h = (i as u32).wrapping_mul(0x9E37_79B9) ^ salt.wrapping_mul(0x85EB_CA6B);
+        h ^= h >> 15;
+        h = h.wrapping_mul(0x2C1B_3C6D);
+        h ^= h >> 12;
+        let r = (h & 0xFFFF) as f32 / 65535.0; // 0..1
+        *v *= 0.9 + 0.2 * r;
+    }
+}

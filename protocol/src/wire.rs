@@ -1,0 +1,138 @@
+//! Messages between coordinator, nodes and verifiers (serde JSON on the bus, versioned).
+//! Tile bytes travel hex-encoded inside JSON for now; what is hashed and signed is always the
+//! canonical bytes, never this encoding.
+
+use crate::bundle::{BatchRecord, SampleProof};
+use crate::canonical::JobId;
+use crate::hexser;
+use crate::keys::PublicKey;
+use crate::statements::{JobManifest, RoundCommitment, Signed, Verdict};
+use crate::types::{DeterminismClass, Digest, RenderSettings, TileRect};
+use serde::{Deserialize, Serialize};
+
+/// Version of every wire message.
+pub const WIRE_VERSION: u32 = 1;
+
+/// Queue of render tasks (competing consumers: the nodes).
+pub const QUEUE_TASKS: &str = "tessera.tasks";
+/// Queue of batch results (consumer: the coordinator).
+pub const QUEUE_RESULTS: &str = "tessera.results";
+/// Queue of verification requests (competing consumers: the verifiers).
+pub const QUEUE_VERIFY: &str = "tessera.verify";
+/// Queue of verdicts (consumer: the coordinator).
+pub const QUEUE_VERDICTS: &str = "tessera.verdicts";
+
+/// One tile to render.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TaskTile {
+    /// Tile index in the frame layout.
+    pub tile_index: u32,
+    /// Its rectangle.
+    pub rect: TileRect,
+}
+
+/// A batch of tiles of one frame for one node to render and commit to.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RenderTask {
+    /// [`WIRE_VERSION`].
+    pub version: u32,
+    /// Task id (unique; the message id on the bus).
+    pub task_id: String,
+    /// The job.
+    #[serde(with = "hexser::arr")]
+    pub job_id: JobId,
+    /// Scene content hash (the node renders only this scene).
+    #[serde(with = "hexser::arr")]
+    pub scene_hash: Digest,
+    /// Render settings.
+    pub settings: RenderSettings,
+    /// Frame.
+    pub frame: u32,
+    /// Round the batch belongs to.
+    pub round: u32,
+    /// Batch id to sign.
+    pub batch_id: u32,
+    /// Tiles, in leaf order.
+    pub tiles: Vec<TaskTile>,
+    /// Nodes that must not take this task (failed on this job).
+    pub blocked: Vec<PublicKey>,
+}
+
+/// A delivered tile.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeliveredTile {
+    /// Tile index.
+    pub tile_index: u32,
+    /// Canonical bytes, hex.
+    #[serde(with = "hex::serde")]
+    pub bytes: Vec<u8>,
+}
+
+/// A node's answer to a [`RenderTask`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BatchResult {
+    /// [`WIRE_VERSION`].
+    pub version: u32,
+    /// The task answered.
+    pub task_id: String,
+    /// The round of the task.
+    pub round: u32,
+    /// The node's determinism class (its id is in the commitment).
+    pub class: DeterminismClass,
+    /// The signed commitment with its leaves.
+    pub batch: BatchRecord,
+    /// The tiles' bytes, in leaf order.
+    pub tiles: Vec<DeliveredTile>,
+}
+
+/// One sampled tile the verifier must check.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SampledTile {
+    /// Proof of inclusion in its batch.
+    pub proof: SampleProof,
+    /// Frame.
+    pub frame: u32,
+    /// Tile index.
+    pub tile_index: u32,
+    /// Rectangle.
+    pub rect: TileRect,
+    /// Committed tile hash.
+    #[serde(with = "hexser::arr")]
+    pub committed_hash: Digest,
+    /// The bytes the node delivered, hex.
+    #[serde(with = "hex::serde")]
+    pub delivered: Vec<u8>,
+}
+
+/// A request to verify one node's work in one round.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VerifyRequest {
+    /// [`WIRE_VERSION`].
+    pub version: u32,
+    /// Request id.
+    pub request_id: String,
+    /// The signed manifest.
+    pub manifest: Signed<JobManifest>,
+    /// The signed round commitment.
+    pub commitment: Signed<RoundCommitment>,
+    /// Every batch of the round (the verifier recomputes the round root).
+    pub round_batches: Vec<BatchRecord>,
+    /// The revealed nonce.
+    #[serde(with = "hexser::arr")]
+    pub nonce: Digest,
+    /// The node under verification.
+    pub node: PublicKey,
+    /// The sampled tiles.
+    pub samples: Vec<SampledTile>,
+}
+
+/// A verifier's answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VerdictMessage {
+    /// [`WIRE_VERSION`].
+    pub version: u32,
+    /// The request answered.
+    pub request_id: String,
+    /// The signed verdict.
+    pub verdict: Signed<Verdict>,
+}
