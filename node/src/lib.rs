@@ -26,7 +26,8 @@ pub enum DishonestMode {
     Black,
     /// Renders one tile and reuses it for neighbours of the same size.
     Copy,
-    /// Forges 1 tile in 20 (tile index ≡ 0 mod 20), renders the rest honestly.
+    /// Forges 1 tile in 20 of the tiles it renders (its 1st, 21st, 41st, …), renders the
+    /// rest honestly.
     Partial,
 }
 
@@ -96,6 +97,8 @@ pub struct Node {
     dishonest: Option<DishonestMode>,
     /// Last honestly rendered tile per size, for the `copy` cheat.
     copy_cache: Mutex<HashMap<(u32, u32), Vec<u8>>>,
+    /// Tiles produced so far, for the `partial` cheat.
+    produced: std::sync::atomic::AtomicU64,
 }
 
 impl Node {
@@ -114,6 +117,7 @@ impl Node {
             renderer,
             dishonest,
             copy_cache: Mutex::new(HashMap::new()),
+            produced: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -202,6 +206,7 @@ impl Node {
 
     /// The bytes this node will claim for a tile: honest, or forged by its drill mode.
     fn produce_tile(&self, task: &RenderTask, tile_index: u32, rect: tessera_protocol::TileRect) -> Result<Vec<u8>, RenderFailure> {
+        let nth = self.produced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let honest = |settings: &tessera_protocol::RenderSettings| self.renderer.render_tile(settings, task.frame, rect);
         let Some(mode) = self.dishonest else {
             return honest(&task.settings);
@@ -228,7 +233,7 @@ impl Node {
                 Ok(bytes)
             }
             DishonestMode::Partial => {
-                if tile_index % 20 == 0 {
+                if nth % 20 == 0 {
                     Ok(black_tile(rect))
                 } else {
                     honest(&task.settings)
