@@ -1,2 +1,532 @@
-//! `tessera` binary.
-fn main() {}
+//! `tessera`: the one binary. `render` runs the whole verifiable pipeline in one process;
+//! `audit` checks a proof bundle offline; `keygen` writes a key file.
+//!
+//! Exit codes: 0 success; 1 the work failed (render error, audit found a failed check);
+//! 2 bad command line (clap).
+
+mod images;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera_coordinator::embedded::{EmbeddedFarm, JobConfig};
+use tessera_coordinator::store::Store;
+use tessera_node::{DishonestMode, Node};
+use tessera_protocol::bundle::ProofBundle;
+use tessera_protocol::keys::{PublicKey, SecretKey};
+use tessera_protocol::payments::{default_tiers, Pricing, SamplingPolicy};
+use tessera_protocol::statements::Decision;
+use tessera_protocol::{RenderSettings, TileRenderer};
+use tessera_renderer::{Gpu, LoadOptions, Scene, SceneRenderer};
+use tessera_verifier::{audit_bundle, Verifier};
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Verifiable render farm: render glTF scenes, commit with signed Merkle roots, verify by sampled re-rendering, pay by tier."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Render a glTF scene through the whole verifiable pipeline in this process.
+    Render(RenderArgs),
+    /// Check a proof bundle offline; optionally an image and a local re-render.
+    Audit(AuditArgs),
+    /// Write a new ed25519 key file (mode 0600).
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args)]
+struct RenderArgs {
+    /// Scene file (.glb, or .gltf with its buffers in the same folder).
+    scene: PathBuf,
+    /// Output PNG path; the EXR goes beside it with the .exr extension. With several frames,
+    /// `#` characters are replaced by the zero-padded frame number.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Proof bundle path (default: OUTPUT with the extension .proof.json).
+    #[arg(long)]
+    proof: Option<PathBuf>,
+    /// Frame width in pixels.
+    #[arg(long, default_value_t = 256, env = "TESSERA_WIDTH")]
+    width: u32,
+    /// Frame height in pixels.
+    #[arg(long, default_value_t = 256, env = "TESSERA_HEIGHT")]
+    height: u32,
+    /// Samples per pixel.
+    #[arg(long, default_value_t = 64, env = "TESSERA_SPP")]
+    spp: u32,
+    /// Maximum bounces, counted as Blender Cycles counts them (0 = direct light only).
+    #[arg(long, default_value_t = 12)]
+    max_bounces: u32,
+    /// Render seed: the same scene and settings give the same bytes on the same adapter.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Camera name (default: the scene's first camera).
+    #[arg(long)]
+    camera: Option<String>,
+    /// Frame range `A..B` (inclusive) or a single frame.
+    #[arg(long, default_value = "0")]
+    frames: String,
+    /// Tile edge in pixels.
+    #[arg(long = "tile", default_value_t = 64)]
+    tile: u32,
+    /// Tiles per batch (one task, one signed commitment).
+    #[arg(long, default_value_t = 4)]
+    batch: u32,
+    /// Local renderer nodes, each with its own key.
+    #[arg(long, default_value_t = 1)]
+    nodes: u32,
+    /// Drill: how many of the local nodes cheat.
+    #[arg(long, default_value_t = 0)]
+    dishonest_nodes: u32,
+    /// Drill: how they cheat (low-spp, noise, black, copy, partial).
+    #[arg(long, default_value = "low-spp")]
+    dishonest_mode: DishonestMode,
+    /// Tier: economy, priority or trusted.
+    #[arg(long, default_value = "economy", env = "TESSERA_TIER")]
+    tier: String,
+    /// Seconds before hold-backs are released (0: at the end of the job).
+    #[arg(long, default_value_t = 0)]
+    challenge_window: u64,
+    /// Data directory (SQLite store, keys).
+    #[arg(long, env = "TESSERA_DATA")]
+    data: Option<PathBuf>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    /// The proof bundle.
+    bundle: PathBuf,
+    /// An EXR image of the job's first frame to check tile by tile (repeat for more frames,
+    /// in frame order).
+    #[arg(long)]
+    image: Vec<PathBuf>,
+    /// Re-render the sampled tiles on this machine's adapter and compare.
+    #[arg(long)]
+    rerender: bool,
+    /// Scene file for --rerender (default: the bundle's scene name, beside the bundle or as
+    /// given at render time).
+    #[arg(long)]
+    scene: Option<PathBuf>,
+    /// Pin the coordinator's public key (hex).
+    #[arg(long, env = "TESSERA_COORDINATOR_KEY")]
+    coordinator_key: Option<String>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Where to write the key file.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+                .unwrap_or_else(|_| "warn,tessera=info".into()),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Render(a) => render(a),
+        Command::Audit(a) => audit(a),
+        Command::Keygen(a) => keygen(&a.output),
+    };
+    match result {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("tessera");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/tessera"),
+        None => PathBuf::from(".tessera"),
+    }
+}
+
+/// Load a key file, or create it (0600) if it does not exist.
+fn load_or_create_key(path: &Path) -> Result<SecretKey> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading key file {}", path.display()))?;
+        return Ok(SecretKey::from_key_file(
+            &text,
+            &path.display().to_string(),
+        )?);
+    }
+    let key = SecretKey::generate();
+    write_key_file(path, &key)?;
+    Ok(key)
+}
+
+fn write_key_file(path: &Path, key: &SecretKey) -> Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating key file {}", path.display()))?;
+    f.write_all(key.to_key_file().as_bytes())
+        .with_context(|| format!("writing key file {}", path.display()))?;
+    Ok(())
+}
+
+fn keygen(output: &Path) -> Result<bool> {
+    let key = SecretKey::generate();
+    write_key_file(output, &key)?;
+    println!("{}", key.public());
+    Ok(true)
+}
+
+fn parse_frames(s: &str) -> Result<(u32, u32)> {
+    let parse = |x: &str| {
+        x.trim()
+            .parse::<u32>()
+            .with_context(|| format!("--frames {s:?}: {x:?} is not a frame number"))
+    };
+    let (a, b) = match s.split_once("..") {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => (parse(s)?, parse(s)?),
+    };
+    if b < a {
+        bail!("--frames {s:?}: the last frame is before the first");
+    }
+    if b - a >= 10_000 {
+        bail!("--frames {s:?}: at most 10000 frames per job");
+    }
+    Ok((a, b))
+}
+
+/// Output path of `frame`: `#` runs become the zero-padded frame number.
+fn frame_path(pattern: &Path, frame: u32, n_frames: u32) -> Result<PathBuf> {
+    let s = pattern.to_string_lossy();
+    if let Some(start) = s.find('#') {
+        let len = s[start..].chars().take_while(|&c| c == '#').count();
+        return Ok(PathBuf::from(format!(
+            "{}{:0len$}{}",
+            &s[..start],
+            frame,
+            &s[start + len..]
+        )));
+    }
+    if n_frames > 1 {
+        bail!(
+            "output {}: several frames need a `#` in the file name for the frame number",
+            pattern.display()
+        );
+    }
+    Ok(pattern.to_path_buf())
+}
+
+fn with_ext(p: &Path, ext: &str) -> PathBuf {
+    p.with_extension(ext)
+}
+
+fn render(a: RenderArgs) -> Result<bool> {
+    let started = Instant::now();
+    // Validate everything before any work.
+    if a.width == 0 || a.height == 0 || a.width > 16384 || a.height > 16384 {
+        bail!(
+            "--width/--height {}x{}: each must be 1..=16384",
+            a.width,
+            a.height
+        );
+    }
+    if a.spp == 0 || a.spp > 65536 {
+        bail!("--spp {}: must be 1..=65536", a.spp);
+    }
+    if a.tile == 0 || a.tile > 4096 {
+        bail!("--tile {}: must be 1..=4096", a.tile);
+    }
+    if a.max_bounces > 1024 {
+        bail!("--max-bounces {}: at most 1024", a.max_bounces);
+    }
+    if a.nodes == 0 || a.nodes > 64 {
+        bail!("--nodes {}: must be 1..=64", a.nodes);
+    }
+    if a.dishonest_nodes > a.nodes {
+        bail!(
+            "--dishonest-nodes {} is more than --nodes {}",
+            a.dishonest_nodes,
+            a.nodes
+        );
+    }
+    let (frame_start, frame_end) = parse_frames(&a.frames)?;
+    let n_frames = frame_end - frame_start + 1;
+    let tier = default_tiers()
+        .into_iter()
+        .find(|t| t.name == a.tier)
+        .with_context(|| format!("--tier {:?}: expected economy, priority or trusted", a.tier))?;
+    if tier.min_trust > 0 {
+        eprintln!("note: tier {} is meant for nodes with trust >= {}; local nodes are admitted for this run", tier.name, tier.min_trust);
+    }
+
+    let scene = Scene::load(&a.scene, &LoadOptions::default())
+        .with_context(|| format!("loading scene {}", a.scene.display()))?;
+    for w in scene.warnings() {
+        eprintln!("warning: {}: {w}", a.scene.display());
+    }
+    let gpu = Arc::new(Gpu::new()?);
+    let renderer: Arc<dyn TileRenderer> = Arc::new(SceneRenderer::new(gpu.clone(), &scene)?);
+    eprintln!("adapter: {}", renderer.class());
+
+    let data = a.data.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("creating data directory {}", data.display()))?;
+    let keys = data.join("keys");
+    let coordinator_key = load_or_create_key(&keys.join("coordinator.key"))?;
+    let verifier = Arc::new(Verifier::new(
+        load_or_create_key(&keys.join("verifier.key"))?,
+        renderer.clone(),
+    ));
+    let mut nodes = Vec::new();
+    let honest = a.nodes - a.dishonest_nodes;
+    for i in 0..a.nodes {
+        let dishonest = (i >= honest).then_some(a.dishonest_mode);
+        let (name, file) = match dishonest {
+            None => (format!("node-{i}"), format!("node-{i}.key")),
+            Some(m) => (
+                format!("node-{i} (dishonest: {})", m.name()),
+                format!("drill-node-{i}.key"),
+            ),
+        };
+        let key = load_or_create_key(&keys.join(file))?;
+        nodes.push(Arc::new(Node::new(
+            name,
+            key,
+            scene.content_hash(),
+            renderer.clone(),
+            dishonest,
+        )));
+    }
+    let store = Store::open(&data.join("tessera.db"))?;
+    let mut farm = EmbeddedFarm {
+        coordinator_key,
+        nodes,
+        verifier,
+        store,
+    };
+    let cfg = JobConfig {
+        client: "local".into(),
+        scene_name: a.scene.file_name().map_or_else(
+            || a.scene.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
+        scene_hash: scene.content_hash(),
+        settings: RenderSettings {
+            width: a.width,
+            height: a.height,
+            spp: a.spp,
+            max_bounces: a.max_bounces,
+            seed: a.seed,
+            camera: a.camera.clone(),
+        },
+        frame_start,
+        frame_end,
+        tile_size: a.tile,
+        batch_size: a.batch.max(1),
+        tier,
+        sampling: SamplingPolicy::default(),
+        pricing: Pricing::default(),
+        slash_pct: 50,
+        challenge_window_secs: a.challenge_window,
+        node_stake: 1_000_000,
+        message_timeout: Duration::from_secs(3600),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(farm.run_job(&cfg))?;
+
+    // Outputs.
+    let mut written = Vec::new();
+    for (frame, pixels) in &outcome.frames {
+        let png = frame_path(&a.output, *frame, n_frames)?;
+        let exr = with_ext(&png, "exr");
+        images::write_png(&png, a.width, a.height, pixels)?;
+        images::write_exr(&exr, a.width, a.height, pixels)?;
+        written.push(png);
+        written.push(exr);
+    }
+    let proof = a.proof.clone().unwrap_or_else(|| {
+        with_ext(
+            &frame_path(&a.output, frame_start, 1).unwrap_or(a.output.clone()),
+            "proof.json",
+        )
+    });
+    let json = serde_json::to_vec_pretty(&outcome.bundle)?;
+    std::fs::write(&proof, json)
+        .with_context(|| format!("writing proof bundle {}", proof.display()))?;
+    written.push(proof);
+
+    let elapsed = started.elapsed();
+    if a.json {
+        let reports: Vec<_> = outcome.reports.iter().map(|r| serde_json::json!({"node": r.name, "key": r.key.to_string(), "round": r.round, "tiles": r.tiles, "sampled": r.sampled, "decision": format!("{:?}", r.decision).to_lowercase(), "paid": r.paid, "held_back": r.held, "slashed": r.slashed})).collect();
+        println!(
+            "{}",
+            serde_json::json!({"job": outcome.job_id, "outputs": written, "seconds": elapsed.as_secs_f64(), "nodes": reports, "job_root": hex::encode(outcome.bundle.roots.statement.job_root)})
+        );
+    } else {
+        println!(
+            "job {} rendered in {:.1} s ({}x{}, {} spp, {} frame(s), tier {})",
+            outcome.job_id,
+            elapsed.as_secs_f64(),
+            a.width,
+            a.height,
+            a.spp,
+            n_frames,
+            a.tier
+        );
+        for r in &outcome.reports {
+            match r.decision {
+                Decision::Pass => println!("  round {}: {}: verified {}/{} tiles re-rendered, PASS, paid {} µcr now, {} held back", r.round, r.name, r.sampled, r.tiles, r.paid, r.held),
+                Decision::Fail => println!("  round {}: {} [{}]: CAUGHT CHEATING ({} tiles sampled of {}): unpaid, slashed {} µcr of stake, its tiles re-rendered by others", r.round, r.name, r.key.short(), r.sampled, r.tiles, r.slashed),
+            }
+        }
+        let released: u64 = outcome
+            .transfers
+            .iter()
+            .filter(|t| t.kind == tessera_protocol::payments::TransferKind::Release)
+            .map(|t| t.amount)
+            .sum();
+        let escrow = outcome
+            .transfers
+            .iter()
+            .find(|t| t.kind == tessera_protocol::payments::TransferKind::Escrow)
+            .map_or(0, |t| t.amount);
+        println!(
+            "  client paid {} µcr from escrow; hold-backs released: {} µcr",
+            escrow, released
+        );
+        println!(
+            "  job root {}",
+            hex::encode(outcome.bundle.roots.statement.job_root)
+        );
+        for w in &written {
+            println!("wrote {}", w.display());
+        }
+    }
+    Ok(true)
+}
+
+fn audit(a: AuditArgs) -> Result<bool> {
+    let text = std::fs::read(&a.bundle)
+        .with_context(|| format!("reading proof bundle {}", a.bundle.display()))?;
+    let bundle: ProofBundle = serde_json::from_slice(&text)
+        .with_context(|| format!("proof bundle {}: not a valid bundle", a.bundle.display()))?;
+    let pinned = match &a.coordinator_key {
+        Some(h) => Some(PublicKey(
+            tessera_protocol::hexser::decode(h)
+                .map_err(|e| anyhow::anyhow!("--coordinator-key: {e}"))?,
+        )),
+        None => None,
+    };
+    let mut report = audit_bundle(&bundle, pinned.as_ref());
+    let m = &bundle.manifest.statement;
+    for (i, img) in a.image.iter().enumerate() {
+        let frame = m.frame_start + i as u32;
+        match images::read_exr(img) {
+            Ok((w, h, pixels)) => {
+                let mut c = tessera_verifier::audit::check_image(&bundle, frame, w, h, &pixels);
+                c.detail = format!("{}: {}", img.display(), c.detail);
+                report.checks.push(c);
+            }
+            Err(e) => report.checks.push(tessera_verifier::CheckResult {
+                name: "image".into(),
+                passed: false,
+                detail: format!("{e:#}"),
+            }),
+        }
+    }
+    if a.rerender {
+        let scene_path = a.scene.clone().unwrap_or_else(|| {
+            let beside = a
+                .bundle
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(&m.scene_name);
+            if beside.exists() {
+                beside
+            } else {
+                PathBuf::from(&m.scene_name)
+            }
+        });
+        let scene = Scene::load(&scene_path, &LoadOptions::default()).with_context(|| {
+            format!(
+                "--rerender: loading scene {} (pass --scene)",
+                scene_path.display()
+            )
+        })?;
+        if scene.content_hash() != m.scene_hash {
+            report.checks.push(tessera_verifier::CheckResult {
+                name: "rerender".into(),
+                passed: false,
+                detail: format!(
+                    "scene {} has hash {}, the job rendered {}",
+                    scene_path.display(),
+                    hex::encode(scene.content_hash()),
+                    hex::encode(m.scene_hash)
+                ),
+            });
+        } else {
+            let gpu = Arc::new(Gpu::new()?);
+            let renderer = SceneRenderer::new(gpu, &scene)?;
+            eprintln!("re-rendering sampled tiles on {}", renderer.class());
+            report.extend(tessera_verifier::audit::rerender_samples(
+                &bundle, &renderer,
+            ));
+        }
+    }
+    let ok = report.passed();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"passed": ok, "checks": report.checks})
+        );
+    } else {
+        for c in &report.checks {
+            println!(
+                "{} {:<20} {}",
+                if c.passed { "ok  " } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+        let failed: Vec<_> = report.failures().map(|c| c.name.clone()).collect();
+        if ok {
+            println!("audit passed: {} checks", report.checks.len());
+        } else {
+            println!("audit FAILED: {}", failed.join(", "));
+        }
+    }
+    Ok(ok)
+}
