@@ -9,10 +9,12 @@ fn half_at(pixels: &[u8], i: usize) -> f16 {
     f16::from_le_bytes([pixels[2 * i], pixels[2 * i + 1]])
 }
 
-/// Write canonical RGBA16F bytes as a half-float RGBA OpenEXR file.
+/// Write canonical RGBA16F bytes as a half-float RGBA OpenEXR file. Chunks are compressed
+/// and written in order on one thread, so the same pixels always give the same file bytes.
 pub fn write_exr(path: &Path, width: u32, height: u32, pixels: &[u8]) -> Result<()> {
+    use exr::prelude::*;
     let w = width as usize;
-    exr::prelude::write_rgba_file(path, w, height as usize, |x, y| {
+    let channels = SpecificChannels::rgba(|Vec2(x, y): Vec2<usize>| {
         let i = (y * w + x) * 4;
         (
             half_at(pixels, i),
@@ -20,8 +22,12 @@ pub fn write_exr(path: &Path, width: u32, height: u32, pixels: &[u8]) -> Result<
             half_at(pixels, i + 2),
             half_at(pixels, i + 3),
         )
-    })
-    .with_context(|| format!("writing {}", path.display()))
+    });
+    Image::from_channels((w, height as usize), channels)
+        .write()
+        .non_parallel()
+        .to_file(path)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Read an RGBA OpenEXR file back to canonical RGBA16F bytes (exact for half-float files).

@@ -342,6 +342,9 @@ fn render(a: RenderArgs) -> Result<bool> {
             |n| n.to_string_lossy().into_owned(),
         ),
         scene_hash: scene.content_hash(),
+        scene_hint: std::fs::canonicalize(&a.scene)
+            .ok()
+            .map(|p| p.display().to_string()),
         settings: RenderSettings {
             width: a.width,
             height: a.height,
@@ -474,10 +477,10 @@ fn audit(a: AuditArgs) -> Result<bool> {
                 .parent()
                 .unwrap_or(Path::new("."))
                 .join(&m.scene_name);
-            if beside.exists() {
-                beside
-            } else {
-                PathBuf::from(&m.scene_name)
+            match &bundle.scene_hint {
+                Some(h) if Path::new(h).exists() => PathBuf::from(h),
+                _ if beside.exists() => beside,
+                _ => PathBuf::from(&m.scene_name),
             }
         });
         let scene = Scene::load(&scene_path, &LoadOptions::default()).with_context(|| {

@@ -31,13 +31,22 @@ pub struct Delivery {
 /// A queue transport.
 pub trait Bus: Send + Sync + 'static {
     /// Publish durably: when this returns Ok the message will be delivered at least once.
-    fn publish(&self, queue: &str, message_id: &str, body: Vec<u8>) -> impl Future<Output = Result<(), BusError>> + Send;
+    fn publish(
+        &self,
+        queue: &str,
+        message_id: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
     /// Wait for the next message of `queue`; `None` when the bus is closed.
     fn next(&self, queue: &str) -> impl Future<Output = Option<Delivery>> + Send;
     /// The effect of `d` is stored: forget it.
     fn ack(&self, d: &Delivery) -> impl Future<Output = Result<(), BusError>> + Send;
     /// Give `d` back (`requeue`) or drop it to the dead-letter log (`!requeue`).
-    fn nack(&self, d: &Delivery, requeue: bool) -> impl Future<Output = Result<(), BusError>> + Send;
+    fn nack(
+        &self,
+        d: &Delivery,
+        requeue: bool,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
 }
 
 /// Bound of each in-process queue (publishers wait when it is full).
@@ -66,7 +75,10 @@ impl InProcessBus {
         q.entry(name.to_string())
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(IN_PROCESS_QUEUE_BOUND);
-                Arc::new(Queue { tx, rx: AsyncMutex::new(rx) })
+                Arc::new(Queue {
+                    tx,
+                    rx: AsyncMutex::new(rx),
+                })
             })
             .clone()
     }
@@ -79,8 +91,17 @@ impl InProcessBus {
 
 impl Bus for InProcessBus {
     async fn publish(&self, queue: &str, message_id: &str, body: Vec<u8>) -> Result<(), BusError> {
-        let d = Delivery { queue: queue.into(), message_id: message_id.into(), body, redeliveries: 0 };
-        self.queue(queue).tx.send(d).await.map_err(|_| BusError::Closed(queue.into()))
+        let d = Delivery {
+            queue: queue.into(),
+            message_id: message_id.into(),
+            body,
+            redeliveries: 0,
+        };
+        self.queue(queue)
+            .tx
+            .send(d)
+            .await
+            .map_err(|_| BusError::Closed(queue.into()))
     }
 
     async fn next(&self, queue: &str) -> Option<Delivery> {
@@ -97,9 +118,16 @@ impl Bus for InProcessBus {
         if requeue {
             let mut again = d.clone();
             again.redeliveries += 1;
-            self.queue(&d.queue).tx.send(again).await.map_err(|_| BusError::Closed(d.queue.clone()))
+            self.queue(&d.queue)
+                .tx
+                .send(again)
+                .await
+                .map_err(|_| BusError::Closed(d.queue.clone()))
         } else {
-            self.dead.lock().unwrap_or_else(|e| e.into_inner()).push(d.clone());
+            self.dead
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(d.clone());
             Ok(())
         }
     }

@@ -13,15 +13,26 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_node::Node;
-use tessera_protocol::bundle::{BatchRecord, FinalTile, FrameTiles, NodeInfo, NodeSamples, ProofBundle, RoundRecord, BUNDLE_FORMAT, BUNDLE_VERSION};
+use tessera_protocol::bundle::{
+    BatchRecord, FinalTile, FrameTiles, NodeInfo, NodeSamples, ProofBundle, RoundRecord,
+    BUNDLE_FORMAT, BUNDLE_VERSION,
+};
 use tessera_protocol::canonical::{paste, tile_hash, JobId};
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::merkle;
-use tessera_protocol::payments::{account, Pricing, SamplingPolicy, TierPolicy, Transfer, TransferKind};
+use tessera_protocol::payments::{
+    account, Pricing, SamplingPolicy, TierPolicy, Transfer, TransferKind,
+};
 use tessera_protocol::rules::{escrow_transfer, release_transfers, verdict_transfers, NodeOutcome};
 use tessera_protocol::sampling::nonce_commitment;
-use tessera_protocol::statements::{Decision, FrameRoot, JobManifest, JobRoots, NodeSnapshot, PaymentReceipt, RoundCommitment, Signed, Verdict, MANIFEST_VERSION};
-use tessera_protocol::wire::{BatchResult, RenderTask, SampledTile, TaskTile, VerdictMessage, VerifyRequest, QUEUE_RESULTS, QUEUE_TASKS, QUEUE_VERDICTS, QUEUE_VERIFY, WIRE_VERSION};
+use tessera_protocol::statements::{
+    Decision, FrameRoot, JobManifest, JobRoots, NodeSnapshot, PaymentReceipt, RoundCommitment,
+    Signed, Verdict, MANIFEST_VERSION,
+};
+use tessera_protocol::wire::{
+    BatchResult, RenderTask, SampledTile, TaskTile, VerdictMessage, VerifyRequest, QUEUE_RESULTS,
+    QUEUE_TASKS, QUEUE_VERDICTS, QUEUE_VERIFY, WIRE_VERSION,
+};
 use tessera_protocol::{tile_layout, Digest, RenderSettings, TileRect};
 use tessera_verifier::checks;
 use tessera_verifier::Verifier;
@@ -38,6 +49,8 @@ pub struct JobConfig {
     pub scene_name: String,
     /// Scene content hash.
     pub scene_hash: Digest,
+    /// Where the scene file is (recorded unsigned in the bundle for `audit --rerender`).
+    pub scene_hint: Option<String>,
     /// Render settings.
     pub settings: RenderSettings,
     /// First frame.
@@ -149,7 +162,9 @@ pub struct EmbeddedFarm {
 }
 
 fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn encode<T: serde::Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, PipelineError> {
@@ -162,7 +177,11 @@ async fn node_loop(bus: InProcessBus, node: Arc<Node>) {
         let task: RenderTask = match serde_json::from_slice(&d.body) {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!(node = node.name(), task = d.message_id, "malformed task parked: {e}");
+                tracing::warn!(
+                    node = node.name(),
+                    task = d.message_id,
+                    "malformed task parked: {e}"
+                );
                 let _ = bus.nack(&d, false).await;
                 continue;
             }
@@ -202,15 +221,27 @@ async fn verifier_loop(bus: InProcessBus, verifier: Arc<Verifier>) {
         let req: VerifyRequest = match serde_json::from_slice(&d.body) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(request = d.message_id, "malformed verify request parked: {e}");
+                tracing::warn!(
+                    request = d.message_id,
+                    "malformed verify request parked: {e}"
+                );
                 let _ = bus.nack(&d, false).await;
                 continue;
             }
         };
         let v = verifier.clone();
-        match tokio::task::spawn_blocking(move || v.handle_request(&req).map(|verdict| (req.request_id, verdict))).await {
+        match tokio::task::spawn_blocking(move || {
+            v.handle_request(&req)
+                .map(|verdict| (req.request_id, verdict))
+        })
+        .await
+        {
             Ok(Ok((request_id, verdict))) => {
-                let msg = VerdictMessage { version: WIRE_VERSION, request_id: request_id.clone(), verdict };
+                let msg = VerdictMessage {
+                    version: WIRE_VERSION,
+                    request_id: request_id.clone(),
+                    verdict,
+                };
                 if let Ok(body) = serde_json::to_vec(&msg) {
                     if bus.publish(QUEUE_VERDICTS, &request_id, body).await.is_ok() {
                         let _ = bus.ack(&d).await;
@@ -240,7 +271,10 @@ impl EmbeddedFarm {
         for n in &self.nodes {
             workers.push(tokio::spawn(node_loop(bus.clone(), n.clone())));
         }
-        workers.push(tokio::spawn(verifier_loop(bus.clone(), self.verifier.clone())));
+        workers.push(tokio::spawn(verifier_loop(
+            bus.clone(),
+            self.verifier.clone(),
+        )));
         let result = self.drive(&bus, cfg).await;
         for w in workers {
             w.abort();
@@ -248,15 +282,30 @@ impl EmbeddedFarm {
         result
     }
 
-    async fn recv(&self, bus: &InProcessBus, queue: &str, cfg: &JobConfig, job: &str, what: &str) -> Result<crate::bus::Delivery, PipelineError> {
+    async fn recv(
+        &self,
+        bus: &InProcessBus,
+        queue: &str,
+        cfg: &JobConfig,
+        job: &str,
+        what: &str,
+    ) -> Result<crate::bus::Delivery, PipelineError> {
         match tokio::time::timeout(cfg.message_timeout, bus.next(queue)).await {
             Ok(Some(d)) => Ok(d),
             Ok(None) => Err(crate::bus::BusError::Closed(queue.into()).into()),
-            Err(_) => Err(PipelineError::Timeout { job: job.into(), secs: cfg.message_timeout.as_secs(), what: what.into() }),
+            Err(_) => Err(PipelineError::Timeout {
+                job: job.into(),
+                secs: cfg.message_timeout.as_secs(),
+                what: what.into(),
+            }),
         }
     }
 
-    async fn drive(&mut self, bus: &InProcessBus, cfg: &JobConfig) -> Result<JobOutcome, PipelineError> {
+    async fn drive(
+        &mut self,
+        bus: &InProcessBus,
+        cfg: &JobConfig,
+    ) -> Result<JobOutcome, PipelineError> {
         // Submit: manifest with nonce commitments, escrow, node registration.
         let mut job_id: JobId = [0; 16];
         rand::rngs::OsRng.fill_bytes(&mut job_id);
@@ -288,8 +337,10 @@ impl EmbeddedFarm {
             created_unix: now_unix(),
         };
         let signed_manifest = Signed::sign(manifest.clone(), &self.coordinator_key);
-        let manifest_json = String::from_utf8(encode("manifest", &signed_manifest)?).unwrap_or_default();
-        self.store.insert_job(&job, &manifest_json, manifest.created_unix, &nonces)?;
+        let manifest_json =
+            String::from_utf8(encode("manifest", &signed_manifest)?).unwrap_or_default();
+        self.store
+            .insert_job(&job, &manifest_json, manifest.created_unix, &nonces)?;
         let span = tracing::info_span!("job", job = %&job[..12]);
         let _enter = span.enter();
 
@@ -300,7 +351,18 @@ impl EmbeddedFarm {
         let have = self.store.balance(&client_acct)?;
         if i128::from(have) < i128::from(escrow.amount) {
             let top_up = escrow.amount - have.max(0) as u64;
-            self.store.apply_transfer(None, &Transfer { key: format!("job:{job}:deposit"), kind: TransferKind::Deposit, from: account::external("client-bank"), to: client_acct.clone(), amount: top_up, round: 0, tiles: 0 })?;
+            self.store.apply_transfer(
+                None,
+                &Transfer {
+                    key: format!("job:{job}:deposit"),
+                    kind: TransferKind::Deposit,
+                    from: account::external("client-bank"),
+                    to: client_acct.clone(),
+                    amount: top_up,
+                    round: 0,
+                    tiles: 0,
+                },
+            )?;
         }
         self.store.apply_transfer(Some(&job), &escrow)?;
         let mut names: BTreeMap<PublicKey, String> = BTreeMap::new();
@@ -308,17 +370,38 @@ impl EmbeddedFarm {
         for n in &self.nodes {
             let key = n.public();
             names.insert(key, n.name().to_string());
-            self.store.upsert_node(&key.to_string(), n.name(), &String::from_utf8(encode("class", n.class())?).unwrap_or_default())?;
+            self.store.upsert_node(
+                &key.to_string(),
+                n.name(),
+                &String::from_utf8(encode("class", n.class())?).unwrap_or_default(),
+            )?;
             let stake_acct = account::stake(&key);
             if self.store.balance(&stake_acct)? <= 0 && cfg.node_stake > 0 {
-                self.store.apply_transfer(None, &Transfer { key: format!("stake:{key}:{job}"), kind: TransferKind::Deposit, from: account::external("node-deposits"), to: stake_acct, amount: cfg.node_stake, round: 0, tiles: 0 })?;
+                self.store.apply_transfer(
+                    None,
+                    &Transfer {
+                        key: format!("stake:{key}:{job}"),
+                        kind: TransferKind::Deposit,
+                        from: account::external("node-deposits"),
+                        to: stake_acct,
+                        amount: cfg.node_stake,
+                        round: 0,
+                        tiles: 0,
+                    },
+                )?;
             }
-            infos.push(NodeInfo { key, name: n.name().to_string(), class: n.class().clone() });
+            infos.push(NodeInfo {
+                key,
+                name: n.name().to_string(),
+                class: n.class().clone(),
+            });
         }
         infos.sort_by_key(|i| i.key);
 
         let layout = tile_layout(cfg.settings.width, cfg.settings.height, cfg.tile_size);
-        let mut pending: Vec<(u32, u32)> = (cfg.frame_start..=cfg.frame_end).flat_map(|f| (0..layout.len() as u32).map(move |t| (f, t))).collect();
+        let mut pending: Vec<(u32, u32)> = (cfg.frame_start..=cfg.frame_end)
+            .flat_map(|f| (0..layout.len() as u32).map(move |t| (f, t)))
+            .collect();
         let mut blocked: Vec<PublicKey> = Vec::new();
         let mut rounds: Vec<RoundRecord> = Vec::new();
         let mut reports = Vec::new();
@@ -351,26 +434,55 @@ impl EmbeddedFarm {
                         frame,
                         round,
                         batch_id,
-                        tiles: chunk.iter().map(|&i| TaskTile { tile_index: i, rect: layout[i as usize] }).collect(),
+                        tiles: chunk
+                            .iter()
+                            .map(|&i| TaskTile {
+                                tile_index: i,
+                                rect: layout[i as usize],
+                            })
+                            .collect(),
                         blocked: blocked.clone(),
                     };
-                    bus.publish(QUEUE_TASKS, &task_id, encode("task", &task)?).await?;
+                    bus.publish(QUEUE_TASKS, &task_id, encode("task", &task)?)
+                        .await?;
                     tasks.insert(task_id, task);
                 }
             }
-            tracing::info!(round, tasks = tasks.len(), tiles = pending.len(), "dispatched");
+            tracing::info!(
+                round,
+                tasks = tasks.len(),
+                tiles = pending.len(),
+                "dispatched"
+            );
 
             // Collect: check every batch against its task and its own commitment.
             let mut batches: BTreeMap<u32, BatchRecord> = BTreeMap::new();
             let mut delivered: BTreeMap<(u32, u32), Vec<u8>> = BTreeMap::new();
             while batches.len() < tasks.len() {
-                let d = self.recv(bus, QUEUE_RESULTS, cfg, &job, "batch results").await?;
+                let d = self
+                    .recv(bus, QUEUE_RESULTS, cfg, &job, "batch results")
+                    .await?;
                 match self.check_result(&d.body, &tasks, &manifest, &layout, &blocked) {
                     Ok(res) => {
                         let s = &res.batch.signed.statement;
-                        let tiles: Vec<(u32, [u8; 32], &[u8])> = res.batch.tiles.iter().zip(&res.tiles).map(|(l, t)| (l.tile_index, l.tile_hash, t.bytes.as_slice())).collect();
-                        let record = String::from_utf8(encode("batch", &res.batch)?).unwrap_or_default();
-                        let fresh = self.store.insert_batch(&job, round, s.batch_id, &s.node.to_string(), s.frame, &record, &tiles)?;
+                        let tiles: Vec<(u32, [u8; 32], &[u8])> = res
+                            .batch
+                            .tiles
+                            .iter()
+                            .zip(&res.tiles)
+                            .map(|(l, t)| (l.tile_index, l.tile_hash, t.bytes.as_slice()))
+                            .collect();
+                        let record =
+                            String::from_utf8(encode("batch", &res.batch)?).unwrap_or_default();
+                        let fresh = self.store.insert_batch(
+                            &job,
+                            round,
+                            s.batch_id,
+                            &s.node.to_string(),
+                            s.frame,
+                            &record,
+                            &tiles,
+                        )?;
                         bus.ack(&d).await?;
                         if fresh && !batches.contains_key(&s.batch_id) {
                             for t in &res.tiles {
@@ -384,7 +496,8 @@ impl EmbeddedFarm {
                         bus.nack(&d, false).await?;
                         if let Some(task) = tasks.get(&d.message_id) {
                             if !batches.contains_key(&task.batch_id) {
-                                bus.publish(QUEUE_TASKS, &task.task_id, encode("task", task)?).await?;
+                                bus.publish(QUEUE_TASKS, &task.task_id, encode("task", task)?)
+                                    .await?;
                             }
                         }
                     }
@@ -394,10 +507,15 @@ impl EmbeddedFarm {
 
             // Fix the round: commitment over every batch, with trust and stake snapshots.
             self.store.set_job_state(&job, "verifying")?;
-            let round_nodes: BTreeSet<PublicKey> = batches.iter().map(|b| b.signed.statement.node).collect();
+            let round_nodes: BTreeSet<PublicKey> =
+                batches.iter().map(|b| b.signed.statement.node).collect();
             let mut snapshots = Vec::new();
             for n in &round_nodes {
-                snapshots.push(NodeSnapshot { node: *n, trust: self.store.trust(&n.to_string())?, stake: self.store.balance(&account::stake(n))?.max(0) as u64 });
+                snapshots.push(NodeSnapshot {
+                    node: *n,
+                    trust: self.store.trust(&n.to_string())?,
+                    stake: self.store.balance(&account::stake(n))?.max(0) as u64,
+                });
             }
             let commitment = RoundCommitment {
                 job_id,
@@ -408,7 +526,11 @@ impl EmbeddedFarm {
                 nodes: snapshots.clone(),
             };
             let commitment = Signed::sign(commitment, &self.coordinator_key);
-            self.store.insert_round(&job, round, &String::from_utf8(encode("round", &commitment)?).unwrap_or_default())?;
+            self.store.insert_round(
+                &job,
+                round,
+                &String::from_utf8(encode("round", &commitment)?).unwrap_or_default(),
+            )?;
             // Only now is the round's nonce revealed.
             let nonce = self.store.reveal_nonce(&job, round)?;
 
@@ -416,7 +538,9 @@ impl EmbeddedFarm {
             let mut samples = Vec::new();
             let mut requests = BTreeMap::new();
             for n in &round_nodes {
-                let exp = checks::expected_sample(&manifest, &commitment.statement, &nonce, &batches, n).map_err(PipelineError::Config)?;
+                let exp =
+                    checks::expected_sample(&manifest, &commitment.statement, &nonce, &batches, n)
+                        .map_err(PipelineError::Config)?;
                 let proofs = checks::build_proofs(&batches, n, &exp.indices);
                 let leaves = checks::node_leaves(&batches, n);
                 let sampled: Vec<SampledTile> = proofs
@@ -426,37 +550,77 @@ impl EmbeddedFarm {
                         let b = &batches[bi];
                         let l = &b.tiles[pos];
                         let frame = b.signed.statement.frame;
-                        SampledTile { proof: p.clone(), frame, tile_index: l.tile_index, rect: l.rect, committed_hash: l.tile_hash, delivered: delivered.get(&(frame, l.tile_index)).cloned().unwrap_or_default() }
+                        SampledTile {
+                            proof: p.clone(),
+                            frame,
+                            tile_index: l.tile_index,
+                            rect: l.rect,
+                            committed_hash: l.tile_hash,
+                            delivered: delivered
+                                .get(&(frame, l.tile_index))
+                                .cloned()
+                                .unwrap_or_default(),
+                        }
                     })
                     .collect();
                 let request_id = format!("{job}-r{round}-{}", n.short());
-                let req = VerifyRequest { version: WIRE_VERSION, request_id: request_id.clone(), manifest: signed_manifest.clone(), commitment: commitment.clone(), round_batches: batches.clone(), nonce, node: *n, samples: sampled };
-                bus.publish(QUEUE_VERIFY, &request_id, encode("verify request", &req)?).await?;
+                let req = VerifyRequest {
+                    version: WIRE_VERSION,
+                    request_id: request_id.clone(),
+                    manifest: signed_manifest.clone(),
+                    commitment: commitment.clone(),
+                    round_batches: batches.clone(),
+                    nonce,
+                    node: *n,
+                    samples: sampled,
+                };
+                bus.publish(QUEUE_VERIFY, &request_id, encode("verify request", &req)?)
+                    .await?;
                 requests.insert(request_id, *n);
-                samples.push(NodeSamples { node: *n, seed: exp.seed, n_committed: exp.n, indices: exp.indices, proofs });
+                samples.push(NodeSamples {
+                    node: *n,
+                    seed: exp.seed,
+                    n_committed: exp.n,
+                    indices: exp.indices,
+                    proofs,
+                });
             }
 
             // Collect verdicts; pay or slash.
             let mut verdicts: BTreeMap<PublicKey, Signed<Verdict>> = BTreeMap::new();
             while verdicts.len() < requests.len() {
-                let d = self.recv(bus, QUEUE_VERDICTS, cfg, &job, "verdicts").await?;
+                let d = self
+                    .recv(bus, QUEUE_VERDICTS, cfg, &job, "verdicts")
+                    .await?;
                 let msg: Result<VerdictMessage, _> = serde_json::from_slice(&d.body);
-                let checked = msg.map_err(|e| format!("malformed verdict: {e}")).and_then(|m| {
-                    let node = requests.get(&m.request_id).ok_or_else(|| format!("verdict for unknown request {}", m.request_id))?;
-                    m.verdict.verify().map_err(|e| e.to_string())?;
-                    if !manifest.verifiers.contains(&m.verdict.signer) {
-                        return Err(format!("verdict signed by unknown verifier {}", m.verdict.signer.short()));
-                    }
-                    let v = &m.verdict.statement;
-                    if v.node != *node || v.round != round || v.job_id != job_id {
-                        return Err("verdict names another node, round or job".into());
-                    }
-                    Ok(m.verdict)
-                });
+                let checked = msg
+                    .map_err(|e| format!("malformed verdict: {e}"))
+                    .and_then(|m| {
+                        let node = requests.get(&m.request_id).ok_or_else(|| {
+                            format!("verdict for unknown request {}", m.request_id)
+                        })?;
+                        m.verdict.verify().map_err(|e| e.to_string())?;
+                        if !manifest.verifiers.contains(&m.verdict.signer) {
+                            return Err(format!(
+                                "verdict signed by unknown verifier {}",
+                                m.verdict.signer.short()
+                            ));
+                        }
+                        let v = &m.verdict.statement;
+                        if v.node != *node || v.round != round || v.job_id != job_id {
+                            return Err("verdict names another node, round or job".into());
+                        }
+                        Ok(m.verdict)
+                    });
                 match checked {
                     Ok(v) => {
                         let node = v.statement.node;
-                        self.store.insert_verdict(&job, round, &node.to_string(), &String::from_utf8(encode("verdict", &v)?).unwrap_or_default())?;
+                        self.store.insert_verdict(
+                            &job,
+                            round,
+                            &node.to_string(),
+                            &String::from_utf8(encode("verdict", &v)?).unwrap_or_default(),
+                        )?;
                         bus.ack(&d).await?;
                         verdicts.entry(node).or_insert(v);
                     }
@@ -470,38 +634,97 @@ impl EmbeddedFarm {
             let mut next_pending = Vec::new();
             for (node, v) in &verdicts {
                 let leaves = checks::node_leaves(&batches, node);
-                let rects: Vec<TileRect> = leaves.iter().map(|&(bi, pos)| batches[bi].tiles[pos].rect).collect();
-                let snap = snapshots.iter().find(|s| s.node == *node).cloned().unwrap_or(NodeSnapshot { node: *node, trust: 0, stake: 0 });
-                let outcome = NodeOutcome { round, node: *node, decision: v.statement.decision, tiles: rects, stake_before: snap.stake };
+                let rects: Vec<TileRect> = leaves
+                    .iter()
+                    .map(|&(bi, pos)| batches[bi].tiles[pos].rect)
+                    .collect();
+                let snap = snapshots
+                    .iter()
+                    .find(|s| s.node == *node)
+                    .cloned()
+                    .unwrap_or(NodeSnapshot {
+                        node: *node,
+                        trust: 0,
+                        stake: 0,
+                    });
+                let outcome = NodeOutcome {
+                    round,
+                    node: *node,
+                    decision: v.statement.decision,
+                    tiles: rects,
+                    stake_before: snap.stake,
+                };
                 let transfers = verdict_transfers(&manifest, &outcome, manifest.slash_pct);
                 for t in &transfers {
                     self.store.apply_transfer(Some(&job), t)?;
                 }
-                let sum = |k: TransferKind| transfers.iter().filter(|t| t.kind == k).map(|t| t.amount).sum::<u64>();
+                let sum = |k: TransferKind| {
+                    transfers
+                        .iter()
+                        .filter(|t| t.kind == k)
+                        .map(|t| t.amount)
+                        .sum::<u64>()
+                };
                 let name = names.get(node).cloned().unwrap_or_else(|| node.short());
                 match v.statement.decision {
                     Decision::Pass => {
-                        self.store.set_trust(&node.to_string(), snap.trust.saturating_add(1))?;
+                        self.store
+                            .set_trust(&node.to_string(), snap.trust.saturating_add(1))?;
                         for &(bi, pos) in &leaves {
                             let b = &batches[bi];
                             let s = &b.signed.statement;
                             let l = &b.tiles[pos];
-                            accepted.insert((s.frame, l.tile_index), FinalTile { tile_index: l.tile_index, rect: l.rect, tile_hash: l.tile_hash, leaf: l.leaf, node: *node, round, batch_id: s.batch_id });
+                            accepted.insert(
+                                (s.frame, l.tile_index),
+                                FinalTile {
+                                    tile_index: l.tile_index,
+                                    rect: l.rect,
+                                    tile_hash: l.tile_hash,
+                                    leaf: l.leaf,
+                                    node: *node,
+                                    round,
+                                    batch_id: s.batch_id,
+                                },
+                            );
                             accepted_bytes.insert((s.frame, l.tile_index), (round, s.frame));
                         }
                     }
                     Decision::Fail => {
-                        tracing::warn!(node = name, round, "verification failed: node unpaid, slashed, tiles requeued");
+                        tracing::warn!(
+                            node = name,
+                            round,
+                            "verification failed: node unpaid, slashed, tiles requeued"
+                        );
                         self.store.set_trust(&node.to_string(), 0)?;
                         blocked.push(*node);
                         for &(bi, pos) in &leaves {
-                            next_pending.push((batches[bi].signed.statement.frame, batches[bi].tiles[pos].tile_index));
+                            next_pending.push((
+                                batches[bi].signed.statement.frame,
+                                batches[bi].tiles[pos].tile_index,
+                            ));
                         }
                     }
                 }
-                reports.push(NodeReport { name, key: *node, round, tiles: leaves.len() as u32, sampled: v.statement.samples.len() as u32, decision: v.statement.decision, paid: sum(TransferKind::PayOnPass), held: sum(TransferKind::HoldBack), slashed: sum(TransferKind::Slash) });
+                reports.push(NodeReport {
+                    name,
+                    key: *node,
+                    round,
+                    tiles: leaves.len() as u32,
+                    sampled: v.statement.samples.len() as u32,
+                    decision: v.statement.decision,
+                    paid: sum(TransferKind::PayOnPass),
+                    held: sum(TransferKind::HoldBack),
+                    slashed: sum(TransferKind::Slash),
+                });
             }
-            rounds.push(RoundRecord { round, batches, commitment, nonce, samples, verdicts: verdicts.into_values().collect() });
+            rounds.push(RoundRecord {
+                round,
+                batches,
+                commitment,
+                nonce,
+                samples,
+                verdicts: verdicts.into_values().collect(),
+            });
             next_pending.sort_unstable();
             pending = next_pending;
             if !pending.is_empty() && self.nodes.iter().all(|n| blocked.contains(&n.public())) {
@@ -512,10 +735,24 @@ impl EmbeddedFarm {
         if !pending.is_empty() {
             let left = self.store.balance(&account::escrow(&job))?;
             if left > 0 {
-                self.store.apply_transfer(Some(&job), &Transfer { key: format!("job:{job}:refund"), kind: TransferKind::Refund, from: account::escrow(&job), to: client_acct, amount: left as u64, round: 0, tiles: 0 })?;
+                self.store.apply_transfer(
+                    Some(&job),
+                    &Transfer {
+                        key: format!("job:{job}:refund"),
+                        kind: TransferKind::Refund,
+                        from: account::escrow(&job),
+                        to: client_acct,
+                        amount: left as u64,
+                        round: 0,
+                        tiles: 0,
+                    },
+                )?;
             }
             self.store.set_job_state(&job, "failed")?;
-            return Err(PipelineError::NoHonestNodes { job, tiles: pending.len() });
+            return Err(PipelineError::NoHonestNodes {
+                job,
+                tiles: pending.len(),
+            });
         }
 
         // Final frames, roots, releases, receipt, bundle.
@@ -523,22 +760,50 @@ impl EmbeddedFarm {
         let mut frame_tiles = Vec::new();
         let mut frame_roots = Vec::new();
         for frame in cfg.frame_start..=cfg.frame_end {
-            let tiles: Vec<FinalTile> = (0..layout.len() as u32).filter_map(|t| accepted.get(&(frame, t)).cloned()).collect();
-            let mut pixels = vec![0u8; cfg.settings.width as usize * cfg.settings.height as usize * 8];
+            let tiles: Vec<FinalTile> = (0..layout.len() as u32)
+                .filter_map(|t| accepted.get(&(frame, t)).cloned())
+                .collect();
+            let mut pixels =
+                vec![0u8; cfg.settings.width as usize * cfg.settings.height as usize * 8];
             for t in &tiles {
                 let (round, _) = accepted_bytes[&(frame, t.tile_index)];
-                let bytes = self.store.tile_bytes(&job, round, frame, t.tile_index)?.unwrap_or_default();
-                if tile_hash(&bytes) != t.tile_hash || !paste(&mut pixels, cfg.settings.width, cfg.settings.height, t.rect, &bytes) {
-                    return Err(PipelineError::Config(format!("stored bytes of frame {frame} tile {} do not match their leaf", t.tile_index)));
+                let bytes = self
+                    .store
+                    .tile_bytes(&job, round, frame, t.tile_index)?
+                    .unwrap_or_default();
+                if tile_hash(&bytes) != t.tile_hash
+                    || !paste(
+                        &mut pixels,
+                        cfg.settings.width,
+                        cfg.settings.height,
+                        t.rect,
+                        &bytes,
+                    )
+                {
+                    return Err(PipelineError::Config(format!(
+                        "stored bytes of frame {frame} tile {} do not match their leaf",
+                        t.tile_index
+                    )));
                 }
             }
             let leaves: Vec<Digest> = tiles.iter().map(|t| t.leaf).collect();
-            frame_roots.push(FrameRoot { frame, root: merkle::root(&leaves).unwrap_or_default(), leaf_count: leaves.len() as u32 });
+            frame_roots.push(FrameRoot {
+                frame,
+                root: merkle::root(&leaves).unwrap_or_default(),
+                leaf_count: leaves.len() as u32,
+            });
             frame_tiles.push(FrameTiles { frame, tiles });
             frames_out.push((frame, pixels));
         }
         let root_hashes: Vec<Digest> = frame_roots.iter().map(|f| f.root).collect();
-        let roots = Signed::sign(JobRoots { job_id, job_root: merkle::root(&root_hashes).unwrap_or_default(), frames: frame_roots }, &self.coordinator_key);
+        let roots = Signed::sign(
+            JobRoots {
+                job_id,
+                job_root: merkle::root(&root_hashes).unwrap_or_default(),
+                frames: frame_roots,
+            },
+            &self.coordinator_key,
+        );
 
         if cfg.challenge_window_secs == 0 {
             let so_far = self.store.job_transfers(&job)?;
@@ -547,42 +812,104 @@ impl EmbeddedFarm {
             }
         }
         let transfers = self.store.job_transfers(&job)?;
-        let payments = Signed::sign(PaymentReceipt { job_id, transfers: transfers.clone() }, &self.coordinator_key);
-        let bundle = ProofBundle { format: BUNDLE_FORMAT.into(), version: BUNDLE_VERSION, manifest: signed_manifest, nodes: infos, rounds, frames: frame_tiles, roots, payments };
-        self.store.save_bundle(&job, &String::from_utf8(encode("bundle", &bundle)?).unwrap_or_default())?;
+        let payments = Signed::sign(
+            PaymentReceipt {
+                job_id,
+                transfers: transfers.clone(),
+            },
+            &self.coordinator_key,
+        );
+        let bundle = ProofBundle {
+            format: BUNDLE_FORMAT.into(),
+            version: BUNDLE_VERSION,
+            manifest: signed_manifest,
+            nodes: infos,
+            rounds,
+            frames: frame_tiles,
+            roots,
+            payments,
+            scene_hint: cfg.scene_hint.clone(),
+        };
+        self.store.save_bundle(
+            &job,
+            &String::from_utf8(encode("bundle", &bundle)?).unwrap_or_default(),
+        )?;
         self.store.set_job_state(&job, "done")?;
-        Ok(JobOutcome { job_id: job, bundle, frames: frames_out, reports, transfers })
+        Ok(JobOutcome {
+            job_id: job,
+            bundle,
+            frames: frames_out,
+            reports,
+            transfers,
+        })
     }
 
     /// Check one batch result: parse, match its task, signature, known node, leaves and
     /// root, and every delivered tile's hash against its leaf.
-    fn check_result(&self, body: &[u8], tasks: &BTreeMap<String, RenderTask>, manifest: &JobManifest, layout: &[TileRect], blocked: &[PublicKey]) -> Result<BatchResult, String> {
-        let res: BatchResult = serde_json::from_slice(body).map_err(|e| format!("malformed result: {e}"))?;
-        let task = tasks.get(&res.task_id).ok_or_else(|| format!("result for unknown task {}", res.task_id))?;
+    fn check_result(
+        &self,
+        body: &[u8],
+        tasks: &BTreeMap<String, RenderTask>,
+        manifest: &JobManifest,
+        layout: &[TileRect],
+        blocked: &[PublicKey],
+    ) -> Result<BatchResult, String> {
+        let res: BatchResult =
+            serde_json::from_slice(body).map_err(|e| format!("malformed result: {e}"))?;
+        let task = tasks
+            .get(&res.task_id)
+            .ok_or_else(|| format!("result for unknown task {}", res.task_id))?;
         let s = &res.batch.signed.statement;
         if !self.nodes.iter().any(|n| n.public() == s.node) {
             return Err(format!("batch signed by unknown node {}", s.node.short()));
         }
         if blocked.contains(&s.node) {
-            return Err(format!("node {} failed on this job and may not deliver", s.node.short()));
+            return Err(format!(
+                "node {} failed on this job and may not deliver",
+                s.node.short()
+            ));
         }
-        if s.batch_id != task.batch_id || s.frame != task.frame || s.job_id != task.job_id || res.round != task.round {
-            return Err(format!("batch {} does not answer task {}", s.batch_id, task.task_id));
+        if s.batch_id != task.batch_id
+            || s.frame != task.frame
+            || s.job_id != task.job_id
+            || res.round != task.round
+        {
+            return Err(format!(
+                "batch {} does not answer task {}",
+                s.batch_id, task.task_id
+            ));
         }
         let want: Vec<u32> = task.tiles.iter().map(|t| t.tile_index).collect();
         if s.tile_ids != want {
-            return Err(format!("batch {} commits tiles {:?}, the task asked {:?}", s.batch_id, s.tile_ids, want));
+            return Err(format!(
+                "batch {} commits tiles {:?}, the task asked {:?}",
+                s.batch_id, s.tile_ids, want
+            ));
         }
         if res.class.id() != s.class_id {
-            return Err(format!("batch {}: class does not match its class id", s.batch_id));
+            return Err(format!(
+                "batch {}: class does not match its class id",
+                s.batch_id
+            ));
         }
         checks::check_batch(&res.batch, manifest, layout)?;
         if res.tiles.len() != res.batch.tiles.len() {
-            return Err(format!("batch {}: {} tiles delivered for {} leaves", s.batch_id, res.tiles.len(), res.batch.tiles.len()));
+            return Err(format!(
+                "batch {}: {} tiles delivered for {} leaves",
+                s.batch_id,
+                res.tiles.len(),
+                res.batch.tiles.len()
+            ));
         }
         for (l, t) in res.batch.tiles.iter().zip(&res.tiles) {
-            if t.tile_index != l.tile_index || t.bytes.len() != l.rect.canonical_len() || tile_hash(&t.bytes) != l.tile_hash {
-                return Err(format!("batch {} tile {}: delivered bytes do not hash to the committed leaf", s.batch_id, l.tile_index));
+            if t.tile_index != l.tile_index
+                || t.bytes.len() != l.rect.canonical_len()
+                || tile_hash(&t.bytes) != l.tile_hash
+            {
+                return Err(format!(
+                    "batch {} tile {}: delivered bytes do not hash to the committed leaf",
+                    s.batch_id, l.tile_index
+                ));
             }
         }
         Ok(res)

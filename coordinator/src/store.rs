@@ -88,23 +88,48 @@ impl Store {
     /// Open (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let p = path.display().to_string();
-        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite { path: p.clone(), source })?;
-        conn.execute_batch(SCHEMA).map_err(|source| StoreError::Sqlite { path: p.clone(), source })?;
+        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite {
+            path: p.clone(),
+            source,
+        })?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|source| StoreError::Sqlite {
+                path: p.clone(),
+                source,
+            })?;
         Ok(Self { conn, path: p })
     }
 
     fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, StoreError> {
-        r.map_err(|source| StoreError::Sqlite { path: self.path.clone(), source })
+        r.map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// Record a new job with its signed manifest (JSON) and secret nonces.
-    pub fn insert_job(&mut self, job_id: &str, manifest_json: &str, created_unix: u64, nonces: &[[u8; 32]]) -> Result<(), StoreError> {
+    pub fn insert_job(
+        &mut self,
+        job_id: &str,
+        manifest_json: &str,
+        created_unix: u64,
+        nonces: &[[u8; 32]],
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| StoreError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
         let r = (|| {
             tx.execute("INSERT INTO jobs (job_id, manifest, state, created_unix) VALUES (?1, ?2, 'queued', ?3)", params![job_id, manifest_json, created_unix as i64])?;
             for (i, n) in nonces.iter().enumerate() {
-                tx.execute("INSERT INTO nonces (job_id, round, nonce) VALUES (?1, ?2, ?3)", params![job_id, i as i64, hex::encode(n)])?;
+                tx.execute(
+                    "INSERT INTO nonces (job_id, round, nonce) VALUES (?1, ?2, ?3)",
+                    params![job_id, i as i64, hex::encode(n)],
+                )?;
             }
             tx.commit()
         })();
@@ -113,23 +138,44 @@ impl Store {
 
     /// Set a job's state (`queued`, `rendering`, `verifying`, `done`, `failed`).
     pub fn set_job_state(&self, job_id: &str, state: &str) -> Result<(), StoreError> {
-        let r = self.conn.execute("UPDATE jobs SET state = ?2 WHERE job_id = ?1", params![job_id, state]);
+        let r = self.conn.execute(
+            "UPDATE jobs SET state = ?2 WHERE job_id = ?1",
+            params![job_id, state],
+        );
         self.sql(r).map(|_| ())
     }
 
     /// A job's state.
     pub fn job_state(&self, job_id: &str) -> Result<Option<String>, StoreError> {
-        let r = self.conn.query_row("SELECT state FROM jobs WHERE job_id = ?1", params![job_id], |r| r.get(0)).optional();
+        let r = self
+            .conn
+            .query_row(
+                "SELECT state FROM jobs WHERE job_id = ?1",
+                params![job_id],
+                |r| r.get(0),
+            )
+            .optional();
         self.sql(r)
     }
 
     /// Mark a round's nonce revealed and return it.
     pub fn reveal_nonce(&self, job_id: &str, round: u32) -> Result<[u8; 32], StoreError> {
-        let r = self.conn.execute("UPDATE nonces SET revealed = 1 WHERE job_id = ?1 AND round = ?2", params![job_id, round]);
+        let r = self.conn.execute(
+            "UPDATE nonces SET revealed = 1 WHERE job_id = ?1 AND round = ?2",
+            params![job_id, round],
+        );
         self.sql(r)?;
-        let r: rusqlite::Result<String> = self.conn.query_row("SELECT nonce FROM nonces WHERE job_id = ?1 AND round = ?2", params![job_id, round], |r| r.get(0));
+        let r: rusqlite::Result<String> = self.conn.query_row(
+            "SELECT nonce FROM nonces WHERE job_id = ?1 AND round = ?2",
+            params![job_id, round],
+            |r| r.get(0),
+        );
         let h = self.sql(r)?;
-        tessera_protocol::hexser::decode(&h).map_err(|reason| StoreError::Corrupt { path: self.path.clone(), what: format!("nonce of job {job_id} round {round}"), reason })
+        tessera_protocol::hexser::decode(&h).map_err(|reason| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: format!("nonce of job {job_id} round {round}"),
+            reason,
+        })
     }
 
     /// Register or update a node.
@@ -143,23 +189,54 @@ impl Store {
 
     /// A node's trust (0 if unknown).
     pub fn trust(&self, node: &str) -> Result<u32, StoreError> {
-        let r = self.conn.query_row("SELECT trust FROM nodes WHERE node = ?1", params![node], |r| r.get::<_, i64>(0)).optional();
+        let r = self
+            .conn
+            .query_row(
+                "SELECT trust FROM nodes WHERE node = ?1",
+                params![node],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional();
         Ok(self.sql(r)?.unwrap_or(0).max(0) as u32)
     }
 
     /// Set a node's trust.
     pub fn set_trust(&self, node: &str, trust: u32) -> Result<(), StoreError> {
-        let r = self.conn.execute("UPDATE nodes SET trust = ?2 WHERE node = ?1", params![node, trust]);
+        let r = self.conn.execute(
+            "UPDATE nodes SET trust = ?2 WHERE node = ?1",
+            params![node, trust],
+        );
         self.sql(r).map(|_| ())
     }
 
     /// Store a checked batch and its tile bytes in one transaction. Idempotent: a batch id
     /// already stored is left as it is and `false` is returned.
-    pub fn insert_batch(&mut self, job_id: &str, round: u32, batch_id: u32, node: &str, frame: u32, record_json: &str, tiles: &[(u32, [u8; 32], &[u8])]) -> Result<bool, StoreError> {
+    pub fn insert_batch(
+        &mut self,
+        job_id: &str,
+        round: u32,
+        batch_id: u32,
+        node: &str,
+        frame: u32,
+        record_json: &str,
+        tiles: &[(u32, [u8; 32], &[u8])],
+    ) -> Result<bool, StoreError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| StoreError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
         let r = (|| {
-            let exists: Option<i64> = tx.query_row("SELECT 1 FROM batches WHERE job_id = ?1 AND batch_id = ?2", params![job_id, batch_id], |r| r.get(0)).optional()?;
+            let exists: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM batches WHERE job_id = ?1 AND batch_id = ?2",
+                    params![job_id, batch_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
             if exists.is_some() {
                 return Ok(false);
             }
@@ -177,7 +254,13 @@ impl Store {
     }
 
     /// The bytes of a delivered tile.
-    pub fn tile_bytes(&self, job_id: &str, round: u32, frame: u32, tile_index: u32) -> Result<Option<Vec<u8>>, StoreError> {
+    pub fn tile_bytes(
+        &self,
+        job_id: &str,
+        round: u32,
+        frame: u32,
+        tile_index: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let r = self
             .conn
             .query_row("SELECT bytes FROM tiles WHERE job_id = ?1 AND round = ?2 AND frame = ?3 AND tile_index = ?4", params![job_id, round, frame, tile_index], |r| r.get(0))
@@ -186,29 +269,59 @@ impl Store {
     }
 
     /// Store a round commitment (JSON).
-    pub fn insert_round(&self, job_id: &str, round: u32, commitment_json: &str) -> Result<(), StoreError> {
-        let r = self.conn.execute("INSERT OR IGNORE INTO rounds (job_id, round, commitment) VALUES (?1, ?2, ?3)", params![job_id, round, commitment_json]);
+    pub fn insert_round(
+        &self,
+        job_id: &str,
+        round: u32,
+        commitment_json: &str,
+    ) -> Result<(), StoreError> {
+        let r = self.conn.execute(
+            "INSERT OR IGNORE INTO rounds (job_id, round, commitment) VALUES (?1, ?2, ?3)",
+            params![job_id, round, commitment_json],
+        );
         self.sql(r).map(|_| ())
     }
 
     /// Store a verdict (JSON). Idempotent by (job, round, node); returns whether it was new.
-    pub fn insert_verdict(&self, job_id: &str, round: u32, node: &str, verdict_json: &str) -> Result<bool, StoreError> {
-        let r = self.conn.execute("INSERT OR IGNORE INTO verdicts (job_id, round, node, verdict) VALUES (?1, ?2, ?3, ?4)", params![job_id, round, node, verdict_json]);
+    pub fn insert_verdict(
+        &self,
+        job_id: &str,
+        round: u32,
+        node: &str,
+        verdict_json: &str,
+    ) -> Result<bool, StoreError> {
+        let r = self.conn.execute(
+            "INSERT OR IGNORE INTO verdicts (job_id, round, node, verdict) VALUES (?1, ?2, ?3, ?4)",
+            params![job_id, round, node, verdict_json],
+        );
         self.sql(r).map(|n| n == 1)
     }
 
     /// Store the finished job's proof bundle (JSON).
     pub fn save_bundle(&self, job_id: &str, bundle_json: &str) -> Result<(), StoreError> {
-        let r = self.conn.execute("UPDATE jobs SET bundle = ?2 WHERE job_id = ?1", params![job_id, bundle_json]);
+        let r = self.conn.execute(
+            "UPDATE jobs SET bundle = ?2 WHERE job_id = ?1",
+            params![job_id, bundle_json],
+        );
         self.sql(r).map(|_| ())
     }
 
     /// Apply a transfer under the ledger rules, atomically. `Ok(true)`: applied;
     /// `Ok(false)`: its key was already applied with the same content.
-    pub fn apply_transfer(&mut self, job_id: Option<&str>, t: &Transfer) -> Result<bool, StoreError> {
+    pub fn apply_transfer(
+        &mut self,
+        job_id: Option<&str>,
+        t: &Transfer,
+    ) -> Result<bool, StoreError> {
         let path = self.path.clone();
-        let sqlerr = |source| StoreError::Sqlite { path: path.clone(), source };
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlerr)?;
+        let sqlerr = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlerr)?;
         let prev: Option<(String, String, String, i64, i64, i64)> = tx
             .query_row(
                 "SELECT kind, from_account, to_account, amount, round, tiles FROM transfers WHERE key = ?1",
@@ -218,8 +331,20 @@ impl Store {
             .optional()
             .map_err(sqlerr)?;
         if let Some(p) = prev {
-            let same = p == (kind_name(t.kind).to_string(), t.from.clone(), t.to.clone(), t.amount as i64, i64::from(t.round), i64::from(t.tiles));
-            return if same { Ok(false) } else { Err(LedgerError::KeyReused(t.key.clone()).into()) };
+            let same = p
+                == (
+                    kind_name(t.kind).to_string(),
+                    t.from.clone(),
+                    t.to.clone(),
+                    t.amount as i64,
+                    i64::from(t.round),
+                    i64::from(t.tiles),
+                );
+            return if same {
+                Ok(false)
+            } else {
+                Err(LedgerError::KeyReused(t.key.clone()).into())
+            };
         }
         if t.amount == 0 {
             return Err(LedgerError::ZeroAmount(t.key.clone()).into());
@@ -227,9 +352,23 @@ impl Store {
         if t.from == t.to {
             return Err(LedgerError::SameAccount(t.key.clone(), t.from.clone()).into());
         }
-        let balance: i64 = tx.query_row("SELECT balance FROM balances WHERE account = ?1", params![t.from], |r| r.get(0)).optional().map_err(sqlerr)?.unwrap_or(0);
+        let balance: i64 = tx
+            .query_row(
+                "SELECT balance FROM balances WHERE account = ?1",
+                params![t.from],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sqlerr)?
+            .unwrap_or(0);
         if !account::may_go_negative(&t.from) && i128::from(balance) < i128::from(t.amount) {
-            return Err(LedgerError::Insufficient { key: t.key.clone(), account: t.from.clone(), balance: i128::from(balance), amount: t.amount }.into());
+            return Err(LedgerError::Insufficient {
+                key: t.key.clone(),
+                account: t.from.clone(),
+                balance: i128::from(balance),
+                amount: t.amount,
+            }
+            .into());
         }
         let amount = i64::try_from(t.amount).map_err(|_| LedgerError::ZeroAmount(t.key.clone()))?;
         tx.execute(
@@ -250,13 +389,23 @@ impl Store {
 
     /// Balance of an account.
     pub fn balance(&self, account: &str) -> Result<i64, StoreError> {
-        let r = self.conn.query_row("SELECT balance FROM balances WHERE account = ?1", params![account], |r| r.get(0)).optional();
+        let r = self
+            .conn
+            .query_row(
+                "SELECT balance FROM balances WHERE account = ?1",
+                params![account],
+                |r| r.get(0),
+            )
+            .optional();
         Ok(self.sql(r)?.unwrap_or(0))
     }
 
     /// Every balance, by account.
     pub fn balances(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut stmt = self.sql(self.conn.prepare("SELECT account, balance FROM balances ORDER BY account"))?;
+        let mut stmt = self.sql(
+            self.conn
+                .prepare("SELECT account, balance FROM balances ORDER BY account"),
+        )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)));
         let rows = self.sql(rows)?;
         let v: rusqlite::Result<Vec<_>> = rows.collect();
@@ -265,7 +414,11 @@ impl Store {
 
     /// Sum of all balances: 0 unless the ledger is broken.
     pub fn total(&self) -> Result<i64, StoreError> {
-        let r = self.conn.query_row("SELECT COALESCE(SUM(balance), 0) FROM balances", [], |r| r.get(0));
+        let r = self
+            .conn
+            .query_row("SELECT COALESCE(SUM(balance), 0) FROM balances", [], |r| {
+                r.get(0)
+            });
         self.sql(r)
     }
 
@@ -273,14 +426,34 @@ impl Store {
     pub fn job_transfers(&self, job_id: &str) -> Result<Vec<Transfer>, StoreError> {
         let mut stmt = self.sql(self.conn.prepare("SELECT key, kind, from_account, to_account, amount, round, tiles FROM transfers WHERE job_id = ?1 ORDER BY seq"))?;
         let rows = stmt.query_map(params![job_id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?, r.get::<_, i64>(6)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
         });
         let rows = self.sql(rows)?;
         let mut out = Vec::new();
         for row in rows {
             let (key, kind, from, to, amount, round, tiles) = self.sql(row)?;
-            let kind = kind_from_name(&kind).ok_or_else(|| StoreError::Corrupt { path: self.path.clone(), what: format!("transfer {key}"), reason: format!("unknown kind {kind:?}") })?;
-            out.push(Transfer { key, kind, from, to, amount: amount as u64, round: round as u32, tiles: tiles as u32 });
+            let kind = kind_from_name(&kind).ok_or_else(|| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("transfer {key}"),
+                reason: format!("unknown kind {kind:?}"),
+            })?;
+            out.push(Transfer {
+                key,
+                kind,
+                from,
+                to,
+                amount: amount as u64,
+                round: round as u32,
+                tiles: tiles as u32,
+            });
         }
         Ok(out)
     }
@@ -297,7 +470,10 @@ const KINDS: [(TransferKind, &str); 7] = [
 ];
 
 fn kind_name(k: TransferKind) -> &'static str {
-    KINDS.iter().find(|(x, _)| *x == k).map_or("unknown", |(_, n)| n)
+    KINDS
+        .iter()
+        .find(|(x, _)| *x == k)
+        .map_or("unknown", |(_, n)| n)
 }
 
 fn kind_from_name(n: &str) -> Option<TransferKind> {
@@ -310,7 +486,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn t(key: &str, from: &str, to: &str, amount: u64) -> Transfer {
-        Transfer { key: key.into(), kind: TransferKind::Deposit, from: from.into(), to: to.into(), amount, round: 0, tiles: 0 }
+        Transfer {
+            key: key.into(),
+            kind: TransferKind::Deposit,
+            from: from.into(),
+            to: to.into(),
+            amount,
+            round: 0,
+            tiles: 0,
+        }
     }
 
     #[test]
@@ -319,10 +503,20 @@ mod tests {
         let path = dir.path().join("t.db");
         {
             let mut s = Store::open(&path).unwrap();
-            assert!(s.apply_transfer(None, &t("d1", "external:bank", "client:a", 100)).unwrap());
-            assert!(!s.apply_transfer(None, &t("d1", "external:bank", "client:a", 100)).unwrap());
-            assert!(matches!(s.apply_transfer(None, &t("d1", "external:bank", "client:a", 5)), Err(StoreError::Ledger(LedgerError::KeyReused(_)))));
-            assert!(matches!(s.apply_transfer(None, &t("x", "client:a", "escrow:j", 101)), Err(StoreError::Ledger(LedgerError::Insufficient { .. }))));
+            assert!(s
+                .apply_transfer(None, &t("d1", "external:bank", "client:a", 100))
+                .unwrap());
+            assert!(!s
+                .apply_transfer(None, &t("d1", "external:bank", "client:a", 100))
+                .unwrap());
+            assert!(matches!(
+                s.apply_transfer(None, &t("d1", "external:bank", "client:a", 5)),
+                Err(StoreError::Ledger(LedgerError::KeyReused(_)))
+            ));
+            assert!(matches!(
+                s.apply_transfer(None, &t("x", "client:a", "escrow:j", 101)),
+                Err(StoreError::Ledger(LedgerError::Insufficient { .. }))
+            ));
         }
         let s = Store::open(&path).unwrap();
         assert_eq!(s.balance("client:a").unwrap(), 100);

@@ -33,7 +33,13 @@ pub enum DishonestMode {
 
 impl DishonestMode {
     /// All modes, for drills and tests.
-    pub const ALL: [DishonestMode; 5] = [Self::LowSpp, Self::Noise, Self::Black, Self::Copy, Self::Partial];
+    pub const ALL: [DishonestMode; 5] = [
+        Self::LowSpp,
+        Self::Noise,
+        Self::Black,
+        Self::Copy,
+        Self::Partial,
+    ];
 
     /// The command-line name.
     pub fn name(self) -> &'static str {
@@ -50,10 +56,16 @@ impl DishonestMode {
 impl std::str::FromStr for DishonestMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|m| m.name()).collect();
-            format!("unknown dishonest mode {s:?}; expected one of {}", names.join(", "))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|m| m.name()).collect();
+                format!(
+                    "unknown dishonest mode {s:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -150,7 +162,10 @@ impl Node {
             });
         }
         if task.tiles.is_empty() {
-            return Err(NodeError::BadTask { task: task.task_id.clone(), reason: "no tiles".into() });
+            return Err(NodeError::BadTask {
+                task: task.task_id.clone(),
+                reason: "no tiles".into(),
+            });
         }
         let class = self.renderer.class().clone();
         let class_id = class.id();
@@ -169,7 +184,11 @@ impl Node {
             }
             let bytes = self
                 .produce_tile(task, t.tile_index, t.rect)
-                .map_err(|source| NodeError::Render { task: task.task_id.clone(), tile: t.tile_index, source })?;
+                .map_err(|source| NodeError::Render {
+                    task: task.task_id.clone(),
+                    tile: t.tile_index,
+                    source,
+                })?;
             let hash = tile_hash(&bytes);
             let leaf = LeafInput {
                 job_id: task.job_id,
@@ -181,8 +200,16 @@ impl Node {
             }
             .leaf();
             leaves.push(leaf);
-            records.push(LeafRecord { tile_index: t.tile_index, rect: t.rect, tile_hash: hash, leaf });
-            delivered.push(DeliveredTile { tile_index: t.tile_index, bytes });
+            records.push(LeafRecord {
+                tile_index: t.tile_index,
+                rect: t.rect,
+                tile_hash: hash,
+                leaf,
+            });
+            delivered.push(DeliveredTile {
+                tile_index: t.tile_index,
+                bytes,
+            });
         }
         let commitment = BatchCommitment {
             job_id: task.job_id,
@@ -199,15 +226,27 @@ impl Node {
             task_id: task.task_id.clone(),
             round: task.round,
             class,
-            batch: BatchRecord { signed: Signed::sign(commitment, &self.key), tiles: records },
+            batch: BatchRecord {
+                signed: Signed::sign(commitment, &self.key),
+                tiles: records,
+            },
             tiles: delivered,
         })
     }
 
     /// The bytes this node will claim for a tile: honest, or forged by its drill mode.
-    fn produce_tile(&self, task: &RenderTask, tile_index: u32, rect: tessera_protocol::TileRect) -> Result<Vec<u8>, RenderFailure> {
-        let nth = self.produced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let honest = |settings: &tessera_protocol::RenderSettings| self.renderer.render_tile(settings, task.frame, rect);
+    fn produce_tile(
+        &self,
+        task: &RenderTask,
+        tile_index: u32,
+        rect: tessera_protocol::TileRect,
+    ) -> Result<Vec<u8>, RenderFailure> {
+        let nth = self
+            .produced
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let honest = |settings: &tessera_protocol::RenderSettings| {
+            self.renderer.render_tile(settings, task.frame, rect)
+        };
         let Some(mode) = self.dishonest else {
             return honest(&task.settings);
         };

@@ -35,6 +35,10 @@ pub struct ProofBundle {
     pub roots: Signed<JobRoots>,
     /// Signed receipt of every transfer made for the job.
     pub payments: Signed<PaymentReceipt>,
+    /// Where the scene file was when the job was rendered: an unsigned hint for
+    /// `audit --rerender` (the scene's content hash is what is checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene_hint: Option<String>,
 }
 
 /// A node that took part.

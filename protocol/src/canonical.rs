@@ -146,7 +146,12 @@ mod tests {
         LeafInput {
             job_id: [7; 16],
             frame: 3,
-            rect: TileRect { x: 64, y: 0, w: 64, h: 32 },
+            rect: TileRect {
+                x: 64,
+                y: 0,
+                w: 64,
+                h: 32,
+            },
             spp: 16,
             class_id: [1; 32],
             tile_hash: [2; 32],

@@ -12,7 +12,9 @@ pub mod arr {
     }
 
     /// Deserialize from hex of exactly `2N` characters.
-    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
         let s = String::deserialize(d)?;
         decode(&s).map_err(D::Error::custom)
     }
@@ -35,7 +37,9 @@ pub mod vec32 {
     /// Deserialize from a list of 64-character hex strings.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
         let v = Vec::<String>::deserialize(d)?;
-        v.iter().map(|s| decode(s).map_err(D::Error::custom)).collect()
+        v.iter()
+            .map(|s| decode(s).map_err(D::Error::custom))
+            .collect()
     }
 }
 
@@ -43,7 +47,11 @@ pub mod vec32 {
 pub fn decode<const N: usize>(s: &str) -> Result<[u8; N], String> {
     let mut out = [0u8; N];
     if s.len() != 2 * N {
-        return Err(format!("expected {} hex characters, got {}", 2 * N, s.len()));
+        return Err(format!(
+            "expected {} hex characters, got {}",
+            2 * N,
+            s.len()
+        ));
     }
     hex::decode_to_slice(s, &mut out).map_err(|e| format!("bad hex {s:?}: {e}"))?;
     Ok(out)

@@ -79,7 +79,10 @@ impl SecretKey {
     pub fn from_key_file(text: &str, origin: &str) -> Result<Self, KeyError> {
         let mut words = text.split_whitespace();
         let (Some(tag), Some(hexseed), None) = (words.next(), words.next(), words.next()) else {
-            return Err(KeyError::BadKeyFile(origin.to_string(), "expected two words".into()));
+            return Err(KeyError::BadKeyFile(
+                origin.to_string(),
+                "expected two words".into(),
+            ));
         };
         if tag != KEY_FILE_TAG {
             return Err(KeyError::BadKeyFile(
@@ -89,7 +92,10 @@ impl SecretKey {
         }
         let mut seed = [0u8; 32];
         hex::decode_to_slice(hexseed, &mut seed).map_err(|e| {
-            KeyError::BadKeyFile(origin.to_string(), format!("secret is not 64 hex characters: {e}"))
+            KeyError::BadKeyFile(
+                origin.to_string(),
+                format!("secret is not 64 hex characters: {e}"),
+            )
         })?;
         Ok(Self::from_seed(&seed))
     }
@@ -121,6 +127,9 @@ mod tests {
         assert!(k.public().verify(b"hellp", &sig).is_err());
         let again = SecretKey::from_key_file(&k.to_key_file(), "k").unwrap();
         assert_eq!(again.public(), k.public());
-        assert!(SecretKey::from_key_file("nope", "f").unwrap_err().to_string().contains("key file f"));
+        assert!(SecretKey::from_key_file("nope", "f")
+            .unwrap_err()
+            .to_string()
+            .contains("key file f"));
     }
 }

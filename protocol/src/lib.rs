@@ -6,8 +6,8 @@
 #![warn(missing_docs)]
 
 pub mod bundle;
-pub mod hexser;
 pub mod canonical;
+pub mod hexser;
 pub mod keys;
 pub mod merkle;
 pub mod payments;

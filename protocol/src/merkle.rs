@@ -62,7 +62,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn leaves(n: usize) -> Vec<Digest> {
-        (0..n as u32).map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes()).collect()
+        (0..n as u32)
+            .map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes())
+            .collect()
     }
 
     #[test]

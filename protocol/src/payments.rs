@@ -98,7 +98,9 @@ impl SamplingPolicy {
 
     /// k for a node of `trust` in `tier`, before capping at what it committed.
     pub fn node_k(&self, tier: &TierPolicy, trust: u32) -> u32 {
-        let mut k = self.base_k().saturating_mul(tier.sampling_multiplier.max(1));
+        let mut k = self
+            .base_k()
+            .saturating_mul(tier.sampling_multiplier.max(1));
         if trust < self.new_node_trust {
             k = k.saturating_mul(self.new_node_multiplier.max(1));
         }
@@ -115,7 +117,9 @@ pub struct Pricing {
 
 impl Default for Pricing {
     fn default() -> Self {
-        Self { micro_per_msample: 1_000 }
+        Self {
+            micro_per_msample: 1_000,
+        }
     }
 }
 
@@ -123,7 +127,8 @@ impl Pricing {
     /// Price of one tile: ⌈pixels × spp × rate × multiplier / 10⁶⌉ micro-credits.
     pub fn tile_price(&self, tier: &TierPolicy, rect: TileRect, spp: u32) -> u64 {
         let samples = u128::from(rect.pixels()) * u128::from(spp);
-        let micro = samples * u128::from(self.micro_per_msample) * u128::from(tier.price_multiplier);
+        let micro =
+            samples * u128::from(self.micro_per_msample) * u128::from(tier.price_multiplier);
         micro.div_ceil(1_000_000).min(u128::from(u64::MAX)) as u64
     }
 }
@@ -272,7 +277,11 @@ impl Ledger {
     /// applied with the same content (idempotent replay).
     pub fn apply(&mut self, t: &Transfer) -> Result<bool, LedgerError> {
         if let Some(prev) = self.applied.get(&t.key) {
-            return if prev == t { Ok(false) } else { Err(LedgerError::KeyReused(t.key.clone())) };
+            return if prev == t {
+                Ok(false)
+            } else {
+                Err(LedgerError::KeyReused(t.key.clone()))
+            };
         }
         if t.amount == 0 {
             return Err(LedgerError::ZeroAmount(t.key.clone()));
@@ -340,7 +349,12 @@ mod tests {
     #[test]
     fn prices_and_splits() {
         let tiers = default_tiers();
-        let rect = TileRect { x: 0, y: 0, w: 64, h: 64 };
+        let rect = TileRect {
+            x: 0,
+            y: 0,
+            w: 64,
+            h: 64,
+        };
         let p = Pricing::default();
         assert_eq!(p.tile_price(&tiers[0], rect, 64), 263); // 262144 samples → ⌈262.144⌉
         assert_eq!(p.tile_price(&tiers[2], rect, 64), 1049);
@@ -350,7 +364,13 @@ mod tests {
     }
 
     fn arb_transfer() -> impl Strategy<Value = Transfer> {
-        let accts = prop::sample::select(vec!["external:bank", "client:a", "escrow:j", "node:n", "treasury"]);
+        let accts = prop::sample::select(vec![
+            "external:bank",
+            "client:a",
+            "escrow:j",
+            "node:n",
+            "treasury",
+        ]);
         (0u8..30, accts.clone(), accts, 0u64..1000).prop_map(|(k, f, t, a)| Transfer {
             key: format!("k{k}"),
             kind: TransferKind::Deposit,

@@ -52,7 +52,11 @@ pub fn verdict_transfers(m: &JobManifest, o: &NodeOutcome, slash_pct: u32) -> Ve
     let mut out = Vec::new();
     match o.decision {
         Decision::Pass => {
-            let earned: u64 = o.tiles.iter().map(|r| m.pricing.tile_price(&m.tier, *r, m.settings.spp)).sum();
+            let earned: u64 = o
+                .tiles
+                .iter()
+                .map(|r| m.pricing.tile_price(&m.tier, *r, m.settings.spp))
+                .sum();
             let (paid, held) = split_on_pass(earned, &m.tier);
             let mut push = |suffix: &str, kind, to: String, amount| {
                 if amount > 0 {
@@ -68,7 +72,12 @@ pub fn verdict_transfers(m: &JobManifest, o: &NodeOutcome, slash_pct: u32) -> Ve
                 }
             };
             push("pay", TransferKind::PayOnPass, account::node(&o.node), paid);
-            push("hold", TransferKind::HoldBack, account::holdback(&job, &o.node), held);
+            push(
+                "hold",
+                TransferKind::HoldBack,
+                account::holdback(&job, &o.node),
+                held,
+            );
         }
         Decision::Fail => {
             let amount = slash_amount(o.stake_before, slash_pct);

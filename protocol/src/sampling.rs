@@ -16,7 +16,12 @@ pub fn nonce_commitment(nonce: &Digest) -> Digest {
 }
 
 /// Seed = BLAKE3-derive-key([`SAMPLE_CONTEXT`], round root ‖ nonce ‖ job id ‖ node key).
-pub fn sample_seed(round_root: &Digest, nonce: &Digest, job_id: &JobId, node: &PublicKey) -> Digest {
+pub fn sample_seed(
+    round_root: &Digest,
+    nonce: &Digest,
+    job_id: &JobId,
+    node: &PublicKey,
+) -> Digest {
     let mut h = blake3::Hasher::new_derive_key(SAMPLE_CONTEXT);
     h.update(round_root);
     h.update(nonce);
@@ -97,6 +102,9 @@ mod tests {
             let seed = *blake3::hash(&s.to_le_bytes()).as_bytes();
             counts[sample_indices(&seed, 10, 1)[0] as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (320..480).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (320..480).contains(&c)),
+            "{counts:?}"
+        );
     }
 }

@@ -44,12 +44,17 @@ impl<T: Statement> Signed<T> {
     /// Sign `statement` with `key`.
     pub fn sign(statement: T, key: &SecretKey) -> Self {
         let signature = key.sign(&statement.signing_bytes());
-        Self { statement, signer: key.public(), signature }
+        Self {
+            statement,
+            signer: key.public(),
+            signature,
+        }
     }
 
     /// Check the signature under `self.signer`.
     pub fn verify(&self) -> Result<(), KeyError> {
-        self.signer.verify(&self.statement.signing_bytes(), &self.signature)
+        self.signer
+            .verify(&self.statement.signing_bytes(), &self.signature)
     }
 
     /// A digest of the whole signed statement (bytes, signer, signature).
@@ -412,7 +417,11 @@ mod tests {
     #[test]
     fn domains_differ_between_statement_kinds() {
         let b = batch();
-        let roots = JobRoots { job_id: [1; 16], frames: vec![], job_root: [0; 32] };
+        let roots = JobRoots {
+            job_id: [1; 16],
+            frames: vec![],
+            job_root: [0; 32],
+        };
         assert!(b.signing_bytes().starts_with(b"tessera v1 batch\0"));
         assert!(roots.signing_bytes().starts_with(b"tessera v1 job roots\0"));
     }

@@ -172,8 +172,24 @@ mod tests {
         assert_eq!(tiles.len(), 3 * 2);
         let covered: u64 = tiles.iter().map(|t| t.pixels()).sum();
         assert_eq!(covered, 130 * 70);
-        assert_eq!(tiles[2], TileRect { x: 128, y: 0, w: 2, h: 64 });
-        assert_eq!(tiles[5], TileRect { x: 128, y: 64, w: 2, h: 6 });
+        assert_eq!(
+            tiles[2],
+            TileRect {
+                x: 128,
+                y: 0,
+                w: 2,
+                h: 64
+            }
+        );
+        assert_eq!(
+            tiles[5],
+            TileRect {
+                x: 128,
+                y: 64,
+                w: 2,
+                h: 6
+            }
+        );
         assert!(tiles.iter().all(|t| t.fits_in(130, 70)));
     }
 

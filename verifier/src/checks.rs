@@ -11,20 +11,41 @@ use tessera_protocol::{tile_layout, Digest, TileRect};
 
 /// Check one signed batch against the manifest: signature, signer = node, tile ids, each
 /// leaf recomputed from its fields, leaf count, and the batch root.
-pub fn check_batch(batch: &BatchRecord, manifest: &JobManifest, layout: &[TileRect]) -> Result<(), String> {
+pub fn check_batch(
+    batch: &BatchRecord,
+    manifest: &JobManifest,
+    layout: &[TileRect],
+) -> Result<(), String> {
     let b = &batch.signed.statement;
-    let what = format!("batch {} (frame {}, node {})", b.batch_id, b.frame, b.node.short());
+    let what = format!(
+        "batch {} (frame {}, node {})",
+        b.batch_id,
+        b.frame,
+        b.node.short()
+    );
     batch.signed.verify().map_err(|e| format!("{what}: {e}"))?;
     if batch.signed.signer != b.node {
-        return Err(format!("{what}: signed by {} instead of the node", batch.signed.signer.short()));
+        return Err(format!(
+            "{what}: signed by {} instead of the node",
+            batch.signed.signer.short()
+        ));
     }
     if b.job_id != manifest.job_id {
-        return Err(format!("{what}: job id {} is not the manifest's", hex::encode(b.job_id)));
+        return Err(format!(
+            "{what}: job id {} is not the manifest's",
+            hex::encode(b.job_id)
+        ));
     }
     if b.frame < manifest.frame_start || b.frame > manifest.frame_end {
-        return Err(format!("{what}: frame outside {}..{}", manifest.frame_start, manifest.frame_end));
+        return Err(format!(
+            "{what}: frame outside {}..{}",
+            manifest.frame_start, manifest.frame_end
+        ));
     }
-    if b.tile_ids.len() != batch.tiles.len() || b.leaf_count as usize != batch.tiles.len() || batch.tiles.is_empty() {
+    if b.tile_ids.len() != batch.tiles.len()
+        || b.leaf_count as usize != batch.tiles.len()
+        || batch.tiles.is_empty()
+    {
         return Err(format!(
             "{what}: leaf count {} / {} tile ids / {} leaves disagree",
             b.leaf_count,
@@ -35,10 +56,16 @@ pub fn check_batch(batch: &BatchRecord, manifest: &JobManifest, layout: &[TileRe
     let mut leaves = Vec::with_capacity(batch.tiles.len());
     for (pos, (t, id)) in batch.tiles.iter().zip(&b.tile_ids).enumerate() {
         if t.tile_index != *id {
-            return Err(format!("{what}: leaf {pos} is tile {} but the commitment says {id}", t.tile_index));
+            return Err(format!(
+                "{what}: leaf {pos} is tile {} but the commitment says {id}",
+                t.tile_index
+            ));
         }
         if layout.get(*id as usize) != Some(&t.rect) {
-            return Err(format!("{what}: tile {id} has rect {} which is not the layout's", t.rect));
+            return Err(format!(
+                "{what}: tile {id} has rect {} which is not the layout's",
+                t.rect
+            ));
         }
         let leaf = LeafInput {
             job_id: b.job_id,
@@ -71,7 +98,10 @@ pub fn check_batch(batch: &BatchRecord, manifest: &JobManifest, layout: &[TileRe
 
 /// Root over the digests of a round's signed batches, in batch-id order.
 pub fn round_root(batches: &[BatchRecord]) -> Result<Digest, String> {
-    let ids: Vec<u32> = batches.iter().map(|b| b.signed.statement.batch_id).collect();
+    let ids: Vec<u32> = batches
+        .iter()
+        .map(|b| b.signed.statement.batch_id)
+        .collect();
     if ids.windows(2).any(|w| w[0] >= w[1]) {
         return Err("batches are not in strictly ascending batch-id order".into());
     }
@@ -88,13 +118,21 @@ pub fn check_round_commitment(
     round: u32,
     batches: &[BatchRecord],
 ) -> Result<(), String> {
-    commitment.verify().map_err(|e| format!("round {round} commitment: {e}"))?;
+    commitment
+        .verify()
+        .map_err(|e| format!("round {round} commitment: {e}"))?;
     if commitment.signer != *coordinator {
-        return Err(format!("round {round} commitment: not signed by the coordinator"));
+        return Err(format!(
+            "round {round} commitment: not signed by the coordinator"
+        ));
     }
     let c = &commitment.statement;
     if c.job_id != *job_id || c.round != round {
-        return Err(format!("round {round} commitment: names job {} round {}", hex::encode(c.job_id), c.round));
+        return Err(format!(
+            "round {round} commitment: names job {} round {}",
+            hex::encode(c.job_id),
+            c.round
+        ));
     }
     let root = round_root(batches).map_err(|e| format!("round {round}: {e}"))?;
     if root != c.round_root || c.n_batches as usize != batches.len() {
@@ -112,10 +150,16 @@ pub fn check_round_commitment(
 /// Check a revealed nonce against the manifest's commitment for `round`.
 pub fn check_nonce(manifest: &JobManifest, round: u32, nonce: &Digest) -> Result<(), String> {
     let Some(expected) = manifest.nonce_commitments.get(round as usize) else {
-        return Err(format!("round {round}: the manifest commits to only {} nonces", manifest.nonce_commitments.len()));
+        return Err(format!(
+            "round {round}: the manifest commits to only {} nonces",
+            manifest.nonce_commitments.len()
+        ));
     };
     if nonce_commitment(nonce) != *expected {
-        return Err(format!("round {round}: revealed nonce does not hash to the manifest's commitment {}", hex::encode(expected)));
+        return Err(format!(
+            "round {round}: revealed nonce does not hash to the manifest's commitment {}",
+            hex::encode(expected)
+        ));
     }
     Ok(())
 }
@@ -158,15 +202,30 @@ pub fn expected_sample(
         .nodes
         .iter()
         .find(|n| n.node == *node)
-        .ok_or_else(|| format!("round {}: node {} is not in the round commitment", commitment.round, node.short()))?;
+        .ok_or_else(|| {
+            format!(
+                "round {}: node {} is not in the round commitment",
+                commitment.round,
+                node.short()
+            )
+        })?;
     let n = node_leaves(batches, node).len() as u32;
     let k = manifest.sampling.node_k(&manifest.tier, snapshot.trust);
     let seed = sample_seed(&commitment.round_root, nonce, &manifest.job_id, node);
-    Ok(ExpectedSample { seed, n, k, indices: sample_indices(&seed, n, k) })
+    Ok(ExpectedSample {
+        seed,
+        n,
+        k,
+        indices: sample_indices(&seed, n, k),
+    })
 }
 
 /// Build inclusion proofs for the sampled leaf indices of `node`.
-pub fn build_proofs(batches: &[BatchRecord], node: &PublicKey, indices: &[u32]) -> Vec<SampleProof> {
+pub fn build_proofs(
+    batches: &[BatchRecord],
+    node: &PublicKey,
+    indices: &[u32],
+) -> Vec<SampleProof> {
     let leaves = node_leaves(batches, node);
     indices
         .iter()
@@ -186,22 +245,47 @@ pub fn build_proofs(batches: &[BatchRecord], node: &PublicKey, indices: &[u32]) 
 }
 
 /// Check one inclusion proof against the batch it names.
-pub fn check_proof(batches: &[BatchRecord], node: &PublicKey, p: &SampleProof) -> Result<(), String> {
+pub fn check_proof(
+    batches: &[BatchRecord],
+    node: &PublicKey,
+    p: &SampleProof,
+) -> Result<(), String> {
     let leaves = node_leaves(batches, node);
     let what = format!("sample leaf {} of node {}", p.leaf_index, node.short());
-    let &(bi, pos) = leaves.get(p.leaf_index as usize).ok_or_else(|| format!("{what}: no such leaf"))?;
+    let &(bi, pos) = leaves
+        .get(p.leaf_index as usize)
+        .ok_or_else(|| format!("{what}: no such leaf"))?;
     let b = &batches[bi];
-    if b.signed.statement.batch_id != p.batch_id || pos as u32 != p.position || b.tiles[pos].leaf != p.leaf {
-        return Err(format!("{what}: proof names batch {} position {} which is not where the leaf is", p.batch_id, p.position));
+    if b.signed.statement.batch_id != p.batch_id
+        || pos as u32 != p.position
+        || b.tiles[pos].leaf != p.leaf
+    {
+        return Err(format!(
+            "{what}: proof names batch {} position {} which is not where the leaf is",
+            p.batch_id, p.position
+        ));
     }
     let s = &b.signed.statement;
-    if !merkle::verify(&s.batch_root, &[pos], &[p.leaf], s.leaf_count as usize, &p.proof) {
-        return Err(format!("{what}: Merkle proof does not reach batch root {}", hex::encode(s.batch_root)));
+    if !merkle::verify(
+        &s.batch_root,
+        &[pos],
+        &[p.leaf],
+        s.leaf_count as usize,
+        &p.proof,
+    ) {
+        return Err(format!(
+            "{what}: Merkle proof does not reach batch root {}",
+            hex::encode(s.batch_root)
+        ));
     }
     Ok(())
 }
 
 /// The frame's tile layout from the manifest.
 pub fn layout(manifest: &JobManifest) -> Vec<TileRect> {
-    tile_layout(manifest.settings.width, manifest.settings.height, manifest.tile_size)
+    tile_layout(
+        manifest.settings.width,
+        manifest.settings.height,
+        manifest.tile_size,
+    )
 }

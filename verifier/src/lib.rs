@@ -12,4 +12,4 @@ pub mod checks;
 pub mod verify;
 
 pub use audit::{audit_bundle, AuditReport, CheckResult};
-pub use verify::{VerifyError, Verifier};
+pub use verify::{Verifier, VerifyError};

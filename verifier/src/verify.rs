@@ -53,25 +53,45 @@ impl Verifier {
 
     /// Judge one node's work in one round.
     pub fn handle_request(&self, req: &VerifyRequest) -> Result<Signed<Verdict>, VerifyError> {
-        let bad = |reason: String| VerifyError::BadRequest { id: req.request_id.clone(), reason };
+        let bad = |reason: String| VerifyError::BadRequest {
+            id: req.request_id.clone(),
+            reason,
+        };
         let manifest = &req.manifest.statement;
-        req.manifest.verify().map_err(|e| bad(format!("manifest: {e}")))?;
+        req.manifest
+            .verify()
+            .map_err(|e| bad(format!("manifest: {e}")))?;
         if !manifest.verifiers.contains(&self.key.public()) {
             return Err(bad("this verifier is not named in the manifest".into()));
         }
         let round = req.commitment.statement.round;
-        checks::check_round_commitment(&req.commitment, &req.manifest.signer, &manifest.job_id, round, &req.round_batches)
-            .map_err(bad)?;
+        checks::check_round_commitment(
+            &req.commitment,
+            &req.manifest.signer,
+            &manifest.job_id,
+            round,
+            &req.round_batches,
+        )
+        .map_err(bad)?;
         checks::check_nonce(manifest, round, &req.nonce).map_err(bad)?;
         let layout = checks::layout(manifest);
         for b in &req.round_batches {
             checks::check_batch(b, manifest, &layout).map_err(bad)?;
         }
-        let expected = checks::expected_sample(manifest, &req.commitment.statement, &req.nonce, &req.round_batches, &req.node)
-            .map_err(bad)?;
+        let expected = checks::expected_sample(
+            manifest,
+            &req.commitment.statement,
+            &req.nonce,
+            &req.round_batches,
+            &req.node,
+        )
+        .map_err(bad)?;
         let asked: Vec<u32> = req.samples.iter().map(|s| s.proof.leaf_index).collect();
         if asked != expected.indices {
-            return Err(bad(format!("sampled indices {asked:?} are not the derived {:?}", expected.indices)));
+            return Err(bad(format!(
+                "sampled indices {asked:?} are not the derived {:?}",
+                expected.indices
+            )));
         }
         let leaves = checks::node_leaves(&req.round_batches, &req.node);
         let class_id = self.renderer.class().id();
@@ -81,14 +101,27 @@ impl Verifier {
             let (bi, pos) = leaves[s.proof.leaf_index as usize];
             let committed = &req.round_batches[bi].tiles[pos];
             let frame = req.round_batches[bi].signed.statement.frame;
-            if committed.tile_hash != s.committed_hash || committed.tile_index != s.tile_index || frame != s.frame || committed.rect != s.rect {
-                return Err(bad(format!("sample leaf {}: tile fields differ from the commitment", s.proof.leaf_index)));
+            if committed.tile_hash != s.committed_hash
+                || committed.tile_index != s.tile_index
+                || frame != s.frame
+                || committed.rect != s.rect
+            {
+                return Err(bad(format!(
+                    "sample leaf {}: tile fields differ from the commitment",
+                    s.proof.leaf_index
+                )));
             }
-            let delivered_ok = tile_hash(&s.delivered) == committed.tile_hash && s.delivered.len() == s.rect.canonical_len();
+            let delivered_ok = tile_hash(&s.delivered) == committed.tile_hash
+                && s.delivered.len() == s.rect.canonical_len();
             let rerender = self
                 .renderer
                 .render_tile(&manifest.settings, s.frame, s.rect)
-                .map_err(|e| VerifyError::Rerender { id: req.request_id.clone(), frame: s.frame, tile: s.tile_index, reason: e.0 })?;
+                .map_err(|e| VerifyError::Rerender {
+                    id: req.request_id.clone(),
+                    frame: s.frame,
+                    tile: s.tile_index,
+                    reason: e.0,
+                })?;
             let rerender_hash = tile_hash(&rerender);
             let matched = rerender_hash == committed.tile_hash;
             if !matched {

@@ -1,0 +1,204 @@
+//! The GPU: adapter choice, device, and the compiled path-tracing pipeline.
+
+use std::sync::Arc;
+
+use tessera_protocol::DeterminismClass;
+
+use crate::error::RenderError;
+use crate::{RENDERER_BUILD, SHADER_SOURCE};
+
+/// An adapter, its device and queue, and the path-tracing pipeline compiled for it.
+///
+/// Shared between renderers with `Arc<Gpu>`; all methods take `&self` and are safe to call
+/// from several threads.
+pub struct Gpu {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) bind_group_layout: wgpu::BindGroupLayout,
+    pub(crate) limits: wgpu::Limits,
+    class: DeterminismClass,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu").field("class", &self.class).finish()
+    }
+}
+
+impl Gpu {
+    /// Open the GPU, honouring wgpu's environment variables: `WGPU_BACKEND` (e.g.
+    /// `vulkan`), `WGPU_ADAPTER_NAME` (case-insensitive substring of the adapter name),
+    /// `WGPU_POWER_PREF` (`low`/`high`), and the instance flags such as `WGPU_DEBUG`.
+    /// Without `WGPU_BACKEND`, the primary backends (Vulkan, Metal, DX12) are tried
+    /// first and OpenGL only when they offer no adapter. The device gets the adapter's own
+    /// limits and no optional features.
+    pub fn new() -> Result<Gpu, RenderError> {
+        let adapter = match wgpu::Backends::from_env() {
+            Some(backends) => pollster::block_on(choose_adapter(backends))?,
+            None => match pollster::block_on(choose_adapter(wgpu::Backends::PRIMARY)) {
+                Ok(adapter) => adapter,
+                Err(RenderError::NoAdapter { .. }) => {
+                    pollster::block_on(choose_adapter(wgpu::Backends::all()))?
+                }
+                Err(err) => return Err(err),
+            },
+        };
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("tessera"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| RenderError::Device {
+            adapter: info.name.clone(),
+            reason: e.to_string(),
+        })?;
+        // Errors outside an error scope must not panic the process.
+        device.on_uncaptured_error(Arc::new(|err| {
+            tracing::error!("uncaptured gpu error: {err}");
+        }));
+
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("pathtrace.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(SHADER_SOURCE.into()),
+        });
+        let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("pathtrace"),
+            entries: &[
+                wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                },
+                storage(1, true),
+                storage(2, true),
+                storage(3, true),
+                storage(4, true),
+                storage(5, true),
+                storage(6, true),
+                storage(7, false),
+            ],
+        });
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("pathtrace"),
+            bind_group_layouts: &[Some(&bind_group_layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("pathtrace"),
+            layout: Some(&layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(RenderError::Gpu {
+                context: "compiling the path tracer",
+                reason: err.to_string(),
+            });
+        }
+
+        let class = DeterminismClass {
+            backend: info.backend.to_str().to_string(),
+            adapter: info.name.clone(),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            renderer_build: RENDERER_BUILD.to_string(),
+            shader_hash: blake3::hash(SHADER_SOURCE.as_bytes()).to_hex().to_string(),
+        };
+        tracing::info!(class = %class, "gpu ready");
+        Ok(Gpu {
+            device,
+            queue,
+            pipeline,
+            bind_group_layout,
+            limits,
+            class,
+        })
+    }
+
+    /// The determinism class of renders on this GPU.
+    pub fn class(&self) -> DeterminismClass {
+        self.class.clone()
+    }
+
+    pub(crate) fn class_ref(&self) -> &DeterminismClass {
+        &self.class
+    }
+}
+
+fn supports_compute(adapter: &wgpu::Adapter) -> bool {
+    adapter
+        .get_downlevel_capabilities()
+        .flags
+        .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+}
+
+async fn choose_adapter(backends: wgpu::Backends) -> Result<wgpu::Adapter, RenderError> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    let instance = wgpu::Instance::new(desc);
+    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+        let adapters = instance.enumerate_adapters(backends).await;
+        let needle = wanted.to_lowercase();
+        let names: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({})", i.name, i.backend.to_str())
+            })
+            .collect();
+        return adapters
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&needle) && supports_compute(a))
+            .ok_or_else(|| RenderError::AdapterNotFound {
+                wanted,
+                available: if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                },
+            });
+    }
+    let adapter = instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::from_env()
+                .unwrap_or(wgpu::PowerPreference::HighPerformance),
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            apply_limit_buckets: false,
+        })
+        .await
+        .map_err(|e| RenderError::NoAdapter {
+            details: e.to_string(),
+        })?;
+    if !supports_compute(&adapter) {
+        return Err(RenderError::NoAdapter {
+            details: format!(
+                "adapter {:?} has no compute shaders",
+                adapter.get_info().name
+            ),
+        });
+    }
+    Ok(adapter)
+}
