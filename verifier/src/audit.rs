@@ -683,6 +683,7 @@ pub fn rerender_samples(b: &ProofBundle, renderer: &dyn TileRenderer) -> AuditRe
     let mut r = AuditReport::default();
     let m = &b.manifest.statement;
     let my_class = renderer.class().id();
+    let layout = checks::layout(m);
     let mut compared = 0;
     let mut skipped = 0;
     for round in &b.rounds {
@@ -694,7 +695,7 @@ pub fn rerender_samples(b: &ProofBundle, renderer: &dyn TileRenderer) -> AuditRe
                 .find(|n| n.key == v.node)
                 .map(|n| n.class.id());
             for s in &v.samples {
-                let Some(rect) = checks::layout(m).get(s.tile_index as usize).copied() else {
+                let Some(rect) = layout.get(s.tile_index as usize).copied() else {
                     r.fail(
                         "rerender",
                         format!("round {} tile {}: not in the layout", v.round, s.tile_index),
