@@ -211,6 +211,7 @@ impl Store {
 
     /// Store a checked batch and its tile bytes in one transaction. Idempotent: a batch id
     /// already stored is left as it is and `false` is returned.
+    #[allow(clippy::too_many_arguments)] // one column each; a struct would only rename them
     pub fn insert_batch(
         &mut self,
         job_id: &str,

@@ -103,6 +103,7 @@ fn run(
             max_bounces: 4,
             seed: 7,
             camera: None,
+            frame_rate: Default::default(),
         },
         frame_start: 0,
         frame_end: 1,

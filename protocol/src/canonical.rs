@@ -138,6 +138,38 @@ pub fn f32_to_tile(values: &[f32]) -> Vec<u8> {
     out
 }
 
+/// Cut `rect` out of a full frame's canonical bytes (`width` pixels per row).
+/// Returns `None` if the rectangle does not fit the frame.
+pub fn crop(frame: &[u8], width: u32, height: u32, rect: TileRect) -> Option<Vec<u8>> {
+    if !rect.fits_in(width, height) || frame.len() != width as usize * height as usize * 8 {
+        return None;
+    }
+    let row = rect.w as usize * 8;
+    let mut out = Vec::with_capacity(rect.canonical_len());
+    for y in rect.y..rect.y + rect.h {
+        let start = (y as usize * width as usize + rect.x as usize) * 8;
+        out.extend_from_slice(&frame[start..start + row]);
+    }
+    Some(out)
+}
+
+/// Paste a tile's canonical bytes into a full frame (the inverse of [`crop`]).
+/// Returns `false` (and changes nothing) if sizes do not fit.
+pub fn paste(frame: &mut [u8], width: u32, height: u32, rect: TileRect, tile: &[u8]) -> bool {
+    if !rect.fits_in(width, height)
+        || frame.len() != width as usize * height as usize * 8
+        || tile.len() != rect.canonical_len()
+    {
+        return false;
+    }
+    let row = rect.w as usize * 8;
+    for (i, y) in (rect.y..rect.y + rect.h).enumerate() {
+        let start = (y as usize * width as usize + rect.x as usize) * 8;
+        frame[start..start + row].copy_from_slice(&tile[i * row..(i + 1) * row]);
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,36 +243,4 @@ mod tests {
             .collect();
         assert_eq!(f32_to_tile(&tile_to_f32(&bytes)), bytes);
     }
-}
-
-/// Cut `rect` out of a full frame's canonical bytes (`width` pixels per row).
-/// Returns `None` if the rectangle does not fit the frame.
-pub fn crop(frame: &[u8], width: u32, height: u32, rect: TileRect) -> Option<Vec<u8>> {
-    if !rect.fits_in(width, height) || frame.len() != width as usize * height as usize * 8 {
-        return None;
-    }
-    let row = rect.w as usize * 8;
-    let mut out = Vec::with_capacity(rect.canonical_len());
-    for y in rect.y..rect.y + rect.h {
-        let start = (y as usize * width as usize + rect.x as usize) * 8;
-        out.extend_from_slice(&frame[start..start + row]);
-    }
-    Some(out)
-}
-
-/// Paste a tile's canonical bytes into a full frame (the inverse of [`crop`]).
-/// Returns `false` (and changes nothing) if sizes do not fit.
-pub fn paste(frame: &mut [u8], width: u32, height: u32, rect: TileRect, tile: &[u8]) -> bool {
-    if !rect.fits_in(width, height)
-        || frame.len() != width as usize * height as usize * 8
-        || tile.len() != rect.canonical_len()
-    {
-        return false;
-    }
-    let row = rect.w as usize * 8;
-    for (i, y) in (rect.y..rect.y + rect.h).enumerate() {
-        let start = (y as usize * width as usize + rect.x as usize) * 8;
-        frame[start..start + row].copy_from_slice(&tile[i * row..(i + 1) * row]);
-    }
-    true
 }

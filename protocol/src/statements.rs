@@ -128,6 +128,8 @@ impl Statement for JobManifest {
             .u32(s.max_bounces)
             .u64(s.seed)
             .opt_str(s.camera.as_deref())
+            .u32(s.frame_rate.num)
+            .u32(s.frame_rate.den)
             .u32(self.frame_start)
             .u32(self.frame_end)
             .u32(self.tile_size);

@@ -83,6 +83,63 @@ pub struct RenderSettings {
     pub seed: u64,
     /// Name of the glTF camera to use; `None` = the first camera in the scene.
     pub camera: Option<String>,
+    /// Frames per second: frame `f` shows the scene's animations at time
+    /// `f × den / num` seconds. Older bundles without it mean 24 fps.
+    #[serde(default)]
+    pub frame_rate: FrameRate,
+}
+
+/// A frame rate as a fraction, so that rates such as 30000/1001 (29.97) are exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrameRate {
+    /// Frames…
+    pub num: u32,
+    /// …per this many seconds.
+    pub den: u32,
+}
+
+impl Default for FrameRate {
+    fn default() -> Self {
+        Self { num: 24, den: 1 }
+    }
+}
+
+impl FrameRate {
+    /// The animation time of `frame` in seconds (`frame × den / num`), or `None` when the
+    /// rate is not positive.
+    pub fn time_of(self, frame: u32) -> Option<f64> {
+        (self.num > 0 && self.den > 0)
+            .then(|| f64::from(frame) * f64::from(self.den) / f64::from(self.num))
+    }
+}
+
+impl std::fmt::Display for FrameRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.den == 1 {
+            write!(f, "{}", self.num)
+        } else {
+            write!(f, "{}/{}", self.num, self.den)
+        }
+    }
+}
+
+impl std::str::FromStr for FrameRate {
+    type Err = String;
+    /// `24`, or a fraction such as `30000/1001`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (num, den) = s.split_once('/').unwrap_or((s, "1"));
+        let parse = |x: &str| {
+            x.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| format!("{s:?} is not a frame rate like 24 or 30000/1001"))
+        };
+        Ok(Self {
+            num: parse(num)?,
+            den: parse(den)?,
+        })
+    }
 }
 
 /// The identity of a render environment inside which re-renders match byte for byte:
