@@ -97,6 +97,20 @@ pub enum RenderError {
         /// What wgpu reported.
         reason: String,
     },
+    /// Mesa llvmpipe's shader loop limit was reached even with one sample per dispatch.
+    #[error(
+        "adapter {adapter:?} (Mesa llvmpipe) ends shader loops after {limit} iterations per \
+         SIMD group, and one sample of this tile needs up to {needed}: its paths are too \
+         long for this driver (fewer punctual lights or bounces, or a GPU, would do)"
+    )]
+    LoopLimit {
+        /// The adapter's name.
+        adapter: String,
+        /// Loop iterations one SIMD group needed.
+        needed: u64,
+        /// Loop iterations allowed (with a margin).
+        limit: u64,
+    },
     /// A scene array is larger than the adapter allows in one buffer.
     #[error(
         "scene {buffer} needs {bytes} bytes but the adapter allows {limit} bytes per storage \
@@ -110,6 +124,36 @@ pub enum RenderError {
         /// The adapter's limit.
         limit: u64,
     },
+    /// The textures do not fit the adapter's texture limits.
+    #[error(
+        "{what} need a {width}x{height} texture with {layers} layers but the adapter allows \
+         {max_side} texels per side and {max_layers} layers"
+    )]
+    TextureTooLarge {
+        /// Which texture, e.g. `material textures`.
+        what: &'static str,
+        /// Width of a layer.
+        width: u32,
+        /// Height of a layer.
+        height: u32,
+        /// Number of layers.
+        layers: u32,
+        /// The adapter's `max_texture_dimension_2d`.
+        max_side: u32,
+        /// The adapter's `max_texture_array_layers`.
+        max_layers: u32,
+    },
+    /// An animated frame could not be instantiated (e.g. a transform that becomes
+    /// degenerate at that time).
+    #[error("frame {frame}: {field}: {reason}")]
+    Instantiate {
+        /// The frame.
+        frame: u32,
+        /// The glTF field at fault.
+        field: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// `settings.camera` names no camera of the scene.
     #[error("camera {name:?} not found; the scene has: {available}")]
     UnknownCamera {
@@ -118,8 +162,8 @@ pub enum RenderError {
         /// The scene's cameras, comma separated (or `no cameras`).
         available: String,
     },
-    /// The scene has no perspective camera to render from.
-    #[error("the scene has no perspective camera")]
+    /// The scene has no camera to render from.
+    #[error("the scene has no camera")]
     NoCamera,
     /// A render setting is out of range.
     #[error("settings.{field} = {value}: {reason}")]

@@ -6,9 +6,12 @@ use bytemuck::{Pod, Zeroable};
 use tessera_protocol::{DeterminismClass, RenderFailure, RenderSettings, TileRect, TileRenderer};
 use wgpu::util::DeviceExt;
 
+use crate::energy;
 use crate::error::RenderError;
 use crate::gpu::Gpu;
-use crate::scene::{CameraDef, Scene};
+use crate::scene::texture::decode_table;
+use crate::scene::world::{self, World};
+use crate::scene::{CameraDef, Projection, Scene, SceneData};
 
 /// Largest frame width or height: the shader packs pixel coordinates into 16 bits each.
 pub const MAX_IMAGE_SIDE: u32 = 65535;
@@ -25,7 +28,7 @@ const MAX_BAND_BYTES: u64 = 64 << 20;
 const WORKGROUP: u32 = 8;
 const BYTES_PER_SUM: u64 = 16;
 
-/// Uniform block of one dispatch; mirrors `Params` in the shader (128 bytes).
+/// Uniform block of one dispatch; mirrors `Params` in the shader (192 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct Params {
@@ -41,6 +44,19 @@ struct Params {
     emitter_count: u32,
     light_count: u32,
     accumulate: u32,
+    cam_kind: u32,
+    env_mode: u32,
+    env_width: u32,
+    env_height: u32,
+    env_dist_w: u32,
+    env_dist_h: u32,
+    env_rows_per_layer: u32,
+    pad0: u32,
+    env_pick: f32,
+    env_rot_cos: f32,
+    env_rot_sin: f32,
+    pad1: f32,
+    env_color: [f32; 4],
     cam_origin: [f32; 4],
     cam_right: [f32; 4],
     cam_up: [f32; 4],
@@ -66,35 +82,121 @@ pub fn encode_canonical(pixels: &[[f32; 4]]) -> Vec<u8> {
     out
 }
 
-struct SceneBuffers {
-    nodes: wgpu::Buffer,
-    tri_geom: wgpu::Buffer,
-    tri_shade: wgpu::Buffer,
-    materials: wgpu::Buffer,
-    emitters: wgpu::Buffer,
-    lights: wgpu::Buffer,
+/// The geometry of one instantiated frame, on the GPU.
+struct FrameGeometry {
+    /// `f64::to_bits` of the animation time (unused for static scenes).
+    time_bits: u64,
+    world: Arc<World>,
+    buffers: [wgpu::Buffer; 9],
 }
 
+/// What does not change between frames: materials, textures, environment, tables.
+struct StaticResources {
+    materials: wgpu::Buffer,
+    env_cdf: wgpu::Buffer,
+    luts: wgpu::Buffer,
+    _textures: wgpu::Texture,
+    textures_view: wgpu::TextureView,
+    _env: wgpu::Texture,
+    env_view: wgpu::TextureView,
+    /// Environment fields of [`Params`].
+    env_mode: u32,
+    env_size: [u32; 2],
+    env_dist: [u32; 2],
+    env_rows_per_layer: u32,
+    env_has_dist: bool,
+    env_color: [f32; 4],
+    env_rot: [f32; 2],
+}
+
+/// Frames of an animated scene kept uploaded (tiles of neighbouring frames interleave).
+const CACHED_FRAMES: usize = 2;
+
 /// A scene uploaded to a GPU, ready to render tiles of any frame and resolution.
+///
+/// Static data (materials, textures, environment) is uploaded once. The geometry of a
+/// static scene is uploaded once too; an animated scene is instantiated and uploaded
+/// again when a tile of a frame that is not among the last [`CACHED_FRAMES`] comes.
 ///
 /// `Send + Sync`: tiles may be requested from several threads; GPU work of one renderer
 /// is serialized by an internal lock.
 pub struct SceneRenderer {
     gpu: Arc<Gpu>,
     scene_name: String,
-    cameras: Vec<CameraDef>,
-    buffers: SceneBuffers,
-    triangle_count: u32,
-    emitter_count: u32,
-    light_count: u32,
-    lock: Mutex<()>,
+    data: Arc<SceneData>,
+    animated: bool,
+    statics: StaticResources,
+    /// Most recently used first.
+    frames: Mutex<Vec<Arc<FrameGeometry>>>,
+    /// Mesa llvmpipe's shader loop limit, when this adapter has one.
+    loop_limit: Option<LoopLimit>,
+    /// Most samples per pixel in one dispatch that stayed under `loop_limit` so far.
+    dispatch_cap: std::sync::atomic::AtomicU32,
+}
+
+/// Mesa's llvmpipe (the CPU driver behind lavapipe) ends every loop of a shader once
+/// 65535 loop iterations have run in one SIMD group of invocations
+/// (`LP_MAX_TGSI_LOOP_ITERATIONS` in gallivm), without any error: path segments would be
+/// silently dropped. The shader counts its own loop iterations per invocation (`w` of the
+/// accumulation buffer); the sum over a SIMD group bounds what the driver counted.
+#[derive(Clone, Copy, Debug)]
+struct LoopLimit {
+    /// Invocations that run together (the vector width in 32-bit lanes).
+    lanes: u32,
+    /// Most loop iterations allowed per SIMD group, with a margin.
+    iterations: u64,
+}
+
+/// Samples per pixel per dispatch to start with on llvmpipe; halved whenever a dispatch
+/// comes near the loop limit (results do not depend on the split).
+const LLVMPIPE_FIRST_CAP: u32 = 16;
+
+impl LoopLimit {
+    fn of(class: &DeterminismClass) -> Option<LoopLimit> {
+        let name = class.adapter.to_ascii_lowercase();
+        if !(name.contains("llvmpipe") || class.driver.to_ascii_lowercase().contains("llvmpipe")) {
+            return None;
+        }
+        // The adapter name says e.g. "llvmpipe (LLVM 15.0.6, 256 bits)"; without it assume
+        // the widest vectors (512 bits), which gives the tightest bound.
+        let bits = name
+            .find(" bits")
+            .and_then(|at| {
+                let head = &name[..at];
+                let start = head
+                    .rfind(|c: char| !c.is_ascii_digit())
+                    .map_or(0, |i| i + 1);
+                head[start..].parse::<u32>().ok()
+            })
+            .unwrap_or(512);
+        Some(LoopLimit {
+            lanes: (bits / 32).clamp(1, 64),
+            iterations: 65_535 - 1_024,
+        })
+    }
+
+    /// The largest per-group sum of loop iterations in a band rendered with `WORKGROUP`²
+    /// workgroups (invocations grouped by local index, `lanes` at a time).
+    fn worst_group(&self, sums: &[f32], band: TileRect) -> u64 {
+        let per_wg = (WORKGROUP * WORKGROUP).div_ceil(self.lanes);
+        let wg_x = band.w.div_ceil(WORKGROUP);
+        let wg_y = band.h.div_ceil(WORKGROUP);
+        let mut groups = vec![0u64; (wg_x * wg_y * per_wg) as usize];
+        for (i, px) in sums.chunks_exact(4).enumerate() {
+            let (x, y) = (i as u32 % band.w, i as u32 / band.w);
+            let local = (y % WORKGROUP) * WORKGROUP + x % WORKGROUP;
+            let wg = (y / WORKGROUP) * wg_x + x / WORKGROUP;
+            groups[(wg * per_wg + local / self.lanes) as usize] += u64::from(px[3].to_bits());
+        }
+        groups.into_iter().max().unwrap_or(0)
+    }
 }
 
 impl std::fmt::Debug for SceneRenderer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SceneRenderer")
             .field("scene", &self.scene_name)
-            .field("triangles", &self.triangle_count)
+            .field("animated", &self.animated)
             .field("class", self.gpu.class_ref())
             .finish()
     }
@@ -117,66 +219,299 @@ fn pop_scopes(
     }
 }
 
-impl SceneRenderer {
-    /// Upload `scene` to `gpu`. Fails when a scene array exceeds the adapter's storage
-    /// buffer limits (e.g. 128 MiB per buffer on lavapipe), naming the array.
-    pub fn new(gpu: Arc<Gpu>, scene: &Scene) -> Result<Self, RenderError> {
-        let limit = gpu
-            .limits
-            .max_storage_buffer_binding_size
-            .min(gpu.limits.max_buffer_size);
-        let data = &scene.gpu;
-        let arrays: [(&'static str, &[u8], usize); 6] = [
-            ("bvh nodes", bytemuck::cast_slice(&data.nodes), 32),
-            ("triangles", bytemuck::cast_slice(&data.tri_geom), 48),
-            (
-                "triangle normals",
-                bytemuck::cast_slice(&data.tri_shade),
-                48,
-            ),
-            ("materials", bytemuck::cast_slice(&data.materials), 32),
-            ("emitters", bytemuck::cast_slice(&data.emitters), 8),
-            ("lights", bytemuck::cast_slice(&data.lights), 64),
-        ];
-        for (name, bytes, _) in &arrays {
-            if bytes.len() as u64 > limit {
-                return Err(RenderError::SceneTooLarge {
-                    buffer: name,
-                    bytes: bytes.len() as u64,
-                    limit,
-                });
+fn storage_limit(gpu: &Gpu) -> u64 {
+    gpu.limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size)
+}
+
+/// Upload one storage array (an empty one gets one zeroed element: bindings may not be
+/// empty), refusing arrays beyond the adapter's binding size.
+fn upload(
+    gpu: &Gpu,
+    name: &'static str,
+    bytes: &[u8],
+    elem: usize,
+) -> Result<wgpu::Buffer, RenderError> {
+    let limit = storage_limit(gpu);
+    if bytes.len() as u64 > limit {
+        return Err(RenderError::SceneTooLarge {
+            buffer: name,
+            bytes: bytes.len() as u64,
+            limit,
+        });
+    }
+    let zeros = vec![0u8; elem];
+    let contents = if bytes.is_empty() { &zeros[..] } else { bytes };
+    Ok(gpu
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(name),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE,
+        }))
+}
+
+fn upload_world(gpu: &Gpu, world: &World) -> Result<[wgpu::Buffer; 9], RenderError> {
+    let device = &gpu.device;
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let result = (|| {
+        Ok([
+            upload(gpu, "bvh nodes", bytemuck::cast_slice(&world.nodes), 32)?,
+            upload(
+                gpu,
+                "triangle vertices",
+                bytemuck::cast_slice(&world.tri_v0),
+                16,
+            )?,
+            upload(
+                gpu,
+                "triangle edges 1",
+                bytemuck::cast_slice(&world.tri_e1),
+                16,
+            )?,
+            upload(
+                gpu,
+                "triangle edges 2",
+                bytemuck::cast_slice(&world.tri_e2),
+                16,
+            )?,
+            upload(
+                gpu,
+                "triangle indices",
+                bytemuck::cast_slice(&world.tri_idx),
+                16,
+            )?,
+            upload(
+                gpu,
+                "vertex texture coordinates",
+                bytemuck::cast_slice(&world.vert_uv),
+                16,
+            )?,
+            upload(
+                gpu,
+                "vertex normals",
+                bytemuck::cast_slice(&world.vert_frame),
+                8,
+            )?,
+            upload(gpu, "emitters", bytemuck::cast_slice(&world.emitters), 8)?,
+            upload(gpu, "lights", bytemuck::cast_slice(&world.lights), 64)?,
+        ])
+    })();
+    pop_scopes(oom, validation, "uploading the scene geometry")?;
+    result
+}
+
+fn texture_array(
+    gpu: &Gpu,
+    label: &'static str,
+    format: wgpu::TextureFormat,
+    side: [u32; 2],
+    layers: u32,
+) -> Result<wgpu::Texture, RenderError> {
+    let limits = &gpu.limits;
+    let max_side = side[0].max(side[1]);
+    if max_side > limits.max_texture_dimension_2d || layers > limits.max_texture_array_layers {
+        return Err(RenderError::TextureTooLarge {
+            what: label,
+            width: side[0],
+            height: side[1],
+            layers,
+            max_side: limits.max_texture_dimension_2d,
+            max_layers: limits.max_texture_array_layers,
+        });
+    }
+    Ok(gpu.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size: wgpu::Extent3d {
+            width: side[0].max(1),
+            height: side[1].max(1),
+            depth_or_array_layers: layers.max(1),
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    }))
+}
+
+fn write_layer_region(
+    gpu: &Gpu,
+    texture: &wgpu::Texture,
+    origin: [u32; 3],
+    size: [u32; 2],
+    bytes_per_texel: u32,
+    data: &[u8],
+) {
+    gpu.queue.write_texture(
+        wgpu::TexelCopyTextureInfo {
+            texture,
+            mip_level: 0,
+            origin: wgpu::Origin3d {
+                x: origin[0],
+                y: origin[1],
+                z: origin[2],
+            },
+            aspect: wgpu::TextureAspect::All,
+        },
+        data,
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(size[0] * bytes_per_texel),
+            rows_per_image: Some(size[1]),
+        },
+        wgpu::Extent3d {
+            width: size[0],
+            height: size[1],
+            depth_or_array_layers: 1,
+        },
+    );
+}
+
+fn upload_statics(gpu: &Gpu, data: &SceneData) -> Result<StaticResources, RenderError> {
+    let device = &gpu.device;
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let result = (|| {
+        let materials = upload(gpu, "materials", bytemuck::cast_slice(&data.materials), 320)?;
+        // Texture decoding (512 entries), then the GGX energy tables at LUT_OFFSET.
+        let mut lut_words = decode_table();
+        debug_assert_eq!(lut_words.len(), energy::LUT_OFFSET);
+        lut_words.extend(energy::lut_words());
+        let luts = upload(
+            gpu,
+            "decode and energy tables",
+            bytemuck::cast_slice(&lut_words),
+            4,
+        )?;
+        // Material textures: rgba8uint pages.
+        let t = &data.textures;
+        let textures = texture_array(
+            gpu,
+            "material textures",
+            wgpu::TextureFormat::Rgba8Uint,
+            [t.page_side, t.page_side],
+            t.pages,
+        )?;
+        for (img, place) in t.images.iter().zip(&t.placements) {
+            if let Some(img) = img {
+                if img.width > 0 && img.height > 0 {
+                    write_layer_region(
+                        gpu,
+                        &textures,
+                        [place.x, place.y, place.layer],
+                        [img.width, img.height],
+                        4,
+                        &img.rgba,
+                    );
+                }
             }
         }
-        let device = &gpu.device;
-        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let upload = |(name, bytes, elem): &(&'static str, &[u8], usize)| {
-            // Bindings may not be empty: an empty array gets one zeroed element.
-            let zeros = vec![0u8; *elem];
-            let contents = if bytes.is_empty() { &zeros[..] } else { bytes };
-            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(name),
-                contents,
-                usage: wgpu::BufferUsages::STORAGE,
-            })
+        // The environment image: rgba32float, rows split over layers when taller than
+        // the adapter's largest texture side.
+        let env = &data.environment;
+        let strength = env.strength;
+        let rot = env.rotation_deg.to_radians();
+        let d2_array = wgpu::TextureViewDescriptor {
+            dimension: Some(wgpu::TextureViewDimension::D2Array),
+            ..Default::default()
         };
-        let buffers = SceneBuffers {
-            nodes: upload(&arrays[0]),
-            tri_geom: upload(&arrays[1]),
-            tri_shade: upload(&arrays[2]),
-            materials: upload(&arrays[3]),
-            emitters: upload(&arrays[4]),
-            lights: upload(&arrays[5]),
+        let placeholder = texture_array(
+            gpu,
+            "environment",
+            wgpu::TextureFormat::Rgba32Float,
+            [1, 1],
+            1,
+        )?;
+        let mut out = StaticResources {
+            materials,
+            env_cdf: upload(gpu, "environment distribution", &[], 4)?,
+            luts,
+            env_view: placeholder.create_view(&d2_array),
+            _env: placeholder,
+            textures_view: textures.create_view(&d2_array),
+            _textures: textures,
+            env_mode: 0,
+            env_size: [0, 0],
+            env_dist: [0, 0],
+            env_rows_per_layer: 1,
+            env_has_dist: false,
+            env_color: [
+                env.color[0] * strength,
+                env.color[1] * strength,
+                env.color[2] * strength,
+                strength,
+            ],
+            env_rot: [rot.cos() as f32, rot.sin() as f32],
         };
-        pop_scopes(oom, validation, "uploading the scene")?;
+        if let Some(img) = &env.image {
+            let max_side = gpu.limits.max_texture_dimension_2d;
+            let rows = img.height.min(max_side).max(1);
+            let layers = img.height.div_ceil(rows);
+            let tex = texture_array(
+                gpu,
+                "environment",
+                wgpu::TextureFormat::Rgba32Float,
+                [img.width, rows],
+                layers,
+            )?;
+            let row_floats = img.width as usize * 4;
+            for layer in 0..layers {
+                let y0 = layer * rows;
+                let h = rows.min(img.height - y0);
+                let slice = &img.rgba[y0 as usize * row_floats..(y0 + h) as usize * row_floats];
+                write_layer_region(
+                    gpu,
+                    &tex,
+                    [0, 0, layer],
+                    [img.width, h],
+                    16,
+                    bytemuck::cast_slice(slice),
+                );
+            }
+            out.env_cdf = upload(
+                gpu,
+                "environment distribution",
+                bytemuck::cast_slice(&img.cdf),
+                4,
+            )?;
+            out.env_view = tex.create_view(&d2_array);
+            out._env = tex;
+            out.env_mode = 1;
+            out.env_size = [img.width, img.height];
+            out.env_dist = [img.dist_w, img.dist_h];
+            out.env_rows_per_layer = rows;
+            out.env_has_dist = !img.cdf.is_empty();
+        }
+        Ok(out)
+    })();
+    pop_scopes(oom, validation, "uploading textures and materials")?;
+    result
+}
+
+impl SceneRenderer {
+    /// Upload `scene` to `gpu`. Fails when a scene array exceeds the adapter's storage
+    /// buffer limits (e.g. 128 MiB per buffer on lavapipe), naming the array, or when the
+    /// texture pages exceed its texture limits.
+    pub fn new(gpu: Arc<Gpu>, scene: &Scene) -> Result<Self, RenderError> {
+        let statics = upload_statics(&gpu, &scene.data)?;
+        let buffers = upload_world(&gpu, &scene.world0)?;
+        let first = FrameGeometry {
+            time_bits: 0f64.to_bits(),
+            world: scene.world0.clone(),
+            buffers,
+        };
         Ok(SceneRenderer {
             scene_name: scene.name().to_string(),
-            cameras: scene.cameras().to_vec(),
-            buffers,
-            triangle_count: data.tri_geom.len() as u32,
-            emitter_count: data.emitters.len() as u32,
-            light_count: data.lights.len() as u32,
-            lock: Mutex::new(()),
+            data: scene.data.clone(),
+            animated: scene.is_animated(),
+            statics,
+            frames: Mutex::new(vec![Arc::new(first)]),
+            loop_limit: LoopLimit::of(gpu.class_ref()),
+            dispatch_cap: std::sync::atomic::AtomicU32::new(LLVMPIPE_FIRST_CAP),
             gpu,
         })
     }
@@ -195,6 +530,51 @@ impl SceneRenderer {
     ) -> Result<Vec<u8>, RenderError> {
         let pixels = self.render_linear(settings, frame, rect)?;
         Ok(encode_canonical(&pixels))
+    }
+
+    /// The uploaded geometry of the frame at `time_s`, instantiating and uploading it when
+    /// it is not cached. Called with the frames lock held.
+    fn frame_geometry(
+        &self,
+        frames: &mut Vec<Arc<FrameGeometry>>,
+        frame: u32,
+        time_s: f64,
+    ) -> Result<Arc<FrameGeometry>, RenderError> {
+        if !self.animated {
+            return Ok(frames[0].clone());
+        }
+        let bits = time_s.to_bits();
+        if let Some(pos) = frames.iter().position(|f| f.time_bits == bits) {
+            let hit = frames.remove(pos);
+            frames.insert(0, hit.clone());
+            return Ok(hit);
+        }
+        let started = std::time::Instant::now();
+        let world =
+            world::instantiate(&self.data, time_s, &mut |_| {}).map_err(|(field, reason)| {
+                RenderError::Instantiate {
+                    frame,
+                    field,
+                    reason,
+                }
+            })?;
+        let buffers = upload_world(&self.gpu, &world)?;
+        tracing::debug!(
+            scene = %self.scene_name,
+            frame,
+            triangles = world.tri_v0.len(),
+            bvh_ms = world.bvh_build_ms,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "frame instantiated"
+        );
+        let geometry = Arc::new(FrameGeometry {
+            time_bits: bits,
+            world: Arc::new(world),
+            buffers,
+        });
+        frames.insert(0, geometry.clone());
+        frames.truncate(CACHED_FRAMES);
+        Ok(geometry)
     }
 
     /// Render `rect` of `frame` and return its linear RGBA values (row-major, alpha = 1)
@@ -241,14 +621,40 @@ impl SceneRenderer {
                 height: settings.height,
             });
         }
-        let camera = self.camera(settings.camera.as_deref())?;
+        let time_s =
+            settings
+                .frame_rate
+                .time_of(frame)
+                .ok_or_else(|| RenderError::InvalidSettings {
+                    field: "frame_rate",
+                    value: settings.frame_rate.to_string(),
+                    reason: "must be a positive fraction".into(),
+                })?;
         let _span =
             tracing::debug_span!("render_tile", scene = %self.scene_name, frame, tile = %rect)
                 .entered();
+        // One lock serializes instantiation, uploads and GPU work of this renderer.
+        let mut frames = self
+            .frames
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let geometry = self.frame_geometry(&mut frames, frame, time_s)?;
+        let camera = camera(&geometry.world.cameras, settings.camera.as_deref())?;
 
         let aspect = f64::from(settings.width) / f64::from(settings.height);
         let scaled =
             |v: [f64; 3], s: f64| [(v[0] * s) as f32, (v[1] * s) as f32, (v[2] * s) as f32, 0.0];
+        let (cam_kind, half_h) = match camera.projection {
+            Projection::Perspective { tan_half_fov } => (0, tan_half_fov),
+            Projection::Orthographic { ymag } => (1, ymag),
+        };
+        let st = &self.statics;
+        let world = &geometry.world;
+        let env_pick = match (st.env_has_dist, world.emitters.is_empty()) {
+            (false, _) => 0.0,
+            (true, true) => 1.0,
+            (true, false) => 0.5,
+        };
         let base = Params {
             tile_origin: [rect.x, rect.y],
             tile_size: [rect.w, rect.h],
@@ -258,13 +664,26 @@ impl SceneRenderer {
             sample_start: 0,
             sample_count: 0,
             max_bounces: settings.max_bounces,
-            triangle_count: self.triangle_count,
-            emitter_count: self.emitter_count,
-            light_count: self.light_count,
+            triangle_count: world.tri_v0.len() as u32,
+            emitter_count: world.emitters.len() as u32,
+            light_count: world.lights.len() as u32,
             accumulate: 0,
+            cam_kind,
+            env_mode: st.env_mode,
+            env_width: st.env_size[0],
+            env_height: st.env_size[1],
+            env_dist_w: st.env_dist[0],
+            env_dist_h: st.env_dist[1],
+            env_rows_per_layer: st.env_rows_per_layer,
+            pad0: 0,
+            env_pick,
+            env_rot_cos: st.env_rot[0],
+            env_rot_sin: st.env_rot[1],
+            pad1: 0.0,
+            env_color: st.env_color,
             cam_origin: scaled(camera.origin, 1.0),
-            cam_right: scaled(camera.right, camera.tan_half_fov * aspect),
-            cam_up: scaled(camera.up, camera.tan_half_fov),
+            cam_right: scaled(camera.right, half_h * aspect),
+            cam_up: scaled(camera.up, half_h),
             cam_forward: scaled(camera.forward, 1.0),
         };
 
@@ -276,10 +695,6 @@ impl SceneRenderer {
             .min(limits.max_buffer_size);
         let rows =
             (band_bytes / (u64::from(rect.w) * BYTES_PER_SUM)).clamp(1, u64::from(rect.h)) as u32;
-        let _guard = self
-            .lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut out = Vec::with_capacity(rect.pixels() as usize);
         let mut y = 0;
         while y < rect.h {
@@ -290,7 +705,7 @@ impl SceneRenderer {
                 w: rect.w,
                 h,
             };
-            let sums = self.render_band(&base, band, settings.spp)?;
+            let sums = self.render_band(&geometry, &base, band, settings.spp)?;
             let spp = settings.spp as f32;
             out.extend(
                 sums.chunks_exact(4)
@@ -301,32 +716,54 @@ impl SceneRenderer {
         Ok(out)
     }
 
-    fn camera(&self, name: Option<&str>) -> Result<&CameraDef, RenderError> {
-        match name {
-            None => self.cameras.first().ok_or(RenderError::NoCamera),
-            Some(name) => self.cameras.iter().find(|c| c.name == name).ok_or_else(|| {
-                RenderError::UnknownCamera {
-                    name: name.to_string(),
-                    available: if self.cameras.is_empty() {
-                        "no cameras".into()
-                    } else {
-                        self.cameras
-                            .iter()
-                            .map(|c| format!("{:?}", c.name))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    },
-                }
-            }),
-        }
-    }
-
-    /// Per-pixel f32 sums of all samples of `band` (4 floats per pixel).
+    /// Per-pixel f32 sums of all samples of `band` (4 floats per pixel; `w` holds loop
+    /// counts). On llvmpipe the samples are split into dispatches small enough to stay
+    /// under the driver's loop limit, checked after the fact and redone smaller if needed.
     fn render_band(
         &self,
+        geometry: &FrameGeometry,
         base: &Params,
         band: TileRect,
         spp: u32,
+    ) -> Result<Vec<f32>, RenderError> {
+        use std::sync::atomic::Ordering;
+        let natural = (SAMPLES_PER_DISPATCH / band.pixels()).clamp(1, u64::from(spp)) as u32;
+        let Some(limit) = self.loop_limit else {
+            return self.render_band_split(geometry, base, band, spp, natural);
+        };
+        loop {
+            let cap = self.dispatch_cap.load(Ordering::Relaxed).max(1);
+            let per_dispatch = natural.min(cap);
+            let sums = self.render_band_split(geometry, base, band, spp, per_dispatch)?;
+            let worst = limit.worst_group(&sums, band);
+            if worst <= limit.iterations {
+                return Ok(sums);
+            }
+            if per_dispatch == 1 {
+                return Err(RenderError::LoopLimit {
+                    adapter: self.gpu.class_ref().adapter.clone(),
+                    needed: worst,
+                    limit: limit.iterations,
+                });
+            }
+            tracing::debug!(
+                per_dispatch,
+                worst,
+                "near llvmpipe's loop limit; rendering the band again with fewer samples per dispatch"
+            );
+            self.dispatch_cap
+                .fetch_min((per_dispatch / 2).max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Per-pixel f32 sums of all samples of `band`, `per_dispatch` samples at a time.
+    fn render_band_split(
+        &self,
+        geometry: &FrameGeometry,
+        base: &Params,
+        band: TileRect,
+        spp: u32,
+        per_dispatch: u32,
     ) -> Result<Vec<f32>, RenderError> {
         let gpu = &*self.gpu;
         let device = &gpu.device;
@@ -351,47 +788,49 @@ impl SceneRenderer {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let b = &self.buffers;
+        let st = &self.statics;
+        let g = &geometry.buffers;
+        let buffers: [&wgpu::Buffer; 13] = [
+            &params_buf,
+            &g[0],
+            &g[1],
+            &g[2],
+            &g[3],
+            &g[4],
+            &g[5],
+            &g[6],
+            &st.materials,
+            &g[7],
+            &g[8],
+            &st.env_cdf,
+            &st.luts,
+        ];
+        let mut entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        entries.push(wgpu::BindGroupEntry {
+            binding: 13,
+            resource: accum.as_entire_binding(),
+        });
+        entries.push(wgpu::BindGroupEntry {
+            binding: 14,
+            resource: wgpu::BindingResource::TextureView(&st.textures_view),
+        });
+        entries.push(wgpu::BindGroupEntry {
+            binding: 15,
+            resource: wgpu::BindingResource::TextureView(&st.env_view),
+        });
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("pathtrace"),
             layout: &gpu.bind_group_layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: params_buf.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: b.nodes.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: b.tri_geom.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: b.tri_shade.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 4,
-                    resource: b.materials.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 5,
-                    resource: b.emitters.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 6,
-                    resource: b.lights.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 7,
-                    resource: accum.as_entire_binding(),
-                },
-            ],
+            entries: &entries,
         });
         let groups = (band.w.div_ceil(WORKGROUP), band.h.div_ceil(WORKGROUP));
-        let per_dispatch = (SAMPLES_PER_DISPATCH / band.pixels()).clamp(1, u64::from(spp)) as u32;
         let mut start = 0u32;
         while start < spp {
             let count = per_dispatch.min(spp - start);
@@ -464,6 +903,29 @@ impl SceneRenderer {
         };
         readback.unmap();
         Ok(sums)
+    }
+}
+
+fn camera<'c>(cameras: &'c [CameraDef], name: Option<&str>) -> Result<&'c CameraDef, RenderError> {
+    match name {
+        None => cameras.first().ok_or(RenderError::NoCamera),
+        Some(name) => {
+            cameras
+                .iter()
+                .find(|c| c.name == name)
+                .ok_or_else(|| RenderError::UnknownCamera {
+                    name: name.to_string(),
+                    available: if cameras.is_empty() {
+                        "no cameras".into()
+                    } else {
+                        cameras
+                            .iter()
+                            .map(|c| format!("{:?}", c.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                })
+        }
     }
 }
 

@@ -30,6 +30,7 @@ fn settings(width: u32, height: u32, spp: u32, max_bounces: u32) -> RenderSettin
         max_bounces,
         seed: 0x0123_4567_89ab_cdef,
         camera: None,
+        frame_rate: Default::default(),
     }
 }
 
@@ -351,54 +352,77 @@ fn floor_scene(albedo: f32) -> GltfBuilder {
     b
 }
 
+/// The glTF metallic-roughness BRDF times π for a dielectric (metallic 0, roughness 1,
+/// base colour `albedo`) seen along its normal and lit from an angle whose cosine is `cl`:
+/// `w·albedo + s·F·D·V·π` with Schlick F (f0 = 0.04) at v·h, D = 1/π (α = 1) and the
+/// height-correlated V = 0.5 / (n·l + n·v). Since the energy fix the base is weighted by
+/// `w = 1 − s·E_d` (what the specular layer leaves at the view) instead of Appendix B's
+/// `1 − F`, and the specular lobe carries the multiple-scattering scale
+/// `s = 1 + Fms (1 − E) / E`; `E`, `E_d`, `E_avg` are the renderer's energy table values at
+/// n·v = 1, roughness 1 (renderer/src/energy.rs). Radiance = this / π × E.
+fn rough_dielectric_pi(albedo: f64, cl: f64) -> f64 {
+    let (e, e_d, e_avg) = (0.30685472, 0.012306464, 0.4091401);
+    let fss = 0.04 + 0.96 / 21.0;
+    let fms = fss * e_avg / (1.0 - fss * (1.0 - e_avg));
+    let s = 1.0 + fms * (1.0 - e) / e;
+    let vh = ((1.0 + cl) / 2.0).sqrt();
+    let f = 0.04 + 0.96 * (1.0 - vh).powi(5);
+    (1.0 - s * e_d) * albedo + s * f * 0.5 / (cl + 1.0)
+}
+
 #[test]
 fn point_spot_and_directional_lights_match_analytic_irradiance() {
+    // glTF punctual intensities are photometric (cd, lux) and are divided by 683 lm/W
+    // like Blender's importer does, so intensity 6830 cd is 10 W/sr and 2049 lux is
+    // 3 W/m² (the values this test used before the unit change).
     let albedo = 0.8f64;
     let pi = std::f64::consts::PI;
     let s = settings(8, 8, 2, 0);
+    let brdf = rough_dielectric_pi(albedo, 1.0) / pi;
 
-    // Point light of intensity 10 at height 2: E = 10 / 4.
+    // Point light of 10 W/sr at height 2: E = 10 / 4.
     let mut b = floor_scene(albedo as f32);
     b.light(
-        json!({"type": "point", "intensity": 10.0, "color": [1.0, 0.5, 0.25]}),
+        json!({"type": "point", "intensity": 6830.0, "color": [1.0, 0.5, 0.25]}),
         pose([0.0, 2.0, 0.0], [0.0, -1.0, 0.0]),
     );
     let r = renderer(&b);
     let m = mean_rgb(&decode(&r.render_tile(&s, 0, full(8, 8)).unwrap()));
     for (k, c) in [1.0, 0.5, 0.25].iter().enumerate() {
-        assert_close(m[k], albedo * c * 10.0 / 4.0 / pi, 0.01, "point light");
+        assert_close(m[k], brdf * c * 10.0 / 4.0, 0.01, "point light");
     }
 
     // Spot light pointing down: the centre is inside the inner cone, so the same value.
     let mut b = floor_scene(albedo as f32);
     b.light(
-        json!({"type": "spot", "intensity": 10.0, "spot": {"innerConeAngle": 0.3, "outerConeAngle": 0.5}}),
+        json!({"type": "spot", "intensity": 6830.0, "spot": {"innerConeAngle": 0.3, "outerConeAngle": 0.5}}),
         pose([0.0, 2.0, 0.0], [0.0, -1.0, 0.0]),
     );
     let r = renderer(&b);
     let m = mean_rgb(&decode(&r.render_tile(&s, 0, full(8, 8)).unwrap()));
-    assert_close(m[0], albedo * 10.0 / 4.0 / pi, 0.01, "spot light");
+    assert_close(m[0], brdf * 10.0 / 4.0, 0.01, "spot light");
 
     // Spot light tilted 60° away: the centre is outside the outer cone, so black.
     let mut b = floor_scene(albedo as f32);
     let tilt = [0.0, -0.5, -(3.0f32).sqrt() / 2.0];
     b.light(
-        json!({"type": "spot", "intensity": 10.0, "spot": {"outerConeAngle": 0.5}}),
+        json!({"type": "spot", "intensity": 6830.0, "spot": {"outerConeAngle": 0.5}}),
         pose([0.0, 2.0, 0.0], tilt),
     );
     let r = renderer(&b);
     let m = mean_rgb(&decode(&r.render_tile(&s, 0, full(8, 8)).unwrap()));
     assert_eq!(m, [0.0; 3], "outside the cone");
 
-    // Directional light 60° from the normal: E = I cos 60°.
+    // Directional light of 3 W/m² 60° from the normal: E = 3 cos 60°.
     let mut b = floor_scene(albedo as f32);
     b.light(
-        json!({"type": "directional", "intensity": 3.0}),
+        json!({"type": "directional", "intensity": 2049.0}),
         pose([0.0, 5.0, 0.0], tilt),
     );
     let r = renderer(&b);
     let m = mean_rgb(&decode(&r.render_tile(&s, 0, full(8, 8)).unwrap()));
-    assert_close(m[0], albedo * 3.0 * 0.5 / pi, 0.005, "directional light");
+    let brdf60 = rough_dielectric_pi(albedo, 0.5) / pi;
+    assert_close(m[0], brdf60 * 3.0 * 0.5, 0.005, "directional light");
 }
 
 #[test]

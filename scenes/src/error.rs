@@ -106,6 +106,60 @@ pub enum SceneError {
         /// Index of its parent.
         parent: usize,
     },
+    /// A vertex attribute's count differs from the position count.
+    #[error("mesh {mesh:?}: {count} {attribute} values for {positions} positions")]
+    AttributeCount {
+        /// Mesh name.
+        mesh: String,
+        /// `TANGENT`, `TEXCOORD_0` or `TEXCOORD_1`.
+        attribute: &'static str,
+        /// Number of values given.
+        count: usize,
+        /// Number of positions given.
+        positions: usize,
+    },
+    /// A vertex attribute that something else needs is missing.
+    #[error("mesh {mesh:?}: no {attribute}, which {needed_by} needs")]
+    MissingAttribute {
+        /// Mesh name.
+        mesh: String,
+        /// The missing attribute, e.g. `TEXCOORD_1`.
+        attribute: &'static str,
+        /// What needs it, e.g. `material 3` or `TANGENT`.
+        needed_by: String,
+    },
+    /// A mesh variant lists a different number of materials than its source has primitives.
+    #[error("mesh {mesh:?}: {materials} materials for {primitives} primitives")]
+    PrimitiveCount {
+        /// Name of the new mesh.
+        mesh: String,
+        /// Number of materials given.
+        materials: usize,
+        /// Number of primitives of the source mesh.
+        primitives: usize,
+    },
+    /// Image bytes that should be a PNG file are not.
+    #[error("image {image:?}: not a PNG file (bad signature)")]
+    NotPng {
+        /// Image name.
+        image: String,
+    },
+    /// A file URI that is not a plain relative path, or is used twice.
+    #[error("file uri {uri:?}: not a unique relative path of [A-Za-z0-9-._/]")]
+    BadUri {
+        /// The URI given.
+        uri: String,
+    },
+    /// An animation channel is malformed.
+    #[error("animation {animation:?} channel {channel}: {reason}")]
+    InvalidAnimation {
+        /// Animation name.
+        animation: String,
+        /// Index of the channel.
+        channel: usize,
+        /// What is wrong, with the value.
+        reason: String,
+    },
     /// The binary buffer would exceed the 4 GiB that a GLB container can address.
     #[error("binary buffer would grow to {bytes} bytes, over the GLB limit of 4 GiB")]
     BufferTooLarge {

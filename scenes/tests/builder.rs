@@ -10,6 +10,7 @@ fn triangle() -> MeshData {
         positions: vec![[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, -1.0]],
         normals: Some(vec![[0.0, 0.0, 3.0]; 3]),
         indices: vec![0, 1, 2],
+        ..MeshData::default()
     }
 }
 
@@ -138,6 +139,7 @@ fn large_meshes_use_u32_indices() {
                 positions,
                 normals: None,
                 indices,
+                ..MeshData::default()
             },
             None,
         )

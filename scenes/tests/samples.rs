@@ -82,8 +82,8 @@ fn assert_cornell_camera(document: &gltf::Document) {
 #[test]
 fn generation_is_deterministic() {
     for scene in SAMPLE_SCENES {
-        let first = scene.to_glb().unwrap();
-        let second = scene.to_glb().unwrap();
+        let first = scene.files().unwrap();
+        let second = scene.files().unwrap();
         assert!(
             first == second,
             "{} differs between two runs",
@@ -95,26 +95,27 @@ fn generation_is_deterministic() {
 #[test]
 fn committed_scenes_match_the_generator() {
     for scene in SAMPLE_SCENES {
-        let path = scenes_dir().join(scene.file_name);
-        let on_disk =
-            std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        let generated = scene.to_glb().unwrap();
-        assert!(
-            on_disk == generated,
-            "{} is stale ({} bytes on disk, {} generated): run \
-             `cargo run --release -p tessera-scenes --bin gen-scenes`",
-            path.display(),
-            on_disk.len(),
-            generated.len()
-        );
+        for (name, generated) in scene.files().unwrap() {
+            let path = scenes_dir().join(&name);
+            let on_disk =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            assert!(
+                on_disk == generated,
+                "{} is stale ({} bytes on disk, {} generated): run \
+                 `cargo run --release -p tessera-scenes --bin gen-scenes`",
+                path.display(),
+                on_disk.len(),
+                generated.len()
+            );
+        }
     }
 }
 
 #[test]
 fn scenes_are_small() {
     for scene in SAMPLE_SCENES {
-        let len = scene.to_glb().unwrap().len();
-        assert!(len < 4 << 20, "{} is {len} bytes", scene.file_name);
+        let len: usize = scene.files().unwrap().iter().map(|(_, b)| b.len()).sum();
+        assert!(len < 3 << 20, "{} is {len} bytes", scene.file_name);
     }
 }
 
@@ -294,9 +295,27 @@ fn glb_layout_follows_the_spec() {
         let byte_length = value["buffers"][0]["byteLength"].as_u64().unwrap() as usize;
         assert!(byte_length <= bin_len && bin_len - byte_length < 4);
         assert!(glb[bin_at + 8 + byte_length..].iter().all(|&b| b == 0));
-        for view in value["bufferViews"].as_array().unwrap() {
+        // Vertex and index views carry a target; image and animation views must not.
+        let mut untargeted = std::collections::BTreeSet::new();
+        for image in value["images"].as_array().into_iter().flatten() {
+            untargeted.extend(image["bufferView"].as_u64());
+        }
+        for animation in value["animations"].as_array().into_iter().flatten() {
+            for sampler in animation["samplers"].as_array().unwrap() {
+                for key in ["input", "output"] {
+                    let accessor = sampler[key].as_u64().unwrap() as usize;
+                    untargeted.extend(value["accessors"][accessor]["bufferView"].as_u64());
+                }
+            }
+        }
+        for (i, view) in value["bufferViews"].as_array().unwrap().iter().enumerate() {
             assert_eq!(view["byteOffset"].as_u64().unwrap() % 4, 0);
-            assert!(view["target"].is_u64(), "bufferView without target");
+            assert_eq!(
+                view["target"].is_u64(),
+                !untargeted.contains(&(i as u64)),
+                "{}: bufferView {i} target",
+                scene.file_name
+            );
         }
         for accessor in value["accessors"].as_array().unwrap() {
             assert!(accessor["count"].as_u64().unwrap() > 0);
@@ -351,7 +370,9 @@ fn gen_scenes_writes_then_checks() {
     );
     assert_eq!(run(&["--out", out_arg]).status.code(), Some(0));
     for scene in SAMPLE_SCENES {
-        assert!(Path::new(&out).join(scene.file_name).is_file());
+        for (name, _) in scene.files().unwrap() {
+            assert!(Path::new(&out).join(name).is_file());
+        }
     }
     assert_eq!(run(&["--check", "--out", out_arg]).status.code(), Some(0));
     let cornell = out.join("cornell-box.glb");

@@ -9,6 +9,8 @@ use gltf::json::Root;
 
 /// Decoded accessor elements, each widened to f64 (integers exactly).
 pub(crate) struct Elements {
+    /// Components per element (1 for SCALAR … 16 for MAT4).
+    #[allow(dead_code)]
     pub components: usize,
     pub values: Vec<f64>,
 }

@@ -29,14 +29,19 @@ pub(crate) fn mul(a: &Mat4, b: &Mat4) -> Mat4 {
 
 /// The matrix of a glTF translation / rotation (x, y, z, w) / scale, i.e. T · R · S.
 /// The quaternion is normalized; `None` when it has zero length.
+#[cfg(test)]
 pub(crate) fn from_trs(t: [f32; 3], r: [f32; 4], s: [f32; 3]) -> Option<Mat4> {
-    let [x, y, z, w] = r.map(f64::from);
+    from_trs64(t.map(f64::from), r.map(f64::from), s.map(f64::from))
+}
+
+/// [`from_trs`] in f64 (animated poses are sampled in f64).
+pub(crate) fn from_trs64(t: [f64; 3], r: [f64; 4], s: [f64; 3]) -> Option<Mat4> {
+    let [x, y, z, w] = r;
     let len = (x * x + y * y + z * z + w * w).sqrt();
     if len.is_nan() || len <= 0.0 {
         return None;
     }
     let (x, y, z, w) = (x / len, y / len, z / len, w / len);
-    let s = s.map(f64::from);
     let rot = [
         [
             1.0 - 2.0 * (y * y + z * z),
@@ -60,7 +65,7 @@ pub(crate) fn from_trs(t: [f32; 3], r: [f32; 4], s: [f32; 3]) -> Option<Mat4> {
             m[col][row] = rot[col][row] * s[col];
         }
     }
-    m[3] = [f64::from(t[0]), f64::from(t[1]), f64::from(t[2]), 1.0];
+    m[3] = [t[0], t[1], t[2], 1.0];
     Some(m)
 }
 

@@ -1,30 +1,42 @@
-//! Loading an untrusted glTF 2.0 scene into triangles, materials, lights, cameras and a BVH.
+//! Loading an untrusted glTF 2.0 scene: the document, buffers, decoded primitives,
+//! materials, textures and environment are kept (shared, read-only); world-space geometry,
+//! cameras and lights are instantiated per animation time ([`world`]).
 //!
 //! Buffers and images are resolved here, never by `gltf::import`: base64 `data:` URIs,
 //! the GLB `BIN` chunk, or relative paths that stay inside the scene's own folder. Every
 //! size is bounded by [`SceneLimits`], and every refusal names the file and the glTF field.
-//! Features the renderer does not draw yet are listed by name in [`Scene::warnings`].
+//! Features the renderer does not draw are listed by name in [`Scene::warnings`].
 
 mod accessor;
+mod animation;
+pub(crate) mod environment;
 mod format;
+pub(crate) mod material;
 mod math;
+mod mesh;
+pub(crate) mod texture;
 mod uri;
+pub(crate) mod world;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
-use bytemuck::{Pod, Zeroable};
-use gltf::json::accessor::{ComponentType, Type};
-use gltf::json::extensions::scene::khr_lights_punctual as khr_lights;
 use gltf::json::mesh::{Mode, Semantic};
 use gltf::json::validation::Checked;
 use gltf::json::Root;
+use serde_json::Value;
 
-use crate::bvh::{self, BvhNode};
 use crate::error::SceneError;
-use math::Mat4;
+use animation::Animations;
+use environment::{EnvImage, Environment};
+use material::GpuMaterial;
+use mesh::semantic_name;
+use mesh::PrimData;
+use texture::TextureSet;
 use uri::{ReadError, UriRefusal, UriTarget};
+pub(crate) use world::{CameraDef, Projection, World};
 
 /// Upper bounds on what a scene may contain; exceeding one is an error naming the field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,85 +72,51 @@ pub struct LoadOptions {
     pub limits: SceneLimits,
 }
 
-/// A perspective camera placed in the world.
-#[derive(Clone, Debug)]
-pub(crate) struct CameraDef {
-    pub name: String,
-    pub origin: [f64; 3],
-    pub right: [f64; 3],
-    pub up: [f64; 3],
-    pub forward: [f64; 3],
-    /// tan(yfov / 2).
-    pub tan_half_fov: f64,
+/// Size and cost figures of a loaded scene (for logs, benchmarks and capacity planning).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SceneStats {
+    /// Triangles after instancing.
+    pub triangles: usize,
+    /// Nodes of the BVH.
+    pub bvh_nodes: usize,
+    /// Milliseconds the BVH build of the first instantiated frame took.
+    pub bvh_build_ms: f64,
+    /// Milliseconds [`Scene::load`] took (parsing, decoding, first instantiation).
+    pub load_ms: f64,
+    /// GPU bytes of the BVH and the triangle and vertex data of one frame.
+    pub geometry_bytes: u64,
+    /// GPU bytes of textures: the packed material texture pages and the environment
+    /// image with its sampling tables.
+    pub texture_bytes: u64,
+    /// Number of images decoded for material textures (plus 1 for an environment image).
+    pub texture_count: usize,
+    /// Whether the scene has animations (geometry is instantiated per frame).
+    pub animated: bool,
 }
 
-/// Triangle positions as the GPU intersects them (BVH order).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub(crate) struct GpuTriGeom {
-    pub v0: [f32; 4],
-    pub e1: [f32; 4],
-    pub e2: [f32; 4],
-}
-
-/// Triangle shading data (BVH order): vertex normals; `n0[3]` = material index bits;
-/// `n1[3]` = emitter pick probability / area (0 for non-emitters).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub(crate) struct GpuTriShade {
-    pub n0: [f32; 4],
-    pub n1: [f32; 4],
-    pub n2: [f32; 4],
-}
-
-/// A Lambertian material with emission.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub(crate) struct GpuMaterial {
-    pub base_color: [f32; 4],
-    pub emission: [f32; 4],
-}
-
-/// An emissive triangle and the CDF value at its end.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub(crate) struct GpuEmitter {
-    pub triangle: u32,
-    pub cdf: f32,
-}
-
-/// A punctual light (see the shader's `Light`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub(crate) struct GpuLight {
-    pub position: [f32; 4],
-    pub direction: [f32; 4],
-    pub intensity: [f32; 4],
-    pub cone: [f32; 4],
-}
-
-pub(crate) const LIGHT_POINT: u32 = 0;
-pub(crate) const LIGHT_SPOT: u32 = 1;
-pub(crate) const LIGHT_DIRECTIONAL: u32 = 2;
-
-/// Everything the GPU needs, ready to upload.
-pub(crate) struct GpuScene {
-    pub nodes: Vec<BvhNode>,
-    pub tri_geom: Vec<GpuTriGeom>,
-    pub tri_shade: Vec<GpuTriShade>,
+/// What the loader keeps of a scene: everything that does not depend on the time.
+pub(crate) struct SceneData {
+    pub root: Root,
+    pub animations: Animations,
+    /// Root nodes of the rendered scene.
+    pub roots: Vec<usize>,
+    /// Decoded primitives, `prims[mesh][primitive]` (`None` = not instanced or skipped).
+    pub prims: Vec<Vec<Option<PrimData>>>,
+    /// One per glTF material, then the glTF default material.
     pub materials: Vec<GpuMaterial>,
-    pub emitters: Vec<GpuEmitter>,
-    pub lights: Vec<GpuLight>,
+    pub textures: TextureSet,
+    pub environment: Environment,
+    pub max_lights: u64,
 }
 
-/// A loaded scene: world-space triangles in a BVH, materials, lights and cameras.
+/// A loaded scene: the decoded document plus its instantiation at time 0.
 pub struct Scene {
     name: String,
     content_hash: [u8; 32],
     warnings: Vec<String>,
-    cameras: Vec<CameraDef>,
-    emissive_triangles: usize,
-    pub(crate) gpu: GpuScene,
+    stats: SceneStats,
+    pub(crate) data: Arc<SceneData>,
+    pub(crate) world0: Arc<World>,
 }
 
 impl std::fmt::Debug for Scene {
@@ -146,7 +124,7 @@ impl std::fmt::Debug for Scene {
         f.debug_struct("Scene")
             .field("name", &self.name)
             .field("triangles", &self.triangle_count())
-            .field("emissive_triangles", &self.emissive_triangles)
+            .field("emissive_triangles", &self.emissive_triangle_count())
             .field("lights", &self.light_count())
             .field("cameras", &self.camera_names())
             .field("warnings", &self.warnings.len())
@@ -159,14 +137,22 @@ impl Scene {
     /// folder; all sizes are checked against `opts.limits`.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Scene, SceneError> {
         let started = Instant::now();
-        let scene = Loader::new(path, &opts.limits)?.load()?;
+        let mut scene = Loader::new(path, &opts.limits)?.load()?;
+        scene.stats.load_ms = started.elapsed().as_secs_f64() * 1e3;
+        let s = &scene.stats;
         tracing::info!(
             scene = %scene.name,
-            triangles = scene.triangle_count(),
-            emissive = scene.emissive_triangles,
+            triangles = s.triangles,
+            emissive = scene.emissive_triangle_count(),
             lights = scene.light_count(),
+            bvh_nodes = s.bvh_nodes,
+            bvh_ms = s.bvh_build_ms,
+            geometry_bytes = s.geometry_bytes,
+            texture_bytes = s.texture_bytes,
+            textures = s.texture_count,
+            animated = s.animated,
             warnings = scene.warnings.len(),
-            ms = started.elapsed().as_millis() as u64,
+            ms = s.load_ms,
             "scene loaded"
         );
         Ok(scene)
@@ -184,50 +170,49 @@ impl Scene {
     }
 
     /// BLAKE3 over the main file's bytes, then for each external file in load order
-    /// (buffers by index, then images by index): the URI's length as u64 little-endian, the
-    /// URI, the data's length as u64 little-endian, and the data.
+    /// (buffers by index, then images by index, then the environment image): the URI's
+    /// length as u64 little-endian, the URI, the data's length as u64 little-endian, and
+    /// the data.
     pub fn content_hash(&self) -> [u8; 32] {
         self.content_hash
     }
 
-    /// Triangles after instancing.
+    /// Triangles after instancing (at time 0).
     pub fn triangle_count(&self) -> usize {
-        self.gpu.tri_geom.len()
+        self.world0.tri_v0.len()
     }
 
-    /// Triangles that emit light (and have a non-zero area).
+    /// Triangles that emit light (and have a non-zero area), at time 0.
     pub fn emissive_triangle_count(&self) -> usize {
-        self.emissive_triangles
+        self.world0.emitters.len()
     }
 
     /// Punctual (`KHR_lights_punctual`) lights placed in the scene.
     pub fn light_count(&self) -> usize {
-        self.gpu.lights.len()
+        self.world0.lights.len()
     }
 
-    /// Names of the perspective cameras in scene order (the first one is the default).
-    /// An unnamed camera is called by its node's name, else `cameras[i]`.
+    /// Names of the cameras (perspective and orthographic) in scene order (the first one
+    /// is the default). An unnamed camera is called by its node's name, else `cameras[i]`.
     pub fn camera_names(&self) -> Vec<String> {
-        self.cameras.iter().map(|c| c.name.clone()).collect()
+        self.world0.cameras.iter().map(|c| c.name.clone()).collect()
     }
 
-    pub(crate) fn cameras(&self) -> &[CameraDef] {
-        &self.cameras
+    /// Whether the scene has node animations (each frame is instantiated separately).
+    pub fn is_animated(&self) -> bool {
+        !self.data.animations.is_empty()
     }
-}
 
-/// A triangle in world space before BVH ordering.
-struct CpuTri {
-    p: [[f32; 3]; 3],
-    n: [[f32; 3]; 3],
-    material: u32,
-}
+    /// The time span in seconds that the scene's animation channels cover (`None` for a
+    /// static scene); before and after it every channel holds its first or last key.
+    pub fn animation_range(&self) -> Option<(f64, f64)> {
+        self.data.animations.time_range()
+    }
 
-/// Decoded data of one mesh primitive (shared by all nodes that instance it).
-struct PrimData {
-    positions: Vec<[f64; 3]>,
-    normals: Option<Vec<[f64; 3]>>,
-    triangles: Vec<[u32; 3]>,
+    /// Size and timing figures of the scene.
+    pub fn stats(&self) -> SceneStats {
+        self.stats.clone()
+    }
 }
 
 struct Loader<'a> {
@@ -244,10 +229,6 @@ fn label(kind: &str, idx: usize, name: Option<&str>) -> String {
         Some(n) if !n.is_empty() => format!("{kind} {n:?}"),
         _ => format!("{kind}s[{idx}]"),
     }
-}
-
-fn finite3(v: [f32; 3]) -> bool {
-    v.iter().all(|x| x.is_finite())
 }
 
 impl<'a> Loader<'a> {
@@ -304,6 +285,10 @@ impl<'a> Loader<'a> {
         }
     }
 
+    fn field_error(&self, (field, reason): (String, String)) -> SceneError {
+        self.invalid(field, reason)
+    }
+
     fn load(mut self) -> Result<Scene, SceneError> {
         let bytes = std::mem::take(&mut self.bytes);
         // A file cut inside the 4-byte magic is still a (truncated) GLB.
@@ -319,11 +304,16 @@ impl<'a> Loader<'a> {
             (&bytes[..], None)
         };
         let root = self.parse_json(json)?;
+        // The typed document drops what the crate does not model (KHR_texture_transform,
+        // scene extras); those are read from the raw JSON.
+        let raw: Value = serde_json::from_slice(json).map_err(|e| SceneError::NotGltf {
+            file: self.file.clone(),
+            reason: format!("invalid JSON: {e}"),
+        })?;
         let buffers = self.load_buffers(&root, bin)?;
-        self.check_images(&root, &buffers)?;
+        let (image_bytes, header_pixels) = self.check_images(&root, &buffers)?;
         self.warn_document_features(&root);
-        let scene = self.build(&root, &buffers)?;
-        Ok(scene)
+        self.build(root, &raw, buffers, image_bytes, header_pixels)
     }
 
     fn parse_json(&mut self, json: &[u8]) -> Result<Root, SceneError> {
@@ -484,8 +474,15 @@ impl<'a> Loader<'a> {
         Ok(buffers)
     }
 
-    fn check_images(&mut self, root: &Root, buffers: &[Vec<u8>]) -> Result<(), SceneError> {
+    /// Read every image's bytes (hashing external files) and check the pixel budget from
+    /// PNG/JPEG headers. Returns the bytes by image index and the header pixel total.
+    fn check_images(
+        &mut self,
+        root: &Root,
+        buffers: &[Vec<u8>],
+    ) -> Result<(Vec<Vec<u8>>, u64), SceneError> {
         let mut total_pixels = 0u64;
+        let mut all = Vec::with_capacity(root.images.len());
         for (i, image) in root.images.iter().enumerate() {
             let field = format!("images[{i}]");
             let data: Vec<u8> = if let Some(u) = &image.uri {
@@ -524,22 +521,21 @@ impl<'a> Loader<'a> {
                     self.warn(format!("{name}: not PNG or JPEG; its size was not checked"));
                 }
             }
+            all.push(data);
         }
-        Ok(())
+        Ok((all, total_pixels))
     }
 
     fn warn_document_features(&mut self, root: &Root) {
-        const RENDERED: [&str; 2] = ["KHR_lights_punctual", "KHR_materials_emissive_strength"];
+        const RENDERED: [&str; 3] = [
+            "KHR_lights_punctual",
+            "KHR_materials_emissive_strength",
+            "KHR_texture_transform",
+        ];
         for ext in &root.extensions_used {
             if !RENDERED.contains(&ext.as_str()) {
                 self.warn(format!("extension {ext:?} is not supported yet; ignored"));
             }
-        }
-        for (i, anim) in root.animations.iter().enumerate() {
-            let name = label("animation", i, anim.name.as_deref());
-            self.warn(format!(
-                "{name}: animations are not supported yet; rendering the rest pose"
-            ));
         }
     }
 
@@ -571,323 +567,258 @@ impl<'a> Loader<'a> {
             .collect()
     }
 
-    fn node_matrix(&self, root: &Root, idx: usize) -> Result<Mat4, SceneError> {
-        let node = &root.nodes[idx];
-        let m = if let Some(matrix) = &node.matrix {
-            math::from_columns(matrix)
-        } else {
-            let t = node.translation.unwrap_or([0.0; 3]);
-            let r = node.rotation.map_or([0.0, 0.0, 0.0, 1.0], |q| q.0);
-            let s = node.scale.unwrap_or([1.0; 3]);
-            math::from_trs(t, r, s).ok_or_else(|| {
-                self.invalid(format!("nodes[{idx}].rotation"), "zero-length quaternion")
-            })?
-        };
-        if !math::is_finite(&m) {
-            return Err(self.invalid(format!("nodes[{idx}]"), "transform has a non-finite value"));
-        }
-        Ok(m)
-    }
-
-    fn build(&mut self, root: &Root, buffers: &[Vec<u8>]) -> Result<Scene, SceneError> {
-        // Walk the node tree depth first (children in array order) with world matrices.
-        let roots = self.scene_roots(root);
+    /// Mesh instances of the scene graph as (node, mesh), without transforms (the graph's
+    /// shape does not change with time).
+    fn mesh_instances(
+        &self,
+        root: &Root,
+        roots: &[usize],
+    ) -> Result<Vec<(usize, usize)>, SceneError> {
         let mut visited = vec![false; root.nodes.len()];
-        let mut stack: Vec<(usize, Mat4)> =
-            roots.iter().rev().map(|&n| (n, math::IDENTITY)).collect();
-        let mut mesh_instances: Vec<(usize, usize, Mat4)> = Vec::new();
-        let mut cameras = Vec::new();
-        let mut lights = Vec::new();
-        while let Some((idx, parent)) = stack.pop() {
+        let mut stack: Vec<usize> = roots.iter().rev().copied().collect();
+        let mut out = Vec::new();
+        while let Some(idx) = stack.pop() {
             if std::mem::replace(&mut visited[idx], true) {
                 return Err(self.invalid(
                     format!("nodes[{idx}]"),
                     "node is reached twice (a cycle or a node with two parents)",
                 ));
             }
-            let world = math::mul(&parent, &self.node_matrix(root, idx)?);
             let node = &root.nodes[idx];
-            let node_name = label("node", idx, node.name.as_deref());
-            if node.skin.is_some() {
-                self.warn(format!(
-                    "{node_name}: skins are not supported yet; using the bind pose"
-                ));
-            }
             if let Some(mesh) = node.mesh {
-                mesh_instances.push((idx, mesh.value(), world));
-            }
-            if let Some(cam) = node.camera {
-                if let Some(c) = self.camera(root, cam.value(), idx, &world)? {
-                    cameras.push(c);
-                }
-            }
-            let light_ref = node
-                .extensions
-                .as_ref()
-                .and_then(|e| e.khr_lights_punctual.as_ref());
-            if let Some(light) = light_ref {
-                lights.push(self.light(root, light.light.value(), idx, &world)?);
-                if lights.len() as u64 > self.limits.max_lights {
-                    return Err(SceneError::Limit {
-                        file: self.file.clone(),
-                        field: format!("nodes[{idx}].extensions.KHR_lights_punctual"),
-                        what: "punctual lights",
-                        value: lights.len() as u64,
-                        limit: self.limits.max_lights,
-                    });
-                }
+                out.push((idx, mesh.value()));
             }
             for child in node.children.iter().flatten().rev() {
-                stack.push((child.value(), world));
+                stack.push(child.value());
+            }
+        }
+        Ok(out)
+    }
+
+    fn build(
+        &mut self,
+        root: Root,
+        raw: &Value,
+        buffers: Vec<Vec<u8>>,
+        image_bytes: Vec<Vec<u8>>,
+        header_pixels: u64,
+    ) -> Result<Scene, SceneError> {
+        let roots = self.scene_roots(&root);
+        let instances = self.mesh_instances(&root, &roots)?;
+        self.check_triangle_budget(&root, &instances)?;
+        let default_material = root.materials.len() as u32;
+        let mut used_meshes = BTreeSet::new();
+        let mut used_materials = BTreeSet::new();
+        for &(_, m) in &instances {
+            if used_meshes.insert(m) {
+                for prim in &root.meshes[m].primitives {
+                    used_materials
+                        .insert(prim.material.map_or(default_material, |i| i.value() as u32));
+                }
             }
         }
 
-        self.check_triangle_budget(root, &mesh_instances)?;
-        let (tris, used_materials) = self.triangles(root, buffers, &mesh_instances)?;
-        let materials = self.materials(root, &used_materials)?;
-        if tris.is_empty() {
-            self.warn("the scene has no triangles".into());
-        }
-        if cameras.is_empty() {
-            self.warn("the scene has no perspective camera; it cannot be rendered".into());
-        }
-
-        let started = Instant::now();
-        let positions: Vec<[[f32; 3]; 3]> = tris.iter().map(|t| t.p).collect();
-        let built = bvh::build(&positions);
-        tracing::info!(
-            scene = %self.file,
-            triangles = tris.len(),
-            nodes = built.nodes.len(),
-            ms = started.elapsed().as_millis() as u64,
-            "bvh built"
-        );
-
-        // Emitters: power = luminance(emission) × area, summed in f64 in BVH order.
-        let mut emitter_power = Vec::new();
-        let mut pdf_area = vec![0.0f32; tris.len()];
-        for (new_idx, &old) in built.order.iter().enumerate() {
-            let t = &tris[old as usize];
-            let e = materials[t.material as usize].emission;
-            // A double-sided emitter radiates twice the power of a one-sided one.
-            let sides = if e[3] > 0.0 { 2.0 } else { 1.0 };
-            let lum = sides
-                * (0.2126 * f64::from(e[0]) + 0.7152 * f64::from(e[1]) + 0.0722 * f64::from(e[2]));
-            if lum <= 0.0 {
+        // Images that used materials read, decoded once.
+        let mut image_users: Vec<Option<String>> = vec![None; root.images.len()];
+        for &mi in &used_materials {
+            if mi == default_material {
                 continue;
             }
-            let p = t.p.map(|v| v.map(f64::from));
-            let area =
-                0.5 * math::length(math::cross(math::sub(p[1], p[0]), math::sub(p[2], p[0])));
-            if area > 0.0 && area.is_finite() {
-                emitter_power.push((new_idx, lum, area));
+            for (_, info) in material::texture_infos(&root, raw, mi as usize) {
+                if let Some(t) = root.textures.get(info.index) {
+                    let img = t.source.value();
+                    if img < image_users.len() && image_users[img].is_none() {
+                        image_users[img] = Some(info.field.clone());
+                    }
+                }
             }
         }
-        let total_power: f64 = emitter_power.iter().map(|&(_, lum, area)| lum * area).sum();
-        let mut emitters = Vec::with_capacity(emitter_power.len());
-        let mut running = 0.0f64;
-        for (k, &(new_idx, lum, area)) in emitter_power.iter().enumerate() {
-            running += lum * area;
-            let cdf = if k + 1 == emitter_power.len() {
-                1.0
-            } else {
-                (running / total_power) as f32
+        let mut budget = self.limits.max_texture_pixels;
+        let mut decoded = Vec::with_capacity(root.images.len());
+        for (i, user) in image_users.iter().enumerate() {
+            let Some(user) = user else {
+                decoded.push(None);
+                continue;
             };
-            emitters.push(GpuEmitter {
-                triangle: new_idx as u32,
+            let img = texture::decode_rgba8(&image_bytes[i], budget).map_err(|reason| {
+                self.invalid(format!("images[{i}]"), format!("{reason} (used by {user})"))
+            })?;
+            budget = budget.saturating_sub(u64::from(img.width) * u64::from(img.height));
+            decoded.push(Some(img));
+        }
+        drop(image_bytes);
+        let sizes: Vec<Option<(u32, u32)>> = decoded
+            .iter()
+            .map(|d| d.as_ref().map(|d| (d.width, d.height)))
+            .collect();
+        let (page_side, pages, placements) = texture::pack(&sizes);
+        let textures = TextureSet {
+            page_side,
+            pages,
+            images: decoded,
+            placements,
+        };
+
+        let mut materials = Vec::with_capacity(root.materials.len() + 1);
+        for i in 0..root.materials.len() {
+            if !used_materials.contains(&(i as u32)) {
+                materials.push(GpuMaterial::gltf_default());
+                continue;
+            }
+            let m = material::build(&root, raw, &textures, i).map_err(|e| self.field_error(e))?;
+            let name = label("material", i, root.materials[i].name.as_deref());
+            let base = root.materials[i].pbr_metallic_roughness.base_color_factor.0;
+            if base.iter().any(|&v| !(0.0..=1.0).contains(&v)) {
+                self.warn(format!(
+                    "{name}: baseColorFactor {base:?} is outside [0, 1]; clamped"
+                ));
+            }
+            materials.push(m);
+        }
+        materials.push(GpuMaterial::gltf_default());
+
+        // Primitives of instanced meshes, decoded once.
+        let mut prims: Vec<Vec<Option<PrimData>>> = root
+            .meshes
+            .iter()
+            .map(|m| m.primitives.iter().map(|_| None).collect())
+            .collect();
+        for &m in &used_meshes {
+            #[allow(clippy::needless_range_loop)] // `p` names the primitive in messages too.
+            for p in 0..root.meshes[m].primitives.len() {
+                let mat = root.meshes[m].primitives[p]
+                    .material
+                    .map_or(default_material, |i| i.value() as u32);
+                let normal_tex = &materials[mat as usize].normal_tex;
+                let normal_uv = (normal_tex.info[2] != 0).then_some(normal_tex.info[1] >> 24);
+                let mut warnings = Vec::new();
+                let decoded = mesh::decode(
+                    &root,
+                    &buffers,
+                    m,
+                    p,
+                    mat,
+                    normal_uv,
+                    self.limits.max_triangles,
+                    &mut |w| warnings.push(w),
+                )
+                .map_err(|e| self.field_error(e))?;
+                for w in warnings {
+                    self.warn(w);
+                }
+                prims[m][p] = decoded;
+            }
+        }
+
+        let environment = self.environment(&root, raw, header_pixels)?;
+        let mut warnings = Vec::new();
+        let animations = Animations::parse(&root, &buffers, &mut |w| warnings.push(w))
+            .map_err(|e| self.field_error(e))?;
+        for w in warnings {
+            self.warn(w);
+        }
+        drop(buffers);
+
+        let data = SceneData {
+            root,
+            animations,
+            roots,
+            prims,
+            materials,
+            textures,
+            environment,
+            max_lights: self.limits.max_lights,
+        };
+        let mut warnings = Vec::new();
+        let world0 = world::instantiate(&data, 0.0, &mut |w| warnings.push(w))
+            .map_err(|e| self.field_error(e))?;
+        for w in warnings {
+            self.warn(w);
+        }
+        if world0.tri_v0.is_empty() {
+            self.warn("the scene has no triangles".into());
+        }
+        if world0.cameras.is_empty() {
+            self.warn("the scene has no camera; it cannot be rendered".into());
+        }
+        let env_bytes = data
+            .environment
+            .image
+            .as_ref()
+            .map_or(0, |img| (img.rgba.len() * 4 + img.cdf.len() * 4) as u64);
+        let stats = SceneStats {
+            triangles: world0.tri_v0.len(),
+            bvh_nodes: world0.nodes.len(),
+            bvh_build_ms: world0.bvh_build_ms,
+            load_ms: 0.0,
+            geometry_bytes: world0.geometry_bytes(),
+            texture_bytes: data.textures.gpu_bytes() + env_bytes,
+            texture_count: data.textures.image_count()
+                + usize::from(data.environment.image.is_some()),
+            animated: !data.animations.is_empty(),
+        };
+        Ok(Scene {
+            name: self.file.clone(),
+            content_hash: *self.hasher.finalize().as_bytes(),
+            warnings: std::mem::take(&mut self.warnings),
+            stats,
+            data: Arc::new(data),
+            world0: Arc::new(world0),
+        })
+    }
+
+    /// The background of the rendered scene (`scenes[s].extras.tessera_environment`).
+    fn environment(
+        &mut self,
+        root: &Root,
+        raw: &Value,
+        header_pixels: u64,
+    ) -> Result<Environment, SceneError> {
+        if root.scenes.is_empty() {
+            return Ok(Environment::default());
+        }
+        let s = root.scene.map_or(0, |s| s.value());
+        let extras = raw
+            .get("scenes")
+            .and_then(|v| v.get(s))
+            .and_then(|v| v.get("extras"));
+        let Some(spec) = environment::parse_spec(s, extras).map_err(|e| self.field_error(e))?
+        else {
+            return Ok(Environment::default());
+        };
+        let mut env = Environment {
+            color: spec.color,
+            strength: spec.strength,
+            rotation_deg: spec.rotation_deg,
+            image: None,
+        };
+        if let Some(uri) = spec.image_uri {
+            let field = format!("scenes[{s}].extras.tessera_environment.image");
+            let bytes = self.fetch(&field, &uri, self.limits.max_file_bytes)?;
+            let budget = self.limits.max_texture_pixels.saturating_sub(header_pixels);
+            let (width, height, rgba) = environment::decode_hdr(&bytes, budget)
+                .map_err(|reason| self.invalid(field.clone(), reason))?;
+            let (dist_w, dist_h, cdf) = environment::distribution(width, height, &rgba);
+            env.image = Some(EnvImage {
+                uri,
+                width,
+                height,
+                rgba,
+                dist_w,
+                dist_h,
                 cdf,
             });
-            // pick probability / area = lum·area / total / area.
-            pdf_area[new_idx] = (lum / total_power) as f32;
         }
-
-        let mut tri_geom = Vec::with_capacity(tris.len());
-        let mut tri_shade = Vec::with_capacity(tris.len());
-        for (new_idx, &old) in built.order.iter().enumerate() {
-            let t = &tris[old as usize];
-            let [a, b, c] = t.p;
-            let e1 = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
-            let e2 = [c[0] - a[0], c[1] - a[1], c[2] - a[2]];
-            tri_geom.push(GpuTriGeom {
-                v0: [a[0], a[1], a[2], 0.0],
-                e1: [e1[0], e1[1], e1[2], 0.0],
-                e2: [e2[0], e2[1], e2[2], 0.0],
-            });
-            let [n0, n1, n2] = t.n;
-            tri_shade.push(GpuTriShade {
-                n0: [n0[0], n0[1], n0[2], f32::from_bits(t.material)],
-                n1: [n1[0], n1[1], n1[2], pdf_area[new_idx]],
-                n2: [n2[0], n2[1], n2[2], 0.0],
-            });
-        }
-
-        let name = self.file.clone();
-        let content_hash = *self.hasher.finalize().as_bytes();
-        Ok(Scene {
-            name,
-            content_hash,
-            warnings: std::mem::take(&mut self.warnings),
-            cameras,
-            emissive_triangles: emitters.len(),
-            gpu: GpuScene {
-                nodes: built.nodes,
-                tri_geom,
-                tri_shade,
-                materials,
-                emitters,
-                lights,
-            },
-        })
+        Ok(env)
     }
 
-    fn camera(
-        &mut self,
-        root: &Root,
-        cam_idx: usize,
-        node_idx: usize,
-        world: &Mat4,
-    ) -> Result<Option<CameraDef>, SceneError> {
-        let cam = &root.cameras[cam_idx];
-        let node = &root.nodes[node_idx];
-        let name = cam
-            .name
-            .clone()
-            .filter(|n| !n.is_empty())
-            .or_else(|| node.name.clone().filter(|n| !n.is_empty()))
-            .unwrap_or_else(|| format!("cameras[{cam_idx}]"));
-        let Some(p) = (match cam.type_ {
-            Checked::Valid(gltf::json::camera::Type::Perspective) => cam.perspective.as_ref(),
-            _ => None,
-        }) else {
-            self.warn(format!(
-                "camera {name:?}: orthographic cameras are not supported yet; skipped"
-            ));
-            return Ok(None);
-        };
-        let yfov = f64::from(p.yfov);
-        if !(yfov > 0.0 && yfov < std::f64::consts::PI) {
-            return Err(self.invalid(
-                format!("cameras[{cam_idx}].perspective.yfov"),
-                format!("{} is not in (0, pi)", p.yfov),
-            ));
-        }
-        let basis = |v: [f64; 3]| math::normalize(math::vector(world, v));
-        let (Some(right), Some(up), Some(forward)) = (
-            basis([1.0, 0.0, 0.0]),
-            basis([0.0, 1.0, 0.0]),
-            basis([0.0, 0.0, -1.0]),
-        ) else {
-            return Err(self.invalid(
-                format!("nodes[{node_idx}]"),
-                "camera transform is degenerate",
-            ));
-        };
-        Ok(Some(CameraDef {
-            name,
-            origin: math::point(world, [0.0; 3]),
-            right,
-            up,
-            forward,
-            tan_half_fov: (yfov / 2.0).tan(),
-        }))
-    }
-
-    fn light(
-        &mut self,
-        root: &Root,
-        light_idx: usize,
-        node_idx: usize,
-        world: &Mat4,
-    ) -> Result<GpuLight, SceneError> {
-        let field = format!("extensions.KHR_lights_punctual.lights[{light_idx}]");
-        let lights = root
-            .extensions
-            .as_ref()
-            .and_then(|e| e.khr_lights_punctual.as_ref())
-            .map_or(&[][..], |l| &l.lights[..]);
-        let light = lights.get(light_idx).ok_or_else(|| {
-            self.invalid(
-                format!("nodes[{node_idx}].extensions.KHR_lights_punctual.light"),
-                format!("light {light_idx} does not exist"),
-            )
-        })?;
-        if !finite3(light.color) || light.color.iter().any(|&c| c < 0.0) {
-            return Err(self.invalid(
-                format!("{field}.color"),
-                format!("{:?} is not a non-negative colour", light.color),
-            ));
-        }
-        if !(light.intensity.is_finite() && light.intensity >= 0.0) {
-            return Err(self.invalid(
-                format!("{field}.intensity"),
-                format!("{} is not a non-negative number", light.intensity),
-            ));
-        }
-        let range = match light.range {
-            None => 0.0,
-            Some(r) if r.is_finite() && r > 0.0 => r,
-            Some(r) => {
-                return Err(self.invalid(
-                    format!("{field}.range"),
-                    format!("{r} is not a positive number"),
-                ))
-            }
-        };
-        let intensity = light.color.map(|c| c * light.intensity);
-        let position = math::to_f32(math::point(world, [0.0; 3]));
-        let direction =
-            math::normalize(math::vector(world, [0.0, 0.0, -1.0])).ok_or_else(|| {
-                self.invalid(
-                    format!("nodes[{node_idx}]"),
-                    "light transform is degenerate",
-                )
-            })?;
-        let (kind, cone) = match light.type_ {
-            Checked::Valid(khr_lights::Type::Point) => (LIGHT_POINT, [0.0; 4]),
-            Checked::Valid(khr_lights::Type::Directional) => (LIGHT_DIRECTIONAL, [0.0; 4]),
-            Checked::Valid(khr_lights::Type::Spot) => {
-                let spot = light.spot.as_ref().ok_or_else(|| {
-                    self.invalid(format!("{field}.spot"), "missing for a spot light")
-                })?;
-                let (inner, outer) = (
-                    f64::from(spot.inner_cone_angle),
-                    f64::from(spot.outer_cone_angle),
-                );
-                if !(inner >= 0.0 && inner < outer && outer <= std::f64::consts::FRAC_PI_2) {
-                    return Err(self.invalid(
-                        format!("{field}.spot"),
-                        format!("cone angles inner {inner} / outer {outer} must satisfy 0 <= inner < outer <= pi/2"),
-                    ));
-                }
-                let scale = 1.0 / (inner.cos() - outer.cos()).max(0.001);
-                let offset = -outer.cos() * scale;
-                (LIGHT_SPOT, [scale as f32, offset as f32, 0.0, 0.0])
-            }
-            Checked::Invalid => {
-                return Err(self.invalid(format!("{field}.type"), "unknown light type"))
-            }
-        };
-        Ok(GpuLight {
-            position: [position[0], position[1], position[2], f32::from_bits(kind)],
-            direction: [
-                direction[0] as f32,
-                direction[1] as f32,
-                direction[2] as f32,
-                range,
-            ],
-            intensity: [intensity[0], intensity[1], intensity[2], 0.0],
-            cone,
-        })
-    }
-
-    /// Count triangles from accessor counts before decoding anything.
     fn check_triangle_budget(
         &self,
         root: &Root,
-        instances: &[(usize, usize, Mat4)],
+        instances: &[(usize, usize)],
     ) -> Result<(), SceneError> {
         let mut total = 0u64;
-        for &(_, mesh_idx, _) in instances {
+        for &(_, mesh_idx) in instances {
             for (p, prim) in root.meshes[mesh_idx].primitives.iter().enumerate() {
                 let vertices = match prim.indices {
                     Some(i) => root.accessors[i.value()].count.0,
@@ -915,352 +846,6 @@ impl<'a> Loader<'a> {
             }
         }
         Ok(())
-    }
-
-    fn primitive_data(
-        &mut self,
-        root: &Root,
-        buffers: &[Vec<u8>],
-        m: usize,
-        p: usize,
-    ) -> Result<Option<PrimData>, SceneError> {
-        let mesh = &root.meshes[m];
-        let prim = &mesh.primitives[p];
-        let where_ = format!("{} primitive {p}", label("mesh", m, mesh.name.as_deref()));
-        let field = format!("meshes[{m}].primitives[{p}]");
-        let mode = match prim.mode {
-            Checked::Valid(mode) => mode,
-            Checked::Invalid => return Err(self.invalid(format!("{field}.mode"), "unknown mode")),
-        };
-        if !matches!(
-            mode,
-            Mode::Triangles | Mode::TriangleStrip | Mode::TriangleFan
-        ) {
-            self.warn(format!(
-                "{where_}: mode {mode:?} is not supported (only triangles); skipped"
-            ));
-            return Ok(None);
-        }
-        if prim.targets.as_ref().is_some_and(|t| !t.is_empty()) {
-            self.warn(format!(
-                "{where_}: morph targets are not supported yet; using the base shape"
-            ));
-        }
-        for semantic in prim.attributes.keys() {
-            if let Checked::Valid(
-                Semantic::Colors(_) | Semantic::Joints(_) | Semantic::Weights(_),
-            ) = semantic
-            {
-                self.warn(format!(
-                    "{where_}: attribute {} is not supported yet; ignored",
-                    semantic_name(semantic)
-                ));
-            }
-        }
-        let max = self.limits.max_triangles.saturating_mul(3);
-        let vec3 = |idx: usize, name: &str| -> Result<Vec<[f64; 3]>, SceneError> {
-            let e = accessor::read(root, buffers, idx, Type::Vec3, &[ComponentType::F32], max)
-                .map_err(|reason| self.invalid(format!("{field}.attributes.{name}"), reason))?;
-            let out: Vec<[f64; 3]> = e
-                .values
-                .chunks_exact(e.components)
-                .map(|c| [c[0], c[1], c[2]])
-                .collect();
-            if out.iter().flatten().any(|v| !v.is_finite()) {
-                return Err(self.invalid(
-                    format!("{field}.attributes.{name}"),
-                    "has a non-finite value",
-                ));
-            }
-            Ok(out)
-        };
-        let Some(pos_idx) = prim.attributes.get(&Checked::Valid(Semantic::Positions)) else {
-            return Err(self.invalid(format!("{field}.attributes.POSITION"), "missing"));
-        };
-        let positions = vec3(pos_idx.value(), "POSITION")?;
-        let normals = match prim.attributes.get(&Checked::Valid(Semantic::Normals)) {
-            Some(idx) => {
-                let n = vec3(idx.value(), "NORMAL")?;
-                if n.len() != positions.len() {
-                    return Err(self.invalid(
-                        format!("{field}.attributes.NORMAL"),
-                        format!(
-                            "has {} elements but POSITION has {}",
-                            n.len(),
-                            positions.len()
-                        ),
-                    ));
-                }
-                Some(n)
-            }
-            None => None,
-        };
-        let indices: Vec<u32> = match prim.indices {
-            Some(idx) => {
-                let e = accessor::read(
-                    root,
-                    buffers,
-                    idx.value(),
-                    Type::Scalar,
-                    &[ComponentType::U8, ComponentType::U16, ComponentType::U32],
-                    max,
-                )
-                .map_err(|reason| self.invalid(format!("{field}.indices"), reason))?;
-                let mut out = Vec::with_capacity(e.values.len());
-                for (k, &v) in e.values.iter().enumerate() {
-                    if v >= positions.len() as f64 {
-                        return Err(self.invalid(
-                            format!("{field}.indices"),
-                            format!(
-                                "index {k} = {v} is out of range ({} vertices)",
-                                positions.len()
-                            ),
-                        ));
-                    }
-                    out.push(v as u32);
-                }
-                out
-            }
-            None => (0..positions.len() as u32).collect(),
-        };
-        let n = indices.len();
-        let triangles: Vec<[u32; 3]> = match mode {
-            Mode::Triangles => {
-                if n % 3 != 0 {
-                    self.warn(format!(
-                        "{where_}: {} trailing vertices do not form a triangle; ignored",
-                        n % 3
-                    ));
-                }
-                indices
-                    .chunks_exact(3)
-                    .map(|c| [c[0], c[1], c[2]])
-                    .collect()
-            }
-            Mode::TriangleStrip => (0..n.saturating_sub(2))
-                .map(|i| {
-                    if i % 2 == 0 {
-                        [indices[i], indices[i + 1], indices[i + 2]]
-                    } else {
-                        [indices[i + 1], indices[i], indices[i + 2]]
-                    }
-                })
-                .collect(),
-            _ => (1..n.saturating_sub(1))
-                .map(|i| [indices[i], indices[i + 1], indices[0]])
-                .collect(),
-        };
-        Ok(Some(PrimData {
-            positions,
-            normals,
-            triangles,
-        }))
-    }
-
-    fn triangles(
-        &mut self,
-        root: &Root,
-        buffers: &[Vec<u8>],
-        instances: &[(usize, usize, Mat4)],
-    ) -> Result<(Vec<CpuTri>, Vec<usize>), SceneError> {
-        let default_material = root.materials.len() as u32;
-        let mut cache: HashMap<(usize, usize), Option<std::rc::Rc<PrimData>>> = HashMap::new();
-        let mut tris = Vec::new();
-        let mut used = BTreeSet::new();
-        for &(node_idx, m, ref world) in instances {
-            let normal_m = math::normal_matrix(world);
-            // A mirroring transform reverses the winding (glTF: the front face flips too),
-            // so two vertices are swapped to keep cross(e1, e2) on the front side.
-            let mirrored = math::determinant3(world) < 0.0;
-            for (p, prim) in root.meshes[m].primitives.iter().enumerate() {
-                let data = match cache.get(&(m, p)) {
-                    Some(d) => d.clone(),
-                    None => {
-                        let d = self
-                            .primitive_data(root, buffers, m, p)?
-                            .map(std::rc::Rc::new);
-                        cache.insert((m, p), d.clone());
-                        d
-                    }
-                };
-                let Some(data) = data else { continue };
-                let material = prim.material.map_or(default_material, |i| i.value() as u32);
-                used.insert(material as usize);
-                let world_pos: Vec<[f32; 3]> = data
-                    .positions
-                    .iter()
-                    .map(|&v| math::to_f32(math::point(world, v)))
-                    .collect();
-                if world_pos.iter().any(|v| !finite3(*v)) {
-                    return Err(self.invalid(
-                        format!("meshes[{m}].primitives[{p}].attributes.POSITION"),
-                        format!(
-                            "a position is not finite after the transform of nodes[{node_idx}]"
-                        ),
-                    ));
-                }
-                let world_nrm: Option<Vec<Option<[f32; 3]>>> = data.normals.as_ref().map(|ns| {
-                    ns.iter()
-                        .map(|&n| math::normalize(math::mul3(&normal_m, n)).map(math::to_f32))
-                        .collect()
-                });
-                for tri in &data.triangles {
-                    let tri = if mirrored {
-                        [tri[0], tri[2], tri[1]]
-                    } else {
-                        *tri
-                    };
-                    let p3 = tri.map(|i| world_pos[i as usize]);
-                    let pf = p3.map(|v| v.map(f64::from));
-                    let face = math::normalize(math::cross(
-                        math::sub(pf[1], pf[0]),
-                        math::sub(pf[2], pf[0]),
-                    ))
-                    .map_or([0.0, 0.0, 1.0], math::to_f32);
-                    let n3 = match &world_nrm {
-                        Some(ns) => tri.map(|i| ns[i as usize].unwrap_or(face)),
-                        None => [face; 3],
-                    };
-                    tris.push(CpuTri {
-                        p: p3,
-                        n: n3,
-                        material,
-                    });
-                }
-            }
-        }
-        Ok((tris, used.into_iter().collect()))
-    }
-
-    /// GPU materials for every material index (plus the default material at the end);
-    /// warnings only for materials that instanced primitives use.
-    fn materials(&mut self, root: &Root, used: &[usize]) -> Result<Vec<GpuMaterial>, SceneError> {
-        let mut out = Vec::with_capacity(root.materials.len() + 1);
-        for (i, mat) in root.materials.iter().enumerate() {
-            let field = format!("materials[{i}]");
-            let pbr = &mat.pbr_metallic_roughness;
-            let base = pbr.base_color_factor.0;
-            if base.iter().any(|v| !v.is_finite()) {
-                return Err(self.invalid(
-                    format!("{field}.pbrMetallicRoughness.baseColorFactor"),
-                    format!("{base:?} is not finite"),
-                ));
-            }
-            let emissive = mat.emissive_factor.0;
-            if !finite3(emissive) || emissive.iter().any(|&v| v < 0.0) {
-                return Err(self.invalid(
-                    format!("{field}.emissiveFactor"),
-                    format!("{emissive:?} is not a non-negative colour"),
-                ));
-            }
-            let strength = mat
-                .extensions
-                .as_ref()
-                .and_then(|e| e.emissive_strength.as_ref())
-                .map_or(1.0, |s| s.emissive_strength.0);
-            if !(strength.is_finite() && strength >= 0.0) {
-                return Err(self.invalid(
-                    format!("{field}.extensions.KHR_materials_emissive_strength.emissiveStrength"),
-                    format!("{strength} is not a non-negative number"),
-                ));
-            }
-            let emission = emissive.map(|e| e * strength);
-            if emission.iter().any(|v| !v.is_finite()) {
-                return Err(
-                    self.invalid(format!("{field}.emissiveFactor"), "emission overflows f32")
-                );
-            }
-            out.push(GpuMaterial {
-                base_color: [
-                    base[0].clamp(0.0, 1.0),
-                    base[1].clamp(0.0, 1.0),
-                    base[2].clamp(0.0, 1.0),
-                    1.0,
-                ],
-                // w = 1 for a double-sided material (both faces emit).
-                emission: [
-                    emission[0],
-                    emission[1],
-                    emission[2],
-                    f32::from(u8::from(mat.double_sided)),
-                ],
-            });
-            if used.binary_search(&i).is_err() {
-                continue;
-            }
-            let name = label("material", i, mat.name.as_deref());
-            if base[..3].iter().any(|&v| !(0.0..=1.0).contains(&v)) {
-                self.warn(format!(
-                    "{name}: baseColorFactor {base:?} is outside [0, 1]; clamped"
-                ));
-            }
-            let features = [
-                (
-                    pbr.base_color_texture.is_some(),
-                    "baseColorTexture is not supported yet; using baseColorFactor",
-                ),
-                (
-                    pbr.metallic_roughness_texture.is_some(),
-                    "metallicRoughnessTexture is not supported yet; ignored",
-                ),
-                (
-                    mat.normal_texture.is_some(),
-                    "normalTexture is not supported yet; using vertex normals",
-                ),
-                (
-                    mat.occlusion_texture.is_some(),
-                    "occlusionTexture is not supported yet; ignored",
-                ),
-                (
-                    mat.emissive_texture.is_some(),
-                    "emissiveTexture is not supported yet; using emissiveFactor",
-                ),
-            ];
-            for (present, message) in features {
-                if present {
-                    self.warn(format!("{name}: {message}"));
-                }
-            }
-            if pbr.metallic_factor.0 != 0.0 {
-                self.warn(format!(
-                    "{name}: metallicFactor {} is not supported yet; rendered as a diffuse (Lambertian) surface",
-                    pbr.metallic_factor.0
-                ));
-            }
-            if pbr.roughness_factor.0 != 1.0 {
-                self.warn(format!(
-                    "{name}: roughnessFactor {} is not supported yet; rendered fully rough",
-                    pbr.roughness_factor.0
-                ));
-            }
-            match mat.alpha_mode {
-                Checked::Valid(gltf::json::material::AlphaMode::Opaque) => {}
-                Checked::Valid(mode) => self.warn(format!(
-                    "{name}: alphaMode {mode:?} is not supported yet; rendered opaque"
-                )),
-                Checked::Invalid => {}
-            }
-        }
-        // The glTF default material, as a white diffuse surface.
-        out.push(GpuMaterial {
-            base_color: [1.0, 1.0, 1.0, 1.0],
-            emission: [0.0; 4],
-        });
-        Ok(out)
-    }
-}
-
-fn semantic_name(semantic: &Checked<Semantic>) -> String {
-    match semantic {
-        Checked::Valid(Semantic::Positions) => "POSITION".into(),
-        Checked::Valid(Semantic::Normals) => "NORMAL".into(),
-        Checked::Valid(Semantic::Tangents) => "TANGENT".into(),
-        Checked::Valid(Semantic::Colors(n)) => format!("COLOR_{n}"),
-        Checked::Valid(Semantic::TexCoords(n)) => format!("TEXCOORD_{n}"),
-        Checked::Valid(Semantic::Joints(n)) => format!("JOINTS_{n}"),
-        Checked::Valid(Semantic::Weights(n)) => format!("WEIGHTS_{n}"),
-        Checked::Valid(Semantic::Extras(name)) => format!("_{name}"),
-        Checked::Invalid => "(invalid)".into(),
     }
 }
 

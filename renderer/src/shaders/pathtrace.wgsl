@@ -7,7 +7,9 @@
 // - a pixel's samples are added in sample-index order into one f32 running sum, which a
 //   following dispatch continues (so splitting the samples over dispatches changes nothing);
 // - BVH traversal visits the nearer child first, the left child on a tie, so the closest
-//   hit (and which of two equally near triangles wins) depends only on the ray.
+//   hit (and which of two equally near triangles wins) depends only on the ray;
+// - textures are read with textureLoad only (integer texel fetch); wrapping, bilinear
+//   filtering and sRGB decoding (exact table) are done here, never by a sampler.
 
 const PI: f32 = 3.14159265358979;
 const INV_PI: f32 = 0.318309886183791;
@@ -21,12 +23,37 @@ const DIM_LIGHT_PICK: u32 = 0u;
 const DIM_LIGHT_POINT: u32 = 1u; // and 2
 const DIM_BSDF: u32 = 3u; // and 4
 const DIM_ROULETTE: u32 = 5u;
+const DIM_LOBE: u32 = 6u;
 // Russian roulette starts at this path depth (number of bounces already taken).
 const ROULETTE_DEPTH: u32 = 3u;
+// Smallest GGX alpha (= roughness²): keeps D finite in f32 for mirror-like surfaces.
+const MIN_ALPHA: f32 = 0.001;
+// Energy tables of the GGX lobe in `luts` (renderer/src/energy.rs): E(μ, r) and the
+// dielectric E_d(μ, r) are ENERGY_N × ENERGY_N (rows r = i/(N−1), columns √μ = j/(N−1)),
+// E_avg(r) has ENERGY_N entries. They are uploaded from constants, not computed here; the
+// BLAKE3 of their bytes is quoted here so that a table change is a shader change:
+// energy tables blake3 = 67c438ae5ebc8d48b5a03532dfb1b368bd19e49042b418fdd6a37dd18eb2aabd
+const ENERGY_N: u32 = 32u;
+const LUT_E: u32 = 512u;
+const LUT_E_DIELECTRIC: u32 = 1536u;
+const LUT_E_AVG: u32 = 2560u;
+// Schlick F0 of the glTF dielectric and the hemispherical average of Schlick's weight
+// (1 − cos)⁵ against 2 cos: 1/21.
+const DIELECTRIC_F0: f32 = 0.04;
+const SCHLICK_AVG: f32 = 0.047619047619;
 
 const LIGHT_POINT: u32 = 0u;
 const LIGHT_SPOT: u32 = 1u;
 const LIGHT_DIRECTIONAL: u32 = 2u;
+
+const TRI_ALPHA: u32 = 3u;
+const TRI_FLAT: u32 = 4u;
+const TRI_TANGENTS: u32 = 8u;
+const ALPHA_MASK: u32 = 1u;
+const ALPHA_BLEND: u32 = 2u;
+
+const WRAP_REPEAT: u32 = 0u;
+const WRAP_CLAMP: u32 = 1u;
 
 struct Params {
     tile_origin: vec2<u32>,
@@ -41,8 +68,25 @@ struct Params {
     emitter_count: u32,
     light_count: u32,
     accumulate: u32,
+    // 0 perspective, 1 orthographic.
+    cam_kind: u32,
+    // 0 constant colour, 1 equirectangular image.
+    env_mode: u32,
+    env_width: u32,
+    env_height: u32,
+    env_dist_w: u32,
+    env_dist_h: u32,
+    env_rows_per_layer: u32,
+    pad0: u32,
+    // Probability that next-event estimation samples the environment (0 = never).
+    env_pick: f32,
+    env_rot_cos: f32,
+    env_rot_sin: f32,
+    pad1: f32,
+    // rgb: colour × strength (constant mode); w: strength.
+    env_color: vec4<f32>,
     // Camera basis in world space: `right` and `up` are scaled by the half extents of the
-    // image plane at distance 1 along `forward`.
+    // image plane (at distance 1 along `forward` for a perspective camera).
     cam_origin: vec4<f32>,
     cam_right: vec4<f32>,
     cam_up: vec4<f32>,
@@ -58,18 +102,14 @@ struct Node {
     count: u32,
 }
 
-struct TriGeom {
-    v0: vec4<f32>,
-    e1: vec4<f32>,
-    e2: vec4<f32>,
-}
-
-struct TriShade {
-    // xyz: vertex normals; n0.w: material index (bits); n1.w: emitter pick probability
-    // divided by the triangle's area (0 when it is not an emitter).
-    n0: vec4<f32>,
-    n1: vec4<f32>,
-    n2: vec4<f32>,
+struct TexRef {
+    // x, y, width, height of the image in its page.
+    rect: vec4<u32>,
+    // page, wrap_s | wrap_t << 8 | nearest << 16 | tex_coord << 24, present, 0.
+    info: vec4<u32>,
+    // Rows of the 2×3 texture-coordinate transform.
+    m0: vec4<f32>,
+    m1: vec4<f32>,
 }
 
 struct Material {
@@ -77,6 +117,14 @@ struct Material {
     // rgb radiance; w = 1 when double-sided, else only the front face (counter-clockwise
     // winding, normal cross(e1, e2)) emits.
     emission: vec4<f32>,
+    // metallic, roughness, normal scale, alpha cutoff.
+    params: vec4<f32>,
+    // x: alpha mode.
+    mode: vec4<u32>,
+    base_tex: TexRef,
+    mr_tex: TexRef,
+    normal_tex: TexRef,
+    emissive_tex: TexRef,
 }
 
 struct Emitter {
@@ -89,7 +137,7 @@ struct Light {
     position: vec4<f32>,
     // xyz direction the light points to, w range (0 = infinite).
     direction: vec4<f32>,
-    // rgb color times intensity.
+    // rgb radiant intensity (W/sr) or irradiance (W/m², directional).
     intensity: vec4<f32>,
     // x cone scale, y cone offset (spot lights).
     cone: vec4<f32>,
@@ -97,12 +145,26 @@ struct Light {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> nodes: array<Node>;
-@group(0) @binding(2) var<storage, read> tri_geom: array<TriGeom>;
-@group(0) @binding(3) var<storage, read> tri_shade: array<TriShade>;
-@group(0) @binding(4) var<storage, read> materials: array<Material>;
-@group(0) @binding(5) var<storage, read> emitters: array<Emitter>;
-@group(0) @binding(6) var<storage, read> lights: array<Light>;
-@group(0) @binding(7) var<storage, read_write> accum: array<vec4<f32>>;
+// Per triangle: v0 (w: flag bits), e1 (w: emitter pick probability / area), e2.
+@group(0) @binding(2) var<storage, read> tri_v0: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> tri_e1: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> tri_e2: array<vec4<f32>>;
+// Per triangle: vertex indices, w material.
+@group(0) @binding(5) var<storage, read> tri_idx: array<vec4<u32>>;
+// Per vertex: TEXCOORD_0.xy, TEXCOORD_1.xy.
+@group(0) @binding(6) var<storage, read> vert_uv: array<vec4<f32>>;
+// Per vertex: octahedral normal, octahedral tangent (+ bitangent sign in bit 31).
+@group(0) @binding(7) var<storage, read> vert_frame: array<vec2<u32>>;
+@group(0) @binding(8) var<storage, read> materials: array<Material>;
+@group(0) @binding(9) var<storage, read> emitters: array<Emitter>;
+@group(0) @binding(10) var<storage, read> lights: array<Light>;
+// Environment sampling: marginal CDF (env_dist_h), then conditional CDFs per row.
+@group(0) @binding(11) var<storage, read> env_cdf: array<f32>;
+// 0..256: sRGB code → linear; 256..512: code / 255; then the energy tables (LUT_E…).
+@group(0) @binding(12) var<storage, read> luts: array<f32>;
+@group(0) @binding(13) var<storage, read_write> accum: array<vec4<f32>>;
+@group(0) @binding(14) var tex_pages: texture_2d_array<u32>;
+@group(0) @binding(15) var env_tex: texture_2d_array<f32>;
 
 // ---------------------------------------------------------------------------------------
 // Random numbers: a counter-based integer hash (PCG output permutation).
@@ -168,6 +230,105 @@ fn luminance_max(c: vec3<f32>) -> f32 {
     return max(c.x, max(c.y, c.z));
 }
 
+fn luminance(c: vec3<f32>) -> f32 {
+    return 0.2126 * c.x + 0.7152 * c.y + 0.0722 * c.z;
+}
+
+// Orthonormal basis (t, b, n) around n, same construction as `to_world`.
+fn basis(n: vec3<f32>) -> mat3x3<f32> {
+    let s = select(-1.0, 1.0, n.z >= 0.0);
+    let a = -1.0 / (s + n.z);
+    let b = n.x * n.y * a;
+    let t = vec3<f32>(1.0 + s * n.x * n.x * a, s * b, -s * n.x);
+    let bt = vec3<f32>(b, s + n.y * n.y * a, -n.y);
+    return mat3x3<f32>(t, bt, n);
+}
+
+fn to_local(f: mat3x3<f32>, v: vec3<f32>) -> vec3<f32> {
+    return vec3<f32>(dot(v, f[0]), dot(v, f[1]), dot(v, f[2]));
+}
+
+// ---------------------------------------------------------------------------------------
+// Textures: integer texel fetches, wrapping and bilinear filtering by hand.
+
+fn wrap_coord(i: i32, n: i32, mode: u32) -> i32 {
+    if (mode == WRAP_CLAMP) {
+        return clamp(i, 0, n - 1);
+    }
+    if (mode == WRAP_REPEAT) {
+        return ((i % n) + n) % n;
+    }
+    // MIRRORED_REPEAT: period 2n, the second half reversed.
+    let period = 2 * n;
+    let k = ((i % period) + period) % period;
+    return select(k, period - 1 - k, k >= n);
+}
+
+// One texel decoded to linear: rgb through the sRGB table when `srgb`, alpha always linear.
+fn texel(t: TexRef, x: i32, y: i32, srgb: bool) -> vec4<f32> {
+    let raw = textureLoad(tex_pages, vec2<i32>(i32(t.rect.x) + x, i32(t.rect.y) + y), i32(t.info.x), 0);
+    let off = select(256u, 0u, srgb);
+    return vec4<f32>(luts[off + raw.x], luts[off + raw.y], luts[off + raw.z], luts[256u + raw.w]);
+}
+
+// Sample a texture at glTF texture coordinates (origin at the image's top-left corner):
+// KHR_texture_transform, then nearest (magFilter NEAREST) or bilinear filtering between
+// texel centres, wrapping each texel index by the sampler's modes. No mipmaps.
+fn tex_sample(t: TexRef, uv_in: vec2<f32>, srgb: bool) -> vec4<f32> {
+    let h = vec3<f32>(uv_in, 1.0);
+    let uv = vec2<f32>(dot(t.m0.xyz, h), dot(t.m1.xyz, h));
+    let size = vec2<i32>(t.rect.zw);
+    let wrap_s = t.info.y & 0xffu;
+    let wrap_t = (t.info.y >> 8u) & 0xffu;
+    let p = clamp(uv * vec2<f32>(t.rect.zw), vec2<f32>(-1e7), vec2<f32>(1e7));
+    if (((t.info.y >> 16u) & 1u) != 0u) {
+        let i = vec2<i32>(floor(p));
+        return texel(t, wrap_coord(i.x, size.x, wrap_s), wrap_coord(i.y, size.y, wrap_t), srgb);
+    }
+    let q = p - vec2<f32>(0.5);
+    let q0 = floor(q);
+    let f = q - q0;
+    let i0 = vec2<i32>(q0);
+    let x0 = wrap_coord(i0.x, size.x, wrap_s);
+    let x1 = wrap_coord(i0.x + 1, size.x, wrap_s);
+    let y0 = wrap_coord(i0.y, size.y, wrap_t);
+    let y1 = wrap_coord(i0.y + 1, size.y, wrap_t);
+    let top = mix(texel(t, x0, y0, srgb), texel(t, x1, y0, srgb), f.x);
+    let bottom = mix(texel(t, x0, y1, srgb), texel(t, x1, y1, srgb), f.x);
+    return mix(top, bottom, f.y);
+}
+
+fn tri_uv(idx: vec4<u32>, bary: vec3<f32>, uv_set: u32) -> vec2<f32> {
+    let uv = vert_uv[idx.x] * bary.x + vert_uv[idx.y] * bary.y + vert_uv[idx.z] * bary.z;
+    return select(uv.xy, uv.zw, uv_set == 1u);
+}
+
+fn tex_at(t: TexRef, idx: vec4<u32>, bary: vec3<f32>, srgb: bool) -> vec4<f32> {
+    return tex_sample(t, tri_uv(idx, bary, t.info.y >> 24u), srgb);
+}
+
+// alpha = baseColorFactor.a × baseColorTexture.a at barycentrics (u, v) of `tri`.
+fn surface_alpha(tri: u32, u: f32, v: f32) -> f32 {
+    let idx = tri_idx[tri];
+    let m = materials[idx.w];
+    var a = m.base_color.w;
+    if (m.base_tex.info.z != 0u) {
+        a = a * tex_at(m.base_tex, idx, vec3<f32>(1.0 - u - v, u, v), true).w;
+    }
+    return a;
+}
+
+// Whether a ray of the path (`key`, `depth`) stops at this point of an alpha-flagged
+// triangle: MASK keeps alpha >= cutoff; BLEND keeps the surface with probability alpha,
+// decided by a hash of (sample key, depth, triangle), so the decision is reproducible.
+fn alpha_keeps(tri: u32, u: f32, v: f32, mode: u32, key: u32, depth: u32) -> bool {
+    let a = surface_alpha(tri, u, v);
+    if (mode == ALPHA_MASK) {
+        return a >= materials[tri_idx[tri].w].params.w;
+    }
+    return rand(pcg(key ^ pcg(tri ^ 0x68bc21ebu)), 0x40000000u + depth) < a;
+}
+
 // ---------------------------------------------------------------------------------------
 // Ray casting.
 
@@ -189,18 +350,19 @@ struct Hit {
     v: f32,
 }
 
-// Möller–Trumbore. Updates `hit` when the triangle is strictly nearer than `hit.t`.
-fn hit_triangle(orig: vec3<f32>, dir: vec3<f32>, tri: u32, hit: ptr<function, Hit>) {
-    let g = tri_geom[tri];
-    let e1 = g.e1.xyz;
-    let e2 = g.e2.xyz;
+// Möller–Trumbore. Updates `hit` when the triangle is strictly nearer than `hit.t` (and
+// its alpha keeps it, for alpha-flagged triangles).
+fn hit_triangle(orig: vec3<f32>, dir: vec3<f32>, tri: u32, hit: ptr<function, Hit>, key: u32, depth: u32) {
+    let v0 = tri_v0[tri];
+    let e1 = tri_e1[tri].xyz;
+    let e2 = tri_e2[tri].xyz;
     let pvec = cross(dir, e2);
     let det = dot(e1, pvec);
     if (abs(det) < 1e-30) {
         return;
     }
     let inv_det = 1.0 / det;
-    let tvec = orig - g.v0.xyz;
+    let tvec = orig - v0.xyz;
     let u = dot(tvec, pvec) * inv_det;
     if (u < 0.0 || u > 1.0) {
         return;
@@ -212,6 +374,10 @@ fn hit_triangle(orig: vec3<f32>, dir: vec3<f32>, tri: u32, hit: ptr<function, Hi
     }
     let t = dot(e2, qvec) * inv_det;
     if (t > 0.0 && t < (*hit).t) {
+        let mode = bitcast<u32>(v0.w) & TRI_ALPHA;
+        if (mode != 0u && !alpha_keeps(tri, u, v, mode, key, depth)) {
+            return;
+        }
         (*hit).t = t;
         (*hit).triangle = tri;
         (*hit).u = u;
@@ -220,7 +386,7 @@ fn hit_triangle(orig: vec3<f32>, dir: vec3<f32>, tri: u32, hit: ptr<function, Hi
 }
 
 // Closest hit along the ray in (0, tmax); with `any_hit` it returns at the first hit found.
-fn trace(orig: vec3<f32>, dir: vec3<f32>, tmax: f32, any_hit: bool) -> Hit {
+fn trace(orig: vec3<f32>, dir: vec3<f32>, tmax: f32, any_hit: bool, key: u32, depth: u32) -> Hit {
     var hit: Hit;
     hit.t = tmax;
     hit.triangle = NO_HIT;
@@ -238,10 +404,12 @@ fn trace(orig: vec3<f32>, dir: vec3<f32>, tmax: f32, any_hit: bool) -> Hit {
     var sp = 0u;
     var current = 0u;
     loop {
+        loop_iterations = loop_iterations + 1u;
         let node = nodes[current];
         if (node.count > 0u) {
             for (var i = 0u; i < node.count; i = i + 1u) {
-                hit_triangle(orig, dir, node.left_first + i, &hit);
+                loop_iterations = loop_iterations + 1u;
+                hit_triangle(orig, dir, node.left_first + i, &hit, key, depth);
             }
             if (any_hit && hit.triangle != NO_HIT) {
                 return hit;
@@ -285,8 +453,284 @@ fn trace(orig: vec3<f32>, dir: vec3<f32>, tmax: f32, any_hit: bool) -> Hit {
     return hit;
 }
 
-fn occluded(orig: vec3<f32>, dir: vec3<f32>, tmax: f32) -> bool {
-    return trace(orig, dir, tmax, true).triangle != NO_HIT;
+fn occluded(orig: vec3<f32>, dir: vec3<f32>, tmax: f32, key: u32, depth: u32) -> bool {
+    return trace(orig, dir, tmax, true, key, depth).triangle != NO_HIT;
+}
+
+// ---------------------------------------------------------------------------------------
+// The glTF metallic-roughness BSDF (glTF 2.0 Appendix B, energy-corrected):
+// mix(dielectric, metal, metallic) with dielectric = a Lambertian base under a GGX layer
+// (Schlick f0 = 0.04) and metal = Schlick conductor Fresnel (f0 = base) × GGX;
+// height-correlated Smith visibility. Both GGX lobes are scaled by the multiple-scattering
+// compensation of Kulla & Conty / Turquin as Cycles applies it, and the base is weighted
+// by what the specular layer leaves at the view direction (albedo scaling), instead of
+// Appendix B's per-microfacet 1 − F(v·h), which creates energy at grazing views.
+
+struct Surf {
+    base: vec3<f32>,
+    metallic: f32,
+    alpha: f32,
+    // Probability of sampling the specular lobe (the lobes' albedo ratio at n·wo).
+    p_spec: f32,
+    // Multiple-scattering scale of the dielectric's specular lobe, 1 + Fms (1 − E) / E.
+    ms_dielectric: f32,
+    // Weight of the Lambertian base: 1 − albedo of the (scaled) specular layer at n·wo.
+    diffuse_weight: f32,
+    // Multiple-scattering scale of the metal lobe, per channel.
+    ms_metal: vec3<f32>,
+}
+
+struct Eval {
+    f_cos: vec3<f32>,
+    pdf: f32,
+}
+
+fn pow5(x: f32) -> f32 {
+    let x2 = x * x;
+    return x2 * x2 * x;
+}
+
+fn ggx_d(nh: f32, a2: f32) -> f32 {
+    let d = nh * nh * (a2 - 1.0) + 1.0;
+    return a2 / (PI * d * d);
+}
+
+fn smith_g1(nx: f32, a2: f32) -> f32 {
+    return 2.0 * nx / (nx + sqrt(a2 + (1.0 - a2) * nx * nx));
+}
+
+// V = G2 / (4 n·l n·v), height-correlated Smith.
+fn smith_vis(nl: f32, nv: f32, a2: f32) -> f32 {
+    let gv = nl * sqrt(nv * nv * (1.0 - a2) + a2);
+    let gl = nv * sqrt(nl * nl * (1.0 - a2) + a2);
+    return 0.5 / (gv + gl);
+}
+
+// Bilinear lookup (by hand, fixed formula) in an ENERGY_N² table at `base`, at view
+// cosine `mu` (column axis √μ) and roughness `rough` (row axis), both clamped to [0, 1].
+fn energy_2d(base: u32, mu: f32, rough: f32) -> f32 {
+    let last = f32(ENERGY_N - 1u);
+    let x = clamp(sqrt(max(mu, 0.0)), 0.0, 1.0) * last;
+    let y = clamp(rough, 0.0, 1.0) * last;
+    let x0 = min(u32(x), ENERGY_N - 2u);
+    let y0 = min(u32(y), ENERGY_N - 2u);
+    let fx = x - f32(x0);
+    let fy = y - f32(y0);
+    let i = base + y0 * ENERGY_N + x0;
+    let a0 = luts[i];
+    let a1 = luts[i + 1u];
+    let b0 = luts[i + ENERGY_N];
+    let b1 = luts[i + ENERGY_N + 1u];
+    let a = a0 + (a1 - a0) * fx;
+    let b = b0 + (b1 - b0) * fx;
+    return a + (b - a) * fy;
+}
+
+// Linear lookup in the ENERGY_N-entry E_avg(r) table.
+fn energy_avg(rough: f32) -> f32 {
+    let y = clamp(rough, 0.0, 1.0) * f32(ENERGY_N - 1u);
+    let y0 = min(u32(y), ENERGY_N - 2u);
+    let fy = y - f32(y0);
+    let a = luts[LUT_E_AVG + y0];
+    let b = luts[LUT_E_AVG + y0 + 1u];
+    return a + (b - a) * fy;
+}
+
+// Kulla & Conty's multiple-scattering Fresnel with one Fss cancelled (the scaled lobe
+// already carries one Fresnel bounce): Fms = Fss E_avg / (1 − Fss (1 − E_avg)), where
+// Fss is the hemispherical average of Schlick's F. The lobe scale is 1 + Fms (1 − E) / E:
+// exactly 1 / E for a white conductor (its albedo becomes 1).
+fn ms_scale(f0: vec3<f32>, missing: f32, e_avg: f32) -> vec3<f32> {
+    let fss = f0 + (vec3<f32>(1.0) - f0) * SCHLICK_AVG;
+    let fms = fss * e_avg / (vec3<f32>(1.0) - fss * (1.0 - e_avg));
+    return vec3<f32>(1.0) + fms * missing;
+}
+
+// The view-dependent parts of the BSDF at n·wo = nv: compensation scales, the base's
+// weight and the lobe-selection probability. Everything here depends on wo only, so the
+// BSDF stays a fixed function of wi for light and BSDF samples alike.
+fn prepare_surf(s: ptr<function, Surf>, nv: f32) {
+    let mu = clamp(nv, 0.0, 1.0);
+    let rough = sqrt((*s).alpha);
+    let e = max(energy_2d(LUT_E, mu, rough), 1e-3);
+    let e_d = energy_2d(LUT_E_DIELECTRIC, mu, rough);
+    let e_avg = energy_avg(rough);
+    let missing = (1.0 - e) / e;
+    let base = (*s).base;
+    (*s).ms_metal = ms_scale(base, missing, e_avg);
+    (*s).ms_dielectric = ms_scale(vec3<f32>(DIELECTRIC_F0), missing, e_avg).x;
+    let spec_d = e_d * (*s).ms_dielectric;
+    (*s).diffuse_weight = max(1.0 - spec_d, 0.0);
+    // Schlick albedo is linear in f0: E_F = f0 E + (1 − f0) E5, with E5 recovered from E_d.
+    let e5 = max((e_d - DIELECTRIC_F0 * e) / (1.0 - DIELECTRIC_F0), 0.0);
+    let spec_m = (base * e + (vec3<f32>(1.0) - base) * e5) * (*s).ms_metal;
+    let m = (*s).metallic;
+    let spec = (1.0 - m) * spec_d + m * luminance(spec_m);
+    let diff = (1.0 - m) * (*s).diffuse_weight * luminance(base);
+    let total = spec + diff;
+    (*s).p_spec = select(0.5, clamp(spec / total, 0.0, 1.0), total > 0.0);
+}
+
+// f·cos and the pdf of the full lobe mixture, both directions in the local frame (z = n).
+// The compensation is a per-wo scale of each GGX lobe, so the lobes keep their shapes and
+// the mixture pdf (p_spec × VNDF pdf + (1 − p_spec) × cosine pdf) is unchanged.
+fn bsdf_eval(s: Surf, wo: vec3<f32>, wi: vec3<f32>) -> Eval {
+    var out: Eval;
+    out.f_cos = vec3<f32>(0.0);
+    out.pdf = 0.0;
+    let nv = wo.z;
+    let nl = wi.z;
+    if (nl <= 0.0 || nv <= 0.0) {
+        return out;
+    }
+    let h = normalize(wo + wi);
+    let vh = clamp(dot(wo, h), 0.0, 1.0);
+    let a2 = s.alpha * s.alpha;
+    let d = ggx_d(h.z, a2);
+    let spec = d * smith_vis(nl, nv, a2);
+    let fw = pow5(1.0 - vh);
+    let f_d = DIELECTRIC_F0 + (1.0 - DIELECTRIC_F0) * fw;
+    let f_m = s.base + (vec3<f32>(1.0) - s.base) * fw;
+    let dielectric = s.diffuse_weight * s.base * INV_PI + vec3<f32>(s.ms_dielectric * f_d * spec);
+    let f = (1.0 - s.metallic) * dielectric + s.metallic * s.ms_metal * f_m * spec;
+    out.f_cos = f * nl;
+    let pdf_spec = d * smith_g1(nv, a2) / (4.0 * nv);
+    out.pdf = s.p_spec * pdf_spec + (1.0 - s.p_spec) * nl * INV_PI;
+    return out;
+}
+
+// GGX visible-normal sampling with spherical caps (Dupuy & Benyoub 2023), isotropic.
+fn sample_vndf(wo: vec3<f32>, alpha: f32, u1: f32, u2: f32) -> vec3<f32> {
+    let wi_std = normalize(vec3<f32>(alpha * wo.x, alpha * wo.y, wo.z));
+    let phi = 2.0 * PI * u1;
+    let z = (1.0 - u2) * (1.0 + wi_std.z) - wi_std.z;
+    let sin_t = sqrt(clamp(1.0 - z * z, 0.0, 1.0));
+    let c = vec3<f32>(sin_t * cos(phi), sin_t * sin(phi), z);
+    let h_std = c + wi_std;
+    return normalize(vec3<f32>(alpha * h_std.x, alpha * h_std.y, max(h_std.z, 0.0)));
+}
+
+fn bsdf_sample(s: Surf, wo: vec3<f32>, r_lobe: f32, r1: f32, r2: f32) -> vec3<f32> {
+    if (r_lobe < s.p_spec) {
+        let h = sample_vndf(wo, s.alpha, r1, r2);
+        return 2.0 * dot(wo, h) * h - wo;
+    }
+    let phi = 2.0 * PI * r1;
+    let r = sqrt(r2);
+    return vec3<f32>(r * cos(phi), r * sin(phi), sqrt(max(0.0, 1.0 - r2)));
+}
+
+// ---------------------------------------------------------------------------------------
+// The environment.
+
+fn env_rotate(d: vec3<f32>) -> vec3<f32> {
+    return vec3<f32>(
+        params.env_rot_cos * d.x + params.env_rot_sin * d.z,
+        d.y,
+        -params.env_rot_sin * d.x + params.env_rot_cos * d.z,
+    );
+}
+
+fn env_texel(x: i32, y: i32) -> vec3<f32> {
+    let rows = i32(params.env_rows_per_layer);
+    return textureLoad(env_tex, vec2<i32>(x, y % rows), y / rows, 0).xyz;
+}
+
+// Radiance arriving from direction d (pointing away from the scene).
+fn env_radiance(d: vec3<f32>) -> vec3<f32> {
+    if (params.env_mode == 0u) {
+        return params.env_color.xyz;
+    }
+    let l = env_rotate(d);
+    let u = 0.5 + atan2(l.z, l.x) * (0.5 * INV_PI);
+    let t = acos(clamp(l.y, -1.0, 1.0)) * INV_PI;
+    let w = i32(params.env_width);
+    let h = i32(params.env_height);
+    let p = vec2<f32>(u * f32(w), t * f32(h)) - vec2<f32>(0.5);
+    let p0 = floor(p);
+    let f = p - p0;
+    let i0 = vec2<i32>(p0);
+    let x0 = wrap_coord(i0.x, w, WRAP_REPEAT);
+    let x1 = wrap_coord(i0.x + 1, w, WRAP_REPEAT);
+    let y0 = clamp(i0.y, 0, h - 1);
+    let y1 = clamp(i0.y + 1, 0, h - 1);
+    let top = mix(env_texel(x0, y0), env_texel(x1, y0), f.x);
+    let bottom = mix(env_texel(x0, y1), env_texel(x1, y1), f.x);
+    return mix(top, bottom, f.y) * params.env_color.w;
+}
+
+// Index of the first of `count` CDF values at `base` that exceeds u (the last one is 1).
+fn cdf_search(base: u32, count: u32, u: f32) -> u32 {
+    var lo = 0u;
+    var hi = count - 1u;
+    while (lo < hi) {
+        loop_iterations = loop_iterations + 1u;
+        let mid = (lo + hi) / 2u;
+        if (env_cdf[base + mid] > u) {
+            hi = mid;
+        } else {
+            lo = mid + 1u;
+        }
+    }
+    return lo;
+}
+
+fn cdf_at(base: u32, i: u32) -> vec2<f32> {
+    let lo = select(0.0, env_cdf[base + i - 1u], i > 0u);
+    return vec2<f32>(lo, env_cdf[base + i]);
+}
+
+// Density of the sampling distribution over (u, t) in cell (cx, cy).
+fn env_cell_pdf(cx: u32, cy: u32) -> f32 {
+    let dw = params.env_dist_w;
+    let dh = params.env_dist_h;
+    let m = cdf_at(0u, cy);
+    let c = cdf_at(dh + cy * dw, cx);
+    return (m.y - m.x) * (c.y - c.x) * f32(dw) * f32(dh);
+}
+
+// Solid-angle pdf of sampling direction d by `env_sample` (without the pick probability).
+fn env_pdf(d: vec3<f32>) -> f32 {
+    let l = env_rotate(d);
+    let sin_t = sqrt(max(0.0, 1.0 - l.y * l.y));
+    if (sin_t <= 0.0) {
+        return 0.0;
+    }
+    let u = 0.5 + atan2(l.z, l.x) * (0.5 * INV_PI);
+    let t = acos(clamp(l.y, -1.0, 1.0)) * INV_PI;
+    let cx = min(u32(max(u, 0.0) * f32(params.env_dist_w)), params.env_dist_w - 1u);
+    let cy = min(u32(max(t, 0.0) * f32(params.env_dist_h)), params.env_dist_h - 1u);
+    return env_cell_pdf(cx, cy) / (2.0 * PI * PI * sin_t);
+}
+
+// A direction drawn from the environment's luminance × sin θ distribution; w = its pdf.
+fn env_sample(r0: f32, r1: f32) -> vec4<f32> {
+    let dw = params.env_dist_w;
+    let dh = params.env_dist_h;
+    let cy = cdf_search(0u, dh, r0);
+    let m = cdf_at(0u, cy);
+    let fy = clamp((r0 - m.x) / max(m.y - m.x, 1e-30), 0.0, 0.99999994);
+    let base = dh + cy * dw;
+    let cx = cdf_search(base, dw, r1);
+    let c = cdf_at(base, cx);
+    let fx = clamp((r1 - c.x) / max(c.y - c.x, 1e-30), 0.0, 0.99999994);
+    let u = (f32(cx) + fx) / f32(dw);
+    let t = (f32(cy) + fy) / f32(dh);
+    let theta = PI * t;
+    let phi = 2.0 * PI * (u - 0.5);
+    let sin_t = sin(theta);
+    let l = vec3<f32>(sin_t * cos(phi), cos(theta), sin_t * sin(phi));
+    // Undo the rotation (R_y(rotation) transposed).
+    let d = vec3<f32>(
+        params.env_rot_cos * l.x - params.env_rot_sin * l.z,
+        l.y,
+        params.env_rot_sin * l.x + params.env_rot_cos * l.z,
+    );
+    var pdf = 0.0;
+    if (sin_t > 0.0) {
+        pdf = env_cell_pdf(cx, cy) / (2.0 * PI * PI * sin_t);
+    }
+    return vec4<f32>(d, pdf);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -297,6 +741,7 @@ fn pick_emitter(u: f32) -> u32 {
     var lo = 0u;
     var hi = params.emitter_count - 1u;
     while (lo < hi) {
+        loop_iterations = loop_iterations + 1u;
         let mid = (lo + hi) / 2u;
         if (emitters[mid].cdf > u) {
             hi = mid;
@@ -312,26 +757,71 @@ fn power_heuristic(a: f32, b: f32) -> f32 {
     return a2 / (a2 + b * b);
 }
 
-// Light from emissive triangles reaching p, by next-event estimation. `mis` is false at the
-// last path vertex, where no BSDF ray follows, so the light sample takes full weight.
-fn sample_emitters(key: u32, dim: u32, p: vec3<f32>, ng: vec3<f32>, ns: vec3<f32>, albedo: vec3<f32>, mis: bool) -> vec3<f32> {
+// Emitted radiance of material m on triangle idx at barycentrics bary.
+fn emitted(m: Material, idx: vec4<u32>, bary: vec3<f32>) -> vec3<f32> {
+    var e = m.emission.xyz;
+    if (m.emissive_tex.info.z != 0u) {
+        e = e * tex_at(m.emissive_tex, idx, bary, true).xyz;
+    }
+    return e;
+}
+
+// The shading point as the light sampling functions need it.
+struct Shade {
+    p: vec3<f32>,
+    ng: vec3<f32>,
+    frame: mat3x3<f32>,
+    wo: vec3<f32>,
+}
+
+// Next-event estimation of one light sample: an emissive triangle or the environment.
+// `mis` is false at the last path vertex, where no BSDF ray follows, so the light sample
+// takes full weight.
+fn sample_lights(key: u32, dim: u32, depth: u32, sh: Shade, s: Surf, mis: bool) -> vec3<f32> {
+    let env_p = params.env_pick;
+    if (params.emitter_count == 0u && env_p <= 0.0) {
+        return vec3<f32>(0.0);
+    }
+    let origin = offset_ray(sh.p, sh.ng);
+    let r = rand(key, dim + DIM_LIGHT_PICK);
+    let r1 = rand(key, dim + DIM_LIGHT_POINT);
+    let r2 = rand(key, dim + DIM_LIGHT_POINT + 1u);
+    if (r < env_p) {
+        let smp = env_sample(r1, r2);
+        let wi = smp.xyz;
+        let pdf_light = env_p * smp.w;
+        if (pdf_light <= 0.0 || dot(sh.ng, wi) <= 0.0) {
+            return vec3<f32>(0.0);
+        }
+        let ev = bsdf_eval(s, sh.wo, to_local(sh.frame, wi));
+        if (ev.pdf <= 0.0 || occluded(origin, wi, F32_MAX, key, depth)) {
+            return vec3<f32>(0.0);
+        }
+        var weight = 1.0;
+        if (mis) {
+            weight = power_heuristic(pdf_light, ev.pdf);
+        }
+        return ev.f_cos * env_radiance(wi) * (weight / pdf_light);
+    }
     if (params.emitter_count == 0u) {
         return vec3<f32>(0.0);
     }
-    let e = emitters[pick_emitter(rand(key, dim + DIM_LIGHT_PICK))];
-    let g = tri_geom[e.triangle];
-    let s = tri_shade[e.triangle];
-    let r1 = rand(key, dim + DIM_LIGHT_POINT);
-    let r2 = rand(key, dim + DIM_LIGHT_POINT + 1u);
+    let tri_p = 1.0 - env_p;
+    let ru = min((r - env_p) / tri_p, 0.99999994);
+    let tri = emitters[pick_emitter(ru)].triangle;
+    let v0 = tri_v0[tri];
+    let e1 = tri_e1[tri];
+    let e2 = tri_e2[tri].xyz;
     let su = sqrt(r1);
-    let x = g.v0.xyz + g.e1.xyz * (su * (1.0 - r2)) + g.e2.xyz * (su * r2);
-    let nl_raw = cross(g.e1.xyz, g.e2.xyz);
+    let bu = su * (1.0 - r2);
+    let bv = su * r2;
+    let x = v0.xyz + e1.xyz * bu + e2 * bv;
+    let nl_raw = cross(e1.xyz, e2);
     let nl_len = length(nl_raw);
     if (nl_len <= 0.0) {
         return vec3<f32>(0.0);
     }
     let nl = nl_raw / nl_len;
-    let origin = offset_ray(p, ng);
     let to_light = x - origin;
     let dist2 = dot(to_light, to_light);
     if (dist2 <= 0.0) {
@@ -339,31 +829,47 @@ fn sample_emitters(key: u32, dim: u32, p: vec3<f32>, ng: vec3<f32>, ns: vec3<f32
     }
     let dist = sqrt(dist2);
     let wi = to_light / dist;
-    let cos_s = dot(ns, wi);
     // Positive when p sees the emitter's front face.
     let cos_front = -dot(nl, wi);
-    let material = materials[bitcast<u32>(s.n0.w)];
-    let cos_l = select(cos_front, abs(cos_front), material.emission.w > 0.0);
-    if (cos_s <= 0.0 || dot(ng, wi) <= 0.0 || cos_l <= 1e-7) {
+    let idx = tri_idx[tri];
+    let m = materials[idx.w];
+    let cos_l = select(cos_front, abs(cos_front), m.emission.w > 0.0);
+    if (dot(sh.ng, wi) <= 0.0 || cos_l <= 1e-7) {
+        return vec3<f32>(0.0);
+    }
+    var coverage = 1.0;
+    let mode = bitcast<u32>(v0.w) & TRI_ALPHA;
+    if (mode == ALPHA_MASK) {
+        coverage = select(0.0, 1.0, surface_alpha(tri, bu, bv) >= m.params.w);
+    } else if (mode == ALPHA_BLEND) {
+        coverage = surface_alpha(tri, bu, bv);
+    }
+    if (coverage <= 0.0) {
+        return vec3<f32>(0.0);
+    }
+    let ev = bsdf_eval(s, sh.wo, to_local(sh.frame, wi));
+    if (ev.pdf <= 0.0) {
         return vec3<f32>(0.0);
     }
     // Stop just short of the emitter so its own surface does not count as a blocker.
-    if (occluded(origin, wi, dist * 0.9999)) {
+    if (occluded(origin, wi, dist * 0.9999, key, depth)) {
         return vec3<f32>(0.0);
     }
-    let pdf_light = s.n1.w * dist2 / cos_l;
+    let pdf_light = tri_p * e1.w * dist2 / cos_l;
     var weight = 1.0;
     if (mis) {
-        weight = power_heuristic(pdf_light, cos_s * INV_PI);
+        weight = power_heuristic(pdf_light, ev.pdf);
     }
-    return albedo * INV_PI * material.emission.xyz * (cos_s * weight / pdf_light);
+    let radiance = emitted(m, idx, vec3<f32>(1.0 - bu - bv, bu, bv)) * coverage;
+    return ev.f_cos * radiance * (weight / pdf_light);
 }
 
 // Light from punctual lights reaching p (each light once, in order).
-fn sample_punctual(p: vec3<f32>, ng: vec3<f32>, ns: vec3<f32>, albedo: vec3<f32>) -> vec3<f32> {
+fn sample_punctual(key: u32, depth: u32, sh: Shade, s: Surf) -> vec3<f32> {
     var sum = vec3<f32>(0.0);
-    let origin = offset_ray(p, ng);
+    let origin = offset_ray(sh.p, sh.ng);
     for (var i = 0u; i < params.light_count; i = i + 1u) {
+        loop_iterations = loop_iterations + 1u;
         let light = lights[i];
         let kind = bitcast<u32>(light.position.w);
         var wi: vec3<f32>;
@@ -395,14 +901,17 @@ fn sample_punctual(p: vec3<f32>, ng: vec3<f32>, ns: vec3<f32>, albedo: vec3<f32>
             }
             irradiance = irradiance * attenuation;
         }
-        let cos_s = dot(ns, wi);
-        if (cos_s <= 0.0 || dot(ng, wi) <= 0.0 || luminance_max(irradiance) <= 0.0) {
+        if (dot(sh.ng, wi) <= 0.0 || luminance_max(irradiance) <= 0.0) {
             continue;
         }
-        if (occluded(origin, wi, tmax)) {
+        let ev = bsdf_eval(s, sh.wo, to_local(sh.frame, wi));
+        if (luminance_max(ev.f_cos) <= 0.0) {
             continue;
         }
-        sum = sum + albedo * INV_PI * irradiance * cos_s;
+        if (occluded(origin, wi, tmax, key, depth)) {
+            continue;
+        }
+        sum = sum + ev.f_cos * irradiance;
     }
     return sum;
 }
@@ -410,84 +919,166 @@ fn sample_punctual(p: vec3<f32>, ng: vec3<f32>, ns: vec3<f32>, albedo: vec3<f32>
 // ---------------------------------------------------------------------------------------
 // One path.
 
-fn camera_ray_dir(px: u32, py: u32, jx: f32, jy: f32) -> vec3<f32> {
-    let size = vec2<f32>(params.image_size);
-    let sx = 2.0 * (f32(px) + jx) / size.x - 1.0;
-    let sy = 1.0 - 2.0 * (f32(py) + jy) / size.y;
-    return normalize(params.cam_forward.xyz + params.cam_right.xyz * sx + params.cam_up.xyz * sy);
+fn decode_oct(o: vec2<f32>) -> vec3<f32> {
+    var n = vec3<f32>(o.x, o.y, 1.0 - abs(o.x) - abs(o.y));
+    if (n.z < 0.0) {
+        let x = (1.0 - abs(n.y)) * select(-1.0, 1.0, n.x >= 0.0);
+        let y = (1.0 - abs(n.x)) * select(-1.0, 1.0, n.y >= 0.0);
+        n = vec3<f32>(x, y, n.z);
+    }
+    return n;
+}
+
+fn vertex_normal(i: u32) -> vec3<f32> {
+    return decode_oct(unpack2x16snorm(vert_frame[i].x));
+}
+
+fn vertex_tangent(i: u32) -> vec3<f32> {
+    let w = vert_frame[i].y;
+    let x = f32(bitcast<i32>(w << 16u) >> 16u) * (1.0 / 32767.0);
+    let y = f32(bitcast<i32>(w << 1u) >> 17u) * (1.0 / 16383.0);
+    return decode_oct(vec2<f32>(x, y));
 }
 
 fn radiance(px: u32, py: u32, sample: u32) -> vec3<f32> {
     let key = sample_key(px, py, sample);
+    let size = vec2<f32>(params.image_size);
+    let sx = 2.0 * (f32(px) + rand(key, 0u)) / size.x - 1.0;
+    let sy = 1.0 - 2.0 * (f32(py) + rand(key, 1u)) / size.y;
     var orig = params.cam_origin.xyz;
-    var dir = camera_ray_dir(px, py, rand(key, 0u), rand(key, 1u));
+    var dir: vec3<f32>;
+    if (params.cam_kind == 1u) {
+        orig = orig + params.cam_right.xyz * sx + params.cam_up.xyz * sy;
+        dir = params.cam_forward.xyz;
+    } else {
+        dir = normalize(params.cam_forward.xyz + params.cam_right.xyz * sx + params.cam_up.xyz * sy);
+    }
     var throughput = vec3<f32>(1.0);
     var result = vec3<f32>(0.0);
     var prev_bsdf_pdf = 0.0;
     var depth = 0u;
     loop {
-        let hit = trace(orig, dir, F32_MAX, false);
+        loop_iterations = loop_iterations + 1u;
+        let hit = trace(orig, dir, F32_MAX, false, key, depth);
         if (hit.triangle == NO_HIT) {
-            break; // black background
+            // The background. Reached by a BSDF sample it is weighted against the
+            // environment light sample taken at the previous vertex.
+            var weight = 1.0;
+            if (depth > 0u && params.env_pick > 0.0) {
+                weight = power_heuristic(prev_bsdf_pdf, params.env_pick * env_pdf(dir));
+            }
+            result = result + throughput * env_radiance(dir) * weight;
+            break;
         }
-        let g = tri_geom[hit.triangle];
-        let s = tri_shade[hit.triangle];
-        let material = materials[bitcast<u32>(s.n0.w)];
-        let p = g.v0.xyz + g.e1.xyz * hit.u + g.e2.xyz * hit.v;
-        let ng_raw = normalize(cross(g.e1.xyz, g.e2.xyz));
+        let tri = hit.triangle;
+        let v0 = tri_v0[tri];
+        let e1 = tri_e1[tri];
+        let e2 = tri_e2[tri].xyz;
+        let flags = bitcast<u32>(v0.w);
+        let idx = tri_idx[tri];
+        let m = materials[idx.w];
+        let bary = vec3<f32>(1.0 - hit.u - hit.v, hit.u, hit.v);
+        let p = v0.xyz + e1.xyz * hit.u + e2 * hit.v;
+        let ng_raw = normalize(cross(e1.xyz, e2));
         let cos_hit = dot(ng_raw, dir);
-        let ng = select(ng_raw, -ng_raw, cos_hit > 0.0);
-        var ns = s.n0.xyz * (1.0 - hit.u - hit.v) + s.n1.xyz * hit.u + s.n2.xyz * hit.v;
-        let ns_len = length(ns);
-        if (ns_len > 1e-12) {
-            ns = ns / ns_len;
-            ns = select(ns, -ns, dot(ns, ng) < 0.0);
-        } else {
+        let back = cos_hit > 0.0;
+        let ng = select(ng_raw, -ng_raw, back);
+        let wo = -dir;
+
+        // Shading normal: interpolated vertex normals (face normal for flat primitives),
+        // perturbed by the normal map, on the viewer's side of the surface.
+        var ns = ng;
+        if ((flags & TRI_FLAT) == 0u) {
+            let n0 = vertex_normal(idx.x) * bary.x + vertex_normal(idx.y) * bary.y + vertex_normal(idx.z) * bary.z;
+            let n0_len = length(n0);
+            if (n0_len > 1e-12) {
+                var n = n0 / n0_len;
+                if ((flags & TRI_TANGENTS) != 0u && m.normal_tex.info.z != 0u) {
+                    let t_raw = vertex_tangent(idx.x) * bary.x + vertex_tangent(idx.y) * bary.y + vertex_tangent(idx.z) * bary.z;
+                    let t_orth = t_raw - n * dot(n, t_raw);
+                    let t_len = length(t_orth);
+                    if (t_len > 1e-12) {
+                        let t = t_orth / t_len;
+                        let sign = select(1.0, -1.0, (vert_frame[idx.x].y >> 31u) != 0u);
+                        let b = cross(n, t) * sign;
+                        var tn = tex_at(m.normal_tex, idx, bary, false).xyz * 2.0 - vec3<f32>(1.0);
+                        tn = vec3<f32>(tn.xy * m.params.z, tn.z);
+                        let mapped = t * tn.x + b * tn.y + n * tn.z;
+                        let mapped_len = length(mapped);
+                        if (mapped_len > 1e-12) {
+                            n = mapped / mapped_len;
+                        }
+                    }
+                }
+                ns = select(n, -n, dot(n, ng) < 0.0);
+            }
+        }
+        if (dot(ns, wo) <= 1e-4) {
             ns = ng;
         }
 
         // Emission (front face, or both for double-sided materials). Seen from the camera
         // it counts fully; reached by a BSDF sample it is weighted against the light
         // sample taken at the previous vertex.
-        let emission = material.emission.xyz;
-        let emits = material.emission.w > 0.0 || cos_hit < 0.0;
-        if (emits && luminance_max(emission) > 0.0) {
+        let emits = m.emission.w > 0.0 || !back;
+        if (emits && luminance_max(m.emission.xyz) > 0.0) {
             var weight = 1.0;
-            let pdf_area = s.n1.w;
+            let pdf_area = e1.w;
             if (depth > 0u && pdf_area > 0.0) {
-                let pdf_light = pdf_area * hit.t * hit.t / max(abs(cos_hit), 1e-7);
+                let pdf_light = (1.0 - params.env_pick) * pdf_area * hit.t * hit.t / max(abs(cos_hit), 1e-7);
                 weight = power_heuristic(prev_bsdf_pdf, pdf_light);
             }
-            result = result + throughput * emission * weight;
+            result = result + throughput * emitted(m, idx, bary) * weight;
         }
 
-        let albedo = material.base_color.xyz;
+        var base = m.base_color.xyz;
+        if (m.base_tex.info.z != 0u) {
+            base = base * tex_at(m.base_tex, idx, bary, true).xyz;
+        }
+        var metallic = m.params.x;
+        var roughness = m.params.y;
+        if (m.mr_tex.info.z != 0u) {
+            let mr = tex_at(m.mr_tex, idx, bary, false);
+            roughness = roughness * mr.y;
+            metallic = metallic * mr.z;
+        }
+        var s: Surf;
+        s.base = clamp(base, vec3<f32>(0.0), vec3<f32>(1.0));
+        s.metallic = clamp(metallic, 0.0, 1.0);
+        s.alpha = max(roughness * roughness, MIN_ALPHA);
+        let frame = basis(ns);
+        var sh: Shade;
+        sh.p = p;
+        sh.ng = ng;
+        sh.frame = frame;
+        sh.wo = to_local(frame, wo);
+        prepare_surf(&s, sh.wo.z);
+
         let dim = 2u + depth * DIMS_PER_BOUNCE;
         let last = depth >= params.max_bounces;
-        if (luminance_max(albedo) > 0.0) {
-            result = result + throughput * sample_emitters(key, dim, p, ng, ns, albedo, !last);
-            result = result + throughput * sample_punctual(p, ng, ns, albedo);
-        }
+        result = result + throughput * sample_lights(key, dim, depth, sh, s, !last);
+        result = result + throughput * sample_punctual(key, depth, sh, s);
         if (last) {
             break;
         }
 
-        // Lambertian: cosine-weighted direction; f * cos / pdf = albedo.
-        let r1 = rand(key, dim + DIM_BSDF);
-        let r2 = rand(key, dim + DIM_BSDF + 1u);
-        let phi = 2.0 * PI * r1;
-        let r = sqrt(r2);
-        let local = vec3<f32>(r * cos(phi), r * sin(phi), sqrt(max(0.0, 1.0 - r2)));
-        let wi = normalize(to_world(ns, local));
-        let cos_i = dot(ns, wi);
-        if (dot(ng, wi) <= 0.0 || cos_i <= 0.0) {
+        let wi_local = bsdf_sample(s, sh.wo, rand(key, dim + DIM_LOBE), rand(key, dim + DIM_BSDF), rand(key, dim + DIM_BSDF + 1u));
+        if (wi_local.z <= 0.0) {
             break;
         }
-        throughput = throughput * albedo;
+        let wi = normalize(frame * wi_local);
+        if (dot(ng, wi) <= 0.0) {
+            break;
+        }
+        let ev = bsdf_eval(s, sh.wo, wi_local);
+        if (ev.pdf <= 0.0) {
+            break;
+        }
+        throughput = throughput * ev.f_cos / ev.pdf;
         if (luminance_max(throughput) <= 0.0) {
             break;
         }
-        prev_bsdf_pdf = cos_i * INV_PI;
+        prev_bsdf_pdf = ev.pdf;
         depth = depth + 1u;
         if (depth >= ROULETTE_DEPTH) {
             let survive = min(luminance_max(throughput), 0.95);
@@ -502,6 +1093,13 @@ fn radiance(px: u32, py: u32, sample: u32) -> vec3<f32> {
     return result;
 }
 
+// Loop iterations this invocation has run in the current dispatch: every loop body adds
+// one. Mesa's llvmpipe (lavapipe) silently ends every loop of an invocation once 65535
+// loop iterations have run in total (gallivm's LP_MAX_TGSI_LOOP_ITERATIONS), which would
+// drop path segments without an error; the host reads this count back and refuses a
+// render that came near that limit. It never changes a pixel value.
+var<private> loop_iterations: u32;
+
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x >= params.tile_size.x || gid.y >= params.tile_size.y) {
@@ -511,13 +1109,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let py = params.tile_origin.y + gid.y;
     let index = gid.y * params.tile_size.x + gid.x;
     var sum = vec3<f32>(0.0);
+    var most_iterations = 0u;
     if (params.accumulate != 0u) {
-        sum = accum[index].xyz;
+        let prev = accum[index];
+        sum = prev.xyz;
+        most_iterations = bitcast<u32>(prev.w);
     }
+    loop_iterations = 0u;
     for (var i = 0u; i < params.sample_count; i = i + 1u) {
+        loop_iterations = loop_iterations + 1u;
         let value = radiance(px, py, params.sample_start + i);
         // A non-finite sample counts as black, the same way on every run.
         sum = sum + select(vec3<f32>(0.0), value, is_finite3(value));
     }
-    accum[index] = vec4<f32>(sum, 0.0);
+    // w: the most loop iterations this pixel ran in one dispatch (see `loop_iterations`).
+    accum[index] = vec4<f32>(sum, bitcast<f32>(max(most_iterations, loop_iterations)));
 }

@@ -32,10 +32,16 @@ pub struct GltfBuilder {
     pub extra: serde_json::Map<String, Value>,
     /// Root nodes of the scene; `None` = every node.
     pub roots: Option<Vec<usize>>,
+    /// `scenes[0].extras` (e.g. `tessera_environment`).
+    pub scene_extras: Option<Value>,
+    pub images: Vec<Value>,
+    pub textures: Vec<Value>,
+    pub samplers: Vec<Value>,
+    pub animations: Vec<Value>,
 }
 
 fn align4(v: &mut Vec<u8>) {
-    while v.len() % 4 != 0 {
+    while !v.len().is_multiple_of(4) {
         v.push(0);
     }
 }
@@ -60,6 +66,136 @@ impl GltfBuilder {
         self.buffer_views.len() - 1
     }
 
+    /// A float accessor of `n`-component elements (SCALAR, VEC2, VEC3, VEC4) with min/max.
+    pub fn float_accessor(&mut self, values: &[f32], n: usize) -> usize {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = self.view(&bytes);
+        let ty = ["SCALAR", "VEC2", "VEC3", "VEC4"][n - 1];
+        let mut min = vec![f32::INFINITY; n];
+        let mut max = vec![f32::NEG_INFINITY; n];
+        for c in values.chunks_exact(n) {
+            for k in 0..n {
+                min[k] = min[k].min(c[k]);
+                max[k] = max[k].max(c[k]);
+            }
+        }
+        self.accessors.push(json!({
+            "bufferView": view, "componentType": 5126, "count": values.len() / n, "type": ty,
+            "min": min, "max": max
+        }));
+        self.accessors.len() - 1
+    }
+
+    /// An image embedded in the binary buffer (PNG bytes); returns the image index.
+    pub fn image_png(&mut self, png: &[u8]) -> usize {
+        let view = self.view(png);
+        self.images
+            .push(json!({"bufferView": view, "mimeType": "image/png"}));
+        self.images.len() - 1
+    }
+
+    /// A texture of `image` with an optional sampler object; returns the texture index.
+    pub fn texture(&mut self, image: usize, sampler: Option<Value>) -> usize {
+        let mut t = json!({"source": image});
+        if let Some(s) = sampler {
+            self.samplers.push(s);
+            t["sampler"] = json!(self.samplers.len() - 1);
+        }
+        self.textures.push(t);
+        self.textures.len() - 1
+    }
+
+    /// A raw material object; returns its index.
+    pub fn raw_material(&mut self, m: Value) -> usize {
+        self.materials.push(m);
+        self.materials.len() - 1
+    }
+
+    /// A mesh with one triangle primitive and optional NORMAL, TEXCOORD_0/1 and TANGENT.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mesh_full(
+        &mut self,
+        name: &str,
+        positions: &[[f32; 3]],
+        normals: Option<&[[f32; 3]]>,
+        uv0: Option<&[[f32; 2]]>,
+        uv1: Option<&[[f32; 2]]>,
+        tangents: Option<&[[f32; 4]]>,
+        indices: &[u32],
+        material: usize,
+    ) -> usize {
+        let pos = self.vec3_accessor(positions);
+        let mut attributes = json!({"POSITION": pos});
+        if let Some(n) = normals {
+            attributes["NORMAL"] = json!(self.vec3_accessor(n));
+        }
+        for (name, uv) in [("TEXCOORD_0", uv0), ("TEXCOORD_1", uv1)] {
+            if let Some(uv) = uv {
+                let flat: Vec<f32> = uv.iter().flatten().copied().collect();
+                attributes[name] = json!(self.float_accessor(&flat, 2));
+            }
+        }
+        if let Some(t) = tangents {
+            let flat: Vec<f32> = t.iter().flatten().copied().collect();
+            attributes["TANGENT"] = json!(self.float_accessor(&flat, 4));
+        }
+        let idx = self.index_accessor(indices);
+        self.meshes.push(json!({"name": name, "primitives": [
+            {"attributes": attributes, "indices": idx, "material": material}
+        ]}));
+        self.meshes.len() - 1
+    }
+
+    /// A UV sphere with smooth normals.
+    pub fn sphere(&mut self, name: &str, center: [f32; 3], radius: f32, material: usize) -> usize {
+        let (rings, segments) = (24u32, 48u32);
+        let mut p = Vec::new();
+        let mut n = Vec::new();
+        for i in 0..=rings {
+            let theta = std::f32::consts::PI * i as f32 / rings as f32;
+            for j in 0..=segments {
+                let phi = 2.0 * std::f32::consts::PI * j as f32 / segments as f32;
+                let d = [
+                    theta.sin() * phi.cos(),
+                    theta.cos(),
+                    theta.sin() * phi.sin(),
+                ];
+                n.push(d);
+                p.push([
+                    center[0] + radius * d[0],
+                    center[1] + radius * d[1],
+                    center[2] + radius * d[2],
+                ]);
+            }
+        }
+        let mut idx = Vec::new();
+        for i in 0..rings {
+            for j in 0..segments {
+                let a = i * (segments + 1) + j;
+                let b = a + segments + 1;
+                idx.extend_from_slice(&[a, a + 1, b, a + 1, b + 1, b]);
+            }
+        }
+        self.mesh(name, &p, Some(&n), Some(&idx), material)
+    }
+
+    /// An orthographic camera at `eye` looking at `target`.
+    pub fn ortho_camera(
+        &mut self,
+        name: &str,
+        xmag: f32,
+        ymag: f32,
+        eye: [f32; 3],
+        target: [f32; 3],
+        up: [f32; 3],
+    ) -> usize {
+        self.cameras
+            .push(json!({"name": name, "type": "orthographic",
+            "orthographic": {"xmag": xmag, "ymag": ymag, "znear": 0.01, "zfar": 100.0}}));
+        let cam = self.cameras.len() - 1;
+        self.node(json!({"camera": cam, "matrix": look_at(eye, target, up)}))
+    }
+
     fn vec3_accessor(&mut self, values: &[[f32; 3]]) -> usize {
         let bytes: Vec<u8> = values
             .iter()
@@ -82,7 +218,7 @@ impl GltfBuilder {
         self.accessors.len() - 1
     }
 
-    fn index_accessor(&mut self, indices: &[u32]) -> usize {
+    pub fn index_accessor(&mut self, indices: &[u32]) -> usize {
         let bytes: Vec<u8> = indices.iter().flat_map(|v| v.to_le_bytes()).collect();
         let view = self.view(&bytes);
         self.accessors.push(json!({"bufferView": view, "componentType": 5125, "count": indices.len(), "type": "SCALAR"}));
@@ -201,6 +337,10 @@ impl GltfBuilder {
             "asset": {"version": "2.0", "generator": "tessera-renderer tests"},
             "scene": 0,
             "scenes": [{"nodes": self.roots.clone().unwrap_or_else(|| (0..self.nodes.len()).collect())}],
+            "images": self.images,
+            "textures": self.textures,
+            "samplers": self.samplers,
+            "animations": self.animations,
             "nodes": self.nodes,
             "meshes": self.meshes,
             "materials": self.materials,
@@ -208,6 +348,9 @@ impl GltfBuilder {
             "bufferViews": self.buffer_views,
             "buffers": [buffer],
         });
+        if let Some(extras) = &self.scene_extras {
+            doc["scenes"][0]["extras"] = extras.clone();
+        }
         if !self.cameras.is_empty() {
             doc["cameras"] = json!(self.cameras);
         }
@@ -225,24 +368,7 @@ impl GltfBuilder {
 
     /// The document as GLB bytes.
     pub fn glb(&self) -> Vec<u8> {
-        let mut json = serde_json::to_vec(&self.document(None)).unwrap();
-        while json.len() % 4 != 0 {
-            json.push(b' ');
-        }
-        let mut bin = self.bin.clone();
-        align4(&mut bin);
-        let total = 12 + 8 + json.len() + 8 + bin.len();
-        let mut out = Vec::with_capacity(total);
-        out.extend_from_slice(b"glTF");
-        out.extend_from_slice(&2u32.to_le_bytes());
-        out.extend_from_slice(&(total as u32).to_le_bytes());
-        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        out.extend_from_slice(b"JSON");
-        out.extend_from_slice(&json);
-        out.extend_from_slice(&(bin.len() as u32).to_le_bytes());
-        out.extend_from_slice(b"BIN\0");
-        out.extend_from_slice(&bin);
-        out
+        glb_bytes(&self.document(None), &self.bin)
     }
 
     /// The document as .gltf JSON whose buffer has the given URI (the caller writes the
@@ -389,4 +515,60 @@ pub fn decode(bytes: &[u8]) -> Vec<[f32; 4]> {
             [c(0), c(1), c(2), c(3)]
         })
         .collect()
+}
+
+/// PNG bytes of an RGBA8 image.
+pub fn png(width: u32, height: u32, rgba: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::RgbaImage::from_raw(width, height, rgba.to_vec())
+        .unwrap()
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+/// OpenEXR bytes of an RGB f32 image (row 0 at the top).
+pub fn exr(width: u32, height: u32, rgb: &[f32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb32F(
+        image::Rgb32FImage::from_raw(width, height, rgb.to_vec()).unwrap(),
+    )
+    .write_to(
+        &mut std::io::Cursor::new(&mut out),
+        image::ImageFormat::OpenExr,
+    )
+    .unwrap();
+    out
+}
+
+/// sRGB code to linear, exactly as the renderer's table (IEC 61966-2-1 in f64).
+pub fn srgb_to_linear(c: u8) -> f32 {
+    let v = f64::from(c) / 255.0;
+    (if v <= 0.04045 {
+        v / 12.92
+    } else {
+        ((v + 0.055) / 1.055).powf(2.4)
+    }) as f32
+}
+
+/// A GLB container of `json` and the binary chunk `bin` (both padded to 4 bytes).
+pub fn glb_bytes(json: &Value, bin: &[u8]) -> Vec<u8> {
+    let mut json = serde_json::to_vec(json).unwrap();
+    while !json.len().is_multiple_of(4) {
+        json.push(b' ');
+    }
+    let mut bin = bin.to_vec();
+    align4(&mut bin);
+    let total = 12 + 8 + json.len() + 8 + bin.len();
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(b"glTF");
+    out.extend_from_slice(&2u32.to_le_bytes());
+    out.extend_from_slice(&(total as u32).to_le_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"JSON");
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&(bin.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"BIN\0");
+    out.extend_from_slice(&bin);
+    out
 }

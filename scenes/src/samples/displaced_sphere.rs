@@ -43,6 +43,7 @@ fn sphere_mesh() -> MeshData {
         positions: positions.into_iter().map(to_f32).collect(),
         normals: Some(normals.into_iter().map(to_f32).collect()),
         indices,
+        ..MeshData::default()
     }
 }
 

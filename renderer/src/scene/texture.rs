@@ -1,0 +1,236 @@
+//! Material textures: decoding PNG/JPEG images once, and packing them into the pages of
+//! one GPU texture array.
+//!
+//! Every image a material uses is decoded to 8-bit RGBA (no colour conversion: the
+//! shader decodes sRGB per texel with an exact table) and placed at an integer offset in
+//! one layer ("page") of an `rgba8uint` 2D array texture by a deterministic shelf packer.
+//! The shader reads texels with `textureLoad` only and does wrapping and filtering itself,
+//! inside each image's own rectangle, so images never bleed into their neighbours.
+
+/// Default page side; pages grow to the largest image side when one is bigger.
+pub(crate) const PAGE_SIDE: u32 = 4096;
+/// Largest image side accepted (the largest page side any adapter is asked for).
+pub(crate) const MAX_IMAGE_SIDE: u32 = 16384;
+
+/// A decoded image: RGBA8, row-major, row 0 at the top (as stored in PNG/JPEG).
+pub(crate) struct DecodedImage {
+    pub width: u32,
+    pub height: u32,
+    pub rgba: Vec<u8>,
+}
+
+/// Where an image lies in the pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub layer: u32,
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// All decoded images of a scene and their places in the texture pages.
+#[derive(Default)]
+pub(crate) struct TextureSet {
+    /// Page side in texels (square pages); 0 when there are no images.
+    pub page_side: u32,
+    /// Number of pages (array layers).
+    pub pages: u32,
+    /// Decoded images, indexed like `images` of the glTF document (`None` = unused).
+    pub images: Vec<Option<DecodedImage>>,
+    /// Placement of each image (meaningful where `images[i]` is `Some`).
+    pub placements: Vec<Placement>,
+}
+
+impl TextureSet {
+    /// GPU bytes of the pages.
+    pub fn gpu_bytes(&self) -> u64 {
+        u64::from(self.page_side) * u64::from(self.page_side) * 4 * u64::from(self.pages)
+    }
+
+    /// Number of decoded images.
+    pub fn image_count(&self) -> usize {
+        self.images.iter().filter(|i| i.is_some()).count()
+    }
+}
+
+/// Decode PNG or JPEG bytes to RGBA8 under a pixel budget. The error says what failed.
+pub(crate) fn decode_rgba8(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage, String> {
+    let format = match image::guess_format(bytes) {
+        Ok(f @ (image::ImageFormat::Png | image::ImageFormat::Jpeg)) => f,
+        Ok(other) => {
+            return Err(format!(
+                "is {other:?}; only PNG and JPEG images are supported for material textures"
+            ))
+        }
+        Err(_) => return Err("is neither PNG nor JPEG".into()),
+    };
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(1 << 20));
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| format!("cannot decode {format:?}: {e}"))?;
+    let (width, height) = (img.width(), img.height());
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(format!(
+            "{width}x{height} pixels exceed the remaining texture pixel budget of {max_pixels}"
+        ));
+    }
+    // 16-bit PNGs are reduced to 8 bits (round to nearest) like every other texture.
+    let rgba = img.into_rgba8().into_raw();
+    Ok(DecodedImage {
+        width,
+        height,
+        rgba,
+    })
+}
+
+/// Pack `sizes` (width, height; `None` = not used) into square pages with a shelf packer:
+/// images in order of decreasing height (ties by index), each shelf filled left to right,
+/// shelves top to bottom, a new page when a shelf does not fit. Returns (page side,
+/// pages, placements). The result depends only on the sizes.
+pub(crate) fn pack(sizes: &[Option<(u32, u32)>]) -> (u32, u32, Vec<Placement>) {
+    let mut placements = vec![Placement::default(); sizes.len()];
+    let mut order: Vec<usize> = (0..sizes.len()).filter(|&i| sizes[i].is_some()).collect();
+    if order.is_empty() {
+        return (0, 0, placements);
+    }
+    let max_side = order
+        .iter()
+        .map(|&i| {
+            let (w, h) = sizes[i].unwrap_or((1, 1));
+            w.max(h)
+        })
+        .max()
+        .unwrap_or(1);
+    let area: u64 = order
+        .iter()
+        .map(|&i| {
+            let (w, h) = sizes[i].unwrap_or((0, 0));
+            u64::from(w) * u64::from(h)
+        })
+        .sum();
+    order.sort_by_key(|&i| (std::cmp::Reverse(sizes[i].unwrap_or((0, 0)).1), i));
+    // Small scenes get one small page; large ones 4096² pages (bigger only for a bigger
+    // image), so that a few tiny textures do not cost a 64 MiB page.
+    let mut side = max_side.next_power_of_two().max(4);
+    while u64::from(side) * u64::from(side) < area && side < PAGE_SIDE {
+        side *= 2;
+    }
+    loop {
+        let (pages, placed) = shelf_pack(side, sizes, &order);
+        if pages == 1 || side >= PAGE_SIDE.max(max_side.next_power_of_two()) {
+            for (i, p) in placed {
+                placements[i] = p;
+            }
+            return (side, pages, placements);
+        }
+        side *= 2;
+    }
+}
+
+fn shelf_pack(
+    side: u32,
+    sizes: &[Option<(u32, u32)>],
+    order: &[usize],
+) -> (u32, Vec<(usize, Placement)>) {
+    let mut out = Vec::with_capacity(order.len());
+    let (mut layer, mut shelf_y, mut shelf_h, mut x) = (0u32, 0u32, 0u32, 0u32);
+    for &i in order {
+        let (w, h) = sizes[i].unwrap_or((0, 0));
+        if x + w > side {
+            // Next shelf.
+            shelf_y += shelf_h;
+            shelf_h = 0;
+            x = 0;
+        }
+        if shelf_y + h > side {
+            layer += 1;
+            shelf_y = 0;
+            shelf_h = 0;
+            x = 0;
+        }
+        out.push((
+            i,
+            Placement {
+                layer,
+                x,
+                y: shelf_y,
+                width: w,
+                height: h,
+            },
+        ));
+        x += w;
+        shelf_h = shelf_h.max(h);
+    }
+    (layer + 1, out)
+}
+
+/// The shader's decode table: entries 0..256 map an 8-bit sRGB code to linear (the exact
+/// IEC 61966-2-1 curve evaluated in f64, rounded once to f32), entries 256..512 map an
+/// 8-bit code `c` to `c / 255`.
+pub(crate) fn decode_table() -> Vec<f32> {
+    let mut lut = Vec::with_capacity(512);
+    for c in 0..256u32 {
+        let v = f64::from(c) / 255.0;
+        let linear = if v <= 0.04045 {
+            v / 12.92
+        } else {
+            ((v + 0.055) / 1.055).powf(2.4)
+        };
+        lut.push(linear as f32);
+    }
+    for c in 0..256u32 {
+        lut.push((f64::from(c) / 255.0) as f32);
+    }
+    lut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packing_is_deterministic_and_disjoint() {
+        let sizes: Vec<Option<(u32, u32)>> = (0..40u32)
+            .map(|i| (i % 7 != 3).then(|| (16 + (i * 37) % 300, 8 + (i * 53) % 200)))
+            .collect();
+        let (side, pages, placed) = pack(&sizes);
+        assert_eq!(pack(&sizes), (side, pages, placed.clone()));
+        let used: Vec<usize> = (0..sizes.len()).filter(|&i| sizes[i].is_some()).collect();
+        for &a in &used {
+            let p = placed[a];
+            assert!(p.x + p.width <= side && p.y + p.height <= side && p.layer < pages);
+            for &b in &used {
+                let q = placed[b];
+                if a < b && p.layer == q.layer {
+                    let apart = p.x + p.width <= q.x
+                        || q.x + q.width <= p.x
+                        || p.y + p.height <= q.y
+                        || q.y + q.height <= p.y;
+                    assert!(apart, "{a} and {b} overlap");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn big_images_use_several_pages() {
+        let sizes = vec![Some((4096, 4096)), Some((4096, 2048)), Some((100, 100))];
+        let (side, pages, _) = pack(&sizes);
+        assert_eq!((side, pages), (4096, 2));
+    }
+
+    #[test]
+    fn srgb_table_matches_the_curve() {
+        let lut = decode_table();
+        assert_eq!(lut[0], 0.0);
+        assert_eq!(lut[255], 1.0);
+        assert!((lut[128] - 0.215_860_5).abs() < 1e-6);
+        assert_eq!(lut[256 + 255], 1.0);
+    }
+}
