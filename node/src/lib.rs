@@ -24,7 +24,8 @@ pub enum DishonestMode {
     Noise,
     /// Returns black tiles without rendering.
     Black,
-    /// Renders one tile and reuses it for neighbours of the same size.
+    /// Never renders the tile it was asked for: serves a neighbouring tile of the same
+    /// size, rendered once and reused for every later tile of that size.
     Copy,
     /// Forges 1 tile in 20 of the tiles it renders (its 1st, 21st, 41st, …), renders the
     /// rest honestly.
@@ -108,7 +109,7 @@ pub struct Node {
     renderer: Arc<dyn TileRenderer>,
     dishonest: Option<DishonestMode>,
     /// Last honestly rendered tile per size, for the `copy` cheat.
-    copy_cache: Mutex<HashMap<(u32, u32), Vec<u8>>>,
+    copy_cache: Mutex<HashMap<(u32, u32), (tessera_protocol::TileRect, Vec<u8>)>>,
     /// Tiles produced so far, for the `partial` cheat.
     produced: std::sync::atomic::AtomicU64,
 }
@@ -264,15 +265,23 @@ impl Node {
             DishonestMode::Black => Ok(black_tile(rect)),
             DishonestMode::Copy => {
                 let mut cache = self.copy_cache.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(bytes) = cache.get(&(rect.w, rect.h)) {
-                    return Ok(bytes.clone());
+                if let Some((source, bytes)) = cache.get(&(rect.w, rect.h)) {
+                    if *source != rect {
+                        return Ok(bytes.clone());
+                    }
                 }
-                let bytes = honest(&task.settings)?;
-                cache.insert((rect.w, rect.h), bytes.clone());
+                let Some(source) = neighbour(rect, task.settings.width, task.settings.height)
+                else {
+                    return Ok(black_tile(rect));
+                };
+                let bytes = self
+                    .renderer
+                    .render_tile(&task.settings, task.frame, source)?;
+                cache.insert((rect.w, rect.h), (source, bytes.clone()));
                 Ok(bytes)
             }
             DishonestMode::Partial => {
-                if nth % 20 == 0 {
+                if nth.is_multiple_of(20) {
                     Ok(black_tile(rect))
                 } else {
                     honest(&task.settings)
@@ -280,6 +289,24 @@ impl Node {
             }
         }
     }
+}
+
+/// A rectangle of the same size next to `rect` (left, right, above or below) that lies
+/// inside a `width` × `height` image, if there is one.
+fn neighbour(
+    rect: tessera_protocol::TileRect,
+    width: u32,
+    height: u32,
+) -> Option<tessera_protocol::TileRect> {
+    let left = rect.x.checked_sub(rect.w).map(|x| (x, rect.y));
+    let right = Some((rect.x + rect.w, rect.y));
+    let up = rect.y.checked_sub(rect.h).map(|y| (rect.x, y));
+    let down = Some((rect.x, rect.y + rect.h));
+    [left, right, up, down]
+        .into_iter()
+        .flatten()
+        .map(|(x, y)| tessera_protocol::TileRect { x, y, ..rect })
+        .find(|r| r.x + r.w <= width && r.y + r.h <= height)
 }
 
 /// A black, opaque tile.
