@@ -1,9 +1,12 @@
 //! `tessera`: the one binary. `render` runs the whole verifiable pipeline in one process;
-//! `audit` checks a proof bundle offline; `keygen` writes a key file.
+//! `audit` checks a proof bundle offline; `keygen` writes a key file; `compare` measures
+//! how far apart two images are; `bench` times the renderer on the sample scenes.
 //!
 //! Exit codes: 0 success; 1 the work failed (render error, audit found a failed check);
 //! 2 bad command line (clap).
 
+mod bench;
+mod compare;
 mod images;
 
 use anyhow::{bail, Context, Result};
@@ -41,6 +44,11 @@ enum Command {
     Audit(AuditArgs),
     /// Write a new ed25519 key file (mode 0600).
     Keygen(KeygenArgs),
+    /// Compare two images (EXR or PNG): PSNR on linear RGB and LDR FLIP.
+    Compare(CompareArgs),
+    /// Benchmarks: `bench render` times the renderer on the sample scenes.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Args)]
@@ -75,6 +83,10 @@ struct RenderArgs {
     /// Frame range `A..B` (inclusive) or a single frame.
     #[arg(long, default_value = "0")]
     frames: String,
+    /// Frames per second for sampling the scene's animations: frame `f` is at time
+    /// `f / fps` seconds. A fraction such as `30000/1001` is exact.
+    #[arg(long, default_value = "24", env = "TESSERA_FPS")]
+    fps: tessera_protocol::FrameRate,
     /// Tile edge in pixels.
     #[arg(long = "tile", default_value_t = 64)]
     tile: u32,
@@ -99,7 +111,36 @@ struct RenderArgs {
     /// Data directory (SQLite store, keys).
     #[arg(long, env = "TESSERA_DATA")]
     data: Option<PathBuf>,
+    /// View transform of the PNG: `standard` (clamp, sRGB curve) or `filmic` (Narkowicz's
+    /// ACES fit, sRGB curve). The EXR is always the linear committed pixels.
+    #[arg(long, value_enum, default_value = "standard", env = "TESSERA_VIEW")]
+    view: images::View,
+    /// Exposure of the PNG in stops: linear values × 2^EV before the view transform.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        env = "TESSERA_EXPOSURE"
+    )]
+    exposure: f32,
     /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// The reference image (EXR, or PNG decoded as sRGB).
+    a: PathBuf,
+    /// The test image, same size.
+    b: PathBuf,
+    /// Scale B by mean(A)/mean(B) before measuring.
+    #[arg(long)]
+    exposure_match: bool,
+    /// Write the FLIP error map (magma colours) to this PNG.
+    #[arg(long)]
+    error_map: Option<PathBuf>,
+    /// Print the metrics as JSON on stdout.
     #[arg(long)]
     json: bool,
 }
@@ -147,6 +188,8 @@ fn main() {
         Command::Render(a) => render(a),
         Command::Audit(a) => audit(a),
         Command::Keygen(a) => keygen(&a.output),
+        Command::Compare(a) => compare_images(a),
+        Command::Bench(c) => bench::run(c),
     };
     match result {
         Ok(true) => {}
@@ -251,25 +294,39 @@ fn with_ext(p: &Path, ext: &str) -> PathBuf {
     p.with_extension(ext)
 }
 
+/// The limits on the render flags that `render` and `bench render` share.
+pub(crate) fn check_render_flags(
+    width: u32,
+    height: u32,
+    spp: u32,
+    max_bounces: u32,
+) -> Result<()> {
+    if width == 0 || height == 0 || width > 16384 || height > 16384 {
+        bail!("--width/--height {width}x{height}: each must be 1..=16384");
+    }
+    if spp == 0 || spp > 65536 {
+        bail!("--spp {spp}: must be 1..=65536");
+    }
+    if max_bounces > 1024 {
+        bail!("--max-bounces {max_bounces}: at most 1024");
+    }
+    Ok(())
+}
+
 fn render(a: RenderArgs) -> Result<bool> {
     let started = Instant::now();
     // Validate everything before any work.
-    if a.width == 0 || a.height == 0 || a.width > 16384 || a.height > 16384 {
-        bail!(
-            "--width/--height {}x{}: each must be 1..=16384",
-            a.width,
-            a.height
-        );
-    }
-    if a.spp == 0 || a.spp > 65536 {
-        bail!("--spp {}: must be 1..=65536", a.spp);
-    }
+    check_render_flags(a.width, a.height, a.spp, a.max_bounces)?;
     if a.tile == 0 || a.tile > 4096 {
         bail!("--tile {}: must be 1..=4096", a.tile);
     }
-    if a.max_bounces > 1024 {
-        bail!("--max-bounces {}: at most 1024", a.max_bounces);
+    if !a.exposure.is_finite() || a.exposure.abs() > 64.0 {
+        bail!("--exposure {}: must be within -64..=64 stops", a.exposure);
     }
+    let view = images::ViewTransform {
+        view: a.view,
+        exposure: a.exposure,
+    };
     if a.nodes == 0 || a.nodes > 64 {
         bail!("--nodes {}: must be 1..=64", a.nodes);
     }
@@ -352,6 +409,7 @@ fn render(a: RenderArgs) -> Result<bool> {
             max_bounces: a.max_bounces,
             seed: a.seed,
             camera: a.camera.clone(),
+            frame_rate: a.fps,
         },
         frame_start,
         frame_end,
@@ -375,7 +433,7 @@ fn render(a: RenderArgs) -> Result<bool> {
     for (frame, pixels) in &outcome.frames {
         let png = frame_path(&a.output, *frame, n_frames)?;
         let exr = with_ext(&png, "exr");
-        images::write_png(&png, a.width, a.height, pixels)?;
+        images::write_png(&png, a.width, a.height, pixels, &view)?;
         images::write_exr(&exr, a.width, a.height, pixels)?;
         written.push(png);
         written.push(exr);
@@ -437,6 +495,44 @@ fn render(a: RenderArgs) -> Result<bool> {
         for w in &written {
             println!("wrote {}", w.display());
         }
+    }
+    Ok(true)
+}
+
+fn compare_images(a: CompareArgs) -> Result<bool> {
+    let img_a = images::read_linear(&a.a)?;
+    let img_b = images::read_linear(&a.b)?;
+    let (c, error_map) = compare::compare(&img_a, &img_b, a.exposure_match)
+        .with_context(|| format!("comparing {} with {}", a.a.display(), a.b.display()))?;
+    if let Some(path) = &a.error_map {
+        let rgb = compare::error_map_rgb8(&error_map, c.width, c.height);
+        image::save_buffer(path, &rgb, c.width, c.height, image::ColorType::Rgb8)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if a.json {
+        let mut v = serde_json::to_value(&c)?;
+        v["a"] = serde_json::json!(a.a);
+        v["b"] = serde_json::json!(a.b);
+        println!("{v}");
+    } else {
+        let psnr = c
+            .psnr_db
+            .map_or_else(|| "inf".to_string(), |p| format!("{p:.2}"));
+        println!("size        {}x{}", c.width, c.height);
+        if a.exposure_match {
+            println!(
+                "exposure    B x {:.6} (mean A {:.6}, mean B {:.6})",
+                c.exposure_scale, c.mean_a, c.mean_b
+            );
+        }
+        println!(
+            "PSNR        {psnr} dB (linear RGB, peak 1.0; MSE {:.6e})",
+            c.mse
+        );
+        println!(
+            "FLIP        mean {:.6}, p99 {:.6}, max {:.6} (LDR, sRGB 8-bit, 67.02 ppd)",
+            c.flip_mean, c.flip_p99, c.flip_max
+        );
     }
     Ok(true)
 }

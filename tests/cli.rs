@@ -244,3 +244,236 @@ fn write_exr(p: &Path, w: u32, h: u32, px: &[u8]) {
     })
     .unwrap();
 }
+
+/// The sRGB OETF, written out again here so the test does not trust the code under test.
+fn oetf(v: f64) -> f64 {
+    let v = v.clamp(0.0, 1.0);
+    if v <= 0.003_130_8 {
+        12.92 * v
+    } else {
+        1.055 * v.powf(1.0 / 2.4) - 0.055
+    }
+}
+
+fn aces(x: f64) -> f64 {
+    ((x * (2.51 * x + 0.03)) / (x * (2.43 * x + 0.59) + 0.14)).clamp(0.0, 1.0)
+}
+
+#[test]
+fn view_and_exposure_change_the_png_and_never_the_exr() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(render(dir.path(), "std", &[]).status.success());
+    assert!(
+        render(dir.path(), "film", &["--view", "filmic", "--exposure", "1"])
+            .status
+            .success()
+    );
+    assert!(render(dir.path(), "dark", &["--exposure", "-2"])
+        .status
+        .success());
+    let exr = std::fs::read(dir.path().join("std.exr")).unwrap();
+    for other in ["film.exr", "dark.exr"] {
+        assert_eq!(
+            exr,
+            std::fs::read(dir.path().join(other)).unwrap(),
+            "{other}: the EXR depends on --view/--exposure"
+        );
+    }
+    // The EXR is linear RGBA half float.
+    let meta = exr::meta::MetaData::read_from_file(dir.path().join("std.exr"), false).unwrap();
+    let channels: Vec<(String, exr::meta::attribute::SampleType)> = meta.headers[0]
+        .channels
+        .list
+        .iter()
+        .map(|c| (c.name.to_string(), c.sample_type))
+        .collect();
+    let f16 = exr::meta::attribute::SampleType::F16;
+    assert_eq!(
+        channels,
+        vec![
+            ("A".to_string(), f16),
+            ("B".to_string(), f16),
+            ("G".to_string(), f16),
+            ("R".to_string(), f16)
+        ]
+    );
+    // Each PNG is its view transform of the EXR's linear values.
+    let (w, h, px) = read_exr(&dir.path().join("std.exr"));
+    let linear =
+        |i: usize| f64::from(half::f16::from_le_bytes([px[2 * i], px[2 * i + 1]]).to_f32());
+    for (name, f) in [
+        ("std.png", (|x: f64| oetf(x)) as fn(f64) -> f64),
+        ("film.png", |x: f64| oetf(aces(2.0 * x))),
+        ("dark.png", |x: f64| oetf(0.25 * x)),
+    ] {
+        let png = image::open(dir.path().join(name)).unwrap().into_rgba8();
+        assert_eq!((png.width(), png.height()), (w, h));
+        let mut off_by_one = 0;
+        for (p, rgba) in png.pixels().enumerate() {
+            for c in 0..3 {
+                let want = (255.0 * f(linear(p * 4 + c)) + 0.5).floor();
+                let got = f64::from(rgba[c]);
+                // f32 maths in the binary may land on the other side of a .5 boundary.
+                assert!((got - want).abs() <= 1.0, "{name} pixel {p} channel {c}");
+                off_by_one += usize::from(got != want);
+            }
+            assert_eq!(rgba[3], 255);
+        }
+        assert!(
+            off_by_one * 1000 < (w * h * 3) as usize,
+            "{name}: {off_by_one}"
+        );
+    }
+    let bad = render(dir.path(), "bad", &["--view", "agx"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+fn compare_json(a: &Path, b: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = run(tessera()
+        .arg("compare")
+        .arg(a)
+        .arg(b)
+        .arg("--json")
+        .args(extra));
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn flat_exr(path: &Path, w: u32, h: u32, rgb: impl Fn(u32, u32) -> [f32; 3]) {
+    let mut px = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            let [r, g, b] = rgb(x, y);
+            for v in [r, g, b, 1.0] {
+                px.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
+        }
+    }
+    write_exr(path, w, h, &px);
+}
+
+#[test]
+fn compare_reports_psnr_and_flip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pattern = |x: u32, y: u32| {
+        let v = ((x * 7 + y * 13) % 32) as f32 / 32.0;
+        [v, 0.5 * v, 0.25]
+    };
+    flat_exr(&d.join("a.exr"), 48, 32, pattern);
+    flat_exr(&d.join("a2.exr"), 48, 32, pattern);
+    // Identical: MSE 0, PSNR +inf (null in JSON), FLIP 0.
+    let same = compare_json(&d.join("a.exr"), &d.join("a2.exr"), &[]);
+    assert_eq!(same["mse"], 0.0);
+    assert!(same["psnr_db"].is_null());
+    assert_eq!(same["psnr_peak"], 1.0);
+    assert_eq!(same["flip_mean"], 0.0);
+    assert_eq!(same["flip_p99"], 0.0);
+    let text = run(tessera()
+        .arg("compare")
+        .arg(d.join("a.exr"))
+        .arg(d.join("a2.exr")));
+    assert!(String::from_utf8_lossy(&text.stdout).contains("PSNR        inf dB"));
+
+    // +1/64 on every channel (exact in half floats): PSNR = 20·log10(64) = 36.12 dB.
+    flat_exr(&d.join("b.exr"), 48, 32, |x, y| {
+        pattern(x, y).map(|v| v + 1.0 / 64.0)
+    });
+    let off = compare_json(
+        &d.join("a.exr"),
+        &d.join("b.exr"),
+        &["--error-map", d.join("map.png").to_str().unwrap()],
+    );
+    let psnr = off["psnr_db"].as_f64().unwrap();
+    assert!((psnr - 20.0 * 64f64.log10()).abs() < 1e-6, "{psnr}");
+    let flip = off["flip_mean"].as_f64().unwrap();
+    assert!(flip > 0.0 && flip < 0.2, "{flip}");
+    assert!(off["flip_p99"].as_f64().unwrap() >= flip);
+    assert!(d.join("map.png").exists());
+
+    // Twice as bright: exposure matching removes it exactly.
+    flat_exr(&d.join("c.exr"), 48, 32, |x, y| {
+        pattern(x, y).map(|v| 2.0 * v)
+    });
+    let raw = compare_json(&d.join("a.exr"), &d.join("c.exr"), &[]);
+    assert!(raw["psnr_db"].as_f64().unwrap() < 30.0);
+    let matched = compare_json(&d.join("a.exr"), &d.join("c.exr"), &["--exposure-match"]);
+    assert_eq!(matched["exposure_scale"], 0.5);
+    assert!(matched["psnr_db"].is_null());
+    assert_eq!(matched["flip_mean"], 0.0);
+
+    // PNGs are read too (as sRGB); a PNG against itself is identical.
+    image::save_buffer(
+        d.join("p.png"),
+        &[10u8, 200, 30, 40, 50, 60],
+        2,
+        1,
+        image::ColorType::Rgb8,
+    )
+    .unwrap();
+    let png = compare_json(&d.join("p.png"), &d.join("p.png"), &[]);
+    assert!(png["psnr_db"].is_null());
+
+    // Different sizes and non-images are errors that name the problem.
+    flat_exr(&d.join("small.exr"), 8, 8, pattern);
+    let err = run(tessera()
+        .arg("compare")
+        .arg(d.join("a.exr"))
+        .arg(d.join("small.exr")));
+    assert_eq!(err.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("image sizes differ: A is 48x32, B is 8x8")
+    );
+    std::fs::write(d.join("notes.exr"), b"not an image").unwrap();
+    let err = run(tessera()
+        .arg("compare")
+        .arg(d.join("a.exr"))
+        .arg(d.join("notes.exr")));
+    assert_eq!(err.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&err.stderr).contains("neither an OpenEXR nor a PNG"));
+}
+
+#[test]
+fn bench_render_writes_a_report_and_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run(tessera()
+        .arg("bench")
+        .arg("render")
+        .arg("--scene-dir")
+        .arg(root().join("scenes"))
+        .args(["--scenes", "cornell-box", "--width", "32", "--height", "24"])
+        .args(["--spp", "2", "--max-bounces", "2", "--tile", "16", "--json"])
+        .arg("--out")
+        .arg(d.join("r.json"))
+        .arg("--images")
+        .arg(d.join("img")));
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("r.json")).unwrap()).unwrap();
+    assert_eq!(v, file);
+    assert_eq!(v["format"], "tessera-bench-render v1");
+    assert_eq!(v["settings"]["spp"], 2);
+    assert!(v["adapter"]["adapter"].is_string() && v["date_utc"].is_string());
+    let s = &v["scenes"][0];
+    assert_eq!(s["scene"], "cornell-box.glb");
+    assert_eq!(s["triangles"], 32);
+    assert_eq!(s["tiled_matches_full"], true);
+    let sps = s["samples_per_second"].as_f64().unwrap();
+    let render_s = s["render_s"].as_f64().unwrap();
+    assert!(
+        (sps * render_s - 32.0 * 24.0 * 2.0).abs() < 1e-3,
+        "{sps} {render_s}"
+    );
+    let (w, h, _) = read_exr(&d.join("img/cornell-box.exr"));
+    assert_eq!((w, h), (32, 24));
+    assert!(d.join("img/cornell-box.png").exists());
+
+    let missing = run(tessera()
+        .arg("bench")
+        .arg("render")
+        .args(["--scenes", "no-such-scene"]));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no-such-scene"));
+}
