@@ -15,6 +15,9 @@ use tessera_protocol::statements::{BatchCommitment, Signed};
 use tessera_protocol::wire::{BatchResult, DeliveredTile, RenderTask, WIRE_VERSION};
 use tessera_protocol::{merkle, RenderFailure, TileRenderer};
 
+/// What the copy cheat serves for every tile of one size: where it came from, and its bytes.
+type CopiedTile = (tessera_protocol::TileRect, Vec<u8>);
+
 /// Ways a drill node cheats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DishonestMode {
@@ -109,7 +112,7 @@ pub struct Node {
     renderer: Arc<dyn TileRenderer>,
     dishonest: Option<DishonestMode>,
     /// Last honestly rendered tile per size, for the `copy` cheat.
-    copy_cache: Mutex<HashMap<(u32, u32), (tessera_protocol::TileRect, Vec<u8>)>>,
+    copy_cache: Mutex<HashMap<(u32, u32), CopiedTile>>,
     /// Tiles produced so far, for the `partial` cheat.
     produced: std::sync::atomic::AtomicU64,
 }
