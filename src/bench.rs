@@ -33,6 +33,9 @@ use crate::images;
 pub enum BenchCommand {
     /// Time loading, BVH building and rendering of each sample scene on this adapter.
     Render(BenchRenderArgs),
+    /// Tiles per second through the whole farm pipeline (stand-in renderer), in process
+    /// and over RabbitMQ, and the latency from a frame's last tile to its payment.
+    Pipeline(crate::bench_pipeline::BenchPipelineArgs),
 }
 
 /// Arguments of `tessera bench render`.
@@ -89,6 +92,7 @@ pub struct BenchRenderArgs {
 pub fn run(cmd: BenchCommand) -> Result<bool> {
     match cmd {
         BenchCommand::Render(a) => bench_render(a),
+        BenchCommand::Pipeline(a) => crate::bench_pipeline::run(a),
     }
 }
 

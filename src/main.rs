@@ -1,16 +1,28 @@
 //! `tessera`: the one binary. `render` runs the whole verifiable pipeline in one process;
 //! `audit` checks a proof bundle offline; `keygen` writes a key file; `compare` measures
-//! how far apart two images are; `bench` times the renderer on the sample scenes.
+//! how far apart two images are; `bench` times the renderer on the sample scenes. The
+//! farm runs as separate processes: the `coordinator`, `node` and `verifier` daemons over
+//! RabbitMQ, driven through the coordinator's HTTP API by `submit`, `status`, `fetch`,
+//! `nodes` and `ledger` ([`farm`], [`daemons`]).
 //!
-//! Exit codes: 0 success; 1 the work failed (render error, audit found a failed check);
-//! 2 bad command line (clap).
+//! Flags may also come from `TESSERA_*` environment variables and from a TOML file
+//! (`--config FILE` or `TESSERA_CONFIG`; [`config`]): flag > environment > file > default.
+//!
+//! Exit codes: 0 success; 1 the work failed (render error, audit found a failed check,
+//! the coordinator refused or could not be reached); 2 bad command line (clap, a missing
+//! required value, a bad config file).
 
 mod bench;
+mod bench_pipeline;
 mod compare;
+mod config;
+mod daemons;
+mod farm;
+mod gpu_factory;
 mod images;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +44,13 @@ use tessera_verifier::{audit_bundle, Verifier};
     about = "Verifiable render farm: render glTF scenes, commit with signed Merkle roots, verify by sampled re-rendering, pay by tier."
 )]
 struct Cli {
+    /// TOML file with flag defaults (see the README: top-level keys, `[node]`, `[client]`, …).
+    #[arg(long, global = true, env = "TESSERA_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the validated configuration of a farm command as JSON and exit (for tests;
+    /// tokens are printed).
+    #[arg(long, global = true, hide = true)]
+    print_config: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,6 +68,22 @@ enum Command {
     /// Benchmarks: `bench render` times the renderer on the sample scenes.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run the coordinator daemon: HTTP API, store, and the job pipeline over RabbitMQ.
+    Coordinator(daemons::CoordinatorArgs),
+    /// Run a renderer node daemon: takes render tasks from RabbitMQ.
+    Node(daemons::NodeArgs),
+    /// Run a verifier daemon: re-renders sampled tiles and signs verdicts.
+    Verifier(daemons::VerifierArgs),
+    /// Upload a scene and submit a render job; prints the job id as the last line.
+    Submit(farm::SubmitArgs),
+    /// Show a job's state (or list every job).
+    Status(farm::StatusArgs),
+    /// Download a finished job's frames (PNG + EXR) and proof bundle.
+    Fetch(farm::FetchArgs),
+    /// List the registered nodes and verifiers.
+    Nodes(farm::ListArgs),
+    /// Show the ledger's account balances.
+    Ledger(farm::ListArgs),
 }
 
 #[derive(Args)]
@@ -175,8 +210,26 @@ struct KeygenArgs {
     output: PathBuf,
 }
 
+/// Parse the command line with the config file's values as flag defaults. Exits with
+/// code 2 on a bad command line or config file.
+fn parse_cli() -> Cli {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cmd = Cli::command();
+    if let Some(path) = config::config_path(&args, std::env::var_os("TESSERA_CONFIG")) {
+        match config::ConfigFile::read(&path).and_then(|c| c.apply(cmd)) {
+            Ok(c) => cmd = c,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let mut matches = cmd.get_matches_from(args);
+    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -190,15 +243,41 @@ fn main() {
         Command::Keygen(a) => keygen(&a.output),
         Command::Compare(a) => compare_images(a),
         Command::Bench(c) => bench::run(c),
+        Command::Coordinator(a) => daemons::coordinator(a, cli.print_config),
+        Command::Node(a) => daemons::node(a, cli.print_config),
+        Command::Verifier(a) => daemons::verifier(a, cli.print_config),
+        Command::Submit(a) => farm::submit(a, cli.print_config),
+        Command::Status(a) => farm::status(a, cli.print_config),
+        Command::Fetch(a) => farm::fetch(a, cli.print_config),
+        Command::Nodes(a) => farm::nodes(a, cli.print_config),
+        Command::Ledger(a) => farm::ledger(a, cli.print_config),
     };
     match result {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::exit(1);
+            eprintln!("error: {}", error_text(&e));
+            let usage = e.downcast_ref::<farm::UsageError>().is_some();
+            std::process::exit(if usage { 2 } else { 1 });
         }
     }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose text the message
+/// already holds (library errors often print their source in their own text as well).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn default_data_dir() -> PathBuf {

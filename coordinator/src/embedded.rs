@@ -7,6 +7,7 @@
 //! failed nodes into the next round.
 
 use crate::bus::{Bus, InProcessBus};
+use crate::job;
 use crate::store::{Store, StoreError};
 use rand::RngCore;
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,31 +15,27 @@ use std::sync::Arc;
 use std::time::Duration;
 use tessera_node::Node;
 use tessera_protocol::bundle::{
-    BatchRecord, FinalTile, FrameTiles, NodeInfo, NodeSamples, ProofBundle, RoundRecord,
-    BUNDLE_FORMAT, BUNDLE_VERSION,
+    BatchRecord, FinalTile, NodeInfo, ProofBundle, RoundRecord, BUNDLE_FORMAT, BUNDLE_VERSION,
 };
-use tessera_protocol::canonical::{paste, tile_hash, JobId};
+use tessera_protocol::canonical::JobId;
 use tessera_protocol::keys::{PublicKey, SecretKey};
-use tessera_protocol::merkle;
 use tessera_protocol::payments::{
     account, Pricing, SamplingPolicy, TierPolicy, Transfer, TransferKind,
 };
 use tessera_protocol::rules::{escrow_transfer, release_transfers, verdict_transfers, NodeOutcome};
 use tessera_protocol::sampling::nonce_commitment;
 use tessera_protocol::statements::{
-    Decision, FrameRoot, JobManifest, JobRoots, NodeSnapshot, PaymentReceipt, RoundCommitment,
-    Signed, Verdict, MANIFEST_VERSION,
+    Decision, JobManifest, NodeSnapshot, PaymentReceipt, Signed, Verdict, MANIFEST_VERSION,
 };
 use tessera_protocol::wire::{
-    BatchResult, RenderTask, SampledTile, TaskTile, VerdictMessage, VerifyRequest, QUEUE_RESULTS,
-    QUEUE_TASKS, QUEUE_VERDICTS, QUEUE_VERIFY, WIRE_VERSION,
+    BatchResult, RenderTask, VerdictMessage, VerifyRequest, QUEUE_RESULTS, QUEUE_TASKS,
+    QUEUE_VERDICTS, QUEUE_VERIFY, WIRE_VERSION,
 };
 use tessera_protocol::{tile_layout, Digest, RenderSettings, TileRect};
 use tessera_verifier::checks;
 use tessera_verifier::Verifier;
 
-/// Verification rounds a job may take (round 0 plus re-renders of failed nodes' tiles).
-pub const MAX_ROUNDS: u32 = 4;
+pub use crate::job::MAX_ROUNDS;
 
 /// Everything `tessera render` decides before running.
 #[derive(Clone, Debug)]
@@ -406,7 +403,6 @@ impl EmbeddedFarm {
         let mut rounds: Vec<RoundRecord> = Vec::new();
         let mut reports = Vec::new();
         let mut accepted: BTreeMap<(u32, u32), FinalTile> = BTreeMap::new();
-        let mut accepted_bytes: BTreeMap<(u32, u32), (u32, u32)> = BTreeMap::new(); // -> (round, frame)
         let mut next_batch_id: u32 = 0;
 
         for round in 0..MAX_ROUNDS {
@@ -415,38 +411,22 @@ impl EmbeddedFarm {
             }
             self.store.set_job_state(&job, "rendering")?;
             // Dispatch: batches of up to batch_size tiles of one frame.
+            let planned = job::plan_tasks(
+                &manifest,
+                &layout,
+                &pending,
+                cfg.batch_size,
+                round,
+                next_batch_id,
+                &blocked,
+                &Default::default(),
+            );
+            next_batch_id += planned.len() as u32;
             let mut tasks: BTreeMap<String, RenderTask> = BTreeMap::new();
-            let mut by_frame: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-            for &(f, t) in &pending {
-                by_frame.entry(f).or_default().push(t);
-            }
-            for (frame, tiles) in by_frame {
-                for chunk in tiles.chunks(cfg.batch_size.max(1) as usize) {
-                    let batch_id = next_batch_id;
-                    next_batch_id += 1;
-                    let task_id = format!("{job}-b{batch_id}");
-                    let task = RenderTask {
-                        version: WIRE_VERSION,
-                        task_id: task_id.clone(),
-                        job_id,
-                        scene_hash: cfg.scene_hash,
-                        settings: cfg.settings.clone(),
-                        frame,
-                        round,
-                        batch_id,
-                        tiles: chunk
-                            .iter()
-                            .map(|&i| TaskTile {
-                                tile_index: i,
-                                rect: layout[i as usize],
-                            })
-                            .collect(),
-                        blocked: blocked.clone(),
-                    };
-                    bus.publish(QUEUE_TASKS, &task_id, encode("task", &task)?)
-                        .await?;
-                    tasks.insert(task_id, task);
-                }
+            for task in planned {
+                bus.publish(QUEUE_TASKS, &task.task_id, encode("task", &task)?)
+                    .await?;
+                tasks.insert(task.task_id.clone(), task);
             }
             tracing::info!(
                 round,
@@ -517,15 +497,14 @@ impl EmbeddedFarm {
                     stake: self.store.balance(&account::stake(n))?.max(0) as u64,
                 });
             }
-            let commitment = RoundCommitment {
-                job_id,
-                epoch: 0,
+            let commitment = job::commit_round(
+                &manifest,
                 round,
-                round_root: checks::round_root(&batches).map_err(PipelineError::Config)?,
-                n_batches: batches.len() as u32,
-                nodes: snapshots.clone(),
-            };
-            let commitment = Signed::sign(commitment, &self.coordinator_key);
+                &batches,
+                snapshots.clone(),
+                &self.coordinator_key,
+            )
+            .map_err(PipelineError::Config)?;
             self.store.insert_round(
                 &job,
                 round,
@@ -538,52 +517,20 @@ impl EmbeddedFarm {
             let mut samples = Vec::new();
             let mut requests = BTreeMap::new();
             for n in &round_nodes {
-                let exp =
-                    checks::expected_sample(&manifest, &commitment.statement, &nonce, &batches, n)
-                        .map_err(PipelineError::Config)?;
-                let proofs = checks::build_proofs(&batches, n, &exp.indices);
-                let leaves = checks::node_leaves(&batches, n);
-                let sampled: Vec<SampledTile> = proofs
-                    .iter()
-                    .map(|p| {
-                        let (bi, pos) = leaves[p.leaf_index as usize];
-                        let b = &batches[bi];
-                        let l = &b.tiles[pos];
-                        let frame = b.signed.statement.frame;
-                        SampledTile {
-                            proof: p.clone(),
-                            frame,
-                            tile_index: l.tile_index,
-                            rect: l.rect,
-                            committed_hash: l.tile_hash,
-                            delivered: delivered
-                                .get(&(frame, l.tile_index))
-                                .cloned()
-                                .unwrap_or_default(),
-                        }
-                    })
-                    .collect();
-                let request_id = format!("{job}-r{round}-{}", n.short());
-                let req = VerifyRequest {
-                    version: WIRE_VERSION,
-                    request_id: request_id.clone(),
-                    manifest: signed_manifest.clone(),
-                    commitment: commitment.clone(),
-                    round_batches: batches.clone(),
+                let (req, record) = job::verify_request(
+                    &signed_manifest,
+                    &commitment,
+                    &batches,
                     nonce,
-                    node: *n,
-                    samples: sampled,
-                };
+                    n,
+                    &mut |frame, tile| delivered.get(&(frame, tile)).cloned().unwrap_or_default(),
+                )
+                .map_err(PipelineError::Config)?;
+                let request_id = req.request_id.clone();
                 bus.publish(QUEUE_VERIFY, &request_id, encode("verify request", &req)?)
                     .await?;
                 requests.insert(request_id, *n);
-                samples.push(NodeSamples {
-                    node: *n,
-                    seed: exp.seed,
-                    n_committed: exp.n,
-                    indices: exp.indices,
-                    proofs,
-                });
+                samples.push(record);
             }
 
             // Collect verdicts; pay or slash.
@@ -599,17 +546,7 @@ impl EmbeddedFarm {
                         let node = requests.get(&m.request_id).ok_or_else(|| {
                             format!("verdict for unknown request {}", m.request_id)
                         })?;
-                        m.verdict.verify().map_err(|e| e.to_string())?;
-                        if !manifest.verifiers.contains(&m.verdict.signer) {
-                            return Err(format!(
-                                "verdict signed by unknown verifier {}",
-                                m.verdict.signer.short()
-                            ));
-                        }
-                        let v = &m.verdict.statement;
-                        if v.node != *node || v.round != round || v.job_id != job_id {
-                            return Err("verdict names another node, round or job".into());
-                        }
+                        job::check_verdict(&m, &manifest, node, round)?;
                         Ok(m.verdict)
                     });
                 match checked {
@@ -670,24 +607,7 @@ impl EmbeddedFarm {
                     Decision::Pass => {
                         self.store
                             .set_trust(&node.to_string(), snap.trust.saturating_add(1))?;
-                        for &(bi, pos) in &leaves {
-                            let b = &batches[bi];
-                            let s = &b.signed.statement;
-                            let l = &b.tiles[pos];
-                            accepted.insert(
-                                (s.frame, l.tile_index),
-                                FinalTile {
-                                    tile_index: l.tile_index,
-                                    rect: l.rect,
-                                    tile_hash: l.tile_hash,
-                                    leaf: l.leaf,
-                                    node: *node,
-                                    round,
-                                    batch_id: s.batch_id,
-                                },
-                            );
-                            accepted_bytes.insert((s.frame, l.tile_index), (round, s.frame));
-                        }
+                        accepted.extend(job::accepted_tiles(&batches, node, round));
                     }
                     Decision::Fail => {
                         tracing::warn!(
@@ -697,12 +617,7 @@ impl EmbeddedFarm {
                         );
                         self.store.set_trust(&node.to_string(), 0)?;
                         blocked.push(*node);
-                        for &(bi, pos) in &leaves {
-                            next_pending.push((
-                                batches[bi].signed.statement.frame,
-                                batches[bi].tiles[pos].tile_index,
-                            ));
-                        }
+                        next_pending.extend(job::committed_tiles(&batches, node));
                     }
                 }
                 reports.push(NodeReport {
@@ -756,54 +671,25 @@ impl EmbeddedFarm {
         }
 
         // Final frames, roots, releases, receipt, bundle.
-        let mut frames_out = Vec::new();
-        let mut frame_tiles = Vec::new();
-        let mut frame_roots = Vec::new();
-        for frame in cfg.frame_start..=cfg.frame_end {
-            let tiles: Vec<FinalTile> = (0..layout.len() as u32)
-                .filter_map(|t| accepted.get(&(frame, t)).cloned())
-                .collect();
-            let mut pixels =
-                vec![0u8; cfg.settings.width as usize * cfg.settings.height as usize * 8];
-            for t in &tiles {
-                let (round, _) = accepted_bytes[&(frame, t.tile_index)];
-                let bytes = self
-                    .store
-                    .tile_bytes(&job, round, frame, t.tile_index)?
-                    .unwrap_or_default();
-                if tile_hash(&bytes) != t.tile_hash
-                    || !paste(
-                        &mut pixels,
-                        cfg.settings.width,
-                        cfg.settings.height,
-                        t.rect,
-                        &bytes,
-                    )
-                {
-                    return Err(PipelineError::Config(format!(
-                        "stored bytes of frame {frame} tile {} do not match their leaf",
-                        t.tile_index
-                    )));
-                }
-            }
-            let leaves: Vec<Digest> = tiles.iter().map(|t| t.leaf).collect();
-            frame_roots.push(FrameRoot {
-                frame,
-                root: merkle::root(&leaves).unwrap_or_default(),
-                leaf_count: leaves.len() as u32,
-            });
-            frame_tiles.push(FrameTiles { frame, tiles });
-            frames_out.push((frame, pixels));
-        }
-        let root_hashes: Vec<Digest> = frame_roots.iter().map(|f| f.root).collect();
-        let roots = Signed::sign(
-            JobRoots {
-                job_id,
-                job_root: merkle::root(&root_hashes).unwrap_or_default(),
-                frames: frame_roots,
+        let store = &self.store;
+        let job::Assembled {
+            frames: frame_tiles,
+            pixels: frames_out,
+            roots,
+        } = job::assemble(
+            &manifest,
+            &accepted,
+            &mut |round, frame, tile| {
+                store
+                    .tile_bytes(&job, round, frame, tile)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| {
+                        format!("frame {frame} tile {tile} of round {round} is not stored")
+                    })
             },
             &self.coordinator_key,
-        );
+        )
+        .map_err(PipelineError::Config)?;
 
         if cfg.challenge_window_secs == 0 {
             let so_far = self.store.job_transfers(&job)?;
@@ -844,8 +730,7 @@ impl EmbeddedFarm {
         })
     }
 
-    /// Check one batch result: parse, match its task, signature, known node, leaves and
-    /// root, and every delivered tile's hash against its leaf.
+    /// Check one batch result: parse, match its task, then [`job::check_result`].
     fn check_result(
         &self,
         body: &[u8],
@@ -859,59 +744,9 @@ impl EmbeddedFarm {
         let task = tasks
             .get(&res.task_id)
             .ok_or_else(|| format!("result for unknown task {}", res.task_id))?;
-        let s = &res.batch.signed.statement;
-        if !self.nodes.iter().any(|n| n.public() == s.node) {
-            return Err(format!("batch signed by unknown node {}", s.node.short()));
-        }
-        if blocked.contains(&s.node) {
-            return Err(format!(
-                "node {} failed on this job and may not deliver",
-                s.node.short()
-            ));
-        }
-        if s.batch_id != task.batch_id
-            || s.frame != task.frame
-            || s.job_id != task.job_id
-            || res.round != task.round
-        {
-            return Err(format!(
-                "batch {} does not answer task {}",
-                s.batch_id, task.task_id
-            ));
-        }
-        let want: Vec<u32> = task.tiles.iter().map(|t| t.tile_index).collect();
-        if s.tile_ids != want {
-            return Err(format!(
-                "batch {} commits tiles {:?}, the task asked {:?}",
-                s.batch_id, s.tile_ids, want
-            ));
-        }
-        if res.class.id() != s.class_id {
-            return Err(format!(
-                "batch {}: class does not match its class id",
-                s.batch_id
-            ));
-        }
-        checks::check_batch(&res.batch, manifest, layout)?;
-        if res.tiles.len() != res.batch.tiles.len() {
-            return Err(format!(
-                "batch {}: {} tiles delivered for {} leaves",
-                s.batch_id,
-                res.tiles.len(),
-                res.batch.tiles.len()
-            ));
-        }
-        for (l, t) in res.batch.tiles.iter().zip(&res.tiles) {
-            if t.tile_index != l.tile_index
-                || t.bytes.len() != l.rect.canonical_len()
-                || tile_hash(&t.bytes) != l.tile_hash
-            {
-                return Err(format!(
-                    "batch {} tile {}: delivered bytes do not hash to the committed leaf",
-                    s.batch_id, l.tile_index
-                ));
-            }
-        }
+        let signer = res.batch.signed.statement.node;
+        let known = self.nodes.iter().any(|n| n.public() == signer);
+        job::check_result(&res, task, manifest, layout, known, blocked)?;
         Ok(res)
     }
 }

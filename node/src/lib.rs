@@ -6,6 +6,10 @@
 
 #![warn(missing_docs)]
 
+pub mod daemon;
+pub mod stub;
+pub mod worker;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tessera_protocol::bundle::{BatchRecord, LeafRecord};

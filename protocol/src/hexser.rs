@@ -20,6 +20,31 @@ pub mod arr {
     }
 }
 
+/// `Option<[u8; N]>` as a hex string or null.
+pub mod opt_arr {
+    use super::*;
+
+    /// Serialize as hex or null.
+    pub fn serialize<S: Serializer, const N: usize>(
+        v: &Option<[u8; N]>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(&hex::encode(v)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Deserialize from null or hex of exactly `2N` characters.
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<Option<[u8; N]>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| decode(&s).map_err(D::Error::custom))
+            .transpose()
+    }
+}
+
 /// `Vec<[u8; 32]>` as a list of hex strings.
 pub mod vec32 {
     use super::*;

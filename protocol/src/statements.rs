@@ -428,3 +428,77 @@ mod tests {
         assert!(roots.signing_bytes().starts_with(b"tessera v1 job roots\0"));
     }
 }
+
+/// What a node or verifier proves when it registers: it holds the key it names, right now
+/// (the challenge is fresh and single-use), for this coordinator.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Registration {
+    /// `"node"` or `"verifier"`.
+    pub role: String,
+    /// Operator-chosen display name.
+    pub name: String,
+    /// The challenge the coordinator handed out.
+    #[serde(with = "hexser::arr")]
+    pub challenge: Digest,
+    /// The coordinator's public key (binds the signature to one farm).
+    pub coordinator: PublicKey,
+    /// Digest of the capabilities the registrant reports ([`crate::wire::Capabilities::digest`]).
+    #[serde(with = "hexser::arr")]
+    pub capabilities: Digest,
+}
+
+impl Statement for Registration {
+    const DOMAIN: &'static str = "tessera v1 register";
+    fn write_fields(&self, w: &mut FieldWriter) {
+        w.str(&self.role)
+            .str(&self.name)
+            .bytes(&self.challenge)
+            .bytes(&self.coordinator.0)
+            .bytes(&self.capabilities);
+    }
+}
+
+/// A task id with a reason, in a [`NodeSignal`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskNote {
+    /// The task.
+    pub task_id: String,
+    /// Why (free text for logs).
+    pub reason: String,
+}
+
+/// A node's periodic signal: which tasks it holds (a lease heartbeat), which it declines
+/// (not eligible) and which failed on it. Signed, so nobody can renew or fail another
+/// node's leases.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeSignal {
+    /// The sender (must equal the signer).
+    pub node: PublicKey,
+    /// Sender's clock in milliseconds since the Unix epoch (ordering within one node; the
+    /// coordinator's own clock decides leases).
+    pub sent_unix_ms: u64,
+    /// Tasks it is rendering now.
+    pub active: Vec<String>,
+    /// Tasks it received but will not render (blocked on the job, or requirements unmet).
+    pub declined: Vec<TaskNote>,
+    /// Tasks that failed while rendering.
+    pub failed: Vec<TaskNote>,
+}
+
+impl Statement for NodeSignal {
+    const DOMAIN: &'static str = "tessera v1 node signal";
+    fn write_fields(&self, w: &mut FieldWriter) {
+        w.bytes(&self.node.0)
+            .u64(self.sent_unix_ms)
+            .u32(self.active.len() as u32);
+        for t in &self.active {
+            w.str(t);
+        }
+        for notes in [&self.declined, &self.failed] {
+            w.u32(notes.len() as u32);
+            for n in notes {
+                w.str(&n.task_id).str(&n.reason);
+            }
+        }
+    }
+}

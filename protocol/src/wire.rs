@@ -13,14 +13,98 @@ use serde::{Deserialize, Serialize};
 /// Version of every wire message.
 pub const WIRE_VERSION: u32 = 1;
 
+// Queue names are logical: on RabbitMQ, queue `q` is `{namespace}.{q}` (namespace
+// `tessera` by default). See docs/PROTOCOL.md.
+
 /// Queue of render tasks (competing consumers: the nodes).
-pub const QUEUE_TASKS: &str = "tessera.tasks";
+pub const QUEUE_TASKS: &str = "tasks";
 /// Queue of batch results (consumer: the coordinator).
-pub const QUEUE_RESULTS: &str = "tessera.results";
+pub const QUEUE_RESULTS: &str = "results";
 /// Queue of verification requests (competing consumers: the verifiers).
-pub const QUEUE_VERIFY: &str = "tessera.verify";
+pub const QUEUE_VERIFY: &str = "verify";
 /// Queue of verdicts (consumer: the coordinator).
-pub const QUEUE_VERDICTS: &str = "tessera.verdicts";
+pub const QUEUE_VERDICTS: &str = "verdicts";
+/// Queue of signed [`crate::statements::NodeSignal`]s: lease heartbeats, declines and
+/// failures (consumer: the coordinator).
+pub const QUEUE_SIGNALS: &str = "signals";
+
+/// The queue of tasks routed to one node (tasks of jobs with requirements, or with nodes
+/// blocked): `node.` followed by the node's full public key in hex.
+pub fn node_queue(node: &PublicKey) -> String {
+    format!("node.{node}")
+}
+
+/// What a node (or verifier) reports about its renderer when it registers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Capabilities {
+    /// The determinism class of its renderer (adapter, backend, driver, build, shader).
+    pub class: DeterminismClass,
+    /// Memory of the adapter in bytes (0 when unknown).
+    pub memory_bytes: u64,
+    /// Tasks it renders at once (its prefetch).
+    pub slots: u32,
+    /// `tessera` version string.
+    pub software: String,
+}
+
+impl Capabilities {
+    /// The digest a [`crate::statements::Registration`] signs: BLAKE3 derive-key
+    /// `"tessera v1 capabilities"` over class id ‖ memory (u64 LE) ‖ slots (u32 LE) ‖
+    /// software (u32 LE length + UTF-8).
+    pub fn digest(&self) -> Digest {
+        let mut w = crate::canonical::FieldWriter::new();
+        w.bytes(&self.class.id())
+            .u64(self.memory_bytes)
+            .u32(self.slots)
+            .str(&self.software);
+        *blake3::Hasher::new_derive_key("tessera v1 capabilities")
+            .update(&w.finish())
+            .finalize()
+            .as_bytes()
+    }
+
+    /// Whether these capabilities meet `req`.
+    pub fn meets(&self, req: &Requirements) -> Result<(), String> {
+        if let Some(want) = &req.class_id {
+            if self.class.id() != *want {
+                return Err(format!(
+                    "job requires determinism class {}, this renderer is {}",
+                    hex::encode(&want[..6]),
+                    hex::encode(&self.class.id()[..6])
+                ));
+            }
+        }
+        if self.memory_bytes < req.min_memory_bytes {
+            return Err(format!(
+                "job requires {} bytes of adapter memory, this adapter has {}",
+                req.min_memory_bytes, self.memory_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a job asks of the nodes that render it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Requirements {
+    /// Only nodes of this determinism class (id).
+    #[serde(
+        default,
+        with = "hexser::opt_arr",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub class_id: Option<Digest>,
+    /// Only adapters with at least this much memory.
+    #[serde(default)]
+    pub min_memory_bytes: u64,
+}
+
+impl Requirements {
+    /// Whether anything is required at all.
+    pub fn is_empty(&self) -> bool {
+        self.class_id.is_none() && self.min_memory_bytes == 0
+    }
+}
 
 /// One tile to render.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -56,6 +140,12 @@ pub struct RenderTask {
     pub tiles: Vec<TaskTile>,
     /// Nodes that must not take this task (failed on this job).
     pub blocked: Vec<PublicKey>,
+    /// Delivery attempt, from 0; the reconciler republishes with the next one.
+    #[serde(default)]
+    pub attempt: u32,
+    /// What the job requires of a node.
+    #[serde(default)]
+    pub requirements: Requirements,
 }
 
 /// A delivered tile.

@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod checks;
+pub mod daemon;
 pub mod verify;
 
 pub use audit::{audit_bundle, AuditReport, CheckResult};

@@ -19,7 +19,7 @@ mod uri;
 pub(crate) mod world;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -113,6 +113,7 @@ pub(crate) struct SceneData {
 pub struct Scene {
     name: String,
     content_hash: [u8; 32],
+    files: Vec<PathBuf>,
     warnings: Vec<String>,
     stats: SceneStats,
     pub(crate) data: Arc<SceneData>,
@@ -177,6 +178,15 @@ impl Scene {
         self.content_hash
     }
 
+    /// The external files the scene read (buffers, images, the environment image), each
+    /// once, in load order, relative to the scene file's folder as its URIs name them
+    /// (percent-decoded, `.` segments dropped). The scene file itself is not listed;
+    /// `data:` URIs and the GLB `BIN` chunk are not files. The files at these paths beside
+    /// the scene file, and nothing else, make up its [`Scene::content_hash`].
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
     /// Triangles after instancing (at time 0).
     pub fn triangle_count(&self) -> usize {
         self.world0.tri_v0.len()
@@ -217,7 +227,9 @@ impl Scene {
 
 struct Loader<'a> {
     file: String,
-    folder: std::path::PathBuf,
+    folder: PathBuf,
+    /// External files read so far, relative to `folder` (see [`Scene::files`]).
+    files: Vec<PathBuf>,
     bytes: Vec<u8>,
     limits: &'a SceneLimits,
     hasher: blake3::Hasher,
@@ -263,6 +275,7 @@ impl<'a> Loader<'a> {
         Ok(Self {
             file,
             folder,
+            files: Vec::new(),
             bytes,
             limits,
             hasher,
@@ -406,7 +419,7 @@ impl<'a> Loader<'a> {
         match uri::resolve(uri_text, &self.folder, max_bytes) {
             Err(UriRefusal(reason)) => Err(refuse(reason)),
             Ok(UriTarget::Data(data)) => Ok(data),
-            Ok(UriTarget::File(path)) => {
+            Ok(UriTarget::File { path, relative }) => {
                 let cap = max_bytes.min(self.limits.max_file_bytes);
                 let data = match uri::read_bounded(&path, cap) {
                     Ok(d) => d,
@@ -421,6 +434,10 @@ impl<'a> Loader<'a> {
                 self.hasher.update(uri_text.as_bytes());
                 self.hasher.update(&(data.len() as u64).to_le_bytes());
                 self.hasher.update(&data);
+                let relative = PathBuf::from(relative);
+                if !self.files.contains(&relative) {
+                    self.files.push(relative);
+                }
                 Ok(data)
             }
         }
@@ -760,6 +777,7 @@ impl<'a> Loader<'a> {
         Ok(Scene {
             name: self.file.clone(),
             content_hash: *self.hasher.finalize().as_bytes(),
+            files: std::mem::take(&mut self.files),
             warnings: std::mem::take(&mut self.warnings),
             stats,
             data: Arc::new(data),
@@ -871,4 +889,60 @@ fn shorten(uri: &str) -> String {
         end -= 1;
     }
     format!("{}…", &uri[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scenes")
+            .join(name)
+    }
+
+    #[test]
+    fn files_lists_buffers_and_the_environment_image() {
+        let scene = Scene::load(&sample("env-hdr.gltf"), &LoadOptions::default()).unwrap();
+        assert_eq!(
+            scene.files(),
+            [
+                PathBuf::from("env-hdr.bin"),
+                PathBuf::from("env-hdr-sky.hdr")
+            ]
+        );
+        let glb = Scene::load(&sample("cornell-box.glb"), &LoadOptions::default()).unwrap();
+        assert!(glb.files().is_empty());
+    }
+
+    #[test]
+    fn files_are_listed_once_and_make_up_the_hash_from_a_copy() {
+        let tmp = std::env::temp_dir().join(format!("tessera-files-{}", std::process::id()));
+        std::fs::create_dir_all(tmp.join("data")).unwrap();
+        std::fs::copy(sample("env-hdr.bin"), tmp.join("data/geo.bin")).unwrap();
+        std::fs::copy(sample("env-hdr-sky.hdr"), tmp.join("sky.hdr")).unwrap();
+        let mut doc: Value =
+            serde_json::from_slice(&std::fs::read(sample("env-hdr.gltf")).unwrap()).unwrap();
+        doc["buffers"][0]["uri"] = "./data/geo.bin".into();
+        let buffer = doc["buffers"][0].clone();
+        doc["buffers"].as_array_mut().unwrap().push(buffer);
+        doc["scenes"][0]["extras"]["tessera_environment"]["image"] = "sky%2Ehdr".into();
+        let entry = tmp.join("scene.gltf");
+        std::fs::write(&entry, serde_json::to_vec(&doc).unwrap()).unwrap();
+        let scene = Scene::load(&entry, &LoadOptions::default()).unwrap();
+        assert_eq!(
+            scene.files(),
+            [PathBuf::from("data/geo.bin"), PathBuf::from("sky.hdr")]
+        );
+        // The listed files beside the entry are all the scene needs.
+        let copy = tmp.join("copy");
+        for f in scene.files() {
+            std::fs::create_dir_all(copy.join(f).parent().unwrap()).unwrap();
+            std::fs::copy(tmp.join(f), copy.join(f)).unwrap();
+        }
+        std::fs::copy(&entry, copy.join("scene.gltf")).unwrap();
+        let again = Scene::load(&copy.join("scene.gltf"), &LoadOptions::default()).unwrap();
+        assert_eq!(again.content_hash(), scene.content_hash());
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 }

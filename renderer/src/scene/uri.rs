@@ -7,8 +7,14 @@ use std::path::{Path, PathBuf};
 pub(crate) enum UriTarget {
     /// Bytes embedded in the URI itself (`data:...;base64,...`).
     Data(Vec<u8>),
-    /// A file inside the scene folder (already canonicalized and checked).
-    File(PathBuf),
+    /// A file inside the scene folder.
+    File {
+        /// Canonical path (checked to be inside the folder).
+        path: PathBuf,
+        /// The path relative to the folder as the URI names it: percent-decoded, `.`
+        /// segments dropped, `/`-separated (symbolic links inside the folder not followed).
+        relative: String,
+    },
 }
 
 /// Why a URI was refused; the caller adds the file, field and URI.
@@ -55,12 +61,16 @@ pub(crate) fn resolve(uri: &str, folder: &Path, max_bytes: u64) -> Result<UriTar
         return refuse("absolute paths are not allowed");
     }
     let mut path = folder.to_path_buf();
+    let mut segments = Vec::new();
     for segment in decoded.split('/') {
         match segment {
             "" => return refuse("empty path segment"),
             "." => {}
             ".." => return refuse("points outside the scene folder"),
-            s => path.push(s),
+            s => {
+                path.push(s);
+                segments.push(s);
+            }
         }
     }
     let canonical =
@@ -71,7 +81,10 @@ pub(crate) fn resolve(uri: &str, folder: &Path, max_bytes: u64) -> Result<UriTar
     if !canonical.is_file() {
         return refuse("is not a regular file");
     }
-    Ok(UriTarget::File(canonical))
+    Ok(UriTarget::File {
+        path: canonical,
+        relative: segments.join("/"),
+    })
 }
 
 /// Read a whole file, refusing files larger than `max_bytes` before reading them.
@@ -219,5 +232,23 @@ mod tests {
         ] {
             assert!(resolve(uri, &dir, 1 << 20).is_err(), "{uri} accepted");
         }
+    }
+
+    #[test]
+    fn names_files_relative_to_the_folder() {
+        let tmp = std::env::temp_dir().join(format!("tessera-uri-{}", std::process::id()));
+        std::fs::create_dir_all(tmp.join("tex dir")).unwrap();
+        std::fs::write(tmp.join("tex dir/a.png"), b"x").unwrap();
+        let folder = tmp.canonicalize().unwrap();
+        for uri in ["tex%20dir/a.png", "./tex dir/./a.png"] {
+            match resolve(uri, &folder, 1 << 20) {
+                Ok(UriTarget::File { path, relative }) => {
+                    assert_eq!(relative, "tex dir/a.png", "{uri}");
+                    assert_eq!(path, folder.join("tex dir").join("a.png"));
+                }
+                _ => panic!("{uri} not resolved to a file"),
+            }
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }

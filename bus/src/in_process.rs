@@ -1,53 +1,10 @@
-//! The message bus: one trait, an in-process implementation here, AMQP (RabbitMQ) in the
-//! daemons. Semantics follow AMQP work queues: competing consumers, manual ack, nack with
-//! or without requeue, at-least-once delivery (consumers must be idempotent).
+//! The in-process bus: bounded tokio channels with the same semantics as the AMQP bus,
+//! for tests and the embedded pipeline behind `tessera render`.
 
+use crate::{Bus, BusError, Delivery, Settle};
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Mutex as AsyncMutex};
-
-/// Bus failures.
-#[derive(Debug, thiserror::Error)]
-pub enum BusError {
-    /// The bus is closed.
-    #[error("bus closed while using queue {0}")]
-    Closed(String),
-}
-
-/// A message taken from a queue, to be acked or nacked.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    /// The queue it came from.
-    pub queue: String,
-    /// Message id (the task / request id).
-    pub message_id: String,
-    /// Body (JSON).
-    pub body: Vec<u8>,
-    /// How many times it was delivered before.
-    pub redeliveries: u32,
-}
-
-/// A queue transport.
-pub trait Bus: Send + Sync + 'static {
-    /// Publish durably: when this returns Ok the message will be delivered at least once.
-    fn publish(
-        &self,
-        queue: &str,
-        message_id: &str,
-        body: Vec<u8>,
-    ) -> impl Future<Output = Result<(), BusError>> + Send;
-    /// Wait for the next message of `queue`; `None` when the bus is closed.
-    fn next(&self, queue: &str) -> impl Future<Output = Option<Delivery>> + Send;
-    /// The effect of `d` is stored: forget it.
-    fn ack(&self, d: &Delivery) -> impl Future<Output = Result<(), BusError>> + Send;
-    /// Give `d` back (`requeue`) or drop it to the dead-letter log (`!requeue`).
-    fn nack(
-        &self,
-        d: &Delivery,
-        requeue: bool,
-    ) -> impl Future<Output = Result<(), BusError>> + Send;
-}
 
 /// Bound of each in-process queue (publishers wait when it is full).
 pub const IN_PROCESS_QUEUE_BOUND: usize = 4096;
@@ -57,7 +14,8 @@ struct Queue {
     rx: AsyncMutex<mpsc::Receiver<Delivery>>,
 }
 
-/// The in-process bus: bounded tokio channels, competing consumers, requeue on nack.
+/// The in-process bus: bounded tokio channels, competing consumers, requeue on nack
+/// (counting a redelivery), nack without requeue to a dead-letter list.
 #[derive(Clone, Default)]
 pub struct InProcessBus {
     queues: Arc<Mutex<HashMap<String, Arc<Queue>>>>,
@@ -83,7 +41,7 @@ impl InProcessBus {
             .clone()
     }
 
-    /// Messages dropped with `nack(requeue = false)`.
+    /// Messages dropped with `nack(requeue = false)` (the parking queue of this bus).
     pub fn dead_letters(&self) -> Vec<Delivery> {
         self.dead.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -96,6 +54,7 @@ impl Bus for InProcessBus {
             message_id: message_id.into(),
             body,
             redeliveries: 0,
+            settle: Settle::InProcess,
         };
         self.queue(queue)
             .tx
@@ -131,6 +90,11 @@ impl Bus for InProcessBus {
             Ok(())
         }
     }
+
+    async fn declare(&self, queue: &str) -> Result<(), BusError> {
+        self.queue(queue);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -140,6 +104,7 @@ mod tests {
     #[tokio::test]
     async fn competing_consumers_ack_and_requeue() {
         let bus = InProcessBus::new();
+        bus.declare("q").await.unwrap();
         bus.publish("q", "a", b"1".to_vec()).await.unwrap();
         bus.publish("q", "b", b"2".to_vec()).await.unwrap();
         let first = bus.next("q").await.unwrap();
@@ -147,9 +112,15 @@ mod tests {
         bus.nack(&first, true).await.unwrap();
         let second = bus.next("q").await.unwrap();
         assert_eq!(second.message_id, "b");
+        bus.ack(&second).await.unwrap();
         let again = bus.next("q").await.unwrap();
         assert_eq!((again.message_id.as_str(), again.redeliveries), ("a", 1));
         bus.nack(&again, false).await.unwrap();
-        assert_eq!(bus.dead_letters().len(), 1);
+        let dead = bus.dead_letters();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (dead[0].queue.as_str(), dead[0].body.as_slice()),
+            ("q", &b"1"[..])
+        );
     }
 }

@@ -4,7 +4,10 @@
 //! Ledger writes run in one transaction each: the idempotency key, the balance check and
 //! both balance updates commit together or not at all.
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+mod farm;
+
+pub use farm::{OutboxRow, RequestRow, TaskRow, WorkerRow};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use tessera_protocol::payments::{account, LedgerError, Transfer, TransferKind};
 
@@ -74,7 +77,8 @@ CREATE TABLE IF NOT EXISTS balances (
 CREATE TABLE IF NOT EXISTS transfers (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL UNIQUE, job_id TEXT, kind TEXT NOT NULL, from_account TEXT NOT NULL,
-    to_account TEXT NOT NULL, amount INTEGER NOT NULL, round INTEGER NOT NULL, tiles INTEGER NOT NULL
+    to_account TEXT NOT NULL, amount INTEGER NOT NULL, round INTEGER NOT NULL, tiles INTEGER NOT NULL,
+    applied_ms INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
 );
 "#;
 
@@ -93,6 +97,8 @@ impl Store {
             source,
         })?;
         conn.execute_batch(SCHEMA)
+            .and_then(|()| conn.execute_batch(farm::FARM_SCHEMA))
+            .and_then(|()| conn.busy_timeout(std::time::Duration::from_secs(10)))
             .map_err(|source| StoreError::Sqlite {
                 path: p.clone(),
                 source,
@@ -100,7 +106,36 @@ impl Store {
         Ok(Self { conn, path: p })
     }
 
-    fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, StoreError> {
+    /// Run `f` in one IMMEDIATE transaction: everything it writes commits together, or
+    /// nothing does. Nested calls join the outer transaction.
+    pub fn atomically<T>(
+        &self,
+        f: impl FnOnce(&Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if !self.conn.is_autocommit() {
+            return f(self);
+        }
+        self.sql(self.conn.execute_batch("BEGIN IMMEDIATE"))?;
+        match f(self) {
+            Ok(v) => {
+                if let Err(e) = self.conn.execute_batch("COMMIT") {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return self.sql(Err(e));
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, StoreError> {
         r.map_err(|source| StoreError::Sqlite {
             path: self.path.clone(),
             source,
@@ -109,31 +144,23 @@ impl Store {
 
     /// Record a new job with its signed manifest (JSON) and secret nonces.
     pub fn insert_job(
-        &mut self,
+        &self,
         job_id: &str,
         manifest_json: &str,
         created_unix: u64,
         nonces: &[[u8; 32]],
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| StoreError::Sqlite {
-                path: path.clone(),
-                source,
-            })?;
-        let r = (|| {
-            tx.execute("INSERT INTO jobs (job_id, manifest, state, created_unix) VALUES (?1, ?2, 'queued', ?3)", params![job_id, manifest_json, created_unix as i64])?;
+        self.atomically(|s| {
+            let tx = &s.conn;
+            s.sql(tx.execute("INSERT INTO jobs (job_id, manifest, state, created_unix) VALUES (?1, ?2, 'queued', ?3)", params![job_id, manifest_json, created_unix as i64]))?;
             for (i, n) in nonces.iter().enumerate() {
-                tx.execute(
+                s.sql(tx.execute(
                     "INSERT INTO nonces (job_id, round, nonce) VALUES (?1, ?2, ?3)",
                     params![job_id, i as i64, hex::encode(n)],
-                )?;
+                ))?;
             }
-            tx.commit()
-        })();
-        r.map_err(|source| StoreError::Sqlite { path, source })
+            Ok(())
+        })
     }
 
     /// Set a job's state (`queued`, `rendering`, `verifying`, `done`, `failed`).
@@ -213,7 +240,7 @@ impl Store {
     /// already stored is left as it is and `false` is returned.
     #[allow(clippy::too_many_arguments)] // one column each; a struct would only rename them
     pub fn insert_batch(
-        &mut self,
+        &self,
         job_id: &str,
         round: u32,
         batch_id: u32,
@@ -222,36 +249,28 @@ impl Store {
         record_json: &str,
         tiles: &[(u32, [u8; 32], &[u8])],
     ) -> Result<bool, StoreError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| StoreError::Sqlite {
-                path: path.clone(),
-                source,
-            })?;
-        let r = (|| {
-            let exists: Option<i64> = tx
-                .query_row(
+        self.atomically(|s| {
+            let tx = &s.conn;
+            let exists: Option<i64> = s.sql(
+                tx.query_row(
                     "SELECT 1 FROM batches WHERE job_id = ?1 AND batch_id = ?2",
                     params![job_id, batch_id],
                     |r| r.get(0),
                 )
-                .optional()?;
+                .optional(),
+            )?;
             if exists.is_some() {
                 return Ok(false);
             }
-            tx.execute("INSERT INTO batches (job_id, batch_id, round, node, record) VALUES (?1, ?2, ?3, ?4, ?5)", params![job_id, batch_id, round, node, record_json])?;
+            s.sql(tx.execute("INSERT INTO batches (job_id, batch_id, round, node, record) VALUES (?1, ?2, ?3, ?4, ?5)", params![job_id, batch_id, round, node, record_json]))?;
             for (tile_index, hash, bytes) in tiles {
-                tx.execute(
-                    "INSERT INTO tiles (job_id, round, frame, tile_index, batch_id, node, tile_hash, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                s.sql(tx.execute(
+                    "INSERT OR REPLACE INTO tiles (job_id, round, frame, tile_index, batch_id, node, tile_hash, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![job_id, round, frame, tile_index, batch_id, node, hex::encode(hash), bytes],
-                )?;
+                ))?;
             }
-            tx.commit()?;
             Ok(true)
-        })();
-        r.map_err(|source| StoreError::Sqlite { path, source })
+        })
     }
 
     /// The bytes of a delivered tile.
@@ -309,28 +328,20 @@ impl Store {
 
     /// Apply a transfer under the ledger rules, atomically. `Ok(true)`: applied;
     /// `Ok(false)`: its key was already applied with the same content.
-    pub fn apply_transfer(
-        &mut self,
-        job_id: Option<&str>,
-        t: &Transfer,
-    ) -> Result<bool, StoreError> {
-        let path = self.path.clone();
-        let sqlerr = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlerr)?;
-        let prev: Option<(String, String, String, i64, i64, i64)> = tx
-            .query_row(
+    pub fn apply_transfer(&self, job_id: Option<&str>, t: &Transfer) -> Result<bool, StoreError> {
+        self.atomically(|s| s.apply_transfer_in_tx(job_id, t))
+    }
+
+    fn apply_transfer_in_tx(&self, job_id: Option<&str>, t: &Transfer) -> Result<bool, StoreError> {
+        let tx = &self.conn;
+        let prev: Option<(String, String, String, i64, i64, i64)> = self.sql(
+            tx.query_row(
                 "SELECT kind, from_account, to_account, amount, round, tiles FROM transfers WHERE key = ?1",
                 params![t.key],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )
-            .optional()
-            .map_err(sqlerr)?;
+            .optional(),
+        )?;
         if let Some(p) = prev {
             let same = p
                 == (
@@ -353,14 +364,15 @@ impl Store {
         if t.from == t.to {
             return Err(LedgerError::SameAccount(t.key.clone(), t.from.clone()).into());
         }
-        let balance: i64 = tx
-            .query_row(
-                "SELECT balance FROM balances WHERE account = ?1",
-                params![t.from],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sqlerr)?
+        let balance: i64 = self
+            .sql(
+                tx.query_row(
+                    "SELECT balance FROM balances WHERE account = ?1",
+                    params![t.from],
+                    |r| r.get(0),
+                )
+                .optional(),
+            )?
             .unwrap_or(0);
         if !account::may_go_negative(&t.from) && i128::from(balance) < i128::from(t.amount) {
             return Err(LedgerError::Insufficient {
@@ -372,19 +384,16 @@ impl Store {
             .into());
         }
         let amount = i64::try_from(t.amount).map_err(|_| LedgerError::ZeroAmount(t.key.clone()))?;
-        tx.execute(
+        self.sql(tx.execute(
             "INSERT INTO transfers (key, job_id, kind, from_account, to_account, amount, round, tiles) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![t.key, job_id, kind_name(t.kind), t.from, t.to, amount, t.round, t.tiles],
-        )
-        .map_err(sqlerr)?;
+        ))?;
         for (acct, delta) in [(&t.from, -amount), (&t.to, amount)] {
-            tx.execute(
+            self.sql(tx.execute(
                 "INSERT INTO balances (account, balance) VALUES (?1, ?2) ON CONFLICT(account) DO UPDATE SET balance = balance + ?2",
                 params![acct, delta],
-            )
-            .map_err(sqlerr)?;
+            ))?;
         }
-        tx.commit().map_err(sqlerr)?;
         Ok(true)
     }
 
@@ -503,7 +512,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         {
-            let mut s = Store::open(&path).unwrap();
+            let s = Store::open(&path).unwrap();
             assert!(s
                 .apply_transfer(None, &t("d1", "external:bank", "client:a", 100))
                 .unwrap());
@@ -530,7 +539,7 @@ mod tests {
         fn sum_never_changes_and_matches_pure_rules(ops in proptest::collection::vec((0u8..12, 0usize..4, 0usize..4, 1u64..500), 1..40)) {
             let accts = ["external:bank", "client:a", "escrow:j", "node:n"];
             let dir = tempfile::tempdir().unwrap();
-            let mut s = Store::open(&dir.path().join("p.db")).unwrap();
+            let s = Store::open(&dir.path().join("p.db")).unwrap();
             let mut pure = tessera_protocol::payments::Ledger::new();
             for (k, f, to, amount) in ops {
                 let tr = t(&format!("k{k}"), accts[f], accts[to], amount);

@@ -1,0 +1,189 @@
+//! The coordinator's HTTP API (version 1): the JSON types both sides use, and (in
+//! [`client`]) an async client for nodes, verifiers and the `tessera` client commands.
+//!
+//! Every path starts with `/v1`. Authentication is `Authorization: Bearer TOKEN`: a client
+//! API token for client routes, or the session token a node or verifier got from
+//! `POST /v1/register` for worker routes. Errors are an [`ApiError`] body with a 4xx/5xx
+//! status. docs/PROTOCOL.md is the normative description.
+
+#![warn(missing_docs)]
+
+pub mod client;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tessera_protocol::keys::PublicKey;
+use tessera_protocol::statements::{Registration, Signed};
+use tessera_protocol::wire::{Capabilities, Requirements};
+use tessera_protocol::{DeterminismClass, RenderSettings};
+
+/// Largest blob (one scene file) the coordinator accepts, in bytes, unless configured.
+pub const DEFAULT_MAX_BLOB_BYTES: u64 = 512 * 1024 * 1024;
+
+/// `POST /v1/register/challenge` (no authentication): a fresh single-use challenge.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ChallengeResponse {
+    /// 32 random bytes, hex; valid for a few minutes, once.
+    pub challenge: String,
+    /// The coordinator's public key (the registration must name it).
+    pub coordinator: PublicKey,
+}
+
+/// `POST /v1/register` body.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RegisterRequest {
+    /// The signed registration (role, name, challenge, coordinator key, capabilities digest).
+    pub registration: Signed<Registration>,
+    /// The capabilities whose digest was signed.
+    pub capabilities: Capabilities,
+    /// The farm's worker token, when the coordinator requires one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// `POST /v1/register` answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RegisterResponse {
+    /// Bearer token for the worker routes (scene listings and blobs).
+    pub session: String,
+    /// The coordinator's public key.
+    pub coordinator: PublicKey,
+    /// AMQP namespace: queue `q` is `{namespace}.{q}` on the broker.
+    pub amqp_namespace: String,
+}
+
+/// A scene as a set of content-addressed files.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SceneListing {
+    /// The file to load (`.glb` or `.gltf`), a key of `files`.
+    pub entry: String,
+    /// Relative path inside the scene folder (forward slashes, no `..`, not absolute) →
+    /// BLAKE3 hash of its bytes, hex.
+    pub files: BTreeMap<String, String>,
+}
+
+/// `PUT /v1/blobs/{hash}` answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlobStored {
+    /// BLAKE3 of the bytes, hex (equals the path's hash).
+    pub hash: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// False when the coordinator already had it.
+    pub fresh: bool,
+}
+
+/// `POST /v1/jobs` body.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobSubmission {
+    /// The scene; every file must have been uploaded first.
+    pub scene: SceneListing,
+    /// Render settings.
+    pub settings: RenderSettings,
+    /// First frame.
+    pub frame_start: u32,
+    /// Last frame (inclusive).
+    pub frame_end: u32,
+    /// Tier name (`economy`, `priority`, `trusted`).
+    pub tier: String,
+    /// Tile edge in pixels (coordinator default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tile_size: Option<u32>,
+    /// Tiles per task (coordinator default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// What the job requires of nodes.
+    #[serde(default)]
+    pub requirements: Requirements,
+}
+
+/// `POST /v1/jobs` answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobAccepted {
+    /// The job id, hex.
+    pub job_id: String,
+    /// The scene content hash, hex.
+    pub scene_hash: String,
+}
+
+/// `GET /v1/jobs/{id}` (and each element of `GET /v1/jobs`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobStatus {
+    /// Job id, hex.
+    pub job_id: String,
+    /// `queued`, `rendering`, `verifying`, `done` or `failed`.
+    pub state: String,
+    /// Scene file name.
+    pub scene_name: String,
+    /// First frame.
+    pub frame_start: u32,
+    /// Last frame.
+    pub frame_end: u32,
+    /// Tier.
+    pub tier: String,
+    /// Tiles in the job (all frames).
+    pub tiles_total: u32,
+    /// Tiles with a stored, checked result in the current round or an accepted one.
+    pub tiles_rendered: u32,
+    /// Tiles accepted after verification.
+    pub tiles_verified: u32,
+    /// Current round.
+    pub round: u32,
+    /// Why the job failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Submission time, seconds since the Unix epoch.
+    pub created_unix: u64,
+}
+
+/// `GET /v1/nodes` element: a registered node or verifier.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeView {
+    /// Public key.
+    pub key: PublicKey,
+    /// Display name.
+    pub name: String,
+    /// `node` or `verifier`.
+    pub role: String,
+    /// Determinism class.
+    pub class: DeterminismClass,
+    /// Adapter memory.
+    pub memory_bytes: u64,
+    /// Render slots.
+    pub slots: u32,
+    /// Trust score.
+    pub trust: u32,
+    /// Stake, micro-credits.
+    pub stake: i64,
+    /// Earned balance, micro-credits.
+    pub balance: i64,
+    /// Last heartbeat or registration, seconds since the Unix epoch.
+    pub last_seen_unix: u64,
+    /// Tasks leased to it now.
+    pub leased_tasks: u32,
+}
+
+/// `GET /v1/ledger`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LedgerView {
+    /// Every account with its balance, micro-credits, by name.
+    pub accounts: Vec<AccountBalance>,
+    /// Sum of all balances (always 0: the ledger is double-entry).
+    pub total: i64,
+}
+
+/// One account.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccountBalance {
+    /// Account name (`client:NAME`, `node:KEY`, `stake:KEY`, `escrow:JOB`, …).
+    pub account: String,
+    /// Balance, micro-credits.
+    pub balance: i64,
+}
+
+/// Error body of every non-2xx answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    /// What went wrong, naming the field or thing.
+    pub error: String,
+}

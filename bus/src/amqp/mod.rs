@@ -1,0 +1,580 @@
+//! The RabbitMQ bus: durable quorum queues under a namespace, publisher confirms, manual
+//! acks, dead-lettering to a parking queue, and automatic recovery from connection loss.
+//!
+//! Topology (all durable; `{ns}` is [`AmqpConfig::namespace`]):
+//! - logical queue `q` is the quorum queue `{ns}.q` with `x-delivery-limit`,
+//!   `x-dead-letter-exchange={ns}.parking`, `x-dead-letter-strategy=at-least-once` and
+//!   `x-overflow=reject-publish`; messages reach it through the default exchange;
+//! - `{ns}.parking` is a fanout exchange bound to the quorum queue `{ns}.parked`, which
+//!   collects what was nacked without requeue or exceeded the delivery limit.
+//!
+//! Recovery: a supervisor task owns the connection. When it dies (broker restart,
+//! `close_all_connections`, network) the supervisor warns, reconnects with capped
+//! exponential backoff and re-declares the parking topology; each consumer pump then opens
+//! a new channel, re-declares its queue and consumes again; `publish` waits for the new
+//! connection and retries until a confirm (bounded by [`PUBLISH_TIMEOUT`]). Deliveries
+//! from a dead channel are stale: the broker redelivers them.
+
+mod consumer;
+mod link;
+
+use crate::{Bus, BusError, Delivery, Settle};
+use consumer::str_header;
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, ShortString};
+use lapin::{BasicProperties, Confirmation};
+use link::{Backoff, Link, Shared, WaitError};
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{debug, error};
+
+/// Prefetch of a consumer whose queue has no entry in [`AmqpConfig::prefetch`].
+pub const DEFAULT_PREFETCH: u16 = 16;
+/// Default `x-delivery-limit`: deliveries after the first before a message is parked.
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 10;
+/// How long `publish`, `declare` and `parked` keep retrying across connection loss.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on one ack or nack.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Logical name of the parking queue (reserved: not usable as a work queue).
+const PARKED: &str = "parked";
+/// AMQP reply code of a mandatory message that no queue took.
+const NO_ROUTE: u16 = 312;
+
+/// How to reach the broker and shape the queues.
+#[derive(Clone)]
+pub struct AmqpConfig {
+    /// Broker URL, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub url: String,
+    /// Prefix of every broker name (`{namespace}.{queue}`); default `tessera`.
+    pub namespace: String,
+    /// Prefetch per logical queue (per consumer); [`DEFAULT_PREFETCH`] otherwise. 0 is
+    /// taken as 1.
+    pub prefetch: HashMap<String, u16>,
+    /// `x-delivery-limit` of every work queue; default [`DEFAULT_DELIVERY_LIMIT`]. A
+    /// queue's arguments are fixed when it is first declared: changing this later makes
+    /// declaring that queue fail with `406 PRECONDITION_FAILED`.
+    pub delivery_limit: u32,
+    /// Cap of the exponential reconnect backoff; default 5 s.
+    pub reconnect_max_backoff: Duration,
+}
+
+impl AmqpConfig {
+    /// Defaults with this broker URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The consumer prefetch of a logical queue.
+    pub fn prefetch_for(&self, queue: &str) -> u16 {
+        self.prefetch
+            .get(queue)
+            .copied()
+            .unwrap_or(DEFAULT_PREFETCH)
+    }
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            namespace: "tessera".into(),
+            prefetch: HashMap::new(),
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
+            reconnect_max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl fmt::Debug for AmqpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpConfig")
+            .field("url", &redact(&self.url))
+            .field("namespace", &self.namespace)
+            .field("prefetch", &self.prefetch)
+            .field("delivery_limit", &self.delivery_limit)
+            .field("reconnect_max_backoff", &self.reconnect_max_backoff)
+            .finish()
+    }
+}
+
+/// `url` with the password replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let Some(at) = rest.find('@') else {
+        return url.to_string();
+    };
+    let user = rest[..at].split(':').next().unwrap_or("");
+    format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
+}
+
+/// A message in the parking queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parked {
+    /// The logical queue it was dead-lettered from (`x-first-death-queue`), if known.
+    pub original_queue: Option<String>,
+    /// Why (`rejected`: nack without requeue; `delivery_limit`: too many redeliveries;
+    /// `expired`), if known.
+    pub reason: Option<String>,
+    /// The message id.
+    pub message_id: String,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// The RabbitMQ bus. Cheap to clone; the connection is shared. Dropping the last clone
+/// shuts it down (as [`AmqpBus::shutdown`] does, without waiting).
+#[derive(Clone)]
+pub struct AmqpBus {
+    shared: Arc<Shared>,
+    _guard: Arc<ShutdownOnDrop>,
+}
+
+struct ShutdownOnDrop(Arc<Shared>);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        self.0.begin_shutdown();
+    }
+}
+
+/// One failed attempt of a retried operation.
+enum Failure {
+    /// Retrying cannot help.
+    Final(BusError),
+    /// The connection or a channel failed; retry on a working one.
+    Transient(String),
+}
+
+impl From<lapin::Error> for Failure {
+    fn from(e: lapin::Error) -> Self {
+        Failure::Transient(e.to_string())
+    }
+}
+
+impl AmqpBus {
+    /// Connect, declare the parking topology and start the recovery supervisor. Fails if
+    /// the broker cannot be reached now; later losses are recovered from.
+    pub async fn connect(cfg: AmqpConfig) -> Result<Self, BusError> {
+        let namespace_ok = !cfg.namespace.is_empty()
+            && cfg.namespace.len() <= 200
+            && !cfg.namespace.starts_with("amq.");
+        if !namespace_ok {
+            return Err(BusError::Invalid {
+                what: "namespace",
+                value: cfg.namespace.clone(),
+                reason: "must be 1 to 200 bytes and not start with amq.".into(),
+            });
+        }
+        let url = redact(&cfg.url);
+        let shared = Arc::new(Shared::new(cfg));
+        shared
+            .start()
+            .await
+            .map_err(|reason| BusError::Connect { url, reason })?;
+        Ok(Self {
+            _guard: Arc::new(ShutdownOnDrop(shared.clone())),
+            shared,
+        })
+    }
+
+    /// Stop consuming, close the connection and wait for that. Afterwards `next` returns
+    /// `None` and the other operations fail with [`BusError::Closed`].
+    pub async fn shutdown(&self) {
+        self.shared.begin_shutdown();
+        self.shared.join_supervisor().await;
+    }
+
+    /// The namespace of every broker name.
+    pub fn namespace(&self) -> &str {
+        &self.shared.cfg.namespace
+    }
+
+    /// The broker queue behind a logical queue (`{namespace}.{queue}`).
+    pub fn broker_queue(&self, queue: &str) -> Result<String, BusError> {
+        self.shared.broker_queue(queue).map(String::from)
+    }
+
+    /// What is in the parking queue now, oldest first, leaving it there. Each read counts
+    /// as a delivery of those messages (the parking queue has no delivery limit).
+    pub async fn parked(&self) -> Result<Vec<Parked>, BusError> {
+        self.read_parked(false).await
+    }
+
+    /// Like [`AmqpBus::parked`], but removes what it returns.
+    pub async fn take_parked(&self) -> Result<Vec<Parked>, BusError> {
+        self.read_parked(true).await
+    }
+
+    async fn read_parked(&self, take: bool) -> Result<Vec<Parked>, BusError> {
+        let what = format!("reading parking queue {}", self.shared.parked_queue());
+        self.retry(PARKED, &what, |link| self.try_read_parked(link, take))
+            .await
+    }
+
+    async fn try_read_parked(&self, link: Arc<Link>, take: bool) -> Result<Vec<Parked>, Failure> {
+        let queue = self.shared.parked_queue();
+        let ch = link.channel().await?;
+        let mut parked = Vec::new();
+        let mut last_tag = None;
+        // Unacked gets stay with this channel, so the loop ends when all were seen.
+        while let Some(msg) = ch
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+            .await?
+        {
+            last_tag = Some(msg.delivery.delivery_tag);
+            parked.push(self.to_parked(msg.delivery));
+        }
+        if let (true, Some(tag)) = (take, last_tag) {
+            ch.basic_ack(tag, BasicAckOptions { multiple: true })
+                .await?;
+            // The ack is sent: a failed close must not make the caller read them again.
+            let _ = ch.close(200, "OK".into()).await;
+        } else {
+            // Closing the channel puts the unacked messages back.
+            ch.close(200, "OK".into()).await?;
+        }
+        Ok(parked)
+    }
+
+    fn to_parked(&self, d: lapin::message::Delivery) -> Parked {
+        let headers = d.properties.headers().clone().unwrap_or_default();
+        let first_death = |key: &str| {
+            str_header(&headers, &format!("x-first-death-{key}")).or_else(|| {
+                match headers.inner().get("x-death") {
+                    Some(AMQPValue::FieldArray(deaths)) => match deaths.as_slice().last() {
+                        Some(AMQPValue::FieldTable(death)) => str_header(death, key),
+                        _ => None,
+                    },
+                    _ => None,
+                }
+            })
+        };
+        let prefix = format!("{}.", self.shared.cfg.namespace);
+        Parked {
+            original_queue: first_death("queue")
+                .map(|q| q.strip_prefix(&prefix).map(String::from).unwrap_or(q)),
+            reason: first_death("reason"),
+            message_id: d
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            body: d.data,
+        }
+    }
+
+    /// Run `attempt` on a live connection until it succeeds, fails for good, the bus shuts
+    /// down, or [`PUBLISH_TIMEOUT`] passes.
+    async fn retry<'a, T, F, Fut>(
+        &'a self,
+        queue: &str,
+        what: &str,
+        mut attempt: F,
+    ) -> Result<T, BusError>
+    where
+        F: FnMut(Arc<Link>) -> Fut,
+        Fut: Future<Output = Result<T, Failure>> + 'a,
+    {
+        let deadline = Instant::now() + PUBLISH_TIMEOUT;
+        let mut backoff = Backoff::new(Duration::from_secs(1));
+        let mut last = String::from("none");
+        loop {
+            let timeout = |last: String| BusError::Timeout {
+                what: what.to_string(),
+                after: PUBLISH_TIMEOUT,
+                last,
+            };
+            let link = match self.shared.wait_link(Some(deadline)).await {
+                Ok(link) => link,
+                Err(WaitError::Shutdown) => return Err(BusError::Closed(queue.to_string())),
+                Err(WaitError::Timeout) => return Err(timeout(last)),
+            };
+            match attempt(link.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Transient(reason)) => {
+                    debug!(%queue, %reason, "{what}: retrying");
+                    if !link.connected() {
+                        link.report_broken(format!("{what}: {reason}"));
+                    }
+                    last = reason;
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(timeout(last));
+            }
+            if !self.shared.sleep(backoff.next_delay()).await {
+                return Err(BusError::Closed(queue.to_string()));
+            }
+        }
+    }
+
+    /// Declare `broker_queue` on this connection unless that was done already.
+    async fn ensure_declared(
+        &self,
+        link: &Link,
+        queue: &str,
+        broker_queue: &ShortString,
+    ) -> Result<(), Failure> {
+        if link.is_declared(broker_queue.as_str()) {
+            return Ok(());
+        }
+        // A channel of its own: a refused declare closes it and nothing else.
+        let ch = link.channel().await?;
+        match ch
+            .queue_declare(
+                broker_queue.clone(),
+                QueueDeclareOptions::durable(),
+                self.shared.queue_args(),
+            )
+            .await
+        {
+            Ok(_) => {
+                link.mark_declared(broker_queue.as_str());
+                let _ = ch.close(200, "OK".into()).await;
+                Ok(())
+            }
+            Err(e) if e.is_amqp_soft_error() && link.connected() => {
+                Err(Failure::Final(BusError::Broker {
+                    what: format!("declaring queue {queue} ({broker_queue})"),
+                    reason: e.to_string(),
+                }))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn try_publish(
+        &self,
+        link: Arc<Link>,
+        queue: &str,
+        broker_queue: &ShortString,
+        message_id: &ShortString,
+        body: &[u8],
+    ) -> Result<(), Failure> {
+        let props = BasicProperties::default()
+            .with_message_id(message_id.clone())
+            .with_delivery_mode(2);
+        let options = BasicPublishOptions {
+            mandatory: true,
+            immediate: false,
+        };
+        let mut redeclared = false;
+        loop {
+            self.ensure_declared(&link, queue, broker_queue).await?;
+            let ch = link.publisher().await?;
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    broker_queue.clone(),
+                    options,
+                    body,
+                    props.clone(),
+                )
+                .await?
+                .await?;
+            let final_error = match confirm {
+                Confirmation::Ack(None) => return Ok(()),
+                Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+                    if returned.reply_code == NO_ROUTE && !redeclared {
+                        // The queue was deleted behind our back: declare it again, once.
+                        link.forget_declared(broker_queue.as_str());
+                        redeclared = true;
+                        continue;
+                    }
+                    BusError::Returned {
+                        queue: queue.to_string(),
+                        message_id: message_id.to_string(),
+                        reason: format!("{} {}", returned.reply_code, returned.reply_text),
+                    }
+                }
+                Confirmation::Nack(None) => BusError::Nacked {
+                    queue: queue.to_string(),
+                    message_id: message_id.to_string(),
+                },
+                Confirmation::NotRequested => {
+                    // The channel lost confirm mode: reopen it.
+                    return Err(Failure::Transient(
+                        "publishing channel is not in confirm mode".into(),
+                    ));
+                }
+            };
+            return Err(Failure::Final(final_error));
+        }
+    }
+
+    async fn settle(&self, d: &Delivery, requeue: Option<bool>) -> Result<(), BusError> {
+        let what = if requeue.is_some() { "nack" } else { "ack" };
+        let stale = || BusError::StaleDelivery {
+            queue: d.queue.clone(),
+            message_id: d.message_id.clone(),
+        };
+        let Settle::Amqp { acker, .. } = &d.settle else {
+            return Err(BusError::Invalid {
+                what: "delivery",
+                value: d.message_id.clone(),
+                reason: format!(
+                    "{what} on the amqp bus of a delivery from queue {} of another bus",
+                    d.queue
+                ),
+            });
+        };
+        if self.shared.is_shut_down() {
+            return Err(BusError::Closed(d.queue.clone()));
+        }
+        let current =
+            consumer::existing_slot(&self.shared, &d.queue).is_some_and(|slot| slot.is_current(d));
+        if !current {
+            return Err(stale());
+        }
+        let sent = async {
+            match requeue {
+                None => acker.ack(BasicAckOptions::default()).await,
+                Some(requeue) => {
+                    acker
+                        .nack(BasicNackOptions {
+                            multiple: false,
+                            requeue,
+                        })
+                        .await
+                }
+            }
+        };
+        match tokio::time::timeout(SETTLE_TIMEOUT, sent).await {
+            Ok(Ok(true)) => Ok(()),
+            // Already settled, or the channel closed meanwhile.
+            Ok(Ok(false)) => Err(stale()),
+            Ok(Err(e)) => {
+                debug!(queue = %d.queue, message_id = %d.message_id, error = %e, "{what} failed: channel gone");
+                Err(stale())
+            }
+            Err(_) => Err(BusError::Timeout {
+                what: format!("{what} of message {} from queue {}", d.message_id, d.queue),
+                after: SETTLE_TIMEOUT,
+                last: "no answer".into(),
+            }),
+        }
+    }
+}
+
+impl Bus for AmqpBus {
+    async fn publish(&self, queue: &str, message_id: &str, body: Vec<u8>) -> Result<(), BusError> {
+        let broker_queue = self.shared.broker_queue(queue)?;
+        let message_id_short = ShortString::try_new(message_id).map_err(|e| BusError::Invalid {
+            what: "message id",
+            value: message_id.to_string(),
+            reason: e.to_string(),
+        })?;
+        let what = format!("publishing message {message_id} to queue {queue}");
+        let (broker_queue, message_id_short, body) = (&broker_queue, &message_id_short, &body);
+        self.retry(queue, &what, |link| {
+            self.try_publish(link, queue, broker_queue, message_id_short, body)
+        })
+        .await
+    }
+
+    async fn next(&self, queue: &str) -> Option<Delivery> {
+        let slot = match consumer::slot(&self.shared, queue) {
+            Ok(slot) => slot,
+            Err(e) => {
+                error!(%queue, error = %e, "cannot consume");
+                return None;
+            }
+        };
+        let take = async {
+            let mut rx = slot.rx.lock().await;
+            loop {
+                let d = rx.recv().await?;
+                if slot.is_current(&d) {
+                    return Some(d);
+                }
+                debug!(%queue, message_id = %d.message_id, "dropping a delivery from a closed channel; the broker redelivers it");
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = self.shared.shutdown_signal() => None,
+            d = take => d,
+        }
+    }
+
+    async fn ack(&self, d: &Delivery) -> Result<(), BusError> {
+        self.settle(d, None).await
+    }
+
+    async fn nack(&self, d: &Delivery, requeue: bool) -> Result<(), BusError> {
+        self.settle(d, Some(requeue)).await
+    }
+
+    async fn declare(&self, queue: &str) -> Result<(), BusError> {
+        let broker_queue = self.shared.broker_queue(queue)?;
+        let what = format!("declaring queue {queue}");
+        let broker_queue = &broker_queue;
+        self.retry(queue, &what, |link| async move {
+            self.ensure_declared(&link, queue, broker_queue).await
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consumer::int_header;
+    use super::*;
+
+    #[test]
+    fn redacts_the_password() {
+        assert_eq!(
+            redact("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(redact("amqp://host:5672"), "amqp://host:5672");
+    }
+
+    #[test]
+    fn queue_arguments_are_quorum_with_parking() {
+        let shared = Shared::new(AmqpConfig {
+            namespace: "ns".into(),
+            delivery_limit: 3,
+            ..AmqpConfig::default()
+        });
+        let args = shared.queue_args();
+        assert_eq!(str_header(&args, "x-queue-type").as_deref(), Some("quorum"));
+        assert_eq!(int_header(&args, "x-delivery-limit"), Some(3));
+        assert_eq!(
+            str_header(&args, "x-dead-letter-exchange").as_deref(),
+            Some("ns.parking")
+        );
+        assert_eq!(
+            str_header(&args, "x-dead-letter-strategy").as_deref(),
+            Some("at-least-once")
+        );
+        assert_eq!(
+            str_header(&args, "x-overflow").as_deref(),
+            Some("reject-publish")
+        );
+        assert_eq!(shared.broker_queue("tasks").unwrap().as_str(), "ns.tasks");
+        assert!(matches!(
+            shared.broker_queue("parked"),
+            Err(BusError::Invalid { .. })
+        ));
+        assert!(matches!(
+            shared.broker_queue(&"x".repeat(300)),
+            Err(BusError::Invalid { .. })
+        ));
+    }
+}

@@ -1,0 +1,159 @@
+//! The message bus: the [`Bus`] trait, an in-process implementation for tests and the
+//! embedded pipeline ([`InProcessBus`]), and the RabbitMQ one for the daemons ([`AmqpBus`]).
+//!
+//! Semantics follow AMQP work queues: competing consumers, manual ack, nack with or without
+//! requeue, at-least-once delivery. Every consumer must be idempotent: a message can arrive
+//! again after a reconnect, after a stale ack, or after a publish that was retried because
+//! its confirmation was lost.
+//!
+//! Queue names given to the trait are logical (`tasks`, `results`, `verify`, `verdicts`,
+//! `heartbeats`, `node.<id>`); the AMQP bus maps them to broker queues under a namespace.
+
+#![warn(missing_docs)]
+
+mod amqp;
+mod in_process;
+
+pub use amqp::{AmqpBus, AmqpConfig, Parked, DEFAULT_DELIVERY_LIMIT, DEFAULT_PREFETCH};
+pub use in_process::{InProcessBus, IN_PROCESS_QUEUE_BOUND};
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Bus failures. Messages name the queue or the operation they concern.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The bus was shut down (or its in-process queue dropped) while using this queue.
+    #[error("bus closed while using queue {0}")]
+    Closed(String),
+    /// The first connection to the broker failed (later losses are recovered from).
+    #[error("cannot connect to amqp broker at {url}: {reason}")]
+    Connect {
+        /// The broker URL, password redacted.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The broker refused an operation on a live connection (e.g. `406 PRECONDITION_FAILED`
+    /// when a queue exists with other arguments). Retrying the same thing will not help.
+    #[error("broker refused {what}: {reason}")]
+    Broker {
+        /// The operation and the queue it was for.
+        what: String,
+        /// The broker's reply.
+        reason: String,
+    },
+    /// No broker connection could do the operation within the bound.
+    #[error(
+        "{what}: gave up after {after:?} without a working broker connection (last error: {last})"
+    )]
+    Timeout {
+        /// The operation and the queue it was for.
+        what: String,
+        /// How long it tried.
+        after: Duration,
+        /// The last error seen.
+        last: String,
+    },
+    /// The broker negatively confirmed a publish (e.g. the queue is full: `reject-publish`).
+    #[error("broker nacked message {message_id} for queue {queue}")]
+    Nacked {
+        /// Logical queue.
+        queue: String,
+        /// The message id.
+        message_id: String,
+    },
+    /// The broker returned a mandatory publish as unroutable.
+    #[error("message {message_id} for queue {queue} was returned unroutable: {reason}")]
+    Returned {
+        /// Logical queue.
+        queue: String,
+        /// The message id.
+        message_id: String,
+        /// Reply code and text.
+        reason: String,
+    },
+    /// The delivery cannot be settled any more: the channel it came on is gone (the
+    /// connection or channel was recovered since), or it was already acked or nacked. This is
+    /// harmless: the broker redelivers a message whose settlement it did not get, and
+    /// consumers are idempotent.
+    #[error("delivery {message_id} from queue {queue} is stale (its channel is gone or it was already settled); the broker redelivers it if it was not settled")]
+    StaleDelivery {
+        /// Logical queue.
+        queue: String,
+        /// The message id.
+        message_id: String,
+    },
+    /// A queue name, message id or setting that the broker cannot take.
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        /// What kind of value (`queue name`, `message id`, ...).
+        what: &'static str,
+        /// The value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A message taken from a queue, to be acked or nacked through the bus it came from.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The logical queue it came from.
+    pub queue: String,
+    /// Message id (the task / request id).
+    pub message_id: String,
+    /// Body (JSON).
+    pub body: Vec<u8>,
+    /// How many times it was delivered before (AMQP: the quorum queue's
+    /// `x-delivery-count`).
+    pub redeliveries: u32,
+    /// What settling it needs.
+    pub(crate) settle: Settle,
+}
+
+/// The private part of a [`Delivery`]: where to send its ack.
+#[derive(Debug, Clone)]
+pub(crate) enum Settle {
+    /// From an [`InProcessBus`]: nothing to track.
+    InProcess,
+    /// From an [`AmqpBus`] consumer channel.
+    Amqp {
+        /// The consumer channel's generation (unique per opened channel); an ack is sent
+        /// only while it is the queue's current one.
+        generation: u64,
+        /// lapin's handle for the delivery tag on that channel.
+        acker: lapin::Acker,
+    },
+}
+
+/// A queue transport.
+///
+/// Delivery is at least once: consumers must be idempotent.
+pub trait Bus: Clone + Send + Sync + 'static {
+    /// Durable publish: `Ok` only once the broker confirmed it (AMQP: publisher confirms;
+    /// the message is persistent and carries `message_id`). Retries across connection loss
+    /// within a bound, so the same message may be enqueued twice.
+    fn publish(
+        &self,
+        queue: &str,
+        message_id: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
+    /// The next delivery from `queue`. A consumer is started on the first call, with the
+    /// prefetch configured for that queue. Keeps waiting across connection loss; `None`
+    /// only when the bus was shut down.
+    fn next(&self, queue: &str) -> impl Future<Output = Option<Delivery>> + Send;
+    /// The effect of `d` is stored: forget it. A stale delivery gives
+    /// [`BusError::StaleDelivery`] (never a panic).
+    fn ack(&self, d: &Delivery) -> impl Future<Output = Result<(), BusError>> + Send;
+    /// Give `d` back (`requeue`, counting a redelivery) or dead-letter it to the parking
+    /// queue (`!requeue`).
+    fn nack(
+        &self,
+        d: &Delivery,
+        requeue: bool,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
+    /// Make sure a queue exists (used for per-node queues `node.<id>`); no-op in process.
+    fn declare(&self, queue: &str) -> impl Future<Output = Result<(), BusError>> + Send;
+}

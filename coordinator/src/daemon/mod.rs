@@ -1,0 +1,397 @@
+//! `tessera coordinator`: the [`service::Service`] state machine behind an HTTP API
+//! ([`http`]), three AMQP consumers (results, verdicts, node signals), the outbox
+//! publisher and the lease reconciler, all in one process with one store.
+//!
+//! Fault hook for tests (documented in docs/PROTOCOL.md): with
+//! `TESSERA_FAULT_EXIT_BEFORE_PUBLISH=QUEUE` the process exits with status 77 just before
+//! it would publish its first outbox message to logical queue `QUEUE`, i.e. after the
+//! commit that queued it and before the publish.
+
+pub mod http;
+pub mod service;
+
+use crate::store::Store;
+use service::{Handled, Service, ServiceConfig};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tessera_bus::{AmqpBus, AmqpConfig, Bus};
+use tessera_protocol::keys::SecretKey;
+use tessera_protocol::wire::{QUEUE_RESULTS, QUEUE_SIGNALS, QUEUE_VERDICTS};
+use tessera_protocol::Digest;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Loads a scene from its entry file and returns its content hash (the binary passes the
+/// renderer's loader; the coordinator crate does not depend on the GPU renderer).
+pub type SceneInspector = Arc<dyn Fn(&Path) -> Result<Digest, String> + Send + Sync>;
+
+/// Everything `tessera coordinator` needs.
+#[derive(Clone)]
+pub struct DaemonConfig {
+    /// Broker URL.
+    pub amqp_url: String,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Data folder: store, key, blobs, scenes.
+    pub data_dir: PathBuf,
+    /// Client API tokens: `TOKEN` (client `default`) or `CLIENT=TOKEN`.
+    pub api_tokens: Vec<String>,
+    /// Token nodes and verifiers must present to register (none: any key may register).
+    pub worker_token: Option<String>,
+    /// Lease length after a node's last heartbeat.
+    pub lease: Duration,
+    /// How often the reconciler runs.
+    pub reconcile_every: Duration,
+    /// Deliveries of one task before its job fails.
+    pub max_attempts: u32,
+    /// Failures before a node is blocked from a job.
+    pub blocklist_after: u32,
+    /// Stake deposited for a node at first registration.
+    pub node_stake: u64,
+    /// Default tile edge.
+    pub tile_size: u32,
+    /// Default tiles per task.
+    pub batch_size: u32,
+    /// Hold-back release delay.
+    pub challenge_window_secs: u64,
+    /// Stake slashed on failure, %.
+    pub slash_pct: u32,
+    /// Largest uploaded file.
+    pub max_blob_bytes: u64,
+    /// AMQP namespace (queue `q` is `{namespace}.{q}`).
+    pub namespace: String,
+    /// Unanswered verify requests are published again after this long.
+    pub verify_timeout: Duration,
+    /// Scene loader for submissions.
+    pub scene_inspector: Option<SceneInspector>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        let s = ServiceConfig::default();
+        Self {
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8700)),
+            data_dir: PathBuf::from("tessera-data"),
+            api_tokens: Vec::new(),
+            worker_token: None,
+            lease: Duration::from_millis(s.lease_ms),
+            reconcile_every: Duration::from_secs(1),
+            max_attempts: s.max_attempts,
+            blocklist_after: s.blocklist_after,
+            node_stake: s.node_stake,
+            tile_size: s.tile_size,
+            batch_size: s.batch_size,
+            challenge_window_secs: s.challenge_window_secs,
+            slash_pct: s.slash_pct,
+            max_blob_bytes: tessera_api::DEFAULT_MAX_BLOB_BYTES,
+            namespace: s.namespace,
+            verify_timeout: Duration::from_millis(s.verify_timeout_ms),
+            scene_inspector: None,
+        }
+    }
+}
+
+/// Why the daemon stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Bad configuration.
+    #[error("{0}")]
+    Config(String),
+    /// The data folder could not be used.
+    #[error("data folder {path}: {reason}")]
+    Data {
+        /// Path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The broker failed.
+    #[error(transparent)]
+    Bus(#[from] tessera_bus::BusError),
+    /// The HTTP listener failed.
+    #[error("http listener on {addr}: {reason}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The coordinator's key: `DIR/coordinator.key`, created (mode 0600) on first start.
+fn load_or_create_key(dir: &Path) -> Result<SecretKey, DaemonError> {
+    let path = dir.join("coordinator.key");
+    let data_err = |reason: String| DaemonError::Data {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => SecretKey::from_key_file(&text, &path.display().to_string())
+            .map_err(|e| data_err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SecretKey::generate();
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(&path).map_err(|e| data_err(e.to_string()))?;
+            std::io::Write::write_all(&mut f, key.to_key_file().as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| data_err(e.to_string()))?;
+            Ok(key)
+        }
+        Err(e) => Err(data_err(e.to_string())),
+    }
+}
+
+/// Shared state of the daemon's tasks.
+pub(crate) struct Shared {
+    pub(crate) service: Mutex<Service>,
+    pub(crate) outbox: Notify,
+}
+
+impl Shared {
+    /// Run `f` on the service off the async workers (SQLite is blocking).
+    pub(crate) async fn with<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Service) -> T + Send + 'static,
+    ) -> T {
+        let me = self.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let svc = me.service.lock().unwrap_or_else(|e| e.into_inner());
+            f(&svc)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        self.outbox.notify_one();
+        out
+    }
+}
+
+/// Run the coordinator until `shutdown` is cancelled, on RabbitMQ at `cfg.amqp_url`.
+pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let mut amqp = AmqpConfig::new(cfg.amqp_url.clone());
+    amqp.namespace = cfg.namespace.clone();
+    for q in [QUEUE_RESULTS, QUEUE_VERDICTS, QUEUE_SIGNALS] {
+        amqp.prefetch.insert(q.to_string(), 64);
+    }
+    let bus = AmqpBus::connect(amqp).await?;
+    let listener = bind(cfg.listen).await?;
+    let out = run_with_bus(cfg, bus.clone(), listener, shutdown).await;
+    bus.shutdown().await;
+    out
+}
+
+/// Bind the API's listener.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| DaemonError::Listen {
+            addr,
+            reason: e.to_string(),
+        })
+}
+
+/// Run the coordinator on any bus (RabbitMQ, or in process for benchmarks and tests),
+/// serving the API on `listener`, until `shutdown` is cancelled.
+pub async fn run_with_bus<B: Bus>(
+    cfg: DaemonConfig,
+    bus: B,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(cfg.data_dir.join("blobs")).map_err(|e| DaemonError::Data {
+        path: cfg.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    if cfg.api_tokens.is_empty() {
+        return Err(DaemonError::Config(
+            "--api-token: at least one client API token is needed".into(),
+        ));
+    }
+    let key = load_or_create_key(&cfg.data_dir)?;
+    let store = Store::open(&cfg.data_dir.join("coordinator.db"))?;
+    let svc_cfg = ServiceConfig {
+        lease_ms: cfg.lease.as_millis() as u64,
+        max_attempts: cfg.max_attempts,
+        blocklist_after: cfg.blocklist_after,
+        node_stake: cfg.node_stake,
+        tile_size: cfg.tile_size,
+        batch_size: cfg.batch_size,
+        challenge_window_secs: cfg.challenge_window_secs,
+        slash_pct: cfg.slash_pct,
+        verify_timeout_ms: cfg.verify_timeout.as_millis() as u64,
+        worker_token: cfg.worker_token.clone(),
+        namespace: cfg.namespace.clone(),
+        ..ServiceConfig::default()
+    };
+    let shared = Arc::new(Shared {
+        service: Mutex::new(Service::new(store, key, svc_cfg)),
+        outbox: Notify::new(),
+    });
+    let addr = listener.local_addr().ok();
+    tracing::info!(
+        listen = ?addr,
+        key = %shared.service.lock().unwrap_or_else(|e| e.into_inner()).public().short(),
+        "coordinator up"
+    );
+    let tracker = tokio_util::task::TaskTracker::new();
+    tracker.spawn(consume(
+        bus.clone(),
+        QUEUE_RESULTS,
+        shared.clone(),
+        shutdown.clone(),
+        |s, b, now| s.handle_result(b, now),
+    ));
+    tracker.spawn(consume(
+        bus.clone(),
+        QUEUE_VERDICTS,
+        shared.clone(),
+        shutdown.clone(),
+        |s, b, now| s.handle_verdict(b, now),
+    ));
+    tracker.spawn(consume(
+        bus.clone(),
+        QUEUE_SIGNALS,
+        shared.clone(),
+        shutdown.clone(),
+        |s, b, now| s.handle_signal(b, now),
+    ));
+    tracker.spawn(publish_outbox(
+        bus.clone(),
+        shared.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(reconcile(
+        shared.clone(),
+        cfg.reconcile_every,
+        shutdown.clone(),
+    ));
+    let app = http::router(http::ApiState::new(shared.clone(), &cfg));
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let served = server.await;
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    served.map_err(|e| DaemonError::Listen {
+        addr: cfg.listen,
+        reason: e.to_string(),
+    })
+}
+
+/// Consume one queue: handle each delivery in the service, ack once its effect is
+/// committed, park what is refused (with the reason logged), and give back (requeue)
+/// what failed for a passing reason such as a busy store.
+async fn consume<B: Bus>(
+    bus: B,
+    queue: &'static str,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    handle: fn(&Service, &[u8], u64) -> Result<Handled, service::ServiceError>,
+) {
+    loop {
+        let d = tokio::select! {
+            () = shutdown.cancelled() => return,
+            d = bus.next(queue) => match d { Some(d) => d, None => return },
+        };
+        let body = d.body.clone();
+        let outcome = shared.with(move |s| handle(s, &body, now_ms())).await;
+        let acked = match outcome {
+            Ok(Handled::Done) => bus.ack(&d).await,
+            Ok(Handled::Refused(reason)) => {
+                tracing::warn!(queue, message = %d.message_id, "parked: {reason}");
+                bus.nack(&d, false).await
+            }
+            Err(e) => {
+                tracing::error!(queue, message = %d.message_id, "handling failed, message requeued: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                bus.nack(&d, true).await
+            }
+        };
+        if let Err(e) = acked {
+            tracing::warn!(queue, message = %d.message_id, "ack/nack failed (the broker redelivers it): {e}");
+        }
+    }
+}
+
+/// Publish the outbox in order, with confirms; delete rows only after their confirm.
+async fn publish_outbox<B: Bus>(bus: B, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let exit_before = std::env::var("TESSERA_FAULT_EXIT_BEFORE_PUBLISH").ok();
+    loop {
+        let rows = shared
+            .with(|s| s.store().outbox(512))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!("reading the outbox: {e}");
+                Vec::new()
+            });
+        if rows.is_empty() {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = shared.outbox.notified() => {},
+                () = tokio::time::sleep(Duration::from_millis(500)) => {},
+            }
+            continue;
+        }
+        let mut last = None;
+        for row in &rows {
+            if exit_before.as_deref() == Some(row.queue.as_str()) {
+                tracing::error!(queue = %row.queue, "fault hook: exiting between commit and publish");
+                std::process::exit(77);
+            }
+            match bus
+                .publish(&row.queue, &row.message_id, row.body.clone())
+                .await
+            {
+                Ok(()) => last = Some(row.seq),
+                Err(e) => {
+                    tracing::error!(queue = %row.queue, message = %row.message_id, "publish failed, will retry: {e}");
+                    break;
+                }
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        if let Some(seq) = last {
+            if let Err(e) = shared
+                .with(move |s| s.store().delete_outbox_through(seq))
+                .await
+            {
+                tracing::error!("trimming the outbox: {e}");
+            }
+        } else {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {},
+            }
+        }
+    }
+}
+
+/// Run the reconciler every `every`.
+async fn reconcile(shared: Arc<Shared>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {},
+        }
+        if let Err(e) = shared.with(|s| s.reconcile(now_ms())).await {
+            tracing::error!("reconciler: {e}");
+        }
+    }
+}

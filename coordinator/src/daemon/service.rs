@@ -1,0 +1,1247 @@
+//! The daemon coordinator's state machine. Every input (a submitted job, a node's result,
+//! a verdict, a node signal, a reconciler tick) is one call that reads and writes the store
+//! inside one transaction and queues what must be published in the outbox table, so
+//! "commit, then publish" survives a crash between the two. No bus, no HTTP, and the
+//! clock is a parameter (`now_ms`): tests drive leases with virtual time.
+
+use crate::job::{self, MAX_ROUNDS};
+use crate::store::{Store, StoreError, TaskRow, WorkerRow};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use tessera_protocol::bundle::{
+    BatchRecord, FinalTile, NodeInfo, NodeSamples, ProofBundle, RoundRecord, BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+};
+use tessera_protocol::keys::{PublicKey, SecretKey};
+use tessera_protocol::payments::{
+    account, default_tiers, Pricing, SamplingPolicy, Transfer, TransferKind,
+};
+use tessera_protocol::rules::{escrow_transfer, release_transfers, verdict_transfers, NodeOutcome};
+use tessera_protocol::sampling::nonce_commitment;
+use tessera_protocol::statements::{
+    Decision, JobManifest, NodeSignal, NodeSnapshot, PaymentReceipt, Registration, RoundCommitment,
+    Signed, Verdict, MANIFEST_VERSION,
+};
+use tessera_protocol::wire::{
+    node_queue, BatchResult, Capabilities, RenderTask, Requirements, VerdictMessage, QUEUE_TASKS,
+    QUEUE_VERIFY,
+};
+use tessera_protocol::{tile_layout, Digest, RenderSettings, TileRect};
+
+/// Largest image edge a job may ask for.
+pub const MAX_EDGE: u32 = 16_384;
+/// Most samples per pixel a job may ask for.
+pub const MAX_SPP: u32 = 1 << 16;
+/// Most frames in one job.
+pub const MAX_FRAMES: u32 = 100_000;
+
+/// The service's policy knobs.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// A task's lease lasts this long after the node's last heartbeat naming it.
+    pub lease_ms: u64,
+    /// Deliveries of one task before its job fails.
+    pub max_attempts: u32,
+    /// Failures (expired leases, failed renders, refused results) of one node on one job
+    /// before it is blocked from that job.
+    pub blocklist_after: u32,
+    /// Stake deposited for a node at its first registration (micro-credits).
+    pub node_stake: u64,
+    /// Default tile edge.
+    pub tile_size: u32,
+    /// Default tiles per task.
+    pub batch_size: u32,
+    /// Hold-back release delay; 0 releases when the job finishes.
+    pub challenge_window_secs: u64,
+    /// Stake slashed on a failed verification, %.
+    pub slash_pct: u32,
+    /// A verify request unanswered this long is published again.
+    pub verify_timeout_ms: u64,
+    /// An open task nobody leased for this long is published again (a lost or parked
+    /// message); a long queue only delays this, it never loses a task.
+    pub unleased_timeout_ms: u64,
+    /// Nodes and verifiers must present this token to register, when set.
+    pub worker_token: Option<String>,
+    /// AMQP namespace told to registering workers.
+    pub namespace: String,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            lease_ms: 15_000,
+            max_attempts: 8,
+            blocklist_after: 3,
+            node_stake: 1_000_000,
+            tile_size: 64,
+            batch_size: 16,
+            challenge_window_secs: 0,
+            slash_pct: 50,
+            verify_timeout_ms: 300_000,
+            unleased_timeout_ms: 1_800_000,
+            worker_token: None,
+            namespace: "tessera".into(),
+        }
+    }
+}
+
+/// Why the service refused or failed an input.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The store failed (the input may be retried).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The input is wrong; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// The input names something unknown.
+    #[error("{0}")]
+    NotFound(String),
+    /// Not allowed for this caller.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The farm cannot do it now (e.g. no verifier registered).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What to do with the delivery that carried an input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Its effect is stored (or it was a harmless duplicate): ack it.
+    Done,
+    /// It is refused for good: park it (dead-letter) with this reason, logged.
+    Refused(String),
+}
+
+/// A job's mutable progress (JSON in `job_runs`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct JobRun {
+    client: String,
+    round: u32,
+    next_batch_id: u32,
+    batch_size: u32,
+    requirements: Requirements,
+    blocked: Vec<PublicKey>,
+    error: Option<String>,
+    tiles_total: u32,
+    tiles_verified: u32,
+    scene_hint: Option<String>,
+}
+
+/// A job as the API shows it.
+#[derive(Clone, Debug)]
+pub struct JobView {
+    /// Signed manifest.
+    pub manifest: Signed<JobManifest>,
+    /// `queued`, `rendering`, `verifying`, `done`, `failed`.
+    pub state: String,
+    /// Current round.
+    pub round: u32,
+    /// Tiles in the job.
+    pub tiles_total: u32,
+    /// Tiles delivered in the current round plus tiles accepted before.
+    pub tiles_rendered: u32,
+    /// Tiles accepted.
+    pub tiles_verified: u32,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// The coordinator's core.
+pub struct Service {
+    store: Store,
+    key: SecretKey,
+    cfg: ServiceConfig,
+}
+
+fn to_json<T: Serialize>(what: &str, v: &T) -> Result<String, ServiceError> {
+    serde_json::to_string(v).map_err(|e| ServiceError::Invalid(format!("encoding {what}: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, ServiceError> {
+    serde_json::from_str(s).map_err(|e| {
+        ServiceError::Store(StoreError::Corrupt {
+            path: "store".into(),
+            what: what.into(),
+            reason: e.to_string(),
+        })
+    })
+}
+
+fn random32() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b
+}
+
+impl Service {
+    /// A service over `store`, signing with `key`.
+    pub fn new(store: Store, key: SecretKey, cfg: ServiceConfig) -> Self {
+        Self { store, key, cfg }
+    }
+
+    /// The coordinator's public key.
+    pub fn public(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    /// The store (for the outbox publisher and read-only views).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.cfg
+    }
+
+    // --- registration -----------------------------------------------------------------
+
+    /// A fresh single-use registration challenge (hex), valid for five minutes.
+    pub fn challenge(&self, now_ms: u64) -> Result<String, ServiceError> {
+        let c = hex::encode(random32());
+        self.store.insert_challenge(&c, now_ms + 300_000)?;
+        Ok(c)
+    }
+
+    /// Register a node or verifier that signed a challenge; returns its session token.
+    pub fn register(
+        &self,
+        reg: &Signed<Registration>,
+        caps: &Capabilities,
+        token: Option<&str>,
+        now_ms: u64,
+    ) -> Result<String, ServiceError> {
+        let r = &reg.statement;
+        if let Some(want) = &self.cfg.worker_token {
+            if token != Some(want.as_str()) {
+                return Err(ServiceError::Forbidden(format!(
+                    "registration of {} ({}): missing or wrong worker token",
+                    r.name,
+                    reg.signer.short()
+                )));
+            }
+        }
+        reg.verify()
+            .map_err(|e| ServiceError::Forbidden(format!("registration: {e}")))?;
+        if r.role != "node" && r.role != "verifier" {
+            return Err(ServiceError::Invalid(format!(
+                "registration.role: {:?} is neither \"node\" nor \"verifier\"",
+                r.role
+            )));
+        }
+        if r.name.is_empty() || r.name.len() > 64 || r.name.chars().any(char::is_control) {
+            return Err(ServiceError::Invalid(
+                "registration.name: 1 to 64 printable characters".into(),
+            ));
+        }
+        if r.coordinator != self.public() {
+            return Err(ServiceError::Forbidden(format!(
+                "registration names coordinator {}, this is {}",
+                r.coordinator.short(),
+                self.public().short()
+            )));
+        }
+        if r.capabilities != caps.digest() {
+            return Err(ServiceError::Invalid(
+                "capabilities: they do not match the signed digest".into(),
+            ));
+        }
+        if caps.slots == 0 || caps.slots > 1024 {
+            return Err(ServiceError::Invalid(format!(
+                "capabilities.slots: {} is outside 1..=1024",
+                caps.slots
+            )));
+        }
+        let session = hex::encode(random32());
+        let key = reg.signer;
+        self.store
+            .atomically(|s| {
+                if !s.take_challenge(&hex::encode(r.challenge), now_ms)? {
+                    return Err(StoreError::Corrupt {
+                        path: "challenge".into(),
+                        what: "registration.challenge".into(),
+                        reason: "unknown, used or expired".into(),
+                    });
+                }
+                s.upsert_worker(
+                    &WorkerRow {
+                        key: key.to_string(),
+                        name: r.name.clone(),
+                        role: r.role.clone(),
+                        caps: serde_json::to_string(caps).unwrap_or_default(),
+                        last_seen_ms: now_ms,
+                    },
+                    &session,
+                )?;
+                s.upsert_node(
+                    &key.to_string(),
+                    &r.name,
+                    &serde_json::to_string(&caps.class).unwrap_or_default(),
+                )?;
+                if r.role == "node"
+                    && self.cfg.node_stake > 0
+                    && s.balance(&account::stake(&key))? <= 0
+                {
+                    s.apply_transfer(
+                        None,
+                        &Transfer {
+                            key: format!("stake:{key}:registration"),
+                            kind: TransferKind::Deposit,
+                            from: account::external("node-deposits"),
+                            to: account::stake(&key),
+                            amount: self.cfg.node_stake,
+                            round: 0,
+                            tiles: 0,
+                        },
+                    )?;
+                }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                StoreError::Corrupt { what, reason, .. } if what == "registration.challenge" => {
+                    ServiceError::Forbidden(format!("registration.challenge: {reason}"))
+                }
+                e => e.into(),
+            })?;
+        tracing::info!(worker = %key.short(), name = %r.name, role = %r.role, "registered");
+        Ok(session)
+    }
+
+    /// The worker a session token belongs to.
+    pub fn worker_by_session(&self, session: &str) -> Result<Option<WorkerRow>, ServiceError> {
+        Ok(self.store.worker_by_session(session)?)
+    }
+
+    fn registered(&self, key: &PublicKey, role: &str) -> Result<Option<WorkerRow>, ServiceError> {
+        Ok(self
+            .store
+            .worker(&key.to_string())?
+            .filter(|w| w.role == role))
+    }
+
+    // --- submission -------------------------------------------------------------------
+
+    /// Accept a job: sign its manifest (with one nonce commitment per possible round and
+    /// the registered verifiers), fund its escrow, and queue round 0.
+    #[allow(clippy::too_many_arguments)] // the submission's parts, already validated apart
+    pub fn submit(
+        &self,
+        client: &str,
+        scene_name: &str,
+        scene_hash: Digest,
+        settings: RenderSettings,
+        frames: (u32, u32),
+        tier: &str,
+        tile_size: Option<u32>,
+        batch_size: Option<u32>,
+        requirements: Requirements,
+        now_ms: u64,
+    ) -> Result<String, ServiceError> {
+        let bad = |m: String| Err(ServiceError::Invalid(m));
+        if settings.width == 0 || settings.height == 0 {
+            return bad("settings.width/height: must be at least 1".into());
+        }
+        if settings.width > MAX_EDGE || settings.height > MAX_EDGE {
+            return bad(format!("settings.width/height: at most {MAX_EDGE}"));
+        }
+        if settings.spp == 0 || settings.spp > MAX_SPP {
+            return bad(format!(
+                "settings.spp: {} is outside 1..={MAX_SPP}",
+                settings.spp
+            ));
+        }
+        if frames.1 < frames.0 || frames.1 - frames.0 >= MAX_FRAMES {
+            return bad(format!(
+                "frames {}..{}: the end must not be before the start, at most {MAX_FRAMES} frames",
+                frames.0, frames.1
+            ));
+        }
+        let tile_size = tile_size.unwrap_or(self.cfg.tile_size);
+        if !(8..=4096).contains(&tile_size) {
+            return bad(format!("tile_size: {tile_size} is outside 8..=4096"));
+        }
+        let batch_size = batch_size.unwrap_or(self.cfg.batch_size);
+        if !(1..=1024).contains(&batch_size) {
+            return bad(format!("batch_size: {batch_size} is outside 1..=1024"));
+        }
+        let Some(tier) = default_tiers().into_iter().find(|t| t.name == tier) else {
+            let names: Vec<_> = default_tiers().into_iter().map(|t| t.name).collect();
+            return bad(format!("tier: {tier:?} is not one of {}", names.join(", ")));
+        };
+        let verifiers: Vec<PublicKey> = self
+            .store
+            .workers()?
+            .into_iter()
+            .filter(|w| w.role == "verifier")
+            .filter_map(|w| tessera_protocol::hexser::decode::<32>(&w.key).ok())
+            .map(PublicKey)
+            .collect();
+        if verifiers.is_empty() {
+            return Err(ServiceError::Unavailable(
+                "no verifier is registered: start `tessera verifier` first".into(),
+            ));
+        }
+        let mut job_id = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut job_id);
+        let job = hex::encode(job_id);
+        let nonces: Vec<Digest> = (0..MAX_ROUNDS).map(|_| random32()).collect();
+        let manifest = JobManifest {
+            version: MANIFEST_VERSION,
+            job_id,
+            client: client.into(),
+            scene_name: scene_name.into(),
+            scene_hash,
+            settings,
+            frame_start: frames.0,
+            frame_end: frames.1,
+            tile_size,
+            tier,
+            sampling: SamplingPolicy::default(),
+            pricing: Pricing::default(),
+            slash_pct: self.cfg.slash_pct,
+            challenge_window_secs: self.cfg.challenge_window_secs,
+            nonce_commitments: nonces.iter().map(nonce_commitment).collect(),
+            verifiers,
+            created_unix: now_ms / 1000,
+        };
+        let layout = tile_layout(manifest.settings.width, manifest.settings.height, tile_size);
+        let n_frames = frames.1 - frames.0 + 1;
+        let mut run = JobRun {
+            client: client.into(),
+            round: 0,
+            next_batch_id: 0,
+            batch_size,
+            requirements,
+            blocked: Vec::new(),
+            error: None,
+            tiles_total: layout.len() as u32 * n_frames,
+            tiles_verified: 0,
+            scene_hint: Some(scene_name.into()),
+        };
+        let signed = Signed::sign(manifest.clone(), &self.key);
+        let pending: Vec<(u32, u32)> = (frames.0..=frames.1)
+            .flat_map(|f| (0..layout.len() as u32).map(move |t| (f, t)))
+            .collect();
+        self.store.atomically(|s| {
+            s.insert_job(
+                &job,
+                &to_json("manifest", &signed).map_err(corrupt)?,
+                now_ms / 1000,
+                &nonces,
+            )?;
+            let escrow = escrow_transfer(&manifest);
+            let client_acct = account::client(client);
+            let have = s.balance(&client_acct)?;
+            if i128::from(have) < i128::from(escrow.amount) {
+                s.apply_transfer(
+                    None,
+                    &Transfer {
+                        key: format!("job:{job}:deposit"),
+                        kind: TransferKind::Deposit,
+                        from: account::external("client-bank"),
+                        to: client_acct,
+                        amount: escrow.amount - have.max(0) as u64,
+                        round: 0,
+                        tiles: 0,
+                    },
+                )?;
+            }
+            s.apply_transfer(Some(&job), &escrow)?;
+            self.dispatch(s, &manifest, &mut run, &layout, &pending, now_ms)
+                .map_err(corrupt)?;
+            s.put_run(&job, &to_json("run", &run).map_err(corrupt)?)?;
+            Ok(())
+        })?;
+        tracing::info!(job = %&job[..12], tiles = run.tiles_total, "job accepted");
+        Ok(job)
+    }
+
+    /// Plan `pending` into tasks of the run's current round, store them and queue them.
+    fn dispatch(
+        &self,
+        s: &Store,
+        manifest: &JobManifest,
+        run: &mut JobRun,
+        layout: &[TileRect],
+        pending: &[(u32, u32)],
+        now_ms: u64,
+    ) -> Result<(), ServiceError> {
+        let tasks = job::plan_tasks(
+            manifest,
+            layout,
+            pending,
+            run.batch_size,
+            run.round,
+            run.next_batch_id,
+            &run.blocked,
+            &run.requirements,
+        );
+        run.next_batch_id += tasks.len() as u32;
+        let job = hex::encode(manifest.job_id);
+        let eligible = self.eligible_nodes(run, None)?;
+        for task in &tasks {
+            let body = to_json("task", task)?;
+            s.insert_task(
+                &task.task_id,
+                &job,
+                task.round,
+                &body,
+                task.tiles.len() as u32,
+                now_ms,
+            )?;
+            if let Some(queue) = route(task, run, &eligible) {
+                s.push_outbox(&queue, &task.task_id, body.as_bytes())?;
+            }
+        }
+        s.set_job_state(&job, "queued")?;
+        Ok(())
+    }
+
+    /// Registered nodes that may take tasks of `run` (not blocked, requirements met,
+    /// heard from recently), except `except`, by key.
+    fn eligible_nodes(
+        &self,
+        run: &JobRun,
+        except: Option<&PublicKey>,
+    ) -> Result<Vec<PublicKey>, ServiceError> {
+        let mut out = Vec::new();
+        for w in self.store.workers()? {
+            if w.role != "node" {
+                continue;
+            }
+            let Ok(key) = tessera_protocol::hexser::decode::<32>(&w.key).map(PublicKey) else {
+                continue;
+            };
+            if run.blocked.contains(&key) || Some(&key) == except {
+                continue;
+            }
+            let Ok(caps) = serde_json::from_str::<Capabilities>(&w.caps) else {
+                continue;
+            };
+            if caps.meets(&run.requirements).is_ok() {
+                out.push(key);
+            }
+        }
+        Ok(out)
+    }
+
+    // --- results ----------------------------------------------------------------------
+
+    /// A node's batch result.
+    pub fn handle_result(&self, body: &[u8], now_ms: u64) -> Result<Handled, ServiceError> {
+        let res: BatchResult = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return Ok(Handled::Refused(format!("malformed result: {e}"))),
+        };
+        let Some(task_row) = self.store.task(&res.task_id)? else {
+            return Ok(Handled::Refused(format!(
+                "result for unknown task {:?}",
+                res.task_id
+            )));
+        };
+        if task_row.state != "open" {
+            tracing::debug!(task = %res.task_id, "late or repeated result ignored");
+            return Ok(Handled::Done);
+        }
+        let (signed_manifest, mut run) = self.job(&task_row.job_id)?;
+        let manifest = &signed_manifest.statement;
+        let task: RenderTask = from_json("task", &task_row.body)?;
+        let signer = res.batch.signed.statement.node;
+        let known = self.registered(&signer, "node")?.is_some();
+        let layout = tile_layout(
+            manifest.settings.width,
+            manifest.settings.height,
+            manifest.tile_size,
+        );
+        if let Err(reason) = job::check_result(&res, &task, manifest, &layout, known, &run.blocked)
+        {
+            // A registered node delivered something unusable: count it against the node and
+            // give the task to someone else, so the job still finishes.
+            if known {
+                self.store.atomically(|s| {
+                    self.fail_task(s, &mut run, manifest, &task_row, Some(&signer), now_ms)
+                        .map_err(corrupt)?;
+                    s.put_run(&task_row.job_id, &to_json("run", &run).map_err(corrupt)?)
+                })?;
+            }
+            return Ok(Handled::Refused(reason));
+        }
+        let job = task_row.job_id.clone();
+        let s = &res.batch.signed.statement;
+        let tiles: Vec<(u32, [u8; 32], &[u8])> = res
+            .batch
+            .tiles
+            .iter()
+            .zip(&res.tiles)
+            .map(|(l, t)| (l.tile_index, l.tile_hash, t.bytes.as_slice()))
+            .collect();
+        let record = to_json("batch", &res.batch)?;
+        self.store.atomically(|st| {
+            st.insert_batch(
+                &job,
+                task.round,
+                s.batch_id,
+                &s.node.to_string(),
+                s.frame,
+                &record,
+                &tiles,
+            )?;
+            st.set_task_state(&task.task_id, "done")?;
+            st.touch_worker(&s.node.to_string(), now_ms)?;
+            if st.job_state(&job)?.as_deref() == Some("queued") {
+                st.set_job_state(&job, "rendering")?;
+            }
+            if st.count_tasks(&job, task.round, "open")? == 0 && task.round == run.round {
+                self.close_round(st, &signed_manifest, &run, now_ms)
+                    .map_err(corrupt)?;
+            }
+            Ok(())
+        })?;
+        Ok(Handled::Done)
+    }
+
+    /// Every task of the round is in: fix the round, reveal its nonce, sample each node
+    /// and queue the verify requests.
+    fn close_round(
+        &self,
+        s: &Store,
+        signed_manifest: &Signed<JobManifest>,
+        run: &JobRun,
+        now_ms: u64,
+    ) -> Result<(), ServiceError> {
+        let manifest = &signed_manifest.statement;
+        let job = hex::encode(manifest.job_id);
+        let round = run.round;
+        let batches = self.batches(&job, round)?;
+        let nodes: BTreeSet<PublicKey> = batches.iter().map(|b| b.signed.statement.node).collect();
+        let mut snapshots = Vec::new();
+        for n in &nodes {
+            snapshots.push(NodeSnapshot {
+                node: *n,
+                trust: s.trust(&n.to_string())?,
+                stake: s.balance(&account::stake(n))?.max(0) as u64,
+            });
+        }
+        let commitment = job::commit_round(manifest, round, &batches, snapshots, &self.key)
+            .map_err(ServiceError::Invalid)?;
+        s.insert_round(&job, round, &to_json("round", &commitment)?)?;
+        let nonce = s.reveal_nonce(&job, round)?;
+        for n in &nodes {
+            let mut missing = None;
+            let (req, record) = job::verify_request(
+                signed_manifest,
+                &commitment,
+                &batches,
+                nonce,
+                n,
+                &mut |frame, tile| match s.tile_bytes(&job, round, frame, tile) {
+                    Ok(Some(b)) => b,
+                    _ => {
+                        missing = Some((frame, tile));
+                        Vec::new()
+                    }
+                },
+            )
+            .map_err(ServiceError::Invalid)?;
+            if let Some((frame, tile)) = missing {
+                return Err(ServiceError::Store(StoreError::Corrupt {
+                    path: "store".into(),
+                    what: format!("job {job} round {round} frame {frame} tile {tile}"),
+                    reason: "delivered bytes are missing".into(),
+                }));
+            }
+            let body = to_json("verify request", &req)?;
+            s.insert_request(
+                &req.request_id,
+                &job,
+                round,
+                &n.to_string(),
+                &to_json("samples", &record)?,
+                body.as_bytes(),
+                now_ms,
+            )?;
+            s.push_outbox(QUEUE_VERIFY, &req.request_id, body.as_bytes())?;
+        }
+        s.set_job_state(&job, "verifying")?;
+        tracing::info!(job = %&job[..12], round, nodes = nodes.len(), "round fixed, nonce revealed, verification requested");
+        Ok(())
+    }
+
+    fn batches(&self, job: &str, round: u32) -> Result<Vec<BatchRecord>, ServiceError> {
+        self.store
+            .round_batches(job, round)?
+            .iter()
+            .map(|r| from_json("batch", r))
+            .collect()
+    }
+
+    fn job(&self, job: &str) -> Result<(Signed<JobManifest>, JobRun), ServiceError> {
+        let m = self
+            .store
+            .manifest(job)?
+            .ok_or_else(|| ServiceError::NotFound(format!("job {job} does not exist")))?;
+        let r = self
+            .store
+            .run(job)?
+            .ok_or_else(|| ServiceError::NotFound(format!("job {job} has no run state")))?;
+        Ok((from_json("manifest", &m)?, from_json("run", &r)?))
+    }
+
+    // --- verdicts ---------------------------------------------------------------------
+
+    /// A verifier's verdict.
+    pub fn handle_verdict(&self, body: &[u8], now_ms: u64) -> Result<Handled, ServiceError> {
+        let msg: VerdictMessage = match serde_json::from_slice(body) {
+            Ok(m) => m,
+            Err(e) => return Ok(Handled::Refused(format!("malformed verdict: {e}"))),
+        };
+        let Some(req) = self.store.request(&msg.request_id)? else {
+            return Ok(Handled::Refused(format!(
+                "verdict for unknown request {:?}",
+                msg.request_id
+            )));
+        };
+        if req.state != "open" {
+            return Ok(Handled::Done);
+        }
+        let (signed_manifest, mut run) = self.job(&req.job_id)?;
+        let manifest = &signed_manifest.statement;
+        let Ok(node) = tessera_protocol::hexser::decode::<32>(&req.node).map(PublicKey) else {
+            return Ok(Handled::Refused(format!(
+                "request {} names a bad node",
+                req.request_id
+            )));
+        };
+        if let Err(reason) = job::check_verdict(&msg, manifest, &node, req.round) {
+            return Ok(Handled::Refused(reason));
+        }
+        let job = req.job_id.clone();
+        self.store.atomically(|s| {
+            s.insert_verdict(
+                &job,
+                req.round,
+                &req.node,
+                &to_json("verdict", &msg.verdict).map_err(corrupt)?,
+            )?;
+            s.close_request(&req.request_id)?;
+            self.settle(s, manifest, &mut run, &node, &msg.verdict, req.round)
+                .map_err(corrupt)?;
+            if s.round_requests(&job, req.round)?
+                .iter()
+                .all(|r| r.state == "done")
+                && req.round == run.round
+            {
+                self.advance(s, &signed_manifest, &mut run, now_ms)
+                    .map_err(corrupt)?;
+            }
+            s.put_run(&job, &to_json("run", &run).map_err(corrupt)?)
+        })?;
+        Ok(Handled::Done)
+    }
+
+    /// Pay or slash one node for one round, and adjust its trust.
+    fn settle(
+        &self,
+        s: &Store,
+        manifest: &JobManifest,
+        run: &mut JobRun,
+        node: &PublicKey,
+        verdict: &Signed<Verdict>,
+        round: u32,
+    ) -> Result<(), ServiceError> {
+        let job = hex::encode(manifest.job_id);
+        let batches = self.batches(&job, round)?;
+        let commitment: Signed<RoundCommitment> = from_json(
+            "round",
+            &s.round_commitment(&job, round)?.unwrap_or_default(),
+        )?;
+        let snap = commitment
+            .statement
+            .nodes
+            .iter()
+            .find(|n| n.node == *node)
+            .cloned()
+            .unwrap_or(NodeSnapshot {
+                node: *node,
+                trust: 0,
+                stake: 0,
+            });
+        let tiles: Vec<TileRect> = tessera_verifier::checks::node_leaves(&batches, node)
+            .iter()
+            .map(|&(bi, pos)| batches[bi].tiles[pos].rect)
+            .collect();
+        let outcome = NodeOutcome {
+            round,
+            node: *node,
+            decision: verdict.statement.decision,
+            tiles,
+            stake_before: snap.stake,
+        };
+        for t in verdict_transfers(manifest, &outcome, manifest.slash_pct) {
+            s.apply_transfer(Some(&job), &t)?;
+        }
+        match verdict.statement.decision {
+            Decision::Pass => {
+                s.set_trust(&node.to_string(), snap.trust.saturating_add(1))?;
+                run.tiles_verified += outcome.tiles.len() as u32;
+            }
+            Decision::Fail => {
+                tracing::warn!(job = %&job[..12], node = %node.short(), round, "verification failed: node unpaid, slashed, its tiles requeued");
+                s.set_trust(&node.to_string(), 0)?;
+                if !run.blocked.contains(node) {
+                    run.blocked.push(*node);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every verdict of the round is in: re-render failed nodes' tiles in a new round,
+    /// or finish the job, or fail it when no round or node is left.
+    fn advance(
+        &self,
+        s: &Store,
+        signed_manifest: &Signed<JobManifest>,
+        run: &mut JobRun,
+        now_ms: u64,
+    ) -> Result<(), ServiceError> {
+        let manifest = &signed_manifest.statement;
+        let job = hex::encode(manifest.job_id);
+        let batches = self.batches(&job, run.round)?;
+        let mut pending = Vec::new();
+        for v in s.round_verdicts(&job, run.round)? {
+            let v: Signed<Verdict> = from_json("verdict", &v)?;
+            if v.statement.decision == Decision::Fail {
+                pending.extend(job::committed_tiles(&batches, &v.statement.node));
+            }
+        }
+        pending.sort_unstable();
+        if pending.is_empty() {
+            return self.finalize(s, signed_manifest, run);
+        }
+        if run.round + 1 >= MAX_ROUNDS {
+            return self.fail_job(
+                s,
+                manifest,
+                run,
+                format!(
+                    "{} tiles still failed verification after {MAX_ROUNDS} rounds",
+                    pending.len()
+                ),
+            );
+        }
+        if self.eligible_nodes(run, None)?.is_empty() {
+            return self.fail_job(
+                s,
+                manifest,
+                run,
+                format!(
+                    "{} tiles need re-rendering but every eligible node is blocked",
+                    pending.len()
+                ),
+            );
+        }
+        run.round += 1;
+        let layout = tessera_verifier::checks::layout(manifest);
+        self.dispatch(s, manifest, run, &layout, &pending, now_ms)?;
+        s.set_job_state(&job, "rendering")?;
+        Ok(())
+    }
+
+    fn fail_job(
+        &self,
+        s: &Store,
+        manifest: &JobManifest,
+        run: &mut JobRun,
+        why: String,
+    ) -> Result<(), ServiceError> {
+        let job = hex::encode(manifest.job_id);
+        let left = s.balance(&account::escrow(&job))?;
+        if left > 0 {
+            s.apply_transfer(
+                Some(&job),
+                &Transfer {
+                    key: format!("job:{job}:refund"),
+                    kind: TransferKind::Refund,
+                    from: account::escrow(&job),
+                    to: account::client(&run.client),
+                    amount: left as u64,
+                    round: 0,
+                    tiles: 0,
+                },
+            )?;
+        }
+        s.void_open_tasks(&job)?;
+        s.set_job_state(&job, "failed")?;
+        tracing::error!(job = %&job[..12], "job failed: {why}; the client's escrow was refunded");
+        run.error = Some(why);
+        Ok(())
+    }
+
+    fn finalize(
+        &self,
+        s: &Store,
+        signed_manifest: &Signed<JobManifest>,
+        run: &mut JobRun,
+    ) -> Result<(), ServiceError> {
+        let manifest = &signed_manifest.statement;
+        let job = hex::encode(manifest.job_id);
+        let mut accepted: BTreeMap<(u32, u32), FinalTile> = BTreeMap::new();
+        let mut rounds = Vec::new();
+        let mut nodes: BTreeSet<PublicKey> = BTreeSet::new();
+        for round in 0..=run.round {
+            let batches = self.batches(&job, round)?;
+            let commitment = from_json(
+                "round",
+                &s.round_commitment(&job, round)?.unwrap_or_default(),
+            )?;
+            let nonce = tessera_protocol::hexser::decode(
+                &s.revealed_nonce(&job, round)?.unwrap_or_default(),
+            )
+            .map_err(|e| ServiceError::Invalid(format!("nonce of round {round}: {e}")))?;
+            let mut verdicts: Vec<Signed<Verdict>> = Vec::new();
+            for v in s.round_verdicts(&job, round)? {
+                verdicts.push(from_json("verdict", &v)?);
+            }
+            for v in &verdicts {
+                if v.statement.decision == Decision::Pass {
+                    accepted.extend(job::accepted_tiles(&batches, &v.statement.node, round));
+                }
+            }
+            let samples: Vec<NodeSamples> = s
+                .round_requests(&job, round)?
+                .iter()
+                .map(|r| from_json("samples", &r.samples))
+                .collect::<Result<_, _>>()?;
+            nodes.extend(batches.iter().map(|b| b.signed.statement.node));
+            rounds.push(RoundRecord {
+                round,
+                batches,
+                commitment,
+                nonce,
+                samples,
+                verdicts,
+            });
+        }
+        let job::Assembled { frames, roots, .. } = job::assemble(
+            manifest,
+            &accepted,
+            &mut |round, frame, tile| {
+                s.tile_bytes(&job, round, frame, tile)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| {
+                        format!("frame {frame} tile {tile} of round {round} is not stored")
+                    })
+            },
+            &self.key,
+        )
+        .map_err(ServiceError::Invalid)?;
+        if manifest.challenge_window_secs == 0 {
+            let so_far = s.job_transfers(&job)?;
+            for t in release_transfers(manifest, &so_far) {
+                s.apply_transfer(Some(&job), &t)?;
+            }
+        }
+        let transfers = s.job_transfers(&job)?;
+        let payments = Signed::sign(
+            PaymentReceipt {
+                job_id: manifest.job_id,
+                transfers,
+            },
+            &self.key,
+        );
+        let mut infos = Vec::new();
+        for n in nodes {
+            let w = s.worker(&n.to_string())?;
+            let (name, class) = match w {
+                Some(w) => (
+                    w.name,
+                    serde_json::from_str::<Capabilities>(&w.caps)
+                        .map(|c| c.class)
+                        .map_err(|e| {
+                            ServiceError::Invalid(format!("capabilities of {}: {e}", n.short()))
+                        })?,
+                ),
+                None => {
+                    return Err(ServiceError::Invalid(format!(
+                        "node {} delivered tiles but is not registered",
+                        n.short()
+                    )))
+                }
+            };
+            infos.push(NodeInfo {
+                key: n,
+                name,
+                class,
+            });
+        }
+        let bundle = ProofBundle {
+            format: BUNDLE_FORMAT.into(),
+            version: BUNDLE_VERSION,
+            manifest: signed_manifest.clone(),
+            nodes: infos,
+            rounds,
+            frames,
+            roots,
+            payments,
+            scene_hint: run.scene_hint.clone(),
+        };
+        s.save_bundle(&job, &to_json("bundle", &bundle)?)?;
+        s.void_open_tasks(&job)?;
+        s.set_job_state(&job, "done")?;
+        tracing::info!(job = %&job[..12], rounds = run.round + 1, "job done: every tile verified and paid");
+        Ok(())
+    }
+
+    // --- node signals and the reconciler ----------------------------------------------
+
+    /// A node's signed signal: lease heartbeats, declines, failures.
+    pub fn handle_signal(&self, body: &[u8], now_ms: u64) -> Result<Handled, ServiceError> {
+        let sig: Signed<NodeSignal> = match serde_json::from_slice(body) {
+            Ok(s) => s,
+            Err(e) => return Ok(Handled::Refused(format!("malformed node signal: {e}"))),
+        };
+        if let Err(e) = sig.verify() {
+            return Ok(Handled::Refused(format!("node signal: {e}")));
+        }
+        let node = sig.statement.node;
+        if sig.signer != node {
+            return Ok(Handled::Refused(format!(
+                "node signal for {} signed by {}",
+                node.short(),
+                sig.signer.short()
+            )));
+        }
+        if self.registered(&node, "node")?.is_none() {
+            return Ok(Handled::Refused(format!(
+                "node signal from unregistered key {}",
+                node.short()
+            )));
+        }
+        let key = node.to_string();
+        self.store.atomically(|s| {
+            s.touch_worker(&key, now_ms)?;
+            for t in &sig.statement.active {
+                s.lease_task(t, &key, now_ms + self.cfg.lease_ms)?;
+            }
+            for note in &sig.statement.declined {
+                let Some(task) = s.task(&note.task_id)? else { continue };
+                if task.state != "open" {
+                    continue;
+                }
+                tracing::info!(task = %note.task_id, node = %node.short(), "declined: {}", note.reason);
+                let (m, run) = self.job(&task.job_id).map_err(corrupt)?;
+                let body: RenderTask = from_json("task", &task.body).map_err(corrupt)?;
+                let eligible = self.eligible_nodes(&run, Some(&node)).map_err(corrupt)?;
+                if let Some(target) = pick(&eligible, body.batch_id) {
+                    s.push_outbox(&node_queue(&target), &task.task_id, task.body.as_bytes())?;
+                    s.republish_task(&task.task_id, &task.body, task.attempts, now_ms)?;
+                }
+                let _ = m;
+            }
+            for note in &sig.statement.failed {
+                let Some(task) = s.task(&note.task_id)? else { continue };
+                if task.state != "open" {
+                    continue;
+                }
+                tracing::warn!(task = %note.task_id, node = %node.short(), "render failed on the node: {}", note.reason);
+                let (m, mut run) = self.job(&task.job_id).map_err(corrupt)?;
+                self.fail_task(s, &mut run, &m.statement, &task, Some(&node), now_ms)
+                    .map_err(corrupt)?;
+                s.put_run(&task.job_id, &to_json("run", &run).map_err(corrupt)?)?;
+            }
+            Ok(())
+        })?;
+        Ok(Handled::Done)
+    }
+
+    /// A delivery of `task` failed (lease expired, render failed, result refused): count
+    /// it against `node`, block the node from the job after too many, and publish the
+    /// task again, or fail the job when it ran out of attempts.
+    fn fail_task(
+        &self,
+        s: &Store,
+        run: &mut JobRun,
+        manifest: &JobManifest,
+        task: &TaskRow,
+        node: Option<&PublicKey>,
+        now_ms: u64,
+    ) -> Result<(), ServiceError> {
+        if let Some(n) = node {
+            let count = s.add_failure(&task.job_id, &n.to_string())?;
+            if count >= self.cfg.blocklist_after && !run.blocked.contains(n) {
+                tracing::warn!(job = %&task.job_id[..12], node = %n.short(), failures = count, "node blocked from this job");
+                run.blocked.push(*n);
+            }
+        }
+        if task.attempts + 1 >= self.cfg.max_attempts {
+            return self.fail_job(
+                s,
+                manifest,
+                run,
+                format!("task {} failed {} times", task.task_id, task.attempts + 1),
+            );
+        }
+        let mut body: RenderTask = from_json("task", &task.body)?;
+        body.attempt = task.attempts + 1;
+        body.blocked = run.blocked.clone();
+        let json = to_json("task", &body)?;
+        s.republish_task(&task.task_id, &json, body.attempt, now_ms)?;
+        let eligible = self.eligible_nodes(run, None)?;
+        if let Some(queue) = route(&body, run, &eligible) {
+            s.push_outbox(&queue, &task.task_id, json.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The reconciler: requeue tasks whose lease expired (counted against their node) and
+    /// tasks nobody leased for too long; publish unanswered verify requests again.
+    /// Returns how many messages it queued.
+    pub fn reconcile(&self, now_ms: u64) -> Result<u32, ServiceError> {
+        let mut queued = 0;
+        for task in self.store.expired_leases(now_ms)? {
+            let node = task
+                .node
+                .as_deref()
+                .and_then(|n| tessera_protocol::hexser::decode::<32>(n).ok())
+                .map(PublicKey);
+            tracing::warn!(task = %task.task_id, node = ?node, "lease expired: task requeued");
+            let (m, mut run) = self.job(&task.job_id)?;
+            self.store.atomically(|s| {
+                self.fail_task(s, &mut run, &m.statement, &task, node.as_ref(), now_ms)
+                    .map_err(corrupt)?;
+                s.put_run(&task.job_id, &to_json("run", &run).map_err(corrupt)?)
+            })?;
+            queued += 1;
+        }
+        let horizon = now_ms.saturating_sub(self.cfg.unleased_timeout_ms);
+        for task in self.store.unleased_since(horizon)? {
+            tracing::warn!(task = %task.task_id, "no node took the task in time: published again");
+            let (m, mut run) = self.job(&task.job_id)?;
+            self.store.atomically(|s| {
+                self.fail_task(s, &mut run, &m.statement, &task, None, now_ms)
+                    .map_err(corrupt)?;
+                s.put_run(&task.job_id, &to_json("run", &run).map_err(corrupt)?)
+            })?;
+            queued += 1;
+        }
+        let horizon = now_ms.saturating_sub(self.cfg.verify_timeout_ms);
+        for req in self.store.stale_requests(horizon)? {
+            tracing::warn!(request = %req.request_id, "no verdict in time: request published again");
+            let body = self
+                .store
+                .request_body(&req.request_id)?
+                .unwrap_or_default();
+            self.store.atomically(|s| {
+                s.touch_request(&req.request_id, now_ms)?;
+                s.push_outbox(QUEUE_VERIFY, &req.request_id, &body)
+            })?;
+            queued += 1;
+        }
+        Ok(queued)
+    }
+
+    // --- views ------------------------------------------------------------------------
+
+    /// A job's status.
+    pub fn job_view(&self, job: &str) -> Result<JobView, ServiceError> {
+        let (manifest, run) = self.job(job)?;
+        let state = self.store.job_state(job)?.unwrap_or_default();
+        let rendered_now = self.store.count_task_tiles(job, run.round, "done")?;
+        let tiles_rendered = if state == "done" {
+            run.tiles_total
+        } else {
+            (run.tiles_verified + rendered_now).min(run.tiles_total)
+        };
+        Ok(JobView {
+            manifest,
+            state,
+            round: run.round,
+            tiles_total: run.tiles_total,
+            tiles_rendered,
+            tiles_verified: run.tiles_verified,
+            error: run.error,
+        })
+    }
+
+    /// Every job id, newest first.
+    pub fn job_ids(&self) -> Result<Vec<String>, ServiceError> {
+        Ok(self.store.job_ids()?)
+    }
+
+    /// A finished job's proof bundle (JSON).
+    pub fn bundle(&self, job: &str) -> Result<String, ServiceError> {
+        let state = self
+            .store
+            .job_state(job)?
+            .ok_or_else(|| ServiceError::NotFound(format!("job {job} does not exist")))?;
+        self.store.bundle(job)?.ok_or_else(|| {
+            ServiceError::Unavailable(format!(
+                "job {job} is {state}: its bundle exists once it is done"
+            ))
+        })
+    }
+
+    /// A finished frame: canonical RGBA16F bytes of the whole image.
+    pub fn frame(&self, job: &str, frame: u32) -> Result<Vec<u8>, ServiceError> {
+        let bundle: ProofBundle = from_json("bundle", &self.bundle(job)?)?;
+        let m = &bundle.manifest.statement;
+        let tiles = bundle
+            .frames
+            .iter()
+            .find(|f| f.frame == frame)
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "job {job} has frames {}..{}, not {frame}",
+                    m.frame_start, m.frame_end
+                ))
+            })?;
+        let (w, h) = (m.settings.width, m.settings.height);
+        let mut pixels = vec![0u8; w as usize * h as usize * 8];
+        for t in &tiles.tiles {
+            let b = self
+                .store
+                .tile_bytes(job, t.round, frame, t.tile_index)?
+                .unwrap_or_default();
+            if tessera_protocol::canonical::tile_hash(&b) != t.tile_hash
+                || !tessera_protocol::canonical::paste(&mut pixels, w, h, t.rect, &b)
+            {
+                return Err(ServiceError::Store(StoreError::Corrupt {
+                    path: "store".into(),
+                    what: format!("job {job} frame {frame} tile {}", t.tile_index),
+                    reason: "stored bytes do not match the bundle's leaf".into(),
+                }));
+            }
+        }
+        Ok(pixels)
+    }
+}
+
+/// Where a task goes: the shared queue when the job has no requirements and nobody is
+/// blocked; otherwise an eligible node's own queue (spread by batch id). None when no
+/// node is eligible now (the reconciler tries again later).
+fn route(task: &RenderTask, run: &JobRun, eligible: &[PublicKey]) -> Option<String> {
+    if run.requirements.is_empty() && run.blocked.is_empty() {
+        return Some(QUEUE_TASKS.to_string());
+    }
+    pick(eligible, task.batch_id).map(|n| node_queue(&n))
+}
+
+fn pick(eligible: &[PublicKey], batch_id: u32) -> Option<PublicKey> {
+    (!eligible.is_empty()).then(|| eligible[batch_id as usize % eligible.len()])
+}
+
+/// Carry a service error through a store transaction (which only knows store errors).
+fn corrupt(e: ServiceError) -> StoreError {
+    match e {
+        ServiceError::Store(s) => s,
+        other => StoreError::Corrupt {
+            path: "service".into(),
+            what: "transaction".into(),
+            reason: other.to_string(),
+        },
+    }
+}

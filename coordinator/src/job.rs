@@ -1,0 +1,356 @@
+//! The job rules both coordinators share (the embedded one of `tessera render` and the
+//! daemon): cutting pending tiles into tasks, checking a node's result against its task,
+//! fixing a round, building the verifier's requests, checking verdicts, and assembling
+//! the final frames and roots. Pure: no store, no bus, no clock.
+
+use std::collections::BTreeMap;
+use tessera_protocol::bundle::{BatchRecord, FinalTile, FrameTiles, NodeSamples};
+use tessera_protocol::canonical::{paste, tile_hash, JobId};
+use tessera_protocol::keys::{PublicKey, SecretKey};
+use tessera_protocol::merkle;
+use tessera_protocol::statements::{
+    FrameRoot, JobManifest, JobRoots, NodeSnapshot, RoundCommitment, Signed, Verdict,
+};
+use tessera_protocol::wire::{
+    BatchResult, RenderTask, Requirements, SampledTile, TaskTile, VerdictMessage, VerifyRequest,
+    WIRE_VERSION,
+};
+use tessera_protocol::{Digest, TileRect};
+use tessera_verifier::checks;
+
+/// Verification rounds a job may take (round 0 plus re-renders of failed nodes' tiles).
+pub const MAX_ROUNDS: u32 = 4;
+
+/// The task id of batch `batch_id` of job `job` (hex).
+pub fn task_id(job: &str, batch_id: u32) -> String {
+    format!("{job}-b{batch_id}")
+}
+
+/// The verify request id for `node` in `round` of job `job` (hex).
+pub fn request_id(job: &str, round: u32, node: &PublicKey) -> String {
+    format!("{job}-r{round}-{}", node.short())
+}
+
+/// Cut `pending` (frame, tile index) pairs into tasks of up to `batch_size` tiles of one
+/// frame each, numbering batches from `first_batch_id`.
+#[allow(clippy::too_many_arguments)] // each is one field of the task
+pub fn plan_tasks(
+    manifest: &JobManifest,
+    layout: &[TileRect],
+    pending: &[(u32, u32)],
+    batch_size: u32,
+    round: u32,
+    first_batch_id: u32,
+    blocked: &[PublicKey],
+    requirements: &Requirements,
+) -> Vec<RenderTask> {
+    let job = hex::encode(manifest.job_id);
+    let mut by_frame: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for &(f, t) in pending {
+        by_frame.entry(f).or_default().push(t);
+    }
+    let mut next_batch_id = first_batch_id;
+    let mut tasks = Vec::new();
+    for (frame, tiles) in by_frame {
+        for chunk in tiles.chunks(batch_size.max(1) as usize) {
+            let batch_id = next_batch_id;
+            next_batch_id += 1;
+            tasks.push(RenderTask {
+                version: WIRE_VERSION,
+                task_id: task_id(&job, batch_id),
+                job_id: manifest.job_id,
+                scene_hash: manifest.scene_hash,
+                settings: manifest.settings.clone(),
+                frame,
+                round,
+                batch_id,
+                tiles: chunk
+                    .iter()
+                    .map(|&i| TaskTile {
+                        tile_index: i,
+                        rect: layout[i as usize],
+                    })
+                    .collect(),
+                blocked: blocked.to_vec(),
+                attempt: 0,
+                requirements: requirements.clone(),
+            });
+        }
+    }
+    tasks
+}
+
+/// Check one batch result against the task it answers: the node is known and not blocked,
+/// the batch answers exactly this task, its class matches its class id, the signed batch
+/// checks out against the manifest, and every delivered tile hashes to its leaf.
+pub fn check_result(
+    res: &BatchResult,
+    task: &RenderTask,
+    manifest: &JobManifest,
+    layout: &[TileRect],
+    known_node: bool,
+    blocked: &[PublicKey],
+) -> Result<(), String> {
+    let s = &res.batch.signed.statement;
+    if !known_node {
+        return Err(format!("batch signed by unknown node {}", s.node.short()));
+    }
+    if blocked.contains(&s.node) {
+        return Err(format!(
+            "node {} failed on this job and may not deliver",
+            s.node.short()
+        ));
+    }
+    if s.batch_id != task.batch_id
+        || s.frame != task.frame
+        || s.job_id != task.job_id
+        || res.round != task.round
+    {
+        return Err(format!(
+            "batch {} does not answer task {}",
+            s.batch_id, task.task_id
+        ));
+    }
+    let want: Vec<u32> = task.tiles.iter().map(|t| t.tile_index).collect();
+    if s.tile_ids != want {
+        return Err(format!(
+            "batch {} commits tiles {:?}, the task asked {:?}",
+            s.batch_id, s.tile_ids, want
+        ));
+    }
+    if res.class.id() != s.class_id {
+        return Err(format!(
+            "batch {}: class does not match its class id",
+            s.batch_id
+        ));
+    }
+    checks::check_batch(&res.batch, manifest, layout)?;
+    if res.tiles.len() != res.batch.tiles.len() {
+        return Err(format!(
+            "batch {}: {} tiles delivered for {} leaves",
+            s.batch_id,
+            res.tiles.len(),
+            res.batch.tiles.len()
+        ));
+    }
+    for (l, t) in res.batch.tiles.iter().zip(&res.tiles) {
+        if t.tile_index != l.tile_index
+            || t.bytes.len() != l.rect.canonical_len()
+            || tile_hash(&t.bytes) != l.tile_hash
+        {
+            return Err(format!(
+                "batch {} tile {}: delivered bytes do not hash to the committed leaf",
+                s.batch_id, l.tile_index
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fix a round: the signed commitment over every batch (in batch-id order) with the
+/// nodes' trust and stake at this moment.
+pub fn commit_round(
+    manifest: &JobManifest,
+    round: u32,
+    batches: &[BatchRecord],
+    snapshots: Vec<NodeSnapshot>,
+    key: &SecretKey,
+) -> Result<Signed<RoundCommitment>, String> {
+    let commitment = RoundCommitment {
+        job_id: manifest.job_id,
+        epoch: 0,
+        round,
+        round_root: checks::round_root(batches)?,
+        n_batches: batches.len() as u32,
+        nodes: snapshots,
+    };
+    Ok(Signed::sign(commitment, key))
+}
+
+/// The verify request for `node` after the round's nonce is revealed, and the sample
+/// record that goes into the bundle. `delivered` gives the stored bytes of (frame, tile).
+pub fn verify_request(
+    signed_manifest: &Signed<JobManifest>,
+    commitment: &Signed<RoundCommitment>,
+    batches: &[BatchRecord],
+    nonce: Digest,
+    node: &PublicKey,
+    delivered: &mut dyn FnMut(u32, u32) -> Vec<u8>,
+) -> Result<(VerifyRequest, NodeSamples), String> {
+    let manifest = &signed_manifest.statement;
+    let exp = checks::expected_sample(manifest, &commitment.statement, &nonce, batches, node)?;
+    let proofs = checks::build_proofs(batches, node, &exp.indices);
+    let leaves = checks::node_leaves(batches, node);
+    let samples: Vec<SampledTile> = proofs
+        .iter()
+        .map(|p| {
+            let (bi, pos) = leaves[p.leaf_index as usize];
+            let b = &batches[bi];
+            let l = &b.tiles[pos];
+            let frame = b.signed.statement.frame;
+            SampledTile {
+                proof: p.clone(),
+                frame,
+                tile_index: l.tile_index,
+                rect: l.rect,
+                committed_hash: l.tile_hash,
+                delivered: delivered(frame, l.tile_index),
+            }
+        })
+        .collect();
+    let job = hex::encode(manifest.job_id);
+    let round = commitment.statement.round;
+    let req = VerifyRequest {
+        version: WIRE_VERSION,
+        request_id: request_id(&job, round, node),
+        manifest: signed_manifest.clone(),
+        commitment: commitment.clone(),
+        round_batches: batches.to_vec(),
+        nonce,
+        node: *node,
+        samples,
+    };
+    let record = NodeSamples {
+        node: *node,
+        seed: exp.seed,
+        n_committed: exp.n,
+        indices: exp.indices,
+        proofs,
+    };
+    Ok((req, record))
+}
+
+/// Check a verdict message: signed by one of the manifest's verifiers, about `node` in
+/// `round` of this job.
+pub fn check_verdict(
+    msg: &VerdictMessage,
+    manifest: &JobManifest,
+    node: &PublicKey,
+    round: u32,
+) -> Result<(), String> {
+    msg.verdict.verify().map_err(|e| e.to_string())?;
+    if !manifest.verifiers.contains(&msg.verdict.signer) {
+        return Err(format!(
+            "verdict signed by unknown verifier {}",
+            msg.verdict.signer.short()
+        ));
+    }
+    let v: &Verdict = &msg.verdict.statement;
+    if v.node != *node || v.round != round || v.job_id != manifest.job_id {
+        return Err(format!(
+            "verdict for request {} names another node, round or job",
+            msg.request_id
+        ));
+    }
+    Ok(())
+}
+
+/// The tiles a node's passing verdict accepts: (frame, tile index) → final tile.
+pub fn accepted_tiles(
+    batches: &[BatchRecord],
+    node: &PublicKey,
+    round: u32,
+) -> Vec<((u32, u32), FinalTile)> {
+    checks::node_leaves(batches, node)
+        .into_iter()
+        .map(|(bi, pos)| {
+            let b = &batches[bi];
+            let s = &b.signed.statement;
+            let l = &b.tiles[pos];
+            (
+                (s.frame, l.tile_index),
+                FinalTile {
+                    tile_index: l.tile_index,
+                    rect: l.rect,
+                    tile_hash: l.tile_hash,
+                    leaf: l.leaf,
+                    node: *node,
+                    round,
+                    batch_id: s.batch_id,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The (frame, tile index) pairs a node committed in a round (requeued when it fails).
+pub fn committed_tiles(batches: &[BatchRecord], node: &PublicKey) -> Vec<(u32, u32)> {
+    checks::node_leaves(batches, node)
+        .into_iter()
+        .map(|(bi, pos)| {
+            (
+                batches[bi].signed.statement.frame,
+                batches[bi].tiles[pos].tile_index,
+            )
+        })
+        .collect()
+}
+
+/// A finished job's frames.
+pub struct Assembled {
+    /// Per frame, its accepted tiles in tile order.
+    pub frames: Vec<FrameTiles>,
+    /// Per frame, its pixels (canonical RGBA16F).
+    pub pixels: Vec<(u32, Vec<u8>)>,
+    /// The signed frame and job roots.
+    pub roots: Signed<JobRoots>,
+}
+
+/// The final frames of a job: per frame its accepted tiles in tile order and its pixels
+/// (canonical RGBA16F), and the signed job roots. `bytes(round, frame, tile)` reads a
+/// stored tile; every one is checked against its leaf's hash before it is pasted.
+pub fn assemble(
+    manifest: &JobManifest,
+    accepted: &BTreeMap<(u32, u32), FinalTile>,
+    bytes: &mut dyn FnMut(u32, u32, u32) -> Result<Vec<u8>, String>,
+    key: &SecretKey,
+) -> Result<Assembled, String> {
+    let (w, h) = (manifest.settings.width, manifest.settings.height);
+    let n_tiles = checks::layout(manifest).len() as u32;
+    let mut frames_out = Vec::new();
+    let mut frame_tiles = Vec::new();
+    let mut frame_roots = Vec::new();
+    for frame in manifest.frame_start..=manifest.frame_end {
+        let tiles: Vec<FinalTile> = (0..n_tiles)
+            .map(|t| {
+                accepted
+                    .get(&(frame, t))
+                    .cloned()
+                    .ok_or_else(|| format!("frame {frame} tile {t} has no accepted render"))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut pixels = vec![0u8; w as usize * h as usize * 8];
+        for t in &tiles {
+            let b = bytes(t.round, frame, t.tile_index)?;
+            if tile_hash(&b) != t.tile_hash || !paste(&mut pixels, w, h, t.rect, &b) {
+                return Err(format!(
+                    "stored bytes of frame {frame} tile {} do not match their leaf",
+                    t.tile_index
+                ));
+            }
+        }
+        let leaves: Vec<Digest> = tiles.iter().map(|t| t.leaf).collect();
+        frame_roots.push(FrameRoot {
+            frame,
+            root: merkle::root(&leaves).unwrap_or_default(),
+            leaf_count: leaves.len() as u32,
+        });
+        frame_tiles.push(FrameTiles { frame, tiles });
+        frames_out.push((frame, pixels));
+    }
+    let root_hashes: Vec<Digest> = frame_roots.iter().map(|f| f.root).collect();
+    let job_id: JobId = manifest.job_id;
+    let roots = Signed::sign(
+        JobRoots {
+            job_id,
+            job_root: merkle::root(&root_hashes).unwrap_or_default(),
+            frames: frame_roots,
+        },
+        key,
+    );
+    Ok(Assembled {
+        frames: frame_tiles,
+        pixels: frames_out,
+        roots,
+    })
+}

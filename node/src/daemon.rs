@@ -1,0 +1,877 @@
+//! `tessera node`: a renderer node as a daemon. It registers with the coordinator over
+//! HTTP, then takes render tasks from the bus (the shared `tasks` queue and its own
+//! `node.<key>` queue), renders at most `slots` at once, publishes each signed
+//! [`tessera_protocol::wire::BatchResult`] with publisher confirms and only then acks the task. A signed
+//! [`NodeSignal`] every `heartbeat` renews the leases of the tasks it holds; tasks it may
+//! not take (blocked on the job, requirements unmet) are declined with a signal, and
+//! failures are reported the same way.
+//!
+//! Redelivery is normal: a task whose ack was lost is rendered again and published again
+//! under the same message id (the task id); the coordinator ignores the duplicate.
+//!
+//! Test-only fault hooks come from the environment at start: see [`crate::worker`]
+//! (`TESSERA_FAULT_EXIT_AFTER_PUBLISH=1` exits with status 77 after the first result is
+//! published, before its task is acked).
+
+use crate::worker::{self, Faults, LoopEnd, RendererFactory, SceneCache, SceneSource};
+use crate::{DishonestMode, Node};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tessera_api::client::ApiClientError;
+use tessera_api::RegisterResponse;
+use tessera_bus::{Bus, BusError, Delivery};
+use tessera_protocol::keys::{PublicKey, SecretKey};
+use tessera_protocol::statements::{NodeSignal, Signed, TaskNote};
+use tessera_protocol::wire::{
+    node_queue, Capabilities, RenderTask, QUEUE_RESULTS, QUEUE_SIGNALS, QUEUE_TASKS, WIRE_VERSION,
+};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// Default interval of lease heartbeats.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// How long a stopping node waits for renders in progress to publish their results
+/// before it abandons them (their tasks return to the queue, unacked).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What `tessera node` runs with.
+pub struct NodeDaemonConfig {
+    /// Base URL of the coordinator's HTTP API.
+    pub coordinator: String,
+    /// The farm's worker token, when the coordinator requires one.
+    pub token: Option<String>,
+    /// The node's signing key (its identity).
+    pub key: SecretKey,
+    /// Display name.
+    pub name: String,
+    /// Tasks rendered at once (also the prefetch of both task queues).
+    pub slots: u32,
+    /// Root of the scene cache.
+    pub cache_dir: PathBuf,
+    /// Interval of lease heartbeats ([`DEFAULT_HEARTBEAT`]).
+    pub heartbeat: Duration,
+    /// Drill only: how this node cheats.
+    pub dishonest: Option<DishonestMode>,
+}
+
+impl std::fmt::Debug for NodeDaemonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeDaemonConfig")
+            .field("coordinator", &self.coordinator)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("key", &self.key)
+            .field("name", &self.name)
+            .field("slots", &self.slots)
+            .field("cache_dir", &self.cache_dir)
+            .field("heartbeat", &self.heartbeat)
+            .field("dishonest", &self.dishonest)
+            .finish()
+    }
+}
+
+/// Why the node daemon stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeDaemonError {
+    /// The configuration cannot work.
+    #[error("node config: {0}")]
+    Config(String),
+    /// Registration with the coordinator failed.
+    #[error("registering node {name:?} with the coordinator: {source}")]
+    Register {
+        /// The node's name.
+        name: String,
+        /// What failed.
+        source: ApiClientError,
+    },
+    /// The bus could not be connected or a queue declared.
+    #[error("bus: {what}: {source}")]
+    Bus {
+        /// What was being done.
+        what: String,
+        /// The bus error.
+        source: BusError,
+    },
+    /// The bus closed while the node was consuming.
+    #[error("bus closed while consuming queue {0}")]
+    BusClosed(String),
+}
+
+/// What became of one delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Malformed: parked (dead-lettered), with the reason.
+    Parked(String),
+    /// Not for this node: declined with a signal, acked.
+    Declined(String),
+    /// Rendered; the result is published and the task acked.
+    Rendered,
+    /// Loading the scene or rendering failed: reported with a signal, acked.
+    Failed(String),
+    /// Not acked (the bus failed, or the node is stopping): the broker redelivers it.
+    Abandoned(String),
+}
+
+/// The running node after registration: bus, key, capabilities, loaded scenes, and the
+/// set of tasks it is rendering. Tests build it directly with an in-process bus and a
+/// [`SceneSource::Fixed`] scene.
+pub struct NodeState<B: Bus> {
+    bus: B,
+    key: SecretKey,
+    me: PublicKey,
+    name: String,
+    capabilities: Capabilities,
+    scenes: SceneCache<Arc<Node>>,
+    /// Tasks it holds: received and waiting for a slot, or rendering.
+    held: Mutex<BTreeSet<String>>,
+    faults: Faults,
+    signal_seq: AtomicU64,
+}
+
+impl<B: Bus> NodeState<B> {
+    /// A node state over `bus`: `capabilities` decide which tasks it takes, scenes come
+    /// from `source` through `factory`.
+    pub fn new(
+        bus: B,
+        key: SecretKey,
+        name: &str,
+        capabilities: Capabilities,
+        source: SceneSource,
+        factory: Arc<dyn RendererFactory>,
+        dishonest: Option<DishonestMode>,
+    ) -> Self {
+        let node_key = worker::copy_key(&key);
+        let node_name = name.to_string();
+        let scenes = SceneCache::new(source, factory, move |scene_hash, renderer| {
+            Arc::new(Node::new(
+                node_name.clone(),
+                worker::copy_key(&node_key),
+                *scene_hash,
+                renderer,
+                dishonest,
+            ))
+        });
+        Self {
+            bus,
+            me: key.public(),
+            key,
+            name: name.to_string(),
+            capabilities,
+            scenes,
+            held: Mutex::new(BTreeSet::new()),
+            faults: Faults::default(),
+            signal_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The same state with these fault hooks (see [`crate::worker`]).
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// The node's public key.
+    pub fn public(&self) -> PublicKey {
+        self.me
+    }
+
+    /// Its own queue, `node.<key>`.
+    pub fn own_queue(&self) -> String {
+        node_queue(&self.me)
+    }
+
+    /// Tasks it holds now (received and waiting for a slot, or rendering), in id order:
+    /// what its signals report as `active`.
+    pub fn active(&self) -> Vec<String> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.iter().cloned().collect()
+    }
+
+    /// Count a delivery's task as held (its lease is renewed) until it is handled. Called
+    /// when it arrives, before it waits for a slot; the message id is the task id.
+    pub fn hold(&self, message_id: &str) {
+        self.set_held(message_id, true);
+    }
+
+    /// Handle one delivered task to the end: park it if malformed, decline it if not for
+    /// this node, else load the scene, render, publish the result (confirmed) and ack.
+    /// Never panics on what the message holds.
+    pub async fn handle_delivery(&self, d: Delivery) -> Handled {
+        let outcome = self.handle_inner(&d).await;
+        self.set_held(&d.message_id, false);
+        outcome
+    }
+
+    async fn handle_inner(&self, d: &Delivery) -> Handled {
+        let task = match parse_task(&d.body) {
+            Ok(t) => t,
+            Err(reason) => {
+                tracing::warn!(node = %self.me.short(), queue = %d.queue, message = %d.message_id, %reason, "malformed task parked");
+                if let Err(e) = self.bus.nack(d, false).await {
+                    return Handled::Abandoned(format!("parking failed: {e}"));
+                }
+                return Handled::Parked(reason);
+            }
+        };
+        let span = tracing::info_span!("task", node = %self.me.short(), task = %task.task_id, job = %hex::encode(&task.job_id[..6]), frame = task.frame, round = task.round);
+        self.handle_task(d, task).instrument(span).await
+    }
+
+    async fn handle_task(&self, d: &Delivery, task: RenderTask) -> Handled {
+        if let Some(reason) = self.ineligible(&task) {
+            // Not held any more: the signal must not renew what it declines.
+            self.set_held(&d.message_id, false);
+            tracing::info!(%reason, "task declined");
+            let note = TaskNote {
+                task_id: task.task_id.clone(),
+                reason: reason.clone(),
+            };
+            return match self.signal(vec![note], vec![]).await {
+                Ok(()) => self.settle(d, Handled::Declined(reason)).await,
+                Err(e) => self.give_back(d, format!("declining: {e}")).await,
+            };
+        }
+        self.set_held(&task.task_id, true);
+        let outcome = self.render_and_publish(d, &task).await;
+        self.set_held(&task.task_id, false);
+        outcome
+    }
+
+    /// Why this node must not render `task`, if it must not.
+    fn ineligible(&self, task: &RenderTask) -> Option<String> {
+        if task.blocked.contains(&self.me) {
+            return Some("this node is blocked on the job".into());
+        }
+        self.capabilities.meets(&task.requirements).err()
+    }
+
+    async fn render_and_publish(&self, d: &Delivery, task: &RenderTask) -> Handled {
+        let started = std::time::Instant::now();
+        let node = match self.scenes.get(&task.scene_hash).await {
+            Ok(n) => n,
+            Err(reason) => return self.fail(d, task, reason).await,
+        };
+        let render_task = task.clone();
+        let rendered = tokio::task::spawn_blocking(move || node.handle_task(&render_task)).await;
+        let result = match rendered {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return self.fail(d, task, e.to_string()).await,
+            Err(e) => return self.fail(d, task, format!("render task failed: {e}")).await,
+        };
+        let body = match serde_json::to_vec(&result) {
+            Ok(b) => b,
+            Err(e) => {
+                return self
+                    .fail(d, task, format!("encoding the result: {e}"))
+                    .await
+            }
+        };
+        if let Err(e) = self.bus.publish(QUEUE_RESULTS, &task.task_id, body).await {
+            return self
+                .give_back(d, format!("publishing the result: {e}"))
+                .await;
+        }
+        self.faults.after_publish(&task.task_id);
+        tracing::info!(
+            tiles = task.tiles.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "result published"
+        );
+        self.settle(d, Handled::Rendered).await
+    }
+
+    async fn fail(&self, d: &Delivery, task: &RenderTask, reason: String) -> Handled {
+        tracing::warn!(%reason, "task failed");
+        self.set_held(&task.task_id, false);
+        self.set_held(&d.message_id, false);
+        let note = TaskNote {
+            task_id: task.task_id.clone(),
+            reason: reason.clone(),
+        };
+        match self.signal(vec![], vec![note]).await {
+            Ok(()) => self.settle(d, Handled::Failed(reason)).await,
+            Err(e) => {
+                self.give_back(d, format!("reporting failure ({reason}): {e}"))
+                    .await
+            }
+        }
+    }
+
+    /// Ack `d`; a failed ack is harmless (redelivered, and handled idempotently).
+    async fn settle(&self, d: &Delivery, outcome: Handled) -> Handled {
+        if let Err(e) = self.bus.ack(d).await {
+            tracing::warn!(message = %d.message_id, error = %e, "ack failed; the task will be redelivered");
+        }
+        outcome
+    }
+
+    /// Requeue `d` after a bus failure.
+    async fn give_back(&self, d: &Delivery, reason: String) -> Handled {
+        tracing::warn!(message = %d.message_id, %reason, "task handed back");
+        if let Err(e) = self.bus.nack(d, true).await {
+            tracing::debug!(message = %d.message_id, error = %e, "hand-back failed; the broker redelivers it");
+        }
+        Handled::Abandoned(reason)
+    }
+
+    fn set_held(&self, task_id: &str, on: bool) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if on {
+            held.insert(task_id.to_string());
+        } else {
+            held.remove(task_id);
+        }
+    }
+
+    /// Publish a signed [`NodeSignal`] with the held tasks and these notes.
+    pub async fn signal(
+        &self,
+        declined: Vec<TaskNote>,
+        failed: Vec<TaskNote>,
+    ) -> Result<(), BusError> {
+        let signal = NodeSignal {
+            node: self.me,
+            sent_unix_ms: worker::unix_ms(),
+            active: self.active(),
+            declined,
+            failed,
+        };
+        let seq = self.signal_seq.fetch_add(1, Ordering::Relaxed);
+        let message_id = format!("signal-{}-{}-{seq}", self.me.short(), signal.sent_unix_ms);
+        let body = serde_json::to_vec(&Signed::sign(signal, &self.key))
+            .expect("a signed node signal always encodes");
+        self.bus.publish(QUEUE_SIGNALS, &message_id, body).await
+    }
+
+    /// Consume both task queues until `shutdown`, with at most `slots` tasks at once and
+    /// a heartbeat every `heartbeat`; then let renders in progress finish (up to
+    /// [`SHUTDOWN_GRACE`]) and return. The own queue must already be declared.
+    pub async fn serve(
+        self: Arc<Self>,
+        slots: u32,
+        heartbeat: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<(), NodeDaemonError> {
+        let permits = Arc::new(Semaphore::new(slots.max(1) as usize));
+        let tracker = TaskTracker::new();
+        let stop = shutdown.child_token();
+        let heartbeat_stop = CancellationToken::new();
+        let beat = tokio::spawn(self.clone().heartbeat(heartbeat, heartbeat_stop.clone()));
+        let mut loops = Vec::new();
+        for queue in [QUEUE_TASKS.to_string(), self.own_queue()] {
+            let state = self.clone();
+            let handle = {
+                let state = state.clone();
+                move |d: Delivery| {
+                    let state = state.clone();
+                    state.hold(&d.message_id);
+                    async move {
+                        state.handle_delivery(d).await;
+                    }
+                }
+            };
+            let consumer = worker::consume(
+                state.bus.clone(),
+                queue.clone(),
+                permits.clone(),
+                tracker.clone(),
+                stop.clone(),
+                handle,
+            );
+            let stop = stop.clone();
+            loops.push(tokio::spawn(async move {
+                let end = consumer.await;
+                stop.cancel();
+                (queue, end)
+            }));
+        }
+        tracing::info!(node = %self.me.short(), name = %self.name, slots, "node serving");
+        let mut closed = None;
+        for l in loops {
+            if let Ok((queue, LoopEnd::BusClosed)) = l.await {
+                closed.get_or_insert(queue);
+            }
+        }
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(active = ?self.active(), "renders still running after the grace period; abandoning them (their tasks return to the queue)");
+        }
+        heartbeat_stop.cancel();
+        let _ = beat.await;
+        tracing::info!(node = %self.me.short(), "node stopped");
+        match closed {
+            Some(queue) if !shutdown.is_cancelled() => Err(NodeDaemonError::BusClosed(queue)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Publish a signal every `every` until `stop` (renews the leases of active tasks).
+    async fn heartbeat(self: Arc<Self>, every: Duration, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let sent = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                r = self.signal(vec![], vec![]) => r,
+            };
+            if let Err(e) = sent {
+                tracing::warn!(node = %self.me.short(), error = %e, "heartbeat not published");
+            }
+        }
+    }
+}
+
+/// Decode a task and check what decoding cannot.
+fn parse_task(body: &[u8]) -> Result<RenderTask, String> {
+    let task: RenderTask = serde_json::from_slice(body).map_err(|e| format!("json: {e}"))?;
+    if task.version != WIRE_VERSION {
+        return Err(format!(
+            "task {}: wire version {}, this node speaks {WIRE_VERSION}",
+            task.task_id, task.version
+        ));
+    }
+    if task.task_id.is_empty() {
+        return Err("empty task id".into());
+    }
+    Ok(task)
+}
+
+/// Run `tessera node` until `shutdown`: register with the coordinator (challenge, signed
+/// registration, session token), connect the bus with `connect` (given the registration
+/// answer, for the AMQP namespace), declare the own queue, and serve
+/// ([`NodeState::serve`]).
+pub async fn run_node<B, C, F>(
+    cfg: NodeDaemonConfig,
+    connect: C,
+    factory: Arc<dyn RendererFactory>,
+    shutdown: CancellationToken,
+) -> Result<(), NodeDaemonError>
+where
+    B: Bus,
+    C: FnOnce(RegisterResponse) -> F,
+    F: Future<Output = Result<B, BusError>>,
+{
+    if cfg.slots == 0 {
+        return Err(NodeDaemonError::Config("slots must be at least 1".into()));
+    }
+    let faults = Faults::from_env();
+    if faults != Faults::default() {
+        tracing::warn!(?faults, "test fault hooks are on");
+    }
+    let capabilities = factory.capabilities(cfg.slots);
+    let me = cfg.key.public();
+    tracing::info!(node = %me.short(), name = %cfg.name, class = %capabilities.class, coordinator = %cfg.coordinator, "registering");
+    let registering = worker::register(
+        &cfg.coordinator,
+        cfg.token.clone(),
+        "node",
+        &cfg.name,
+        &cfg.key,
+        capabilities.clone(),
+    );
+    let (registered, client) = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        r = registering => r.map_err(|source| NodeDaemonError::Register {
+            name: cfg.name.clone(),
+            source,
+        })?,
+    };
+    let namespace = registered.amqp_namespace.clone();
+    let bus = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        b = connect(registered) => b.map_err(|source| NodeDaemonError::Bus {
+            what: format!("connecting (namespace {namespace})"),
+            source,
+        })?,
+    };
+    let own = node_queue(&me);
+    bus.declare(&own)
+        .await
+        .map_err(|source| NodeDaemonError::Bus {
+            what: format!("declaring queue {own}"),
+            source,
+        })?;
+    let state = Arc::new(
+        NodeState::new(
+            bus,
+            cfg.key,
+            &cfg.name,
+            capabilities,
+            SceneSource::Coordinator {
+                client,
+                cache_dir: cfg.cache_dir,
+            },
+            factory,
+            cfg.dishonest,
+        )
+        .with_faults(faults),
+    );
+    state.serve(cfg.slots, cfg.heartbeat, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::StubFactory;
+    use tessera_bus::InProcessBus;
+    use tessera_protocol::canonical::tile_hash;
+    use tessera_protocol::wire::{BatchResult, Requirements, TaskTile};
+    use tessera_protocol::{merkle, RenderFailure, RenderSettings, TileRect, TileRenderer};
+
+    fn state(
+        bus: &InProcessBus,
+        factory: Arc<dyn RendererFactory>,
+    ) -> Arc<NodeState<InProcessBus>> {
+        let caps = factory.capabilities(2);
+        Arc::new(NodeState::new(
+            bus.clone(),
+            SecretKey::generate(),
+            "test-node",
+            caps,
+            SceneSource::Fixed("scene.glb".into()),
+            factory,
+            None,
+        ))
+    }
+
+    fn task(id: &str) -> RenderTask {
+        RenderTask {
+            version: WIRE_VERSION,
+            task_id: id.into(),
+            job_id: [3; 16],
+            scene_hash: [7; 32],
+            settings: RenderSettings {
+                width: 32,
+                height: 16,
+                spp: 4,
+                max_bounces: 2,
+                seed: 1,
+                camera: None,
+                frame_rate: Default::default(),
+            },
+            frame: 0,
+            round: 0,
+            batch_id: 1,
+            tiles: vec![
+                TaskTile {
+                    tile_index: 0,
+                    rect: TileRect {
+                        x: 0,
+                        y: 0,
+                        w: 16,
+                        h: 16,
+                    },
+                },
+                TaskTile {
+                    tile_index: 1,
+                    rect: TileRect {
+                        x: 16,
+                        y: 0,
+                        w: 16,
+                        h: 16,
+                    },
+                },
+            ],
+            blocked: vec![],
+            attempt: 0,
+            requirements: Requirements::default(),
+        }
+    }
+
+    async fn deliver(bus: &InProcessBus, queue: &str, id: &str, body: Vec<u8>) -> Delivery {
+        bus.publish(queue, id, body).await.unwrap();
+        bus.next(queue).await.unwrap()
+    }
+
+    async fn next_signal(bus: &InProcessBus) -> NodeSignal {
+        let d = bus.next(QUEUE_SIGNALS).await.unwrap();
+        let signed: Signed<NodeSignal> = serde_json::from_slice(&d.body).unwrap();
+        signed.verify().unwrap();
+        assert_eq!(signed.signer, signed.statement.node);
+        signed.statement
+    }
+
+    fn check_result(r: &BatchResult, t: &RenderTask, node: &PublicKey) {
+        r.batch.signed.verify().unwrap();
+        let c = &r.batch.signed.statement;
+        assert_eq!(c.node, *node);
+        assert_eq!(c.job_id, t.job_id);
+        assert_eq!(c.tile_ids, vec![0, 1]);
+        let leaves: Vec<_> = r.batch.tiles.iter().map(|l| l.leaf).collect();
+        assert_eq!(merkle::root(&leaves).unwrap(), c.batch_root);
+        for (leaf, tile) in r.batch.tiles.iter().zip(&r.tiles) {
+            assert_eq!(tile_hash(&tile.bytes), leaf.tile_hash);
+        }
+    }
+
+    #[tokio::test]
+    async fn good_task_gives_a_verifiable_result_under_the_task_id() {
+        let bus = InProcessBus::new();
+        let node = state(&bus, Arc::new(StubFactory::default()));
+        let t = task("t-1");
+        let d = deliver(&bus, QUEUE_TASKS, "t-1", serde_json::to_vec(&t).unwrap()).await;
+        assert_eq!(node.handle_delivery(d).await, Handled::Rendered);
+        let out = bus.next(QUEUE_RESULTS).await.unwrap();
+        assert_eq!(out.message_id, "t-1");
+        let r: BatchResult = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(r.task_id, "t-1");
+        check_result(&r, &t, &node.public());
+        assert!(node.active().is_empty());
+        assert!(bus.dead_letters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn blocked_task_is_declined_with_a_signed_signal() {
+        let bus = InProcessBus::new();
+        let node = state(&bus, Arc::new(StubFactory::default()));
+        let mut t = task("t-2");
+        t.blocked = vec![SecretKey::generate().public(), node.public()];
+        let d = deliver(&bus, QUEUE_TASKS, "t-2", serde_json::to_vec(&t).unwrap()).await;
+        assert!(
+            matches!(node.handle_delivery(d).await, Handled::Declined(r) if r.contains("blocked"))
+        );
+        let s = next_signal(&bus).await;
+        assert_eq!(s.declined.len(), 1);
+        assert_eq!(s.declined[0].task_id, "t-2");
+        assert!(s.failed.is_empty());
+        assert!(s.active.is_empty(), "a declined task is not renewed");
+        assert!(bus.dead_letters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unmet_requirements_are_declined() {
+        let bus = InProcessBus::new();
+        let node = state(&bus, Arc::new(StubFactory::default()));
+        let mut t = task("t-3");
+        t.requirements.min_memory_bytes = 1 << 40;
+        let d = deliver(
+            &bus,
+            &node.own_queue(),
+            "t-3",
+            serde_json::to_vec(&t).unwrap(),
+        )
+        .await;
+        assert!(
+            matches!(node.handle_delivery(d).await, Handled::Declined(r) if r.contains("memory"))
+        );
+        assert_eq!(next_signal(&bus).await.declined[0].task_id, "t-3");
+    }
+
+    #[tokio::test]
+    async fn malformed_tasks_are_parked() {
+        let bus = InProcessBus::new();
+        let node = state(&bus, Arc::new(StubFactory::default()));
+        let mut old = serde_json::to_value(task("t-4")).unwrap();
+        old["version"] = 99.into();
+        for (id, body) in [
+            ("junk", b"{not json".to_vec()),
+            ("t-4", serde_json::to_vec(&old).unwrap()),
+        ] {
+            let d = deliver(&bus, QUEUE_TASKS, id, body).await;
+            assert!(matches!(node.handle_delivery(d).await, Handled::Parked(_)));
+        }
+        let dead: Vec<_> = bus
+            .dead_letters()
+            .into_iter()
+            .map(|d| d.message_id)
+            .collect();
+        assert_eq!(dead, ["junk", "t-4"]);
+    }
+
+    struct Broken(tessera_protocol::DeterminismClass);
+    impl TileRenderer for Broken {
+        fn class(&self) -> &tessera_protocol::DeterminismClass {
+            &self.0
+        }
+        fn render_tile(
+            &self,
+            _: &RenderSettings,
+            _: u32,
+            _: TileRect,
+        ) -> Result<Vec<u8>, RenderFailure> {
+            Err(RenderFailure("device lost".into()))
+        }
+    }
+    struct BrokenFactory;
+    impl RendererFactory for BrokenFactory {
+        fn capabilities(&self, slots: u32) -> Capabilities {
+            StubFactory::default().capabilities(slots)
+        }
+        fn load(
+            &self,
+            _: &std::path::Path,
+            _: &tessera_protocol::Digest,
+        ) -> Result<Arc<dyn TileRenderer>, String> {
+            Ok(Arc::new(Broken(crate::stub::HashRenderer::stub_class())))
+        }
+    }
+
+    #[tokio::test]
+    async fn render_failure_is_reported_and_acked() {
+        let bus = InProcessBus::new();
+        let node = state(&bus, Arc::new(BrokenFactory));
+        let d = deliver(
+            &bus,
+            QUEUE_TASKS,
+            "t-5",
+            serde_json::to_vec(&task("t-5")).unwrap(),
+        )
+        .await;
+        assert!(
+            matches!(node.handle_delivery(d).await, Handled::Failed(r) if r.contains("device lost"))
+        );
+        let s = next_signal(&bus).await;
+        assert_eq!(s.failed[0].task_id, "t-5");
+        assert!(
+            s.failed[0].reason.contains("tile 0"),
+            "{}",
+            s.failed[0].reason
+        );
+    }
+
+    /// The stub, counting how many tiles render at once.
+    struct Concurrency {
+        stub: crate::stub::HashRenderer,
+        now: std::sync::atomic::AtomicUsize,
+        max: std::sync::atomic::AtomicUsize,
+    }
+    impl TileRenderer for Concurrency {
+        fn class(&self) -> &tessera_protocol::DeterminismClass {
+            self.stub.class()
+        }
+        fn render_tile(
+            &self,
+            s: &RenderSettings,
+            f: u32,
+            r: TileRect,
+        ) -> Result<Vec<u8>, RenderFailure> {
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max.fetch_max(now, Ordering::SeqCst);
+            let out = self.stub.render_tile(s, f, r);
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            out
+        }
+    }
+    struct ConcurrencyFactory(Arc<Concurrency>);
+    impl RendererFactory for ConcurrencyFactory {
+        fn capabilities(&self, slots: u32) -> Capabilities {
+            StubFactory::default().capabilities(slots)
+        }
+        fn load(
+            &self,
+            _: &std::path::Path,
+            _: &tessera_protocol::Digest,
+        ) -> Result<Arc<dyn TileRenderer>, String> {
+            Ok(self.0.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn serve_takes_both_queues_heartbeats_and_stops() {
+        let bus = InProcessBus::new();
+        let renderer = Arc::new(Concurrency {
+            stub: crate::stub::HashRenderer::new(Duration::from_millis(20)),
+            now: Default::default(),
+            max: Default::default(),
+        });
+        let node = state(&bus, Arc::new(ConcurrencyFactory(renderer.clone())));
+        let shutdown = CancellationToken::new();
+        let served = tokio::spawn(node.clone().serve(
+            2,
+            Duration::from_millis(20),
+            shutdown.clone(),
+        ));
+        let ids = ["a", "b", "c", "d"];
+        for (i, id) in ids.iter().enumerate() {
+            let queue = if i % 2 == 0 {
+                QUEUE_TASKS.to_string()
+            } else {
+                node.own_queue()
+            };
+            bus.publish(&queue, id, serde_json::to_vec(&task(id)).unwrap())
+                .await
+                .unwrap();
+        }
+        let mut got = Vec::new();
+        for _ in ids {
+            let d = tokio::time::timeout(Duration::from_secs(10), bus.next(QUEUE_RESULTS))
+                .await
+                .unwrap()
+                .unwrap();
+            let r: BatchResult = serde_json::from_slice(&d.body).unwrap();
+            check_result(&r, &task(&r.task_id), &node.public());
+            got.push(r.task_id);
+        }
+        got.sort();
+        assert_eq!(got, ids);
+        // Heartbeats came while tasks were active, and name only real task ids.
+        let mut saw_active = false;
+        for _ in 0..50 {
+            let Ok(Some(d)) =
+                tokio::time::timeout(Duration::from_millis(200), bus.next(QUEUE_SIGNALS)).await
+            else {
+                break;
+            };
+            let s: Signed<NodeSignal> = serde_json::from_slice(&d.body).unwrap();
+            s.verify().unwrap();
+            assert!(s.statement.active.iter().all(|a| ids.contains(&a.as_str())));
+            saw_active |= !s.statement.active.is_empty();
+        }
+        assert!(saw_active);
+        let max = renderer.max.load(Ordering::SeqCst);
+        assert!(max <= 2, "{max} renders at once with 2 slots");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn unreachable_coordinator_is_named_and_run_node_is_send() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let cfg = NodeDaemonConfig {
+            coordinator: url.clone(),
+            token: Some("secret-token".into()),
+            key: SecretKey::generate(),
+            name: "n1".into(),
+            slots: 1,
+            cache_dir: std::env::temp_dir(),
+            heartbeat: DEFAULT_HEARTBEAT,
+            dishonest: None,
+        };
+        assert!(!format!("{cfg:?}").contains("secret-token"));
+        let run = run_node(
+            cfg,
+            |_| async { Ok(InProcessBus::new()) },
+            Arc::new(StubFactory::default()),
+            CancellationToken::new(),
+        );
+        fn is_send<T: Send>(t: T) -> T {
+            t
+        }
+        let err = is_send(run).await.unwrap_err().to_string();
+        assert!(err.contains("n1") && err.contains(&url), "{err}");
+    }
+}

@@ -1,0 +1,339 @@
+//! What the node and verifier daemons share: the [`RendererFactory`] that turns a
+//! downloaded scene into a [`TileRenderer`], the [`SceneCache`] of loaded scenes, the
+//! registration with the coordinator, the bounded consumer loop, and the test-only fault
+//! hooks.
+//!
+//! Fault hooks are read once from the environment when a daemon starts (tests set them on
+//! a child process; nothing else should):
+//!
+//! - `TESSERA_FAULT_EXIT_AFTER_PUBLISH=1`: after publishing its first result (node) or
+//!   verdict (verifier), the process exits at once with status [`Faults::EXIT_CODE`] (77),
+//!   before acking the message it answered: "killed after publishing, before its ack".
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tessera_api::client::{ApiClient, ApiClientError};
+use tessera_api::RegisterResponse;
+use tessera_bus::{Bus, Delivery};
+use tessera_protocol::keys::SecretKey;
+use tessera_protocol::wire::Capabilities;
+use tessera_protocol::{Digest, TileRenderer};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::stub::HashRenderer;
+
+/// Turns scenes into renderers for a daemon; the GPU renderer in the binary, the stub in
+/// tests.
+pub trait RendererFactory: Send + Sync + 'static {
+    /// What this renderer reports when it registers (class, memory, slots, software).
+    fn capabilities(&self, slots: u32) -> Capabilities;
+    /// Load the scene whose entry file is `entry` (already downloaded) and check its
+    /// content hash equals `expected`. Runs on a blocking thread; may be slow.
+    fn load(&self, entry: &Path, expected: &Digest) -> Result<Arc<dyn TileRenderer>, String>;
+}
+
+/// A factory of [`HashRenderer`]s: ignores the scene's content (the daemon still
+/// downloads it) and sleeps `delay_per_tile` per tile.
+#[derive(Clone, Debug, Default)]
+pub struct StubFactory {
+    /// Sleep before each tile.
+    pub delay_per_tile: Duration,
+}
+
+impl RendererFactory for StubFactory {
+    fn capabilities(&self, slots: u32) -> Capabilities {
+        Capabilities {
+            class: HashRenderer::stub_class(),
+            memory_bytes: 0,
+            slots,
+            software: software_version(),
+        }
+    }
+
+    fn load(&self, _entry: &Path, _expected: &Digest) -> Result<Arc<dyn TileRenderer>, String> {
+        Ok(Arc::new(HashRenderer::new(self.delay_per_tile)))
+    }
+}
+
+/// The software string daemons report: `tessera <version>`.
+pub fn software_version() -> String {
+    format!("tessera {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Where a daemon gets a scene's files from.
+#[derive(Clone, Debug)]
+pub enum SceneSource {
+    /// Download from the coordinator into `cache_dir/<scene hash>/`.
+    Coordinator {
+        /// A client holding the daemon's session token.
+        client: ApiClient,
+        /// Root of the scene cache.
+        cache_dir: PathBuf,
+    },
+    /// Every scene's entry file is this path, nothing is downloaded (tests, stubs).
+    Fixed(PathBuf),
+}
+
+/// How many loaded scenes a daemon keeps (the oldest loaded is dropped first; renders in
+/// progress keep theirs alive).
+pub const MAX_LOADED_SCENES: usize = 4;
+
+type MakeFn<T> = dyn Fn(&Digest, Arc<dyn TileRenderer>) -> T + Send + Sync;
+
+/// Loaded scenes by content hash, each turned into a `T` (a [`crate::Node`], a
+/// verifier) once. Loads one scene at a time; lookups of loaded scenes never wait for a
+/// load.
+pub struct SceneCache<T> {
+    source: SceneSource,
+    factory: Arc<dyn RendererFactory>,
+    make: Box<MakeFn<T>>,
+    loaded: Mutex<VecDeque<(Digest, T)>>,
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl<T: Clone + Send + 'static> SceneCache<T> {
+    /// A cache that fetches from `source`, loads with `factory`, and wraps each renderer
+    /// with `make`.
+    pub fn new(
+        source: SceneSource,
+        factory: Arc<dyn RendererFactory>,
+        make: impl Fn(&Digest, Arc<dyn TileRenderer>) -> T + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            source,
+            factory,
+            make: Box::new(make),
+            loaded: Mutex::new(VecDeque::new()),
+            loading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lookup(&self, scene_hash: &Digest) -> Option<T> {
+        let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        loaded
+            .iter()
+            .find(|(h, _)| h == scene_hash)
+            .map(|(_, t)| t.clone())
+    }
+
+    /// The scene `scene_hash`, downloaded and loaded if it is not yet. The error names
+    /// the scene and what failed.
+    pub async fn get(&self, scene_hash: &Digest) -> Result<T, String> {
+        if let Some(t) = self.lookup(scene_hash) {
+            return Ok(t);
+        }
+        let _one_load_at_a_time = self.loading.lock().await;
+        if let Some(t) = self.lookup(scene_hash) {
+            return Ok(t);
+        }
+        let scene = hex::encode(scene_hash);
+        let entry = match &self.source {
+            SceneSource::Coordinator { client, cache_dir } => client
+                .download_scene(&scene, cache_dir)
+                .await
+                .map_err(|e| format!("scene {scene}: download failed: {e}"))?,
+            SceneSource::Fixed(path) => path.clone(),
+        };
+        let factory = self.factory.clone();
+        let expected = *scene_hash;
+        let started = std::time::Instant::now();
+        let renderer = tokio::task::spawn_blocking(move || factory.load(&entry, &expected))
+            .await
+            .map_err(|e| format!("scene {scene}: loading task failed: {e}"))?
+            .map_err(|e| format!("scene {scene}: {e}"))?;
+        tracing::info!(scene = %scene, class = %renderer.class(), ms = started.elapsed().as_millis() as u64, "scene loaded");
+        let t = (self.make)(scene_hash, renderer);
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        loaded.push_back((*scene_hash, t.clone()));
+        while loaded.len() > MAX_LOADED_SCENES {
+            loaded.pop_front();
+        }
+        Ok(t)
+    }
+}
+
+/// Test-only fault hooks (see the module doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// `TESSERA_FAULT_EXIT_AFTER_PUBLISH=1`.
+    pub exit_after_publish: bool,
+}
+
+impl Faults {
+    /// Status the process exits with when a fault hook fires.
+    pub const EXIT_CODE: i32 = 77;
+
+    /// The hooks set in the environment.
+    pub fn from_env() -> Self {
+        let on = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
+        Self {
+            exit_after_publish: on("TESSERA_FAULT_EXIT_AFTER_PUBLISH"),
+        }
+    }
+
+    /// Call right after a result or verdict is published, before it is acked.
+    pub fn after_publish(&self, message_id: &str) {
+        if self.exit_after_publish {
+            tracing::warn!(
+                message = message_id,
+                "fault hook: exiting after publish, before ack"
+            );
+            std::process::exit(Self::EXIT_CODE);
+        }
+    }
+}
+
+/// Register with the coordinator at `url` as `role`, proving `key`: challenge, signed
+/// registration, session token. Returns the coordinator's answer and a client that
+/// carries the session token.
+pub async fn register(
+    url: &str,
+    farm_token: Option<String>,
+    role: &str,
+    name: &str,
+    key: &SecretKey,
+    capabilities: Capabilities,
+) -> Result<(RegisterResponse, ApiClient), ApiClientError> {
+    let client = ApiClient::new(url, None)?;
+    let resp = client
+        .register_worker(role, name, key, capabilities, farm_token)
+        .await?;
+    let session = client.with_token(resp.session.clone());
+    Ok((resp, session))
+}
+
+/// A copy of a secret key (the type is deliberately not `Clone`; daemons need one per
+/// loaded scene).
+pub fn copy_key(key: &SecretKey) -> SecretKey {
+    SecretKey::from_key_file(&key.to_key_file(), "in-memory key")
+        .expect("a key's own key file always parses")
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Why a consumer loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoopEnd {
+    /// The daemon is shutting down.
+    Shutdown,
+    /// The bus was closed under it.
+    BusClosed,
+}
+
+/// Take deliveries from `queue` until `shutdown`, handling each on `tracker` with one of
+/// the `slots` permits held for its whole duration. `handle` is called as soon as a
+/// delivery arrives (its synchronous part runs then, e.g. to mark the task as held); the
+/// future it returns runs once a permit is free. At most one delivery per queue waits for
+/// a permit (the broker's prefetch holds the rest), so nothing here is unbounded. A
+/// delivery taken but not started when shutdown comes is handed back (requeued).
+pub async fn consume<B, H, F>(
+    bus: B,
+    queue: String,
+    slots: Arc<Semaphore>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    handle: H,
+) -> LoopEnd
+where
+    B: Bus,
+    H: Fn(Delivery) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let delivery = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return LoopEnd::Shutdown,
+            d = bus.next(&queue) => match d {
+                Some(d) => d,
+                None => return LoopEnd::BusClosed,
+            },
+        };
+        let work = handle(delivery.clone());
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                if let Err(e) = bus.nack(&delivery, true).await {
+                    tracing::debug!(queue = %queue, message = %delivery.message_id, error = %e, "hand-back at shutdown failed; the broker redelivers it");
+                }
+                return LoopEnd::Shutdown;
+            }
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return LoopEnd::Shutdown,
+            },
+        };
+        tracker.spawn(async move {
+            work.await;
+            drop(permit);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counting(AtomicUsize);
+
+    impl RendererFactory for Counting {
+        fn capabilities(&self, slots: u32) -> Capabilities {
+            StubFactory::default().capabilities(slots)
+        }
+        fn load(&self, e: &Path, x: &Digest) -> Result<Arc<dyn TileRenderer>, String> {
+            if x == &[0xee; 32] {
+                return Err("content hash mismatch".into());
+            }
+            self.0.fetch_add(1, Ordering::SeqCst);
+            StubFactory::default().load(e, x)
+        }
+    }
+
+    #[tokio::test]
+    async fn scenes_are_loaded_once_and_the_oldest_is_dropped() {
+        let factory = Arc::new(Counting(AtomicUsize::new(0)));
+        let cache = SceneCache::new(
+            SceneSource::Fixed("x.glb".into()),
+            factory.clone(),
+            |h, _| *h,
+        );
+        for i in 0..3u8 {
+            assert_eq!(cache.get(&[i; 32]).await.unwrap(), [i; 32]);
+            assert_eq!(cache.get(&[i; 32]).await.unwrap(), [i; 32]);
+        }
+        assert_eq!(factory.0.load(Ordering::SeqCst), 3);
+        for i in 3..(MAX_LOADED_SCENES as u8 + 2) {
+            cache.get(&[i; 32]).await.unwrap();
+        }
+        let before = factory.0.load(Ordering::SeqCst);
+        cache.get(&[0; 32]).await.unwrap();
+        assert_eq!(
+            factory.0.load(Ordering::SeqCst),
+            before + 1,
+            "scene 0 was evicted"
+        );
+        let err = cache.get(&[0xee; 32]).await.unwrap_err();
+        assert!(
+            err.contains(&hex::encode([0xee; 32])) && err.contains("mismatch"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn copied_keys_sign_alike() {
+        let k = SecretKey::generate();
+        assert_eq!(copy_key(&k).public(), k.public());
+        assert_eq!(copy_key(&k).sign(b"x"), k.sign(b"x"));
+    }
+}

@@ -1,0 +1,578 @@
+//! The daemon subcommands: `coordinator`, `node` and `verifier`. Each turns its flags into
+//! the daemon crate's config, opens what it needs (key, GPU), connects RabbitMQ and runs
+//! until SIGINT or SIGTERM cancels its token (a second signal exits at once, status 130).
+
+use crate::farm::UsageError;
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_api::RegisterResponse;
+use tessera_bus::{AmqpBus, AmqpConfig, BusError};
+use tessera_node::daemon::{NodeDaemonConfig, DEFAULT_HEARTBEAT};
+use tessera_node::worker::{RendererFactory, StubFactory};
+use tessera_node::DishonestMode;
+use tessera_protocol::keys::SecretKey;
+use tessera_protocol::wire::{node_queue, QUEUE_TASKS, QUEUE_VERIFY};
+use tokio_util::sync::CancellationToken;
+
+macro_rules! usage {
+    ($($t:tt)*) => { return Err(anyhow::Error::new(UsageError(format!($($t)*)))) };
+}
+
+fn required<T: Clone>(value: &Option<T>, flag: &str, env: &str) -> Result<T> {
+    match value {
+        Some(v) => Ok(v.clone()),
+        None => usage!("--{flag} is required (or set {env}, or `{flag}` in the config file)"),
+    }
+}
+
+/// Read a key file written by `tessera keygen`.
+fn read_key(path: &Path) -> Result<SecretKey> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => usage!(
+            "--key {}: no such file (create one with `tessera keygen -o {}`)",
+            path.display(),
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("reading key file {}", path.display())),
+    };
+    Ok(SecretKey::from_key_file(
+        &text,
+        &path.display().to_string(),
+    )?)
+}
+
+fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(x).join("tessera/scenes");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache/tessera/scenes"),
+        None => PathBuf::from(".tessera/cache"),
+    }
+}
+
+/// The AMQP URL with its password hidden, for logs and `--print-config`.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn check_amqp_url(url: &str) -> Result<()> {
+    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        usage!(
+            "--amqp {}: expected an amqp:// URL such as amqp://guest:guest@127.0.0.1:5672/%2f",
+            redact_url(url)
+        );
+    }
+    Ok(())
+}
+
+fn check_coordinator_url(url: &str) -> Result<()> {
+    if let Err(e) = tessera_api::client::ApiClient::new(url, None) {
+        usage!("--coordinator: {e}");
+    }
+    Ok(())
+}
+
+/// Print `config` as JSON when asked; `true` means "stop here".
+fn print_config<T: Serialize>(print: bool, config: &T) -> Result<bool> {
+    if print {
+        println!("{}", serde_json::to_string_pretty(config)?);
+    }
+    Ok(print)
+}
+
+/// A multi-threaded runtime, with SIGINT/SIGTERM cancelling `token`.
+fn run_daemon<F>(what: &str, body: impl FnOnce(CancellationToken) -> F) -> Result<bool>
+where
+    F: std::future::Future<Output = Result<()>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let what = what.to_string();
+    runtime.block_on(async move {
+        let token = CancellationToken::new();
+        let signals = token.clone();
+        let name = what.clone();
+        tokio::spawn(async move {
+            if wait_for_signal().await.is_err() {
+                return;
+            }
+            tracing::info!("{name}: signal received, stopping (again to exit at once)");
+            signals.cancel();
+            if wait_for_signal().await.is_ok() {
+                tracing::warn!("{name}: second signal, exiting now");
+                std::process::exit(130);
+            }
+        });
+        body(token).await?;
+        tracing::info!("{what} stopped");
+        Ok(true)
+    })
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// node and verifier
+// ---------------------------------------------------------------------------------------
+
+/// Flags shared by the node and verifier daemons.
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// RabbitMQ URL, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    #[arg(long, env = "TESSERA_AMQP", value_name = "URL", hide_env_values = true)]
+    pub amqp: Option<String>,
+    /// Coordinator URL, e.g. `http://127.0.0.1:8700`.
+    #[arg(long, env = "TESSERA_COORDINATOR", value_name = "URL")]
+    pub coordinator: Option<String>,
+    /// Key file (its identity; `tessera keygen -o FILE` makes one).
+    #[arg(long, env = "TESSERA_KEY", value_name = "KEYFILE")]
+    pub key: Option<PathBuf>,
+    /// The farm's worker token, when the coordinator requires one.
+    #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Display name (default: `node-` or `verifier-` and the key's first 12 hex digits).
+    #[arg(long, env = "TESSERA_NAME")]
+    pub name: Option<String>,
+    /// Scene cache folder (default: `$XDG_CACHE_HOME/tessera/scenes` or
+    /// `~/.cache/tessera/scenes`).
+    #[arg(long, env = "TESSERA_CACHE", value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Tasks (node) or verify requests (verifier) handled at once.
+    #[arg(long, env = "TESSERA_SLOTS", default_value_t = 1)]
+    pub slots: u32,
+    /// Test only: render with the CPU stand-in (hash) renderer instead of the GPU.
+    #[arg(long, hide = true)]
+    pub stub_renderer: bool,
+    /// Test only: the stand-in renderer sleeps this long per tile.
+    #[arg(long, hide = true, default_value_t = 0, value_name = "MS")]
+    pub stub_delay_ms: u64,
+}
+
+/// The validated [`WorkerArgs`] (printed by `--print-config`).
+#[derive(Debug, Serialize)]
+pub struct WorkerSettings {
+    /// Role.
+    pub role: &'static str,
+    /// Broker URL, password hidden.
+    pub amqp: String,
+    /// Coordinator URL.
+    pub coordinator: String,
+    /// Key file.
+    pub key_file: PathBuf,
+    /// Its public key.
+    pub public_key: String,
+    /// Worker token.
+    pub token: Option<String>,
+    /// Display name.
+    pub name: String,
+    /// Scene cache.
+    pub cache: PathBuf,
+    /// Requests handled at once.
+    pub slots: u32,
+    /// `gpu` or `stub`.
+    pub renderer: &'static str,
+    /// Stub delay.
+    pub stub_delay_ms: u64,
+    /// Node only: heartbeat interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
+    /// Node only (drill): how it cheats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dishonest: Option<String>,
+}
+
+struct Worker {
+    settings: WorkerSettings,
+    amqp: String,
+    key: SecretKey,
+}
+
+impl WorkerArgs {
+    fn resolve(&self, role: &'static str) -> Result<Worker> {
+        let amqp = required(&self.amqp, "amqp", "TESSERA_AMQP")?;
+        check_amqp_url(&amqp)?;
+        let coordinator = required(&self.coordinator, "coordinator", "TESSERA_COORDINATOR")?;
+        check_coordinator_url(&coordinator)?;
+        let key_file = required(&self.key, "key", "TESSERA_KEY")?;
+        let key = read_key(&key_file)?;
+        let public = key.public();
+        if self.slots == 0 || self.slots > u32::from(u16::MAX) {
+            usage!("--slots {}: must be 1..=65535", self.slots);
+        }
+        Ok(Worker {
+            settings: WorkerSettings {
+                role,
+                amqp: redact_url(&amqp),
+                coordinator,
+                key_file,
+                public_key: public.to_string(),
+                token: self.token.clone(),
+                name: self
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{role}-{}", public.short())),
+                cache: self.cache.clone().unwrap_or_else(default_cache_dir),
+                slots: self.slots,
+                renderer: if self.stub_renderer { "stub" } else { "gpu" },
+                stub_delay_ms: self.stub_delay_ms,
+                heartbeat_ms: None,
+                dishonest: None,
+            },
+            amqp,
+            key,
+        })
+    }
+
+    fn factory(&self) -> Result<Arc<dyn RendererFactory>> {
+        Ok(if self.stub_renderer {
+            Arc::new(StubFactory {
+                delay_per_tile: Duration::from_millis(self.stub_delay_ms),
+            })
+        } else {
+            Arc::new(crate::gpu_factory::GpuFactory::new()?)
+        })
+    }
+}
+
+/// The broker connection of a worker: the namespace comes from its registration.
+fn connect_bus(
+    url: String,
+    prefetch: HashMap<String, u16>,
+) -> impl FnOnce(
+    RegisterResponse,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<AmqpBus, BusError>> + Send>,
+> {
+    move |registered: RegisterResponse| {
+        Box::pin(async move {
+            AmqpBus::connect(AmqpConfig {
+                url,
+                namespace: registered.amqp_namespace,
+                prefetch,
+                ..AmqpConfig::default()
+            })
+            .await
+        })
+    }
+}
+
+/// `tessera node`.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    /// Milliseconds between lease heartbeats.
+    #[arg(long, env = "TESSERA_HEARTBEAT_MS", value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Drill only: cheat this way (low-spp, noise, black, copy, partial).
+    #[arg(long, hide = true)]
+    pub dishonest: Option<DishonestMode>,
+}
+
+/// `tessera node`: register, then render tasks until a signal.
+pub fn node(args: NodeArgs, print: bool) -> Result<bool> {
+    let mut w = args.worker.resolve("node")?;
+    let heartbeat_ms = args
+        .heartbeat_ms
+        .unwrap_or(DEFAULT_HEARTBEAT.as_millis() as u64);
+    if heartbeat_ms == 0 {
+        usage!("--heartbeat-ms must be at least 1");
+    }
+    w.settings.heartbeat_ms = Some(heartbeat_ms);
+    w.settings.dishonest = args.dishonest.map(|m| m.name().to_string());
+    if print_config(print, &w.settings)? {
+        return Ok(true);
+    }
+    let factory = args.worker.factory()?;
+    let me = w.key.public();
+    let slots = w.settings.slots as u16;
+    let prefetch = HashMap::from([(QUEUE_TASKS.to_string(), slots), (node_queue(&me), slots)]);
+    let s = w.settings;
+    let cfg = NodeDaemonConfig {
+        coordinator: s.coordinator,
+        token: s.token,
+        key: w.key,
+        name: s.name,
+        slots: s.slots,
+        cache_dir: s.cache,
+        heartbeat: Duration::from_millis(heartbeat_ms),
+        dishonest: args.dishonest,
+    };
+    let url = w.amqp;
+    run_daemon("node", move |token| async move {
+        tessera_node::daemon::run_node(cfg, connect_bus(url, prefetch), factory, token).await?;
+        Ok(())
+    })
+}
+
+/// `tessera verifier`.
+#[derive(Args, Debug)]
+pub struct VerifierArgs {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+/// `tessera verifier`: register, then judge sampled tiles until a signal.
+pub fn verifier(args: VerifierArgs, print: bool) -> Result<bool> {
+    let w = args.worker.resolve("verifier")?;
+    if print_config(print, &w.settings)? {
+        return Ok(true);
+    }
+    let factory = args.worker.factory()?;
+    let s = w.settings;
+    let prefetch = HashMap::from([(QUEUE_VERIFY.to_string(), s.slots as u16)]);
+    let cfg = tessera_verifier::daemon::VerifierDaemonConfig {
+        coordinator: s.coordinator,
+        token: s.token,
+        key: w.key,
+        name: s.name,
+        slots: s.slots,
+        cache_dir: s.cache,
+    };
+    let url = w.amqp;
+    run_daemon("verifier", move |token| async move {
+        tessera_verifier::daemon::run_verifier(cfg, connect_bus(url, prefetch), factory, token)
+            .await?;
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// coordinator
+// ---------------------------------------------------------------------------------------
+
+/// `tessera coordinator`.
+#[derive(Args, Debug)]
+pub struct CoordinatorArgs {
+    /// RabbitMQ URL, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    #[arg(long, env = "TESSERA_AMQP", value_name = "URL", hide_env_values = true)]
+    pub amqp: Option<String>,
+    /// Address of the HTTP API (default 127.0.0.1:8700).
+    #[arg(long, env = "TESSERA_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Data directory (SQLite store, keys, blobs; default `~/.local/share/tessera`).
+    #[arg(long, env = "TESSERA_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Client API token, `TOKEN` or `CLIENT=TOKEN` (the client name is its ledger
+    /// account); repeat for several, or separate them with commas.
+    #[arg(
+        long = "api-token",
+        env = "TESSERA_API_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub api_tokens: Vec<String>,
+    /// Token that nodes and verifiers must present to register (default: none needed).
+    #[arg(long, env = "TESSERA_WORKER_TOKEN", hide_env_values = true)]
+    pub worker_token: Option<String>,
+    /// Prefix of every queue name on the broker.
+    #[arg(long, env = "TESSERA_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Seconds a node holds a task without a heartbeat before it is requeued.
+    #[arg(long, value_name = "SECS")]
+    pub lease_secs: Option<u64>,
+    /// Seconds between passes of the reconciler (expired leases, lost messages).
+    #[arg(long, value_name = "SECS")]
+    pub reconcile_secs: Option<u64>,
+    /// Deliveries of a task before its job fails.
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Failed tasks of one node on one job before it is blocked on that job.
+    #[arg(long)]
+    pub blocklist_after: Option<u32>,
+    /// Stake credited to a newly registered node, micro-credits.
+    #[arg(long)]
+    pub node_stake: Option<u64>,
+    /// Default tile edge in pixels (a submission may set its own).
+    #[arg(long)]
+    pub tile_size: Option<u32>,
+    /// Default tiles per task (a submission may set its own).
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    /// Seconds before hold-backs are released.
+    #[arg(long, value_name = "SECS")]
+    pub challenge_window: Option<u64>,
+    /// Percentage of a node's stake slashed on a failed verification.
+    #[arg(long)]
+    pub slash_pct: Option<u32>,
+    /// Largest scene file accepted, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub max_blob_bytes: Option<u64>,
+    /// Seconds before an unanswered verify request is published again.
+    #[arg(long, value_name = "SECS")]
+    pub verify_timeout_secs: Option<u64>,
+}
+
+/// What `--print-config` shows of the coordinator's config.
+#[derive(Debug, Serialize)]
+struct CoordinatorSettings {
+    amqp: String,
+    listen: SocketAddr,
+    data: PathBuf,
+    api_tokens: Vec<String>,
+    worker_token: Option<String>,
+    namespace: String,
+    lease_secs: f64,
+    reconcile_secs: f64,
+    max_attempts: u32,
+    blocklist_after: u32,
+    node_stake: u64,
+    tile_size: u32,
+    batch_size: u32,
+    challenge_window_secs: u64,
+    slash_pct: u32,
+    max_blob_bytes: u64,
+    verify_timeout_secs: f64,
+}
+
+/// `tessera coordinator`: serve the API and drive jobs until a signal.
+pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
+    use tessera_coordinator::daemon::{DaemonConfig, SceneInspector};
+    use tessera_renderer::{LoadOptions, Scene};
+    let amqp_url = required(&a.amqp, "amqp", "TESSERA_AMQP")?;
+    check_amqp_url(&amqp_url)?;
+    let d = DaemonConfig::default();
+    let listen = match &a.listen {
+        None => d.listen,
+        Some(l) => match l.to_socket_addrs().map(|mut it| it.next()) {
+            Ok(Some(addr)) => addr,
+            Ok(None) => usage!("--listen {l}: resolves to no address"),
+            Err(e) => usage!("--listen {l}: {e} (expected HOST:PORT)"),
+        },
+    };
+    let api_tokens: Vec<String> = a
+        .api_tokens
+        .iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if api_tokens.is_empty() {
+        usage!(
+            "--api-token is required (or set TESSERA_API_TOKEN, or `api-token` in the config file)"
+        );
+    }
+    for t in &api_tokens {
+        if let Some((client, token)) = t.split_once('=') {
+            if client.is_empty() || token.is_empty() {
+                usage!("--api-token: expected TOKEN or CLIENT=TOKEN, got an empty client or token");
+            }
+        }
+    }
+    let inspector: SceneInspector = Arc::new(|entry: &Path| {
+        Scene::load(entry, &LoadOptions::default())
+            .map(|scene| scene.content_hash())
+            .map_err(|e| e.to_string())
+    });
+    let cfg = DaemonConfig {
+        amqp_url,
+        listen,
+        data_dir: a.data.clone().unwrap_or_else(crate::default_data_dir),
+        api_tokens,
+        worker_token: a.worker_token.clone(),
+        lease: a.lease_secs.map_or(d.lease, Duration::from_secs),
+        reconcile_every: a
+            .reconcile_secs
+            .map_or(d.reconcile_every, Duration::from_secs),
+        max_attempts: a.max_attempts.unwrap_or(d.max_attempts),
+        blocklist_after: a.blocklist_after.unwrap_or(d.blocklist_after),
+        node_stake: a.node_stake.unwrap_or(d.node_stake),
+        tile_size: a.tile_size.unwrap_or(d.tile_size),
+        batch_size: a.batch_size.unwrap_or(d.batch_size),
+        challenge_window_secs: a.challenge_window.unwrap_or(d.challenge_window_secs),
+        slash_pct: a.slash_pct.unwrap_or(d.slash_pct),
+        max_blob_bytes: a.max_blob_bytes.unwrap_or(d.max_blob_bytes),
+        namespace: a.namespace.clone().unwrap_or(d.namespace),
+        verify_timeout: a
+            .verify_timeout_secs
+            .map_or(d.verify_timeout, Duration::from_secs),
+        scene_inspector: Some(inspector),
+    };
+    if cfg.lease.is_zero() || cfg.reconcile_every.is_zero() || cfg.verify_timeout.is_zero() {
+        usage!("--lease-secs, --reconcile-secs and --verify-timeout-secs must be at least 1");
+    }
+    if cfg.tile_size == 0 || cfg.tile_size > 4096 {
+        usage!("--tile-size {}: must be 1..=4096", cfg.tile_size);
+    }
+    if cfg.batch_size == 0 {
+        usage!("--batch-size must be at least 1");
+    }
+    if cfg.slash_pct > 100 {
+        usage!("--slash-pct {}: at most 100", cfg.slash_pct);
+    }
+    let settings = CoordinatorSettings {
+        amqp: redact_url(&cfg.amqp_url),
+        listen: cfg.listen,
+        data: cfg.data_dir.clone(),
+        api_tokens: cfg.api_tokens.clone(),
+        worker_token: cfg.worker_token.clone(),
+        namespace: cfg.namespace.clone(),
+        lease_secs: cfg.lease.as_secs_f64(),
+        reconcile_secs: cfg.reconcile_every.as_secs_f64(),
+        max_attempts: cfg.max_attempts,
+        blocklist_after: cfg.blocklist_after,
+        node_stake: cfg.node_stake,
+        tile_size: cfg.tile_size,
+        batch_size: cfg.batch_size,
+        challenge_window_secs: cfg.challenge_window_secs,
+        slash_pct: cfg.slash_pct,
+        max_blob_bytes: cfg.max_blob_bytes,
+        verify_timeout_secs: cfg.verify_timeout.as_secs_f64(),
+    };
+    if print_config(print, &settings)? {
+        return Ok(true);
+    }
+    run_daemon("coordinator", move |token| async move {
+        tessera_coordinator::daemon::run(cfg, token).await?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amqp_passwords_are_hidden() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://host:5672"), "amqp://host:5672");
+        assert_eq!(redact_url("amqp://user@host"), "amqp://user@host");
+    }
+}

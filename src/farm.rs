@@ -1,0 +1,700 @@
+//! The farm commands: the client commands that talk to a coordinator over its HTTP API
+//! (`submit`, `status`, `fetch`, `nodes`, `ledger`) and the daemons (`coordinator`,
+//! `node`, `verifier`) that run the pipeline as separate processes over RabbitMQ.
+//!
+//! Every command turns its raw `*Args` into a validated `*Config` first; a missing or
+//! unusable flag is a [`UsageError`] (exit code 2) that names the flag, its environment
+//! variable and the config-file key. `--print-config` (hidden) prints that config as JSON
+//! and exits, which is how the precedence of flags, environment and config file is tested.
+
+use crate::images;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tessera_api::client::{ApiClient, ApiClientError};
+use tessera_api::{JobStatus, JobSubmission, SceneListing};
+use tessera_protocol::bundle::ProofBundle;
+use tessera_protocol::payments::default_tiers;
+use tessera_protocol::wire::Requirements;
+use tessera_protocol::{FrameRate, RenderSettings};
+use tessera_renderer::{LoadOptions, Scene};
+
+/// A bad command line found after clap parsed it (a required value missing, a value out
+/// of range): exit code 2, like clap's own errors.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// `Err(UsageError)` from a format string.
+macro_rules! usage {
+    ($($t:tt)*) => { return Err(anyhow::Error::new(UsageError(format!($($t)*)))) };
+}
+
+/// A value that has no built-in default: from the flag, its variable or the config file.
+fn required<T: Clone>(value: &Option<T>, flag: &str, env: &str) -> Result<T> {
+    match value {
+        Some(v) => Ok(v.clone()),
+        None => usage!("--{flag} is required (or set {env}, or `{flag}` in the config file)"),
+    }
+}
+
+/// Print `config` as JSON when `--print-config` was given; `true` means "stop here".
+fn print_config<T: Serialize>(print: bool, config: &T) -> Result<bool> {
+    if print {
+        println!("{}", serde_json::to_string_pretty(config)?);
+    }
+    Ok(print)
+}
+
+// ---------------------------------------------------------------------------------------
+// Client commands
+// ---------------------------------------------------------------------------------------
+
+/// How to reach the coordinator's API (shared by the client commands).
+#[derive(Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// Coordinator URL, e.g. `http://127.0.0.1:8700`.
+    #[arg(long, env = "TESSERA_COORDINATOR", value_name = "URL")]
+    pub coordinator: Option<String>,
+    /// Client API token (one of the coordinator's `--api-token`s).
+    #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// The validated [`ClientArgs`].
+#[derive(Clone, Debug, Serialize)]
+pub struct ClientConfig {
+    /// Base URL.
+    pub coordinator: String,
+    /// Bearer token.
+    pub token: String,
+}
+
+impl ClientArgs {
+    fn config(&self) -> Result<ClientConfig> {
+        let coordinator = required(&self.coordinator, "coordinator", "TESSERA_COORDINATOR")?;
+        let token = required(&self.token, "token", "TESSERA_TOKEN")?;
+        if let Err(e) = ApiClient::new(&coordinator, None) {
+            usage!("--coordinator: {e}");
+        }
+        Ok(ClientConfig { coordinator, token })
+    }
+}
+
+impl ClientConfig {
+    fn client(&self) -> Result<ApiClient> {
+        Ok(ApiClient::new(&self.coordinator, Some(self.token.clone()))?)
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `tessera submit`.
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// Scene file (.glb, or .gltf with its files in its folder); every file it reads is
+    /// uploaded.
+    pub scene: PathBuf,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Frame width in pixels.
+    #[arg(long, default_value_t = 256, env = "TESSERA_WIDTH")]
+    pub width: u32,
+    /// Frame height in pixels.
+    #[arg(long, default_value_t = 256, env = "TESSERA_HEIGHT")]
+    pub height: u32,
+    /// Samples per pixel.
+    #[arg(long, default_value_t = 64, env = "TESSERA_SPP")]
+    pub spp: u32,
+    /// Maximum bounces, counted as Blender Cycles counts them (0 = direct light only).
+    #[arg(long, alias = "max-bounces", default_value_t = 12)]
+    pub bounces: u32,
+    /// Render seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Camera name (default: the scene's first camera).
+    #[arg(long)]
+    pub camera: Option<String>,
+    /// Frame range `A..B` (inclusive) or a single frame.
+    #[arg(long, default_value = "0")]
+    pub frames: String,
+    /// Frames per second for sampling animations (`24`, `30000/1001`).
+    #[arg(long, default_value = "24", env = "TESSERA_FPS")]
+    pub fps: FrameRate,
+    /// Tier: economy, priority or trusted.
+    #[arg(long, default_value = "economy", env = "TESSERA_TIER")]
+    pub tier: String,
+    /// Tile edge in pixels (default: the coordinator's).
+    #[arg(long, alias = "tile")]
+    pub tile_size: Option<u32>,
+    /// Tiles per task (default: the coordinator's).
+    #[arg(long, alias = "batch")]
+    pub batch_size: Option<u32>,
+    /// Only nodes of this determinism class id (64 hex digits, as `tessera nodes --json`
+    /// shows).
+    #[arg(long, value_name = "HEX")]
+    pub require_class: Option<String>,
+    /// Only nodes whose adapter has at least this many bytes of memory.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub min_memory: u64,
+}
+
+/// The validated [`SubmitArgs`].
+#[derive(Debug, Serialize)]
+pub struct SubmitConfig {
+    /// Where the coordinator is.
+    pub client: ClientConfig,
+    /// The scene file.
+    pub scene: PathBuf,
+    /// The job, without its scene listing (filled in after the upload).
+    pub job: JobSubmission,
+}
+
+impl SubmitArgs {
+    /// Check every flag (no file is read).
+    pub fn config(&self) -> Result<SubmitConfig> {
+        let client = self.client.config()?;
+        if let Err(e) = crate::check_render_flags(self.width, self.height, self.spp, self.bounces) {
+            usage!("{e:#}");
+        }
+        let (frame_start, frame_end) = match crate::parse_frames(&self.frames) {
+            Ok(r) => r,
+            Err(e) => usage!("{e:#}"),
+        };
+        if !default_tiers().iter().any(|t| t.name == self.tier) {
+            usage!(
+                "--tier {:?}: expected economy, priority or trusted",
+                self.tier
+            );
+        }
+        if let Some(t) = self.tile_size.filter(|&t| t == 0 || t > 4096) {
+            usage!("--tile-size {t}: must be 1..=4096");
+        }
+        if let Some(b) = self.batch_size.filter(|&b| b == 0 || b > 4096) {
+            usage!("--batch-size {b}: must be 1..=4096");
+        }
+        let class_id = match &self.require_class {
+            None => None,
+            Some(h) => match tessera_protocol::hexser::decode::<32>(h) {
+                Ok(d) => Some(d),
+                Err(e) => usage!("--require-class: {e}"),
+            },
+        };
+        Ok(SubmitConfig {
+            client,
+            scene: self.scene.clone(),
+            job: JobSubmission {
+                scene: SceneListing::default(),
+                settings: RenderSettings {
+                    width: self.width,
+                    height: self.height,
+                    spp: self.spp,
+                    max_bounces: self.bounces,
+                    seed: self.seed,
+                    camera: self.camera.clone(),
+                    frame_rate: self.fps,
+                },
+                frame_start,
+                frame_end,
+                tier: self.tier.clone(),
+                tile_size: self.tile_size,
+                batch_size: self.batch_size,
+                requirements: Requirements {
+                    class_id,
+                    min_memory_bytes: self.min_memory,
+                },
+            },
+        })
+    }
+}
+
+/// Load the scene at `path` (so a bad scene fails here, naming the file) and list its
+/// files: the entry file and every file it reads, by path relative to the scene's folder
+/// (forward slashes), with their local paths.
+pub fn scene_files(
+    path: &Path,
+    camera: Option<&str>,
+) -> Result<(Scene, String, BTreeMap<String, PathBuf>)> {
+    let scene = Scene::load(path, &LoadOptions::default())
+        .with_context(|| format!("loading scene {}", path.display()))?;
+    if let Some(name) = camera {
+        let names = scene.camera_names();
+        if !names.iter().any(|n| n == name) {
+            bail!(
+                "--camera {name:?}: scene {} has no such camera (it has: {})",
+                path.display(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+        }
+    }
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let entry = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("scene {}: the file name is not UTF-8", path.display()))?
+        .to_string();
+    let mut local = BTreeMap::new();
+    local.insert(entry.clone(), path.to_path_buf());
+    for rel in scene.files() {
+        let parts: Option<Vec<&str>> = rel.iter().map(|c| c.to_str()).collect();
+        let key = parts
+            .with_context(|| {
+                format!(
+                    "scene {}: file {} has a name that is not UTF-8",
+                    path.display(),
+                    rel.display()
+                )
+            })?
+            .join("/");
+        local.insert(key, folder.join(rel));
+    }
+    Ok((scene, entry, local))
+}
+
+/// `tessera submit`: load the scene, upload its files, submit the job; the job id is the
+/// last line of stdout.
+pub fn submit(args: SubmitArgs, print: bool) -> Result<bool> {
+    let mut cfg = args.config()?;
+    if print_config(print, &cfg)? {
+        return Ok(true);
+    }
+    let (scene, entry, local) = scene_files(&cfg.scene, cfg.job.settings.camera.as_deref())?;
+    for w in scene.warnings() {
+        eprintln!("warning: {}: {w}", cfg.scene.display());
+    }
+    let client = cfg.client.client()?;
+    runtime()?.block_on(async {
+        let mut listing = SceneListing {
+            entry,
+            files: BTreeMap::new(),
+        };
+        let mut fresh = 0;
+        for (key, file) in &local {
+            let bytes = tokio::fs::read(file)
+                .await
+                .with_context(|| format!("reading scene file {}", file.display()))?;
+            let stored = client
+                .put_blob(bytes)
+                .await
+                .with_context(|| format!("uploading scene file {}", file.display()))?;
+            tracing::debug!(file = %key, hash = %stored.hash, size = stored.size, fresh = stored.fresh, "scene file uploaded");
+            fresh += usize::from(stored.fresh);
+            listing.files.insert(key.clone(), stored.hash);
+        }
+        eprintln!(
+            "uploaded {} file(s) of {} ({fresh} new to the coordinator)",
+            local.len(),
+            cfg.scene.display()
+        );
+        cfg.job.scene = listing;
+        let accepted = client.submit(&cfg.job).await?;
+        let local_hash = hex::encode(scene.content_hash());
+        if accepted.scene_hash != local_hash {
+            // Nodes check the scene they load against the manifest's hash.
+            tracing::warn!(
+                job = %accepted.job_id,
+                coordinator = %accepted.scene_hash,
+                local = %local_hash,
+                "the coordinator's scene hash differs from the one loaded here; did a scene file change during the upload?"
+            );
+        }
+        eprintln!(
+            "submitted {} ({}x{}, {} spp, frames {}..{}, tier {})",
+            cfg.scene.display(),
+            cfg.job.settings.width,
+            cfg.job.settings.height,
+            cfg.job.settings.spp,
+            cfg.job.frame_start,
+            cfg.job.frame_end,
+            cfg.job.tier
+        );
+        println!("{}", accepted.job_id);
+        Ok(true)
+    })
+}
+
+/// `tessera status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The job id (default: list every job).
+    pub job: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print JSON: the job's status object, or an array of them.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn status_line(s: &JobStatus) -> String {
+    let mut line = format!(
+        "{}  {:<9}  {}  frames {}..{}  tier {}  rendered {}/{}  verified {}/{}  round {}",
+        s.job_id,
+        s.state,
+        s.scene_name,
+        s.frame_start,
+        s.frame_end,
+        s.tier,
+        s.tiles_rendered,
+        s.tiles_total,
+        s.tiles_verified,
+        s.tiles_total,
+        s.round
+    );
+    if let Some(e) = &s.error {
+        line.push_str(&format!("  error: {e}"));
+    }
+    line
+}
+
+/// `tessera status [JOB]`.
+pub fn status(args: StatusArgs, print: bool) -> Result<bool> {
+    let cfg = args.client.config()?;
+    if print_config(print, &cfg)? {
+        return Ok(true);
+    }
+    let client = cfg.client()?;
+    runtime()?.block_on(async {
+        match &args.job {
+            Some(id) => {
+                let s = client.job(id).await?;
+                if args.json {
+                    println!("{}", serde_json::to_string(&s)?);
+                } else {
+                    println!("{}", status_line(&s));
+                }
+            }
+            None => {
+                let jobs = client.jobs().await?;
+                if args.json {
+                    println!("{}", serde_json::to_string(&jobs)?);
+                } else if jobs.is_empty() {
+                    println!("no jobs");
+                } else {
+                    for s in &jobs {
+                        println!("{}", status_line(s));
+                    }
+                }
+            }
+        }
+        Ok(true)
+    })
+}
+
+/// `tessera fetch`.
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// The job id.
+    pub job: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output PNG path; the EXR goes beside it with the .exr extension. With several
+    /// frames, `#` characters are replaced by the zero-padded frame number.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Proof bundle path (default: OUTPUT with the extension .proof.json).
+    #[arg(long)]
+    pub proof: Option<PathBuf>,
+    /// Wait until the job is done (or failed) instead of failing when it is not done yet.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (default: never).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// With --wait: milliseconds between two status requests.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub poll_ms: u64,
+    /// View transform of the PNG (`standard` or `filmic`); the EXR is always the linear
+    /// committed pixels.
+    #[arg(long, value_enum, default_value = "standard", env = "TESSERA_VIEW")]
+    pub view: images::View,
+    /// Exposure of the PNG in stops.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        env = "TESSERA_EXPOSURE"
+    )]
+    pub exposure: f32,
+}
+
+/// `tessera fetch JOB -o PATH`: the proof bundle and every frame, each frame checked
+/// against the bundle's tile commitments before it is written.
+pub fn fetch(args: FetchArgs, print: bool) -> Result<bool> {
+    let cfg = args.client.config()?;
+    if !args.exposure.is_finite() || args.exposure.abs() > 64.0 {
+        usage!(
+            "--exposure {}: must be within -64..=64 stops",
+            args.exposure
+        );
+    }
+    if args.poll_ms == 0 {
+        usage!("--poll-ms must be at least 1");
+    }
+    if print_config(print, &cfg)? {
+        return Ok(true);
+    }
+    let view = images::ViewTransform {
+        view: args.view,
+        exposure: args.exposure,
+    };
+    let client = cfg.client()?;
+    runtime()?.block_on(async {
+        let started = Instant::now();
+        let status = loop {
+            let s = match client.job(&args.job).await {
+                Ok(s) => s,
+                // While waiting, a coordinator that restarts is waited for too.
+                Err(e @ ApiClientError::Connect { .. }) if args.wait => {
+                    let waited = started.elapsed();
+                    if args.timeout.is_some_and(|t| waited >= Duration::from_secs(t)) {
+                        return Err(e.into());
+                    }
+                    tracing::warn!(error = %e, "coordinator unreachable; still waiting");
+                    tokio::time::sleep(Duration::from_millis(args.poll_ms.max(1000))).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match s.state.as_str() {
+                "done" => break s,
+                "failed" => bail!(
+                    "job {} failed: {}",
+                    args.job,
+                    s.error.as_deref().unwrap_or("no reason given")
+                ),
+                state if !args.wait => bail!(
+                    "job {} is {state}, not done ({}/{} tiles rendered, {} verified); pass --wait to wait for it",
+                    args.job,
+                    s.tiles_rendered,
+                    s.tiles_total,
+                    s.tiles_verified
+                ),
+                state => {
+                    if let Some(t) = args.timeout {
+                        if started.elapsed() >= Duration::from_secs(t) {
+                            bail!(
+                                "job {} is still {state} after {t} s ({}/{} tiles rendered, {} verified)",
+                                args.job,
+                                s.tiles_rendered,
+                                s.tiles_total,
+                                s.tiles_verified
+                            );
+                        }
+                    }
+                    tracing::debug!(job = %args.job, state, "waiting");
+                    tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
+                }
+            }
+        };
+        let n_frames = status.frame_end - status.frame_start + 1;
+        // Fail on a bad output pattern before downloading anything.
+        crate::frame_path(&args.output, status.frame_start, n_frames)?;
+
+        let bundle_url = format!("{}/v1/jobs/{}/bundle", client.base_url(), args.job);
+        let bundle_bytes = client.bundle(&args.job).await?;
+        let bundle: ProofBundle = serde_json::from_slice(&bundle_bytes)
+            .with_context(|| format!("GET {bundle_url}: not a valid proof bundle"))?;
+        let m = &bundle.manifest.statement;
+        if hex::encode(m.job_id) != args.job.to_ascii_lowercase() {
+            bail!(
+                "GET {bundle_url}: the bundle is for job {}, not {}",
+                hex::encode(m.job_id),
+                args.job
+            );
+        }
+        let (width, height) = (m.settings.width, m.settings.height);
+        let mut written = Vec::new();
+        for frame in m.frame_start..=m.frame_end {
+            let pixels = client.frame(&args.job, frame).await?;
+            let expected = width as usize * height as usize * 8;
+            if pixels.len() != expected {
+                bail!(
+                    "job {} frame {frame}: {} bytes, expected {expected} ({width}x{height} RGBA half floats)",
+                    args.job,
+                    pixels.len()
+                );
+            }
+            let check =
+                tessera_verifier::audit::check_image(&bundle, frame, width, height, &pixels);
+            if !check.passed {
+                bail!(
+                    "job {} frame {frame}: the pixels do not match the proof bundle: {}",
+                    args.job,
+                    check.detail
+                );
+            }
+            let png = crate::frame_path(&args.output, frame, n_frames)?;
+            let exr = crate::with_ext(&png, "exr");
+            create_parent(&png)?;
+            images::write_png(&png, width, height, &pixels, &view)?;
+            images::write_exr(&exr, width, height, &pixels)?;
+            written.push(png);
+            written.push(exr);
+        }
+        let proof = args.proof.clone().unwrap_or_else(|| {
+            crate::with_ext(
+                &crate::frame_path(&args.output, m.frame_start, 1)
+                    .unwrap_or(args.output.clone()),
+                "proof.json",
+            )
+        });
+        create_parent(&proof)?;
+        std::fs::write(&proof, &bundle_bytes)
+            .with_context(|| format!("writing proof bundle {}", proof.display()))?;
+        written.push(proof);
+        for w in &written {
+            println!("wrote {}", w.display());
+        }
+        Ok(true)
+    })
+}
+
+/// Create the folder a file is written to.
+fn create_parent(file: &Path) -> Result<()> {
+    match file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating folder {}", dir.display())),
+        None => Ok(()),
+    }
+}
+
+/// `tessera nodes` and `tessera ledger`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Print rows as columns, left-aligned except the `right` ones (the last column is not
+/// padded when left-aligned).
+fn print_table(header: &[&str], right: &[usize], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let n = cells.len();
+        let mut s = String::new();
+        for (i, (c, w)) in cells.into_iter().zip(&widths).enumerate() {
+            if right.contains(&i) {
+                s.push_str(&format!("{c:>w$}  "));
+            } else if i + 1 == n {
+                s.push_str(&c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+/// `tessera nodes`.
+pub fn nodes(args: ListArgs, print: bool) -> Result<bool> {
+    let cfg = args.client.config()?;
+    if print_config(print, &cfg)? {
+        return Ok(true);
+    }
+    let client = cfg.client()?;
+    let nodes = runtime()?.block_on(client.nodes())?;
+    if args.json {
+        let v: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let mut v = serde_json::to_value(n).unwrap_or_default();
+                v["class_id"] = hex::encode(n.class.id()).into();
+                v
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(true);
+    }
+    let now = now_unix();
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.role.clone(),
+                n.key.short(),
+                n.slots.to_string(),
+                n.leased_tasks.to_string(),
+                n.trust.to_string(),
+                n.stake.to_string(),
+                n.balance.to_string(),
+                format!("{}s ago", now.saturating_sub(n.last_seen_unix)),
+                format!("{} [{}]", n.class.adapter, hex::encode(&n.class.id()[..6])),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("no nodes registered");
+    } else {
+        print_table(
+            &[
+                "NAME", "ROLE", "KEY", "SLOTS", "LEASED", "TRUST", "STAKE", "BALANCE", "SEEN",
+                "CLASS",
+            ],
+            &[3, 4, 5, 6, 7],
+            &rows,
+        );
+    }
+    Ok(true)
+}
+
+/// `tessera ledger`.
+pub fn ledger(args: ListArgs, print: bool) -> Result<bool> {
+    let cfg = args.client.config()?;
+    if print_config(print, &cfg)? {
+        return Ok(true);
+    }
+    let client = cfg.client()?;
+    let ledger = runtime()?.block_on(client.ledger())?;
+    if args.json {
+        println!("{}", serde_json::to_string(&ledger)?);
+        return Ok(true);
+    }
+    let rows: Vec<Vec<String>> = ledger
+        .accounts
+        .iter()
+        .map(|a| vec![a.account.clone(), a.balance.to_string()])
+        .collect();
+    print_table(&["ACCOUNT", "BALANCE (µcr)"], &[1], &rows);
+    println!("total {} µcr (always 0: double-entry)", ledger.total);
+    Ok(true)
+}

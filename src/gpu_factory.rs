@@ -1,0 +1,56 @@
+//! The GPU [`RendererFactory`] of the `node` and `verifier` daemons: one [`Gpu`] for the
+//! process, and a [`SceneRenderer`] per downloaded scene whose content hash matches the
+//! job's, as `tessera render` builds them.
+
+use std::path::Path;
+use std::sync::Arc;
+use tessera_node::worker::{software_version, RendererFactory};
+use tessera_protocol::wire::Capabilities;
+use tessera_protocol::{Digest, TileRenderer};
+use tessera_renderer::{Gpu, LoadOptions, Scene, SceneRenderer};
+
+/// Renders on the process's GPU (the adapter wgpu picks; `WGPU_BACKEND` and
+/// `WGPU_ADAPTER_NAME` choose).
+pub struct GpuFactory {
+    gpu: Arc<Gpu>,
+}
+
+impl GpuFactory {
+    /// Open the GPU and compile the path tracer (slow: seconds on lavapipe).
+    pub fn new() -> anyhow::Result<Self> {
+        let gpu = Arc::new(Gpu::new()?);
+        Ok(Self { gpu })
+    }
+}
+
+impl RendererFactory for GpuFactory {
+    /// The adapter's determinism class; memory is reported as 0 (unknown) because wgpu
+    /// does not tell an adapter's memory size.
+    fn capabilities(&self, slots: u32) -> Capabilities {
+        Capabilities {
+            class: self.gpu.class(),
+            memory_bytes: 0,
+            slots,
+            software: software_version(),
+        }
+    }
+
+    fn load(&self, entry: &Path, expected: &Digest) -> Result<Arc<dyn TileRenderer>, String> {
+        let scene = Scene::load(entry, &LoadOptions::default())
+            .map_err(|e| format!("loading {}: {e}", entry.display()))?;
+        if scene.content_hash() != *expected {
+            return Err(format!(
+                "{}: content hash {} differs from the job's scene hash {}",
+                entry.display(),
+                hex::encode(scene.content_hash()),
+                hex::encode(expected)
+            ));
+        }
+        for w in scene.warnings() {
+            tracing::warn!(scene = %entry.display(), "{w}");
+        }
+        let renderer = SceneRenderer::new(self.gpu.clone(), &scene)
+            .map_err(|e| format!("uploading {} to the gpu: {e}", entry.display()))?;
+        Ok(Arc::new(renderer))
+    }
+}

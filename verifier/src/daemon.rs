@@ -1,0 +1,583 @@
+//! `tessera verifier`: the verifier as a daemon. It registers with the coordinator over
+//! HTTP (role `verifier`), takes [`VerifyRequest`]s from the `verify` queue, downloads and
+//! loads the request's scene, judges the node ([`Verifier::handle_request`], on a
+//! blocking thread), publishes the signed [`VerdictMessage`] under the request id with
+//! publisher confirms, and only then acks the request. A request it cannot judge
+//! (malformed, or refused by the checks) is parked, never answered.
+//!
+//! Redelivery is normal: a request whose ack was lost is judged again (the same verdict,
+//! since re-rendering is deterministic) and published again under the same message id.
+//!
+//! Test-only fault hooks come from the environment at start: see
+//! [`tessera_node::worker`] (`TESSERA_FAULT_EXIT_AFTER_PUBLISH=1` exits with status 77
+//! after the first verdict is published, before its request is acked).
+
+use crate::{Verifier, VerifyError};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_api::client::ApiClientError;
+use tessera_api::RegisterResponse;
+use tessera_bus::{Bus, BusError, Delivery};
+use tessera_node::worker::{self, Faults, LoopEnd, RendererFactory, SceneCache, SceneSource};
+use tessera_protocol::keys::{PublicKey, SecretKey};
+use tessera_protocol::statements::Decision;
+use tessera_protocol::wire::{
+    VerdictMessage, VerifyRequest, QUEUE_VERDICTS, QUEUE_VERIFY, WIRE_VERSION,
+};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// How long a stopping verifier waits for judgements in progress before it abandons them
+/// (their requests return to the queue, unacked).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Pause before a request whose scene could not be loaded is handed back, so that a
+/// coordinator outage does not become a busy loop (the delivery limit parks it in the end).
+pub const SCENE_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// What `tessera verifier` runs with.
+pub struct VerifierDaemonConfig {
+    /// Base URL of the coordinator's HTTP API.
+    pub coordinator: String,
+    /// The farm's worker token, when the coordinator requires one.
+    pub token: Option<String>,
+    /// The verifier's signing key (its identity; the manifest must name it).
+    pub key: SecretKey,
+    /// Display name.
+    pub name: String,
+    /// Requests judged at once (also the prefetch of the `verify` queue).
+    pub slots: u32,
+    /// Root of the scene cache.
+    pub cache_dir: PathBuf,
+}
+
+impl std::fmt::Debug for VerifierDaemonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifierDaemonConfig")
+            .field("coordinator", &self.coordinator)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("key", &self.key)
+            .field("name", &self.name)
+            .field("slots", &self.slots)
+            .field("cache_dir", &self.cache_dir)
+            .finish()
+    }
+}
+
+/// Why the verifier daemon stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierDaemonError {
+    /// The configuration cannot work.
+    #[error("verifier config: {0}")]
+    Config(String),
+    /// Registration with the coordinator failed.
+    #[error("registering verifier {name:?} with the coordinator: {source}")]
+    Register {
+        /// The verifier's name.
+        name: String,
+        /// What failed.
+        source: ApiClientError,
+    },
+    /// The bus could not be connected.
+    #[error("bus: {what}: {source}")]
+    Bus {
+        /// What was being done.
+        what: String,
+        /// The bus error.
+        source: BusError,
+    },
+    /// The bus closed while the verifier was consuming.
+    #[error("bus closed while consuming queue {0}")]
+    BusClosed(String),
+}
+
+/// What became of one delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Malformed: parked, with the reason.
+    Parked(String),
+    /// Refused by the checks ([`VerifyError`]): parked, with the reason.
+    Refused(String),
+    /// Judged: the verdict is published and the request acked.
+    Judged(Decision),
+    /// Not acked (scene unavailable, bus failure): handed back for redelivery.
+    Abandoned(String),
+}
+
+/// The running verifier after registration. Tests build it directly with an in-process
+/// bus and a [`SceneSource::Fixed`] scene.
+pub struct VerifierState<B: Bus> {
+    bus: B,
+    me: PublicKey,
+    scenes: SceneCache<Arc<Verifier>>,
+    faults: Faults,
+}
+
+impl<B: Bus> VerifierState<B> {
+    /// A verifier state over `bus`, signing with `key`; scenes come from `source` through
+    /// `factory`.
+    pub fn new(
+        bus: B,
+        key: SecretKey,
+        source: SceneSource,
+        factory: Arc<dyn RendererFactory>,
+    ) -> Self {
+        let me = key.public();
+        let scenes = SceneCache::new(source, factory, move |_, renderer| {
+            Arc::new(Verifier::new(worker::copy_key(&key), renderer))
+        });
+        Self {
+            bus,
+            me,
+            scenes,
+            faults: Faults::default(),
+        }
+    }
+
+    /// The same state with these fault hooks.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// The verifier's public key.
+    pub fn public(&self) -> PublicKey {
+        self.me
+    }
+
+    /// Handle one delivered request to the end: park it if malformed or refused, else
+    /// judge it, publish the verdict (confirmed) and ack. Never panics on what the
+    /// message holds.
+    pub async fn handle_delivery(&self, d: Delivery) -> Handled {
+        let req = match parse_request(&d.body) {
+            Ok(r) => r,
+            Err(reason) => {
+                tracing::warn!(verifier = %self.me.short(), message = %d.message_id, %reason, "malformed verify request parked");
+                return self.park(&d, Handled::Parked(reason)).await;
+            }
+        };
+        let m = &req.manifest.statement;
+        let span = tracing::info_span!("verify", verifier = %self.me.short(), request = %req.request_id, job = %hex::encode(&m.job_id[..6]), node = %req.node.short(), round = req.commitment.statement.round);
+        self.judge(d, req).instrument(span).await
+    }
+
+    async fn judge(&self, d: Delivery, req: VerifyRequest) -> Handled {
+        let started = std::time::Instant::now();
+        let verifier = match self.scenes.get(&req.manifest.statement.scene_hash).await {
+            Ok(v) => v,
+            Err(reason) => {
+                tracing::warn!(%reason, "scene unavailable; request handed back");
+                tokio::time::sleep(SCENE_RETRY_PAUSE).await;
+                return self.give_back(&d, reason).await;
+            }
+        };
+        let req = Arc::new(req);
+        let judged = {
+            let req = req.clone();
+            tokio::task::spawn_blocking(move || verifier.handle_request(&req)).await
+        };
+        let verdict = match judged {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                let reason = e.to_string();
+                tracing::warn!(%reason, kind = refusal_kind(&e), "verify request refused and parked");
+                return self.park(&d, Handled::Refused(reason)).await;
+            }
+            Err(e) => {
+                return self
+                    .give_back(&d, format!("judging task failed: {e}"))
+                    .await
+            }
+        };
+        let decision = verdict.statement.decision;
+        let msg = VerdictMessage {
+            version: WIRE_VERSION,
+            request_id: req.request_id.clone(),
+            verdict,
+        };
+        let body = serde_json::to_vec(&msg).expect("a verdict message always encodes");
+        if let Err(e) = self
+            .bus
+            .publish(QUEUE_VERDICTS, &req.request_id, body)
+            .await
+        {
+            return self
+                .give_back(&d, format!("publishing the verdict: {e}"))
+                .await;
+        }
+        self.faults.after_publish(&req.request_id);
+        tracing::info!(
+            ?decision,
+            samples = req.samples.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "verdict published"
+        );
+        if let Err(e) = self.bus.ack(&d).await {
+            tracing::warn!(error = %e, "ack failed; the request will be redelivered");
+        }
+        Handled::Judged(decision)
+    }
+
+    async fn park(&self, d: &Delivery, outcome: Handled) -> Handled {
+        match self.bus.nack(d, false).await {
+            Ok(()) => outcome,
+            Err(e) => Handled::Abandoned(format!("parking failed: {e}")),
+        }
+    }
+
+    async fn give_back(&self, d: &Delivery, reason: String) -> Handled {
+        if let Err(e) = self.bus.nack(d, true).await {
+            tracing::debug!(message = %d.message_id, error = %e, "hand-back failed; the broker redelivers it");
+        }
+        Handled::Abandoned(reason)
+    }
+
+    /// Consume the `verify` queue until `shutdown`, judging at most `slots` requests at
+    /// once; then let judgements in progress finish (up to [`SHUTDOWN_GRACE`]) and
+    /// return.
+    pub async fn serve(
+        self: Arc<Self>,
+        slots: u32,
+        shutdown: CancellationToken,
+    ) -> Result<(), VerifierDaemonError> {
+        let permits = Arc::new(Semaphore::new(slots.max(1) as usize));
+        let tracker = TaskTracker::new();
+        tracing::info!(verifier = %self.me.short(), slots, "verifier serving");
+        let state = self.clone();
+        let end = worker::consume(
+            self.bus.clone(),
+            QUEUE_VERIFY.to_string(),
+            permits,
+            tracker.clone(),
+            shutdown.clone(),
+            move |d| {
+                let state = state.clone();
+                async move {
+                    state.handle_delivery(d).await;
+                }
+            },
+        )
+        .await;
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("judgements still running after the grace period; abandoning them");
+        }
+        tracing::info!(verifier = %self.me.short(), "verifier stopped");
+        match end {
+            LoopEnd::BusClosed => Err(VerifierDaemonError::BusClosed(QUEUE_VERIFY.into())),
+            LoopEnd::Shutdown => Ok(()),
+        }
+    }
+}
+
+fn refusal_kind(e: &VerifyError) -> &'static str {
+    match e {
+        VerifyError::BadRequest { .. } => "bad request",
+        VerifyError::Rerender { .. } => "re-render failed",
+    }
+}
+
+/// Decode a request and check what decoding cannot.
+fn parse_request(body: &[u8]) -> Result<VerifyRequest, String> {
+    let req: VerifyRequest = serde_json::from_slice(body).map_err(|e| format!("json: {e}"))?;
+    if req.version != WIRE_VERSION {
+        return Err(format!(
+            "request {}: wire version {}, this verifier speaks {WIRE_VERSION}",
+            req.request_id, req.version
+        ));
+    }
+    if req.request_id.is_empty() {
+        return Err("empty request id".into());
+    }
+    Ok(req)
+}
+
+/// Run `tessera verifier` until `shutdown`: register with the coordinator (role
+/// `verifier`), connect the bus with `connect` (given the registration answer, for the
+/// AMQP namespace), and serve ([`VerifierState::serve`]).
+pub async fn run_verifier<B, C, F>(
+    cfg: VerifierDaemonConfig,
+    connect: C,
+    factory: Arc<dyn RendererFactory>,
+    shutdown: CancellationToken,
+) -> Result<(), VerifierDaemonError>
+where
+    B: Bus,
+    C: FnOnce(RegisterResponse) -> F,
+    F: Future<Output = Result<B, BusError>>,
+{
+    if cfg.slots == 0 {
+        return Err(VerifierDaemonError::Config(
+            "slots must be at least 1".into(),
+        ));
+    }
+    let faults = Faults::from_env();
+    if faults != Faults::default() {
+        tracing::warn!(?faults, "test fault hooks are on");
+    }
+    let capabilities = factory.capabilities(cfg.slots);
+    tracing::info!(verifier = %cfg.key.public().short(), name = %cfg.name, class = %capabilities.class, coordinator = %cfg.coordinator, "registering");
+    let registering = worker::register(
+        &cfg.coordinator,
+        cfg.token.clone(),
+        "verifier",
+        &cfg.name,
+        &cfg.key,
+        capabilities,
+    );
+    let (registered, client) = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        r = registering => r.map_err(|source| VerifierDaemonError::Register {
+            name: cfg.name.clone(),
+            source,
+        })?,
+    };
+    let namespace = registered.amqp_namespace.clone();
+    let bus = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        b = connect(registered) => b.map_err(|source| VerifierDaemonError::Bus {
+            what: format!("connecting (namespace {namespace})"),
+            source,
+        })?,
+    };
+    let state = Arc::new(
+        VerifierState::new(
+            bus,
+            cfg.key,
+            SceneSource::Coordinator {
+                client,
+                cache_dir: cfg.cache_dir,
+            },
+            factory,
+        )
+        .with_faults(faults),
+    );
+    state.serve(cfg.slots, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks;
+    use tessera_bus::InProcessBus;
+    use tessera_node::worker::StubFactory;
+    use tessera_node::{DishonestMode, Node};
+    use tessera_protocol::bundle::BatchRecord;
+    use tessera_protocol::payments::{default_tiers, Pricing, SamplingPolicy};
+    use tessera_protocol::sampling::nonce_commitment;
+    use tessera_protocol::statements::{
+        JobManifest, NodeSnapshot, RoundCommitment, Signed, MANIFEST_VERSION,
+    };
+    use tessera_protocol::wire::{RenderTask, Requirements, SampledTile, TaskTile, VerdictMessage};
+    use tessera_protocol::{tile_layout, RenderSettings, TileRenderer};
+
+    /// A real request: a 2-tile job rendered by one node (honest or not), committed and
+    /// sampled as the coordinator does it.
+    fn request(verifier: PublicKey, cheat: Option<DishonestMode>) -> VerifyRequest {
+        let coordinator = SecretKey::generate();
+        let nonce = [5u8; 32];
+        let settings = RenderSettings {
+            width: 32,
+            height: 16,
+            spp: 4,
+            max_bounces: 1,
+            seed: 11,
+            camera: None,
+            frame_rate: Default::default(),
+        };
+        let manifest = JobManifest {
+            version: MANIFEST_VERSION,
+            job_id: [1; 16],
+            client: "studio".into(),
+            scene_name: "s.glb".into(),
+            scene_hash: [9; 32],
+            settings: settings.clone(),
+            frame_start: 0,
+            frame_end: 0,
+            tile_size: 16,
+            tier: default_tiers().remove(0),
+            sampling: SamplingPolicy::default(),
+            pricing: Pricing::default(),
+            slash_pct: 10,
+            challenge_window_secs: 0,
+            nonce_commitments: vec![nonce_commitment(&nonce)],
+            verifiers: vec![verifier],
+            created_unix: 0,
+        };
+        let node_key = SecretKey::generate();
+        let node_pub = node_key.public();
+        let renderer: Arc<dyn TileRenderer> =
+            Arc::new(tessera_node::stub::HashRenderer::new(Duration::ZERO));
+        let node = Node::new("n", node_key, manifest.scene_hash, renderer, cheat);
+        let tiles = tile_layout(32, 16, 16)
+            .into_iter()
+            .enumerate()
+            .map(|(i, rect)| TaskTile {
+                tile_index: i as u32,
+                rect,
+            })
+            .collect();
+        let result = node
+            .handle_task(&RenderTask {
+                version: WIRE_VERSION,
+                task_id: "t".into(),
+                job_id: manifest.job_id,
+                scene_hash: manifest.scene_hash,
+                settings,
+                frame: 0,
+                round: 0,
+                batch_id: 0,
+                tiles,
+                blocked: vec![],
+                attempt: 0,
+                requirements: Requirements::default(),
+            })
+            .unwrap();
+        let batches: Vec<BatchRecord> = vec![result.batch.clone()];
+        let commitment = Signed::sign(
+            RoundCommitment {
+                job_id: manifest.job_id,
+                epoch: 0,
+                round: 0,
+                round_root: checks::round_root(&batches).unwrap(),
+                n_batches: 1,
+                nodes: vec![NodeSnapshot {
+                    node: node_pub,
+                    trust: 0,
+                    stake: 0,
+                }],
+            },
+            &coordinator,
+        );
+        let exp = checks::expected_sample(
+            &manifest,
+            &commitment.statement,
+            &nonce,
+            &batches,
+            &node_pub,
+        )
+        .unwrap();
+        let samples = checks::build_proofs(&batches, &node_pub, &exp.indices)
+            .into_iter()
+            .map(|proof| {
+                let l = &batches[0].tiles[proof.position as usize];
+                SampledTile {
+                    frame: 0,
+                    tile_index: l.tile_index,
+                    rect: l.rect,
+                    committed_hash: l.tile_hash,
+                    delivered: result.tiles[proof.position as usize].bytes.clone(),
+                    proof,
+                }
+            })
+            .collect();
+        VerifyRequest {
+            version: WIRE_VERSION,
+            request_id: "req-1".into(),
+            manifest: Signed::sign(manifest, &coordinator),
+            commitment,
+            round_batches: batches,
+            nonce,
+            node: node_pub,
+            samples,
+        }
+    }
+
+    fn state(bus: &InProcessBus) -> Arc<VerifierState<InProcessBus>> {
+        Arc::new(VerifierState::new(
+            bus.clone(),
+            SecretKey::generate(),
+            SceneSource::Fixed("scene.glb".into()),
+            Arc::new(StubFactory::default()),
+        ))
+    }
+
+    async fn deliver(bus: &InProcessBus, req: &VerifyRequest) -> Delivery {
+        let body = serde_json::to_vec(req).unwrap();
+        bus.publish(QUEUE_VERIFY, &req.request_id, body)
+            .await
+            .unwrap();
+        bus.next(QUEUE_VERIFY).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn honest_and_cheating_nodes_get_signed_verdicts() {
+        let bus = InProcessBus::new();
+        let v = state(&bus);
+        for (cheat, want) in [
+            (None, Decision::Pass),
+            (Some(DishonestMode::Black), Decision::Fail),
+        ] {
+            let req = request(v.public(), cheat);
+            let d = deliver(&bus, &req).await;
+            assert_eq!(v.handle_delivery(d).await, Handled::Judged(want));
+            let out = bus.next(QUEUE_VERDICTS).await.unwrap();
+            assert_eq!(out.message_id, "req-1");
+            let msg: VerdictMessage = serde_json::from_slice(&out.body).unwrap();
+            msg.verdict.verify().unwrap();
+            assert_eq!(msg.verdict.signer, v.public());
+            assert_eq!(msg.verdict.statement.node, req.node);
+            assert_eq!(msg.verdict.statement.decision, want);
+        }
+        assert!(bus.dead_letters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn malformed_and_refused_requests_are_parked() {
+        let bus = InProcessBus::new();
+        let v = state(&bus);
+        bus.publish(QUEUE_VERIFY, "junk", b"[]".to_vec())
+            .await
+            .unwrap();
+        let d = bus.next(QUEUE_VERIFY).await.unwrap();
+        assert!(matches!(v.handle_delivery(d).await, Handled::Parked(_)));
+        // Not named in the manifest: refused, no verdict.
+        let mut req = request(SecretKey::generate().public(), None);
+        req.request_id = "req-2".into();
+        let d = deliver(&bus, &req).await;
+        assert!(
+            matches!(v.handle_delivery(d).await, Handled::Refused(r) if r.contains("not named"))
+        );
+        let dead: Vec<_> = bus
+            .dead_letters()
+            .into_iter()
+            .map(|d| d.message_id)
+            .collect();
+        assert_eq!(dead, ["junk", "req-2"]);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), bus.next(QUEUE_VERDICTS))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn serve_judges_and_stops() {
+        let bus = InProcessBus::new();
+        let v = state(&bus);
+        let shutdown = CancellationToken::new();
+        let served = tokio::spawn(v.clone().serve(2, shutdown.clone()));
+        let req = request(v.public(), None);
+        bus.publish(QUEUE_VERIFY, "req-1", serde_json::to_vec(&req).unwrap())
+            .await
+            .unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(10), bus.next(QUEUE_VERDICTS))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.message_id, "req-1");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
