@@ -230,8 +230,8 @@ impl WorkerArgs {
         let key_file = required(&self.key, "key", "TESSERA_KEY")?;
         let key = read_key(&key_file)?;
         let public = key.public();
-        if self.slots == 0 || self.slots > u32::from(u16::MAX) {
-            usage!("--slots {}: must be 1..=65535", self.slots);
+        if self.slots == 0 || self.slots > 1024 {
+            usage!("--slots {}: must be 1..=1024", self.slots);
         }
         Ok(Worker {
             settings: WorkerSettings {
@@ -525,8 +525,8 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
     if cfg.lease.is_zero() || cfg.reconcile_every.is_zero() || cfg.verify_timeout.is_zero() {
         usage!("--lease-secs, --reconcile-secs and --verify-timeout-secs must be at least 1");
     }
-    if cfg.tile_size == 0 || cfg.tile_size > 4096 {
-        usage!("--tile-size {}: must be 1..=4096", cfg.tile_size);
+    if cfg.tile_size < 8 || cfg.tile_size > 4096 {
+        usage!("--tile-size {}: must be 8..=4096", cfg.tile_size);
     }
     if cfg.batch_size == 0 {
         usage!("--batch-size must be at least 1");

@@ -24,12 +24,12 @@ impl GpuFactory {
 }
 
 impl RendererFactory for GpuFactory {
-    /// The adapter's determinism class; memory is reported as 0 (unknown) because wgpu
-    /// does not tell an adapter's memory size.
+    /// The adapter's determinism class and memory ([`Gpu::memory_bytes`]: RAM for a CPU
+    /// adapter, `nvidia-smi` for NVIDIA, otherwise 0 = unknown).
     fn capabilities(&self, slots: u32) -> Capabilities {
         Capabilities {
             class: self.gpu.class(),
-            memory_bytes: 0,
+            memory_bytes: self.gpu.memory_bytes(),
             slots,
             software: software_version(),
         }

@@ -7,14 +7,16 @@
 //! its confirmation was lost.
 //!
 //! Queue names given to the trait are logical (`tasks`, `results`, `verify`, `verdicts`,
-//! `heartbeats`, `node.<id>`); the AMQP bus maps them to broker queues under a namespace.
+//! `signals`, `node.<id>`); the AMQP bus maps them to broker queues under a namespace.
 
 #![warn(missing_docs)]
 
 mod amqp;
 mod in_process;
 
-pub use amqp::{AmqpBus, AmqpConfig, Parked, DEFAULT_DELIVERY_LIMIT, DEFAULT_PREFETCH};
+pub use amqp::{
+    AmqpBus, AmqpConfig, Parked, DEFAULT_DELIVERY_LIMIT, DEFAULT_PREFETCH, PUBLISH_TIMEOUT,
+};
 pub use in_process::{InProcessBus, IN_PROCESS_QUEUE_BOUND};
 
 use std::future::Future;
@@ -77,7 +79,7 @@ pub enum BusError {
     /// connection or channel was recovered since), or it was already acked or nacked. This is
     /// harmless: the broker redelivers a message whose settlement it did not get, and
     /// consumers are idempotent.
-    #[error("delivery {message_id} from queue {queue} is stale (its channel is gone or it was already settled); the broker redelivers it if it was not settled")]
+    #[error("delivery {message_id} from queue {queue} is stale (channel gone or already settled)")]
     StaleDelivery {
         /// Logical queue.
         queue: String,
@@ -142,7 +144,8 @@ pub trait Bus: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BusError>> + Send;
     /// The next delivery from `queue`. A consumer is started on the first call, with the
     /// prefetch configured for that queue. Keeps waiting across connection loss; `None`
-    /// only when the bus was shut down.
+    /// only when the bus was shut down (or, AMQP, when `queue` is not a valid name, which
+    /// is logged as an error).
     fn next(&self, queue: &str) -> impl Future<Output = Option<Delivery>> + Send;
     /// The effect of `d` is stored: forget it. A stale delivery gives
     /// [`BusError::StaleDelivery`] (never a panic).

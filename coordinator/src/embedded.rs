@@ -22,7 +22,7 @@ use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::payments::{
     account, Pricing, SamplingPolicy, TierPolicy, Transfer, TransferKind,
 };
-use tessera_protocol::rules::{escrow_transfer, release_transfers, verdict_transfers, NodeOutcome};
+use tessera_protocol::rules::{escrow_transfer, verdict_transfers, NodeOutcome};
 use tessera_protocol::sampling::nonce_commitment;
 use tessera_protocol::statements::{
     Decision, JobManifest, NodeSnapshot, PaymentReceipt, Signed, Verdict, MANIFEST_VERSION,
@@ -445,24 +445,7 @@ impl EmbeddedFarm {
                 match self.check_result(&d.body, &tasks, &manifest, &layout, &blocked) {
                     Ok(res) => {
                         let s = &res.batch.signed.statement;
-                        let tiles: Vec<(u32, [u8; 32], &[u8])> = res
-                            .batch
-                            .tiles
-                            .iter()
-                            .zip(&res.tiles)
-                            .map(|(l, t)| (l.tile_index, l.tile_hash, t.bytes.as_slice()))
-                            .collect();
-                        let record =
-                            String::from_utf8(encode("batch", &res.batch)?).unwrap_or_default();
-                        let fresh = self.store.insert_batch(
-                            &job,
-                            round,
-                            s.batch_id,
-                            &s.node.to_string(),
-                            s.frame,
-                            &record,
-                            &tiles,
-                        )?;
+                        let fresh = self.store.insert_result(&job, round, &res)?;
                         bus.ack(&d).await?;
                         if fresh && !batches.contains_key(&s.batch_id) {
                             for t in &res.tiles {
@@ -648,21 +631,7 @@ impl EmbeddedFarm {
         }
 
         if !pending.is_empty() {
-            let left = self.store.balance(&account::escrow(&job))?;
-            if left > 0 {
-                self.store.apply_transfer(
-                    Some(&job),
-                    &Transfer {
-                        key: format!("job:{job}:refund"),
-                        kind: TransferKind::Refund,
-                        from: account::escrow(&job),
-                        to: client_acct,
-                        amount: left as u64,
-                        round: 0,
-                        tiles: 0,
-                    },
-                )?;
-            }
+            self.store.refund_escrow(&job, &cfg.client)?;
             self.store.set_job_state(&job, "failed")?;
             return Err(PipelineError::NoHonestNodes {
                 job,
@@ -679,23 +648,13 @@ impl EmbeddedFarm {
         } = job::assemble(
             &manifest,
             &accepted,
-            &mut |round, frame, tile| {
-                store
-                    .tile_bytes(&job, round, frame, tile)
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| {
-                        format!("frame {frame} tile {tile} of round {round} is not stored")
-                    })
-            },
+            &mut |round, frame, tile| store.stored_tile(&job, round, frame, tile),
             &self.coordinator_key,
         )
         .map_err(PipelineError::Config)?;
 
         if cfg.challenge_window_secs == 0 {
-            let so_far = self.store.job_transfers(&job)?;
-            for t in release_transfers(&manifest, &so_far) {
-                self.store.apply_transfer(Some(&job), &t)?;
-            }
+            self.store.release_holdbacks(&manifest)?;
         }
         let transfers = self.store.job_transfers(&job)?;
         let payments = Signed::sign(

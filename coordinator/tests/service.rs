@@ -507,3 +507,56 @@ fn a_node_failure_signal_requeues_and_too_many_fail_the_job_with_a_refund() {
     assert_eq!(f.svc.store().balance(&format!("escrow:{job}")).unwrap(), 0);
     assert_eq!(f.svc.store().total().unwrap(), 0);
 }
+
+#[test]
+fn hold_backs_are_released_when_the_challenge_window_ends() {
+    let mut f = Farm::new();
+    let cfg = ServiceConfig {
+        challenge_window_secs: 60,
+        ..f.svc.config().clone()
+    };
+    f.svc = Service::new(
+        Store::open(&f.db).unwrap(),
+        SecretKey::from_seed(&f.coordinator_seed),
+        cfg,
+    );
+    f.register(&key(1), "node");
+    f.register(&key(2), "verifier");
+    let job = f.submit();
+    let n = f.node(&key(1), None);
+    for t in &tasks(&f.drain()) {
+        f.svc.handle_result(&result_body(&n, t), f.now).unwrap();
+    }
+    let verifier = Verifier::new(key(2), f.renderer.clone());
+    f.verify(&verifier, &f.drain());
+    assert_eq!(state(&f, &job), "done");
+    let escrow = format!("holdback:{job}:{}", key(1).public());
+    let held = f.svc.store().balance(&escrow).unwrap();
+    assert!(held > 0, "economy holds half back until the window ends");
+    f.now += 59_000;
+    f.svc.reconcile(f.now).unwrap();
+    assert_eq!(
+        f.svc.store().balance(&escrow).unwrap(),
+        held,
+        "released early"
+    );
+    f.now += 2_000;
+    f.svc.reconcile(f.now).unwrap();
+    assert_eq!(f.svc.store().balance(&escrow).unwrap(), 0, "not released");
+    f.svc.reconcile(f.now + 1).unwrap(); // nothing twice
+    assert_paid_once(&f, &job);
+    let bundle: tessera_protocol::bundle::ProofBundle =
+        serde_json::from_str(&f.svc.bundle(&job).unwrap()).unwrap();
+    let released: u64 = bundle
+        .payments
+        .statement
+        .transfers
+        .iter()
+        .filter(|t| t.kind == TransferKind::Release)
+        .map(|t| t.amount)
+        .sum();
+    assert_eq!(
+        released as i64, held,
+        "the bundle's receipt lacks the releases"
+    );
+}

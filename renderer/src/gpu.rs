@@ -18,6 +18,7 @@ pub struct Gpu {
     pub(crate) bind_group_layout: wgpu::BindGroupLayout,
     pub(crate) limits: wgpu::Limits,
     class: DeterminismClass,
+    memory_bytes: u64,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -137,7 +138,8 @@ impl Gpu {
             renderer_build: RENDERER_BUILD.to_string(),
             shader_hash: blake3::hash(SHADER_SOURCE.as_bytes()).to_hex().to_string(),
         };
-        tracing::info!(class = %class, "gpu ready");
+        let memory_bytes = adapter_memory(&info);
+        tracing::info!(class = %class, memory_bytes, "gpu ready");
         Ok(Gpu {
             device,
             queue,
@@ -145,7 +147,15 @@ impl Gpu {
             bind_group_layout,
             limits,
             class,
+            memory_bytes,
         })
+    }
+
+    /// The adapter's memory in bytes, as far as it can be found (0 when unknown): wgpu
+    /// does not report it, so a CPU adapter (lavapipe) reports the machine's RAM and an
+    /// NVIDIA one asks `nvidia-smi`.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_bytes
     }
 
     /// The determinism class of renders on this GPU.
@@ -156,6 +166,32 @@ impl Gpu {
     pub(crate) fn class_ref(&self) -> &DeterminismClass {
         &self.class
     }
+}
+
+/// Best-effort adapter memory (see [`Gpu::memory_bytes`]).
+fn adapter_memory(info: &wgpu::AdapterInfo) -> u64 {
+    const NVIDIA: u32 = 0x10de;
+    if info.device_type == wgpu::DeviceType::Cpu {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        return meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024);
+    }
+    if info.vendor == NVIDIA {
+        let out = std::process::Command::new("nvidia-smi")
+            .args(["--query-gpu=memory.total", "--format=csv,noheader,nounits"])
+            .output();
+        if let Ok(out) = out {
+            return String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .and_then(|l| l.trim().parse::<u64>().ok())
+                .map_or(0, |mib| mib * 1024 * 1024);
+        }
+    }
+    0
 }
 
 fn supports_compute(adapter: &wgpu::Adapter) -> bool {

@@ -8,11 +8,12 @@ use futures_core::Stream;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Consumer};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Mutex as AsyncMutex};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 /// Bound on closing a consumer channel before reopening it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -115,7 +116,10 @@ async fn pump(
         let (channel, mut consumer) = match open(&shared, &link, &broker_queue, prefetch).await {
             Ok(opened) => opened,
             Err(e) => {
-                if link.connected() {
+                if e.is_amqp_soft_error() && link.connected() {
+                    // A refused declare (queue exists with other arguments): needs an operator.
+                    error!(%queue, error = %e, "broker refused consumer; retrying");
+                } else if link.connected() {
                     warn!(%queue, error = %e, "cannot start consumer; retrying");
                 } else {
                     link.report_broken(format!("starting consumer on {queue}: {e}"));
@@ -126,18 +130,20 @@ async fn pump(
                 continue;
             }
         };
+        // The delay before the next reopen stays short unless opening keeps failing.
+        backoff.reset();
         let generation = next_generation();
         slot.generation.store(generation, Ordering::SeqCst);
         debug!(%queue, generation, prefetch, "consumer started");
         let ended = loop {
+            let next_item = std::future::poll_fn(|cx| Pin::new(&mut consumer).poll_next(cx));
             let item = tokio::select! {
                 biased;
                 _ = shared.shutdown_signal() => return,
-                item = std::future::poll_fn(|cx| std::pin::Pin::new(&mut consumer).poll_next(cx)) => item,
+                item = next_item => item,
             };
             match item {
                 Some(Ok(d)) => {
-                    backoff.reset();
                     let delivery = convert(&queue, generation, d);
                     tokio::select! {
                         biased;

@@ -258,12 +258,17 @@ impl Shared {
                 Err(_) => None,
             }
         };
-        let far = Instant::now() + Duration::from_secs(3600 * 24 * 365);
+        let expired = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             _ = self.shutdown_signal() => Err(WaitError::Shutdown),
             link = live => link.ok_or(WaitError::Shutdown),
-            _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => Err(WaitError::Timeout),
+            _ = expired => Err(WaitError::Timeout),
         }
     }
 
@@ -396,7 +401,8 @@ async fn supervise(shared: Arc<Shared>, mut link: Arc<Link>) {
             link.close("shutdown").await;
             return;
         };
-        warn!(%namespace, generation = link.generation, %reason, "amqp connection lost; reconnecting");
+        let generation = link.generation;
+        warn!(%namespace, generation, %reason, "amqp connection lost; reconnecting");
         shared.link.send_replace(None);
         link.close("reconnecting").await;
         let mut attempt = 1u32;

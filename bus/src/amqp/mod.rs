@@ -54,8 +54,8 @@ pub struct AmqpConfig {
     pub url: String,
     /// Prefix of every broker name (`{namespace}.{queue}`); default `tessera`.
     pub namespace: String,
-    /// Prefetch per logical queue (per consumer); [`DEFAULT_PREFETCH`] otherwise. 0 is
-    /// taken as 1.
+    /// Prefetch per logical queue (per consumer), or per family of queues (`node.*`);
+    /// [`DEFAULT_PREFETCH`] otherwise. 0 is taken as 1.
     pub prefetch: HashMap<String, u16>,
     /// `x-delivery-limit` of every work queue; default [`DEFAULT_DELIVERY_LIMIT`]. A
     /// queue's arguments are fixed when it is first declared: changing this later makes
@@ -74,10 +74,13 @@ impl AmqpConfig {
         }
     }
 
-    /// The consumer prefetch of a logical queue.
+    /// The consumer prefetch of a logical queue: its own entry, else the entry of its
+    /// family (`node.*` for `node.ab12`), else [`DEFAULT_PREFETCH`].
     pub fn prefetch_for(&self, queue: &str) -> u16 {
+        let family = queue.split_once('.').map(|(head, _)| format!("{head}.*"));
         self.prefetch
             .get(queue)
+            .or_else(|| family.and_then(|f| self.prefetch.get(&f)))
             .copied()
             .unwrap_or(DEFAULT_PREFETCH)
     }
@@ -303,7 +306,11 @@ impl AmqpBus {
                 Err(WaitError::Shutdown) => return Err(BusError::Closed(queue.to_string())),
                 Err(WaitError::Timeout) => return Err(timeout(last)),
             };
-            match attempt(link.clone()).await {
+            // An attempt can hang (a blocked connection, a confirm that never comes).
+            let Ok(outcome) = tokio::time::timeout_at(deadline, attempt(link.clone())).await else {
+                return Err(timeout(format!("{last}; then no answer from the broker")));
+            };
+            match outcome {
                 Ok(v) => return Ok(v),
                 Err(Failure::Final(e)) => return Err(e),
                 Err(Failure::Transient(reason)) => {
@@ -459,7 +466,8 @@ impl AmqpBus {
             // Already settled, or the channel closed meanwhile.
             Ok(Ok(false)) => Err(stale()),
             Ok(Err(e)) => {
-                debug!(queue = %d.queue, message_id = %d.message_id, error = %e, "{what} failed: channel gone");
+                let (queue, message_id) = (&d.queue, &d.message_id);
+                debug!(%queue, %message_id, error = %e, "{what} failed: channel gone");
                 Err(stale())
             }
             Err(_) => Err(BusError::Timeout {
@@ -502,7 +510,8 @@ impl Bus for AmqpBus {
                 if slot.is_current(&d) {
                     return Some(d);
                 }
-                debug!(%queue, message_id = %d.message_id, "dropping a delivery from a closed channel; the broker redelivers it");
+                let message_id = &d.message_id;
+                debug!(%queue, %message_id, "dropping a stale delivery; the broker redelivers it");
             }
         };
         tokio::select! {
@@ -535,6 +544,22 @@ impl Bus for AmqpBus {
 mod tests {
     use super::consumer::int_header;
     use super::*;
+
+    #[test]
+    fn prefetch_by_queue_then_family_then_default() {
+        let cfg = AmqpConfig {
+            prefetch: HashMap::from([
+                ("tasks".into(), 2),
+                ("node.*".into(), 1),
+                ("node.x".into(), 5),
+            ]),
+            ..AmqpConfig::default()
+        };
+        assert_eq!(cfg.prefetch_for("tasks"), 2);
+        assert_eq!(cfg.prefetch_for("node.ab12"), 1);
+        assert_eq!(cfg.prefetch_for("node.x"), 5);
+        assert_eq!(cfg.prefetch_for("results"), DEFAULT_PREFETCH);
+    }
 
     #[test]
     fn redacts_the_password() {

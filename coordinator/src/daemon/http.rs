@@ -279,7 +279,8 @@ pub fn check_relative_path(p: &str) -> Result<(), String> {
     if p.is_empty() || p.len() > 512 {
         return Err(format!("scene path {p:?}: 1 to 512 characters"));
     }
-    if p.starts_with('/') || p.contains('\\') || p.contains('\0') || p.contains(':') {
+    if p.starts_with('/') || p.contains('\\') || p.contains(':') || p.chars().any(char::is_control)
+    {
         return Err(format!(
             "scene path {p:?}: must be relative, with forward slashes"
         ));
@@ -412,7 +413,7 @@ fn status_of(s: &super::service::Service, id: &str) -> Result<JobStatus, Service
 }
 
 fn check_job_id(id: &str) -> Answer<()> {
-    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         Ok(())
     } else {
         Err(Fail(

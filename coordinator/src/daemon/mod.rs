@@ -329,6 +329,7 @@ async fn consume<B: Bus>(
 /// Publish the outbox in order, with confirms; delete rows only after their confirm.
 async fn publish_outbox<B: Bus>(bus: B, shared: Arc<Shared>, shutdown: CancellationToken) {
     let exit_before = std::env::var("TESSERA_FAULT_EXIT_BEFORE_PUBLISH").ok();
+    let mut backoff = Duration::from_millis(20);
     loop {
         let rows = shared
             .with(|s| s.store().outbox(512))
@@ -366,6 +367,7 @@ async fn publish_outbox<B: Bus>(bus: B, shared: Arc<Shared>, shutdown: Cancellat
             }
         }
         if let Some(seq) = last {
+            backoff = Duration::from_millis(20);
             if let Err(e) = shared
                 .with(move |s| s.store().delete_outbox_through(seq))
                 .await
@@ -373,10 +375,12 @@ async fn publish_outbox<B: Bus>(bus: B, shared: Arc<Shared>, shutdown: Cancellat
                 tracing::error!("trimming the outbox: {e}");
             }
         } else {
+            // Nothing went out (no broker, or it refused): retry soon, backing off to 1 s.
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {},
+                () = tokio::time::sleep(backoff) => {},
             }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 }

@@ -17,7 +17,7 @@ use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::payments::{
     account, default_tiers, Pricing, SamplingPolicy, Transfer, TransferKind,
 };
-use tessera_protocol::rules::{escrow_transfer, release_transfers, verdict_transfers, NodeOutcome};
+use tessera_protocol::rules::{escrow_transfer, verdict_transfers, NodeOutcome};
 use tessera_protocol::sampling::nonce_commitment;
 use tessera_protocol::statements::{
     Decision, JobManifest, NodeSignal, NodeSnapshot, PaymentReceipt, Registration, RoundCommitment,
@@ -128,6 +128,9 @@ struct JobRun {
     tiles_total: u32,
     tiles_verified: u32,
     scene_hint: Option<String>,
+    /// When the job's hold-backs are due (done jobs with a challenge window).
+    #[serde(default)]
+    release_at_ms: Option<u64>,
 }
 
 /// A job as the API shows it.
@@ -288,7 +291,7 @@ impl Service {
                     s.apply_transfer(
                         None,
                         &Transfer {
-                            key: format!("stake:{key}:registration"),
+                            key: format!("stake:{key}:registration:{now_ms}"),
                             kind: TransferKind::Deposit,
                             from: account::external("node-deposits"),
                             to: account::stake(&key),
@@ -420,6 +423,7 @@ impl Service {
             tiles_total: layout.len() as u32 * n_frames,
             tiles_verified: 0,
             scene_hint: Some(scene_name.into()),
+            release_at_ms: None,
         };
         let signed = Signed::sign(manifest.clone(), &self.key);
         let pending: Vec<(u32, u32)> = (frames.0..=frames.1)
@@ -481,7 +485,7 @@ impl Service {
         );
         run.next_batch_id += tasks.len() as u32;
         let job = hex::encode(manifest.job_id);
-        let eligible = self.eligible_nodes(run, None)?;
+        let eligible = self.eligible_nodes(run, None, Some(now_ms))?;
         for task in &tasks {
             let body = to_json("task", task)?;
             s.insert_task(
@@ -500,14 +504,17 @@ impl Service {
         Ok(())
     }
 
-    /// Registered nodes that may take tasks of `run` (not blocked, requirements met,
-    /// heard from recently), except `except`, by key.
+    /// Registered nodes that may take tasks of `run` (not blocked, requirements met),
+    /// except `except`, by key. With `now_ms`, only those heard from within
+    /// [`Self::liveness_ms`] when there are any (a node that stopped heartbeating should
+    /// not be handed work while live ones exist).
     fn eligible_nodes(
         &self,
         run: &JobRun,
         except: Option<&PublicKey>,
+        now_ms: Option<u64>,
     ) -> Result<Vec<PublicKey>, ServiceError> {
-        let mut out = Vec::new();
+        let mut all = Vec::new();
         for w in self.store.workers()? {
             if w.role != "node" {
                 continue;
@@ -522,10 +529,27 @@ impl Service {
                 continue;
             };
             if caps.meets(&run.requirements).is_ok() {
-                out.push(key);
+                all.push((key, w.last_seen_ms));
             }
         }
-        Ok(out)
+        let live: Vec<PublicKey> = match now_ms {
+            Some(now) => all
+                .iter()
+                .filter(|(_, seen)| seen + self.liveness_ms() >= now)
+                .map(|(k, _)| *k)
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(if live.is_empty() {
+            all.into_iter().map(|(k, _)| k).collect()
+        } else {
+            live
+        })
+    }
+
+    /// A node not heard from for this long is taken as gone for routing.
+    fn liveness_ms(&self) -> u64 {
+        (4 * self.cfg.lease_ms).max(30_000)
     }
 
     // --- results ----------------------------------------------------------------------
@@ -551,6 +575,10 @@ impl Service {
         let task: RenderTask = from_json("task", &task_row.body)?;
         let signer = res.batch.signed.statement.node;
         let known = self.registered(&signer, "node")?.is_some();
+        // Only a result the node really signed may count against it: anyone who can
+        // publish could otherwise get failures counted against (and block) any node.
+        let authentic =
+            known && res.batch.signed.signer == signer && res.batch.signed.verify().is_ok();
         let layout = tile_layout(
             manifest.settings.width,
             manifest.settings.height,
@@ -560,7 +588,7 @@ impl Service {
         {
             // A registered node delivered something unusable: count it against the node and
             // give the task to someone else, so the job still finishes.
-            if known {
+            if authentic {
                 self.store.atomically(|s| {
                     self.fail_task(s, &mut run, manifest, &task_row, Some(&signer), now_ms)
                         .map_err(corrupt)?;
@@ -571,24 +599,8 @@ impl Service {
         }
         let job = task_row.job_id.clone();
         let s = &res.batch.signed.statement;
-        let tiles: Vec<(u32, [u8; 32], &[u8])> = res
-            .batch
-            .tiles
-            .iter()
-            .zip(&res.tiles)
-            .map(|(l, t)| (l.tile_index, l.tile_hash, t.bytes.as_slice()))
-            .collect();
-        let record = to_json("batch", &res.batch)?;
         self.store.atomically(|st| {
-            st.insert_batch(
-                &job,
-                task.round,
-                s.batch_id,
-                &s.node.to_string(),
-                s.frame,
-                &record,
-                &tiles,
-            )?;
+            st.insert_result(&job, task.round, &res)?;
             st.set_task_state(&task.task_id, "done")?;
             st.touch_worker(&s.node.to_string(), now_ms)?;
             if st.job_state(&job)?.as_deref() == Some("queued") {
@@ -820,7 +832,7 @@ impl Service {
         }
         pending.sort_unstable();
         if pending.is_empty() {
-            return self.finalize(s, signed_manifest, run);
+            return self.finalize(s, signed_manifest, run, now_ms);
         }
         if run.round + 1 >= MAX_ROUNDS {
             return self.fail_job(
@@ -833,7 +845,7 @@ impl Service {
                 ),
             );
         }
-        if self.eligible_nodes(run, None)?.is_empty() {
+        if self.eligible_nodes(run, None, None)?.is_empty() {
             return self.fail_job(
                 s,
                 manifest,
@@ -859,21 +871,7 @@ impl Service {
         why: String,
     ) -> Result<(), ServiceError> {
         let job = hex::encode(manifest.job_id);
-        let left = s.balance(&account::escrow(&job))?;
-        if left > 0 {
-            s.apply_transfer(
-                Some(&job),
-                &Transfer {
-                    key: format!("job:{job}:refund"),
-                    kind: TransferKind::Refund,
-                    from: account::escrow(&job),
-                    to: account::client(&run.client),
-                    amount: left as u64,
-                    round: 0,
-                    tiles: 0,
-                },
-            )?;
-        }
+        s.refund_escrow(&job, &run.client)?;
         s.void_open_tasks(&job)?;
         s.set_job_state(&job, "failed")?;
         tracing::error!(job = %&job[..12], "job failed: {why}; the client's escrow was refunded");
@@ -886,6 +884,7 @@ impl Service {
         s: &Store,
         signed_manifest: &Signed<JobManifest>,
         run: &mut JobRun,
+        now_ms: u64,
     ) -> Result<(), ServiceError> {
         let manifest = &signed_manifest.statement;
         let job = hex::encode(manifest.job_id);
@@ -929,21 +928,14 @@ impl Service {
         let job::Assembled { frames, roots, .. } = job::assemble(
             manifest,
             &accepted,
-            &mut |round, frame, tile| {
-                s.tile_bytes(&job, round, frame, tile)
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| {
-                        format!("frame {frame} tile {tile} of round {round} is not stored")
-                    })
-            },
+            &mut |round, frame, tile| s.stored_tile(&job, round, frame, tile),
             &self.key,
         )
         .map_err(ServiceError::Invalid)?;
         if manifest.challenge_window_secs == 0 {
-            let so_far = s.job_transfers(&job)?;
-            for t in release_transfers(manifest, &so_far) {
-                s.apply_transfer(Some(&job), &t)?;
-            }
+            s.release_holdbacks(manifest)?;
+        } else {
+            run.release_at_ms = Some(now_ms + manifest.challenge_window_secs * 1000);
         }
         let transfers = s.job_transfers(&job)?;
         let payments = Signed::sign(
@@ -1035,7 +1027,9 @@ impl Service {
                 tracing::info!(task = %note.task_id, node = %node.short(), "declined: {}", note.reason);
                 let (m, run) = self.job(&task.job_id).map_err(corrupt)?;
                 let body: RenderTask = from_json("task", &task.body).map_err(corrupt)?;
-                let eligible = self.eligible_nodes(&run, Some(&node)).map_err(corrupt)?;
+                let eligible = self
+                    .eligible_nodes(&run, Some(&node), Some(now_ms))
+                    .map_err(corrupt)?;
                 if let Some(target) = pick(&eligible, body.batch_id) {
                     s.push_outbox(&node_queue(&target), &task.task_id, task.body.as_bytes())?;
                     s.republish_task(&task.task_id, &task.body, task.attempts, now_ms)?;
@@ -1045,6 +1039,10 @@ impl Service {
             for note in &sig.statement.failed {
                 let Some(task) = s.task(&note.task_id)? else { continue };
                 if task.state != "open" {
+                    continue;
+                }
+                if task.node.as_deref().is_some_and(|holder| holder != key) {
+                    tracing::info!(task = %note.task_id, node = %node.short(), "failure reported by a node that does not hold the lease: ignored");
                     continue;
                 }
                 tracing::warn!(task = %note.task_id, node = %node.short(), "render failed on the node: {}", note.reason);
@@ -1090,7 +1088,7 @@ impl Service {
         body.blocked = run.blocked.clone();
         let json = to_json("task", &body)?;
         s.republish_task(&task.task_id, &json, body.attempt, now_ms)?;
-        let eligible = self.eligible_nodes(run, None)?;
+        let eligible = self.eligible_nodes(run, None, Some(now_ms))?;
         if let Some(queue) = route(&body, run, &eligible) {
             s.push_outbox(&queue, &task.task_id, json.as_bytes())?;
         }
@@ -1128,6 +1126,19 @@ impl Service {
             })?;
             queued += 1;
         }
+        for job in self.store.job_ids_in_state("done")? {
+            let (m, mut run) = self.job(&job)?;
+            if run.release_at_ms.is_none_or(|t| t > now_ms) {
+                continue;
+            }
+            self.store.atomically(|s| {
+                s.release_holdbacks(&m.statement)?;
+                self.resign_receipt(s, &job).map_err(corrupt)?;
+                run.release_at_ms = None;
+                s.put_run(&job, &to_json("run", &run).map_err(corrupt)?)
+            })?;
+            tracing::info!(job = %&job[..12], "challenge window over: hold-backs released");
+        }
         let horizon = now_ms.saturating_sub(self.cfg.verify_timeout_ms);
         for req in self.store.stale_requests(horizon)? {
             tracing::warn!(request = %req.request_id, "no verdict in time: request published again");
@@ -1142,6 +1153,24 @@ impl Service {
             queued += 1;
         }
         Ok(queued)
+    }
+
+    /// Sign a new payment receipt over the job's transfers into its stored bundle.
+    fn resign_receipt(&self, s: &Store, job: &str) -> Result<(), ServiceError> {
+        let mut bundle: ProofBundle = from_json(
+            "bundle",
+            &s.bundle(job)?
+                .ok_or_else(|| ServiceError::NotFound(format!("bundle of job {job}")))?,
+        )?;
+        bundle.payments = Signed::sign(
+            PaymentReceipt {
+                job_id: bundle.manifest.statement.job_id,
+                transfers: s.job_transfers(job)?,
+            },
+            &self.key,
+        );
+        s.save_bundle(job, &to_json("bundle", &bundle)?)?;
+        Ok(())
     }
 
     // --- views ------------------------------------------------------------------------

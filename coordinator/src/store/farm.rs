@@ -219,6 +219,15 @@ impl Store {
         )
     }
 
+    /// The jobs in a state.
+    pub fn job_ids_in_state(&self, state: &str) -> Result<Vec<String>, StoreError> {
+        self.rows(
+            "SELECT job_id FROM jobs WHERE state = ?1 ORDER BY job_id",
+            params![state],
+            |r| r.get(0),
+        )
+    }
+
     /// A finished job's bundle (JSON).
     pub fn bundle(&self, job_id: &str) -> Result<Option<String>, StoreError> {
         Ok(self

@@ -273,6 +273,38 @@ impl Store {
         })
     }
 
+    /// Store a checked batch result (its signed batch record and every tile's bytes) for
+    /// `round`; idempotent like [`Store::insert_batch`].
+    pub fn insert_result(
+        &self,
+        job_id: &str,
+        round: u32,
+        res: &tessera_protocol::wire::BatchResult,
+    ) -> Result<bool, StoreError> {
+        let s = &res.batch.signed.statement;
+        let tiles: Vec<(u32, [u8; 32], &[u8])> = res
+            .batch
+            .tiles
+            .iter()
+            .zip(&res.tiles)
+            .map(|(l, t)| (l.tile_index, l.tile_hash, t.bytes.as_slice()))
+            .collect();
+        let record = serde_json::to_string(&res.batch).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: format!("batch {} of job {job_id}", s.batch_id),
+            reason: e.to_string(),
+        })?;
+        self.insert_batch(
+            job_id,
+            round,
+            s.batch_id,
+            &s.node.to_string(),
+            s.frame,
+            &record,
+            &tiles,
+        )
+    }
+
     /// The bytes of a delivered tile.
     pub fn tile_bytes(
         &self,
@@ -286,6 +318,55 @@ impl Store {
             .query_row("SELECT bytes FROM tiles WHERE job_id = ?1 AND round = ?2 AND frame = ?3 AND tile_index = ?4", params![job_id, round, frame, tile_index], |r| r.get(0))
             .optional();
         self.sql(r)
+    }
+
+    /// The stored bytes of a delivered tile, or an error naming the missing tile (for
+    /// assembling frames).
+    pub fn stored_tile(
+        &self,
+        job_id: &str,
+        round: u32,
+        frame: u32,
+        tile_index: u32,
+    ) -> Result<Vec<u8>, String> {
+        self.tile_bytes(job_id, round, frame, tile_index)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!("frame {frame} tile {tile_index} of round {round} is not stored")
+            })
+    }
+
+    /// Refund what is left in a job's escrow to its client (idempotent).
+    pub fn refund_escrow(&self, job_id: &str, client: &str) -> Result<(), StoreError> {
+        let left = self.balance(&account::escrow(job_id))?;
+        if left > 0 {
+            self.apply_transfer(
+                Some(job_id),
+                &Transfer {
+                    key: format!("job:{job_id}:refund"),
+                    kind: TransferKind::Refund,
+                    from: account::escrow(job_id),
+                    to: account::client(client),
+                    amount: left as u64,
+                    round: 0,
+                    tiles: 0,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Apply the hold-back releases the job's transfers so far call for.
+    pub fn release_holdbacks(
+        &self,
+        manifest: &tessera_protocol::statements::JobManifest,
+    ) -> Result<(), StoreError> {
+        let job = hex::encode(manifest.job_id);
+        let so_far = self.job_transfers(&job)?;
+        for t in tessera_protocol::rules::release_transfers(manifest, &so_far) {
+            self.apply_transfer(Some(&job), &t)?;
+        }
+        Ok(())
     }
 
     /// Store a round commitment (JSON).
