@@ -11,7 +11,8 @@
 //!
 //! Test-only fault hooks come from the environment at start: see [`crate::worker`]
 //! (`TESSERA_FAULT_EXIT_AFTER_PUBLISH=1` exits with status 77 after the first result is
-//! published, before its task is acked).
+//! published, before its task is acked; `TESSERA_FAULT_DUPLICATE_RESULTS=1` publishes
+//! every result a second time, after the next one).
 
 use crate::worker::{self, Faults, LoopEnd, RendererFactory, SceneCache, SceneSource};
 use crate::{DishonestMode, Node};
@@ -132,6 +133,15 @@ pub struct NodeState<B: Bus> {
     held: Mutex<BTreeSet<String>>,
     faults: Faults,
     signal_seq: AtomicU64,
+    /// Fault hook `duplicate_results`: the copy of the last result, not yet published.
+    held_back: Mutex<Option<HeldBack>>,
+}
+
+/// A result copy held back by the `duplicate_results` fault hook.
+struct HeldBack {
+    message_id: String,
+    body: Vec<u8>,
+    since: std::time::Instant,
 }
 
 impl<B: Bus> NodeState<B> {
@@ -167,6 +177,7 @@ impl<B: Bus> NodeState<B> {
             held: Mutex::new(BTreeSet::new()),
             faults: Faults::default(),
             signal_seq: AtomicU64::new(0),
+            held_back: Mutex::new(None),
         }
     }
 
@@ -272,10 +283,14 @@ impl<B: Bus> NodeState<B> {
                     .await
             }
         };
+        let copy = self.faults.duplicate_results.then(|| body.clone());
         if let Err(e) = self.bus.publish(QUEUE_RESULTS, &task.task_id, body).await {
             return self
                 .give_back(d, format!("publishing the result: {e}"))
                 .await;
+        }
+        if let Some(copy) = copy {
+            self.duplicate_later(&task.task_id, copy).await;
         }
         self.faults.after_publish(&task.task_id);
         tracing::info!(
@@ -318,6 +333,72 @@ impl<B: Bus> NodeState<B> {
             tracing::debug!(message = %d.message_id, error = %e, "hand-back failed; the broker redelivers it");
         }
         Handled::Abandoned(reason)
+    }
+
+    /// Fault hook `duplicate_results`: hold back a copy of the result just published and
+    /// publish the copy held back before it (so the coordinator gets that one again, after
+    /// a newer result).
+    async fn duplicate_later(&self, message_id: &str, body: Vec<u8>) {
+        let previous = {
+            let mut held = self.held_back.lock().unwrap_or_else(|e| e.into_inner());
+            held.replace(HeldBack {
+                message_id: message_id.to_string(),
+                body,
+                since: std::time::Instant::now(),
+            })
+        };
+        if let Some(previous) = previous {
+            self.publish_duplicate(previous).await;
+        }
+    }
+
+    /// Fault hook `duplicate_results`: publish the held-back copy if it has waited
+    /// `older_than`.
+    async fn flush_duplicate(&self, older_than: Duration) {
+        let due = {
+            let mut held = self.held_back.lock().unwrap_or_else(|e| e.into_inner());
+            if held
+                .as_ref()
+                .is_some_and(|h| h.since.elapsed() >= older_than)
+            {
+                held.take()
+            } else {
+                None
+            }
+        };
+        if let Some(due) = due {
+            self.publish_duplicate(due).await;
+        }
+    }
+
+    async fn publish_duplicate(&self, copy: HeldBack) {
+        match self
+            .bus
+            .publish(QUEUE_RESULTS, &copy.message_id, copy.body)
+            .await
+        {
+            Ok(()) => {
+                tracing::warn!(message = %copy.message_id, "fault hook: duplicate result published")
+            }
+            Err(e) => {
+                tracing::warn!(message = %copy.message_id, error = %e, "fault hook: duplicate result not published")
+            }
+        }
+    }
+
+    /// Fault hook `duplicate_results`: publish a held-back copy once it waited
+    /// [`Faults::DUPLICATE_HOLD`], until `stop`.
+    async fn flush_duplicates(self: Arc<Self>, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(Duration::from_millis(100));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            self.flush_duplicate(Faults::DUPLICATE_HOLD).await;
+        }
     }
 
     fn set_held(&self, task_id: &str, on: bool) {
@@ -363,6 +444,10 @@ impl<B: Bus> NodeState<B> {
         let stop = shutdown.child_token();
         let heartbeat_stop = CancellationToken::new();
         let beat = tokio::spawn(self.clone().heartbeat(heartbeat, heartbeat_stop.clone()));
+        let duplicates = self
+            .faults
+            .duplicate_results
+            .then(|| tokio::spawn(self.clone().flush_duplicates(heartbeat_stop.clone())));
         let mut loops = Vec::new();
         for queue in [QUEUE_TASKS.to_string(), self.own_queue()] {
             let state = self.clone();
@@ -407,6 +492,10 @@ impl<B: Bus> NodeState<B> {
         }
         heartbeat_stop.cancel();
         let _ = beat.await;
+        if let Some(duplicates) = duplicates {
+            let _ = duplicates.await;
+            self.flush_duplicate(Duration::ZERO).await;
+        }
         tracing::info!(node = %self.me.short(), "node stopped");
         match closed {
             Some(queue) if !shutdown.is_cancelled() => Err(NodeDaemonError::BusClosed(queue)),
@@ -633,6 +722,54 @@ mod tests {
         check_result(&r, &t, &node.public());
         assert!(node.active().is_empty());
         assert!(bus.dead_letters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn duplicate_results_hook_repeats_each_result_after_the_next_one() {
+        let bus = InProcessBus::new();
+        let caps = StubFactory::default().capabilities(1);
+        let node = Arc::new(
+            NodeState::new(
+                bus.clone(),
+                SecretKey::generate(),
+                "dup-node",
+                caps,
+                SceneSource::Fixed("scene.glb".into()),
+                Arc::new(StubFactory::default()),
+                None,
+            )
+            .with_faults(Faults {
+                duplicate_results: true,
+                ..Faults::default()
+            }),
+        );
+        for id in ["t-a", "t-b"] {
+            let d = deliver(
+                &bus,
+                QUEUE_TASKS,
+                id,
+                serde_json::to_vec(&task(id)).unwrap(),
+            )
+            .await;
+            assert_eq!(node.handle_delivery(d).await, Handled::Rendered);
+        }
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let d = tokio::time::timeout(Duration::from_secs(5), bus.next(QUEUE_RESULTS))
+                .await
+                .expect("the held-back copy is published within the hold time")
+                .unwrap();
+            let r: BatchResult = serde_json::from_slice(&d.body).unwrap();
+            assert_eq!(r.task_id, d.message_id);
+            order.push(d.message_id);
+            if order.len() == 3 {
+                // The copy of t-b waits for a next result, then for the hold time.
+                node.flush_duplicate(Faults::DUPLICATE_HOLD).await;
+                tokio::time::sleep(Faults::DUPLICATE_HOLD).await;
+                node.flush_duplicate(Faults::DUPLICATE_HOLD).await;
+            }
+        }
+        assert_eq!(order, ["t-a", "t-b", "t-a", "t-b"]);
     }
 
     #[tokio::test]

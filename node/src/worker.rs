@@ -9,6 +9,10 @@
 //! - `TESSERA_FAULT_EXIT_AFTER_PUBLISH=1`: after publishing its first result (node) or
 //!   verdict (verifier), the process exits at once with status [`Faults::EXIT_CODE`] (77),
 //!   before acking the message it answered: "killed after publishing, before its ack".
+//! - `TESSERA_FAULT_DUPLICATE_RESULTS=1` (node): every result is published twice. The
+//!   second copy is held back and published right after the node's next result, or once
+//!   it has waited [`Faults::DUPLICATE_HOLD`] with no next result, or at shutdown, so the
+//!   coordinator sees each result again, out of order.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -162,17 +166,24 @@ impl<T: Clone + Send + 'static> SceneCache<T> {
 pub struct Faults {
     /// `TESSERA_FAULT_EXIT_AFTER_PUBLISH=1`.
     pub exit_after_publish: bool,
+    /// `TESSERA_FAULT_DUPLICATE_RESULTS=1` (node only).
+    pub duplicate_results: bool,
 }
 
 impl Faults {
     /// Status the process exits with when a fault hook fires.
     pub const EXIT_CODE: i32 = 77;
 
+    /// How long a held-back duplicate result waits for the node's next result before it is
+    /// published on its own.
+    pub const DUPLICATE_HOLD: Duration = Duration::from_secs(1);
+
     /// The hooks set in the environment.
     pub fn from_env() -> Self {
         let on = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
         Self {
             exit_after_publish: on("TESSERA_FAULT_EXIT_AFTER_PUBLISH"),
+            duplicate_results: on("TESSERA_FAULT_DUPLICATE_RESULTS"),
         }
     }
 
