@@ -63,7 +63,7 @@ pub struct BenchPipelineArgs {
     /// Scene to submit (its content is ignored by the stand-in renderer).
     #[arg(long, default_value = "scenes/cornell-box.glb")]
     scene: PathBuf,
-    /// Output JSON (default benches/results/pipeline-<host>.json).
+    /// Output JSON (default benches/results/pipeline.json).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -143,7 +143,7 @@ pub fn run(a: BenchPipelineArgs) -> Result<bool> {
     let out = a
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("benches/results/pipeline-lavapipe-host.json"));
+        .unwrap_or_else(|| PathBuf::from("benches/results/pipeline.json"));
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -292,6 +292,9 @@ async fn bench_one(a: &BenchPipelineArgs, bus_name: &str) -> Result<BusResult> {
         for (_, last_tile, paid) in store.frame_payment_times(job)? {
             lat.push(paid.saturating_sub(last_tile));
         }
+    }
+    if std::env::var_os("TESSERA_BENCH_VERBOSE").is_some() {
+        eprintln!("{bus_name}: frame→payment ms in submission order: {lat:?}");
     }
     lat.sort_unstable();
     Ok(BusResult {

@@ -2,7 +2,7 @@
 //! the daemon crate's config, opens what it needs (key, GPU), connects RabbitMQ and runs
 //! until SIGINT or SIGTERM cancels its token (a second signal exits at once, status 130).
 
-use crate::farm::UsageError;
+use crate::farm::{print_config, required, usage};
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
@@ -19,17 +19,6 @@ use tessera_node::DishonestMode;
 use tessera_protocol::keys::SecretKey;
 use tessera_protocol::wire::{node_queue, QUEUE_TASKS, QUEUE_VERIFY};
 use tokio_util::sync::CancellationToken;
-
-macro_rules! usage {
-    ($($t:tt)*) => { return Err(anyhow::Error::new(UsageError(format!($($t)*)))) };
-}
-
-fn required<T: Clone>(value: &Option<T>, flag: &str, env: &str) -> Result<T> {
-    match value {
-        Some(v) => Ok(v.clone()),
-        None => usage!("--{flag} is required (or set {env}, or `{flag}` in the config file)"),
-    }
-}
 
 /// Read a key file written by `tessera keygen`.
 fn read_key(path: &Path) -> Result<SecretKey> {
@@ -72,14 +61,26 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-fn check_amqp_url(url: &str) -> Result<()> {
-    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-        usage!(
-            "--amqp {}: expected an amqp:// URL such as amqp://guest:guest@127.0.0.1:5672/%2f",
-            redact_url(url)
-        );
+/// The `--amqp` flag of every daemon.
+#[derive(Args, Debug)]
+pub struct BrokerArgs {
+    /// RabbitMQ URL, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    #[arg(long, env = "TESSERA_AMQP", value_name = "URL", hide_env_values = true)]
+    pub amqp: Option<String>,
+}
+
+impl BrokerArgs {
+    /// The broker URL: required, and an `amqp://` or `amqps://` one.
+    fn url(&self) -> Result<String> {
+        let url = required(&self.amqp, "amqp", "TESSERA_AMQP")?;
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            usage!(
+                "--amqp {}: expected an amqp:// URL such as amqp://guest:guest@127.0.0.1:5672/%2f",
+                redact_url(&url)
+            );
+        }
+        Ok(url)
     }
-    Ok(())
 }
 
 fn check_coordinator_url(url: &str) -> Result<()> {
@@ -87,14 +88,6 @@ fn check_coordinator_url(url: &str) -> Result<()> {
         usage!("--coordinator: {e}");
     }
     Ok(())
-}
-
-/// Print `config` as JSON when asked; `true` means "stop here".
-fn print_config<T: Serialize>(print: bool, config: &T) -> Result<bool> {
-    if print {
-        println!("{}", serde_json::to_string_pretty(config)?);
-    }
-    Ok(print)
 }
 
 /// A multi-threaded runtime, with SIGINT/SIGTERM cancelling `token`.
@@ -152,9 +145,8 @@ async fn wait_for_signal() -> std::io::Result<()> {
 /// Flags shared by the node and verifier daemons.
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
-    /// RabbitMQ URL, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
-    #[arg(long, env = "TESSERA_AMQP", value_name = "URL", hide_env_values = true)]
-    pub amqp: Option<String>,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Coordinator URL, e.g. `http://127.0.0.1:8700`.
     #[arg(long, env = "TESSERA_COORDINATOR", value_name = "URL")]
     pub coordinator: Option<String>,
@@ -223,8 +215,7 @@ struct Worker {
 
 impl WorkerArgs {
     fn resolve(&self, role: &'static str) -> Result<Worker> {
-        let amqp = required(&self.amqp, "amqp", "TESSERA_AMQP")?;
-        check_amqp_url(&amqp)?;
+        let amqp = self.broker.url()?;
         let coordinator = required(&self.coordinator, "coordinator", "TESSERA_COORDINATOR")?;
         check_coordinator_url(&coordinator)?;
         let key_file = required(&self.key, "key", "TESSERA_KEY")?;
@@ -378,9 +369,8 @@ pub fn verifier(args: VerifierArgs, print: bool) -> Result<bool> {
 /// `tessera coordinator`.
 #[derive(Args, Debug)]
 pub struct CoordinatorArgs {
-    /// RabbitMQ URL, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
-    #[arg(long, env = "TESSERA_AMQP", value_name = "URL", hide_env_values = true)]
-    pub amqp: Option<String>,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Address of the HTTP API (default 127.0.0.1:8700).
     #[arg(long, env = "TESSERA_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<String>,
@@ -464,8 +454,7 @@ struct CoordinatorSettings {
 pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
     use tessera_coordinator::daemon::{DaemonConfig, SceneInspector};
     use tessera_renderer::{LoadOptions, Scene};
-    let amqp_url = required(&a.amqp, "amqp", "TESSERA_AMQP")?;
-    check_amqp_url(&amqp_url)?;
+    let amqp_url = a.broker.url()?;
     let d = DaemonConfig::default();
     let listen = match &a.listen {
         None => d.listen,

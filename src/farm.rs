@@ -37,11 +37,12 @@ impl std::error::Error for UsageError {}
 
 /// `Err(UsageError)` from a format string.
 macro_rules! usage {
-    ($($t:tt)*) => { return Err(anyhow::Error::new(UsageError(format!($($t)*)))) };
+    ($($t:tt)*) => { return Err(anyhow::Error::new($crate::farm::UsageError(format!($($t)*)))) };
 }
+pub(crate) use usage;
 
 /// A value that has no built-in default: from the flag, its variable or the config file.
-fn required<T: Clone>(value: &Option<T>, flag: &str, env: &str) -> Result<T> {
+pub(crate) fn required<T: Clone>(value: &Option<T>, flag: &str, env: &str) -> Result<T> {
     match value {
         Some(v) => Ok(v.clone()),
         None => usage!("--{flag} is required (or set {env}, or `{flag}` in the config file)"),
@@ -49,7 +50,7 @@ fn required<T: Clone>(value: &Option<T>, flag: &str, env: &str) -> Result<T> {
 }
 
 /// Print `config` as JSON when `--print-config` was given; `true` means "stop here".
-fn print_config<T: Serialize>(print: bool, config: &T) -> Result<bool> {
+pub(crate) fn print_config<T: Serialize>(print: bool, config: &T) -> Result<bool> {
     if print {
         println!("{}", serde_json::to_string_pretty(config)?);
     }

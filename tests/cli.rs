@@ -2,25 +2,14 @@
 //! whatever adapter wgpu finds (lavapipe in CI): render → audit (--image, --rerender),
 //! the drill through the CLI, tampered images, and refused scene files.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{root, run};
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn tessera() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run tessera");
-    eprintln!(
-        "--- stdout\n{}\n--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn render(dir: &Path, name: &str, extra: &[&str]) -> Output {

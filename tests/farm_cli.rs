@@ -3,8 +3,11 @@
 //! `--print-config`), the errors for missing values, bad config files, a bad scene and an
 //! unreachable coordinator, and `keygen`'s key file.
 
+mod common;
+
+use common::{root, run};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// `tessera` with no `TESSERA_*` variable inherited from the test's environment.
@@ -17,20 +20,6 @@ fn tessera() -> Command {
     }
     c.env("TESSERA_LOG", "warn");
     c
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run tessera");
-    eprintln!(
-        "--- stdout\n{}\n--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn stderr(o: &Output) -> String {

@@ -119,9 +119,8 @@ impl Farm {
     /// Take every message the outbox holds (what the publisher would send), in order.
     fn drain(&self) -> Vec<(String, String, Vec<u8>)> {
         let rows = self.svc.store().outbox(10_000).unwrap();
-        if let Some(last) = rows.last() {
-            self.svc.store().delete_outbox_through(last.seq).unwrap();
-        }
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        self.svc.store().delete_outbox(&seqs).unwrap();
         rows.into_iter()
             .map(|r| (r.queue, r.message_id, r.body))
             .collect()

@@ -14,7 +14,9 @@
 //! published, before its task is acked; `TESSERA_FAULT_DUPLICATE_RESULTS=1` publishes
 //! every result a second time, after the next one).
 
-use crate::worker::{self, Faults, LoopEnd, RendererFactory, SceneCache, SceneSource};
+use crate::worker::{
+    self, Enrolment, Faults, LoopEnd, RendererFactory, SceneCache, SceneSource, StartError,
+};
 use crate::{DishonestMode, Node};
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -22,13 +24,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tessera_api::client::ApiClientError;
 use tessera_api::RegisterResponse;
 use tessera_bus::{Bus, BusError, Delivery};
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::statements::{NodeSignal, Signed, TaskNote};
 use tessera_protocol::wire::{
-    node_queue, Capabilities, RenderTask, QUEUE_RESULTS, QUEUE_SIGNALS, QUEUE_TASKS, WIRE_VERSION,
+    node_queue, Capabilities, RenderTask, QUEUE_RESULTS, QUEUE_SIGNALS, QUEUE_TASKS,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -62,15 +63,24 @@ pub struct NodeDaemonConfig {
     pub dishonest: Option<DishonestMode>,
 }
 
+impl NodeDaemonConfig {
+    fn enrolment(&self) -> Enrolment<'_> {
+        Enrolment {
+            role: "node",
+            coordinator: &self.coordinator,
+            token: self.token.as_deref(),
+            name: &self.name,
+            key: &self.key,
+            slots: self.slots,
+            cache_dir: &self.cache_dir,
+        }
+    }
+}
+
 impl std::fmt::Debug for NodeDaemonConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeDaemonConfig")
-            .field("coordinator", &self.coordinator)
-            .field("token", &self.token.as_ref().map(|_| "***"))
-            .field("key", &self.key)
-            .field("name", &self.name)
-            .field("slots", &self.slots)
-            .field("cache_dir", &self.cache_dir)
+        self.enrolment()
+            .debug_struct(f, "NodeDaemonConfig")
             .field("heartbeat", &self.heartbeat)
             .field("dishonest", &self.dishonest)
             .finish()
@@ -80,25 +90,10 @@ impl std::fmt::Debug for NodeDaemonConfig {
 /// Why the node daemon stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeDaemonError {
-    /// The configuration cannot work.
-    #[error("node config: {0}")]
-    Config(String),
-    /// Registration with the coordinator failed.
-    #[error("registering node {name:?} with the coordinator: {source}")]
-    Register {
-        /// The node's name.
-        name: String,
-        /// What failed.
-        source: ApiClientError,
-    },
-    /// The bus could not be connected or a queue declared.
-    #[error("bus: {what}: {source}")]
-    Bus {
-        /// What was being done.
-        what: String,
-        /// The bus error.
-        source: BusError,
-    },
+    /// It could not start: a bad config, registration, or the bus (connecting it, or
+    /// declaring the own queue).
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// The bus closed while the node was consuming.
     #[error("bus closed while consuming queue {0}")]
     BusClosed(String),
@@ -389,14 +384,8 @@ impl<B: Bus> NodeState<B> {
     /// Fault hook `duplicate_results`: publish a held-back copy once it waited
     /// [`Faults::DUPLICATE_HOLD`], until `stop`.
     async fn flush_duplicates(self: Arc<Self>, stop: CancellationToken) {
-        let mut ticks = tokio::time::interval(Duration::from_millis(100));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
+        let mut ticks = Ticker::new(Duration::from_millis(100), stop);
+        while ticks.tick().await {
             self.flush_duplicate(Faults::DUPLICATE_HOLD).await;
         }
     }
@@ -505,14 +494,8 @@ impl<B: Bus> NodeState<B> {
 
     /// Publish a signal every `every` until `stop` (renews the leases of active tasks).
     async fn heartbeat(self: Arc<Self>, every: Duration, stop: CancellationToken) {
-        let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
+        let mut ticks = Ticker::new(every.max(Duration::from_millis(10)), stop.clone());
+        while ticks.tick().await {
             let sent = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
@@ -525,25 +508,40 @@ impl<B: Bus> NodeState<B> {
     }
 }
 
+/// Ticks every `period` until `stop`; a late tick delays the next ones (no bursts).
+struct Ticker {
+    ticks: tokio::time::Interval,
+    stop: CancellationToken,
+}
+
+impl Ticker {
+    fn new(period: Duration, stop: CancellationToken) -> Self {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { ticks, stop }
+    }
+
+    /// Wait for the next tick (the first comes at once); `false` once stopped.
+    async fn tick(&mut self) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => false,
+            _ = self.ticks.tick() => true,
+        }
+    }
+}
+
 /// Decode a task and check what decoding cannot.
 fn parse_task(body: &[u8]) -> Result<RenderTask, String> {
     let task: RenderTask = serde_json::from_slice(body).map_err(|e| format!("json: {e}"))?;
-    if task.version != WIRE_VERSION {
-        return Err(format!(
-            "task {}: wire version {}, this node speaks {WIRE_VERSION}",
-            task.task_id, task.version
-        ));
-    }
-    if task.task_id.is_empty() {
-        return Err("empty task id".into());
-    }
+    worker::check_wire(task.version, &task.task_id, "task", "node")?;
     Ok(task)
 }
 
 /// Run `tessera node` until `shutdown`: register with the coordinator (challenge, signed
 /// registration, session token), connect the bus with `connect` (given the registration
-/// answer, for the AMQP namespace), declare the own queue, and serve
-/// ([`NodeState::serve`]).
+/// answer, for the AMQP namespace), both by [`worker::start`], declare the own queue, and
+/// serve ([`NodeState::serve`]).
 pub async fn run_node<B, C, F>(
     cfg: NodeDaemonConfig,
     connect: C,
@@ -555,61 +553,25 @@ where
     C: FnOnce(RegisterResponse) -> F,
     F: Future<Output = Result<B, BusError>>,
 {
-    if cfg.slots == 0 {
-        return Err(NodeDaemonError::Config("slots must be at least 1".into()));
+    let who = cfg.enrolment();
+    let Some(started) = worker::start(who, factory.as_ref(), connect, &shutdown).await? else {
+        return Ok(());
+    };
+    let own = node_queue(&cfg.key.public());
+    if let Err(source) = started.bus.declare(&own).await {
+        let what = format!("declaring queue {own}");
+        return Err(StartError::Bus { what, source }.into());
     }
-    let faults = Faults::from_env();
-    if faults != Faults::default() {
-        tracing::warn!(?faults, "test fault hooks are on");
-    }
-    let capabilities = factory.capabilities(cfg.slots);
-    let me = cfg.key.public();
-    tracing::info!(node = %me.short(), name = %cfg.name, class = %capabilities.class, coordinator = %cfg.coordinator, "registering");
-    let registering = worker::register(
-        &cfg.coordinator,
-        cfg.token.clone(),
-        "node",
+    let state = NodeState::new(
+        started.bus,
+        cfg.key,
         &cfg.name,
-        &cfg.key,
-        capabilities.clone(),
+        started.capabilities,
+        started.scenes,
+        factory,
+        cfg.dishonest,
     );
-    let (registered, client) = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
-        r = registering => r.map_err(|source| NodeDaemonError::Register {
-            name: cfg.name.clone(),
-            source,
-        })?,
-    };
-    let namespace = registered.amqp_namespace.clone();
-    let bus = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
-        b = connect(registered) => b.map_err(|source| NodeDaemonError::Bus {
-            what: format!("connecting (namespace {namespace})"),
-            source,
-        })?,
-    };
-    let own = node_queue(&me);
-    bus.declare(&own)
-        .await
-        .map_err(|source| NodeDaemonError::Bus {
-            what: format!("declaring queue {own}"),
-            source,
-        })?;
-    let state = Arc::new(
-        NodeState::new(
-            bus,
-            cfg.key,
-            &cfg.name,
-            capabilities,
-            SceneSource::Coordinator {
-                client,
-                cache_dir: cfg.cache_dir,
-            },
-            factory,
-            cfg.dishonest,
-        )
-        .with_faults(faults),
-    );
+    let state = Arc::new(state.with_faults(started.faults));
     state.serve(cfg.slots, cfg.heartbeat, shutdown).await
 }
 
@@ -619,7 +581,7 @@ mod tests {
     use crate::worker::StubFactory;
     use tessera_bus::InProcessBus;
     use tessera_protocol::canonical::tile_hash;
-    use tessera_protocol::wire::{BatchResult, Requirements, TaskTile};
+    use tessera_protocol::wire::{BatchResult, Requirements, TaskTile, WIRE_VERSION};
     use tessera_protocol::{merkle, RenderFailure, RenderSettings, TileRect, TileRenderer};
 
     fn state(
@@ -830,22 +792,48 @@ mod tests {
         assert_eq!(dead, ["junk", "t-4"]);
     }
 
-    struct Broken(tessera_protocol::DeterminismClass);
-    impl TileRenderer for Broken {
+    /// The stub, counting how many tiles render at once; or, when `broken`, failing every
+    /// tile.
+    struct Probe {
+        stub: crate::stub::HashRenderer,
+        broken: bool,
+        now: std::sync::atomic::AtomicUsize,
+        max: std::sync::atomic::AtomicUsize,
+    }
+    impl Probe {
+        fn new(delay_per_tile: Duration, broken: bool) -> Self {
+            Self {
+                stub: crate::stub::HashRenderer::new(delay_per_tile),
+                broken,
+                now: Default::default(),
+                max: Default::default(),
+            }
+        }
+    }
+    impl TileRenderer for Probe {
         fn class(&self) -> &tessera_protocol::DeterminismClass {
-            &self.0
+            self.stub.class()
         }
         fn render_tile(
             &self,
-            _: &RenderSettings,
-            _: u32,
-            _: TileRect,
+            s: &RenderSettings,
+            f: u32,
+            r: TileRect,
         ) -> Result<Vec<u8>, RenderFailure> {
-            Err(RenderFailure("device lost".into()))
+            if self.broken {
+                return Err(RenderFailure("device lost".into()));
+            }
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max.fetch_max(now, Ordering::SeqCst);
+            let out = self.stub.render_tile(s, f, r);
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            out
         }
     }
-    struct BrokenFactory;
-    impl RendererFactory for BrokenFactory {
+
+    /// Loads every scene as this renderer (with the stub's capabilities).
+    struct FixedFactory(Arc<dyn TileRenderer>);
+    impl RendererFactory for FixedFactory {
         fn capabilities(&self, slots: u32) -> Capabilities {
             StubFactory::default().capabilities(slots)
         }
@@ -854,14 +842,15 @@ mod tests {
             _: &std::path::Path,
             _: &tessera_protocol::Digest,
         ) -> Result<Arc<dyn TileRenderer>, String> {
-            Ok(Arc::new(Broken(crate::stub::HashRenderer::stub_class())))
+            Ok(self.0.clone())
         }
     }
 
     #[tokio::test]
     async fn render_failure_is_reported_and_acked() {
         let bus = InProcessBus::new();
-        let node = state(&bus, Arc::new(BrokenFactory));
+        let broken = Arc::new(Probe::new(Duration::ZERO, true));
+        let node = state(&bus, Arc::new(FixedFactory(broken)));
         let d = deliver(
             &bus,
             QUEUE_TASKS,
@@ -881,52 +870,11 @@ mod tests {
         );
     }
 
-    /// The stub, counting how many tiles render at once.
-    struct Concurrency {
-        stub: crate::stub::HashRenderer,
-        now: std::sync::atomic::AtomicUsize,
-        max: std::sync::atomic::AtomicUsize,
-    }
-    impl TileRenderer for Concurrency {
-        fn class(&self) -> &tessera_protocol::DeterminismClass {
-            self.stub.class()
-        }
-        fn render_tile(
-            &self,
-            s: &RenderSettings,
-            f: u32,
-            r: TileRect,
-        ) -> Result<Vec<u8>, RenderFailure> {
-            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-            self.max.fetch_max(now, Ordering::SeqCst);
-            let out = self.stub.render_tile(s, f, r);
-            self.now.fetch_sub(1, Ordering::SeqCst);
-            out
-        }
-    }
-    struct ConcurrencyFactory(Arc<Concurrency>);
-    impl RendererFactory for ConcurrencyFactory {
-        fn capabilities(&self, slots: u32) -> Capabilities {
-            StubFactory::default().capabilities(slots)
-        }
-        fn load(
-            &self,
-            _: &std::path::Path,
-            _: &tessera_protocol::Digest,
-        ) -> Result<Arc<dyn TileRenderer>, String> {
-            Ok(self.0.clone())
-        }
-    }
-
     #[tokio::test]
     async fn serve_takes_both_queues_heartbeats_and_stops() {
         let bus = InProcessBus::new();
-        let renderer = Arc::new(Concurrency {
-            stub: crate::stub::HashRenderer::new(Duration::from_millis(20)),
-            now: Default::default(),
-            max: Default::default(),
-        });
-        let node = state(&bus, Arc::new(ConcurrencyFactory(renderer.clone())));
+        let renderer = Arc::new(Probe::new(Duration::from_millis(20), false));
+        let node = state(&bus, Arc::new(FixedFactory(renderer.clone())));
         let shutdown = CancellationToken::new();
         let served = tokio::spawn(node.clone().serve(
             2,

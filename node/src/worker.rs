@@ -1,7 +1,7 @@
 //! What the node and verifier daemons share: the [`RendererFactory`] that turns a
 //! downloaded scene into a [`TileRenderer`], the [`SceneCache`] of loaded scenes, the
-//! registration with the coordinator, the bounded consumer loop, and the test-only fault
-//! hooks.
+//! start-up ([`start`]: registration with the coordinator, then the bus), the bounded
+//! consumer loop, and the test-only fault hooks.
 //!
 //! Fault hooks are read once from the environment when a daemon starts (tests set them on
 //! a child process; nothing else should):
@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_api::client::{ApiClient, ApiClientError};
 use tessera_api::RegisterResponse;
-use tessera_bus::{Bus, Delivery};
+use tessera_bus::{Bus, BusError, Delivery};
 use tessera_protocol::keys::SecretKey;
-use tessera_protocol::wire::Capabilities;
+use tessera_protocol::wire::{Capabilities, WIRE_VERSION};
 use tessera_protocol::{Digest, TileRenderer};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -218,6 +218,164 @@ pub async fn register(
     Ok((resp, session))
 }
 
+/// Who a daemon is and where it registers: what [`start`] needs of its config.
+#[derive(Clone, Copy)]
+pub struct Enrolment<'a> {
+    /// `node` or `verifier` (the registration role, and the word errors use).
+    pub role: &'static str,
+    /// Base URL of the coordinator's HTTP API.
+    pub coordinator: &'a str,
+    /// The farm's worker token, when the coordinator requires one.
+    pub token: Option<&'a str>,
+    /// Display name.
+    pub name: &'a str,
+    /// The signing key (its identity).
+    pub key: &'a SecretKey,
+    /// Deliveries handled at once (at least 1).
+    pub slots: u32,
+    /// Root of the scene cache.
+    pub cache_dir: &'a Path,
+}
+
+impl Enrolment<'_> {
+    /// A `Debug` of the daemon config `name` with these fields (the token hidden, the role
+    /// left out); the caller adds its own fields and finishes it.
+    pub fn debug_struct<'a, 'b: 'a>(
+        &self,
+        f: &'a mut std::fmt::Formatter<'b>,
+        name: &str,
+    ) -> std::fmt::DebugStruct<'a, 'b> {
+        let mut d = f.debug_struct(name);
+        d.field("coordinator", &self.coordinator)
+            .field("token", &self.token.map(|_| "***"))
+            .field("key", self.key)
+            .field("name", &self.name)
+            .field("slots", &self.slots)
+            .field("cache_dir", &self.cache_dir);
+        d
+    }
+}
+
+/// A registered daemon with its bus connected (what [`start`] gives).
+pub struct Started<B> {
+    /// The connected bus.
+    pub bus: B,
+    /// Where scenes come from: the coordinator, with the session token.
+    pub scenes: SceneSource,
+    /// What it registered with.
+    pub capabilities: Capabilities,
+    /// The fault hooks set in the environment.
+    pub faults: Faults,
+}
+
+/// Why a daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration cannot work.
+    #[error("{role} config: {reason}")]
+    Config {
+        /// `node` or `verifier`.
+        role: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Registration with the coordinator failed.
+    #[error("registering {role} {name:?} with the coordinator: {source}")]
+    Register {
+        /// `node` or `verifier`.
+        role: &'static str,
+        /// The daemon's name.
+        name: String,
+        /// What failed.
+        source: ApiClientError,
+    },
+    /// The bus could not be connected or a queue declared.
+    #[error("bus: {what}: {source}")]
+    Bus {
+        /// What was being done.
+        what: String,
+        /// The bus error.
+        source: BusError,
+    },
+}
+
+/// The start-up of a daemon: check the config, read the fault hooks, register with the
+/// coordinator as `who.role` (the factory's capabilities), then connect the bus with
+/// `connect` (given the registration answer, for the AMQP namespace). `Ok(None)` when
+/// `shutdown` comes first.
+pub async fn start<B, C, F>(
+    who: Enrolment<'_>,
+    factory: &dyn RendererFactory,
+    connect: C,
+    shutdown: &CancellationToken,
+) -> Result<Option<Started<B>>, StartError>
+where
+    B: Bus,
+    C: FnOnce(RegisterResponse) -> F,
+    F: Future<Output = Result<B, BusError>>,
+{
+    if who.slots == 0 {
+        return Err(StartError::Config {
+            role: who.role,
+            reason: "slots must be at least 1".into(),
+        });
+    }
+    let faults = Faults::from_env();
+    if faults != Faults::default() {
+        tracing::warn!(?faults, "test fault hooks are on");
+    }
+    let capabilities = factory.capabilities(who.slots);
+    tracing::info!(role = who.role, key = %who.key.public().short(), name = %who.name, class = %capabilities.class, coordinator = %who.coordinator, "registering");
+    let registering = register(
+        who.coordinator,
+        who.token.map(str::to_string),
+        who.role,
+        who.name,
+        who.key,
+        capabilities.clone(),
+    );
+    let (registered, client) = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(None),
+        r = registering => r.map_err(|source| StartError::Register {
+            role: who.role,
+            name: who.name.to_string(),
+            source,
+        })?,
+    };
+    let namespace = registered.amqp_namespace.clone();
+    let bus = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(None),
+        b = connect(registered) => b.map_err(|source| StartError::Bus {
+            what: format!("connecting (namespace {namespace})"),
+            source,
+        })?,
+    };
+    Ok(Some(Started {
+        bus,
+        scenes: SceneSource::Coordinator {
+            client,
+            cache_dir: who.cache_dir.to_path_buf(),
+        },
+        capabilities,
+        faults,
+    }))
+}
+
+/// Check what decoding a delivered message cannot: its wire `version` and its `id`.
+/// `what` names the message (`task`, `request`), `role` the daemon reading it; the error
+/// is the reason to park it.
+pub fn check_wire(version: u32, id: &str, what: &str, role: &str) -> Result<(), String> {
+    if version != WIRE_VERSION {
+        return Err(format!(
+            "{what} {id}: wire version {version}, this {role} speaks {WIRE_VERSION}"
+        ));
+    }
+    if id.is_empty() {
+        return Err(format!("empty {what} id"));
+    }
+    Ok(())
+}
+
 /// A copy of a secret key (the type is deliberately not `Clone`; daemons need one per
 /// loaded scene).
 pub fn copy_key(key: &SecretKey) -> SecretKey {
@@ -338,6 +496,49 @@ mod tests {
         assert!(
             err.contains(&hex::encode([0xee; 32])) && err.contains("mismatch"),
             "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn start_names_the_role_and_stops_at_shutdown() {
+        // Takes connections and never answers: registration would wait for ever.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let key = SecretKey::generate();
+        let who = Enrolment {
+            role: "verifier",
+            coordinator: &url,
+            token: None,
+            name: "v1",
+            key: &key,
+            slots: 0,
+            cache_dir: Path::new("."),
+        };
+        let connect = |_| async { Ok(tessera_bus::InProcessBus::new()) };
+        let shutdown = CancellationToken::new();
+        let err = start(who, &StubFactory::default(), connect, &shutdown)
+            .await
+            .err()
+            .expect("0 slots is refused");
+        assert_eq!(err.to_string(), "verifier config: slots must be at least 1");
+        shutdown.cancel();
+        let who = Enrolment { slots: 1, ..who };
+        let started = start(who, &StubFactory::default(), connect, &shutdown).await;
+        assert!(matches!(started, Ok(None)), "shutdown comes first");
+    }
+
+    #[test]
+    fn wire_checks_name_the_message() {
+        assert_eq!(check_wire(WIRE_VERSION, "t-1", "task", "node"), Ok(()));
+        assert_eq!(
+            check_wire(99, "t-1", "task", "node"),
+            Err(format!(
+                "task t-1: wire version 99, this node speaks {WIRE_VERSION}"
+            ))
+        );
+        assert_eq!(
+            check_wire(WIRE_VERSION, "", "request", "verifier"),
+            Err("empty request id".to_string())
         );
     }
 

@@ -17,10 +17,11 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_api::client::ApiClientError;
 use tessera_api::RegisterResponse;
 use tessera_bus::{Bus, BusError, Delivery};
-use tessera_node::worker::{self, Faults, LoopEnd, RendererFactory, SceneCache, SceneSource};
+use tessera_node::worker::{
+    self, Enrolment, Faults, LoopEnd, RendererFactory, SceneCache, SceneSource, StartError,
+};
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::statements::Decision;
 use tessera_protocol::wire::{
@@ -55,15 +56,24 @@ pub struct VerifierDaemonConfig {
     pub cache_dir: PathBuf,
 }
 
+impl VerifierDaemonConfig {
+    fn enrolment(&self) -> Enrolment<'_> {
+        Enrolment {
+            role: "verifier",
+            coordinator: &self.coordinator,
+            token: self.token.as_deref(),
+            name: &self.name,
+            key: &self.key,
+            slots: self.slots,
+            cache_dir: &self.cache_dir,
+        }
+    }
+}
+
 impl std::fmt::Debug for VerifierDaemonConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifierDaemonConfig")
-            .field("coordinator", &self.coordinator)
-            .field("token", &self.token.as_ref().map(|_| "***"))
-            .field("key", &self.key)
-            .field("name", &self.name)
-            .field("slots", &self.slots)
-            .field("cache_dir", &self.cache_dir)
+        self.enrolment()
+            .debug_struct(f, "VerifierDaemonConfig")
             .finish()
     }
 }
@@ -71,25 +81,9 @@ impl std::fmt::Debug for VerifierDaemonConfig {
 /// Why the verifier daemon stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifierDaemonError {
-    /// The configuration cannot work.
-    #[error("verifier config: {0}")]
-    Config(String),
-    /// Registration with the coordinator failed.
-    #[error("registering verifier {name:?} with the coordinator: {source}")]
-    Register {
-        /// The verifier's name.
-        name: String,
-        /// What failed.
-        source: ApiClientError,
-    },
-    /// The bus could not be connected.
-    #[error("bus: {what}: {source}")]
-    Bus {
-        /// What was being done.
-        what: String,
-        /// The bus error.
-        source: BusError,
-    },
+    /// It could not start: a bad config, registration, or connecting the bus.
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// The bus closed while the verifier was consuming.
     #[error("bus closed while consuming queue {0}")]
     BusClosed(String),
@@ -287,21 +281,13 @@ fn refusal_kind(e: &VerifyError) -> &'static str {
 /// Decode a request and check what decoding cannot.
 fn parse_request(body: &[u8]) -> Result<VerifyRequest, String> {
     let req: VerifyRequest = serde_json::from_slice(body).map_err(|e| format!("json: {e}"))?;
-    if req.version != WIRE_VERSION {
-        return Err(format!(
-            "request {}: wire version {}, this verifier speaks {WIRE_VERSION}",
-            req.request_id, req.version
-        ));
-    }
-    if req.request_id.is_empty() {
-        return Err("empty request id".into());
-    }
+    worker::check_wire(req.version, &req.request_id, "request", "verifier")?;
     Ok(req)
 }
 
 /// Run `tessera verifier` until `shutdown`: register with the coordinator (role
 /// `verifier`), connect the bus with `connect` (given the registration answer, for the
-/// AMQP namespace), and serve ([`VerifierState::serve`]).
+/// AMQP namespace), both by [`worker::start`], and serve ([`VerifierState::serve`]).
 pub async fn run_verifier<B, C, F>(
     cfg: VerifierDaemonConfig,
     connect: C,
@@ -313,52 +299,12 @@ where
     C: FnOnce(RegisterResponse) -> F,
     F: Future<Output = Result<B, BusError>>,
 {
-    if cfg.slots == 0 {
-        return Err(VerifierDaemonError::Config(
-            "slots must be at least 1".into(),
-        ));
-    }
-    let faults = Faults::from_env();
-    if faults != Faults::default() {
-        tracing::warn!(?faults, "test fault hooks are on");
-    }
-    let capabilities = factory.capabilities(cfg.slots);
-    tracing::info!(verifier = %cfg.key.public().short(), name = %cfg.name, class = %capabilities.class, coordinator = %cfg.coordinator, "registering");
-    let registering = worker::register(
-        &cfg.coordinator,
-        cfg.token.clone(),
-        "verifier",
-        &cfg.name,
-        &cfg.key,
-        capabilities,
-    );
-    let (registered, client) = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
-        r = registering => r.map_err(|source| VerifierDaemonError::Register {
-            name: cfg.name.clone(),
-            source,
-        })?,
+    let who = cfg.enrolment();
+    let Some(started) = worker::start(who, factory.as_ref(), connect, &shutdown).await? else {
+        return Ok(());
     };
-    let namespace = registered.amqp_namespace.clone();
-    let bus = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
-        b = connect(registered) => b.map_err(|source| VerifierDaemonError::Bus {
-            what: format!("connecting (namespace {namespace})"),
-            source,
-        })?,
-    };
-    let state = Arc::new(
-        VerifierState::new(
-            bus,
-            cfg.key,
-            SceneSource::Coordinator {
-                client,
-                cache_dir: cfg.cache_dir,
-            },
-            factory,
-        )
-        .with_faults(faults),
-    );
+    let state = VerifierState::new(started.bus, cfg.key, started.scenes, factory);
+    let state = Arc::new(state.with_faults(started.faults));
     state.serve(cfg.slots, shutdown).await
 }
 

@@ -14,7 +14,7 @@ use crate::store::Store;
 use service::{Handled, Service, ServiceConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tessera_bus::{AmqpBus, AmqpConfig, Bus};
 use tessera_protocol::keys::SecretKey;
@@ -157,7 +157,9 @@ fn load_or_create_key(dir: &Path) -> Result<SecretKey, DaemonError> {
 
 /// Shared state of the daemon's tasks.
 pub(crate) struct Shared {
-    pub(crate) service: Mutex<Service>,
+    /// FIFO-fair (tokio's mutex queues waiters in order), so a verdict waits only for the
+    /// inputs that arrived before it, never for a stream of later results.
+    pub(crate) service: Arc<tokio::sync::Mutex<Service>>,
     pub(crate) outbox: Notify,
 }
 
@@ -167,13 +169,10 @@ impl Shared {
         self: &Arc<Self>,
         f: impl FnOnce(&Service) -> T + Send + 'static,
     ) -> T {
-        let me = self.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            let svc = me.service.lock().unwrap_or_else(|e| e.into_inner());
-            f(&svc)
-        })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let svc = self.service.clone().lock_owned().await;
+        let out = tokio::task::spawn_blocking(move || f(&svc))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         self.outbox.notify_one();
         out
     }
@@ -237,13 +236,14 @@ pub async fn run_with_bus<B: Bus>(
         ..ServiceConfig::default()
     };
     let shared = Arc::new(Shared {
-        service: Mutex::new(Service::new(store, key, svc_cfg)),
+        service: Arc::new(tokio::sync::Mutex::new(Service::new(store, key, svc_cfg))),
         outbox: Notify::new(),
     });
     let addr = listener.local_addr().ok();
+    let me = shared.service.lock().await.public();
     tracing::info!(
         listen = ?addr,
-        key = %shared.service.lock().unwrap_or_else(|e| e.into_inner()).public().short(),
+        key = %me.short(),
         "coordinator up"
     );
     let tracker = tokio_util::task::TaskTracker::new();
@@ -346,7 +346,7 @@ async fn publish_outbox<B: Bus>(bus: B, shared: Arc<Shared>, shutdown: Cancellat
             }
             continue;
         }
-        let mut last = None;
+        let mut sent = Vec::new();
         for row in &rows {
             if exit_before.as_deref() == Some(row.queue.as_str()) {
                 tracing::error!(queue = %row.queue, "fault hook: exiting between commit and publish");
@@ -356,7 +356,7 @@ async fn publish_outbox<B: Bus>(bus: B, shared: Arc<Shared>, shutdown: Cancellat
                 .publish(&row.queue, &row.message_id, row.body.clone())
                 .await
             {
-                Ok(()) => last = Some(row.seq),
+                Ok(()) => sent.push(row.seq),
                 Err(e) => {
                     tracing::error!(queue = %row.queue, message = %row.message_id, "publish failed, will retry: {e}");
                     break;
@@ -366,12 +366,9 @@ async fn publish_outbox<B: Bus>(bus: B, shared: Arc<Shared>, shutdown: Cancellat
                 break;
             }
         }
-        if let Some(seq) = last {
+        if !sent.is_empty() {
             backoff = Duration::from_millis(20);
-            if let Err(e) = shared
-                .with(move |s| s.store().delete_outbox_through(seq))
-                .await
-            {
+            if let Err(e) = shared.with(move |s| s.store().delete_outbox(&sent)).await {
                 tracing::error!("trimming the outbox: {e}");
             }
         } else {

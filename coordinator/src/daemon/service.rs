@@ -25,7 +25,7 @@ use tessera_protocol::statements::{
 };
 use tessera_protocol::wire::{
     node_queue, BatchResult, Capabilities, RenderTask, Requirements, VerdictMessage, QUEUE_TASKS,
-    QUEUE_VERIFY,
+    QUEUE_VERIFY, WIRE_VERSION,
 };
 use tessera_protocol::{tile_layout, Digest, RenderSettings, TileRect};
 
@@ -560,6 +560,12 @@ impl Service {
             Ok(r) => r,
             Err(e) => return Ok(Handled::Refused(format!("malformed result: {e}"))),
         };
+        if res.version != WIRE_VERSION {
+            return Ok(Handled::Refused(format!(
+                "result for task {:?}: wire version {}, this coordinator speaks {WIRE_VERSION}",
+                res.task_id, res.version
+            )));
+        }
         let Some(task_row) = self.store.task(&res.task_id)? else {
             return Ok(Handled::Refused(format!(
                 "result for unknown task {:?}",
@@ -710,6 +716,12 @@ impl Service {
             Ok(m) => m,
             Err(e) => return Ok(Handled::Refused(format!("malformed verdict: {e}"))),
         };
+        if msg.version != WIRE_VERSION {
+            return Ok(Handled::Refused(format!(
+                "verdict for request {:?}: wire version {}, this coordinator speaks {WIRE_VERSION}",
+                msg.request_id, msg.version
+            )));
+        }
         let Some(req) = self.store.request(&msg.request_id)? else {
             return Ok(Handled::Refused(format!(
                 "verdict for unknown request {:?}",
@@ -1141,6 +1153,25 @@ impl Service {
         }
         let horizon = now_ms.saturating_sub(self.cfg.verify_timeout_ms);
         for req in self.store.stale_requests(horizon)? {
+            if req.attempts + 1 >= self.cfg.max_attempts {
+                let (m, mut run) = self.job(&req.job_id)?;
+                self.store.atomically(|s| {
+                    s.close_request(&req.request_id)?;
+                    self.fail_job(
+                        s,
+                        &m.statement,
+                        &mut run,
+                        format!(
+                            "no verifier answered request {} after {} publications",
+                            req.request_id,
+                            req.attempts + 1
+                        ),
+                    )
+                    .map_err(corrupt)?;
+                    s.put_run(&req.job_id, &to_json("run", &run).map_err(corrupt)?)
+                })?;
+                continue;
+            }
             tracing::warn!(request = %req.request_id, "no verdict in time: request published again");
             let body = self
                 .store

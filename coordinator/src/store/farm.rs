@@ -500,10 +500,13 @@ impl Store {
         .map(|_| ())
     }
 
-    /// The oldest `limit` messages of the outbox.
+    /// The oldest `limit` messages of the outbox, verification traffic first: a verify
+    /// request never waits behind a burst of new render tasks (payments keep flowing while
+    /// a large submission drains). Within each of the two classes, insertion order.
     pub fn outbox(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
         self.rows(
-            "SELECT seq, queue, message_id, body FROM outbox ORDER BY seq LIMIT ?1",
+            "SELECT seq, queue, message_id, body FROM outbox \
+             ORDER BY (queue = 'tasks' OR queue LIKE 'node.%'), seq LIMIT ?1",
             params![limit],
             |r| {
                 Ok(OutboxRow {
@@ -516,10 +519,14 @@ impl Store {
         )
     }
 
-    /// Forget published messages: every one up to `seq`.
-    pub fn delete_outbox_through(&self, seq: i64) -> Result<(), StoreError> {
-        self.exec("DELETE FROM outbox WHERE seq <= ?1", params![seq])
-            .map(|_| ())
+    /// Forget published messages.
+    pub fn delete_outbox(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        self.atomically(|s| {
+            for seq in seqs {
+                s.exec("DELETE FROM outbox WHERE seq = ?1", params![seq])?;
+            }
+            Ok(())
+        })
     }
 
     /// A request's message body.
