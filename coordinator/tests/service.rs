@@ -76,8 +76,11 @@ impl Farm {
     }
 
     fn register(&self, key: &SecretKey, role: &str) {
+        self.register_with(key, role, caps(&self.renderer));
+    }
+
+    fn register_with(&self, key: &SecretKey, role: &str, caps: Capabilities) {
         let c = self.svc.challenge(self.now).unwrap();
-        let caps = caps(&self.renderer);
         let reg = Signed::sign(
             Registration {
                 role: role.into(),
@@ -92,6 +95,10 @@ impl Farm {
     }
 
     fn submit(&self) -> String {
+        self.submit_requiring(Requirements::default())
+    }
+
+    fn submit_requiring(&self, requirements: Requirements) -> String {
         self.svc
             .submit(
                 "studio",
@@ -110,7 +117,7 @@ impl Farm {
                 "economy",
                 None,
                 None,
-                Requirements::default(),
+                requirements,
                 self.now,
             )
             .unwrap()
@@ -558,4 +565,69 @@ fn hold_backs_are_released_when_the_challenge_window_ends() {
         released as i64, held,
         "the bundle's receipt lacks the releases"
     );
+}
+
+#[test]
+fn jobs_with_requirements_go_only_to_nodes_that_meet_them() {
+    let mut f = Farm::new();
+    let (small, big, other_class) = (key(1), key(3), key(4));
+    let mut caps_small = caps(&f.renderer);
+    caps_small.memory_bytes = 1 << 20;
+    f.register_with(&small, "node", caps_small);
+    let mut caps_big = caps(&f.renderer);
+    caps_big.memory_bytes = 8 << 30;
+    f.register_with(&big, "node", caps_big.clone());
+    let mut caps_other = caps_big.clone();
+    caps_other.class.driver = "another driver".into();
+    f.register_with(&other_class, "node", caps_other);
+    f.register(&key(2), "verifier");
+    let job = f.submit_requiring(Requirements {
+        class_id: Some(caps_big.class.id()),
+        min_memory_bytes: 4 << 30,
+    });
+    let msgs = f.drain();
+    let routed: std::collections::BTreeSet<&str> = msgs
+        .iter()
+        .filter(|m| m.0 != QUEUE_VERIFY)
+        .map(|m| m.0.as_str())
+        .collect();
+    let want = tessera_protocol::wire::node_queue(&big.public());
+    assert_eq!(
+        routed,
+        [want.as_str()].into_iter().collect(),
+        "tasks must go only to the node with enough memory and the required class"
+    );
+    // The node that meets them declines one anyway (say it lost memory): with nobody
+    // else eligible it stays unrouted until the reconciler tries again, never to `tasks`.
+    let first = tasks(&msgs)[0].task_id.clone();
+    let decline = Signed::sign(
+        NodeSignal {
+            node: big.public(),
+            sent_unix_ms: f.now,
+            active: vec![],
+            declined: vec![TaskNote {
+                task_id: first.clone(),
+                reason: "out of memory".into(),
+            }],
+            failed: vec![],
+        },
+        &big,
+    );
+    f.svc
+        .handle_signal(&serde_json::to_vec(&decline).unwrap(), f.now)
+        .unwrap();
+    assert!(
+        f.drain().is_empty(),
+        "declined task rerouted to an ineligible node"
+    );
+    // Every task rendered by the eligible node: the job finishes.
+    f.now += 1;
+    let nb = f.node(&big, None);
+    for t in &tasks(&msgs) {
+        f.svc.handle_result(&result_body(&nb, t), f.now).unwrap();
+    }
+    let verifier = Verifier::new(key(2), f.renderer.clone());
+    f.verify(&verifier, &f.drain());
+    assert_eq!(state(&f, &job), "done");
+    assert_paid_once(&f, &job);
 }
