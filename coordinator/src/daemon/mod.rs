@@ -326,13 +326,18 @@ async fn consume<B: Bus>(
     }
 }
 
+/// Outbox rows taken per pass. Small, because the publisher re-reads the outbox between
+/// passes and verification traffic goes first: a verify request queued behind a large
+/// submission waits at most one pass (a few tens of milliseconds), not the whole burst.
+const OUTBOX_BATCH: u32 = 32;
+
 /// Publish the outbox in order, with confirms; delete rows only after their confirm.
 async fn publish_outbox<B: Bus>(bus: B, shared: Arc<Shared>, shutdown: CancellationToken) {
     let exit_before = std::env::var("TESSERA_FAULT_EXIT_BEFORE_PUBLISH").ok();
     let mut backoff = Duration::from_millis(20);
     loop {
         let rows = shared
-            .with(|s| s.store().outbox(512))
+            .with(|s| s.store().outbox(OUTBOX_BATCH))
             .await
             .unwrap_or_else(|e| {
                 tracing::error!("reading the outbox: {e}");
