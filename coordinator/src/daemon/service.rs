@@ -743,6 +743,8 @@ impl Service {
             return Ok(Handled::Refused(reason));
         }
         let job = req.job_id.clone();
+        // The round is fixed: its batches are read once for paying and for advancing.
+        let batches = self.batches(&job, req.round)?;
         self.store.atomically(|s| {
             s.insert_verdict(
                 &job,
@@ -751,14 +753,22 @@ impl Service {
                 &to_json("verdict", &msg.verdict).map_err(corrupt)?,
             )?;
             s.close_request(&req.request_id)?;
-            self.settle(s, manifest, &mut run, &node, &msg.verdict, req.round)
-                .map_err(corrupt)?;
+            self.settle(
+                s,
+                manifest,
+                &mut run,
+                &batches,
+                &node,
+                &msg.verdict,
+                req.round,
+            )
+            .map_err(corrupt)?;
             if s.round_requests(&job, req.round)?
                 .iter()
                 .all(|r| r.state == "done")
                 && req.round == run.round
             {
-                self.advance(s, &signed_manifest, &mut run, now_ms)
+                self.advance(s, &signed_manifest, &mut run, &batches, now_ms)
                     .map_err(corrupt)?;
             }
             s.put_run(&job, &to_json("run", &run).map_err(corrupt)?)
@@ -766,18 +776,20 @@ impl Service {
         Ok(Handled::Done)
     }
 
-    /// Pay or slash one node for one round, and adjust its trust.
+    /// Pay or slash one node for one round (whose batches are `batches`), and adjust its
+    /// trust.
+    #[allow(clippy::too_many_arguments)] // the verdict and everything it settles against
     fn settle(
         &self,
         s: &Store,
         manifest: &JobManifest,
         run: &mut JobRun,
+        batches: &[BatchRecord],
         node: &PublicKey,
         verdict: &Signed<Verdict>,
         round: u32,
     ) -> Result<(), ServiceError> {
         let job = hex::encode(manifest.job_id);
-        let batches = self.batches(&job, round)?;
         let commitment: Signed<RoundCommitment> = from_json(
             "round",
             &s.round_commitment(&job, round)?.unwrap_or_default(),
@@ -793,7 +805,7 @@ impl Service {
                 trust: 0,
                 stake: 0,
             });
-        let tiles: Vec<TileRect> = tessera_verifier::checks::node_leaves(&batches, node)
+        let tiles: Vec<TileRect> = tessera_verifier::checks::node_leaves(batches, node)
             .iter()
             .map(|&(bi, pos)| batches[bi].tiles[pos].rect)
             .collect();
@@ -823,23 +835,24 @@ impl Service {
         Ok(())
     }
 
-    /// Every verdict of the round is in: re-render failed nodes' tiles in a new round,
-    /// or finish the job, or fail it when no round or node is left.
+    /// Every verdict of the round (whose batches are `batches`) is in: re-render failed
+    /// nodes' tiles in a new round, or finish the job, or fail it when no round or node is
+    /// left.
     fn advance(
         &self,
         s: &Store,
         signed_manifest: &Signed<JobManifest>,
         run: &mut JobRun,
+        batches: &[BatchRecord],
         now_ms: u64,
     ) -> Result<(), ServiceError> {
         let manifest = &signed_manifest.statement;
         let job = hex::encode(manifest.job_id);
-        let batches = self.batches(&job, run.round)?;
         let mut pending = Vec::new();
         for v in s.round_verdicts(&job, run.round)? {
             let v: Signed<Verdict> = from_json("verdict", &v)?;
             if v.statement.decision == Decision::Fail {
-                pending.extend(job::committed_tiles(&batches, &v.statement.node));
+                pending.extend(job::committed_tiles(batches, &v.statement.node));
             }
         }
         pending.sort_unstable();
@@ -1037,7 +1050,7 @@ impl Service {
                     continue;
                 }
                 tracing::info!(task = %note.task_id, node = %node.short(), "declined: {}", note.reason);
-                let (m, run) = self.job(&task.job_id).map_err(corrupt)?;
+                let (_, run) = self.job(&task.job_id).map_err(corrupt)?;
                 let body: RenderTask = from_json("task", &task.body).map_err(corrupt)?;
                 let eligible = self
                     .eligible_nodes(&run, Some(&node), Some(now_ms))
@@ -1046,7 +1059,6 @@ impl Service {
                     s.push_outbox(&node_queue(&target), &task.task_id, task.body.as_bytes())?;
                     s.republish_task(&task.task_id, &task.body, task.attempts, now_ms)?;
                 }
-                let _ = m;
             }
             for note in &sig.statement.failed {
                 let Some(task) = s.task(&note.task_id)? else { continue };
