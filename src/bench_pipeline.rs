@@ -163,7 +163,8 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 async fn bench_one(a: &BenchPipelineArgs, bus_name: &str) -> Result<BusResult> {
     let data = tempfile::tempdir()?;
-    let namespace = format!("bench{}", hex::encode(rand_bytes()));
+    // A fresh key's short form: 12 random hex characters from the OS generator.
+    let namespace = format!("bench{}", SecretKey::generate().public().short());
     let token = "bench-token".to_string();
     let listener = daemon::bind("127.0.0.1:0".parse()?).await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -307,22 +308,6 @@ async fn bench_one(a: &BenchPipelineArgs, bus_name: &str) -> Result<BusResult> {
         frame_to_payment_ms_p95: percentile(&lat, 0.95),
         frame_to_payment_ms_max: lat.last().copied().unwrap_or(0),
     })
-}
-
-fn rand_bytes() -> [u8; 6] {
-    let mut b = [0u8; 6];
-    for (i, x) in b.iter_mut().enumerate() {
-        *x = (std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(i as u32 * 8) as u8;
-    }
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    for (i, x) in b.iter_mut().enumerate() {
-        *x ^= (t >> (i * 8)) as u8;
-    }
-    b
 }
 
 async fn wait_for_workers(client: &ApiClient, n: u32) -> Result<()> {
