@@ -15,9 +15,13 @@
 //!   from a 24" 4K screen), on 8-bit sRGB images made with the standard view transform
 //!   (clamp, sRGB OETF, `floor(255·s + 0.5)`). Reported: the mean of the error map and its
 //!   99th percentile by nearest rank (the `⌈0.99·n⌉`-th smallest of the n pixel errors).
+//!
+//! The sRGB encoding, the ꟻLIP call and the percentile are the verifier's
+//! ([`tessera_verifier::tolerance`]), so `compare` measures exactly what verification does.
 
-use crate::images::{quantize8, srgb_oetf, LinearImage};
-use anyhow::{bail, Result};
+use crate::images::LinearImage;
+use anyhow::{anyhow, bail, Result};
+use tessera_verifier::tolerance::{flip_map, percentile, srgb8};
 
 /// Metrics of B against the reference A.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -54,21 +58,6 @@ fn mean(v: &[f32]) -> f64 {
         .map(|&x| if x.is_finite() { f64::from(x) } else { 0.0 })
         .sum::<f64>()
         / v.len() as f64
-}
-
-/// An image's 8-bit sRGB encoding through the standard view transform.
-pub fn srgb8(rgb: &[f32]) -> Vec<u8> {
-    rgb.iter().map(|&v| quantize8(srgb_oetf(v))).collect()
-}
-
-/// The nearest-rank percentile `p` (in 0..=1) of `values` (sorted here).
-fn percentile(values: &mut [f32], p: f64) -> f32 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(f32::total_cmp);
-    let rank = (p * values.len() as f64).ceil() as usize;
-    values[rank.clamp(1, values.len()) - 1]
 }
 
 /// Compare `b` against the reference `a`. With `exposure_match`, `b` is first scaled by
@@ -113,9 +102,8 @@ pub fn compare(
     let psnr_peak = 1.0;
     let psnr_db = (mse > 0.0).then(|| 10.0 * (psnr_peak * psnr_peak / mse).log10());
 
-    let reference = nv_flip::FlipImageRgb8::with_data(a.width, a.height, &srgb8(&a.rgb));
-    let test = nv_flip::FlipImageRgb8::with_data(b.width, b.height, &srgb8(&b_rgb));
-    let error_map = nv_flip::flip(reference, test, nv_flip::DEFAULT_PIXELS_PER_DEGREE).to_vec();
+    let error_map =
+        flip_map(&srgb8(&a.rgb), &srgb8(&b_rgb), a.width, a.height).map_err(|e| anyhow!(e))?;
     let flip_mean = mean(&error_map);
     let mut sorted = error_map.clone();
     let flip_p99 = f64::from(percentile(&mut sorted, 0.99));
@@ -189,12 +177,5 @@ mod tests {
     fn sizes_must_match() {
         let err = compare(&flat(4, 4, 0.0), &flat(4, 5, 0.0), false).unwrap_err();
         assert_eq!(err.to_string(), "image sizes differ: A is 4x4, B is 4x5");
-    }
-
-    #[test]
-    fn percentile_is_nearest_rank() {
-        let mut v: Vec<f32> = (1..=200).map(|i| i as f32).collect();
-        assert_eq!(percentile(&mut v, 0.99), 198.0);
-        assert_eq!(percentile(&mut [5.0], 0.99), 5.0);
     }
 }

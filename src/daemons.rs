@@ -414,7 +414,9 @@ pub struct CoordinatorArgs {
     /// Default tiles per task (a submission may set its own).
     #[arg(long)]
     pub batch_size: Option<u32>,
-    /// Seconds before hold-backs are released.
+    /// Seconds after a job ends during which its client may dispute it; hold-backs are
+    /// released when it closes (default 86400, a day; 0 releases them at once and
+    /// allows no disputes).
     #[arg(long, value_name = "SECS")]
     pub challenge_window: Option<u64>,
     /// Percentage of a node's stake slashed on a failed verification.
@@ -423,6 +425,15 @@ pub struct CoordinatorArgs {
     /// Largest scene file accepted, in bytes.
     #[arg(long, value_name = "BYTES")]
     pub max_blob_bytes: Option<u64>,
+    /// The tolerance thresholds that judge re-renders of another determinism class: a
+    /// TOML or JSON file with the fields of `Tolerance` (docs/CALIBRATION.md; the
+    /// `thresholds` object that `tessera calibrate --json` prints). Default: the
+    /// calibrated defaults.
+    #[arg(long, value_name = "FILE")]
+    pub tolerance: Option<PathBuf>,
+    /// A client's deposit to dispute a job, percent of the job's price.
+    #[arg(long)]
+    pub dispute_deposit_pct: Option<u32>,
     /// Seconds before an unanswered verify request is published again.
     #[arg(long, value_name = "SECS")]
     pub verify_timeout_secs: Option<u64>,
@@ -448,6 +459,8 @@ struct CoordinatorSettings {
     slash_pct: u32,
     max_blob_bytes: u64,
     verify_timeout_secs: f64,
+    tolerance: tessera_protocol::tolerance::Tolerance,
+    dispute_deposit_pct: u32,
 }
 
 /// `tessera coordinator`: serve the API and drive jobs until a signal.
@@ -510,7 +523,21 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
             .verify_timeout_secs
             .map_or(d.verify_timeout, Duration::from_secs),
         scene_inspector: Some(inspector),
+        tolerance: match &a.tolerance {
+            Some(path) => read_tolerance(path)?,
+            None => d.tolerance,
+        },
+        dispute_deposit_pct: a.dispute_deposit_pct.unwrap_or(d.dispute_deposit_pct),
     };
+    if let Err(e) = cfg.tolerance.check() {
+        usage!("--tolerance: {e}");
+    }
+    if cfg.dispute_deposit_pct > 100 {
+        usage!(
+            "--dispute-deposit-pct {}: at most 100",
+            cfg.dispute_deposit_pct
+        );
+    }
     if cfg.lease.is_zero() || cfg.reconcile_every.is_zero() || cfg.verify_timeout.is_zero() {
         usage!("--lease-secs, --reconcile-secs and --verify-timeout-secs must be at least 1");
     }
@@ -541,6 +568,8 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
         slash_pct: cfg.slash_pct,
         max_blob_bytes: cfg.max_blob_bytes,
         verify_timeout_secs: cfg.verify_timeout.as_secs_f64(),
+        tolerance: cfg.tolerance,
+        dispute_deposit_pct: cfg.dispute_deposit_pct,
     };
     if print_config(print, &settings)? {
         return Ok(true);
@@ -549,6 +578,19 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
         tessera_coordinator::daemon::run(cfg, token).await?;
         Ok(())
     })
+}
+
+/// Read a [`Tolerance`](tessera_protocol::tolerance::Tolerance) from a JSON file (by its
+/// `.json` extension) or a TOML file.
+fn read_tolerance(path: &Path) -> Result<tessera_protocol::tolerance::Tolerance> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--tolerance: reading {}", path.display()))?;
+    let parsed = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        toml::from_str(&text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|e| anyhow::anyhow!("--tolerance {}: {e}", path.display()))
 }
 
 #[cfg(test)]

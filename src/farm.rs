@@ -693,9 +693,68 @@ pub fn ledger(args: ListArgs, print: bool) -> Result<bool> {
     let rows: Vec<Vec<String>> = ledger
         .accounts
         .iter()
-        .map(|a| vec![a.account.clone(), a.balance.to_string()])
+        .map(|a| {
+            vec![
+                account_kind(&a.account).into(),
+                a.account.clone(),
+                a.balance.to_string(),
+            ]
+        })
         .collect();
-    print_table(&["ACCOUNT", "BALANCE (µcr)"], &[1], &rows);
+    print_table(&["KIND", "ACCOUNT", "BALANCE (µcr)"], &[2], &rows);
+    for kind in ["escrow", "stake", "hold-back", "dispute"] {
+        let total: i64 = ledger
+            .accounts
+            .iter()
+            .filter(|a| account_kind(&a.account) == kind)
+            .map(|a| a.balance)
+            .sum();
+        println!("{kind:<9} {total} µcr in all");
+    }
     println!("total {} µcr (always 0: double-entry)", ledger.total);
+    Ok(true)
+}
+
+/// What an account is, by its name (`payments::account`).
+fn account_kind(account: &str) -> &'static str {
+    match account.split(':').next().unwrap_or_default() {
+        "external" => "external",
+        "client" => "client",
+        "escrow" => "escrow",
+        "node" => "node",
+        "stake" => "stake",
+        "holdback" => "hold-back",
+        "dispute" => "dispute",
+        "treasury" => "treasury",
+        _ => "other",
+    }
+}
+
+/// `tessera dispute JOB`: the job's client disputes it inside the challenge window.
+#[derive(clap::Args, Debug)]
+pub struct DisputeArgs {
+    /// The job id.
+    pub job: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print the job's status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Dispute a finished job: the deposit is taken, extra samples are checked, and the side
+/// that loses pays for them (`tessera status JOB` shows the outcome).
+pub fn dispute(args: DisputeArgs, print: bool) -> Result<bool> {
+    let cfg = args.client.config()?;
+    if print_config(print, &cfg)? {
+        return Ok(true);
+    }
+    let client = cfg.client()?;
+    let s = runtime()?.block_on(client.dispute(&args.job))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else {
+        println!("{}", status_line(&s));
+    }
     Ok(true)
 }

@@ -14,12 +14,14 @@
 
 mod bench;
 mod bench_pipeline;
+mod calibrate;
 mod compare;
 mod config;
 mod daemons;
 mod farm;
 mod gpu_factory;
 mod images;
+mod simulate;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -68,6 +70,9 @@ enum Command {
     /// Benchmarks: `bench render` times the renderer on the sample scenes.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Measure honest cross-class renders and a corpus of forged tiles, and derive the
+    /// cross-class tolerance from them (docs/CALIBRATION.md).
+    Calibrate(calibrate::CalibrateArgs),
     /// Run the coordinator daemon: HTTP API, store, and the job pipeline over RabbitMQ.
     Coordinator(daemons::CoordinatorArgs),
     /// Run a renderer node daemon: takes render tasks from RabbitMQ.
@@ -84,6 +89,12 @@ enum Command {
     Nodes(farm::ListArgs),
     /// Show the ledger's account balances.
     Ledger(farm::ListArgs),
+    /// Dispute a finished job inside its challenge window (extra samples; the side that
+    /// loses pays for them).
+    Dispute(farm::DisputeArgs),
+    /// Measure detection: thousands of jobs with a cheating node through the real
+    /// verification code and a CPU stand-in renderer, against 1 − (1 − f)^k.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Args)]
@@ -243,6 +254,7 @@ fn main() {
         Command::Keygen(a) => keygen(&a.output),
         Command::Compare(a) => compare_images(a),
         Command::Bench(c) => bench::run(c),
+        Command::Calibrate(a) => calibrate::run(a),
         Command::Coordinator(a) => daemons::coordinator(a, cli.print_config),
         Command::Node(a) => daemons::node(a, cli.print_config),
         Command::Verifier(a) => daemons::verifier(a, cli.print_config),
@@ -251,6 +263,8 @@ fn main() {
         Command::Fetch(a) => farm::fetch(a, cli.print_config),
         Command::Nodes(a) => farm::nodes(a, cli.print_config),
         Command::Ledger(a) => farm::ledger(a, cli.print_config),
+        Command::Dispute(a) => farm::dispute(a, cli.print_config),
+        Command::Simulate(a) => simulate::run(a),
     };
     match result {
         Ok(true) => {}
@@ -500,6 +514,8 @@ fn render(a: RenderArgs) -> Result<bool> {
         slash_pct: 50,
         challenge_window_secs: a.challenge_window,
         node_stake: 1_000_000,
+        tolerance: Default::default(),
+        dispute_deposit_pct: 10,
         message_timeout: Duration::from_secs(3600),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -550,6 +566,7 @@ fn render(a: RenderArgs) -> Result<bool> {
             match r.decision {
                 Decision::Pass => println!("  round {}: {}: verified {}/{} tiles re-rendered, PASS, paid {} µcr now, {} held back", r.round, r.name, r.sampled, r.tiles, r.paid, r.held),
                 Decision::Fail => println!("  round {}: {} [{}]: CAUGHT CHEATING ({} tiles sampled of {}): unpaid, slashed {} µcr of stake, its tiles re-rendered by others", r.round, r.name, r.key.short(), r.sampled, r.tiles, r.slashed),
+                Decision::Inconclusive | Decision::Escalate => println!("  round {}: {} [{}]: INCONCLUSIVE after escalation ({} tiles sampled of {}): neither paid nor slashed, its tiles re-rendered by others", r.round, r.name, r.key.short(), r.sampled, r.tiles),
             }
         }
         let released: u64 = outcome

@@ -268,6 +268,13 @@ impl ApiClient {
             .await
     }
 
+    /// `POST /v1/jobs/{id}/dispute`: dispute a finished job inside its challenge window.
+    pub async fn dispute(&self, job_id: &str) -> Result<JobStatus, ApiClientError> {
+        let id = path_segment(job_id)?;
+        self.json(Method::POST, format!("/v1/jobs/{id}/dispute"), None::<&()>)
+            .await
+    }
+
     /// `GET /v1/jobs`.
     pub async fn jobs(&self) -> Result<Vec<JobStatus>, ApiClientError> {
         self.json(Method::GET, "/v1/jobs".into(), None::<&()>).await

@@ -20,13 +20,14 @@ use tessera_protocol::bundle::{
 use tessera_protocol::canonical::JobId;
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::payments::{
-    account, Pricing, SamplingPolicy, TierPolicy, Transfer, TransferKind,
+    account, trust_after, Pricing, SamplingPolicy, TierPolicy, Transfer, TransferKind,
 };
 use tessera_protocol::rules::{escrow_transfer, verdict_transfers, NodeOutcome};
-use tessera_protocol::sampling::nonce_commitment;
 use tessera_protocol::statements::{
-    Decision, JobManifest, NodeSnapshot, PaymentReceipt, Signed, Verdict, MANIFEST_VERSION,
+    CheckKind, Decision, JobManifest, NodeSnapshot, PaymentReceipt, Signed, Verdict,
+    MANIFEST_VERSION,
 };
+use tessera_protocol::tolerance::Tolerance;
 use tessera_protocol::wire::{
     BatchResult, RenderTask, VerdictMessage, VerifyRequest, QUEUE_RESULTS, QUEUE_TASKS,
     QUEUE_VERDICTS, QUEUE_VERIFY, WIRE_VERSION,
@@ -70,6 +71,10 @@ pub struct JobConfig {
     pub challenge_window_secs: u64,
     /// Stake each local node deposits when it has none.
     pub node_stake: u64,
+    /// How re-renders of another class are judged.
+    pub tolerance: Tolerance,
+    /// Deposit to dispute the job, % of its price.
+    pub dispute_deposit_pct: u32,
     /// How long to wait for any one message before giving up.
     pub message_timeout: Duration,
 }
@@ -307,13 +312,8 @@ impl EmbeddedFarm {
         let mut job_id: JobId = [0; 16];
         rand::rngs::OsRng.fill_bytes(&mut job_id);
         let job = hex::encode(job_id);
-        let nonces: Vec<Digest> = (0..MAX_ROUNDS)
-            .map(|_| {
-                let mut n = [0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut n);
-                n
-            })
-            .collect();
+        let nonces = job::fresh_nonces();
+        let (nonce_commitments, dispute_nonce_commitment) = job::nonce_commitments(&nonces);
         let manifest = JobManifest {
             version: MANIFEST_VERSION,
             job_id,
@@ -329,7 +329,10 @@ impl EmbeddedFarm {
             pricing: cfg.pricing.clone(),
             slash_pct: cfg.slash_pct,
             challenge_window_secs: cfg.challenge_window_secs,
-            nonce_commitments: nonces.iter().map(nonce_commitment).collect(),
+            nonce_commitments,
+            dispute_nonce_commitment,
+            dispute_deposit_pct: cfg.dispute_deposit_pct,
+            tolerance: cfg.tolerance,
             verifiers: vec![self.verifier.public()],
             created_unix: now_unix(),
         };
@@ -496,29 +499,36 @@ impl EmbeddedFarm {
             // Only now is the round's nonce revealed.
             let nonce = self.store.reveal_nonce(&job, round)?;
 
-            // Sample per node and ask the verifier.
+            // Sample per node and ask the verifier; an escalated verdict asks again, with
+            // more samples, before anything is paid or slashed.
             let mut samples = Vec::new();
-            let mut requests = BTreeMap::new();
-            for n in &round_nodes {
-                let (req, record) = job::verify_request(
-                    &signed_manifest,
-                    &commitment,
-                    &batches,
-                    nonce,
-                    n,
-                    &mut |frame, tile| delivered.get(&(frame, tile)).cloned().unwrap_or_default(),
-                )
-                .map_err(PipelineError::Config)?;
-                let request_id = req.request_id.clone();
-                bus.publish(QUEUE_VERIFY, &request_id, encode("verify request", &req)?)
-                    .await?;
-                requests.insert(request_id, *n);
-                samples.push(record);
-            }
-
-            // Collect verdicts; pay or slash.
+            let mut all_verdicts = Vec::new();
+            let mut requests: BTreeMap<String, (PublicKey, CheckKind)> = BTreeMap::new();
             let mut verdicts: BTreeMap<PublicKey, Signed<Verdict>> = BTreeMap::new();
-            while verdicts.len() < requests.len() {
+            let mut ask = Vec::from_iter(round_nodes.iter().map(|n| (*n, CheckKind::FIRST)));
+            while !ask.is_empty() || !requests.is_empty() {
+                for (n, check) in ask.drain(..) {
+                    let (req, record) = job::verify_request(
+                        &signed_manifest,
+                        &commitment,
+                        &batches,
+                        nonce,
+                        &n,
+                        job::CheckOf {
+                            kind: check,
+                            dispute: None,
+                        },
+                        &mut |frame, tile| {
+                            delivered.get(&(frame, tile)).cloned().unwrap_or_default()
+                        },
+                    )
+                    .map_err(PipelineError::Config)?;
+                    let request_id = req.request_id.clone();
+                    bus.publish(QUEUE_VERIFY, &request_id, encode("verify request", &req)?)
+                        .await?;
+                    requests.insert(request_id, (n, check));
+                    samples.push(record);
+                }
                 let d = self
                     .recv(bus, QUEUE_VERDICTS, cfg, &job, "verdicts")
                     .await?;
@@ -526,23 +536,35 @@ impl EmbeddedFarm {
                 let checked = msg
                     .map_err(|e| format!("malformed verdict: {e}"))
                     .and_then(|m| {
-                        let node = requests.get(&m.request_id).ok_or_else(|| {
-                            format!("verdict for unknown request {}", m.request_id)
+                        let (node, check) = requests.get(&m.request_id).ok_or_else(|| {
+                            format!("verdict for unknown or answered request {}", m.request_id)
                         })?;
-                        job::check_verdict(&m, &manifest, node, round)?;
-                        Ok(m.verdict)
+                        job::check_verdict(&m, &manifest, node, round, *check)?;
+                        Ok((m.request_id, m.verdict))
                     });
                 match checked {
-                    Ok(v) => {
+                    Ok((request_id, v)) => {
                         let node = v.statement.node;
                         self.store.insert_verdict(
                             &job,
                             round,
                             &node.to_string(),
+                            v.statement.check,
                             &String::from_utf8(encode("verdict", &v)?).unwrap_or_default(),
                         )?;
                         bus.ack(&d).await?;
-                        verdicts.entry(node).or_insert(v);
+                        requests.remove(&request_id);
+                        all_verdicts.push(v.clone());
+                        if v.statement.decision == Decision::Escalate {
+                            tracing::warn!(
+                                node = names.get(&node).cloned().unwrap_or_else(|| node.short()),
+                                round,
+                                "a sampled tile is not close to the re-render: escalated"
+                            );
+                            ask.push((node, v.statement.check.escalate()));
+                        } else {
+                            verdicts.insert(node, v);
+                        }
                     }
                     Err(reason) => {
                         tracing::warn!(message = d.message_id, "verdict refused: {reason}");
@@ -575,8 +597,12 @@ impl EmbeddedFarm {
                     stake_before: snap.stake,
                 };
                 let transfers = verdict_transfers(&manifest, &outcome, manifest.slash_pct);
+                self.store.set_trust(
+                    &node.to_string(),
+                    trust_after(snap.trust, v.statement.decision),
+                )?;
                 for t in &transfers {
-                    self.store.apply_transfer(Some(&job), t)?;
+                    self.store.apply_capped(Some(&job), t)?;
                 }
                 let sum = |k: TransferKind| {
                     transfers
@@ -588,17 +614,22 @@ impl EmbeddedFarm {
                 let name = names.get(node).cloned().unwrap_or_else(|| node.short());
                 match v.statement.decision {
                     Decision::Pass => {
-                        self.store
-                            .set_trust(&node.to_string(), snap.trust.saturating_add(1))?;
                         accepted.extend(job::accepted_tiles(&batches, node, round));
                     }
-                    Decision::Fail => {
-                        tracing::warn!(
-                            node = name,
-                            round,
-                            "verification failed: node unpaid, slashed, tiles requeued"
-                        );
-                        self.store.set_trust(&node.to_string(), 0)?;
+                    Decision::Fail | Decision::Inconclusive | Decision::Escalate => {
+                        if v.statement.decision == Decision::Fail {
+                            tracing::warn!(
+                                node = name,
+                                round,
+                                "verification failed: node unpaid, slashed, tiles requeued"
+                            );
+                        } else {
+                            tracing::warn!(
+                                node = name,
+                                round,
+                                "verification inconclusive: node neither paid nor slashed, tiles requeued"
+                            );
+                        }
                         blocked.push(*node);
                         next_pending.extend(job::committed_tiles(&batches, node));
                     }
@@ -621,7 +652,7 @@ impl EmbeddedFarm {
                 commitment,
                 nonce,
                 samples,
-                verdicts: verdicts.into_values().collect(),
+                verdicts: all_verdicts,
             });
             next_pending.sort_unstable();
             pending = next_pending;
@@ -656,14 +687,9 @@ impl EmbeddedFarm {
         if cfg.challenge_window_secs == 0 {
             self.store.release_holdbacks(&manifest)?;
         }
-        let transfers = self.store.job_transfers(&job)?;
-        let payments = Signed::sign(
-            PaymentReceipt {
-                job_id,
-                transfers: transfers.clone(),
-            },
-            &self.coordinator_key,
-        );
+        let receipt = self.store.job_receipt(&job, job_id)?;
+        let transfers = receipt.transfers.clone();
+        let payments = Signed::sign(receipt, &self.coordinator_key);
         let bundle = ProofBundle {
             format: BUNDLE_FORMAT.into(),
             version: BUNDLE_VERSION,
@@ -672,6 +698,7 @@ impl EmbeddedFarm {
             rounds,
             frames: frame_tiles,
             roots,
+            disputes: Vec::new(),
             payments,
             scene_hint: cfg.scene_hint.clone(),
         };

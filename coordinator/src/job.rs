@@ -9,7 +9,8 @@ use tessera_protocol::canonical::{paste, tile_hash, JobId};
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::merkle;
 use tessera_protocol::statements::{
-    FrameRoot, JobManifest, JobRoots, NodeSnapshot, RoundCommitment, Signed, Verdict,
+    CheckKind, DisputeCommitment, FrameRoot, JobManifest, JobRoots, NodeSnapshot, RoundCommitment,
+    Signed, Verdict,
 };
 use tessera_protocol::wire::{
     BatchResult, RenderTask, Requirements, SampledTile, TaskTile, VerdictMessage, VerifyRequest,
@@ -21,14 +22,49 @@ use tessera_verifier::checks;
 /// Verification rounds a job may take (round 0 plus re-renders of failed nodes' tiles).
 pub const MAX_ROUNDS: u32 = 4;
 
+/// Where the dispute nonce is kept among a job's nonces: after the round nonces.
+pub const DISPUTE_NONCE_SLOT: u32 = MAX_ROUNDS;
+
+/// Fresh secret nonces for a job: one per round, then the dispute nonce (at
+/// [`DISPUTE_NONCE_SLOT`]), from the OS's random source.
+pub fn fresh_nonces() -> Vec<Digest> {
+    use rand::RngCore;
+    (0..=DISPUTE_NONCE_SLOT)
+        .map(|_| {
+            let mut n = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut n);
+            n
+        })
+        .collect()
+}
+
+/// The manifest's commitments to `nonces` (from [`fresh_nonces`]): (per round, dispute).
+pub fn nonce_commitments(nonces: &[Digest]) -> (Vec<Digest>, Digest) {
+    let slot = DISPUTE_NONCE_SLOT as usize;
+    let rounds = nonces[..slot.min(nonces.len())]
+        .iter()
+        .map(tessera_protocol::sampling::nonce_commitment)
+        .collect();
+    let dispute = nonces
+        .get(slot)
+        .map(tessera_protocol::sampling::nonce_commitment)
+        .unwrap_or_default();
+    (rounds, dispute)
+}
+
 /// The task id of batch `batch_id` of job `job` (hex).
 pub fn task_id(job: &str, batch_id: u32) -> String {
     format!("{job}-b{batch_id}")
 }
 
-/// The verify request id for `node` in `round` of job `job` (hex).
-pub fn request_id(job: &str, round: u32, node: &PublicKey) -> String {
-    format!("{job}-r{round}-{}", node.short())
+/// The verify request id of one check of `node` in `round` of job `job` (hex): the first
+/// check is `{job}-r{round}-{node}`, the others add the check's label.
+pub fn request_id(job: &str, round: u32, node: &PublicKey, check: CheckKind) -> String {
+    if check == CheckKind::FIRST {
+        format!("{job}-r{round}-{}", node.short())
+    } else {
+        format!("{job}-r{round}-{}-{}", node.short(), check.label())
+    }
 }
 
 /// Cut `pending` (frame, tile index) pairs into tasks of up to `batch_size` tiles of one
@@ -167,18 +203,45 @@ pub fn commit_round(
     Ok(Signed::sign(commitment, key))
 }
 
-/// The verify request for `node` after the round's nonce is revealed, and the sample
-/// record that goes into the bundle. `delivered` gives the stored bytes of (frame, tile).
+/// One check of one node: which check, and for a dispute check the signed dispute
+/// commitment.
+#[derive(Clone, Copy)]
+pub struct CheckOf<'a> {
+    /// The check.
+    pub kind: CheckKind,
+    /// The dispute commitment of a dispute check.
+    pub dispute: Option<&'a Signed<DisputeCommitment>>,
+}
+
+impl CheckOf<'_> {
+    /// The first check of a round.
+    pub const FIRST: CheckOf<'static> = CheckOf {
+        kind: CheckKind::FIRST,
+        dispute: None,
+    };
+}
+
+/// The verify request for one check of `node` once its nonce is revealed (the round's, or
+/// the dispute nonce), and the sample record that goes into the bundle. `delivered` gives
+/// the stored bytes of (frame, tile).
 pub fn verify_request(
     signed_manifest: &Signed<JobManifest>,
     commitment: &Signed<RoundCommitment>,
     batches: &[BatchRecord],
     nonce: Digest,
     node: &PublicKey,
+    check: CheckOf<'_>,
     delivered: &mut dyn FnMut(u32, u32) -> Vec<u8>,
 ) -> Result<(VerifyRequest, NodeSamples), String> {
     let manifest = &signed_manifest.statement;
-    let exp = checks::expected_sample(manifest, &commitment.statement, &nonce, batches, node)?;
+    let exp = checks::expected_sample(
+        manifest,
+        &commitment.statement,
+        &nonce,
+        batches,
+        node,
+        check.kind,
+    )?;
     let proofs = checks::build_proofs(batches, node, &exp.indices);
     let leaves = checks::node_leaves(batches, node);
     let samples: Vec<SampledTile> = proofs
@@ -200,33 +263,69 @@ pub fn verify_request(
         .collect();
     let job = hex::encode(manifest.job_id);
     let round = commitment.statement.round;
-    let req = VerifyRequest {
-        version: WIRE_VERSION,
-        request_id: request_id(&job, round, node),
-        manifest: signed_manifest.clone(),
-        commitment: commitment.clone(),
-        round_batches: batches.to_vec(),
-        nonce,
-        node: *node,
-        samples,
-    };
     let record = NodeSamples {
+        round,
+        check: check.kind,
         node: *node,
         seed: exp.seed,
         n_committed: exp.n,
         indices: exp.indices,
         proofs,
+        delivered: samples.iter().map(|s| s.delivered.clone()).collect(),
+    };
+    let req = VerifyRequest {
+        version: WIRE_VERSION,
+        request_id: request_id(&job, round, node, check.kind),
+        manifest: signed_manifest.clone(),
+        commitment: commitment.clone(),
+        round_batches: batches.to_vec(),
+        check: check.kind,
+        dispute: check.dispute.cloned(),
+        nonce,
+        node: *node,
+        samples,
     };
     Ok((req, record))
 }
 
-/// Check a verdict message: signed by one of the manifest's verifiers, about `node` in
-/// `round` of this job.
+/// Fill a sample record's evidence (the delivered bytes of each sampled leaf, in proof
+/// order) from the store: `bytes(round, frame, tile)`. Records are stored without it so
+/// that tile bytes are kept once; the bundle carries it.
+pub fn fill_evidence(
+    record: &mut NodeSamples,
+    batches: &[BatchRecord],
+    bytes: &mut dyn FnMut(u32, u32, u32) -> Result<Vec<u8>, String>,
+) -> Result<(), String> {
+    let leaves = checks::node_leaves(batches, &record.node);
+    let mut out = Vec::with_capacity(record.proofs.len());
+    for p in &record.proofs {
+        let &(bi, pos) = leaves.get(p.leaf_index as usize).ok_or_else(|| {
+            format!(
+                "round {} node {}: sampled leaf {} does not exist",
+                record.round,
+                record.node.short(),
+                p.leaf_index
+            )
+        })?;
+        let b = &batches[bi];
+        out.push(bytes(
+            record.round,
+            b.signed.statement.frame,
+            b.tiles[pos].tile_index,
+        )?);
+    }
+    record.delivered = out;
+    Ok(())
+}
+
+/// Check a verdict message: signed by one of the manifest's verifiers, about `check` of
+/// `node` in `round` of this job.
 pub fn check_verdict(
     msg: &VerdictMessage,
     manifest: &JobManifest,
     node: &PublicKey,
     round: u32,
+    check: CheckKind,
 ) -> Result<(), String> {
     msg.verdict.verify().map_err(|e| e.to_string())?;
     if !manifest.verifiers.contains(&msg.verdict.signer) {
@@ -236,7 +335,7 @@ pub fn check_verdict(
         ));
     }
     let v: &Verdict = &msg.verdict.statement;
-    if v.node != *node || v.round != round || v.job_id != manifest.job_id {
+    if v.node != *node || v.round != round || v.job_id != manifest.job_id || v.check != check {
         return Err(format!(
             "verdict for request {} names another node, round or job",
             msg.request_id

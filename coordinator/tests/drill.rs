@@ -118,6 +118,8 @@ fn run(
         slash_pct: 50,
         challenge_window_secs: 0,
         node_stake: 1_000_000,
+        tolerance: Default::default(),
+        dispute_deposit_pct: 10,
         message_timeout: Duration::from_secs(120),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -2,8 +2,9 @@
 //! queue benchmarks: no scene, no adapter, but the properties verification relies on
 //! (deterministic bytes, tile == crop, fewer samples give other bytes).
 
+use std::sync::Arc;
 use std::time::Duration;
-use tessera_protocol::canonical::f32_to_tile;
+use tessera_protocol::canonical::{f32_to_tile, tile_to_f32};
 use tessera_protocol::{DeterminismClass, RenderFailure, RenderSettings, TileRect, TileRenderer};
 
 /// A renderer whose pixel (x, y) of `frame` is the mean over samples `0..spp` of the first
@@ -82,6 +83,67 @@ impl TileRenderer for HashRenderer {
     }
 }
 
+/// A stand-in for an honest renderer of another determinism class: the inner renderer's
+/// output, with every value scaled by `1 + 1e-4` (rounding differences) and a fixed,
+/// pseudo-random `diverged_ppm` of the pixels off by 25 % (paths that took another turn).
+/// Which pixels diverge is a pure function of (frame, global pixel), so a tile equals
+/// the crop of a frame, as for a real renderer.
+pub struct OtherClass {
+    inner: Arc<dyn TileRenderer>,
+    class: DeterminismClass,
+    diverged_ppm: u32,
+}
+
+impl OtherClass {
+    /// `inner` as class `name`, with `diverged_ppm` of its pixels diverged.
+    pub fn new(inner: Arc<dyn TileRenderer>, name: &str, diverged_ppm: u32) -> Self {
+        let mut class = inner.class().clone();
+        class.adapter = format!("{} ({name})", class.adapter);
+        Self {
+            inner,
+            class,
+            diverged_ppm,
+        }
+    }
+
+    fn diverges(&self, frame: u32, x: u32, y: u32) -> bool {
+        let mut input = [0u8; 12];
+        input[..4].copy_from_slice(&frame.to_le_bytes());
+        input[4..8].copy_from_slice(&x.to_le_bytes());
+        input[8..].copy_from_slice(&y.to_le_bytes());
+        let h = blake3::hash(&input);
+        let v = u32::from_le_bytes([h.as_bytes()[0], h.as_bytes()[1], h.as_bytes()[2], 0]);
+        u64::from(v) * 1_000_000 < u64::from(self.diverged_ppm) << 24
+    }
+}
+
+impl TileRenderer for OtherClass {
+    fn class(&self) -> &DeterminismClass {
+        &self.class
+    }
+
+    fn render_tile(
+        &self,
+        settings: &RenderSettings,
+        frame: u32,
+        rect: TileRect,
+    ) -> Result<Vec<u8>, RenderFailure> {
+        let mut v = tile_to_f32(&self.inner.render_tile(settings, frame, rect)?);
+        for (i, px) in v.chunks_exact_mut(4).enumerate() {
+            let (x, y) = (rect.x + i as u32 % rect.w, rect.y + i as u32 / rect.w);
+            let f = if self.diverges(frame, x, y) {
+                1.25
+            } else {
+                1.0001
+            };
+            for c in &mut px[..3] {
+                *c *= f;
+            }
+        }
+        Ok(f32_to_tile(&v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +205,28 @@ mod tests {
             }
             assert_eq!(tile, crop, "{rect}");
         }
+    }
+
+    #[test]
+    fn another_class_diverges_in_about_the_asked_fraction_of_pixels() {
+        let inner: Arc<dyn TileRenderer> = Arc::new(HashRenderer::new(Duration::ZERO));
+        let other = OtherClass::new(inner.clone(), "b", 50_000);
+        assert_ne!(other.class().id(), inner.class().id());
+        let rect = TileRect {
+            x: 0,
+            y: 0,
+            w: 40,
+            h: 24,
+        };
+        let a = tile_to_f32(&inner.render_tile(&settings(2), 0, rect).unwrap());
+        let b = tile_to_f32(&other.render_tile(&settings(2), 0, rect).unwrap());
+        let off = a
+            .chunks_exact(4)
+            .zip(b.chunks_exact(4))
+            .filter(|(p, q)| (q[0] - p[0]).abs() > 0.1 * p[0])
+            .count();
+        // 5 % of 960 pixels, give or take.
+        assert!((20..=80).contains(&off), "{off} pixels diverged");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 use crate::hexser;
 use crate::keys::PublicKey;
 use crate::statements::{
-    BatchCommitment, JobManifest, JobRoots, PaymentReceipt, RoundCommitment, Signed, Verdict,
+    BatchCommitment, CheckKind, DisputeCommitment, JobManifest, JobRoots, PaymentReceipt,
+    RoundCommitment, Signed, Verdict,
 };
 use crate::types::{DeterminismClass, Digest, TileRect};
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// The `format` field of every bundle.
 pub const BUNDLE_FORMAT: &str = "tessera-proof-bundle";
 /// The version this code writes and reads.
-pub const BUNDLE_VERSION: u32 = 1;
+pub const BUNDLE_VERSION: u32 = 2;
 
 /// A proof bundle.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -33,6 +34,9 @@ pub struct ProofBundle {
     pub frames: Vec<FrameTiles>,
     /// Signed frame roots and job root.
     pub roots: Signed<JobRoots>,
+    /// Client disputes, in the order they were opened.
+    #[serde(default)]
+    pub disputes: Vec<DisputeRecord>,
     /// Signed receipt of every transfer made for the job.
     pub payments: Signed<PaymentReceipt>,
     /// Where the scene file was when the job was rendered: an unsigned hint for
@@ -64,9 +68,26 @@ pub struct RoundRecord {
     /// The revealed nonce of this round.
     #[serde(with = "hexser::arr")]
     pub nonce: Digest,
-    /// Per node: the sampled leaves with Merkle proofs.
+    /// Per node and check: the sampled leaves with Merkle proofs (a node whose first
+    /// check escalated has a second, escalated entry).
     pub samples: Vec<NodeSamples>,
-    /// The verifier's signed verdicts, one per node.
+    /// The verifiers' signed verdicts, one per entry of `samples`.
+    pub verdicts: Vec<Signed<Verdict>>,
+}
+
+/// A client's dispute of a finished job: what it fixed, the revealed dispute nonce, and
+/// the extra checks with their verdicts. Rounds after `commitment.after_round` re-render
+/// the tiles of nodes the dispute failed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DisputeRecord {
+    /// The coordinator's signed dispute commitment.
+    pub commitment: Signed<DisputeCommitment>,
+    /// The revealed dispute nonce (hashes to the manifest's commitment).
+    #[serde(with = "hexser::arr")]
+    pub nonce: Digest,
+    /// Per (round, node) and check: the sampled leaves with proofs.
+    pub samples: Vec<NodeSamples>,
+    /// One signed verdict per entry of `samples`.
     pub verdicts: Vec<Signed<Verdict>>,
 }
 
@@ -97,6 +118,11 @@ pub struct LeafRecord {
 /// The samples drawn for one node in one round.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct NodeSamples {
+    /// The round whose leaves were sampled.
+    pub round: u32,
+    /// Which check.
+    #[serde(default)]
+    pub check: CheckKind,
     /// The node.
     pub node: PublicKey,
     /// The sample seed.
@@ -108,6 +134,11 @@ pub struct NodeSamples {
     pub indices: Vec<u32>,
     /// A Merkle proof per sampled leaf, against its batch root.
     pub proofs: Vec<SampleProof>,
+    /// The bytes the node delivered for each sampled leaf (same order): the evidence an
+    /// auditor re-derives the verdict's metrics from, and compares a re-render of another
+    /// class against.
+    #[serde(with = "hexser::vec_bytes")]
+    pub delivered: Vec<Vec<u8>>,
 }
 
 /// Inclusion proof of one sampled leaf in its batch.

@@ -68,6 +68,29 @@ pub mod vec32 {
     }
 }
 
+/// `Vec<Vec<u8>>` as a list of hex strings.
+pub mod vec_bytes {
+    use super::*;
+    use serde::ser::SerializeSeq;
+
+    /// Serialize as a list of hex strings.
+    pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for b in v {
+            seq.serialize_element(&hex::encode(b))?;
+        }
+        seq.end()
+    }
+
+    /// Deserialize from a list of hex strings.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        v.iter()
+            .map(|s| hex::decode(s).map_err(|e| D::Error::custom(format!("bad hex: {e}"))))
+            .collect()
+    }
+}
+
 /// Decode a hex string into exactly `N` bytes.
 pub fn decode<const N: usize>(s: &str) -> Result<[u8; N], String> {
     let mut out = [0u8; N];

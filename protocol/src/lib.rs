@@ -14,6 +14,7 @@ pub mod payments;
 pub mod rules;
 pub mod sampling;
 pub mod statements;
+pub mod tolerance;
 pub mod types;
 pub mod wire;
 

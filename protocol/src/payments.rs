@@ -144,6 +144,23 @@ pub fn slash_amount(stake_before: u64, slash_pct: u32) -> u64 {
     (u128::from(stake_before) * u128::from(slash_pct.min(100)) / 100) as u64
 }
 
+/// Highest trust a node can reach.
+pub const TRUST_MAX: u32 = 1_000;
+
+/// A node's trust after a final decision on one of its rounds, BOINC-style: it rises by
+/// one per clean round (slowly: the trusted tier's default needs 50), drops to zero on a
+/// confirmed failure, and halves on an inconclusive check. An escalation alone changes
+/// nothing.
+pub fn trust_after(trust: u32, decision: crate::statements::Decision) -> u32 {
+    use crate::statements::Decision;
+    match decision {
+        Decision::Pass => trust.saturating_add(1).min(TRUST_MAX),
+        Decision::Fail => 0,
+        Decision::Inconclusive => trust / 2,
+        Decision::Escalate => trust,
+    }
+}
+
 /// Account names.
 pub mod account {
     use super::*;
@@ -171,6 +188,10 @@ pub mod account {
     /// Earnings held back for a node on a job until the challenge window ends.
     pub fn holdback(job_hex: &str, key: &PublicKey) -> String {
         format!("holdback:{job_hex}:{key}")
+    }
+    /// A client's dispute deposit on a job, until the dispute is settled.
+    pub fn dispute(job_hex: &str) -> String {
+        format!("dispute:{job_hex}")
     }
     /// The farm's treasury (receives slashed stake).
     pub fn treasury() -> String {
@@ -200,6 +221,17 @@ pub enum TransferKind {
     Slash,
     /// Escrow → client: money for tiles never rendered.
     Refund,
+    /// Hold-back → escrow: a node's held-back pay for work a dispute failed.
+    Forfeit,
+    /// Node → escrow: the paid part of work a dispute failed, so it can be re-rendered
+    /// without charging the client again.
+    Clawback,
+    /// Client → dispute account when a client disputes a job.
+    DisputeDeposit,
+    /// Dispute account → client: the dispute found a cheat (the node pays instead).
+    DisputeRefund,
+    /// Dispute account → treasury: the dispute found nothing; the client pays for it.
+    DisputeFee,
 }
 
 /// One ledger transfer.

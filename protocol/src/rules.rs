@@ -1,24 +1,47 @@
-//! The payment rules of a job as one pure function of its manifest and verdicts, used by
-//! the coordinator to make transfers and by the auditor to re-derive them.
+//! The payment rules of a job as one pure function of its manifest and the ordered events
+//! of its verification, used by the coordinator to make transfers and by the auditor to
+//! re-derive them from the bundle alone.
 
 use crate::keys::PublicKey;
 use crate::payments::{account, slash_amount, split_on_pass, Transfer, TransferKind};
 use crate::statements::{Decision, JobManifest};
 use crate::{tile_layout, TileRect};
+use std::collections::BTreeMap;
 
-/// The outcome of one node in one round, as the rules need it.
+/// The final outcome of one node in one round (or of a dispute of that round), as the
+/// rules need it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeOutcome {
     /// Round.
     pub round: u32,
     /// Node.
     pub node: PublicKey,
-    /// Verdict decision.
+    /// Final decision (never [`Decision::Escalate`]).
     pub decision: Decision,
     /// The tiles the node committed in the round.
     pub tiles: Vec<TileRect>,
-    /// The node's stake in the round commitment's snapshot.
+    /// The node's stake in the snapshot of the round (or dispute) commitment.
     pub stake_before: u64,
+}
+
+/// What happened to a job, in order; the transfers follow from these alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A node's final decision on a round: pass pays now and holds back, fail slashes,
+    /// inconclusive pays and slashes nothing.
+    Round(NodeOutcome),
+    /// The client opened a dispute: its deposit moves to the dispute account.
+    DisputeOpened,
+    /// A dispute check's final decision on a round the node had passed: a failure
+    /// forfeits the round's hold-back, claws back its paid part (both into the escrow, so
+    /// the tiles are re-rendered at no extra charge) and slashes the stake.
+    Dispute(NodeOutcome),
+    /// Every dispute check is final: the deposit goes back to the client when a node lost,
+    /// to the treasury (the cost of the extra sampling) when none did.
+    DisputeSettled {
+        /// Whether some node failed the dispute.
+        node_lost: bool,
+    },
 }
 
 /// Price of every tile of the job (all frames) — what the client's escrow must hold.
@@ -28,6 +51,11 @@ pub fn job_price(m: &JobManifest) -> u64 {
         .map(|r| m.pricing.tile_price(&m.tier, r, m.settings.spp))
         .sum();
     per_frame * u64::from(m.n_frames())
+}
+
+/// The deposit a client pays to dispute the job.
+pub fn dispute_deposit(m: &JobManifest) -> u64 {
+    (u128::from(job_price(m)) * u128::from(m.dispute_deposit_pct.min(100)) / 100) as u64
 }
 
 /// The client's escrow transfer made at submit.
@@ -44,7 +72,42 @@ pub fn escrow_transfer(m: &JobManifest) -> Transfer {
     }
 }
 
-/// Transfers for one verdict: pay now + hold back on pass, slash on fail.
+/// (paid now, held back) for a node's passed tiles.
+fn earnings(m: &JobManifest, tiles: &[TileRect]) -> (u64, u64) {
+    let earned: u64 = tiles
+        .iter()
+        .map(|r| m.pricing.tile_price(&m.tier, *r, m.settings.spp))
+        .sum();
+    split_on_pass(earned, &m.tier)
+}
+
+/// A transfer of `amount` unless it is zero.
+#[allow(clippy::too_many_arguments)] // one field each
+fn push(
+    out: &mut Vec<Transfer>,
+    key: String,
+    kind: TransferKind,
+    from: String,
+    to: String,
+    amount: u64,
+    round: u32,
+    tiles: u32,
+) {
+    if amount > 0 {
+        out.push(Transfer {
+            key,
+            kind,
+            from,
+            to,
+            amount,
+            round,
+            tiles,
+        });
+    }
+}
+
+/// Transfers for one final round decision: pay now + hold back on pass, slash on fail,
+/// nothing on an inconclusive check (or an escalation, which is not final).
 pub fn verdict_transfers(m: &JobManifest, o: &NodeOutcome, slash_pct: u32) -> Vec<Transfer> {
     let job = hex::encode(m.job_id);
     let base = format!("job:{job}:r{}:{}", o.round, o.node);
@@ -52,62 +115,150 @@ pub fn verdict_transfers(m: &JobManifest, o: &NodeOutcome, slash_pct: u32) -> Ve
     let mut out = Vec::new();
     match o.decision {
         Decision::Pass => {
-            let earned: u64 = o
-                .tiles
-                .iter()
-                .map(|r| m.pricing.tile_price(&m.tier, *r, m.settings.spp))
-                .sum();
-            let (paid, held) = split_on_pass(earned, &m.tier);
-            let mut push = |suffix: &str, kind, to: String, amount| {
-                if amount > 0 {
-                    out.push(Transfer {
-                        key: format!("{base}:{suffix}"),
-                        kind,
-                        from: account::escrow(&job),
-                        to,
-                        amount,
-                        round: o.round,
-                        tiles: n_tiles,
-                    });
-                }
-            };
-            push("pay", TransferKind::PayOnPass, account::node(&o.node), paid);
+            let (paid, held) = earnings(m, &o.tiles);
             push(
-                "hold",
+                &mut out,
+                format!("{base}:pay"),
+                TransferKind::PayOnPass,
+                account::escrow(&job),
+                account::node(&o.node),
+                paid,
+                o.round,
+                n_tiles,
+            );
+            push(
+                &mut out,
+                format!("{base}:hold"),
                 TransferKind::HoldBack,
+                account::escrow(&job),
                 account::holdback(&job, &o.node),
                 held,
+                o.round,
+                n_tiles,
             );
         }
-        Decision::Fail => {
-            let amount = slash_amount(o.stake_before, slash_pct);
-            if amount > 0 {
-                out.push(Transfer {
-                    key: format!("{base}:slash"),
-                    kind: TransferKind::Slash,
-                    from: account::stake(&o.node),
-                    to: account::treasury(),
-                    amount,
-                    round: o.round,
-                    tiles: n_tiles,
-                });
-            }
-        }
+        Decision::Fail => push(
+            &mut out,
+            format!("{base}:slash"),
+            TransferKind::Slash,
+            account::stake(&o.node),
+            account::treasury(),
+            slash_amount(o.stake_before, slash_pct),
+            o.round,
+            n_tiles,
+        ),
+        Decision::Escalate | Decision::Inconclusive => {}
     }
     out
 }
 
-/// Hold-back releases after the challenge window: one per node that holds anything, in
-/// key order, for the sum of its hold-backs in `so_far`.
+/// The client's dispute deposit.
+pub fn dispute_opened_transfers(m: &JobManifest) -> Vec<Transfer> {
+    let job = hex::encode(m.job_id);
+    let mut out = Vec::new();
+    push(
+        &mut out,
+        format!("job:{job}:dispute:deposit"),
+        TransferKind::DisputeDeposit,
+        account::client(&m.client),
+        account::dispute(&job),
+        dispute_deposit(m),
+        0,
+        0,
+    );
+    out
+}
+
+/// Transfers for a dispute check's final decision on a round the node had passed.
+pub fn dispute_transfers(m: &JobManifest, o: &NodeOutcome) -> Vec<Transfer> {
+    let job = hex::encode(m.job_id);
+    let base = format!("job:{job}:dispute:r{}:{}", o.round, o.node);
+    let n_tiles = o.tiles.len() as u32;
+    let mut out = Vec::new();
+    if o.decision == Decision::Fail {
+        let (paid, held) = earnings(m, &o.tiles);
+        push(
+            &mut out,
+            format!("{base}:forfeit"),
+            TransferKind::Forfeit,
+            account::holdback(&job, &o.node),
+            account::escrow(&job),
+            held,
+            o.round,
+            n_tiles,
+        );
+        push(
+            &mut out,
+            format!("{base}:clawback"),
+            TransferKind::Clawback,
+            account::node(&o.node),
+            account::escrow(&job),
+            paid,
+            o.round,
+            n_tiles,
+        );
+        push(
+            &mut out,
+            format!("{base}:slash"),
+            TransferKind::Slash,
+            account::stake(&o.node),
+            account::treasury(),
+            slash_amount(o.stake_before, m.slash_pct),
+            o.round,
+            n_tiles,
+        );
+    }
+    out
+}
+
+/// Where the dispute deposit goes once every dispute check is final.
+pub fn dispute_settled_transfers(m: &JobManifest, node_lost: bool) -> Vec<Transfer> {
+    let job = hex::encode(m.job_id);
+    let mut out = Vec::new();
+    let (key, kind, to) = if node_lost {
+        (
+            "refund",
+            TransferKind::DisputeRefund,
+            account::client(&m.client),
+        )
+    } else {
+        ("fee", TransferKind::DisputeFee, account::treasury())
+    };
+    push(
+        &mut out,
+        format!("job:{job}:dispute:{key}"),
+        kind,
+        account::dispute(&job),
+        to,
+        dispute_deposit(m),
+        0,
+        0,
+    );
+    out
+}
+
+/// Hold-back releases after the challenge window: one per node that still holds anything,
+/// in key order, for its hold-backs in `so_far` less what a dispute forfeited.
 pub fn release_transfers(m: &JobManifest, so_far: &[Transfer]) -> Vec<Transfer> {
     let job = hex::encode(m.job_id);
-    let mut held: std::collections::BTreeMap<String, (u64, u32)> = Default::default();
-    for t in so_far.iter().filter(|t| t.kind == TransferKind::HoldBack) {
-        let e = held.entry(t.to.clone()).or_default();
-        e.0 += t.amount;
-        e.1 += t.tiles;
+    let mut held: BTreeMap<String, (u64, i64)> = BTreeMap::new();
+    for t in so_far {
+        match t.kind {
+            TransferKind::HoldBack => {
+                let e = held.entry(t.to.clone()).or_default();
+                e.0 += t.amount;
+                e.1 += i64::from(t.tiles);
+            }
+            TransferKind::Forfeit => {
+                let e = held.entry(t.from.clone()).or_default();
+                e.0 = e.0.saturating_sub(t.amount);
+                e.1 -= i64::from(t.tiles);
+            }
+            _ => {}
+        }
     }
     held.into_iter()
+        .filter(|(_, (amount, _))| *amount > 0)
         .map(|(hb, (amount, tiles))| {
             let node = hb.rsplit(':').next().unwrap_or_default().to_string();
             Transfer {
@@ -117,18 +268,28 @@ pub fn release_transfers(m: &JobManifest, so_far: &[Transfer]) -> Vec<Transfer> 
                 to: format!("node:{node}"),
                 amount,
                 round: 0,
-                tiles,
+                tiles: tiles.max(0) as u32,
             }
         })
         .collect()
 }
 
-/// Every transfer of a finished job, in order: escrow, then each round's outcomes (in the
-/// order given: by round, then node key), then releases if the window has passed.
-pub fn job_transfers(m: &JobManifest, outcomes: &[NodeOutcome], released: bool) -> Vec<Transfer> {
+/// The transfers one event makes.
+pub fn event_transfers(m: &JobManifest, e: &Event) -> Vec<Transfer> {
+    match e {
+        Event::Round(o) => verdict_transfers(m, o, m.slash_pct),
+        Event::DisputeOpened => dispute_opened_transfers(m),
+        Event::Dispute(o) => dispute_transfers(m, o),
+        Event::DisputeSettled { node_lost } => dispute_settled_transfers(m, *node_lost),
+    }
+}
+
+/// Every transfer of a job, in order: escrow, then each event's, then releases if the
+/// window has passed.
+pub fn job_transfers(m: &JobManifest, events: &[Event], released: bool) -> Vec<Transfer> {
     let mut all = vec![escrow_transfer(m)];
-    for o in outcomes {
-        all.extend(verdict_transfers(m, o, m.slash_pct));
+    for e in events {
+        all.extend(event_transfers(m, e));
     }
     if released {
         let rel = release_transfers(m, &all);

@@ -9,6 +9,7 @@ use crate::canonical::{FieldWriter, JobId};
 use crate::hexser;
 use crate::keys::{KeyError, PublicKey, SecretKey};
 use crate::payments::{Pricing, SamplingPolicy, TierPolicy, Transfer};
+use crate::tolerance::{Band, TileMetrics, Tolerance};
 use crate::types::{Digest, RenderSettings};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -68,7 +69,7 @@ impl<T: Statement> Signed<T> {
 }
 
 /// Version of the manifest format.
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// The job manifest, signed by the coordinator before any task is dispatched.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -107,6 +108,15 @@ pub struct JobManifest {
     /// only after that round's commitments are fixed.
     #[serde(with = "hexser::vec32")]
     pub nonce_commitments: Vec<Digest>,
+    /// BLAKE3(nonce) of the dispute nonce: revealed only if the client disputes the job,
+    /// after the dispute's checks are fixed ([`DisputeCommitment`]).
+    #[serde(with = "hexser::arr")]
+    pub dispute_nonce_commitment: Digest,
+    /// Percentage of the job price a client deposits to dispute it; the side that loses
+    /// the dispute pays for its extra sampling.
+    pub dispute_deposit_pct: u32,
+    /// How re-renders of another class are judged.
+    pub tolerance: Tolerance,
     /// Keys whose verdicts count.
     pub verifiers: Vec<PublicKey>,
     /// Unix seconds at submit.
@@ -139,7 +149,10 @@ impl Statement for JobManifest {
             .u32(self.slash_pct)
             .u64(self.challenge_window_secs)
             .digests(&self.nonce_commitments)
-            .u32(self.verifiers.len() as u32);
+            .bytes(&self.dispute_nonce_commitment)
+            .u32(self.dispute_deposit_pct);
+        self.tolerance.write_fields(w);
+        w.u32(self.verifiers.len() as u32);
         for v in &self.verifiers {
             w.bytes(&v.0);
         }
@@ -240,14 +253,132 @@ impl Statement for RoundCommitment {
     }
 }
 
-/// Outcome of verifying one node in one round.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// The coordinator's statement that fixes a client's dispute before the dispute nonce is
+/// revealed: which (round, node) checks it covers and each node's standing at that time.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DisputeCommitment {
+    /// The job.
+    #[serde(with = "hexser::arr")]
+    pub job_id: JobId,
+    /// The client who disputes (pays the deposit).
+    pub client: String,
+    /// The last round finished when the dispute was opened.
+    pub after_round: u32,
+    /// The (round, node) pairs whose passed work is checked again, ascending.
+    pub checks: Vec<(u32, PublicKey)>,
+    /// Each disputed node's trust and stake now, ordered by key.
+    pub nodes: Vec<NodeSnapshot>,
+}
+
+impl Statement for DisputeCommitment {
+    const DOMAIN: &'static str = "tessera v1 dispute";
+    fn write_fields(&self, w: &mut FieldWriter) {
+        w.bytes(&self.job_id)
+            .str(&self.client)
+            .u32(self.after_round)
+            .u32(self.checks.len() as u32);
+        for (r, n) in &self.checks {
+            w.u32(*r).bytes(&n.0);
+        }
+        w.u32(self.nodes.len() as u32);
+        for n in &self.nodes {
+            w.bytes(&n.node.0).u32(n.trust).u64(n.stake);
+        }
+    }
+}
+
+/// Outcome of one check of one node in one round.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
-    /// Every sampled tile matched: pay.
+    /// Every sampled tile matched or was close: pay.
     Pass,
-    /// A sampled tile did not match: no pay, slash, requeue.
+    /// A confirmed failure (a delivered tile that does not hash to its commitment, or a
+    /// tile far out of tolerance on an escalated check): no pay, slash, requeue.
     Fail,
+    /// A first check found a tile that is not close: no verdict on the node yet; more
+    /// samples go to a second verifier ([`CheckKind::escalated`]).
+    Escalate,
+    /// An escalated check found tiles in the ambiguous band and none far: the node is
+    /// neither paid nor slashed for the round and its tiles are rendered elsewhere.
+    Inconclusive,
+}
+
+impl Decision {
+    /// The byte written when a verdict is signed.
+    pub fn code(self) -> u8 {
+        match self {
+            Decision::Fail => 0,
+            Decision::Pass => 1,
+            Decision::Escalate => 2,
+            Decision::Inconclusive => 3,
+        }
+    }
+
+    /// Whether this decision ends the node's verification in the round (everything but
+    /// [`Decision::Escalate`]).
+    pub fn is_final(self) -> bool {
+        self != Decision::Escalate
+    }
+}
+
+/// Which check of a node's round a verdict answers. The first check samples k tiles with
+/// the round's nonce; an escalated check samples `escalation_multiplier` times as many
+/// from the same seed (a superset: the first k of the same shuffle); a dispute check uses
+/// the dispute nonce and starts at the escalated size.
+#[derive(
+    Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub struct CheckKind {
+    /// Opened by a client dispute (seeded by the dispute nonce).
+    #[serde(default)]
+    pub dispute: bool,
+    /// The second, larger check after an ambiguous first one.
+    #[serde(default)]
+    pub escalated: bool,
+}
+
+impl CheckKind {
+    /// The first check of a round.
+    pub const FIRST: CheckKind = CheckKind {
+        dispute: false,
+        escalated: false,
+    };
+
+    /// This check escalated.
+    pub fn escalate(self) -> CheckKind {
+        CheckKind {
+            escalated: true,
+            ..self
+        }
+    }
+
+    /// How many times the node's base k this check samples.
+    pub fn k_multiplier(self, escalation_multiplier: u32) -> u32 {
+        let m = escalation_multiplier.max(1);
+        let mut f = 1u32;
+        if self.dispute {
+            f = f.saturating_mul(m);
+        }
+        if self.escalated {
+            f = f.saturating_mul(m);
+        }
+        f
+    }
+
+    /// A short label for logs and ids: `first`, `escalated`, `dispute`, `dispute-escalated`.
+    pub fn label(self) -> &'static str {
+        match (self.dispute, self.escalated) {
+            (false, false) => "first",
+            (false, true) => "escalated",
+            (true, false) => "dispute",
+            (true, true) => "dispute-escalated",
+        }
+    }
+
+    fn code(self) -> u8 {
+        u8::from(self.dispute) << 1 | u8::from(self.escalated)
+    }
 }
 
 /// One re-rendered sample.
@@ -267,8 +398,13 @@ pub struct SampleCheck {
     pub rerender_hash: Digest,
     /// Whether the delivered bytes hashed to the committed hash (integrity).
     pub delivered_ok: bool,
-    /// Whether the re-render matched (bytes, within one class).
+    /// Whether the re-render has the same bytes as the committed tile.
     pub matched: bool,
+    /// The re-render against the delivered tile ([`TileMetrics::IDENTICAL`] when the
+    /// bytes match).
+    pub metrics: TileMetrics,
+    /// The band the manifest's tolerance puts those metrics in.
+    pub band: Band,
 }
 
 /// The verifier's signed verdict on one node's work in one round.
@@ -279,6 +415,9 @@ pub struct Verdict {
     pub job_id: JobId,
     /// The round.
     pub round: u32,
+    /// Which check of the round this is.
+    #[serde(default)]
+    pub check: CheckKind,
     /// The node judged.
     pub node: PublicKey,
     /// The sample seed (recomputable from the round root, nonce, job id and node key).
@@ -302,6 +441,7 @@ impl Statement for Verdict {
     fn write_fields(&self, w: &mut FieldWriter) {
         w.bytes(&self.job_id)
             .u32(self.round)
+            .u8(self.check.code())
             .bytes(&self.node.0)
             .bytes(&self.seed)
             .u32(self.n_committed)
@@ -315,11 +455,10 @@ impl Statement for Verdict {
                 .bytes(&s.rerender_hash)
                 .u8(s.delivered_ok as u8)
                 .u8(s.matched as u8);
+            s.metrics.write_fields(w);
+            w.u8(s.band.code());
         }
-        w.bytes(&self.verifier_class_id).u8(match self.decision {
-            Decision::Pass => 1,
-            Decision::Fail => 0,
-        });
+        w.bytes(&self.verifier_class_id).u8(self.decision.code());
     }
 }
 
@@ -367,6 +506,12 @@ pub struct PaymentReceipt {
     pub job_id: JobId,
     /// The transfers, in the order they were applied.
     pub transfers: Vec<Transfer>,
+    /// Slashes the rules charged that found the node's stake already empty (slashed away
+    /// on other jobs since this job's snapshot), each as the rules sized it. Listed so a
+    /// slash can never silently vanish from the receipt: the audit wants every slash the
+    /// verdicts call for either among the transfers or here.
+    #[serde(default)]
+    pub uncollected: Vec<Transfer>,
 }
 
 impl Statement for PaymentReceipt {
@@ -374,6 +519,10 @@ impl Statement for PaymentReceipt {
     fn write_fields(&self, w: &mut FieldWriter) {
         w.bytes(&self.job_id).u32(self.transfers.len() as u32);
         for t in &self.transfers {
+            t.write_fields(w);
+        }
+        w.u32(self.uncollected.len() as u32);
+        for t in &self.uncollected {
             t.write_fields(w);
         }
     }

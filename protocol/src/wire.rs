@@ -6,12 +6,14 @@ use crate::bundle::{BatchRecord, SampleProof};
 use crate::canonical::JobId;
 use crate::hexser;
 use crate::keys::PublicKey;
-use crate::statements::{JobManifest, RoundCommitment, Signed, Verdict};
+use crate::statements::{
+    CheckKind, DisputeCommitment, JobManifest, RoundCommitment, Signed, Verdict,
+};
 use crate::types::{DeterminismClass, Digest, RenderSettings, TileRect};
 use serde::{Deserialize, Serialize};
 
 /// Version of every wire message.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 
 // Queue names are logical: on RabbitMQ, queue `q` is `{namespace}.{q}` (namespace
 // `tessera` by default). See docs/PROTOCOL.md.
@@ -22,6 +24,12 @@ pub const QUEUE_TASKS: &str = "tasks";
 pub const QUEUE_RESULTS: &str = "results";
 /// Queue of verification requests (competing consumers: the verifiers).
 pub const QUEUE_VERIFY: &str = "verify";
+/// The queue of verify requests routed to one verifier (escalated checks go to a second
+/// verifier, of another class when one is registered): `verifier.` and its full key in hex.
+pub fn verifier_queue(verifier: &PublicKey) -> String {
+    format!("verifier.{verifier}")
+}
+
 /// Queue of verdicts (consumer: the coordinator).
 pub const QUEUE_VERDICTS: &str = "verdicts";
 /// Queue of signed [`crate::statements::NodeSignal`]s: lease heartbeats, declines and
@@ -207,7 +215,13 @@ pub struct VerifyRequest {
     pub commitment: Signed<RoundCommitment>,
     /// Every batch of the round (the verifier recomputes the round root).
     pub round_batches: Vec<BatchRecord>,
-    /// The revealed nonce.
+    /// Which check this is.
+    #[serde(default)]
+    pub check: CheckKind,
+    /// For a dispute check: the coordinator's signed dispute commitment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispute: Option<Signed<DisputeCommitment>>,
+    /// The revealed nonce: the round's, or the dispute nonce for a dispute check.
     #[serde(with = "hexser::arr")]
     pub nonce: Digest,
     /// The node under verification.

@@ -264,6 +264,9 @@ impl Farm {
             &format!("studio={TOKEN}"),
             "--namespace",
             &self.ns,
+            // Hold-backs are released as each job ends, so every test ends with them at 0.
+            "--challenge-window",
+            "0",
         ]
         .iter()
         .map(|s| s.to_string())

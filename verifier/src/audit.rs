@@ -2,16 +2,21 @@
 //! which check failed. Optionally check an image against the committed tiles, and re-render
 //! the sampled tiles on a local renderer.
 
-use crate::checks;
 use crate::verify::decision_for;
+use crate::{checks, tolerance};
 use std::collections::{BTreeMap, BTreeSet};
-use tessera_protocol::bundle::{BatchRecord, ProofBundle, BUNDLE_FORMAT, BUNDLE_VERSION};
+use tessera_protocol::bundle::{
+    BatchRecord, DisputeRecord, NodeSamples, ProofBundle, BUNDLE_FORMAT, BUNDLE_VERSION,
+};
 use tessera_protocol::canonical::{crop, tile_hash};
 use tessera_protocol::keys::PublicKey;
 use tessera_protocol::merkle;
-use tessera_protocol::payments::{Ledger, TransferKind};
-use tessera_protocol::rules::{job_transfers, NodeOutcome};
-use tessera_protocol::statements::Decision;
+use tessera_protocol::payments::{Ledger, Transfer, TransferKind};
+use tessera_protocol::rules::{job_transfers, Event, NodeOutcome};
+use tessera_protocol::statements::{
+    CheckKind, Decision, JobManifest, NodeSnapshot, RoundCommitment, Signed, Verdict,
+};
+use tessera_protocol::tolerance::{Band, TileMetrics};
 use tessera_protocol::{Digest, TileRenderer};
 
 /// One named check and its outcome.
@@ -141,7 +146,7 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
         .flat_map(|&f| (0..layout.len() as u32).map(move |t| (f, t)))
         .collect();
     let mut failed_nodes: BTreeSet<PublicKey> = BTreeSet::new();
-    let mut outcomes: Vec<NodeOutcome> = Vec::new();
+    let mut outcomes: Vec<Event> = Vec::new();
     // (frame, tile) -> (round, batch index, position) of the passed leaf.
     let mut accepted: BTreeMap<(u32, u32), (u32, usize, usize)> = BTreeMap::new();
 
@@ -241,203 +246,93 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
 
         let round_nodes: BTreeSet<PublicKey> =
             batches.iter().map(|b| b.signed.statement.node).collect();
-        let sampled_nodes: BTreeSet<PublicKey> = round.samples.iter().map(|s| s.node).collect();
-        if round_nodes != sampled_nodes || round.samples.len() != round_nodes.len() {
+        let mut next_pending = BTreeSet::new();
+        let entries = pair_checks(
+            &mut r,
+            &format!("round {rn}"),
+            &round.samples,
+            &round.verdicts,
+        );
+        let listed: BTreeSet<PublicKey> = entries.keys().map(|(_, n, _)| *n).collect();
+        if listed != round_nodes {
             r.fail(
                 "sample indices",
                 format!(
-                    "round {rn}: samples list {} nodes, {} nodes committed",
-                    round.samples.len(),
+                    "round {rn}: checks cover {} nodes, {} nodes committed",
+                    listed.len(),
                     round_nodes.len()
                 ),
             );
         }
-        let mut next_pending = BTreeSet::new();
-        for ns in &round.samples {
-            let exp = match checks::expected_sample(
-                m,
-                &round.commitment.statement,
-                &round.nonce,
-                batches,
-                &ns.node,
-            ) {
-                Ok(e) => e,
-                Err(e) => {
-                    r.fail("sample seed", e);
-                    continue;
-                }
-            };
-            let who = format!("round {rn} node {}", ns.node.short());
-            r.record(
-                "sample seed",
-                if ns.seed == exp.seed {
-                    Ok(format!("{who}: seed re-derived"))
-                } else {
-                    Err(format!(
-                        "{who}: seed {} is not the derived {}",
-                        hex::encode(ns.seed),
-                        hex::encode(exp.seed)
-                    ))
-                },
-            );
-            r.record(
-                "sample indices",
-                if ns.indices == exp.indices && ns.n_committed == exp.n {
-                    Ok(format!(
-                        "{who}: {} of {} leaves sampled (k = {})",
-                        exp.indices.len(),
-                        exp.n,
-                        exp.k
-                    ))
-                } else {
-                    Err(format!(
-                        "{who}: indices {:?} (n {}) are not the derived {:?} (n {})",
-                        ns.indices, ns.n_committed, exp.indices, exp.n
-                    ))
-                },
-            );
-            let proof_idx: Vec<u32> = ns.proofs.iter().map(|p| p.leaf_index).collect();
-            let proofs = if proof_idx != exp.indices {
-                Err(format!(
-                    "{who}: proofs cover leaves {proof_idx:?}, sampled {:?}",
-                    exp.indices
-                ))
-            } else {
-                ns.proofs
-                    .iter()
-                    .try_for_each(|p| checks::check_proof(batches, &ns.node, p))
-                    .map(|_| format!("{who}: {} inclusion proofs", ns.proofs.len()))
-            };
-            r.record("merkle proofs", proofs);
-
-            // The verdict for this node.
-            let verdicts: Vec<_> = round
-                .verdicts
-                .iter()
-                .filter(|v| v.statement.node == ns.node)
-                .collect();
-            let [verdict] = verdicts.as_slice() else {
-                r.fail(
-                    "verdict",
-                    format!("{who}: {} verdicts, expected exactly one", verdicts.len()),
-                );
+        let ctx = CheckContext {
+            m,
+            batches,
+            commitment: &round.commitment.statement,
+            nonce: &round.nonce,
+        };
+        for node in &round_nodes {
+            let who = format!("round {rn} node {}", node.short());
+            let Some(decision) = audit_chain(&mut r, &ctx, &entries, *node, CheckKind::FIRST, &who)
+            else {
                 continue;
             };
-            r.record(
-                "verdict signature",
-                verdict
-                    .verify()
-                    .map_err(|e| format!("{who}: verdict: {e}"))
-                    .and_then(|_| {
-                        if m.verifiers.contains(&verdict.signer) {
-                            Ok(format!(
-                                "{who}: signed by verifier {}",
-                                verdict.signer.short()
-                            ))
-                        } else {
-                            Err(format!(
-                                "{who}: verdict signed by {} which the manifest does not name",
-                                verdict.signer.short()
-                            ))
-                        }
-                    }),
-            );
-            let v = &verdict.statement;
-            let leaves = checks::node_leaves(batches, &ns.node);
-            let mut verr = Vec::new();
-            if v.job_id != m.job_id || v.round != rn {
-                verr.push("names another job or round".to_string());
-            }
-            if v.seed != exp.seed || v.n_committed != exp.n || v.k != exp.k {
-                verr.push("seed, n or k differ from the derived ones".to_string());
-            }
-            let vidx: Vec<u32> = v.samples.iter().map(|s| s.leaf_index).collect();
-            if vidx != exp.indices {
-                verr.push(format!(
-                    "checked leaves {vidx:?}, sampled {:?}",
-                    exp.indices
-                ));
-            }
-            for s in &v.samples {
-                if let Some(&(bi, pos)) = leaves.get(s.leaf_index as usize) {
-                    let t = &batches[bi].tiles[pos];
-                    if t.tile_hash != s.committed_hash
-                        || t.tile_index != s.tile_index
-                        || batches[bi].signed.statement.frame != s.frame
-                    {
-                        verr.push(format!(
-                            "leaf {}: committed tile differs from the batch",
-                            s.leaf_index
-                        ));
-                    }
-                    if s.matched != (s.rerender_hash == s.committed_hash) {
-                        verr.push(format!(
-                            "leaf {}: 'matched' contradicts the hashes",
-                            s.leaf_index
-                        ));
-                    }
-                }
-            }
-            if v.decision != decision_for(&v.samples) {
-                verr.push(format!(
-                    "decision {:?} does not follow from the samples",
-                    v.decision
-                ));
-            }
-            r.record(
-                "verdict",
-                if verr.is_empty() {
-                    Ok(format!("{who}: {:?}", v.decision))
-                } else {
-                    Err(format!("{who}: {}", verr.join("; ")))
-                },
-            );
-
-            let stake_before = round
-                .commitment
-                .statement
-                .nodes
-                .iter()
-                .find(|n| n.node == ns.node)
-                .map_or(0, |n| n.stake);
-            let node_tiles: Vec<_> = leaves
-                .iter()
-                .map(|&(bi, pos)| batches[bi].tiles[pos].rect)
-                .collect();
-            outcomes.push(NodeOutcome {
+            let leaves = checks::node_leaves(batches, node);
+            outcomes.push(Event::Round(NodeOutcome {
                 round: rn,
-                node: ns.node,
-                decision: v.decision,
-                tiles: node_tiles,
-                stake_before,
-            });
+                node: *node,
+                decision,
+                tiles: leaves
+                    .iter()
+                    .map(|&(bi, pos)| batches[bi].tiles[pos].rect)
+                    .collect(),
+                stake_before: snapshot(&round.commitment.statement.nodes, node).stake,
+            }));
             for &(bi, pos) in &leaves {
                 let s = &batches[bi].signed.statement;
                 let key = (s.frame, s.tile_ids[pos]);
-                match v.decision {
-                    Decision::Pass => {
-                        accepted.insert(key, (rn, bi, pos));
-                    }
-                    Decision::Fail => {
-                        next_pending.insert(key);
-                    }
+                if decision == Decision::Pass {
+                    accepted.insert(key, (rn, bi, pos));
+                } else {
+                    next_pending.insert(key);
                 }
             }
-            if v.decision == Decision::Fail {
-                failed_nodes.insert(ns.node);
+            if decision != Decision::Pass {
+                failed_nodes.insert(*node);
             }
         }
-        if round.verdicts.len() != round_nodes.len() {
-            r.fail(
-                "verdict",
-                format!(
-                    "round {rn}: {} verdicts for {} nodes",
-                    round.verdicts.len(),
-                    round_nodes.len()
-                ),
+        // A dispute opened after this round checks the passed work again.
+        for d in b
+            .disputes
+            .iter()
+            .filter(|d| d.commitment.statement.after_round == rn)
+        {
+            audit_dispute(
+                &mut r,
+                b,
+                d,
+                &coord,
+                rn,
+                &mut outcomes,
+                &mut accepted,
+                &mut next_pending,
+                &mut failed_nodes,
             );
         }
         pending = next_pending;
+    }
+    if let Some(d) = b
+        .disputes
+        .iter()
+        .find(|d| d.commitment.statement.after_round as usize >= b.rounds.len())
+    {
+        r.fail(
+            "dispute",
+            format!(
+                "a dispute names round {} as done; the bundle has {} rounds",
+                d.commitment.statement.after_round,
+                b.rounds.len()
+            ),
+        );
     }
     r.record(
         "rounds",
@@ -579,13 +474,79 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
         .any(|t| t.kind == TransferKind::Release);
     let expected = job_transfers(m, &outcomes, released);
     let got = &p.statement.transfers;
-    let pay_result = if *got == expected {
+    // The receipt lists transfers in the order they were applied, which depends on when
+    // verdicts arrived; the rules fix the set. So: the same transfers, each once, and in
+    // the receipt's own order no account the rules protect ever goes negative.
+    let by_key = |ts: &[Transfer]| -> BTreeMap<String, Transfer> {
+        ts.iter().map(|t| (t.key.clone(), t.clone())).collect()
+    };
+    let (got_set, mut want_set) = (by_key(got), by_key(&expected));
+    // A slash takes at most what the stake held when it was applied (the same stake may
+    // have been slashed on another job since the snapshot): up to the rule's amount, or,
+    // when the stake was empty, nothing, and then the receipt lists it as uncollected,
+    // exactly as the rules sized it. Every slash the verdicts call for is in one place.
+    let uncollected = &p.statement.uncollected;
+    let mut uncollected_err = None;
+    for u in uncollected {
+        match want_set.get(&u.key) {
+            Some(w) if w == u && w.kind == TransferKind::Slash && !got_set.contains_key(&u.key) => {
+                want_set.remove(&u.key);
+            }
+            _ => {
+                uncollected_err = Some(format!(
+                    "uncollected {} is not a slash the rules charge, or was also collected",
+                    u.key
+                ))
+            }
+        }
+    }
+    for (k, t) in want_set.iter_mut() {
+        if let Some(g) = got_set.get(k) {
+            if t.kind == TransferKind::Slash
+                && g.kind == t.kind
+                && g.amount > 0
+                && g.amount <= t.amount
+            {
+                t.amount = g.amount;
+            }
+        }
+    }
+    let pay_result = if let Some(e) = uncollected_err {
+        Err(e)
+    } else if got_set.len() != got.len() {
+        Err("a transfer key appears twice in the receipt".to_string())
+    } else if got_set != want_set {
+        let missing: Vec<&String> = want_set
+            .keys()
+            .filter(|k| !got_set.contains_key(*k))
+            .collect();
+        let extra: Vec<&String> = got_set
+            .keys()
+            .filter(|k| !want_set.contains_key(*k))
+            .collect();
+        let differ: Vec<&String> = got_set
+            .iter()
+            .filter(|(k, t)| want_set.get(*k).is_some_and(|w| w != *t))
+            .map(|(k, _)| k)
+            .collect();
+        Err(format!(
+            "{} transfers in the receipt, {} follow from the verdicts and rules; missing {missing:?}, not due {extra:?}, different {differ:?}",
+            got.len(),
+            expected.len()
+        ))
+    } else {
         let mut ledger = Ledger::new();
-        // Fund the payers the receipt draws on from outside, then apply in order.
+        // Fund from outside the payers the job does not fund itself (the client's account
+        // and the nodes' stakes), then apply in the receipt's order: a clawback must be
+        // covered by what the job paid the node.
         let mut err = None;
         for t in got {
-            if t.kind == TransferKind::Escrow || t.kind == TransferKind::Slash {
-                let _ = ledger.apply(&tessera_protocol::payments::Transfer {
+            let outside = matches!(
+                t.kind,
+                TransferKind::Escrow | TransferKind::Slash | TransferKind::DisputeDeposit
+            );
+            if outside {
+                let _ = ledger.apply(&Transfer {
                     key: format!("fund:{}", t.key),
                     kind: TransferKind::Deposit,
                     from: "external:audit".into(),
@@ -596,7 +557,7 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
                 });
             }
             if let Err(e) = ledger.apply(t) {
-                err = Some(e.to_string());
+                err.get_or_insert(e.to_string());
             }
         }
         let paid_tiles: u32 = got
@@ -608,16 +569,444 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
             Some(e) => Err(e),
             None => Ok(format!("{} transfers follow from the verdicts and tier {:?}; {} tiles paid; ledger sums to {}", got.len(), m.tier.name, paid_tiles, ledger.total())),
         }
-    } else {
-        let first = got
-            .iter()
-            .zip(&expected)
-            .position(|(a, b)| a != b)
-            .unwrap_or(got.len().min(expected.len()));
-        Err(format!("{} transfers in the receipt, {} follow from the rules; first difference at #{first}: got {:?}, expected {:?}", got.len(), expected.len(), got.get(first), expected.get(first)))
     };
     r.record("payments", pay_result);
     r
+}
+
+/// The samples and verdict of one check, paired by (node, check kind).
+type Entries<'a> = BTreeMap<(u32, PublicKey, CheckKind), (&'a NodeSamples, &'a Signed<Verdict>)>;
+
+/// Pair each sample record with the verdict of the same node and check; anything unpaired
+/// or repeated is a failed check.
+fn pair_checks<'a>(
+    r: &mut AuditReport,
+    what: &str,
+    samples: &'a [NodeSamples],
+    verdicts: &'a [Signed<Verdict>],
+) -> Entries<'a> {
+    let mut out = Entries::new();
+    let mut errs = Vec::new();
+    for ns in samples {
+        let key = (ns.round, ns.node, ns.check);
+        let matching: Vec<_> = verdicts
+            .iter()
+            .filter(|v| {
+                v.statement.round == ns.round
+                    && v.statement.node == ns.node
+                    && v.statement.check == ns.check
+            })
+            .collect();
+        match matching.as_slice() {
+            [v] => {
+                if out.insert(key, (ns, *v)).is_some() {
+                    errs.push(format!(
+                        "node {} has two {} sample records",
+                        ns.node.short(),
+                        ns.check.label()
+                    ));
+                }
+            }
+            other => errs.push(format!(
+                "node {} {} check: {} verdicts, expected exactly one",
+                ns.node.short(),
+                ns.check.label(),
+                other.len()
+            )),
+        }
+    }
+    if verdicts.len() != samples.len() {
+        errs.push(format!(
+            "{} verdicts for {} sample records",
+            verdicts.len(),
+            samples.len()
+        ));
+    }
+    for e in errs {
+        r.fail("verdict", format!("{what}: {e}"));
+    }
+    out
+}
+
+/// What one check is judged against.
+struct CheckContext<'a> {
+    m: &'a JobManifest,
+    batches: &'a [BatchRecord],
+    commitment: &'a RoundCommitment,
+    nonce: &'a Digest,
+}
+
+/// A node's standing in a snapshot (zero when it is missing; the caller checks presence).
+fn snapshot(nodes: &[NodeSnapshot], node: &PublicKey) -> NodeSnapshot {
+    nodes
+        .iter()
+        .find(|n| n.node == *node)
+        .cloned()
+        .unwrap_or(NodeSnapshot {
+            node: *node,
+            trust: 0,
+            stake: 0,
+        })
+}
+
+/// Audit the chain of checks of one node that starts at `start` (a first or a dispute
+/// check): the start check, and its escalated check exactly when the start escalated.
+/// Returns the final decision, or None when the chain is broken (already reported).
+fn audit_chain(
+    r: &mut AuditReport,
+    ctx: &CheckContext<'_>,
+    entries: &Entries<'_>,
+    node: PublicKey,
+    start: CheckKind,
+    who: &str,
+) -> Option<Decision> {
+    let round = ctx.commitment.round;
+    let Some(&(ns, v)) = entries.get(&(round, node, start)) else {
+        r.fail(
+            "verdict",
+            format!("{who}: no {} check recorded", start.label()),
+        );
+        return None;
+    };
+    let first = audit_check(r, ctx, ns, v, &format!("{who} {}", start.label()))?;
+    let escalated = entries.get(&(round, node, start.escalate()));
+    match (first, escalated) {
+        (Decision::Escalate, Some(&(ens, ev))) => {
+            let wider = ns.indices.iter().all(|i| ens.indices.contains(i));
+            r.record(
+                "escalation",
+                if wider {
+                    Ok(format!(
+                        "{who}: escalated from {} to {} samples",
+                        ns.indices.len(),
+                        ens.indices.len()
+                    ))
+                } else {
+                    Err(format!(
+                        "{who}: the escalated sample does not contain the first one"
+                    ))
+                },
+            );
+            let d = audit_check(
+                r,
+                ctx,
+                ens,
+                ev,
+                &format!("{who} {}", start.escalate().label()),
+            )?;
+            if d == Decision::Escalate {
+                r.fail(
+                    "escalation",
+                    format!("{who}: an escalated check escalated again"),
+                );
+                return None;
+            }
+            Some(d)
+        }
+        (Decision::Escalate, None) => {
+            r.fail(
+                "escalation",
+                format!("{who}: the check escalated but no escalated check follows"),
+            );
+            None
+        }
+        (d, Some(_)) => {
+            r.fail(
+                "escalation",
+                format!("{who}: an escalated check follows a {d:?} decision"),
+            );
+            None
+        }
+        (d, None) => Some(d),
+    }
+}
+
+/// Audit one check: seed, indices, proofs, evidence, the verdict's signature and
+/// fields, every sample's band, and the decision. Returns the verdict's decision when the
+/// verdict itself is consistent with the rules.
+fn audit_check(
+    r: &mut AuditReport,
+    ctx: &CheckContext<'_>,
+    ns: &NodeSamples,
+    verdict: &Signed<Verdict>,
+    who: &str,
+) -> Option<Decision> {
+    let m = ctx.m;
+    let exp = match checks::expected_sample(
+        m,
+        ctx.commitment,
+        ctx.nonce,
+        ctx.batches,
+        &ns.node,
+        ns.check,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            r.fail("sample seed", format!("{who}: {e}"));
+            return None;
+        }
+    };
+    r.record(
+        "sample seed",
+        if ns.seed == exp.seed {
+            Ok(format!("{who}: seed re-derived"))
+        } else {
+            Err(format!(
+                "{who}: seed {} is not the derived {}",
+                hex::encode(ns.seed),
+                hex::encode(exp.seed)
+            ))
+        },
+    );
+    r.record(
+        "sample indices",
+        if ns.indices == exp.indices && ns.n_committed == exp.n {
+            Ok(format!(
+                "{who}: {} of {} leaves sampled (k = {})",
+                exp.indices.len(),
+                exp.n,
+                exp.k
+            ))
+        } else {
+            Err(format!(
+                "{who}: indices {:?} (n {}) are not the derived {:?} (n {})",
+                ns.indices, ns.n_committed, exp.indices, exp.n
+            ))
+        },
+    );
+    let proof_idx: Vec<u32> = ns.proofs.iter().map(|p| p.leaf_index).collect();
+    let proofs = if proof_idx != exp.indices {
+        Err(format!(
+            "{who}: proofs cover leaves {proof_idx:?}, sampled {:?}",
+            exp.indices
+        ))
+    } else {
+        ns.proofs
+            .iter()
+            .try_for_each(|p| checks::check_proof(ctx.batches, &ns.node, p))
+            .map(|_| format!("{who}: {} inclusion proofs", ns.proofs.len()))
+    };
+    r.record("merkle proofs", proofs);
+
+    r.record(
+        "verdict signature",
+        verdict
+            .verify()
+            .map_err(|e| format!("{who}: verdict: {e}"))
+            .and_then(|_| {
+                if m.verifiers.contains(&verdict.signer) {
+                    Ok(format!(
+                        "{who}: signed by verifier {}",
+                        verdict.signer.short()
+                    ))
+                } else {
+                    Err(format!(
+                        "{who}: verdict signed by {} which the manifest does not name",
+                        verdict.signer.short()
+                    ))
+                }
+            }),
+    );
+    let v = &verdict.statement;
+    let leaves = checks::node_leaves(ctx.batches, &ns.node);
+    let mut verr = Vec::new();
+    if v.job_id != m.job_id || v.round != ctx.commitment.round || v.check != ns.check {
+        verr.push("names another job, round or check".to_string());
+    }
+    if v.seed != exp.seed || v.n_committed != exp.n || v.k != exp.k {
+        verr.push("seed, n or k differ from the derived ones".to_string());
+    }
+    let vidx: Vec<u32> = v.samples.iter().map(|s| s.leaf_index).collect();
+    if vidx != exp.indices {
+        verr.push(format!(
+            "checked leaves {vidx:?}, sampled {:?}",
+            exp.indices
+        ));
+    }
+    if ns.delivered.len() != v.samples.len() {
+        verr.push(format!(
+            "{} delivered tiles recorded for {} samples",
+            ns.delivered.len(),
+            v.samples.len()
+        ));
+    }
+    for (i, s) in v.samples.iter().enumerate() {
+        if let Some(&(bi, pos)) = leaves.get(s.leaf_index as usize) {
+            let t = &ctx.batches[bi].tiles[pos];
+            if t.tile_hash != s.committed_hash
+                || t.tile_index != s.tile_index
+                || ctx.batches[bi].signed.statement.frame != s.frame
+            {
+                verr.push(format!(
+                    "leaf {}: committed tile differs from the batch",
+                    s.leaf_index
+                ));
+            }
+            if let Some(bytes) = ns.delivered.get(i) {
+                let ok = tile_hash(bytes) == t.tile_hash && bytes.len() == t.rect.canonical_len();
+                if ok != s.delivered_ok {
+                    verr.push(format!(
+                        "leaf {}: 'delivered_ok' contradicts the recorded delivered bytes",
+                        s.leaf_index
+                    ));
+                }
+            }
+        }
+        if s.matched != (s.rerender_hash == s.committed_hash) {
+            verr.push(format!(
+                "leaf {}: 'matched' contradicts the hashes",
+                s.leaf_index
+            ));
+        }
+        if s.matched && s.metrics != TileMetrics::IDENTICAL {
+            verr.push(format!(
+                "leaf {}: identical bytes with non-identical metrics",
+                s.leaf_index
+            ));
+        }
+        if s.delivered_ok && s.band != m.tolerance.band(s.matched, &s.metrics) {
+            verr.push(format!(
+                "leaf {}: band {:?} does not follow from its metrics under the manifest's tolerance",
+                s.leaf_index, s.band
+            ));
+        }
+    }
+    if v.decision != decision_for(v.check, &v.samples) {
+        verr.push(format!(
+            "decision {:?} does not follow from the samples",
+            v.decision
+        ));
+    }
+    let ok = verr.is_empty();
+    r.record(
+        "verdict",
+        if ok {
+            Ok(format!("{who}: {:?}", v.decision))
+        } else {
+            Err(format!("{who}: {}", verr.join("; ")))
+        },
+    );
+    ok.then_some(v.decision)
+}
+
+/// Audit one dispute opened after round `rn`: its commitment, nonce, checks and verdicts,
+/// and apply its outcome: failed nodes lose the round's tiles, which later rounds must
+/// cover again.
+#[allow(clippy::too_many_arguments)] // the audit's running state
+fn audit_dispute(
+    r: &mut AuditReport,
+    b: &ProofBundle,
+    d: &DisputeRecord,
+    coord: &PublicKey,
+    rn: u32,
+    events: &mut Vec<Event>,
+    accepted: &mut BTreeMap<(u32, u32), (u32, usize, usize)>,
+    pending: &mut BTreeSet<(u32, u32)>,
+    failed_nodes: &mut BTreeSet<PublicKey>,
+) {
+    let m = &b.manifest.statement;
+    let dc = &d.commitment.statement;
+    let what = format!("dispute after round {rn}");
+    // It must cover exactly the (round, node) pairs whose work was accepted then.
+    let passed: BTreeSet<(u32, PublicKey)> = accepted
+        .values()
+        .map(|&(round, bi, _)| {
+            (
+                round,
+                b.rounds[round as usize].batches[bi].signed.statement.node,
+            )
+        })
+        .collect();
+    let listed: BTreeSet<(u32, PublicKey)> = dc.checks.iter().copied().collect();
+    r.record(
+        "dispute",
+        d.commitment
+            .verify()
+            .map_err(|e| format!("{what}: commitment: {e}"))
+            .and_then(|_| {
+                if d.commitment.signer != *coord || dc.job_id != m.job_id {
+                    Err(format!(
+                        "{what}: commitment not signed by the coordinator for this job"
+                    ))
+                } else if dc.client != m.client {
+                    Err(format!(
+                        "{what}: opened by {:?}, the job's client is {:?}",
+                        dc.client, m.client
+                    ))
+                } else if listed != passed || listed.len() != dc.checks.len() {
+                    Err(format!(
+                        "{what}: checks {} (round, node) pairs, {} had passed",
+                        dc.checks.len(),
+                        passed.len()
+                    ))
+                } else {
+                    checks::check_check_nonce(
+                        m,
+                        rn,
+                        CheckKind {
+                            dispute: true,
+                            escalated: false,
+                        },
+                        &d.nonce,
+                    )
+                    .map(|_| {
+                        format!(
+                            "{what}: {} checks fixed before the dispute nonce was revealed",
+                            dc.checks.len()
+                        )
+                    })
+                    .map_err(|e| format!("{what}: {e}"))
+                }
+            }),
+    );
+    events.push(Event::DisputeOpened);
+    let entries = pair_checks(r, &what, &d.samples, &d.verdicts);
+    let mut node_lost = false;
+    let start = CheckKind {
+        dispute: true,
+        escalated: false,
+    };
+    for &(round, node) in &dc.checks {
+        let Some(rec) = b.rounds.get(round as usize) else {
+            r.fail(
+                "dispute",
+                format!("{what}: names round {round}, which does not exist"),
+            );
+            continue;
+        };
+        let ctx = CheckContext {
+            m,
+            batches: &rec.batches,
+            commitment: &rec.commitment.statement,
+            nonce: &d.nonce,
+        };
+        let who = format!("{what}: round {round} node {}", node.short());
+        let Some(decision) = audit_chain(r, &ctx, &entries, node, start, &who) else {
+            continue;
+        };
+        let leaves = checks::node_leaves(&rec.batches, &node);
+        events.push(Event::Dispute(NodeOutcome {
+            round,
+            node,
+            decision,
+            tiles: leaves
+                .iter()
+                .map(|&(bi, pos)| rec.batches[bi].tiles[pos].rect)
+                .collect(),
+            stake_before: snapshot(&dc.nodes, &node).stake,
+        }));
+        if decision == Decision::Fail {
+            node_lost = true;
+            failed_nodes.insert(node);
+            for &(bi, pos) in &leaves {
+                let s = &rec.batches[bi].signed.statement;
+                let key = (s.frame, s.tile_ids[pos]);
+                accepted.remove(&key);
+                pending.insert(key);
+            }
+        }
+    }
+    events.push(Event::DisputeSettled { node_lost });
 }
 
 /// Check a decoded frame (canonical RGBA16F bytes, row-major, `width × height`) against the
@@ -676,78 +1065,119 @@ pub fn check_image(
     }
 }
 
-/// Re-render every sampled tile of every verdict with `renderer` and compare: in the
-/// verifier's class the bytes must hash to the verifier's re-render hash; in a node's class
-/// a passed tile must hash to the committed hash.
+/// Re-render every sampled tile of every check (rounds and disputes) with `renderer` and
+/// compare, whatever this adapter's class:
+/// - in the verifier's class the bytes must hash to the verifier's re-render hash, and the
+///   metrics against the recorded delivered tile must equal the verdict's;
+/// - in another class (a node's, or one nobody used) the local re-render is judged against
+///   the delivered tile by the manifest's tolerance: a tile the verdict found matching or
+///   close must be matching or close here, and a tile it found far must be far here.
+///   (An ambiguous local result is reported, not failed: that is what escalation is for.)
 pub fn rerender_samples(b: &ProofBundle, renderer: &dyn TileRenderer) -> AuditReport {
     let mut r = AuditReport::default();
     let m = &b.manifest.statement;
     let my_class = renderer.class().id();
     let layout = checks::layout(m);
-    let mut compared = 0;
-    let mut skipped = 0;
-    for round in &b.rounds {
-        for v in &round.verdicts {
-            let v = &v.statement;
-            let node_class = b
-                .nodes
+    let (mut same, mut cross, mut ambiguous) = (0, 0, 0);
+    let checks = b
+        .rounds
+        .iter()
+        .flat_map(|rd| rd.samples.iter().zip(&rd.verdicts))
+        .chain(
+            b.disputes
                 .iter()
-                .find(|n| n.key == v.node)
-                .map(|n| n.class.id());
-            for s in &v.samples {
-                let Some(rect) = layout.get(s.tile_index as usize).copied() else {
+                .flat_map(|d| d.samples.iter().zip(&d.verdicts)),
+        );
+    for (ns, v) in checks {
+        let v = &v.statement;
+        for (i, s) in v.samples.iter().enumerate() {
+            let who = format!(
+                "round {} node {} {} check frame {} tile {}",
+                v.round,
+                v.node.short(),
+                v.check.label(),
+                s.frame,
+                s.tile_index
+            );
+            let Some(rect) = layout.get(s.tile_index as usize).copied() else {
+                r.fail("rerender", format!("{who}: not in the layout"));
+                continue;
+            };
+            let bytes = match renderer.render_tile(&m.settings, s.frame, rect) {
+                Ok(b) => b,
+                Err(e) => {
+                    r.fail("rerender", format!("{who}: {e}"));
+                    continue;
+                }
+            };
+            let Some(delivered) = ns.delivered.get(i).filter(|_| ns.node == v.node) else {
+                r.fail("rerender", format!("{who}: no delivered bytes recorded"));
+                continue;
+            };
+            let metrics = if tile_hash(&bytes) == s.committed_hash {
+                Ok(TileMetrics::IDENTICAL)
+            } else {
+                tolerance::tile_metrics(&m.tolerance, delivered, &bytes, rect)
+            };
+            let metrics = match metrics {
+                Ok(x) => x,
+                Err(e) => {
+                    r.fail("rerender", format!("{who}: {e}"));
+                    continue;
+                }
+            };
+            if my_class == v.verifier_class_id {
+                same += 1;
+                let h = tile_hash(&bytes);
+                if h != s.rerender_hash {
                     r.fail(
                         "rerender",
-                        format!("round {} tile {}: not in the layout", v.round, s.tile_index),
+                        format!(
+                            "{who}: local re-render {} differs from the verifier's {} in the verifier's class",
+                            hex::encode(h),
+                            hex::encode(s.rerender_hash)
+                        ),
                     );
-                    continue;
-                };
-                let bytes = match renderer.render_tile(&m.settings, s.frame, rect) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        r.fail(
-                            "rerender",
-                            format!("frame {} tile {}: {e}", s.frame, s.tile_index),
-                        );
-                        continue;
-                    }
-                };
-                let h = tile_hash(&bytes);
-                let who = format!(
-                    "round {} node {} frame {} tile {}",
-                    v.round,
-                    v.node.short(),
-                    s.frame,
-                    s.tile_index
-                );
-                if my_class == v.verifier_class_id {
-                    compared += 1;
-                    if h != s.rerender_hash {
-                        r.fail(
-                            "rerender",
-                            format!(
-                                "{who}: local re-render {} differs from the verifier's {}",
-                                hex::encode(h),
-                                hex::encode(s.rerender_hash)
-                            ),
-                        );
-                    }
-                } else if Some(my_class) == node_class {
-                    compared += 1;
-                    if (h == s.committed_hash) != s.matched {
-                        r.fail("rerender", format!("{who}: local re-render {} the commitment, the verdict says the opposite", if h == s.committed_hash { "matches" } else { "differs from" }));
-                    }
-                } else {
-                    skipped += 1;
+                } else if s.delivered_ok && metrics != s.metrics {
+                    r.fail(
+                        "rerender",
+                        format!(
+                            "{who}: metrics {metrics:?} differ from the verdict's {:?}",
+                            s.metrics
+                        ),
+                    );
                 }
+                continue;
+            }
+            cross += 1;
+            let band = m
+                .tolerance
+                .band(metrics == TileMetrics::IDENTICAL, &metrics);
+            let passes = |b: Band| matches!(b, Band::Match | Band::Close);
+            if band == Band::Ambiguous {
+                ambiguous += 1;
+            } else if passes(band) != passes(s.band) {
+                r.fail(
+                    "rerender",
+                    format!(
+                        "{who}: locally {band:?} ({metrics:?}), the verdict found it {:?}",
+                        s.band
+                    ),
+                );
             }
         }
     }
     if r.checks.is_empty() {
-        if compared == 0 {
-            r.fail("rerender", format!("no sampled tile could be compared: this adapter's determinism class is neither the verifier's nor a node's ({skipped} tiles; cross-class comparison is not implemented yet)"));
+        if same + cross == 0 {
+            r.fail("rerender", "the bundle has no sampled tiles to re-render");
         } else {
-            r.pass("rerender", format!("{compared} sampled tiles re-rendered locally agree with the verdicts ({skipped} of other classes skipped)"));
+            r.pass(
+                "rerender",
+                format!(
+                    "{} sampled tiles re-rendered locally agree with the verdicts: {same} in the verifier's class (bytes and metrics), {cross} in another class (tolerant comparison; {ambiguous} ambiguous)",
+                    same + cross
+                ),
+            );
         }
     }
     r

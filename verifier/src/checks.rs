@@ -6,7 +6,7 @@ use tessera_protocol::canonical::{JobId, LeafInput};
 use tessera_protocol::keys::PublicKey;
 use tessera_protocol::merkle;
 use tessera_protocol::sampling::{nonce_commitment, sample_indices, sample_seed};
-use tessera_protocol::statements::{JobManifest, RoundCommitment, Signed};
+use tessera_protocol::statements::{CheckKind, JobManifest, RoundCommitment, Signed};
 use tessera_protocol::{tile_layout, Digest, TileRect};
 
 /// Check one signed batch against the manifest: signature, signer = node, tile ids, each
@@ -147,6 +147,26 @@ pub fn check_round_commitment(
     Ok(())
 }
 
+/// Check the nonce a check was seeded with: the round's (against the manifest's
+/// commitment for `round`), or for a dispute check the dispute nonce.
+pub fn check_check_nonce(
+    manifest: &JobManifest,
+    round: u32,
+    check: CheckKind,
+    nonce: &Digest,
+) -> Result<(), String> {
+    if !check.dispute {
+        return check_nonce(manifest, round, nonce);
+    }
+    if nonce_commitment(nonce) != manifest.dispute_nonce_commitment {
+        return Err(format!(
+            "dispute nonce does not hash to the manifest's commitment {}",
+            hex::encode(manifest.dispute_nonce_commitment)
+        ));
+    }
+    Ok(())
+}
+
 /// Check a revealed nonce against the manifest's commitment for `round`.
 pub fn check_nonce(manifest: &JobManifest, round: u32, nonce: &Digest) -> Result<(), String> {
     let Some(expected) = manifest.nonce_commitments.get(round as usize) else {
@@ -189,14 +209,18 @@ pub struct ExpectedSample {
     pub indices: Vec<u32>,
 }
 
-/// Derive seed, k and indices for `node` from the manifest, the round commitment (trust
-/// snapshot, root), the nonce and the batches.
+/// Derive seed, k and indices of one check of `node` from the manifest, the round
+/// commitment (trust snapshot, root), the nonce (the round's, or the dispute nonce for a
+/// dispute check) and the batches. k is the node's k for its trust and the tier, times the
+/// check's multiplier; an escalated check's indices contain its first check's (the same
+/// shuffle, drawn further).
 pub fn expected_sample(
     manifest: &JobManifest,
     commitment: &RoundCommitment,
     nonce: &Digest,
     batches: &[BatchRecord],
     node: &PublicKey,
+    check: CheckKind,
 ) -> Result<ExpectedSample, String> {
     let snapshot = commitment
         .nodes
@@ -210,7 +234,10 @@ pub fn expected_sample(
             )
         })?;
     let n = node_leaves(batches, node).len() as u32;
-    let k = manifest.sampling.node_k(&manifest.tier, snapshot.trust);
+    let k = manifest
+        .sampling
+        .node_k(&manifest.tier, snapshot.trust)
+        .saturating_mul(check.k_multiplier(manifest.tolerance.escalation_multiplier));
     let seed = sample_seed(&commitment.round_root, nonce, &manifest.job_id, node);
     Ok(ExpectedSample {
         seed,

@@ -25,7 +25,7 @@ use tessera_node::worker::{
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::statements::Decision;
 use tessera_protocol::wire::{
-    VerdictMessage, VerifyRequest, QUEUE_VERDICTS, QUEUE_VERIFY, WIRE_VERSION,
+    verifier_queue, VerdictMessage, VerifyRequest, QUEUE_VERDICTS, QUEUE_VERIFY, WIRE_VERSION,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -241,21 +241,36 @@ impl<B: Bus> VerifierState<B> {
         let permits = Arc::new(Semaphore::new(slots.max(1) as usize));
         let tracker = TaskTracker::new();
         tracing::info!(verifier = %self.me.short(), slots, "verifier serving");
-        let state = self.clone();
-        let end = worker::consume(
-            self.bus.clone(),
-            QUEUE_VERIFY.to_string(),
-            permits,
-            tracker.clone(),
-            shutdown.clone(),
-            move |d| {
-                let state = state.clone();
-                async move {
-                    state.handle_delivery(d).await;
-                }
-            },
-        )
-        .await;
+        // The shared queue, and this verifier's own (escalated checks routed to it).
+        let mut loops = Vec::new();
+        for queue in [QUEUE_VERIFY.to_string(), verifier_queue(&self.me)] {
+            let state = self.clone();
+            let consumer = worker::consume(
+                self.bus.clone(),
+                queue.clone(),
+                permits.clone(),
+                tracker.clone(),
+                shutdown.clone(),
+                move |d| {
+                    let state = state.clone();
+                    async move {
+                        state.handle_delivery(d).await;
+                    }
+                },
+            );
+            let stop = shutdown.clone();
+            loops.push(tokio::spawn(async move {
+                let end = consumer.await;
+                stop.cancel();
+                (queue, end)
+            }));
+        }
+        let mut closed = None;
+        for l in loops {
+            if let Ok((queue, LoopEnd::BusClosed)) = l.await {
+                closed.get_or_insert(queue);
+            }
+        }
         tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
             .await
@@ -264,9 +279,9 @@ impl<B: Bus> VerifierState<B> {
             tracing::warn!("judgements still running after the grace period; abandoning them");
         }
         tracing::info!(verifier = %self.me.short(), "verifier stopped");
-        match end {
-            LoopEnd::BusClosed => Err(VerifierDaemonError::BusClosed(QUEUE_VERIFY.into())),
-            LoopEnd::Shutdown => Ok(()),
+        match closed {
+            Some(queue) => Err(VerifierDaemonError::BusClosed(queue)),
+            None => Ok(()),
         }
     }
 }
@@ -303,6 +318,11 @@ where
     let Some(started) = worker::start(who, factory.as_ref(), connect, &shutdown).await? else {
         return Ok(());
     };
+    let own = verifier_queue(&cfg.key.public());
+    if let Err(source) = started.bus.declare(&own).await {
+        let what = format!("declaring queue {own}");
+        return Err(StartError::Bus { what, source }.into());
+    }
     let state = VerifierState::new(started.bus, cfg.key, started.scenes, factory);
     let state = Arc::new(state.with_faults(started.faults));
     state.serve(cfg.slots, shutdown).await
@@ -319,14 +339,18 @@ mod tests {
     use tessera_protocol::payments::{default_tiers, Pricing, SamplingPolicy};
     use tessera_protocol::sampling::nonce_commitment;
     use tessera_protocol::statements::{
-        JobManifest, NodeSnapshot, RoundCommitment, Signed, MANIFEST_VERSION,
+        CheckKind, JobManifest, NodeSnapshot, RoundCommitment, Signed, MANIFEST_VERSION,
     };
     use tessera_protocol::wire::{RenderTask, Requirements, SampledTile, TaskTile, VerdictMessage};
     use tessera_protocol::{tile_layout, RenderSettings, TileRenderer};
 
     /// A real request: a 2-tile job rendered by one node (honest or not), committed and
     /// sampled as the coordinator does it.
-    fn request(verifier: PublicKey, cheat: Option<DishonestMode>) -> VerifyRequest {
+    fn request(
+        verifier: PublicKey,
+        cheat: Option<DishonestMode>,
+        check: CheckKind,
+    ) -> VerifyRequest {
         let coordinator = SecretKey::generate();
         let nonce = [5u8; 32];
         let settings = RenderSettings {
@@ -354,6 +378,9 @@ mod tests {
             slash_pct: 10,
             challenge_window_secs: 0,
             nonce_commitments: vec![nonce_commitment(&nonce)],
+            dispute_nonce_commitment: nonce_commitment(&[6u8; 32]),
+            dispute_deposit_pct: 10,
+            tolerance: Default::default(),
             verifiers: vec![verifier],
             created_unix: 0,
         };
@@ -408,6 +435,7 @@ mod tests {
             &nonce,
             &batches,
             &node_pub,
+            check,
         )
         .unwrap();
         let samples = checks::build_proofs(&batches, &node_pub, &exp.indices)
@@ -430,6 +458,8 @@ mod tests {
             manifest: Signed::sign(manifest, &coordinator),
             commitment,
             round_batches: batches,
+            check,
+            dispute: None,
             nonce,
             node: node_pub,
             samples,
@@ -457,11 +487,22 @@ mod tests {
     async fn honest_and_cheating_nodes_get_signed_verdicts() {
         let bus = InProcessBus::new();
         let v = state(&bus);
-        for (cheat, want) in [
-            (None, Decision::Pass),
-            (Some(DishonestMode::Black), Decision::Fail),
+        // A first check never fails on a fuzzy mismatch: it escalates; the escalated
+        // check (more samples) fails.
+        for (cheat, check, want) in [
+            (None, CheckKind::FIRST, Decision::Pass),
+            (
+                Some(DishonestMode::Black),
+                CheckKind::FIRST,
+                Decision::Escalate,
+            ),
+            (
+                Some(DishonestMode::Black),
+                CheckKind::FIRST.escalate(),
+                Decision::Fail,
+            ),
         ] {
-            let req = request(v.public(), cheat);
+            let req = request(v.public(), cheat, check);
             let d = deliver(&bus, &req).await;
             assert_eq!(v.handle_delivery(d).await, Handled::Judged(want));
             let out = bus.next(QUEUE_VERDICTS).await.unwrap();
@@ -485,7 +526,7 @@ mod tests {
         let d = bus.next(QUEUE_VERIFY).await.unwrap();
         assert!(matches!(v.handle_delivery(d).await, Handled::Parked(_)));
         // Not named in the manifest: refused, no verdict.
-        let mut req = request(SecretKey::generate().public(), None);
+        let mut req = request(SecretKey::generate().public(), None, CheckKind::FIRST);
         req.request_id = "req-2".into();
         let d = deliver(&bus, &req).await;
         assert!(
@@ -510,7 +551,7 @@ mod tests {
         let v = state(&bus);
         let shutdown = CancellationToken::new();
         let served = tokio::spawn(v.clone().serve(2, shutdown.clone()));
-        let req = request(v.public(), None);
+        let req = request(v.public(), None, CheckKind::FIRST);
         bus.publish(QUEUE_VERIFY, "req-1", serde_json::to_vec(&req).unwrap())
             .await
             .unwrap();

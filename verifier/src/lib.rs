@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod checks;
 pub mod daemon;
+pub mod tolerance;
 pub mod verify;
 
 pub use audit::{audit_bundle, AuditReport, CheckResult};

@@ -1,11 +1,12 @@
 //! The verifier's state machine for one request: check everything the coordinator sent,
 //! re-render the sampled tiles, compare, and sign the verdict.
 
-use crate::checks;
+use crate::{checks, tolerance};
 use std::sync::Arc;
 use tessera_protocol::canonical::tile_hash;
 use tessera_protocol::keys::{PublicKey, SecretKey};
-use tessera_protocol::statements::{Decision, SampleCheck, Signed, Verdict};
+use tessera_protocol::statements::{CheckKind, Decision, SampleCheck, Signed, Verdict};
+use tessera_protocol::tolerance::{Band, TileMetrics};
 use tessera_protocol::wire::VerifyRequest;
 use tessera_protocol::TileRenderer;
 
@@ -73,7 +74,23 @@ impl Verifier {
             &req.round_batches,
         )
         .map_err(bad)?;
-        checks::check_nonce(manifest, round, &req.nonce).map_err(bad)?;
+        checks::check_check_nonce(manifest, round, req.check, &req.nonce).map_err(bad)?;
+        if req.check.dispute {
+            let Some(d) = &req.dispute else {
+                return Err(bad("a dispute check without the dispute commitment".into()));
+            };
+            d.verify()
+                .map_err(|e| bad(format!("dispute commitment: {e}")))?;
+            if d.signer != req.manifest.signer
+                || d.statement.job_id != manifest.job_id
+                || !d.statement.checks.contains(&(round, req.node))
+            {
+                return Err(bad(format!(
+                    "the dispute commitment does not cover round {round} of node {}",
+                    req.node.short()
+                )));
+            }
+        }
         let layout = checks::layout(manifest);
         for b in &req.round_batches {
             checks::check_batch(b, manifest, &layout).map_err(bad)?;
@@ -84,6 +101,7 @@ impl Verifier {
             &req.nonce,
             &req.round_batches,
             &req.node,
+            req.check,
         )
         .map_err(bad)?;
         let asked: Vec<u32> = req.samples.iter().map(|s| s.proof.leaf_index).collect();
@@ -95,6 +113,12 @@ impl Verifier {
         }
         let leaves = checks::node_leaves(&req.round_batches, &req.node);
         let class_id = self.renderer.class().id();
+        let committed_class = req
+            .round_batches
+            .iter()
+            .find(|b| b.signed.statement.node == req.node)
+            .map(|b| b.signed.statement.class_id)
+            .unwrap_or_default();
         let mut samples = Vec::with_capacity(req.samples.len());
         for s in &req.samples {
             checks::check_proof(&req.round_batches, &req.node, &s.proof).map_err(bad)?;
@@ -124,8 +148,25 @@ impl Verifier {
                 })?;
             let rerender_hash = tile_hash(&rerender);
             let matched = rerender_hash == committed.tile_hash;
-            if !matched {
-                tracing::warn!(node = %req.node.short(), frame = s.frame, tile = s.tile_index, "re-render does not match the commitment");
+            let metrics = if matched {
+                TileMetrics::IDENTICAL
+            } else if delivered_ok {
+                tolerance::tile_metrics(&manifest.tolerance, &s.delivered, &rerender, s.rect)
+                    .map_err(|e| bad(format!("sample leaf {}: {e}", s.proof.leaf_index)))?
+            } else {
+                // Nothing trustworthy to measure against: the integrity failure decides.
+                TileMetrics::default()
+            };
+            let band = manifest.tolerance.band(matched, &metrics);
+            if band != Band::Match {
+                let same_class = committed_class == class_id;
+                tracing::warn!(
+                    node = %req.node.short(), frame = s.frame, tile = s.tile_index,
+                    ?band, same_class, diverged_ppm = metrics.diverged_ppm,
+                    psnr_cdb = metrics.psnr_cdb, flip_mean_ppm = metrics.flip_mean_ppm,
+                    "re-render differs from the commitment{}",
+                    if same_class { " inside one determinism class (a class-definition defect; judged by tolerance)" } else { "" }
+                );
             }
             samples.push(SampleCheck {
                 leaf_index: s.proof.leaf_index,
@@ -135,12 +176,15 @@ impl Verifier {
                 rerender_hash,
                 delivered_ok,
                 matched,
+                metrics,
+                band,
             });
         }
-        let decision = decision_for(&samples);
+        let decision = decision_for(req.check, &samples);
         let verdict = Verdict {
             job_id: manifest.job_id,
             round,
+            check: req.check,
             node: req.node,
             seed: expected.seed,
             n_committed: expected.n,
@@ -153,12 +197,27 @@ impl Verifier {
     }
 }
 
-/// The rule: pass only if every sampled tile was delivered intact and re-rendered to the
-/// same bytes.
-pub fn decision_for(samples: &[SampleCheck]) -> Decision {
-    if samples.iter().all(|s| s.delivered_ok && s.matched) {
-        Decision::Pass
-    } else {
+/// The rule, from the samples' bands alone (an auditor applies it again):
+/// - a delivered tile that does not hash to its commitment fails at once (a cryptographic
+///   fact, not a fuzzy one);
+/// - every tile matching or close passes;
+/// - otherwise a first check escalates (more samples, a second verifier), so one fuzzy
+///   mismatch never slashes anyone;
+/// - an escalated check fails on a far tile, and is inconclusive when only ambiguous
+///   tiles remain (neither paid nor slashed; the tiles are rendered elsewhere).
+pub fn decision_for(check: CheckKind, samples: &[SampleCheck]) -> Decision {
+    if samples.iter().any(|s| !s.delivered_ok) {
         Decision::Fail
+    } else if samples
+        .iter()
+        .all(|s| matches!(s.band, Band::Match | Band::Close))
+    {
+        Decision::Pass
+    } else if !check.escalated {
+        Decision::Escalate
+    } else if samples.iter().any(|s| s.band == Band::Far) {
+        Decision::Fail
+    } else {
+        Decision::Inconclusive
     }
 }

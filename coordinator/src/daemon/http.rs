@@ -144,6 +144,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs", post(submit).get(list_jobs))
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/bundle", get(job_bundle))
+        .route("/v1/jobs/{id}/dispute", post(job_dispute))
         .route("/v1/jobs/{id}/frames/{frame}", get(job_frame))
         .route("/v1/nodes", get(nodes))
         .route("/v1/ledger", get(ledger))
@@ -445,6 +446,25 @@ async fn job_status(
     st.client(&headers).await?;
     check_job_id(&id)?;
     Ok(Json(st.shared.with(move |s| status_of(s, &id)).await?))
+}
+
+/// `POST /v1/jobs/{id}/dispute`: the job's client disputes it inside its challenge
+/// window; the answer is the job's status (`disputed`).
+async fn job_dispute(
+    State(st): State<ApiState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Answer<Json<JobStatus>> {
+    let client = st.client(&headers).await?;
+    check_job_id(&id)?;
+    Ok(Json(
+        st.shared
+            .with(move |s| {
+                s.open_dispute(&id, &client, now_ms())?;
+                status_of(s, &id)
+            })
+            .await?,
+    ))
 }
 
 async fn job_bundle(

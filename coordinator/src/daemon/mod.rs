@@ -66,6 +66,10 @@ pub struct DaemonConfig {
     pub verify_timeout: Duration,
     /// Scene loader for submissions.
     pub scene_inspector: Option<SceneInspector>,
+    /// How re-renders of another class are judged (signed into every manifest).
+    pub tolerance: tessera_protocol::tolerance::Tolerance,
+    /// A client's deposit to dispute a job, % of its price.
+    pub dispute_deposit_pct: u32,
 }
 
 impl Default for DaemonConfig {
@@ -84,12 +88,15 @@ impl Default for DaemonConfig {
             node_stake: s.node_stake,
             tile_size: s.tile_size,
             batch_size: s.batch_size,
-            challenge_window_secs: s.challenge_window_secs,
+            // A day to dispute a job before its hold-backs are released.
+            challenge_window_secs: 86_400,
             slash_pct: s.slash_pct,
             max_blob_bytes: tessera_api::DEFAULT_MAX_BLOB_BYTES,
             namespace: s.namespace,
             verify_timeout: Duration::from_millis(s.verify_timeout_ms),
             scene_inspector: None,
+            tolerance: s.tolerance,
+            dispute_deposit_pct: s.dispute_deposit_pct,
         }
     }
 }
@@ -233,6 +240,8 @@ pub async fn run_with_bus<B: Bus>(
         verify_timeout_ms: cfg.verify_timeout.as_millis() as u64,
         worker_token: cfg.worker_token.clone(),
         namespace: cfg.namespace.clone(),
+        tolerance: cfg.tolerance,
+        dispute_deposit_pct: cfg.dispute_deposit_pct,
         ..ServiceConfig::default()
     };
     let shared = Arc::new(Shared {

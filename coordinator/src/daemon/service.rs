@@ -10,22 +10,31 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use tessera_protocol::bundle::{
-    BatchRecord, FinalTile, NodeInfo, NodeSamples, ProofBundle, RoundRecord, BUNDLE_FORMAT,
-    BUNDLE_VERSION,
+    BatchRecord, DisputeRecord, FinalTile, NodeInfo, NodeSamples, ProofBundle, RoundRecord,
+    BUNDLE_FORMAT, BUNDLE_VERSION,
 };
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::payments::{
-    account, default_tiers, Pricing, SamplingPolicy, Transfer, TransferKind,
+    account, default_tiers, trust_after, Pricing, SamplingPolicy, Transfer, TransferKind,
 };
-use tessera_protocol::rules::{escrow_transfer, verdict_transfers, NodeOutcome};
-use tessera_protocol::sampling::nonce_commitment;
+use tessera_protocol::rules::{
+    dispute_opened_transfers, dispute_settled_transfers, dispute_transfers, escrow_transfer,
+    verdict_transfers, NodeOutcome,
+};
 use tessera_protocol::statements::{
-    Decision, JobManifest, NodeSignal, NodeSnapshot, PaymentReceipt, Registration, RoundCommitment,
-    Signed, Verdict, MANIFEST_VERSION,
+    CheckKind, Decision, DisputeCommitment, JobManifest, NodeSignal, NodeSnapshot, PaymentReceipt,
+    Registration, RoundCommitment, Signed, Verdict, MANIFEST_VERSION,
 };
+use tessera_protocol::tolerance::Tolerance;
 use tessera_protocol::wire::{
-    node_queue, BatchResult, Capabilities, RenderTask, Requirements, VerdictMessage, QUEUE_TASKS,
-    QUEUE_VERIFY, WIRE_VERSION,
+    node_queue, verifier_queue, BatchResult, Capabilities, RenderTask, Requirements,
+    VerdictMessage, QUEUE_TASKS, QUEUE_VERIFY, WIRE_VERSION,
+};
+
+/// The first check of a dispute.
+const DISPUTE_CHECK: CheckKind = CheckKind {
+    dispute: true,
+    escalated: false,
 };
 use tessera_protocol::{tile_layout, Digest, RenderSettings, TileRect};
 
@@ -65,6 +74,12 @@ pub struct ServiceConfig {
     pub worker_token: Option<String>,
     /// AMQP namespace told to registering workers.
     pub namespace: String,
+    /// How re-renders of another class are judged (signed into every manifest).
+    pub tolerance: Tolerance,
+    /// How many tiles are sampled (signed into every manifest).
+    pub sampling: SamplingPolicy,
+    /// A client's deposit to dispute a job, % of the job's price.
+    pub dispute_deposit_pct: u32,
 }
 
 impl Default for ServiceConfig {
@@ -82,6 +97,9 @@ impl Default for ServiceConfig {
             unleased_timeout_ms: 1_800_000,
             worker_token: None,
             namespace: "tessera".into(),
+            tolerance: Tolerance::default(),
+            sampling: SamplingPolicy::default(),
+            dispute_deposit_pct: 10,
         }
     }
 }
@@ -131,6 +149,24 @@ struct JobRun {
     /// When the job's hold-backs are due (done jobs with a challenge window).
     #[serde(default)]
     release_at_ms: Option<u64>,
+    /// Nodes need at least this trust to take the job's tasks (the tier's minimum).
+    #[serde(default)]
+    min_trust: u32,
+    /// The client's dispute, once opened.
+    #[serde(default)]
+    dispute: Option<DisputeRun>,
+}
+
+/// A dispute in progress or settled (in [`JobRun`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct DisputeRun {
+    commitment: Signed<DisputeCommitment>,
+    #[serde(with = "tessera_protocol::hexser::arr")]
+    nonce: Digest,
+    /// Whether every dispute check is final and the deposit has gone to the winner.
+    settled: bool,
+    /// Nodes the dispute failed.
+    lost: Vec<PublicKey>,
 }
 
 /// A job as the API shows it.
@@ -387,10 +423,24 @@ impl Service {
                 "no verifier is registered: start `tessera verifier` first".into(),
             ));
         }
+        if tier.min_trust > 0 {
+            let mut trusted = false;
+            for w in self.store.workers()?.iter().filter(|w| w.role == "node") {
+                trusted |= self.store.trust(&w.key)? >= tier.min_trust;
+            }
+            if !trusted {
+                return Err(ServiceError::Unavailable(format!(
+                    "tier {}: no registered node has the trust it needs ({}); nodes earn one point per verified round",
+                    tier.name, tier.min_trust
+                )));
+            }
+        }
         let mut job_id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut job_id);
         let job = hex::encode(job_id);
-        let nonces: Vec<Digest> = (0..MAX_ROUNDS).map(|_| random32()).collect();
+        let nonces = job::fresh_nonces();
+        let (nonce_commitments, dispute_nonce_commitment) = job::nonce_commitments(&nonces);
+        let min_trust = tier.min_trust;
         let manifest = JobManifest {
             version: MANIFEST_VERSION,
             job_id,
@@ -402,11 +452,14 @@ impl Service {
             frame_end: frames.1,
             tile_size,
             tier,
-            sampling: SamplingPolicy::default(),
+            sampling: self.cfg.sampling.clone(),
             pricing: Pricing::default(),
             slash_pct: self.cfg.slash_pct,
             challenge_window_secs: self.cfg.challenge_window_secs,
-            nonce_commitments: nonces.iter().map(nonce_commitment).collect(),
+            nonce_commitments,
+            dispute_nonce_commitment,
+            dispute_deposit_pct: self.cfg.dispute_deposit_pct,
+            tolerance: self.cfg.tolerance,
             verifiers,
             created_unix: now_ms / 1000,
         };
@@ -424,6 +477,8 @@ impl Service {
             tiles_verified: 0,
             scene_hint: Some(scene_name.into()),
             release_at_ms: None,
+            min_trust,
+            dispute: None,
         };
         let signed = Signed::sign(manifest.clone(), &self.key);
         let pending: Vec<(u32, u32)> = (frames.0..=frames.1)
@@ -528,7 +583,7 @@ impl Service {
             let Ok(caps) = serde_json::from_str::<Capabilities>(&w.caps) else {
                 continue;
             };
-            if caps.meets(&run.requirements).is_ok() {
+            if caps.meets(&run.requirements).is_ok() && self.store.trust(&w.key)? >= run.min_trust {
                 all.push((key, w.last_seen_ms));
             }
         }
@@ -603,6 +658,15 @@ impl Service {
             }
             return Ok(Handled::Refused(reason));
         }
+        let trust = self.store.trust(&signer.to_string())?;
+        if trust < run.min_trust {
+            return Ok(Handled::Refused(format!(
+                "node {} has trust {trust}, the {} tier needs {}",
+                signer.short(),
+                manifest.tier.name,
+                run.min_trust
+            )));
+        }
         let job = task_row.job_id.clone();
         let s = &res.batch.signed.statement;
         self.store.atomically(|st| {
@@ -648,44 +712,108 @@ impl Service {
         s.insert_round(&job, round, &to_json("round", &commitment)?)?;
         let nonce = s.reveal_nonce(&job, round)?;
         for n in &nodes {
-            let mut missing = None;
-            let (req, record) = job::verify_request(
+            self.queue_check(
+                s,
                 signed_manifest,
                 &commitment,
                 &batches,
                 nonce,
                 n,
-                &mut |frame, tile| match s.tile_bytes(&job, round, frame, tile) {
-                    Ok(Some(b)) => b,
-                    _ => {
-                        missing = Some((frame, tile));
-                        Vec::new()
-                    }
-                },
-            )
-            .map_err(ServiceError::Invalid)?;
-            if let Some((frame, tile)) = missing {
-                return Err(ServiceError::Store(StoreError::Corrupt {
-                    path: "store".into(),
-                    what: format!("job {job} round {round} frame {frame} tile {tile}"),
-                    reason: "delivered bytes are missing".into(),
-                }));
-            }
-            let body = to_json("verify request", &req)?;
-            s.insert_request(
-                &req.request_id,
-                &job,
-                round,
-                &n.to_string(),
-                &to_json("samples", &record)?,
-                body.as_bytes(),
+                job::CheckOf::FIRST,
+                None,
                 now_ms,
             )?;
-            s.push_outbox(QUEUE_VERIFY, &req.request_id, body.as_bytes())?;
         }
         s.set_job_state(&job, "verifying")?;
         tracing::info!(job = %&job[..12], round, nodes = nodes.len(), "round fixed, nonce revealed, verification requested");
         Ok(())
+    }
+
+    /// Build, store and queue one verify request: the shared `verify` queue, or the own
+    /// queue of `verifier` (a second verifier for an escalated check).
+    #[allow(clippy::too_many_arguments)] // the check and everything it samples from
+    fn queue_check(
+        &self,
+        s: &Store,
+        signed_manifest: &Signed<JobManifest>,
+        commitment: &Signed<RoundCommitment>,
+        batches: &[BatchRecord],
+        nonce: Digest,
+        node: &PublicKey,
+        check: job::CheckOf<'_>,
+        verifier: Option<PublicKey>,
+        now_ms: u64,
+    ) -> Result<(), ServiceError> {
+        let job = hex::encode(signed_manifest.statement.job_id);
+        let round = commitment.statement.round;
+        let mut missing = None;
+        let (req, mut record) = job::verify_request(
+            signed_manifest,
+            commitment,
+            batches,
+            nonce,
+            node,
+            check,
+            &mut |frame, tile| match s.tile_bytes(&job, round, frame, tile) {
+                Ok(Some(b)) => b,
+                _ => {
+                    missing = Some((frame, tile));
+                    Vec::new()
+                }
+            },
+        )
+        .map_err(ServiceError::Invalid)?;
+        if let Some((frame, tile)) = missing {
+            return Err(ServiceError::Store(StoreError::Corrupt {
+                path: "store".into(),
+                what: format!("job {job} round {round} frame {frame} tile {tile}"),
+                reason: "delivered bytes are missing".into(),
+            }));
+        }
+        // The tiles are in the store already: the bundle's evidence is filled at the end.
+        record.delivered.clear();
+        let body = to_json("verify request", &req)?;
+        s.insert_request(
+            &req.request_id,
+            &job,
+            round,
+            &node.to_string(),
+            check.kind,
+            &to_json("samples", &record)?,
+            body.as_bytes(),
+            now_ms,
+        )?;
+        let queue = verifier.map_or_else(|| QUEUE_VERIFY.to_string(), |v| verifier_queue(&v));
+        s.push_outbox(&queue, &req.request_id, body.as_bytes())?;
+        Ok(())
+    }
+
+    /// The verifier for an escalated check after `first` judged: one of another
+    /// determinism class when one is registered, else another verifier, else none (the
+    /// shared queue, where any verifier may take it).
+    fn second_verifier(
+        &self,
+        manifest: &JobManifest,
+        first: &Signed<Verdict>,
+    ) -> Result<Option<PublicKey>, ServiceError> {
+        let mut other_key = None;
+        for w in self.store.workers()? {
+            if w.role != "verifier" {
+                continue;
+            }
+            let Ok(key) = tessera_protocol::hexser::decode::<32>(&w.key).map(PublicKey) else {
+                continue;
+            };
+            if key == first.signer || !manifest.verifiers.contains(&key) {
+                continue;
+            }
+            let class = serde_json::from_str::<Capabilities>(&w.caps).map(|c| c.class.id());
+            if class.is_ok_and(|c| c != first.statement.verifier_class_id) {
+                return Ok(Some(key));
+            }
+            other_key.get_or_insert(key);
+        }
+        Ok(other_key)
     }
 
     fn batches(&self, job: &str, round: u32) -> Result<Vec<BatchRecord>, ServiceError> {
@@ -731,6 +859,11 @@ impl Service {
         if req.state != "open" {
             return Ok(Handled::Done);
         }
+        if self.store.job_state(&req.job_id)?.as_deref() == Some("failed") {
+            tracing::info!(request = %req.request_id, "verdict for a failed job: recorded nowhere, changes nothing");
+            self.store.close_request(&req.request_id)?;
+            return Ok(Handled::Done);
+        }
         let (signed_manifest, mut run) = self.job(&req.job_id)?;
         let manifest = &signed_manifest.statement;
         let Ok(node) = tessera_protocol::hexser::decode::<32>(&req.node).map(PublicKey) else {
@@ -739,37 +872,66 @@ impl Service {
                 req.request_id
             )));
         };
-        if let Err(reason) = job::check_verdict(&msg, manifest, &node, req.round) {
+        if let Err(reason) = job::check_verdict(&msg, manifest, &node, req.round, req.check) {
             return Ok(Handled::Refused(reason));
         }
         let job = req.job_id.clone();
         // The round is fixed: its batches are read once for paying and for advancing.
         let batches = self.batches(&job, req.round)?;
+        let v = &msg.verdict.statement;
         self.store.atomically(|s| {
             s.insert_verdict(
                 &job,
                 req.round,
                 &req.node,
+                req.check,
                 &to_json("verdict", &msg.verdict).map_err(corrupt)?,
             )?;
             s.close_request(&req.request_id)?;
-            self.settle(
-                s,
-                manifest,
-                &mut run,
-                &batches,
-                &node,
-                &msg.verdict,
-                req.round,
-            )
-            .map_err(corrupt)?;
-            if s.round_requests(&job, req.round)?
-                .iter()
-                .all(|r| r.state == "done")
-                && req.round == run.round
-            {
-                self.advance(s, &signed_manifest, &mut run, &batches, now_ms)
+            if v.decision == Decision::Escalate {
+                tracing::warn!(job = %&job[..12], node = %node.short(), round = req.round, check = req.check.label(), "a sampled tile is not close to the re-render: escalated to a second check");
+                let commitment: Signed<RoundCommitment> = from_json(
+                    "round",
+                    &s.round_commitment(&job, req.round)?.unwrap_or_default(),
+                )
+                .map_err(corrupt)?;
+                let (nonce, dispute) = match (&run.dispute, req.check.dispute) {
+                    (Some(d), true) => (d.nonce, Some(&d.commitment)),
+                    _ => (s.reveal_nonce(&job, req.round)?, None),
+                };
+                let second = self
+                    .second_verifier(manifest, &msg.verdict)
                     .map_err(corrupt)?;
+                self.queue_check(
+                    s,
+                    &signed_manifest,
+                    &commitment,
+                    &batches,
+                    nonce,
+                    &node,
+                    job::CheckOf {
+                        kind: req.check.escalate(),
+                        dispute,
+                    },
+                    second,
+                    now_ms,
+                )
+                .map_err(corrupt)?;
+            } else if req.check.dispute {
+                self.settle_dispute_check(s, &signed_manifest, &mut run, &batches, &node, &msg.verdict, req.round, now_ms)
+                    .map_err(corrupt)?;
+            } else {
+                self.settle(s, manifest, &mut run, &batches, &node, &msg.verdict, req.round)
+                    .map_err(corrupt)?;
+                if s.round_requests(&job, req.round)?
+                    .iter()
+                    .filter(|r| !r.check.dispute)
+                    .all(|r| r.state == "done")
+                    && req.round == run.round
+                {
+                    self.advance(s, &signed_manifest, &mut run, &batches, now_ms)
+                        .map_err(corrupt)?;
+                }
             }
             s.put_run(&job, &to_json("run", &run).map_err(corrupt)?)
         })?;
@@ -817,21 +979,264 @@ impl Service {
             stake_before: snap.stake,
         };
         for t in verdict_transfers(manifest, &outcome, manifest.slash_pct) {
-            s.apply_transfer(Some(&job), &t)?;
+            s.apply_capped(Some(&job), &t)?;
         }
-        match verdict.statement.decision {
+        let decision = verdict.statement.decision;
+        s.set_trust(&node.to_string(), trust_after(snap.trust, decision))?;
+        match decision {
             Decision::Pass => {
-                s.set_trust(&node.to_string(), snap.trust.saturating_add(1))?;
                 run.tiles_verified += outcome.tiles.len() as u32;
             }
-            Decision::Fail => {
-                tracing::warn!(job = %&job[..12], node = %node.short(), round, "verification failed: node unpaid, slashed, its tiles requeued");
-                s.set_trust(&node.to_string(), 0)?;
+            Decision::Fail | Decision::Inconclusive | Decision::Escalate => {
+                if decision == Decision::Fail {
+                    tracing::warn!(job = %&job[..12], node = %node.short(), round, "verification failed: node unpaid, slashed, its tiles requeued");
+                } else {
+                    tracing::warn!(job = %&job[..12], node = %node.short(), round, "verification inconclusive after escalation: node neither paid nor slashed, its tiles requeued");
+                }
                 if !run.blocked.contains(node) {
                     run.blocked.push(*node);
                 }
             }
         }
+        Ok(())
+    }
+
+    // --- disputes ---------------------------------------------------------------------
+
+    /// A client disputes a finished job inside its challenge window: the deposit moves to
+    /// the dispute account, a signed dispute commitment fixes which (round, node) work is
+    /// checked again, and only then is the dispute nonce revealed and the checks queued.
+    pub fn open_dispute(&self, job: &str, client: &str, now_ms: u64) -> Result<(), ServiceError> {
+        let (signed_manifest, mut run) = self.job(job)?;
+        let manifest = &signed_manifest.statement;
+        if run.client != client {
+            return Err(ServiceError::Forbidden(format!(
+                "job {job} belongs to another client"
+            )));
+        }
+        let state = self.store.job_state(job)?.unwrap_or_default();
+        if state != "done" {
+            return Err(ServiceError::Unavailable(format!(
+                "job {job} is {state}: only a done job can be disputed"
+            )));
+        }
+        if run.dispute.is_some() {
+            return Err(ServiceError::Invalid(format!(
+                "job {job} has been disputed already"
+            )));
+        }
+        if run.release_at_ms.is_none_or(|t| t <= now_ms) {
+            return Err(ServiceError::Unavailable(format!(
+                "job {job}: the challenge window is closed (hold-backs released)"
+            )));
+        }
+        let bundle: ProofBundle = from_json("bundle", &self.bundle(job)?)?;
+        let checks: BTreeSet<(u32, PublicKey)> = bundle
+            .frames
+            .iter()
+            .flat_map(|f| f.tiles.iter().map(|t| (t.round, t.node)))
+            .collect();
+        let mut nodes = Vec::new();
+        for n in checks.iter().map(|(_, n)| *n).collect::<BTreeSet<_>>() {
+            nodes.push(NodeSnapshot {
+                node: n,
+                trust: self.store.trust(&n.to_string())?,
+                stake: self.store.balance(&account::stake(&n))?.max(0) as u64,
+            });
+        }
+        let commitment = Signed::sign(
+            DisputeCommitment {
+                job_id: manifest.job_id,
+                client: client.into(),
+                after_round: run.round,
+                checks: checks.iter().copied().collect(),
+                nodes,
+            },
+            &self.key,
+        );
+        self.store.atomically(|s| {
+            let deposit = dispute_opened_transfers(manifest);
+            let client_acct = account::client(client);
+            let need: u64 = deposit.iter().map(|t| t.amount).sum();
+            let have = s.balance(&client_acct)?;
+            if i128::from(have) < i128::from(need) {
+                s.apply_transfer(
+                    None,
+                    &Transfer {
+                        key: format!("job:{job}:dispute:topup"),
+                        kind: TransferKind::Deposit,
+                        from: account::external("client-bank"),
+                        to: client_acct,
+                        amount: need - have.max(0) as u64,
+                        round: 0,
+                        tiles: 0,
+                    },
+                )?;
+            }
+            for t in &deposit {
+                s.apply_transfer(Some(job), t)?;
+            }
+            // Fixed above; only now is the dispute nonce revealed.
+            let nonce = s.reveal_nonce(job, job::DISPUTE_NONCE_SLOT)?;
+            for &(round, node) in &commitment.statement.checks {
+                let batches = self.batches(job, round).map_err(corrupt)?;
+                let rc: Signed<RoundCommitment> = from_json(
+                    "round",
+                    &s.round_commitment(job, round)?.unwrap_or_default(),
+                )
+                .map_err(corrupt)?;
+                self.queue_check(
+                    s,
+                    &signed_manifest,
+                    &rc,
+                    &batches,
+                    nonce,
+                    &node,
+                    job::CheckOf {
+                        kind: DISPUTE_CHECK,
+                        dispute: Some(&commitment),
+                    },
+                    None,
+                    now_ms,
+                )
+                .map_err(corrupt)?;
+            }
+            run.dispute = Some(DisputeRun {
+                commitment: commitment.clone(),
+                nonce,
+                settled: false,
+                lost: Vec::new(),
+            });
+            s.set_job_state(job, "disputed")?;
+            s.put_run(job, &to_json("run", &run).map_err(corrupt)?)
+        })?;
+        tracing::info!(job = %&job[..12], checks = checks.len(), "dispute opened: extra samples requested");
+        Ok(())
+    }
+
+    /// A dispute check's final verdict: a failure forfeits and claws back the round's pay
+    /// into the escrow and slashes; when every dispute check is final the deposit goes to
+    /// the side that won, and a lost node's tiles are rendered again.
+    #[allow(clippy::too_many_arguments)] // the verdict and everything it settles against
+    fn settle_dispute_check(
+        &self,
+        s: &Store,
+        signed_manifest: &Signed<JobManifest>,
+        run: &mut JobRun,
+        batches: &[BatchRecord],
+        node: &PublicKey,
+        verdict: &Signed<Verdict>,
+        round: u32,
+        now_ms: u64,
+    ) -> Result<(), ServiceError> {
+        let manifest = &signed_manifest.statement;
+        let job = hex::encode(manifest.job_id);
+        let Some(dispute) = run.dispute.as_mut() else {
+            return Err(ServiceError::Invalid(format!(
+                "job {job}: a dispute verdict but no dispute"
+            )));
+        };
+        let snap = dispute
+            .commitment
+            .statement
+            .nodes
+            .iter()
+            .find(|n| n.node == *node)
+            .cloned()
+            .unwrap_or(NodeSnapshot {
+                node: *node,
+                trust: 0,
+                stake: 0,
+            });
+        let decision = verdict.statement.decision;
+        let outcome = NodeOutcome {
+            round,
+            node: *node,
+            decision,
+            tiles: tessera_verifier::checks::node_leaves(batches, node)
+                .iter()
+                .map(|&(bi, pos)| batches[bi].tiles[pos].rect)
+                .collect(),
+            stake_before: snap.stake,
+        };
+        for t in dispute_transfers(manifest, &outcome) {
+            s.apply_capped(Some(&job), &t)?;
+        }
+        s.set_trust(
+            &node.to_string(),
+            trust_after(s.trust(&node.to_string())?, decision),
+        )?;
+        if decision == Decision::Fail {
+            tracing::warn!(job = %&job[..12], node = %node.short(), round, "dispute upheld: the node's pay for the round is forfeited and clawed back, its stake slashed, its tiles rendered again");
+            if !dispute.lost.contains(node) {
+                dispute.lost.push(*node);
+            }
+            if !run.blocked.contains(node) {
+                run.blocked.push(*node);
+            }
+        }
+        let after = dispute.commitment.statement.after_round;
+        let mut open = 0;
+        for r in 0..=after {
+            open += s
+                .round_requests(&job, r)?
+                .iter()
+                .filter(|q| q.check.dispute && q.state != "done")
+                .count();
+        }
+        if open > 0 {
+            return Ok(());
+        }
+        self.finish_dispute(s, signed_manifest, run, now_ms)
+    }
+
+    fn finish_dispute(
+        &self,
+        s: &Store,
+        signed_manifest: &Signed<JobManifest>,
+        run: &mut JobRun,
+        now_ms: u64,
+    ) -> Result<(), ServiceError> {
+        let manifest = &signed_manifest.statement;
+        let job = hex::encode(manifest.job_id);
+        let Some(dispute) = run.dispute.as_mut() else {
+            return Ok(());
+        };
+        let lost = dispute.lost.clone();
+        dispute.settled = true;
+        for t in dispute_settled_transfers(manifest, !lost.is_empty()) {
+            s.apply_transfer(Some(&job), &t)?;
+        }
+        let checks = dispute.commitment.statement.checks.clone();
+        if lost.is_empty() {
+            tracing::info!(job = %&job[..12], "dispute rejected: every check passed; the client pays for it");
+            let release_at = run.release_at_ms;
+            self.finalize(s, signed_manifest, run, now_ms)?;
+            run.release_at_ms = release_at;
+            return Ok(());
+        }
+        let mut pending = Vec::new();
+        for (round, node) in checks.iter().filter(|(_, n)| lost.contains(n)) {
+            let batches = self.batches(&job, *round)?;
+            pending.extend(job::committed_tiles(&batches, node));
+        }
+        pending.sort_unstable();
+        if run.round + 1 >= MAX_ROUNDS || self.eligible_nodes(run, None, None)?.is_empty() {
+            return self.fail_job(
+                s,
+                manifest,
+                run,
+                format!(
+                    "the dispute found {} forged tiles and no round or node is left to render them again",
+                    pending.len()
+                ),
+            );
+        }
+        run.round += 1;
+        run.tiles_verified = run.tiles_verified.saturating_sub(pending.len() as u32);
+        let layout = tessera_verifier::checks::layout(manifest);
+        self.dispatch(s, manifest, run, &layout, &pending, now_ms)?;
+        s.set_job_state(&job, "rendering")?;
         Ok(())
     }
 
@@ -851,7 +1256,8 @@ impl Service {
         let mut pending = Vec::new();
         for v in s.round_verdicts(&job, run.round)? {
             let v: Signed<Verdict> = from_json("verdict", &v)?;
-            if v.statement.decision == Decision::Fail {
+            let d = v.statement.decision;
+            if !v.statement.check.dispute && matches!(d, Decision::Fail | Decision::Inconclusive) {
                 pending.extend(job::committed_tiles(batches, &v.statement.node));
             }
         }
@@ -897,6 +1303,9 @@ impl Service {
     ) -> Result<(), ServiceError> {
         let job = hex::encode(manifest.job_id);
         s.refund_escrow(&job, &run.client)?;
+        // Work that passed verification was earned: its hold-backs go to the nodes now,
+        // since a failed job has no challenge window.
+        s.release_holdbacks(manifest)?;
         s.void_open_tasks(&job)?;
         s.set_job_state(&job, "failed")?;
         tracing::error!(job = %&job[..12], "job failed: {why}; the client's escrow was refunded");
@@ -916,6 +1325,13 @@ impl Service {
         let mut accepted: BTreeMap<(u32, u32), FinalTile> = BTreeMap::new();
         let mut rounds = Vec::new();
         let mut nodes: BTreeSet<PublicKey> = BTreeSet::new();
+        let mut dispute_samples = Vec::new();
+        let mut dispute_verdicts = Vec::new();
+        let lost: Vec<PublicKey> = run.dispute.as_ref().map_or(Vec::new(), |d| d.lost.clone());
+        let disputed_rounds = run
+            .dispute
+            .as_ref()
+            .map_or(0, |d| d.commitment.statement.after_round + 1);
         for round in 0..=run.round {
             let batches = self.batches(&job, round)?;
             let commitment = from_json(
@@ -928,18 +1344,35 @@ impl Service {
             .map_err(|e| ServiceError::Invalid(format!("nonce of round {round}: {e}")))?;
             let mut verdicts: Vec<Signed<Verdict>> = Vec::new();
             for v in s.round_verdicts(&job, round)? {
-                verdicts.push(from_json("verdict", &v)?);
-            }
-            for v in &verdicts {
-                if v.statement.decision == Decision::Pass {
-                    accepted.extend(job::accepted_tiles(&batches, &v.statement.node, round));
+                let v: Signed<Verdict> = from_json("verdict", &v)?;
+                if v.statement.check.dispute {
+                    dispute_verdicts.push(v);
+                } else {
+                    verdicts.push(v);
                 }
             }
-            let samples: Vec<NodeSamples> = s
-                .round_requests(&job, round)?
-                .iter()
-                .map(|r| from_json("samples", &r.samples))
-                .collect::<Result<_, _>>()?;
+            verdicts.sort_by_key(|v| (v.statement.node, v.statement.check));
+            for v in &verdicts {
+                let node = v.statement.node;
+                let lost_here = round < disputed_rounds && lost.contains(&node);
+                if v.statement.decision == Decision::Pass && !lost_here {
+                    accepted.extend(job::accepted_tiles(&batches, &node, round));
+                }
+            }
+            let mut samples = Vec::new();
+            for r in s.round_requests(&job, round)? {
+                let mut record: NodeSamples = from_json("samples", &r.samples)?;
+                job::fill_evidence(&mut record, &batches, &mut |round, frame, tile| {
+                    s.stored_tile(&job, round, frame, tile)
+                })
+                .map_err(ServiceError::Invalid)?;
+                if record.check.dispute {
+                    dispute_samples.push(record);
+                } else {
+                    samples.push(record);
+                }
+            }
+            samples.sort_by_key(|n| (n.node, n.check));
             nodes.extend(batches.iter().map(|b| b.signed.statement.node));
             rounds.push(RoundRecord {
                 round,
@@ -950,6 +1383,18 @@ impl Service {
                 verdicts,
             });
         }
+        dispute_samples.sort_by_key(|n| (n.round, n.node, n.check));
+        dispute_verdicts.sort_by_key(|v| (v.statement.round, v.statement.node, v.statement.check));
+        let disputes: Vec<DisputeRecord> = run
+            .dispute
+            .iter()
+            .map(|d| DisputeRecord {
+                commitment: d.commitment.clone(),
+                nonce: d.nonce,
+                samples: dispute_samples.clone(),
+                verdicts: dispute_verdicts.clone(),
+            })
+            .collect();
         let job::Assembled { frames, roots, .. } = job::assemble(
             manifest,
             &accepted,
@@ -962,14 +1407,7 @@ impl Service {
         } else {
             run.release_at_ms = Some(now_ms + manifest.challenge_window_secs * 1000);
         }
-        let transfers = s.job_transfers(&job)?;
-        let payments = Signed::sign(
-            PaymentReceipt {
-                job_id: manifest.job_id,
-                transfers,
-            },
-            &self.key,
-        );
+        let payments = Signed::sign(s.job_receipt(&job, manifest.job_id)?, &self.key);
         let mut infos = Vec::new();
         for n in nodes {
             let w = s.worker(&n.to_string())?;
@@ -1003,6 +1441,7 @@ impl Service {
             rounds,
             frames,
             roots,
+            disputes,
             payments,
             scene_hint: run.scene_hint.clone(),
         };
@@ -1165,7 +1604,9 @@ impl Service {
         }
         let horizon = now_ms.saturating_sub(self.cfg.verify_timeout_ms);
         for req in self.store.stale_requests(horizon)? {
-            if req.attempts + 1 >= self.cfg.max_attempts {
+            // A dispute check is never abandoned: the deposit and hold-backs wait for a
+            // verifier's answer (failing a done, paid job over it would strand both).
+            if req.attempts + 1 >= self.cfg.max_attempts && !req.check.dispute {
                 let (m, mut run) = self.job(&req.job_id)?;
                 self.store.atomically(|s| {
                     s.close_request(&req.request_id)?;
@@ -1206,10 +1647,7 @@ impl Service {
                 .ok_or_else(|| ServiceError::NotFound(format!("bundle of job {job}")))?,
         )?;
         bundle.payments = Signed::sign(
-            PaymentReceipt {
-                job_id: bundle.manifest.statement.job_id,
-                transfers: s.job_transfers(job)?,
-            },
+            s.job_receipt(job, bundle.manifest.statement.job_id)?,
             &self.key,
         );
         s.save_bundle(job, &to_json("bundle", &bundle)?)?;
@@ -1296,7 +1734,7 @@ impl Service {
 /// blocked; otherwise an eligible node's own queue (spread by batch id). None when no
 /// node is eligible now (the reconciler tries again later).
 fn route(task: &RenderTask, run: &JobRun, eligible: &[PublicKey]) -> Option<String> {
-    if run.requirements.is_empty() && run.blocked.is_empty() {
+    if run.requirements.is_empty() && run.blocked.is_empty() && run.min_trust == 0 {
         return Some(QUEUE_TASKS.to_string());
     }
     pick(eligible, task.batch_id).map(|n| node_queue(&n))

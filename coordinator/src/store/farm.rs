@@ -5,6 +5,7 @@
 
 use super::{Store, StoreError};
 use rusqlite::{params, OptionalExtension, Row};
+use tessera_protocol::statements::CheckKind;
 
 pub(super) const FARM_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS job_runs (job_id TEXT PRIMARY KEY, run TEXT NOT NULL);
@@ -19,7 +20,7 @@ CREATE INDEX IF NOT EXISTS tasks_by_lease ON tasks (state, lease_until_ms);
 CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, round INTEGER NOT NULL, node TEXT NOT NULL,
     state TEXT NOT NULL, samples TEXT NOT NULL, body BLOB NOT NULL, published_ms INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0, check_kind TEXT NOT NULL DEFAULT 'first'
 );
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, message_id TEXT NOT NULL, body BLOB NOT NULL
@@ -97,6 +98,8 @@ pub struct RequestRow {
     pub published_ms: u64,
     /// Republications so far.
     pub attempts: u32,
+    /// Which check of the node's round it asks for.
+    pub check: CheckKind,
 }
 
 fn request_row(r: &Row<'_>) -> rusqlite::Result<RequestRow> {
@@ -109,11 +112,22 @@ fn request_row(r: &Row<'_>) -> rusqlite::Result<RequestRow> {
         samples: r.get(5)?,
         published_ms: r.get::<_, i64>(6)? as u64,
         attempts: r.get(7)?,
+        check: match r.get::<_, String>(8)?.as_str() {
+            "escalated" => CheckKind::FIRST.escalate(),
+            "dispute" => DISPUTE,
+            "dispute-escalated" => DISPUTE.escalate(),
+            _ => CheckKind::FIRST,
+        },
     })
 }
 
 const REQUEST_COLS: &str =
-    "request_id, job_id, round, node, state, samples, published_ms, attempts";
+    "request_id, job_id, round, node, state, samples, published_ms, attempts, check_kind";
+
+const DISPUTE: CheckKind = CheckKind {
+    dispute: true,
+    escalated: false,
+};
 
 /// A registered node or verifier.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -260,7 +274,7 @@ impl Store {
     /// The verdicts (JSON) of a round, by node.
     pub fn round_verdicts(&self, job_id: &str, round: u32) -> Result<Vec<String>, StoreError> {
         self.rows(
-            "SELECT verdict FROM verdicts WHERE job_id = ?1 AND round = ?2 ORDER BY node",
+            "SELECT verdict FROM verdicts WHERE job_id = ?1 AND round = ?2 ORDER BY node, check_kind",
             params![job_id, round],
             |r| r.get(0),
         )
@@ -422,19 +436,21 @@ impl Store {
 
     /// Record a verify request (idempotent by id).
     #[allow(clippy::too_many_arguments)] // one column each
+    #[allow(clippy::too_many_arguments)] // one column each
     pub fn insert_request(
         &self,
         request_id: &str,
         job_id: &str,
         round: u32,
         node: &str,
+        check: CheckKind,
         samples_json: &str,
         body: &[u8],
         now_ms: u64,
     ) -> Result<(), StoreError> {
         self.exec(
-            "INSERT OR IGNORE INTO requests (request_id, job_id, round, node, state, samples, body, published_ms) VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7)",
-            params![request_id, job_id, round, node, samples_json, body, now_ms as i64],
+            "INSERT OR IGNORE INTO requests (request_id, job_id, round, node, state, samples, body, published_ms, check_kind) VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8)",
+            params![request_id, job_id, round, node, samples_json, body, now_ms as i64, check.label()],
         )
         .map(|_| ())
     }
@@ -451,7 +467,7 @@ impl Store {
     /// The requests of a round, by node.
     pub fn round_requests(&self, job_id: &str, round: u32) -> Result<Vec<RequestRow>, StoreError> {
         self.rows(
-            &format!("SELECT {REQUEST_COLS} FROM requests WHERE job_id = ?1 AND round = ?2 ORDER BY node"),
+            &format!("SELECT {REQUEST_COLS} FROM requests WHERE job_id = ?1 AND round = ?2 ORDER BY node, published_ms, request_id"),
             params![job_id, round],
             request_row,
         )

@@ -9,7 +9,9 @@ mod farm;
 pub use farm::{OutboxRow, RequestRow, TaskRow, WorkerRow};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
+use tessera_protocol::canonical::JobId;
 use tessera_protocol::payments::{account, LedgerError, Transfer, TransferKind};
+use tessera_protocol::statements::{CheckKind, PaymentReceipt};
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -68,11 +70,16 @@ CREATE TABLE IF NOT EXISTS rounds (
     PRIMARY KEY (job_id, round)
 );
 CREATE TABLE IF NOT EXISTS verdicts (
-    job_id TEXT NOT NULL, round INTEGER NOT NULL, node TEXT NOT NULL, verdict TEXT NOT NULL,
-    PRIMARY KEY (job_id, round, node)
+    job_id TEXT NOT NULL, round INTEGER NOT NULL, node TEXT NOT NULL,
+    check_kind TEXT NOT NULL DEFAULT 'first', verdict TEXT NOT NULL,
+    PRIMARY KEY (job_id, round, node, check_kind)
 );
 CREATE TABLE IF NOT EXISTS balances (
     account TEXT PRIMARY KEY, balance INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uncollected (
+    key TEXT PRIMARY KEY, job_id TEXT, kind TEXT NOT NULL, from_account TEXT NOT NULL,
+    to_account TEXT NOT NULL, amount INTEGER NOT NULL, round INTEGER NOT NULL, tiles INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS transfers (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -81,6 +88,44 @@ CREATE TABLE IF NOT EXISTS transfers (
     applied_ms INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
 );
 "#;
+
+/// Stores written before verdicts had a check kind (one verdict per node and round) get
+/// the column, every old verdict counting as a first check.
+const MIGRATE_VERDICTS: &str = r#"
+CREATE TABLE verdicts_v2 (
+    job_id TEXT NOT NULL, round INTEGER NOT NULL, node TEXT NOT NULL,
+    check_kind TEXT NOT NULL DEFAULT 'first', verdict TEXT NOT NULL,
+    PRIMARY KEY (job_id, round, node, check_kind)
+);
+INSERT INTO verdicts_v2 (job_id, round, node, check_kind, verdict)
+    SELECT job_id, round, node, 'first', verdict FROM verdicts;
+DROP TABLE verdicts;
+ALTER TABLE verdicts_v2 RENAME TO verdicts;
+"#;
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let old: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'verdicts') \
+         AND NOT EXISTS (SELECT 1 FROM pragma_table_info('verdicts') WHERE name = 'check_kind')",
+        [],
+        |r| r.get(0),
+    )?;
+    if old {
+        conn.execute_batch(&format!("BEGIN; {MIGRATE_VERDICTS} COMMIT;"))?;
+    }
+    let old_requests: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests') \
+         AND NOT EXISTS (SELECT 1 FROM pragma_table_info('requests') WHERE name = 'check_kind')",
+        [],
+        |r| r.get(0),
+    )?;
+    if old_requests {
+        conn.execute_batch(
+            "ALTER TABLE requests ADD COLUMN check_kind TEXT NOT NULL DEFAULT 'first'",
+        )?;
+    }
+    Ok(())
+}
 
 /// The SQLite store.
 pub struct Store {
@@ -96,7 +141,8 @@ impl Store {
             path: p.clone(),
             source,
         })?;
-        conn.execute_batch(SCHEMA)
+        migrate(&conn)
+            .and_then(|()| conn.execute_batch(SCHEMA))
             .and_then(|()| conn.execute_batch(farm::FARM_SCHEMA))
             .and_then(|()| conn.busy_timeout(std::time::Duration::from_secs(10)))
             .map_err(|source| StoreError::Sqlite {
@@ -383,17 +429,19 @@ impl Store {
         self.sql(r).map(|_| ())
     }
 
-    /// Store a verdict (JSON). Idempotent by (job, round, node); returns whether it was new.
+    /// Store a verdict (JSON). Idempotent by (job, round, node, check); returns whether it
+    /// was new.
     pub fn insert_verdict(
         &self,
         job_id: &str,
         round: u32,
         node: &str,
+        check: CheckKind,
         verdict_json: &str,
     ) -> Result<bool, StoreError> {
         let r = self.conn.execute(
-            "INSERT OR IGNORE INTO verdicts (job_id, round, node, verdict) VALUES (?1, ?2, ?3, ?4)",
-            params![job_id, round, node, verdict_json],
+            "INSERT OR IGNORE INTO verdicts (job_id, round, node, check_kind, verdict) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![job_id, round, node, check.label(), verdict_json],
         );
         self.sql(r).map(|n| n == 1)
     }
@@ -405,6 +453,44 @@ impl Store {
             params![job_id, bundle_json],
         );
         self.sql(r).map(|_| ())
+    }
+
+    /// Apply `t`, except that a slash takes at most what the stake holds now: the rules
+    /// size it from the stake when the round was fixed, and the same stake may have been
+    /// slashed since on another job. When the stake is empty nothing moves and the slash
+    /// is recorded as uncollected, so the job's receipt still shows it.
+    pub fn apply_capped(&self, job_id: Option<&str>, t: &Transfer) -> Result<bool, StoreError> {
+        if t.kind != TransferKind::Slash {
+            return self.apply_transfer(job_id, t);
+        }
+        // A redelivered verdict applies the same slash again: whatever was taken the first
+        // time stands (the stake may hold less now, and a re-sized slash would reuse its key).
+        if self.transfer_applied(&t.key)? {
+            return Ok(false);
+        }
+        let have = self.balance(&t.from)?.max(0) as u64;
+        if have == 0 {
+            let r = self.conn.execute(
+                "INSERT OR IGNORE INTO uncollected (key, job_id, kind, from_account, to_account, amount, round, tiles) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    t.key,
+                    job_id,
+                    kind_name(t.kind),
+                    t.from,
+                    t.to,
+                    t.amount as i64,
+                    i64::from(t.round),
+                    i64::from(t.tiles)
+                ],
+            );
+            return self.sql(r).map(|n| n == 1);
+        }
+        let capped = Transfer {
+            amount: t.amount.min(have),
+            ..t.clone()
+        };
+        self.apply_transfer(job_id, &capped)
     }
 
     /// Apply a transfer under the ledger rules, atomically. `Ok(true)`: applied;
@@ -478,6 +564,16 @@ impl Store {
         Ok(true)
     }
 
+    /// Whether a transfer with this key has been applied.
+    pub fn transfer_applied(&self, key: &str) -> Result<bool, StoreError> {
+        let r = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM transfers WHERE key = ?1)",
+            params![key],
+            |r| r.get(0),
+        );
+        self.sql(r)
+    }
+
     /// Balance of an account.
     pub fn balance(&self, account: &str) -> Result<i64, StoreError> {
         let r = self
@@ -515,7 +611,32 @@ impl Store {
 
     /// The transfers of a job, in the order they were applied.
     pub fn job_transfers(&self, job_id: &str) -> Result<Vec<Transfer>, StoreError> {
-        let mut stmt = self.sql(self.conn.prepare("SELECT key, kind, from_account, to_account, amount, round, tiles FROM transfers WHERE job_id = ?1 ORDER BY seq"))?;
+        self.transfers_in(
+            "SELECT key, kind, from_account, to_account, amount, round, tiles FROM transfers WHERE job_id = ?1 ORDER BY seq",
+            job_id,
+        )
+    }
+
+    /// The job's slashes that found the stake empty (see [`Store::apply_capped`]).
+    pub fn job_uncollected(&self, job_id: &str) -> Result<Vec<Transfer>, StoreError> {
+        self.transfers_in(
+            "SELECT key, kind, from_account, to_account, amount, round, tiles FROM uncollected WHERE job_id = ?1 ORDER BY key",
+            job_id,
+        )
+    }
+
+    /// The job's payment receipt: every transfer made for it, in order, and the slashes
+    /// that found nothing to take.
+    pub fn job_receipt(&self, job: &str, job_id: JobId) -> Result<PaymentReceipt, StoreError> {
+        Ok(PaymentReceipt {
+            job_id,
+            transfers: self.job_transfers(job)?,
+            uncollected: self.job_uncollected(job)?,
+        })
+    }
+
+    fn transfers_in(&self, query: &str, job_id: &str) -> Result<Vec<Transfer>, StoreError> {
+        let mut stmt = self.sql(self.conn.prepare(query))?;
         let rows = stmt.query_map(params![job_id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -550,7 +671,7 @@ impl Store {
     }
 }
 
-const KINDS: [(TransferKind, &str); 7] = [
+const KINDS: [(TransferKind, &str); 12] = [
     (TransferKind::Deposit, "deposit"),
     (TransferKind::Escrow, "escrow"),
     (TransferKind::PayOnPass, "pay_on_pass"),
@@ -558,6 +679,11 @@ const KINDS: [(TransferKind, &str); 7] = [
     (TransferKind::Release, "release"),
     (TransferKind::Slash, "slash"),
     (TransferKind::Refund, "refund"),
+    (TransferKind::Forfeit, "forfeit"),
+    (TransferKind::Clawback, "clawback"),
+    (TransferKind::DisputeDeposit, "dispute_deposit"),
+    (TransferKind::DisputeRefund, "dispute_refund"),
+    (TransferKind::DisputeFee, "dispute_fee"),
 ];
 
 fn kind_name(k: TransferKind) -> &'static str {
@@ -611,6 +737,46 @@ mod tests {
         }
         let s = Store::open(&path).unwrap();
         assert_eq!(s.balance("client:a").unwrap(), 100);
+        assert_eq!(s.total().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_slash_takes_what_the_stake_holds_and_an_empty_stake_is_recorded_as_uncollected() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("t.db")).unwrap();
+        s.apply_transfer(None, &t("fund", "external:bank", "stake:n", 30))
+            .unwrap();
+        let slash = |key: &str, job: &str, amount| {
+            let x = Transfer {
+                kind: TransferKind::Slash,
+                ..t(key, "stake:n", "escrow:j", amount)
+            };
+            s.apply_capped(Some(job), &x).unwrap()
+        };
+        // Two jobs sized their slashes from the same snapshot of 30.
+        assert!(slash("s1", "j1", 20));
+        assert!(slash("s2", "j2", 20));
+        assert_eq!(s.balance("stake:n").unwrap(), 0);
+        let taken: Vec<u64> = s
+            .job_transfers("j2")
+            .unwrap()
+            .iter()
+            .map(|t| t.amount)
+            .collect();
+        assert_eq!(taken, vec![10], "the second slash takes what was left");
+        // A redelivery of the capped slash changes nothing (and is no key reuse).
+        assert!(!slash("s2", "j2", 20));
+        // A third finds the stake empty: nothing moves, the receipt still lists it.
+        assert!(slash("s3", "j3", 20));
+        assert!(!slash("s3", "j3", 20));
+        let r = s.job_receipt("j3", [3; 16]).unwrap();
+        assert!(r.transfers.is_empty());
+        assert_eq!(r.uncollected.len(), 1);
+        assert_eq!(
+            (r.uncollected[0].key.as_str(), r.uncollected[0].amount),
+            ("s3", 20)
+        );
+        assert!(s.job_receipt("j2", [2; 16]).unwrap().uncollected.is_empty());
         assert_eq!(s.total().unwrap(), 0);
     }
 

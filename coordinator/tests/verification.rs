@@ -1,0 +1,683 @@
+//! Verification across determinism classes, escalation, disputes and the trusted tier,
+//! driven through the daemon coordinator's state machine with stand-in renderers: an
+//! honest node of another class passes by tolerance; the ambiguous band escalates to a
+//! second verifier (of another class) and never slashes; a far tile is confirmed by the
+//! second verifier before anyone is slashed; a client dispute either finds a cheat (the
+//! node's pay comes back, its stake is slashed, its tiles are rendered again and the
+//! client pays nothing extra) or costs the client its deposit.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use tessera_node::stub::OtherClass;
+use tessera_protocol::bundle::ProofBundle;
+use tessera_protocol::payments::{SamplingPolicy, Transfer};
+use tessera_protocol::rules::{dispute_deposit, job_price};
+use tessera_protocol::statements::{CheckKind, Decision, Verdict};
+use tessera_protocol::tolerance::{Band, Limits, Tolerance};
+
+/// Bands decided by the diverged-pixel fraction alone, so the stand-ins' divergence
+/// picks the band: ≤ 1 % close, > 10 % far.
+fn diverged_only() -> Tolerance {
+    let open = |max_diverged_ppm| Limits {
+        max_diverged_ppm,
+        min_psnr_cdb: 0,
+        max_flip_mean_ppm: 1_000_000,
+        max_flip_p99_ppm: 1_000_000,
+    };
+    Tolerance {
+        pixel_abs_ppm: 2_000,
+        pixel_rel_ppm: 20_000,
+        pass: open(10_000),
+        fail: open(100_000),
+        escalation_multiplier: 2,
+    }
+}
+
+fn farm(tolerance: Tolerance) -> Farm {
+    Farm::with_config(ServiceConfig {
+        tolerance,
+        ..Farm::config()
+    })
+}
+
+/// A node key's name in the service's own terms (hex).
+fn hex(k: &SecretKey) -> String {
+    k.public().to_string()
+}
+
+fn other(f: &Farm, name: &str, diverged_ppm: u32) -> Arc<dyn TileRenderer> {
+    Arc::new(OtherClass::new(f.renderer.clone(), name, diverged_ppm))
+}
+
+fn node_with(
+    key: &SecretKey,
+    renderer: Arc<dyn TileRenderer>,
+    cheat: Option<DishonestMode>,
+) -> Node {
+    Node::new(
+        "n",
+        SecretKey::from_seed(&key_seed(key)),
+        [7; 32],
+        renderer,
+        cheat,
+    )
+}
+
+fn bundle(f: &Farm, job: &str) -> ProofBundle {
+    serde_json::from_str(&f.svc.bundle(job).unwrap()).unwrap()
+}
+
+fn transfers(f: &Farm, job: &str) -> Vec<Transfer> {
+    f.svc.store().job_transfers(job).unwrap()
+}
+
+fn sum(ts: &[Transfer], kind: TransferKind, to_or_from: &str) -> u64 {
+    ts.iter()
+        .filter(|t| t.kind == kind && (t.to == to_or_from || t.from == to_or_from))
+        .map(|t| t.amount)
+        .sum()
+}
+
+/// What the client `studio` paid for a job: escrow and dispute deposit, less refunds.
+fn client_outflow(ts: &[Transfer]) -> u64 {
+    let c = "client:studio";
+    sum(ts, TransferKind::Escrow, c) + sum(ts, TransferKind::DisputeDeposit, c)
+        - sum(ts, TransferKind::Refund, c)
+        - sum(ts, TransferKind::DisputeRefund, c)
+}
+
+fn all_verdicts(b: &ProofBundle) -> Vec<&Verdict> {
+    b.rounds
+        .iter()
+        .flat_map(|r| r.verdicts.iter())
+        .chain(b.disputes.iter().flat_map(|d| d.verdicts.iter()))
+        .map(|v| &v.statement)
+        .collect()
+}
+
+/// Every task goes to `pick(task index)`'s node until none is left in the outbox.
+fn render_all(f: &Farm, nodes: &[&Node], pick: impl Fn(usize) -> usize) {
+    let ts = tasks(&f.drain());
+    for (i, t) in ts.iter().enumerate() {
+        let h = f
+            .svc
+            .handle_result(&result_body(nodes[pick(i)], t), f.now)
+            .unwrap();
+        assert_eq!(h, Handled::Done);
+    }
+}
+
+fn audits(b: &ProofBundle) {
+    let report = audit_bundle(b, None);
+    assert!(
+        report.passed(),
+        "{:#?}",
+        report.failures().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn an_honest_node_of_another_class_passes_by_tolerance() {
+    let f = farm(diverged_only());
+    let (a, v) = (key(1), key(2));
+    f.register_with(&a, "node", caps(&other(&f, "b", 500)));
+    f.register(&v, "verifier");
+    let job = f.submit();
+    let na = node_with(&a, other(&f, "b", 500), None);
+    render_all(&f, &[&na], |_| 0);
+    f.verify(&Verifier::new(v, f.renderer.clone()), &f.drain());
+    assert_eq!(state(&f, &job), "done");
+    let b = bundle(&f, &job);
+    audits(&b);
+    let vs = all_verdicts(&b);
+    assert!(vs.iter().all(|v| v.decision == Decision::Pass));
+    let bands: BTreeSet<Band> = vs
+        .iter()
+        .flat_map(|v| v.samples.iter().map(|s| s.band))
+        .collect();
+    assert!(
+        bands.contains(&Band::Close),
+        "some cross-class tiles differ: {bands:?}"
+    );
+    assert!(
+        bands.iter().all(|b| matches!(b, Band::Match | Band::Close)),
+        "{bands:?}"
+    );
+    assert_paid_once(&f, &job);
+    assert_eq!(f.svc.store().trust(&hex(&a)).unwrap(), 1);
+}
+
+#[test]
+fn the_ambiguous_band_escalates_to_a_verifier_of_another_class_and_never_slashes() {
+    let f = farm(diverged_only());
+    let (a, b, v1, v2) = (key(1), key(3), key(2), key(4));
+    f.register_with(&a, "node", caps(&other(&f, "b", 40_000)));
+    f.register(&b, "node");
+    f.register(&v1, "verifier");
+    let v2_renderer = other(&f, "v2", 0);
+    f.register_with(&v2, "verifier", caps(&v2_renderer));
+    f.svc.store().set_trust(&hex(&a), 20).unwrap();
+    let job = f.submit();
+    let price = job_price(&bundle_manifest(&f, &job));
+    let na = node_with(&a, other(&f, "b", 40_000), None);
+    let nb = f.node(&b, None);
+    render_all(&f, &[&na, &nb], |i| i % 2);
+    let (first, second) = (
+        Verifier::new(key(2), f.renderer.clone()),
+        Verifier::new(key(4), v2_renderer),
+    );
+    // The first verdict on A escalates; the escalated check goes to V2's own queue.
+    let msgs = f.drain();
+    let verify: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.0 == QUEUE_VERIFY)
+        .cloned()
+        .collect();
+    f.answer(&[&first], &verify);
+    let queued = f.drain();
+    let escalated: Vec<_> = queued
+        .iter()
+        .filter(|m| m.0 == tessera_protocol::wire::verifier_queue(&v2.public()))
+        .cloned()
+        .collect();
+    assert_eq!(
+        escalated.len(),
+        1,
+        "one escalated check, routed to the other-class verifier: {:?}",
+        queued.iter().map(|m| &m.0).collect::<Vec<_>>()
+    );
+    f.verify_with(&[&first, &second], &escalated);
+    // A is inconclusive: its tiles are rendered again by B in round 1.
+    assert_eq!(state(&f, &job), "rendering");
+    render_all(&f, &[&nb], |_| 0);
+    f.verify_with(&[&first, &second], &f.drain());
+    assert_eq!(state(&f, &job), "done");
+
+    let bd = bundle(&f, &job);
+    audits(&bd);
+    let on_a: Vec<&Verdict> = all_verdicts(&bd)
+        .into_iter()
+        .filter(|v| v.node == a.public())
+        .collect();
+    assert_eq!(on_a.len(), 2);
+    assert_eq!(
+        (on_a[0].check, on_a[0].decision),
+        (CheckKind::FIRST, Decision::Escalate)
+    );
+    assert_eq!(
+        (on_a[1].check, on_a[1].decision),
+        (CheckKind::FIRST.escalate(), Decision::Inconclusive)
+    );
+    assert!(on_a[1].samples.len() >= on_a[0].samples.len());
+    assert!(on_a[1].samples.iter().any(|s| s.band == Band::Ambiguous));
+    let escalated_by = bd.rounds[0]
+        .verdicts
+        .iter()
+        .find(|v| v.statement.node == a.public() && v.statement.check.escalated)
+        .unwrap()
+        .signer;
+    assert_eq!(
+        escalated_by,
+        v2.public(),
+        "escalated to the second verifier"
+    );
+    // Never slashed, never paid; trust halved; the client paid the job's price once.
+    let ts = transfers(&f, &job);
+    let node_a = format!("node:{}", a.public());
+    assert_eq!(
+        sum(&ts, TransferKind::Slash, &format!("stake:{}", a.public())),
+        0
+    );
+    assert_eq!(sum(&ts, TransferKind::PayOnPass, &node_a), 0);
+    assert_eq!(f.svc.store().trust(&hex(&a)).unwrap(), 10);
+    assert_paid_once(&f, &job);
+    let charged = sum(&ts, TransferKind::Escrow, "client:studio")
+        - sum(&ts, TransferKind::Refund, "client:studio");
+    assert_eq!(
+        charged, price,
+        "the client pays the job's price and nothing more"
+    );
+}
+
+#[test]
+fn a_far_tile_is_confirmed_by_the_second_verifier_before_a_slash() {
+    let f = farm(diverged_only());
+    let (a, b, v1, v2) = (key(1), key(3), key(2), key(4));
+    f.register(&a, "node");
+    f.register(&b, "node");
+    f.register(&v1, "verifier");
+    let v2_renderer = other(&f, "v2", 0);
+    f.register_with(&v2, "verifier", caps(&v2_renderer));
+    let job = f.submit();
+    let price = job_price(&bundle_manifest(&f, &job));
+    let (cheat, honest) = (f.node(&a, Some(DishonestMode::Noise)), f.node(&b, None));
+    render_all(&f, &[&cheat, &honest], |i| i % 2);
+    let vs = [
+        &Verifier::new(v1, f.renderer.clone()),
+        &Verifier::new(key(4), v2_renderer),
+    ];
+    f.verify_with(&vs, &f.drain());
+    render_all(&f, &[&honest], |_| 0);
+    f.verify_with(&vs, &f.drain());
+    assert_eq!(state(&f, &job), "done");
+    let bd = bundle(&f, &job);
+    audits(&bd);
+    let on_a: Vec<(CheckKind, Decision, PublicKey)> = bd.rounds[0]
+        .verdicts
+        .iter()
+        .filter(|v| v.statement.node == a.public())
+        .map(|v| (v.statement.check, v.statement.decision, v.signer))
+        .collect();
+    assert_eq!(
+        on_a.iter().map(|x| (x.0, x.1)).collect::<Vec<_>>(),
+        vec![
+            (CheckKind::FIRST, Decision::Escalate),
+            (CheckKind::FIRST.escalate(), Decision::Fail)
+        ]
+    );
+    assert_eq!(on_a[1].2, v2.public());
+    let ts = transfers(&f, &job);
+    assert!(sum(&ts, TransferKind::Slash, &format!("stake:{}", a.public())) > 0);
+    assert_eq!(f.svc.store().trust(&hex(&a)).unwrap(), 0);
+    assert_paid_once(&f, &job);
+    let charged = sum(&ts, TransferKind::Escrow, "client:studio")
+        - sum(&ts, TransferKind::Refund, "client:studio");
+    assert_eq!(charged, price);
+}
+
+fn bundle_manifest(f: &Farm, job: &str) -> tessera_protocol::statements::JobManifest {
+    f.svc.job_view(job).unwrap().manifest.statement
+}
+
+/// One sampled tile per node and round, but a dispute samples everything: a node that
+/// forges one tile in twelve usually passes its round and is caught by the dispute.
+fn dispute_farm() -> Farm {
+    Farm::with_config(ServiceConfig {
+        tolerance: Tolerance {
+            escalation_multiplier: 100,
+            ..diverged_only()
+        },
+        sampling: SamplingPolicy {
+            detection_ppm: 1,
+            forged_fraction_ppm: 500_000,
+            new_node_trust: 0,
+            new_node_multiplier: 1,
+            floor: 1,
+        },
+        challenge_window_secs: 3_600,
+        ..Farm::config()
+    })
+}
+
+#[test]
+fn a_dispute_that_finds_a_cheat_claws_back_slashes_and_rerenders_at_no_extra_charge() {
+    let mut f = dispute_farm();
+    let (a, b, v) = (key(1), key(3), key(2));
+    f.register(&a, "node");
+    f.register(&b, "node");
+    f.register(&v, "verifier");
+    let verifier = Verifier::new(v, f.renderer.clone());
+    let honest = f.node(&b, None);
+    // Find a job whose one forged tile escaped the single sampled tile of round 0.
+    let mut found = None;
+    for _ in 0..40 {
+        let job = f.submit_with("priority", Requirements::default());
+        let cheat = f.node(&a, Some(DishonestMode::Partial));
+        render_all(&f, &[&cheat], |_| 0);
+        f.verify(&verifier, &f.drain());
+        if state(&f, &job) == "done" {
+            found = Some(job);
+            break;
+        }
+        // Caught in the round: B renders its tiles again; try another job.
+        render_all(&f, &[&honest], |_| 0);
+        f.verify(&verifier, &f.drain());
+        assert_eq!(state(&f, &job), "done");
+        f.now += 1;
+    }
+    let job = found.expect("a forged tile escapes one sample in twelve most of the time");
+    let m = bundle_manifest(&f, &job);
+    let client = "client:studio";
+    let stake_before = f
+        .svc
+        .store()
+        .balance(&format!("stake:{}", a.public()))
+        .unwrap();
+    f.svc.open_dispute(&job, "studio", f.now).unwrap();
+    assert_eq!(state(&f, &job), "disputed");
+    assert_eq!(
+        sum(&transfers(&f, &job), TransferKind::DisputeDeposit, client),
+        dispute_deposit(&m)
+    );
+    f.verify(&verifier, &f.drain());
+    // Upheld: A's tiles go to B in a new round.
+    assert_eq!(state(&f, &job), "rendering");
+    render_all(&f, &[&honest], |_| 0);
+    f.verify(&verifier, &f.drain());
+    assert_eq!(state(&f, &job), "done");
+
+    let bd = bundle(&f, &job);
+    audits(&bd);
+    assert_eq!(bd.disputes.len(), 1);
+    assert!(bd
+        .frames
+        .iter()
+        .flat_map(|fr| &fr.tiles)
+        .all(|t| t.node == b.public()));
+    let ts = transfers(&f, &job);
+    let node_a = format!("node:{}", a.public());
+    let paid_a = sum(&ts, TransferKind::PayOnPass, &node_a);
+    assert!(paid_a > 0);
+    assert_eq!(
+        sum(&ts, TransferKind::Clawback, &node_a),
+        paid_a,
+        "A's pay comes back"
+    );
+    assert!(
+        sum(
+            &ts,
+            TransferKind::Forfeit,
+            &format!("holdback:{job}:{}", a.public())
+        ) > 0
+    );
+    assert!(
+        f.svc
+            .store()
+            .balance(&format!("stake:{}", a.public()))
+            .unwrap()
+            < stake_before
+    );
+    assert_eq!(
+        sum(&ts, TransferKind::DisputeRefund, client),
+        dispute_deposit(&m)
+    );
+    assert_eq!(f.svc.store().trust(&hex(&a)).unwrap(), 0);
+    // The client paid the job's price once: the deposit came back, nothing more was taken.
+    assert_eq!(client_outflow(&ts), job_price(&m));
+    assert_eq!(f.svc.store().total().unwrap(), 0);
+    // After the window the remaining hold-backs are released; the bundle still audits.
+    f.now += 3_600_000;
+    f.svc.reconcile(f.now).unwrap();
+    audits(&bundle(&f, &job));
+    assert_eq!(
+        f.svc
+            .store()
+            .balance(&format!("holdback:{job}:{}", a.public()))
+            .unwrap(),
+        0
+    );
+    assert_eq!(f.svc.store().balance(&format!("escrow:{job}")).unwrap(), 0);
+    f.restart();
+    audits(&bundle(&f, &job));
+}
+
+#[test]
+fn a_dispute_that_finds_nothing_costs_the_client_its_deposit() {
+    let f = dispute_farm();
+    let (a, v) = (key(1), key(2));
+    f.register(&a, "node");
+    f.register(&v, "verifier");
+    let verifier = Verifier::new(v, f.renderer.clone());
+    let job = f.submit_with("priority", Requirements::default());
+    render_all(&f, &[&f.node(&a, None)], |_| 0);
+    f.verify(&verifier, &f.drain());
+    assert_eq!(state(&f, &job), "done");
+    let m = bundle_manifest(&f, &job);
+    f.svc.open_dispute(&job, "studio", f.now).unwrap();
+    f.verify(&verifier, &f.drain());
+    assert_eq!(state(&f, &job), "done");
+    let ts = transfers(&f, &job);
+    assert_eq!(
+        sum(&ts, TransferKind::DisputeFee, "treasury"),
+        dispute_deposit(&m)
+    );
+    assert_eq!(client_outflow(&ts), job_price(&m) + dispute_deposit(&m));
+    assert_eq!(
+        sum(&ts, TransferKind::Slash, &format!("stake:{}", a.public())),
+        0
+    );
+    let bd = bundle(&f, &job);
+    assert_eq!(bd.disputes.len(), 1);
+    audits(&bd);
+    f.svc.reconcile(f.now + 3_600_001).unwrap();
+    let bd = bundle(&f, &job);
+    audits(&bd);
+    assert!(bd
+        .payments
+        .statement
+        .transfers
+        .iter()
+        .any(|t| t.kind == TransferKind::Release));
+}
+
+#[test]
+fn disputes_are_refused_outside_their_rules_and_change_nothing() {
+    let f = dispute_farm();
+    let (a, v) = (key(1), key(2));
+    f.register(&a, "node");
+    f.register(&v, "verifier");
+    let verifier = Verifier::new(v, f.renderer.clone());
+    let job = f.submit_with("priority", Requirements::default());
+    let not_done = f.svc.open_dispute(&job, "studio", f.now).unwrap_err();
+    assert!(
+        not_done.to_string().contains("only a done job"),
+        "{not_done}"
+    );
+    render_all(&f, &[&f.node(&a, None)], |_| 0);
+    f.verify(&verifier, &f.drain());
+    let total_before = f.svc.store().balances().unwrap();
+    let wrong = f.svc.open_dispute(&job, "someone-else", f.now).unwrap_err();
+    assert!(wrong.to_string().contains("another client"), "{wrong}");
+    let late = f
+        .svc
+        .open_dispute(&job, "studio", f.now + 3_600_000)
+        .unwrap_err();
+    assert!(
+        late.to_string().contains("challenge window is closed"),
+        "{late}"
+    );
+    assert_eq!(f.svc.store().balances().unwrap(), total_before);
+    f.svc.open_dispute(&job, "studio", f.now).unwrap();
+    let twice = f.svc.open_dispute(&job, "studio", f.now).unwrap_err();
+    assert!(
+        twice.to_string().contains("disputed already") || twice.to_string().contains("is disputed"),
+        "{twice}"
+    );
+}
+
+#[test]
+fn the_trusted_tier_goes_only_to_nodes_with_enough_trust() {
+    let f = Farm::new();
+    let (low, high, v) = (key(1), key(3), key(2));
+    f.register(&low, "node");
+    f.register(&high, "node");
+    f.register(&v, "verifier");
+    let refused = f
+        .try_submit("trusted", Requirements::default())
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("no registered node has the trust"),
+        "{refused}"
+    );
+    f.svc.store().set_trust(&hex(&high), 60).unwrap();
+    let job = f.submit_with("trusted", Requirements::default());
+    let msgs = f.drain();
+    let queues: BTreeSet<&str> = msgs
+        .iter()
+        .filter(|m| m.0 != QUEUE_VERIFY)
+        .map(|m| m.0.as_str())
+        .collect();
+    let own = tessera_protocol::wire::node_queue(&high.public());
+    assert_eq!(queues, BTreeSet::from([own.as_str()]));
+    // A result from the untrusted node is refused and pays nothing.
+    let t = &tasks(&msgs)[0];
+    let h = f
+        .svc
+        .handle_result(&result_body(&f.node(&low, None), t), f.now)
+        .unwrap();
+    assert!(
+        matches!(&h, Handled::Refused(r) if r.contains("trust 0")),
+        "{h:?}"
+    );
+    f.held.borrow_mut().extend(msgs);
+    render_all(&f, &[&f.node(&high, None)], |_| 0);
+    f.verify(&Verifier::new(v, f.renderer.clone()), &f.drain());
+    assert_eq!(state(&f, &job), "done");
+    assert_paid_once(&f, &job);
+    assert_eq!(f.svc.store().trust(&hex(&high)).unwrap(), 61);
+}
+
+/// Re-signed tampering: each change keeps every signature valid (the test holds the keys)
+/// and must still be caught by the audit re-deriving the rule it breaks.
+#[test]
+fn the_audit_rejects_verdicts_and_payments_that_do_not_follow_from_the_rules() {
+    let f = farm(diverged_only());
+    let (a, b, v1, v2) = (key(1), key(3), key(2), key(4));
+    f.register(&a, "node");
+    f.register(&b, "node");
+    f.register(&v1, "verifier");
+    let v2_renderer = other(&f, "v2", 0);
+    f.register_with(&v2, "verifier", caps(&v2_renderer));
+    let job = f.submit();
+    let (cheat, honest) = (f.node(&a, Some(DishonestMode::Black)), f.node(&b, None));
+    render_all(&f, &[&cheat, &honest], |i| i % 2);
+    let vs = [
+        &Verifier::new(key(2), f.renderer.clone()),
+        &Verifier::new(key(4), v2_renderer),
+    ];
+    f.verify_with(&vs, &f.drain());
+    render_all(&f, &[&honest], |_| 0);
+    f.verify_with(&vs, &f.drain());
+    let good = bundle(&f, &job);
+    audits(&good);
+    let coordinator = SecretKey::from_seed(&f.coordinator_seed);
+    let coordinator = &coordinator;
+    let (a_pub, v1_pub) = (a.public(), v1.public());
+    let signer_of = move |pk: &PublicKey| if *pk == v1_pub { key(2) } else { key(4) };
+    // (what is changed, the check that must fail)
+    type Tamper<'a> = Box<dyn Fn(&mut ProofBundle) + 'a>;
+    let escalated_of_a = move |b: &mut ProofBundle| -> usize {
+        b.rounds[0]
+            .verdicts
+            .iter()
+            .position(|v| v.statement.node == a_pub && v.statement.check.escalated)
+            .unwrap()
+    };
+    let resign = move |b: &mut ProofBundle, i: usize, edit: &dyn Fn(&mut Verdict)| {
+        let v = &mut b.rounds[0].verdicts[i];
+        let mut s = v.statement.clone();
+        edit(&mut s);
+        let k = signer_of(&v.signer);
+        *v = Signed::sign(s, &k);
+    };
+    let cases: Vec<(&str, Tamper<'_>, &str)> = vec![
+        (
+            "a far tile relabelled close",
+            Box::new(move |b| {
+                let i = escalated_of_a(b);
+                resign(b, i, &|s| s.samples[0].band = Band::Close);
+            }),
+            "verdict",
+        ),
+        (
+            "a failure turned inconclusive",
+            Box::new(move |b| {
+                let i = escalated_of_a(b);
+                resign(b, i, &|s| s.decision = Decision::Inconclusive);
+            }),
+            "verdict",
+        ),
+        (
+            "metrics of a tile that matched",
+            Box::new(move |b| {
+                let i = b.rounds[0]
+                    .verdicts
+                    .iter()
+                    .position(|v| v.statement.samples.iter().any(|s| s.matched))
+                    .expect("the honest node's tiles match");
+                resign(b, i, &|s| {
+                    if let Some(x) = s.samples.iter_mut().find(|x| x.matched) {
+                        x.metrics.diverged_ppm = 5;
+                    }
+                });
+            }),
+            "verdict",
+        ),
+        (
+            "the escalated check dropped",
+            Box::new(move |b| {
+                let i = escalated_of_a(b);
+                b.rounds[0].verdicts.remove(i);
+                let j = b.rounds[0]
+                    .samples
+                    .iter()
+                    .position(|s| s.node == a_pub && s.check.escalated)
+                    .unwrap();
+                b.rounds[0].samples.remove(j);
+            }),
+            "escalation",
+        ),
+        (
+            "the slash left out of the receipt",
+            Box::new(move |b| {
+                let mut r = b.payments.statement.clone();
+                r.transfers.retain(|t| t.kind != TransferKind::Slash);
+                b.payments = Signed::sign(r, coordinator);
+            }),
+            "payments",
+        ),
+        (
+            "a slash both collected and listed as uncollected",
+            Box::new(move |b| {
+                let mut r = b.payments.statement.clone();
+                let slash = r
+                    .transfers
+                    .iter()
+                    .find(|t| t.kind == TransferKind::Slash)
+                    .cloned()
+                    .expect("the cheater was slashed");
+                r.uncollected.push(slash);
+                b.payments = Signed::sign(r, coordinator);
+            }),
+            "payments",
+        ),
+        (
+            "an uncollected slash larger than the rules charge",
+            Box::new(move |b| {
+                let mut r = b.payments.statement.clone();
+                let i = r
+                    .transfers
+                    .iter()
+                    .position(|t| t.kind == TransferKind::Slash)
+                    .expect("the cheater was slashed");
+                let mut slash = r.transfers.remove(i);
+                slash.amount += 1;
+                r.uncollected.push(slash);
+                b.payments = Signed::sign(r, coordinator);
+            }),
+            "payments",
+        ),
+        (
+            "evidence that is not what was delivered",
+            Box::new(move |b| {
+                let s = &mut b.rounds[0].samples[0];
+                s.delivered[0][0] ^= 1;
+            }),
+            "verdict",
+        ),
+    ];
+    for (what, tamper, check) in cases {
+        let mut bad = good.clone();
+        tamper(&mut bad);
+        let report = audit_bundle(&bad, None);
+        let failed: Vec<&str> = report.failures().map(|c| c.name.as_str()).collect();
+        assert!(
+            failed.contains(&check),
+            "{what}: expected {check} to fail, failed {failed:?}"
+        );
+    }
+}

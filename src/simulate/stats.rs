@@ -1,0 +1,264 @@
+//! The numbers of `tessera simulate`: deterministic draws, the Wilson score interval, the
+//! predicted detection rate, and the counters a job adds to.
+
+use serde::Serialize;
+use tessera_protocol::canonical::tile_hash;
+use tessera_protocol::Digest;
+
+/// BLAKE3 of the parts, each prefixed by its length (so that no two lists of parts
+/// collide).
+pub fn digest(parts: &[&[u8]]) -> Digest {
+    let mut buf = Vec::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
+    for p in parts {
+        buf.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        buf.extend_from_slice(p);
+    }
+    tile_hash(&buf)
+}
+
+/// A uniform number in [0, 1) from the 8 bytes of `d` at word `word` (0..4), with 53 bits.
+pub fn unit(d: &Digest, word: usize) -> f64 {
+    let at = (word % 4) * 8;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[at..at + 8]);
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A 64-bit seed from a digest, for [`mix_unit`].
+pub fn unit_seed(d: &Digest) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// A uniform number in [0, 1) for item `i` of a stream seeded by `seed` (SplitMix64's
+/// finalizer: cheap, for per-value noise where a BLAKE3 call per value is too slow).
+pub fn mix_unit(seed: u64, i: u64) -> f64 {
+    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// z of a two-sided 99 % normal interval.
+pub const Z_99: f64 = 2.575_829_303_548_900_4;
+
+/// The Wilson score interval of `successes` out of `trials` at normal quantile `z`:
+/// (low, high), inside [0, 1]. No trials: (0, 1).
+pub fn wilson(successes: u64, trials: u64, z: f64) -> (f64, f64) {
+    if trials == 0 {
+        return (0.0, 1.0);
+    }
+    let n = trials as f64;
+    let p = successes.min(trials) as f64 / n;
+    let z2 = z * z;
+    let denom = 1.0 + z2 / n;
+    let centre = (p + z2 / (2.0 * n)) / denom;
+    let half = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / denom;
+    // At the ends the interval reaches 0 or 1 exactly; rounding must not cut it short.
+    let low = if successes == 0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let high = if successes >= trials {
+        1.0
+    } else {
+        (centre + half).min(1.0)
+    };
+    (low, high)
+}
+
+/// The chance that `k` tiles sampled from a node that forged each tile independently
+/// with probability `f` include a forged one: 1 − (1 − f)^k.
+pub fn predicted_detection(f: f64, k: u32) -> f64 {
+    1.0 - (1.0 - f).powi(k as i32)
+}
+
+/// Sample tiles by the band the verifier put them in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Bands {
+    /// Byte-identical.
+    pub r#match: u64,
+    /// Different bytes inside the pass limits.
+    pub close: u64,
+    /// Between the limits.
+    pub ambiguous: u64,
+    /// Beyond the fail limits.
+    pub far: u64,
+}
+
+impl Bands {
+    fn add(&mut self, o: &Bands) {
+        self.r#match += o.r#match;
+        self.close += o.close;
+        self.ambiguous += o.ambiguous;
+        self.far += o.far;
+    }
+}
+
+/// Ledger totals over every job, micro-credits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Money {
+    /// Clients' escrows.
+    pub escrowed: u64,
+    /// Paid to nodes on a pass.
+    pub paid_on_pass: u64,
+    /// Held back, then released at the end of the job.
+    pub held_back: u64,
+    /// Released hold-backs.
+    pub released: u64,
+    /// Slashed stake.
+    pub slashed: u64,
+    /// Escrow refunded for tiles never accepted.
+    pub refunded: u64,
+    /// Slashed from cheaters.
+    pub slashed_cheaters: u64,
+    /// Earned (paid + released) by cheaters.
+    pub earned_by_cheaters: u64,
+    /// Jobs whose ledger did not sum to zero (must be 0).
+    pub unbalanced_jobs: u64,
+    /// Sum of every job's ledger balances (must be 0).
+    pub total: i64,
+}
+
+impl Money {
+    fn add(&mut self, o: &Money) {
+        self.escrowed += o.escrowed;
+        self.paid_on_pass += o.paid_on_pass;
+        self.held_back += o.held_back;
+        self.released += o.released;
+        self.slashed += o.slashed;
+        self.refunded += o.refunded;
+        self.slashed_cheaters += o.slashed_cheaters;
+        self.earned_by_cheaters += o.earned_by_cheaters;
+        self.unbalanced_jobs += o.unbalanced_jobs;
+        self.total += o.total;
+    }
+}
+
+/// What jobs add up to; integers only, so the sum is the same in any order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Jobs run.
+    pub jobs: u64,
+    /// Cheaters whose round ended in a fail.
+    pub detected: u64,
+    /// Cheaters whose round ended inconclusive.
+    pub cheater_inconclusive: u64,
+    /// Cheaters that forged no tile at all (drawn so; counted among the cheaters).
+    pub cheaters_without_forgery: u64,
+    /// Tiles cheaters forged.
+    pub forged_tiles: u64,
+    /// Forged tiles accepted (their cheater passed).
+    pub forged_accepted: u64,
+    /// Honest node-rounds judged.
+    pub honest_rounds: u64,
+    /// Honest node-rounds that ended in a fail.
+    pub honest_fails: u64,
+    /// Honest node-rounds that ended inconclusive.
+    pub honest_inconclusive: u64,
+    /// Honest node-rounds of the other class.
+    pub other_class_rounds: u64,
+    /// First checks that escalated.
+    pub escalations: u64,
+    /// … of them on honest nodes.
+    pub honest_escalations: u64,
+    /// Tiles nodes rendered (every round, forged ones included).
+    pub rendered: u64,
+    /// Tiles verifiers re-rendered (every check, escalations included).
+    pub rerendered: u64,
+    /// Rounds beyond the first (re-renders of failed nodes' tiles).
+    pub extra_rounds: u64,
+    /// Samples by band, every check.
+    pub bands: Bands,
+    /// Samples of the honest other-class node by band.
+    pub other_class_bands: Bands,
+    /// Ledger totals.
+    pub money: Money,
+}
+
+impl Tally {
+    /// Add another tally.
+    pub fn add(&mut self, o: &Tally) {
+        self.jobs += o.jobs;
+        self.detected += o.detected;
+        self.cheater_inconclusive += o.cheater_inconclusive;
+        self.cheaters_without_forgery += o.cheaters_without_forgery;
+        self.forged_tiles += o.forged_tiles;
+        self.forged_accepted += o.forged_accepted;
+        self.honest_rounds += o.honest_rounds;
+        self.honest_fails += o.honest_fails;
+        self.honest_inconclusive += o.honest_inconclusive;
+        self.other_class_rounds += o.other_class_rounds;
+        self.escalations += o.escalations;
+        self.honest_escalations += o.honest_escalations;
+        self.rendered += o.rendered;
+        self.rerendered += o.rerendered;
+        self.extra_rounds += o.extra_rounds;
+        self.bands.add(&o.bands);
+        self.other_class_bands.add(&o.other_class_bands);
+        self.money.add(&o.money);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_matches_known_values() {
+        // 50 of 100 at 95 %: 0.4038..0.5962 (Wilson 1927; any statistics table).
+        let (lo, hi) = wilson(50, 100, 1.959_963_984_540_054);
+        assert!(
+            (lo - 0.403_831).abs() < 1e-5 && (hi - 0.596_169).abs() < 1e-5,
+            "{lo} {hi}"
+        );
+        // 9950 of 10000 at 99 %: 0.992826..0.996517.
+        let (lo, hi) = wilson(9_950, 10_000, Z_99);
+        assert!(
+            (lo - 0.992_826).abs() < 1e-6 && (hi - 0.996_517).abs() < 1e-6,
+            "{lo} {hi}"
+        );
+    }
+
+    #[test]
+    fn wilson_reaches_the_ends_and_stays_inside() {
+        assert_eq!(wilson(0, 0, Z_99), (0.0, 1.0));
+        let (lo, hi) = wilson(0, 2_000, Z_99);
+        assert_eq!(lo, 0.0);
+        assert!(hi > 0.0 && hi < 0.005, "{hi}");
+        let (lo, hi) = wilson(2_000, 2_000, Z_99);
+        assert_eq!(hi, 1.0);
+        assert!(lo > 0.995 && lo < 1.0, "{lo}");
+        for x in [1, 7, 500, 1999] {
+            let (lo, hi) = wilson(x, 2_000, Z_99);
+            let p = x as f64 / 2_000.0;
+            assert!(0.0 <= lo && lo < p && p < hi && hi <= 1.0);
+        }
+    }
+
+    #[test]
+    fn prediction_is_the_sampling_formula() {
+        assert_eq!(predicted_detection(0.0, 135), 0.0);
+        assert_eq!(predicted_detection(1.0, 1), 1.0);
+        // DESIGN.md: P = 0.999 at f = 0.05 takes k = 135.
+        let p = predicted_detection(0.05, 135);
+        assert!(p > 0.999 && predicted_detection(0.05, 134) < 0.999, "{p}");
+    }
+
+    #[test]
+    fn draws_are_uniform_enough() {
+        let mut below = 0;
+        for i in 0u32..20_000 {
+            if unit(&digest(&[b"t", &i.to_le_bytes()]), 0) < 0.05 {
+                below += 1;
+            }
+        }
+        // 1000 expected; 99.99 % of draws fall within ±4σ (σ ≈ 31).
+        assert!((875..1125).contains(&below), "{below}");
+        let mean: f64 = (0..10_000).map(|i| mix_unit(7, i)).sum::<f64>() / 10_000.0;
+        assert!((mean - 0.5).abs() < 0.01, "{mean}");
+    }
+}

@@ -1,0 +1,171 @@
+//! `tessera simulate` through the binary: the JSON contract scripts rely on, detection that
+//! agrees with 1 − (1 − f)^k, no honest node rejected, and bad flags refused by name.
+
+use serde_json::Value;
+use std::process::{Command, Output};
+
+/// Run `cmd` to the end, echoing its stderr (and stdout, which is long) to the test's
+/// output.
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run tessera");
+    eprintln!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn simulate(args: &[&str]) -> Output {
+    run(Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("simulate")
+        .args(args)
+        .env_remove("TESSERA_TIER")
+        .env_remove("TESSERA_CONFIG")
+        .env_remove("TESSERA_LOG"))
+}
+
+fn report(args: &[&str]) -> Value {
+    let out = simulate(args);
+    assert!(out.status.success(), "simulate {args:?} failed");
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing or not a number in {v}"))
+}
+
+#[test]
+fn json_contract_and_detection_that_agrees_with_the_formula() {
+    // Priority: k = 135 of n = 160, so sampling (not exhaustive checking) decides.
+    let v = report(&[
+        "--jobs",
+        "2000",
+        "--forged-fraction",
+        "0.05",
+        "--tier",
+        "priority",
+        "--tiles",
+        "160",
+        "--json",
+    ]);
+    for key in [
+        "measured_detection",
+        "predicted_detection",
+        "honest_false_rejects",
+        "verification_cost",
+        "ci99",
+        "agrees",
+        "jobs",
+        "tiles_per_job",
+        "k",
+        "tier",
+        "forged_fraction",
+        "escalations",
+        "elapsed_s",
+        "jobs_per_s",
+    ] {
+        assert!(v.get(key).is_some(), "key {key} missing from {v}");
+    }
+    assert_eq!(num(&v, "jobs"), 2000.0);
+    assert_eq!(num(&v, "k"), 135.0);
+    assert_eq!(v["tier"], "priority");
+    let predicted = num(&v, "predicted_detection");
+    assert!((predicted - (1.0 - 0.95f64.powi(135))).abs() < 1e-12);
+    let measured = num(&v, "measured_detection");
+    let (lo, hi) = (
+        v["ci99"][0].as_f64().unwrap(),
+        v["ci99"][1].as_f64().unwrap(),
+    );
+    assert!(lo <= measured && measured <= hi, "{v}");
+    assert!(
+        lo <= predicted && predicted <= hi,
+        "prediction outside the interval: {v}"
+    );
+    assert_eq!(v["agrees"], true);
+    assert_eq!(num(&v, "honest_false_rejects"), 0.0, "{v}");
+    assert_eq!(v["ledger"]["total"], 0);
+    assert_eq!(v["ledger"]["unbalanced_jobs"], 0);
+    // Verification cost, exactly: every job's three first checks sample k each, every
+    // escalation min(2k, n) (the escalation multiplier is 2), every extra round (a caught
+    // cheater's n tiles re-rendered by an honest node) k; nodes render 3n tiles a job and
+    // n per extra round.
+    let (k, n, jobs) = (135.0, 160.0, 2000.0);
+    let (esc, extra) = (num(&v, "escalations"), num(&v, "extra_rounds"));
+    let caught = num(&v, "detected") + num(&v, "cheater_inconclusive");
+    assert!(esc >= caught && extra == caught, "{v}");
+    let escalated_k = f64::min(2.0 * k, n);
+    let want = (3.0 * k * jobs + escalated_k * esc + k * extra) / (3.0 * n * jobs + n * extra);
+    let cost = num(&v, "verification_cost");
+    assert!(
+        (cost - want).abs() < 1e-9,
+        "verification_cost {cost}, expected {want}"
+    );
+    // The cross-class path is exercised: the other class's samples are close or
+    // ambiguous, never far; the cheats are far.
+    assert!(v["other_class_bands"]["close"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["other_class_bands"]["far"], 0, "{v}");
+    assert!(v["bands"]["far"].as_u64().unwrap() > 0, "{v}");
+}
+
+#[test]
+fn a_small_forged_fraction_slips_through_as_often_as_predicted() {
+    // f = 1 %, k = 135: about a quarter of the cheaters go unseen. A verifier that
+    // caught everything, or nothing, would fall outside the interval.
+    let v = report(&[
+        "--jobs",
+        "800",
+        "--forged-fraction",
+        "0.01",
+        "--tier",
+        "trusted",
+        "--tiles",
+        "160",
+        "--json",
+    ]);
+    let measured = num(&v, "measured_detection");
+    assert!((0.6..0.9).contains(&measured), "{v}");
+    // One fixed seed is one draw: at 800 jobs, hold the measured rate to the prediction
+    // within 3.29 standard errors (a 99.9 % band), so a biased sample or verifier
+    // (catching everything or nothing, or a few points off) fails and chance does not.
+    let predicted = num(&v, "predicted_detection");
+    let se = (predicted * (1.0 - predicted) / 800.0).sqrt();
+    assert!(
+        (measured - predicted).abs() <= 3.29 * se,
+        "measured {measured}, predicted {predicted} ± {}: {v}",
+        3.29 * se
+    );
+    assert!(num(&v, "forged_tiles_accepted") > 0.0);
+    assert_eq!(num(&v, "honest_false_rejects"), 0.0);
+}
+
+#[test]
+fn the_table_is_readable_without_json() {
+    let out = simulate(&["--jobs", "50", "--tiles", "64", "--forged-fraction", "0.2"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for row in [
+        "measured detection",
+        "predicted",
+        "honest false rejects",
+        "verification cost",
+    ] {
+        assert!(text.contains(row), "{row} missing:\n{text}");
+    }
+}
+
+#[test]
+fn bad_flags_are_refused_by_name_without_a_panic() {
+    for (args, flag) in [
+        (&["--forged-fraction", "1.5"][..], "--forged-fraction"),
+        (&["--jobs", "0"][..], "--jobs"),
+        (&["--tier", "platinum"][..], "--tier"),
+    ] {
+        let out = simulate(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && !err.contains("panicked"), "{err}");
+    }
+}
