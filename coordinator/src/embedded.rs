@@ -24,8 +24,7 @@ use tessera_protocol::payments::{
 };
 use tessera_protocol::rules::{escrow_transfer, verdict_transfers, NodeOutcome};
 use tessera_protocol::statements::{
-    CheckKind, Decision, JobManifest, NodeSnapshot, PaymentReceipt, Signed, Verdict,
-    MANIFEST_VERSION,
+    CheckKind, Decision, JobManifest, NodeSnapshot, Signed, Verdict, MANIFEST_VERSION,
 };
 use tessera_protocol::tolerance::Tolerance;
 use tessera_protocol::wire::{

@@ -65,6 +65,44 @@ fn duplicated_and_reordered_results_pay_once() {
 }
 
 #[test]
+fn a_leased_task_cannot_be_taken_over_by_another_node() {
+    let mut f = Farm::new();
+    let (a, b) = (key(1), key(3));
+    f.register(&a, "node");
+    f.register(&b, "node");
+    f.register(&key(2), "verifier");
+    f.submit();
+    let first = tasks(&f.drain())[0].task_id.clone();
+    let holder = |f: &Farm| f.svc.store().task(&first).unwrap().unwrap().node;
+    f.svc
+        .handle_signal(&f.signal(&a, &[&first], &[]), f.now)
+        .unwrap();
+    assert_eq!(holder(&f), Some(a.public().to_string()));
+    // b names the task in its heartbeats: a keeps the lease, and a's heartbeats keep
+    // extending it.
+    f.now += 1;
+    f.svc
+        .handle_signal(&f.signal(&b, &[&first], &[]), f.now)
+        .unwrap();
+    assert_eq!(holder(&f), Some(a.public().to_string()));
+    f.now += LEASE - 1;
+    f.svc
+        .handle_signal(&f.signal(&a, &[&first], &[]), f.now)
+        .unwrap();
+    f.now += LEASE - 1;
+    assert_eq!(f.svc.reconcile(f.now).unwrap(), 0, "a's lease was extended");
+    assert_eq!(holder(&f), Some(a.public().to_string()));
+    // Once a's lease has expired and the task is requeued, b may lease it.
+    f.now += 2;
+    assert_eq!(f.svc.reconcile(f.now).unwrap(), 1);
+    f.drain();
+    f.svc
+        .handle_signal(&f.signal(&b, &[&first], &[]), f.now)
+        .unwrap();
+    assert_eq!(holder(&f), Some(b.public().to_string()));
+}
+
+#[test]
 fn expired_leases_requeue_and_block_a_silent_node_then_the_job_finishes() {
     let mut f = Farm::new();
     let (a, b) = (key(1), key(3));

@@ -188,6 +188,18 @@ fn the_ambiguous_band_escalates_to_a_verifier_of_another_class_and_never_slashes
         "one escalated check, routed to the other-class verifier: {:?}",
         queued.iter().map(|m| &m.0).collect::<Vec<_>>()
     );
+    // V2 does not answer in time: the reconciler publishes the check again to V2's own
+    // queue, never to the shared queue where the first verifier could take it.
+    let later = f.now + f.svc.config().verify_timeout_ms + 1;
+    f.svc.reconcile(later).unwrap();
+    let again = f.drain();
+    let routes: Vec<&String> = again.iter().map(|m| &m.0).collect();
+    assert_eq!(
+        routes,
+        vec![&escalated[0].0],
+        "the escalated check republished to the same verifier"
+    );
+    assert_eq!(again[0].2, escalated[0].2, "the same request, unchanged");
     f.verify_with(&[&first, &second], &escalated);
     // A is inconclusive: its tiles are rendered again by B in round 1.
     assert_eq!(state(&f, &job), "rendering");

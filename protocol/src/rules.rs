@@ -55,7 +55,9 @@ pub fn job_price(m: &JobManifest) -> u64 {
 
 /// The deposit a client pays to dispute the job.
 pub fn dispute_deposit(m: &JobManifest) -> u64 {
-    (u128::from(job_price(m)) * u128::from(m.dispute_deposit_pct.min(100)) / 100) as u64
+    // Rounded up: a cheap job's dispute still costs something (a deposit of 0 would make
+    // extra sampling free to demand).
+    (u128::from(job_price(m)) * u128::from(m.dispute_deposit_pct.min(100))).div_ceil(100) as u64
 }
 
 /// The client's escrow transfer made at submit.

@@ -152,7 +152,8 @@ pub struct DeterminismClass {
     pub adapter: String,
     /// Driver name, e.g. `llvmpipe`.
     pub driver: String,
-    /// Driver version information, e.g. `Mesa 22.3.6 (LLVM 15.0.6)`.
+    /// Driver version information, e.g. `Mesa 22.3.6 (LLVM 15.0.6)`; a CPU adapter adds the
+    /// CPU features its shader compiler may use (`...; cpu sse4.1,avx,avx2,fma`).
     pub driver_info: String,
     /// Renderer build, e.g. `tessera-renderer 0.1.0`.
     pub renderer_build: String,

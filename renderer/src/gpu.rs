@@ -134,7 +134,7 @@ impl Gpu {
             backend: info.backend.to_str().to_string(),
             adapter: info.name.clone(),
             driver: info.driver.clone(),
-            driver_info: info.driver_info.clone(),
+            driver_info: driver_info(&info),
             renderer_build: RENDERER_BUILD.to_string(),
             shader_hash: blake3::hash(SHADER_SOURCE.as_bytes()).to_hex().to_string(),
         };
@@ -169,6 +169,57 @@ impl Gpu {
 }
 
 /// Best-effort adapter memory (see [`Gpu::memory_bytes`]).
+/// The driver version as the class records it. A CPU adapter (lavapipe) compiles the
+/// shader for the host CPU with LLVM, so the instructions it may use belong to the class
+/// too: two machines with the same Mesa but one with FMA and one without (or one run with
+/// `GALLIUM_OVERRIDE_CPU_CAPS`) round differently. The adapter name already carries the
+/// vector width (`256 bits`); the CPU features are appended here.
+fn driver_info(info: &wgpu::AdapterInfo) -> String {
+    if info.device_type != wgpu::DeviceType::Cpu {
+        return info.driver_info.clone();
+    }
+    format!("{}; cpu {}", info.driver_info, cpu_jit_features())
+}
+
+/// The CPU features LLVM may use in lavapipe's shaders: `GALLIUM_OVERRIDE_CPU_CAPS` when
+/// set (Mesa then limits itself to that level), else the ones the host has.
+fn cpu_jit_features() -> String {
+    if let Ok(caps) = std::env::var("GALLIUM_OVERRIDE_CPU_CAPS") {
+        if !caps.trim().is_empty() {
+            return format!("caps={}", caps.trim());
+        }
+    }
+    host_features().join(",")
+}
+
+#[cfg(target_arch = "x86_64")]
+fn host_features() -> Vec<&'static str> {
+    let mut on = Vec::new();
+    macro_rules! probe {
+        ($($f:tt),*) => {$(
+            if std::arch::is_x86_feature_detected!($f) {
+                on.push($f);
+            }
+        )*};
+    }
+    probe!("sse4.1", "sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512vl");
+    on
+}
+
+#[cfg(target_arch = "aarch64")]
+fn host_features() -> Vec<&'static str> {
+    let mut on = vec!["neon"];
+    if std::arch::is_aarch64_feature_detected!("fp16") {
+        on.push("fp16");
+    }
+    on
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn host_features() -> Vec<&'static str> {
+    vec![std::env::consts::ARCH]
+}
+
 fn adapter_memory(info: &wgpu::AdapterInfo) -> u64 {
     const NVIDIA: u32 = 0x10de;
     if info.device_type == wgpu::DeviceType::Cpu {

@@ -311,6 +311,14 @@ fn texture_array(
     layers: u32,
 ) -> Result<wgpu::Texture, RenderError> {
     let limits = &gpu.limits;
+    // wgpu's GL backend guesses a texture's view dimension from its layer count and binds
+    // a one-layer texture as `D2`, not the `D2Array` the shader declares, so it samples
+    // black: give it a second (unused) layer there.
+    let layers = if gpu.class_ref().backend == "gl" {
+        layers.max(2)
+    } else {
+        layers.max(1)
+    };
     let max_side = side[0].max(side[1]);
     if max_side > limits.max_texture_dimension_2d || layers > limits.max_texture_array_layers {
         return Err(RenderError::TextureTooLarge {
@@ -327,7 +335,7 @@ fn texture_array(
         size: wgpu::Extent3d {
             width: side[0].max(1),
             height: side[1].max(1),
-            depth_or_array_layers: layers.max(1),
+            depth_or_array_layers: layers,
         },
         mip_level_count: 1,
         sample_count: 1,

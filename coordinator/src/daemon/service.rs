@@ -22,8 +22,8 @@ use tessera_protocol::rules::{
     verdict_transfers, NodeOutcome,
 };
 use tessera_protocol::statements::{
-    CheckKind, Decision, DisputeCommitment, JobManifest, NodeSignal, NodeSnapshot, PaymentReceipt,
-    Registration, RoundCommitment, Signed, Verdict, MANIFEST_VERSION,
+    CheckKind, Decision, DisputeCommitment, JobManifest, NodeSignal, NodeSnapshot, Registration,
+    RoundCommitment, Signed, Verdict, MANIFEST_VERSION,
 };
 use tessera_protocol::tolerance::Tolerance;
 use tessera_protocol::wire::{
@@ -773,6 +773,7 @@ impl Service {
         // The tiles are in the store already: the bundle's evidence is filled at the end.
         record.delivered.clear();
         let body = to_json("verify request", &req)?;
+        let queue = verifier.map_or_else(|| QUEUE_VERIFY.to_string(), |v| verifier_queue(&v));
         s.insert_request(
             &req.request_id,
             &job,
@@ -781,9 +782,9 @@ impl Service {
             check.kind,
             &to_json("samples", &record)?,
             body.as_bytes(),
+            &queue,
             now_ms,
         )?;
-        let queue = verifier.map_or_else(|| QUEUE_VERIFY.to_string(), |v| verifier_queue(&v));
         s.push_outbox(&queue, &req.request_id, body.as_bytes())?;
         Ok(())
     }
@@ -1481,7 +1482,9 @@ impl Service {
         self.store.atomically(|s| {
             s.touch_worker(&key, now_ms)?;
             for t in &sig.statement.active {
-                s.lease_task(t, &key, now_ms + self.cfg.lease_ms)?;
+                if !s.lease_task(t, &key, now_ms + self.cfg.lease_ms)? {
+                    tracing::debug!(task = %t, node = %node.short(), "heartbeat for a task this node does not hold: ignored");
+                }
             }
             for note in &sig.statement.declined {
                 let Some(task) = s.task(&note.task_id)? else { continue };
@@ -1626,13 +1629,19 @@ impl Service {
                 continue;
             }
             tracing::warn!(request = %req.request_id, "no verdict in time: request published again");
+            // Again to the queue it went to: an escalated check stays with the verifier
+            // chosen for it (its own queue is durable, so a restarted verifier gets it).
             let body = self
                 .store
                 .request_body(&req.request_id)?
                 .unwrap_or_default();
+            let queue = self
+                .store
+                .request_queue(&req.request_id)?
+                .unwrap_or_else(|| QUEUE_VERIFY.to_string());
             self.store.atomically(|s| {
                 s.touch_request(&req.request_id, now_ms)?;
-                s.push_outbox(QUEUE_VERIFY, &req.request_id, &body)
+                s.push_outbox(&queue, &req.request_id, &body)
             })?;
             queued += 1;
         }

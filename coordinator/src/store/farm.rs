@@ -20,7 +20,8 @@ CREATE INDEX IF NOT EXISTS tasks_by_lease ON tasks (state, lease_until_ms);
 CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, round INTEGER NOT NULL, node TEXT NOT NULL,
     state TEXT NOT NULL, samples TEXT NOT NULL, body BLOB NOT NULL, published_ms INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, check_kind TEXT NOT NULL DEFAULT 'first'
+    attempts INTEGER NOT NULL DEFAULT 0, check_kind TEXT NOT NULL DEFAULT 'first',
+    queue TEXT NOT NULL DEFAULT 'verify'
 );
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, message_id TEXT NOT NULL, body BLOB NOT NULL
@@ -329,8 +330,11 @@ impl Store {
     /// Give (or renew) an open task's lease to `node` until `until_ms`. False if the task
     /// is not open.
     pub fn lease_task(&self, task_id: &str, node: &str, until_ms: u64) -> Result<bool, StoreError> {
+        // Only a free task or the holder's own: another node naming a leased task (a
+        // duplicate delivery, or a node trying to take work over) changes nothing; the
+        // lease frees again when it expires and the reconciler republishes the task.
         self.exec(
-            "UPDATE tasks SET node = ?2, lease_until_ms = ?3 WHERE task_id = ?1 AND state = 'open'",
+            "UPDATE tasks SET node = ?2, lease_until_ms = ?3 WHERE task_id = ?1 AND state = 'open' AND (node IS NULL OR node = ?2)",
             params![task_id, node, until_ms as i64],
         )
         .map(|n| n == 1)
@@ -446,11 +450,12 @@ impl Store {
         check: CheckKind,
         samples_json: &str,
         body: &[u8],
+        queue: &str,
         now_ms: u64,
     ) -> Result<(), StoreError> {
         self.exec(
-            "INSERT OR IGNORE INTO requests (request_id, job_id, round, node, state, samples, body, published_ms, check_kind) VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8)",
-            params![request_id, job_id, round, node, samples_json, body, now_ms as i64, check.label()],
+            "INSERT OR IGNORE INTO requests (request_id, job_id, round, node, state, samples, body, published_ms, check_kind, queue) VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8, ?9)",
+            params![request_id, job_id, round, node, samples_json, body, now_ms as i64, check.label(), queue],
         )
         .map(|_| ())
     }
@@ -549,6 +554,16 @@ impl Store {
     pub fn request_body(&self, request_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.one(
             "SELECT body FROM requests WHERE request_id = ?1",
+            params![request_id],
+            |r| r.get(0),
+        )
+    }
+
+    /// The queue a request was published to (the shared `verify` queue, or a verifier's
+    /// own queue for a check that must go to a particular verifier).
+    pub fn request_queue(&self, request_id: &str) -> Result<Option<String>, StoreError> {
+        self.one(
+            "SELECT queue FROM requests WHERE request_id = ?1",
             params![request_id],
             |r| r.get(0),
         )

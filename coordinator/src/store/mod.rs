@@ -124,6 +124,15 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             "ALTER TABLE requests ADD COLUMN check_kind TEXT NOT NULL DEFAULT 'first'",
         )?;
     }
+    let no_queue: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests') \
+         AND NOT EXISTS (SELECT 1 FROM pragma_table_info('requests') WHERE name = 'queue')",
+        [],
+        |r| r.get(0),
+    )?;
+    if no_queue {
+        conn.execute_batch("ALTER TABLE requests ADD COLUMN queue TEXT NOT NULL DEFAULT 'verify'")?;
+    }
     Ok(())
 }
 
