@@ -93,19 +93,9 @@ impl Default for ViewTransform {
     }
 }
 
-/// The exact sRGB OETF (IEC 61966-2-1) of a display-linear value, clamped to [0, 1].
-pub fn srgb_oetf(v: f32) -> f32 {
-    let v = if v.is_finite() {
-        v.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    if v <= 0.003_130_8 {
-        v * 12.92
-    } else {
-        1.055 * v.powf(1.0 / 2.4) - 0.055
-    }
-}
+/// The exact sRGB OETF (IEC 61966-2-1) and the 8-bit quantizer are the verifier's, so the
+/// tolerant comparison tone-maps exactly as `render` writes PNGs.
+pub use tessera_verifier::tolerance::{quantize8, srgb_oetf};
 
 /// The inverse of [`srgb_oetf`]: an sRGB-encoded value in [0, 1] back to linear.
 pub fn srgb_eotf(s: f32) -> f32 {
@@ -120,11 +110,6 @@ pub fn srgb_eotf(s: f32) -> f32 {
 pub fn aces_narkowicz(x: f32) -> f32 {
     let x = x.max(0.0);
     ((x * (2.51 * x + 0.03)) / (x * (2.43 * x + 0.59) + 0.14)).clamp(0.0, 1.0)
-}
-
-/// An encoded value in [0, 1] to its 8-bit code: `floor(255·s + 0.5)`.
-pub fn quantize8(s: f32) -> u8 {
-    (s.clamp(0.0, 1.0) * 255.0 + 0.5) as u8
 }
 
 impl ViewTransform {

@@ -579,15 +579,7 @@ impl EmbeddedFarm {
                     .iter()
                     .map(|&(bi, pos)| batches[bi].tiles[pos].rect)
                     .collect();
-                let snap = snapshots
-                    .iter()
-                    .find(|s| s.node == *node)
-                    .cloned()
-                    .unwrap_or(NodeSnapshot {
-                        node: *node,
-                        trust: 0,
-                        stake: 0,
-                    });
+                let snap = NodeSnapshot::of(&snapshots, node);
                 let outcome = NodeOutcome {
                     round,
                     node: *node,

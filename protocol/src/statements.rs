@@ -238,6 +238,22 @@ pub struct NodeSnapshot {
     pub stake: u64,
 }
 
+impl NodeSnapshot {
+    /// `node`'s snapshot among `nodes`; a node the snapshot does not list has trust 0
+    /// and stake 0 (nothing to slash, the new-node k).
+    pub fn of(nodes: &[NodeSnapshot], node: &PublicKey) -> NodeSnapshot {
+        nodes
+            .iter()
+            .find(|n| n.node == *node)
+            .cloned()
+            .unwrap_or(NodeSnapshot {
+                node: *node,
+                trust: 0,
+                stake: 0,
+            })
+    }
+}
+
 impl Statement for RoundCommitment {
     const DOMAIN: &'static str = "tessera v1 round";
     fn write_fields(&self, w: &mut FieldWriter) {

@@ -285,7 +285,7 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
                     .iter()
                     .map(|&(bi, pos)| batches[bi].tiles[pos].rect)
                     .collect(),
-                stake_before: snapshot(&round.commitment.statement.nodes, node).stake,
+                stake_before: NodeSnapshot::of(&round.commitment.statement.nodes, node).stake,
             }));
             for &(bi, pos) in &leaves {
                 let s = &batches[bi].signed.statement;
@@ -636,19 +636,6 @@ struct CheckContext<'a> {
     nonce: &'a Digest,
 }
 
-/// A node's standing in a snapshot (zero when it is missing; the caller checks presence).
-fn snapshot(nodes: &[NodeSnapshot], node: &PublicKey) -> NodeSnapshot {
-    nodes
-        .iter()
-        .find(|n| n.node == *node)
-        .cloned()
-        .unwrap_or(NodeSnapshot {
-            node: *node,
-            trust: 0,
-            stake: 0,
-        })
-}
-
 /// Audit the chain of checks of one node that starts at `start` (a first or a dispute
 /// check): the start check, and its escalated check exactly when the start escalated.
 /// Returns the final decision, or None when the chain is broken (already reported).
@@ -993,7 +980,7 @@ fn audit_dispute(
                 .iter()
                 .map(|&(bi, pos)| rec.batches[bi].tiles[pos].rect)
                 .collect(),
-            stake_before: snapshot(&dc.nodes, &node).stake,
+            stake_before: NodeSnapshot::of(&dc.nodes, &node).stake,
         }));
         if decision == Decision::Fail {
             node_lost = true;

@@ -957,17 +957,7 @@ impl Service {
             "round",
             &s.round_commitment(&job, round)?.unwrap_or_default(),
         )?;
-        let snap = commitment
-            .statement
-            .nodes
-            .iter()
-            .find(|n| n.node == *node)
-            .cloned()
-            .unwrap_or(NodeSnapshot {
-                node: *node,
-                trust: 0,
-                stake: 0,
-            });
+        let snap = NodeSnapshot::of(&commitment.statement.nodes, node);
         let tiles: Vec<TileRect> = tessera_verifier::checks::node_leaves(batches, node)
             .iter()
             .map(|&(bi, pos)| batches[bi].tiles[pos].rect)
@@ -1137,18 +1127,7 @@ impl Service {
                 "job {job}: a dispute verdict but no dispute"
             )));
         };
-        let snap = dispute
-            .commitment
-            .statement
-            .nodes
-            .iter()
-            .find(|n| n.node == *node)
-            .cloned()
-            .unwrap_or(NodeSnapshot {
-                node: *node,
-                trust: 0,
-                stake: 0,
-            });
+        let snap = NodeSnapshot::of(&dispute.commitment.statement.nodes, node);
         let decision = verdict.statement.decision;
         let outcome = NodeOutcome {
             round,
