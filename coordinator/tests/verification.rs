@@ -253,6 +253,136 @@ fn the_ambiguous_band_escalates_to_a_verifier_of_another_class_and_never_slashes
     );
 }
 
+/// Escalate node A's first check (A renders in a class 4 % of whose pixels diverge:
+/// ambiguous), with `spares` registered as further verifiers of other classes; returns
+/// the farm, the job, the first verifier, every verifier by key, and the escalated
+/// request as queued.
+#[allow(clippy::type_complexity)]
+fn escalated_check(
+    spares: &[u8],
+) -> (
+    Farm,
+    String,
+    Vec<(SecretKey, Verifier)>,
+    (String, String, Vec<u8>),
+) {
+    let f = farm(diverged_only());
+    let (a, b, v1) = (key(1), key(3), key(2));
+    f.register_with(&a, "node", caps(&other(&f, "b", 40_000)));
+    f.register(&b, "node");
+    f.register(&v1, "verifier");
+    let mut verifiers = vec![(v1, Verifier::new(key(2), f.renderer.clone()))];
+    for &n in spares {
+        let r = other(&f, &format!("v{n}"), 0);
+        f.register_with(&key(n), "verifier", caps(&r));
+        verifiers.push((key(n), Verifier::new(key(n), r)));
+    }
+    f.svc.store().set_trust(&hex(&a), 20).unwrap();
+    let job = f.submit();
+    let na = node_with(&a, other(&f, "b", 40_000), None);
+    let nb = f.node(&b, None);
+    render_all(&f, &[&na, &nb], |i| i % 2);
+    let verify: Vec<_> = f
+        .drain()
+        .into_iter()
+        .filter(|m| m.0 == QUEUE_VERIFY)
+        .collect();
+    f.answer(&[&verifiers[0].1], &verify);
+    let queued = f.drain();
+    assert_eq!(
+        queued.len(),
+        1,
+        "{:?}",
+        queued.iter().map(|m| &m.0).collect::<Vec<_>>()
+    );
+    let escalated = queued.into_iter().next().unwrap();
+    (f, job, verifiers, escalated)
+}
+
+/// Run the reconciler one verify timeout later and return where it published.
+fn republished(f: &mut Farm) -> Vec<(String, String, Vec<u8>)> {
+    f.now += f.svc.config().verify_timeout_ms + 1;
+    f.svc.reconcile(f.now).unwrap();
+    f.drain()
+}
+
+#[test]
+fn an_escalated_check_whose_verifier_is_gone_moves_to_another_verifier() {
+    let (mut f, job, verifiers, escalated) = escalated_check(&[4, 5]);
+    let queue_of = |k: &SecretKey| tessera_protocol::wire::verifier_queue(&k.public());
+    let chosen = verifiers
+        .iter()
+        .position(|(k, _)| queue_of(k) == escalated.0)
+        .expect("the escalated check went to a verifier's own queue");
+    assert_ne!(chosen, 0, "not to the verifier that escalated");
+    // One missed deadline: published again to the same verifier (it may be restarting).
+    let again = republished(&mut f);
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].0, escalated.0,
+        "first republish stays with the chosen verifier"
+    );
+    // A second one: the chosen verifier is taken as gone and the check moves to the
+    // other spare, never to the verifier that escalated it.
+    let moved = republished(&mut f);
+    assert_eq!(moved.len(), 1);
+    let spare = 3 - chosen;
+    assert_eq!(
+        moved[0].0,
+        queue_of(&verifiers[spare].0),
+        "the check moved to the other verifier of another class"
+    );
+    assert_eq!(moved[0].2, escalated.2, "the same request, unchanged");
+    // And it stays there.
+    assert_eq!(republished(&mut f)[0].0, moved[0].0);
+    let all: Vec<&Verifier> = verifiers.iter().map(|(_, v)| v).collect();
+    f.verify_with(&all, &moved);
+    // The gone verifier comes back and answers its copy late: nothing changes.
+    let before = f.svc.store().balances().unwrap();
+    f.answer(&[&verifiers[chosen].1], &[escalated]);
+    assert_eq!(f.svc.store().balances().unwrap(), before);
+    // A was inconclusive; B renders its tiles again and the job completes and audits.
+    assert_eq!(state(&f, &job), "rendering");
+    let nb = f.node(&key(3), None);
+    render_all(&f, &[&nb], |_| 0);
+    f.verify_with(&all, &f.drain());
+    assert_eq!(state(&f, &job), "done");
+    let bd = bundle(&f, &job);
+    audits(&bd);
+    let escalated_by = bd.rounds[0]
+        .verdicts
+        .iter()
+        .find(|v| v.statement.node == key(1).public() && v.statement.check.escalated)
+        .unwrap()
+        .signer;
+    assert_eq!(escalated_by, verifiers[spare].0.public());
+}
+
+#[test]
+fn an_escalated_check_whose_only_second_verifier_is_gone_goes_to_the_shared_queue() {
+    let (mut f, job, verifiers, escalated) = escalated_check(&[4]);
+    assert_eq!(
+        escalated.0,
+        tessera_protocol::wire::verifier_queue(&key(4).public())
+    );
+    assert_eq!(republished(&mut f)[0].0, escalated.0);
+    let moved = republished(&mut f);
+    assert_eq!(moved.len(), 1);
+    assert_eq!(
+        moved[0].0, QUEUE_VERIFY,
+        "no other verifier: any verifier may take it"
+    );
+    // The first verifier is the only one left; its larger check settles the round
+    // instead of the job failing for want of an answer.
+    f.verify_with(&[&verifiers[0].1], &moved);
+    assert_eq!(state(&f, &job), "rendering");
+    let nb = f.node(&key(3), None);
+    render_all(&f, &[&nb], |_| 0);
+    f.verify_with(&[&verifiers[0].1], &f.drain());
+    assert_eq!(state(&f, &job), "done");
+    audits(&bundle(&f, &job));
+}
+
 #[test]
 fn a_far_tile_is_confirmed_by_the_second_verifier_before_a_slash() {
     let f = farm(diverged_only());

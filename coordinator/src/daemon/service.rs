@@ -5,7 +5,7 @@
 //! clock is a parameter (`now_ms`): tests drive leases with virtual time.
 
 use crate::job::{self, MAX_ROUNDS};
-use crate::store::{Store, StoreError, TaskRow, WorkerRow};
+use crate::store::{RequestRow, Store, StoreError, TaskRow, WorkerRow};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -791,13 +791,17 @@ impl Service {
 
     /// The verifier for an escalated check after `first` judged: one of another
     /// determinism class when one is registered, else another verifier, else none (the
-    /// shared queue, where any verifier may take it).
+    /// shared queue, where any verifier may take it). Verifiers in `avoid` (one that let
+    /// the check go unanswered) are not chosen; among equals the one heard from last is.
     fn second_verifier(
         &self,
         manifest: &JobManifest,
         first: &Signed<Verdict>,
+        avoid: &[PublicKey],
     ) -> Result<Option<PublicKey>, ServiceError> {
-        let mut other_key = None;
+        let mut other_class = None;
+        let mut any = None;
+        let newer = |best: &Option<(u64, PublicKey)>, seen: u64| best.is_none_or(|(t, _)| seen > t);
         for w in self.store.workers()? {
             if w.role != "verifier" {
                 continue;
@@ -805,16 +809,65 @@ impl Service {
             let Ok(key) = tessera_protocol::hexser::decode::<32>(&w.key).map(PublicKey) else {
                 continue;
             };
-            if key == first.signer || !manifest.verifiers.contains(&key) {
+            if key == first.signer || avoid.contains(&key) || !manifest.verifiers.contains(&key) {
                 continue;
             }
             let class = serde_json::from_str::<Capabilities>(&w.caps).map(|c| c.class.id());
             if class.is_ok_and(|c| c != first.statement.verifier_class_id) {
-                return Ok(Some(key));
+                if newer(&other_class, w.last_seen_ms) {
+                    other_class = Some((w.last_seen_ms, key));
+                }
+            } else if newer(&any, w.last_seen_ms) {
+                any = Some((w.last_seen_ms, key));
             }
-            other_key.get_or_insert(key);
         }
-        Ok(other_key)
+        Ok(other_class.or(any).map(|(_, key)| key))
+    }
+
+    /// Where an unanswered request goes next. A check left on a verifier's own queue goes
+    /// there once more (a restarted verifier finds it in its durable queue); when that
+    /// verifier misses the deadline again it is taken as gone, and the check moves to
+    /// another verifier, or to the shared queue when there is none. A dispute's escalated
+    /// check would otherwise wait on a dead verifier for ever.
+    fn republish_queue(&self, req: &RequestRow) -> Result<String, ServiceError> {
+        let (queue, since) = self
+            .store
+            .request_queue(&req.request_id)?
+            .unwrap_or_else(|| (QUEUE_VERIFY.to_string(), 0));
+        let Some(gone) = queue
+            .strip_prefix("verifier.")
+            .and_then(|k| tessera_protocol::hexser::decode::<32>(k).ok())
+            .map(PublicKey)
+        else {
+            return Ok(queue);
+        };
+        // `attempts` publications so far; the one at `since` was this queue's first.
+        if req.attempts <= since || !req.check.escalated {
+            return Ok(queue);
+        }
+        let (m, _) = self.job(&req.job_id)?;
+        let first_kind = CheckKind {
+            escalated: false,
+            ..req.check
+        };
+        let first = self
+            .store
+            .round_verdicts(&req.job_id, req.round)?
+            .iter()
+            .map(|v| from_json::<Signed<Verdict>>("verdict", v))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .find(|v| v.statement.node.to_string() == req.node && v.statement.check == first_kind);
+        let Some(first) = first else {
+            return Ok(queue);
+        };
+        let next = self
+            .second_verifier(&m.statement, &first, &[gone])?
+            .map_or_else(|| QUEUE_VERIFY.to_string(), |v| verifier_queue(&v));
+        tracing::warn!(request = %req.request_id, verifier = %gone.short(), to = %next, "the verifier chosen for an escalated check did not answer twice: the check moves");
+        self.store
+            .set_request_queue(&req.request_id, &next, req.attempts + 1)?;
+        Ok(next)
     }
 
     fn batches(&self, job: &str, round: u32) -> Result<Vec<BatchRecord>, ServiceError> {
@@ -889,6 +942,9 @@ impl Service {
                 &to_json("verdict", &msg.verdict).map_err(corrupt)?,
             )?;
             s.close_request(&req.request_id)?;
+            // A verifier is heard from when it answers: the freshest is picked first
+            // for an escalated check.
+            s.touch_worker(&msg.verdict.signer.to_string(), now_ms)?;
             if v.decision == Decision::Escalate {
                 tracing::warn!(job = %&job[..12], node = %node.short(), round = req.round, check = req.check.label(), "a sampled tile is not close to the re-render: escalated to a second check");
                 let commitment: Signed<RoundCommitment> = from_json(
@@ -901,7 +957,7 @@ impl Service {
                     _ => (s.reveal_nonce(&job, req.round)?, None),
                 };
                 let second = self
-                    .second_verifier(manifest, &msg.verdict)
+                    .second_verifier(manifest, &msg.verdict, &[])
                     .map_err(corrupt)?;
                 self.queue_check(
                     s,
@@ -1608,16 +1664,14 @@ impl Service {
                 continue;
             }
             tracing::warn!(request = %req.request_id, "no verdict in time: request published again");
-            // Again to the queue it went to: an escalated check stays with the verifier
-            // chosen for it (its own queue is durable, so a restarted verifier gets it).
+            // Again to the queue it went to, until the verifier chosen for an escalated
+            // check proves gone (`republish_queue`): never to the shared queue while it
+            // may still answer, where the first verifier could take it.
             let body = self
                 .store
                 .request_body(&req.request_id)?
                 .unwrap_or_default();
-            let queue = self
-                .store
-                .request_queue(&req.request_id)?
-                .unwrap_or_else(|| QUEUE_VERIFY.to_string());
+            let queue = self.republish_queue(&req)?;
             self.store.atomically(|s| {
                 s.touch_request(&req.request_id, now_ms)?;
                 s.push_outbox(&queue, &req.request_id, &body)

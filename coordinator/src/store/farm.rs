@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, round INTEGER NOT NULL, node TEXT NOT NULL,
     state TEXT NOT NULL, samples TEXT NOT NULL, body BLOB NOT NULL, published_ms INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, check_kind TEXT NOT NULL DEFAULT 'first',
-    queue TEXT NOT NULL DEFAULT 'verify'
+    queue TEXT NOT NULL DEFAULT 'verify', queue_since INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, message_id TEXT NOT NULL, body BLOB NOT NULL
@@ -559,14 +559,30 @@ impl Store {
         )
     }
 
-    /// The queue a request was published to (the shared `verify` queue, or a verifier's
-    /// own queue for a check that must go to a particular verifier).
-    pub fn request_queue(&self, request_id: &str) -> Result<Option<String>, StoreError> {
+    /// The queue a request is published to (the shared `verify` queue, or a verifier's
+    /// own queue for a check that must go to a particular verifier), and its attempt
+    /// count when it was first published there.
+    pub fn request_queue(&self, request_id: &str) -> Result<Option<(String, u32)>, StoreError> {
         self.one(
-            "SELECT queue FROM requests WHERE request_id = ?1",
+            "SELECT queue, queue_since FROM requests WHERE request_id = ?1",
             params![request_id],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u32)),
         )
+    }
+
+    /// Publish a request to `queue` from its next publication on (its verifier stopped
+    /// answering); that publication is attempt `since`.
+    pub fn set_request_queue(
+        &self,
+        request_id: &str,
+        queue: &str,
+        since: u32,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE requests SET queue = ?2, queue_since = ?3 WHERE request_id = ?1",
+            params![request_id, queue, since],
+        )
+        .map(|_| ())
     }
 
     // --- failures, workers, challenges, scenes ----------------------------------------

@@ -103,6 +103,20 @@ DROP TABLE verdicts;
 ALTER TABLE verdicts_v2 RENAME TO verdicts;
 "#;
 
+/// Add `column` to an existing `table` of an older store (a new store's schema has it).
+fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
+    let missing: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1) \
+         AND NOT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+        rusqlite::params![table, column],
+        |r| r.get(0),
+    )?;
+    if missing {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
+}
+
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let old: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'verdicts') \
@@ -113,26 +127,19 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if old {
         conn.execute_batch(&format!("BEGIN; {MIGRATE_VERDICTS} COMMIT;"))?;
     }
-    let old_requests: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests') \
-         AND NOT EXISTS (SELECT 1 FROM pragma_table_info('requests') WHERE name = 'check_kind')",
-        [],
-        |r| r.get(0),
+    add_column(
+        conn,
+        "requests",
+        "check_kind",
+        "TEXT NOT NULL DEFAULT 'first'",
     )?;
-    if old_requests {
-        conn.execute_batch(
-            "ALTER TABLE requests ADD COLUMN check_kind TEXT NOT NULL DEFAULT 'first'",
-        )?;
-    }
-    let no_queue: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests') \
-         AND NOT EXISTS (SELECT 1 FROM pragma_table_info('requests') WHERE name = 'queue')",
-        [],
-        |r| r.get(0),
+    add_column(conn, "requests", "queue", "TEXT NOT NULL DEFAULT 'verify'")?;
+    add_column(
+        conn,
+        "requests",
+        "queue_since",
+        "INTEGER NOT NULL DEFAULT 0",
     )?;
-    if no_queue {
-        conn.execute_batch("ALTER TABLE requests ADD COLUMN queue TEXT NOT NULL DEFAULT 'verify'")?;
-    }
     Ok(())
 }
 
@@ -721,6 +728,41 @@ mod tests {
             round: 0,
             tiles: 0,
         }
+    }
+
+    #[test]
+    fn a_store_from_before_request_routing_opens_with_its_requests_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // The requests table as the first release of the daemon wrote it.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE requests (
+                    request_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, round INTEGER NOT NULL,
+                    node TEXT NOT NULL, state TEXT NOT NULL, samples TEXT NOT NULL,
+                    body BLOB NOT NULL, published_ms INTEGER NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0);
+                 INSERT INTO requests VALUES ('r1', 'j', 0, 'n', 'open', '[]', x'7b7d', 5, 3);",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let r = s.request("r1").unwrap().expect("the old request survives");
+        assert_eq!((r.state.as_str(), r.attempts), ("open", 3));
+        assert_eq!(r.check, CheckKind::FIRST);
+        assert_eq!(
+            s.request_queue("r1").unwrap(),
+            Some(("verify".to_string(), 0))
+        );
+        assert_eq!(s.request_body("r1").unwrap().as_deref(), Some(&b"{}"[..]));
+        s.set_request_queue("r1", "verifier.x", 4).unwrap();
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(
+            s.request_queue("r1").unwrap(),
+            Some(("verifier.x".to_string(), 4))
+        );
     }
 
     #[test]
