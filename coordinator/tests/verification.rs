@@ -255,8 +255,8 @@ fn the_ambiguous_band_escalates_to_a_verifier_of_another_class_and_never_slashes
 
 /// Escalate node A's first check (A renders in a class 4 % of whose pixels diverge:
 /// ambiguous), with `spares` registered as further verifiers of other classes; returns
-/// the farm, the job, the first verifier, every verifier by key, and the escalated
-/// request as queued.
+/// the farm, the job, every verifier with its key (the one that escalated first), and
+/// the escalated request as queued.
 #[allow(clippy::type_complexity)]
 fn escalated_check(
     spares: &[u8],

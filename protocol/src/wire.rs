@@ -30,6 +30,13 @@ pub fn verifier_queue(verifier: &PublicKey) -> String {
     format!("verifier.{verifier}")
 }
 
+/// The verifier whose own queue `queue` is (the inverse of [`verifier_queue`]); None for
+/// any other queue.
+pub fn queue_verifier(queue: &str) -> Option<PublicKey> {
+    let key = queue.strip_prefix("verifier.")?;
+    hexser::decode::<32>(key).ok().map(PublicKey)
+}
+
 /// Queue of verdicts (consumer: the coordinator).
 pub const QUEUE_VERDICTS: &str = "verdicts";
 /// Queue of signed [`crate::statements::NodeSignal`]s: lease heartbeats, declines and

@@ -27,8 +27,8 @@ use tessera_protocol::statements::{
 };
 use tessera_protocol::tolerance::Tolerance;
 use tessera_protocol::wire::{
-    node_queue, verifier_queue, BatchResult, Capabilities, RenderTask, Requirements,
-    VerdictMessage, QUEUE_TASKS, QUEUE_VERIFY, WIRE_VERSION,
+    node_queue, queue_verifier, verifier_queue, BatchResult, Capabilities, RenderTask,
+    Requirements, VerdictMessage, QUEUE_TASKS, QUEUE_VERIFY, WIRE_VERSION,
 };
 
 /// The first check of a dispute.
@@ -799,9 +799,9 @@ impl Service {
         first: &Signed<Verdict>,
         avoid: &[PublicKey],
     ) -> Result<Option<PublicKey>, ServiceError> {
-        let mut other_class = None;
-        let mut any = None;
-        let newer = |best: &Option<(u64, PublicKey)>, seen: u64| best.is_none_or(|(t, _)| seen > t);
+        // Candidates as (of another class, last heard from, key), in key order: the best
+        // is the greatest by the first two, the first in key order among equals.
+        let mut best: Option<(bool, u64, PublicKey)> = None;
         for w in self.store.workers()? {
             if w.role != "verifier" {
                 continue;
@@ -813,61 +813,53 @@ impl Service {
                 continue;
             }
             let class = serde_json::from_str::<Capabilities>(&w.caps).map(|c| c.class.id());
-            if class.is_ok_and(|c| c != first.statement.verifier_class_id) {
-                if newer(&other_class, w.last_seen_ms) {
-                    other_class = Some((w.last_seen_ms, key));
-                }
-            } else if newer(&any, w.last_seen_ms) {
-                any = Some((w.last_seen_ms, key));
+            let other_class = class.is_ok_and(|c| c != first.statement.verifier_class_id);
+            if best.is_none_or(|(o, seen, _)| (other_class, w.last_seen_ms) > (o, seen)) {
+                best = Some((other_class, w.last_seen_ms, key));
             }
         }
-        Ok(other_class.or(any).map(|(_, key)| key))
+        Ok(best.map(|(_, _, key)| key))
     }
 
-    /// Where an unanswered request goes next. A check left on a verifier's own queue goes
-    /// there once more (a restarted verifier finds it in its durable queue); when that
-    /// verifier misses the deadline again it is taken as gone, and the check moves to
-    /// another verifier, or to the shared queue when there is none. A dispute's escalated
-    /// check would otherwise wait on a dead verifier for ever.
-    fn republish_queue(&self, req: &RequestRow) -> Result<String, ServiceError> {
+    /// Where an unanswered request goes next, and whether that is a new queue (to be
+    /// stored with the request as it is published). A check left on a verifier's own
+    /// queue goes there once more (a restarted verifier finds it in its durable queue);
+    /// when that verifier misses the deadline again it is taken as gone, and the check
+    /// moves to another verifier, or to the shared queue when there is none. A dispute's
+    /// escalated check would otherwise wait on a dead verifier for ever.
+    fn republish_queue(&self, req: &RequestRow) -> Result<(String, bool), ServiceError> {
         let (queue, since) = self
             .store
             .request_queue(&req.request_id)?
             .unwrap_or_else(|| (QUEUE_VERIFY.to_string(), 0));
-        let Some(gone) = queue
-            .strip_prefix("verifier.")
-            .and_then(|k| tessera_protocol::hexser::decode::<32>(k).ok())
-            .map(PublicKey)
-        else {
-            return Ok(queue);
-        };
         // `attempts` publications so far; the one at `since` was this queue's first.
-        if req.attempts <= since || !req.check.escalated {
-            return Ok(queue);
+        if !req.check.escalated || req.attempts <= since {
+            return Ok((queue, false));
         }
-        let (m, _) = self.job(&req.job_id)?;
+        let Some(gone) = queue_verifier(&queue) else {
+            return Ok((queue, false));
+        };
         let first_kind = CheckKind {
             escalated: false,
             ..req.check
         };
-        let first = self
+        let Some(first) = self
             .store
-            .round_verdicts(&req.job_id, req.round)?
-            .iter()
-            .map(|v| from_json::<Signed<Verdict>>("verdict", v))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .find(|v| v.statement.node.to_string() == req.node && v.statement.check == first_kind);
-        let Some(first) = first else {
-            return Ok(queue);
+            .verdict(&req.job_id, req.round, &req.node, first_kind)?
+        else {
+            return Ok((queue, false));
         };
+        let first: Signed<Verdict> = from_json("verdict", &first)?;
+        let manifest = self
+            .store
+            .manifest(&req.job_id)?
+            .ok_or_else(|| ServiceError::NotFound(format!("job {} does not exist", req.job_id)))?;
+        let manifest: Signed<JobManifest> = from_json("manifest", &manifest)?;
         let next = self
-            .second_verifier(&m.statement, &first, &[gone])?
+            .second_verifier(&manifest.statement, &first, &[gone])?
             .map_or_else(|| QUEUE_VERIFY.to_string(), |v| verifier_queue(&v));
         tracing::warn!(request = %req.request_id, verifier = %gone.short(), to = %next, "the verifier chosen for an escalated check did not answer twice: the check moves");
-        self.store
-            .set_request_queue(&req.request_id, &next, req.attempts + 1)?;
-        Ok(next)
+        Ok((next, true))
     }
 
     fn batches(&self, job: &str, round: u32) -> Result<Vec<BatchRecord>, ServiceError> {
@@ -1671,8 +1663,12 @@ impl Service {
                 .store
                 .request_body(&req.request_id)?
                 .unwrap_or_default();
-            let queue = self.republish_queue(&req)?;
+            let (queue, moved) = self.republish_queue(&req)?;
             self.store.atomically(|s| {
+                if moved {
+                    // This publication is attempt `attempts + 1`, the new queue's first.
+                    s.set_request_queue(&req.request_id, &queue, req.attempts + 1)?;
+                }
                 s.touch_request(&req.request_id, now_ms)?;
                 s.push_outbox(&queue, &req.request_id, &body)
             })?;

@@ -267,6 +267,25 @@ impl Store {
         })
     }
 
+    /// The verdict of one check of one node in one round, as stored.
+    pub fn verdict(
+        &self,
+        job_id: &str,
+        round: u32,
+        node: &str,
+        check: CheckKind,
+    ) -> Result<Option<String>, StoreError> {
+        let r = self
+            .conn
+            .query_row(
+                "SELECT verdict FROM verdicts WHERE job_id = ?1 AND round = ?2 AND node = ?3 AND check_kind = ?4",
+                params![job_id, round, node, check.label()],
+                |r| r.get(0),
+            )
+            .optional();
+        self.sql(r)
+    }
+
     /// Register or update a node.
     pub fn upsert_node(&self, node: &str, name: &str, class_json: &str) -> Result<(), StoreError> {
         let r = self.conn.execute(
