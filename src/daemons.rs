@@ -387,9 +387,36 @@ pub struct CoordinatorArgs {
         value_name = "TOKEN"
     )]
     pub api_tokens: Vec<String>,
-    /// Token that nodes and verifiers must present to register (default: none needed).
-    #[arg(long, env = "TESSERA_WORKER_TOKEN", hide_env_values = true)]
-    pub worker_token: Option<String>,
+    /// Token that nodes must present to register (default: none, and the coordinator
+    /// warns that any key may register as a node). At least 16 characters.
+    #[arg(
+        long,
+        alias = "worker-token",
+        env = "TESSERA_NODE_TOKEN",
+        hide_env_values = true
+    )]
+    pub node_token: Option<String>,
+    /// Token that grants the verifier role at registration. Verifiers are granted, never
+    /// claimed: without this or --verifier-key no key can become a verifier.
+    #[arg(long, env = "TESSERA_VERIFIER_TOKEN", hide_env_values = true)]
+    pub verifier_token: Option<String>,
+    /// A verifier's public key (64 hex) granted the verifier role; repeat for several, or
+    /// separate them with commas.
+    #[arg(
+        long = "verifier-key",
+        env = "TESSERA_VERIFIER_KEYS",
+        value_delimiter = ',',
+        value_name = "HEX"
+    )]
+    pub verifier_keys: Vec<String>,
+    /// Operator token for crediting client balances and node stakes (`tessera credit`);
+    /// without it nothing can be credited over the API.
+    #[arg(long, env = "TESSERA_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// How many micro-credits a client's balance may fall short of a job's escrow
+    /// (default 0: a job must be paid for before it is dispatched).
+    #[arg(long, value_name = "MICRO_CREDITS")]
+    pub client_overdraft: Option<u64>,
     /// Prefix of every queue name on the broker.
     #[arg(long, env = "TESSERA_NAMESPACE")]
     pub namespace: Option<String>,
@@ -405,9 +432,6 @@ pub struct CoordinatorArgs {
     /// Failed tasks of one node on one job before it is blocked on that job.
     #[arg(long)]
     pub blocklist_after: Option<u32>,
-    /// Stake credited to a newly registered node, micro-credits.
-    #[arg(long)]
-    pub node_stake: Option<u64>,
     /// Default tile edge in pixels (a submission may set its own).
     #[arg(long)]
     pub tile_size: Option<u32>,
@@ -446,13 +470,16 @@ struct CoordinatorSettings {
     listen: SocketAddr,
     data: PathBuf,
     api_tokens: Vec<String>,
-    worker_token: Option<String>,
+    node_token: Option<String>,
+    verifier_token: Option<String>,
+    verifier_keys: Vec<String>,
+    admin_token: Option<String>,
+    client_overdraft: u64,
     namespace: String,
     lease_secs: f64,
     reconcile_secs: f64,
     max_attempts: u32,
     blocklist_after: u32,
-    node_stake: u64,
     tile_size: u32,
     batch_size: u32,
     challenge_window_secs: u64,
@@ -500,19 +527,34 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
             .map(|scene| scene.content_hash())
             .map_err(|e| e.to_string())
     });
+    let mut verifier_keys = Vec::new();
+    for k in a
+        .verifier_keys
+        .iter()
+        .map(|k| k.trim())
+        .filter(|k| !k.is_empty())
+    {
+        match tessera_protocol::hexser::decode::<32>(k) {
+            Ok(b) => verifier_keys.push(tessera_protocol::keys::PublicKey(b)),
+            Err(e) => usage!("--verifier-key {k:?}: {e} (expected a public key, 64 hex)"),
+        }
+    }
     let cfg = DaemonConfig {
         amqp_url,
         listen,
         data_dir: a.data.clone().unwrap_or_else(crate::default_data_dir),
         api_tokens,
-        worker_token: a.worker_token.clone(),
+        node_token: a.node_token.clone(),
+        verifier_token: a.verifier_token.clone(),
+        verifier_keys,
+        admin_token: a.admin_token.clone(),
+        client_overdraft: a.client_overdraft.unwrap_or(d.client_overdraft),
         lease: a.lease_secs.map_or(d.lease, Duration::from_secs),
         reconcile_every: a
             .reconcile_secs
             .map_or(d.reconcile_every, Duration::from_secs),
         max_attempts: a.max_attempts.unwrap_or(d.max_attempts),
         blocklist_after: a.blocklist_after.unwrap_or(d.blocklist_after),
-        node_stake: a.node_stake.unwrap_or(d.node_stake),
         tile_size: a.tile_size.unwrap_or(d.tile_size),
         batch_size: a.batch_size.unwrap_or(d.batch_size),
         challenge_window_secs: a.challenge_window.unwrap_or(d.challenge_window_secs),
@@ -555,13 +597,16 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
         listen: cfg.listen,
         data: cfg.data_dir.clone(),
         api_tokens: cfg.api_tokens.clone(),
-        worker_token: cfg.worker_token.clone(),
+        node_token: cfg.node_token.as_ref().map(|_| "***".into()),
+        verifier_token: cfg.verifier_token.as_ref().map(|_| "***".into()),
+        verifier_keys: cfg.verifier_keys.iter().map(|k| k.to_string()).collect(),
+        admin_token: cfg.admin_token.as_ref().map(|_| "***".into()),
+        client_overdraft: cfg.client_overdraft,
         namespace: cfg.namespace.clone(),
         lease_secs: cfg.lease.as_secs_f64(),
         reconcile_secs: cfg.reconcile_every.as_secs_f64(),
         max_attempts: cfg.max_attempts,
         blocklist_after: cfg.blocklist_after,
-        node_stake: cfg.node_stake,
         tile_size: cfg.tile_size,
         batch_size: cfg.batch_size,
         challenge_window_secs: cfg.challenge_window_secs,

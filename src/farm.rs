@@ -730,6 +730,74 @@ fn account_kind(account: &str) -> &'static str {
     }
 }
 
+/// `tessera credit`: the operator credits a client's balance or a node's stake.
+#[derive(Args, Debug)]
+pub struct CreditArgs {
+    /// The client to credit (its name, as in `--api-token CLIENT=TOKEN`).
+    #[arg(
+        long = "client",
+        conflicts_with = "stake",
+        required_unless_present = "stake"
+    )]
+    pub client_name: Option<String>,
+    /// The node whose stake to credit (its public key, 64 hex).
+    #[arg(long, value_name = "NODE_KEY")]
+    pub stake: Option<String>,
+    /// Micro-credits to credit.
+    #[arg(long)]
+    pub amount: u64,
+    /// Your reference for this payment: a credit is applied once per reference, so
+    /// running the same command again credits nothing twice.
+    #[arg(long)]
+    pub reference: String,
+    /// Coordinator URL and the operator's admin token (`--admin-token` of the
+    /// coordinator) as `--token`.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Credit money that came in from outside the farm: to a client's balance (which funds
+/// its jobs' escrow) or a node's stake (which verification failures slash).
+pub fn credit(args: CreditArgs, print: bool) -> Result<bool> {
+    let cfg = args.client.config()?;
+    if print_config(print, &cfg)? {
+        return Ok(true);
+    }
+    let account = match (&args.client_name, &args.stake) {
+        (Some(c), None) => format!("client:{c}"),
+        (None, Some(k)) => {
+            if let Err(e) = tessera_protocol::hexser::decode::<32>(k) {
+                usage!("--stake {k:?}: {e} (expected a node's public key, 64 hex)");
+            }
+            format!("stake:{k}")
+        }
+        _ => usage!("give exactly one of --client and --stake"),
+    };
+    let client = cfg.client()?;
+    let answer = runtime()?.block_on(client.credit(&tessera_api::CreditRequest {
+        account,
+        amount: args.amount,
+        reference: args.reference.clone(),
+    }))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&answer)?);
+    } else if answer.applied {
+        println!(
+            "credited {} µcr to {}: balance {} µcr",
+            args.amount, answer.account, answer.balance
+        );
+    } else {
+        println!(
+            "reference {:?} was credited before: nothing credited; {} holds {} µcr",
+            args.reference, answer.account, answer.balance
+        );
+    }
+    Ok(true)
+}
+
 /// `tessera dispute JOB`: the job's client disputes it inside the challenge window.
 #[derive(clap::Args, Debug)]
 pub struct DisputeArgs {

@@ -89,6 +89,8 @@ enum Command {
     Nodes(farm::ListArgs),
     /// Show the ledger's account balances.
     Ledger(farm::ListArgs),
+    /// Credit a client's balance or a node's stake (the operator, with the admin token).
+    Credit(farm::CreditArgs),
     /// Dispute a finished job inside its challenge window (extra samples; the side that
     /// loses pays for them).
     Dispute(farm::DisputeArgs),
@@ -264,6 +266,7 @@ fn main() {
         Command::Nodes(a) => farm::nodes(a, cli.print_config),
         Command::Ledger(a) => farm::ledger(a, cli.print_config),
         Command::Dispute(a) => farm::dispute(a, cli.print_config),
+        Command::Credit(a) => farm::credit(a, cli.print_config),
         Command::Simulate(a) => simulate::run(a),
     };
     match result {

@@ -7,8 +7,8 @@
 //! content matches their listing.
 
 use crate::{
-    ApiError, BlobStored, ChallengeResponse, JobAccepted, JobStatus, JobSubmission, LedgerView,
-    NodeView, RegisterRequest, RegisterResponse, SceneListing,
+    ApiError, BlobStored, ChallengeResponse, CreditRequest, CreditResponse, JobAccepted, JobStatus,
+    JobSubmission, LedgerView, NodeView, RegisterRequest, RegisterResponse, SceneListing,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -304,6 +304,12 @@ impl ApiClient {
     /// `GET /v1/ledger`.
     pub async fn ledger(&self) -> Result<LedgerView, ApiClientError> {
         self.json(Method::GET, "/v1/ledger".into(), None::<&()>)
+            .await
+    }
+
+    /// `POST /v1/credits` (with the operator's admin token).
+    pub async fn credit(&self, req: &CreditRequest) -> Result<CreditResponse, ApiClientError> {
+        self.json(Method::POST, "/v1/credits".into(), Some(req))
             .await
     }
 

@@ -181,6 +181,30 @@ pub struct AccountBalance {
     pub balance: i64,
 }
 
+/// `POST /v1/credits` (operator token): money that came in from outside the farm,
+/// credited to a client's balance or a node's stake.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CreditRequest {
+    /// `client:NAME` or `stake:NODE_KEY` (64 hex).
+    pub account: String,
+    /// Micro-credits, at least 1.
+    pub amount: u64,
+    /// The operator's reference for this payment (1 to 128 printable characters): a
+    /// credit is applied once per reference, so a retried request credits nothing twice.
+    pub reference: String,
+}
+
+/// The answer to a [`CreditRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CreditResponse {
+    /// The account credited.
+    pub account: String,
+    /// Whether this request applied the credit (false: its reference was applied before).
+    pub applied: bool,
+    /// The account's balance now, micro-credits.
+    pub balance: i64,
+}
+
 /// Error body of every non-2xx answer.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApiError {

@@ -502,7 +502,7 @@ impl EmbeddedFarm {
             // more samples, before anything is paid or slashed.
             let mut samples = Vec::new();
             let mut all_verdicts = Vec::new();
-            let mut requests: BTreeMap<String, (PublicKey, CheckKind)> = BTreeMap::new();
+            let mut requests: BTreeMap<String, VerifyRequest> = BTreeMap::new();
             let mut verdicts: BTreeMap<PublicKey, Signed<Verdict>> = BTreeMap::new();
             let mut ask = Vec::from_iter(round_nodes.iter().map(|n| (*n, CheckKind::FIRST)));
             while !ask.is_empty() || !requests.is_empty() {
@@ -525,7 +525,7 @@ impl EmbeddedFarm {
                     let request_id = req.request_id.clone();
                     bus.publish(QUEUE_VERIFY, &request_id, encode("verify request", &req)?)
                         .await?;
-                    requests.insert(request_id, (n, check));
+                    requests.insert(request_id, req);
                     samples.push(record);
                 }
                 let d = self
@@ -535,10 +535,10 @@ impl EmbeddedFarm {
                 let checked = msg
                     .map_err(|e| format!("malformed verdict: {e}"))
                     .and_then(|m| {
-                        let (node, check) = requests.get(&m.request_id).ok_or_else(|| {
+                        let req = requests.get(&m.request_id).ok_or_else(|| {
                             format!("verdict for unknown or answered request {}", m.request_id)
                         })?;
-                        job::check_verdict(&m, &manifest, node, round, *check)?;
+                        job::check_verdict(&m, req)?;
                         Ok((m.request_id, m.verdict))
                     });
                 match checked {

@@ -318,15 +318,17 @@ pub fn fill_evidence(
     Ok(())
 }
 
-/// Check a verdict message: signed by one of the manifest's verifiers, about `check` of
-/// `node` in `round` of this job.
-pub fn check_verdict(
-    msg: &VerdictMessage,
-    manifest: &JobManifest,
-    node: &PublicKey,
-    round: u32,
-    check: CheckKind,
-) -> Result<(), String> {
+/// Check a verdict message against the request `req` it answers (the request this
+/// coordinator built and sent): signed by one of the manifest's verifiers, about this
+/// check of this node in this round of this job, and everything in it that follows from
+/// the rules re-derived with the auditor's own code (`checks::verdict_errors`): the seed
+/// from the round root and the revealed nonce, k from the signed policy and the round's
+/// trust snapshot, the sampled indices, the committed leaves and hashes, whether each
+/// delivered tile hashes to its leaf, the band of every sample under the signed
+/// tolerance, and the decision from the bands and the kind of check. A verdict that does
+/// not follow must move no money and no trust.
+pub fn check_verdict(msg: &VerdictMessage, req: &VerifyRequest) -> Result<(), String> {
+    let manifest = &req.manifest.statement;
     msg.verdict.verify().map_err(|e| e.to_string())?;
     if !manifest.verifiers.contains(&msg.verdict.signer) {
         return Err(format!(
@@ -334,14 +336,43 @@ pub fn check_verdict(
             msg.verdict.signer.short()
         ));
     }
-    let v: &Verdict = &msg.verdict.statement;
-    if v.node != *node || v.round != round || v.job_id != manifest.job_id || v.check != check {
+    if msg.request_id != req.request_id {
         return Err(format!(
-            "verdict for request {} names another node, round or job",
-            msg.request_id
+            "verdict names request {}, it was checked against {}",
+            msg.request_id, req.request_id
         ));
     }
-    Ok(())
+    let v: &Verdict = &msg.verdict.statement;
+    let commitment = &req.commitment.statement;
+    let expected = checks::expected_sample(
+        manifest,
+        commitment,
+        &req.nonce,
+        &req.round_batches,
+        &req.node,
+        req.check,
+    )?;
+    let delivered: Vec<Vec<u8>> = req.samples.iter().map(|s| s.delivered.clone()).collect();
+    let errors = checks::verdict_errors(
+        manifest,
+        &req.round_batches,
+        &req.node,
+        commitment.round,
+        req.check,
+        &expected,
+        &delivered,
+        v,
+    );
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "verdict of verifier {} for request {} does not follow from the rules: {}",
+            msg.verdict.signer.short(),
+            msg.request_id,
+            errors.join("; ")
+        ))
+    }
 }
 
 /// The tiles a node's passing verdict accepts: (frame, tile index) → final tile.

@@ -957,6 +957,8 @@ impl World {
             Op::Submit { tier, frames } => {
                 if self.jobs.len() < MAX_JOBS {
                     let client = format!("client{}", self.jobs.len());
+                    // The operator credits the client before it submits (a deposit).
+                    self.f.fund(&client);
                     let balances = self.f.svc.store().balances().unwrap();
                     let jobs = self.f.svc.job_ids().unwrap();
                     match self.f.submit_as(&client, TIERS[tier], (0, frames - 1)) {

@@ -148,7 +148,7 @@ fn expired_leases_requeue_and_block_a_silent_node_then_the_job_finishes() {
     let na = f.node(&a, None);
     assert!(matches!(
         f.svc.handle_result(&result_body(&na, &body), f.now).unwrap(),
-        Handled::Refused(r) if r.contains("may not deliver")
+        Handled::Refused(r) if r.contains("does not hold its lease")
     ));
     f.restart();
     for t in ts.iter().skip(1).chain(std::iter::once(&body)) {
@@ -207,6 +207,7 @@ fn refused_inputs_name_their_reason_and_change_nothing() {
             declined: vec![],
             failed: vec![TaskNote {
                 task_id: ts[0].task_id.clone(),
+                attempt: 0,
                 reason: "x".into(),
             }],
         },
@@ -305,8 +306,10 @@ fn a_node_failure_signal_requeues_and_too_many_fail_the_job_with_a_refund() {
     let t = tasks(&f.drain())[0].task_id.clone();
     let max = f.svc.config().max_attempts;
     for i in 1..max {
+        // A failing node names the task as held in the signal that reports the failure:
+        // a failure counts only from the lease holder.
         f.svc
-            .handle_signal(&f.signal(&a, &[], &[&t]), f.now)
+            .handle_signal(&f.signal(&a, &[&t], &[&t]), f.now)
             .unwrap();
         f.now += 1;
         let again = f.drain();
@@ -421,6 +424,7 @@ fn jobs_with_requirements_go_only_to_nodes_that_meet_them() {
             active: vec![],
             declined: vec![TaskNote {
                 task_id: first.clone(),
+                attempt: 0,
                 reason: "out of memory".into(),
             }],
             failed: vec![],

@@ -236,6 +236,7 @@ impl<B: Bus> NodeState<B> {
             tracing::info!(%reason, "task declined");
             let note = TaskNote {
                 task_id: task.task_id.clone(),
+                attempt: task.attempt,
                 reason: reason.clone(),
             };
             return match self.signal(vec![note], vec![]).await {
@@ -298,13 +299,18 @@ impl<B: Bus> NodeState<B> {
 
     async fn fail(&self, d: &Delivery, task: &RenderTask, reason: String) -> Handled {
         tracing::warn!(%reason, "task failed");
-        self.set_held(&task.task_id, false);
-        self.set_held(&d.message_id, false);
         let note = TaskNote {
             task_id: task.task_id.clone(),
+            attempt: task.attempt,
             reason: reason.clone(),
         };
-        match self.signal(vec![], vec![note]).await {
+        // The signal that reports the failure still names the task as held: the
+        // coordinator counts a failure only from the node that holds the task's lease,
+        // and takes the lease from this same signal if no heartbeat named it yet.
+        let sent = self.signal(vec![], vec![note]).await;
+        self.set_held(&task.task_id, false);
+        self.set_held(&d.message_id, false);
+        match sent {
             Ok(()) => self.settle(d, Handled::Failed(reason)).await,
             Err(e) => {
                 self.give_back(d, format!("reporting failure ({reason}): {e}"))
@@ -863,6 +869,9 @@ mod tests {
         );
         let s = next_signal(&bus).await;
         assert_eq!(s.failed[0].task_id, "t-5");
+        // The failing node still names the task as held: the coordinator takes a failure
+        // only from the lease holder.
+        assert_eq!(s.active, ["t-5"]);
         assert!(
             s.failed[0].reason.contains("tile 0"),
             "{}",

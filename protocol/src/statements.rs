@@ -628,6 +628,9 @@ impl Statement for Registration {
 pub struct TaskNote {
     /// The task.
     pub task_id: String,
+    /// The task's delivery attempt the note is about (`RenderTask::attempt`): a note
+    /// counts at most once per attempt, and only for the attempt now open.
+    pub attempt: u32,
     /// Why (free text for logs).
     pub reason: String,
 }
@@ -639,8 +642,9 @@ pub struct TaskNote {
 pub struct NodeSignal {
     /// The sender (must equal the signer).
     pub node: PublicKey,
-    /// Sender's clock in milliseconds since the Unix epoch (ordering within one node; the
-    /// coordinator's own clock decides leases).
+    /// Sender's clock in milliseconds since the Unix epoch. The coordinator takes a
+    /// signal only within a window around its own clock, and each signal once, so a
+    /// replayed signal does nothing; its own clock decides leases.
     pub sent_unix_ms: u64,
     /// Tasks it is rendering now.
     pub active: Vec<String>,
@@ -662,7 +666,7 @@ impl Statement for NodeSignal {
         for notes in [&self.declined, &self.failed] {
             w.u32(notes.len() as u32);
             for n in notes {
-                w.str(&n.task_id).str(&n.reason);
+                w.str(&n.task_id).u32(n.attempt).str(&n.reason);
             }
         }
     }

@@ -381,16 +381,10 @@ impl Farm {
             let verdict = verifier.handle_request(&req).map_err(|e| e.to_string())?;
             let msg = VerdictMessage {
                 version: WIRE_VERSION,
-                request_id: req.request_id,
+                request_id: req.request_id.clone(),
                 verdict,
             };
-            job::check_verdict(
-                &msg,
-                &signed.statement,
-                node,
-                commitment.statement.round,
-                kind,
-            )?;
+            job::check_verdict(&msg, &req)?;
             let v = &msg.verdict.statement;
             tally.rerendered += v.samples.len() as u64;
             for s in &v.samples {

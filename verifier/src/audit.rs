@@ -2,7 +2,6 @@
 //! which check failed. Optionally check an image against the committed tiles, and re-render
 //! the sampled tiles on a local renderer.
 
-use crate::verify::decision_for;
 use crate::{checks, tolerance};
 use std::collections::{BTreeMap, BTreeSet};
 use tessera_protocol::bundle::{
@@ -795,75 +794,16 @@ fn audit_check(
             }),
     );
     let v = &verdict.statement;
-    let leaves = checks::node_leaves(ctx.batches, &ns.node);
-    let mut verr = Vec::new();
-    if v.job_id != m.job_id || v.round != ctx.commitment.round || v.check != ns.check {
-        verr.push("names another job, round or check".to_string());
-    }
-    if v.seed != exp.seed || v.n_committed != exp.n || v.k != exp.k {
-        verr.push("seed, n or k differ from the derived ones".to_string());
-    }
-    let vidx: Vec<u32> = v.samples.iter().map(|s| s.leaf_index).collect();
-    if vidx != exp.indices {
-        verr.push(format!(
-            "checked leaves {vidx:?}, sampled {:?}",
-            exp.indices
-        ));
-    }
-    if ns.delivered.len() != v.samples.len() {
-        verr.push(format!(
-            "{} delivered tiles recorded for {} samples",
-            ns.delivered.len(),
-            v.samples.len()
-        ));
-    }
-    for (i, s) in v.samples.iter().enumerate() {
-        if let Some(&(bi, pos)) = leaves.get(s.leaf_index as usize) {
-            let t = &ctx.batches[bi].tiles[pos];
-            if t.tile_hash != s.committed_hash
-                || t.tile_index != s.tile_index
-                || ctx.batches[bi].signed.statement.frame != s.frame
-            {
-                verr.push(format!(
-                    "leaf {}: committed tile differs from the batch",
-                    s.leaf_index
-                ));
-            }
-            if let Some(bytes) = ns.delivered.get(i) {
-                let ok = tile_hash(bytes) == t.tile_hash && bytes.len() == t.rect.canonical_len();
-                if ok != s.delivered_ok {
-                    verr.push(format!(
-                        "leaf {}: 'delivered_ok' contradicts the recorded delivered bytes",
-                        s.leaf_index
-                    ));
-                }
-            }
-        }
-        if s.matched != (s.rerender_hash == s.committed_hash) {
-            verr.push(format!(
-                "leaf {}: 'matched' contradicts the hashes",
-                s.leaf_index
-            ));
-        }
-        if s.matched && s.metrics != TileMetrics::IDENTICAL {
-            verr.push(format!(
-                "leaf {}: identical bytes with non-identical metrics",
-                s.leaf_index
-            ));
-        }
-        if s.delivered_ok && s.band != m.tolerance.band(s.matched, &s.metrics) {
-            verr.push(format!(
-                "leaf {}: band {:?} does not follow from its metrics under the manifest's tolerance",
-                s.leaf_index, s.band
-            ));
-        }
-    }
-    if v.decision != decision_for(v.check, &v.samples) {
-        verr.push(format!(
-            "decision {:?} does not follow from the samples",
-            v.decision
-        ));
-    }
+    let verr = checks::verdict_errors(
+        m,
+        ctx.batches,
+        &ns.node,
+        ctx.commitment.round,
+        ns.check,
+        &exp,
+        &ns.delivered,
+        v,
+    );
     let ok = verr.is_empty();
     r.record(
         "verdict",

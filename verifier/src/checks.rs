@@ -1,12 +1,14 @@
 //! Checks shared by the verifier and the auditor: batch integrity, round roots, sample
-//! derivation and inclusion proofs. Each returns an error string that names the thing.
+//! derivation, inclusion proofs and the re-derivation of a verdict. Each returns an error string that names the thing.
 
+use crate::verify::decision_for;
 use tessera_protocol::bundle::{BatchRecord, SampleProof};
-use tessera_protocol::canonical::{JobId, LeafInput};
+use tessera_protocol::canonical::{tile_hash, JobId, LeafInput};
 use tessera_protocol::keys::PublicKey;
 use tessera_protocol::merkle;
 use tessera_protocol::sampling::{nonce_commitment, sample_indices, sample_seed};
-use tessera_protocol::statements::{CheckKind, JobManifest, RoundCommitment, Signed};
+use tessera_protocol::statements::{CheckKind, JobManifest, RoundCommitment, Signed, Verdict};
+use tessera_protocol::tolerance::TileMetrics;
 use tessera_protocol::{tile_layout, Digest, TileRect};
 
 /// Check one signed batch against the manifest: signature, signer = node, tile ids, each
@@ -315,4 +317,95 @@ pub fn layout(manifest: &JobManifest) -> Vec<TileRect> {
         manifest.settings.height,
         manifest.tile_size,
     )
+}
+
+/// Everything about one verdict that follows from the rules, re-derived: the job, round,
+/// check and node it names; the seed, n and k; the sampled leaves and the committed tile
+/// of each; `delivered_ok` from `delivered` (the delivered bytes of each sampled leaf, in
+/// sample order); `matched` from the hashes; the band of each sample from its metrics
+/// under the manifest's signed tolerance; and the decision from the bands and the kind
+/// of check (so a first check never fails a node whose delivered tiles hash to their
+/// leaves). The coordinator applies a verdict only when this is empty, and `tessera
+/// audit` reports the same list. The signature is checked apart (`Signed::verify`); the
+/// metrics themselves are the verifier's word, the one thing re-rendering checks.
+pub fn verdict_errors(
+    m: &JobManifest,
+    batches: &[BatchRecord],
+    node: &PublicKey,
+    round: u32,
+    check: CheckKind,
+    expected: &ExpectedSample,
+    delivered: &[Vec<u8>],
+    v: &Verdict,
+) -> Vec<String> {
+    let mut verr = Vec::new();
+    if v.job_id != m.job_id || v.round != round || v.check != check || v.node != *node {
+        verr.push("names another job, round, check or node".to_string());
+    }
+    if v.seed != expected.seed || v.n_committed != expected.n || v.k != expected.k {
+        verr.push("seed, n or k differ from the derived ones".to_string());
+    }
+    let vidx: Vec<u32> = v.samples.iter().map(|s| s.leaf_index).collect();
+    if vidx != expected.indices {
+        verr.push(format!(
+            "checked leaves {vidx:?}, sampled {:?}",
+            expected.indices
+        ));
+    }
+    if delivered.len() != v.samples.len() {
+        verr.push(format!(
+            "{} delivered tiles recorded for {} samples",
+            delivered.len(),
+            v.samples.len()
+        ));
+    }
+    let leaves = node_leaves(batches, node);
+    for (i, s) in v.samples.iter().enumerate() {
+        if let Some(&(bi, pos)) = leaves.get(s.leaf_index as usize) {
+            let t = &batches[bi].tiles[pos];
+            if t.tile_hash != s.committed_hash
+                || t.tile_index != s.tile_index
+                || batches[bi].signed.statement.frame != s.frame
+            {
+                verr.push(format!(
+                    "leaf {}: committed tile differs from the batch",
+                    s.leaf_index
+                ));
+            }
+            if let Some(bytes) = delivered.get(i) {
+                let ok = tile_hash(bytes) == t.tile_hash && bytes.len() == t.rect.canonical_len();
+                if ok != s.delivered_ok {
+                    verr.push(format!(
+                        "leaf {}: 'delivered_ok' contradicts the delivered bytes",
+                        s.leaf_index
+                    ));
+                }
+            }
+        }
+        if s.matched != (s.rerender_hash == s.committed_hash) {
+            verr.push(format!(
+                "leaf {}: 'matched' contradicts the hashes",
+                s.leaf_index
+            ));
+        }
+        if s.matched && s.metrics != TileMetrics::IDENTICAL {
+            verr.push(format!(
+                "leaf {}: identical bytes with non-identical metrics",
+                s.leaf_index
+            ));
+        }
+        if s.delivered_ok && s.band != m.tolerance.band(s.matched, &s.metrics) {
+            verr.push(format!(
+                "leaf {}: band {:?} does not follow from its metrics under the manifest's tolerance",
+                s.leaf_index, s.band
+            ));
+        }
+    }
+    if v.decision != decision_for(v.check, &v.samples) {
+        verr.push(format!(
+            "decision {:?} does not follow from the samples",
+            v.decision
+        ));
+    }
+    verr
 }

@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tessera_api::{
-    AccountBalance, ApiError, BlobStored, ChallengeResponse, JobAccepted, JobStatus, JobSubmission,
-    LedgerView, NodeView, RegisterRequest, RegisterResponse, SceneListing,
+    AccountBalance, ApiError, BlobStored, ChallengeResponse, CreditRequest, CreditResponse,
+    JobAccepted, JobStatus, JobSubmission, LedgerView, NodeView, RegisterRequest, RegisterResponse,
+    SceneListing,
 };
 use tessera_protocol::payments::account;
 use tessera_protocol::wire::Capabilities;
@@ -30,6 +31,8 @@ pub struct ApiState {
     max_blob_bytes: u64,
     inspector: Option<SceneInspector>,
     namespace: String,
+    /// The operator's token for crediting accounts.
+    admin_token: Option<String>,
 }
 
 impl ApiState {
@@ -49,6 +52,7 @@ impl ApiState {
             max_blob_bytes: cfg.max_blob_bytes,
             inspector: cfg.scene_inspector.clone(),
             namespace: cfg.namespace.clone(),
+            admin_token: cfg.admin_token.clone(),
         }
     }
 }
@@ -70,6 +74,7 @@ impl From<ServiceError> for Fail {
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
             ServiceError::Unavailable(_) => StatusCode::CONFLICT,
+            ServiceError::Funds(_) => StatusCode::PAYMENT_REQUIRED,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!("api: {e}");
@@ -148,6 +153,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{id}/frames/{frame}", get(job_frame))
         .route("/v1/nodes", get(nodes))
         .route("/v1/ledger", get(ledger))
+        .route("/v1/credits", post(credit))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -578,4 +584,42 @@ mod tests {
             assert!(e.contains(&format!("{bad:?}")), "{e}");
         }
     }
+}
+
+/// `POST /v1/credits`: the operator credits a client's balance or a node's stake with
+/// money that came in from outside the farm. Only the admin token may; the body is read
+/// only after the token is checked.
+async fn credit(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer<Json<CreditResponse>> {
+    let admin = st.admin_token.as_deref().ok_or_else(|| {
+        Fail(
+            StatusCode::FORBIDDEN,
+            "crediting is off: the coordinator has no --admin-token".into(),
+        )
+    })?;
+    let presented = bearer(&headers).unwrap_or_default();
+    if blake3::hash(presented.as_bytes()) != blake3::hash(admin.as_bytes()) {
+        return Err(Fail(
+            StatusCode::FORBIDDEN,
+            "crediting needs the operator's admin token".into(),
+        ));
+    }
+    let req: CreditRequest = serde_json::from_slice(&body)
+        .map_err(|e| Fail(StatusCode::BAD_REQUEST, format!("credit body: {e}")))?;
+    let account = req.account.clone();
+    let (applied, balance) = st
+        .shared
+        .with(move |s| {
+            let applied = s.credit(&req.account, req.amount, &req.reference)?;
+            Ok::<_, ServiceError>((applied, s.store().balance(&req.account)?))
+        })
+        .await?;
+    Ok(Json(CreditResponse {
+        account,
+        applied,
+        balance,
+    }))
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_bus::{AmqpBus, AmqpConfig, Bus};
-use tessera_protocol::keys::SecretKey;
+use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::wire::{QUEUE_RESULTS, QUEUE_SIGNALS, QUEUE_VERDICTS};
 use tessera_protocol::Digest;
 use tokio::sync::Notify;
@@ -38,8 +38,18 @@ pub struct DaemonConfig {
     pub data_dir: PathBuf,
     /// Client API tokens: `TOKEN` (client `default`) or `CLIENT=TOKEN`.
     pub api_tokens: Vec<String>,
-    /// Token nodes and verifiers must present to register (none: any key may register).
-    pub worker_token: Option<String>,
+    /// Token nodes must present to register (none: any key may register as a node).
+    pub node_token: Option<String>,
+    /// Token that grants the verifier role at registration.
+    pub verifier_token: Option<String>,
+    /// Keys granted the verifier role. With neither these nor `verifier_token`, no key
+    /// can register as a verifier (and no job can be submitted).
+    pub verifier_keys: Vec<PublicKey>,
+    /// Operator token for `POST /v1/credits` (crediting clients and node stakes); none
+    /// disables crediting over HTTP.
+    pub admin_token: Option<String>,
+    /// How far a client's balance may fall short of a job's escrow.
+    pub client_overdraft: u64,
     /// Lease length after a node's last heartbeat.
     pub lease: Duration,
     /// How often the reconciler runs.
@@ -48,8 +58,6 @@ pub struct DaemonConfig {
     pub max_attempts: u32,
     /// Failures before a node is blocked from a job.
     pub blocklist_after: u32,
-    /// Stake deposited for a node at first registration.
-    pub node_stake: u64,
     /// Default tile edge.
     pub tile_size: u32,
     /// Default tiles per task.
@@ -80,12 +88,15 @@ impl Default for DaemonConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8700)),
             data_dir: PathBuf::from("tessera-data"),
             api_tokens: Vec::new(),
-            worker_token: None,
+            node_token: None,
+            verifier_token: None,
+            verifier_keys: Vec::new(),
+            admin_token: None,
+            client_overdraft: s.client_overdraft,
             lease: Duration::from_millis(s.lease_ms),
             reconcile_every: Duration::from_secs(1),
             max_attempts: s.max_attempts,
             blocklist_after: s.blocklist_after,
-            node_stake: s.node_stake,
             tile_size: s.tile_size,
             batch_size: s.batch_size,
             // A day to dispute a job before its hold-backs are released.
@@ -138,6 +149,40 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// The coordinator's key: `DIR/coordinator.key`, created (mode 0600) on first start.
+/// Check who may take which role, and say loudly at start-up what is open: a farm
+/// without a node token takes any key as a node, and one that grants the verifier role
+/// to nobody cannot accept jobs.
+fn check_grants(cfg: &DaemonConfig) -> Result<(), DaemonError> {
+    for (flag, t) in [
+        ("--node-token", &cfg.node_token),
+        ("--verifier-token", &cfg.verifier_token),
+        ("--admin-token", &cfg.admin_token),
+    ] {
+        if t.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(DaemonError::Config(format!(
+                "{flag}: at least 16 characters"
+            )));
+        }
+    }
+    let tokens = [&cfg.node_token, &cfg.verifier_token, &cfg.admin_token];
+    for (i, a) in tokens.iter().enumerate() {
+        for b in &tokens[i + 1..] {
+            if a.is_some() && a == b {
+                return Err(DaemonError::Config(
+                    "--node-token, --verifier-token and --admin-token must all differ: each grants a different role".into(),
+                ));
+            }
+        }
+    }
+    if cfg.node_token.is_none() {
+        tracing::warn!("no --node-token: ANY key that reaches the API may register as a node (it starts with no stake and trust 0)");
+    }
+    if cfg.verifier_token.is_none() && cfg.verifier_keys.is_empty() {
+        tracing::warn!("neither --verifier-key nor --verifier-token: NO key can register as a verifier, so no job can be submitted");
+    }
+    Ok(())
+}
+
 fn load_or_create_key(dir: &Path) -> Result<SecretKey, DaemonError> {
     let path = dir.join("coordinator.key");
     let data_err = |reason: String| DaemonError::Data {
@@ -226,19 +271,22 @@ pub async fn run_with_bus<B: Bus>(
             "--api-token: at least one client API token is needed".into(),
         ));
     }
+    check_grants(&cfg)?;
     let key = load_or_create_key(&cfg.data_dir)?;
     let store = Store::open(&cfg.data_dir.join("coordinator.db"))?;
     let svc_cfg = ServiceConfig {
         lease_ms: cfg.lease.as_millis() as u64,
         max_attempts: cfg.max_attempts,
         blocklist_after: cfg.blocklist_after,
-        node_stake: cfg.node_stake,
         tile_size: cfg.tile_size,
         batch_size: cfg.batch_size,
         challenge_window_secs: cfg.challenge_window_secs,
         slash_pct: cfg.slash_pct,
         verify_timeout_ms: cfg.verify_timeout.as_millis() as u64,
-        worker_token: cfg.worker_token.clone(),
+        node_token: cfg.node_token.clone(),
+        verifier_token: cfg.verifier_token.clone(),
+        verifier_keys: cfg.verifier_keys.clone(),
+        client_overdraft: cfg.client_overdraft,
         namespace: cfg.namespace.clone(),
         tolerance: cfg.tolerance,
         dispute_deposit_pct: cfg.dispute_deposit_pct,

@@ -15,7 +15,8 @@ use tessera_protocol::bundle::{
 };
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::payments::{
-    account, default_tiers, trust_after, Pricing, SamplingPolicy, Transfer, TransferKind,
+    account, default_tiers, trust_after, LedgerError, Pricing, SamplingPolicy, Transfer,
+    TransferKind,
 };
 use tessera_protocol::rules::{
     dispute_opened_transfers, dispute_settled_transfers, dispute_transfers, escrow_transfer,
@@ -23,12 +24,12 @@ use tessera_protocol::rules::{
 };
 use tessera_protocol::statements::{
     CheckKind, Decision, DisputeCommitment, JobManifest, NodeSignal, NodeSnapshot, Registration,
-    RoundCommitment, Signed, Verdict, MANIFEST_VERSION,
+    RoundCommitment, Signed, Statement, TaskNote, Verdict, MANIFEST_VERSION,
 };
 use tessera_protocol::tolerance::Tolerance;
 use tessera_protocol::wire::{
     node_queue, queue_verifier, verifier_queue, BatchResult, Capabilities, RenderTask,
-    Requirements, VerdictMessage, QUEUE_TASKS, QUEUE_VERIFY, WIRE_VERSION,
+    Requirements, VerdictMessage, VerifyRequest, QUEUE_TASKS, QUEUE_VERIFY, WIRE_VERSION,
 };
 
 /// The first check of a dispute.
@@ -44,6 +45,16 @@ pub const MAX_EDGE: u32 = 16_384;
 pub const MAX_SPP: u32 = 1 << 16;
 /// Most frames in one job.
 pub const MAX_FRAMES: u32 = 100_000;
+/// Most task ids one node signal may name (held, declined and failed together).
+pub const MAX_SIGNAL_NOTES: usize = 4096;
+/// The largest single operator credit (10^15 micro-credits).
+pub const MAX_CREDIT: u64 = 1_000_000_000_000_000;
+
+/// Compare a presented secret with the configured one in constant time (BLAKE3 hashes
+/// compare in constant time), so response timing does not leak the token.
+fn same_secret(presented: &str, configured: &str) -> bool {
+    blake3::hash(presented.as_bytes()) == blake3::hash(configured.as_bytes())
+}
 
 /// The service's policy knobs.
 #[derive(Clone, Debug)]
@@ -55,8 +66,6 @@ pub struct ServiceConfig {
     /// Failures (expired leases, failed renders, refused results) of one node on one job
     /// before it is blocked from that job.
     pub blocklist_after: u32,
-    /// Stake deposited for a node at its first registration (micro-credits).
-    pub node_stake: u64,
     /// Default tile edge.
     pub tile_size: u32,
     /// Default tiles per task.
@@ -70,8 +79,20 @@ pub struct ServiceConfig {
     /// An open task nobody leased for this long is published again (a lost or parked
     /// message); a long queue only delays this, it never loses a task.
     pub unleased_timeout_ms: u64,
-    /// Nodes and verifiers must present this token to register, when set.
-    pub worker_token: Option<String>,
+    /// Nodes must present this token to register, when set (otherwise any key may
+    /// register as a node: it starts with no stake and trust 0).
+    pub node_token: Option<String>,
+    /// A verifier may register when it presents this token (which must differ from the
+    /// node token)...
+    pub verifier_token: Option<String>,
+    /// ...or when its key is one of these. With neither, no key can become a verifier.
+    pub verifier_keys: Vec<PublicKey>,
+    /// A node signal is taken only when its send time is this close to the
+    /// coordinator's clock (and each signal only once), so replays do nothing.
+    pub signal_window_ms: u64,
+    /// How far a client's balance may fall short of a job's escrow (micro-credits); the
+    /// shortfall is lent from the client's credit line, `external:credit:<client>`.
+    pub client_overdraft: u64,
     /// AMQP namespace told to registering workers.
     pub namespace: String,
     /// How re-renders of another class are judged (signed into every manifest).
@@ -88,14 +109,17 @@ impl Default for ServiceConfig {
             lease_ms: 15_000,
             max_attempts: 8,
             blocklist_after: 3,
-            node_stake: 1_000_000,
             tile_size: 64,
             batch_size: 16,
             challenge_window_secs: 0,
             slash_pct: 50,
             verify_timeout_ms: 300_000,
             unleased_timeout_ms: 1_800_000,
-            worker_token: None,
+            node_token: None,
+            verifier_token: None,
+            verifier_keys: Vec::new(),
+            signal_window_ms: 300_000,
+            client_overdraft: 0,
             namespace: "tessera".into(),
             tolerance: Tolerance::default(),
             sampling: SamplingPolicy::default(),
@@ -122,6 +146,9 @@ pub enum ServiceError {
     /// The farm cannot do it now (e.g. no verifier registered).
     #[error("{0}")]
     Unavailable(String),
+    /// The client's balance does not cover the job.
+    #[error("{0}")]
+    Funds(String),
 }
 
 /// What to do with the delivery that carried an input.
@@ -254,17 +281,9 @@ impl Service {
         now_ms: u64,
     ) -> Result<String, ServiceError> {
         let r = &reg.statement;
-        if let Some(want) = &self.cfg.worker_token {
-            if token != Some(want.as_str()) {
-                return Err(ServiceError::Forbidden(format!(
-                    "registration of {} ({}): missing or wrong worker token",
-                    r.name,
-                    reg.signer.short()
-                )));
-            }
-        }
         reg.verify()
             .map_err(|e| ServiceError::Forbidden(format!("registration: {e}")))?;
+        self.grant(reg, token)?;
         if r.role != "node" && r.role != "verifier" {
             return Err(ServiceError::Invalid(format!(
                 "registration.role: {:?} is neither \"node\" nor \"verifier\"",
@@ -305,6 +324,17 @@ impl Service {
                         reason: "unknown, used or expired".into(),
                     });
                 }
+                // A key keeps the role it first registered with (checked again here,
+                // inside the transaction that writes it).
+                if s.worker(&key.to_string())?
+                    .is_some_and(|w| w.role != r.role)
+                {
+                    return Err(StoreError::Corrupt {
+                        path: "workers".into(),
+                        what: "registration.role".into(),
+                        reason: format!("key {} is registered with another role", key.short()),
+                    });
+                }
                 s.upsert_worker(
                     &WorkerRow {
                         key: key.to_string(),
@@ -320,33 +350,111 @@ impl Service {
                     &r.name,
                     &serde_json::to_string(&caps.class).unwrap_or_default(),
                 )?;
-                if r.role == "node"
-                    && self.cfg.node_stake > 0
-                    && s.balance(&account::stake(&key))? <= 0
-                {
-                    s.apply_transfer(
-                        None,
-                        &Transfer {
-                            key: format!("stake:{key}:registration:{now_ms}"),
-                            kind: TransferKind::Deposit,
-                            from: account::external("node-deposits"),
-                            to: account::stake(&key),
-                            amount: self.cfg.node_stake,
-                            round: 0,
-                            tiles: 0,
-                        },
-                    )?;
-                }
                 Ok(())
             })
             .map_err(|e| match e {
-                StoreError::Corrupt { what, reason, .. } if what == "registration.challenge" => {
-                    ServiceError::Forbidden(format!("registration.challenge: {reason}"))
+                StoreError::Corrupt { what, reason, .. }
+                    if what == "registration.challenge" || what == "registration.role" =>
+                {
+                    ServiceError::Forbidden(format!("{what}: {reason}"))
                 }
                 e => e.into(),
             })?;
         tracing::info!(worker = %key.short(), name = %r.name, role = %r.role, "registered");
         Ok(session)
+    }
+
+    /// Whether the operator granted the registration's role to its key: a node needs the
+    /// node token when one is set; a verifier needs its key on the allow-list or the
+    /// verifier token, and with neither configured nobody is a verifier. A key keeps one
+    /// role: registering it again with another is refused.
+    fn grant(&self, reg: &Signed<Registration>, token: Option<&str>) -> Result<(), ServiceError> {
+        let r = &reg.statement;
+        let who = format!("registration of {} as a {:?}", reg.signer.short(), r.role);
+        let granted = match r.role.as_str() {
+            "node" => self
+                .cfg
+                .node_token
+                .as_deref()
+                .is_none_or(|want| token.is_some_and(|t| same_secret(t, want))),
+            "verifier" => {
+                self.cfg.verifier_keys.contains(&reg.signer)
+                    || self
+                        .cfg
+                        .verifier_token
+                        .as_deref()
+                        .is_some_and(|want| token.is_some_and(|t| same_secret(t, want)))
+            }
+            other => {
+                return Err(ServiceError::Invalid(format!(
+                    "registration.role: {other:?} is neither \"node\" nor \"verifier\""
+                )))
+            }
+        };
+        if !granted {
+            return Err(ServiceError::Forbidden(if r.role == "node" {
+                format!("{who}: missing or wrong node token")
+            } else {
+                format!("{who}: the operator grants the verifier role (--verifier-key, --verifier-token), and not to this key with this token")
+            }));
+        }
+        if let Some(w) = self.store.worker(&reg.signer.to_string())? {
+            if w.role != r.role {
+                return Err(ServiceError::Forbidden(format!(
+                    "{who}: the key is registered as a {:?}, and a key keeps one role",
+                    w.role
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Credit `amount` micro-credits from outside the farm to a client's balance or a
+    /// node's stake (`to` is `client:NAME` or `stake:KEY`), once per `reference`: the
+    /// operator's record of money that came in. The ledger still sums to zero: the
+    /// amount comes from `external:operator-deposits`.
+    pub fn credit(&self, to: &str, amount: u64, reference: &str) -> Result<bool, ServiceError> {
+        let valid_to = to
+            .strip_prefix("client:")
+            .is_some_and(|c| !c.is_empty() && c.len() <= 64 && !c.chars().any(char::is_control))
+            || to
+                .strip_prefix("stake:")
+                .is_some_and(|k| tessera_protocol::hexser::decode::<32>(k).is_ok());
+        if !valid_to {
+            return Err(ServiceError::Invalid(format!(
+                "credit.account: {to:?} is neither client:NAME nor stake:NODE_KEY (64 hex)"
+            )));
+        }
+        if amount == 0 || amount > MAX_CREDIT {
+            return Err(ServiceError::Invalid(format!(
+                "credit.amount: {amount} is outside 1..={MAX_CREDIT}"
+            )));
+        }
+        if reference.is_empty() || reference.len() > 128 || reference.chars().any(char::is_control)
+        {
+            return Err(ServiceError::Invalid(
+                "credit.reference: 1 to 128 printable characters".into(),
+            ));
+        }
+        let t = Transfer {
+            key: format!("credit:{reference}"),
+            kind: TransferKind::Deposit,
+            from: account::external("operator-deposits"),
+            to: to.to_string(),
+            amount,
+            round: 0,
+            tiles: 0,
+        };
+        let applied = self.store.apply_transfer(None, &t).map_err(|e| match e {
+            StoreError::Ledger(LedgerError::KeyReused(_)) => ServiceError::Invalid(format!(
+                "credit.reference: {reference:?} was used for another credit"
+            )),
+            e => e.into(),
+        })?;
+        if applied {
+            tracing::info!(account = %to, amount, reference, "credited by the operator");
+        }
+        Ok(applied)
     }
 
     /// The worker a session token belongs to.
@@ -484,38 +592,73 @@ impl Service {
         let pending: Vec<(u32, u32)> = (frames.0..=frames.1)
             .flat_map(|f| (0..layout.len() as u32).map(move |t| (f, t)))
             .collect();
-        self.store.atomically(|s| {
-            s.insert_job(
-                &job,
-                &to_json("manifest", &signed).map_err(corrupt)?,
-                now_ms / 1000,
-                &nonces,
-            )?;
-            let escrow = escrow_transfer(&manifest);
-            let client_acct = account::client(client);
-            let have = s.balance(&client_acct)?;
-            if i128::from(have) < i128::from(escrow.amount) {
-                s.apply_transfer(
-                    None,
-                    &Transfer {
-                        key: format!("job:{job}:deposit"),
-                        kind: TransferKind::Deposit,
-                        from: account::external("client-bank"),
-                        to: client_acct,
-                        amount: escrow.amount - have.max(0) as u64,
-                        round: 0,
-                        tiles: 0,
-                    },
+        self.store
+            .atomically(|s| {
+                s.insert_job(
+                    &job,
+                    &to_json("manifest", &signed).map_err(corrupt)?,
+                    now_ms / 1000,
+                    &nonces,
                 )?;
-            }
-            s.apply_transfer(Some(&job), &escrow)?;
-            self.dispatch(s, &manifest, &mut run, &layout, &pending, now_ms)
-                .map_err(corrupt)?;
-            s.put_run(&job, &to_json("run", &run).map_err(corrupt)?)?;
-            Ok(())
-        })?;
+                let escrow = escrow_transfer(&manifest);
+                self.fund_escrow(s, &job, client, &escrow)?;
+                s.apply_transfer(Some(&job), &escrow)?;
+                self.dispatch(s, &manifest, &mut run, &layout, &pending, now_ms)
+                    .map_err(corrupt)?;
+                s.put_run(&job, &to_json("run", &run).map_err(corrupt)?)?;
+                Ok(())
+            })
+            .map_err(|e| match e {
+                StoreError::Corrupt { what, reason, .. } if what == "funds" => {
+                    ServiceError::Funds(reason)
+                }
+                e => e.into(),
+            })?;
         tracing::info!(job = %&job[..12], tiles = run.tiles_total, "job accepted");
         Ok(job)
+    }
+
+    /// Make sure `client`'s balance covers `escrow`: a shortfall within the client's
+    /// overdraft limit is lent from its credit line; beyond it the submission is refused
+    /// (as a `Corrupt { what: "funds" }` store error, turned into [`ServiceError::Funds`]).
+    fn fund_escrow(
+        &self,
+        s: &Store,
+        job: &str,
+        client: &str,
+        escrow: &Transfer,
+    ) -> Result<(), StoreError> {
+        let have = s.balance(&account::client(client))?.max(0) as u64;
+        let short = escrow.amount.saturating_sub(have);
+        if short == 0 {
+            return Ok(());
+        }
+        let line = account::external(&format!("credit:{client}"));
+        let owed = s.balance(&line)?.min(0).unsigned_abs();
+        if owed.saturating_add(short) > self.cfg.client_overdraft {
+            return Err(StoreError::Corrupt {
+                path: "ledger".into(),
+                what: "funds".into(),
+                reason: format!(
+                    "client {client:?}: the job's escrow is {} µcr, the balance {have} µcr and the overdraft left {} µcr; ask the operator to credit the account (`tessera credit`)",
+                    escrow.amount,
+                    self.cfg.client_overdraft.saturating_sub(owed)
+                ),
+            });
+        }
+        s.apply_transfer(
+            None,
+            &Transfer {
+                key: format!("job:{job}:overdraft"),
+                kind: TransferKind::Deposit,
+                from: line,
+                to: account::client(client),
+                amount: short,
+                round: 0,
+                tiles: 0,
+            },
+        )?;
+        Ok(())
     }
 
     /// Plan `pending` into tasks of the run's current round, store them and queue them.
@@ -602,6 +745,45 @@ impl Service {
         })
     }
 
+    /// Why `node` may not take tasks of `run`, if it may not: blocked on the job, not a
+    /// registered node, capabilities that miss the job's requirements, or less trust than
+    /// the tier needs.
+    fn ineligible(&self, run: &JobRun, node: &PublicKey) -> Result<Option<String>, ServiceError> {
+        if run.blocked.contains(node) {
+            return Ok(Some(format!(
+                "node {} is blocked on this job",
+                node.short()
+            )));
+        }
+        let Some(w) = self.registered(node, "node")? else {
+            return Ok(Some(format!("{} is not a registered node", node.short())));
+        };
+        let caps: Capabilities = match serde_json::from_str(&w.caps) {
+            Ok(c) => c,
+            Err(e) => {
+                return Ok(Some(format!(
+                    "node {}: stored capabilities unreadable: {e}",
+                    node.short()
+                )))
+            }
+        };
+        if let Err(why) = caps.meets(&run.requirements) {
+            return Ok(Some(format!(
+                "node {} does not meet the job's requirements: {why}",
+                node.short()
+            )));
+        }
+        let trust = self.store.trust(&w.key)?;
+        if trust < run.min_trust {
+            return Ok(Some(format!(
+                "node {} has trust {trust}, the job's tier needs {}",
+                node.short(),
+                run.min_trust
+            )));
+        }
+        Ok(None)
+    }
+
     /// A node not heard from for this long is taken as gone for routing.
     fn liveness_ms(&self) -> u64 {
         (4 * self.cfg.lease_ms).max(30_000)
@@ -640,6 +822,27 @@ impl Service {
         // publish could otherwise get failures counted against (and block) any node.
         let authentic =
             known && res.batch.signed.signer == signer && res.batch.signed.verify().is_ok();
+        // Only the node that holds the task's lease may deliver it, or, while nobody holds
+        // it, a node that could have taken it (not blocked, requirements and trust met).
+        // Anything else is refused without touching the task: no failure is counted and
+        // no attempt is used, so nobody can spend another node's task or a client's job.
+        if let Some(holder) = task_row.node.as_deref() {
+            if holder != signer.to_string() {
+                return Ok(Handled::Refused(format!(
+                    "result for task {} from node {}, which does not hold its lease",
+                    res.task_id,
+                    signer.short()
+                )));
+            }
+        }
+        if authentic {
+            if let Some(why) = self.ineligible(&run, &signer)? {
+                return Ok(Handled::Refused(format!(
+                    "result for task {}: {why}",
+                    res.task_id
+                )));
+            }
+        }
         let layout = tile_layout(
             manifest.settings.width,
             manifest.settings.height,
@@ -647,8 +850,8 @@ impl Service {
         );
         if let Err(reason) = job::check_result(&res, &task, manifest, &layout, known, &run.blocked)
         {
-            // A registered node delivered something unusable: count it against the node and
-            // give the task to someone else, so the job still finishes.
+            // The node that may deliver the task delivered something unusable: count it
+            // against the node and give the task to someone else, so the job finishes.
             if authentic {
                 self.store.atomically(|s| {
                     self.fail_task(s, &mut run, manifest, &task_row, Some(&signer), now_ms)
@@ -657,15 +860,6 @@ impl Service {
                 })?;
             }
             return Ok(Handled::Refused(reason));
-        }
-        let trust = self.store.trust(&signer.to_string())?;
-        if trust < run.min_trust {
-            return Ok(Handled::Refused(format!(
-                "node {} has trust {trust}, the {} tier needs {}",
-                signer.short(),
-                manifest.tier.name,
-                run.min_trust
-            )));
         }
         let job = task_row.job_id.clone();
         let s = &res.batch.signed.statement;
@@ -812,6 +1006,9 @@ impl Service {
             if key == first.signer || avoid.contains(&key) || !manifest.verifiers.contains(&key) {
                 continue;
             }
+            if self.store.worker_faults(&w.key)? >= self.cfg.blocklist_after {
+                continue;
+            }
             let class = serde_json::from_str::<Capabilities>(&w.caps).map(|c| c.class.id());
             let other_class = class.is_ok_and(|c| c != first.statement.verifier_class_id);
             if best.is_none_or(|(o, seen, _)| (other_class, w.last_seen_ms) > (o, seen)) {
@@ -918,7 +1115,40 @@ impl Service {
                 req.request_id
             )));
         };
-        if let Err(reason) = job::check_verdict(&msg, manifest, &node, req.round, req.check) {
+        let signer = msg.verdict.signer;
+        let faults = self.store.worker_faults(&signer.to_string())?;
+        if faults >= self.cfg.blocklist_after {
+            return Ok(Handled::Refused(format!(
+                "verdict for request {} from verifier {}, barred after {faults} verdicts that did not follow from the rules",
+                req.request_id,
+                signer.short()
+            )));
+        }
+        // The verdict is judged against the request as this coordinator sent it.
+        let sent_body = self
+            .store
+            .request_body(&req.request_id)?
+            .unwrap_or_default();
+        let sent: VerifyRequest = from_json(
+            "verify request",
+            std::str::from_utf8(&sent_body).unwrap_or_default(),
+        )?;
+        if let Err(reason) = job::check_verdict(&msg, &sent) {
+            // Signed by one of the job's verifiers, yet not what the rules give: counted
+            // against that verifier, and the request goes out again at once so that an
+            // honest verifier can answer it. Nothing is paid, slashed or trusted on it.
+            if msg.verdict.verify().is_ok() && manifest.verifiers.contains(&signer) {
+                let (queue, _) = self
+                    .store
+                    .request_queue(&req.request_id)?
+                    .unwrap_or_else(|| (QUEUE_VERIFY.to_string(), 0));
+                let faults = self.store.atomically(|s| {
+                    let faults = s.add_worker_fault(&signer.to_string())?;
+                    s.push_outbox(&queue, &req.request_id, &sent_body)?;
+                    Ok(faults)
+                })?;
+                tracing::warn!(request = %req.request_id, verifier = %signer.short(), faults, "verdict refused and counted against its verifier: {reason}");
+            }
             return Ok(Handled::Refused(reason));
         }
         let job = req.job_id.clone();
@@ -1505,19 +1735,51 @@ impl Service {
                 node.short()
             )));
         }
+        let sig_s = &sig.statement;
+        let window = self.cfg.signal_window_ms;
+        if sig_s.sent_unix_ms.abs_diff(now_ms) > window {
+            return Ok(Handled::Refused(format!(
+                "node signal from {}: sent at {} ms, {} ms away from this coordinator's clock (at most {window} ms): a replay, or the node's clock is wrong",
+                node.short(),
+                sig_s.sent_unix_ms,
+                sig_s.sent_unix_ms.abs_diff(now_ms)
+            )));
+        }
+        let notes = sig_s.active.len() + sig_s.declined.len() + sig_s.failed.len();
+        if notes > MAX_SIGNAL_NOTES {
+            return Ok(Handled::Refused(format!(
+                "node signal from {}: {notes} task ids, at most {MAX_SIGNAL_NOTES}",
+                node.short()
+            )));
+        }
+        let digest = blake3::hash(&sig_s.signing_bytes()).to_hex().to_string();
         let key = node.to_string();
         self.store.atomically(|s| {
+            if !s.take_signal(
+                &digest,
+                sig_s.sent_unix_ms,
+                now_ms.saturating_sub(2 * window),
+            )? {
+                tracing::info!(node = %node.short(), "node signal seen before: a replay, ignored");
+                return Ok(());
+            }
             s.touch_worker(&key, now_ms)?;
-            for t in &sig.statement.active {
+            for t in &sig_s.active {
+                // A lease goes only to a node that may take the task.
+                let Some(task) = s.task(t)? else { continue };
+                let (_, run) = self.job(&task.job_id).map_err(corrupt)?;
+                if let Some(why) = self.ineligible(&run, &node).map_err(corrupt)? {
+                    tracing::info!(task = %t, "heartbeat names a task the node may not take: {why}");
+                    continue;
+                }
                 if !s.lease_task(t, &key, now_ms + self.cfg.lease_ms)? {
                     tracing::debug!(task = %t, node = %node.short(), "heartbeat for a task this node does not hold: ignored");
                 }
             }
-            for note in &sig.statement.declined {
-                let Some(task) = s.task(&note.task_id)? else { continue };
-                if task.state != "open" {
+            for note in &sig_s.declined {
+                let Some(task) = self.noted_task(s, note, &key, "declined")? else {
                     continue;
-                }
+                };
                 tracing::info!(task = %note.task_id, node = %node.short(), "declined: {}", note.reason);
                 let (_, run) = self.job(&task.job_id).map_err(corrupt)?;
                 let body: RenderTask = from_json("task", &task.body).map_err(corrupt)?;
@@ -1529,12 +1791,11 @@ impl Service {
                     s.republish_task(&task.task_id, &task.body, task.attempts, now_ms)?;
                 }
             }
-            for note in &sig.statement.failed {
-                let Some(task) = s.task(&note.task_id)? else { continue };
-                if task.state != "open" {
+            for note in &sig_s.failed {
+                let Some(task) = self.noted_task(s, note, &key, "failed")? else {
                     continue;
-                }
-                if task.node.as_deref().is_some_and(|holder| holder != key) {
+                };
+                if task.node.as_deref() != Some(key.as_str()) {
                     tracing::info!(task = %note.task_id, node = %node.short(), "failure reported by a node that does not hold the lease: ignored");
                     continue;
                 }
@@ -1547,6 +1808,34 @@ impl Service {
             Ok(())
         })?;
         Ok(Handled::Done)
+    }
+
+    /// The open task a node's `kind` note (`declined`, `failed`) is about, when the note
+    /// counts: the task is open, the note names its current attempt, nobody else holds
+    /// its lease, and this is the node's first such note on that attempt. Anything else
+    /// (another job's task waiting in a queue, an old attempt, a repeat) counts nothing.
+    fn noted_task(
+        &self,
+        s: &Store,
+        note: &TaskNote,
+        node: &str,
+        kind: &str,
+    ) -> Result<Option<TaskRow>, StoreError> {
+        let Some(task) = s.task(&note.task_id)? else {
+            return Ok(None);
+        };
+        if task.state != "open"
+            || note.attempt != task.attempts
+            || task.node.as_deref().is_some_and(|holder| holder != node)
+        {
+            tracing::info!(task = %note.task_id, attempt = note.attempt, "{kind} note about a task that is not open to this node on that attempt: ignored");
+            return Ok(None);
+        }
+        if !s.take_note(&task.task_id, task.attempts, node, kind)? {
+            tracing::info!(task = %note.task_id, attempt = note.attempt, "repeated {kind} note: ignored");
+            return Ok(None);
+        }
+        Ok(Some(task))
     }
 
     /// A delivery of `task` failed (lease expired, render failed, result refused): count

@@ -31,7 +31,13 @@ CREATE TABLE IF NOT EXISTS failures (
 );
 CREATE TABLE IF NOT EXISTS workers (
     key TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, caps TEXT NOT NULL,
-    session TEXT NOT NULL UNIQUE, last_seen_ms INTEGER NOT NULL
+    session TEXT NOT NULL UNIQUE, last_seen_ms INTEGER NOT NULL,
+    faults INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS seen_signals (digest TEXT PRIMARY KEY, sent_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS signal_notes (
+    task_id TEXT NOT NULL, attempt INTEGER NOT NULL, node TEXT NOT NULL, kind TEXT NOT NULL,
+    PRIMARY KEY (task_id, attempt, node, kind)
 );
 CREATE TABLE IF NOT EXISTS challenges (challenge TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS scenes (scene_hash TEXT PRIMARY KEY, listing TEXT NOT NULL);
@@ -645,6 +651,61 @@ impl Store {
             params![key, now_ms as i64],
         )
         .map(|_| ())
+    }
+
+    /// Count one more refused verdict (one that did not follow from the rules) against a
+    /// verifier; returns the new count.
+    pub fn add_worker_fault(&self, key: &str) -> Result<u32, StoreError> {
+        self.exec(
+            "UPDATE workers SET faults = faults + 1 WHERE key = ?1",
+            params![key],
+        )?;
+        self.worker_faults(key)
+    }
+
+    /// Refused verdicts counted against a worker.
+    pub fn worker_faults(&self, key: &str) -> Result<u32, StoreError> {
+        Ok(self
+            .one(
+                "SELECT faults FROM workers WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )?
+            .unwrap_or(0))
+    }
+
+    /// Take a node signal (by the digest of its signed bytes) sent at `sent_ms`: true the
+    /// first time, false for a replay. Digests of signals sent before `forget_before_ms`
+    /// are dropped: such signals are refused as stale before they get here.
+    pub fn take_signal(
+        &self,
+        digest: &str,
+        sent_ms: u64,
+        forget_before_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.exec(
+            "DELETE FROM seen_signals WHERE sent_ms < ?1",
+            params![forget_before_ms as i64],
+        )?;
+        Ok(self.exec(
+            "INSERT OR IGNORE INTO seen_signals (digest, sent_ms) VALUES (?1, ?2)",
+            params![digest, sent_ms as i64],
+        )? == 1)
+    }
+
+    /// Take a node's `kind` note (`failed`, `declined`) on `attempt` of `task_id`: true the
+    /// first time, false for a repeat (each counts at most once per task attempt).
+    pub fn take_note(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        node: &str,
+        kind: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self.exec(
+            "INSERT OR IGNORE INTO signal_notes (task_id, attempt, node, kind) VALUES (?1, ?2, ?3, ?4)",
+            params![task_id, attempt, node, kind],
+        )? == 1)
     }
 
     /// Remember a registration challenge.

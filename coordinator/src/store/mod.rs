@@ -134,6 +134,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         "TEXT NOT NULL DEFAULT 'first'",
     )?;
     add_column(conn, "requests", "queue", "TEXT NOT NULL DEFAULT 'verify'")?;
+    add_column(conn, "workers", "faults", "INTEGER NOT NULL DEFAULT 0")?;
+
     add_column(
         conn,
         "requests",

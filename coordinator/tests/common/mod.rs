@@ -21,6 +21,15 @@ pub use tessera_verifier::{audit_bundle, Verifier};
 
 pub const LEASE: u64 = 10_000;
 
+/// The verifier token every test farm grants the verifier role with.
+pub const VERIFIER_TOKEN: &str = "test-verifier-token";
+
+/// What the operator deposits as a node's stake in these tests (once per node).
+pub const NODE_STAKE: u64 = 1_000_000;
+
+/// What the operator credits each client with before its first job.
+pub const CLIENT_CREDIT: u64 = 1_000_000_000_000;
+
 pub struct Farm {
     pub svc: Service,
     pub _dir: tempfile::TempDir,
@@ -52,12 +61,17 @@ impl Farm {
             lease_ms: LEASE,
             batch_size: 2,
             tile_size: 16,
+            verifier_token: Some(VERIFIER_TOKEN.into()),
             ..ServiceConfig::default()
         }
     }
 
-    /// A farm whose service runs with `cfg`.
-    pub fn with_config(cfg: ServiceConfig) -> Self {
+    /// A farm whose service runs with `cfg` (verifiers are granted their role with
+    /// [`VERIFIER_TOKEN`] unless `cfg` grants it otherwise).
+    pub fn with_config(mut cfg: ServiceConfig) -> Self {
+        if cfg.verifier_token.is_none() && cfg.verifier_keys.is_empty() {
+            cfg.verifier_token = Some(VERIFIER_TOKEN.into());
+        }
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("c.db");
         let seed = [9u8; 32];
@@ -99,7 +113,43 @@ impl Farm {
             },
             key,
         );
-        self.svc.register(&reg, &caps, None, self.now).unwrap();
+        self.try_register(&reg, &caps).unwrap();
+        if role == "node" {
+            // The operator deposits each node's stake once (stake is never granted).
+            self.svc
+                .credit(
+                    &format!("stake:{}", key.public()),
+                    NODE_STAKE,
+                    &format!("stake-{}", key.public()),
+                )
+                .unwrap();
+        }
+    }
+
+    /// Register with the token the farm's configuration asks of the role.
+    pub fn try_register(
+        &self,
+        reg: &Signed<Registration>,
+        caps: &Capabilities,
+    ) -> Result<String, tessera_coordinator::daemon::service::ServiceError> {
+        let cfg = self.svc.config();
+        let token = match reg.statement.role.as_str() {
+            "verifier" => cfg.verifier_token.clone(),
+            _ => cfg.node_token.clone(),
+        };
+        self.svc.register(reg, caps, token.as_deref(), self.now)
+    }
+
+    /// Credit `client` once with [`CLIENT_CREDIT`], as its operator would before its
+    /// first job.
+    pub fn fund(&self, client: &str) {
+        self.svc
+            .credit(
+                &format!("client:{client}"),
+                CLIENT_CREDIT,
+                &format!("client-{client}"),
+            )
+            .unwrap();
     }
 
     pub fn submit(&self) -> String {
@@ -121,6 +171,7 @@ impl Farm {
         tier: &str,
         requirements: Requirements,
     ) -> Result<String, tessera_coordinator::daemon::service::ServiceError> {
+        self.fund("studio");
         self.svc.submit(
             "studio",
             "scene.glb",
@@ -181,6 +232,7 @@ impl Farm {
                     .iter()
                     .map(|t| TaskNote {
                         task_id: t.to_string(),
+                        attempt: self.attempt(t),
                         reason: "gpu lost".into(),
                     })
                     .collect(),
@@ -188,6 +240,15 @@ impl Farm {
             key,
         ))
         .unwrap()
+    }
+
+    /// The attempt `task` is on now (0 for an unknown task).
+    pub fn attempt(&self, task: &str) -> u32 {
+        self.svc
+            .store()
+            .task(task)
+            .unwrap()
+            .map_or(0, |t| t.attempts)
     }
 
     /// Answer verify requests with `verifier` and feed the verdicts back, then answer the
@@ -290,7 +351,7 @@ pub fn assert_paid_once(f: &Farm, job: &str) {
 /// ledger's property tests).
 impl Farm {
     /// Submit the job [`Farm::submit`] submits, for `client` in `tier` over `frames`;
-    /// the service's answer as it is.
+    /// the service's answer as it is (the client pays from its balance: [`Farm::fund`]).
     pub fn submit_as(
         &self,
         client: &str,
