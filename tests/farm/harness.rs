@@ -30,6 +30,14 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// The client's API token (`studio=…`: the ledger account is `client:studio`).
 pub const TOKEN: &str = "farm-test-token";
+/// The token that grants the verifier role in test farms.
+pub const VERIFIER_TOKEN: &str = "farm-verifier-token";
+/// The operator's admin token in test farms (`tessera credit`).
+pub const ADMIN_TOKEN: &str = "farm-admin-token-0";
+/// What the operator deposits as each node's stake.
+pub const NODE_STAKE: u64 = 1_000_000;
+/// What the operator credits the client `studio` with.
+pub const CLIENT_CREDIT: u64 = 1_000_000_000_000;
 
 /// What the daemons log: the farm crates at info (bus reconnects included).
 pub const LOG: &str = "warn,tessera=info,tessera_coordinator=info,tessera_node=info,\
@@ -272,6 +280,17 @@ impl Farm {
         .map(|s| s.to_string())
         .collect();
         args.extend(self.coordinator_flags.iter().cloned());
+        // Verifiers are granted their role with a token; the operator credits accounts
+        // with the admin token.
+        args.extend(
+            [
+                "--verifier-token",
+                VERIFIER_TOKEN,
+                "--admin-token",
+                ADMIN_TOKEN,
+            ]
+            .map(String::from),
+        );
         self.spawn(name, &args, env);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -335,6 +354,9 @@ impl Farm {
         .map(|s| s.to_string())
         .collect();
         args.extend(flags.iter().map(|s| s.to_string()));
+        if role == "verifier" && !flags.contains(&"--token") {
+            args.extend(["--token", VERIFIER_TOKEN].map(String::from));
+        }
         self.spawn(name, &args, env);
     }
 
@@ -343,10 +365,24 @@ impl Farm {
         self.node_with_key(name, name, flags, env);
     }
 
-    /// Start a node named `name` with key `key` and wait until it serves.
+    /// Start a node named `name` with key `key` and wait until it serves; the operator
+    /// deposits its stake ([`NODE_STAKE`], once per key).
     pub fn node_with_key(&mut self, name: &str, key: &str, flags: &[&str], env: &[(&str, &str)]) {
         self.start_worker("node", name, key, flags, env);
         self.wait_log(name, "node serving", Duration::from_secs(20));
+        let stake = format!("--stake={}", self.key(key));
+        self.credit(&[&stake], NODE_STAKE, &format!("stake-{}", self.key(key)));
+    }
+
+    /// `tessera credit` with the admin token: `target` is `["--client=NAME"]` or
+    /// `["--stake=KEY"]`; the command's output.
+    pub fn credit(&self, target: &[&str], amount: u64, reference: &str) -> String {
+        let mut c = tessera();
+        c.arg("credit")
+            .args(target)
+            .args(["--amount", &amount.to_string(), "--reference", reference])
+            .args(["--coordinator", &self.url, "--token", ADMIN_TOKEN]);
+        run_ok(&mut c)
     }
 
     /// Start a verifier and wait until it serves.
@@ -466,8 +502,10 @@ impl Farm {
         c
     }
 
-    /// Submit `scene` with `flags`; the job id.
+    /// Submit `scene` with `flags`; the job id. The operator credits the client first
+    /// ([`CLIENT_CREDIT`], once).
     pub fn submit<S: AsRef<std::ffi::OsStr>>(&self, scene: &Path, flags: &[S]) -> String {
+        self.credit(&["--client=studio"], CLIENT_CREDIT, "client-studio");
         let mut c = self.client(&["submit"]);
         c.arg(scene).args(flags);
         let out = run_ok(&mut c);
