@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_api::RegisterResponse;
-use tessera_bus::{AmqpBus, AmqpConfig, BusError};
+use tessera_bus::{AmqpBus, AmqpConfig, BusError, Topology};
 use tessera_node::daemon::{NodeDaemonConfig, DEFAULT_HEARTBEAT};
 use tessera_node::worker::{RendererFactory, StubFactory};
 use tessera_node::DishonestMode;
@@ -259,7 +259,8 @@ impl WorkerArgs {
     }
 }
 
-/// The broker connection of a worker: the namespace comes from its registration.
+/// The broker connection of a worker: the namespace comes from its registration. Passive:
+/// a worker's broker user may not declare anything, the coordinator declares its queues.
 fn connect_bus(
     url: String,
     prefetch: HashMap<String, u16>,
@@ -272,6 +273,7 @@ fn connect_bus(
         Box::pin(async move {
             AmqpBus::connect(AmqpConfig {
                 url,
+                topology: Topology::Passive,
                 namespace: registered.amqp_namespace,
                 prefetch,
                 ..AmqpConfig::default()

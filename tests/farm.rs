@@ -420,7 +420,9 @@ fn results_delivered_twice_out_of_order_are_paid_once() {
 /// Hostile and malformed messages on the job's namespace: junk on every coordinator
 /// queue, a correct result signed by a key that never registered, a result whose tile
 /// bytes do not hash to their leaves (from a registered key), and a junk task. Each is
-/// parked with its reason logged, nobody is paid for them, and the job finishes.
+/// parked with its reason logged, nobody is paid for them, and the job finishes. Each is
+/// sent as the broker user that may send it: results and signals as a node, the verdict as
+/// a verifier, the task as the coordinator.
 #[test]
 fn malformed_and_hostile_messages_are_parked_and_paid_nothing() {
     use tessera_bus::Bus;
@@ -434,6 +436,8 @@ fn malformed_and_hostile_messages_are_parked_and_paid_nothing() {
     farm.verifier("verifier", "verifier", &[STUB], &[]);
     let rt = harness::runtime();
     let bus = harness::connect_bus(&rt, &farm.ns).expect("broker");
+    let as_node = harness::connect_bus_as(&rt, &farm.ns, "node").expect("broker");
+    let as_verifier = harness::connect_bus_as(&rt, &farm.ns, "verifier").expect("broker");
     // A registered node that never takes a task, and a key that never registers.
     let registered = SecretKey::generate();
     let stranger = SecretKey::generate();
@@ -453,11 +457,11 @@ fn malformed_and_hostile_messages_are_parked_and_paid_nothing() {
     let job = farm.submit(&cornell_box(), &small_job());
     // A real task, read from the queue and handed back.
     let task: RenderTask = rt.block_on(async {
-        let d = tokio::time::timeout(secs(10), bus.next("tasks"))
+        let d = tokio::time::timeout(secs(10), as_node.next("tasks"))
             .await
             .expect("a task is queued")
             .expect("bus open");
-        bus.nack(&d, true).await.unwrap();
+        as_node.nack(&d, true).await.unwrap();
         serde_json::from_slice(&d.body).unwrap()
     });
     assert!(task.task_id.starts_with(&job), "{}", task.task_id);
@@ -498,7 +502,12 @@ fn malformed_and_hostile_messages_are_parked_and_paid_nothing() {
     let sent: Vec<(&str, &str)> = messages.iter().map(|(q, id, _)| (*q, *id)).collect();
     rt.block_on(async {
         for (queue, id, body) in messages.clone() {
-            bus.publish(queue, id, body).await.unwrap();
+            let sender = match queue {
+                "results" | "signals" => &as_node,
+                "verdicts" => &as_verifier,
+                _ => &bus,
+            };
+            sender.publish(queue, id, body).await.unwrap();
         }
     });
     let coordinator_parked = [
@@ -538,7 +547,9 @@ fn malformed_and_hostile_messages_are_parked_and_paid_nothing() {
     farm.node("n2", &[STUB, "--stub-delay-ms", "50"], &[]);
     farm.wait_done(&job, secs(30));
     let parked = rt.block_on(bus.parked()).unwrap();
-    rt.block_on(bus.shutdown());
+    for b in [&bus, &as_node, &as_verifier] {
+        rt.block_on(b.shutdown());
+    }
     let queues: BTreeMap<&str, &str> = sent.iter().map(|(q, id)| (*id, *q)).collect();
     for p in &parked {
         assert_eq!(p.reason.as_deref(), Some("rejected"), "{p:?}");

@@ -7,7 +7,9 @@
 //! its confirmation was lost.
 //!
 //! Queue names given to the trait are logical (`tasks`, `results`, `verify`, `verdicts`,
-//! `signals`, `node.<id>`); the AMQP bus maps them to broker queues under a namespace.
+//! `signals`, `node.<id>`); the AMQP bus maps them to broker queues under a namespace, each
+//! reached through an exchange of its own, so that a broker user's write permission can
+//! name the queues it may publish to ([`Topology`]).
 
 #![warn(missing_docs)]
 
@@ -15,7 +17,8 @@ mod amqp;
 mod in_process;
 
 pub use amqp::{
-    AmqpBus, AmqpConfig, Parked, DEFAULT_DELIVERY_LIMIT, DEFAULT_PREFETCH, PUBLISH_TIMEOUT,
+    AmqpBus, AmqpConfig, Parked, Topology, DEFAULT_DELIVERY_LIMIT, DEFAULT_PREFETCH,
+    PUBLISH_TIMEOUT,
 };
 pub use in_process::{InProcessBus, IN_PROCESS_QUEUE_BOUND};
 
@@ -23,7 +26,7 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Bus failures. Messages name the queue or the operation they concern.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
     /// The bus was shut down (or its in-process queue dropped) while using this queue.
     #[error("bus closed while using queue {0}")]
@@ -45,10 +48,19 @@ pub enum BusError {
         /// The broker's reply.
         reason: String,
     },
-    /// No broker connection could do the operation within the bound.
-    #[error(
-        "{what}: gave up after {after:?} without a working broker connection (last error: {last})"
-    )]
+    /// The broker refused this user the operation (`403 ACCESS_REFUSED`): its permissions
+    /// do not cover the exchange or queue (docs/PROTOCOL.md §4.7 lists what each role
+    /// needs). Retrying will not help.
+    #[error("{what}: refused by the broker to this user (check its permissions): {reason}")]
+    AccessRefused {
+        /// The operation and the queue it was for.
+        what: String,
+        /// The broker's reply (`ACCESS_REFUSED - write access to exchange ...`).
+        reason: String,
+    },
+    /// The operation did not succeed within the bound: no working broker connection, or
+    /// (a [`Topology::Passive`] bus) the exchange or queue was still not declared.
+    #[error("{what}: gave up after {after:?} (last error: {last})")]
     Timeout {
         /// The operation and the queue it was for.
         what: String,
@@ -143,9 +155,10 @@ pub trait Bus: Clone + Send + Sync + 'static {
         body: Vec<u8>,
     ) -> impl Future<Output = Result<(), BusError>> + Send;
     /// The next delivery from `queue`. A consumer is started on the first call, with the
-    /// prefetch configured for that queue. Keeps waiting across connection loss; `None`
-    /// only when the bus was shut down (or, AMQP, when `queue` is not a valid name, which
-    /// is logged as an error).
+    /// prefetch configured for that queue. Keeps waiting across connection loss (and, AMQP,
+    /// for a queue that is not declared yet); `None` only when the bus was shut down (or,
+    /// AMQP, when `queue` is not a valid name or the broker refused this user access to
+    /// it, which is logged as an error and kept by [`AmqpBus::consumer_error`]).
     fn next(&self, queue: &str) -> impl Future<Output = Option<Delivery>> + Send;
     /// The effect of `d` is stored: forget it. A stale delivery gives
     /// [`BusError::StaleDelivery`] (never a panic).
@@ -158,5 +171,7 @@ pub trait Bus: Clone + Send + Sync + 'static {
         requeue: bool,
     ) -> impl Future<Output = Result<(), BusError>> + Send;
     /// Make sure a queue exists (used for per-node queues `node.<id>`); no-op in process.
+    /// An AMQP bus with [`Topology::Passive`] declares nothing: it waits (within
+    /// [`PUBLISH_TIMEOUT`]) until the queue and its exchange exist.
     fn declare(&self, queue: &str) -> impl Future<Output = Result<(), BusError>> + Send;
 }

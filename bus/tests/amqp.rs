@@ -1,6 +1,8 @@
 //! The AMQP bus against a real RabbitMQ (`TESSERA_TEST_AMQP`, default the local guest
-//! account): round trips, redelivery counts, parking, prefetch, and recovery from
-//! `rabbitmqctl close_all_connections` and `stop_app`/`start_app`.
+//! account): round trips, redelivery counts, parking, prefetch, recovery from
+//! `rabbitmqctl close_all_connections` and `stop_app`/`start_app`, and the per-role broker
+//! users (created by `.ci/broker-users`, run here when they do not work yet): each may do
+//! its role's part and the broker refuses it everything else.
 //!
 //! Without a broker every test prints `SKIPPED: ...` and passes, unless
 //! `TESSERA_REQUIRE_BROKER=1` (CI), where it fails. Each test uses its own random namespace
@@ -16,8 +18,9 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
-use tessera_bus::{AmqpBus, AmqpConfig, Bus, BusError, Delivery, Parked};
+use tessera_bus::{AmqpBus, AmqpConfig, Bus, BusError, Delivery, Parked, Topology};
 use tokio::sync::RwLock;
 use tokio::time::{timeout, Instant};
 
@@ -80,7 +83,7 @@ async fn raw() -> Connection {
         .expect("raw connection to the broker")
 }
 
-/// Delete the test's queues and parking topology.
+/// Delete the test's queues, their exchanges and the parking topology.
 async fn cleanup(cfg: &AmqpConfig, queues: &[&str]) {
     let conn = raw().await;
     let ch = conn.create_channel().await.unwrap();
@@ -89,6 +92,11 @@ async fn cleanup(cfg: &AmqpConfig, queues: &[&str]) {
         ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
             .await
             .unwrap_or_else(|e| panic!("deleting queue {name}: {e}"));
+        // Gone with its queue (auto-delete), unless it never had a binding.
+        let exchange = format!("{}.to.{q}", cfg.namespace);
+        ch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("deleting exchange {exchange}: {e}"));
     }
     let exchange = format!("{}.parking", cfg.namespace);
     ch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
@@ -581,4 +589,297 @@ async fn recovers_after_broker_restart() {
     bus.ack(&d).await.unwrap();
     bus.shutdown().await;
     cleanup(&cfg, &["results", "verify"]).await;
+}
+
+/// `url()` with the user `user`, whose password is its name (`.ci/broker-users`).
+fn role_url(user: &str) -> String {
+    let url = url();
+    let (scheme, rest) = url.split_once("://").expect("an amqp:// url");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}:{user}@{host}")
+}
+
+/// Make sure the per-role test users exist with their permissions (`.ci/broker-users`,
+/// once per test run); false (test skipped) if that cannot be done and no broker is
+/// required.
+fn role_users() -> bool {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    let done = DONE.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/broker-users");
+        match Command::new("bash").arg(script).output() {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(format!(
+                "{script} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )),
+            Err(e) => Err(format!("cannot run {script}: {e}")),
+        }
+    });
+    match done {
+        Ok(()) => true,
+        Err(e) if broker_required() => panic!("TESSERA_REQUIRE_BROKER=1 but {e}"),
+        Err(e) => {
+            skipped(e);
+            false
+        }
+    }
+}
+
+/// `err` is the broker's ACCESS_REFUSED for `user`, naming `resource` ("access to
+/// exchange 'ns.to.tasks'").
+fn assert_refused(err: &BusError, user: &str, resource: &str) {
+    match err {
+        BusError::AccessRefused { reason, .. } => assert!(
+            reason.contains("ACCESS_REFUSED")
+                && reason.contains(resource)
+                && reason.contains(&format!("user '{user}'")),
+            "expected the broker to refuse {resource} to {user}, got: {err}"
+        ),
+        other => panic!("expected the broker to refuse {resource} to {user}, got {other:?}"),
+    }
+}
+
+/// The attack of issue 13: every daemon held the same all-powerful broker user, so a node
+/// could consume the coordinator's `results` (and take other nodes' results away from it)
+/// or publish tasks, verify requests and verdicts. With the per-role users, the broker
+/// itself refuses a node or a verifier everything but its role's part, and that part works
+/// with a passive bus (no configure permission): consuming its task queues, publishing its
+/// results or verdicts, and parking a message by rejecting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_users_are_refused_everything_but_their_part() {
+    let _shared = BROKER.read().await;
+    let cfg = config();
+    if !role_users() {
+        return;
+    }
+    let as_user = |user: &str, topology| AmqpConfig {
+        url: role_url(user),
+        topology,
+        ..cfg.clone()
+    };
+    let (coordinator_user, node_user, verifier_user) = (
+        "tessera-test-coordinator",
+        "tessera-test-node",
+        "tessera-test-verifier",
+    );
+    let Some(coordinator) = connect(&as_user(coordinator_user, Topology::Declare)).await else {
+        return;
+    };
+    let node_queue = format!("node.{}", "ab".repeat(32));
+    let verifier_queue = format!("verifier.{}", "cd".repeat(32));
+    let queues = [
+        "tasks",
+        "results",
+        "verify",
+        "verdicts",
+        "signals",
+        &node_queue,
+        &verifier_queue,
+    ];
+    // The coordinator declares everything; workers only find it.
+    for q in queues {
+        coordinator.declare(q).await.unwrap();
+    }
+    let node = AmqpBus::connect(as_user(node_user, Topology::Passive))
+        .await
+        .expect("a passive bus with the node user");
+    let verifier = AmqpBus::connect(as_user(verifier_user, Topology::Passive))
+        .await
+        .expect("a passive bus with the verifier user");
+
+    // A node's part: tasks in (shared and own queue), results and signals out.
+    coordinator
+        .publish("tasks", "task-1", b"t1".to_vec())
+        .await
+        .unwrap();
+    coordinator
+        .publish(&node_queue, "task-2", b"t2".to_vec())
+        .await
+        .unwrap();
+    let d = next_within(&node, "tasks").await;
+    assert_eq!(d.message_id, "task-1");
+    node.ack(&d).await.unwrap();
+    let d = next_within(&node, &node_queue).await;
+    assert_eq!(d.message_id, "task-2");
+    // Rejecting parks it: the broker dead-letters, whatever the user's permissions.
+    node.nack(&d, false).await.unwrap();
+    node.publish("results", "task-1", b"r1".to_vec())
+        .await
+        .unwrap();
+    node.publish("signals", "signal-1", b"s1".to_vec())
+        .await
+        .unwrap();
+    // A verifier's part: requests in (shared and own queue), verdicts out.
+    coordinator
+        .publish("verify", "req-1", b"v1".to_vec())
+        .await
+        .unwrap();
+    coordinator
+        .publish(&verifier_queue, "req-2", b"v2".to_vec())
+        .await
+        .unwrap();
+    for (queue, id) in [("verify", "req-1"), (verifier_queue.as_str(), "req-2")] {
+        let d = next_within(&verifier, queue).await;
+        assert_eq!(d.message_id, id);
+        verifier.ack(&d).await.unwrap();
+    }
+    verifier
+        .publish("verdicts", "req-1", b"ok".to_vec())
+        .await
+        .unwrap();
+    // All of it reaches the coordinator, and only it.
+    for (queue, id) in [
+        ("results", "task-1"),
+        ("signals", "signal-1"),
+        ("verdicts", "req-1"),
+    ] {
+        let d = next_within(&coordinator, queue).await;
+        assert_eq!(d.message_id, id);
+        coordinator.ack(&d).await.unwrap();
+    }
+    let parked = parked_within(&coordinator, 1).await;
+    assert_eq!(parked[0].message_id, "task-2");
+    assert_eq!(
+        parked[0].original_queue.as_deref(),
+        Some(node_queue.as_str())
+    );
+    assert_eq!(parked[0].reason.as_deref(), Some("rejected"));
+
+    // Everything else, the broker refuses.
+    let ns = &cfg.namespace;
+    for (bus, user, may_publish, may_consume) in [
+        (
+            &node,
+            node_user,
+            &["results", "signals"][..],
+            &["tasks", node_queue.as_str()][..],
+        ),
+        (
+            &verifier,
+            verifier_user,
+            &["verdicts"][..],
+            &["verify", verifier_queue.as_str()][..],
+        ),
+    ] {
+        for q in queues {
+            if !may_publish.contains(&q) {
+                let err = bus.publish(q, "forged", b"x".to_vec()).await.unwrap_err();
+                assert_refused(&err, user, &format!("access to exchange '{ns}.to.{q}'"));
+            }
+            if !may_consume.contains(&q) {
+                let end = timeout(WAIT, bus.next(q)).await;
+                assert!(
+                    matches!(end, Ok(None)),
+                    "{user} consuming {q}: {:?}",
+                    end.map(|d| d.map(|d| d.message_id))
+                );
+                let err = bus.consumer_error(q).expect("why the consumer stopped");
+                assert_refused(&err, user, &format!("access to queue '{ns}.{q}'"));
+            }
+        }
+        let err = bus.parked().await.unwrap_err();
+        assert_refused(&err, user, &format!("access to queue '{ns}.parked'"));
+        // It may not declare anything (a declaring bus declares the parking exchange on
+        // connecting)...
+        match AmqpBus::connect(as_user(user, Topology::Declare)).await {
+            Err(BusError::Connect { reason, .. }) => assert!(
+                reason.contains("ACCESS_REFUSED")
+                    && reason.contains(&format!("access to exchange '{ns}.parking'")),
+                "{reason}"
+            ),
+            other => panic!("{user} declaring: {:?}", other.map(|_| "connected")),
+        }
+        // ... nor publish through the default exchange, which would reach every queue.
+        let conn = Connection::connect(&role_url(user), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let sent = async {
+            ch.confirm_select(Default::default()).await?;
+            ch.basic_publish(
+                "".into(),
+                format!("{ns}.results").as_str().into(),
+                Default::default(),
+                b"forged",
+                Default::default(),
+            )
+            .await?
+            .await
+        };
+        let err = sent
+            .await
+            .expect_err("publishing through the default exchange");
+        assert!(
+            err.to_string().contains("ACCESS_REFUSED")
+                && err.to_string().contains("access to exchange 'amq.default'"),
+            "{user}: {err}"
+        );
+        let _ = conn.close(200, "OK".into()).await;
+    }
+    // Nothing forged arrived anywhere.
+    let conn = raw().await;
+    for q in queues {
+        assert_eq!(ready_count(&conn, &format!("{ns}.{q}")).await, 0, "{q}");
+    }
+    let _ = conn.close(200, "OK".into()).await;
+    for bus in [&node, &verifier, &coordinator] {
+        bus.shutdown().await;
+    }
+    cleanup(&cfg, &queues).await;
+}
+
+/// A worker that starts before the coordinator declared its queues (a passive bus may not
+/// declare them) waits for them: its consumer starts once the queue exists, and its
+/// publish goes through once the destination exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passive_bus_waits_for_the_coordinator_to_declare() {
+    let _shared = BROKER.read().await;
+    let cfg = config();
+    if !role_users() {
+        return;
+    }
+    let as_user = |user: &str, topology| AmqpConfig {
+        url: role_url(user),
+        topology,
+        ..cfg.clone()
+    };
+    let Some(node) = connect(&as_user("tessera-test-node", Topology::Passive)).await else {
+        return;
+    };
+    let own = format!("node.{}", "ef".repeat(32));
+    let consumer = {
+        let (node, own) = (node.clone(), own.clone());
+        tokio::spawn(async move { next_within(&node, &own).await })
+    };
+    let publisher = {
+        let node = node.clone();
+        tokio::spawn(async move { node.publish("results", "r-1", b"r".to_vec()).await })
+    };
+    // Nothing exists yet: both wait.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!consumer.is_finished() && !publisher.is_finished());
+    assert!(node.consumer_error(&own).is_none());
+
+    let coordinator = AmqpBus::connect(as_user("tessera-test-coordinator", Topology::Declare))
+        .await
+        .expect("the coordinator user connects");
+    coordinator.declare("results").await.unwrap();
+    coordinator
+        .publish(&own, "t-1", b"t".to_vec())
+        .await
+        .unwrap();
+    publisher
+        .await
+        .unwrap()
+        .expect("the result is published once its destination exists");
+    let d = consumer.await.unwrap();
+    assert_eq!(d.message_id, "t-1");
+    node.ack(&d).await.unwrap();
+    let d = next_within(&coordinator, "results").await;
+    assert_eq!(d.message_id, "r-1");
+    coordinator.ack(&d).await.unwrap();
+    node.shutdown().await;
+    coordinator.shutdown().await;
+    cleanup(&cfg, &["results", &own]).await;
 }

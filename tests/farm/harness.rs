@@ -5,6 +5,10 @@
 //! Every daemon writes its stdout and stderr to `DIR/<name>.log`. When a test fails, the
 //! [`Farm`] prints every log as it is dropped (that is how a failure is debugged), kills
 //! whatever still runs (SIGKILL), and deletes the namespace's queues.
+//!
+//! Each daemon reaches the broker as its role's user (`tessera-test-coordinator`, `-node`,
+//! `-verifier`: least privilege on the test namespaces, made by `.ci/broker-users`, which
+//! the harness runs once when they do not work yet), as a real farm does.
 
 #![allow(dead_code)] // each test uses a part
 
@@ -13,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
-use tessera_bus::{AmqpBus, AmqpConfig, Parked};
+use tessera_bus::{AmqpBus, AmqpConfig, Parked, Topology};
 use tessera_protocol::bundle::ProofBundle;
 use tessera_protocol::payments::{account, TransferKind};
 
@@ -47,6 +51,43 @@ tessera_verifier=info,tessera_bus=info,tessera_api=info";
 pub fn amqp_url() -> String {
     std::env::var("TESSERA_TEST_AMQP")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// The broker as the test user of `role` (`coordinator`, `node` or `verifier`), whose
+/// password is its name (`.ci/broker-users`).
+pub fn role_url(role: &str) -> String {
+    let url = amqp_url();
+    let (scheme, rest) = url.split_once("://").expect("an amqp:// url");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://tessera-test-{role}:tessera-test-{role}@{host}")
+}
+
+/// Make sure the role users exist with their permissions (`.ci/broker-users`, once per
+/// test run); false (after printing `SKIPPED`) if that cannot be done and no broker is
+/// required.
+fn role_users() -> bool {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    let done = DONE.get_or_init(|| {
+        let script = root().join(".ci/broker-users");
+        match Command::new("bash").arg(&script).output() {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(format!(
+                "{} failed: {}{}",
+                script.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )),
+            Err(e) => Err(format!("cannot run {}: {e}", script.display())),
+        }
+    });
+    match done {
+        Ok(()) => true,
+        Err(e) if broker_required() => panic!("TESSERA_REQUIRE_BROKER=1 but {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            false
+        }
+    }
 }
 
 /// CI sets `TESSERA_REQUIRE_BROKER=1`: no broker is then a failure, not a skip.
@@ -95,10 +136,27 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Connect to the broker on `namespace`, or `None` when there is none (after printing
-/// `SKIPPED`), or panic when one is required.
+/// Connect to the broker on `namespace` as the coordinator's user, or `None` when there is
+/// none (after printing `SKIPPED`), or panic when one is required.
 pub fn connect_bus(rt: &tokio::runtime::Runtime, namespace: &str) -> Option<AmqpBus> {
-    let mut cfg = AmqpConfig::new(amqp_url());
+    connect_bus_as(rt, namespace, "coordinator")
+}
+
+/// Connect to the broker on `namespace` as the user of `role` (`coordinator`, `node` or
+/// `verifier`; passive, as the daemons of the role are, except the coordinator), or `None`
+/// when there is none (after printing `SKIPPED`), or panic when one is required.
+pub fn connect_bus_as(
+    rt: &tokio::runtime::Runtime,
+    namespace: &str,
+    role: &str,
+) -> Option<AmqpBus> {
+    if !role_users() {
+        return None;
+    }
+    let mut cfg = AmqpConfig::new(role_url(role));
+    if role != "coordinator" {
+        cfg.topology = Topology::Passive;
+    }
     cfg.namespace = namespace.to_string();
     cfg.reconnect_max_backoff = Duration::from_millis(500);
     cfg.prefetch.insert("tasks".into(), 1);
@@ -263,7 +321,7 @@ impl Farm {
         let mut args: Vec<String> = [
             "coordinator",
             "--amqp",
-            &amqp_url(),
+            &role_url("coordinator"),
             "--listen",
             &format!("127.0.0.1:{}", self.port),
             "--data",
@@ -340,7 +398,7 @@ impl Farm {
         let mut args: Vec<String> = [
             role,
             "--amqp",
-            &amqp_url(),
+            &role_url(role),
             "--coordinator",
             &self.url,
             "--key",

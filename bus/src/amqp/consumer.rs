@@ -1,19 +1,23 @@
 //! Consumers: one pump task per logical queue that owns a consumer channel (its own
 //! prefetch), forwards deliveries into a bounded channel read by `next`, and reopens the
-//! channel after a channel error, a broker cancel or a reconnect.
+//! channel after a channel error, a broker cancel or a reconnect. A queue that does not
+//! exist yet (a passive bus waits for the coordinator to declare it) is retried; a queue
+//! the broker refuses this user ends the consumer for good.
 
 use super::link::{lock, next_generation, Backoff, Link, Shared};
+use super::topology::{self, Destination};
+use super::Topology;
 use crate::{BusError, Delivery, Settle};
 use futures_core::Stream;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Consumer};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Mutex as AsyncMutex};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 /// Bound on closing a consumer channel before reopening it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -25,9 +29,16 @@ pub(crate) struct Slot {
     /// Generation of the consumer channel now open (0: none). Deliveries of any other
     /// generation are stale.
     generation: AtomicU64,
+    /// Why the pump stopped for good (the broker refused this user the queue).
+    failure: Mutex<Option<BusError>>,
 }
 
 impl Slot {
+    /// Why the consumer stopped for good, if it did.
+    pub(crate) fn failure(&self) -> Option<BusError> {
+        lock(&self.failure).clone()
+    }
+
     /// Whether `d` can still be settled on its channel.
     pub(crate) fn is_current(&self, d: &Delivery) -> bool {
         match &d.settle {
@@ -45,18 +56,19 @@ pub(crate) fn slot(shared: &Arc<Shared>, queue: &str) -> Result<Arc<Slot>, BusEr
     if let Some(slot) = consumers.get(queue) {
         return Ok(slot.clone());
     }
-    let broker_queue = shared.broker_queue(queue)?;
+    let dest = shared.destination(queue)?;
     let prefetch = shared.cfg.prefetch_for(queue).max(1);
     let (tx, rx) = mpsc::channel(usize::from(prefetch));
     let slot = Arc::new(Slot {
         rx: AsyncMutex::new(rx),
         generation: AtomicU64::new(0),
+        failure: Mutex::new(None),
     });
     consumers.insert(queue.to_string(), slot.clone());
     tokio::spawn(pump(
         shared.clone(),
         queue.to_string(),
-        broker_queue,
+        dest,
         prefetch,
         slot.clone(),
         tx,
@@ -69,28 +81,28 @@ pub(crate) fn existing_slot(shared: &Shared, queue: &str) -> Option<Arc<Slot>> {
     lock(&shared.consumers).get(queue).cloned()
 }
 
-/// Open a consumer channel on `link`: per-consumer prefetch, the queue declared, consuming
-/// with manual acks.
+/// Open a consumer channel on `link`: per-consumer prefetch, the queue declared (or,
+/// passive, found), consuming with manual acks.
 async fn open(
     shared: &Shared,
     link: &Link,
-    broker_queue: &ShortString,
+    dest: &Destination,
     prefetch: u16,
 ) -> lapin::Result<(Channel, Consumer)> {
     let ch = link.channel().await?;
     // Quorum queues support only per-consumer prefetch (global = false).
     ch.basic_qos(prefetch, BasicQosOptions { global: false })
         .await?;
-    ch.queue_declare(
-        broker_queue.clone(),
-        QueueDeclareOptions::durable(),
-        shared.queue_args(),
-    )
-    .await?;
-    link.mark_declared(broker_queue.as_str());
+    match shared.cfg.topology {
+        Topology::Declare => {
+            topology::declare_destination(shared, &ch, dest).await?;
+            link.mark_declared(dest.queue.as_str());
+        }
+        Topology::Passive => topology::check_queue(&ch, dest).await?,
+    }
     let consumer = ch
         .basic_consume(
-            broker_queue.clone(),
+            dest.queue.clone(),
             "".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
@@ -103,20 +115,37 @@ async fn open(
 async fn pump(
     shared: Arc<Shared>,
     queue: String,
-    broker_queue: ShortString,
+    dest: Destination,
     prefetch: u16,
     slot: Arc<Slot>,
     tx: mpsc::Sender<Delivery>,
 ) {
     let mut backoff = Backoff::new(shared.cfg.reconnect_max_backoff);
+    // Whether the wait for a missing queue was logged (once per wait, not per retry).
+    let mut waiting_logged = false;
     loop {
         let Ok(link) = shared.wait_link(None).await else {
             return;
         };
-        let (channel, mut consumer) = match open(&shared, &link, &broker_queue, prefetch).await {
+        let (channel, mut consumer) = match open(&shared, &link, &dest, prefetch).await {
             Ok(opened) => opened,
             Err(e) => {
-                if e.is_amqp_soft_error() && link.connected() {
+                if topology::is_access_refused(&e) && link.connected() {
+                    // Retrying cannot help: end the consumer (`next` returns `None`) and
+                    // keep the reason for `consumer_error`.
+                    let what = format!("consuming queue {queue} ({})", dest.queue);
+                    let failure = topology::refusal(what, &e);
+                    error!(%queue, error = %failure, "consumer stopped");
+                    *lock(&slot.failure) = Some(failure);
+                    return;
+                }
+                if topology::is_not_found(&e) && link.connected() {
+                    // Passive: the coordinator has not declared it yet.
+                    if !waiting_logged {
+                        warn!(%queue, broker_queue = %dest.queue, "queue does not exist yet; waiting for the coordinator to declare it");
+                        waiting_logged = true;
+                    }
+                } else if e.is_amqp_soft_error() && link.connected() {
                     // A refused declare (queue exists with other arguments): needs an operator.
                     error!(%queue, error = %e, "broker refused consumer; retrying");
                 } else if link.connected() {
@@ -132,6 +161,10 @@ async fn pump(
         };
         // The delay before the next reopen stays short unless opening keeps failing.
         backoff.reset();
+        if waiting_logged {
+            info!(%queue, "queue declared; consuming");
+            waiting_logged = false;
+        }
         let generation = next_generation();
         slot.generation.store(generation, Ordering::SeqCst);
         debug!(%queue, generation, prefetch, "consumer started");

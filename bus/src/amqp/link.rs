@@ -5,14 +5,13 @@
 //! [`Link::report_broken`] and wait for the next link with [`Shared::wait_link`].
 
 use super::consumer::Slot;
-use super::AmqpConfig;
+use super::topology::{declare_parking, Destination, EXCHANGE_PART};
+use super::{AmqpConfig, Topology};
 use crate::BusError;
 use futures_core::Stream;
-use lapin::options::{
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::ConfirmSelectOptions;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties, Event, ExchangeKind};
+use lapin::{Channel, Connection, ConnectionProperties, Event};
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,7 +78,8 @@ pub(crate) struct Link {
     broken_reason: Mutex<Option<String>>,
     /// The confirm-mode publishing channel, opened on first use and reopened when closed.
     publisher: AsyncMutex<Option<Channel>>,
-    /// Broker queues declared on this connection.
+    /// Broker queues whose exchange, queue and binding were declared (or, passive, found)
+    /// on this connection.
     declared: Mutex<HashSet<String>>,
 }
 
@@ -166,6 +166,12 @@ impl Shared {
 
     /// The broker queue behind a logical one: `{namespace}.{queue}`.
     pub(crate) fn broker_queue(&self, queue: &str) -> Result<ShortString, BusError> {
+        Ok(self.destination(queue)?.queue)
+    }
+
+    /// The broker queue and exchange behind a logical queue: `{namespace}.{queue}` and
+    /// `{namespace}.to.{queue}`.
+    pub(crate) fn destination(&self, queue: &str) -> Result<Destination, BusError> {
         let invalid = |reason: &str| BusError::Invalid {
             what: "queue name",
             value: queue.to_string(),
@@ -177,8 +183,19 @@ impl Shared {
         if queue == super::PARKED {
             return Err(invalid("reserved for the parking queue"));
         }
-        ShortString::try_new(format!("{}.{queue}", self.cfg.namespace))
-            .map_err(|e| invalid(&format!("broker name too long: {e}")))
+        if queue.starts_with(EXCHANGE_PART) {
+            return Err(invalid(
+                "names starting with `to.` are reserved for exchanges",
+            ));
+        }
+        let ns = &self.cfg.namespace;
+        let name = |n: String| {
+            ShortString::try_new(n).map_err(|e| invalid(&format!("broker name too long: {e}")))
+        };
+        Ok(Destination {
+            queue: name(format!("{ns}.{queue}"))?,
+            exchange: name(format!("{ns}.{EXCHANGE_PART}{queue}"))?,
+        })
     }
 
     /// `{namespace}.parking`, the dead-letter exchange of every queue.
@@ -290,7 +307,8 @@ impl Shared {
     }
 }
 
-/// Connect, declare the parking topology, and wrap it as a new link.
+/// Connect, declare the parking topology (unless the topology is passive), and wrap it as
+/// a new link.
 async fn establish(shared: &Shared) -> Result<Arc<Link>, String> {
     let generation = next_generation();
     let props = ConnectionProperties::default()
@@ -311,52 +329,21 @@ async fn establish(shared: &Shared) -> Result<Arc<Link>, String> {
         publisher: AsyncMutex::new(None),
         declared: Mutex::new(HashSet::new()),
     });
-    if let Err(e) = declare_parking(shared, &link).await {
-        link.close("topology failed").await;
-        return Err(e);
+    if shared.cfg.topology == Topology::Declare {
+        let declared = match link.channel().await {
+            Ok(ch) => {
+                let declared = declare_parking(shared, &ch).await;
+                let _ = ch.close(200, "OK".into()).await;
+                declared
+            }
+            Err(e) => Err(format!("opening a channel: {e}")),
+        };
+        if let Err(e) = declared {
+            link.close("topology failed").await;
+            return Err(e);
+        }
     }
     Ok(link)
-}
-
-/// The parking exchange (durable fanout) and the parked queue (durable quorum, no DLX).
-async fn declare_parking(shared: &Shared, link: &Link) -> Result<(), String> {
-    let exchange = shared.parking_exchange();
-    let queue = shared.parked_queue();
-    let ch = link
-        .channel()
-        .await
-        .map_err(|e| format!("opening a channel: {e}"))?;
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    ch.exchange_declare(
-        exchange.as_str().into(),
-        ExchangeKind::Fanout,
-        durable,
-        FieldTable::default(),
-    )
-    .await
-    .map_err(|e| format!("declaring exchange {exchange}: {e}"))?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
-        .await
-        .map_err(|e| format!("declaring queue {queue}: {e}"))?;
-    ch.queue_bind(
-        queue.as_str().into(),
-        exchange.as_str().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .map_err(|e| format!("binding queue {queue} to {exchange}: {e}"))?;
-    let _ = ch.close(200, "OK".into()).await;
-    Ok(())
 }
 
 /// Wait until `link` dies (`Some(reason)`) or the bus shuts down (`None`).

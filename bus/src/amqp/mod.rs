@@ -4,25 +4,32 @@
 //! Topology (all durable; `{ns}` is [`AmqpConfig::namespace`]):
 //! - logical queue `q` is the quorum queue `{ns}.q` with `x-delivery-limit`,
 //!   `x-dead-letter-exchange={ns}.parking`, `x-dead-letter-strategy=at-least-once` and
-//!   `x-overflow=reject-publish`; messages reach it through the default exchange;
+//!   `x-overflow=reject-publish`; messages reach it only through its own direct exchange
+//!   `{ns}.to.q` (routing key `{ns}.q`), never through the default exchange, so that a
+//!   broker user's write permission names the queues it may publish to
+//!   (`topology.rs` says why);
 //! - `{ns}.parking` is a fanout exchange bound to the quorum queue `{ns}.parked`, which
 //!   collects what was nacked without requeue or exceeded the delivery limit.
+//!
+//! Who declares ([`Topology`]): a `Declare` bus (the coordinator) declares all of it; a
+//! `Passive` bus (nodes, verifiers, whose broker users have no configure permission)
+//! declares nothing and only checks that what it uses exists, waiting for it when it does
+//! not yet.
 //!
 //! Recovery: a supervisor task owns the connection. When it dies (broker restart,
 //! `close_all_connections`, network) the supervisor warns, reconnects with capped
 //! exponential backoff and re-declares the parking topology; each consumer pump then opens
-//! a new channel, re-declares its queue and consumes again; `publish` waits for the new
-//! connection and retries until a confirm (bounded by [`PUBLISH_TIMEOUT`]). Deliveries
-//! from a dead channel are stale: the broker redelivers them.
+//! a new channel, re-declares (or finds) its queue and consumes again; `publish` waits for
+//! the new connection and retries until a confirm (bounded by [`PUBLISH_TIMEOUT`]).
+//! Deliveries from a dead channel are stale: the broker redelivers them.
 
 mod consumer;
 mod link;
+mod topology;
 
 use crate::{Bus, BusError, Delivery, Settle};
 use consumer::str_header;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, ShortString};
 use lapin::{BasicProperties, Confirmation};
 use link::{Backoff, Link, Shared, WaitError};
@@ -32,6 +39,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use topology::Destination;
 use tracing::{debug, error};
 
 /// Prefetch of a consumer whose queue has no entry in [`AmqpConfig::prefetch`].
@@ -47,11 +55,31 @@ const PARKED: &str = "parked";
 /// AMQP reply code of a mandatory message that no queue took.
 const NO_ROUTE: u16 = 312;
 
+/// Whether a bus creates the broker objects it uses or only uses them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Topology {
+    /// Declare everything used: on every connection the parking exchange and queue, and
+    /// for each logical queue published to, consumed or [`Bus::declare`]d, its exchange,
+    /// queue and binding. The broker user needs configure permission on the namespace.
+    /// This is the coordinator.
+    #[default]
+    Declare,
+    /// Declare nothing: before publishing to or consuming a queue, check passively (which
+    /// needs no permission) that its exchange and queue exist, and wait for them when they
+    /// do not yet (a consumer keeps waiting; `publish` and `declare` within
+    /// [`PUBLISH_TIMEOUT`]). The broker user needs no configure permission. Nodes and
+    /// verifiers, whose queues the coordinator declares.
+    Passive,
+}
+
 /// How to reach the broker and shape the queues.
 #[derive(Clone)]
 pub struct AmqpConfig {
     /// Broker URL, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
     pub url: String,
+    /// Whether this bus declares the topology or only uses it; default
+    /// [`Topology::Declare`].
+    pub topology: Topology,
     /// Prefix of every broker name (`{namespace}.{queue}`); default `tessera`.
     pub namespace: String,
     /// Prefetch per logical queue (per consumer), or per family of queues (`node.*`);
@@ -90,6 +118,7 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            topology: Topology::Declare,
             namespace: "tessera".into(),
             prefetch: HashMap::new(),
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
@@ -102,6 +131,7 @@ impl fmt::Debug for AmqpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AmqpConfig")
             .field("url", &redact(&self.url))
+            .field("topology", &self.topology)
             .field("namespace", &self.namespace)
             .field("prefetch", &self.prefetch)
             .field("delivery_limit", &self.delivery_limit)
@@ -167,6 +197,18 @@ impl From<lapin::Error> for Failure {
     }
 }
 
+impl Failure {
+    /// A failed step of `what` on `link`: final when the broker refused this user the
+    /// operation (retrying cannot help), else transient.
+    fn of(what: impl FnOnce() -> String, link: &Link, e: lapin::Error) -> Self {
+        if topology::is_access_refused(&e) && link.connected() {
+            Failure::Final(topology::refusal(what(), &e))
+        } else {
+            e.into()
+        }
+    }
+}
+
 impl AmqpBus {
     /// Connect, declare the parking topology and start the recovery supervisor. Fails if
     /// the broker cannot be reached now; later losses are recovered from.
@@ -210,8 +252,16 @@ impl AmqpBus {
         self.shared.broker_queue(queue).map(String::from)
     }
 
+    /// Why the consumer of `queue` stopped for good, if it did: the broker refused this
+    /// user access to the queue ([`BusError::AccessRefused`]). [`Bus::next`] on that queue
+    /// returns `None` from then on.
+    pub fn consumer_error(&self, queue: &str) -> Option<BusError> {
+        consumer::existing_slot(&self.shared, queue).and_then(|slot| slot.failure())
+    }
+
     /// What is in the parking queue now, oldest first, leaving it there. Each read counts
-    /// as a delivery of those messages (the parking queue has no delivery limit).
+    /// as a delivery of those messages (the parking queue has no delivery limit). Needs
+    /// read permission on `{namespace}.parked` (the coordinator's).
     pub async fn parked(&self) -> Result<Vec<Parked>, BusError> {
         self.read_parked(false).await
     }
@@ -235,7 +285,8 @@ impl AmqpBus {
         // Unacked gets stay with this channel, so the loop ends when all were seen.
         while let Some(msg) = ch
             .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-            .await?
+            .await
+            .map_err(|e| Failure::of(|| format!("reading queue {queue}"), &link, e))?
         {
             last_tag = Some(msg.delivery.delivery_tag);
             parked.push(self.to_parked(msg.delivery));
@@ -330,37 +381,44 @@ impl AmqpBus {
         }
     }
 
-    /// Declare `broker_queue` on this connection unless that was done already.
+    /// Make sure the exchange, queue and binding behind `queue` exist, unless that was
+    /// done on this connection already: declared ([`Topology::Declare`]) or found
+    /// ([`Topology::Passive`]; a missing one is a transient failure, so callers wait for
+    /// the coordinator to declare it).
     async fn ensure_declared(
         &self,
         link: &Link,
         queue: &str,
-        broker_queue: &ShortString,
+        dest: &Destination,
     ) -> Result<(), Failure> {
-        if link.is_declared(broker_queue.as_str()) {
+        if link.is_declared(dest.queue.as_str()) {
             return Ok(());
         }
         // A channel of its own: a refused declare closes it and nothing else.
         let ch = link.channel().await?;
-        match ch
-            .queue_declare(
-                broker_queue.clone(),
-                QueueDeclareOptions::durable(),
-                self.shared.queue_args(),
-            )
-            .await
-        {
-            Ok(_) => {
-                link.mark_declared(broker_queue.as_str());
+        let done = match self.shared.cfg.topology {
+            Topology::Declare => topology::declare_destination(&self.shared, &ch, dest).await,
+            Topology::Passive => match topology::check_exchange(&ch, dest).await {
+                Ok(()) => topology::check_queue(&ch, dest).await,
+                Err(e) => Err(e),
+            },
+        };
+        match done {
+            Ok(()) => {
+                link.mark_declared(dest.queue.as_str());
                 let _ = ch.close(200, "OK".into()).await;
                 Ok(())
             }
-            Err(e) if e.is_amqp_soft_error() && link.connected() => {
-                Err(Failure::Final(BusError::Broker {
-                    what: format!("declaring queue {queue} ({broker_queue})"),
-                    reason: e.to_string(),
-                }))
+            Err(e) if topology::is_not_found(&e) && link.connected() => {
+                Err(Failure::Transient(format!(
+                    "exchange {} or queue {} does not exist yet (the coordinator declares \
+                     them): {e}",
+                    dest.exchange, dest.queue
+                )))
             }
+            Err(e) if e.is_amqp_soft_error() && link.connected() => Err(Failure::Final(
+                topology::refusal(format!("declaring queue {queue} ({})", dest.queue), &e),
+            )),
             Err(e) => Err(e.into()),
         }
     }
@@ -369,7 +427,7 @@ impl AmqpBus {
         &self,
         link: Arc<Link>,
         queue: &str,
-        broker_queue: &ShortString,
+        dest: &Destination,
         message_id: &ShortString,
         body: &[u8],
     ) -> Result<(), Failure> {
@@ -382,24 +440,43 @@ impl AmqpBus {
         };
         let mut redeclared = false;
         loop {
-            self.ensure_declared(&link, queue, broker_queue).await?;
+            self.ensure_declared(&link, queue, dest).await?;
             let ch = link.publisher().await?;
-            let confirm = ch
-                .basic_publish(
-                    "".into(),
-                    broker_queue.clone(),
+            let published = async {
+                ch.basic_publish(
+                    dest.exchange.clone(),
+                    dest.queue.clone(),
                     options,
                     body,
                     props.clone(),
                 )
                 .await?
-                .await?;
+                .await
+            };
+            let confirm = match published.await {
+                Ok(confirm) => confirm,
+                Err(e) => {
+                    if topology::is_not_found(&e) {
+                        // The exchange went with its deleted queue: declare (or wait for)
+                        // both again.
+                        link.forget_declared(dest.queue.as_str());
+                    }
+                    let what = || {
+                        format!(
+                            "publishing message {message_id} to queue {queue} (exchange {})",
+                            dest.exchange
+                        )
+                    };
+                    return Err(Failure::of(what, &link, e));
+                }
+            };
             let final_error = match confirm {
                 Confirmation::Ack(None) => return Ok(()),
                 Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
-                    if returned.reply_code == NO_ROUTE && !redeclared {
+                    let declares = self.shared.cfg.topology == Topology::Declare;
+                    if returned.reply_code == NO_ROUTE && declares && !redeclared {
                         // The queue was deleted behind our back: declare it again, once.
-                        link.forget_declared(broker_queue.as_str());
+                        link.forget_declared(dest.queue.as_str());
                         redeclared = true;
                         continue;
                     }
@@ -481,16 +558,16 @@ impl AmqpBus {
 
 impl Bus for AmqpBus {
     async fn publish(&self, queue: &str, message_id: &str, body: Vec<u8>) -> Result<(), BusError> {
-        let broker_queue = self.shared.broker_queue(queue)?;
+        let dest = self.shared.destination(queue)?;
         let message_id_short = ShortString::try_new(message_id).map_err(|e| BusError::Invalid {
             what: "message id",
             value: message_id.to_string(),
             reason: e.to_string(),
         })?;
         let what = format!("publishing message {message_id} to queue {queue}");
-        let (broker_queue, message_id_short, body) = (&broker_queue, &message_id_short, &body);
+        let (dest, message_id_short, body) = (&dest, &message_id_short, &body);
         self.retry(queue, &what, |link| {
-            self.try_publish(link, queue, broker_queue, message_id_short, body)
+            self.try_publish(link, queue, dest, message_id_short, body)
         })
         .await
     }
@@ -530,11 +607,11 @@ impl Bus for AmqpBus {
     }
 
     async fn declare(&self, queue: &str) -> Result<(), BusError> {
-        let broker_queue = self.shared.broker_queue(queue)?;
+        let dest = self.shared.destination(queue)?;
         let what = format!("declaring queue {queue}");
-        let broker_queue = &broker_queue;
+        let dest = &dest;
         self.retry(queue, &what, |link| async move {
-            self.ensure_declared(&link, queue, broker_queue).await
+            self.ensure_declared(&link, queue, dest).await
         })
         .await
     }
@@ -593,10 +670,17 @@ mod tests {
             Some("reject-publish")
         );
         assert_eq!(shared.broker_queue("tasks").unwrap().as_str(), "ns.tasks");
-        assert!(matches!(
-            shared.broker_queue("parked"),
-            Err(BusError::Invalid { .. })
-        ));
+        let dest = shared.destination("node.ab12").unwrap();
+        assert_eq!(
+            (dest.queue.as_str(), dest.exchange.as_str()),
+            ("ns.node.ab12", "ns.to.node.ab12")
+        );
+        for reserved in ["parked", "to.tasks"] {
+            assert!(matches!(
+                shared.broker_queue(reserved),
+                Err(BusError::Invalid { .. })
+            ));
+        }
         assert!(matches!(
             shared.broker_queue(&"x".repeat(300)),
             Err(BusError::Invalid { .. })

@@ -183,6 +183,10 @@ async fn challenge(State(st): State<ApiState>) -> Answer<Json<ChallengeResponse>
 async fn register(State(st): State<ApiState>, body: Bytes) -> Answer<Json<RegisterResponse>> {
     let req: RegisterRequest = serde_json::from_slice(&body)
         .map_err(|e| Fail(StatusCode::BAD_REQUEST, format!("register body: {e}")))?;
+    let (role, key) = (
+        req.registration.statement.role.clone(),
+        req.registration.signer,
+    );
     let (session, coordinator) = st
         .shared
         .with(move |s| {
@@ -196,6 +200,8 @@ async fn register(State(st): State<ApiState>, body: Bytes) -> Answer<Json<Regist
         })
         .await
         .inspect_err(|e| tracing::warn!("registration refused: {e}"))?;
+    // Its broker user may not declare its own queue: the coordinator does.
+    st.shared.declare_worker_queue(&role, &key).await;
     Ok(Json(RegisterResponse {
         session,
         coordinator,

@@ -2,6 +2,11 @@
 //! ([`http`]), three AMQP consumers (results, verdicts, node signals), the outbox
 //! publisher and the lease reconciler, all in one process with one store.
 //!
+//! The coordinator declares the whole broker topology: nodes' and verifiers' broker users
+//! may not declare anything (docs/PROTOCOL.md §4.7). So it declares the shared queues and
+//! every registered worker's own queue at start, and a worker's own queue when it
+//! registers; publishing declares the target too.
+//!
 //! Fault hook for tests (documented in docs/PROTOCOL.md): with
 //! `TESSERA_FAULT_EXIT_BEFORE_PUBLISH=QUEUE` the process exits with status 77 just before
 //! it would publish its first outbox message to logical queue `QUEUE`, i.e. after the
@@ -12,13 +17,18 @@ pub mod service;
 
 use crate::store::Store;
 use service::{Handled, Service, ServiceConfig};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_bus::{AmqpBus, AmqpConfig, Bus};
+use tessera_bus::{AmqpBus, AmqpConfig, Bus, BusError, Topology};
 use tessera_protocol::keys::{PublicKey, SecretKey};
-use tessera_protocol::wire::{QUEUE_RESULTS, QUEUE_SIGNALS, QUEUE_VERDICTS};
+use tessera_protocol::wire::{
+    node_queue, verifier_queue, QUEUE_RESULTS, QUEUE_SIGNALS, QUEUE_TASKS, QUEUE_VERDICTS,
+    QUEUE_VERIFY,
+};
 use tessera_protocol::Digest;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -207,12 +217,22 @@ fn load_or_create_key(dir: &Path) -> Result<SecretKey, DaemonError> {
     }
 }
 
+/// Declares a logical queue on the daemon's bus (boxed, so that what the HTTP handlers
+/// share does not depend on the bus type).
+type DeclareQueue =
+    Box<dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<(), BusError>> + Send>> + Send + Sync>;
+
+/// How long registration waits for the new worker's queue to be declared.
+const WORKER_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Shared state of the daemon's tasks.
 pub(crate) struct Shared {
     /// FIFO-fair (tokio's mutex queues waiters in order), so a verdict waits only for the
     /// inputs that arrived before it, never for a stream of later results.
     pub(crate) service: Arc<tokio::sync::Mutex<Service>>,
     pub(crate) outbox: Notify,
+    /// Declares a queue on the bus.
+    declare: DeclareQueue,
 }
 
 impl Shared {
@@ -228,12 +248,61 @@ impl Shared {
         self.outbox.notify_one();
         out
     }
+
+    /// Declare the own queue of a worker that just registered (`node.<key>` or
+    /// `verifier.<key>`), so that it can consume it at once: its broker user may not
+    /// declare. Bounded; a failure is only logged: the worker waits for its queue, and
+    /// publishing to that queue declares it first.
+    pub(crate) async fn declare_worker_queue(&self, role: &str, key: &PublicKey) {
+        let Some(queue) = worker_queue(role, key) else {
+            return;
+        };
+        match tokio::time::timeout(WORKER_QUEUE_TIMEOUT, (self.declare)(queue.clone())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(%queue, "declaring a registered worker's queue: {e}"),
+            Err(_) => {
+                tracing::warn!(%queue, "declaring a registered worker's queue: no answer within {WORKER_QUEUE_TIMEOUT:?}")
+            }
+        }
+    }
+}
+
+/// The own queue of a worker of `role` (`node` or `verifier`).
+fn worker_queue(role: &str, key: &PublicKey) -> Option<String> {
+    match role {
+        "node" => Some(node_queue(key)),
+        "verifier" => Some(verifier_queue(key)),
+        _ => None,
+    }
+}
+
+/// Declare what workers consume or publish to before they can ask for it: the shared
+/// queues, and the own queue of every worker registered so far (the broker may have lost
+/// them, or they were registered by an older coordinator).
+async fn declare_topology<B: Bus>(bus: &B, shared: &Arc<Shared>) -> Result<(), DaemonError> {
+    let workers = shared.with(|s| s.store().workers()).await?;
+    let own = workers.iter().filter_map(|w| {
+        let key = <[u8; 32]>::try_from(hex::decode(&w.key).ok()?).ok()?;
+        worker_queue(&w.role, &PublicKey(key))
+    });
+    let shared_queues = [
+        QUEUE_TASKS,
+        QUEUE_RESULTS,
+        QUEUE_VERIFY,
+        QUEUE_VERDICTS,
+        QUEUE_SIGNALS,
+    ];
+    for queue in shared_queues.into_iter().map(String::from).chain(own) {
+        bus.declare(&queue).await?;
+    }
+    Ok(())
 }
 
 /// Run the coordinator until `shutdown` is cancelled, on RabbitMQ at `cfg.amqp_url`.
 pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let mut amqp = AmqpConfig::new(cfg.amqp_url.clone());
     amqp.namespace = cfg.namespace.clone();
+    amqp.topology = Topology::Declare;
     for q in [QUEUE_RESULTS, QUEUE_VERDICTS, QUEUE_SIGNALS] {
         amqp.prefetch.insert(q.to_string(), 64);
     }
@@ -292,10 +361,16 @@ pub async fn run_with_bus<B: Bus>(
         dispute_deposit_pct: cfg.dispute_deposit_pct,
         ..ServiceConfig::default()
     };
+    let declaring = bus.clone();
     let shared = Arc::new(Shared {
         service: Arc::new(tokio::sync::Mutex::new(Service::new(store, key, svc_cfg))),
         outbox: Notify::new(),
+        declare: Box::new(move |queue| {
+            let bus = declaring.clone();
+            Box::pin(async move { bus.declare(&queue).await })
+        }),
     });
+    declare_topology(&bus, &shared).await?;
     let addr = listener.local_addr().ok();
     let me = shared.service.lock().await.public();
     tracing::info!(
