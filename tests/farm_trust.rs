@@ -5,6 +5,9 @@
 //! attack must be refused with nothing paid, slashed, failed or blocked that the rules do
 //! not call for, and the ledger summing to zero.
 //!
+//! The attackers speak to the broker with their role's credentials (a node's, a
+//! verifier's), as a real rogue worker would.
+//!
 //! Like tests/farm.rs: without a broker every test prints `SKIPPED: …` and passes, unless
 //! `TESSERA_REQUIRE_BROKER=1` (CI), where it fails.
 
@@ -247,7 +250,7 @@ fn forged_verdicts_move_no_money_and_no_trust() {
         return;
     };
     let rt = harness::runtime();
-    let bus = harness::connect_bus(&rt, &farm.ns).expect("broker");
+    let bus = harness::connect_bus_as(&rt, &farm.ns, "verifier").expect("broker");
     let rogue = SecretKey::generate();
     register(
         &rt,
@@ -366,7 +369,7 @@ fn forged_signals_and_results_change_nothing() {
         return;
     };
     let rt = harness::runtime();
-    let bus = harness::connect_bus(&rt, &farm.ns).expect("broker");
+    let bus = harness::connect_bus_as(&rt, &farm.ns, "node").expect("broker");
     farm.verifier("verifier", "verifier", &[STUB], &[]);
     let (mallory, holder) = (SecretKey::generate(), SecretKey::generate());
     for (k, name) in [(&mallory, "mallory"), (&holder, "holder")] {
