@@ -449,3 +449,158 @@ fn jobs_with_requirements_go_only_to_nodes_that_meet_them() {
     assert_eq!(state(&f, &job), "done");
     assert_paid_once(&f, &job);
 }
+
+/// A verifier the job names signs verdicts that do not follow from the rules: each is
+/// refused with its reason, counted against the verifier and republished; nothing is
+/// paid, slashed or trusted; after three the verifier is barred; an honest verifier
+/// finishes the job.
+#[test]
+fn verdicts_that_do_not_follow_from_the_rules_move_nothing() {
+    use tessera_protocol::statements::Decision;
+    use tessera_protocol::tolerance::{Band, TileMetrics};
+    let f = Farm::new();
+    let a = key(1);
+    f.register(&a, "node");
+    let (rogue_key, honest_key) = (key(2), key(4));
+    f.register(&rogue_key, "verifier");
+    f.register(&honest_key, "verifier");
+    let job = f.submit();
+    let na = f.node(&a, None);
+    for t in &tasks(&f.drain()) {
+        f.svc.handle_result(&result_body(&na, t), f.now).unwrap();
+    }
+    let msgs = f.drain();
+    let req_body = &msgs.iter().find(|m| m.0 == QUEUE_VERIFY).unwrap().2;
+    let req: VerifyRequest = serde_json::from_slice(req_body).unwrap();
+    let rogue = Verifier::new(key(2), f.renderer.clone());
+    let honest = rogue.handle_request(&req).unwrap().statement;
+    let stake = |f: &Farm| f.svc.store().balance(&format!("stake:{}", a.public())).unwrap();
+    let before = (stake(&f), f.svc.store().balances().unwrap());
+    type Bend = fn(&mut tessera_protocol::statements::Verdict);
+    let forgeries: [(&str, Bend, &str); 4] = [
+        (
+            "a pass with no samples and a zero seed",
+            |v| {
+                v.samples.clear();
+                v.seed = [0; 32];
+                v.k = 0;
+            },
+            "seed, n or k differ",
+        ),
+        (
+            "a fail on a first check",
+            |v| v.decision = Decision::Fail,
+            "decision Fail does not follow",
+        ),
+        (
+            "a far band the metrics do not give",
+            |v| {
+                v.samples[0].matched = false;
+                v.samples[0].rerender_hash = [1; 32];
+                v.samples[0].metrics = TileMetrics::IDENTICAL;
+                v.samples[0].band = Band::Far;
+                v.decision = Decision::Escalate;
+            },
+            "does not follow from its metrics",
+        ),
+        (
+            "samples of other leaves",
+            |v| v.samples.reverse(),
+            "checked leaves",
+        ),
+    ];
+    for (i, (what, bend, reason)) in forgeries.iter().enumerate() {
+        let mut v = honest.clone();
+        bend(&mut v);
+        let msg = VerdictMessage {
+            version: WIRE_VERSION,
+            request_id: req.request_id.clone(),
+            verdict: Signed::sign(v, &rogue_key),
+        };
+        match f.svc.handle_verdict(&serde_json::to_vec(&msg).unwrap(), f.now).unwrap() {
+            Handled::Refused(r) if i < 3 => {
+                assert!(r.contains(reason), "{what}: {r}");
+                // Published again at once for another verifier.
+                let again = f.drain();
+                assert!(again.iter().any(|m| m.0 == QUEUE_VERIFY && m.1 == req.request_id));
+            }
+            Handled::Refused(r) => assert!(r.contains("barred after 3"), "{what}: {r}"),
+            Handled::Done => panic!("{what} was applied"),
+        }
+        assert_eq!(state(&f, &job), "verifying", "{what}");
+        assert_eq!((stake(&f), f.svc.store().balances().unwrap()), before, "{what}");
+    }
+    assert_eq!(f.svc.store().trust(&a.public().to_string()).unwrap(), 0);
+    // The honest verifier's verdicts are taken.
+    let honest_verifier = Verifier::new(honest_key, f.renderer.clone());
+    f.verify(&honest_verifier, &msgs);
+    assert_eq!(state(&f, &job), "done");
+    assert_paid_once(&f, &job);
+}
+
+/// A signal replayed, stale, or naming a task its sender may not touch does nothing;
+/// a node may hold a lease only on a job it may take.
+#[test]
+fn replayed_stale_and_foreign_signals_do_nothing() {
+    let mut f = Farm::new();
+    let (a, b) = (key(1), key(3));
+    f.register(&a, "node");
+    f.register(&b, "node");
+    f.register(&key(2), "verifier");
+    f.submit();
+    let ts = tasks(&f.drain());
+    let t = ts[0].task_id.clone();
+    let holder = |f: &Farm| f.svc.store().task(&t).unwrap().unwrap().node;
+    // b fails a task it does not hold, eight times in one signal: nothing.
+    let eight: Vec<&str> = vec![t.as_str(); 8];
+    f.svc.handle_signal(&f.signal(&b, &[], &eight), f.now).unwrap();
+    assert_eq!(f.attempt(&t), 0);
+    assert!(tasks(&f.drain()).is_empty());
+    // a leases it and fails it once; the same signal again (a replay) does nothing.
+    f.now += 1;
+    let genuine = f.signal(&a, &[&t], &[&t]);
+    f.svc.handle_signal(&genuine, f.now).unwrap();
+    assert_eq!(f.attempt(&t), 1);
+    for _ in 0..7 {
+        assert_eq!(f.svc.handle_signal(&genuine, f.now).unwrap(), Handled::Done);
+    }
+    assert_eq!(f.attempt(&t), 1, "a replayed failure counted");
+    assert_eq!(tasks(&f.drain()).len(), 1);
+    // A note about the old attempt counts nothing, even fresh.
+    f.now += 1;
+    let old = Signed::sign(
+        NodeSignal {
+            node: a.public(),
+            sent_unix_ms: f.now,
+            active: vec![t.clone()],
+            declined: vec![],
+            failed: vec![TaskNote {
+                task_id: t.clone(),
+                attempt: 0,
+                reason: "old".into(),
+            }],
+        },
+        &a,
+    );
+    f.svc
+        .handle_signal(&serde_json::to_vec(&old).unwrap(), f.now)
+        .unwrap();
+    assert_eq!(f.attempt(&t), 1);
+    assert_eq!(holder(&f), Some(a.public().to_string()));
+    // A signal sent far from the coordinator's clock is refused.
+    f.now += f.svc.config().signal_window_ms + 1;
+    let stale = Signed::sign(
+        NodeSignal {
+            node: b.public(),
+            sent_unix_ms: 1,
+            active: vec![t.clone()],
+            declined: vec![],
+            failed: vec![],
+        },
+        &b,
+    );
+    assert!(matches!(
+        f.svc.handle_signal(&serde_json::to_vec(&stale).unwrap(), f.now).unwrap(),
+        Handled::Refused(r) if r.contains("away from this coordinator's clock")
+    ));
+}

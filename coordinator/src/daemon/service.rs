@@ -601,35 +601,25 @@ impl Service {
                     &nonces,
                 )?;
                 let escrow = escrow_transfer(&manifest);
-                self.fund_escrow(s, &job, client, &escrow)?;
+                self.fund(s, &format!("job:{job}:overdraft"), client, escrow.amount)?;
                 s.apply_transfer(Some(&job), &escrow)?;
                 self.dispatch(s, &manifest, &mut run, &layout, &pending, now_ms)
                     .map_err(corrupt)?;
                 s.put_run(&job, &to_json("run", &run).map_err(corrupt)?)?;
                 Ok(())
             })
-            .map_err(|e| match e {
-                StoreError::Corrupt { what, reason, .. } if what == "funds" => {
-                    ServiceError::Funds(reason)
-                }
-                e => e.into(),
-            })?;
+            .map_err(funds_error)?;
         tracing::info!(job = %&job[..12], tiles = run.tiles_total, "job accepted");
         Ok(job)
     }
 
-    /// Make sure `client`'s balance covers `escrow`: a shortfall within the client's
-    /// overdraft limit is lent from its credit line; beyond it the submission is refused
-    /// (as a `Corrupt { what: "funds" }` store error, turned into [`ServiceError::Funds`]).
-    fn fund_escrow(
-        &self,
-        s: &Store,
-        job: &str,
-        client: &str,
-        escrow: &Transfer,
-    ) -> Result<(), StoreError> {
+    /// Make sure `client`'s balance covers `amount` (a job's escrow, a dispute's
+    /// deposit): a shortfall within the client's overdraft limit is lent from its credit
+    /// line (transfer `key`); beyond it the request is refused (as a `Corrupt { what:
+    /// "funds" }` store error, turned into [`ServiceError::Funds`]).
+    fn fund(&self, s: &Store, key: &str, client: &str, amount: u64) -> Result<(), StoreError> {
         let have = s.balance(&account::client(client))?.max(0) as u64;
-        let short = escrow.amount.saturating_sub(have);
+        let short = amount.saturating_sub(have);
         if short == 0 {
             return Ok(());
         }
@@ -640,8 +630,7 @@ impl Service {
                 path: "ledger".into(),
                 what: "funds".into(),
                 reason: format!(
-                    "client {client:?}: the job's escrow is {} µcr, the balance {have} µcr and the overdraft left {} µcr; ask the operator to credit the account (`tessera credit`)",
-                    escrow.amount,
+                    "client {client:?}: {amount} µcr needed (escrow or dispute deposit), the balance is {have} µcr and the overdraft left {} µcr; ask the operator to credit the account (`tessera credit`)",
                     self.cfg.client_overdraft.saturating_sub(owed)
                 ),
             });
@@ -649,7 +638,7 @@ impl Service {
         s.apply_transfer(
             None,
             &Transfer {
-                key: format!("job:{job}:overdraft"),
+                key: key.to_string(),
                 kind: TransferKind::Deposit,
                 from: line,
                 to: account::client(client),
@@ -1325,23 +1314,8 @@ impl Service {
         );
         self.store.atomically(|s| {
             let deposit = dispute_opened_transfers(manifest);
-            let client_acct = account::client(client);
             let need: u64 = deposit.iter().map(|t| t.amount).sum();
-            let have = s.balance(&client_acct)?;
-            if i128::from(have) < i128::from(need) {
-                s.apply_transfer(
-                    None,
-                    &Transfer {
-                        key: format!("job:{job}:dispute:topup"),
-                        kind: TransferKind::Deposit,
-                        from: account::external("client-bank"),
-                        to: client_acct,
-                        amount: need - have.max(0) as u64,
-                        round: 0,
-                        tiles: 0,
-                    },
-                )?;
-            }
+            self.fund(s, &format!("job:{job}:dispute:overdraft"), client, need)?;
             for t in &deposit {
                 s.apply_transfer(Some(job), t)?;
             }
@@ -1378,7 +1352,8 @@ impl Service {
             });
             s.set_job_state(job, "disputed")?;
             s.put_run(job, &to_json("run", &run).map_err(corrupt)?)
-        })?;
+        })
+        .map_err(funds_error)?;
         tracing::info!(job = %&job[..12], checks = checks.len(), "dispute opened: extra samples requested");
         Ok(())
     }
@@ -2072,6 +2047,15 @@ fn pick(eligible: &[PublicKey], batch_id: u32) -> Option<PublicKey> {
 }
 
 /// Carry a service error through a store transaction (which only knows store errors).
+/// A store error from [`Service::fund`] refusing a client that cannot pay, as the
+/// [`ServiceError::Funds`] it is; any other store error as it is.
+fn funds_error(e: StoreError) -> ServiceError {
+    match e {
+        StoreError::Corrupt { what, reason, .. } if what == "funds" => ServiceError::Funds(reason),
+        e => e.into(),
+    }
+}
+
 fn corrupt(e: ServiceError) -> StoreError {
     match e {
         ServiceError::Store(s) => s,
