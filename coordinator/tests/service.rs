@@ -474,7 +474,12 @@ fn verdicts_that_do_not_follow_from_the_rules_move_nothing() {
     let req: VerifyRequest = serde_json::from_slice(req_body).unwrap();
     let rogue = Verifier::new(key(2), f.renderer.clone());
     let honest = rogue.handle_request(&req).unwrap().statement;
-    let stake = |f: &Farm| f.svc.store().balance(&format!("stake:{}", a.public())).unwrap();
+    let stake = |f: &Farm| {
+        f.svc
+            .store()
+            .balance(&format!("stake:{}", a.public()))
+            .unwrap()
+    };
     let before = (stake(&f), f.svc.store().balances().unwrap());
     type Bend = fn(&mut tessera_protocol::statements::Verdict);
     let forgeries: [(&str, Bend, &str); 4] = [
@@ -517,18 +522,28 @@ fn verdicts_that_do_not_follow_from_the_rules_move_nothing() {
             request_id: req.request_id.clone(),
             verdict: Signed::sign(v, &rogue_key),
         };
-        match f.svc.handle_verdict(&serde_json::to_vec(&msg).unwrap(), f.now).unwrap() {
+        match f
+            .svc
+            .handle_verdict(&serde_json::to_vec(&msg).unwrap(), f.now)
+            .unwrap()
+        {
             Handled::Refused(r) if i < 3 => {
                 assert!(r.contains(reason), "{what}: {r}");
                 // Published again at once for another verifier.
                 let again = f.drain();
-                assert!(again.iter().any(|m| m.0 == QUEUE_VERIFY && m.1 == req.request_id));
+                assert!(again
+                    .iter()
+                    .any(|m| m.0 == QUEUE_VERIFY && m.1 == req.request_id));
             }
             Handled::Refused(r) => assert!(r.contains("barred after 3"), "{what}: {r}"),
             Handled::Done => panic!("{what} was applied"),
         }
         assert_eq!(state(&f, &job), "verifying", "{what}");
-        assert_eq!((stake(&f), f.svc.store().balances().unwrap()), before, "{what}");
+        assert_eq!(
+            (stake(&f), f.svc.store().balances().unwrap()),
+            before,
+            "{what}"
+        );
     }
     assert_eq!(f.svc.store().trust(&a.public().to_string()).unwrap(), 0);
     // The honest verifier's verdicts are taken.
@@ -553,7 +568,9 @@ fn replayed_stale_and_foreign_signals_do_nothing() {
     let holder = |f: &Farm| f.svc.store().task(&t).unwrap().unwrap().node;
     // b fails a task it does not hold, eight times in one signal: nothing.
     let eight: Vec<&str> = vec![t.as_str(); 8];
-    f.svc.handle_signal(&f.signal(&b, &[], &eight), f.now).unwrap();
+    f.svc
+        .handle_signal(&f.signal(&b, &[], &eight), f.now)
+        .unwrap();
     assert_eq!(f.attempt(&t), 0);
     assert!(tasks(&f.drain()).is_empty());
     // a leases it and fails it once; the same signal again (a replay) does nothing.

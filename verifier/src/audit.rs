@@ -920,7 +920,10 @@ fn audit_dispute(
                 .iter()
                 .map(|&(bi, pos)| rec.batches[bi].tiles[pos].rect)
                 .collect(),
-            stake_before: NodeSnapshot::of(&dc.nodes, &node).stake,
+            // Sized from the stake the node had at risk when its work was fixed (the
+            // round commitment's snapshot), so a caught cheat is always charged a slash:
+            // collected, or listed as uncollected when the stake has emptied since.
+            stake_before: NodeSnapshot::of(&rec.commitment.statement.nodes, &node).stake,
         }));
         if decision == Decision::Fail {
             node_lost = true;

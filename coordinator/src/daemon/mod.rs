@@ -30,7 +30,7 @@ use tessera_protocol::wire::{
     QUEUE_VERIFY,
 };
 use tessera_protocol::Digest;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 /// Loads a scene from its entry file and returns its content hash (the binary passes the
@@ -230,21 +230,33 @@ pub(crate) struct Shared {
     /// FIFO-fair (tokio's mutex queues waiters in order), so a verdict waits only for the
     /// inputs that arrived before it, never for a stream of later results.
     pub(crate) service: Arc<tokio::sync::Mutex<Service>>,
+    /// Wakes the outbox publisher. Only callers that may have queued a message notify it:
+    /// a notification with nobody waiting is kept, so one the publisher made itself would
+    /// end its next wait at once, every time (a busy loop).
     pub(crate) outbox: Notify,
     /// Declares a queue on the bus.
     declare: DeclareQueue,
+    /// Passes the publisher has made over the outbox (one read each), to watch it with.
+    outbox_passes: watch::Sender<u64>,
 }
 
 impl Shared {
-    /// Run `f` on the service off the async workers (SQLite is blocking).
+    fn new(service: Service, declare: DeclareQueue) -> Self {
+        Self {
+            service: Arc::new(tokio::sync::Mutex::new(service)),
+            outbox: Notify::new(),
+            declare,
+            outbox_passes: watch::Sender::new(0),
+        }
+    }
+
+    /// Run `f` on the service off the async workers (SQLite is blocking), then wake the
+    /// outbox publisher, since `f` may have queued messages.
     pub(crate) async fn with<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Service) -> T + Send + 'static,
     ) -> T {
-        let svc = self.service.clone().lock_owned().await;
-        let out = tokio::task::spawn_blocking(move || f(&svc))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let out = self.with_quiet(f).await;
         self.outbox.notify_one();
         out
     }
@@ -264,6 +276,18 @@ impl Shared {
                 tracing::warn!(%queue, "declaring a registered worker's queue: no answer within {WORKER_QUEUE_TIMEOUT:?}")
             }
         }
+    }
+
+    /// [`Shared::with`] without waking the publisher: for the publisher's own reads and
+    /// deletes of the outbox, which queue nothing.
+    async fn with_quiet<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Service) -> T + Send + 'static,
+    ) -> T {
+        let svc = self.service.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || f(&svc))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 }
 
@@ -362,14 +386,13 @@ pub async fn run_with_bus<B: Bus>(
         ..ServiceConfig::default()
     };
     let declaring = bus.clone();
-    let shared = Arc::new(Shared {
-        service: Arc::new(tokio::sync::Mutex::new(Service::new(store, key, svc_cfg))),
-        outbox: Notify::new(),
-        declare: Box::new(move |queue| {
+    let shared = Arc::new(Shared::new(
+        Service::new(store, key, svc_cfg),
+        Box::new(move |queue| {
             let bus = declaring.clone();
             Box::pin(async move { bus.declare(&queue).await })
         }),
-    });
+    ));
     declare_topology(&bus, &shared).await?;
     let addr = listener.local_addr().ok();
     let me = shared.service.lock().await.public();
@@ -463,13 +486,18 @@ async fn consume<B: Bus>(
 /// submission waits at most one pass (a few tens of milliseconds), not the whole burst.
 const OUTBOX_BATCH: u32 = 32;
 
+/// How long an idle publisher waits without a notification before it reads the outbox
+/// again anyway.
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+
 /// Publish the outbox in order, with confirms; delete rows only after their confirm.
 async fn publish_outbox<B: Bus>(bus: B, shared: Arc<Shared>, shutdown: CancellationToken) {
     let exit_before = std::env::var("TESSERA_FAULT_EXIT_BEFORE_PUBLISH").ok();
     let mut backoff = Duration::from_millis(20);
     loop {
+        shared.outbox_passes.send_modify(|n| *n += 1);
         let rows = shared
-            .with(|s| s.store().outbox(OUTBOX_BATCH))
+            .with_quiet(|s| s.store().outbox(OUTBOX_BATCH))
             .await
             .unwrap_or_else(|e| {
                 tracing::error!("reading the outbox: {e}");
@@ -479,7 +507,7 @@ async fn publish_outbox<B: Bus>(bus: B, shared: Arc<Shared>, shutdown: Cancellat
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = shared.outbox.notified() => {},
-                () = tokio::time::sleep(Duration::from_millis(500)) => {},
+                () = tokio::time::sleep(IDLE_WAIT) => {},
             }
             continue;
         }
@@ -505,7 +533,10 @@ async fn publish_outbox<B: Bus>(bus: B, shared: Arc<Shared>, shutdown: Cancellat
         }
         if !sent.is_empty() {
             backoff = Duration::from_millis(20);
-            if let Err(e) = shared.with(move |s| s.store().delete_outbox(&sent)).await {
+            if let Err(e) = shared
+                .with_quiet(move |s| s.store().delete_outbox(&sent))
+                .await
+            {
                 tracing::error!("trimming the outbox: {e}");
             }
         } else {
@@ -531,5 +562,96 @@ async fn reconcile(shared: Arc<Shared>, every: Duration, shutdown: CancellationT
         if let Err(e) = shared.with(|s| s.reconcile(now_ms())).await {
             tracing::error!("reconciler: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_bus::InProcessBus;
+
+    fn shared(dir: &tempfile::TempDir) -> Arc<Shared> {
+        let store = Store::open(&dir.path().join("coordinator.db")).unwrap();
+        let service = Service::new(store, SecretKey::generate(), ServiceConfig::default());
+        Arc::new(Shared::new(
+            service,
+            Box::new(|_| Box::pin(async { Ok(()) })),
+        ))
+    }
+
+    /// An idle coordinator's publisher sleeps between wake-ups: over a minute of virtual
+    /// time with an empty outbox it reads the outbox once per reconciler pass (each one
+    /// notifies it) and once per fallback timeout (about 180 times; the bound allows 240),
+    /// never in a loop that wakes itself. The count, not the clock, is checked: paused
+    /// time moves only while every task waits, so a publisher that never waits stops the
+    /// clock, and the watcher below ends the test once the count has passed the bound.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_publisher_waits_for_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(&dir);
+        let shutdown = CancellationToken::new();
+        let every = Duration::from_secs(1);
+        let tracker = tokio_util::task::TaskTracker::new();
+        tracker.spawn(publish_outbox(
+            InProcessBus::new(),
+            shared.clone(),
+            shutdown.clone(),
+        ));
+        tracker.spawn(reconcile(shared.clone(), every, shutdown.clone()));
+        let minute = Duration::from_secs(60);
+        let wake_ups =
+            minute.as_millis() / every.as_millis() + minute.as_millis() / IDLE_WAIT.as_millis();
+        let bound = (wake_ups * 4 / 3) as u64;
+        let mut passes = shared.outbox_passes.subscribe();
+        let runaway = async {
+            while *passes.borrow_and_update() <= bound {
+                passes.changed().await.unwrap();
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(minute) => {},
+            () = runaway => {},
+        }
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+        let n = *shared.outbox_passes.borrow();
+        assert!(
+            n <= bound,
+            "the publisher read an empty outbox more than {bound} times in a minute: it wakes itself"
+        );
+        assert!(n > 1, "the publisher never woke again ({n} passes)");
+    }
+
+    /// A message committed while the publisher waits goes out at once: the commit wakes
+    /// it, and no (virtual) time passes before the publication, so it never waits for its
+    /// fallback timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_message_committed_to_an_idle_outbox_is_published_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(&dir);
+        let shutdown = CancellationToken::new();
+        let bus = InProcessBus::new();
+        let publisher = tokio::spawn(publish_outbox(
+            bus.clone(),
+            shared.clone(),
+            shutdown.clone(),
+        ));
+        // The publisher finds the outbox empty and waits.
+        tokio::time::sleep(IDLE_WAIT / 4).await;
+        let committed = tokio::time::Instant::now();
+        shared
+            .with(|s| s.store().push_outbox("tasks", "m1", b"task"))
+            .await
+            .unwrap();
+        let d = bus.next("tasks").await.unwrap();
+        assert_eq!(d.message_id, "m1");
+        assert_eq!(
+            tokio::time::Instant::now() - committed,
+            Duration::ZERO,
+            "the publisher slept on a committed message"
+        );
+        shutdown.cancel();
+        publisher.await.unwrap();
     }
 }

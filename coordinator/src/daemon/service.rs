@@ -1312,48 +1312,49 @@ impl Service {
             },
             &self.key,
         );
-        self.store.atomically(|s| {
-            let deposit = dispute_opened_transfers(manifest);
-            let need: u64 = deposit.iter().map(|t| t.amount).sum();
-            self.fund(s, &format!("job:{job}:dispute:overdraft"), client, need)?;
-            for t in &deposit {
-                s.apply_transfer(Some(job), t)?;
-            }
-            // Fixed above; only now is the dispute nonce revealed.
-            let nonce = s.reveal_nonce(job, job::DISPUTE_NONCE_SLOT)?;
-            for &(round, node) in &commitment.statement.checks {
-                let batches = self.batches(job, round).map_err(corrupt)?;
-                let rc: Signed<RoundCommitment> = from_json(
-                    "round",
-                    &s.round_commitment(job, round)?.unwrap_or_default(),
-                )
-                .map_err(corrupt)?;
-                self.queue_check(
-                    s,
-                    &signed_manifest,
-                    &rc,
-                    &batches,
+        self.store
+            .atomically(|s| {
+                let deposit = dispute_opened_transfers(manifest);
+                let need: u64 = deposit.iter().map(|t| t.amount).sum();
+                self.fund(s, &format!("job:{job}:dispute:overdraft"), client, need)?;
+                for t in &deposit {
+                    s.apply_transfer(Some(job), t)?;
+                }
+                // Fixed above; only now is the dispute nonce revealed.
+                let nonce = s.reveal_nonce(job, job::DISPUTE_NONCE_SLOT)?;
+                for &(round, node) in &commitment.statement.checks {
+                    let batches = self.batches(job, round).map_err(corrupt)?;
+                    let rc: Signed<RoundCommitment> = from_json(
+                        "round",
+                        &s.round_commitment(job, round)?.unwrap_or_default(),
+                    )
+                    .map_err(corrupt)?;
+                    self.queue_check(
+                        s,
+                        &signed_manifest,
+                        &rc,
+                        &batches,
+                        nonce,
+                        &node,
+                        job::CheckOf {
+                            kind: DISPUTE_CHECK,
+                            dispute: Some(&commitment),
+                        },
+                        None,
+                        now_ms,
+                    )
+                    .map_err(corrupt)?;
+                }
+                run.dispute = Some(DisputeRun {
+                    commitment: commitment.clone(),
                     nonce,
-                    &node,
-                    job::CheckOf {
-                        kind: DISPUTE_CHECK,
-                        dispute: Some(&commitment),
-                    },
-                    None,
-                    now_ms,
-                )
-                .map_err(corrupt)?;
-            }
-            run.dispute = Some(DisputeRun {
-                commitment: commitment.clone(),
-                nonce,
-                settled: false,
-                lost: Vec::new(),
-            });
-            s.set_job_state(job, "disputed")?;
-            s.put_run(job, &to_json("run", &run).map_err(corrupt)?)
-        })
-        .map_err(funds_error)?;
+                    settled: false,
+                    lost: Vec::new(),
+                });
+                s.set_job_state(job, "disputed")?;
+                s.put_run(job, &to_json("run", &run).map_err(corrupt)?)
+            })
+            .map_err(funds_error)?;
         tracing::info!(job = %&job[..12], checks = checks.len(), "dispute opened: extra samples requested");
         Ok(())
     }
@@ -1380,7 +1381,15 @@ impl Service {
                 "job {job}: a dispute verdict but no dispute"
             )));
         };
-        let snap = NodeSnapshot::of(&dispute.commitment.statement.nodes, node);
+        // The slash is sized from the stake the node had at risk when the disputed round
+        // was fixed (its snapshot in the round commitment), not from what is left now: a
+        // caught cheat is always charged a slash, collected as far as the stake holds and
+        // listed as uncollected beyond that.
+        let commitment: Signed<RoundCommitment> = from_json(
+            "round",
+            &s.round_commitment(&job, round)?.unwrap_or_default(),
+        )?;
+        let snap = NodeSnapshot::of(&commitment.statement.nodes, node);
         let decision = verdict.statement.decision;
         let outcome = NodeOutcome {
             round,
