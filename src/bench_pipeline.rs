@@ -161,6 +161,11 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The token that grants the bench's verifier its role.
+const BENCH_VERIFIER_TOKEN: &str = "bench-verifier-token";
+/// The bench coordinator's admin token (crediting the client).
+const BENCH_ADMIN_TOKEN: &str = "bench-admin-token-0";
+
 async fn bench_one(a: &BenchPipelineArgs, bus_name: &str) -> Result<BusResult> {
     let data = tempfile::tempdir()?;
     // A fresh key's short form: 12 random hex characters from the OS generator.
@@ -177,6 +182,10 @@ async fn bench_one(a: &BenchPipelineArgs, bus_name: &str) -> Result<BusResult> {
         batch_size: a.batch,
         namespace: namespace.clone(),
         lease: Duration::from_secs(60),
+        // The bench's verifier is granted its role with a token; the bench credits its
+        // client with the admin token before it submits.
+        verifier_token: Some(BENCH_VERIFIER_TOKEN.into()),
+        admin_token: Some(BENCH_ADMIN_TOKEN.into()),
         scene_inspector: Some(Arc::new(|p: &Path| {
             tessera_renderer::Scene::load(p, &tessera_renderer::LoadOptions::default())
                 .map(|s| s.content_hash())
@@ -234,6 +243,14 @@ async fn bench_one(a: &BenchPipelineArgs, bus_name: &str) -> Result<BusResult> {
     // Submit every job, then wait until all are done.
     let client = ApiClient::new(&url, Some(token))?;
     wait_for_workers(&client, a.nodes + 1).await?;
+    client
+        .with_token(BENCH_ADMIN_TOKEN.into())
+        .credit(&tessera_api::CreditRequest {
+            account: "client:default".into(),
+            amount: tessera_coordinator::daemon::service::MAX_CREDIT,
+            reference: "bench".into(),
+        })
+        .await?;
     let bytes =
         std::fs::read(&a.scene).with_context(|| format!("reading {}", a.scene.display()))?;
     let stored = client.put_blob(bytes).await?;
@@ -376,7 +393,7 @@ fn start_farm<B, C, F>(
         let cache = tempfile::tempdir()?;
         let cfg = VerifierDaemonConfig {
             coordinator: url,
-            token: None,
+            token: Some(BENCH_VERIFIER_TOKEN.into()),
             key: SecretKey::generate(),
             name: "bench-verifier".into(),
             slots: 2,

@@ -11,7 +11,6 @@
 //! Like tests/farm.rs: without a broker every test prints `SKIPPED: …` and passes, unless
 //! `TESSERA_REQUIRE_BROKER=1` (CI), where it fails.
 
-#[allow(dead_code)] // each test binary uses part of the harness
 #[path = "farm/harness.rs"]
 mod harness;
 

@@ -328,6 +328,7 @@ pub fn layout(manifest: &JobManifest) -> Vec<TileRect> {
 /// leaves). The coordinator applies a verdict only when this is empty, and `tessera
 /// audit` reports the same list. The signature is checked apart (`Signed::verify`); the
 /// metrics themselves are the verifier's word, the one thing re-rendering checks.
+#[allow(clippy::too_many_arguments)] // everything a verdict is judged against, one value each
 pub fn verdict_errors(
     m: &JobManifest,
     batches: &[BatchRecord],

@@ -567,31 +567,6 @@ async fn ledger(State(st): State<ApiState>, headers: HeaderMap) -> Answer<Json<L
     Ok(Json(view))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::check_relative_path;
-
-    #[test]
-    fn scene_paths_stay_inside_the_scene_folder() {
-        for ok in ["scene.gltf", "textures/a.png", "a/b/c.bin"] {
-            assert!(check_relative_path(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "/etc/passwd",
-            "../x",
-            "a/../../x",
-            "a//b",
-            "./a",
-            "a\\b",
-            "c:x",
-        ] {
-            let e = check_relative_path(bad).unwrap_err();
-            assert!(e.contains(&format!("{bad:?}")), "{e}");
-        }
-    }
-}
-
 /// `POST /v1/credits`: the operator credits a client's balance or a node's stake with
 /// money that came in from outside the farm. Only the admin token may; the body is read
 /// only after the token is checked.
@@ -628,4 +603,29 @@ async fn credit(
         applied,
         balance,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_relative_path;
+
+    #[test]
+    fn scene_paths_stay_inside_the_scene_folder() {
+        for ok in ["scene.gltf", "textures/a.png", "a/b/c.bin"] {
+            assert!(check_relative_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a\\b",
+            "c:x",
+        ] {
+            let e = check_relative_path(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+    }
 }
