@@ -14,7 +14,9 @@
 #[path = "farm/harness.rs"]
 mod harness;
 
-use harness::{cornell_box, serial, tessera, wait_until, Farm, NODE_STAKE, TOKEN, VERIFIER_TOKEN};
+use harness::{
+    cornell_box, serial, small_job, tessera, wait_until, Farm, NODE_STAKE, TOKEN, VERIFIER_TOKEN,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tessera_api::client::ApiClient;
@@ -30,27 +32,6 @@ const STUB: &str = "--stub-renderer";
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
-}
-
-/// 4 tiles of 16 px in 2 tasks, for the stand-in renderer.
-fn small_job() -> Vec<String> {
-    [
-        "--width",
-        "32",
-        "--height",
-        "32",
-        "--spp",
-        "16",
-        "--bounces",
-        "1",
-        "--tile-size",
-        "16",
-        "--batch-size",
-        "2",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
 }
 
 /// Register `key` as `role` through the API with `token`; the API's answer.

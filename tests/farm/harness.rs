@@ -810,3 +810,31 @@ impl Drop for Farm {
         self.delete_queues();
     }
 }
+
+/// Submit flags of a job for the stand-in renderer: `width`×`height` in 16-pixel tiles,
+/// `batch` tiles per task. 16 spp, so that every tile costs more than 1 µcr (a node's
+/// pay-on-pass is never 0).
+pub fn job_flags(width: u32, height: u32, batch: u32) -> Vec<String> {
+    [
+        "--width",
+        &width.to_string(),
+        "--height",
+        &height.to_string(),
+        "--spp",
+        "16",
+        "--bounces",
+        "1",
+        "--tile-size",
+        "16",
+        "--batch-size",
+        &batch.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// 4 tiles in 2 tasks.
+pub fn small_job() -> Vec<String> {
+    job_flags(32, 32, 2)
+}
