@@ -52,7 +52,7 @@ pub const MAX_CREDIT: u64 = 1_000_000_000_000_000;
 
 /// Compare a presented secret with the configured one in constant time (BLAKE3 hashes
 /// compare in constant time), so response timing does not leak the token.
-fn same_secret(presented: &str, configured: &str) -> bool {
+pub fn same_secret(presented: &str, configured: &str) -> bool {
     blake3::hash(presented.as_bytes()) == blake3::hash(configured.as_bytes())
 }
 
