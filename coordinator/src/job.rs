@@ -352,7 +352,7 @@ pub fn check_verdict(msg: &VerdictMessage, req: &VerifyRequest) -> Result<(), St
         &req.node,
         req.check,
     )?;
-    let delivered: Vec<Vec<u8>> = req.samples.iter().map(|s| s.delivered.clone()).collect();
+    let delivered: Vec<&[u8]> = req.samples.iter().map(|s| s.delivered.as_slice()).collect();
     let errors = checks::verdict_errors(
         manifest,
         &req.round_batches,

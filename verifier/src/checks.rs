@@ -336,7 +336,7 @@ pub fn verdict_errors(
     round: u32,
     check: CheckKind,
     expected: &ExpectedSample,
-    delivered: &[Vec<u8>],
+    delivered: &[impl AsRef<[u8]>],
     v: &Verdict,
 ) -> Vec<String> {
     let mut verr = Vec::new();
@@ -374,6 +374,7 @@ pub fn verdict_errors(
                 ));
             }
             if let Some(bytes) = delivered.get(i) {
+                let bytes = bytes.as_ref();
                 let ok = tile_hash(bytes) == t.tile_hash && bytes.len() == t.rect.canonical_len();
                 if ok != s.delivered_ok {
                     verr.push(format!(

@@ -1141,8 +1141,9 @@ impl Service {
             return Ok(Handled::Refused(reason));
         }
         let job = req.job_id.clone();
-        // The round is fixed: its batches are read once for paying and for advancing.
-        let batches = self.batches(&job, req.round)?;
+        // The round is fixed: the request carries its batches (the ones it was built
+        // from), read once for checking, paying and advancing.
+        let batches = sent.round_batches;
         let v = &msg.verdict.statement;
         self.store.atomically(|s| {
             s.insert_verdict(
@@ -1748,11 +1749,18 @@ impl Service {
                 return Ok(());
             }
             s.touch_worker(&key, now_ms)?;
+            // Whether the node may take each job's tasks, judged once per job: a heartbeat
+            // usually names several tasks of one job.
+            let mut may_take: BTreeMap<String, Option<String>> = BTreeMap::new();
             for t in &sig_s.active {
                 // A lease goes only to a node that may take the task.
                 let Some(task) = s.task(t)? else { continue };
-                let (_, run) = self.job(&task.job_id).map_err(corrupt)?;
-                if let Some(why) = self.ineligible(&run, &node).map_err(corrupt)? {
+                if !may_take.contains_key(&task.job_id) {
+                    let (_, run) = self.job(&task.job_id).map_err(corrupt)?;
+                    let why = self.ineligible(&run, &node).map_err(corrupt)?;
+                    may_take.insert(task.job_id.clone(), why);
+                }
+                if let Some(why) = &may_take[&task.job_id] {
                     tracing::info!(task = %t, "heartbeat names a task the node may not take: {why}");
                     continue;
                 }
