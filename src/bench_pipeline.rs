@@ -13,7 +13,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_api::client::ApiClient;
@@ -186,11 +186,7 @@ async fn bench_one(a: &BenchPipelineArgs, bus_name: &str) -> Result<BusResult> {
         // client with the admin token before it submits.
         verifier_token: Some(BENCH_VERIFIER_TOKEN.into()),
         admin_token: Some(BENCH_ADMIN_TOKEN.into()),
-        scene_inspector: Some(Arc::new(|p: &Path| {
-            tessera_renderer::Scene::load(p, &tessera_renderer::LoadOptions::default())
-                .map(|s| s.content_hash())
-                .map_err(|e| e.to_string())
-        })),
+        scene_inspector: Some(crate::daemons::scene_inspector()),
         ..DaemonConfig::default()
     };
     let shutdown = CancellationToken::new();

@@ -2,7 +2,7 @@
 //! the daemon crate's config, opens what it needs (key, GPU), connects RabbitMQ and runs
 //! until SIGINT or SIGTERM cancels its token (a second signal exits at once, status 130).
 
-use crate::farm::{print_config, required, usage};
+use crate::farm::{print_config, read_secret_lines, redacted, required, secret, usage};
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
@@ -156,6 +156,9 @@ pub struct WorkerArgs {
     /// The farm's worker token, when the coordinator requires one.
     #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// File whose first line is the worker token (keeps it out of `ps`).
+    #[arg(long, env = "TESSERA_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Display name (default: `node-` or `verifier-` and the key's first 12 hex digits).
     #[arg(long, env = "TESSERA_NAME")]
     pub name: Option<String>,
@@ -187,7 +190,8 @@ pub struct WorkerSettings {
     pub key_file: PathBuf,
     /// Its public key.
     pub public_key: String,
-    /// Worker token.
+    /// Worker token (only a hash of it is shown).
+    #[serde(serialize_with = "crate::farm::redact_option")]
     pub token: Option<String>,
     /// Display name.
     pub name: String,
@@ -231,7 +235,7 @@ impl WorkerArgs {
                 coordinator,
                 key_file,
                 public_key: public.to_string(),
-                token: self.token.clone(),
+                token: secret("token", &self.token, &self.token_file)?,
                 name: self
                     .name
                     .clone()
@@ -389,6 +393,10 @@ pub struct CoordinatorArgs {
         value_name = "TOKEN"
     )]
     pub api_tokens: Vec<String>,
+    /// File of client API tokens, one `CLIENT=TOKEN` (or `TOKEN`) per line, `#` comments
+    /// (keeps them out of `ps` and the environment); adds to --api-token.
+    #[arg(long, env = "TESSERA_API_TOKEN_FILE", value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
     /// Token that nodes must present to register (default: none, and the coordinator
     /// warns that any key may register as a node). At least 16 characters.
     #[arg(
@@ -398,10 +406,16 @@ pub struct CoordinatorArgs {
         hide_env_values = true
     )]
     pub node_token: Option<String>,
+    /// File whose first line is the node token.
+    #[arg(long, env = "TESSERA_NODE_TOKEN_FILE", value_name = "FILE")]
+    pub node_token_file: Option<PathBuf>,
     /// Token that grants the verifier role at registration. Verifiers are granted, never
     /// claimed: without this or --verifier-key no key can become a verifier.
     #[arg(long, env = "TESSERA_VERIFIER_TOKEN", hide_env_values = true)]
     pub verifier_token: Option<String>,
+    /// File whose first line is the verifier token.
+    #[arg(long, env = "TESSERA_VERIFIER_TOKEN_FILE", value_name = "FILE")]
+    pub verifier_token_file: Option<PathBuf>,
     /// A verifier's public key (64 hex) granted the verifier role; repeat for several, or
     /// separate them with commas.
     #[arg(
@@ -415,6 +429,9 @@ pub struct CoordinatorArgs {
     /// without it nothing can be credited over the API.
     #[arg(long, env = "TESSERA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// File whose first line is the admin token.
+    #[arg(long, env = "TESSERA_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// How many micro-credits a client's balance may fall short of a job's escrow
     /// (default 0: a job must be paid for before it is dispatched).
     #[arg(long, value_name = "MICRO_CREDITS")]
@@ -463,6 +480,42 @@ pub struct CoordinatorArgs {
     /// Seconds before an unanswered verify request is published again.
     #[arg(long, value_name = "SECS")]
     pub verify_timeout_secs: Option<u64>,
+    /// Seconds a request's headers may take (also how long an idle connection stays
+    /// open; default 10).
+    #[arg(long, value_name = "SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Longest pause, in seconds, between two pieces of a request body (default 30).
+    #[arg(long, value_name = "SECS")]
+    pub body_timeout_secs: Option<u64>,
+    /// Connections served at once; more are closed (default 1024).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Blob uploads in progress at once, in total (default 16); more get 429.
+    #[arg(long)]
+    pub max_uploads: Option<usize>,
+    /// Blob uploads in progress at once per client (default 4); more get 429.
+    #[arg(long)]
+    pub max_uploads_per_client: Option<usize>,
+    /// Tasks one job may create (default 20000).
+    #[arg(long)]
+    pub max_job_tasks: Option<u64>,
+    /// Tiles one job may have, over all its frames (default 2000000).
+    #[arg(long)]
+    pub max_job_tiles: Option<u64>,
+    /// Jobs of one client that may be unfinished at once (default 64).
+    #[arg(long)]
+    pub max_client_jobs: Option<u64>,
+    /// Bytes of scene files one client may have stored (default 64 GiB).
+    #[arg(long, value_name = "BYTES")]
+    pub max_client_bytes: Option<u64>,
+    /// Seconds a worker's session lasts without being heard from (default 86400).
+    #[arg(long, value_name = "SECS")]
+    pub session_ttl_secs: Option<u64>,
+    /// Seconds scene files no job needs are kept after their last use before they are
+    /// collected (default 604800, a week; finished jobs keep theirs for the challenge
+    /// window plus this).
+    #[arg(long, value_name = "SECS")]
+    pub retention_secs: Option<u64>,
 }
 
 /// What `--print-config` shows of the coordinator's config.
@@ -471,10 +524,14 @@ struct CoordinatorSettings {
     amqp: String,
     listen: SocketAddr,
     data: PathBuf,
+    /// `CLIENT=` and a hash of each token, never the token.
     api_tokens: Vec<String>,
+    #[serde(serialize_with = "crate::farm::redact_option")]
     node_token: Option<String>,
+    #[serde(serialize_with = "crate::farm::redact_option")]
     verifier_token: Option<String>,
     verifier_keys: Vec<String>,
+    #[serde(serialize_with = "crate::farm::redact_option")]
     admin_token: Option<String>,
     client_overdraft: u64,
     namespace: String,
@@ -490,12 +547,37 @@ struct CoordinatorSettings {
     verify_timeout_secs: f64,
     tolerance: tessera_protocol::tolerance::Tolerance,
     dispute_deposit_pct: u32,
+    header_timeout_secs: f64,
+    body_timeout_secs: f64,
+    max_connections: usize,
+    max_uploads: usize,
+    max_uploads_per_client: usize,
+    max_job_tasks: u64,
+    max_job_tiles: u64,
+    max_client_jobs: u64,
+    max_client_bytes: u64,
+    session_ttl_secs: f64,
+    retention_secs: f64,
+}
+
+/// The coordinator's check of a submitted scene: the renderer's loader, within its
+/// default budget.
+pub(crate) fn scene_inspector() -> tessera_coordinator::daemon::SceneInspector {
+    use tessera_coordinator::daemon::InspectedScene;
+    use tessera_renderer::{LoadOptions, Scene};
+    Arc::new(|entry: &Path| {
+        Scene::load(entry, &LoadOptions::default())
+            .map(|scene| InspectedScene {
+                content_hash: scene.content_hash(),
+                cameras: scene.camera_names(),
+            })
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// `tessera coordinator`: serve the API and drive jobs until a signal.
 pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
-    use tessera_coordinator::daemon::{DaemonConfig, SceneInspector};
-    use tessera_renderer::{LoadOptions, Scene};
+    use tessera_coordinator::daemon::DaemonConfig;
     let amqp_url = a.broker.url()?;
     let d = DaemonConfig::default();
     let listen = match &a.listen {
@@ -506,12 +588,15 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
             Err(e) => usage!("--listen {l}: {e} (expected HOST:PORT)"),
         },
     };
-    let api_tokens: Vec<String> = a
+    let mut api_tokens: Vec<String> = a
         .api_tokens
         .iter()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
         .collect();
+    if let Some(file) = &a.api_token_file {
+        api_tokens.extend(read_secret_lines("api-token", file)?);
+    }
     if api_tokens.is_empty() {
         usage!(
             "--api-token is required (or set TESSERA_API_TOKEN, or `api-token` in the config file)"
@@ -524,11 +609,7 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
             }
         }
     }
-    let inspector: SceneInspector = Arc::new(|entry: &Path| {
-        Scene::load(entry, &LoadOptions::default())
-            .map(|scene| scene.content_hash())
-            .map_err(|e| e.to_string())
-    });
+    let inspector = scene_inspector();
     let mut verifier_keys = Vec::new();
     for k in a
         .verifier_keys
@@ -546,10 +627,10 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
         listen,
         data_dir: a.data.clone().unwrap_or_else(crate::default_data_dir),
         api_tokens,
-        node_token: a.node_token.clone(),
-        verifier_token: a.verifier_token.clone(),
+        node_token: secret("node-token", &a.node_token, &a.node_token_file)?,
+        verifier_token: secret("verifier-token", &a.verifier_token, &a.verifier_token_file)?,
         verifier_keys,
-        admin_token: a.admin_token.clone(),
+        admin_token: secret("admin-token", &a.admin_token, &a.admin_token_file)?,
         client_overdraft: a.client_overdraft.unwrap_or(d.client_overdraft),
         lease: a.lease_secs.map_or(d.lease, Duration::from_secs),
         reconcile_every: a
@@ -572,7 +653,46 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
             None => d.tolerance,
         },
         dispute_deposit_pct: a.dispute_deposit_pct.unwrap_or(d.dispute_deposit_pct),
+        http: tessera_coordinator::daemon::http::HttpLimits {
+            header_timeout: a
+                .header_timeout_secs
+                .map_or(d.http.header_timeout, Duration::from_secs),
+            body_timeout: a
+                .body_timeout_secs
+                .map_or(d.http.body_timeout, Duration::from_secs),
+            max_connections: a.max_connections.unwrap_or(d.http.max_connections),
+            max_uploads: a.max_uploads.unwrap_or(d.http.max_uploads),
+            max_uploads_per_client: a
+                .max_uploads_per_client
+                .unwrap_or(d.http.max_uploads_per_client),
+        },
+        limits: tessera_coordinator::daemon::service::Limits {
+            max_job_tasks: a.max_job_tasks.unwrap_or(d.limits.max_job_tasks),
+            max_job_tiles: a.max_job_tiles.unwrap_or(d.limits.max_job_tiles),
+            max_client_jobs: a.max_client_jobs.unwrap_or(d.limits.max_client_jobs),
+            max_client_bytes: a.max_client_bytes.unwrap_or(d.limits.max_client_bytes),
+        },
+        session_ttl: a
+            .session_ttl_secs
+            .map_or(d.session_ttl, Duration::from_secs),
+        retention: a.retention_secs.map_or(d.retention, Duration::from_secs),
     };
+    if cfg.http.header_timeout.is_zero()
+        || cfg.http.body_timeout.is_zero()
+        || cfg.session_ttl.is_zero()
+    {
+        usage!("--header-timeout-secs, --body-timeout-secs and --session-ttl-secs must be at least 1");
+    }
+    if cfg.http.max_connections == 0
+        || cfg.http.max_uploads == 0
+        || cfg.http.max_uploads_per_client == 0
+    {
+        usage!("--max-connections, --max-uploads and --max-uploads-per-client must be at least 1");
+    }
+    let l = &cfg.limits;
+    if l.max_job_tasks == 0 || l.max_job_tiles == 0 || l.max_client_jobs == 0 {
+        usage!("--max-job-tasks, --max-job-tiles and --max-client-jobs must be at least 1");
+    }
     if let Err(e) = cfg.tolerance.check() {
         usage!("--tolerance: {e}");
     }
@@ -594,15 +714,21 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
     if cfg.slash_pct > 100 {
         usage!("--slash-pct {}: at most 100", cfg.slash_pct);
     }
+    if let Err(e) = tessera_coordinator::daemon::check_grants(&cfg) {
+        usage!("{e}");
+    }
     let settings = CoordinatorSettings {
         amqp: redact_url(&cfg.amqp_url),
         listen: cfg.listen,
         data: cfg.data_dir.clone(),
-        api_tokens: cfg.api_tokens.clone(),
-        node_token: cfg.node_token.as_ref().map(|_| "***".into()),
-        verifier_token: cfg.verifier_token.as_ref().map(|_| "***".into()),
+        api_tokens: tessera_coordinator::daemon::http::client_tokens(&cfg.api_tokens)
+            .iter()
+            .map(|(client, token)| format!("{client}={}", redacted(token)))
+            .collect(),
+        node_token: cfg.node_token.clone(),
+        verifier_token: cfg.verifier_token.clone(),
         verifier_keys: cfg.verifier_keys.iter().map(|k| k.to_string()).collect(),
-        admin_token: cfg.admin_token.as_ref().map(|_| "***".into()),
+        admin_token: cfg.admin_token.clone(),
         client_overdraft: cfg.client_overdraft,
         namespace: cfg.namespace.clone(),
         lease_secs: cfg.lease.as_secs_f64(),
@@ -617,6 +743,17 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
         verify_timeout_secs: cfg.verify_timeout.as_secs_f64(),
         tolerance: cfg.tolerance,
         dispute_deposit_pct: cfg.dispute_deposit_pct,
+        header_timeout_secs: cfg.http.header_timeout.as_secs_f64(),
+        body_timeout_secs: cfg.http.body_timeout.as_secs_f64(),
+        max_connections: cfg.http.max_connections,
+        max_uploads: cfg.http.max_uploads,
+        max_uploads_per_client: cfg.http.max_uploads_per_client,
+        max_job_tasks: cfg.limits.max_job_tasks,
+        max_job_tiles: cfg.limits.max_job_tiles,
+        max_client_jobs: cfg.limits.max_client_jobs,
+        max_client_bytes: cfg.limits.max_client_bytes,
+        session_ttl_secs: cfg.session_ttl.as_secs_f64(),
+        retention_secs: cfg.retention.as_secs_f64(),
     };
     if print_config(print, &settings)? {
         return Ok(true);

@@ -49,6 +49,75 @@ pub(crate) fn required<T: Clone>(value: &Option<T>, flag: &str, env: &str) -> Re
     }
 }
 
+/// How `--print-config` and logs show a secret: never the secret, only a short hash of
+/// it, enough to tell which of several sources was taken.
+pub(crate) fn redacted(secret: &str) -> String {
+    format!("*** ({})", &blake3::hash(secret.as_bytes()).to_hex()[..8])
+}
+
+fn redact_token<S: serde::Serializer>(token: &str, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&redacted(token))
+}
+
+/// [`redacted`] for an optional token (`null` when unset).
+pub(crate) fn redact_option<S: serde::Serializer>(
+    token: &Option<String>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match token {
+        Some(t) => s.serialize_str(&redacted(t)),
+        None => s.serialize_none(),
+    }
+}
+
+/// A secret given either as a value (`--FLAG`, its variable, the config file) or as a
+/// file (`--FLAG-file`, whose first line is the secret, so that it shows neither in `ps`
+/// nor in the environment). Both at once is a usage error; a file others may read is
+/// warned about.
+pub(crate) fn secret(
+    flag: &str,
+    value: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+) -> Result<Option<String>> {
+    let Some(path) = file else {
+        return Ok(value.clone());
+    };
+    if value.is_some() {
+        usage!("--{flag} and --{flag}-file: give one of them");
+    }
+    Ok(Some(read_secret_lines(flag, path)?.into_iter().next().unwrap_or_default()))
+}
+
+/// The non-empty, non-comment (`#`) lines of a secrets file, trimmed.
+pub(crate) fn read_secret_lines(flag: &str, path: &std::path::Path) -> Result<Vec<String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => usage!("--{flag}-file {}: {e}", path.display()),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    "--{flag}-file {}: other users may read it (chmod 600 it)",
+                    path.display()
+                );
+            }
+        }
+    }
+    let lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if lines.is_empty() {
+        usage!("--{flag}-file {}: no token in it", path.display());
+    }
+    Ok(lines)
+}
+
 /// Print `config` as JSON when `--print-config` was given; `true` means "stop here".
 pub(crate) fn print_config<T: Serialize>(print: bool, config: &T) -> Result<bool> {
     if print {
@@ -70,6 +139,9 @@ pub struct ClientArgs {
     /// Client API token (one of the coordinator's `--api-token`s).
     #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// File whose first line is the token (keeps it out of `ps`).
+    #[arg(long, env = "TESSERA_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// The validated [`ClientArgs`].
@@ -77,14 +149,19 @@ pub struct ClientArgs {
 pub struct ClientConfig {
     /// Base URL.
     pub coordinator: String,
-    /// Bearer token.
+    /// Bearer token (`--print-config` shows only a hash of it).
+    #[serde(serialize_with = "redact_token")]
     pub token: String,
 }
 
 impl ClientArgs {
     fn config(&self) -> Result<ClientConfig> {
         let coordinator = required(&self.coordinator, "coordinator", "TESSERA_COORDINATOR")?;
-        let token = required(&self.token, "token", "TESSERA_TOKEN")?;
+        let token = required(
+            &secret("token", &self.token, &self.token_file)?,
+            "token",
+            "TESSERA_TOKEN",
+        )?;
         if let Err(e) = ApiClient::new(&coordinator, None) {
             usage!("--coordinator: {e}");
         }

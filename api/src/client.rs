@@ -14,6 +14,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tessera_protocol::keys::SecretKey;
 use tessera_protocol::statements::{Registration, Signed};
@@ -109,6 +110,55 @@ pub struct ApiClient {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    /// A worker's session, renewed by registering again when the coordinator says it
+    /// expired (401).
+    session: Option<Arc<Session>>,
+}
+
+/// Registers again and returns the new session token.
+pub type Renew = Box<
+    dyn Fn() -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<String, ApiClientError>> + Send>,
+        > + Send
+        + Sync,
+>;
+
+/// A worker's session token and how to get a new one.
+pub struct Session {
+    token: std::sync::RwLock<String>,
+    renew: Renew,
+    /// One renewal at a time: requests that failed together register once.
+    renewing: tokio::sync::Mutex<u64>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("token", &"***").finish()
+    }
+}
+
+impl Session {
+    fn token(&self) -> String {
+        self.token
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A fresh token after `stale` was refused: registers again unless another request
+    /// already did since.
+    async fn renew(&self, stale: &str) -> Result<String, ApiClientError> {
+        let mut renewals = self.renewing.lock().await;
+        let now = self.token();
+        if now != stale {
+            return Ok(now);
+        }
+        let fresh = (self.renew)().await?;
+        *self.token.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        *renewals += 1;
+        tracing::info!(renewals = *renewals, "session expired: registered again");
+        Ok(fresh)
+    }
 }
 
 impl ApiClient {
@@ -134,7 +184,12 @@ impl ApiClient {
             .read_timeout(READ_TIMEOUT)
             .build()
             .map_err(|e| bad(&format!("cannot build the http client: {e}")))?;
-        Ok(Self { base, http, token })
+        Ok(Self {
+            base,
+            http,
+            token,
+            session: None,
+        })
     }
 
     /// The same client with another bearer token (e.g. the session token from
@@ -142,6 +197,21 @@ impl ApiClient {
     pub fn with_token(&self, token: String) -> Self {
         Self {
             token: Some(token),
+            session: None,
+            ..self.clone()
+        }
+    }
+
+    /// A client carrying a worker's session `token`, which calls `renew` (registering
+    /// again) and retries once when the coordinator answers that the session expired.
+    pub fn with_session(&self, token: String, renew: Renew) -> Self {
+        Self {
+            token: None,
+            session: Some(Arc::new(Session {
+                token: std::sync::RwLock::new(token),
+                renew,
+                renewing: tokio::sync::Mutex::new(0),
+            })),
             ..self.clone()
         }
     }
@@ -426,9 +496,10 @@ impl ApiClient {
 
     fn request(&self, method: Method, url: &str) -> RequestBuilder {
         let req = self.http.request(method, url);
-        match &self.token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
+        match (&self.session, &self.token) {
+            (Some(s), _) => req.bearer_auth(s.token()),
+            (None, Some(t)) => req.bearer_auth(t),
+            (None, None) => req,
         }
     }
 
@@ -439,11 +510,33 @@ impl ApiClient {
         url: &str,
         req: RequestBuilder,
     ) -> Result<Response, ApiClientError> {
-        let resp = req.send().await.map_err(|source| ApiClientError::Connect {
+        let connect = |source| ApiClientError::Connect {
             method: method.to_string(),
             url: url.to_string(),
             source,
-        })?;
+        };
+        // A session's request is kept to be sent again with a renewed token.
+        let again = self
+            .session
+            .as_ref()
+            .and_then(|s| Some((s.clone(), s.token(), req.try_clone()?)));
+        let mut resp = req.send().await.map_err(connect)?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            if let Some((session, stale, req)) = again {
+                let fresh = session.renew(&stale).await?;
+                let mut retry = req.build().map_err(connect)?;
+                let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {fresh}"))
+                    .map_err(|e| ApiClientError::Body {
+                        method: method.to_string(),
+                        url: url.to_string(),
+                        reason: format!("session token: {e}"),
+                    })?;
+                retry
+                    .headers_mut()
+                    .insert(reqwest::header::AUTHORIZATION, value);
+                resp = self.http.execute(retry).await.map_err(connect)?;
+            }
+        }
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

@@ -212,9 +212,29 @@ pub async fn register(
 ) -> Result<(RegisterResponse, ApiClient), ApiClientError> {
     let client = ApiClient::new(url, None)?;
     let resp = client
-        .register_worker(role, name, key, capabilities, farm_token)
+        .register_worker(role, name, key, capabilities.clone(), farm_token.clone())
         .await?;
-    let session = client.with_token(resp.session.clone());
+    // Sessions expire when the coordinator has not heard from the worker for a while
+    // (a verifier with nothing to check): the client then registers again by itself.
+    let key_file = key.to_key_file();
+    let (again, role, name) = (client.clone(), role.to_string(), name.to_string());
+    let renew: tessera_api::client::Renew = Box::new(move || {
+        let (client, role, name) = (again.clone(), role.clone(), name.clone());
+        let (capabilities, farm_token) = (capabilities.clone(), farm_token.clone());
+        let key = SecretKey::from_key_file(&key_file, "worker key");
+        Box::pin(async move {
+            let key = key.map_err(|e| ApiClientError::Body {
+                method: "POST".into(),
+                url: client.base_url().to_string(),
+                reason: e.to_string(),
+            })?;
+            let resp = client
+                .register_worker(&role, &name, &key, capabilities, farm_token)
+                .await?;
+            Ok(resp.session)
+        })
+    });
+    let session = client.with_session(resp.session.clone(), renew);
     Ok((resp, session))
 }
 

@@ -1,18 +1,32 @@
 //! The coordinator's HTTP API (version 1; types in `tessera_api`): registration of nodes
 //! and verifiers, content-addressed scene uploads, job submission and status, results,
 //! nodes and the ledger. Every error is an `ApiError` JSON body naming what is wrong.
+//!
+//! Nothing a stranger sends costs more than a few kilobytes before it is authenticated:
+//! every route but registration sits behind an authentication layer that runs before
+//! any body is read ([`authenticate`]); registration bodies are capped at
+//! [`PUBLIC_BODY_LIMIT`]; uploads stream to a temporary file, capped per client and in
+//! total; connections are capped and cut when their headers or body stall ([`serve`]).
+//! Every read is scoped to the client that owns what it reads: another client's job,
+//! scene or blob is "not found", and the operator's views (nodes, the whole ledger,
+//! credits) need the admin token.
 
-use super::service::{ServiceError, MAX_EDGE};
+use super::service::{check_settings, Service, ServiceError, MAX_EDGE};
 use super::{now_ms, DaemonConfig, SceneInspector, Shared};
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode};
+use crate::store::Store;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tessera_api::{
     AccountBalance, ApiError, BlobStored, ChallengeResponse, CreditRequest, CreditResponse,
     JobAccepted, JobStatus, JobSubmission, LedgerView, NodeView, RegisterRequest, RegisterResponse,
@@ -20,45 +34,140 @@ use tessera_api::{
 };
 use tessera_protocol::payments::account;
 use tessera_protocol::wire::Capabilities;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Largest body of a route anyone may call (registration).
+pub const PUBLIC_BODY_LIMIT: usize = 64 << 10;
+/// Largest JSON body of an authenticated route (a submission lists up to 4,096 files).
+pub const JSON_BODY_LIMIT: usize = 4 << 20;
+/// Longest error text an answer or a log line carries.
+const MAX_MESSAGE: usize = 1024;
+/// Scene inspections run at once (each reads and hashes a whole scene).
+const INSPECTIONS: usize = 2;
+/// How long a submission waits for an inspection slot before it is turned away.
+const INSPECTION_WAIT: Duration = Duration::from_secs(60);
+/// At most one warning about refused tokens per this long (the rest are counted).
+const WARN_EVERY_MS: u64 = 10_000;
+
+/// How the API guards itself: the HTTP side of [`DaemonConfig`].
+#[derive(Clone, Debug)]
+pub struct HttpLimits {
+    /// A request whose headers are not all in within this long is cut off (also the
+    /// longest a kept-alive connection may sit idle).
+    pub header_timeout: Duration,
+    /// Longest pause between two pieces of a request body.
+    pub body_timeout: Duration,
+    /// Connections served at once; more are closed at once.
+    pub max_connections: usize,
+    /// Blob uploads in progress at once, in total...
+    pub max_uploads: usize,
+    /// ...and per client.
+    pub max_uploads_per_client: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            max_uploads: 16,
+            max_uploads_per_client: 4,
+        }
+    }
+}
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     shared: Arc<Shared>,
-    /// token → client name.
-    clients: Arc<HashMap<String, String>>,
+    /// BLAKE3(token) → client name: a lookup by hash leaks nothing of the token through
+    /// timing.
+    clients: Arc<HashMap<[u8; 32], String>>,
+    /// BLAKE3 of the operator's token (crediting, nodes, the whole ledger).
+    admin: Option<[u8; 32]>,
     data_dir: PathBuf,
     max_blob_bytes: u64,
+    max_client_bytes: u64,
     inspector: Option<SceneInspector>,
     namespace: String,
-    /// The operator's token for crediting accounts.
-    admin_token: Option<String>,
+    uploads: Arc<Uploads>,
+    inspections: Arc<Semaphore>,
+    exports: Arc<Exports>,
+    refusals: Arc<Throttle>,
 }
 
 impl ApiState {
     pub(crate) fn new(shared: Arc<Shared>, cfg: &DaemonConfig) -> Self {
-        let clients = cfg
-            .api_tokens
-            .iter()
-            .map(|t| match t.split_once('=') {
-                Some((client, token)) => (token.to_string(), client.to_string()),
-                None => (t.clone(), "default".to_string()),
-            })
+        let clients = client_tokens(&cfg.api_tokens)
+            .into_iter()
+            .map(|(client, token)| (digest(&token), client))
             .collect();
         Self {
             shared,
             clients: Arc::new(clients),
+            admin: cfg.admin_token.as_deref().map(digest),
             data_dir: cfg.data_dir.clone(),
             max_blob_bytes: cfg.max_blob_bytes,
+            max_client_bytes: cfg.limits.max_client_bytes,
             inspector: cfg.scene_inspector.clone(),
             namespace: cfg.namespace.clone(),
-            admin_token: cfg.admin_token.clone(),
+            uploads: Arc::new(Uploads::new(&cfg.http)),
+            inspections: Arc::new(Semaphore::new(INSPECTIONS)),
+            exports: Arc::new(Exports::new(&cfg.data_dir)),
+            refusals: Arc::new(Throttle::default()),
         }
     }
+
+    fn blob_path(&self, hash: &str) -> PathBuf {
+        self.data_dir.join("blobs").join(hash)
+    }
+}
+
+/// `--api-token` values as (client, token): `CLIENT=TOKEN`, or `TOKEN` for client
+/// `default`.
+pub fn client_tokens(api_tokens: &[String]) -> Vec<(String, String)> {
+    api_tokens
+        .iter()
+        .map(|t| match t.split_once('=') {
+            Some((client, token)) => (client.to_string(), token.to_string()),
+            None => ("default".to_string(), t.clone()),
+        })
+        .collect()
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    *blake3::hash(token.as_bytes()).as_bytes()
+}
+
+/// Text from a request, made safe to answer and log: control characters escaped (no
+/// forged log lines), at most [`MAX_MESSAGE`] characters.
+pub fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE));
+    for (n, c) in text.chars().enumerate() {
+        if n >= MAX_MESSAGE {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// An error answer.
 struct Fail(StatusCode, String);
+
+impl Fail {
+    fn new(status: StatusCode, message: impl AsRef<str>) -> Self {
+        Self(status, sanitize(message.as_ref()))
+    }
+}
 
 impl IntoResponse for Fail {
     fn into_response(self) -> Response {
@@ -75,99 +184,313 @@ impl From<ServiceError> for Fail {
             ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
             ServiceError::Unavailable(_) => StatusCode::CONFLICT,
             ServiceError::Funds(_) => StatusCode::PAYMENT_REQUIRED,
+            ServiceError::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!("api: {e}");
+            tracing::error!("api: {}", sanitize(&e.to_string()));
         }
-        Fail(status, e.to_string())
+        Fail::new(status, e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for Fail {
+    fn from(e: crate::store::StoreError) -> Self {
+        ServiceError::from(e).into()
     }
 }
 
 type Answer<T> = Result<T, Fail>;
 
-/// Who is calling.
-enum Caller {
-    Client(String),
-    Worker,
+/// Logs a kind of warning at most once per [`WARN_EVERY_MS`], with how many were
+/// left out in between, so a stranger's requests cannot flood the log.
+#[derive(Default)]
+struct Throttle {
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
 }
+
+impl Throttle {
+    /// `Some(left out since the last one)` when a warning may be logged now.
+    fn allow(&self, now_ms: u64) -> Option<u64> {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= WARN_EVERY_MS
+            && self
+                .last_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+// --- authentication ------------------------------------------------------------------
+
+/// Who is calling, as the authentication layer found it (a request extension).
+#[derive(Clone, Debug)]
+enum Caller {
+    /// A client, by name.
+    Client(String),
+    /// A registered node or verifier.
+    Worker,
+    /// The operator.
+    Admin,
+}
+
+impl Caller {
+    fn client(&self) -> Answer<&str> {
+        match self {
+            Caller::Client(c) => Ok(c),
+            _ => Err(Fail::new(StatusCode::FORBIDDEN, "clients only")),
+        }
+    }
+}
+
+/// Who may call a group of routes.
+#[derive(Clone, Copy)]
+struct Allow {
+    clients: bool,
+    workers: bool,
+    admin: bool,
+}
+
+const CLIENTS: Allow = Allow {
+    clients: true,
+    workers: false,
+    admin: false,
+};
+const CLIENTS_AND_WORKERS: Allow = Allow {
+    clients: true,
+    workers: true,
+    admin: false,
+};
+const CLIENTS_AND_ADMIN: Allow = Allow {
+    clients: true,
+    workers: false,
+    admin: true,
+};
+const ADMIN: Allow = Allow {
+    clients: false,
+    workers: false,
+    admin: true,
+};
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
-        .get(axum::http::header::AUTHORIZATION)?
+        .get(header::AUTHORIZATION)?
         .to_str()
         .ok()?
         .strip_prefix("Bearer ")
 }
 
-impl ApiState {
-    /// A client token, or (when `workers_too`) a worker session.
-    async fn caller(&self, headers: &HeaderMap, workers_too: bool) -> Answer<Caller> {
-        let Some(token) = bearer(headers) else {
-            return Err(Fail(
-                StatusCode::UNAUTHORIZED,
-                "missing Authorization: Bearer TOKEN header".into(),
-            ));
-        };
-        if let Some(client) = self.clients.get(token) {
-            return Ok(Caller::Client(client.clone()));
+/// The authentication layer: find the caller from the `Authorization` header alone and
+/// refuse before the handler, and so before any of the body is read. A refused
+/// request's body is never read: the connection closes with the answer.
+async fn authenticate(
+    State((st, allow)): State<(ApiState, Allow)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    match st.caller(req.headers(), allow).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
         }
-        if workers_too {
-            let t = token.to_string();
-            if self
-                .shared
-                .with(move |s| s.worker_by_session(&t))
-                .await?
-                .is_some()
-            {
-                return Ok(Caller::Worker);
-            }
+        Err(fail) => {
+            let mut answer = fail.into_response();
+            answer
+                .headers_mut()
+                .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            answer
         }
-        tracing::warn!("api: request with an unknown token refused");
-        Err(Fail(StatusCode::UNAUTHORIZED, "unknown token".into()))
-    }
-
-    async fn client(&self, headers: &HeaderMap) -> Answer<String> {
-        match self.caller(headers, false).await? {
-            Caller::Client(c) => Ok(c),
-            Caller::Worker => Err(Fail(StatusCode::FORBIDDEN, "clients only".into())),
-        }
-    }
-
-    fn blob_path(&self, hash: &str) -> PathBuf {
-        self.data_dir.join("blobs").join(hash)
     }
 }
 
-/// The API's routes.
-pub fn router(state: ApiState) -> Router {
-    let limit = usize::try_from(state.max_blob_bytes).unwrap_or(usize::MAX);
-    Router::new()
+impl ApiState {
+    async fn caller(&self, headers: &HeaderMap, allow: Allow) -> Answer<Caller> {
+        let Some(token) = bearer(headers) else {
+            return Err(Fail::new(
+                StatusCode::UNAUTHORIZED,
+                "missing Authorization: Bearer TOKEN header",
+            ));
+        };
+        let d = digest(token);
+        let wrong_kind = || {
+            Fail::new(
+                StatusCode::FORBIDDEN,
+                if allow.admin && !allow.clients {
+                    "this needs the operator's admin token"
+                } else {
+                    "this token may not do this"
+                },
+            )
+        };
+        if self.admin.is_some_and(|a| a == d) {
+            return if allow.admin {
+                Ok(Caller::Admin)
+            } else {
+                Err(wrong_kind())
+            };
+        }
+        if let Some(client) = self.clients.get(&d) {
+            return if allow.clients {
+                Ok(Caller::Client(client.clone()))
+            } else {
+                Err(wrong_kind())
+            };
+        }
+        if allow.workers {
+            let t = token.to_string();
+            match self
+                .shared
+                .with(move |s| s.worker_by_session(&t, now_ms()))
+                .await
+            {
+                Ok(Some(_)) => return Ok(Caller::Worker),
+                Ok(None) => {}
+                // An expired session: the worker registers again.
+                Err(ServiceError::Forbidden(m)) => {
+                    return Err(Fail::new(StatusCode::UNAUTHORIZED, m))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(left_out) = self.refusals.allow(now_ms()) {
+            tracing::warn!(
+                left_out,
+                "api: request with an unknown token refused (at most one warning per {} s)",
+                WARN_EVERY_MS / 1000
+            );
+        }
+        Err(Fail::new(StatusCode::UNAUTHORIZED, "unknown token"))
+    }
+}
+
+/// The API's routes, each group behind its authentication layer.
+pub fn router(state: ApiState, http: &HttpLimits) -> Router {
+    let guard = |allow: Allow| middleware::from_fn_with_state((state.clone(), allow), authenticate);
+    let public = Router::new()
         .route("/v1/register/challenge", post(challenge))
         .route("/v1/register", post(register))
-        .route("/v1/blobs/{hash}", put(put_blob).get(get_blob))
-        .route("/v1/scenes/{hash}", get(get_scene))
+        .layer(DefaultBodyLimit::max(PUBLIC_BODY_LIMIT));
+    let uploads = Router::new()
+        .route("/v1/blobs/{hash}", put(put_blob))
+        .route_layer(guard(CLIENTS))
+        .layer(DefaultBodyLimit::disable());
+    let clients = Router::new()
         .route("/v1/jobs", post(submit).get(list_jobs))
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/bundle", get(job_bundle))
         .route("/v1/jobs/{id}/dispute", post(job_dispute))
         .route("/v1/jobs/{id}/frames/{frame}", get(job_frame))
-        .route("/v1/nodes", get(nodes))
+        .route_layer(guard(CLIENTS))
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
+    let reads = Router::new()
+        .route("/v1/blobs/{hash}", get(get_blob))
+        .route("/v1/scenes/{hash}", get(get_scene))
+        .route_layer(guard(CLIENTS_AND_WORKERS));
+    let ledger = Router::new()
         .route("/v1/ledger", get(ledger))
+        .route_layer(guard(CLIENTS_AND_ADMIN));
+    let operator = Router::new()
+        .route("/v1/nodes", get(nodes))
         .route("/v1/credits", post(credit))
-        .layer(DefaultBodyLimit::max(limit))
+        .route_layer(guard(ADMIN))
+        .layer(DefaultBodyLimit::max(PUBLIC_BODY_LIMIT));
+    Router::new()
+        .merge(public)
+        .merge(uploads)
+        .merge(clients)
+        .merge(reads)
+        .merge(ledger)
+        .merge(operator)
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            http.body_timeout,
+        ))
         .with_state(state)
+}
+
+/// Serve `app` on `listener` until `shutdown`: HTTP/1 connections, at most
+/// `max_connections` at once (more are closed at once), each cut when a request's
+/// headers take longer than `header_timeout` (which also bounds a kept-alive idle
+/// connection); in-flight requests get a few seconds to finish at shutdown.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: &HttpLimits,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let full = Throttle::default();
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!("http: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if let Some(left_out) = full.allow(now_ms()) {
+                tracing::warn!(
+                    left_out,
+                    "http: {} connections open, the most allowed: a new one was closed",
+                    limits.max_connections
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(64 << 10)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // Errors here are the client's (a reset, a timeout): nothing to report.
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
 }
 
 fn check_hash(hash: &str) -> Answer<()> {
     if hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         Ok(())
     } else {
-        Err(Fail(
+        Err(Fail::new(
             StatusCode::BAD_REQUEST,
             format!("hash {hash:?}: expected 64 lowercase hex characters"),
         ))
     }
 }
+
+fn check_job_id(id: &str) -> Answer<()> {
+    if id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(())
+    } else {
+        Err(Fail::new(
+            StatusCode::BAD_REQUEST,
+            format!("job id {id:?}: expected 32 hex characters"),
+        ))
+    }
+}
+
+// --- registration --------------------------------------------------------------------
 
 async fn challenge(State(st): State<ApiState>) -> Answer<Json<ChallengeResponse>> {
     let (challenge, coordinator) = st
@@ -181,8 +504,12 @@ async fn challenge(State(st): State<ApiState>) -> Answer<Json<ChallengeResponse>
 }
 
 async fn register(State(st): State<ApiState>, body: Bytes) -> Answer<Json<RegisterResponse>> {
-    let req: RegisterRequest = serde_json::from_slice(&body)
-        .map_err(|e| Fail(StatusCode::BAD_REQUEST, format!("register body: {e}")))?;
+    let req: RegisterRequest = serde_json::from_slice(&body).map_err(|e| {
+        Fail::new(
+            StatusCode::BAD_REQUEST,
+            format!("register body: {}", sanitize(&e.to_string())),
+        )
+    })?;
     let (role, key) = (
         req.registration.statement.role.clone(),
         req.registration.signer,
@@ -199,7 +526,11 @@ async fn register(State(st): State<ApiState>, body: Bytes) -> Answer<Json<Regist
             .map(|t| (t, s.public()))
         })
         .await
-        .inspect_err(|e| tracing::warn!("registration refused: {e}"))?;
+        .inspect_err(|e| {
+            if let Some(left_out) = st.refusals.allow(now_ms()) {
+                tracing::warn!(left_out, "registration refused: {}", sanitize(&e.to_string()));
+            }
+        })?;
     // Its broker user may not declare its own queue: the coordinator does.
     st.shared.declare_worker_queue(&role, &key).await;
     Ok(Json(RegisterResponse {
@@ -209,77 +540,260 @@ async fn register(State(st): State<ApiState>, body: Bytes) -> Answer<Json<Regist
     }))
 }
 
+// --- blobs ---------------------------------------------------------------------------
+
+/// Blob uploads in progress, in total and per client.
+struct Uploads {
+    total: Arc<Semaphore>,
+    per_client: Mutex<HashMap<String, usize>>,
+    max_per_client: usize,
+}
+
+/// A slot of [`Uploads`], given back on drop.
+struct UploadSlot {
+    uploads: Arc<Uploads>,
+    client: String,
+    _total: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Uploads {
+    fn new(limits: &HttpLimits) -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(limits.max_uploads.max(1))),
+            per_client: Mutex::new(HashMap::new()),
+            max_per_client: limits.max_uploads_per_client.max(1),
+        }
+    }
+
+    /// A slot for `client` now, or 429: uploads are refused, not queued, so a client
+    /// cannot pile up open bodies.
+    fn take(self: &Arc<Self>, client: &str) -> Answer<UploadSlot> {
+        let busy = |what: String| {
+            Fail::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("{what}: try again when one has finished"),
+            )
+        };
+        let total = self.total.clone().try_acquire_owned().map_err(|_| {
+            busy("the coordinator is receiving as many uploads as it takes at once".into())
+        })?;
+        let mut per = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let n = per.entry(client.to_string()).or_insert(0);
+        if *n >= self.max_per_client {
+            return Err(busy(format!(
+                "client {client:?} has {} uploads in progress, the most it may",
+                self.max_per_client
+            )));
+        }
+        *n += 1;
+        Ok(UploadSlot {
+            uploads: self.clone(),
+            client: client.to_string(),
+            _total: total,
+        })
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut per = self
+            .uploads
+            .per_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                per.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// `PUT /v1/blobs/{hash}`: store a scene file. The body streams into a temporary file
+/// (a unique name, so concurrent uploads of one blob do not collide) while it is hashed;
+/// it is checked against the path's hash, the size limit and the client's storage quota,
+/// then renamed into place and recorded as the client's, in one step under the service
+/// lock (so garbage collection never sees a file without its record).
 async fn put_blob(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     UrlPath(hash): UrlPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Answer<(StatusCode, Json<BlobStored>)> {
-    st.client(&headers).await?;
+    let client = caller.client()?.to_string();
     check_hash(&hash)?;
-    let actual = blake3::hash(&body).to_hex().to_string();
+    let too_large = |n: u64| {
+        Fail::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "blob {hash}: {n} bytes or more, more than the largest file this coordinator takes ({} bytes, --max-blob-bytes)",
+                st.max_blob_bytes
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|&n| n > st.max_blob_bytes) {
+        return Err(too_large(n));
+    }
+    let (c, h) = (client.clone(), hash.clone());
+    let (used, had) = st
+        .shared
+        .with(move |s| -> Result<_, ServiceError> {
+            let store = s.store();
+            Ok((store.client_blob_bytes(&c)?, store.client_has_blob(&h, &c)?))
+        })
+        .await?;
+    let quota = |size: u64| -> Answer<()> {
+        if !had && used.saturating_add(size) > st.max_client_bytes {
+            return Err(Fail::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "client {client:?} stores {used} bytes; {size} more would pass its quota ({} bytes, --max-client-bytes)",
+                    st.max_client_bytes
+                ),
+            ));
+        }
+        Ok(())
+    };
+    quota(declared.unwrap_or(0))?;
+    let _slot = st.uploads.take(&client)?;
+    let blobs = st.data_dir.join("blobs");
+    let io = |what: &str, e: std::io::Error| {
+        Fail::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("storing blob {hash}: {what}: {e}"),
+        )
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".upload-")
+        .tempfile_in(&blobs)
+        .map_err(|e| io("temporary file", e))?;
+    let (file, tmp_path) = tmp.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            Fail::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("blob {hash}: the body broke off after {size} bytes: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        size += data.len() as u64;
+        if size > st.max_blob_bytes {
+            return Err(too_large(size));
+        }
+        hasher.update(&data);
+        file.write_all(&data).await.map_err(|e| io("write", e))?;
+    }
+    let actual = hasher.finalize().to_hex().to_string();
     if actual != hash {
-        return Err(Fail(
+        return Err(Fail::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("blob {hash}: the body hashes to {actual}"),
         ));
     }
+    quota(size)?;
+    file.sync_all().await.map_err(|e| io("sync", e))?;
+    drop(file);
     let path = st.blob_path(&hash);
-    let size = body.len() as u64;
-    let fresh = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
-        if path.exists() {
-            return Ok(false);
-        }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &body)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(true)
-    })
-    .await
-    .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| {
-        Fail(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("storing blob {hash}: {e}"),
-        )
-    })?;
-    let status = if fresh {
-        StatusCode::CREATED
-    } else {
+    let (c, h) = (client.clone(), hash.clone());
+    st.shared
+        .with(move |s| -> Result<(), ServiceError> {
+            if !path.exists() {
+                tmp_path.persist(&path).map_err(|e| {
+                    ServiceError::Invalid(format!("storing blob {h}: {}", e.error))
+                })?;
+            }
+            s.store().record_blob(&h, &c, size, now_ms())?;
+            Ok(())
+        })
+        .await?;
+    let status = if had {
         StatusCode::OK
+    } else {
+        StatusCode::CREATED
     };
-    Ok((status, Json(BlobStored { hash, size, fresh })))
+    Ok((
+        status,
+        Json(BlobStored {
+            hash,
+            size,
+            fresh: !had,
+        }),
+    ))
 }
 
+/// `GET /v1/blobs/{hash}`: a client reads only blobs it stored; a worker reads any
+/// (it renders every client's scenes).
 async fn get_blob(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     UrlPath(hash): UrlPath<String>,
-    headers: HeaderMap,
-) -> Answer<Vec<u8>> {
-    st.caller(&headers, true).await?;
+) -> Answer<Response> {
     check_hash(&hash)?;
-    tokio::fs::read(st.blob_path(&hash))
+    let not_found = || Fail::new(StatusCode::NOT_FOUND, format!("blob {hash} is not stored"));
+    if let Caller::Client(client) = &caller {
+        let (c, h) = (client.clone(), hash.clone());
+        if !st
+            .shared
+            .with(move |s| s.store().client_has_blob(&h, &c))
+            .await?
+        {
+            return Err(not_found());
+        }
+    }
+    let file = tokio::fs::File::open(st.blob_path(&hash))
         .await
-        .map_err(|_| Fail(StatusCode::NOT_FOUND, format!("blob {hash} is not stored")))
+        .map_err(|_| not_found())?;
+    Ok(stream_file(file, "application/octet-stream").await)
 }
 
+/// A file as an answer, streamed (never read whole into memory).
+async fn stream_file(file: tokio::fs::File, content_type: &'static str) -> Response {
+    let len = file.metadata().await.map(|m| m.len()).ok();
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut answer = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    if let Some(len) = len {
+        answer
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
+    }
+    answer
+}
+
+/// `GET /v1/scenes/{hash}`: a scene's file listing, to a worker or to a client with a
+/// job on that scene.
 async fn get_scene(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     UrlPath(hash): UrlPath<String>,
-    headers: HeaderMap,
 ) -> Answer<Json<SceneListing>> {
-    st.caller(&headers, true).await?;
     check_hash(&hash)?;
     let h = hash.clone();
     let listing = st
         .shared
-        .with(move |s| s.store().scene(&h))
-        .await
-        .map_err(ServiceError::from)?
-        .ok_or_else(|| Fail(StatusCode::NOT_FOUND, format!("scene {hash} is not known")))?;
+        .with(move |s| -> Result<Option<String>, ServiceError> {
+            let store = s.store();
+            if let Caller::Client(client) = &caller {
+                if !store.client_has_scene(client, &h)? {
+                    return Ok(None);
+                }
+            }
+            Ok(store.scene(&h)?)
+        })
+        .await?
+        .ok_or_else(|| Fail::new(StatusCode::NOT_FOUND, format!("scene {hash} is not known")))?;
     serde_json::from_str(&listing).map(Json).map_err(|e| {
-        Fail(
+        Fail::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("scene {hash}: {e}"),
         )
@@ -304,15 +818,28 @@ pub fn check_relative_path(p: &str) -> Result<(), String> {
     Ok(())
 }
 
+
+// --- jobs ----------------------------------------------------------------------------
+
+/// `POST /v1/jobs`: check everything cheap first (the listing, that the client stored
+/// every file, the settings' bounds), then inspect the scene off the service lock (at
+/// most [`INSPECTIONS`] at once, within the scene loader's budget) in a temporary folder
+/// that goes away whatever the outcome, check the settings against the scene, and only
+/// then write the job.
 async fn submit(
     State(st): State<ApiState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Answer<Json<JobAccepted>> {
-    let client = st.client(&headers).await?;
-    let sub: JobSubmission = serde_json::from_slice(&body)
-        .map_err(|e| Fail(StatusCode::BAD_REQUEST, format!("job submission: {e}")))?;
-    let unprocessable = |m: String| Fail(StatusCode::UNPROCESSABLE_ENTITY, m);
+    let client = caller.client()?.to_string();
+    let sub: JobSubmission = serde_json::from_slice(&body).map_err(|e| {
+        Fail::new(
+            StatusCode::BAD_REQUEST,
+            format!("job submission: {}", sanitize(&e.to_string())),
+        )
+    })?;
+    drop(body);
+    let unprocessable = |m: String| Fail::new(StatusCode::UNPROCESSABLE_ENTITY, m);
     if sub.scene.files.is_empty() || sub.scene.files.len() > 4096 {
         return Err(unprocessable("scene.files: 1 to 4096 files".into()));
     }
@@ -325,39 +852,71 @@ async fn submit(
     for (path, hash) in &sub.scene.files {
         check_relative_path(path).map_err(unprocessable)?;
         check_hash(hash)?;
-        if !st.blob_path(hash).exists() {
-            return Err(unprocessable(format!(
-                "scene file {path}: blob {hash} was not uploaded"
-            )));
-        }
     }
-    if sub.settings.width > MAX_EDGE || sub.settings.height > MAX_EDGE {
+    let s = &sub.settings;
+    if s.width == 0 || s.height == 0 || s.width > MAX_EDGE || s.height > MAX_EDGE {
         return Err(unprocessable(format!(
-            "settings.width/height: at most {MAX_EDGE}"
+            "settings.width/height: 1 to {MAX_EDGE}"
         )));
     }
+    // The client must have stored every file itself; using them keeps them from
+    // garbage collection from now on.
+    let (c, files) = (client.clone(), sub.scene.files.clone());
+    let missing = st
+        .shared
+        .with(move |s| -> Result<Option<String>, ServiceError> {
+            let store = s.store();
+            for (path, hash) in &files {
+                if !store.client_has_blob(hash, &c)? {
+                    return Ok(Some(format!(
+                        "scene file {path}: blob {hash} was not uploaded"
+                    )));
+                }
+            }
+            for hash in files.values() {
+                store.record_blob(hash, &c, 0, now_ms())?;
+            }
+            Ok(None)
+        })
+        .await?;
+    if let Some(m) = missing {
+        return Err(unprocessable(m));
+    }
     let Some(inspector) = st.inspector.clone() else {
-        return Err(Fail(
+        return Err(Fail::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "this coordinator cannot load scenes".into(),
+            "this coordinator cannot load scenes",
         ));
     };
-    // Lay the scene out as files (hard links to the blobs) and load it: a bad scene is
-    // refused here, with the loader's error, before anything is queued.
+    let _inspecting = tokio::time::timeout(INSPECTION_WAIT, st.inspections.acquire())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            Fail::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the coordinator is busy checking other scenes: try again",
+            )
+        })?;
     let listing_json = serde_json::to_string(&sub.scene).unwrap_or_default();
-    let dir = st
-        .data_dir
-        .join("scenes")
-        .join(blake3::hash(listing_json.as_bytes()).to_hex().as_str());
-    let blobs = st.data_dir.join("blobs");
-    let scene = sub.scene.clone();
-    let scene_hash = tokio::task::spawn_blocking(move || -> Result<[u8; 32], String> {
-        materialize(&dir, &blobs, &scene)?;
-        inspector(&dir.join(&scene.entry))
+    let listing_hash = blake3::hash(listing_json.as_bytes()).to_hex().to_string();
+    let (data, scene) = (st.data_dir.clone(), sub.scene.clone());
+    let inspected = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        // Lay the scene out as files (hard links to the blobs) in a temporary folder
+        // and inspect it; the folder goes when this returns.
+        let dir = tempfile::Builder::new()
+            .prefix("scene-")
+            .tempdir_in(data.join("scenes"))
+            .map_err(|e| format!("temporary scene folder: {e}"))?;
+        materialize(dir.path(), &data.join("blobs"), &scene)?;
+        inspector(&dir.path().join(&scene.entry))
     })
     .await
-    .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| Fail::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|e| unprocessable(format!("scene {}: {e}", sub.scene.entry)))?;
+    drop(_inspecting);
+    check_settings(&sub.settings, &inspected.cameras)?;
+    let scene_hash = inspected.content_hash;
     let scene_name = Path::new(&sub.scene.entry).file_name().map_or_else(
         || sub.scene.entry.clone(),
         |n| n.to_string_lossy().into_owned(),
@@ -366,9 +925,7 @@ async fn submit(
     let job_id = st
         .shared
         .with(move |s| {
-            s.store()
-                .insert_scene(&hex::encode(scene_hash), &listing_json)?;
-            s.submit(
+            let job = s.submit(
                 &client,
                 &scene_name,
                 scene_hash,
@@ -379,7 +936,12 @@ async fn submit(
                 sub.batch_size,
                 sub.requirements,
                 now_ms(),
-            )
+            )?;
+            let store = s.store();
+            let hex = hex::encode(scene_hash);
+            store.insert_scene(&hex, &listing_json)?;
+            store.insert_job_scene(&job, &hex, &listing_hash, &listing_json)?;
+            Ok::<_, ServiceError>(job)
         })
         .await?;
     Ok(Json(JobAccepted {
@@ -392,11 +954,8 @@ async fn submit(
 fn materialize(dir: &Path, blobs: &Path, scene: &SceneListing) -> Result<(), String> {
     for (rel, hash) in &scene.files {
         let dst = dir.join(rel);
-        if dst.exists() {
-            continue;
-        }
         if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|e| format!("{rel}: {e}"))?;
         }
         let src = blobs.join(hash);
         std::fs::hard_link(&src, &dst)
@@ -406,7 +965,7 @@ fn materialize(dir: &Path, blobs: &Path, scene: &SceneListing) -> Result<(), Str
     Ok(())
 }
 
-fn status_of(s: &super::service::Service, id: &str) -> Result<JobStatus, ServiceError> {
+fn status_of(s: &Service, id: &str) -> Result<JobStatus, ServiceError> {
     let v = s.job_view(id)?;
     let m = &v.manifest.statement;
     Ok(JobStatus {
@@ -425,23 +984,24 @@ fn status_of(s: &super::service::Service, id: &str) -> Result<JobStatus, Service
     })
 }
 
-fn check_job_id(id: &str) -> Answer<()> {
-    if id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        Ok(())
-    } else {
-        Err(Fail(
-            StatusCode::BAD_REQUEST,
-            format!("job id {id:?}: expected 32 hex characters"),
-        ))
+/// The job `id` if `client` owns it; another client's job does not exist for it.
+fn owned(s: &Service, id: &str, client: &str) -> Result<(), ServiceError> {
+    match s.store().job_client(id)? {
+        Some(owner) if owner == client => Ok(()),
+        _ => Err(ServiceError::NotFound(format!("job {id} does not exist"))),
     }
 }
 
-async fn list_jobs(State(st): State<ApiState>, headers: HeaderMap) -> Answer<Json<Vec<JobStatus>>> {
-    st.client(&headers).await?;
+async fn list_jobs(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Answer<Json<Vec<JobStatus>>> {
+    let client = caller.client()?.to_string();
     let jobs = st
         .shared
-        .with(|s| {
-            s.job_ids()?
+        .with(move |s| {
+            s.store()
+                .client_job_ids(&client)?
                 .iter()
                 .map(|id| status_of(s, id))
                 .collect::<Result<Vec<_>, _>>()
@@ -452,26 +1012,34 @@ async fn list_jobs(State(st): State<ApiState>, headers: HeaderMap) -> Answer<Jso
 
 async fn job_status(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
 ) -> Answer<Json<JobStatus>> {
-    st.client(&headers).await?;
+    let client = caller.client()?.to_string();
     check_job_id(&id)?;
-    Ok(Json(st.shared.with(move |s| status_of(s, &id)).await?))
+    Ok(Json(
+        st.shared
+            .with(move |s| {
+                owned(s, &id, &client)?;
+                status_of(s, &id)
+            })
+            .await?,
+    ))
 }
 
 /// `POST /v1/jobs/{id}/dispute`: the job's client disputes it inside its challenge
 /// window; the answer is the job's status (`disputed`).
 async fn job_dispute(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
 ) -> Answer<Json<JobStatus>> {
-    let client = st.client(&headers).await?;
+    let client = caller.client()?.to_string();
     check_job_id(&id)?;
     Ok(Json(
         st.shared
             .with(move |s| {
+                owned(s, &id, &client)?;
                 s.open_dispute(&id, &client, now_ms())?;
                 status_of(s, &id)
             })
@@ -479,39 +1047,156 @@ async fn job_dispute(
     ))
 }
 
+/// Finished jobs' bundles and frames as files under `DATA/exports/<job>-<ended>/`,
+/// written once (off the service lock, from a reader connection of its own) and then
+/// streamed from disk: a request never re-parses a bundle or assembles a frame under the
+/// lock. A job that ends again (after a dispute) gets a new folder.
+struct Exports {
+    root: PathBuf,
+    db: PathBuf,
+    /// One export at a time; it holds the reader connection.
+    reader: tokio::sync::Mutex<Option<Store>>,
+}
+
+/// What is exported of a job.
+#[derive(Clone, Copy)]
+enum Export {
+    Bundle,
+    Frame(u32),
+}
+
+impl Exports {
+    fn new(data_dir: &Path) -> Self {
+        Self {
+            root: data_dir.join("exports"),
+            db: data_dir.join("coordinator.db"),
+            reader: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The file of `what` of `job` (owned by `client`), exported if it was not yet.
+    async fn file(
+        self: &Arc<Self>,
+        st: &ApiState,
+        client: &str,
+        job: &str,
+        what: Export,
+    ) -> Answer<tokio::fs::File> {
+        let (j, c) = (job.to_string(), client.to_string());
+        let ended = st
+            .shared
+            .with(move |s| -> Result<u64, ServiceError> {
+                owned(s, &j, &c)?;
+                let state = s.store().job_state(&j)?.unwrap_or_default();
+                match s.store().job_ended_ms(&j)? {
+                    Some(ended) if state == "done" => Ok(ended),
+                    _ => Err(ServiceError::Unavailable(format!(
+                        "job {j} is {state}: its bundle and frames exist once it is done"
+                    ))),
+                }
+            })
+            .await?;
+        let dir = self.root.join(format!("{job}-{ended}"));
+        let path = match what {
+            Export::Bundle => dir.join("bundle.json"),
+            Export::Frame(f) => dir.join(format!("frame-{f}.rgba16f")),
+        };
+        if let Ok(file) = tokio::fs::File::open(&path).await {
+            return Ok(file);
+        }
+        let mut reader = self.reader.lock().await;
+        if let Ok(file) = tokio::fs::File::open(&path).await {
+            return Ok(file);
+        }
+        let (db, job, target) = (self.db.clone(), job.to_string(), path.clone());
+        let mut taken = reader.take();
+        let (store, written) = tokio::task::spawn_blocking(move || {
+            let store = match taken.take() {
+                Some(s) => s,
+                None => match Store::open(&db) {
+                    Ok(s) => s,
+                    Err(e) => return (None, Err(ServiceError::from(e))),
+                },
+            };
+            let written = export(&store, &job, what, &target);
+            (Some(store), written)
+        })
+        .await
+        .map_err(|e| Fail::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        *reader = store;
+        written?;
+        tokio::fs::File::open(&path).await.map_err(|e| {
+            Fail::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{}: {e}", path.display()),
+            )
+        })
+    }
+}
+
+/// Write `what` of `job` from `store` to `target` (through a temporary file, so a
+/// reader never sees half of it).
+fn export(store: &Store, job: &str, what: Export, target: &Path) -> Result<(), ServiceError> {
+    let bytes = match what {
+        Export::Bundle => store
+            .bundle(job)?
+            .ok_or_else(|| ServiceError::Unavailable(format!("job {job} has no bundle yet")))?
+            .into_bytes(),
+        Export::Frame(f) => super::service::assemble_frame(store, job, f)?,
+    };
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let io = |e: std::io::Error| {
+        ServiceError::Store(crate::store::StoreError::Corrupt {
+            path: dir.display().to_string(),
+            what: "export".into(),
+            reason: e.to_string(),
+        })
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, &bytes).map_err(io)?;
+    tmp.persist(target).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
 async fn job_bundle(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
 ) -> Answer<Response> {
-    st.client(&headers).await?;
+    let client = caller.client()?.to_string();
     check_job_id(&id)?;
-    let json = st.shared.with(move |s| s.bundle(&id)).await?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        json,
-    )
-        .into_response())
+    let file = st
+        .exports
+        .file(&st, &client, &id, Export::Bundle)
+        .await?;
+    Ok(stream_file(file, "application/json").await)
 }
 
 async fn job_frame(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     UrlPath((id, frame)): UrlPath<(String, String)>,
-    headers: HeaderMap,
-) -> Answer<Vec<u8>> {
-    st.client(&headers).await?;
+) -> Answer<Response> {
+    let client = caller.client()?.to_string();
     check_job_id(&id)?;
     let frame: u32 = frame.parse().map_err(|_| {
-        Fail(
+        Fail::new(
             StatusCode::BAD_REQUEST,
             format!("frame {frame:?}: expected a frame number"),
         )
     })?;
-    Ok(st.shared.with(move |s| s.frame(&id, frame)).await?)
+    let file = st
+        .exports
+        .file(&st, &client, &id, Export::Frame(frame))
+        .await?;
+    Ok(stream_file(file, "application/octet-stream").await)
 }
 
-async fn nodes(State(st): State<ApiState>, headers: HeaderMap) -> Answer<Json<Vec<NodeView>>> {
-    st.caller(&headers, false).await?;
+// --- the operator's views --------------------------------------------------------------
+
+/// `GET /v1/nodes` (admin token): every registered worker.
+async fn nodes(State(st): State<ApiState>) -> Answer<Json<Vec<NodeView>>> {
     let views = st
         .shared
         .with(|s| -> Result<Vec<NodeView>, ServiceError> {
@@ -547,48 +1232,56 @@ async fn nodes(State(st): State<ApiState>, headers: HeaderMap) -> Answer<Json<Ve
     Ok(Json(views))
 }
 
-async fn ledger(State(st): State<ApiState>, headers: HeaderMap) -> Answer<Json<LedgerView>> {
-    st.client(&headers).await?;
+/// `GET /v1/ledger`: the operator sees every account; a client its own (its balance,
+/// its credit line, and the escrow and dispute deposit of each of its jobs). The total
+/// is the whole ledger's either way (always 0).
+async fn ledger(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Answer<Json<LedgerView>> {
     let view = st
         .shared
-        .with(|s| -> Result<LedgerView, ServiceError> {
-            let accounts = s
-                .store()
+        .with(move |s| -> Result<LedgerView, ServiceError> {
+            let store = s.store();
+            let mine: Option<std::collections::HashSet<String>> = match &caller {
+                Caller::Admin => None,
+                Caller::Client(c) => {
+                    let mut set: std::collections::HashSet<String> =
+                        [account::client(c), account::external(&format!("credit:{c}"))].into();
+                    for job in store.client_job_ids(c)? {
+                        set.insert(account::escrow(&job));
+                        set.insert(account::dispute(&job));
+                    }
+                    Some(set)
+                }
+                Caller::Worker => {
+                    return Err(ServiceError::Forbidden("clients and the operator only".into()))
+                }
+            };
+            let accounts = store
                 .balances()?
                 .into_iter()
+                .filter(|(a, _)| mine.as_ref().is_none_or(|m| m.contains(a)))
                 .map(|(account, balance)| AccountBalance { account, balance })
                 .collect();
             Ok(LedgerView {
                 accounts,
-                total: s.store().total()?,
+                total: store.total()?,
             })
         })
         .await?;
     Ok(Json(view))
 }
 
-/// `POST /v1/credits`: the operator credits a client's balance or a node's stake with
-/// money that came in from outside the farm. Only the admin token may; the body is read
-/// only after the token is checked.
-async fn credit(
-    State(st): State<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer<Json<CreditResponse>> {
-    let admin = st.admin_token.as_deref().ok_or_else(|| {
-        Fail(
-            StatusCode::FORBIDDEN,
-            "crediting is off: the coordinator has no --admin-token".into(),
+/// `POST /v1/credits` (admin token): the operator credits a client's balance or a
+/// node's stake with money that came in from outside the farm.
+async fn credit(State(st): State<ApiState>, body: Bytes) -> Answer<Json<CreditResponse>> {
+    let req: CreditRequest = serde_json::from_slice(&body).map_err(|e| {
+        Fail::new(
+            StatusCode::BAD_REQUEST,
+            format!("credit body: {}", sanitize(&e.to_string())),
         )
     })?;
-    if !super::service::same_secret(bearer(&headers).unwrap_or_default(), admin) {
-        return Err(Fail(
-            StatusCode::FORBIDDEN,
-            "crediting needs the operator's admin token".into(),
-        ));
-    }
-    let req: CreditRequest = serde_json::from_slice(&body)
-        .map_err(|e| Fail(StatusCode::BAD_REQUEST, format!("credit body: {e}")))?;
     let account = req.account.clone();
     let (applied, balance) = st
         .shared

@@ -33,9 +33,19 @@ use tessera_protocol::Digest;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-/// Loads a scene from its entry file and returns its content hash (the binary passes the
-/// renderer's loader; the coordinator crate does not depend on the GPU renderer).
-pub type SceneInspector = Arc<dyn Fn(&Path) -> Result<Digest, String> + Send + Sync>;
+/// What the coordinator learns of a submitted scene before it accepts the job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InspectedScene {
+    /// The scene's content hash (what nodes must render).
+    pub content_hash: Digest,
+    /// Its cameras' names (a submission's `settings.camera` must be one).
+    pub cameras: Vec<String>,
+}
+
+/// Checks a scene from its entry file, cheaply and within a budget, and returns what the
+/// coordinator needs of it (the binary passes the renderer's inspection; the coordinator
+/// crate does not depend on the GPU renderer).
+pub type SceneInspector = Arc<dyn Fn(&Path) -> Result<InspectedScene, String> + Send + Sync>;
 
 /// Everything `tessera coordinator` needs.
 #[derive(Clone)]
@@ -88,6 +98,15 @@ pub struct DaemonConfig {
     pub tolerance: tessera_protocol::tolerance::Tolerance,
     /// A client's deposit to dispute a job, % of its price.
     pub dispute_deposit_pct: u32,
+    /// How the HTTP API guards itself (timeouts, connections, uploads).
+    pub http: http::HttpLimits,
+    /// What one job and one client may ask of the farm.
+    pub limits: service::Limits,
+    /// A worker's session expires after this long without being heard from.
+    pub session_ttl: Duration,
+    /// Blobs no job needs are kept this long after their last use (and a finished job's
+    /// scene this long after its challenge window), then collected.
+    pub retention: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -118,6 +137,11 @@ impl Default for DaemonConfig {
             scene_inspector: None,
             tolerance: s.tolerance,
             dispute_deposit_pct: s.dispute_deposit_pct,
+            http: http::HttpLimits::default(),
+            limits: s.limits,
+            session_ttl: Duration::from_millis(s.session_ttl_ms),
+            // A week.
+            retention: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -162,7 +186,7 @@ pub(crate) fn now_ms() -> u64 {
 /// Check who may take which role, and say loudly at start-up what is open: a farm
 /// without a node token takes any key as a node, and one that grants the verifier role
 /// to nobody cannot accept jobs.
-fn check_grants(cfg: &DaemonConfig) -> Result<(), DaemonError> {
+pub fn check_grants(cfg: &DaemonConfig) -> Result<(), DaemonError> {
     for (flag, t) in [
         ("--node-token", &cfg.node_token),
         ("--verifier-token", &cfg.verifier_token),
@@ -174,13 +198,31 @@ fn check_grants(cfg: &DaemonConfig) -> Result<(), DaemonError> {
             )));
         }
     }
-    let tokens = [&cfg.node_token, &cfg.verifier_token, &cfg.admin_token];
-    for (i, a) in tokens.iter().enumerate() {
-        for b in &tokens[i + 1..] {
-            if a.is_some() && a == b {
-                return Err(DaemonError::Config(
-                    "--node-token, --verifier-token and --admin-token must all differ: each grants a different role".into(),
-                ));
+    // Every token names one client or grants one role: two equal ones would silently
+    // make two clients one, or a client a node.
+    let owned = http::client_tokens(&cfg.api_tokens);
+    let mut named: Vec<(String, &str)> = owned
+        .iter()
+        .map(|(client, token)| (format!("--api-token of client {client:?}"), token.as_str()))
+        .collect();
+    for (flag, t) in [
+        ("--node-token", &cfg.node_token),
+        ("--verifier-token", &cfg.verifier_token),
+        ("--admin-token", &cfg.admin_token),
+    ] {
+        if let Some(t) = t {
+            named.push((flag.to_string(), t));
+        }
+    }
+    for (i, (a, ta)) in named.iter().enumerate() {
+        if ta.is_empty() {
+            return Err(DaemonError::Config(format!("{a}: the token is empty")));
+        }
+        for (b, tb) in &named[i + 1..] {
+            if service::same_secret(ta, tb) {
+                return Err(DaemonError::Config(format!(
+                    "{a} and {b} are the same token: each token must name one client or grant one role"
+                )));
             }
         }
     }
@@ -355,10 +397,7 @@ pub async fn run_with_bus<B: Bus>(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    std::fs::create_dir_all(cfg.data_dir.join("blobs")).map_err(|e| DaemonError::Data {
-        path: cfg.data_dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    prepare_data_dir(&cfg.data_dir)?;
     if cfg.api_tokens.is_empty() {
         return Err(DaemonError::Config(
             "--api-token: at least one client API token is needed".into(),
@@ -366,7 +405,9 @@ pub async fn run_with_bus<B: Bus>(
     }
     check_grants(&cfg)?;
     let key = load_or_create_key(&cfg.data_dir)?;
-    let store = Store::open(&cfg.data_dir.join("coordinator.db"))?;
+    let db = cfg.data_dir.join("coordinator.db");
+    let store = Store::open(&db)?;
+    private_files(&cfg.data_dir)?;
     let svc_cfg = ServiceConfig {
         lease_ms: cfg.lease.as_millis() as u64,
         max_attempts: cfg.max_attempts,
@@ -383,6 +424,8 @@ pub async fn run_with_bus<B: Bus>(
         namespace: cfg.namespace.clone(),
         tolerance: cfg.tolerance,
         dispute_deposit_pct: cfg.dispute_deposit_pct,
+        limits: cfg.limits,
+        session_ttl_ms: cfg.session_ttl.as_millis() as u64,
         ..ServiceConfig::default()
     };
     let declaring = bus.clone();
@@ -433,17 +476,134 @@ pub async fn run_with_bus<B: Bus>(
         cfg.reconcile_every,
         shutdown.clone(),
     ));
-    let app = http::router(http::ApiState::new(shared.clone(), &cfg));
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let served = server.await;
+    tracker.spawn(collect_garbage(
+        shared.clone(),
+        cfg.data_dir.clone(),
+        cfg.retention,
+        Duration::from_secs(cfg.challenge_window_secs),
+        shutdown.clone(),
+    ));
+    let app = http::router(http::ApiState::new(shared.clone(), &cfg), &cfg.http);
+    http::serve(listener, app, &cfg.http, shutdown.clone()).await;
     shutdown.cancel();
     tracker.close();
     tracker.wait().await;
-    served.map_err(|e| DaemonError::Listen {
-        addr: cfg.listen,
+    Ok(())
+}
+
+/// Create the data folder (and its `blobs`, `scenes` and `exports`) readable by the
+/// coordinator's user only (0700): it holds unrevealed sampling nonces, session hashes
+/// and every client's scenes. Temporary scene folders a crash left behind are removed.
+fn prepare_data_dir(dir: &Path) -> Result<(), DaemonError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let data_err = |path: &Path, e: std::io::Error| DaemonError::Data {
+        path: path.display().to_string(),
         reason: e.to_string(),
-    })
+    };
+    for sub in ["", "blobs", "scenes", "exports"] {
+        let path = dir.join(sub);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| data_err(&path, e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| data_err(&path, e))?;
+    }
+    let scenes = dir.join("scenes");
+    for entry in std::fs::read_dir(&scenes).map_err(|e| data_err(&scenes, e))? {
+        let path = entry.map_err(|e| data_err(&scenes, e))?.path();
+        // Scenes are only laid out while a submission is inspected.
+        let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+    }
+    Ok(())
+}
+
+/// Make the store's files (and the key) readable by the coordinator's user only (0600).
+fn private_files(dir: &Path) -> Result<(), DaemonError> {
+    use std::os::unix::fs::PermissionsExt;
+    for name in [
+        "coordinator.db",
+        "coordinator.db-wal",
+        "coordinator.db-shm",
+        "coordinator.key",
+    ] {
+        let path = dir.join(name);
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(DaemonError::Data {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// How often garbage is collected.
+const GC_EVERY: Duration = Duration::from_secs(600);
+
+/// Collect what no job needs any more, every [`GC_EVERY`] (and at start): blobs not
+/// used for `retention` and listed by no job that is running or ended less than
+/// `challenge_window + retention` ago (it may still be disputed and rendered again), and
+/// exported bundles and frames older than `retention` (they are exported again on
+/// request). A blob's record and file go together under the service lock, so an upload
+/// or submission in progress never loses a file it just stored or checked.
+async fn collect_garbage(
+    shared: Arc<Shared>,
+    data_dir: PathBuf,
+    retention: Duration,
+    challenge_window: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let now = now_ms();
+        let unused_before = now.saturating_sub(retention.as_millis() as u64);
+        let ended_after =
+            now.saturating_sub((retention + challenge_window).as_millis() as u64);
+        let blobs = data_dir.join("blobs");
+        let collected = shared
+            .with_quiet(move |s| -> Result<usize, crate::store::StoreError> {
+                let gone = s.store().collect_blobs(unused_before, ended_after)?;
+                for hash in &gone {
+                    let _ = std::fs::remove_file(blobs.join(hash));
+                }
+                Ok(gone.len())
+            })
+            .await;
+        match collected {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(blobs = n, "garbage collected"),
+            Err(e) => tracing::warn!("garbage collection: {e}"),
+        }
+        let exports = data_dir.join("exports");
+        let _ = tokio::task::spawn_blocking(move || remove_older(&exports, retention)).await;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(GC_EVERY) => {}
+        }
+    }
+}
+
+/// Remove the entries of `dir` last modified more than `age` ago.
+fn remove_older(dir: &Path, age: Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|e| e > age);
+        if old {
+            let path = entry.path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
 }
 
 /// Consume one queue: handle each delivery in the service, ack once its effect is

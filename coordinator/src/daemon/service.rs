@@ -49,11 +49,90 @@ pub const MAX_FRAMES: u32 = 100_000;
 pub const MAX_SIGNAL_NOTES: usize = 4096;
 /// The largest single operator credit (10^15 micro-credits).
 pub const MAX_CREDIT: u64 = 1_000_000_000_000_000;
+/// Most bounces a job may ask for (Blender's own maximum); the renderer's loop is
+/// bounded by it.
+pub const MAX_BOUNCES: u32 = 1024;
+
+/// What one job and one client may ask of the farm, in one place. Every limit is checked
+/// with checked arithmetic before anything is written; a job over a job limit is refused
+/// as invalid (422), a client over a client quota as [`ServiceError::Quota`] (429).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Tasks one job may create (`frames × ⌈tiles per frame / batch size⌉`): each is a
+    /// row, a message and a lease, all written in the submission's transaction.
+    pub max_job_tasks: u64,
+    /// Tiles one job may have (`frames × tiles per frame`).
+    pub max_job_tiles: u64,
+    /// Jobs of one client that have not ended.
+    pub max_client_jobs: u64,
+    /// Bytes of scene files one client may have stored.
+    pub max_client_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_job_tasks: 20_000,
+            max_job_tiles: 2_000_000,
+            max_client_jobs: 64,
+            max_client_bytes: 64 << 30,
+        }
+    }
+}
+
+/// The size of a job before it is planned: `(tiles, tasks)`, or `None` when it overflows.
+pub fn job_size(
+    width: u32,
+    height: u32,
+    tile_size: u32,
+    batch_size: u32,
+    frames: (u32, u32),
+) -> Option<(u64, u64)> {
+    let t = u64::from(tile_size.max(1));
+    let per_frame = u64::from(width).div_ceil(t) * u64::from(height).div_ceil(t);
+    let n_frames = u64::from(frames.1.checked_sub(frames.0)?) + 1;
+    let tiles = per_frame.checked_mul(n_frames)?;
+    let tasks = per_frame
+        .div_ceil(u64::from(batch_size.max(1)))
+        .checked_mul(n_frames)?;
+    Some((tiles, tasks))
+}
+
+/// Check a job's settings against what its scene has (a camera of that name) and what
+/// the renderer can do (a positive frame rate, bounces within [`MAX_BOUNCES`]). The
+/// error names the field.
+pub fn check_settings(settings: &RenderSettings, cameras: &[String]) -> Result<(), ServiceError> {
+    let bad = |m: String| Err(ServiceError::Invalid(m));
+    if let Some(name) = &settings.camera {
+        if !cameras.iter().any(|c| c == name) {
+            let shown: String = name.chars().take(64).collect();
+            return bad(if cameras.is_empty() {
+                format!("settings.camera: {shown:?}: the scene has no cameras (leave it out to use the default view)")
+            } else {
+                format!(
+                    "settings.camera: the scene has no camera {shown:?}; it has {}",
+                    cameras
+                        .iter()
+                        .take(16)
+                        .map(|c| format!("{c:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
+        }
+    }
+    Ok(())
+}
 
 /// Compare a presented secret with the configured one in constant time (BLAKE3 hashes
 /// compare in constant time), so response timing does not leak the token.
 pub fn same_secret(presented: &str, configured: &str) -> bool {
     blake3::hash(presented.as_bytes()) == blake3::hash(configured.as_bytes())
+}
+
+/// What the store keeps of a worker's session token: its BLAKE3 hash (hex).
+fn session_digest(session: &str) -> String {
+    blake3::hash(session.as_bytes()).to_hex().to_string()
 }
 
 /// The service's policy knobs.
@@ -101,6 +180,11 @@ pub struct ServiceConfig {
     pub sampling: SamplingPolicy,
     /// A client's deposit to dispute a job, % of the job's price.
     pub dispute_deposit_pct: u32,
+    /// What one job and one client may ask of the farm.
+    pub limits: Limits,
+    /// A worker's session token expires when the worker has not been heard from (HTTP
+    /// with the session, heartbeats) for this long; it then registers again.
+    pub session_ttl_ms: u64,
 }
 
 impl Default for ServiceConfig {
@@ -124,6 +208,8 @@ impl Default for ServiceConfig {
             tolerance: Tolerance::default(),
             sampling: SamplingPolicy::default(),
             dispute_deposit_pct: 10,
+            limits: Limits::default(),
+            session_ttl_ms: 86_400_000,
         }
     }
 }
@@ -149,6 +235,9 @@ pub enum ServiceError {
     /// The client's balance does not cover the job.
     #[error("{0}")]
     Funds(String),
+    /// The client is over one of its quotas ([`Limits`]); it may try again later.
+    #[error("{0}")]
+    Quota(String),
 }
 
 /// What to do with the delivery that carried an input.
@@ -343,7 +432,7 @@ impl Service {
                         caps: serde_json::to_string(caps).unwrap_or_default(),
                         last_seen_ms: now_ms,
                     },
-                    &session,
+                    &session_digest(&session),
                 )?;
                 s.upsert_node(
                     &key.to_string(),
@@ -457,9 +546,26 @@ impl Service {
         Ok(applied)
     }
 
-    /// The worker a session token belongs to.
-    pub fn worker_by_session(&self, session: &str) -> Result<Option<WorkerRow>, ServiceError> {
-        Ok(self.store.worker_by_session(session)?)
+    /// The worker a live session token belongs to: `Ok(None)` for an unknown token,
+    /// [`ServiceError::Forbidden`] for one whose worker has not been heard from for
+    /// [`ServiceConfig::session_ttl_ms`] (it registers again). A use keeps the session
+    /// alive. The store keeps only the token's hash, so neither a copy of the database
+    /// nor the lookup's timing gives the token away.
+    pub fn worker_by_session(
+        &self,
+        session: &str,
+        now_ms: u64,
+    ) -> Result<Option<WorkerRow>, ServiceError> {
+        let Some(w) = self.store.worker_by_session(&session_digest(session))? else {
+            return Ok(None);
+        };
+        if now_ms.saturating_sub(w.last_seen_ms) > self.cfg.session_ttl_ms {
+            return Err(ServiceError::Forbidden(
+                "session expired: register again".into(),
+            ));
+        }
+        self.store.touch_worker(&w.key, now_ms)?;
+        Ok(Some(w))
     }
 
     fn registered(&self, key: &PublicKey, role: &str) -> Result<Option<WorkerRow>, ServiceError> {
@@ -506,6 +612,18 @@ impl Service {
                 frames.0, frames.1
             ));
         }
+        if settings.frame_rate.num == 0 || settings.frame_rate.den == 0 {
+            return bad(format!(
+                "settings.frame_rate: {}/{} is not a positive rate",
+                settings.frame_rate.num, settings.frame_rate.den
+            ));
+        }
+        if settings.max_bounces > MAX_BOUNCES {
+            return bad(format!(
+                "settings.max_bounces: {} is more than the maximum, {MAX_BOUNCES}",
+                settings.max_bounces
+            ));
+        }
         let tile_size = tile_size.unwrap_or(self.cfg.tile_size);
         if !(8..=4096).contains(&tile_size) {
             return bad(format!("tile_size: {tile_size} is outside 8..=4096"));
@@ -516,8 +634,34 @@ impl Service {
         }
         let Some(tier) = default_tiers().into_iter().find(|t| t.name == tier) else {
             let names: Vec<_> = default_tiers().into_iter().map(|t| t.name).collect();
-            return bad(format!("tier: {tier:?} is not one of {}", names.join(", ")));
+            let shown: String = tier.chars().take(32).collect();
+            return bad(format!("tier: {shown:?} is not one of {}", names.join(", ")));
         };
+        let limits = &self.cfg.limits;
+        let (w, h) = (settings.width, settings.height);
+        let Some((tiles, tasks)) = job_size(w, h, tile_size, batch_size, frames) else {
+            return bad("the job's size overflows".into());
+        };
+        if tiles > limits.max_job_tiles {
+            return bad(format!(
+                "the job has {tiles} tiles ({w}×{h} in tiles of {tile_size}, {} frames), more than max_job_tiles ({}): use larger tiles or fewer frames",
+                frames.1 - frames.0 + 1,
+                limits.max_job_tiles
+            ));
+        }
+        if tasks > limits.max_job_tasks {
+            return bad(format!(
+                "the job has {tasks} tasks ({tiles} tiles in batches of {batch_size}), more than max_job_tasks ({}): use larger tiles or batches, or fewer frames",
+                limits.max_job_tasks
+            ));
+        }
+        let open = self.store.client_open_jobs(client)?;
+        if open >= limits.max_client_jobs {
+            return Err(ServiceError::Quota(format!(
+                "client {client:?} has {open} jobs that have not ended, the most it may have (max_client_jobs {}); wait for one to end",
+                limits.max_client_jobs
+            )));
+        }
         let verifiers: Vec<PublicKey> = self
             .store
             .workers()?
@@ -572,7 +716,6 @@ impl Service {
             created_unix: now_ms / 1000,
         };
         let layout = tile_layout(manifest.settings.width, manifest.settings.height, tile_size);
-        let n_frames = frames.1 - frames.0 + 1;
         let mut run = JobRun {
             client: client.into(),
             round: 0,
@@ -581,7 +724,10 @@ impl Service {
             requirements,
             blocked: Vec::new(),
             error: None,
-            tiles_total: layout.len() as u32 * n_frames,
+            // At most max_job_tiles, checked above.
+            tiles_total: u32::try_from(tiles).map_err(|_| {
+                ServiceError::Invalid(format!("the job has {tiles} tiles, too many to count"))
+            })?,
             tiles_verified: 0,
             scene_hint: Some(scene_name.into()),
             release_at_ms: None,
@@ -2016,37 +2162,47 @@ impl Service {
 
     /// A finished frame: canonical RGBA16F bytes of the whole image.
     pub fn frame(&self, job: &str, frame: u32) -> Result<Vec<u8>, ServiceError> {
-        let bundle: ProofBundle = from_json("bundle", &self.bundle(job)?)?;
-        let m = &bundle.manifest.statement;
-        let tiles = bundle
-            .frames
-            .iter()
-            .find(|f| f.frame == frame)
-            .ok_or_else(|| {
-                ServiceError::NotFound(format!(
-                    "job {job} has frames {}..{}, not {frame}",
-                    m.frame_start, m.frame_end
-                ))
-            })?;
-        let (w, h) = (m.settings.width, m.settings.height);
-        let mut pixels = vec![0u8; w as usize * h as usize * 8];
-        for t in &tiles.tiles {
-            let b = self
-                .store
-                .tile_bytes(job, t.round, frame, t.tile_index)?
-                .unwrap_or_default();
-            if tessera_protocol::canonical::tile_hash(&b) != t.tile_hash
-                || !tessera_protocol::canonical::paste(&mut pixels, w, h, t.rect, &b)
-            {
-                return Err(ServiceError::Store(StoreError::Corrupt {
-                    path: "store".into(),
-                    what: format!("job {job} frame {frame} tile {}", t.tile_index),
-                    reason: "stored bytes do not match the bundle's leaf".into(),
-                }));
-            }
-        }
-        Ok(pixels)
+        self.bundle(job)?;
+        assemble_frame(&self.store, job, frame)
     }
+}
+
+/// Frame `frame` of finished job `job`, assembled from the stored tiles its bundle lists
+/// (each checked against the bundle's leaf): canonical RGBA16F bytes of the whole image.
+pub fn assemble_frame(store: &Store, job: &str, frame: u32) -> Result<Vec<u8>, ServiceError> {
+    let json = store
+        .bundle(job)?
+        .ok_or_else(|| ServiceError::Unavailable(format!("job {job} has no bundle yet")))?;
+    let bundle: ProofBundle = from_json("bundle", &json)?;
+    drop(json);
+    let m = &bundle.manifest.statement;
+    let tiles = bundle
+        .frames
+        .iter()
+        .find(|f| f.frame == frame)
+        .ok_or_else(|| {
+            ServiceError::NotFound(format!(
+                "job {job} has frames {}..{}, not {frame}",
+                m.frame_start, m.frame_end
+            ))
+        })?;
+    let (w, h) = (m.settings.width, m.settings.height);
+    let mut pixels = vec![0u8; w as usize * h as usize * 8];
+    for t in &tiles.tiles {
+        let b = store
+            .tile_bytes(job, t.round, frame, t.tile_index)?
+            .unwrap_or_default();
+        if tessera_protocol::canonical::tile_hash(&b) != t.tile_hash
+            || !tessera_protocol::canonical::paste(&mut pixels, w, h, t.rect, &b)
+        {
+            return Err(ServiceError::Store(StoreError::Corrupt {
+                path: "store".into(),
+                what: format!("job {job} frame {frame} tile {}", t.tile_index),
+                reason: "stored bytes do not match the bundle's leaf".into(),
+            }));
+        }
+    }
+    Ok(pixels)
 }
 
 /// Where a task goes: the shared queue when the job has no requirements and nobody is

@@ -41,6 +41,16 @@ CREATE TABLE IF NOT EXISTS signal_notes (
 );
 CREATE TABLE IF NOT EXISTS challenges (challenge TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS scenes (scene_hash TEXT PRIMARY KEY, listing TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS listings (listing_hash TEXT PRIMARY KEY, listing TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS job_scenes (
+    job_id TEXT PRIMARY KEY, scene_hash TEXT NOT NULL, listing_hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_scenes_by_scene ON job_scenes (scene_hash);
+CREATE TABLE IF NOT EXISTS blobs (
+    hash TEXT NOT NULL, client TEXT NOT NULL, size INTEGER NOT NULL, used_ms INTEGER NOT NULL,
+    PRIMARY KEY (hash, client)
+);
+CREATE INDEX IF NOT EXISTS blobs_by_use ON blobs (used_ms);
 "#;
 
 /// A task row.
@@ -751,5 +761,171 @@ impl Store {
             params![scene_hash],
             |r| r.get(0),
         )
+    }
+
+    // --- tenancy and storage ----------------------------------------------------------
+
+    /// The client that submitted a job (`None`: no such job).
+    pub fn job_client(&self, job_id: &str) -> Result<Option<String>, StoreError> {
+        self.one(
+            "SELECT client FROM jobs WHERE job_id = ?1",
+            params![job_id],
+            |r| r.get(0),
+        )
+    }
+
+    /// When a job that is done or failed ended (ms), `None` while it runs.
+    pub fn job_ended_ms(&self, job_id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .one(
+                "SELECT ended_ms FROM jobs WHERE job_id = ?1",
+                params![job_id],
+                |r| r.get::<_, Option<i64>>(0),
+            )?
+            .flatten()
+            .map(|ms| ms.max(0) as u64))
+    }
+
+    /// A client's job ids, newest first.
+    pub fn client_job_ids(&self, client: &str) -> Result<Vec<String>, StoreError> {
+        self.rows(
+            "SELECT job_id FROM jobs WHERE client = ?1 ORDER BY created_unix DESC, job_id",
+            params![client],
+            |r| r.get(0),
+        )
+    }
+
+    /// How many of a client's jobs have not ended (not `done` or `failed`).
+    pub fn client_open_jobs(&self, client: &str) -> Result<u64, StoreError> {
+        self.one(
+            "SELECT COUNT(*) FROM jobs WHERE client = ?1 AND state NOT IN ('done', 'failed')",
+            params![client],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n.unwrap_or(0) as u64)
+    }
+
+    /// Remember which scene (content hash) and file listing (`listing_json`, under its
+    /// hash) a job renders.
+    pub fn insert_job_scene(
+        &self,
+        job_id: &str,
+        scene_hash: &str,
+        listing_hash: &str,
+        listing_json: &str,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT OR IGNORE INTO listings (listing_hash, listing) VALUES (?1, ?2)",
+            params![listing_hash, listing_json],
+        )?;
+        self.exec(
+            "INSERT OR REPLACE INTO job_scenes (job_id, scene_hash, listing_hash) VALUES (?1, ?2, ?3)",
+            params![job_id, scene_hash, listing_hash],
+        )
+        .map(|_| ())
+    }
+
+    /// Whether `client` has a job that renders scene `scene_hash`.
+    pub fn client_has_scene(&self, client: &str, scene_hash: &str) -> Result<bool, StoreError> {
+        self.one(
+            "SELECT EXISTS (SELECT 1 FROM job_scenes s JOIN jobs j ON j.job_id = s.job_id \
+             WHERE s.scene_hash = ?1 AND j.client = ?2)",
+            params![scene_hash, client],
+            |r| r.get::<_, bool>(0),
+        )
+        .map(|b| b.unwrap_or(false))
+    }
+
+    /// Record that `client` stored blob `hash` (of `size` bytes), or used it again in a
+    /// submission: either way it is kept for the retention time from `now_ms`.
+    pub fn record_blob(
+        &self,
+        hash: &str,
+        client: &str,
+        size: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO blobs (hash, client, size, used_ms) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT(hash, client) DO UPDATE SET used_ms = MAX(used_ms, ?4)",
+            params![hash, client, size as i64, now_ms as i64],
+        )
+        .map(|_| ())
+    }
+
+    /// Whether `client` stored blob `hash` (a client reads and submits only its own).
+    pub fn client_has_blob(&self, hash: &str, client: &str) -> Result<bool, StoreError> {
+        self.one(
+            "SELECT EXISTS (SELECT 1 FROM blobs WHERE hash = ?1 AND client = ?2)",
+            params![hash, client],
+            |r| r.get::<_, bool>(0),
+        )
+        .map(|b| b.unwrap_or(false))
+    }
+
+    /// Whether anyone stored blob `hash`.
+    pub fn blob_known(&self, hash: &str) -> Result<bool, StoreError> {
+        self.one(
+            "SELECT EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)",
+            params![hash],
+            |r| r.get::<_, bool>(0),
+        )
+        .map(|b| b.unwrap_or(false))
+    }
+
+    /// Bytes of the blobs `client` has stored.
+    pub fn client_blob_bytes(&self, client: &str) -> Result<u64, StoreError> {
+        self.one(
+            "SELECT COALESCE(SUM(size), 0) FROM blobs WHERE client = ?1",
+            params![client],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Forget the blobs that no job still needs: not used since `unused_before_ms`, and
+    /// not listed by a job that has not ended or ended after `ended_after_ms` (it may
+    /// still be disputed and rendered again). Returns the hashes no client holds any
+    /// more: their files may go.
+    pub fn collect_blobs(
+        &self,
+        unused_before_ms: u64,
+        ended_after_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.atomically(|s| {
+            let listings: Vec<String> = s.rows(
+                "SELECT l.listing FROM listings l WHERE l.listing_hash IN (\
+                 SELECT js.listing_hash FROM job_scenes js JOIN jobs j ON j.job_id = js.job_id \
+                 WHERE j.ended_ms IS NULL OR j.ended_ms > ?1)",
+                params![ended_after_ms as i64],
+                |r| r.get(0),
+            )?;
+            let mut needed = std::collections::HashSet::new();
+            for l in &listings {
+                let listing: tessera_api::SceneListing =
+                    serde_json::from_str(l).map_err(|e| StoreError::Corrupt {
+                        path: s.path.clone(),
+                        what: "listings".into(),
+                        reason: e.to_string(),
+                    })?;
+                needed.extend(listing.files.into_values());
+            }
+            let stale: Vec<String> = s.rows(
+                "SELECT DISTINCT hash FROM blobs WHERE used_ms < ?1",
+                params![unused_before_ms as i64],
+                |r| r.get(0),
+            )?;
+            let mut gone = Vec::new();
+            for hash in stale.into_iter().filter(|h| !needed.contains(h)) {
+                s.exec(
+                    "DELETE FROM blobs WHERE hash = ?1 AND used_ms < ?2",
+                    params![hash, unused_before_ms as i64],
+                )?;
+                if !s.blob_known(&hash)? {
+                    gone.push(hash);
+                }
+            }
+            Ok(gone)
+        })
     }
 }

@@ -47,8 +47,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     manifest TEXT NOT NULL,
     state TEXT NOT NULL,
     created_unix INTEGER NOT NULL,
-    bundle TEXT
+    bundle TEXT,
+    client TEXT NOT NULL DEFAULT '',
+    ended_ms INTEGER
 );
+CREATE INDEX IF NOT EXISTS jobs_by_client ON jobs (client, created_unix);
 CREATE TABLE IF NOT EXISTS nonces (
     job_id TEXT NOT NULL, round INTEGER NOT NULL, nonce TEXT NOT NULL, revealed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, round)
@@ -142,7 +145,19 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         "queue_since",
         "INTEGER NOT NULL DEFAULT 0",
     )?;
+    add_column(conn, "jobs", "client", "TEXT NOT NULL DEFAULT ''")?;
+    add_column(conn, "jobs", "ended_ms", "INTEGER")?;
     Ok(())
+}
+
+/// After the schema: jobs stored before jobs had an owner column get it from their
+/// signed manifest, and finished ones an end time, so that tenancy and garbage
+/// collection see them.
+fn backfill(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "UPDATE jobs SET client = COALESCE(json_extract(manifest, '$.statement.client'), '') WHERE client = '';
+         UPDATE jobs SET ended_ms = created_unix * 1000 WHERE ended_ms IS NULL AND state IN ('done', 'failed');",
+    )
 }
 
 /// The SQLite store.
@@ -162,6 +177,7 @@ impl Store {
         migrate(&conn)
             .and_then(|()| conn.execute_batch(SCHEMA))
             .and_then(|()| conn.execute_batch(farm::FARM_SCHEMA))
+            .and_then(|()| backfill(&conn))
             .and_then(|()| conn.busy_timeout(std::time::Duration::from_secs(10)))
             .map_err(|source| StoreError::Sqlite {
                 path: p.clone(),
@@ -216,7 +232,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.atomically(|s| {
             let tx = &s.conn;
-            s.sql(tx.execute("INSERT INTO jobs (job_id, manifest, state, created_unix) VALUES (?1, ?2, 'queued', ?3)", params![job_id, manifest_json, created_unix as i64]))?;
+            s.sql(tx.execute("INSERT INTO jobs (job_id, manifest, state, created_unix, client) VALUES (?1, ?2, 'queued', ?3, COALESCE(json_extract(?2, '$.statement.client'), ''))", params![job_id, manifest_json, created_unix as i64]))?;
             for (i, n) in nonces.iter().enumerate() {
                 s.sql(tx.execute(
                     "INSERT INTO nonces (job_id, round, nonce) VALUES (?1, ?2, ?3)",
@@ -227,10 +243,14 @@ impl Store {
         })
     }
 
-    /// Set a job's state (`queued`, `rendering`, `verifying`, `done`, `failed`).
+    /// Set a job's state (`queued`, `rendering`, `verifying`, `done`, `failed`); a job
+    /// that ends (`done`, `failed`) is stamped with the time it ended, one that runs
+    /// again (a dispute) loses it.
     pub fn set_job_state(&self, job_id: &str, state: &str) -> Result<(), StoreError> {
         let r = self.conn.execute(
-            "UPDATE jobs SET state = ?2 WHERE job_id = ?1",
+            "UPDATE jobs SET state = ?2, ended_ms = CASE WHEN ?2 IN ('done', 'failed') \
+             THEN COALESCE(ended_ms, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) \
+             ELSE NULL END WHERE job_id = ?1",
             params![job_id, state],
         );
         self.sql(r).map(|_| ())
