@@ -74,7 +74,7 @@ enum Command {
     /// cross-class tolerance from them (docs/CALIBRATION.md).
     Calibrate(calibrate::CalibrateArgs),
     /// Run the coordinator daemon: HTTP API, store, and the job pipeline over RabbitMQ.
-    Coordinator(daemons::CoordinatorArgs),
+    Coordinator(Box<daemons::CoordinatorArgs>),
     /// Run a renderer node daemon: takes render tasks from RabbitMQ.
     Node(daemons::NodeArgs),
     /// Run a verifier daemon: re-renders sampled tiles and signs verdicts.
@@ -257,7 +257,7 @@ fn main() {
         Command::Compare(a) => compare_images(a),
         Command::Bench(c) => bench::run(c),
         Command::Calibrate(a) => calibrate::run(a),
-        Command::Coordinator(a) => daemons::coordinator(a, cli.print_config),
+        Command::Coordinator(a) => daemons::coordinator(*a, cli.print_config),
         Command::Node(a) => daemons::node(a, cli.print_config),
         Command::Verifier(a) => daemons::verifier(a, cli.print_config),
         Command::Submit(a) => farm::submit(a, cli.print_config),

@@ -26,6 +26,11 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// How `--print-config` shows a secret: a short hash, never the secret.
+fn redacted(secret: &str) -> String {
+    format!("*** ({})", &blake3::hash(secret.as_bytes()).to_hex()[..8])
+}
+
 /// Run with `--print-config` and parse the JSON it prints.
 fn config(cmd: &mut Command) -> Value {
     let out = run(cmd.arg("--print-config"));
@@ -110,7 +115,7 @@ token = "file-client-token"
     let cfg = config(node(&key).arg("--config").arg(&file));
     assert_eq!(cfg["slots"], 3);
     assert_eq!(cfg["name"], "file-name");
-    assert_eq!(cfg["token"], "file-node-token");
+    assert_eq!(cfg["token"], redacted("file-node-token"));
     assert_eq!(cfg["heartbeat_ms"], 700);
     assert_eq!(cfg["coordinator"], "http://file-top:1");
     // Environment over the file (the file named by TESSERA_CONFIG this time).
@@ -123,7 +128,7 @@ token = "file-client-token"
     );
     assert_eq!(cfg["slots"], 5);
     assert_eq!(cfg["coordinator"], "http://env:1");
-    assert_eq!(cfg["token"], "env-token");
+    assert_eq!(cfg["token"], redacted("env-token"));
     assert_eq!(cfg["name"], "file-name");
     // Flag over the environment.
     let cfg = config(
@@ -154,7 +159,7 @@ token = "file-client-token"
     // The client commands read [client].
     let cfg = config(tessera().arg("status").arg("--config").arg(&file));
     assert_eq!(cfg["coordinator"], "http://file-top:1");
-    assert_eq!(cfg["token"], "file-client-token");
+    assert_eq!(cfg["token"], redacted("file-client-token"));
 }
 
 #[test]
@@ -204,7 +209,7 @@ fn submit_defaults_match_render_and_come_from_the_config_file() {
     assert_eq!(job["tile_size"], 32);
     assert_eq!(job["requirements"]["class_id"], "ab".repeat(32).as_str());
     assert_eq!(job["requirements"]["min_memory_bytes"], 1024);
-    assert_eq!(cfg["client"]["token"], "t");
+    assert_eq!(cfg["client"]["token"], redacted("t"));
 }
 
 #[test]
@@ -217,7 +222,10 @@ fn coordinator_tokens_and_defaults() {
             .arg(dir.path())
             .env("TESSERA_API_TOKEN", "alice=one,two"),
     );
-    assert_eq!(cfg["api_tokens"], serde_json::json!(["alice=one", "two"]));
+    assert_eq!(
+        cfg["api_tokens"],
+        serde_json::json!([format!("alice={}", redacted("one")), format!("default={}", redacted("two"))])
+    );
     assert_eq!(cfg["listen"], "127.0.0.1:8700");
     assert_eq!(cfg["data"], dir.path().to_str().unwrap());
     assert_eq!(cfg["namespace"], "tessera");
@@ -228,7 +236,7 @@ fn coordinator_tokens_and_defaults() {
     )
     .unwrap();
     let cfg = config(tessera().args(["coordinator", "--config"]).arg(&file));
-    assert_eq!(cfg["api_tokens"], serde_json::json!(["a", "b"]));
+    assert_eq!(cfg["api_tokens"], serde_json::json!([format!("default={}", redacted("a")), format!("default={}", redacted("b"))]));
     assert_eq!(cfg["listen"], "0.0.0.0:9000");
     assert_eq!(cfg["lease_secs"], 7.0);
     assert_eq!(cfg["amqp"], "amqp://file:5672");
@@ -238,7 +246,7 @@ fn coordinator_tokens_and_defaults() {
             .arg(&file)
             .args(["--api-token", "flag", "--listen", "127.0.0.1:1"]),
     );
-    assert_eq!(cfg["api_tokens"], serde_json::json!(["flag"]));
+    assert_eq!(cfg["api_tokens"], serde_json::json!([format!("default={}", redacted("flag"))]));
     assert_eq!(cfg["listen"], "127.0.0.1:1");
 }
 
@@ -368,4 +376,86 @@ fn commands_against_a_closed_port_name_the_url() {
         assert_eq!(out.status.code(), Some(1), "{cmd:?}");
         assert!(stderr(&out).contains(&base), "{cmd:?}: {}", stderr(&out));
     }
+}
+
+#[test]
+fn secrets_come_from_files_and_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clients = dir.path().join("clients");
+    std::fs::write(
+        &clients,
+        "# studio tokens\nalice=alice-secret-token-1\n\nbob=bob-secret-token-22\n",
+    )
+    .unwrap();
+    let admin = dir.path().join("admin");
+    std::fs::write(&admin, "admin-secret-token-333\n").unwrap();
+    let out = run(tessera()
+        .args(["coordinator", "--amqp", "amqp://127.0.0.1:5672", "--data"])
+        .arg(dir.path())
+        .arg("--api-token-file")
+        .arg(&clients)
+        .arg("--admin-token-file")
+        .arg(&admin)
+        .args(["--node-token", "node-secret-token-4444", "--print-config"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    for secret in [
+        "alice-secret-token-1",
+        "bob-secret-token-22",
+        "admin-secret-token-333",
+        "node-secret-token-4444",
+    ] {
+        assert!(!printed.contains(secret), "{secret} printed: {printed}");
+    }
+    let cfg: Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(
+        cfg["api_tokens"],
+        serde_json::json!([
+            format!("alice={}", redacted("alice-secret-token-1")),
+            format!("bob={}", redacted("bob-secret-token-22")),
+        ])
+    );
+    assert_eq!(cfg["admin_token"], redacted("admin-secret-token-333"));
+    assert_eq!(cfg["node_token"], redacted("node-secret-token-4444"));
+    // A value and a file for one secret is a usage error.
+    let out = run(tessera()
+        .args(["coordinator", "--amqp", "amqp://h", "--api-token", "x"])
+        .args(["--admin-token", "admin-secret-token-333", "--admin-token-file"])
+        .arg(&admin));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--admin-token-file"), "{}", stderr(&out));
+}
+
+#[test]
+fn one_token_for_two_clients_or_roles_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = || {
+        let mut c = tessera();
+        c.args(["coordinator", "--amqp", "amqp://127.0.0.1:1", "--data"])
+            .arg(dir.path());
+        c
+    };
+    let out = run(coordinator().args([
+        "--api-token",
+        "alice=shared-token-value",
+        "--api-token",
+        "bob=shared-token-value",
+        "--print-config",
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("\"alice\"") && err.contains("\"bob\"") && err.contains("same token"),
+        "{err}"
+    );
+    assert!(!err.contains("shared-token-value"), "{err}");
+    let out = run(coordinator().args([
+        "--api-token",
+        "alice=a-client-token-that-is-long",
+        "--admin-token",
+        "a-client-token-that-is-long",
+        "--print-config",
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--admin-token"), "{}", stderr(&out));
 }

@@ -601,9 +601,17 @@ impl Farm {
         self.wait_state(job, &["done"], timeout)
     }
 
-    /// `tessera nodes --json`.
+    /// An operator command: the coordinator's URL and the admin token.
+    pub fn operator(&self, args: &[&str]) -> Command {
+        let mut c = tessera();
+        c.args(args)
+            .args(["--coordinator", &self.url, "--token", ADMIN_TOKEN]);
+        c
+    }
+
+    /// `tessera nodes --json` (an operator's view).
     pub fn nodes(&self) -> Vec<Value> {
-        let out = run_ok(&mut self.client(&["nodes", "--json"]));
+        let out = run_ok(&mut self.operator(&["nodes", "--json"]));
         serde_json::from_str(&out).expect("nodes --json prints JSON")
     }
 
@@ -616,9 +624,10 @@ impl Farm {
             .unwrap_or(0)
     }
 
-    /// `tessera ledger --json` as account → balance; asserts its total is 0.
+    /// `tessera ledger --json` (the operator's whole ledger) as account → balance;
+    /// asserts its total is 0.
     pub fn ledger(&self) -> BTreeMap<String, i64> {
-        let out = run_ok(&mut self.client(&["ledger", "--json"]));
+        let out = run_ok(&mut self.operator(&["ledger", "--json"]));
         let v: Value = serde_json::from_str(&out).expect("ledger --json prints JSON");
         assert_eq!(v["total"], 0, "the ledger's total is not 0: {v}");
         let accounts = v["accounts"].as_array().expect("ledger accounts");
