@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use tessera_coordinator::daemon::service::{check_settings, Limits, ServiceError};
 use tessera_protocol::statements::TaskNote;
 
 #[test]
@@ -620,4 +621,191 @@ fn replayed_stale_and_foreign_signals_do_nothing() {
         f.svc.handle_signal(&serde_json::to_vec(&stale).unwrap(), f.now).unwrap(),
         Handled::Refused(r) if r.contains("away from this coordinator's clock")
     ));
+}
+
+/// A submission with `settings` changed by `change`, for `client`, over `frames`, with
+/// `tile`-pixel tiles in batches of `batch`.
+fn submit_changed(
+    f: &Farm,
+    client: &str,
+    frames: (u32, u32),
+    tile: u32,
+    batch: u32,
+    change: impl FnOnce(&mut RenderSettings),
+) -> Result<String, ServiceError> {
+    f.fund(client);
+    let mut settings = RenderSettings {
+        width: 40,
+        height: 24,
+        spp: 4,
+        max_bounces: 2,
+        seed: 3,
+        camera: None,
+        frame_rate: Default::default(),
+    };
+    change(&mut settings);
+    f.svc.submit(
+        client,
+        "scene.glb",
+        [7; 32],
+        settings,
+        frames,
+        "economy",
+        Some(tile),
+        Some(batch),
+        Default::default(),
+        f.now,
+    )
+}
+
+/// Jobs, tasks and outbox rows in the store.
+fn written(f: &Farm) -> (usize, usize, usize) {
+    let c = rusqlite::Connection::open(&f.db).unwrap();
+    let n = |t: &str| -> usize {
+        c.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    (n("jobs"), n("tasks"), n("outbox"))
+}
+
+#[test]
+fn jobs_over_a_limit_and_settings_that_cannot_render_are_refused_before_anything_is_written() {
+    let f = Farm::with_config(ServiceConfig {
+        limits: Limits {
+            max_job_tasks: 100,
+            max_job_tiles: 1_000,
+            max_client_jobs: 2,
+            max_client_bytes: 1 << 20,
+        },
+        ..Farm::config()
+    });
+    f.register(&key(1), "node");
+    f.register(&key(2), "verifier");
+    let before = written(&f);
+    let refused = |r: Result<String, ServiceError>, field: &str| match r {
+        Err(ServiceError::Invalid(m)) => assert!(m.contains(field), "{field}: {m}"),
+        other => panic!("{field}: expected a refusal, got {other:?}"),
+    };
+    // 40×24 in 8-pixel tiles is 15 tiles a frame; batches of 1: 15 tasks a frame.
+    refused(submit_changed(&f, "studio", (0, 6), 8, 1, |_| {}), "max_job_tasks");
+    refused(submit_changed(&f, "studio", (0, 99), 8, 16, |_| {}), "max_job_tiles");
+    // The API's own maxima: the count must not overflow or wrap.
+    refused(
+        submit_changed(&f, "studio", (0, 99_999), 8, 1, |s| {
+            s.width = 16_384;
+            s.height = 16_384;
+        }),
+        "max_job_tiles",
+    );
+    refused(
+        submit_changed(&f, "studio", (0, 0), 16, 2, |s| {
+            s.frame_rate = tessera_protocol::FrameRate { num: 0, den: 0 }
+        }),
+        "settings.frame_rate",
+    );
+    refused(
+        submit_changed(&f, "studio", (0, 0), 16, 2, |s| s.max_bounces = u32::MAX),
+        "settings.max_bounces",
+    );
+    assert_eq!(written(&f), before, "a refused job wrote something");
+    // Within the limits it is accepted; a client's third unfinished job is a quota.
+    submit_changed(&f, "studio", (0, 5), 8, 1, |_| {}).unwrap();
+    submit_changed(&f, "studio", (0, 0), 16, 2, |_| {}).unwrap();
+    match submit_changed(&f, "studio", (0, 0), 16, 2, |_| {}) {
+        Err(ServiceError::Quota(m)) => assert!(m.contains("max_client_jobs"), "{m}"),
+        other => panic!("expected the client quota, got {other:?}"),
+    }
+    // Another client has its own.
+    submit_changed(&f, "rival", (0, 0), 16, 2, |_| {}).unwrap();
+}
+
+#[test]
+fn a_camera_the_scene_lacks_is_named() {
+    let cams = ["Main".to_string(), "Side".to_string()];
+    let mut s = RenderSettings {
+        width: 4,
+        height: 4,
+        spp: 1,
+        max_bounces: 1,
+        seed: 0,
+        camera: Some("Main".into()),
+        frame_rate: Default::default(),
+    };
+    check_settings(&s, &cams).unwrap();
+    s.camera = Some("Top".into());
+    let e = check_settings(&s, &cams).unwrap_err().to_string();
+    assert!(e.contains("settings.camera") && e.contains("\"Top\"") && e.contains("\"Side\""), "{e}");
+    s.camera = None;
+    check_settings(&s, &[]).unwrap();
+}
+
+#[test]
+fn sessions_expire_when_the_worker_goes_quiet_and_are_kept_only_as_hashes() {
+    let mut cfg = Farm::config();
+    cfg.session_ttl_ms = 60_000;
+    let f = Farm::with_config(cfg);
+    let k = key(1);
+    let c = f.svc.challenge(f.now).unwrap();
+    let caps = caps(&f.renderer);
+    let reg = Signed::sign(
+        Registration {
+            role: "node".into(),
+            name: "quiet node".into(),
+            challenge: tessera_protocol::hexser::decode(&c).unwrap(),
+            coordinator: f.svc.public(),
+            capabilities: caps.digest(),
+        },
+        &k,
+    );
+    let session = f.try_register(&reg, &caps).unwrap();
+    // The store holds no copy of the token.
+    let c = rusqlite::Connection::open(&f.db).unwrap();
+    let stored: String = c
+        .query_row("SELECT session FROM workers", [], |r| r.get(0))
+        .unwrap();
+    assert_ne!(stored, session);
+    // Used within the TTL it lives on (each use renews it)...
+    let at = |ms| f.svc.worker_by_session(&session, ms);
+    assert!(at(f.now + 50_000).unwrap().is_some());
+    assert!(at(f.now + 100_000).unwrap().is_some());
+    // ...and after a quiet TTL it is refused; an unknown token is simply unknown.
+    match at(f.now + 100_000 + 60_001) {
+        Err(ServiceError::Forbidden(m)) => assert!(m.contains("expired"), "{m}"),
+        other => panic!("expected an expired session, got {other:?}"),
+    }
+    assert!(f.svc.worker_by_session("nope", f.now).unwrap().is_none());
+}
+
+#[test]
+fn blobs_no_live_job_lists_are_collected_after_their_retention() {
+    let f = Farm::new();
+    let store = f.svc.store();
+    let day = 86_400_000u64;
+    let (old, listed, fresh) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+    store.record_blob(&old, "studio", 10, day).unwrap();
+    store.record_blob(&old, "rival", 10, day).unwrap();
+    store.record_blob(&listed, "studio", 20, day).unwrap();
+    store.record_blob(&fresh, "studio", 30, 9 * day).unwrap();
+    // A running job lists `listed`.
+    f.register(&key(1), "node");
+    f.register(&key(2), "verifier");
+    let job = f.submit();
+    let listing = format!(r#"{{"entry":"s.gltf","files":{{"s.gltf":"{listed}"}}}}"#);
+    store
+        .insert_job_scene(&job, &"7".repeat(64), &"9".repeat(64), &listing)
+        .unwrap();
+    assert_eq!(store.client_blob_bytes("studio").unwrap(), 60);
+    assert!(store.client_has_blob(&old, "rival").unwrap());
+    // Retention: unused since before day 5, jobs ended before day 5.
+    let gone = store.collect_blobs(5 * day, 5 * day).unwrap();
+    assert_eq!(gone, vec![old.clone()], "only the old, unlisted blob goes");
+    assert!(!store.client_has_blob(&old, "rival").unwrap());
+    assert!(store.client_has_blob(&listed, "studio").unwrap());
+    assert!(store.client_has_blob(&fresh, "studio").unwrap());
+    assert_eq!(store.client_blob_bytes("studio").unwrap(), 50);
+    // Once the job has ended before the cut-off, its blobs go too.
+    store.set_job_state(&job, "failed").unwrap();
+    let ended = store.job_ended_ms(&job).unwrap().expect("an end time");
+    let gone = store.collect_blobs(5 * day, ended + 1).unwrap();
+    assert_eq!(gone, vec![listed]);
 }

@@ -1299,7 +1299,31 @@ async fn credit(State(st): State<ApiState>, body: Bytes) -> Answer<Json<CreditRe
 
 #[cfg(test)]
 mod tests {
-    use super::check_relative_path;
+    use super::{check_relative_path, sanitize, Throttle, MAX_MESSAGE, WARN_EVERY_MS};
+
+    #[test]
+    fn text_from_requests_cannot_forge_log_lines_or_grow_answers() {
+        let forged = "node\n2026-12-05T00:00:00Z ERROR admin logged in\r";
+        let clean = sanitize(forged);
+        assert!(!clean.contains('\n') && !clean.contains('\r'), "{clean}");
+        assert!(clean.contains("\\n2026"), "{clean}");
+        let long = sanitize(&"x".repeat(20 << 20));
+        assert_eq!(long.chars().count(), MAX_MESSAGE + 1);
+        assert!(long.ends_with('…'));
+        assert_eq!(sanitize("plain"), "plain");
+    }
+
+    #[test]
+    fn refused_token_warnings_are_rate_limited_and_counted() {
+        let t = Throttle::default();
+        let start = 10 * WARN_EVERY_MS;
+        assert_eq!(t.allow(start), Some(0));
+        for i in 1..=500 {
+            assert_eq!(t.allow(start + i), None);
+        }
+        assert_eq!(t.allow(start + WARN_EVERY_MS), Some(500));
+        assert_eq!(t.allow(start + WARN_EVERY_MS + 1), None);
+    }
 
     #[test]
     fn scene_paths_stay_inside_the_scene_folder() {
