@@ -379,9 +379,11 @@ impl Service {
                 r.role
             )));
         }
-        if r.name.is_empty() || r.name.len() > 64 || r.name.chars().any(char::is_control) {
+        let allowed = |c: char| c.is_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-');
+        let n = r.name.chars().count();
+        if n == 0 || n > 64 || !r.name.chars().all(allowed) {
             return Err(ServiceError::Invalid(
-                "registration.name: 1 to 64 printable characters".into(),
+                "registration.name: 1 to 64 letters, digits, spaces, '.', '_' or '-'".into(),
             ));
         }
         if r.coordinator != self.public() {
