@@ -809,3 +809,22 @@ fn blobs_no_live_job_lists_are_collected_after_their_retention() {
     let gone = store.collect_blobs(5 * day, ended + 1).unwrap();
     assert_eq!(gone, vec![listed]);
 }
+
+#[test]
+fn registration_challenges_anyone_may_ask_for_are_bounded() {
+    let f = Farm::new();
+    let store = f.svc.store();
+    let now = 1_000_000;
+    for i in 0..3 {
+        assert!(store
+            .insert_challenge(&format!("c{i}"), now, now + 300_000, 3)
+            .unwrap());
+    }
+    assert!(!store.insert_challenge("c3", now, now + 300_000, 3).unwrap());
+    // Once they expire, room is made again.
+    assert!(store
+        .insert_challenge("c4", now + 300_001, now + 600_001, 3)
+        .unwrap());
+    assert!(!store.take_challenge("c0", now + 300_001).unwrap());
+    assert!(store.take_challenge("c4", now + 300_002).unwrap());
+}

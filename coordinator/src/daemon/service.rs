@@ -49,6 +49,8 @@ pub const MAX_FRAMES: u32 = 100_000;
 pub const MAX_SIGNAL_NOTES: usize = 4096;
 /// The largest single operator credit (10^15 micro-credits).
 pub const MAX_CREDIT: u64 = 1_000_000_000_000_000;
+/// Registration challenges waiting to be used at once (anyone may ask for one).
+pub const MAX_CHALLENGES: u64 = 10_000;
 /// Most bounces a job may ask for (Blender's own maximum); the renderer's loop is
 /// bounded by it.
 pub const MAX_BOUNCES: u32 = 1024;
@@ -357,7 +359,14 @@ impl Service {
     /// A fresh single-use registration challenge (hex), valid for five minutes.
     pub fn challenge(&self, now_ms: u64) -> Result<String, ServiceError> {
         let c = hex::encode(random32());
-        self.store.insert_challenge(&c, now_ms + 300_000)?;
+        if !self
+            .store
+            .insert_challenge(&c, now_ms, now_ms + 300_000, MAX_CHALLENGES)?
+        {
+            return Err(ServiceError::Quota(format!(
+                "{MAX_CHALLENGES} registrations are in progress, the most the coordinator keeps: try again in a few minutes"
+            )));
+        }
         Ok(c)
     }
 

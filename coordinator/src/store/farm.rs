@@ -718,17 +718,31 @@ impl Store {
         )? == 1)
     }
 
-    /// Remember a registration challenge.
-    pub fn insert_challenge(&self, challenge: &str, expires_ms: u64) -> Result<(), StoreError> {
+    /// Remember a registration challenge, forgetting those expired by `now_ms`, unless
+    /// `max` unexpired ones are waiting already: then `false` (anyone may ask for a
+    /// challenge, so their number is bounded).
+    pub fn insert_challenge(
+        &self,
+        challenge: &str,
+        now_ms: u64,
+        expires_ms: u64,
+        max: u64,
+    ) -> Result<bool, StoreError> {
         self.exec(
             "DELETE FROM challenges WHERE expires_ms < ?1",
-            params![expires_ms as i64 - 3_600_000],
+            params![now_ms as i64],
         )?;
+        let waiting = self
+            .one("SELECT COUNT(*) FROM challenges", [], |r| r.get::<_, i64>(0))?
+            .unwrap_or(0);
+        if waiting as u64 >= max {
+            return Ok(false);
+        }
         self.exec(
             "INSERT INTO challenges (challenge, expires_ms) VALUES (?1, ?2)",
             params![challenge, expires_ms as i64],
         )
-        .map(|_| ())
+        .map(|_| true)
     }
 
     /// Use up a challenge: true if it existed and had not expired.
