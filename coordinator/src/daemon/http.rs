@@ -15,6 +15,7 @@ use super::service::{check_settings, Service, ServiceError, MAX_EDGE};
 use super::{now_ms, DaemonConfig, SceneInspector, Shared};
 use crate::store::Store;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -200,6 +201,12 @@ impl From<crate::store::StoreError> for Fail {
 }
 
 type Answer<T> = Result<T, Fail>;
+
+/// A JSON route's body, or its rejection (too large: 413; broken off or too slow) as an
+/// `ApiError` naming `what`.
+fn body_of(what: &str, body: Result<Bytes, BytesRejection>) -> Answer<Bytes> {
+    body.map_err(|e| Fail::new(e.status(), format!("{what} body: {}", e.body_text())))
+}
 
 /// Logs a kind of warning at most once per [`WARN_EVERY_MS`], with how many were
 /// left out in between, so a stranger's requests cannot flood the log.
@@ -503,7 +510,11 @@ async fn challenge(State(st): State<ApiState>) -> Answer<Json<ChallengeResponse>
     }))
 }
 
-async fn register(State(st): State<ApiState>, body: Bytes) -> Answer<Json<RegisterResponse>> {
+async fn register(
+    State(st): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<Json<RegisterResponse>> {
+    let body = body_of("register", body)?;
     let req: RegisterRequest = serde_json::from_slice(&body).map_err(|e| {
         Fail::new(
             StatusCode::BAD_REQUEST,
@@ -829,9 +840,10 @@ pub fn check_relative_path(p: &str) -> Result<(), String> {
 async fn submit(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Answer<Json<JobAccepted>> {
     let client = caller.client()?.to_string();
+    let body = body_of("job submission", body)?;
     let sub: JobSubmission = serde_json::from_slice(&body).map_err(|e| {
         Fail::new(
             StatusCode::BAD_REQUEST,
@@ -1275,7 +1287,11 @@ async fn ledger(
 
 /// `POST /v1/credits` (admin token): the operator credits a client's balance or a
 /// node's stake with money that came in from outside the farm.
-async fn credit(State(st): State<ApiState>, body: Bytes) -> Answer<Json<CreditResponse>> {
+async fn credit(
+    State(st): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<Json<CreditResponse>> {
+    let body = body_of("credit", body)?;
     let req: CreditRequest = serde_json::from_slice(&body).map_err(|e| {
         Fail::new(
             StatusCode::BAD_REQUEST,

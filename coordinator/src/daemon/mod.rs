@@ -182,10 +182,8 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The coordinator's key: `DIR/coordinator.key`, created (mode 0600) on first start.
-/// Check who may take which role, and say loudly at start-up what is open: a farm
-/// without a node token takes any key as a node, and one that grants the verifier role
-/// to nobody cannot accept jobs.
+/// Check the tokens that grant roles and name clients: long enough (the role tokens),
+/// and no two the same.
 pub fn check_grants(cfg: &DaemonConfig) -> Result<(), DaemonError> {
     for (flag, t) in [
         ("--node-token", &cfg.node_token),
@@ -226,15 +224,21 @@ pub fn check_grants(cfg: &DaemonConfig) -> Result<(), DaemonError> {
             }
         }
     }
+    Ok(())
+}
+
+/// Say loudly at start-up what is open: a farm without a node token takes any key as a
+/// node, and one that grants the verifier role to nobody cannot accept jobs.
+fn warn_open_roles(cfg: &DaemonConfig) {
     if cfg.node_token.is_none() {
         tracing::warn!("no --node-token: ANY key that reaches the API may register as a node (it starts with no stake and trust 0)");
     }
     if cfg.verifier_token.is_none() && cfg.verifier_keys.is_empty() {
         tracing::warn!("neither --verifier-key nor --verifier-token: NO key can register as a verifier, so no job can be submitted");
     }
-    Ok(())
 }
 
+/// The coordinator's key: `DIR/coordinator.key`, created (mode 0600) on first start.
 fn load_or_create_key(dir: &Path) -> Result<SecretKey, DaemonError> {
     let path = dir.join("coordinator.key");
     let data_err = |reason: String| DaemonError::Data {
@@ -404,6 +408,7 @@ pub async fn run_with_bus<B: Bus>(
         ));
     }
     check_grants(&cfg)?;
+    warn_open_roles(&cfg);
     let key = load_or_create_key(&cfg.data_dir)?;
     let db = cfg.data_dir.join("coordinator.db");
     let store = Store::open(&db)?;
