@@ -59,6 +59,29 @@ pub enum SceneError {
         /// The configured bound.
         limit: u64,
     },
+    /// The scene would cost more than a budget of [`crate::SceneLimits`] allows; charged
+    /// from headers and accessor counts before anything is decoded, e.g. `bomb.glb:
+    /// images[0]: scene budget: textures decode to 2147483648 bytes, more than
+    /// max_texture_bytes (1073741824 bytes)`.
+    #[error(
+        "{file}: {field}: scene budget: {what} {value}{unit}, more than {budget} ({limit}{unit})"
+    )]
+    Budget {
+        /// The scene file.
+        file: String,
+        /// The glTF field whose charge crossed the budget.
+        field: String,
+        /// What was counted, e.g. `textures decode to`.
+        what: &'static str,
+        /// The total charged so far, this field included.
+        value: u64,
+        /// The unit of `value` and `limit` with a leading space, e.g. ` bytes`.
+        unit: &'static str,
+        /// The [`crate::SceneLimits`] field, e.g. `max_texture_bytes`.
+        budget: &'static str,
+        /// Its configured value.
+        limit: u64,
+    },
 }
 
 /// Why the GPU could not be set up or a tile could not be rendered.

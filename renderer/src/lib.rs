@@ -5,6 +5,9 @@
 //! [`Gpu::new`] (adapter, device and the compiled path-tracing pipeline) →
 //! [`SceneRenderer::new`] (materials, textures and environment uploaded once, geometry
 //! per frame) → [`tessera_protocol::TileRenderer::render_tile`] (canonical tile bytes).
+//! [`Scene::inspect`] is the cheap check a service runs before accepting a scene: the
+//! same structural checks, scene budget ([`SceneLimits`]), content hash, cameras and
+//! file list as [`Scene::load`], without decoding images or vertex data.
 //!
 //! # Determinism rules
 //! These are what verification relies on; every change to the renderer must keep them.
@@ -85,7 +88,8 @@
 //! lookups, anything else bilinear between texel centres; minFilter and mipmaps are not
 //! used (many samples per pixel and the pixel filter average minified textures; this
 //! matches Cycles' Linear/Closest interpolation without mipmaps). Images are PNG or JPEG,
-//! decoded to 8-bit RGBA (16-bit PNGs are reduced) under `max_texture_pixels`, and
+//! decoded to 8-bit RGBA (16-bit PNGs are reduced) under `max_texture_pixels` and
+//! `max_texture_bytes` (charged from the headers before decoding), and
 //! shelf-packed into square `rgba8uint` array layers (pages of 4096², or the largest
 //! image side; one smaller page for small scenes).
 //!
@@ -169,7 +173,7 @@ mod scene;
 pub use error::{RenderError, SceneError};
 pub use gpu::Gpu;
 pub use render::{encode_canonical, SceneRenderer, MAX_BOUNCES, MAX_IMAGE_SIDE, MAX_SPP};
-pub use scene::{LoadOptions, Scene, SceneLimits, SceneStats};
+pub use scene::{LoadOptions, Scene, SceneInfo, SceneLimits, SceneStats};
 
 /// The WGSL source of the path tracer; its BLAKE3 hash is part of the determinism class.
 pub const SHADER_SOURCE: &str = include_str!("shaders/pathtrace.wgsl");

@@ -276,8 +276,8 @@ fn limits_are_enforced_and_named() {
     let err = tight(|l| l.max_triangles = 20);
     assert!(
         err.starts_with("box.glb: meshes[")
-            && err.contains("triangles (after instancing) 2")
-            && err.contains("limit of 20"),
+            && err.contains(": scene budget: mesh instances have 2")
+            && err.contains("triangles, more than max_triangles (20 triangles)"),
         "{err}"
     );
     let err = tight(|l| l.max_file_bytes = 100);

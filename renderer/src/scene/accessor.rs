@@ -115,29 +115,35 @@ pub(crate) fn read(
     let components = components_of(ty);
     let csize = component_size(ct);
     let elem_size = components * csize;
-    let mut values = vec![0.0f64; count * components];
-    if let Some(view_idx) = acc.buffer_view {
-        let (bytes, stride) = view_bytes(root, buffers, view_idx.value())?;
-        let stride = stride.unwrap_or(elem_size);
-        if stride < elem_size {
-            return Err(format!("accessors[{idx}]: byteStride {stride} is smaller than the element size {elem_size}"));
-        }
-        let offset = acc.byte_offset.map_or(0, |o| o.0);
-        if count > 0 {
-            let needed = (count as u64 - 1)
-                .checked_mul(stride as u64)
-                .and_then(|v| v.checked_add(offset))
-                .and_then(|v| v.checked_add(elem_size as u64));
-            if needed.is_none_or(|n| n > bytes.len() as u64) {
-                return Err(format!(
-                    "accessors[{idx}] ({count} elements, offset {offset}, stride {stride}) reads past \
-                     the end of bufferViews[{}] ({} bytes)",
-                    view_idx.value(),
-                    bytes.len()
-                ));
+    // The data is checked to lie inside its view before anything is allocated for it.
+    let dense = match acc.buffer_view {
+        Some(view_idx) => {
+            let (bytes, stride) = view_bytes(root, buffers, view_idx.value())?;
+            let stride = stride.unwrap_or(elem_size);
+            if stride < elem_size {
+                return Err(format!("accessors[{idx}]: byteStride {stride} is smaller than the element size {elem_size}"));
             }
+            let offset = acc.byte_offset.map_or(0, |o| o.0);
+            if count > 0 {
+                let needed = (count as u64 - 1)
+                    .checked_mul(stride as u64)
+                    .and_then(|v| v.checked_add(offset))
+                    .and_then(|v| v.checked_add(elem_size as u64));
+                if needed.is_none_or(|n| n > bytes.len() as u64) {
+                    return Err(format!(
+                        "accessors[{idx}] ({count} elements, offset {offset}, stride {stride}) reads past \
+                         the end of bufferViews[{}] ({} bytes)",
+                        view_idx.value(),
+                        bytes.len()
+                    ));
+                }
+            }
+            Some((bytes, stride, offset as usize))
         }
-        let offset = offset as usize;
+        None => None,
+    };
+    let mut values = vec![0.0f64; count * components];
+    if let Some((bytes, stride, offset)) = dense {
         for (i, out) in values.chunks_exact_mut(components).enumerate() {
             let base = offset + i * stride;
             for (c, value) in out.iter_mut().enumerate() {

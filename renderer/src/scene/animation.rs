@@ -143,49 +143,16 @@ impl Animations {
         for (a, anim) in root.animations.iter().enumerate() {
             let label = anim_label(a, anim.name.as_deref());
             let mut warned_weights = false;
-            for (c, channel) in anim.channels.iter().enumerate() {
-                let field = |rest: &str| format!("animations[{a}].channels[{c}].{rest}");
-                let s = channel.sampler.value();
-                let Some(sampler) = anim.samplers.get(s) else {
-                    return Err((
-                        field("sampler"),
-                        format!(
-                            "sampler {s} does not exist ({} samplers)",
-                            anim.samplers.len()
-                        ),
-                    ));
-                };
-                let node = channel.target.node.value();
-                if node >= root.nodes.len() {
-                    return Err((
-                        field("target.node"),
-                        format!("node {node} does not exist ({} nodes)", root.nodes.len()),
-                    ));
-                }
-                let path = match channel.target.path {
-                    Checked::Valid(Property::Translation) => TrsPath::Translation,
-                    Checked::Valid(Property::Rotation) => TrsPath::Rotation,
-                    Checked::Valid(Property::Scale) => TrsPath::Scale,
-                    Checked::Valid(Property::MorphTargetWeights) => {
-                        if !std::mem::replace(&mut warned_weights, true) {
-                            warn(format!(
-                                "{label}: morph target weights are not supported; ignored"
-                            ));
-                        }
-                        continue;
-                    }
-                    Checked::Invalid => {
-                        return Err((field("target.path"), "unknown target path".into()));
-                    }
-                };
-                if root.nodes[node].matrix.is_some() {
-                    warn(format!(
-                        "{label}: channels[{c}] animates the {} of nodes[{node}], which has a \
-                         matrix (glTF forbids animating it); ignored",
-                        path.name()
-                    ));
+            for c in 0..anim.channels.len() {
+                let Some(ChannelTarget {
+                    sampler: s,
+                    node,
+                    path,
+                }) = channel_target(root, a, c, &label, &mut warned_weights, warn)?
+                else {
                     continue;
-                }
+                };
+                let sampler = &anim.samplers[s];
                 let track = match track_of.get(&(a, s, path)) {
                     Some(&t) => t,
                     None => {
@@ -254,6 +221,93 @@ impl Animations {
         }
         poses
     }
+}
+
+/// Whether any node is animated: [`Animations::parse`] of the same document, when it
+/// succeeds, gives non-empty animations exactly when this is true. Channels are checked
+/// and warned about as `parse` does; keyframe data is not read.
+pub(crate) fn animates_nodes(
+    root: &Root,
+    warn: &mut dyn FnMut(String),
+) -> Result<bool, (String, String)> {
+    let mut animated = false;
+    for (a, anim) in root.animations.iter().enumerate() {
+        let label = anim_label(a, anim.name.as_deref());
+        let mut warned_weights = false;
+        for c in 0..anim.channels.len() {
+            animated |= channel_target(root, a, c, &label, &mut warned_weights, warn)?.is_some();
+        }
+    }
+    Ok(animated)
+}
+
+/// What a rendered channel animates, and with which sampler of its animation.
+struct ChannelTarget {
+    sampler: usize,
+    node: usize,
+    path: TrsPath,
+}
+
+/// Channel `c` of animation `a`, or `None` (with a warning) for
+/// a channel that is not rendered: morph target weights (warned once per animation,
+/// through `warned_weights`) and channels on nodes with a matrix.
+fn channel_target(
+    root: &Root,
+    a: usize,
+    c: usize,
+    label: &str,
+    warned_weights: &mut bool,
+    warn: &mut dyn FnMut(String),
+) -> Result<Option<ChannelTarget>, (String, String)> {
+    let anim = &root.animations[a];
+    let channel = &anim.channels[c];
+    let field = |rest: &str| format!("animations[{a}].channels[{c}].{rest}");
+    let s = channel.sampler.value();
+    if s >= anim.samplers.len() {
+        return Err((
+            field("sampler"),
+            format!(
+                "sampler {s} does not exist ({} samplers)",
+                anim.samplers.len()
+            ),
+        ));
+    }
+    let node = channel.target.node.value();
+    if node >= root.nodes.len() {
+        return Err((
+            field("target.node"),
+            format!("node {node} does not exist ({} nodes)", root.nodes.len()),
+        ));
+    }
+    let path = match channel.target.path {
+        Checked::Valid(Property::Translation) => TrsPath::Translation,
+        Checked::Valid(Property::Rotation) => TrsPath::Rotation,
+        Checked::Valid(Property::Scale) => TrsPath::Scale,
+        Checked::Valid(Property::MorphTargetWeights) => {
+            if !std::mem::replace(warned_weights, true) {
+                warn(format!(
+                    "{label}: morph target weights are not supported; ignored"
+                ));
+            }
+            return Ok(None);
+        }
+        Checked::Invalid => {
+            return Err((field("target.path"), "unknown target path".into()));
+        }
+    };
+    if root.nodes[node].matrix.is_some() {
+        warn(format!(
+            "{label}: channels[{c}] animates the {} of nodes[{node}], which has a \
+             matrix (glTF forbids animating it); ignored",
+            path.name()
+        ));
+        return Ok(None);
+    }
+    Ok(Some(ChannelTarget {
+        sampler: s,
+        node,
+        path,
+    }))
 }
 
 /// Read and validate sampler `s` of animation `a` as the keyframes of `path`.

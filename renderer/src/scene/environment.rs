@@ -8,6 +8,8 @@
 //! then `u = 0.5 + atan2(d'.z, d'.x) / 2π` (left to right in the file) and
 //! `t = acos(d'.y) / π` (top to bottom in the file: the image's first row is straight up).
 
+use std::io::{BufReader, Read, Seek, SeekFrom};
+
 use serde_json::Value;
 
 use super::material::FieldError;
@@ -128,22 +130,38 @@ pub(crate) fn parse_spec(s: usize, extras: Option<&Value>) -> Result<Option<EnvS
     Ok(Some(spec))
 }
 
+/// Width and height of a Radiance HDR or OpenEXR image from its header, reading nothing
+/// else; only the sides are bounded here (by the decoder's limit), the pixels are charged
+/// to the scene budget by the caller.
+pub(crate) fn read_header<R: Read + Seek>(mut data: R) -> Result<(u32, u32), String> {
+    let mut magic = Vec::with_capacity(32);
+    (&mut data)
+        .take(32)
+        .read_to_end(&mut magic)
+        .and_then(|_| data.seek(SeekFrom::Start(0)))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let format = environment_format(&magic)?;
+    let mut reader = image::ImageReader::with_format(BufReader::new(data), format);
+    reader.limits(limits_for(u64::MAX));
+    reader
+        .into_dimensions()
+        .map_err(|e| format!("cannot read the {format:?} header: {e}"))
+}
+
+fn environment_format(magic: &[u8]) -> Result<image::ImageFormat, String> {
+    match image::guess_format(magic) {
+        Ok(f @ (image::ImageFormat::Hdr | image::ImageFormat::OpenExr)) => Ok(f),
+        Ok(other) => Err(format!(
+            "is {other:?}; the environment image must be Radiance HDR (.hdr) or OpenEXR (.exr)"
+        )),
+        Err(_) => Err("is neither Radiance HDR nor OpenEXR".into()),
+    }
+}
+
 /// Decode a Radiance HDR or OpenEXR image to linear RGBA f32 (`max_pixels` bounds it).
 pub(crate) fn decode_hdr(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32, Vec<f32>), String> {
-    let format = match image::guess_format(bytes) {
-        Ok(f @ (image::ImageFormat::Hdr | image::ImageFormat::OpenExr)) => f,
-        Ok(other) => {
-            return Err(format!(
-                "is {other:?}; the environment image must be Radiance HDR (.hdr) or OpenEXR (.exr)"
-            ))
-        }
-        Err(_) => return Err("is neither Radiance HDR nor OpenEXR".into()),
-    };
-    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
-    reader.limits(limits_for(max_pixels));
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| format!("cannot read the {format:?} header: {e}"))?;
+    let format = environment_format(bytes)?;
+    let (w, h) = read_header(std::io::Cursor::new(bytes))?;
     if u64::from(w) * u64::from(h) > max_pixels {
         return Err(format!(
             "{w}x{h} pixels exceed the remaining texture pixel budget of {max_pixels}"

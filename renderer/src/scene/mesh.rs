@@ -46,6 +46,47 @@ fn label(kind: &str, idx: usize, name: Option<&str>) -> String {
     }
 }
 
+/// Refuse a triangle primitive whose NORMAL, TEXCOORD_0/1 or TANGENT (the attributes
+/// [`decode`] reads) has another count than POSITION, from the accessors' declared counts:
+/// checked before anything is read, so the vertex budget on POSITION also bounds what the
+/// other attributes allocate. Other primitives are skipped by [`decode`] and not checked.
+pub(crate) fn check_counts(root: &Root, m: usize, p: usize) -> Result<(), FieldError> {
+    let prim = &root.meshes[m].primitives[p];
+    if !matches!(
+        prim.mode,
+        Checked::Valid(Mode::Triangles | Mode::TriangleStrip | Mode::TriangleFan)
+    ) {
+        return Ok(());
+    }
+    let attr = |s: Semantic| prim.attributes.get(&Checked::Valid(s)).map(|i| i.value());
+    let Some(pos_idx) = attr(Semantic::Positions) else {
+        return Ok(());
+    };
+    let count = |idx: usize| root.accessors.get(idx).map_or(0, |a| a.count.0);
+    let n_vertices = count(pos_idx);
+    let has_normals = attr(Semantic::Normals).is_some();
+    for (semantic, name) in [
+        (Semantic::Normals, "NORMAL"),
+        (Semantic::TexCoords(0), "TEXCOORD_0"),
+        (Semantic::TexCoords(1), "TEXCOORD_1"),
+        (Semantic::Tangents, "TANGENT"),
+    ] {
+        if semantic == Semantic::Tangents && !has_normals {
+            continue;
+        }
+        if let Some(idx) = attr(semantic) {
+            let len = count(idx);
+            if len != n_vertices {
+                return Err((
+                    format!("meshes[{m}].primitives[{p}].attributes.{name}"),
+                    format!("has {len} elements but POSITION has {n_vertices}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Decode primitive `p` of mesh `m`. `normal_uv` is the texture coordinate set of the
 /// material's normal texture (tangents are needed only then). `Ok(None)` = skipped (not
 /// triangles), with a warning.

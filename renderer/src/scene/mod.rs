@@ -6,50 +6,89 @@
 //! the GLB `BIN` chunk, or relative paths that stay inside the scene's own folder. Every
 //! size is bounded by [`SceneLimits`], and every refusal names the file and the glTF field.
 //! Features the renderer does not draw are listed by name in [`Scene::warnings`].
+//!
+//! [`Scene::load`] and [`Scene::inspect`] share one front half ([`Loader::prepare`]):
+//! parsing and structural checks, URI confinement, hashing, and charging the scene budget
+//! ([`budget`]) from image headers and accessor counts. Only `load` then decodes.
 
 mod accessor;
 mod animation;
+mod budget;
 pub(crate) mod environment;
 mod format;
 pub(crate) mod material;
 mod math;
 mod mesh;
+mod source;
 pub(crate) mod texture;
 mod uri;
 pub(crate) mod world;
 
 use std::collections::BTreeSet;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use gltf::json::mesh::{Mode, Semantic};
-use gltf::json::validation::Checked;
 use gltf::json::Root;
 use serde_json::Value;
 
 use crate::error::SceneError;
 use animation::Animations;
-use environment::{EnvImage, Environment};
+use budget::{Budget, Exceeded};
+use environment::{EnvImage, EnvSpec, Environment};
+use format::ImageInfo;
 use material::GpuMaterial;
 use mesh::semantic_name;
 use mesh::PrimData;
+use source::Blob;
 use texture::TextureSet;
 use uri::{ReadError, UriRefusal, UriTarget};
 pub(crate) use world::{CameraDef, Projection, World};
 
-/// Upper bounds on what a scene may contain; exceeding one is an error naming the field.
+/// Upper bounds on what a scene may contain and cost; exceeding one is an error naming
+/// the glTF field and the bound.
+///
+/// The `max_texture_*`, `max_environment_pixels`, `max_vertices`, `max_primitives` and
+/// `max_triangles` fields are the scene budget: they are charged from image headers and
+/// accessor counts before anything is decoded, by [`Scene::load`] and [`Scene::inspect`]
+/// alike, and a refusal is a [`SceneError::Budget`] naming the field. The defaults admit
+/// every sample scene and large production scenes (an 8K × 4K HDR environment with
+/// fourteen 4K textures, 20 million triangles after instancing).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SceneLimits {
-    /// Bytes of the scene file itself and of each external file.
+    /// Bytes of the scene file itself and of each external file. Default 1 GiB.
     pub max_file_bytes: u64,
     /// Bytes of all buffers together (GLB BIN chunk, data URIs and external files).
+    /// Default 1 GiB.
     pub max_buffer_bytes: u64,
-    /// Triangles after instancing (every node that uses a mesh adds its triangles).
+    /// Triangles after instancing: every node that uses a mesh adds its primitives'
+    /// triangles, counted from the index (else POSITION) accessor counts. Default 20
+    /// million.
     pub max_triangles: u64,
-    /// Pixels of all images together (read from PNG/JPEG headers, never decoded).
+    /// Vertices after instancing: every node that uses a mesh adds each primitive's
+    /// POSITION count, so an accessor shared by several primitives or nodes is counted at
+    /// each reference (each is decoded and instantiated on its own). Default 60 million
+    /// (a 20-million-triangle soup without indices).
+    pub max_vertices: u64,
+    /// Primitive references: mesh instances × their primitives. Default 1 million.
+    pub max_primitives: u64,
+    /// Pixels of all images together, the environment image included (from the image
+    /// headers). Default 2²⁸ (16 images of 4096²).
     pub max_texture_pixels: u64,
+    /// Bytes that all images together decode to, material textures and the environment
+    /// image, from their headers: a PNG's decoder output by colour type and bit depth
+    /// plus its RGBA8 copy (4 bytes per pixel for 8-bit RGBA, 8 for RGB, 12 for 16-bit
+    /// RGBA), a JPEG 3 per component plus 4 (13 for colour), the environment 32 per pixel
+    /// (its RGBA f32 copy and the decoder's f32 output or the sampling tables). Default
+    /// 4 GiB: the pixel bound's worth of 8-bit RGB PNGs (2²⁸ × 8 bytes = 2 GiB) plus an
+    /// 8K × 4K environment (2²⁵ × 32 bytes = 1 GiB), with room for 16-bit PNGs.
+    pub max_texture_bytes: u64,
+    /// Pixels of the environment image (`scenes[s].extras.tessera_environment.image`),
+    /// from its HDR/EXR header. Default 2²⁶ (twice an 8K × 4K panorama).
+    pub max_environment_pixels: u64,
     /// Punctual lights placed in the scene (each is sampled at every path vertex).
+    /// Default 1024.
     pub max_lights: u64,
 }
 
@@ -59,13 +98,17 @@ impl Default for SceneLimits {
             max_file_bytes: 1 << 30,
             max_buffer_bytes: 1 << 30,
             max_triangles: 20_000_000,
+            max_vertices: 60_000_000,
+            max_primitives: 1_000_000,
             max_texture_pixels: 268_435_456,
+            max_texture_bytes: 4 << 30,
+            max_environment_pixels: 1 << 26,
             max_lights: 1024,
         }
     }
 }
 
-/// Options for [`Scene::load`].
+/// Options for [`Scene::load`] and [`Scene::inspect`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Size bounds.
@@ -92,6 +135,31 @@ pub struct SceneStats {
     pub texture_count: usize,
     /// Whether the scene has animations (geometry is instantiated per frame).
     pub animated: bool,
+}
+
+/// What [`Scene::inspect`] finds out about a scene without decoding it. For a scene that
+/// [`Scene::load`] accepts, every field equals what the loaded scene reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SceneInfo {
+    /// [`Scene::content_hash`].
+    pub content_hash: [u8; 32],
+    /// [`Scene::camera_names`]: names in scene order, the first is the default.
+    pub cameras: Vec<String>,
+    /// [`Scene::is_animated`].
+    pub animated: bool,
+    /// Triangles after instancing ([`Scene::triangle_count`]), charged to `max_triangles`.
+    pub triangles: u64,
+    /// Vertices after instancing, charged to `max_vertices` (see [`SceneLimits`]).
+    pub vertices: u64,
+    /// Primitive references, charged to `max_primitives`.
+    pub primitives: u64,
+    /// Decoded bytes of all images, charged to `max_texture_bytes`.
+    pub texture_bytes: u64,
+    /// Pixels of the environment image (0 without one), charged to
+    /// `max_environment_pixels`.
+    pub environment_pixels: u64,
+    /// [`Scene::files`]: the external files, in load order.
+    pub files: Vec<PathBuf>,
 }
 
 /// What the loader keeps of a scene: everything that does not depend on the time.
@@ -138,7 +206,7 @@ impl Scene {
     /// folder; all sizes are checked against `opts.limits`.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Scene, SceneError> {
         let started = Instant::now();
-        let mut scene = Loader::new(path, &opts.limits)?.load()?;
+        let mut scene = Loader::new(path, &opts.limits, Mode::Load)?.load()?;
         scene.stats.load_ms = started.elapsed().as_secs_f64() * 1e3;
         let s = &scene.stats;
         tracing::info!(
@@ -157,6 +225,37 @@ impl Scene {
             "scene loaded"
         );
         Ok(scene)
+    }
+
+    /// Check a `.glb` or `.gltf` file cheaply, without decoding it: what [`Scene::load`]
+    /// checks before it decodes (the JSON and its structure, URI confinement, the sizes of
+    /// `opts.limits`, the whole scene budget from image headers and accessor counts, the
+    /// cameras' projections and the animation channels), and the same content hash,
+    /// cameras and file list. Images and vertex data are not decoded, the world is not
+    /// instantiated and no BVH is built; external files (and a GLB's body) are hashed as
+    /// streams through a fixed buffer and only image headers are read from them.
+    ///
+    /// What only decoding finds (a corrupt image body, a non-finite position, an
+    /// out-of-range index, an invalid material value or keyframe) can still make a scene
+    /// that passes inspection fail to load.
+    pub fn inspect(path: &Path, opts: &LoadOptions) -> Result<SceneInfo, SceneError> {
+        let started = Instant::now();
+        let loader = Loader::new(path, &opts.limits, Mode::Inspect)?;
+        let file = loader.file.clone();
+        let info = loader.inspect()?;
+        tracing::info!(
+            scene = %file,
+            triangles = info.triangles,
+            vertices = info.vertices,
+            primitives = info.primitives,
+            texture_bytes = info.texture_bytes,
+            environment_pixels = info.environment_pixels,
+            cameras = info.cameras.len(),
+            animated = info.animated,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "scene inspected"
+        );
+        Ok(info)
     }
 
     /// The scene file's name, as used in messages.
@@ -225,13 +324,61 @@ impl Scene {
     }
 }
 
+/// How the loader treats the bytes it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Read everything into memory and decode it ([`Scene::load`]).
+    Load,
+    /// Hash external files and a GLB's body as streams and read only headers
+    /// ([`Scene::inspect`]).
+    Inspect,
+}
+
+/// The scene file: read whole, or (a GLB under inspect) hashed and left on disk.
+enum MainFile {
+    Memory(Vec<u8>),
+    Glb { len: u64 },
+}
+
+/// What the rendered scene graph places, in the depth-first order (children in array
+/// order) that [`world::instantiate`] walks; the graph's shape does not change with time.
+struct Graph {
+    /// (node, mesh) of every mesh instance.
+    meshes: Vec<(usize, usize)>,
+    /// (node, camera) of every node with a camera.
+    cameras: Vec<(usize, usize)>,
+}
+
+/// The environment as the scene specifies it, its image (if any) fetched, hashed and
+/// charged from its header but not decoded: (field, bytes).
+struct EnvSource {
+    spec: EnvSpec,
+    image: Option<(String, Blob)>,
+}
+
+/// A document checked, hashed and charged to the budget: what load and inspect share.
+struct Prepared {
+    root: Root,
+    raw: Value,
+    buffers: Vec<Blob>,
+    /// The bytes of every image, by index.
+    images: Vec<Blob>,
+    environment: Option<EnvSource>,
+    /// Root nodes of the rendered scene.
+    roots: Vec<usize>,
+    graph: Graph,
+}
+
 struct Loader<'a> {
     file: String,
+    path: PathBuf,
     folder: PathBuf,
+    mode: Mode,
+    main: MainFile,
     /// External files read so far, relative to `folder` (see [`Scene::files`]).
     files: Vec<PathBuf>,
-    bytes: Vec<u8>,
     limits: &'a SceneLimits,
+    budget: Budget<'a>,
     hasher: blake3::Hasher,
     warnings: Vec<String>,
 }
@@ -244,13 +391,15 @@ fn label(kind: &str, idx: usize, name: Option<&str>) -> String {
 }
 
 impl<'a> Loader<'a> {
-    fn new(path: &Path, limits: &'a SceneLimits) -> Result<Self, SceneError> {
+    /// Read (or, for a GLB under inspect, stream) and hash the scene file.
+    fn new(path: &Path, limits: &'a SceneLimits, mode: Mode) -> Result<Self, SceneError> {
         let file = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        let bytes = match uri::read_bounded(path, limits.max_file_bytes) {
-            Ok(b) => b,
+        let mut hasher = blake3::Hasher::new();
+        let main = match read_main(path, limits.max_file_bytes, mode, &mut hasher) {
+            Ok(main) => main,
             Err(ReadError::Io(source)) => return Err(SceneError::Io { file, source }),
             Err(ReadError::TooLarge(value)) => {
                 return Err(SceneError::Limit {
@@ -270,14 +419,15 @@ impl<'a> Loader<'a> {
             file: parent.display().to_string(),
             source,
         })?;
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(&bytes);
         Ok(Self {
             file,
+            path: path.to_path_buf(),
             folder,
+            mode,
+            main,
             files: Vec::new(),
-            bytes,
             limits,
+            budget: Budget::new(limits),
             hasher,
             warnings: Vec::new(),
         })
@@ -302,31 +452,142 @@ impl<'a> Loader<'a> {
         self.invalid(field, reason)
     }
 
+    fn exceeded(&self, e: Exceeded) -> SceneError {
+        SceneError::Budget {
+            file: self.file.clone(),
+            field: e.field,
+            what: e.what,
+            value: e.value,
+            unit: e.unit,
+            budget: e.budget,
+            limit: e.limit,
+        }
+    }
+
+    /// A read error on bytes the loader already holds or has hashed (`what` names them).
+    fn read_error(&self, what: &str, source: std::io::Error) -> SceneError {
+        SceneError::Io {
+            file: format!("{}: {what}", self.file),
+            source,
+        }
+    }
+
     fn load(mut self) -> Result<Scene, SceneError> {
-        let bytes = std::mem::take(&mut self.bytes);
-        // A file cut inside the 4-byte magic is still a (truncated) GLB.
-        let glb_magic =
-            bytes.starts_with(b"glTF") || (!bytes.is_empty() && b"glTF".starts_with(&bytes));
-        let (json, bin) = if glb_magic {
-            let glb = format::parse_glb(&bytes).map_err(|reason| SceneError::NotGltf {
-                file: self.file.clone(),
-                reason,
-            })?;
-            (glb.json, glb.bin)
-        } else {
-            (&bytes[..], None)
+        let prepared = self.prepare()?;
+        self.build(prepared)
+    }
+
+    fn inspect(mut self) -> Result<SceneInfo, SceneError> {
+        let prepared = self.prepare()?;
+        let root = &prepared.root;
+        let mut warnings = Vec::new();
+        let mut cameras = Vec::new();
+        for &(node, cam) in &prepared.graph.cameras {
+            let name = world::camera_name(root, cam, node);
+            let projection = world::projection(root, cam, &name, &mut |w| warnings.push(w))
+                .map_err(|e| self.field_error(e))?;
+            if projection.is_some() {
+                cameras.push(name);
+            }
+        }
+        let animated = animation::animates_nodes(root, &mut |w| warnings.push(w))
+            .map_err(|e| self.field_error(e))?;
+        for w in warnings {
+            self.warn(w);
+        }
+        let used = self.budget.used();
+        Ok(SceneInfo {
+            content_hash: *self.hasher.finalize().as_bytes(),
+            cameras,
+            animated,
+            triangles: used.triangles,
+            vertices: used.vertices,
+            primitives: used.primitives,
+            texture_bytes: used.texture_bytes,
+            environment_pixels: used.environment_pixels,
+            files: std::mem::take(&mut self.files),
+        })
+    }
+
+    /// Everything before decoding: the document and its structure, buffers and images
+    /// fetched (and hashed) in load order, the environment image's header, the scene
+    /// graph, and the whole budget charged.
+    fn prepare(&mut self) -> Result<Prepared, SceneError> {
+        let (root, raw, bin) = self.document()?;
+        let buffers = self.load_buffers(&root, bin)?;
+        let images = self.check_images(&root, &buffers)?;
+        self.warn_document_features(&root);
+        let environment = self.environment_source(&root, &raw)?;
+        let roots = self.scene_roots(&root);
+        let graph = self.scene_graph(&root, &roots)?;
+        self.budget
+            .charge_geometry(&root, &graph.meshes)
+            .map_err(|e| self.exceeded(e))?;
+        let used_meshes: BTreeSet<usize> = graph.meshes.iter().map(|&(_, m)| m).collect();
+        for &m in &used_meshes {
+            for p in 0..root.meshes[m].primitives.len() {
+                mesh::check_counts(&root, m, p).map_err(|e| self.field_error(e))?;
+            }
+        }
+        Ok(Prepared {
+            root,
+            raw,
+            buffers,
+            images,
+            environment,
+            roots,
+            graph,
+        })
+    }
+
+    /// The typed and the raw JSON document, and the GLB `BIN` chunk.
+    fn document(&mut self) -> Result<(Root, Value, Option<Blob>), SceneError> {
+        let not_gltf = |file: &str, reason: String| SceneError::NotGltf {
+            file: file.to_string(),
+            reason,
         };
-        let root = self.parse_json(json)?;
+        let (json, bin) = match std::mem::replace(&mut self.main, MainFile::Memory(Vec::new())) {
+            MainFile::Memory(bytes) => {
+                // A file cut inside the 4-byte magic is still a (truncated) GLB.
+                let glb_magic = bytes.starts_with(b"glTF")
+                    || (!bytes.is_empty() && b"glTF".starts_with(&bytes));
+                if glb_magic {
+                    let glb = format::parse_glb(&bytes).map_err(|r| not_gltf(&self.file, r))?;
+                    (glb.json.to_vec(), glb.bin.map(|b| Blob::Memory(b.to_vec())))
+                } else {
+                    (bytes, None)
+                }
+            }
+            MainFile::Glb { len } => {
+                let whole = Blob::File {
+                    path: self.path.clone(),
+                    offset: 0,
+                    len,
+                };
+                let mut reader = whole
+                    .reader()
+                    .map_err(|e| self.read_error("GLB header", e))?;
+                let layout = format::glb_layout(len, &mut reader);
+                if let Some(e) = reader.take_error() {
+                    return Err(self.read_error("GLB header", e));
+                }
+                let layout = layout.map_err(|r| not_gltf(&self.file, r))?;
+                let json = whole
+                    .range(layout.json.start, layout.json.end - layout.json.start)
+                    .into_vec()
+                    .map_err(|e| self.read_error("GLB JSON chunk", e))?;
+                let bin = layout.bin.map(|r| whole.range(r.start, r.end - r.start));
+                (json, bin)
+            }
+        };
+        let root = self.parse_json(&json)?;
         // The typed document drops what the crate does not model (KHR_texture_transform,
         // scene extras); those are read from the raw JSON.
-        let raw: Value = serde_json::from_slice(json).map_err(|e| SceneError::NotGltf {
+        let raw: Value = serde_json::from_slice(&json).map_err(|e| SceneError::NotGltf {
             file: self.file.clone(),
             reason: format!("invalid JSON: {e}"),
         })?;
-        let buffers = self.load_buffers(&root, bin)?;
-        let (image_bytes, header_pixels) = self.check_images(&root, &buffers)?;
-        self.warn_document_features(&root);
-        self.build(root, &raw, buffers, image_bytes, header_pixels)
+        Ok((root, raw, bin))
     }
 
     fn parse_json(&mut self, json: &[u8]) -> Result<Root, SceneError> {
@@ -403,13 +664,9 @@ impl<'a> Loader<'a> {
         }
     }
 
-    /// Read the bytes behind a URI field, hashing external files.
-    fn fetch(
-        &mut self,
-        field: &str,
-        uri_text: &str,
-        max_bytes: u64,
-    ) -> Result<Vec<u8>, SceneError> {
+    /// Fetch the bytes behind a URI field, hashing external files: read into memory under
+    /// load, streamed through the hasher and left on disk under inspect.
+    fn fetch(&mut self, field: &str, uri_text: &str, max_bytes: u64) -> Result<Blob, SceneError> {
         let refuse = |reason: String| SceneError::Uri {
             file: self.file.clone(),
             field: field.to_string(),
@@ -418,11 +675,29 @@ impl<'a> Loader<'a> {
         };
         match uri::resolve(uri_text, &self.folder, max_bytes) {
             Err(UriRefusal(reason)) => Err(refuse(reason)),
-            Ok(UriTarget::Data(data)) => Ok(data),
+            Ok(UriTarget::Data(data)) => Ok(Blob::Memory(data)),
             Ok(UriTarget::File { path, relative }) => {
                 let cap = max_bytes.min(self.limits.max_file_bytes);
-                let data = match uri::read_bounded(&path, cap) {
-                    Ok(d) => d,
+                let read = match self.mode {
+                    Mode::Load => uri::read_bounded(&path, cap).map(|data| {
+                        self.hasher.update(&(uri_text.len() as u64).to_le_bytes());
+                        self.hasher.update(uri_text.as_bytes());
+                        self.hasher.update(&(data.len() as u64).to_le_bytes());
+                        self.hasher.update(&data);
+                        Blob::Memory(data)
+                    }),
+                    Mode::Inspect => {
+                        self.hasher.update(&(uri_text.len() as u64).to_le_bytes());
+                        self.hasher.update(uri_text.as_bytes());
+                        source::hash_file(&path, cap, &mut self.hasher).map(|len| Blob::File {
+                            path,
+                            offset: 0,
+                            len,
+                        })
+                    }
+                };
+                let blob = match read {
+                    Ok(blob) => blob,
                     Err(ReadError::Io(e)) => return Err(refuse(format!("cannot read: {e}"))),
                     Err(ReadError::TooLarge(n)) => {
                         return Err(refuse(format!(
@@ -430,15 +705,11 @@ impl<'a> Loader<'a> {
                         )))
                     }
                 };
-                self.hasher.update(&(uri_text.len() as u64).to_le_bytes());
-                self.hasher.update(uri_text.as_bytes());
-                self.hasher.update(&(data.len() as u64).to_le_bytes());
-                self.hasher.update(&data);
                 let relative = PathBuf::from(relative);
                 if !self.files.contains(&relative) {
                     self.files.push(relative);
                 }
-                Ok(data)
+                Ok(blob)
             }
         }
     }
@@ -446,8 +717,8 @@ impl<'a> Loader<'a> {
     fn load_buffers(
         &mut self,
         root: &Root,
-        bin: Option<&[u8]>,
-    ) -> Result<Vec<Vec<u8>>, SceneError> {
+        mut bin: Option<Blob>,
+    ) -> Result<Vec<Blob>, SceneError> {
         let mut buffers = Vec::with_capacity(root.buffers.len());
         let mut total = 0u64;
         for (i, buffer) in root.buffers.iter().enumerate() {
@@ -465,8 +736,8 @@ impl<'a> Loader<'a> {
             let remaining = self.limits.max_buffer_bytes - total;
             let mut data = match &buffer.uri {
                 Some(u) => self.fetch(&format!("{field}.uri"), u, remaining)?,
-                None => match bin {
-                    Some(b) if i == 0 => b.to_vec(),
+                None => match bin.take() {
+                    Some(b) if i == 0 => b,
                     _ => {
                         return Err(self.invalid(
                             field,
@@ -475,7 +746,7 @@ impl<'a> Loader<'a> {
                     }
                 },
             };
-            if (data.len() as u64) < declared {
+            if data.len() < declared {
                 return Err(self.invalid(
                     format!("{field}.byteLength"),
                     format!(
@@ -484,54 +755,41 @@ impl<'a> Loader<'a> {
                     ),
                 ));
             }
-            data.truncate(declared as usize);
+            data.truncate(declared);
             total += declared;
             buffers.push(data);
         }
         Ok(buffers)
     }
 
-    /// Read every image's bytes (hashing external files) and check the pixel budget from
-    /// PNG/JPEG headers. Returns the bytes by image index and the header pixel total.
-    fn check_images(
-        &mut self,
-        root: &Root,
-        buffers: &[Vec<u8>],
-    ) -> Result<(Vec<Vec<u8>>, u64), SceneError> {
-        let mut total_pixels = 0u64;
+    /// Fetch every image's bytes (hashing external files) and charge each to the budget
+    /// from its PNG/JPEG header. Returns the bytes by image index.
+    fn check_images(&mut self, root: &Root, buffers: &[Blob]) -> Result<Vec<Blob>, SceneError> {
         let mut all = Vec::with_capacity(root.images.len());
         for (i, image) in root.images.iter().enumerate() {
             let field = format!("images[{i}]");
-            let data: Vec<u8> = if let Some(u) = &image.uri {
+            let data = if let Some(u) = &image.uri {
                 self.fetch(&format!("{field}.uri"), u, self.limits.max_file_bytes)?
             } else if let Some(view) = image.buffer_view {
                 let v = &root.buffer_views[view.value()];
                 let buffer = &buffers[v.buffer.value()];
                 let start = v.byte_offset.map_or(0, |o| o.0);
                 let end = start.saturating_add(v.byte_length.0);
-                if end > buffer.len() as u64 {
+                if end > buffer.len() {
                     return Err(self.invalid(
                         format!("{field}.bufferView"),
                         format!("bufferViews[{}] lies outside its buffer", view.value()),
                     ));
                 }
-                buffer[start as usize..end as usize].to_vec()
+                buffer.range(start, v.byte_length.0)
             } else {
                 return Err(self.invalid(field, "has neither uri nor bufferView"));
             };
-            match format::image_size(&data) {
-                Some(Ok((w, h))) => {
-                    total_pixels = total_pixels.saturating_add(u64::from(w) * u64::from(h));
-                    if total_pixels > self.limits.max_texture_pixels {
-                        return Err(SceneError::Limit {
-                            file: self.file.clone(),
-                            field,
-                            what: "texture pixels",
-                            value: total_pixels,
-                            limit: self.limits.max_texture_pixels,
-                        });
-                    }
-                }
+            match self.image_header(&field, &data)? {
+                Some(Ok(info)) => self
+                    .budget
+                    .charge_image(&field, &info)
+                    .map_err(|e| self.exceeded(e))?,
                 Some(Err(reason)) => return Err(self.invalid(field, reason)),
                 None => {
                     let name = label("image", i, image.name.as_deref());
@@ -540,7 +798,61 @@ impl<'a> Loader<'a> {
             }
             all.push(data);
         }
-        Ok((all, total_pixels))
+        Ok(all)
+    }
+
+    /// The PNG/JPEG header of an image (`None` for other formats), read without the rest.
+    fn image_header(
+        &self,
+        field: &str,
+        data: &Blob,
+    ) -> Result<Option<Result<ImageInfo, String>>, SceneError> {
+        let mut reader = data.reader().map_err(|e| self.read_error(field, e))?;
+        let header = format::image_header(&mut reader);
+        match reader.take_error() {
+            Some(e) => Err(self.read_error(field, e)),
+            None => Ok(header),
+        }
+    }
+
+    /// The background the scene specifies (`scenes[s].extras.tessera_environment`), its
+    /// image fetched and charged from its header.
+    fn environment_source(
+        &mut self,
+        root: &Root,
+        raw: &Value,
+    ) -> Result<Option<EnvSource>, SceneError> {
+        if root.scenes.is_empty() {
+            return Ok(None);
+        }
+        let s = root.scene.map_or(0, |s| s.value());
+        let extras = raw
+            .get("scenes")
+            .and_then(|v| v.get(s))
+            .and_then(|v| v.get("extras"));
+        let Some(spec) = environment::parse_spec(s, extras).map_err(|e| self.field_error(e))?
+        else {
+            return Ok(None);
+        };
+        let image = match &spec.image_uri {
+            None => None,
+            Some(uri) => {
+                let field = format!("scenes[{s}].extras.tessera_environment.image");
+                let data = self.fetch(&field, uri, self.limits.max_file_bytes)?;
+                let mut reader = data.reader().map_err(|e| self.read_error(&field, e))?;
+                let header = environment::read_header(&mut reader);
+                if let Some(e) = reader.take_error() {
+                    return Err(self.read_error(&field, e));
+                }
+                let (width, height) =
+                    header.map_err(|reason| self.invalid(field.clone(), reason))?;
+                self.budget
+                    .charge_environment(&field, width, height)
+                    .map_err(|e| self.exceeded(e))?;
+                Some((field, data))
+            }
+        };
+        Ok(Some(EnvSource { spec, image }))
     }
 
     fn warn_document_features(&mut self, root: &Root) {
@@ -584,16 +896,16 @@ impl<'a> Loader<'a> {
             .collect()
     }
 
-    /// Mesh instances of the scene graph as (node, mesh), without transforms (the graph's
-    /// shape does not change with time).
-    fn mesh_instances(
-        &self,
-        root: &Root,
-        roots: &[usize],
-    ) -> Result<Vec<(usize, usize)>, SceneError> {
+    /// Walk the scene graph from `roots`, refusing cycles, nodes with two parents and more
+    /// punctual lights than `max_lights`.
+    fn scene_graph(&self, root: &Root, roots: &[usize]) -> Result<Graph, SceneError> {
         let mut visited = vec![false; root.nodes.len()];
         let mut stack: Vec<usize> = roots.iter().rev().copied().collect();
-        let mut out = Vec::new();
+        let mut graph = Graph {
+            meshes: Vec::new(),
+            cameras: Vec::new(),
+        };
+        let mut lights = 0u64;
         while let Some(idx) = stack.pop() {
             if std::mem::replace(&mut visited[idx], true) {
                 return Err(self.invalid(
@@ -603,26 +915,54 @@ impl<'a> Loader<'a> {
             }
             let node = &root.nodes[idx];
             if let Some(mesh) = node.mesh {
-                out.push((idx, mesh.value()));
+                graph.meshes.push((idx, mesh.value()));
+            }
+            if let Some(cam) = node.camera {
+                graph.cameras.push((idx, cam.value()));
+            }
+            let has_light = node
+                .extensions
+                .as_ref()
+                .is_some_and(|e| e.khr_lights_punctual.is_some());
+            if has_light {
+                lights += 1;
+                if lights > self.limits.max_lights {
+                    return Err(self.field_error(world::too_many_lights(
+                        idx,
+                        lights,
+                        self.limits.max_lights,
+                    )));
+                }
             }
             for child in node.children.iter().flatten().rev() {
                 stack.push(child.value());
             }
         }
-        Ok(out)
+        Ok(graph)
     }
 
-    fn build(
-        &mut self,
-        root: Root,
-        raw: &Value,
-        buffers: Vec<Vec<u8>>,
-        image_bytes: Vec<Vec<u8>>,
-        header_pixels: u64,
-    ) -> Result<Scene, SceneError> {
-        let roots = self.scene_roots(&root);
-        let instances = self.mesh_instances(&root, &roots)?;
-        self.check_triangle_budget(&root, &instances)?;
+    fn build(&mut self, prepared: Prepared) -> Result<Scene, SceneError> {
+        let Prepared {
+            root,
+            raw,
+            buffers,
+            images,
+            environment,
+            roots,
+            graph,
+        } = prepared;
+        let raw = &raw;
+        let instances = graph.meshes;
+        let buffers = buffers
+            .into_iter()
+            .map(Blob::into_vec)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.read_error("buffers", e))?;
+        let image_bytes = images
+            .into_iter()
+            .map(Blob::into_vec)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.read_error("images", e))?;
         let default_material = root.materials.len() as u32;
         let mut used_meshes = BTreeSet::new();
         let mut used_materials = BTreeSet::new();
@@ -727,7 +1067,7 @@ impl<'a> Loader<'a> {
             }
         }
 
-        let environment = self.environment(&root, raw, header_pixels)?;
+        let environment = self.decode_environment(environment)?;
         let mut warnings = Vec::new();
         let animations = Animations::parse(&root, &buffers, &mut |w| warnings.push(w))
             .map_err(|e| self.field_error(e))?;
@@ -785,23 +1125,10 @@ impl<'a> Loader<'a> {
         })
     }
 
-    /// The background of the rendered scene (`scenes[s].extras.tessera_environment`).
-    fn environment(
-        &mut self,
-        root: &Root,
-        raw: &Value,
-        header_pixels: u64,
-    ) -> Result<Environment, SceneError> {
-        if root.scenes.is_empty() {
-            return Ok(Environment::default());
-        }
-        let s = root.scene.map_or(0, |s| s.value());
-        let extras = raw
-            .get("scenes")
-            .and_then(|v| v.get(s))
-            .and_then(|v| v.get("extras"));
-        let Some(spec) = environment::parse_spec(s, extras).map_err(|e| self.field_error(e))?
-        else {
+    /// Decode the environment image (already charged to the budget) and build its
+    /// sampling tables.
+    fn decode_environment(&self, source: Option<EnvSource>) -> Result<Environment, SceneError> {
+        let Some(EnvSource { spec, image }) = source else {
             return Ok(Environment::default());
         };
         let mut env = Environment {
@@ -810,12 +1137,13 @@ impl<'a> Loader<'a> {
             rotation_deg: spec.rotation_deg,
             image: None,
         };
-        if let Some(uri) = spec.image_uri {
-            let field = format!("scenes[{s}].extras.tessera_environment.image");
-            let bytes = self.fetch(&field, &uri, self.limits.max_file_bytes)?;
-            let budget = self.limits.max_texture_pixels.saturating_sub(header_pixels);
+        if let (Some((field, data)), Some(uri)) = (image, spec.image_uri) {
+            let bytes = data.into_vec().map_err(|e| self.read_error(&field, e))?;
+            let used = self.budget.used();
+            let image_pixels = used.texture_pixels - used.environment_pixels;
+            let budget = self.limits.max_texture_pixels.saturating_sub(image_pixels);
             let (width, height, rgba) = environment::decode_hdr(&bytes, budget)
-                .map_err(|reason| self.invalid(field.clone(), reason))?;
+                .map_err(|reason| self.invalid(field, reason))?;
             let (dist_w, dist_h, cdf) = environment::distribution(width, height, &rgba);
             env.image = Some(EnvImage {
                 uri,
@@ -829,42 +1157,40 @@ impl<'a> Loader<'a> {
         }
         Ok(env)
     }
+}
 
-    fn check_triangle_budget(
-        &self,
-        root: &Root,
-        instances: &[(usize, usize)],
-    ) -> Result<(), SceneError> {
-        let mut total = 0u64;
-        for &(_, mesh_idx) in instances {
-            for (p, prim) in root.meshes[mesh_idx].primitives.iter().enumerate() {
-                let vertices = match prim.indices {
-                    Some(i) => root.accessors[i.value()].count.0,
-                    None => prim
-                        .attributes
-                        .get(&Checked::Valid(Semantic::Positions))
-                        .map_or(0, |i| root.accessors[i.value()].count.0),
-                };
-                total = total.saturating_add(match prim.mode {
-                    Checked::Valid(Mode::Triangles) => vertices / 3,
-                    Checked::Valid(Mode::TriangleStrip | Mode::TriangleFan) => {
-                        vertices.saturating_sub(2)
-                    }
-                    _ => 0,
-                });
-                if total > self.limits.max_triangles {
-                    return Err(SceneError::Limit {
-                        file: self.file.clone(),
-                        field: format!("meshes[{mesh_idx}].primitives[{p}]"),
-                        what: "triangles (after instancing)",
-                        value: total,
-                        limit: self.limits.max_triangles,
-                    });
-                }
-            }
+/// Read the scene file into `hasher`: whole into memory, except a GLB under inspect,
+/// which is streamed through the hasher and left on disk.
+fn read_main(
+    path: &Path,
+    max_bytes: u64,
+    mode: Mode,
+    hasher: &mut blake3::Hasher,
+) -> Result<MainFile, ReadError> {
+    if mode == Mode::Inspect {
+        let mut file = std::fs::File::open(path).map_err(ReadError::Io)?;
+        let len = file.metadata().map_err(ReadError::Io)?.len();
+        if len > max_bytes {
+            return Err(ReadError::TooLarge(len));
         }
-        Ok(())
+        let mut magic = Vec::with_capacity(4);
+        (&mut file)
+            .take(4)
+            .read_to_end(&mut magic)
+            .and_then(|_| file.rewind())
+            .map_err(ReadError::Io)?;
+        if magic == b"glTF" {
+            let len =
+                source::hash_stream(file.take(max_bytes + 1), hasher).map_err(ReadError::Io)?;
+            if len > max_bytes {
+                return Err(ReadError::TooLarge(len));
+            }
+            return Ok(MainFile::Glb { len });
+        }
     }
+    let bytes = uri::read_bounded(path, max_bytes)?;
+    hasher.update(&bytes);
+    Ok(MainFile::Memory(bytes))
 }
 
 fn validation_reason(error: &gltf::json::validation::Error) -> &'static str {

@@ -238,14 +238,7 @@ pub(crate) fn instantiate(
         if let Some(light_ref) = light_ref {
             lights.push(light(root, light_ref.light.value(), idx, &world)?);
             if lights.len() as u64 > data.max_lights {
-                return Err((
-                    format!("nodes[{idx}].extensions.KHR_lights_punctual"),
-                    format!(
-                        "punctual lights {} exceed the limit of {}",
-                        lights.len(),
-                        data.max_lights
-                    ),
-                ));
+                return Err(too_many_lights(idx, lights.len() as u64, data.max_lights));
             }
         }
         for child in node.children.iter().flatten().rev() {
@@ -393,22 +386,36 @@ pub(crate) fn instantiate(
     })
 }
 
-fn camera(
-    root: &Root,
-    cam_idx: usize,
-    node_idx: usize,
-    world: &Mat4,
-    warn: &mut dyn FnMut(String),
-) -> Result<Option<CameraDef>, FieldError> {
+/// The refusal of the light on node `node_idx`, the `count`th, above `max_lights`.
+pub(crate) fn too_many_lights(node_idx: usize, count: u64, max_lights: u64) -> FieldError {
+    (
+        format!("nodes[{node_idx}].extensions.KHR_lights_punctual"),
+        format!("punctual lights {count} exceed the limit of {max_lights}"),
+    )
+}
+
+/// The name camera `cam_idx` placed by node `node_idx` goes by: its own, else its node's,
+/// else `cameras[i]`.
+pub(crate) fn camera_name(root: &Root, cam_idx: usize, node_idx: usize) -> String {
     let cam = &root.cameras[cam_idx];
     let node = &root.nodes[node_idx];
-    let name = cam
-        .name
+    cam.name
         .clone()
         .filter(|n| !n.is_empty())
         .or_else(|| node.name.clone().filter(|n| !n.is_empty()))
-        .unwrap_or_else(|| format!("cameras[{cam_idx}]"));
-    let projection = match cam.type_ {
+        .unwrap_or_else(|| format!("cameras[{cam_idx}]"))
+}
+
+/// The validated projection of camera `cam_idx` (called `name`); `None`, with a warning,
+/// for a camera of an unknown type, which is skipped.
+pub(crate) fn projection(
+    root: &Root,
+    cam_idx: usize,
+    name: &str,
+    warn: &mut dyn FnMut(String),
+) -> Result<Option<Projection>, FieldError> {
+    let cam = &root.cameras[cam_idx];
+    Ok(Some(match cam.type_ {
         Checked::Valid(gltf::json::camera::Type::Perspective) => {
             let Some(p) = cam.perspective.as_ref() else {
                 return Err((
@@ -450,6 +457,19 @@ fn camera(
             warn(format!("camera {name:?}: unknown camera type; skipped"));
             return Ok(None);
         }
+    }))
+}
+
+fn camera(
+    root: &Root,
+    cam_idx: usize,
+    node_idx: usize,
+    world: &Mat4,
+    warn: &mut dyn FnMut(String),
+) -> Result<Option<CameraDef>, FieldError> {
+    let name = camera_name(root, cam_idx, node_idx);
+    let Some(projection) = projection(root, cam_idx, &name, warn)? else {
+        return Ok(None);
     };
     let basis = |v: [f64; 3]| math::normalize(math::vector(world, v));
     let (Some(right), Some(up), Some(forward)) = (
