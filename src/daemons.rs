@@ -560,16 +560,18 @@ struct CoordinatorSettings {
     retention_secs: f64,
 }
 
-/// The coordinator's check of a submitted scene: the renderer's loader, within its
-/// default budget.
+/// The coordinator's check of a submitted scene: the renderer's inspection, which runs
+/// every structural check and charges the whole budget (decoded texture bytes,
+/// environment pixels, vertices, primitives, triangles) from headers and accessor counts,
+/// and hashes the files, without decoding anything.
 pub(crate) fn scene_inspector() -> tessera_coordinator::daemon::SceneInspector {
     use tessera_coordinator::daemon::InspectedScene;
     use tessera_renderer::{LoadOptions, Scene};
     Arc::new(|entry: &Path| {
-        Scene::load(entry, &LoadOptions::default())
-            .map(|scene| InspectedScene {
-                content_hash: scene.content_hash(),
-                cameras: scene.camera_names(),
+        Scene::inspect(entry, &LoadOptions::default())
+            .map(|info| InspectedScene {
+                content_hash: info.content_hash,
+                cameras: info.cameras,
             })
             .map_err(|e| e.to_string())
     })
