@@ -187,6 +187,11 @@ async fn bench_one(a: &BenchPipelineArgs, bus_name: &str) -> Result<BusResult> {
         verifier_token: Some(BENCH_VERIFIER_TOKEN.into()),
         admin_token: Some(BENCH_ADMIN_TOKEN.into()),
         scene_inspector: Some(crate::daemons::scene_inspector()),
+        // All of the bench's jobs are in flight at once.
+        limits: tessera_coordinator::daemon::service::Limits {
+            max_client_jobs: u64::from(a.jobs).max(1),
+            ..Default::default()
+        },
         ..DaemonConfig::default()
     };
     let shutdown = CancellationToken::new();
@@ -238,9 +243,9 @@ async fn bench_one(a: &BenchPipelineArgs, bus_name: &str) -> Result<BusResult> {
     }
     // Submit every job, then wait until all are done.
     let client = ApiClient::new(&url, Some(token))?;
-    wait_for_workers(&client, a.nodes + 1).await?;
-    client
-        .with_token(BENCH_ADMIN_TOKEN.into())
+    let operator = client.with_token(BENCH_ADMIN_TOKEN.into());
+    wait_for_workers(&operator, a.nodes + 1).await?;
+    operator
         .credit(&tessera_api::CreditRequest {
             account: "client:default".into(),
             amount: tessera_coordinator::daemon::service::MAX_CREDIT,
@@ -323,6 +328,7 @@ async fn bench_one(a: &BenchPipelineArgs, bus_name: &str) -> Result<BusResult> {
     })
 }
 
+/// Wait until `n` workers registered (the nodes view is the operator's).
 async fn wait_for_workers(client: &ApiClient, n: u32) -> Result<()> {
     for _ in 0..500 {
         if let Ok(nodes) = client.nodes().await {
