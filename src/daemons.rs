@@ -683,7 +683,9 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
         || cfg.http.body_timeout.is_zero()
         || cfg.session_ttl.is_zero()
     {
-        usage!("--header-timeout-secs, --body-timeout-secs and --session-ttl-secs must be at least 1");
+        usage!(
+            "--header-timeout-secs, --body-timeout-secs and --session-ttl-secs must be at least 1"
+        );
     }
     if cfg.http.max_connections == 0
         || cfg.http.max_uploads == 0

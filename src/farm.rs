@@ -85,7 +85,12 @@ pub(crate) fn secret(
     if value.is_some() {
         usage!("--{flag} and --{flag}-file: give one of them");
     }
-    Ok(Some(read_secret_lines(flag, path)?.into_iter().next().unwrap_or_default()))
+    Ok(Some(
+        read_secret_lines(flag, path)?
+            .into_iter()
+            .next()
+            .unwrap_or_default(),
+    ))
 }
 
 /// The non-empty, non-comment (`#`) lines of a secrets file, trimmed.

@@ -224,7 +224,10 @@ fn coordinator_tokens_and_defaults() {
     );
     assert_eq!(
         cfg["api_tokens"],
-        serde_json::json!([format!("alice={}", redacted("one")), format!("default={}", redacted("two"))])
+        serde_json::json!([
+            format!("alice={}", redacted("one")),
+            format!("default={}", redacted("two"))
+        ])
     );
     assert_eq!(cfg["listen"], "127.0.0.1:8700");
     assert_eq!(cfg["data"], dir.path().to_str().unwrap());
@@ -236,7 +239,13 @@ fn coordinator_tokens_and_defaults() {
     )
     .unwrap();
     let cfg = config(tessera().args(["coordinator", "--config"]).arg(&file));
-    assert_eq!(cfg["api_tokens"], serde_json::json!([format!("default={}", redacted("a")), format!("default={}", redacted("b"))]));
+    assert_eq!(
+        cfg["api_tokens"],
+        serde_json::json!([
+            format!("default={}", redacted("a")),
+            format!("default={}", redacted("b"))
+        ])
+    );
     assert_eq!(cfg["listen"], "0.0.0.0:9000");
     assert_eq!(cfg["lease_secs"], 7.0);
     assert_eq!(cfg["amqp"], "amqp://file:5672");
@@ -246,7 +255,10 @@ fn coordinator_tokens_and_defaults() {
             .arg(&file)
             .args(["--api-token", "flag", "--listen", "127.0.0.1:1"]),
     );
-    assert_eq!(cfg["api_tokens"], serde_json::json!([format!("default={}", redacted("flag"))]));
+    assert_eq!(
+        cfg["api_tokens"],
+        serde_json::json!([format!("default={}", redacted("flag"))])
+    );
     assert_eq!(cfg["listen"], "127.0.0.1:1");
 }
 
@@ -420,10 +432,18 @@ fn secrets_come_from_files_and_are_never_printed() {
     // A value and a file for one secret is a usage error.
     let out = run(tessera()
         .args(["coordinator", "--amqp", "amqp://h", "--api-token", "x"])
-        .args(["--admin-token", "admin-secret-token-333", "--admin-token-file"])
+        .args([
+            "--admin-token",
+            "admin-secret-token-333",
+            "--admin-token-file",
+        ])
         .arg(&admin));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--admin-token-file"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--admin-token-file"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -52,8 +52,9 @@ const BOMB_KILL_KIB: u64 = 1024 * 1024;
 const BOMB_RSS_CEILING_KIB: u64 = 256 * 1024;
 
 /// The budget names a refused decode bomb's message may give.
-const BUDGETS: [&str; 5] = [
+const BUDGETS: [&str; 6] = [
     "max_texture_bytes",
+    "max_texture_pixels",
     "max_environment_pixels",
     "max_vertices",
     "max_primitives",
@@ -1015,17 +1016,27 @@ fn decode_bombs_are_refused() {
     let mut texture = gltf(1, 1, 3, |doc| {
         doc["meshes"][0]["primitives"][0]["material"] = json!(0);
         doc["materials"] = json!([{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}]);
-        doc["textures"] = json!([{"source": 0}]);
-        doc["images"] = json!([{"uri": "bomb.png"}]);
+        doc["meshes"][0]["primitives"][0]["material"] = json!(0);
+        doc["materials"] = json!([{"pbrMetallicRoughness": {
+            "baseColorTexture": {"index": 0},
+            "metallicRoughnessTexture": {"index": 1}
+        }}]);
+        doc["textures"] = json!([{"source": 0}, {"source": 1}]);
+        doc["images"] = json!([{"uri": "bomb.png"}, {"uri": "bomb2.png"}]);
     });
     texture.push(("bomb.png", png_bomb(16384)));
+    // Another file (another hash) with the same header: one such image (3 GiB decoded)
+    // is within the default budget, two are not.
+    let mut second = png_bomb(16384);
+    second.extend_from_slice(&png_chunk(b"tEXt", b"Comment\0second"));
+    texture.push(("bomb2.png", second));
     let mut environment = gltf(1, 1, 3, |doc| {
         doc["scenes"][0]["extras"] = json!({"tessera_environment": {"image": "sky.hdr"}});
     });
     environment.push(("sky.hdr", hdr_bomb(16000)));
     let bombs = [
         (
-            "a PNG texture declaring 16384x16384 16-bit RGBA (2 GiB decoded) in 300 bytes",
+            "two PNG textures each declaring 16384x16384 16-bit RGBA (6 GiB decoded) in 600 bytes",
             texture,
         ),
         (
@@ -1263,7 +1274,8 @@ fn clients_see_only_their_own() {
 #[test]
 fn concurrent_uploads_of_one_blob_all_succeed() {
     let _serial = serial();
-    let Some(farm) = Farm::start(&[], &[]) else {
+    // Eight at once from one client: more than its default four upload slots.
+    let Some(farm) = Farm::start(&["--max-uploads-per-client", "8"], &[]) else {
         return;
     };
     let at = addr(&farm);

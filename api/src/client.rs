@@ -139,10 +139,7 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     fn token(&self) -> String {
-        self.token
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.token.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A fresh token after `stale` was refused: registers again unless another request

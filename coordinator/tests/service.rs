@@ -687,8 +687,14 @@ fn jobs_over_a_limit_and_settings_that_cannot_render_are_refused_before_anything
         other => panic!("{field}: expected a refusal, got {other:?}"),
     };
     // 40×24 in 8-pixel tiles is 15 tiles a frame; batches of 1: 15 tasks a frame.
-    refused(submit_changed(&f, "studio", (0, 6), 8, 1, |_| {}), "max_job_tasks");
-    refused(submit_changed(&f, "studio", (0, 99), 8, 16, |_| {}), "max_job_tiles");
+    refused(
+        submit_changed(&f, "studio", (0, 6), 8, 1, |_| {}),
+        "max_job_tasks",
+    );
+    refused(
+        submit_changed(&f, "studio", (0, 99), 8, 16, |_| {}),
+        "max_job_tiles",
+    );
     // The API's own maxima: the count must not overflow or wrap.
     refused(
         submit_changed(&f, "studio", (0, 99_999), 8, 1, |s| {
@@ -734,7 +740,10 @@ fn a_camera_the_scene_lacks_is_named() {
     check_settings(&s, &cams).unwrap();
     s.camera = Some("Top".into());
     let e = check_settings(&s, &cams).unwrap_err().to_string();
-    assert!(e.contains("settings.camera") && e.contains("\"Top\"") && e.contains("\"Side\""), "{e}");
+    assert!(
+        e.contains("settings.camera") && e.contains("\"Top\"") && e.contains("\"Side\""),
+        "{e}"
+    );
     s.camera = None;
     check_settings(&s, &[]).unwrap();
 }

@@ -205,7 +205,52 @@ type Answer<T> = Result<T, Fail>;
 /// A JSON route's body, or its rejection (too large: 413; broken off or too slow) as an
 /// `ApiError` naming `what`.
 fn body_of(what: &str, body: Result<Bytes, BytesRejection>) -> Answer<Bytes> {
-    body.map_err(|e| Fail::new(e.status(), format!("{what} body: {}", e.body_text())))
+    body.map_err(|e| {
+        if timed_out(&e) {
+            return Fail::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("{what} body: the client stopped sending it"),
+            );
+        }
+        Fail::new(e.status(), format!("{what} body: {}", e.body_text()))
+    })
+}
+
+/// Whether a body failed because it stalled ([`HttpLimits::body_timeout`]).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Refuse a request whose declared body (`Content-Length`) is over `limit` at once, with
+/// 413, before any of it is read (a body without a length is cut at the limit while it
+/// is read).
+async fn declared_limit(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => {
+            let mut answer = Fail::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is {n} bytes, more than this route takes ({limit} bytes)"),
+            )
+            .into_response();
+            answer.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            answer
+        }
+        _ => next.run(req).await,
+    }
 }
 
 /// Logs a kind of warning at most once per [`WARN_EVERY_MS`], with how many were
@@ -307,9 +352,10 @@ async fn authenticate(
         }
         Err(fail) => {
             let mut answer = fail.into_response();
-            answer
-                .headers_mut()
-                .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            answer.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
             answer
         }
     }
@@ -378,9 +424,11 @@ impl ApiState {
 /// The API's routes, each group behind its authentication layer.
 pub fn router(state: ApiState, http: &HttpLimits) -> Router {
     let guard = |allow: Allow| middleware::from_fn_with_state((state.clone(), allow), authenticate);
+    let cap = |limit: usize| middleware::from_fn_with_state(limit, declared_limit);
     let public = Router::new()
         .route("/v1/register/challenge", post(challenge))
         .route("/v1/register", post(register))
+        .route_layer(cap(PUBLIC_BODY_LIMIT))
         .layer(DefaultBodyLimit::max(PUBLIC_BODY_LIMIT));
     let uploads = Router::new()
         .route("/v1/blobs/{hash}", put(put_blob))
@@ -392,6 +440,7 @@ pub fn router(state: ApiState, http: &HttpLimits) -> Router {
         .route("/v1/jobs/{id}/bundle", get(job_bundle))
         .route("/v1/jobs/{id}/dispute", post(job_dispute))
         .route("/v1/jobs/{id}/frames/{frame}", get(job_frame))
+        .route_layer(cap(JSON_BODY_LIMIT))
         .route_layer(guard(CLIENTS))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
     let reads = Router::new()
@@ -404,6 +453,7 @@ pub fn router(state: ApiState, http: &HttpLimits) -> Router {
     let operator = Router::new()
         .route("/v1/nodes", get(nodes))
         .route("/v1/credits", post(credit))
+        .route_layer(cap(PUBLIC_BODY_LIMIT))
         .route_layer(guard(ADMIN))
         .layer(DefaultBodyLimit::max(PUBLIC_BODY_LIMIT));
     Router::new()
@@ -539,7 +589,11 @@ async fn register(
         .await
         .inspect_err(|e| {
             if let Some(left_out) = st.refusals.allow(now_ms()) {
-                tracing::warn!(left_out, "registration refused: {}", sanitize(&e.to_string()));
+                tracing::warn!(
+                    left_out,
+                    "registration refused: {}",
+                    sanitize(&e.to_string())
+                );
             }
         })?;
     // Its broker user may not declare its own queue: the coordinator does.
@@ -586,13 +640,16 @@ impl Uploads {
             )
         };
         let total = self.total.clone().try_acquire_owned().map_err(|_| {
-            busy("the coordinator is receiving as many uploads as it takes at once".into())
+            busy(
+                "the coordinator is receiving as many uploads as it takes at once (max_uploads)"
+                    .into(),
+            )
         })?;
         let mut per = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
         let n = per.entry(client.to_string()).or_insert(0);
         if *n >= self.max_per_client {
             return Err(busy(format!(
-                "client {client:?} has {} uploads in progress, the most it may",
+                "client {client:?} has {} uploads in progress, the most it may (max_uploads_per_client)",
                 self.max_per_client
             )));
         }
@@ -639,7 +696,7 @@ async fn put_blob(
         Fail::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "blob {hash}: {n} bytes or more, more than the largest file this coordinator takes ({} bytes, --max-blob-bytes)",
+                "blob {hash}: {n} bytes or more, more than the largest file this coordinator takes (max_blob_bytes: {} bytes)",
                 st.max_blob_bytes
             ),
         )
@@ -663,7 +720,7 @@ async fn put_blob(
             return Err(Fail::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
-                    "client {client:?} stores {used} bytes; {size} more would pass its quota ({} bytes, --max-client-bytes)",
+                    "client {client:?} stores {used} bytes; {size} more would pass its quota (max_client_bytes: {} bytes)",
                     st.max_client_bytes
                 ),
             ));
@@ -720,9 +777,9 @@ async fn put_blob(
     st.shared
         .with(move |s| -> Result<(), ServiceError> {
             if !path.exists() {
-                tmp_path.persist(&path).map_err(|e| {
-                    ServiceError::Invalid(format!("storing blob {h}: {}", e.error))
-                })?;
+                tmp_path
+                    .persist(&path)
+                    .map_err(|e| ServiceError::Invalid(format!("storing blob {h}: {}", e.error)))?;
             }
             s.store().record_blob(&h, &c, size, now_ms())?;
             Ok(())
@@ -828,7 +885,6 @@ pub fn check_relative_path(p: &str) -> Result<(), String> {
     }
     Ok(())
 }
-
 
 // --- jobs ----------------------------------------------------------------------------
 
@@ -1178,10 +1234,7 @@ async fn job_bundle(
 ) -> Answer<Response> {
     let client = caller.client()?.to_string();
     check_job_id(&id)?;
-    let file = st
-        .exports
-        .file(&st, &client, &id, Export::Bundle)
-        .await?;
+    let file = st.exports.file(&st, &client, &id, Export::Bundle).await?;
     Ok(stream_file(file, "application/json").await)
 }
 
@@ -1258,8 +1311,11 @@ async fn ledger(
             let mine: Option<std::collections::HashSet<String>> = match &caller {
                 Caller::Admin => None,
                 Caller::Client(c) => {
-                    let mut set: std::collections::HashSet<String> =
-                        [account::client(c), account::external(&format!("credit:{c}"))].into();
+                    let mut set: std::collections::HashSet<String> = [
+                        account::client(c),
+                        account::external(&format!("credit:{c}")),
+                    ]
+                    .into();
                     for job in store.client_job_ids(c)? {
                         set.insert(account::escrow(&job));
                         set.insert(account::dispute(&job));
@@ -1267,7 +1323,9 @@ async fn ledger(
                     Some(set)
                 }
                 Caller::Worker => {
-                    return Err(ServiceError::Forbidden("clients and the operator only".into()))
+                    return Err(ServiceError::Forbidden(
+                        "clients and the operator only".into(),
+                    ))
                 }
             };
             let accounts = store

@@ -566,8 +566,7 @@ async fn collect_garbage(
     loop {
         let now = now_ms();
         let unused_before = now.saturating_sub(retention.as_millis() as u64);
-        let ended_after =
-            now.saturating_sub((retention + challenge_window).as_millis() as u64);
+        let ended_after = now.saturating_sub((retention + challenge_window).as_millis() as u64);
         let blobs = data_dir.join("blobs");
         let collected = shared
             .with_quiet(move |s| -> Result<usize, crate::store::StoreError> {

@@ -646,7 +646,10 @@ impl Service {
         let Some(tier) = default_tiers().into_iter().find(|t| t.name == tier) else {
             let names: Vec<_> = default_tiers().into_iter().map(|t| t.name).collect();
             let shown: String = tier.chars().take(32).collect();
-            return bad(format!("tier: {shown:?} is not one of {}", names.join(", ")));
+            return bad(format!(
+                "tier: {shown:?} is not one of {}",
+                names.join(", ")
+            ));
         };
         let limits = &self.cfg.limits;
         let (w, h) = (settings.width, settings.height);

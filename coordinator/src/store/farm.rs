@@ -733,7 +733,9 @@ impl Store {
             params![now_ms as i64],
         )?;
         let waiting = self
-            .one("SELECT COUNT(*) FROM challenges", [], |r| r.get::<_, i64>(0))?
+            .one("SELECT COUNT(*) FROM challenges", [], |r| {
+                r.get::<_, i64>(0)
+            })?
             .unwrap_or(0);
         if waiting as u64 >= max {
             return Ok(false);
