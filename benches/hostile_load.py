@@ -94,8 +94,20 @@ def read_answer(sock, deadline):
     return "closed"
 
 
-def upload(host, port, index, size, gate, answer_timeout, results):
-    """One stranger's upload: head, then zeros until `size` bytes or the server stops."""
+def upload(host, port, index, size, gate, answer_timeout, sustain, results):
+    """One stranger: uploads one after another, each on a new connection, for `sustain`
+    seconds from the start of the flood (at least one)."""
+    gate.wait()
+    t0 = time.monotonic()
+    results[index] = []
+    while True:
+        results[index].append(upload_once(host, port, size, answer_timeout))
+        if time.monotonic() - t0 >= sustain:
+            return
+
+
+def upload_once(host, port, size, answer_timeout):
+    """One upload: head, then zeros until `size` bytes or the server stops."""
     path = f"/v1/blobs/{secrets.token_hex(32)}"
     head = (
         f"PUT {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
@@ -103,13 +115,11 @@ def upload(host, port, index, size, gate, answer_timeout, results):
     ).encode()
     chunk = bytes(CHUNK)
     sent = 0
-    gate.wait()
     started = time.monotonic()
     try:
         sock = socket.create_connection((host, port), timeout=10)
     except OSError:
-        results[index] = {"outcome": "connect-error", "sent": 0, "seconds": 0.0}
-        return
+        return {"outcome": "connect-error", "sent": 0, "seconds": 0.0}
     try:
         sock.settimeout(answer_timeout)
         sock.sendall(head)
@@ -122,7 +132,7 @@ def upload(host, port, index, size, gate, answer_timeout, results):
         pass  # the server closed or reset: what it answered (if anything) is read below
     outcome = read_answer(sock, time.monotonic() + answer_timeout)
     sock.close()
-    results[index] = {
+    return {
         "outcome": outcome,
         "sent": sent,
         "seconds": time.monotonic() - started,
@@ -244,6 +254,8 @@ def main():
     p.add_argument("--uploads", type=int, default=100)
     p.add_argument("--size", type=int, default=50_000_000, help="declared body bytes")
     p.add_argument("--interval", type=float, default=0.1, help="status request period, s")
+    p.add_argument("--sustain", type=float, default=10.0,
+                   help="each stranger uploads again and again for this long, s")
     p.add_argument("--answer-timeout", type=float, default=60.0,
                    help="how long an upload waits for an answer or a close, s")
     p.add_argument("--kill-above-mib", type=int, default=0,
@@ -288,7 +300,7 @@ def main():
     uploads = [
         threading.Thread(
             target=upload,
-            args=(host, port, i, args.size, gate, args.answer_timeout, results),
+            args=(host, port, i, args.size, gate, args.answer_timeout, args.sustain, results),
             daemon=True,
         )
         for i in range(args.uploads)
@@ -311,6 +323,7 @@ def main():
     hwm_end = memory_kib(pid, "VmHWM")
     alive = memory_kib(pid, "VmRSS") > 0
 
+    results = [r for attempts in results for r in attempts]
     outcomes = {}
     for r in results:
         outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
@@ -327,6 +340,8 @@ def main():
                         "alive_after": alive, "killed_by_bench": killed[0]},
         "uploads": {
             "count": args.uploads,
+            "sustain_s": args.sustain,
+            "attempts": len(results),
             "declared_bytes_each": args.size,
             "outcomes": outcomes,
             "body_bytes_taken_total": sum(sent),
