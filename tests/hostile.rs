@@ -1414,6 +1414,57 @@ fn client_quotas_and_session_lifetime_hold() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
+/// A worker whose session expired while it was quiet (a verifier with nothing to check)
+/// registers again by itself on the 401 and gets what it asked for: the Rust client's
+/// renewal, on the real coordinator.
+#[test]
+fn a_worker_whose_session_expired_registers_again_by_itself() {
+    let _serial = serial();
+    let Some(farm) = Farm::start(&["--session-ttl-secs", "1"], &[]) else {
+        return;
+    };
+    ready_to_submit(&farm);
+    let scene = cornell_listing(&farm);
+    let r = submit(&farm, TOKEN, &submission(scene.clone(), small_settings()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let scene_hash = r.json()["scene_hash"].as_str().unwrap().to_string();
+    let rt = harness::runtime();
+    let key = SecretKey::generate();
+    let (registered, client) = rt
+        .block_on(tessera_node::worker::register(
+            &farm.url,
+            None,
+            "node",
+            "sleepy node",
+            &key,
+            stub_caps(),
+        ))
+        .expect("registers");
+    // The bare session, without renewal, is refused once the TTL has passed...
+    std::thread::sleep(secs(2));
+    let bare = call(
+        &farm,
+        "GET",
+        &format!("/v1/scenes/{scene_hash}"),
+        Some(&registered.session),
+        b"",
+    );
+    assert_eq!(bare.status, 401, "{}", bare.body);
+    assert!(bare.body.contains("session expired"), "{}", bare.body);
+    // ...and the worker's client registers again and gets the listing.
+    std::thread::sleep(secs(2));
+    let listing = rt
+        .block_on(client.scene(&scene_hash))
+        .expect("the client renews its session and retries");
+    assert_eq!(listing, scene);
+    let log = farm.log("coordinator");
+    assert_eq!(
+        log.matches("registered worker=").count(),
+        3,
+        "the verifier, the node, and the node again: {log}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Configuration: token files, clashes, and what is printed (no broker needed)
 // ---------------------------------------------------------------------------------------
