@@ -634,15 +634,7 @@ fn submit_changed(
     change: impl FnOnce(&mut RenderSettings),
 ) -> Result<String, ServiceError> {
     f.fund(client);
-    let mut settings = RenderSettings {
-        width: 40,
-        height: 24,
-        spp: 4,
-        max_bounces: 2,
-        seed: 3,
-        camera: None,
-        frame_rate: Default::default(),
-    };
+    let mut settings = test_settings();
     change(&mut settings);
     f.svc.submit(
         client,

@@ -176,15 +176,7 @@ impl Farm {
             "studio",
             "scene.glb",
             [7; 32],
-            RenderSettings {
-                width: 40,
-                height: 24,
-                spp: 4,
-                max_bounces: 2,
-                seed: 3,
-                camera: None,
-                frame_rate: Default::default(),
-            },
+            test_settings(),
             (0, 1),
             tier,
             None,
@@ -298,6 +290,19 @@ impl Farm {
 }
 
 /// Keys in these tests come from seeds so a node can be rebuilt from its key.
+/// The settings of the test job: 40×24 pixels, 4 spp, 2 bounces.
+pub fn test_settings() -> RenderSettings {
+    RenderSettings {
+        width: 40,
+        height: 24,
+        spp: 4,
+        max_bounces: 2,
+        seed: 3,
+        camera: None,
+        frame_rate: Default::default(),
+    }
+}
+
 pub fn key(n: u8) -> SecretKey {
     SecretKey::from_seed(&[n; 32])
 }
@@ -362,15 +367,7 @@ impl Farm {
             client,
             "scene.glb",
             [7; 32],
-            RenderSettings {
-                width: 40,
-                height: 24,
-                spp: 4,
-                max_bounces: 2,
-                seed: 3,
-                camera: None,
-                frame_rate: Default::default(),
-            },
+            test_settings(),
             frames,
             tier,
             None,
