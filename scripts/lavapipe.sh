@@ -37,9 +37,9 @@ suite="$codename-backports"
 # (`deb URI SUITE COMPONENTS`) or deb822 stanzas (`URIs:` and `Suites:` fields).
 mirror=$(
   {
-    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+    { cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true; } \
       | awk -v c="$codename" '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ } if ($(i+1) == c) { print $i; exit } }'
-    cat /etc/apt/sources.list.d/*.sources 2>/dev/null \
+    { cat /etc/apt/sources.list.d/*.sources 2>/dev/null || true; } \
       | awk -v c="$codename" 'BEGIN { RS = "" } {
           uris = ""; suites = ""; n = split($0, line, "\n")
           for (i = 1; i <= n; i++) {

@@ -54,7 +54,9 @@ pub struct CalibrateArgs {
     /// Determinism classes to render in, comma-separated; the first is the cheating
     /// node's. Presets: `default` (the adapter wgpu picks here: a GPU when there is one),
     /// `lavapipe`, `lp128` (lavapipe, 128-bit vectors), `sse41` (lavapipe as on a CPU
-    /// without AVX and FMA), `gl` (wgpu's OpenGL backend).
+    /// without AVX and FMA), `gl` (wgpu's OpenGL backend), and `vk-icd:FILE` (lavapipe
+    /// from the Vulkan driver manifest FILE, e.g. another Mesa version unpacked beside the
+    /// installed one).
     #[arg(long, value_delimiter = ',', default_value = "default,lp128,sse41")]
     classes: Vec<String>,
     /// Frame width in pixels.
@@ -107,6 +109,52 @@ const LAVAPIPE: [(&str, &str); 2] = [
     ("WGPU_ADAPTER_NAME", "llvmpipe"),
 ];
 
+/// A class to render in: a preset, or lavapipe from a given Vulkan driver manifest.
+#[derive(Clone, Debug)]
+struct Class {
+    name: String,
+    env: Vec<(String, String)>,
+    about: String,
+}
+
+impl Class {
+    /// A `--classes` entry: a preset's name or `vk-icd:FILE`.
+    fn parse(name: &str) -> Result<Class> {
+        if let Some(file) = name.strip_prefix("vk-icd:") {
+            let path = Path::new(file);
+            if !path.is_file() {
+                bail!("--classes {name}: no Vulkan driver manifest (ICD JSON) at {file}");
+            }
+            let mut env: Vec<(String, String)> = LAVAPIPE
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            env.push(("VK_ICD_FILENAMES".into(), file.into()));
+            return Ok(Class {
+                name: name.into(),
+                env,
+                about: format!("lavapipe from the Vulkan driver manifest {file}"),
+            });
+        }
+        let Some(p) = PRESETS.iter().find(|p| p.name == name) else {
+            let names: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
+            bail!(
+                "--classes: unknown class {name:?}; expected some of {}, or vk-icd:FILE",
+                names.join(", ")
+            );
+        };
+        Ok(Class {
+            name: p.name.into(),
+            env: p
+                .env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            about: p.about.into(),
+        })
+    }
+}
+
 const PRESETS: &[Preset] = &[
     Preset {
         name: "default",
@@ -142,7 +190,7 @@ const PRESETS: &[Preset] = &[
 /// The validated settings of one calibration.
 struct Config {
     scenes: Vec<PathBuf>,
-    classes: Vec<&'static Preset>,
+    classes: Vec<Class>,
     width: u32,
     height: u32,
     spp: u32,
@@ -166,16 +214,9 @@ impl Config {
         if a.seed == u64::MAX {
             bail!("--seed {}: the replay cheat renders seed + 1", a.seed);
         }
-        let mut classes: Vec<&'static Preset> = Vec::new();
+        let mut classes: Vec<Class> = Vec::new();
         for name in &a.classes {
-            let name = name.trim();
-            let Some(p) = PRESETS.iter().find(|p| p.name == name) else {
-                let names: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
-                bail!(
-                    "--classes: unknown class {name:?}; expected some of {}",
-                    names.join(", ")
-                );
-            };
+            let p = Class::parse(name.trim())?;
             if classes.iter().any(|c| c.name == p.name) {
                 bail!("--classes: {name:?} is listed twice");
             }
@@ -399,7 +440,7 @@ fn own_binary() -> Result<PathBuf> {
 
 /// Run one class's child process and read back what it rendered.
 fn render_class(cfg: &Config, class_idx: usize, tmp: &Path) -> Result<(ClassReport, ClassFrames)> {
-    let preset = cfg.classes[class_idx];
+    let preset = &cfg.classes[class_idx];
     let dir = tmp.join(format!("class-{class_idx}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let jobs = cfg.jobs(class_idx);
@@ -434,7 +475,7 @@ fn render_class(cfg: &Config, class_idx: usize, tmp: &Path) -> Result<(ClassRepo
         .arg(&spec_path)
         .arg("--render-out")
         .arg(&dir)
-        .envs(preset.env.iter().copied())
+        .envs(preset.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -496,13 +537,9 @@ fn render_class(cfg: &Config, class_idx: usize, tmp: &Path) -> Result<(ClassRepo
         started.elapsed().as_secs_f64()
     );
     let report = ClassReport {
-        name: preset.name.into(),
-        about: preset.about.into(),
-        env: preset
-            .env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        name: preset.name.clone(),
+        about: preset.about.clone(),
+        env: preset.env.iter().cloned().collect(),
         id: hex::encode(child.class.id()),
         class: child.class,
         gpu_init_s: child.gpu_init_s,
@@ -1286,7 +1323,7 @@ pub fn run(a: CalibrateArgs) -> Result<bool> {
              calibration needs renders from two different classes",
             cfg.classes
                 .iter()
-                .map(|c| c.name)
+                .map(|c| c.name.as_str())
                 .collect::<Vec<_>>()
                 .join(","),
             classes[0].class
