@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install a Vulkan loader and Mesa's lavapipe (wgpu's CPU Vulkan driver), Mesa 25 or
-# newer: on Tessera's path tracer it is about 8x faster than Debian 12's Mesa 22.3, with
-# bit-identical images (docs/CALIBRATION.md). A release that ships Mesa >= 25 gets it from
+# newer: on Tessera's path tracer it is about 8x faster than Debian 12's Mesa 22.3 (another
+# determinism class, byte-identical in 41 of 44 calibration tiles: docs/CALIBRATION.md). A release that ships Mesa >= 25 gets it from
 # its own suite; Debian 12 (bookworm) gets it from its backports suite, added with the
 # mirror and keyring the machine's own apt sources already use (no mirror is written in
 # here). Idempotent: does nothing when a new enough lavapipe is installed.
