@@ -15,7 +15,9 @@
 //!   full frame's (the renderer's tile = crop guarantee).
 //!
 //! `samples_per_second` = `width × height × spp / render_s` (camera paths per second,
-//! whatever their length).
+//! whatever their length); `tiled_samples_per_second` the same over `tiled_s`, and
+//! `tiled_fraction` = `render_s / tiled_s`: how much of the full frame's throughput a
+//! node keeps at this tile size (the occupancy a farm tile leaves on this adapter).
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -116,6 +118,10 @@ struct SceneResult {
     samples_per_second: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     tiled_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tiled_samples_per_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tiled_fraction: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tiled_matches_full: Option<bool>,
     warnings: Vec<String>,
@@ -413,6 +419,8 @@ fn bench_scene(
         render_s,
         samples_per_second: samples / render_s,
         tiled_s,
+        tiled_samples_per_second: tiled_s.map(|t| samples / t),
+        tiled_fraction: tiled_s.map(|t| render_s / t),
         tiled_matches_full,
         warnings: scene.warnings().to_vec(),
     })
@@ -443,7 +451,7 @@ fn print_table(r: &Report) {
         }
     );
     println!(
-        "{:<22} {:>10} {:>9} {:>9} {:>8} {:>8} {:>9} {:>12} {:>9} {:>6}",
+        "{:<22} {:>10} {:>9} {:>9} {:>8} {:>8} {:>9} {:>12} {:>16} {:>6}",
         "scene",
         "triangles",
         "load ms",
@@ -452,7 +460,7 @@ fn print_table(r: &Report) {
         "tex MiB",
         "render s",
         "samples/s",
-        "tiled s",
+        "tiled s (of full)",
         "tiles="
     );
     for x in &r.scenes {
@@ -461,7 +469,7 @@ fn print_table(r: &Report) {
             continue;
         }
         println!(
-            "{:<22} {:>10} {:>9.1} {:>9.1} {:>8} {:>8} {:>9.3} {:>12.0} {:>9} {:>6}",
+            "{:<22} {:>10} {:>9.1} {:>9.1} {:>8} {:>8} {:>9.3} {:>12.0} {:>16} {:>6}",
             x.scene,
             x.triangles,
             x.load_ms,
@@ -470,7 +478,10 @@ fn print_table(r: &Report) {
             mib(x.texture_bytes),
             x.render_s,
             x.samples_per_second,
-            x.tiled_s.map_or("-".into(), |t| format!("{t:.3}")),
+            x.tiled_s.map_or("-".into(), |t| format!(
+                "{t:.3} ({:.0} %)",
+                100.0 * x.tiled_fraction.unwrap_or(0.0)
+            )),
             x.tiled_matches_full
                 .map_or("-", |m| if m { "yes" } else { "NO" }),
         );

@@ -1654,10 +1654,37 @@ mod tests {
         assert_eq!(neighbour(r(64, 0, 16, 64), 80, 64), Some(r(48, 0, 16, 64)));
     }
 
+    #[test]
+    fn a_class_is_a_preset_or_a_vulkan_driver_manifest() {
+        let sse41 = Class::parse("sse41").unwrap();
+        assert!(sse41
+            .env
+            .contains(&("GALLIUM_OVERRIDE_CPU_CAPS".into(), "sse4.1".into())));
+        let dir = tempfile::tempdir().unwrap();
+        let icd = dir.path().join("lvp.json");
+        let spec = format!("vk-icd:{}", icd.display());
+        let e = Class::parse(&spec).unwrap_err().to_string();
+        assert!(e.contains("no Vulkan driver manifest"), "{e}");
+        std::fs::write(&icd, "{}").unwrap();
+        let c = Class::parse(&spec).unwrap();
+        assert_eq!(c.name, spec);
+        assert!(c
+            .env
+            .contains(&("VK_ICD_FILENAMES".into(), icd.display().to_string())));
+        assert!(c
+            .env
+            .contains(&("WGPU_ADAPTER_NAME".into(), "llvmpipe".into())));
+        let e = Class::parse("mesa99").unwrap_err().to_string();
+        assert!(e.contains("vk-icd:FILE"), "{e}");
+    }
+
     fn config(width: u32, height: u32, tile: u32) -> Config {
         Config {
             scenes: Vec::new(),
-            classes: vec![&PRESETS[0], &PRESETS[3]],
+            classes: vec![
+                Class::parse("default").unwrap(),
+                Class::parse("sse41").unwrap(),
+            ],
             width,
             height,
             spp: 8,
