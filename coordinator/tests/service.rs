@@ -793,7 +793,7 @@ fn blobs_no_live_job_lists_are_collected_after_their_retention() {
     let job = f.submit();
     let listing = format!(r#"{{"entry":"s.gltf","files":{{"s.gltf":"{listed}"}}}}"#);
     store
-        .insert_job_scene(&job, &"7".repeat(64), &"9".repeat(64), &listing)
+        .insert_job_scene(&job, &"7".repeat(64), &listing)
         .unwrap();
     assert_eq!(store.client_blob_bytes("studio").unwrap(), 60);
     assert!(store.client_has_blob(&old, "rival").unwrap());

@@ -211,28 +211,37 @@ pub async fn register(
     capabilities: Capabilities,
 ) -> Result<(RegisterResponse, ApiClient), ApiClientError> {
     let client = ApiClient::new(url, None)?;
-    let resp = client
-        .register_worker(role, name, key, capabilities.clone(), farm_token.clone())
-        .await?;
-    // Sessions expire when the coordinator has not heard from the worker for a while
-    // (a verifier with nothing to check): the client then registers again by itself.
-    let key_file = key.to_key_file();
-    let (again, role, name) = (client.clone(), role.to_string(), name.to_string());
-    let renew: tessera_api::client::Renew = Box::new(move || {
-        let (client, role, name) = (again.clone(), role.clone(), name.clone());
-        let (capabilities, farm_token) = (capabilities.clone(), farm_token.clone());
-        let key = SecretKey::from_key_file(&key_file, "worker key");
-        Box::pin(async move {
-            let key = key.map_err(|e| ApiClientError::Body {
+    // The key, owned, for registering again later (a key is not `Clone`: it is read
+    // back from its own key-file text once).
+    let key = Arc::new(
+        SecretKey::from_key_file(&key.to_key_file(), "worker key").map_err(|e| {
+            ApiClientError::Body {
                 method: "POST".into(),
                 url: client.base_url().to_string(),
                 reason: e.to_string(),
-            })?;
-            let resp = client
-                .register_worker(&role, &name, &key, capabilities, farm_token)
-                .await?;
-            Ok(resp.session)
-        })
+            }
+        })?,
+    );
+    let (role, name) = (role.to_string(), name.to_string());
+    let registration = {
+        let client = client.clone();
+        move || {
+            let (client, key, role, name) =
+                (client.clone(), key.clone(), role.clone(), name.clone());
+            let (capabilities, farm_token) = (capabilities.clone(), farm_token.clone());
+            async move {
+                client
+                    .register_worker(&role, &name, &key, capabilities, farm_token)
+                    .await
+            }
+        }
+    };
+    let resp = registration().await?;
+    // Sessions expire when the coordinator has not heard from the worker for a while
+    // (a verifier with nothing to check): the client then registers again by itself.
+    let renew: tessera_api::client::Renew = Box::new(move || {
+        let registering = registration();
+        Box::pin(async move { Ok(registering.await?.session) })
     });
     let session = client.with_session(resp.session.clone(), renew);
     Ok((resp, session))

@@ -228,27 +228,33 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The body length a request declares (`Content-Length`), if any.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
+/// A refusal sent before the body was read: the connection closes with it, so the
+/// unread body is never taken.
+fn refuse_unread(fail: Fail) -> Response {
+    let mut answer = fail.into_response();
+    answer.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    answer
+}
+
 /// Refuse a request whose declared body (`Content-Length`) is over `limit` at once, with
 /// 413, before any of it is read (a body without a length is cut at the limit while it
 /// is read).
 async fn declared_limit(State(limit): State<usize>, req: Request, next: Next) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    match declared {
-        Some(n) if n > limit as u64 => {
-            let mut answer = Fail::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body is {n} bytes, more than this route takes ({limit} bytes)"),
-            )
-            .into_response();
-            answer.headers_mut().insert(
-                header::CONNECTION,
-                header::HeaderValue::from_static("close"),
-            );
-            answer
-        }
+    match declared_length(req.headers()) {
+        Some(n) if n > limit as u64 => refuse_unread(Fail::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is {n} bytes, more than this route takes ({limit} bytes)"),
+        )),
         _ => next.run(req).await,
     }
 }
@@ -350,14 +356,7 @@ async fn authenticate(
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Err(fail) => {
-            let mut answer = fail.into_response();
-            answer.headers_mut().insert(
-                header::CONNECTION,
-                header::HeaderValue::from_static("close"),
-            );
-            answer
-        }
+        Err(fail) => refuse_unread(fail),
     }
 }
 
@@ -565,12 +564,8 @@ async fn register(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer<Json<RegisterResponse>> {
     let body = body_of("register", body)?;
-    let req: RegisterRequest = serde_json::from_slice(&body).map_err(|e| {
-        Fail::new(
-            StatusCode::BAD_REQUEST,
-            format!("register body: {}", sanitize(&e.to_string())),
-        )
-    })?;
+    let req: RegisterRequest = serde_json::from_slice(&body)
+        .map_err(|e| Fail::new(StatusCode::BAD_REQUEST, format!("register body: {e}")))?;
     let (role, key) = (
         req.registration.statement.role.clone(),
         req.registration.signer,
@@ -701,9 +696,7 @@ async fn put_blob(
             ),
         )
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = declared_length(&headers);
     if let Some(n) = declared.filter(|&n| n > st.max_blob_bytes) {
         return Err(too_large(n));
     }
@@ -900,12 +893,8 @@ async fn submit(
 ) -> Answer<Json<JobAccepted>> {
     let client = caller.client()?.to_string();
     let body = body_of("job submission", body)?;
-    let sub: JobSubmission = serde_json::from_slice(&body).map_err(|e| {
-        Fail::new(
-            StatusCode::BAD_REQUEST,
-            format!("job submission: {}", sanitize(&e.to_string())),
-        )
-    })?;
+    let sub: JobSubmission = serde_json::from_slice(&body)
+        .map_err(|e| Fail::new(StatusCode::BAD_REQUEST, format!("job submission: {e}")))?;
     drop(body);
     let unprocessable = |m: String| Fail::new(StatusCode::UNPROCESSABLE_ENTITY, m);
     if sub.scene.files.is_empty() || sub.scene.files.len() > 4096 {
@@ -967,7 +956,6 @@ async fn submit(
             )
         })?;
     let listing_json = serde_json::to_string(&sub.scene).unwrap_or_default();
-    let listing_hash = blake3::hash(listing_json.as_bytes()).to_hex().to_string();
     let (data, scene) = (st.data_dir.clone(), sub.scene.clone());
     let inspected = tokio::task::spawn_blocking(move || -> Result<_, String> {
         // Lay the scene out as files (hard links to the blobs) in a temporary folder
@@ -1005,10 +993,8 @@ async fn submit(
                 sub.requirements,
                 now_ms(),
             )?;
-            let store = s.store();
-            let hex = hex::encode(scene_hash);
-            store.insert_scene(&hex, &listing_json)?;
-            store.insert_job_scene(&job, &hex, &listing_hash, &listing_json)?;
+            s.store()
+                .insert_job_scene(&job, &hex::encode(scene_hash), &listing_json)?;
             Ok::<_, ServiceError>(job)
         })
         .await?;
@@ -1350,12 +1336,8 @@ async fn credit(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer<Json<CreditResponse>> {
     let body = body_of("credit", body)?;
-    let req: CreditRequest = serde_json::from_slice(&body).map_err(|e| {
-        Fail::new(
-            StatusCode::BAD_REQUEST,
-            format!("credit body: {}", sanitize(&e.to_string())),
-        )
-    })?;
+    let req: CreditRequest = serde_json::from_slice(&body)
+        .map_err(|e| Fail::new(StatusCode::BAD_REQUEST, format!("credit body: {e}")))?;
     let account = req.account.clone();
     let (applied, balance) = st
         .shared

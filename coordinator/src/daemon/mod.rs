@@ -517,9 +517,8 @@ fn prepare_data_dir(dir: &Path) -> Result<(), DaemonError> {
     }
     let scenes = dir.join("scenes");
     for entry in std::fs::read_dir(&scenes).map_err(|e| data_err(&scenes, e))? {
-        let path = entry.map_err(|e| data_err(&scenes, e))?.path();
         // Scenes are only laid out while a submission is inspected.
-        let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        remove_entry(&entry.map_err(|e| data_err(&scenes, e))?.path());
     }
     Ok(())
 }
@@ -604,10 +603,15 @@ fn remove_older(dir: &Path, age: Duration) {
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|e| e > age);
         if old {
-            let path = entry.path();
-            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+            remove_entry(&entry.path());
         }
     }
+}
+
+/// Remove a folder with what it holds, or a file (best effort: what cannot be removed
+/// now is tried again next time).
+fn remove_entry(path: &Path) {
+    let _ = std::fs::remove_dir_all(path).or_else(|_| std::fs::remove_file(path));
 }
 
 /// Consume one queue: handle each delivery in the service, ack once its effect is

@@ -2176,7 +2176,9 @@ impl Service {
 
     /// A finished frame: canonical RGBA16F bytes of the whole image.
     pub fn frame(&self, job: &str, frame: u32) -> Result<Vec<u8>, ServiceError> {
-        self.bundle(job)?;
+        if self.store.job_state(job)?.is_none() {
+            return Err(ServiceError::NotFound(format!("job {job} does not exist")));
+        }
         assemble_frame(&self.store, job, frame)
     }
 }

@@ -41,10 +41,7 @@ CREATE TABLE IF NOT EXISTS signal_notes (
 );
 CREATE TABLE IF NOT EXISTS challenges (challenge TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS scenes (scene_hash TEXT PRIMARY KEY, listing TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS listings (listing_hash TEXT PRIMARY KEY, listing TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS job_scenes (
-    job_id TEXT PRIMARY KEY, scene_hash TEXT NOT NULL, listing_hash TEXT NOT NULL
-);
+CREATE TABLE IF NOT EXISTS job_scenes (job_id TEXT PRIMARY KEY, scene_hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS job_scenes_by_scene ON job_scenes (scene_hash);
 CREATE TABLE IF NOT EXISTS blobs (
     hash TEXT NOT NULL, client TEXT NOT NULL, size INTEGER NOT NULL, used_ms INTEGER NOT NULL,
@@ -761,15 +758,6 @@ impl Store {
         Ok(expires.is_some_and(|e| e as u64 >= now_ms))
     }
 
-    /// Remember a scene listing (JSON) under its content hash.
-    pub fn insert_scene(&self, scene_hash: &str, listing_json: &str) -> Result<(), StoreError> {
-        self.exec(
-            "INSERT OR REPLACE INTO scenes (scene_hash, listing) VALUES (?1, ?2)",
-            params![scene_hash, listing_json],
-        )
-        .map(|_| ())
-    }
-
     /// A scene listing (JSON).
     pub fn scene(&self, scene_hash: &str) -> Result<Option<String>, StoreError> {
         self.one(
@@ -821,22 +809,23 @@ impl Store {
         .map(|n| n.unwrap_or(0) as u64)
     }
 
-    /// Remember which scene (content hash) and file listing (`listing_json`, under its
-    /// hash) a job renders.
+    /// Remember which scene (content hash) a job renders, and the scene's file listing
+    /// (JSON): the one workers are given and garbage collection keeps. The files a
+    /// listing's entry needs are in its content hash, so another listing of the same
+    /// scene (from another job) lists the same blobs for them.
     pub fn insert_job_scene(
         &self,
         job_id: &str,
         scene_hash: &str,
-        listing_hash: &str,
         listing_json: &str,
     ) -> Result<(), StoreError> {
         self.exec(
-            "INSERT OR IGNORE INTO listings (listing_hash, listing) VALUES (?1, ?2)",
-            params![listing_hash, listing_json],
+            "INSERT OR REPLACE INTO scenes (scene_hash, listing) VALUES (?1, ?2)",
+            params![scene_hash, listing_json],
         )?;
         self.exec(
-            "INSERT OR REPLACE INTO job_scenes (job_id, scene_hash, listing_hash) VALUES (?1, ?2, ?3)",
-            params![job_id, scene_hash, listing_hash],
+            "INSERT OR REPLACE INTO job_scenes (job_id, scene_hash) VALUES (?1, ?2)",
+            params![job_id, scene_hash],
         )
         .map(|_| ())
     }
@@ -910,8 +899,8 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         self.atomically(|s| {
             let listings: Vec<String> = s.rows(
-                "SELECT l.listing FROM listings l WHERE l.listing_hash IN (\
-                 SELECT js.listing_hash FROM job_scenes js JOIN jobs j ON j.job_id = js.job_id \
+                "SELECT sc.listing FROM scenes sc WHERE sc.scene_hash IN (\
+                 SELECT js.scene_hash FROM job_scenes js JOIN jobs j ON j.job_id = js.job_id \
                  WHERE j.ended_ms IS NULL OR j.ended_ms > ?1)",
                 params![ended_after_ms as i64],
                 |r| r.get(0),
@@ -921,7 +910,7 @@ impl Store {
                 let listing: tessera_api::SceneListing =
                     serde_json::from_str(l).map_err(|e| StoreError::Corrupt {
                         path: s.path.clone(),
-                        what: "listings".into(),
+                        what: "scenes".into(),
                         reason: e.to_string(),
                     })?;
                 needed.extend(listing.files.into_values());
