@@ -917,7 +917,7 @@ impl World {
         .unwrap();
         match self.f.svc.handle_verdict(&body, self.f.now) {
             Ok(Handled::Done) => {}
-            Ok(Handled::Refused(r)) => {
+            Ok(Handled::Refused(r) | Handled::Superseded(r)) => {
                 return Err(format!("a verifier's verdict was refused: {r}"))
             }
             Err(e) => {

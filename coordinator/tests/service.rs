@@ -145,10 +145,20 @@ fn expired_leases_requeue_and_block_a_silent_node_then_the_job_finishes() {
         body.blocked.contains(&a.public()),
         "silent node not blocked"
     );
-    // a's late result is refused; b's counts.
+    // a's late result counts for nothing: signed by a, it lost the lease (acked and
+    // dropped); with a broken signature it is parked. b's counts.
     let na = f.node(&a, None);
+    let late = result_body(&na, &body);
     assert!(matches!(
-        f.svc.handle_result(&result_body(&na, &body), f.now).unwrap(),
+        f.svc.handle_result(&late, f.now).unwrap(),
+        Handled::Superseded(r) if r.contains("does not hold its lease")
+    ));
+    let mut forged: serde_json::Value = serde_json::from_slice(&late).unwrap();
+    let sig = forged["batch"]["signed"]["signature"].as_str().unwrap().to_owned();
+    let flipped = if sig.starts_with('0') { "1" } else { "0" };
+    forged["batch"]["signed"]["signature"] = format!("{flipped}{}", &sig[1..]).into();
+    assert!(matches!(
+        f.svc.handle_result(&serde_json::to_vec(&forged).unwrap(), f.now).unwrap(),
         Handled::Refused(r) if r.contains("does not hold its lease")
     ));
     f.restart();
@@ -183,7 +193,7 @@ fn refused_inputs_name_their_reason_and_change_nothing() {
     let good = na.handle_task(&ts[0]).unwrap();
     let refused = |body: Vec<u8>| match f.svc.handle_result(&body, f.now).unwrap() {
         Handled::Refused(r) => r,
-        Handled::Done => panic!("accepted"),
+        other => panic!("not parked: {other:?}"),
     };
     assert!(refused(b"{not json".to_vec()).contains("malformed result"));
     // Signed by a key that never registered.
@@ -537,7 +547,7 @@ fn verdicts_that_do_not_follow_from_the_rules_move_nothing() {
                     .any(|m| m.0 == QUEUE_VERIFY && m.1 == req.request_id));
             }
             Handled::Refused(r) => assert!(r.contains("barred after 3"), "{what}: {r}"),
-            Handled::Done => panic!("{what} was applied"),
+            other => panic!("{what} was not parked: {other:?}"),
         }
         assert_eq!(state(&f, &job), "verifying", "{what}");
         assert_eq!(

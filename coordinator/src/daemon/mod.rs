@@ -637,6 +637,10 @@ async fn consume<B: Bus>(
                 tracing::warn!(queue, message = %d.message_id, "parked: {reason}");
                 bus.nack(&d, false).await
             }
+            Ok(Handled::Superseded(reason)) => {
+                tracing::info!(queue, message = %d.message_id, "superseded, dropped: {reason}");
+                bus.ack(&d).await
+            }
             Err(e) => {
                 tracing::error!(queue, message = %d.message_id, "handling failed, message requeued: {e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -249,6 +249,11 @@ pub enum Handled {
     Done,
     /// It is refused for good: park it (dead-letter) with this reason, logged.
     Refused(String),
+    /// It lost a race that at-least-once delivery makes normal, and counts for nothing:
+    /// ack it and log the reason. For example an authentic result from a registered node
+    /// whose task the broker redelivered to another node, which leased it first (a
+    /// broker restart does this). Parking is for what an operator should look at.
+    Superseded(String),
 }
 
 /// A job's mutable progress (JSON in `job_runs`).
@@ -977,11 +982,18 @@ impl Service {
         // no attempt is used, so nobody can spend another node's task or a client's job.
         if let Some(holder) = task_row.node.as_deref() {
             if holder != signer.to_string() {
-                return Ok(Handled::Refused(format!(
+                let reason = format!(
                     "result for task {} from node {}, which does not hold its lease",
                     res.task_id,
                     signer.short()
-                )));
+                );
+                // Signed by a registered node: the lease went to another node after a
+                // redelivery; nothing to park. Anything else is parked.
+                return Ok(if authentic {
+                    Handled::Superseded(reason)
+                } else {
+                    Handled::Refused(reason)
+                });
             }
         }
         if authentic {
