@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use tessera_protocol::{tile_layout, RenderSettings, TileRect};
-use tessera_renderer::{encode_canonical, Gpu, LoadOptions, Scene, SceneRenderer};
+use tessera_renderer::{encode_canonical, Gpu, LoadOptions, Parallelism, Scene, SceneRenderer};
 
 use crate::images;
 
@@ -88,6 +88,34 @@ pub struct BenchRenderArgs {
     /// Print the report as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// How samples are spread over GPU invocations: `auto` (a pixel per invocation on a
+    /// CPU adapter, else a sample per invocation), `pixel` or `sample`. The bytes are the
+    /// same either way (`tiled_matches_full` and the images show it).
+    #[arg(long, value_enum, default_value_t = Spread::Auto)]
+    parallelism: Spread,
+    /// Invocations per pass with a sample per invocation.
+    #[arg(long, default_value_t = tessera_renderer::GPU_THREADS_PER_PASS)]
+    threads_per_pass: u32,
+}
+
+/// `--parallelism`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Spread {
+    Auto,
+    Pixel,
+    Sample,
+}
+
+impl BenchRenderArgs {
+    fn parallelism(&self, gpu: &Gpu) -> Parallelism {
+        match self.parallelism {
+            Spread::Auto => Parallelism::for_gpu(gpu),
+            Spread::Pixel => Parallelism::PixelPerInvocation,
+            Spread::Sample => Parallelism::SamplePerInvocation {
+                threads: self.threads_per_pass,
+            },
+        }
+    }
 }
 
 /// Run a `bench` subcommand; `Ok(false)` when a scene failed (the report is still written).
@@ -162,6 +190,8 @@ struct Settings {
     tile: u32,
     repeat: u32,
     frame: u32,
+    /// `pixel`, or `sample:<threads per pass>`.
+    parallelism: String,
 }
 
 fn resolve_scenes(a: &BenchRenderArgs) -> Result<Vec<PathBuf>> {
@@ -328,7 +358,8 @@ fn bench_scene(
     let stats = scene.stats();
     let t = Instant::now();
     let renderer = SceneRenderer::new(gpu.clone(), &scene)
-        .with_context(|| format!("uploading {}", path.display()))?;
+        .with_context(|| format!("uploading {}", path.display()))?
+        .with_parallelism(a.parallelism(gpu));
     let upload_ms = t.elapsed().as_secs_f64() * 1e3;
 
     let full = TileRect {
@@ -565,6 +596,10 @@ fn bench_render(a: BenchRenderArgs) -> Result<bool> {
             tile: a.tile,
             repeat: a.repeat,
             frame: 0,
+            parallelism: match a.parallelism(&gpu) {
+                Parallelism::PixelPerInvocation => "pixel".into(),
+                Parallelism::SamplePerInvocation { threads } => format!("sample:{threads}"),
+            },
         },
         scenes: results,
     };

@@ -154,7 +154,10 @@ fn expired_leases_requeue_and_block_a_silent_node_then_the_job_finishes() {
         Handled::Superseded(r) if r.contains("does not hold its lease")
     ));
     let mut forged: serde_json::Value = serde_json::from_slice(&late).unwrap();
-    let sig = forged["batch"]["signed"]["signature"].as_str().unwrap().to_owned();
+    let sig = forged["batch"]["signed"]["signature"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let flipped = if sig.starts_with('0') { "1" } else { "0" };
     forged["batch"]["signed"]["signature"] = format!("{flipped}{}", &sig[1..]).into();
     assert!(matches!(

@@ -14,11 +14,25 @@ use crate::{RENDERER_BUILD, SHADER_SOURCE};
 pub struct Gpu {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
+    /// `main`: a pixel per invocation.
     pub(crate) pipeline: wgpu::ComputePipeline,
+    /// `spread` and `gather`: a sample per invocation, compiled on first use (a CPU
+    /// adapter never needs them, and compiling the path tracer twice costs it seconds).
+    per_sample: std::sync::OnceLock<Result<PerSample, String>>,
+    module: wgpu::ShaderModule,
+    pipeline_layout: wgpu::PipelineLayout,
     pub(crate) bind_group_layout: wgpu::BindGroupLayout,
     pub(crate) limits: wgpu::Limits,
+    /// Whether the adapter is a CPU (lavapipe, llvmpipe): then a pixel per invocation.
+    pub(crate) is_cpu: bool,
     class: DeterminismClass,
     memory_bytes: u64,
+}
+
+/// The pipelines of the sample-per-invocation passes.
+pub(crate) struct PerSample {
+    pub spread: wgpu::ComputePipeline,
+    pub gather: wgpu::ComputePipeline,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -98,7 +112,8 @@ impl Gpu {
             },
             count: None,
         }];
-        // 1..=12: scene arrays (read-only), 13: the accumulation buffer.
+        // 1..=12: scene arrays (read-only), 13: the accumulation buffer, 14 and 15:
+        // textures, 16: per-sample values (`spread` and `gather`).
         entries.extend((1..=12).map(|b| storage(b, true)));
         entries.push(storage(13, false));
         entries.push(texture(14, wgpu::TextureSampleType::Uint));
@@ -106,6 +121,7 @@ impl Gpu {
             15,
             wgpu::TextureSampleType::Float { filterable: false },
         ));
+        entries.push(storage(16, false));
         let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("pathtrace"),
             entries: &entries,
@@ -144,10 +160,44 @@ impl Gpu {
             device,
             queue,
             pipeline,
+            per_sample: std::sync::OnceLock::new(),
+            module,
+            pipeline_layout: layout,
             bind_group_layout,
             limits,
+            is_cpu: info.device_type == wgpu::DeviceType::Cpu,
             class,
             memory_bytes,
+        })
+    }
+
+    /// The `spread` and `gather` pipelines, compiled on first use.
+    pub(crate) fn per_sample(&self) -> Result<&PerSample, RenderError> {
+        let compiled = self.per_sample.get_or_init(|| {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let pipeline = |entry: &'static str| {
+                self.device
+                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(entry),
+                        layout: Some(&self.pipeline_layout),
+                        module: &self.module,
+                        entry_point: Some(entry),
+                        compilation_options: Default::default(),
+                        cache: None,
+                    })
+            };
+            let passes = PerSample {
+                spread: pipeline("spread"),
+                gather: pipeline("gather"),
+            };
+            match pollster::block_on(scope.pop()) {
+                Some(err) => Err(err.to_string()),
+                None => Ok(passes),
+            }
+        });
+        compiled.as_ref().map_err(|reason| RenderError::Gpu {
+            context: "compiling the per-sample passes",
+            reason: reason.clone(),
         })
     }
 

@@ -172,7 +172,10 @@ mod scene;
 
 pub use error::{RenderError, SceneError};
 pub use gpu::Gpu;
-pub use render::{encode_canonical, SceneRenderer, MAX_BOUNCES, MAX_IMAGE_SIDE, MAX_SPP};
+pub use render::{
+    encode_canonical, Parallelism, SceneRenderer, GPU_THREADS_PER_PASS, MAX_BOUNCES,
+    MAX_IMAGE_SIDE, MAX_SPP,
+};
 pub use scene::{LoadOptions, Scene, SceneInfo, SceneLimits, SceneStats};
 
 /// The WGSL source of the path tracer; its BLAKE3 hash is part of the determinism class.

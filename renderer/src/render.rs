@@ -27,6 +27,47 @@ const SAMPLES_PER_DISPATCH: u64 = 1 << 20;
 const MAX_BAND_BYTES: u64 = 64 << 20;
 const WORKGROUP: u32 = 8;
 const BYTES_PER_SUM: u64 = 16;
+/// Invocations per workgroup of `spread` and `gather`.
+const LINEAR_WORKGROUP: u32 = 64;
+/// Invocations a sample-per-invocation pass aims at on a GPU: about four waves of the
+/// largest GPUs today (an H200 keeps 132 SMs × 2,048 = 270,336 threads resident), so
+/// every core stays busy while a pass's slowest paths finish.
+pub const GPU_THREADS_PER_PASS: u32 = 1 << 20;
+/// Largest per-sample buffer of one pass (further capped by the adapter's limits).
+const MAX_SAMPLE_BYTES: u64 = 256 << 20;
+/// Most samples per pixel in one sample-per-invocation pass on llvmpipe, whose loop limit
+/// also counts `gather`'s loop (lanes × samples must stay far below 65,535).
+const LLVMPIPE_SAMPLES_PER_PASS: u32 = 256;
+
+/// How a band's samples are spread over GPU invocations. Either way each pixel's samples
+/// are added in sample order with the same operations, so the bytes do not depend on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parallelism {
+    /// One invocation per pixel, looping over its samples (`main`). What CPU adapters
+    /// (lavapipe) run: a band keeps every core busy, and nothing per sample is stored.
+    PixelPerInvocation,
+    /// One invocation per (pixel, sample), about `threads` invocations per pass; a second
+    /// pass adds each pixel's samples in order (`spread`, then `gather`). What GPUs run:
+    /// a 64×64 farm tile is 4,096 pixels, about 1.5 % of what an H200 keeps in flight.
+    SamplePerInvocation {
+        /// Invocations to aim at per pass (at least one sample of every pixel).
+        threads: u32,
+    },
+}
+
+impl Parallelism {
+    /// What suits `gpu`: a pixel per invocation on a CPU adapter, else a sample per
+    /// invocation with [`GPU_THREADS_PER_PASS`].
+    pub fn for_gpu(gpu: &Gpu) -> Parallelism {
+        if gpu.is_cpu {
+            Parallelism::PixelPerInvocation
+        } else {
+            Parallelism::SamplePerInvocation {
+                threads: GPU_THREADS_PER_PASS,
+            }
+        }
+    }
+}
 
 /// Uniform block of one dispatch; mirrors `Params` in the shader (192 bytes).
 #[repr(C)]
@@ -118,8 +159,8 @@ const CACHED_FRAMES: usize = 2;
 /// static scene is uploaded once too; an animated scene is instantiated and uploaded
 /// again when a tile of a frame that is not among the last [`CACHED_FRAMES`] comes.
 ///
-/// `Send + Sync`: tiles may be requested from several threads; GPU work of one renderer
-/// is serialized by an internal lock.
+/// `Send + Sync`: tiles may be requested from several threads and render concurrently;
+/// instantiating and uploading a frame's geometry is serialized by an internal lock.
 pub struct SceneRenderer {
     gpu: Arc<Gpu>,
     scene_name: String,
@@ -132,6 +173,7 @@ pub struct SceneRenderer {
     loop_limit: Option<LoopLimit>,
     /// Most samples per pixel in one dispatch that stayed under `loop_limit` so far.
     dispatch_cap: std::sync::atomic::AtomicU32,
+    parallelism: Parallelism,
 }
 
 /// Mesa's llvmpipe (the CPU driver behind lavapipe) ends every loop of a shader once
@@ -520,8 +562,21 @@ impl SceneRenderer {
             frames: Mutex::new(vec![Arc::new(first)]),
             loop_limit: LoopLimit::of(gpu.class_ref()),
             dispatch_cap: std::sync::atomic::AtomicU32::new(LLVMPIPE_FIRST_CAP),
+            parallelism: Parallelism::for_gpu(&gpu),
             gpu,
         })
+    }
+
+    /// Render with `parallelism` instead of what suits the adapter
+    /// ([`Parallelism::for_gpu`]); the bytes are the same either way.
+    pub fn with_parallelism(mut self, parallelism: Parallelism) -> Self {
+        self.parallelism = parallelism;
+        self
+    }
+
+    /// How this renderer spreads samples over invocations.
+    pub fn parallelism(&self) -> Parallelism {
+        self.parallelism
     }
 
     /// The GPU this renderer draws on.
@@ -641,12 +696,15 @@ impl SceneRenderer {
         let _span =
             tracing::debug_span!("render_tile", scene = %self.scene_name, frame, tile = %rect)
                 .entered();
-        // One lock serializes instantiation, uploads and GPU work of this renderer.
-        let mut frames = self
-            .frames
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let geometry = self.frame_geometry(&mut frames, frame, time_s)?;
+        // One lock serializes instantiation and uploads; rendering does not hold it, so
+        // tiles requested from several threads (a node's slots) render concurrently.
+        let geometry = {
+            let mut frames = self
+                .frames
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            self.frame_geometry(&mut frames, frame, time_s)?
+        };
         let camera = camera(&geometry.world.cameras, settings.camera.as_deref())?;
 
         let aspect = f64::from(settings.width) / f64::from(settings.height);
@@ -701,8 +759,11 @@ impl SceneRenderer {
         let band_bytes = MAX_BAND_BYTES
             .min(limits.max_storage_buffer_binding_size)
             .min(limits.max_buffer_size);
-        let rows =
-            (band_bytes / (u64::from(rect.w) * BYTES_PER_SUM)).clamp(1, u64::from(rect.h)) as u32;
+        // A pass over a band of `pixels` runs pixels / 64 workgroups in one dimension.
+        let band_pixels = (band_bytes / BYTES_PER_SUM).min(
+            u64::from(limits.max_compute_workgroups_per_dimension) * u64::from(LINEAR_WORKGROUP),
+        );
+        let rows = (band_pixels / u64::from(rect.w)).clamp(1, u64::from(rect.h)) as u32;
         let mut out = Vec::with_capacity(rect.pixels() as usize);
         let mut y = 0;
         while y < rect.h {
@@ -735,14 +796,29 @@ impl SceneRenderer {
         spp: u32,
     ) -> Result<Vec<f32>, RenderError> {
         use std::sync::atomic::Ordering;
+        if let Parallelism::SamplePerInvocation { threads } = self.parallelism {
+            let per_pass = self.samples_per_pass(band, spp, threads);
+            let sums = self.render_band_split(geometry, base, band, spp, per_pass, true)?;
+            if let Some(limit) = self.loop_limit {
+                let worst = limit.worst_group(&sums, band);
+                if worst > limit.iterations {
+                    return Err(RenderError::LoopLimit {
+                        adapter: self.gpu.class_ref().adapter.clone(),
+                        needed: worst,
+                        limit: limit.iterations,
+                    });
+                }
+            }
+            return Ok(sums);
+        }
         let natural = (SAMPLES_PER_DISPATCH / band.pixels()).clamp(1, u64::from(spp)) as u32;
         let Some(limit) = self.loop_limit else {
-            return self.render_band_split(geometry, base, band, spp, natural);
+            return self.render_band_split(geometry, base, band, spp, natural, false);
         };
         loop {
             let cap = self.dispatch_cap.load(Ordering::Relaxed).max(1);
             let per_dispatch = natural.min(cap);
-            let sums = self.render_band_split(geometry, base, band, spp, per_dispatch)?;
+            let sums = self.render_band_split(geometry, base, band, spp, per_dispatch, false)?;
             let worst = limit.worst_group(&sums, band);
             if worst <= limit.iterations {
                 return Ok(sums);
@@ -764,7 +840,27 @@ impl SceneRenderer {
         }
     }
 
-    /// Per-pixel f32 sums of all samples of `band`, `per_dispatch` samples at a time.
+    /// Samples per pixel of one sample-per-invocation pass over `band`: about `threads`
+    /// invocations, within the adapter's buffer and dispatch limits.
+    fn samples_per_pass(&self, band: TileRect, spp: u32, threads: u32) -> u32 {
+        let limits = &self.gpu.limits;
+        let bytes = MAX_SAMPLE_BYTES
+            .min(limits.max_storage_buffer_binding_size)
+            .min(limits.max_buffer_size);
+        let by_memory = bytes / (band.pixels() * BYTES_PER_SUM);
+        let mut per_pass = (u64::from(threads) / band.pixels())
+            .min(by_memory)
+            .min(u64::from(limits.max_compute_workgroups_per_dimension))
+            .clamp(1, u64::from(spp)) as u32;
+        if self.loop_limit.is_some() {
+            per_pass = per_pass.min(LLVMPIPE_SAMPLES_PER_PASS);
+        }
+        per_pass
+    }
+
+    /// Per-pixel f32 sums of all samples of `band`, `per_dispatch` samples at a time: a
+    /// pixel per invocation (`main`), or with `per_sample` a sample per invocation
+    /// (`spread`, then `gather` adds them in order).
     fn render_band_split(
         &self,
         geometry: &FrameGeometry,
@@ -772,9 +868,15 @@ impl SceneRenderer {
         band: TileRect,
         spp: u32,
         per_dispatch: u32,
+        per_sample: bool,
     ) -> Result<Vec<f32>, RenderError> {
         let gpu = &*self.gpu;
         let device = &gpu.device;
+        let passes = if per_sample {
+            Some(gpu.per_sample()?)
+        } else {
+            None
+        };
         let bytes = band.pixels() * BYTES_PER_SUM;
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -782,6 +884,18 @@ impl SceneRenderer {
             label: Some("accum"),
             size: bytes,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        // Per-sample values of one pass; a pixel per invocation stores none (the binding
+        // still needs a buffer).
+        let samples = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("samples"),
+            size: if per_sample {
+                bytes * u64::from(per_dispatch)
+            } else {
+                BYTES_PER_SUM
+            },
+            usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
         let readback = device.create_buffer(&wgpu::BufferDescriptor {
@@ -833,12 +947,17 @@ impl SceneRenderer {
             binding: 15,
             resource: wgpu::BindingResource::TextureView(&st.env_view),
         });
+        entries.push(wgpu::BindGroupEntry {
+            binding: 16,
+            resource: samples.as_entire_binding(),
+        });
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("pathtrace"),
             layout: &gpu.bind_group_layout,
             entries: &entries,
         });
         let groups = (band.w.div_ceil(WORKGROUP), band.h.div_ceil(WORKGROUP));
+        let linear_groups = band.pixels().div_ceil(u64::from(LINEAR_WORKGROUP)) as u32;
         let mut start = 0u32;
         while start < spp {
             let count = per_dispatch.min(spp - start);
@@ -860,9 +979,19 @@ impl SceneRenderer {
                     label: Some("pathtrace"),
                     timestamp_writes: None,
                 });
-                pass.set_pipeline(&gpu.pipeline);
                 pass.set_bind_group(0, &bind_group, &[]);
-                pass.dispatch_workgroups(groups.0, groups.1, 1);
+                match passes {
+                    None => {
+                        pass.set_pipeline(&gpu.pipeline);
+                        pass.dispatch_workgroups(groups.0, groups.1, 1);
+                    }
+                    Some(p) => {
+                        pass.set_pipeline(&p.spread);
+                        pass.dispatch_workgroups(linear_groups, count, 1);
+                        pass.set_pipeline(&p.gather);
+                        pass.dispatch_workgroups(linear_groups, 1, 1);
+                    }
+                }
             }
             start += count;
             if start == spp {

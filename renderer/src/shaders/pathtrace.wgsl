@@ -1,11 +1,14 @@
-// Tessera path tracer: one compute invocation renders every sample of one pixel of a tile.
+// Tessera path tracer: the samples of each pixel of a tile (or band), one pixel per
+// invocation (`main`, for CPUs) or one sample per invocation (`spread` then `gather`, for
+// GPUs), with the same bytes either way.
 //
 // Determinism rules this file keeps (see the crate docs):
 // - every random number is `rand(key, dim)` where `key` hashes (seed, frame, global pixel,
 //   sample index) and `dim` is a fixed dimension number; nothing reads the invocation's
 //   local id, the workgroup id, subgroups or atomics;
 // - a pixel's samples are added in sample-index order into one f32 running sum, which a
-//   following dispatch continues (so splitting the samples over dispatches changes nothing);
+//   following dispatch continues (so splitting the samples over dispatches, or computing
+//   them in separate invocations and adding them in order afterwards, changes nothing);
 // - BVH traversal visits the nearer child first, the left child on a tie, so the closest
 //   hit (and which of two equally near triangles wins) depends only on the ray;
 // - textures are read with textureLoad only (integer texel fetch); wrapping, bilinear
@@ -165,6 +168,8 @@ struct Light {
 @group(0) @binding(13) var<storage, read_write> accum: array<vec4<f32>>;
 @group(0) @binding(14) var tex_pages: texture_2d_array<u32>;
 @group(0) @binding(15) var env_tex: texture_2d_array<f32>;
+// Per-sample values of the `spread` pass (see `gather`).
+@group(0) @binding(16) var<storage, read_write> samples: array<vec4<f32>>;
 
 // ---------------------------------------------------------------------------------------
 // Random numbers: a counter-based integer hash (PCG output permutation).
@@ -766,6 +771,36 @@ fn emitted(m: Material, idx: vec4<u32>, bary: vec3<f32>) -> vec3<f32> {
     return e;
 }
 
+// A shadow ray and what it carries: `value` is added when nothing blocks the ray in
+// (0, tmax). Without a ray (`traced` false) the value is 0 and is added as it is.
+struct Shadow {
+    orig: vec3<f32>,
+    tmax: f32,
+    dir: vec3<f32>,
+    traced: bool,
+    value: vec3<f32>,
+}
+
+fn no_shadow() -> Shadow {
+    var sd: Shadow;
+    sd.orig = vec3<f32>(0.0);
+    sd.tmax = 0.0;
+    sd.dir = vec3<f32>(0.0, 0.0, 1.0);
+    sd.traced = false;
+    sd.value = vec3<f32>(0.0);
+    return sd;
+}
+
+fn shadow_ray(orig: vec3<f32>, dir: vec3<f32>, tmax: f32, value: vec3<f32>) -> Shadow {
+    var sd: Shadow;
+    sd.orig = orig;
+    sd.tmax = tmax;
+    sd.dir = dir;
+    sd.traced = true;
+    sd.value = value;
+    return sd;
+}
+
 // The shading point as the light sampling functions need it.
 struct Shade {
     p: vec3<f32>,
@@ -774,13 +809,13 @@ struct Shade {
     wo: vec3<f32>,
 }
 
-// Next-event estimation of one light sample: an emissive triangle or the environment.
-// `mis` is false at the last path vertex, where no BSDF ray follows, so the light sample
-// takes full weight.
-fn sample_lights(key: u32, dim: u32, depth: u32, sh: Shade, s: Surf, mis: bool) -> vec3<f32> {
+// Next-event estimation of one light sample (an emissive triangle or the environment),
+// as the shadow ray that decides it. `mis` is false at the last path vertex, where no
+// BSDF ray follows, so the light sample takes full weight.
+fn light_sample(key: u32, dim: u32, sh: Shade, s: Surf, mis: bool) -> Shadow {
     let env_p = params.env_pick;
     if (params.emitter_count == 0u && env_p <= 0.0) {
-        return vec3<f32>(0.0);
+        return no_shadow();
     }
     let origin = offset_ray(sh.p, sh.ng);
     let r = rand(key, dim + DIM_LIGHT_PICK);
@@ -791,20 +826,20 @@ fn sample_lights(key: u32, dim: u32, depth: u32, sh: Shade, s: Surf, mis: bool) 
         let wi = smp.xyz;
         let pdf_light = env_p * smp.w;
         if (pdf_light <= 0.0 || dot(sh.ng, wi) <= 0.0) {
-            return vec3<f32>(0.0);
+            return no_shadow();
         }
         let ev = bsdf_eval(s, sh.wo, to_local(sh.frame, wi));
-        if (ev.pdf <= 0.0 || occluded(origin, wi, F32_MAX, key, depth)) {
-            return vec3<f32>(0.0);
+        if (ev.pdf <= 0.0) {
+            return no_shadow();
         }
         var weight = 1.0;
         if (mis) {
             weight = power_heuristic(pdf_light, ev.pdf);
         }
-        return ev.f_cos * env_radiance(wi) * (weight / pdf_light);
+        return shadow_ray(origin, wi, F32_MAX, ev.f_cos * env_radiance(wi) * (weight / pdf_light));
     }
     if (params.emitter_count == 0u) {
-        return vec3<f32>(0.0);
+        return no_shadow();
     }
     let tri_p = 1.0 - env_p;
     let ru = min((r - env_p) / tri_p, 0.99999994);
@@ -819,13 +854,13 @@ fn sample_lights(key: u32, dim: u32, depth: u32, sh: Shade, s: Surf, mis: bool) 
     let nl_raw = cross(e1.xyz, e2);
     let nl_len = length(nl_raw);
     if (nl_len <= 0.0) {
-        return vec3<f32>(0.0);
+        return no_shadow();
     }
     let nl = nl_raw / nl_len;
     let to_light = x - origin;
     let dist2 = dot(to_light, to_light);
     if (dist2 <= 0.0) {
-        return vec3<f32>(0.0);
+        return no_shadow();
     }
     let dist = sqrt(dist2);
     let wi = to_light / dist;
@@ -835,7 +870,7 @@ fn sample_lights(key: u32, dim: u32, depth: u32, sh: Shade, s: Surf, mis: bool) 
     let m = materials[idx.w];
     let cos_l = select(cos_front, abs(cos_front), m.emission.w > 0.0);
     if (dot(sh.ng, wi) <= 0.0 || cos_l <= 1e-7) {
-        return vec3<f32>(0.0);
+        return no_shadow();
     }
     var coverage = 1.0;
     let mode = bitcast<u32>(v0.w) & TRI_ALPHA;
@@ -845,15 +880,11 @@ fn sample_lights(key: u32, dim: u32, depth: u32, sh: Shade, s: Surf, mis: bool) 
         coverage = surface_alpha(tri, bu, bv);
     }
     if (coverage <= 0.0) {
-        return vec3<f32>(0.0);
+        return no_shadow();
     }
     let ev = bsdf_eval(s, sh.wo, to_local(sh.frame, wi));
     if (ev.pdf <= 0.0) {
-        return vec3<f32>(0.0);
-    }
-    // Stop just short of the emitter so its own surface does not count as a blocker.
-    if (occluded(origin, wi, dist * 0.9999, key, depth)) {
-        return vec3<f32>(0.0);
+        return no_shadow();
     }
     let pdf_light = tri_p * e1.w * dist2 / cos_l;
     var weight = 1.0;
@@ -861,63 +892,56 @@ fn sample_lights(key: u32, dim: u32, depth: u32, sh: Shade, s: Surf, mis: bool) 
         weight = power_heuristic(pdf_light, ev.pdf);
     }
     let radiance = emitted(m, idx, vec3<f32>(1.0 - bu - bv, bu, bv)) * coverage;
-    return ev.f_cos * radiance * (weight / pdf_light);
+    // Stop just short of the emitter so its own surface does not count as a blocker.
+    return shadow_ray(origin, wi, dist * 0.9999, ev.f_cos * radiance * (weight / pdf_light));
 }
 
-// Light from punctual lights reaching p (each light once, in order).
-fn sample_punctual(key: u32, depth: u32, sh: Shade, s: Surf) -> vec3<f32> {
-    var sum = vec3<f32>(0.0);
+// The light punctual light `i` sends to the shading point, as its shadow ray.
+fn punctual_light(i: u32, sh: Shade, s: Surf) -> Shadow {
     let origin = offset_ray(sh.p, sh.ng);
-    for (var i = 0u; i < params.light_count; i = i + 1u) {
-        loop_iterations = loop_iterations + 1u;
-        let light = lights[i];
-        let kind = bitcast<u32>(light.position.w);
-        var wi: vec3<f32>;
-        var tmax = F32_MAX;
-        var irradiance = light.intensity.xyz;
-        if (kind == LIGHT_DIRECTIONAL) {
-            wi = -light.direction.xyz;
-        } else {
-            let to_light = light.position.xyz - origin;
-            let dist2 = dot(to_light, to_light);
-            if (dist2 <= 0.0) {
-                continue;
-            }
-            let dist = sqrt(dist2);
-            wi = to_light / dist;
-            tmax = dist;
-            var attenuation = 1.0 / dist2;
-            let range = light.direction.w;
-            if (range > 0.0) {
-                // The glTF range window: smooth falloff to 0 at `range`.
-                let ratio = dist / range;
-                let window = clamp(1.0 - ratio * ratio * ratio * ratio, 0.0, 1.0);
-                attenuation = attenuation * window * window;
-            }
-            if (kind == LIGHT_SPOT) {
-                let cd = dot(light.direction.xyz, -wi);
-                let a = clamp(cd * light.cone.x + light.cone.y, 0.0, 1.0);
-                attenuation = attenuation * a * a;
-            }
-            irradiance = irradiance * attenuation;
+    let light = lights[i];
+    let kind = bitcast<u32>(light.position.w);
+    var wi: vec3<f32>;
+    var tmax = F32_MAX;
+    var irradiance = light.intensity.xyz;
+    if (kind == LIGHT_DIRECTIONAL) {
+        wi = -light.direction.xyz;
+    } else {
+        let to_light = light.position.xyz - origin;
+        let dist2 = dot(to_light, to_light);
+        if (dist2 <= 0.0) {
+            return no_shadow();
         }
-        if (dot(sh.ng, wi) <= 0.0 || luminance_max(irradiance) <= 0.0) {
-            continue;
+        let dist = sqrt(dist2);
+        wi = to_light / dist;
+        tmax = dist;
+        var attenuation = 1.0 / dist2;
+        let range = light.direction.w;
+        if (range > 0.0) {
+            // The glTF range window: smooth falloff to 0 at `range`.
+            let ratio = dist / range;
+            let window = clamp(1.0 - ratio * ratio * ratio * ratio, 0.0, 1.0);
+            attenuation = attenuation * window * window;
         }
-        let ev = bsdf_eval(s, sh.wo, to_local(sh.frame, wi));
-        if (luminance_max(ev.f_cos) <= 0.0) {
-            continue;
+        if (kind == LIGHT_SPOT) {
+            let cd = dot(light.direction.xyz, -wi);
+            let a = clamp(cd * light.cone.x + light.cone.y, 0.0, 1.0);
+            attenuation = attenuation * a * a;
         }
-        if (occluded(origin, wi, tmax, key, depth)) {
-            continue;
-        }
-        sum = sum + ev.f_cos * irradiance;
+        irradiance = irradiance * attenuation;
     }
-    return sum;
+    if (dot(sh.ng, wi) <= 0.0 || luminance_max(irradiance) <= 0.0) {
+        return no_shadow();
+    }
+    let ev = bsdf_eval(s, sh.wo, to_local(sh.frame, wi));
+    if (luminance_max(ev.f_cos) <= 0.0) {
+        return no_shadow();
+    }
+    return shadow_ray(origin, wi, tmax, ev.f_cos * irradiance);
 }
 
 // ---------------------------------------------------------------------------------------
-// One path.
+// Path vertices and the sampling loop.
 
 fn decode_oct(o: vec2<f32>) -> vec3<f32> {
     var n = vec3<f32>(o.x, o.y, 1.0 - abs(o.x) - abs(o.y));
@@ -940,19 +964,185 @@ fn vertex_tangent(i: u32) -> vec3<f32> {
     return decode_oct(vec2<f32>(x, y));
 }
 
-fn radiance(px: u32, py: u32, sample: u32) -> vec3<f32> {
-    let key = sample_key(px, py, sample);
+struct Ray {
+    orig: vec3<f32>,
+    dir: vec3<f32>,
+}
+
+// The camera ray of one sample of pixel (px, py).
+fn camera_ray(px: u32, py: u32, key: u32) -> Ray {
     let size = vec2<f32>(params.image_size);
     let sx = 2.0 * (f32(px) + rand(key, 0u)) / size.x - 1.0;
     let sy = 1.0 - 2.0 * (f32(py) + rand(key, 1u)) / size.y;
-    var orig = params.cam_origin.xyz;
-    var dir: vec3<f32>;
+    var ray: Ray;
+    ray.orig = params.cam_origin.xyz;
     if (params.cam_kind == 1u) {
-        orig = orig + params.cam_right.xyz * sx + params.cam_up.xyz * sy;
-        dir = params.cam_forward.xyz;
+        ray.orig = ray.orig + params.cam_right.xyz * sx + params.cam_up.xyz * sy;
+        ray.dir = params.cam_forward.xyz;
     } else {
-        dir = normalize(params.cam_forward.xyz + params.cam_right.xyz * sx + params.cam_up.xyz * sy);
+        ray.dir = normalize(params.cam_forward.xyz + params.cam_right.xyz * sx + params.cam_up.xyz * sy);
     }
+    return ray;
+}
+
+// One path vertex, as `main` keeps it while the vertex's shadow rays are traced.
+struct Vertex {
+    sh: Shade,
+    s: Surf,
+    // The light sample's shadow ray.
+    light: Shadow,
+    // Whether the path goes on, and its next segment.
+    bounce: bool,
+    next_pdf: f32,
+    next_orig: vec3<f32>,
+    next_dir: vec3<f32>,
+    next_throughput: vec3<f32>,
+}
+
+// The vertex where the path ray (`dir`, at `depth`) hit: adds what it emits towards the
+// path to `result`, samples a light and the BSDF.
+fn shade(hit: Hit, dir: vec3<f32>, key: u32, depth: u32, throughput: vec3<f32>, prev_bsdf_pdf: f32, result: ptr<function, vec3<f32>>) -> Vertex {
+    let tri = hit.triangle;
+    let v0 = tri_v0[tri];
+    let e1 = tri_e1[tri];
+    let e2 = tri_e2[tri].xyz;
+    let flags = bitcast<u32>(v0.w);
+    let idx = tri_idx[tri];
+    let m = materials[idx.w];
+    let bary = vec3<f32>(1.0 - hit.u - hit.v, hit.u, hit.v);
+    let p = v0.xyz + e1.xyz * hit.u + e2 * hit.v;
+    let ng_raw = normalize(cross(e1.xyz, e2));
+    let cos_hit = dot(ng_raw, dir);
+    let back = cos_hit > 0.0;
+    let ng = select(ng_raw, -ng_raw, back);
+    let wo = -dir;
+
+    // Shading normal: interpolated vertex normals (face normal for flat primitives),
+    // perturbed by the normal map, on the viewer's side of the surface.
+    var ns = ng;
+    if ((flags & TRI_FLAT) == 0u) {
+        let n0 = vertex_normal(idx.x) * bary.x + vertex_normal(idx.y) * bary.y + vertex_normal(idx.z) * bary.z;
+        let n0_len = length(n0);
+        if (n0_len > 1e-12) {
+            var n = n0 / n0_len;
+            if ((flags & TRI_TANGENTS) != 0u && m.normal_tex.info.z != 0u) {
+                let t_raw = vertex_tangent(idx.x) * bary.x + vertex_tangent(idx.y) * bary.y + vertex_tangent(idx.z) * bary.z;
+                let t_orth = t_raw - n * dot(n, t_raw);
+                let t_len = length(t_orth);
+                if (t_len > 1e-12) {
+                    let t = t_orth / t_len;
+                    let sign = select(1.0, -1.0, (vert_frame[idx.x].y >> 31u) != 0u);
+                    let b = cross(n, t) * sign;
+                    var tn = tex_at(m.normal_tex, idx, bary, false).xyz * 2.0 - vec3<f32>(1.0);
+                    tn = vec3<f32>(tn.xy * m.params.z, tn.z);
+                    let mapped = t * tn.x + b * tn.y + n * tn.z;
+                    let mapped_len = length(mapped);
+                    if (mapped_len > 1e-12) {
+                        n = mapped / mapped_len;
+                    }
+                }
+            }
+            ns = select(n, -n, dot(n, ng) < 0.0);
+        }
+    }
+    if (dot(ns, wo) <= 1e-4) {
+        ns = ng;
+    }
+
+    // Emission (front face, or both for double-sided materials). Seen from the camera
+    // it counts fully; reached by a BSDF sample it is weighted against the light
+    // sample taken at the previous vertex.
+    let emits = m.emission.w > 0.0 || !back;
+    if (emits && luminance_max(m.emission.xyz) > 0.0) {
+        var weight = 1.0;
+        let pdf_area = e1.w;
+        if (depth > 0u && pdf_area > 0.0) {
+            let pdf_light = (1.0 - params.env_pick) * pdf_area * hit.t * hit.t / max(abs(cos_hit), 1e-7);
+            weight = power_heuristic(prev_bsdf_pdf, pdf_light);
+        }
+        *result = *result + throughput * emitted(m, idx, bary) * weight;
+    }
+
+    var base = m.base_color.xyz;
+    if (m.base_tex.info.z != 0u) {
+        base = base * tex_at(m.base_tex, idx, bary, true).xyz;
+    }
+    var metallic = m.params.x;
+    var roughness = m.params.y;
+    if (m.mr_tex.info.z != 0u) {
+        let mr = tex_at(m.mr_tex, idx, bary, false);
+        roughness = roughness * mr.y;
+        metallic = metallic * mr.z;
+    }
+    var s: Surf;
+    s.base = clamp(base, vec3<f32>(0.0), vec3<f32>(1.0));
+    s.metallic = clamp(metallic, 0.0, 1.0);
+    s.alpha = max(roughness * roughness, MIN_ALPHA);
+    let frame = basis(ns);
+    var sh: Shade;
+    sh.p = p;
+    sh.ng = ng;
+    sh.frame = frame;
+    sh.wo = to_local(frame, wo);
+    prepare_surf(&s, sh.wo.z);
+    var v: Vertex;
+    v.s = s;
+    v.sh = sh;
+
+    let dim = 2u + depth * DIMS_PER_BOUNCE;
+    let last = depth >= params.max_bounces;
+    v.light = light_sample(key, dim, v.sh, v.s, !last);
+    v.bounce = false;
+    if (last) {
+        return v;
+    }
+    let wi_local = bsdf_sample(v.s, v.sh.wo, rand(key, dim + DIM_LOBE), rand(key, dim + DIM_BSDF), rand(key, dim + DIM_BSDF + 1u));
+    if (wi_local.z <= 0.0) {
+        return v;
+    }
+    let wi = normalize(frame * wi_local);
+    if (dot(ng, wi) <= 0.0) {
+        return v;
+    }
+    let ev = bsdf_eval(v.s, v.sh.wo, wi_local);
+    if (ev.pdf <= 0.0) {
+        return v;
+    }
+    var next = throughput * ev.f_cos / ev.pdf;
+    if (luminance_max(next) <= 0.0) {
+        return v;
+    }
+    if (depth + 1u >= ROULETTE_DEPTH) {
+        let survive = min(luminance_max(next), 0.95);
+        if (rand(key, dim + DIM_ROULETTE) >= survive) {
+            return v;
+        }
+        next = next / survive;
+    }
+    v.bounce = true;
+    v.next_pdf = ev.pdf;
+    v.next_orig = offset_ray(p, ng);
+    v.next_dir = wi;
+    v.next_throughput = next;
+    return v;
+}
+
+// Loop iterations this invocation has run in the current dispatch: every loop body adds
+// one. Mesa's llvmpipe (lavapipe) silently ends every loop of an invocation once 65535
+// loop iterations have run in total (gallivm's LP_MAX_TGSI_LOOP_ITERATIONS), which would
+// drop path segments without an error; the host reads this count back and refuses a
+// render that came near that limit. It never changes a pixel value.
+var<private> loop_iterations: u32;
+
+// One sample of pixel (px, py), its path one vertex per turn: trace the path ray; on a
+// hit, shade it, then trace its shadow rays (the light sample's, then each punctual
+// light's) at one call site; then go on along the BSDF sample. Two traversal call sites
+// in all. A non-finite sample counts as black, the same way on every run.
+fn sample_value(px: u32, py: u32, sample: u32) -> vec3<f32> {
+    let key = sample_key(px, py, sample);
+    let ray = camera_ray(px, py, key);
+    var orig = ray.orig;
+    var dir = ray.dir;
     var throughput = vec3<f32>(1.0);
     var result = vec3<f32>(0.0);
     var prev_bsdf_pdf = 0.0;
@@ -970,136 +1160,51 @@ fn radiance(px: u32, py: u32, sample: u32) -> vec3<f32> {
             result = result + throughput * env_radiance(dir) * weight;
             break;
         }
-        let tri = hit.triangle;
-        let v0 = tri_v0[tri];
-        let e1 = tri_e1[tri];
-        let e2 = tri_e2[tri].xyz;
-        let flags = bitcast<u32>(v0.w);
-        let idx = tri_idx[tri];
-        let m = materials[idx.w];
-        let bary = vec3<f32>(1.0 - hit.u - hit.v, hit.u, hit.v);
-        let p = v0.xyz + e1.xyz * hit.u + e2 * hit.v;
-        let ng_raw = normalize(cross(e1.xyz, e2));
-        let cos_hit = dot(ng_raw, dir);
-        let back = cos_hit > 0.0;
-        let ng = select(ng_raw, -ng_raw, back);
-        let wo = -dir;
-
-        // Shading normal: interpolated vertex normals (face normal for flat primitives),
-        // perturbed by the normal map, on the viewer's side of the surface.
-        var ns = ng;
-        if ((flags & TRI_FLAT) == 0u) {
-            let n0 = vertex_normal(idx.x) * bary.x + vertex_normal(idx.y) * bary.y + vertex_normal(idx.z) * bary.z;
-            let n0_len = length(n0);
-            if (n0_len > 1e-12) {
-                var n = n0 / n0_len;
-                if ((flags & TRI_TANGENTS) != 0u && m.normal_tex.info.z != 0u) {
-                    let t_raw = vertex_tangent(idx.x) * bary.x + vertex_tangent(idx.y) * bary.y + vertex_tangent(idx.z) * bary.z;
-                    let t_orth = t_raw - n * dot(n, t_raw);
-                    let t_len = length(t_orth);
-                    if (t_len > 1e-12) {
-                        let t = t_orth / t_len;
-                        let sign = select(1.0, -1.0, (vert_frame[idx.x].y >> 31u) != 0u);
-                        let b = cross(n, t) * sign;
-                        var tn = tex_at(m.normal_tex, idx, bary, false).xyz * 2.0 - vec3<f32>(1.0);
-                        tn = vec3<f32>(tn.xy * m.params.z, tn.z);
-                        let mapped = t * tn.x + b * tn.y + n * tn.z;
-                        let mapped_len = length(mapped);
-                        if (mapped_len > 1e-12) {
-                            n = mapped / mapped_len;
-                        }
-                    }
-                }
-                ns = select(n, -n, dot(n, ng) < 0.0);
+        let v = shade(hit, dir, key, depth, throughput, prev_bsdf_pdf, &result);
+        // Shadow rays: the light sample's (turn 0), then each punctual light's, whose
+        // light is summed in light order before it is added to the path.
+        var punctual = vec3<f32>(0.0);
+        for (var light = 0u; light <= params.light_count; light = light + 1u) {
+            loop_iterations = loop_iterations + 1u;
+            var sd = v.light;
+            if (light > 0u) {
+                sd = punctual_light(light - 1u, v.sh, v.s);
+            }
+            var blocked = false;
+            if (sd.traced) {
+                blocked = trace(sd.orig, sd.dir, sd.tmax, true, key, depth).triangle != NO_HIT;
+            }
+            if (light == 0u) {
+                result = result + throughput * select(sd.value, vec3<f32>(0.0), blocked);
+            } else if (sd.traced && !blocked) {
+                punctual = punctual + sd.value;
             }
         }
-        if (dot(ns, wo) <= 1e-4) {
-            ns = ng;
-        }
-
-        // Emission (front face, or both for double-sided materials). Seen from the camera
-        // it counts fully; reached by a BSDF sample it is weighted against the light
-        // sample taken at the previous vertex.
-        let emits = m.emission.w > 0.0 || !back;
-        if (emits && luminance_max(m.emission.xyz) > 0.0) {
-            var weight = 1.0;
-            let pdf_area = e1.w;
-            if (depth > 0u && pdf_area > 0.0) {
-                let pdf_light = (1.0 - params.env_pick) * pdf_area * hit.t * hit.t / max(abs(cos_hit), 1e-7);
-                weight = power_heuristic(prev_bsdf_pdf, pdf_light);
-            }
-            result = result + throughput * emitted(m, idx, bary) * weight;
-        }
-
-        var base = m.base_color.xyz;
-        if (m.base_tex.info.z != 0u) {
-            base = base * tex_at(m.base_tex, idx, bary, true).xyz;
-        }
-        var metallic = m.params.x;
-        var roughness = m.params.y;
-        if (m.mr_tex.info.z != 0u) {
-            let mr = tex_at(m.mr_tex, idx, bary, false);
-            roughness = roughness * mr.y;
-            metallic = metallic * mr.z;
-        }
-        var s: Surf;
-        s.base = clamp(base, vec3<f32>(0.0), vec3<f32>(1.0));
-        s.metallic = clamp(metallic, 0.0, 1.0);
-        s.alpha = max(roughness * roughness, MIN_ALPHA);
-        let frame = basis(ns);
-        var sh: Shade;
-        sh.p = p;
-        sh.ng = ng;
-        sh.frame = frame;
-        sh.wo = to_local(frame, wo);
-        prepare_surf(&s, sh.wo.z);
-
-        let dim = 2u + depth * DIMS_PER_BOUNCE;
-        let last = depth >= params.max_bounces;
-        result = result + throughput * sample_lights(key, dim, depth, sh, s, !last);
-        result = result + throughput * sample_punctual(key, depth, sh, s);
-        if (last) {
+        result = result + throughput * punctual;
+        if (!v.bounce) {
             break;
         }
-
-        let wi_local = bsdf_sample(s, sh.wo, rand(key, dim + DIM_LOBE), rand(key, dim + DIM_BSDF), rand(key, dim + DIM_BSDF + 1u));
-        if (wi_local.z <= 0.0) {
-            break;
-        }
-        let wi = normalize(frame * wi_local);
-        if (dot(ng, wi) <= 0.0) {
-            break;
-        }
-        let ev = bsdf_eval(s, sh.wo, wi_local);
-        if (ev.pdf <= 0.0) {
-            break;
-        }
-        throughput = throughput * ev.f_cos / ev.pdf;
-        if (luminance_max(throughput) <= 0.0) {
-            break;
-        }
-        prev_bsdf_pdf = ev.pdf;
+        throughput = v.next_throughput;
+        prev_bsdf_pdf = v.next_pdf;
         depth = depth + 1u;
-        if (depth >= ROULETTE_DEPTH) {
-            let survive = min(luminance_max(throughput), 0.95);
-            if (rand(key, dim + DIM_ROULETTE) >= survive) {
-                break;
-            }
-            throughput = throughput / survive;
-        }
-        orig = offset_ray(p, ng);
-        dir = wi;
+        orig = v.next_orig;
+        dir = v.next_dir;
     }
-    return result;
+    return select(vec3<f32>(0.0), result, is_finite3(result));
 }
 
-// Loop iterations this invocation has run in the current dispatch: every loop body adds
-// one. Mesa's llvmpipe (lavapipe) silently ends every loop of an invocation once 65535
-// loop iterations have run in total (gallivm's LP_MAX_TGSI_LOOP_ITERATIONS), which would
-// drop path segments without an error; the host reads this count back and refuses a
-// render that came near that limit. It never changes a pixel value.
-var<private> loop_iterations: u32;
+// The running sum of pixel `index` of the band and the most loop iterations it has run
+// in one invocation (see `loop_iterations`), as earlier dispatches left them.
+fn sum_so_far(index: u32) -> vec4<f32> {
+    if (params.accumulate != 0u) {
+        return accum[index];
+    }
+    return vec4<f32>(0.0);
+}
 
+// Pixel per invocation: samples `sample_start ..` of one pixel of the band, added in
+// sample order to its running sum. What CPUs (lavapipe) run: a few hundred invocations
+// keep every core busy, and no per-sample values are stored.
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x >= params.tile_size.x || gid.y >= params.tile_size.y) {
@@ -1108,20 +1213,46 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let px = params.tile_origin.x + gid.x;
     let py = params.tile_origin.y + gid.y;
     let index = gid.y * params.tile_size.x + gid.x;
-    var sum = vec3<f32>(0.0);
-    var most_iterations = 0u;
-    if (params.accumulate != 0u) {
-        let prev = accum[index];
-        sum = prev.xyz;
-        most_iterations = bitcast<u32>(prev.w);
-    }
+    let prev = sum_so_far(index);
+    var sum = prev.xyz;
     loop_iterations = 0u;
     for (var i = 0u; i < params.sample_count; i = i + 1u) {
         loop_iterations = loop_iterations + 1u;
-        let value = radiance(px, py, params.sample_start + i);
-        // A non-finite sample counts as black, the same way on every run.
-        sum = sum + select(vec3<f32>(0.0), value, is_finite3(value));
+        sum = sum + sample_value(px, py, params.sample_start + i);
     }
-    // w: the most loop iterations this pixel ran in one dispatch (see `loop_iterations`).
-    accum[index] = vec4<f32>(sum, bitcast<f32>(max(most_iterations, loop_iterations)));
+    accum[index] = vec4<f32>(sum, bitcast<f32>(max(bitcast<u32>(prev.w), loop_iterations)));
+}
+
+// Sample per invocation, for GPUs, which need far more threads in flight than a tile has
+// pixels: invocation (pixel i of the band, sample j) stores sample `sample_start + j` of
+// pixel i in `samples[j × pixels + i]`; `gather` then adds them to each pixel's running
+// sum in sample order, with the same additions as `main`, so the bytes are the same.
+@compute @workgroup_size(64, 1, 1)
+fn spread(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let pixels = params.tile_size.x * params.tile_size.y;
+    if (gid.x >= pixels || gid.y >= params.sample_count) {
+        return;
+    }
+    let px = params.tile_origin.x + gid.x % params.tile_size.x;
+    let py = params.tile_origin.y + gid.x / params.tile_size.x;
+    loop_iterations = 0u;
+    let value = sample_value(px, py, params.sample_start + gid.y);
+    samples[gid.y * pixels + gid.x] = vec4<f32>(value, bitcast<f32>(loop_iterations));
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let pixels = params.tile_size.x * params.tile_size.y;
+    if (gid.x >= pixels) {
+        return;
+    }
+    let prev = sum_so_far(gid.x);
+    var sum = prev.xyz;
+    var most = bitcast<u32>(prev.w);
+    for (var j = 0u; j < params.sample_count; j = j + 1u) {
+        let value = samples[j * pixels + gid.x];
+        sum = sum + value.xyz;
+        most = max(most, bitcast<u32>(value.w));
+    }
+    accum[gid.x] = vec4<f32>(sum, bitcast<f32>(most));
 }

@@ -1,0 +1,102 @@
+//! GPU tests: a sample per invocation (`spread` + `gather`, what GPUs run) gives the same
+//! bytes as a pixel per invocation (`main`, what lavapipe runs), for frames and tiles,
+//! on sample scenes that use every shader feature (emitters, punctual lights, textures,
+//! an environment image).
+
+mod common;
+
+use std::path::Path;
+
+use common::gpu;
+use tessera_protocol::{RenderSettings, TileRect, TileRenderer};
+use tessera_renderer::{LoadOptions, Parallelism, Scene, SceneRenderer};
+
+fn scene(name: &str) -> Scene {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenes")
+        .join(name);
+    Scene::load(&path, &LoadOptions::default()).unwrap()
+}
+
+fn settings(width: u32, height: u32, spp: u32) -> RenderSettings {
+    RenderSettings {
+        width,
+        height,
+        spp,
+        max_bounces: 4,
+        seed: 0x0005_eed0_f7e5_5e7a,
+        camera: None,
+        frame_rate: Default::default(),
+    }
+}
+
+#[test]
+fn a_sample_per_invocation_gives_the_bytes_of_a_pixel_per_invocation() {
+    let (w, h, spp) = (40, 24, 23);
+    // 5 samples per pass over the frame (the last pass has 3), 1 per pass over the tile
+    // below, and every sample in one pass.
+    let spreads = [w * h * 5, 1, w * h * spp];
+    let tile = TileRect {
+        x: 5,
+        y: 3,
+        w: 13,
+        h: 7,
+    };
+    let s = settings(w, h, spp);
+    for name in [
+        "cornell-box.glb",
+        "lights.glb",
+        "textured.glb",
+        "env-hdr.gltf",
+    ] {
+        let scene = scene(name);
+        let by_pixel = SceneRenderer::new(gpu(), &scene)
+            .unwrap()
+            .with_parallelism(Parallelism::PixelPerInvocation);
+        let frame = by_pixel.render_tile(&s, 0, full(w, h)).unwrap();
+        let cut = by_pixel.render_tile(&s, 0, tile).unwrap();
+        assert!(frame.iter().any(|&b| b != 0), "{name}: a black frame");
+        for threads in spreads {
+            let by_sample = SceneRenderer::new(gpu(), &scene)
+                .unwrap()
+                .with_parallelism(Parallelism::SamplePerInvocation { threads });
+            assert_eq!(
+                by_sample.render_tile(&s, 0, full(w, h)).unwrap(),
+                frame,
+                "{name}: full frame, {threads} threads per pass"
+            );
+            assert_eq!(
+                by_sample.render_tile(&s, 0, tile).unwrap(),
+                cut,
+                "{name}: tile {tile}, {threads} threads per pass"
+            );
+        }
+    }
+}
+
+#[test]
+fn lavapipe_renders_a_pixel_per_invocation_by_default() {
+    let scene = scene("cornell-box.glb");
+    let r = SceneRenderer::new(gpu(), &scene).unwrap();
+    let cpu = gpu()
+        .class()
+        .adapter
+        .to_ascii_lowercase()
+        .contains("llvmpipe");
+    assert_eq!(
+        r.parallelism() == Parallelism::PixelPerInvocation,
+        cpu,
+        "{:?} on {}",
+        r.parallelism(),
+        gpu().class().adapter
+    );
+}
+
+fn full(width: u32, height: u32) -> TileRect {
+    TileRect {
+        x: 0,
+        y: 0,
+        w: width,
+        h: height,
+    }
+}
