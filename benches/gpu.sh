@@ -7,6 +7,8 @@
 # $OUT, so that it comes back):
 #   render-nvidia-<model>.json        tessera bench render, sample scenes, 256×256 64 spp
 #   render-nvidia-<model>-1500.json   tessera bench render, cornell-box at 1500×1500
+#   render-nvidia-<model>-1500-pixel.json  the same with a pixel per invocation (the old
+#                                     layout), so occupancy's gain is a measured ratio
 #   calibration-nvidia.json           tessera calibrate --classes default,lavapipe
 #   gpu-adapter.txt                   what wgpu and nvidia-smi saw
 # Each step is bounded so that a slow one cannot eat the whole lease; a failed step is
@@ -56,6 +58,9 @@ step "bench render (sample scenes)" 240 "$TESSERA" bench render --device "$devic
 step "bench render (cornell-box 1500x1500)" 180 "$TESSERA" bench render --device "$device" \
     --scenes cornell-box --width 1500 --height 1500 --spp 64 --max-bounces 8 --tile 64 \
     --repeat 2 --out "$RESULTS/render-$device-1500.json"
+step "bench render (cornell-box 1500x1500, a pixel per invocation)" 180 "$TESSERA" bench render \
+    --device "$device" --scenes cornell-box --width 1500 --height 1500 --spp 64 --max-bounces 8 \
+    --tile 64 --parallelism pixel --out "$RESULTS/render-$device-1500-pixel.json"
 step "calibrate against lavapipe" 240 "$TESSERA" calibrate --classes default,lavapipe \
     --out "$RESULTS/calibration-nvidia.json"
 

@@ -16,7 +16,9 @@
 //!   alpha (BLEND) hashes (key, path depth, triangle index).
 //! - Nothing depends on workgroup layout, dispatch order, subgroups or atomics; there are
 //!   no float atomics. A pixel's samples are summed in sample order in f32, and splitting
-//!   the samples over dispatches or the rows over bands changes nothing.
+//!   the samples over dispatches, the rows over bands, or the samples over invocations
+//!   ([`Parallelism`]: a pixel per invocation on CPUs, a sample per invocation on GPUs,
+//!   whose stored values a second pass adds in order) changes nothing.
 //! - BVH traversal tie-breaks are fixed: nearer child first, the left child on a tie; the
 //!   BVH build is deterministic (fixed bin/axis/plane tie rules, sequential partitions).
 //! - CPU-side sums (emitter power CDF, environment CDFs) are in f64 in a fixed order and
