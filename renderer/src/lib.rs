@@ -173,7 +173,7 @@ mod render;
 mod scene;
 
 pub use error::{RenderError, SceneError};
-pub use gpu::Gpu;
+pub use gpu::{Gpu, ShaderFeatures};
 pub use render::{
     encode_canonical, Parallelism, SceneRenderer, GPU_THREADS_PER_PASS, MAX_BOUNCES,
     MAX_IMAGE_SIDE, MAX_SPP,

@@ -8,9 +8,9 @@ use wgpu::util::DeviceExt;
 
 use crate::energy;
 use crate::error::RenderError;
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, ShaderFeatures};
 use crate::scene::texture::decode_table;
-use crate::scene::world::{self, World};
+use crate::scene::world::{self, World, TRI_ALPHA};
 use crate::scene::{CameraDef, Projection, Scene, SceneData};
 
 /// Largest frame width or height: the shader packs pixel coordinates into 16 bits each.
@@ -129,6 +129,22 @@ struct FrameGeometry {
     time_bits: u64,
     world: Arc<World>,
     buffers: [wgpu::Buffer; 9],
+    /// The shader features this frame uses.
+    features: ShaderFeatures,
+}
+
+/// The shader features a frame of a scene uses (see [`ShaderFeatures`]).
+fn features_of(data: &SceneData, env_mode: u32, world: &World) -> ShaderFeatures {
+    ShaderFeatures {
+        textures: data.materials.iter().any(|m| {
+            [m.base_tex, m.mr_tex, m.normal_tex, m.emissive_tex]
+                .iter()
+                .any(|t| t.info[2] != 0)
+        }),
+        alpha: world.tri_v0.iter().any(|v| v[3].to_bits() & TRI_ALPHA != 0),
+        env_image: env_mode != 0,
+        punctual: !world.lights.is_empty(),
+    }
 }
 
 /// What does not change between frames: materials, textures, environment, tables.
@@ -174,6 +190,8 @@ pub struct SceneRenderer {
     /// Most samples per pixel in one dispatch that stayed under `loop_limit` so far.
     dispatch_cap: std::sync::atomic::AtomicU32,
     parallelism: Parallelism,
+    /// Compile every shader feature in, used or not (tests compare the two).
+    full_shader: bool,
 }
 
 /// Mesa's llvmpipe (the CPU driver behind lavapipe) ends every loop of a shader once
@@ -551,6 +569,7 @@ impl SceneRenderer {
         let buffers = upload_world(&gpu, &scene.world0)?;
         let first = FrameGeometry {
             time_bits: 0f64.to_bits(),
+            features: features_of(&scene.data, statics.env_mode, &scene.world0),
             world: scene.world0.clone(),
             buffers,
         };
@@ -563,6 +582,7 @@ impl SceneRenderer {
             loop_limit: LoopLimit::of(gpu.class_ref()),
             dispatch_cap: std::sync::atomic::AtomicU32::new(LLVMPIPE_FIRST_CAP),
             parallelism: Parallelism::for_gpu(&gpu),
+            full_shader: false,
             gpu,
         })
     }
@@ -571,6 +591,13 @@ impl SceneRenderer {
     /// ([`Parallelism::for_gpu`]); the bytes are the same either way.
     pub fn with_parallelism(mut self, parallelism: Parallelism) -> Self {
         self.parallelism = parallelism;
+        self
+    }
+
+    /// Render with the full shader instead of the variant without the features the scene
+    /// leaves unused ([`ShaderFeatures`]); the bytes are the same either way.
+    pub fn with_full_shader(mut self) -> Self {
+        self.full_shader = true;
         self
     }
 
@@ -632,6 +659,7 @@ impl SceneRenderer {
         );
         let geometry = Arc::new(FrameGeometry {
             time_bits: bits,
+            features: features_of(&self.data, self.statics.env_mode, &world),
             world: Arc::new(world),
             buffers,
         });
@@ -872,8 +900,14 @@ impl SceneRenderer {
     ) -> Result<Vec<f32>, RenderError> {
         let gpu = &*self.gpu;
         let device = &gpu.device;
+        let features = if self.full_shader {
+            ShaderFeatures::ALL
+        } else {
+            geometry.features
+        };
+        let variant = gpu.variant(features)?;
         let passes = if per_sample {
-            Some(gpu.per_sample()?)
+            Some(variant.per_sample(gpu)?)
         } else {
             None
         };
@@ -982,7 +1016,7 @@ impl SceneRenderer {
                 pass.set_bind_group(0, &bind_group, &[]);
                 match passes {
                     None => {
-                        pass.set_pipeline(&gpu.pipeline);
+                        pass.set_pipeline(&variant.main);
                         pass.dispatch_workgroups(groups.0, groups.1, 1);
                     }
                     Some(p) => {

@@ -1,7 +1,8 @@
 //! GPU tests: a sample per invocation (`spread` + `gather`, what GPUs run) gives the same
 //! bytes as a pixel per invocation (`main`, what lavapipe runs), for frames and tiles,
-//! on sample scenes that use every shader feature (emitters, punctual lights, textures,
-//! an environment image).
+//! and the shader variant without the features a scene leaves unused gives the bytes of
+//! the full shader, on sample scenes that between them use every feature but alpha
+//! (emitters, punctual lights, textures, an environment image).
 
 mod common;
 
@@ -31,7 +32,7 @@ fn settings(width: u32, height: u32, spp: u32) -> RenderSettings {
 }
 
 #[test]
-fn a_sample_per_invocation_gives_the_bytes_of_a_pixel_per_invocation() {
+fn a_sample_per_invocation_and_the_full_shader_give_the_same_bytes() {
     let (w, h, spp) = (40, 24, 23);
     // 5 samples per pass over the frame (the last pass has 3), 1 per pass over the tile
     // below, and every sample in one pass.
@@ -56,6 +57,15 @@ fn a_sample_per_invocation_gives_the_bytes_of_a_pixel_per_invocation() {
         let frame = by_pixel.render_tile(&s, 0, full(w, h)).unwrap();
         let cut = by_pixel.render_tile(&s, 0, tile).unwrap();
         assert!(frame.iter().any(|&b| b != 0), "{name}: a black frame");
+        let full_shader = SceneRenderer::new(gpu(), &scene)
+            .unwrap()
+            .with_parallelism(Parallelism::PixelPerInvocation)
+            .with_full_shader();
+        assert_eq!(
+            full_shader.render_tile(&s, 0, full(w, h)).unwrap(),
+            frame,
+            "{name}: the full shader and the scene's variant differ"
+        );
         for threads in spreads {
             let by_sample = SceneRenderer::new(gpu(), &scene)
                 .unwrap()

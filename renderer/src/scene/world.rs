@@ -22,7 +22,8 @@ use crate::bvh::{self, BvhNode};
 pub(crate) const WATTS_TO_LUMENS: f64 = 683.0;
 
 /// Triangle flag bits (low bits of `tri_v0[i].w`).
-// Bits 0-1: alpha mode of the material (0 opaque, 1 mask, 2 blend).
+/// Bits 0-1: alpha mode of the material (0 opaque, 1 mask, 2 blend).
+pub(crate) const TRI_ALPHA: u32 = 3;
 pub(crate) const TRI_FLAT: u32 = 4; // no vertex normals: shade with the face normal
 pub(crate) const TRI_TANGENTS: u32 = 8; // vertices have a tangent frame (normal map)
 

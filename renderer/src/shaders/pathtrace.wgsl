@@ -55,6 +55,19 @@ const TRI_TANGENTS: u32 = 8u;
 const ALPHA_MASK: u32 = 1u;
 const ALPHA_BLEND: u32 = 2u;
 
+// Features a scene may leave unused, compiled out when it does (pipeline-overridable
+// constants the renderer sets from the scene, so every node and verifier of a scene runs
+// the same variant). A variant only drops branches the scene never takes: its bytes are
+// those of the full shader (renderer/tests/parallelism.rs renders both).
+// Any material with a texture.
+override TEXTURES: bool = true;
+// Any triangle with alpha MASK or BLEND.
+override ALPHA: bool = true;
+// An environment image (else the background is one colour and never sampled).
+override ENV_IMAGE: bool = true;
+// Any punctual light.
+override PUNCTUAL: bool = true;
+
 const WRAP_REPEAT: u32 = 0u;
 const WRAP_CLAMP: u32 = 1u;
 
@@ -317,7 +330,7 @@ fn surface_alpha(tri: u32, u: f32, v: f32) -> f32 {
     let idx = tri_idx[tri];
     let m = materials[idx.w];
     var a = m.base_color.w;
-    if (m.base_tex.info.z != 0u) {
+    if (TEXTURES && m.base_tex.info.z != 0u) {
         a = a * tex_at(m.base_tex, idx, vec3<f32>(1.0 - u - v, u, v), true).w;
     }
     return a;
@@ -380,7 +393,7 @@ fn hit_triangle(orig: vec3<f32>, dir: vec3<f32>, tri: u32, hit: ptr<function, Hi
     let t = dot(e2, qvec) * inv_det;
     if (t > 0.0 && t < (*hit).t) {
         let mode = bitcast<u32>(v0.w) & TRI_ALPHA;
-        if (mode != 0u && !alpha_keeps(tri, u, v, mode, key, depth)) {
+        if (ALPHA && mode != 0u && !alpha_keeps(tri, u, v, mode, key, depth)) {
             return;
         }
         (*hit).t = t;
@@ -643,7 +656,7 @@ fn env_texel(x: i32, y: i32) -> vec3<f32> {
 
 // Radiance arriving from direction d (pointing away from the scene).
 fn env_radiance(d: vec3<f32>) -> vec3<f32> {
-    if (params.env_mode == 0u) {
+    if (!ENV_IMAGE || params.env_mode == 0u) {
         return params.env_color.xyz;
     }
     let l = env_rotate(d);
@@ -765,7 +778,7 @@ fn power_heuristic(a: f32, b: f32) -> f32 {
 // Emitted radiance of material m on triangle idx at barycentrics bary.
 fn emitted(m: Material, idx: vec4<u32>, bary: vec3<f32>) -> vec3<f32> {
     var e = m.emission.xyz;
-    if (m.emissive_tex.info.z != 0u) {
+    if (TEXTURES && m.emissive_tex.info.z != 0u) {
         e = e * tex_at(m.emissive_tex, idx, bary, true).xyz;
     }
     return e;
@@ -821,7 +834,7 @@ fn light_sample(key: u32, dim: u32, sh: Shade, s: Surf, mis: bool) -> Shadow {
     let r = rand(key, dim + DIM_LIGHT_PICK);
     let r1 = rand(key, dim + DIM_LIGHT_POINT);
     let r2 = rand(key, dim + DIM_LIGHT_POINT + 1u);
-    if (r < env_p) {
+    if (ENV_IMAGE && r < env_p) {
         let smp = env_sample(r1, r2);
         let wi = smp.xyz;
         let pdf_light = env_p * smp.w;
@@ -873,7 +886,7 @@ fn light_sample(key: u32, dim: u32, sh: Shade, s: Surf, mis: bool) -> Shadow {
         return no_shadow();
     }
     var coverage = 1.0;
-    let mode = bitcast<u32>(v0.w) & TRI_ALPHA;
+    let mode = select(0u, bitcast<u32>(v0.w) & TRI_ALPHA, ALPHA);
     if (mode == ALPHA_MASK) {
         coverage = select(0.0, 1.0, surface_alpha(tri, bu, bv) >= m.params.w);
     } else if (mode == ALPHA_BLEND) {
@@ -1025,7 +1038,7 @@ fn shade(hit: Hit, dir: vec3<f32>, key: u32, depth: u32, throughput: vec3<f32>, 
         let n0_len = length(n0);
         if (n0_len > 1e-12) {
             var n = n0 / n0_len;
-            if ((flags & TRI_TANGENTS) != 0u && m.normal_tex.info.z != 0u) {
+            if ((flags & TRI_TANGENTS) != 0u && TEXTURES && m.normal_tex.info.z != 0u) {
                 let t_raw = vertex_tangent(idx.x) * bary.x + vertex_tangent(idx.y) * bary.y + vertex_tangent(idx.z) * bary.z;
                 let t_orth = t_raw - n * dot(n, t_raw);
                 let t_len = length(t_orth);
@@ -1064,12 +1077,12 @@ fn shade(hit: Hit, dir: vec3<f32>, key: u32, depth: u32, throughput: vec3<f32>, 
     }
 
     var base = m.base_color.xyz;
-    if (m.base_tex.info.z != 0u) {
+    if (TEXTURES && m.base_tex.info.z != 0u) {
         base = base * tex_at(m.base_tex, idx, bary, true).xyz;
     }
     var metallic = m.params.x;
     var roughness = m.params.y;
-    if (m.mr_tex.info.z != 0u) {
+    if (TEXTURES && m.mr_tex.info.z != 0u) {
         let mr = tex_at(m.mr_tex, idx, bary, false);
         roughness = roughness * mr.y;
         metallic = metallic * mr.z;
@@ -1154,7 +1167,7 @@ fn sample_value(px: u32, py: u32, sample: u32) -> vec3<f32> {
             // The background. Reached by a BSDF sample it is weighted against the
             // environment light sample taken at the previous vertex.
             var weight = 1.0;
-            if (depth > 0u && params.env_pick > 0.0) {
+            if (ENV_IMAGE && depth > 0u && params.env_pick > 0.0) {
                 weight = power_heuristic(prev_bsdf_pdf, params.env_pick * env_pdf(dir));
             }
             result = result + throughput * env_radiance(dir) * weight;
@@ -1164,7 +1177,8 @@ fn sample_value(px: u32, py: u32, sample: u32) -> vec3<f32> {
         // Shadow rays: the light sample's (turn 0), then each punctual light's, whose
         // light is summed in light order before it is added to the path.
         var punctual = vec3<f32>(0.0);
-        for (var light = 0u; light <= params.light_count; light = light + 1u) {
+        let punctual_lights = select(0u, params.light_count, PUNCTUAL);
+        for (var light = 0u; light <= punctual_lights; light = light + 1u) {
             loop_iterations = loop_iterations + 1u;
             var sd = v.light;
             if (light > 0u) {
