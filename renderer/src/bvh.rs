@@ -141,10 +141,7 @@ pub(crate) fn build(triangles: &[[[f32; 3]; 3]]) -> Bvh {
     }
     let (binary, order) = build_binary(triangles);
     Bvh {
-        nodes: collapse(&binary)
-            .iter()
-            .map(|slots| encode(slots))
-            .collect(),
+        nodes: collapse(&binary),
         order,
     }
 }
@@ -349,28 +346,28 @@ struct Slot {
     reference: u32,
 }
 
-/// Collapse the binary tree into 4-wide nodes, root first and every node before its
-/// children, each node's interior children consecutive.
-fn collapse(binary: &[BinNode]) -> Vec<Vec<Slot>> {
+/// Collapse the binary tree into 4-wide nodes and encode them, root first and every node
+/// before its children, each node's interior children consecutive.
+fn collapse(binary: &[BinNode]) -> Vec<BvhNode> {
     let height = heights(binary);
     debug_assert!(
         height[0] <= STACK_LIMIT,
         "binary tree deeper than the stack"
     );
-    let mut wide = vec![Vec::new()];
+    let mut nodes = vec![encode(&[])];
     // (binary node, its 4-wide node, stack entries its subtree may still use).
     let mut work = vec![(0usize, 0usize, STACK_LIMIT)];
     while let Some((bin_idx, node_idx, budget)) = work.pop() {
-        let children = if binary[bin_idx].count > 0 {
+        let (children, len) = if binary[bin_idx].count > 0 {
             // Only a root can be a leaf here: it becomes a node with one leaf slot.
-            vec![bin_idx]
+            ([bin_idx, 0, 0, 0], 1)
         } else {
             widen(binary, &height, bin_idx, budget)
         };
-        let child_budget = budget - (children.len() as u32 - 1);
-        let first_child = wide.len();
-        let mut interior = Vec::new();
-        let slots = children
+        let child_budget = budget - (len as u32 - 1);
+        let first_child = nodes.len();
+        let mut interior = Vec::with_capacity(4);
+        let slots: Vec<Slot> = children[..len]
             .iter()
             .map(|&c| {
                 let b = &binary[c];
@@ -387,13 +384,13 @@ fn collapse(binary: &[BinNode]) -> Vec<Vec<Slot>> {
                 }
             })
             .collect();
-        wide[node_idx] = slots;
-        wide.resize(first_child + interior.len(), Vec::new());
+        nodes[node_idx] = encode(&slots);
+        nodes.resize(first_child + interior.len(), nodes[0]);
         for (i, &c) in interior.iter().enumerate().rev() {
             work.push((c, first_child + i, child_budget));
         }
     }
-    wide
+    nodes
 }
 
 /// The 64-byte node for `slots` (at most 4).
@@ -474,40 +471,46 @@ fn quantize(origin: f32, step: f64, lo: f32, hi: f32) -> (u8, u8) {
     (q_lo as u8, q_hi as u8)
 }
 
-/// The children (binary node indices, in left-to-right order) of the 4-wide node made
-/// from interior binary node `bin_idx`, whose subtree may push `budget` stack entries.
-fn widen(binary: &[BinNode], height: &[u32], bin_idx: usize, budget: u32) -> Vec<usize> {
+/// The children (binary node indices, in left-to-right order, and how many) of the
+/// 4-wide node made from interior binary node `bin_idx`, whose subtree may push `budget`
+/// stack entries.
+fn widen(binary: &[BinNode], height: &[u32], bin_idx: usize, budget: u32) -> ([usize; 4], usize) {
     let left = binary[bin_idx].first as usize;
-    let mut slots = vec![left, left + 1];
-    // Entries this node pushes plus the most its children's subtrees need if they stay
-    // binary; `height[bin_idx] <= budget` makes the first two slots fit.
-    let need = |slots: &[usize]| {
-        slots.len() as u32 - 1 + slots.iter().map(|&c| height[c]).max().unwrap_or(0)
-    };
-    while slots.len() < 4 {
-        // Interior children, largest surface area first, the lowest slot on a tie.
-        let mut candidates: Vec<usize> = (0..slots.len())
-            .filter(|&k| binary[slots[k]].count == 0)
-            .collect();
-        candidates.sort_by(|&a, &b| {
-            let (area_a, area_b) = (
-                binary[slots[a]].bounds.area(),
-                binary[slots[b]].bounds.area(),
-            );
-            area_b.total_cmp(&area_a).then(a.cmp(&b))
-        });
-        let widened = candidates.into_iter().find_map(|k| {
-            let c = binary[slots[k]].first as usize;
-            let mut wider = slots.clone();
-            wider.splice(k..=k, [c, c + 1]);
-            (need(&wider) <= budget).then_some(wider)
-        });
-        match widened {
-            Some(wider) => slots = wider,
-            None => break,
+    let mut slots = [left, left + 1, 0, 0];
+    let mut len = 2;
+    // A node pushes (children − 1) entries, and its children's subtrees need at most their
+    // heights if they stay binary; `height[bin_idx] <= budget` makes the first two fit.
+    while len < 4 {
+        // The interior child with the largest surface area (the lowest slot on a tie)
+        // among those whose two children still fit.
+        let mut best: Option<(usize, f32)> = None;
+        for k in 0..len {
+            let child = &binary[slots[k]];
+            if child.count > 0 {
+                continue;
+            }
+            let grandchild = child.first as usize;
+            let others = (0..len).filter(|&j| j != k).map(|j| height[slots[j]]);
+            let deepest = others
+                .chain([height[grandchild], height[grandchild + 1]])
+                .max()
+                .unwrap_or(0);
+            if len as u32 + deepest > budget {
+                continue;
+            }
+            let area = child.bounds.area();
+            if best.is_none_or(|(_, a)| area.total_cmp(&a).is_gt()) {
+                best = Some((k, area));
+            }
         }
+        let Some((k, _)) = best else { break };
+        let grandchild = binary[slots[k]].first as usize;
+        slots.copy_within(k + 1..len, k + 2);
+        slots[k] = grandchild;
+        slots[k + 1] = grandchild + 1;
+        len += 1;
     }
-    slots
+    (slots, len)
 }
 
 #[cfg(test)]
