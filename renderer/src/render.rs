@@ -318,7 +318,12 @@ fn upload_world(gpu: &Gpu, world: &World) -> Result<[wgpu::Buffer; 9], RenderErr
     let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let result = (|| {
         Ok([
-            upload(gpu, "bvh nodes", bytemuck::cast_slice(&world.nodes), 32)?,
+            upload(
+                gpu,
+                "bvh nodes",
+                bytemuck::cast_slice(&world.nodes),
+                std::mem::size_of::<crate::bvh::BvhNode>(),
+            )?,
             upload(
                 gpu,
                 "triangle vertices",

@@ -315,6 +315,16 @@ pub(crate) fn instantiate(
         }
     }
 
+    if positions.len() > bvh::MAX_TRIANGLES {
+        return Err((
+            "meshes".into(),
+            format!(
+                "{} triangles exceed the BVH's limit of {}",
+                positions.len(),
+                bvh::MAX_TRIANGLES
+            ),
+        ));
+    }
     let started = Instant::now();
     let built = bvh::build(&positions);
     let bvh_build_ms = started.elapsed().as_secs_f64() * 1e3;

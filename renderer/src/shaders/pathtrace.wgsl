@@ -9,8 +9,8 @@
 // - a pixel's samples are added in sample-index order into one f32 running sum, which a
 //   following dispatch continues (so splitting the samples over dispatches, or computing
 //   them in separate invocations and adding them in order afterwards, changes nothing);
-// - BVH traversal visits the nearer child first, the left child on a tie, so the closest
-//   hit (and which of two equally near triangles wins) depends only on the ray;
+// - BVH traversal visits hit children nearest first, the lower slot on a tie, so the
+//   closest hit (and which of two equally near triangles wins) depends only on the ray;
 // - textures are read with textureLoad only (integer texel fetch); wrapping, bilinear
 //   filtering and sRGB decoding (exact table) are done here, never by a sampler.
 
@@ -109,14 +109,22 @@ struct Params {
     cam_forward: vec4<f32>,
 }
 
+// A compressed 4-wide BVH node (renderer/src/bvh.rs, 64 bytes). Child slot k holds
+// refs[k]: 0 (empty), an interior child's node index, or LEAF | (count − 1) << 28 | first
+// for a leaf of `count` triangles from `first`. Slot k's box on axis a is
+// origin[a] + q · 2^(e_a − 127), with q byte k of its lower and upper plane words and e_a
+// byte a of `exponents`.
 struct Node {
-    bmin: vec3<f32>,
-    // Interior: index of the left child (the right child follows it). Leaf: first triangle.
-    left_first: u32,
-    bmax: vec3<f32>,
-    // 0 for an interior node, else the number of triangles in the leaf.
-    count: u32,
+    origin: vec3<f32>,
+    exponents: u32,
+    // Lower x, upper x, lower y, upper y.
+    q_xy: vec4<u32>,
+    // Lower z, upper z, unused, unused.
+    q_z: vec4<u32>,
+    refs: vec4<u32>,
 }
+
+const LEAF: u32 = 0x80000000u;
 
 struct TexRef {
     // x, y, width, height of the image in its page.
@@ -350,15 +358,38 @@ fn alpha_keeps(tri: u32, u: f32, v: f32, mode: u32, key: u32, depth: u32) -> boo
 // ---------------------------------------------------------------------------------------
 // Ray casting.
 
-// Distance to the box entry (clamped at 0), or F32_MAX on a miss or beyond tmax.
-fn hit_box(orig: vec3<f32>, inv_dir: vec3<f32>, tmax: f32, bmin: vec3<f32>, bmax: vec3<f32>) -> f32 {
-    let t0 = (bmin - orig) * inv_dir;
-    let t1 = (bmax - orig) * inv_dir;
-    let tlo = min(t0, t1);
-    let thi = max(t0, t1);
-    let tn = max(max(tlo.x, tlo.y), max(tlo.z, 0.0));
-    let tf = min(min(thi.x, thi.y), min(thi.z, tmax));
-    return select(F32_MAX, tn, tn <= tf);
+// The four bytes of `w` (byte k in lane k) as floats.
+fn node_bytes(w: u32) -> vec4<f32> {
+    return vec4<f32>(vec4<u32>(w & 0xffu, (w >> 8u) & 0xffu, (w >> 16u) & 0xffu, w >> 24u));
+}
+
+// Entry distances (clamped at 0) of the ray into the four child boxes of `node`, F32_MAX
+// where it misses a box, enters it beyond tmax, or the slot is empty. The ray's direction
+// signs pick each axis' near and far planes; a plane's distance is
+// fma(q, step, origin − orig) · inv_dir (renderer/src/bvh.rs mirrors it).
+fn hit_box(orig: vec3<f32>, inv_dir: vec3<f32>, tmax: f32, node: Node) -> vec4<f32> {
+    let step = vec3<f32>(
+        bitcast<f32>((node.exponents << 23u) & 0x7f800000u),
+        bitcast<f32>((node.exponents << 15u) & 0x7f800000u),
+        bitcast<f32>((node.exponents << 7u) & 0x7f800000u)
+    );
+    let offset = node.origin - orig;
+    let neg = inv_dir < vec3<f32>(0.0);
+    let near_x = node_bytes(select(node.q_xy.x, node.q_xy.y, neg.x));
+    let far_x = node_bytes(select(node.q_xy.y, node.q_xy.x, neg.x));
+    let near_y = node_bytes(select(node.q_xy.z, node.q_xy.w, neg.y));
+    let far_y = node_bytes(select(node.q_xy.w, node.q_xy.z, neg.y));
+    let near_z = node_bytes(select(node.q_z.x, node.q_z.y, neg.z));
+    let far_z = node_bytes(select(node.q_z.y, node.q_z.x, neg.z));
+    let tn_x = fma(near_x, vec4<f32>(step.x), vec4<f32>(offset.x)) * inv_dir.x;
+    let tf_x = fma(far_x, vec4<f32>(step.x), vec4<f32>(offset.x)) * inv_dir.x;
+    let tn_y = fma(near_y, vec4<f32>(step.y), vec4<f32>(offset.y)) * inv_dir.y;
+    let tf_y = fma(far_y, vec4<f32>(step.y), vec4<f32>(offset.y)) * inv_dir.y;
+    let tn_z = fma(near_z, vec4<f32>(step.z), vec4<f32>(offset.z)) * inv_dir.z;
+    let tf_z = fma(far_z, vec4<f32>(step.z), vec4<f32>(offset.z)) * inv_dir.z;
+    let tn = max(max(tn_x, tn_y), max(tn_z, vec4<f32>(0.0)));
+    let tf = min(min(tf_x, tf_y), min(tf_z, vec4<f32>(tmax)));
+    return select(vec4<f32>(F32_MAX), tn, (tn <= tf) & (node.refs != vec4<u32>(0u)));
 }
 
 struct Hit {
@@ -404,6 +435,12 @@ fn hit_triangle(orig: vec3<f32>, dir: vec3<f32>, tri: u32, hit: ptr<function, Hi
 }
 
 // Closest hit along the ray in (0, tmax); with `any_hit` it returns at the first hit found.
+// At each node the hit children are ordered by entry distance (the lower slot on a tie):
+// the traversal goes on with the nearest (a leaf is tested in the same pass) and pushes
+// the others far to near. So the order, and which of two equally near triangles wins,
+// depend only on the ray. The build keeps the stack from overflowing (renderer/src/bvh.rs,
+// STACK_LIMIT). Popped entries are not culled by distance: on lavapipe the stack writes
+// and reads that would take cost more than the visits they save.
 fn trace(orig: vec3<f32>, dir: vec3<f32>, tmax: f32, any_hit: bool, key: u32, depth: u32) -> Hit {
     var hit: Hit;
     hit.t = tmax;
@@ -414,59 +451,63 @@ fn trace(orig: vec3<f32>, dir: vec3<f32>, tmax: f32, any_hit: bool, key: u32, de
         return hit;
     }
     let inv_dir = safe_inverse(dir);
-    let root = nodes[0];
-    if (hit_box(orig, inv_dir, hit.t, root.bmin, root.bmax) == F32_MAX) {
-        return hit;
-    }
-    var stack: array<u32, STACK_SIZE>;
+    var stack_ref: array<u32, STACK_SIZE>;
     var sp = 0u;
     var current = 0u;
     loop {
         loop_iterations = loop_iterations + 1u;
-        let node = nodes[current];
-        if (node.count > 0u) {
-            for (var i = 0u; i < node.count; i = i + 1u) {
+        var leaf = (current & LEAF) != 0u;
+        if (!leaf) {
+            let node = nodes[current];
+            var d = hit_box(orig, inv_dir, hit.t, node);
+            var r = node.refs;
+            var slot = vec4<u32>(0u, 1u, 2u, 3u);
+            // Sorting network (0,1)(2,3), (0,2)(1,3), (1,2). The first two layers only
+            // compare a lower slot group with a higher one, so a strict `<` keeps equal
+            // distances in slot order; the last compares slots on a tie.
+            var swap = d.yw < d.xz;
+            d = vec4<f32>(select(d.xz, d.yw, swap), select(d.yw, d.xz, swap)).xzyw;
+            r = vec4<u32>(select(r.xz, r.yw, swap), select(r.yw, r.xz, swap)).xzyw;
+            slot = vec4<u32>(select(slot.xz, slot.yw, swap), select(slot.yw, slot.xz, swap)).xzyw;
+            swap = d.zw < d.xy;
+            d = vec4<f32>(select(d.xy, d.zw, swap), select(d.zw, d.xy, swap));
+            r = vec4<u32>(select(r.xy, r.zw, swap), select(r.zw, r.xy, swap));
+            slot = vec4<u32>(select(slot.xy, slot.zw, swap), select(slot.zw, slot.xy, swap));
+            let mid = d.z < d.y || (d.z == d.y && slot.z < slot.y);
+            d = vec4<f32>(d.x, select(d.y, d.z, mid), select(d.z, d.y, mid), d.w);
+            r = vec4<u32>(r.x, select(r.y, r.z, mid), select(r.z, r.y, mid), r.w);
+            // Push the hit children but the nearest, farthest first. A miss sorts last and
+            // is written but not kept, one entry above the top (inside the stack: bvh.rs).
+            stack_ref[sp] = r.w;
+            sp = sp + select(0u, 1u, d.w < F32_MAX);
+            stack_ref[sp] = r.z;
+            sp = sp + select(0u, 1u, d.z < F32_MAX);
+            stack_ref[sp] = r.y;
+            sp = sp + select(0u, 1u, d.y < F32_MAX);
+            current = r.x;
+            leaf = (current & LEAF) != 0u;
+            // An interior child is visited in the next pass.
+            if (d.x < F32_MAX && !leaf) {
+                continue;
+            }
+            leaf = leaf && d.x < F32_MAX;
+        }
+        if (leaf) {
+            let first = current & 0x0fffffffu;
+            let end = first + ((current >> 28u) & 7u) + 1u;
+            for (var tri = first; tri < end; tri = tri + 1u) {
                 loop_iterations = loop_iterations + 1u;
-                hit_triangle(orig, dir, node.left_first + i, &hit, key, depth);
+                hit_triangle(orig, dir, tri, &hit, key, depth);
             }
             if (any_hit && hit.triangle != NO_HIT) {
                 return hit;
             }
-            if (sp == 0u) {
-                break;
-            }
-            sp = sp - 1u;
-            current = stack[sp];
-            continue;
         }
-        let left = node.left_first;
-        let right = left + 1u;
-        let nl = nodes[left];
-        let nr = nodes[right];
-        var d_near = hit_box(orig, inv_dir, hit.t, nl.bmin, nl.bmax);
-        var d_far = hit_box(orig, inv_dir, hit.t, nr.bmin, nr.bmax);
-        var near = left;
-        var far = right;
-        if (d_far < d_near) {
-            let d = d_near;
-            d_near = d_far;
-            d_far = d;
-            near = right;
-            far = left;
+        if (sp == 0u) {
+            break;
         }
-        if (d_near == F32_MAX) {
-            if (sp == 0u) {
-                break;
-            }
-            sp = sp - 1u;
-            current = stack[sp];
-            continue;
-        }
-        current = near;
-        if (d_far != F32_MAX && sp < STACK_SIZE) {
-            stack[sp] = far;
-            sp = sp + 1u;
-        }
+        sp = sp - 1u;
+        current = stack_ref[sp];
     }
     return hit;
 }
