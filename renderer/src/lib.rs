@@ -19,8 +19,11 @@
 //!   the samples over dispatches, the rows over bands, or the samples over invocations
 //!   ([`Parallelism`]: a pixel per invocation on CPUs, a sample per invocation on GPUs,
 //!   whose stored values a second pass adds in order) changes nothing.
-//! - BVH traversal tie-breaks are fixed: nearer child first, the left child on a tie; the
-//!   BVH build is deterministic (fixed bin/axis/plane tie rules, sequential partitions).
+//! - BVH traversal tie-breaks are fixed: of a 4-wide node's children the ray hits, the
+//!   nearest first, the lower slot on a tie; the BVH build is deterministic (binned SAH
+//!   with fixed bin/axis/plane tie rules and sequential partitions, then a collapse into
+//!   4-wide nodes that pulls up the largest-area child first, the lowest slot on a tie,
+//!   with child boxes quantized outwards).
 //! - CPU-side sums (emitter power CDF, environment CDFs) are in f64 in a fixed order and
 //!   rounded to f32 once; transforms are composed in f64 in a fixed order; MikkTSpace runs
 //!   with libm maths (no platform `acos`).
@@ -160,7 +163,7 @@
 //! `RenderSettings::frame_rate.time_of(frame)` (a static scene once). [`SceneRenderer`]
 //! keeps the last two instantiated frames uploaded. Per-triangle and per-vertex data live
 //! in separate storage buffers (positions/edges 3 × 16 B and indices 16 B per triangle;
-//! UVs 16 B and octahedral normal + tangent 8 B per vertex; BVH nodes 32 B), so that no
+//! UVs 16 B and octahedral normal + tangent 8 B per vertex; 4-wide BVH nodes 64 B), so that no
 //! single buffer exceeds 128 MiB (lavapipe's binding limit) up to about 4 million
 //! triangles (the BVH node array is then the largest).
 #![warn(missing_docs)]
