@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::gpu;
+use common::{full, gpu};
 use tessera_protocol::{RenderSettings, TileRect, TileRenderer};
 use tessera_renderer::{LoadOptions, Parallelism, Scene, SceneRenderer};
 
@@ -100,13 +100,4 @@ fn lavapipe_renders_a_pixel_per_invocation_by_default() {
         r.parallelism(),
         gpu().class().adapter
     );
-}
-
-fn full(width: u32, height: u32) -> TileRect {
-    TileRect {
-        x: 0,
-        y: 0,
-        w: width,
-        h: height,
-    }
 }

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{cornell_box, decode, gpu, pose, GltfBuilder};
+use common::{cornell_box, decode, full, gpu, pose, GltfBuilder};
 use serde_json::json;
 use tessera_protocol::{tile_layout, RenderSettings, TileRect, TileRenderer};
 use tessera_renderer::{LoadOptions, Scene, SceneRenderer};
@@ -31,15 +31,6 @@ fn settings(width: u32, height: u32, spp: u32, max_bounces: u32) -> RenderSettin
         seed: 0x0123_4567_89ab_cdef,
         camera: None,
         frame_rate: Default::default(),
-    }
-}
-
-fn full(width: u32, height: u32) -> TileRect {
-    TileRect {
-        x: 0,
-        y: 0,
-        w: width,
-        h: height,
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use serde_json::{json, Value};
+use tessera_protocol::TileRect;
 use tessera_renderer::Gpu;
 
 /// One GPU per test binary: compiling the shader on lavapipe takes a moment.
@@ -14,6 +15,16 @@ pub fn gpu() -> Arc<Gpu> {
         Arc::new(Gpu::new().expect("a wgpu adapter (lavapipe) is needed for these tests"))
     })
     .clone()
+}
+
+/// The whole frame as a tile.
+pub fn full(width: u32, height: u32) -> TileRect {
+    TileRect {
+        x: 0,
+        y: 0,
+        w: width,
+        h: height,
+    }
 }
 
 /// Builds a glTF document with one binary buffer.
