@@ -411,6 +411,7 @@ pub async fn run_with_bus<B: Bus>(
     warn_open_roles(&cfg);
     let key = load_or_create_key(&cfg.data_dir)?;
     let db = cfg.data_dir.join("coordinator.db");
+    create_private(&db)?;
     let store = Store::open(&db)?;
     private_files(&cfg.data_dir)?;
     let svc_cfg = ServiceConfig {
@@ -523,7 +524,26 @@ fn prepare_data_dir(dir: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Make the store's files (and the key) readable by the coordinator's user only (0600).
+/// Create `path` empty with mode 0600 when it is missing, so that SQLite opens a private
+/// file from the first moment (it gives its -wal and -shm files the database's mode):
+/// the API may answer before [`private_files`] runs.
+fn create_private(path: &Path) -> Result<(), DaemonError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|e| DaemonError::Data {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Make the store's files (and the key) readable by the coordinator's user only (0600),
+/// also those an older version created.
 fn private_files(dir: &Path) -> Result<(), DaemonError> {
     use std::os::unix::fs::PermissionsExt;
     for name in [
