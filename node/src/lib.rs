@@ -180,23 +180,42 @@ impl Node {
         let mut leaves = Vec::with_capacity(task.tiles.len());
         let mut records = Vec::with_capacity(task.tiles.len());
         let mut delivered = Vec::with_capacity(task.tiles.len());
+        if let Some(t) = task
+            .tiles
+            .iter()
+            .find(|t| !t.rect.fits_in(task.settings.width, task.settings.height))
+        {
+            return Err(NodeError::BadTask {
+                task: task.task_id.clone(),
+                reason: format!(
+                    "tile {} rect {} is outside the {}x{} frame",
+                    t.tile_index, t.rect, task.settings.width, task.settings.height
+                ),
+            });
+        }
+        let render_error = |tile: u32, source| NodeError::Render {
+            task: task.task_id.clone(),
+            tile,
+            source,
+        };
+        // An honest node renders the task's tiles together (neighbours in one dispatch);
+        // a drill produces them one by one.
+        let mut produced = if self.dishonest.is_none() {
+            let rects: Vec<_> = task.tiles.iter().map(|t| t.rect).collect();
+            self.renderer
+                .render_tiles(&task.settings, task.frame, &rects)
+                .map_err(|(i, source)| render_error(task.tiles[i].tile_index, source))?
+        } else {
+            Vec::new()
+        }
+        .into_iter();
         for t in &task.tiles {
-            if !t.rect.fits_in(task.settings.width, task.settings.height) {
-                return Err(NodeError::BadTask {
-                    task: task.task_id.clone(),
-                    reason: format!(
-                        "tile {} rect {} is outside the {}x{} frame",
-                        t.tile_index, t.rect, task.settings.width, task.settings.height
-                    ),
-                });
-            }
-            let bytes = self
-                .produce_tile(task, t.tile_index, t.rect)
-                .map_err(|source| NodeError::Render {
-                    task: task.task_id.clone(),
-                    tile: t.tile_index,
-                    source,
-                })?;
+            let bytes = match produced.next() {
+                Some(bytes) => bytes,
+                None => self
+                    .produce_tile(task, t.tile_index, t.rect)
+                    .map_err(|source| render_error(t.tile_index, source))?,
+            };
             let hash = tile_hash(&bytes);
             let leaf = LeafInput {
                 job_id: task.job_id,

@@ -218,6 +218,23 @@ pub trait TileRenderer: Send + Sync {
         frame: u32,
         rect: TileRect,
     ) -> Result<Vec<u8>, RenderFailure>;
+
+    /// Render every rect of `rects` (a task's tiles) of `frame`: their canonical bytes in
+    /// order, each the bytes [`render_tile`](Self::render_tile) gives for it, or a failure
+    /// with the index of a rect it concerns. Renderers that can do several tiles in one
+    /// dispatch override it; this one renders them one by one.
+    fn render_tiles(
+        &self,
+        settings: &RenderSettings,
+        frame: u32,
+        rects: &[TileRect],
+    ) -> Result<Vec<Vec<u8>>, (usize, RenderFailure)> {
+        rects
+            .iter()
+            .enumerate()
+            .map(|(i, &rect)| self.render_tile(settings, frame, rect).map_err(|e| (i, e)))
+            .collect()
+    }
 }
 
 #[cfg(test)]

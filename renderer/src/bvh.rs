@@ -10,12 +10,16 @@
 //!    repeatedly replaces the interior child with the largest surface area (the lowest
 //!    slot on a tie) by that child's two children, until it holds four children or none
 //!    can be replaced without breaking the stack bound below;
-//! 3. an encoding into 64-byte nodes: the four child boxes quantized to 8 bits per plane
+//! 3. an encoding into 48-byte nodes: the four child boxes quantized to 8 bits per plane
 //!    on a power-of-two grid anchored at the node's lower corner (as in Ylitie, Karras and
 //!    Laine, "Efficient Incoherent Ray Traversal on GPUs Through Compressed Wide BVHs",
 //!    HPG 2017, but 4 wide), lower planes rounded down and upper planes up, so a decoded
-//!    box always contains the exact one; and one 32-bit reference per child: a node index,
-//!    or a leaf's first triangle and triangle count.
+//!    box always contains the exact one; and, as there, a base node index and a base
+//!    triangle index for the whole node with 4 bits per child: empty, interior, or a
+//!    leaf's triangle count. A node's interior children are consecutive nodes and its
+//!    leaves' triangles consecutive triangles (the final triangle order is made so, node
+//!    by node), so a child's index is its base plus the children or triangles of the slots
+//!    before it.
 //!
 //! All steps are deterministic: the same triangles give the same nodes and order, byte for
 //! byte. Ties are broken by fixed rules (lowest axis, then lowest split plane; the lowest
@@ -24,9 +28,10 @@
 //!
 //! Why this layout: on lavapipe (8 invocations per SIMD instruction) every storage read
 //! and every access to the traversal stack is done lane by lane, a couple of dozen
-//! instructions per 32-bit word, and that dominates a node visit. A node visit reads 14
-//! words for four boxes (the binary BVH read 14 for two) and pushes one word per child;
-//! on GPUs the same layout halves the node traffic.
+//! instructions per 32-bit word, and that dominates a node visit. A node visit reads 12
+//! words for four boxes (the binary BVH read 14 for two, the first 4-wide layout 16 with a
+//! 32-bit reference per child) and pushes one word per hit child; on GPUs the same layout
+//! cuts the node traffic to 3/8 of the binary BVH's per child.
 //!
 //! **Stack bound.** The shader's traversal (`trace` in `pathtrace.wgsl`) pushes, at each
 //! node, every hit child but the nearest on a fixed stack of [`STACK_SIZE`] entries, and
@@ -38,27 +43,48 @@
 
 use bytemuck::{Pod, Zeroable};
 
-/// A 4-wide BVH node, laid out as the shader's `Node` (64 bytes).
+/// A 4-wide BVH node, laid out as the shader's `Node` (48 bytes).
 ///
-/// Child slot `k` (0..4) holds `refs[k]`: 0 for an empty slot, a node index (never 0, the
-/// root's) for an interior child, or `LEAF | (count − 1) << 28 | first` for a leaf of
-/// `count` (1..=[`MAX_LEAF`]) triangles starting at `first` in the reordered triangle
-/// array. Slot `k`'s box on axis `a` is `origin[a] + q * 2^(e_a − 127)` for `q` its lower
-/// and upper bytes (byte `k` of `q[2a]` and `q[2a + 1]`) and `e_a` byte `a` of
-/// `exponents` (biased, 1..=254). An empty slot's box is inverted (lower 255, upper 0).
+/// Child slot `k` (0..4) has a 4-bit kind (see [`BvhNode::kinds`]): 0 for an empty slot,
+/// [`INTERIOR`] for an interior child, or `count` (1..=[`MAX_LEAF`]) for a leaf of
+/// `count` triangles. The interior children are nodes `child, child + 1, …` and the
+/// leaves' triangles `triangle, triangle + 1, …` in the final triangle order, both in slot
+/// order. Slot `k`'s box on axis `a` is `origin[a] + q * 2^(e_a − 127)` for `q` its lower
+/// and upper bytes (byte `k` of `q[2a]` and `q[2a + 1]`) and `e_a` byte `a` of `exponents`
+/// (biased, 1..=254). An empty slot's box is inverted (lower 255, upper 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub(crate) struct BvhNode {
     pub origin: [f32; 3],
+    /// Bytes 0..3: the grid exponents of x, y and z; bits 24..28 and 28..32: the kinds of
+    /// slots 0 and 1.
     pub exponents: u32,
     /// Lower x, upper x, lower y, upper y, lower z, upper z: one byte per slot.
     pub q: [u32; 6],
-    pub pad: [u32; 2],
-    pub refs: [u32; 4],
+    /// Bits 0..28: the first interior child's node index; bits 28..32: slot 2's kind.
+    pub child: u32,
+    /// Bits 0..28: the first triangle of the node's leaves; bits 28..32: slot 3's kind.
+    pub triangle: u32,
 }
 
-/// The flag of a leaf reference.
-pub(crate) const LEAF: u32 = 1 << 31;
+/// The kind of an interior child slot (an empty slot is 0, a leaf its triangle count).
+pub(crate) const INTERIOR: u32 = 15;
+/// Bits of a node's base node and base triangle indices.
+const INDEX_MASK: u32 = (1 << 28) - 1;
+
+#[cfg(test)]
+impl BvhNode {
+    /// The four slots' kinds: 0 (empty), [`INTERIOR`], or a leaf's triangle count.
+    pub fn kinds(&self) -> [u32; 4] {
+        [
+            self.exponents >> 24 & 15,
+            self.exponents >> 28,
+            self.child >> 28,
+            self.triangle >> 28,
+        ]
+    }
+}
+
 /// Triangles a scene may have: a leaf reference holds the first triangle in 28 bits.
 pub(crate) const MAX_TRIANGLES: usize = 1 << 28;
 
@@ -73,6 +99,10 @@ pub(crate) struct Bvh {
     pub nodes: Vec<BvhNode>,
     /// `order[i]` = index of the input triangle stored at position `i`.
     pub order: Vec<u32>,
+    /// The input triangles in the binary tree's leaf order (depth first, left to right),
+    /// which does not depend on the node layout: the order in which the scene lists its
+    /// emitters, so that light sampling stays the same when only the encoding changes.
+    pub leaf_order: Vec<u32>,
 }
 
 const BINS: usize = 16;
@@ -135,14 +165,17 @@ pub(crate) fn build(triangles: &[[[f32; 3]; 3]]) -> Bvh {
         // The shader skips traversal when there are no triangles; one node keeps the
         // buffer non-empty.
         return Bvh {
-            nodes: vec![encode(&[])],
+            nodes: vec![encode(&[], 0, 0)],
             order: Vec::new(),
+            leaf_order: Vec::new(),
         };
     }
-    let (binary, order) = build_binary(triangles);
+    let (binary, leaf_order) = build_binary(triangles);
+    let (nodes, order) = collapse(&binary, &leaf_order);
     Bvh {
-        nodes: collapse(&binary),
+        nodes,
         order,
+        leaf_order,
     }
 }
 
@@ -338,23 +371,25 @@ fn heights(binary: &[BinNode]) -> Vec<u32> {
     height
 }
 
-/// A child slot of a 4-wide node before encoding: its box and reference (see
-/// [`BvhNode`]).
+/// A child slot of a 4-wide node before encoding: its box and kind (see [`BvhNode`]).
 #[derive(Clone, Copy)]
 struct Slot {
     bounds: Aabb,
-    reference: u32,
+    kind: u32,
 }
 
 /// Collapse the binary tree into 4-wide nodes and encode them, root first and every node
-/// before its children, each node's interior children consecutive.
-fn collapse(binary: &[BinNode]) -> Vec<BvhNode> {
+/// before its children, each node's interior children consecutive. Returns the nodes and
+/// the final triangle order (input indices): each node's leaves' triangles, consecutive
+/// in slot order, node after node; `leaf_order` is the binary tree's.
+fn collapse(binary: &[BinNode], leaf_order: &[u32]) -> (Vec<BvhNode>, Vec<u32>) {
     let height = heights(binary);
     debug_assert!(
         height[0] <= STACK_LIMIT,
         "binary tree deeper than the stack"
     );
-    let mut nodes = vec![encode(&[])];
+    let mut nodes = vec![encode(&[], 0, 0)];
+    let mut order = Vec::with_capacity(leaf_order.len());
     // (binary node, its 4-wide node, stack entries its subtree may still use).
     let mut work = vec![(0usize, 0usize, STACK_LIMIT)];
     while let Some((bin_idx, node_idx, budget)) = work.pop() {
@@ -366,35 +401,40 @@ fn collapse(binary: &[BinNode]) -> Vec<BvhNode> {
         };
         let child_budget = budget - (len as u32 - 1);
         let first_child = nodes.len();
+        let first_triangle = order.len();
         let mut interior = Vec::with_capacity(4);
         let slots: Vec<Slot> = children[..len]
             .iter()
             .map(|&c| {
                 let b = &binary[c];
-                let reference = if b.count > 0 {
+                let kind = if b.count > 0 {
                     debug_assert!((1..=MAX_LEAF).contains(&b.count));
-                    LEAF | (b.count - 1) << 28 | b.first
+                    let first = b.first as usize;
+                    order.extend_from_slice(&leaf_order[first..first + b.count as usize]);
+                    b.count
                 } else {
                     interior.push(c);
-                    (first_child + interior.len() - 1) as u32
+                    INTERIOR
                 };
                 Slot {
                     bounds: b.bounds,
-                    reference,
+                    kind,
                 }
             })
             .collect();
-        nodes[node_idx] = encode(&slots);
+        nodes[node_idx] = encode(&slots, first_child as u32, first_triangle as u32);
         nodes.resize(first_child + interior.len(), nodes[0]);
         for (i, &c) in interior.iter().enumerate().rev() {
             work.push((c, first_child + i, child_budget));
         }
     }
-    nodes
+    (nodes, order)
 }
 
-/// The 64-byte node for `slots` (at most 4).
-fn encode(slots: &[Slot]) -> BvhNode {
+/// The 48-byte node for `slots` (at most 4), whose interior children start at node
+/// `child` and whose leaves' triangles start at `triangle`.
+fn encode(slots: &[Slot], child: u32, triangle: u32) -> BvhNode {
+    debug_assert!(child <= INDEX_MASK && triangle <= INDEX_MASK);
     let mut bounds = Aabb::EMPTY;
     slots.iter().for_each(|s| bounds.grow(&s.bounds));
     let mut node = BvhNode {
@@ -402,8 +442,8 @@ fn encode(slots: &[Slot]) -> BvhNode {
         exponents: 127 | 127 << 8 | 127 << 16,
         // Empty slots: lower 255, upper 0 on every axis (inverted).
         q: [0xffff_ffff, 0, 0xffff_ffff, 0, 0xffff_ffff, 0],
-        pad: [0; 2],
-        refs: [0; 4],
+        child,
+        triangle,
     };
     if slots.is_empty() {
         return node;
@@ -422,9 +462,10 @@ fn encode(slots: &[Slot]) -> BvhNode {
             node.q[2 * axis + 1] |= u32::from(hi) << shift;
         }
     }
-    for (k, slot) in slots.iter().enumerate() {
-        node.refs[k] = slot.reference;
-    }
+    let kind = |k: usize| slots.get(k).map_or(0, |s| s.kind);
+    node.exponents |= kind(0) << 24 | kind(1) << 28;
+    node.child |= kind(2) << 28;
+    node.triangle |= kind(3) << 28;
     node
 }
 
@@ -518,6 +559,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The flag of a leaf reference on the shader's traversal stack (`LEAF` there).
+    const LEAF: u32 = 1 << 31;
+
     type Tri = [[f32; 3]; 3];
     type Vec3 = [f32; 3];
 
@@ -571,8 +615,25 @@ mod tests {
         })
     }
 
+    /// The slots' references as the shader decodes them and pushes them on its stack: 0
+    /// (empty), a node index, or `LEAF | (count − 1) << 28 | first`.
+    fn refs(node: &BvhNode) -> [u32; 4] {
+        let (mut child, mut triangle) = (node.child & INDEX_MASK, node.triangle & INDEX_MASK);
+        node.kinds().map(|kind| match kind {
+            0 => 0,
+            INTERIOR => {
+                child += 1;
+                child - 1
+            }
+            count => {
+                triangle += count;
+                LEAF | (count - 1) << 28 | (triangle - count)
+            }
+        })
+    }
+
     fn interior(node: &BvhNode, k: usize) -> bool {
-        node.refs[k] != 0 && node.refs[k] & LEAF == 0
+        node.kinds()[k] == INTERIOR
     }
 
     /// (first triangle, count) of a leaf reference, or (node index, 0).
@@ -651,7 +712,7 @@ mod tests {
             }
         }
         std::array::from_fn(|k| {
-            if node.refs[k] != 0 && near[k] <= far[k] {
+            if node.kinds()[k] != 0 && near[k] <= far[k] {
                 near[k]
             } else {
                 f32::MAX
@@ -686,7 +747,7 @@ mod tests {
                 let d = hit_box(orig, inv_dir, hit.t, node);
                 let mut kids: Vec<(f32, u32)> = (0..4)
                     .filter(|&k| d[k] < f32::MAX)
-                    .map(|k| (d[k], node.refs[k]))
+                    .map(|k| (d[k], refs(node)[k]))
                     .collect();
                 // Stable: equal distances keep slot order.
                 kids.sort_by(|x, y| x.0.total_cmp(&y.0));
@@ -751,7 +812,7 @@ mod tests {
                 let node = self.bvh.nodes[n];
                 let (mut depth, mut need, mut used) = (0, 0, 0u32);
                 for k in 0..4 {
-                    let (a, b) = unpack(node.refs[k]);
+                    let (a, b) = unpack(refs(&node)[k]);
                     outer.push(slot_box(&node, k));
                     if interior(&node, k) {
                         used += 1;
@@ -759,7 +820,7 @@ mod tests {
                         let (d, s) = self.node(a as usize, outer);
                         depth = depth.max(d);
                         need = need.max(s);
-                    } else if node.refs[k] != 0 {
+                    } else if node.kinds()[k] != 0 {
                         used += 1;
                         assert!((1..=MAX_LEAF).contains(&b));
                         for i in a..a + b {
@@ -777,7 +838,7 @@ mod tests {
                         }
                     } else {
                         // An empty slot is inverted on every axis; the used slots come first.
-                        assert!(node.refs[k..].iter().all(|&r| r == 0));
+                        assert!(node.kinds()[k..].iter().all(|&r| r == 0));
                         assert!(outer.last().unwrap().iter().all(|&(lo, hi)| lo > hi));
                     }
                     outer.pop();
@@ -809,8 +870,8 @@ mod tests {
     }
 
     #[test]
-    fn node_is_64_bytes() {
-        assert_eq!(std::mem::size_of::<BvhNode>(), 64);
+    fn node_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<BvhNode>(), 48);
     }
 
     #[test]
@@ -829,7 +890,7 @@ mod tests {
         // The collapse fills nodes: a node has an empty slot only when all its children
         // are leaves (the stack bound is far here).
         for (i, node) in a.nodes.iter().enumerate() {
-            let used = node.refs.iter().filter(|&&r| r != 0).count();
+            let used = node.kinds().iter().filter(|&&r| r != 0).count();
             assert!(
                 used == 4 || !(0..4).any(|k| interior(node, k)),
                 "node {i} could be wider"
@@ -873,7 +934,7 @@ mod tests {
         let bvh = build(&one);
         check_tree(&bvh, &one);
         assert_eq!(bvh.nodes.len(), 1);
-        assert_eq!(bvh.nodes[0].refs, [LEAF, 0, 0, 0]);
+        assert_eq!(refs(&bvh.nodes[0]), [LEAF, 0, 0, 0]);
         let gpu = gpu_triangles(&bvh, &one);
         let (hit, _) = trace(&bvh, &gpu, [0.2, 0.2, 1.0], [0.0, 0.0, -1.0], f32::MAX);
         assert_eq!(

@@ -13,7 +13,8 @@
 //! These are what verification relies on; every change to the renderer must keep them.
 //! - Every random number is a pure function of (seed, frame, global pixel, sample index,
 //!   dimension): `rand(key, dim)` with `key = hash(seed, frame, pixel, sample)`. Stochastic
-//!   alpha (BLEND) hashes (key, path depth, triangle index).
+//!   alpha (BLEND) hashes (key, path depth, the triangle's number in the BVH's leaf
+//!   order, which the node encoding does not change).
 //! - Nothing depends on workgroup layout, dispatch order, subgroups or atomics; there are
 //!   no float atomics. A pixel's samples are summed in sample order in f32, and splitting
 //!   the samples over dispatches, the rows over bands, or the samples over invocations
@@ -23,7 +24,12 @@
 //!   nearest first, the lower slot on a tie; the BVH build is deterministic (binned SAH
 //!   with fixed bin/axis/plane tie rules and sequential partitions, then a collapse into
 //!   4-wide nodes that pulls up the largest-area child first, the lowest slot on a tie,
-//!   with child boxes quantized outwards).
+//!   with child boxes quantized outwards). Emitters are listed in the BVH's leaf order.
+//! - Which workgroup or thread renders which pixels is free: on CPU adapters the rows of
+//!   8×8 blocks are handed out in a scattered order so that llvmpipe's static split of a
+//!   dispatch between its threads gives each a fair share of the image; a task's
+//!   neighbouring tiles are rendered as one rectangle and cut apart
+//!   ([`SceneRenderer::render_batch`]). Neither changes a byte.
 //! - CPU-side sums (emitter power CDF, environment CDFs) are in f64 in a fixed order and
 //!   rounded to f32 once; transforms are composed in f64 in a fixed order; MikkTSpace runs
 //!   with libm maths (no platform `acos`).
@@ -163,11 +169,13 @@
 //! `RenderSettings::frame_rate.time_of(frame)` (a static scene once). [`SceneRenderer`]
 //! keeps the last two instantiated frames uploaded. Per-triangle and per-vertex data live
 //! in separate storage buffers (positions/edges 3 × 16 B and indices 16 B per triangle;
-//! UVs 16 B and octahedral normal + tangent 8 B per vertex; 4-wide BVH nodes 64 B), so that no
-//! single buffer exceeds 128 MiB (lavapipe's binding limit) up to about 4 million
-//! triangles (the BVH node array is then the largest).
+//! UVs 16 B and octahedral normal + tangent 8 B per vertex; 4-wide BVH nodes of 48 B, about
+//! 0.3 nodes per triangle on the sample scenes), so that no single buffer exceeds 128 MiB
+//! (lavapipe's binding limit) up to about 8 million triangles of indexed meshes (the
+//! per-triangle arrays are then the largest).
 #![warn(missing_docs)]
 
+mod batch;
 mod bvh;
 mod energy;
 mod error;

@@ -6,6 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use tessera_protocol::{DeterminismClass, RenderFailure, RenderSettings, TileRect, TileRenderer};
 use wgpu::util::DeviceExt;
 
+use crate::batch;
 use crate::energy;
 use crate::error::RenderError;
 use crate::gpu::{Gpu, ShaderFeatures};
@@ -92,7 +93,9 @@ struct Params {
     env_dist_w: u32,
     env_dist_h: u32,
     env_rows_per_layer: u32,
-    pad0: u32,
+    /// `main` renders row `(r × row_stride) mod rows` of 8×8 pixel blocks as its `r`th
+    /// row of workgroups (see [`row_stride`]).
+    row_stride: u32,
     env_pick: f32,
     env_rot_cos: f32,
     env_rot_sin: f32,
@@ -627,6 +630,29 @@ impl SceneRenderer {
         Ok(encode_canonical(&pixels))
     }
 
+    /// Render every rect of `rects` of `frame` and return their canonical bytes, in order:
+    /// tiles that exactly tile a larger rectangle (a task's neighbouring tiles) are
+    /// rendered as that rectangle, one dispatch per pass for all of them, and cut apart
+    /// ([`crate::batch`]); the bytes are those of [`render`](Self::render) for each tile.
+    /// A failure names the index of the first rect of the group that failed.
+    pub fn render_batch(
+        &self,
+        settings: &RenderSettings,
+        frame: u32,
+        rects: &[TileRect],
+    ) -> Result<Vec<Vec<u8>>, (usize, RenderError)> {
+        let mut out = vec![Vec::new(); rects.len()];
+        for (outer, members) in batch::merge(rects) {
+            let pixels = self
+                .render_linear(settings, frame, outer)
+                .map_err(|e| (members.iter().copied().min().unwrap_or(0), e))?;
+            for i in members {
+                out[i] = encode_canonical(&batch::cut(&pixels, outer, rects[i]));
+            }
+        }
+        Ok(out)
+    }
+
     /// The uploaded geometry of the frame at `time_s`, instantiating and uploading it when
     /// it is not cached. Called with the frames lock held.
     fn frame_geometry(
@@ -774,7 +800,7 @@ impl SceneRenderer {
             env_dist_w: st.env_dist[0],
             env_dist_h: st.env_dist[1],
             env_rows_per_layer: st.env_rows_per_layer,
-            pad0: 0,
+            row_stride: 1,
             env_pick,
             env_rot_cos: st.env_rot[0],
             env_rot_sin: st.env_rot[1],
@@ -1003,6 +1029,7 @@ impl SceneRenderer {
             let params = Params {
                 tile_origin: [band.x, band.y],
                 tile_size: [band.w, band.h],
+                row_stride: row_stride(groups.1),
                 sample_start: start,
                 sample_count: count,
                 accumulate: u32::from(start > 0),
@@ -1082,6 +1109,33 @@ impl SceneRenderer {
     }
 }
 
+/// The stride that scatters `rows` rows of workgroups over the band's rows of pixel
+/// blocks: the smallest number from `rows` × 0.618 up that is coprime with `rows`.
+///
+/// llvmpipe gives each of its threads one contiguous run of a dispatch's workgroups
+/// (`iter_per_thread` in `lp_cs_tpool.c`), so with rows in image order one thread would
+/// render the top of the image and another the bottom, and the cheaper half would wait
+/// for the other (blender-studio used 1.25 of 2 cores). Multiples of a golden-ratio
+/// stride modulo `rows` are spread evenly over the image at every run length. Which
+/// workgroup renders a block changes nothing in the bytes.
+fn row_stride(rows: u32) -> u32 {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    if rows <= 2 {
+        return 1;
+    }
+    let mut stride = (f64::from(rows) * 0.618_033_988_75).round() as u32;
+    while gcd(stride, rows) != 1 {
+        stride += 1;
+    }
+    stride
+}
+
 fn camera<'c>(cameras: &'c [CameraDef], name: Option<&str>) -> Result<&'c CameraDef, RenderError> {
     match name {
         None => cameras.first().ok_or(RenderError::NoCamera),
@@ -1118,5 +1172,15 @@ impl TileRenderer for SceneRenderer {
     ) -> Result<Vec<u8>, RenderFailure> {
         self.render(settings, frame, rect)
             .map_err(RenderFailure::from)
+    }
+
+    fn render_tiles(
+        &self,
+        settings: &RenderSettings,
+        frame: u32,
+        rects: &[TileRect],
+    ) -> Result<Vec<Vec<u8>>, (usize, RenderFailure)> {
+        self.render_batch(settings, frame, rects)
+            .map_err(|(i, e)| (i, RenderFailure::from(e)))
     }
 }

@@ -2,7 +2,8 @@
 //! bytes as a pixel per invocation (`main`, what lavapipe runs), for frames and tiles,
 //! and the shader variant without the features a scene leaves unused gives the bytes of
 //! the full shader, on sample scenes that between them use every feature but alpha
-//! (emitters, punctual lights, textures, an environment image).
+//! (emitters, punctual lights, textures, an environment image); and a batch of tiles
+//! rendered together gives the bytes of each tile alone.
 
 mod common;
 
@@ -100,4 +101,45 @@ fn lavapipe_renders_a_pixel_per_invocation_by_default() {
         r.parallelism(),
         gpu().class().adapter
     );
+}
+
+/// A task's tiles rendered together (neighbours joined into one rectangle, one dispatch
+/// per pass) give each tile the bytes of rendering it alone, as a verifier does, with
+/// either parallelism.
+#[test]
+fn a_batch_of_tiles_gives_the_bytes_of_each_tile_alone() {
+    let (w, h, spp) = (40, 30, 9);
+    let s = settings(w, h, spp);
+    // 8×8 tiles, 5 per row: a run from the end of row 0 to the start of row 2 (three
+    // rectangles), a tile twice, and one apart (row 3).
+    let grid = tessera_protocol::tile_layout(w, h, 8);
+    let mut rects: Vec<TileRect> = grid[3..12].to_vec();
+    rects.push(grid[4]);
+    rects.push(grid[17]);
+    let scene = scene("lights.glb");
+    for parallelism in [
+        Parallelism::PixelPerInvocation,
+        Parallelism::SamplePerInvocation { threads: 1 << 12 },
+    ] {
+        let r = SceneRenderer::new(gpu(), &scene)
+            .unwrap()
+            .with_parallelism(parallelism);
+        let batch = r.render_tiles(&s, 0, &rects).unwrap();
+        assert_eq!(batch.len(), rects.len());
+        for (rect, bytes) in rects.iter().zip(&batch) {
+            let alone = r.render_tile(&s, 0, *rect).unwrap();
+            assert!(alone.iter().any(|&b| b != 0), "tile {rect} is black");
+            assert_eq!(bytes, &alone, "{parallelism:?}: tile {rect}");
+        }
+    }
+    // A tile outside the frame fails the batch, naming it.
+    let r = SceneRenderer::new(gpu(), &scene).unwrap();
+    let outside = TileRect {
+        x: 36,
+        y: 0,
+        w: 8,
+        h: 8,
+    };
+    let err = r.render_tiles(&s, 0, &[grid[0], outside]).unwrap_err();
+    assert_eq!(err.0, 1, "{err:?}");
 }

@@ -75,7 +75,8 @@ pub(crate) struct World {
     pub lights: Vec<GpuLight>,
     pub nodes: Vec<BvhNode>,
     /// Per triangle (BVH order): v0 (w = flag bits), e1 (w = emitter pick probability /
-    /// area), e2 (w = 0), vertex indices (w = material).
+    /// area), e2 (w = bits of the triangle's number in the BVH's leaf order, which
+    /// seeds its stochastic alpha), vertex indices (w = material).
     pub tri_v0: Vec<[f32; 4]>,
     pub tri_e1: Vec<[f32; 4]>,
     pub tri_e2: Vec<[f32; 4]>,
@@ -336,10 +337,20 @@ pub(crate) fn instantiate(
     );
 
     // Emitters: power = luminance(emission factor) × area (× 2 when double-sided),
-    // summed in f64 in BVH order.
+    // listed and summed in f64 in the BVH's leaf order, which does not depend on the node
+    // encoding.
+    let mut position = vec![0u32; positions.len()];
+    for (new_idx, &old) in built.order.iter().enumerate() {
+        position[old as usize] = new_idx as u32;
+    }
+    let mut leaf_position = vec![0u32; positions.len()];
+    for (i, &old) in built.leaf_order.iter().enumerate() {
+        leaf_position[old as usize] = i as u32;
+    }
     let mut emitter_power = Vec::new();
     let mut pdf_area = vec![0.0f32; positions.len()];
-    for (new_idx, &old) in built.order.iter().enumerate() {
+    for &old in &built.leaf_order {
+        let new_idx = position[old as usize] as usize;
         let e = data.materials[tri_info[old as usize][3] as usize].emission;
         let sides = if e[3] > 0.0 { 2.0 } else { 1.0 };
         let lum = sides
@@ -379,7 +390,12 @@ pub(crate) fn instantiate(
         let [a, b, c] = positions[old as usize];
         tri_v0.push([a[0], a[1], a[2], f32::from_bits(tri_flags[old as usize])]);
         tri_e1.push([b[0] - a[0], b[1] - a[1], b[2] - a[2], pdf_area[new_idx]]);
-        tri_e2.push([c[0] - a[0], c[1] - a[1], c[2] - a[2], 0.0]);
+        tri_e2.push([
+            c[0] - a[0],
+            c[1] - a[1],
+            c[2] - a[2],
+            f32::from_bits(leaf_position[old as usize]),
+        ]);
         tri_idx.push(tri_info[old as usize]);
     }
     Ok(World {

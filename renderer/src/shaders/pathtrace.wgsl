@@ -93,7 +93,8 @@ struct Params {
     env_dist_w: u32,
     env_dist_h: u32,
     env_rows_per_layer: u32,
-    pad0: u32,
+    // `main` renders block row (r · row_stride) mod rows as its r-th row of workgroups.
+    row_stride: u32,
     // Probability that next-event estimation samples the environment (0 = never).
     env_pick: f32,
     env_rot_cos: f32,
@@ -109,21 +110,22 @@ struct Params {
     cam_forward: vec4<f32>,
 }
 
-// A compressed 4-wide BVH node (renderer/src/bvh.rs, 64 bytes). Child slot k holds
-// refs[k]: 0 (empty), an interior child's node index, or LEAF | (count − 1) << 28 | first
-// for a leaf of `count` triangles from `first`. Slot k's box on axis a is
-// origin[a] + q · 2^(e_a − 127), with q byte k of its lower and upper plane words and e_a
-// byte a of `exponents`.
+// A compressed 4-wide BVH node (renderer/src/bvh.rs, 48 bytes). Child slot k has a 4-bit
+// kind: 0 (empty), INTERIOR, or a leaf's triangle count. The interior children are nodes
+// child, child + 1, … and the leaves' triangles triangle, triangle + 1, …, both in slot
+// order. Slot k's box on axis a is origin[a] + q · 2^(e_a − 127), with q byte k of its
+// lower and upper plane words and e_a byte a of `exponents`.
 struct Node {
     origin: vec3<f32>,
+    // Bytes 0..3: grid exponents; bits 24..28, 28..32: the kinds of slots 0 and 1.
     exponents: u32,
     // Lower x, upper x, lower y, upper y.
     q_xy: vec4<u32>,
-    // Lower z, upper z, unused, unused.
+    // Lower z, upper z, first child | slot 2's kind << 28, first triangle | slot 3's kind << 28.
     q_z: vec4<u32>,
-    refs: vec4<u32>,
 }
 
+const INTERIOR: u32 = 15u;
 const LEAF: u32 = 0x80000000u;
 
 struct TexRef {
@@ -169,7 +171,8 @@ struct Light {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> nodes: array<Node>;
-// Per triangle: v0 (w: flag bits), e1 (w: emitter pick probability / area), e2.
+// Per triangle: v0 (w: flag bits), e1 (w: emitter pick probability / area), e2 (w: the
+// triangle's number in the BVH's leaf order, as bits).
 @group(0) @binding(2) var<storage, read> tri_v0: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> tri_e1: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> tri_e2: array<vec4<f32>>;
@@ -352,7 +355,10 @@ fn alpha_keeps(tri: u32, u: f32, v: f32, mode: u32, key: u32, depth: u32) -> boo
     if (mode == ALPHA_MASK) {
         return a >= materials[tri_idx[tri].w].params.w;
     }
-    return rand(pcg(key ^ pcg(tri ^ 0x68bc21ebu)), 0x40000000u + depth) < a;
+    // The triangle's number in the BVH's leaf order (tri_e2.w), which does not depend
+    // on how the nodes are encoded.
+    let id = bitcast<u32>(tri_e2[tri].w);
+    return rand(pcg(key ^ pcg(id ^ 0x68bc21ebu)), 0x40000000u + depth) < a;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -367,7 +373,7 @@ fn node_bytes(w: u32) -> vec4<f32> {
 // where it misses a box, enters it beyond tmax, or the slot is empty. The ray's direction
 // signs pick each axis' near and far planes; a plane's distance is
 // fma(q, step, origin − orig) · inv_dir (renderer/src/bvh.rs mirrors it).
-fn hit_box(orig: vec3<f32>, inv_dir: vec3<f32>, tmax: f32, node: Node) -> vec4<f32> {
+fn hit_box(orig: vec3<f32>, inv_dir: vec3<f32>, tmax: f32, node: Node, kind: vec4<u32>) -> vec4<f32> {
     let step = vec3<f32>(
         bitcast<f32>((node.exponents << 23u) & 0x7f800000u),
         bitcast<f32>((node.exponents << 15u) & 0x7f800000u),
@@ -389,7 +395,7 @@ fn hit_box(orig: vec3<f32>, inv_dir: vec3<f32>, tmax: f32, node: Node) -> vec4<f
     let tf_z = fma(far_z, vec4<f32>(step.z), vec4<f32>(offset.z)) * inv_dir.z;
     let tn = max(max(tn_x, tn_y), max(tn_z, vec4<f32>(0.0)));
     let tf = min(min(tf_x, tf_y), min(tf_z, vec4<f32>(tmax)));
-    return select(vec4<f32>(F32_MAX), tn, (tn <= tf) & (node.refs != vec4<u32>(0u)));
+    return select(vec4<f32>(F32_MAX), tn, (tn <= tf) & (kind != vec4<u32>(0u)));
 }
 
 struct Hit {
@@ -459,8 +465,24 @@ fn trace(orig: vec3<f32>, dir: vec3<f32>, tmax: f32, any_hit: bool, key: u32, de
         var leaf = (current & LEAF) != 0u;
         if (!leaf) {
             let node = nodes[current];
-            var d = hit_box(orig, inv_dir, hit.t, node);
-            var r = node.refs;
+            let kind = vec4<u32>(
+                (node.exponents >> 24u) & 15u,
+                node.exponents >> 28u,
+                node.q_z.z >> 28u,
+                node.q_z.w >> 28u
+            );
+            var d = hit_box(orig, inv_dir, hit.t, node, kind);
+            // Each slot's reference: an interior child's node index, or
+            // LEAF | (count − 1) << 28 | first triangle (garbage for an empty slot, which
+            // misses). Indices are the node's bases plus the slots before.
+            let interior = kind == vec4<u32>(INTERIOR);
+            let ints = select(vec4<u32>(0u), vec4<u32>(1u), interior);
+            let counts = select(kind, vec4<u32>(0u), interior);
+            let child = (node.q_z.z & 0x0fffffffu)
+                + vec4<u32>(0u, ints.x, ints.x + ints.y, ints.x + ints.y + ints.z);
+            let first = (node.q_z.w & 0x0fffffffu)
+                + vec4<u32>(0u, counts.x, counts.x + counts.y, counts.x + counts.y + counts.z);
+            var r = select(vec4<u32>(LEAF) | ((counts - 1u) << vec4<u32>(28u)) | first, child, interior);
             var slot = vec4<u32>(0u, 1u, 2u, 3u);
             // Sorting network (0,1)(2,3), (0,2)(1,3), (1,2). The first two layers only
             // compare a lower slot group with a higher one, so a strict `<` keeps equal
@@ -510,10 +532,6 @@ fn trace(orig: vec3<f32>, dir: vec3<f32>, tmax: f32, any_hit: bool, key: u32, de
         current = stack_ref[sp];
     }
     return hit;
-}
-
-fn occluded(orig: vec3<f32>, dir: vec3<f32>, tmax: f32, key: u32, depth: u32) -> bool {
-    return trace(orig, dir, tmax, true, key, depth).triangle != NO_HIT;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1260,8 +1278,13 @@ fn sum_so_far(index: u32) -> vec4<f32> {
 // Pixel per invocation: samples `sample_start ..` of one pixel of the band, added in
 // sample order to its running sum. What CPUs (lavapipe) run: a few hundred invocations
 // keep every core busy, and no per-sample values are stored.
+// Pixel per invocation, for CPU adapters: each workgroup renders one 8×8 block of the
+// band, rows of blocks in a scattered order (row_stride, render.rs) so that every
+// contiguous run of workgroups, which llvmpipe gives to one thread, covers the whole band.
 @compute @workgroup_size(8, 8, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let rows = (params.tile_size.y + 7u) / 8u;
+    let gid = vec2<u32>(wg.x * 8u + lid.x, ((wg.y * params.row_stride) % rows) * 8u + lid.y);
     if (gid.x >= params.tile_size.x || gid.y >= params.tile_size.y) {
         return;
     }
