@@ -119,7 +119,6 @@ impl Verifier {
             .find(|b| b.signed.statement.node == req.node)
             .map(|b| b.signed.statement.class_id)
             .unwrap_or_default();
-        let mut samples = Vec::with_capacity(req.samples.len());
         for s in &req.samples {
             checks::check_proof(&req.round_batches, &req.node, &s.proof).map_err(bad)?;
             let (bi, pos) = leaves[s.proof.leaf_index as usize];
@@ -135,17 +134,35 @@ impl Verifier {
                     s.proof.leaf_index
                 )));
             }
-            let delivered_ok = tile_hash(&s.delivered) == committed.tile_hash
-                && s.delivered.len() == s.rect.canonical_len();
-            let rerender = self
+        }
+        // Re-render the sampled tiles of each frame together (neighbours in one dispatch);
+        // the bytes are those of rendering each alone.
+        let mut rerenders: Vec<Vec<u8>> = vec![Vec::new(); req.samples.len()];
+        let frames: std::collections::BTreeSet<u32> = req.samples.iter().map(|s| s.frame).collect();
+        for frame in frames {
+            let at: Vec<usize> = (0..req.samples.len())
+                .filter(|&i| req.samples[i].frame == frame)
+                .collect();
+            let rects: Vec<_> = at.iter().map(|&i| req.samples[i].rect).collect();
+            let tiles = self
                 .renderer
-                .render_tile(&manifest.settings, s.frame, s.rect)
-                .map_err(|e| VerifyError::Rerender {
+                .render_tiles(&manifest.settings, frame, &rects)
+                .map_err(|(j, e)| VerifyError::Rerender {
                     id: req.request_id.clone(),
-                    frame: s.frame,
-                    tile: s.tile_index,
+                    frame,
+                    tile: req.samples[at[j]].tile_index,
                     reason: e.0,
                 })?;
+            for (i, bytes) in at.into_iter().zip(tiles) {
+                rerenders[i] = bytes;
+            }
+        }
+        let mut samples = Vec::with_capacity(req.samples.len());
+        for (s, rerender) in req.samples.iter().zip(rerenders) {
+            let (bi, pos) = leaves[s.proof.leaf_index as usize];
+            let committed = &req.round_batches[bi].tiles[pos];
+            let delivered_ok = tile_hash(&s.delivered) == committed.tile_hash
+                && s.delivered.len() == s.rect.canonical_len();
             let rerender_hash = tile_hash(&rerender);
             let matched = rerender_hash == committed.tile_hash;
             let metrics = if matched {
