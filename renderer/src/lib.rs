@@ -25,8 +25,8 @@
 //!   with fixed bin/axis/plane tie rules and sequential partitions, then a collapse into
 //!   4-wide nodes that pulls up the largest-area child first, the lowest slot on a tie,
 //!   with child boxes quantized outwards). Emitters are listed in the BVH's leaf order.
-//! - Which workgroup or thread renders which pixels is free: on CPU adapters the rows of
-//!   8×8 blocks are handed out in a scattered order so that llvmpipe's static split of a
+//! - Which workgroup or thread renders which pixels is free: on CPU adapters the 8×8
+//!   blocks are handed out in a scattered order so that llvmpipe's static split of a
 //!   dispatch between its threads gives each a fair share of the image; a task's
 //!   neighbouring tiles are rendered as one rectangle and cut apart
 //!   ([`SceneRenderer::render_batch`]). Neither changes a byte.

@@ -93,9 +93,9 @@ struct Params {
     env_dist_w: u32,
     env_dist_h: u32,
     env_rows_per_layer: u32,
-    /// `main` renders row `(r × row_stride) mod rows` of 8×8 pixel blocks as its `r`th
-    /// row of workgroups (see [`row_stride`]).
-    row_stride: u32,
+    /// `main`'s `b`th workgroup (row-major) renders 8×8 pixel block
+    /// `(b × block_stride) mod blocks` of the band (see [`block_stride`]).
+    block_stride: u32,
     env_pick: f32,
     env_rot_cos: f32,
     env_rot_sin: f32,
@@ -800,7 +800,7 @@ impl SceneRenderer {
             env_dist_w: st.env_dist[0],
             env_dist_h: st.env_dist[1],
             env_rows_per_layer: st.env_rows_per_layer,
-            row_stride: 1,
+            block_stride: 1,
             env_pick,
             env_rot_cos: st.env_rot[0],
             env_rot_sin: st.env_rot[1],
@@ -1029,7 +1029,7 @@ impl SceneRenderer {
             let params = Params {
                 tile_origin: [band.x, band.y],
                 tile_size: [band.w, band.h],
-                row_stride: row_stride(groups.1),
+                block_stride: block_stride(groups.0 * groups.1),
                 sample_start: start,
                 sample_count: count,
                 accumulate: u32::from(start > 0),
@@ -1109,16 +1109,17 @@ impl SceneRenderer {
     }
 }
 
-/// The stride that scatters `rows` rows of workgroups over the band's rows of pixel
-/// blocks: the smallest number from `rows` × 0.618 up that is coprime with `rows`.
+/// The stride that scatters a band's `blocks` workgroups over its 8×8 pixel blocks: the
+/// smallest number from `blocks` × 0.618 up that is coprime with `blocks` (1 where the
+/// shader's `b × stride` could pass `u32::MAX`; bands are far smaller).
 ///
 /// llvmpipe gives each of its threads one contiguous run of a dispatch's workgroups
-/// (`iter_per_thread` in `lp_cs_tpool.c`), so with rows in image order one thread would
+/// (`iter_per_thread` in `lp_cs_tpool.c`), so with blocks in image order one thread would
 /// render the top of the image and another the bottom, and the cheaper half would wait
 /// for the other (blender-studio used 1.25 of 2 cores). Multiples of a golden-ratio
-/// stride modulo `rows` are spread evenly over the image at every run length. Which
-/// workgroup renders a block changes nothing in the bytes.
-fn row_stride(rows: u32) -> u32 {
+/// stride modulo `blocks` are spread evenly over the band at every run length, down to
+/// the 64 blocks of a 64×64 tile. Which workgroup renders a block changes no byte.
+fn block_stride(blocks: u32) -> u32 {
     fn gcd(a: u32, b: u32) -> u32 {
         if b == 0 {
             a
@@ -1126,12 +1127,15 @@ fn row_stride(rows: u32) -> u32 {
             gcd(b, a % b)
         }
     }
-    if rows <= 2 {
+    if blocks <= 2 {
         return 1;
     }
-    let mut stride = (f64::from(rows) * 0.618_033_988_75).round() as u32;
-    while gcd(stride, rows) != 1 {
+    let mut stride = (f64::from(blocks) * 0.618_033_988_75).round() as u32;
+    while gcd(stride, blocks) != 1 {
         stride += 1;
+    }
+    if u64::from(blocks) * u64::from(stride) > u64::from(u32::MAX) {
+        return 1;
     }
     stride
 }

@@ -93,8 +93,8 @@ struct Params {
     env_dist_w: u32,
     env_dist_h: u32,
     env_rows_per_layer: u32,
-    // `main` renders block row (r · row_stride) mod rows as its r-th row of workgroups.
-    row_stride: u32,
+    // `main`'s b-th workgroup (row-major) renders block (b · block_stride) mod blocks.
+    block_stride: u32,
     // Probability that next-event estimation samples the environment (0 = never).
     env_pick: f32,
     env_rot_cos: f32,
@@ -1279,12 +1279,14 @@ fn sum_so_far(index: u32) -> vec4<f32> {
 // sample order to its running sum. What CPUs (lavapipe) run: a few hundred invocations
 // keep every core busy, and no per-sample values are stored.
 // Pixel per invocation, for CPU adapters: each workgroup renders one 8×8 block of the
-// band, rows of blocks in a scattered order (row_stride, render.rs) so that every
-// contiguous run of workgroups, which llvmpipe gives to one thread, covers the whole band.
+// band, in a scattered order (block_stride, render.rs) so that every contiguous run of
+// workgroups, which llvmpipe gives to one thread, covers the whole band.
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let rows = (params.tile_size.y + 7u) / 8u;
-    let gid = vec2<u32>(wg.x * 8u + lid.x, ((wg.y * params.row_stride) % rows) * 8u + lid.y);
+    let cols = (params.tile_size.x + 7u) / 8u;
+    let blocks = cols * ((params.tile_size.y + 7u) / 8u);
+    let block = ((wg.y * cols + wg.x) * params.block_stride) % blocks;
+    let gid = vec2<u32>((block % cols) * 8u + lid.x, (block / cols) * 8u + lid.y);
     if (gid.x >= params.tile_size.x || gid.y >= params.tile_size.y) {
         return;
     }
