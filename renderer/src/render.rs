@@ -1188,3 +1188,37 @@ impl TileRenderer for SceneRenderer {
             .map_err(|(i, e)| (i, RenderFailure::from(e)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `main` renders block `(b × stride) mod blocks` for b in 0..blocks: every block once,
+    /// and each half of the workgroups (what llvmpipe gives each of two threads) takes
+    /// blocks from both halves of the band.
+    #[test]
+    fn block_stride_visits_every_block_once_and_spreads_them() {
+        for blocks in 1..3000u32 {
+            let stride = block_stride(blocks);
+            let mut seen = vec![false; blocks as usize];
+            for b in 0..blocks {
+                let block = (b * stride % blocks) as usize;
+                assert!(
+                    !seen[block],
+                    "{blocks} blocks, stride {stride}: block {block} twice"
+                );
+                seen[block] = true;
+            }
+            if blocks >= 64 {
+                let first_half = (0..blocks / 2).filter(|&b| b * stride % blocks < blocks / 2);
+                let share = first_half.count() as f64 / f64::from(blocks / 2);
+                assert!(
+                    (0.4..=0.6).contains(&share),
+                    "{blocks} blocks: {share} of the first thread's blocks in the top half"
+                );
+            }
+        }
+        assert_eq!(block_stride(64), 41);
+        assert_eq!(block_stride(1024), 633);
+    }
+}
