@@ -242,8 +242,9 @@ const LOCAL_SLOTS: u32 = 1;
 /// How often the local coordinator's reconciler runs.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
-/// How often the driver looks at the job's state.
-const POLL_EVERY: Duration = Duration::from_millis(10);
+/// How long the driver waits for the service to handle an input before it looks at the
+/// job again anyway (it looks after every input).
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// The service policy of a farm on one machine, for `cfg`'s job and a verifier `verifier`.
 /// The rules are the farm's; only what assumes many machines and strangers differs:
@@ -312,7 +313,7 @@ impl EmbeddedFarm {
         if self.nodes.is_empty() {
             return Err(PipelineError::Config("at least one node is needed".into()));
         }
-        let store = Store::open(&self.data_dir.join("coordinator.db"))?;
+        let store = Store::open_scratch(&self.data_dir.join("coordinator.db"))?;
         let verifier_key = self.verifier_key.public();
         let svc = Service::new(
             store,
@@ -427,12 +428,15 @@ impl EmbeddedFarm {
         let span = tracing::info_span!("job", job = %&job[..12]);
         let _enter = span.enter();
 
-        // Wait for the end; the job fails if nothing about it moves for too long.
+        // Wait for the end, looking after every input the service handled; the job fails
+        // if nothing about it moves for too long.
+        let mut handled = coordinator.handled();
         let mut last = None;
         let mut moved = Instant::now();
         let view = loop {
+            handled.mark_unchanged();
             let j = job.clone();
-            let view = coordinator.with(move |s| s.job_view(&j)).await?;
+            let view = coordinator.read(move |s| s.job_view(&j)).await?;
             if matches!(view.state.as_str(), "done" | "failed") {
                 break view;
             }
@@ -452,7 +456,7 @@ impl EmbeddedFarm {
                     state: view.state,
                 });
             }
-            tokio::time::sleep(POLL_EVERY).await;
+            let _ = tokio::time::timeout(LOOK_EVERY, handled.changed()).await;
         };
         if view.state == "failed" {
             return Err(PipelineError::Failed {
@@ -468,7 +472,7 @@ impl EmbeddedFarm {
         let j = job.clone();
         let frames_of = (cfg.frame_start, cfg.frame_end);
         let (bundle_json, frames) = coordinator
-            .with(move |s| {
+            .read(move |s| {
                 let bundle = s.bundle(&j)?;
                 let mut frames = Vec::new();
                 for f in frames_of.0..=frames_of.1 {

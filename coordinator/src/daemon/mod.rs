@@ -283,6 +283,9 @@ pub(crate) struct Shared {
     declare: DeclareQueue,
     /// Passes the publisher has made over the outbox (one read each), to watch it with.
     outbox_passes: watch::Sender<u64>,
+    /// Calls of [`Shared::with`] so far: inputs handled (or refused), for a driver to
+    /// wait on instead of polling.
+    handled: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -292,6 +295,7 @@ impl Shared {
             outbox: Notify::new(),
             declare,
             outbox_passes: watch::Sender::new(0),
+            handled: watch::Sender::new(0),
         }
     }
 
@@ -303,6 +307,7 @@ impl Shared {
     ) -> T {
         let out = self.with_quiet(f).await;
         self.outbox.notify_one();
+        self.handled.send_modify(|n| *n += 1);
         out
     }
 
@@ -539,6 +544,21 @@ impl BusCoordinator {
         f: impl FnOnce(&Service) -> T + Send + 'static,
     ) -> T {
         self.shared.with(f).await
+    }
+
+    /// Run `f` on the service, in turn with the inputs, for reading only: the publisher
+    /// is not woken and [`BusCoordinator::handled`] does not change.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Service) -> T + Send + 'static,
+    ) -> T {
+        self.shared.with_quiet(f).await
+    }
+
+    /// A receiver that sees a change after each input the service handled (a result,
+    /// verdict, signal or reconciler pass, or a call of [`BusCoordinator::with`]).
+    pub fn handled(&self) -> watch::Receiver<u64> {
+        self.shared.handled.subscribe()
     }
 
     /// Wait until every task stopped (after `shutdown` was cancelled).
