@@ -39,8 +39,6 @@ use tessera_protocol::{Digest, RenderSettings, TileRenderer};
 use tessera_verifier::daemon::VerifierState;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::job::MAX_ROUNDS;
-
 /// Everything `tessera render` decides about its job before running.
 #[derive(Clone, Debug)]
 pub struct JobConfig {
