@@ -159,8 +159,8 @@ struct RenderArgs {
     /// farm's coordinator defaults to a day).
     #[arg(long, default_value_t = 0)]
     challenge_window: u64,
-    /// Data directory (the coordinator's, nodes' and verifier's keys; the coordinator's
-    /// store is a private temporary folder of each run).
+    /// Data directory: the coordinator's, nodes' and verifier's keys, and while a job
+    /// runs the coordinator's store, in a private folder removed when the job ends.
     #[arg(long, env = "TESSERA_DATA")]
     data: Option<PathBuf>,
     /// View transform of the PNG: `standard` (clamp, sRGB curve) or `filmic` (Narkowicz's
@@ -479,11 +479,12 @@ fn render(a: RenderArgs) -> Result<bool> {
         });
     }
     // The coordinator's store is private to this run: the farm's service runs the job
-    // on it and it is removed when the job ends (the keys above are kept).
+    // on it and it is removed when the job ends (the keys above are kept). It holds
+    // every delivered tile, so it goes where the user put the data, not in /tmp.
     let store_dir = tempfile::Builder::new()
-        .prefix("tessera-render-")
-        .tempdir()
-        .context("creating the coordinator's temporary data folder")?;
+        .prefix("render-")
+        .tempdir_in(&data)
+        .with_context(|| format!("creating a temporary folder in {}", data.display()))?;
     let farm = EmbeddedFarm {
         coordinator_key,
         nodes,

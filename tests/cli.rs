@@ -526,6 +526,12 @@ fn a_challenge_window_is_closed_when_the_render_job_is_done() {
     assert_eq!(released, held);
     let audit = run(tessera().arg("audit").arg(&bundle));
     assert!(audit.status.success());
+    // The coordinator's store was private to the run and is gone; the keys stay.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["keys"]);
 }
 
 /// Tiles, batches and frames are held to the farm's limits (`protocol::limits`), before
