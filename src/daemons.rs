@@ -709,11 +709,12 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
     if cfg.lease.is_zero() || cfg.reconcile_every.is_zero() || cfg.verify_timeout.is_zero() {
         usage!("--lease-secs, --reconcile-secs and --verify-timeout-secs must be at least 1");
     }
-    if cfg.tile_size < 8 || cfg.tile_size > 4096 {
-        usage!("--tile-size {}: must be 8..=4096", cfg.tile_size);
+    use tessera_protocol::limits::{BATCH_SIZE, TILE_SIZE};
+    if !TILE_SIZE.contains(&cfg.tile_size) {
+        usage!("--tile-size {}: must be {TILE_SIZE:?}", cfg.tile_size);
     }
-    if cfg.batch_size == 0 {
-        usage!("--batch-size must be at least 1");
+    if !BATCH_SIZE.contains(&cfg.batch_size) {
+        usage!("--batch-size {}: must be {BATCH_SIZE:?}", cfg.batch_size);
     }
     if cfg.slash_pct > 100 {
         usage!("--slash-pct {}: at most 100", cfg.slash_pct);

@@ -264,11 +264,12 @@ impl SubmitArgs {
                 self.tier
             );
         }
-        if let Some(t) = self.tile_size.filter(|&t| t == 0 || t > 4096) {
-            usage!("--tile-size {t}: must be 1..=4096");
+        use tessera_protocol::limits::{BATCH_SIZE, TILE_SIZE};
+        if let Some(t) = self.tile_size.filter(|t| !TILE_SIZE.contains(t)) {
+            usage!("--tile-size {t}: must be {TILE_SIZE:?}");
         }
-        if let Some(b) = self.batch_size.filter(|&b| b == 0 || b > 4096) {
-            usage!("--batch-size {b}: must be 1..=4096");
+        if let Some(b) = self.batch_size.filter(|b| !BATCH_SIZE.contains(b)) {
+            usage!("--batch-size {b}: must be {BATCH_SIZE:?}");
         }
         let class_id = match &self.require_class {
             None => None,

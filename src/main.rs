@@ -28,16 +28,16 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera_coordinator::embedded::{EmbeddedFarm, JobConfig};
-use tessera_coordinator::store::Store;
-use tessera_node::{DishonestMode, Node};
+use tessera_coordinator::embedded::{EmbeddedFarm, JobConfig, LocalNode};
+use tessera_node::DishonestMode;
 use tessera_protocol::bundle::ProofBundle;
 use tessera_protocol::keys::{PublicKey, SecretKey};
-use tessera_protocol::payments::{default_tiers, Pricing, SamplingPolicy};
+use tessera_protocol::limits;
+use tessera_protocol::payments::{default_tiers, SamplingPolicy};
 use tessera_protocol::statements::Decision;
 use tessera_protocol::{RenderSettings, TileRenderer};
 use tessera_renderer::{Gpu, LoadOptions, Scene, SceneRenderer};
-use tessera_verifier::{audit_bundle, Verifier};
+use tessera_verifier::audit_bundle;
 
 #[derive(Parser)]
 #[command(
@@ -135,10 +135,10 @@ struct RenderArgs {
     /// `f / fps` seconds. A fraction such as `30000/1001` is exact.
     #[arg(long, default_value = "24", env = "TESSERA_FPS")]
     fps: tessera_protocol::FrameRate,
-    /// Tile edge in pixels.
+    /// Tile edge in pixels (8..=4096).
     #[arg(long = "tile", default_value_t = 64)]
     tile: u32,
-    /// Tiles per batch (one task, one signed commitment).
+    /// Tiles per batch (one task, one signed commitment; 1..=1024).
     #[arg(long, default_value_t = 4)]
     batch: u32,
     /// Local renderer nodes, each with its own key.
@@ -153,10 +153,14 @@ struct RenderArgs {
     /// Tier: economy, priority or trusted.
     #[arg(long, default_value = "economy", env = "TESSERA_TIER")]
     tier: String,
-    /// Seconds before hold-backs are released (0: at the end of the job).
+    /// Challenge window signed into the manifest, in seconds. Nobody can dispute a job of
+    /// one machine, so `render` closes it when the job is done: hold-backs are released
+    /// then either way (0, the default here, releases them as the job finishes; the
+    /// farm's coordinator defaults to a day).
     #[arg(long, default_value_t = 0)]
     challenge_window: u64,
-    /// Data directory (SQLite store, keys).
+    /// Data directory: the coordinator's, nodes' and verifier's keys, and while a job
+    /// runs the coordinator's store, in a private folder removed when the job ends.
     #[arg(long, env = "TESSERA_DATA")]
     data: Option<PathBuf>,
     /// View transform of the PNG: `standard` (clamp, sRGB curve) or `filmic` (Narkowicz's
@@ -356,11 +360,8 @@ fn parse_frames(s: &str) -> Result<(u32, u32)> {
         Some((a, b)) => (parse(a)?, parse(b)?),
         None => (parse(s)?, parse(s)?),
     };
-    if b < a {
-        bail!("--frames {s:?}: the last frame is before the first");
-    }
-    if b - a >= 10_000 {
-        bail!("--frames {s:?}: at most 10000 frames per job");
+    if let Err(why) = limits::check_frames(a, b) {
+        bail!("--frames {s:?}: {why}");
     }
     Ok((a, b))
 }
@@ -397,14 +398,15 @@ pub(crate) fn check_render_flags(
     spp: u32,
     max_bounces: u32,
 ) -> Result<()> {
-    if width == 0 || height == 0 || width > 16384 || height > 16384 {
-        bail!("--width/--height {width}x{height}: each must be 1..=16384");
+    use limits::{MAX_BOUNCES, MAX_EDGE, MAX_SPP};
+    if width == 0 || height == 0 || width > MAX_EDGE || height > MAX_EDGE {
+        bail!("--width/--height {width}x{height}: each must be 1..={MAX_EDGE}");
     }
-    if spp == 0 || spp > 65536 {
-        bail!("--spp {spp}: must be 1..=65536");
+    if spp == 0 || spp > MAX_SPP {
+        bail!("--spp {spp}: must be 1..={MAX_SPP}");
     }
-    if max_bounces > 1024 {
-        bail!("--max-bounces {max_bounces}: at most 1024");
+    if max_bounces > MAX_BOUNCES {
+        bail!("--max-bounces {max_bounces}: at most {MAX_BOUNCES}");
     }
     Ok(())
 }
@@ -413,8 +415,11 @@ fn render(a: RenderArgs) -> Result<bool> {
     let started = Instant::now();
     // Validate everything before any work.
     check_render_flags(a.width, a.height, a.spp, a.max_bounces)?;
-    if a.tile == 0 || a.tile > 4096 {
-        bail!("--tile {}: must be 1..=4096", a.tile);
+    if !limits::TILE_SIZE.contains(&a.tile) {
+        bail!("--tile {}: must be {:?}", a.tile, limits::TILE_SIZE);
+    }
+    if !limits::BATCH_SIZE.contains(&a.batch) {
+        bail!("--batch {}: must be {:?}", a.batch, limits::BATCH_SIZE);
     }
     if !a.exposure.is_finite() || a.exposure.abs() > 64.0 {
         bail!("--exposure {}: must be within -64..=64 stops", a.exposure);
@@ -457,36 +462,35 @@ fn render(a: RenderArgs) -> Result<bool> {
         .with_context(|| format!("creating data directory {}", data.display()))?;
     let keys = data.join("keys");
     let coordinator_key = load_or_create_key(&keys.join("coordinator.key"))?;
-    let verifier = Arc::new(Verifier::new(
-        load_or_create_key(&keys.join("verifier.key"))?,
-        renderer.clone(),
-    ));
+    let verifier_key = load_or_create_key(&keys.join("verifier.key"))?;
     let mut nodes = Vec::new();
     let honest = a.nodes - a.dishonest_nodes;
     for i in 0..a.nodes {
         let dishonest = (i >= honest).then_some(a.dishonest_mode);
-        let (name, file) = match dishonest {
-            None => (format!("node-{i}"), format!("node-{i}.key")),
-            Some(m) => (
-                format!("node-{i} (dishonest: {})", m.name()),
-                format!("drill-node-{i}.key"),
-            ),
+        let file = match dishonest {
+            None => format!("node-{i}.key"),
+            Some(_) => format!("drill-node-{i}.key"),
         };
-        let key = load_or_create_key(&keys.join(file))?;
-        nodes.push(Arc::new(Node::new(
-            name,
-            key,
-            scene.content_hash(),
-            renderer.clone(),
+        nodes.push(LocalNode {
+            name: format!("node-{i}"),
+            key: load_or_create_key(&keys.join(file))?,
+            renderer: renderer.clone(),
             dishonest,
-        )));
+        });
     }
-    let store = Store::open(&data.join("tessera.db"))?;
-    let mut farm = EmbeddedFarm {
+    // The coordinator's store is private to this run: the farm's service runs the job
+    // on it and it is removed when the job ends (the keys above are kept). It holds
+    // every delivered tile, so it goes where the user put the data, not in /tmp.
+    let store_dir = tempfile::Builder::new()
+        .prefix("render-")
+        .tempdir_in(&data)
+        .with_context(|| format!("creating a temporary folder in {}", data.display()))?;
+    let farm = EmbeddedFarm {
         coordinator_key,
         nodes,
-        verifier,
-        store,
+        verifier_key,
+        verifier_renderer: renderer.clone(),
+        data_dir: store_dir.path().to_path_buf(),
     };
     let cfg = JobConfig {
         client: "local".into(),
@@ -510,10 +514,9 @@ fn render(a: RenderArgs) -> Result<bool> {
         frame_start,
         frame_end,
         tile_size: a.tile,
-        batch_size: a.batch.max(1),
-        tier,
+        batch_size: a.batch,
+        tier: tier.name.clone(),
         sampling: SamplingPolicy::default(),
-        pricing: Pricing::default(),
         slash_pct: 50,
         challenge_window_secs: a.challenge_window,
         node_stake: 1_000_000,

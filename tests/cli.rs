@@ -488,3 +488,71 @@ fn bench_render_writes_a_report_and_images() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no-such-scene"));
 }
+
+/// Regression (issue 16): with a challenge window, `render` releases the hold-backs when
+/// its job is done (nobody can dispute a job of one machine; the farm's reconciler
+/// releases them when the window ends), and the bundle's signed receipt lists the
+/// releases. The old embedded loop released them only with a window of 0.
+#[test]
+fn a_challenge_window_is_closed_when_the_render_job_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = render(
+        dir.path(),
+        "w",
+        &["--challenge-window", "3600", "--tier", "priority"],
+    );
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    let held: u64 = s
+        .lines()
+        .filter_map(|l| l.split(" µcr now, ").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(held > 0, "{s}");
+    assert!(
+        s.contains(&format!("hold-backs released: {held} µcr")),
+        "{s}"
+    );
+    let bundle = dir.path().join("w.proof.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    assert_eq!(v["manifest"]["statement"]["challenge_window_secs"], 3600);
+    let released: u64 = v["payments"]["statement"]["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "release")
+        .map(|t| t["amount"].as_u64().unwrap())
+        .sum();
+    assert_eq!(released, held);
+    let audit = run(tessera().arg("audit").arg(&bundle));
+    assert!(audit.status.success());
+    // The coordinator's store was private to the run and is gone; the keys stay.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["keys"]);
+}
+
+/// Tiles, batches and frames are held to the farm's limits (`protocol::limits`), before
+/// any work: a job `render` accepts is one the farm accepts.
+#[test]
+fn render_refuses_what_the_farm_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flags, needle) in [
+        (&["--tile", "4"][..], "--tile 4: must be 8..=4096"),
+        (&["--batch", "2000"][..], "--batch 2000: must be 1..=1024"),
+        (&["--frames", "0..100000"][..], "at most 100000 frames"),
+    ] {
+        let out = run(tessera()
+            .arg("render")
+            .arg(root().join("scenes/cornell-box.glb"))
+            .arg("-o")
+            .arg(dir.path().join("x.png"))
+            .args(flags)
+            .env("TESSERA_DATA", dir.path().join("data")));
+        assert_eq!(out.status.code(), Some(1), "{flags:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{flags:?}: {err}");
+    }
+}

@@ -1,43 +1,45 @@
-//! `tessera render`: the whole verifiable pipeline in one process.
+//! `tessera render`: the farm in one process. The coordinator is the daemon's
+//! [`Service`] over a private SQLite store, driven by the daemon's own consumers, outbox
+//! publisher and reconciler ([`BusCoordinator`]); the nodes are the node daemon's
+//! [`NodeState`]s and the verifier the verifier daemon's [`VerifierState`], all on one
+//! [`InProcessBus`]. Nothing here sequences a job: this module only sets the farm up
+//! (workers registered with signed challenges as over the API, stakes, the client's
+//! credit line), submits the job, waits for the service to end it, and reads the result
+//! back (bundle, frames, per-node reports).
 //!
-//! Local nodes and a verifier run as tasks consuming the in-process bus, exactly as the
-//! daemons consume RabbitMQ; GPU work runs on blocking threads. The coordinator drives
-//! rounds: dispatch → collect and check batches → fix the round commitment → reveal the
-//! round's nonce → sample per node → collect verdicts → pay or slash → requeue the tiles of
-//! failed nodes into the next round.
+//! What differs from the daemons is policy, in [`local_service_config`]: no HTTP, leases
+//! and verify timeouts sized for one machine, no queue timeout (a long local queue is
+//! not a lost message), local nodes admitted to any tier, and the client may overdraw
+//! (the operator is the client). And one rule of a single machine: nobody can dispute a
+//! `render` job (there is no API), so when its challenge window is above 0 the window is
+//! closed as soon as the job is done, by running the daemon's reconciler at the job's
+//! release time ([`Service::reconcile`]), which releases the hold-backs and signs the
+//! receipt again, exactly as the farm does when a window ends.
 
-use crate::bus::{Bus, InProcessBus};
-use crate::job;
+use crate::bus::InProcessBus;
+use crate::daemon::service::{
+    assemble_frame, Limits, Service, ServiceConfig, ServiceError, MAX_CREDIT,
+};
+use crate::daemon::{BusCoordinator, DaemonError};
 use crate::store::{Store, StoreError};
-use rand::RngCore;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tessera_node::Node;
-use tessera_protocol::bundle::{
-    BatchRecord, FinalTile, NodeInfo, ProofBundle, RoundRecord, BUNDLE_FORMAT, BUNDLE_VERSION,
-};
-use tessera_protocol::canonical::JobId;
+use std::time::{Duration, Instant};
+use tessera_node::daemon::{NodeState, DEFAULT_HEARTBEAT};
+use tessera_node::worker::{copy_key, software_version, RendererFactory, SceneSource};
+use tessera_node::DishonestMode;
+use tessera_protocol::bundle::ProofBundle;
 use tessera_protocol::keys::{PublicKey, SecretKey};
-use tessera_protocol::payments::{
-    account, trust_after, Pricing, SamplingPolicy, TierPolicy, Transfer, TransferKind,
-};
-use tessera_protocol::rules::{escrow_transfer, verdict_transfers, NodeOutcome};
-use tessera_protocol::statements::{
-    CheckKind, Decision, JobManifest, NodeSnapshot, Signed, Verdict, MANIFEST_VERSION,
-};
+use tessera_protocol::payments::{account, SamplingPolicy, Transfer, TransferKind};
+use tessera_protocol::statements::{Decision, Registration, Signed};
 use tessera_protocol::tolerance::Tolerance;
-use tessera_protocol::wire::{
-    BatchResult, RenderTask, VerdictMessage, VerifyRequest, QUEUE_RESULTS, QUEUE_TASKS,
-    QUEUE_VERDICTS, QUEUE_VERIFY, WIRE_VERSION,
-};
-use tessera_protocol::{tile_layout, Digest, RenderSettings, TileRect};
-use tessera_verifier::checks;
-use tessera_verifier::Verifier;
+use tessera_protocol::wire::{Capabilities, Requirements};
+use tessera_protocol::{Digest, RenderSettings, TileRenderer};
+use tessera_verifier::daemon::VerifierState;
+use tokio_util::sync::CancellationToken;
 
-pub use crate::job::MAX_ROUNDS;
-
-/// Everything `tessera render` decides before running.
+/// Everything `tessera render` decides about its job before running.
 #[derive(Clone, Debug)]
 pub struct JobConfig {
     /// Paying client account name.
@@ -58,23 +60,24 @@ pub struct JobConfig {
     pub tile_size: u32,
     /// Tiles per batch (per task).
     pub batch_size: u32,
-    /// Tier.
-    pub tier: TierPolicy,
+    /// Tier name (`economy`, `priority`, `trusted`).
+    pub tier: String,
     /// Sampling policy.
     pub sampling: SamplingPolicy,
-    /// Prices.
-    pub pricing: Pricing,
     /// Stake slashed on failure, %.
     pub slash_pct: u32,
-    /// Hold-back release delay; 0 releases when the job finishes.
+    /// Challenge window signed into the manifest. `render` closes it when the job is
+    /// done (see the module doc); 0 releases hold-backs as the job finishes.
     pub challenge_window_secs: u64,
-    /// Stake each local node deposits when it has none.
+    /// Stake each local node deposits (its store starts empty).
     pub node_stake: u64,
     /// How re-renders of another class are judged.
     pub tolerance: Tolerance,
     /// Deposit to dispute the job, % of its price.
     pub dispute_deposit_pct: u32,
-    /// How long to wait for any one message before giving up.
+    /// The job fails when nothing about it moves for this long (no tile rendered, no
+    /// round fixed or verified); also how long the verifier may take with one request
+    /// before it is asked again.
     pub message_timeout: Duration,
 }
 
@@ -84,33 +87,44 @@ pub enum PipelineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The bus failed.
+    /// The coordinator's service refused or failed an input.
     #[error(transparent)]
-    Bus(#[from] crate::bus::BusError),
-    /// Nothing arrived in time.
-    #[error("job {job}: waited {secs} s for {what} and nothing came")]
+    Service(#[from] ServiceError),
+    /// The coordinator could not start.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// Nothing moved in time.
+    #[error("job {job}: nothing moved for {secs} s (state {state}); gave up")]
     Timeout {
         /// Job id.
         job: String,
         /// Seconds waited.
         secs: u64,
-        /// What was awaited.
-        what: String,
+        /// The job's state then.
+        state: String,
     },
-    /// Tiles remain but every node failed.
-    #[error("job {job}: {tiles} tiles still need rendering but every node failed verification; the client's escrow was refunded")]
-    NoHonestNodes {
+    /// The coordinator failed the job (its escrow refunded, hold-backs of verified work
+    /// released, as the farm does).
+    #[error("job {job} failed: {reason}; the client's escrow was refunded and the hold-backs of verified work released")]
+    Failed {
         /// Job id.
         job: String,
-        /// Tiles left.
-        tiles: usize,
+        /// Why, as the coordinator recorded it.
+        reason: String,
     },
-    /// A message could not be serialized.
-    #[error("serializing {0}: {1}")]
-    Encode(&'static str, String),
     /// The configuration is unusable.
     #[error("{0}")]
     Config(String),
+    /// What the coordinator stored cannot be read back.
+    #[error("reading job {job}'s {what}: {reason}")]
+    Output {
+        /// Job id.
+        job: String,
+        /// What.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What happened to one node in one round.
@@ -124,11 +138,11 @@ pub struct NodeReport {
     pub round: u32,
     /// Tiles it committed in the round.
     pub tiles: u32,
-    /// Tiles re-rendered by the verifier.
+    /// Tiles re-rendered by the verifier (in its final check).
     pub sampled: u32,
     /// The verdict.
     pub decision: Decision,
-    /// Paid now, held back, slashed (micro-credits).
+    /// Paid now (micro-credits).
     pub paid: u64,
     /// Held back.
     pub held: u64,
@@ -144,586 +158,381 @@ pub struct JobOutcome {
     pub bundle: ProofBundle,
     /// Per frame: canonical RGBA16F bytes of the whole frame.
     pub frames: Vec<(u32, Vec<u8>)>,
-    /// Per node and round.
+    /// Per round and node (in key order), from the bundle's final verdicts and receipt.
     pub reports: Vec<NodeReport>,
-    /// Every transfer of the job.
+    /// Every transfer of the job (the bundle's signed receipt).
     pub transfers: Vec<Transfer>,
 }
 
-/// The in-process farm: coordinator key, local nodes, one verifier, and the store.
+/// One local renderer node.
+pub struct LocalNode {
+    /// Name it registers with (letters, digits, spaces, `.`, `_`, `-`).
+    pub name: String,
+    /// Its signing key.
+    pub key: SecretKey,
+    /// What renders its tiles (shared with the verifier in `tessera render`).
+    pub renderer: Arc<dyn TileRenderer>,
+    /// Drill only: how it cheats.
+    pub dishonest: Option<DishonestMode>,
+}
+
+impl LocalNode {
+    /// The name reports show: the registered name, and for a drill node how it cheats.
+    pub fn label(&self) -> String {
+        match self.dishonest {
+            None => self.name.clone(),
+            Some(m) => format!("{} (dishonest: {})", self.name, m.name()),
+        }
+    }
+}
+
+/// The in-process farm: coordinator key, local nodes, one verifier, and the folder of
+/// the coordinator's store.
 pub struct EmbeddedFarm {
     /// Coordinator key.
     pub coordinator_key: SecretKey,
     /// Local nodes.
-    pub nodes: Vec<Arc<Node>>,
-    /// The verifier.
-    pub verifier: Arc<Verifier>,
-    /// The store.
-    pub store: Store,
+    pub nodes: Vec<LocalNode>,
+    /// The verifier's key.
+    pub verifier_key: SecretKey,
+    /// What the verifier re-renders with.
+    pub verifier_renderer: Arc<dyn TileRenderer>,
+    /// Where the coordinator's store goes (`coordinator.db`); `tessera render` gives a
+    /// private temporary folder. It should be empty: trust and balances found there
+    /// carry over into the job.
+    pub data_dir: PathBuf,
 }
 
-fn now_unix() -> u64 {
+/// Hands every task the one renderer it was built with, for the one scene it was built
+/// for: the scene is already loaded (and the path tracer compiled) by `tessera render`,
+/// so nodes and the verifier share it instead of loading it each.
+struct LoadedScene {
+    scene_hash: Digest,
+    renderer: Arc<dyn TileRenderer>,
+}
+
+impl RendererFactory for LoadedScene {
+    fn capabilities(&self, slots: u32) -> Capabilities {
+        Capabilities {
+            class: self.renderer.class().clone(),
+            memory_bytes: 0,
+            slots,
+            software: software_version(),
+        }
+    }
+
+    fn load(&self, _entry: &Path, expected: &Digest) -> Result<Arc<dyn TileRenderer>, String> {
+        if *expected != self.scene_hash {
+            return Err(format!(
+                "this farm renders scene {} only, not {}",
+                hex::encode(self.scene_hash),
+                hex::encode(expected)
+            ));
+        }
+        Ok(self.renderer.clone())
+    }
+}
+
+/// Render slots of each local node and of the verifier: one task (or request) at a time
+/// each, as the GPU is shared by all of them.
+const LOCAL_SLOTS: u32 = 1;
+
+/// How often the local coordinator's reconciler runs.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
+/// How long the driver waits for the service to handle an input before it looks at the
+/// job again anyway (it looks after every input).
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// The service policy of a farm on one machine, for `cfg`'s job and a verifier `verifier`.
+/// The rules are the farm's; only what assumes many machines and strangers differs:
+/// leases outlast any stall of a busy machine (heartbeats still renew them), a task
+/// waiting in a long local queue is never taken as lost, a verify request may take as
+/// long as `message_timeout`, the one job may be as large as the machine allows, the
+/// client (the operator) may overdraw, and local nodes take any tier.
+pub fn local_service_config(cfg: &JobConfig, verifier: PublicKey) -> ServiceConfig {
+    let d = ServiceConfig::default();
+    ServiceConfig {
+        lease_ms: 120_000,
+        tile_size: cfg.tile_size,
+        batch_size: cfg.batch_size,
+        challenge_window_secs: cfg.challenge_window_secs,
+        slash_pct: cfg.slash_pct,
+        verify_timeout_ms: cfg.message_timeout.as_millis() as u64,
+        unleased_timeout_ms: u64::MAX,
+        verifier_keys: vec![verifier],
+        client_overdraft: MAX_CREDIT,
+        tolerance: cfg.tolerance,
+        sampling: cfg.sampling.clone(),
+        dispute_deposit_pct: cfg.dispute_deposit_pct,
+        limits: Limits {
+            max_job_tasks: u64::MAX,
+            max_job_tiles: u64::MAX,
+            ..d.limits
+        },
+        enforce_tier_trust: false,
+        ..d
+    }
+}
+
+fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn encode<T: serde::Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, PipelineError> {
-    serde_json::to_vec(v).map_err(|e| PipelineError::Encode(what, e.to_string()))
-}
-
-/// Run a node's consume loop: render tasks, publish results, ack after publishing.
-async fn node_loop(bus: InProcessBus, node: Arc<Node>) {
-    while let Some(d) = bus.next(QUEUE_TASKS).await {
-        let task: RenderTask = match serde_json::from_slice(&d.body) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(
-                    node = node.name(),
-                    task = d.message_id,
-                    "malformed task parked: {e}"
-                );
-                let _ = bus.nack(&d, false).await;
-                continue;
-            }
-        };
-        if task.blocked.contains(&node.public()) {
-            // This node failed on this job: give the task back for another node.
-            let _ = bus.nack(&d, true).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        }
-        let worker = node.clone();
-        let result = tokio::task::spawn_blocking(move || worker.handle_task(&task)).await;
-        match result {
-            Ok(Ok(res)) => match serde_json::to_vec(&res) {
-                Ok(body) => {
-                    if bus.publish(QUEUE_RESULTS, &res.task_id, body).await.is_ok() {
-                        let _ = bus.ack(&d).await;
-                    }
-                }
-                Err(e) => tracing::error!(node = node.name(), "cannot encode result: {e}"),
-            },
-            Ok(Err(e)) => {
-                tracing::error!(node = node.name(), "task failed: {e}");
-                let _ = bus.nack(&d, false).await;
-            }
-            Err(e) => {
-                tracing::error!(node = node.name(), "render thread died: {e}");
-                let _ = bus.nack(&d, true).await;
-            }
-        }
-    }
-}
-
-/// Run the verifier's consume loop.
-async fn verifier_loop(bus: InProcessBus, verifier: Arc<Verifier>) {
-    while let Some(d) = bus.next(QUEUE_VERIFY).await {
-        let req: VerifyRequest = match serde_json::from_slice(&d.body) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(
-                    request = d.message_id,
-                    "malformed verify request parked: {e}"
-                );
-                let _ = bus.nack(&d, false).await;
-                continue;
-            }
-        };
-        let v = verifier.clone();
-        match tokio::task::spawn_blocking(move || {
-            v.handle_request(&req)
-                .map(|verdict| (req.request_id, verdict))
-        })
-        .await
-        {
-            Ok(Ok((request_id, verdict))) => {
-                let msg = VerdictMessage {
-                    version: WIRE_VERSION,
-                    request_id: request_id.clone(),
-                    verdict,
-                };
-                if let Ok(body) = serde_json::to_vec(&msg) {
-                    if bus.publish(QUEUE_VERDICTS, &request_id, body).await.is_ok() {
-                        let _ = bus.ack(&d).await;
-                    }
-                }
-            }
-            Ok(Err(e)) => {
-                tracing::error!("verify request refused: {e}");
-                let _ = bus.nack(&d, false).await;
-            }
-            Err(e) => {
-                tracing::error!("verifier thread died: {e}");
-                let _ = bus.nack(&d, true).await;
-            }
-        }
-    }
+/// Register `key` with `svc` as `role`, as a worker does over the API: sign the
+/// registration of a fresh challenge.
+fn register(
+    svc: &Service,
+    role: &str,
+    name: &str,
+    key: &SecretKey,
+    caps: &Capabilities,
+) -> Result<(), ServiceError> {
+    let now = now_ms();
+    let challenge = svc.challenge(now)?;
+    let challenge = tessera_protocol::hexser::decode::<32>(&challenge)
+        .map_err(|e| ServiceError::Invalid(format!("challenge: {e}")))?;
+    let registration = Registration {
+        role: role.into(),
+        name: name.into(),
+        challenge,
+        coordinator: svc.public(),
+        capabilities: caps.digest(),
+    };
+    svc.register(&Signed::sign(registration, key), caps, None, now)?;
+    Ok(())
 }
 
 impl EmbeddedFarm {
     /// Run one job to the end and return its frames, bundle and ledger effects.
-    pub async fn run_job(&mut self, cfg: &JobConfig) -> Result<JobOutcome, PipelineError> {
+    pub async fn run_job(&self, cfg: &JobConfig) -> Result<JobOutcome, PipelineError> {
         if self.nodes.is_empty() {
             return Err(PipelineError::Config("at least one node is needed".into()));
         }
+        let store = Store::open_scratch(&self.data_dir.join("coordinator.db"))?;
+        let verifier_key = self.verifier_key.public();
+        let svc = Service::new(
+            store,
+            copy_key(&self.coordinator_key),
+            local_service_config(cfg, verifier_key),
+        );
+        // The workers register and the nodes deposit their stakes before anything runs.
+        let factory = |renderer: &Arc<dyn TileRenderer>| -> Arc<dyn RendererFactory> {
+            Arc::new(LoadedScene {
+                scene_hash: cfg.scene_hash,
+                renderer: renderer.clone(),
+            })
+        };
+        let verifier_factory = factory(&self.verifier_renderer);
+        let verifier_caps = verifier_factory.capabilities(LOCAL_SLOTS);
+        register(
+            &svc,
+            "verifier",
+            "verifier",
+            &self.verifier_key,
+            &verifier_caps,
+        )?;
+        let mut labels = BTreeMap::new();
+        let mut node_states = Vec::new();
         let bus = InProcessBus::new();
-        let mut workers = Vec::new();
         for n in &self.nodes {
-            workers.push(tokio::spawn(node_loop(bus.clone(), n.clone())));
+            let key = n.key.public();
+            let f = factory(&n.renderer);
+            let caps = f.capabilities(LOCAL_SLOTS);
+            register(&svc, "node", &n.name, &n.key, &caps)?;
+            if cfg.node_stake > 0 {
+                svc.credit(
+                    &account::stake(&key),
+                    cfg.node_stake,
+                    &format!("render stake of {key}"),
+                )?;
+            }
+            labels.insert(key, n.label());
+            node_states.push(Arc::new(NodeState::new(
+                bus.clone(),
+                copy_key(&n.key),
+                &n.name,
+                caps,
+                SceneSource::Fixed(PathBuf::new()),
+                f,
+                n.dishonest,
+            )));
         }
-        workers.push(tokio::spawn(verifier_loop(
+        let verifier = Arc::new(VerifierState::new(
             bus.clone(),
-            self.verifier.clone(),
-        )));
-        let result = self.drive(&bus, cfg).await;
-        for w in workers {
-            w.abort();
+            copy_key(&self.verifier_key),
+            SceneSource::Fixed(PathBuf::new()),
+            verifier_factory,
+        ));
+
+        let shutdown = CancellationToken::new();
+        let coordinator =
+            BusCoordinator::start(svc, bus.clone(), RECONCILE_EVERY, &shutdown).await?;
+        let mut workers = tokio::task::JoinSet::new();
+        for node in node_states {
+            let stop = shutdown.clone();
+            workers.spawn(async move {
+                if let Err(e) = node.serve(LOCAL_SLOTS, DEFAULT_HEARTBEAT, stop).await {
+                    tracing::error!("local node stopped: {e}");
+                }
+            });
         }
+        {
+            let stop = shutdown.clone();
+            workers.spawn(async move {
+                if let Err(e) = verifier.serve(LOCAL_SLOTS, stop).await {
+                    tracing::error!("local verifier stopped: {e}");
+                }
+            });
+        }
+        let result = self.drive(&coordinator, cfg, &labels).await;
+        shutdown.cancel();
+        while workers.join_next().await.is_some() {}
+        coordinator.stopped().await;
         result
     }
 
-    async fn recv(
-        &self,
-        bus: &InProcessBus,
-        queue: &str,
-        cfg: &JobConfig,
-        job: &str,
-        what: &str,
-    ) -> Result<crate::bus::Delivery, PipelineError> {
-        match tokio::time::timeout(cfg.message_timeout, bus.next(queue)).await {
-            Ok(Some(d)) => Ok(d),
-            Ok(None) => Err(crate::bus::BusError::Closed(queue.into()).into()),
-            Err(_) => Err(PipelineError::Timeout {
-                job: job.into(),
-                secs: cfg.message_timeout.as_secs(),
-                what: what.into(),
-            }),
-        }
-    }
-
+    /// Submit the job, wait until the service ends it, and read the result back.
     async fn drive(
-        &mut self,
-        bus: &InProcessBus,
+        &self,
+        coordinator: &BusCoordinator,
         cfg: &JobConfig,
+        labels: &BTreeMap<PublicKey, String>,
     ) -> Result<JobOutcome, PipelineError> {
-        // Submit: manifest with nonce commitments, escrow, node registration.
-        let mut job_id: JobId = [0; 16];
-        rand::rngs::OsRng.fill_bytes(&mut job_id);
-        let job = hex::encode(job_id);
-        let nonces = job::fresh_nonces();
-        let (nonce_commitments, dispute_nonce_commitment) = job::nonce_commitments(&nonces);
-        let manifest = JobManifest {
-            version: MANIFEST_VERSION,
-            job_id,
-            client: cfg.client.clone(),
-            scene_name: cfg.scene_name.clone(),
-            scene_hash: cfg.scene_hash,
-            settings: cfg.settings.clone(),
-            frame_start: cfg.frame_start,
-            frame_end: cfg.frame_end,
-            tile_size: cfg.tile_size,
-            tier: cfg.tier.clone(),
-            sampling: cfg.sampling.clone(),
-            pricing: cfg.pricing.clone(),
-            slash_pct: cfg.slash_pct,
-            challenge_window_secs: cfg.challenge_window_secs,
-            nonce_commitments,
-            dispute_nonce_commitment,
-            dispute_deposit_pct: cfg.dispute_deposit_pct,
-            tolerance: cfg.tolerance,
-            verifiers: vec![self.verifier.public()],
-            created_unix: now_unix(),
-        };
-        let signed_manifest = Signed::sign(manifest.clone(), &self.coordinator_key);
-        let manifest_json =
-            String::from_utf8(encode("manifest", &signed_manifest)?).unwrap_or_default();
-        self.store
-            .insert_job(&job, &manifest_json, manifest.created_unix, &nonces)?;
+        let submitted = cfg.clone();
+        let job = coordinator
+            .with(move |s| {
+                let c = submitted;
+                let job = s.submit(
+                    &c.client,
+                    &c.scene_name,
+                    c.scene_hash,
+                    c.settings,
+                    (c.frame_start, c.frame_end),
+                    &c.tier,
+                    Some(c.tile_size),
+                    Some(c.batch_size),
+                    Requirements::default(),
+                    now_ms(),
+                )?;
+                if let Some(hint) = &c.scene_hint {
+                    s.set_scene_hint(&job, hint)?;
+                }
+                Ok::<_, ServiceError>(job)
+            })
+            .await?;
         let span = tracing::info_span!("job", job = %&job[..12]);
         let _enter = span.enter();
 
-        // The client deposits what the job costs (the embedded farm's client has a bank),
-        // then the escrow is funded before anything is dispatched.
-        let escrow = escrow_transfer(&manifest);
-        let client_acct = account::client(&cfg.client);
-        let have = self.store.balance(&client_acct)?;
-        if i128::from(have) < i128::from(escrow.amount) {
-            let top_up = escrow.amount - have.max(0) as u64;
-            self.store.apply_transfer(
-                None,
-                &Transfer {
-                    key: format!("job:{job}:deposit"),
-                    kind: TransferKind::Deposit,
-                    from: account::external("client-bank"),
-                    to: client_acct.clone(),
-                    amount: top_up,
-                    round: 0,
-                    tiles: 0,
-                },
-            )?;
-        }
-        self.store.apply_transfer(Some(&job), &escrow)?;
-        let mut names: BTreeMap<PublicKey, String> = BTreeMap::new();
-        let mut infos = Vec::new();
-        for n in &self.nodes {
-            let key = n.public();
-            names.insert(key, n.name().to_string());
-            self.store.upsert_node(
-                &key.to_string(),
-                n.name(),
-                &String::from_utf8(encode("class", n.class())?).unwrap_or_default(),
-            )?;
-            let stake_acct = account::stake(&key);
-            if self.store.balance(&stake_acct)? <= 0 && cfg.node_stake > 0 {
-                self.store.apply_transfer(
-                    None,
-                    &Transfer {
-                        key: format!("stake:{key}:{job}"),
-                        kind: TransferKind::Deposit,
-                        from: account::external("node-deposits"),
-                        to: stake_acct,
-                        amount: cfg.node_stake,
-                        round: 0,
-                        tiles: 0,
-                    },
-                )?;
+        // Wait for the end, looking after every input the service handled; the job fails
+        // if nothing about it moves for too long.
+        let mut handled = coordinator.handled();
+        let mut last = None;
+        let mut moved = Instant::now();
+        let view = loop {
+            handled.mark_unchanged();
+            let j = job.clone();
+            let view = coordinator.read(move |s| s.job_view(&j)).await?;
+            if matches!(view.state.as_str(), "done" | "failed") {
+                break view;
             }
-            infos.push(NodeInfo {
-                key,
-                name: n.name().to_string(),
-                class: n.class().clone(),
-            });
-        }
-        infos.sort_by_key(|i| i.key);
-
-        let layout = tile_layout(cfg.settings.width, cfg.settings.height, cfg.tile_size);
-        let mut pending: Vec<(u32, u32)> = (cfg.frame_start..=cfg.frame_end)
-            .flat_map(|f| (0..layout.len() as u32).map(move |t| (f, t)))
-            .collect();
-        let mut blocked: Vec<PublicKey> = Vec::new();
-        let mut rounds: Vec<RoundRecord> = Vec::new();
-        let mut reports = Vec::new();
-        let mut accepted: BTreeMap<(u32, u32), FinalTile> = BTreeMap::new();
-        let mut next_batch_id: u32 = 0;
-
-        for round in 0..MAX_ROUNDS {
-            if pending.is_empty() {
-                break;
-            }
-            self.store.set_job_state(&job, "rendering")?;
-            // Dispatch: batches of up to batch_size tiles of one frame.
-            let planned = job::plan_tasks(
-                &manifest,
-                &layout,
-                &pending,
-                cfg.batch_size,
-                round,
-                next_batch_id,
-                &blocked,
-                &Default::default(),
+            let progress = (
+                view.state.clone(),
+                view.round,
+                view.tiles_rendered,
+                view.tiles_verified,
             );
-            next_batch_id += planned.len() as u32;
-            let mut tasks: BTreeMap<String, RenderTask> = BTreeMap::new();
-            for task in planned {
-                bus.publish(QUEUE_TASKS, &task.task_id, encode("task", &task)?)
-                    .await?;
-                tasks.insert(task.task_id.clone(), task);
-            }
-            tracing::info!(
-                round,
-                tasks = tasks.len(),
-                tiles = pending.len(),
-                "dispatched"
-            );
-
-            // Collect: check every batch against its task and its own commitment.
-            let mut batches: BTreeMap<u32, BatchRecord> = BTreeMap::new();
-            let mut delivered: BTreeMap<(u32, u32), Vec<u8>> = BTreeMap::new();
-            while batches.len() < tasks.len() {
-                let d = self
-                    .recv(bus, QUEUE_RESULTS, cfg, &job, "batch results")
-                    .await?;
-                match self.check_result(&d.body, &tasks, &manifest, &layout, &blocked) {
-                    Ok(res) => {
-                        let s = &res.batch.signed.statement;
-                        let fresh = self.store.insert_result(&job, round, &res)?;
-                        bus.ack(&d).await?;
-                        if fresh && !batches.contains_key(&s.batch_id) {
-                            for t in &res.tiles {
-                                delivered.insert((s.frame, t.tile_index), t.bytes.clone());
-                            }
-                            batches.insert(s.batch_id, res.batch);
-                        }
-                    }
-                    Err(reason) => {
-                        tracing::warn!(message = d.message_id, "result refused: {reason}");
-                        bus.nack(&d, false).await?;
-                        if let Some(task) = tasks.get(&d.message_id) {
-                            if !batches.contains_key(&task.batch_id) {
-                                bus.publish(QUEUE_TASKS, &task.task_id, encode("task", task)?)
-                                    .await?;
-                            }
-                        }
-                    }
-                }
-            }
-            let batches: Vec<BatchRecord> = batches.into_values().collect();
-
-            // Fix the round: commitment over every batch, with trust and stake snapshots.
-            self.store.set_job_state(&job, "verifying")?;
-            let round_nodes: BTreeSet<PublicKey> =
-                batches.iter().map(|b| b.signed.statement.node).collect();
-            let mut snapshots = Vec::new();
-            for n in &round_nodes {
-                snapshots.push(NodeSnapshot {
-                    node: *n,
-                    trust: self.store.trust(&n.to_string())?,
-                    stake: self.store.balance(&account::stake(n))?.max(0) as u64,
+            if last.as_ref() != Some(&progress) {
+                last = Some(progress);
+                moved = Instant::now();
+            } else if moved.elapsed() > cfg.message_timeout {
+                return Err(PipelineError::Timeout {
+                    job,
+                    secs: cfg.message_timeout.as_secs(),
+                    state: view.state,
                 });
             }
-            let commitment = job::commit_round(
-                &manifest,
-                round,
-                &batches,
-                snapshots.clone(),
-                &self.coordinator_key,
-            )
-            .map_err(PipelineError::Config)?;
-            self.store.insert_round(
-                &job,
-                round,
-                &String::from_utf8(encode("round", &commitment)?).unwrap_or_default(),
-            )?;
-            // Only now is the round's nonce revealed.
-            let nonce = self.store.reveal_nonce(&job, round)?;
-
-            // Sample per node and ask the verifier; an escalated verdict asks again, with
-            // more samples, before anything is paid or slashed.
-            let mut samples = Vec::new();
-            let mut all_verdicts = Vec::new();
-            let mut requests: BTreeMap<String, VerifyRequest> = BTreeMap::new();
-            let mut verdicts: BTreeMap<PublicKey, Signed<Verdict>> = BTreeMap::new();
-            let mut ask = Vec::from_iter(round_nodes.iter().map(|n| (*n, CheckKind::FIRST)));
-            while !ask.is_empty() || !requests.is_empty() {
-                for (n, check) in ask.drain(..) {
-                    let (req, record) = job::verify_request(
-                        &signed_manifest,
-                        &commitment,
-                        &batches,
-                        nonce,
-                        &n,
-                        job::CheckOf {
-                            kind: check,
-                            dispute: None,
-                        },
-                        &mut |frame, tile| {
-                            delivered.get(&(frame, tile)).cloned().unwrap_or_default()
-                        },
-                    )
-                    .map_err(PipelineError::Config)?;
-                    let request_id = req.request_id.clone();
-                    bus.publish(QUEUE_VERIFY, &request_id, encode("verify request", &req)?)
-                        .await?;
-                    requests.insert(request_id, req);
-                    samples.push(record);
-                }
-                let d = self
-                    .recv(bus, QUEUE_VERDICTS, cfg, &job, "verdicts")
-                    .await?;
-                let msg: Result<VerdictMessage, _> = serde_json::from_slice(&d.body);
-                let checked = msg
-                    .map_err(|e| format!("malformed verdict: {e}"))
-                    .and_then(|m| {
-                        let req = requests.get(&m.request_id).ok_or_else(|| {
-                            format!("verdict for unknown or answered request {}", m.request_id)
-                        })?;
-                        job::check_verdict(&m, req)?;
-                        Ok((m.request_id, m.verdict))
-                    });
-                match checked {
-                    Ok((request_id, v)) => {
-                        let node = v.statement.node;
-                        self.store.insert_verdict(
-                            &job,
-                            round,
-                            &node.to_string(),
-                            v.statement.check,
-                            &String::from_utf8(encode("verdict", &v)?).unwrap_or_default(),
-                        )?;
-                        bus.ack(&d).await?;
-                        requests.remove(&request_id);
-                        all_verdicts.push(v.clone());
-                        if v.statement.decision == Decision::Escalate {
-                            tracing::warn!(
-                                node = names.get(&node).cloned().unwrap_or_else(|| node.short()),
-                                round,
-                                "a sampled tile is not close to the re-render: escalated"
-                            );
-                            ask.push((node, v.statement.check.escalate()));
-                        } else {
-                            verdicts.insert(node, v);
-                        }
-                    }
-                    Err(reason) => {
-                        tracing::warn!(message = d.message_id, "verdict refused: {reason}");
-                        bus.nack(&d, false).await?;
-                    }
-                }
-            }
-
-            let mut next_pending = Vec::new();
-            for (node, v) in &verdicts {
-                let leaves = checks::node_leaves(&batches, node);
-                let rects: Vec<TileRect> = leaves
-                    .iter()
-                    .map(|&(bi, pos)| batches[bi].tiles[pos].rect)
-                    .collect();
-                let snap = NodeSnapshot::of(&snapshots, node);
-                let outcome = NodeOutcome {
-                    round,
-                    node: *node,
-                    decision: v.statement.decision,
-                    tiles: rects,
-                    stake_before: snap.stake,
-                };
-                let transfers = verdict_transfers(&manifest, &outcome, manifest.slash_pct);
-                self.store.set_trust(
-                    &node.to_string(),
-                    trust_after(snap.trust, v.statement.decision),
-                )?;
-                for t in &transfers {
-                    self.store.apply_capped(Some(&job), t)?;
-                }
-                let sum = |k: TransferKind| {
-                    transfers
-                        .iter()
-                        .filter(|t| t.kind == k)
-                        .map(|t| t.amount)
-                        .sum::<u64>()
-                };
-                let name = names.get(node).cloned().unwrap_or_else(|| node.short());
-                match v.statement.decision {
-                    Decision::Pass => {
-                        accepted.extend(job::accepted_tiles(&batches, node, round));
-                    }
-                    Decision::Fail | Decision::Inconclusive | Decision::Escalate => {
-                        if v.statement.decision == Decision::Fail {
-                            tracing::warn!(
-                                node = name,
-                                round,
-                                "verification failed: node unpaid, slashed, tiles requeued"
-                            );
-                        } else {
-                            tracing::warn!(
-                                node = name,
-                                round,
-                                "verification inconclusive: node neither paid nor slashed, tiles requeued"
-                            );
-                        }
-                        blocked.push(*node);
-                        next_pending.extend(job::committed_tiles(&batches, node));
-                    }
-                }
-                reports.push(NodeReport {
-                    name,
-                    key: *node,
-                    round,
-                    tiles: leaves.len() as u32,
-                    sampled: v.statement.samples.len() as u32,
-                    decision: v.statement.decision,
-                    paid: sum(TransferKind::PayOnPass),
-                    held: sum(TransferKind::HoldBack),
-                    slashed: sum(TransferKind::Slash),
-                });
-            }
-            rounds.push(RoundRecord {
-                round,
-                batches,
-                commitment,
-                nonce,
-                samples,
-                verdicts: all_verdicts,
-            });
-            next_pending.sort_unstable();
-            pending = next_pending;
-            if !pending.is_empty() && self.nodes.iter().all(|n| blocked.contains(&n.public())) {
-                break;
-            }
-        }
-
-        if !pending.is_empty() {
-            self.store.refund_escrow(&job, &cfg.client)?;
-            self.store.set_job_state(&job, "failed")?;
-            return Err(PipelineError::NoHonestNodes {
-                job,
-                tiles: pending.len(),
-            });
-        }
-
-        // Final frames, roots, releases, receipt, bundle.
-        let store = &self.store;
-        let job::Assembled {
-            frames: frame_tiles,
-            pixels: frames_out,
-            roots,
-        } = job::assemble(
-            &manifest,
-            &accepted,
-            &mut |round, frame, tile| store.stored_tile(&job, round, frame, tile),
-            &self.coordinator_key,
-        )
-        .map_err(PipelineError::Config)?;
-
-        if cfg.challenge_window_secs == 0 {
-            self.store.release_holdbacks(&manifest)?;
-        }
-        let receipt = self.store.job_receipt(&job, job_id)?;
-        let transfers = receipt.transfers.clone();
-        let payments = Signed::sign(receipt, &self.coordinator_key);
-        let bundle = ProofBundle {
-            format: BUNDLE_FORMAT.into(),
-            version: BUNDLE_VERSION,
-            manifest: signed_manifest,
-            nodes: infos,
-            rounds,
-            frames: frame_tiles,
-            roots,
-            disputes: Vec::new(),
-            payments,
-            scene_hint: cfg.scene_hint.clone(),
+            let _ = tokio::time::timeout(LOOK_EVERY, handled.changed()).await;
         };
-        self.store.save_bundle(
-            &job,
-            &String::from_utf8(encode("bundle", &bundle)?).unwrap_or_default(),
-        )?;
-        self.store.set_job_state(&job, "done")?;
+        if view.state == "failed" {
+            return Err(PipelineError::Failed {
+                job,
+                reason: view.error.unwrap_or_default(),
+            });
+        }
+        if let Some(release_at) = view.release_at_ms {
+            // Nobody can dispute a `render` job: its window closes now, as the farm's
+            // reconciler closes one when it ends.
+            coordinator.with(move |s| s.reconcile(release_at)).await?;
+        }
+        let j = job.clone();
+        let frames_of = (cfg.frame_start, cfg.frame_end);
+        let (bundle_json, frames) = coordinator
+            .read(move |s| {
+                let bundle = s.bundle(&j)?;
+                let mut frames = Vec::new();
+                for f in frames_of.0..=frames_of.1 {
+                    frames.push((f, assemble_frame(s.store(), &j, f)?));
+                }
+                Ok::<_, ServiceError>((bundle, frames))
+            })
+            .await?;
+        let bundle: ProofBundle =
+            serde_json::from_str(&bundle_json).map_err(|e| PipelineError::Output {
+                job: job.clone(),
+                what: "bundle",
+                reason: e.to_string(),
+            })?;
+        let transfers = bundle.payments.statement.transfers.clone();
+        let reports = node_reports(&bundle, labels);
         Ok(JobOutcome {
             job_id: job,
             bundle,
-            frames: frames_out,
+            frames,
             reports,
             transfers,
         })
     }
+}
 
-    /// Check one batch result: parse, match its task, then [`job::check_result`].
-    fn check_result(
-        &self,
-        body: &[u8],
-        tasks: &BTreeMap<String, RenderTask>,
-        manifest: &JobManifest,
-        layout: &[TileRect],
-        blocked: &[PublicKey],
-    ) -> Result<BatchResult, String> {
-        let res: BatchResult =
-            serde_json::from_slice(body).map_err(|e| format!("malformed result: {e}"))?;
-        let task = tasks
-            .get(&res.task_id)
-            .ok_or_else(|| format!("result for unknown task {}", res.task_id))?;
-        let signer = res.batch.signed.statement.node;
-        let known = self.nodes.iter().any(|n| n.public() == signer);
-        job::check_result(&res, task, manifest, layout, known, blocked)?;
-        Ok(res)
+/// What each node got in each round, read from the bundle: its final verdict of the
+/// round (not an escalation, not a dispute), the tiles it committed, and its transfers
+/// of that round in the signed receipt. Nodes in key order within a round.
+pub fn node_reports(bundle: &ProofBundle, labels: &BTreeMap<PublicKey, String>) -> Vec<NodeReport> {
+    let transfers = &bundle.payments.statement.transfers;
+    let mut reports = Vec::new();
+    for round in &bundle.rounds {
+        let mut finals: Vec<_> = round
+            .verdicts
+            .iter()
+            .filter(|v| v.statement.decision != Decision::Escalate && !v.statement.check.dispute)
+            .collect();
+        finals.sort_by_key(|v| v.statement.node);
+        for v in finals {
+            let node = v.statement.node;
+            let sum = |kind: TransferKind, account: &str| -> u64 {
+                transfers
+                    .iter()
+                    .filter(|t| t.kind == kind && t.round == round.round)
+                    .filter(|t| t.to == account || t.from == account)
+                    .map(|t| t.amount)
+                    .sum()
+            };
+            let job = hex::encode(bundle.manifest.statement.job_id);
+            reports.push(NodeReport {
+                name: labels.get(&node).cloned().unwrap_or_else(|| node.short()),
+                key: node,
+                round: round.round,
+                tiles: tessera_verifier::checks::node_leaves(&round.batches, &node).len() as u32,
+                sampled: v.statement.samples.len() as u32,
+                decision: v.statement.decision,
+                paid: sum(TransferKind::PayOnPass, &account::node(&node)),
+                held: sum(TransferKind::HoldBack, &account::holdback(&job, &node)),
+                slashed: sum(TransferKind::Slash, &account::stake(&node)),
+            });
+        }
     }
+    reports
 }

@@ -1,5 +1,6 @@
-//! The job rules both coordinators share (the embedded one of `tessera render` and the
-//! daemon): cutting pending tiles into tasks, checking a node's result against its task,
+//! The job rules the coordinator's service sequences (for `tessera coordinator`, and for
+//! `tessera render`, which runs the same service in one process): cutting pending tiles
+//! into tasks, checking a node's result against its task,
 //! fixing a round, building the verifier's requests, checking verdicts, and assembling
 //! the final frames and roots. Pure: no store, no bus, no clock.
 

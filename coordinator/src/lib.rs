@@ -3,9 +3,10 @@
 //! commitments before revealing the round's nonce, sends samples to verifiers, applies the
 //! tier's payment rules on the ledger, and assembles the proof bundle.
 //!
-//! [`embedded`] runs the whole pipeline in one process (in-process bus, local nodes and
-//! verifier, SQLite store): `tessera render`. [`daemon`] is `tessera coordinator`: the same
-//! rules ([`job`]) as a crash-safe state machine over the store, RabbitMQ and an HTTP API.
+//! [`daemon`] is `tessera coordinator`: the rules ([`job`]) sequenced by one crash-safe
+//! state machine over the store ([`daemon::service`]), driven over RabbitMQ and an HTTP
+//! API. [`embedded`] is `tessera render`: that same service, with the node and verifier
+//! daemons' code, in one process over the in-process bus and a private SQLite store.
 
 #![warn(missing_docs)]
 

@@ -1,16 +1,21 @@
-//! The embedded pipeline end to end with a CPU stand-in renderer: honest runs pass the
-//! audit, and every drill mode is caught, unpaid, slashed, and re-rendered by honest nodes.
+//! The embedded pipeline (`tessera render`: the farm's service, nodes and verifier in one
+//! process) end to end with a CPU stand-in renderer: honest runs pass the audit, every
+//! drill mode is caught, unpaid, slashed, and re-rendered by honest nodes, and a job ends
+//! as the farm ends one (a failed job's escrow refunded and its hold-backs released; a
+//! challenge window's hold-backs released when the job is done).
 
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_coordinator::embedded::{EmbeddedFarm, JobConfig, JobOutcome};
+use tessera_coordinator::embedded::{
+    EmbeddedFarm, JobConfig, JobOutcome, LocalNode, PipelineError,
+};
 use tessera_coordinator::store::Store;
-use tessera_node::{DishonestMode, Node};
+use tessera_node::DishonestMode;
 use tessera_protocol::keys::SecretKey;
-use tessera_protocol::payments::{default_tiers, Pricing, SamplingPolicy, TransferKind};
+use tessera_protocol::payments::{account, SamplingPolicy, TransferKind};
 use tessera_protocol::statements::Decision;
 use tessera_protocol::{DeterminismClass, RenderFailure, RenderSettings, TileRect, TileRenderer};
-use tessera_verifier::{audit_bundle, Verifier};
+use tessera_verifier::audit_bundle;
 
 /// Pixel value = mean over samples of an integer hash of (seed, frame, x, y, sample):
 /// deterministic, tile == crop, and fewer samples give different bytes.
@@ -64,37 +69,12 @@ fn renderer() -> Arc<dyn TileRenderer> {
     }))
 }
 
-fn run(
-    nodes: u32,
-    dishonest: u32,
-    mode: DishonestMode,
-    tier: &str,
-) -> (JobOutcome, Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let r = renderer();
-    let scene_hash = [42; 32];
-    let nodes: Vec<Arc<Node>> = (0..nodes)
-        .map(|i| {
-            let cheat = (i >= nodes - dishonest).then_some(mode);
-            Arc::new(Node::new(
-                format!("node-{i}"),
-                SecretKey::generate(),
-                scene_hash,
-                r.clone(),
-                cheat,
-            ))
-        })
-        .collect();
-    let mut farm = EmbeddedFarm {
-        coordinator_key: SecretKey::generate(),
-        nodes,
-        verifier: Arc::new(Verifier::new(SecretKey::generate(), r.clone())),
-        store: Store::open(&dir.path().join("t.db")).unwrap(),
-    };
-    let cfg = JobConfig {
+/// The farm's settings for a two-frame 80×72 job in 32-pixel tiles, 2 per task.
+fn job_config(tier: &str, challenge_window_secs: u64) -> JobConfig {
+    JobConfig {
         client: "studio".into(),
         scene_name: "test.glb".into(),
-        scene_hash,
+        scene_hash: SCENE_HASH,
         scene_hint: None,
         settings: RenderSettings {
             width: 80,
@@ -109,26 +89,85 @@ fn run(
         frame_end: 1,
         tile_size: 32,
         batch_size: 2,
-        tier: default_tiers()
-            .into_iter()
-            .find(|t| t.name == tier)
-            .unwrap(),
+        tier: tier.into(),
         sampling: SamplingPolicy::default(),
-        pricing: Pricing::default(),
         slash_pct: 50,
-        challenge_window_secs: 0,
+        challenge_window_secs,
         node_stake: 1_000_000,
         tolerance: Default::default(),
         dispute_deposit_pct: 10,
         message_timeout: Duration::from_secs(120),
+    }
+}
+
+const SCENE_HASH: [u8; 32] = [42; 32];
+
+/// A farm of `renderers.len()` local nodes (`node-0`, …), the last `dishonest` of them
+/// cheating by `mode`, with an honest verifier, its store in a fresh folder.
+fn farm(
+    renderers: Vec<Arc<dyn TileRenderer>>,
+    dishonest: usize,
+    mode: DishonestMode,
+) -> (EmbeddedFarm, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let n = renderers.len();
+    let nodes = renderers
+        .into_iter()
+        .enumerate()
+        .map(|(i, renderer)| LocalNode {
+            name: format!("node-{i}"),
+            key: SecretKey::generate(),
+            renderer,
+            dishonest: (i >= n - dishonest).then_some(mode),
+        })
+        .collect();
+    let farm = EmbeddedFarm {
+        coordinator_key: SecretKey::generate(),
+        nodes,
+        verifier_key: SecretKey::generate(),
+        verifier_renderer: renderer(),
+        data_dir: dir.path().to_path_buf(),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    (farm, dir)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
-    let outcome = rt.block_on(farm.run_job(&cfg)).unwrap();
-    (outcome, farm.store, dir)
+        .unwrap()
+}
+
+fn store_of(dir: &tempfile::TempDir) -> Store {
+    Store::open(&dir.path().join("coordinator.db")).unwrap()
+}
+
+fn run(
+    nodes: u32,
+    dishonest: u32,
+    mode: DishonestMode,
+    tier: &str,
+) -> (JobOutcome, Store, tempfile::TempDir) {
+    run_with_window(nodes, dishonest, mode, tier, 0)
+}
+
+fn run_with_window(
+    nodes: u32,
+    dishonest: u32,
+    mode: DishonestMode,
+    tier: &str,
+    challenge_window_secs: u64,
+) -> (JobOutcome, Store, tempfile::TempDir) {
+    let (farm, dir) = farm(
+        (0..nodes).map(|_| renderer()).collect(),
+        dishonest as usize,
+        mode,
+    );
+    let cfg = job_config(tier, challenge_window_secs);
+    let outcome = runtime().block_on(farm.run_job(&cfg)).unwrap();
+    let store = store_of(&dir);
+    (outcome, store, dir)
 }
 
 fn assert_ledger_sound(outcome: &JobOutcome, store: &Store) {
@@ -203,7 +242,7 @@ fn every_drill_mode_is_caught_unpaid_slashed_and_repaired() {
         let cheater = outcome
             .reports
             .iter()
-            .find(|r| r.name == "node-2")
+            .find(|r| r.name.starts_with("node-2"))
             .unwrap_or_else(|| panic!("{mode:?}: cheater got no work"));
         assert_eq!(cheater.decision, Decision::Fail, "{mode:?} not caught");
         assert_eq!(cheater.paid + cheater.held, 0, "{mode:?}: cheater paid");
@@ -348,4 +387,145 @@ fn any_changed_byte_fails_the_named_check() {
     // And pinning the real coordinator key rejects the re-signed manifest.
     let pinned = b.manifest.signer;
     assert!(!audit_bundle(&forged, Some(&pinned)).passed());
+}
+
+/// A stand-in renderer for the failure drill: renders honestly (after `delay`, so that
+/// both nodes take tasks), except that the one that `records` cheats on every tile and
+/// notes where, and the other cheats exactly on the tiles noted: it passes its own first
+/// round and fails the tiles it is given again.
+struct Drill {
+    honest: Arc<dyn TileRenderer>,
+    noted: Arc<std::sync::Mutex<std::collections::BTreeSet<(u32, u32, u32)>>>,
+    records: bool,
+    delay: Duration,
+}
+
+impl TileRenderer for Drill {
+    fn class(&self) -> &DeterminismClass {
+        self.honest.class()
+    }
+    fn render_tile(
+        &self,
+        s: &RenderSettings,
+        frame: u32,
+        r: TileRect,
+    ) -> Result<Vec<u8>, RenderFailure> {
+        std::thread::sleep(self.delay);
+        let mut noted = self.noted.lock().unwrap();
+        let cheat = if self.records {
+            noted.insert((frame, r.x, r.y));
+            true
+        } else {
+            noted.contains(&(frame, r.x, r.y))
+        };
+        drop(noted);
+        if cheat {
+            Ok(vec![0; r.pixels() as usize * 8])
+        } else {
+            self.honest.render_tile(s, frame, r)
+        }
+    }
+}
+
+/// Regression (issue 16): when a `render` job fails, the client's escrow is refunded AND
+/// the hold-backs of the work that passed are released, as the farm's coordinator does.
+/// The embedded pipeline used to refund only, leaving the honest node's hold-backs in
+/// their account for ever.
+#[test]
+fn a_failed_job_refunds_the_escrow_and_releases_hold_backs() {
+    let noted = Arc::default();
+    let drill = |records| -> Arc<dyn TileRenderer> {
+        Arc::new(Drill {
+            honest: renderer(),
+            noted: Arc::clone(&noted),
+            records,
+            delay: Duration::from_millis(30),
+        })
+    };
+    // node-0 passes round 0 and then fails the cheat's tiles; node-1 cheats at once.
+    let (farm, dir) = farm(vec![drill(false), drill(true)], 0, DishonestMode::Black);
+    let passer = farm.nodes[0].key.public();
+    let cheat = farm.nodes[1].key.public();
+    let cfg = job_config("priority", 0);
+    let err = runtime()
+        .block_on(farm.run_job(&cfg))
+        .err()
+        .expect("the job fails");
+    let PipelineError::Failed { job, reason } = &err else {
+        panic!("{err}");
+    };
+    assert!(reason.contains("blocked"), "{reason}");
+    let store = store_of(&dir);
+    let transfers = store.job_transfers(job).unwrap();
+    let sum = |kind: TransferKind, node: &tessera_protocol::keys::PublicKey| -> u64 {
+        transfers
+            .iter()
+            .filter(|t| t.kind == kind)
+            .filter(|t| t.to.ends_with(&node.to_string()) || t.from.ends_with(&node.to_string()))
+            .map(|t| t.amount)
+            .sum()
+    };
+    let held = sum(TransferKind::HoldBack, &passer);
+    assert!(held > 0, "node-0 passed round 0: {transfers:#?}");
+    assert_eq!(
+        sum(TransferKind::Release, &passer),
+        held,
+        "hold-backs not released"
+    );
+    assert_eq!(
+        store.balance(&account::holdback(job, &passer)).unwrap(),
+        0,
+        "hold-backs left in their account"
+    );
+    assert!(
+        sum(TransferKind::Slash, &cheat) > 0,
+        "the cheat was not slashed"
+    );
+    assert!(
+        transfers.iter().any(|t| t.kind == TransferKind::Refund),
+        "escrow not refunded"
+    );
+    assert_eq!(store.balance(&account::escrow(job)).unwrap(), 0);
+    assert_eq!(store.total().unwrap(), 0, "ledger sum changed");
+}
+
+/// Regression (issue 16): with a challenge window above 0, `render` releases the
+/// hold-backs when its job is done (nobody can dispute a job of one machine), as the
+/// farm's reconciler does when the window ends, and the signed receipt in the bundle
+/// lists the releases. The embedded pipeline used to release them only with a window of
+/// 0, so with a window they were never released.
+#[test]
+fn a_challenge_window_releases_hold_backs_when_the_job_is_done() {
+    let (outcome, store, _dir) = run_with_window(2, 0, DishonestMode::Black, "priority", 3_600);
+    assert_eq!(
+        outcome.bundle.manifest.statement.challenge_window_secs,
+        3_600
+    );
+    let sum = |kind: TransferKind| -> u64 {
+        outcome
+            .transfers
+            .iter()
+            .filter(|t| t.kind == kind)
+            .map(|t| t.amount)
+            .sum()
+    };
+    assert!(sum(TransferKind::HoldBack) > 0);
+    assert_eq!(sum(TransferKind::Release), sum(TransferKind::HoldBack));
+    for r in &outcome.reports {
+        assert_eq!(
+            store
+                .balance(&account::holdback(&outcome.job_id, &r.key))
+                .unwrap(),
+            0,
+            "{}: hold-backs left",
+            r.name
+        );
+    }
+    assert_ledger_sound(&outcome, &store);
+    let report = audit_bundle(&outcome.bundle, None);
+    assert!(
+        report.passed(),
+        "{:#?}",
+        report.failures().collect::<Vec<_>>()
+    );
 }

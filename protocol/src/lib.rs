@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod canonical;
 pub mod hexser;
 pub mod keys;
+pub mod limits;
 pub mod merkle;
 pub mod payments;
 pub mod rules;

@@ -128,8 +128,7 @@ impl Default for DaemonConfig {
             blocklist_after: s.blocklist_after,
             tile_size: s.tile_size,
             batch_size: s.batch_size,
-            // A day to dispute a job before its hold-backs are released.
-            challenge_window_secs: 86_400,
+            challenge_window_secs: s.challenge_window_secs,
             slash_pct: s.slash_pct,
             max_blob_bytes: tessera_api::DEFAULT_MAX_BLOB_BYTES,
             namespace: s.namespace,
@@ -284,6 +283,9 @@ pub(crate) struct Shared {
     declare: DeclareQueue,
     /// Passes the publisher has made over the outbox (one read each), to watch it with.
     outbox_passes: watch::Sender<u64>,
+    /// Calls of [`Shared::with`] so far: inputs handled (or refused), for a driver to
+    /// wait on instead of polling.
+    handled: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -293,6 +295,7 @@ impl Shared {
             outbox: Notify::new(),
             declare,
             outbox_passes: watch::Sender::new(0),
+            handled: watch::Sender::new(0),
         }
     }
 
@@ -304,6 +307,7 @@ impl Shared {
     ) -> T {
         let out = self.with_quiet(f).await;
         self.outbox.notify_one();
+        self.handled.send_modify(|n| *n += 1);
         out
     }
 
@@ -434,14 +438,7 @@ pub async fn run_with_bus<B: Bus>(
         session_ttl_ms: cfg.session_ttl.as_millis() as u64,
         ..ServiceConfig::default()
     };
-    let declaring = bus.clone();
-    let shared = Arc::new(Shared::new(
-        Service::new(store, key, svc_cfg),
-        Box::new(move |queue| {
-            let bus = declaring.clone();
-            Box::pin(async move { bus.declare(&queue).await })
-        }),
-    ));
+    let shared = shared_on(Service::new(store, key, svc_cfg), &bus);
     declare_topology(&bus, &shared).await?;
     let addr = listener.local_addr().ok();
     let me = shared.service.lock().await.public();
@@ -451,6 +448,45 @@ pub async fn run_with_bus<B: Bus>(
         "coordinator up"
     );
     let tracker = tokio_util::task::TaskTracker::new();
+    spawn_bus_side(&tracker, bus, &shared, cfg.reconcile_every, &shutdown);
+    tracker.spawn(collect_garbage(
+        shared.clone(),
+        cfg.data_dir.clone(),
+        cfg.retention,
+        Duration::from_secs(cfg.challenge_window_secs),
+        shutdown.clone(),
+    ));
+    let app = http::router(http::ApiState::new(shared.clone(), &cfg), &cfg.http);
+    http::serve(listener, app, &cfg.http, shutdown.clone()).await;
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// The state the daemon's tasks share, for `service` on `bus`.
+fn shared_on<B: Bus>(service: Service, bus: &B) -> Arc<Shared> {
+    let declaring = bus.clone();
+    Arc::new(Shared::new(
+        service,
+        Box::new(move |queue| {
+            let bus = declaring.clone();
+            Box::pin(async move { bus.declare(&queue).await })
+        }),
+    ))
+}
+
+/// Start the tasks that move the service's bytes on `bus`, on `tracker`, until
+/// `shutdown`: the three consumers (results, verdicts, node signals), the outbox
+/// publisher and the reconciler (every `reconcile_every`). The daemon adds its HTTP API
+/// and garbage collector; `tessera render` ([`crate::embedded`]) runs exactly these.
+fn spawn_bus_side<B: Bus>(
+    tracker: &tokio_util::task::TaskTracker,
+    bus: B,
+    shared: &Arc<Shared>,
+    reconcile_every: Duration,
+    shutdown: &CancellationToken,
+) {
     tracker.spawn(consume(
         bus.clone(),
         QUEUE_RESULTS,
@@ -472,29 +508,64 @@ pub async fn run_with_bus<B: Bus>(
         shutdown.clone(),
         |s, b, now| s.handle_signal(b, now),
     ));
-    tracker.spawn(publish_outbox(
-        bus.clone(),
-        shared.clone(),
-        shutdown.clone(),
-    ));
-    tracker.spawn(reconcile(
-        shared.clone(),
-        cfg.reconcile_every,
-        shutdown.clone(),
-    ));
-    tracker.spawn(collect_garbage(
-        shared.clone(),
-        cfg.data_dir.clone(),
-        cfg.retention,
-        Duration::from_secs(cfg.challenge_window_secs),
-        shutdown.clone(),
-    ));
-    let app = http::router(http::ApiState::new(shared.clone(), &cfg), &cfg.http);
-    http::serve(listener, app, &cfg.http, shutdown.clone()).await;
-    shutdown.cancel();
-    tracker.close();
-    tracker.wait().await;
-    Ok(())
+    tracker.spawn(publish_outbox(bus, shared.clone(), shutdown.clone()));
+    tracker.spawn(reconcile(shared.clone(), reconcile_every, shutdown.clone()));
+}
+
+/// A coordinator without the HTTP API: the [`Service`] driven over a bus by the daemon's
+/// own consumers, outbox publisher and reconciler. `tessera render` runs its job on one,
+/// over the in-process bus; inputs that come over HTTP in the daemon (registration,
+/// credits, the submission, views) are calls to [`BusCoordinator::with`].
+pub struct BusCoordinator {
+    shared: Arc<Shared>,
+    tracker: tokio_util::task::TaskTracker,
+}
+
+impl BusCoordinator {
+    /// Declare the shared queues on `bus` and start the consumers, the outbox publisher
+    /// and the reconciler (every `reconcile_every`) until `shutdown`.
+    pub async fn start<B: Bus>(
+        service: Service,
+        bus: B,
+        reconcile_every: Duration,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, DaemonError> {
+        let shared = shared_on(service, &bus);
+        declare_topology(&bus, &shared).await?;
+        let tracker = tokio_util::task::TaskTracker::new();
+        spawn_bus_side(&tracker, bus, &shared, reconcile_every, shutdown);
+        Ok(Self { shared, tracker })
+    }
+
+    /// Run `f` on the service, off the async workers and in turn with the consumers'
+    /// inputs, then wake the outbox publisher (`f` may have queued messages).
+    pub async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Service) -> T + Send + 'static,
+    ) -> T {
+        self.shared.with(f).await
+    }
+
+    /// Run `f` on the service, in turn with the inputs, for reading only: the publisher
+    /// is not woken and [`BusCoordinator::handled`] does not change.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Service) -> T + Send + 'static,
+    ) -> T {
+        self.shared.with_quiet(f).await
+    }
+
+    /// A receiver that sees a change after each input the service handled (a result,
+    /// verdict, signal or reconciler pass, or a call of [`BusCoordinator::with`]).
+    pub fn handled(&self) -> watch::Receiver<u64> {
+        self.shared.handled.subscribe()
+    }
+
+    /// Wait until every task stopped (after `shutdown` was cancelled).
+    pub async fn stopped(self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
 }
 
 /// Create the data folder (and its `blobs`, `scenes` and `exports`) readable by the

@@ -39,21 +39,14 @@ const DISPUTE_CHECK: CheckKind = CheckKind {
 };
 use tessera_protocol::{tile_layout, Digest, RenderSettings, TileRect};
 
-/// Largest image edge a job may ask for.
-pub const MAX_EDGE: u32 = 16_384;
-/// Most samples per pixel a job may ask for.
-pub const MAX_SPP: u32 = 1 << 16;
-/// Most frames in one job.
-pub const MAX_FRAMES: u32 = 100_000;
+use tessera_protocol::limits::{check_frames, BATCH_SIZE, TILE_SIZE};
+pub use tessera_protocol::limits::{MAX_BOUNCES, MAX_EDGE, MAX_FRAMES, MAX_SPP};
 /// Most task ids one node signal may name (held, declined and failed together).
 pub const MAX_SIGNAL_NOTES: usize = 4096;
 /// The largest single operator credit (10^15 micro-credits).
 pub const MAX_CREDIT: u64 = 1_000_000_000_000_000;
 /// Registration challenges waiting to be used at once (anyone may ask for one).
 pub const MAX_CHALLENGES: u64 = 10_000;
-/// Most bounces a job may ask for (Blender's own maximum); the renderer's loop is
-/// bounded by it.
-pub const MAX_BOUNCES: u32 = 1024;
 
 /// What one job and one client may ask of the farm, in one place. Every limit is checked
 /// with checked arithmetic before anything is written; a job over a job limit is refused
@@ -137,6 +130,12 @@ fn session_digest(session: &str) -> String {
     blake3::hash(session.as_bytes()).to_hex().to_string()
 }
 
+/// The farm's challenge window: a day to dispute a job before its hold-backs are
+/// released ([`ServiceConfig::default`], and so `tessera coordinator`'s default).
+/// `tessera render` signs its own default, 0, into its manifests: it releases
+/// hold-backs when the job ends.
+pub const DEFAULT_CHALLENGE_WINDOW_SECS: u64 = 86_400;
+
 /// The service's policy knobs.
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
@@ -187,6 +186,10 @@ pub struct ServiceConfig {
     /// A worker's session token expires when the worker has not been heard from (HTTP
     /// with the session, heartbeats) for this long; it then registers again.
     pub session_ttl_ms: u64,
+    /// Whether a tier's minimum trust admits nodes (the farm: the trusted tier takes only
+    /// nodes that earned it). `tessera render` turns it off: its local nodes are the
+    /// operator's own, and its store starts empty each run, so no node has trust yet.
+    pub enforce_tier_trust: bool,
 }
 
 impl Default for ServiceConfig {
@@ -197,7 +200,7 @@ impl Default for ServiceConfig {
             blocklist_after: 3,
             tile_size: 64,
             batch_size: 16,
-            challenge_window_secs: 0,
+            challenge_window_secs: DEFAULT_CHALLENGE_WINDOW_SECS,
             slash_pct: 50,
             verify_timeout_ms: 300_000,
             unleased_timeout_ms: 1_800_000,
@@ -212,6 +215,7 @@ impl Default for ServiceConfig {
             dispute_deposit_pct: 10,
             limits: Limits::default(),
             session_ttl_ms: 86_400_000,
+            enforce_tier_trust: true,
         }
     }
 }
@@ -309,6 +313,8 @@ pub struct JobView {
     pub tiles_verified: u32,
     /// Why it failed.
     pub error: Option<String>,
+    /// When its hold-backs are released (a done job inside its challenge window).
+    pub release_at_ms: Option<u64>,
 }
 
 /// The coordinator's core.
@@ -622,11 +628,8 @@ impl Service {
                 settings.spp
             ));
         }
-        if frames.1 < frames.0 || frames.1 - frames.0 >= MAX_FRAMES {
-            return bad(format!(
-                "frames {}..{}: the end must not be before the start, at most {MAX_FRAMES} frames",
-                frames.0, frames.1
-            ));
+        if let Err(why) = check_frames(frames.0, frames.1) {
+            return bad(why);
         }
         if settings.frame_rate.num == 0 || settings.frame_rate.den == 0 {
             return bad(format!(
@@ -641,12 +644,14 @@ impl Service {
             ));
         }
         let tile_size = tile_size.unwrap_or(self.cfg.tile_size);
-        if !(8..=4096).contains(&tile_size) {
-            return bad(format!("tile_size: {tile_size} is outside 8..=4096"));
+        if !TILE_SIZE.contains(&tile_size) {
+            return bad(format!("tile_size: {tile_size} is outside {TILE_SIZE:?}"));
         }
         let batch_size = batch_size.unwrap_or(self.cfg.batch_size);
-        if !(1..=1024).contains(&batch_size) {
-            return bad(format!("batch_size: {batch_size} is outside 1..=1024"));
+        if !BATCH_SIZE.contains(&batch_size) {
+            return bad(format!(
+                "batch_size: {batch_size} is outside {BATCH_SIZE:?}"
+            ));
         }
         let Some(tier) = default_tiers().into_iter().find(|t| t.name == tier) else {
             let names: Vec<_> = default_tiers().into_iter().map(|t| t.name).collect();
@@ -694,10 +699,15 @@ impl Service {
                 "no verifier is registered: start `tessera verifier` first".into(),
             ));
         }
-        if tier.min_trust > 0 {
+        let min_trust = if self.cfg.enforce_tier_trust {
+            tier.min_trust
+        } else {
+            0
+        };
+        if min_trust > 0 {
             let mut trusted = false;
             for w in self.store.workers()?.iter().filter(|w| w.role == "node") {
-                trusted |= self.store.trust(&w.key)? >= tier.min_trust;
+                trusted |= self.store.trust(&w.key)? >= min_trust;
             }
             if !trusted {
                 return Err(ServiceError::Unavailable(format!(
@@ -711,7 +721,6 @@ impl Service {
         let job = hex::encode(job_id);
         let nonces = job::fresh_nonces();
         let (nonce_commitments, dispute_nonce_commitment) = job::nonce_commitments(&nonces);
-        let min_trust = tier.min_trust;
         let manifest = JobManifest {
             version: MANIFEST_VERSION,
             job_id,
@@ -776,6 +785,16 @@ impl Service {
             .map_err(funds_error)?;
         tracing::info!(job = %&job[..12], tiles = run.tiles_total, "job accepted");
         Ok(job)
+    }
+
+    /// Record where job `job`'s scene is on the submitting machine, unsigned in its
+    /// bundle (`scene_hint`), for `tessera audit --rerender` to find it: `tessera render`
+    /// gives the scene file's path (a submission over the API has its entry file name).
+    pub fn set_scene_hint(&self, job: &str, hint: &str) -> Result<(), ServiceError> {
+        let (_, mut run) = self.job(job)?;
+        run.scene_hint = Some(hint.to_string());
+        self.store.put_run(job, &to_json("run", &run)?)?;
+        Ok(())
     }
 
     /// Make sure `client`'s balance covers `amount` (a job's escrow, a dispute's
@@ -2165,6 +2184,7 @@ impl Service {
             tiles_rendered,
             tiles_verified: run.tiles_verified,
             error: run.error,
+            release_at_ms: run.release_at_ms,
         })
     }
 

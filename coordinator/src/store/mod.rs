@@ -186,6 +186,20 @@ impl Store {
         Ok(Self { conn, path: p })
     }
 
+    /// Open (creating) a scratch store at `path`, for a process that removes it when it
+    /// ends (`tessera render`): the rollback journal is kept in memory and nothing is
+    /// synced to disk, so a crash may lose or corrupt it, which a scratch store may.
+    /// Transactions stay atomic while the process runs.
+    pub fn open_scratch(path: &Path) -> Result<Self, StoreError> {
+        let store = Self::open(path)?;
+        store.sql(
+            store
+                .conn
+                .execute_batch("PRAGMA journal_mode = MEMORY; PRAGMA synchronous = OFF;"),
+        )?;
+        Ok(store)
+    }
+
     /// Run `f` in one IMMEDIATE transaction: everything it writes commits together, or
     /// nothing does. Nested calls join the outer transaction.
     pub fn atomically<T>(

@@ -55,10 +55,13 @@ impl Farm {
         Self::with_config(Self::config())
     }
 
-    /// The configuration [`Farm::new`] uses: short leases, 16-pixel tiles, 2 per task.
+    /// The configuration [`Farm::new`] uses: short leases, 16-pixel tiles, 2 per task,
+    /// and no challenge window (hold-backs released when a job finishes) unless a test
+    /// sets one.
     pub fn config() -> ServiceConfig {
         ServiceConfig {
             lease_ms: LEASE,
+            challenge_window_secs: 0,
             batch_size: 2,
             tile_size: 16,
             verifier_token: Some(VERIFIER_TOKEN.into()),
