@@ -117,7 +117,7 @@ pub struct Node {
     dishonest: Option<DishonestMode>,
     /// Last honestly rendered tile per size, for the `copy` cheat.
     copy_cache: Mutex<HashMap<(u32, u32), CopiedTile>>,
-    /// Tiles produced so far, for the `partial` cheat.
+    /// Tiles forged so far, for the `partial` cheat.
     produced: std::sync::atomic::AtomicU64,
 }
 
@@ -199,23 +199,24 @@ impl Node {
             source,
         };
         // An honest node renders the task's tiles together (neighbours in one dispatch);
-        // a drill produces them one by one.
-        let mut produced = if self.dishonest.is_none() {
-            let rects: Vec<_> = task.tiles.iter().map(|t| t.rect).collect();
-            self.renderer
-                .render_tiles(&task.settings, task.frame, &rects)
-                .map_err(|(i, source)| render_error(task.tiles[i].tile_index, source))?
-        } else {
-            Vec::new()
-        }
-        .into_iter();
-        for t in &task.tiles {
-            let bytes = match produced.next() {
-                Some(bytes) => bytes,
-                None => self
-                    .produce_tile(task, t.tile_index, t.rect)
-                    .map_err(|source| render_error(t.tile_index, source))?,
-            };
+        // a drill forges them one by one.
+        let claimed: Vec<Vec<u8>> = match self.dishonest {
+            None => {
+                let rects: Vec<_> = task.tiles.iter().map(|t| t.rect).collect();
+                self.renderer
+                    .render_tiles(&task.settings, task.frame, &rects)
+                    .map_err(|(i, source)| render_error(task.tiles[i].tile_index, source))?
+            }
+            Some(mode) => task
+                .tiles
+                .iter()
+                .map(|t| {
+                    self.forge_tile(mode, task, t.tile_index, t.rect)
+                        .map_err(|source| render_error(t.tile_index, source))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        for (t, bytes) in task.tiles.iter().zip(claimed) {
             let hash = tile_hash(&bytes);
             let leaf = LeafInput {
                 job_id: task.job_id,
@@ -261,9 +262,11 @@ impl Node {
         })
     }
 
-    /// The bytes this node will claim for a tile: honest, or forged by its drill mode.
-    fn produce_tile(
+    /// The bytes a drill node claims for a tile, forged as `mode` says (some modes
+    /// render part of their tiles honestly).
+    fn forge_tile(
         &self,
+        mode: DishonestMode,
         task: &RenderTask,
         tile_index: u32,
         rect: tessera_protocol::TileRect,
@@ -273,9 +276,6 @@ impl Node {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let honest = |settings: &tessera_protocol::RenderSettings| {
             self.renderer.render_tile(settings, task.frame, rect)
-        };
-        let Some(mode) = self.dishonest else {
-            return honest(&task.settings);
         };
         match mode {
             DishonestMode::LowSpp => {

@@ -18,8 +18,9 @@ use crate::scene::{CameraDef, Projection, Scene, SceneData};
 pub const MAX_IMAGE_SIDE: u32 = 65535;
 /// Largest samples-per-pixel count accepted.
 pub const MAX_SPP: u32 = 1 << 20;
-/// Largest `max_bounces` accepted.
-pub const MAX_BOUNCES: u32 = 1024;
+/// Largest `max_bounces` accepted: a job's limit (`tessera_protocol::limits`), which the
+/// shader's bounce loop is bounded by.
+pub use tessera_protocol::limits::MAX_BOUNCES;
 
 /// Path samples per dispatch; keeps each GPU submission short on real GPUs (watchdogs).
 /// The split does not change the result: samples are always added in order.

@@ -138,11 +138,11 @@ impl Verifier {
         // Re-render the sampled tiles of each frame together (neighbours in one dispatch);
         // the bytes are those of rendering each alone.
         let mut rerenders: Vec<Vec<u8>> = vec![Vec::new(); req.samples.len()];
-        let frames: std::collections::BTreeSet<u32> = req.samples.iter().map(|s| s.frame).collect();
-        for frame in frames {
-            let at: Vec<usize> = (0..req.samples.len())
-                .filter(|&i| req.samples[i].frame == frame)
-                .collect();
+        let mut by_frame: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+        for (i, s) in req.samples.iter().enumerate() {
+            by_frame.entry(s.frame).or_default().push(i);
+        }
+        for (frame, at) in by_frame {
             let rects: Vec<_> = at.iter().map(|&i| req.samples[i].rect).collect();
             let tiles = self
                 .renderer
@@ -159,12 +159,11 @@ impl Verifier {
         }
         let mut samples = Vec::with_capacity(req.samples.len());
         for (s, rerender) in req.samples.iter().zip(rerenders) {
-            let (bi, pos) = leaves[s.proof.leaf_index as usize];
-            let committed = &req.round_batches[bi].tiles[pos];
-            let delivered_ok = tile_hash(&s.delivered) == committed.tile_hash
+            // `s.committed_hash` is the committed leaf's (checked above).
+            let delivered_ok = tile_hash(&s.delivered) == s.committed_hash
                 && s.delivered.len() == s.rect.canonical_len();
             let rerender_hash = tile_hash(&rerender);
-            let matched = rerender_hash == committed.tile_hash;
+            let matched = rerender_hash == s.committed_hash;
             let metrics = if matched {
                 TileMetrics::IDENTICAL
             } else if delivered_ok {
@@ -189,7 +188,7 @@ impl Verifier {
                 leaf_index: s.proof.leaf_index,
                 frame: s.frame,
                 tile_index: s.tile_index,
-                committed_hash: committed.tile_hash,
+                committed_hash: s.committed_hash,
                 rerender_hash,
                 delivered_ok,
                 matched,
