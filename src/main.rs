@@ -576,13 +576,13 @@ fn render(a: RenderArgs) -> Result<bool> {
             }
         }
         let released: u64 = outcome
-            .transfers
+            .transfers()
             .iter()
             .filter(|t| t.kind == tessera_protocol::payments::TransferKind::Release)
             .map(|t| t.amount)
             .sum();
         let escrow = outcome
-            .transfers
+            .transfers()
             .iter()
             .find(|t| t.kind == tessera_protocol::payments::TransferKind::Escrow)
             .map_or(0, |t| t.amount);

@@ -160,8 +160,13 @@ pub struct JobOutcome {
     pub frames: Vec<(u32, Vec<u8>)>,
     /// Per round and node (in key order), from the bundle's final verdicts and receipt.
     pub reports: Vec<NodeReport>,
-    /// Every transfer of the job (the bundle's signed receipt).
-    pub transfers: Vec<Transfer>,
+}
+
+impl JobOutcome {
+    /// Every transfer of the job: the bundle's signed receipt.
+    pub fn transfers(&self) -> &[Transfer] {
+        &self.bundle.payments.statement.transfers
+    }
 }
 
 /// One local renderer node.
@@ -485,14 +490,12 @@ impl EmbeddedFarm {
                 what: "bundle",
                 reason: e.to_string(),
             })?;
-        let transfers = bundle.payments.statement.transfers.clone();
         let reports = node_reports(&bundle, labels);
         Ok(JobOutcome {
             job_id: job,
             bundle,
             frames,
             reports,
-            transfers,
         })
     }
 }
@@ -502,6 +505,7 @@ impl EmbeddedFarm {
 /// of that round in the signed receipt. Nodes in key order within a round.
 pub fn node_reports(bundle: &ProofBundle, labels: &BTreeMap<PublicKey, String>) -> Vec<NodeReport> {
     let transfers = &bundle.payments.statement.transfers;
+    let job = hex::encode(bundle.manifest.statement.job_id);
     let mut reports = Vec::new();
     for round in &bundle.rounds {
         let mut finals: Vec<_> = round
@@ -520,7 +524,6 @@ pub fn node_reports(bundle: &ProofBundle, labels: &BTreeMap<PublicKey, String>) 
                     .map(|t| t.amount)
                     .sum()
             };
-            let job = hex::encode(bundle.manifest.statement.job_id);
             reports.push(NodeReport {
                 name: labels.get(&node).cloned().unwrap_or_else(|| node.short()),
                 key: node,

@@ -179,7 +179,7 @@ fn assert_ledger_sound(outcome: &JobOutcome, store: &Store) {
         .map(|f| f.tiles.len() as u32)
         .sum::<u32>();
     let paid_tiles: u32 = outcome
-        .transfers
+        .transfers()
         .iter()
         .filter(|t| t.kind == TransferKind::PayOnPass)
         .map(|t| t.tiles)
@@ -194,10 +194,10 @@ fn assert_ledger_sound(outcome: &JobOutcome, store: &Store) {
         0,
         "escrow fully spent on verified tiles"
     );
-    let keys: std::collections::BTreeSet<_> = outcome.transfers.iter().map(|t| &t.key).collect();
+    let keys: std::collections::BTreeSet<_> = outcome.transfers().iter().map(|t| &t.key).collect();
     assert_eq!(
         keys.len(),
-        outcome.transfers.len(),
+        outcome.transfers().len(),
         "a transfer key appears twice"
     );
 }
@@ -226,7 +226,7 @@ fn honest_job_passes_audit_and_pays_by_tier() {
     }
     let held: u64 = outcome.reports.iter().map(|r| r.held).sum();
     let released: u64 = outcome
-        .transfers
+        .transfers()
         .iter()
         .filter(|t| t.kind == TransferKind::Release)
         .map(|t| t.amount)
@@ -276,13 +276,13 @@ fn every_drill_mode_is_caught_unpaid_slashed_and_repaired() {
         assert_ledger_sound(&outcome, &store);
         // The client paid the honest price, nothing extra.
         let escrowed: u64 = outcome
-            .transfers
+            .transfers()
             .iter()
             .filter(|t| t.kind == TransferKind::Escrow)
             .map(|t| t.amount)
             .sum();
         let honest_escrow: u64 = honest
-            .transfers
+            .transfers()
             .iter()
             .filter(|t| t.kind == TransferKind::Escrow)
             .map(|t| t.amount)
@@ -503,7 +503,7 @@ fn a_challenge_window_releases_hold_backs_when_the_job_is_done() {
     );
     let sum = |kind: TransferKind| -> u64 {
         outcome
-            .transfers
+            .transfers()
             .iter()
             .filter(|t| t.kind == kind)
             .map(|t| t.amount)
