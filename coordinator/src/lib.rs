@@ -14,4 +14,5 @@ pub use tessera_bus as bus;
 pub mod daemon;
 pub mod embedded;
 pub mod job;
+pub mod machine;
 pub mod store;

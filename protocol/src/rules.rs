@@ -299,3 +299,67 @@ pub fn job_transfers(m: &JobManifest, events: &[Event], released: bool) -> Vec<T
     }
     all
 }
+
+/// What becomes of a transfer the rules call for, given what its source account holds now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Collected {
+    /// Apply this transfer (a slash capped at the stake that is left).
+    Apply(Transfer),
+    /// A slash that found the stake empty (slashed away on other jobs since this job's
+    /// snapshot): it is listed on the receipt as uncollected, never applied, so a slash
+    /// the verdicts call for never silently vanishes.
+    Uncollected(Transfer),
+}
+
+/// The slash cap: a slash takes at most what the stake holds now (`from_balance`, the
+/// balance of the transfer's source account) and is listed as uncollected when that is
+/// nothing; a slash is sized from the stake in the round's snapshot, which other jobs may
+/// have slashed since. Every other kind applies as the rules sized it.
+pub fn collect(t: &Transfer, from_balance: i128) -> Collected {
+    if t.kind != TransferKind::Slash {
+        return Collected::Apply(t.clone());
+    }
+    let have = u64::try_from(from_balance.max(0)).unwrap_or(u64::MAX);
+    if have == 0 {
+        return Collected::Uncollected(t.clone());
+    }
+    Collected::Apply(Transfer {
+        amount: t.amount.min(have),
+        ..t.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer(kind: TransferKind, amount: u64) -> Transfer {
+        Transfer {
+            key: "k".into(),
+            kind,
+            from: "stake:n".into(),
+            to: "treasury".into(),
+            amount,
+            round: 0,
+            tiles: 1,
+        }
+    }
+
+    #[test]
+    fn a_slash_takes_at_most_the_stake_left_and_is_listed_when_none_is() {
+        let slash = transfer(TransferKind::Slash, 500);
+        assert_eq!(collect(&slash, 1_000), Collected::Apply(slash.clone()));
+        assert_eq!(
+            collect(&slash, 200),
+            Collected::Apply(transfer(TransferKind::Slash, 200))
+        );
+        assert_eq!(collect(&slash, 0), Collected::Uncollected(slash.clone()));
+        assert_eq!(collect(&slash, -5), Collected::Uncollected(slash));
+    }
+
+    #[test]
+    fn only_slashes_are_capped() {
+        let pay = transfer(TransferKind::PayOnPass, 500);
+        assert_eq!(collect(&pay, 0), Collected::Apply(pay));
+    }
+}

@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use tessera_protocol::canonical::JobId;
 use tessera_protocol::payments::{account, LedgerError, Transfer, TransferKind};
+use tessera_protocol::rules::Collected;
 use tessera_protocol::statements::{CheckKind, PaymentReceipt};
 
 /// Store failures.
@@ -526,9 +527,8 @@ impl Store {
         self.sql(r).map(|_| ())
     }
 
-    /// Apply `t`, except that a slash takes at most what the stake holds now: the rules
-    /// size it from the stake when the round was fixed, and the same stake may have been
-    /// slashed since on another job. When the stake is empty nothing moves and the slash
+    /// Apply `t` under the slash cap of the rules ([`tessera_protocol::rules::collect`]):
+    /// a slash takes at most what the stake holds now, and one that finds the stake empty
     /// is recorded as uncollected, so the job's receipt still shows it.
     pub fn apply_capped(&self, job_id: Option<&str>, t: &Transfer) -> Result<bool, StoreError> {
         if t.kind != TransferKind::Slash {
@@ -539,29 +539,29 @@ impl Store {
         if self.transfer_applied(&t.key)? {
             return Ok(false);
         }
-        let have = self.balance(&t.from)?.max(0) as u64;
-        if have == 0 {
-            let r = self.conn.execute(
-                "INSERT OR IGNORE INTO uncollected (key, job_id, kind, from_account, to_account, amount, round, tiles) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    t.key,
-                    job_id,
-                    kind_name(t.kind),
-                    t.from,
-                    t.to,
-                    t.amount as i64,
-                    i64::from(t.round),
-                    i64::from(t.tiles)
-                ],
-            );
-            return self.sql(r).map(|n| n == 1);
+        match tessera_protocol::rules::collect(t, i128::from(self.balance(&t.from)?)) {
+            Collected::Apply(capped) => self.apply_transfer(job_id, &capped),
+            Collected::Uncollected(t) => self.list_uncollected(job_id, &t),
         }
-        let capped = Transfer {
-            amount: t.amount.min(have),
-            ..t.clone()
-        };
-        self.apply_transfer(job_id, &capped)
+    }
+
+    /// List a slash that found the stake empty on the job's receipt (idempotent by key).
+    fn list_uncollected(&self, job_id: Option<&str>, t: &Transfer) -> Result<bool, StoreError> {
+        let r = self.conn.execute(
+            "INSERT OR IGNORE INTO uncollected (key, job_id, kind, from_account, to_account, amount, round, tiles) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                t.key,
+                job_id,
+                kind_name(t.kind),
+                t.from,
+                t.to,
+                t.amount as i64,
+                i64::from(t.round),
+                i64::from(t.tiles)
+            ],
+        );
+        self.sql(r).map(|n| n == 1)
     }
 
     /// Apply a transfer under the ledger rules, atomically. `Ok(true)`: applied;

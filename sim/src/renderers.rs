@@ -3,7 +3,7 @@
 //! All are [`TileRenderer`]s, so the node, verifier and tolerance code they feed is the
 //! real one.
 
-use super::stats::{digest, mix_unit, unit, unit_seed};
+use crate::stats::{digest, mix_unit, unit, unit_seed};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tessera_protocol::canonical::{f32_to_tile, tile_to_f32};
