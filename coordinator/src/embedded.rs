@@ -21,6 +21,7 @@ use crate::daemon::service::{
     assemble_frame, Limits, Service, ServiceConfig, ServiceError, MAX_CREDIT,
 };
 use crate::daemon::{BusCoordinator, DaemonError};
+use crate::machine::JobState;
 use crate::store::{Store, StoreError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -440,11 +441,11 @@ impl EmbeddedFarm {
             handled.mark_unchanged();
             let j = job.clone();
             let view = coordinator.read(move |s| s.job_view(&j)).await?;
-            if matches!(view.state.as_str(), "done" | "failed") {
+            if matches!(view.state, JobState::Done | JobState::Failed) {
                 break view;
             }
             let progress = (
-                view.state.clone(),
+                view.state,
                 view.round,
                 view.tiles_rendered,
                 view.tiles_verified,
@@ -456,12 +457,12 @@ impl EmbeddedFarm {
                 return Err(PipelineError::Timeout {
                     job,
                     secs: cfg.message_timeout.as_secs(),
-                    state: view.state,
+                    state: view.state.to_string(),
                 });
             }
             let _ = tokio::time::timeout(LOOK_EVERY, handled.changed()).await;
         };
-        if view.state == "failed" {
+        if view.state == JobState::Failed {
             return Err(PipelineError::Failed {
                 job,
                 reason: view.error.unwrap_or_default(),

@@ -68,6 +68,14 @@ pub fn request_id(job: &str, round: u32, node: &PublicKey, check: CheckKind) -> 
     }
 }
 
+/// The job (hex) a task or request id belongs to: ids start with the job's 32 hex digits
+/// and a dash ([`task_id`], [`request_id`]).
+pub fn job_of(id: &str) -> Option<&str> {
+    let job = id.get(..32)?;
+    (id.as_bytes().get(32) == Some(&b'-') && job.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some(job)
+}
+
 /// Cut `pending` (frame, tile index) pairs into tasks of up to `batch_size` tiles of one
 /// frame each, numbering batches from `first_batch_id`.
 #[allow(clippy::too_many_arguments)] // each is one field of the task

@@ -17,6 +17,7 @@
 
 use crate::job::{self, CheckOf, DISPUTE_NONCE_SLOT, MAX_ROUNDS};
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tessera_protocol::bundle::{
     BatchRecord, DisputeRecord, FinalTile, NodeInfo, NodeSamples, ProofBundle, RoundRecord,
@@ -335,8 +336,56 @@ pub enum MachineError {
     },
 }
 
+/// Why a client may not dispute a job now.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DisputeRefusal {
+    /// Another client's job.
+    #[error("job {0} belongs to another client")]
+    NotOwner(String),
+    /// Only a done job can be disputed.
+    #[error("job {job} is {state}: only a done job can be disputed")]
+    NotDone {
+        /// The job.
+        job: String,
+        /// Where it is.
+        state: JobState,
+    },
+    /// One dispute per job.
+    #[error("job {0} has been disputed already")]
+    Again(String),
+    /// The hold-backs are released.
+    #[error("job {0}: the challenge window is closed (hold-backs released)")]
+    WindowClosed(String),
+}
+
+/// A task as the machine holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskView {
+    /// Whether it waits for a result.
+    pub open: bool,
+    /// Who holds its lease.
+    pub holder: Option<PublicKey>,
+    /// Its attempt (publications so far less one).
+    pub attempt: u32,
+    /// Its body as it goes out now (attempt and blocked nodes included).
+    pub body: RenderTask,
+}
+
+/// One check of one node's round, as the machine holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckView {
+    /// The round.
+    pub round: u32,
+    /// The node.
+    pub node: PublicKey,
+    /// Which check.
+    pub check: CheckKind,
+    /// Whether it waits for a verdict.
+    pub open: bool,
+}
+
 /// How a job starts.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobSetup {
     /// Tiles per task.
     pub batch_size: u32,
@@ -350,8 +399,8 @@ pub struct JobSetup {
 
 /// A job's secret nonces: one per round, then the dispute nonce. The signed manifest
 /// carries their commitments ([`Nonces::commitments`]) before anything is dispatched.
-#[derive(Clone)]
-pub struct Nonces(Vec<Digest>);
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Nonces(#[serde(with = "tessera_protocol::hexser::vec32")] Vec<Digest>);
 
 impl Nonces {
     /// Fresh nonces from `rng` (the OS's in the daemon, a seeded one in the simulation).
@@ -388,14 +437,14 @@ impl std::fmt::Debug for Nonces {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum TaskState {
     Open,
     Done,
     Void,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Task {
     task: RenderTask,
     state: TaskState,
@@ -409,13 +458,15 @@ struct Task {
     notes: BTreeSet<(u32, PublicKey, bool)>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Request {
     round: u32,
     node: PublicKey,
     check: CheckKind,
-    req: VerifyRequest,
-    /// The bundle's sample record (without the delivered bytes, filled at the end).
+    /// The verifier it went to first (an escalated check's second verifier), if any.
+    verifier: Option<PublicKey>,
+    /// The bundle's sample record (without the delivered bytes, filled at the end); the
+    /// request itself is rebuilt from the round when it is needed again.
     record: NodeSamples,
     open: bool,
     queue: String,
@@ -426,7 +477,7 @@ struct Request {
     sent_ms: u64,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Round {
     /// Accepted batches, in batch-id order.
     batches: Vec<BatchRecord>,
@@ -434,22 +485,25 @@ struct Round {
     verdicts: Vec<Signed<Verdict>>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Dispute {
     commitment: Signed<DisputeCommitment>,
+    #[serde(with = "tessera_protocol::hexser::arr")]
     nonce: Digest,
     settled: bool,
     lost: Vec<PublicKey>,
 }
 
-/// One job, from submission to its end.
-#[derive(Clone, Debug)]
+/// One job, from submission to its end. It serializes (serde) to what the daemon keeps
+/// between inputs; the pending effects and the policy are not part of it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Job {
     manifest: Signed<JobManifest>,
     job: String,
     nonces: Nonces,
     layout: Vec<TileRect>,
     setup: JobSetup,
+    #[serde(skip)]
     policy: Policy,
     state: JobState,
     round: u32,
@@ -465,6 +519,7 @@ pub struct Job {
     error: Option<String>,
     release_at_ms: Option<u64>,
     dispute: Option<Dispute>,
+    #[serde(skip)]
     effects: VecDeque<Effect>,
 }
 
@@ -477,6 +532,9 @@ pub struct Progress {
     pub round: u32,
     /// Tiles in the job.
     pub tiles_total: u32,
+    /// Tiles delivered in the current round plus tiles accepted before (all of them once
+    /// the job is done).
+    pub tiles_rendered: u32,
     /// Tiles accepted.
     pub tiles_verified: u32,
     /// Why it failed.
@@ -542,14 +600,99 @@ impl Job {
 
     /// Its progress.
     pub fn progress(&self) -> Progress {
+        let tiles_total = self.layout.len() as u32 * self.manifest.statement.n_frames();
+        let rendered_now: u32 = self
+            .tasks
+            .values()
+            .filter(|t| t.state == TaskState::Done && t.task.round == self.round)
+            .map(|t| t.task.tiles.len() as u32)
+            .sum();
         Progress {
             state: self.state,
             round: self.round,
-            tiles_total: self.layout.len() as u32 * self.manifest.statement.n_frames(),
+            tiles_total,
+            tiles_rendered: if self.state == JobState::Done {
+                tiles_total
+            } else {
+                (self.tiles_verified + rendered_now).min(tiles_total)
+            },
             tiles_verified: self.tiles_verified,
             error: self.error.clone(),
             release_at_ms: self.release_at_ms,
         }
+    }
+
+    /// A job read back from what the daemon kept ([`serde`]), under `policy`.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Set where the scene came from (for the bundle).
+    pub fn set_scene_hint(&mut self, hint: &str) {
+        self.setup.scene_hint = Some(hint.to_string());
+    }
+
+    /// One of the job's tasks.
+    pub fn task(&self, task_id: &str) -> Option<TaskView> {
+        self.tasks.get(task_id).map(|t| TaskView {
+            open: t.state == TaskState::Open,
+            holder: t.holder,
+            attempt: t.attempts,
+            body: t.task.clone(),
+        })
+    }
+
+    /// The nodes holding leases on the job's open tasks, one entry per task.
+    pub fn lease_holders(&self) -> impl Iterator<Item = PublicKey> + '_ {
+        self.tasks
+            .values()
+            .filter(|t| t.state == TaskState::Open)
+            .filter_map(|t| t.holder)
+    }
+
+    /// Whether `client` may dispute the job at `now_ms`: its own job, done, not disputed
+    /// before, inside its challenge window.
+    pub fn may_dispute(&self, client: &str, now_ms: u64) -> Result<(), DisputeRefusal> {
+        if self.manifest.statement.client != client {
+            return Err(DisputeRefusal::NotOwner(self.job.clone()));
+        }
+        if self.state != JobState::Done {
+            return Err(DisputeRefusal::NotDone {
+                job: self.job.clone(),
+                state: self.state,
+            });
+        }
+        if self.dispute.is_some() {
+            return Err(DisputeRefusal::Again(self.job.clone()));
+        }
+        if self.release_at_ms.is_none_or(|t| t <= now_ms) {
+            return Err(DisputeRefusal::WindowClosed(self.job.clone()));
+        }
+        Ok(())
+    }
+
+    /// Every verdict the job took, round by round.
+    pub fn verdicts(&self) -> impl Iterator<Item = &Signed<Verdict>> + '_ {
+        self.rounds.iter().flat_map(|r| r.verdicts.iter())
+    }
+
+    /// The signed commitments of the rounds fixed so far.
+    pub fn commitments(&self) -> impl Iterator<Item = &Signed<RoundCommitment>> + '_ {
+        self.rounds.iter().filter_map(|r| r.commitment.as_ref())
+    }
+
+    /// Every check sent, open or answered.
+    pub fn checks(&self) -> Vec<CheckView> {
+        self.requests
+            .values()
+            .map(|r| CheckView {
+                round: r.round,
+                node: r.node,
+                check: r.check,
+                open: r.open,
+            })
+            .collect()
     }
 
     /// Nodes blocked from the job.
@@ -880,17 +1023,53 @@ impl Job {
         ctx: &Ctx<'_>,
         fresh: &dyn Fn(u32, u32) -> Option<Vec<u8>>,
     ) -> Result<(), MachineError> {
+        let (req, mut record) = self.build_request(round, node, kind, ctx, fresh)?;
+        record.delivered.clear();
+        let queue = verifier.map_or_else(|| QUEUE_VERIFY.to_string(), |v| verifier_queue(&v));
+        self.requests.insert(
+            req.request_id.clone(),
+            Request {
+                round,
+                node: *node,
+                check: kind,
+                verifier,
+                record,
+                open: true,
+                queue: queue.clone(),
+                queue_since: 0,
+                attempts: 0,
+                sent_ms: ctx.now_ms,
+            },
+        );
+        self.effects.push_back(Effect::Publish {
+            queue,
+            message: Outgoing::Check(Box::new(req)),
+        });
+        Ok(())
+    }
+
+    /// The verify request of check `kind` of `node` in `round`, and its sample record:
+    /// a pure function of the round, the nonce (the round's, or the dispute's) and the
+    /// delivered tiles, so a request is rebuilt, never stored, when it is needed again.
+    fn build_request(
+        &self,
+        round: u32,
+        node: &PublicKey,
+        kind: CheckKind,
+        ctx: &Ctx<'_>,
+        fresh: &dyn Fn(u32, u32) -> Option<Vec<u8>>,
+    ) -> Result<(VerifyRequest, NodeSamples), MachineError> {
         let rec = &self.rounds[round as usize];
         let commitment = rec
             .commitment
-            .clone()
+            .as_ref()
             .ok_or_else(|| self.inconsistent(format!("round {round} is not fixed")))?;
         let (nonce, dispute) = if kind.dispute {
             let d = self
                 .dispute
                 .as_ref()
                 .ok_or_else(|| self.inconsistent("a dispute check without a dispute"))?;
-            (d.nonce, Some(d.commitment.clone()))
+            (d.nonce, Some(&d.commitment))
         } else {
             let n = self
                 .nonces
@@ -899,16 +1078,13 @@ impl Job {
             (n, None)
         };
         let mut missing = None;
-        let (req, mut record) = job::verify_request(
+        let built = job::verify_request(
             &self.manifest,
-            &commitment,
+            commitment,
             &rec.batches,
             nonce,
             node,
-            CheckOf {
-                kind,
-                dispute: dispute.as_ref(),
-            },
+            CheckOf { kind, dispute },
             &mut |frame, tile| {
                 fresh(frame, tile)
                     .or_else(|| ctx.tiles.tile(round, frame, tile))
@@ -924,28 +1100,18 @@ impl Job {
                 "round {round} frame {frame} tile {tile}: delivered bytes are missing"
             )));
         }
-        record.delivered.clear();
-        let queue = verifier.map_or_else(|| QUEUE_VERIFY.to_string(), |v| verifier_queue(&v));
-        self.effects.push_back(Effect::Publish {
-            queue: queue.clone(),
-            message: Outgoing::Check(Box::new(req.clone())),
-        });
-        self.requests.insert(
-            req.request_id.clone(),
-            Request {
-                round,
-                node: *node,
-                check: kind,
-                req,
-                record,
-                open: true,
-                queue,
-                queue_since: 0,
-                attempts: 0,
-                sent_ms: ctx.now_ms,
-            },
-        );
-        Ok(())
+        Ok(built)
+    }
+
+    /// The request `id` as it was sent.
+    fn sent_request(&self, id: &str, ctx: &Ctx<'_>) -> Result<VerifyRequest, MachineError> {
+        let r = self
+            .requests
+            .get(id)
+            .ok_or_else(|| self.inconsistent(format!("no request {id}")))?;
+        Ok(self
+            .build_request(r.round, &r.node, r.check, ctx, &|_, _| None)?
+            .0)
     }
 
     // --- verdicts ---------------------------------------------------------------------
@@ -991,14 +1157,16 @@ impl Job {
                 signer.short()
             )));
         }
-        if let Err(reason) = job::check_verdict(&msg, &req.req) {
+        let (round, node, check, queue) = (req.round, req.node, req.check, req.queue.clone());
+        let sent = self.sent_request(&msg.request_id, ctx)?;
+        if let Err(reason) = job::check_verdict(&msg, &sent) {
             // Signed by one of the job's verifiers, yet not what the rules give: counted
             // against that verifier, and the request goes out again at once so that an
             // honest verifier can answer it. Nothing is paid, slashed or trusted on it.
             if msg.verdict.verify().is_ok() && self.manifest.statement.verifiers.contains(&signer) {
                 let publish = Effect::Publish {
-                    queue: req.queue.clone(),
-                    message: Outgoing::Check(Box::new(req.req.clone())),
+                    queue,
+                    message: Outgoing::Check(Box::new(sent)),
                 };
                 self.effects
                     .push_back(Effect::VerifierFault { verifier: signer });
@@ -1006,7 +1174,6 @@ impl Job {
             }
             return Ok(Handled::Refused(reason));
         }
-        let (round, node, check) = (req.round, req.node, req.check);
         if let Some(r) = self.requests.get_mut(&msg.request_id) {
             r.open = false;
         }
@@ -1506,6 +1673,7 @@ impl Job {
                 break;
             }
             let (queue, moved) = self.republish_queue(&id, ctx);
+            let sent = self.sent_request(&id, ctx)?;
             let Some(r) = self.requests.get_mut(&id) else {
                 continue;
             };
@@ -1517,7 +1685,7 @@ impl Job {
             r.sent_ms = now;
             let publish = Effect::Publish {
                 queue,
-                message: Outgoing::Check(Box::new(r.req.clone())),
+                message: Outgoing::Check(Box::new(sent)),
             };
             self.effects.push_back(publish);
         }
@@ -1559,31 +1727,10 @@ impl Job {
     /// the dispute account, a signed dispute commitment fixes which (round, node) work is
     /// checked again, and only then is the dispute nonce revealed and the checks queued.
     fn handle_dispute(&mut self, client: &str, ctx: &Ctx<'_>) -> Result<Handled, MachineError> {
+        if let Err(why) = self.may_dispute(client, ctx.now_ms) {
+            return Ok(Handled::Refused(why.to_string()));
+        }
         let m = &self.manifest.statement;
-        if m.client != client {
-            return Ok(Handled::Refused(format!(
-                "job {} belongs to another client",
-                self.job
-            )));
-        }
-        if self.state != JobState::Done {
-            return Ok(Handled::Refused(format!(
-                "job {} is {}: only a done job can be disputed",
-                self.job, self.state
-            )));
-        }
-        if self.dispute.is_some() {
-            return Ok(Handled::Refused(format!(
-                "job {} has been disputed already",
-                self.job
-            )));
-        }
-        if self.release_at_ms.is_none_or(|t| t <= ctx.now_ms) {
-            return Ok(Handled::Refused(format!(
-                "job {}: the challenge window is closed (hold-backs released)",
-                self.job
-            )));
-        }
         // The (round, node) work in the final frames: what the passing verdicts accepted.
         let mut checks: BTreeSet<(u32, PublicKey)> = BTreeSet::new();
         for (round, rec) in self.rounds.iter().enumerate() {

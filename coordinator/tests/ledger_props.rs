@@ -32,10 +32,11 @@ use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use std::collections::{BTreeMap, BTreeSet};
+use tessera_coordinator::machine::Job;
 use tessera_protocol::bundle::{BatchRecord, ProofBundle};
 use tessera_protocol::payments::{slash_amount, split_on_pass, Transfer};
 use tessera_protocol::rules::{dispute_deposit, job_price};
-use tessera_protocol::statements::{Decision, JobManifest, RoundCommitment, Verdict};
+use tessera_protocol::statements::{Decision, JobManifest};
 use tessera_protocol::tolerance::{Band, TileMetrics};
 use tessera_protocol::wire::{node_queue, verifier_queue};
 use tessera_protocol::TileRect;
@@ -236,25 +237,31 @@ impl Snapshot {
         for r in rows {
             transfers.push(r.unwrap());
         }
-        let mut verdicts = BTreeMap::new();
-        let mut st = db
-            .prepare("SELECT job_id, round, node, check_kind, verdict FROM verdicts")
-            .unwrap();
+        // Verdicts, checks and round commitments live in each job's machine, which the
+        // store keeps as JSON.
+        let mut machines: Vec<(String, Job)> = Vec::new();
+        let mut st = db.prepare("SELECT job_id, run FROM job_runs").unwrap();
         let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, u32>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                ))
-            })
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
             .unwrap();
         for r in rows {
-            let (job, round, node, check, json) = r.unwrap();
-            let v: Signed<Verdict> = serde_json::from_str(&json).unwrap();
-            verdicts.insert((job, round, node, check), v.statement.decision);
+            let (job, json) = r.unwrap();
+            machines.push((job, serde_json::from_str(&json).unwrap()));
+        }
+        let mut verdicts = BTreeMap::new();
+        for (job, m) in &machines {
+            for v in m.verdicts() {
+                let v = &v.statement;
+                verdicts.insert(
+                    (
+                        job.clone(),
+                        v.round,
+                        v.node.to_string(),
+                        v.check.label().to_string(),
+                    ),
+                    v.decision,
+                );
+            }
         }
         let mut committed: BTreeMap<Work, Vec<TileRect>> = BTreeMap::new();
         let mut st = db
@@ -297,40 +304,27 @@ impl Snapshot {
             jobs.insert(job, (m.statement, state));
         }
         let mut requests = Vec::new();
-        let mut st = db
-            .prepare("SELECT job_id, round, node, check_kind, state FROM requests")
-            .unwrap();
-        let rows = st
-            .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })
-            .unwrap();
-        for r in rows {
-            requests.push(r.unwrap());
-        }
         let mut standing = BTreeMap::new();
-        let mut st = db
-            .prepare("SELECT job_id, round, commitment FROM rounds")
-            .unwrap();
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, u32>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .unwrap();
-        for r in rows {
-            let (job, round, json) = r.unwrap();
-            let c: Signed<RoundCommitment> = serde_json::from_str(&json).unwrap();
-            let nodes = c
-                .statement
-                .nodes
-                .iter()
-                .map(|n| (n.node.to_string(), (n.trust, n.stake)))
-                .collect();
-            standing.insert((job, round), nodes);
+        for (job, m) in &machines {
+            for c in m.checks() {
+                let state = if c.open { "open" } else { "done" };
+                requests.push((
+                    job.clone(),
+                    c.round,
+                    c.node.to_string(),
+                    c.check.label().to_string(),
+                    state.to_string(),
+                ));
+            }
+            for c in m.commitments() {
+                let nodes = c
+                    .statement
+                    .nodes
+                    .iter()
+                    .map(|n| (n.node.to_string(), (n.trust, n.stake)))
+                    .collect();
+                standing.insert((job.clone(), c.statement.round), nodes);
+            }
         }
         let mut st = db.prepare("SELECT key FROM uncollected").unwrap();
         let uncollected = st
@@ -823,7 +817,7 @@ impl World {
     }
 
     fn state(&self, job: &str) -> String {
-        self.f.svc.job_view(job).unwrap().state
+        self.f.svc.job_view(job).unwrap().state.to_string()
     }
 
     fn publish(&mut self) {

@@ -74,7 +74,14 @@ fn a_leased_task_cannot_be_taken_over_by_another_node() {
     f.register(&key(2), "verifier");
     f.submit();
     let first = tasks(&f.drain())[0].task_id.clone();
-    let holder = |f: &Farm| f.svc.store().task(&first).unwrap().unwrap().node;
+    let holder = |f: &Farm| {
+        f.svc
+            .task(&first)
+            .unwrap()
+            .unwrap()
+            .holder
+            .map(|k| k.to_string())
+    };
     f.svc
         .handle_signal(&f.signal(&a, &[&first], &[]), f.now)
         .unwrap();
@@ -138,8 +145,7 @@ fn expired_leases_requeue_and_block_a_silent_node_then_the_job_finishes() {
     let nb = f.node(&b, None);
     let msgs_before = f.svc.store().outbox(100).unwrap();
     assert!(msgs_before.is_empty());
-    let task = f.svc.store().task(&first).unwrap().unwrap();
-    let body: RenderTask = serde_json::from_str(&task.body).unwrap();
+    let body = f.svc.task(&first).unwrap().unwrap().body;
     assert_eq!(body.attempt, 3);
     assert!(
         body.blocked.contains(&a.public()),
@@ -339,7 +345,7 @@ fn a_node_failure_signal_requeues_and_too_many_fail_the_job_with_a_refund() {
         f.now += 3_600_000;
     }
     let v = f.svc.job_view(&job).unwrap();
-    assert_eq!(v.state, "failed");
+    assert_eq!(v.state.as_str(), "failed");
     assert!(v.error.unwrap().contains("failed"));
     assert_eq!(f.svc.store().balance(&format!("escrow:{job}")).unwrap(), 0);
     assert_eq!(f.svc.store().total().unwrap(), 0);
@@ -579,7 +585,14 @@ fn replayed_stale_and_foreign_signals_do_nothing() {
     f.submit();
     let ts = tasks(&f.drain());
     let t = ts[0].task_id.clone();
-    let holder = |f: &Farm| f.svc.store().task(&t).unwrap().unwrap().node;
+    let holder = |f: &Farm| {
+        f.svc
+            .task(&t)
+            .unwrap()
+            .unwrap()
+            .holder
+            .map(|k| k.to_string())
+    };
     // b fails a task it does not hold, eight times in one signal: nothing.
     let eight: Vec<&str> = vec![t.as_str(); 8];
     f.svc

@@ -1024,7 +1024,7 @@ fn status_of(s: &Service, id: &str) -> Result<JobStatus, ServiceError> {
     let m = &v.manifest.statement;
     Ok(JobStatus {
         job_id: id.to_string(),
-        state: v.state,
+        state: v.state.to_string(),
         scene_name: m.scene_name.clone(),
         frame_start: m.frame_start,
         frame_end: m.frame_end,
@@ -1252,7 +1252,7 @@ async fn nodes(State(st): State<ApiState>) -> Answer<Json<Vec<NodeView>>> {
         .shared
         .with(|s| -> Result<Vec<NodeView>, ServiceError> {
             let store = s.store();
-            let leases: HashMap<String, u32> = store.leases_by_node()?.into_iter().collect();
+            let leases = s.leases_by_node()?;
             let mut out = Vec::new();
             for w in store.workers()? {
                 let Ok(key) = tessera_protocol::hexser::decode::<32>(&w.key)

@@ -4,40 +4,27 @@
 //! "commit, then publish" survives a crash between the two. No bus, no HTTP, and the
 //! clock is a parameter (`now_ms`): tests drive leases with virtual time.
 
-use crate::job::{self, MAX_ROUNDS};
-use crate::store::{RequestRow, Store, StoreError, TaskRow, WorkerRow};
-use rand::RngCore;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
-use tessera_protocol::bundle::{
-    BatchRecord, DisputeRecord, FinalTile, NodeInfo, NodeSamples, ProofBundle, RoundRecord,
-    BUNDLE_FORMAT, BUNDLE_VERSION,
+use crate::job;
+use crate::machine::{
+    Ctx, DisputeRefusal, Effect, Farm, Input, Job, JobSetup, JobState, NodeView, Nonces, Policy,
+    TaskView, Tiles, VerifierView,
 };
+use crate::store::{Store, StoreError, WorkerRow};
+use rand::RngCore;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tessera_protocol::bundle::ProofBundle;
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::payments::{
-    account, default_tiers, trust_after, LedgerError, Pricing, SamplingPolicy, Transfer,
-    TransferKind,
+    account, default_tiers, LedgerError, Pricing, SamplingPolicy, Transfer, TransferKind,
 };
-use tessera_protocol::rules::{
-    dispute_opened_transfers, dispute_settled_transfers, dispute_transfers, escrow_transfer,
-    verdict_transfers, NodeOutcome,
-};
+use tessera_protocol::rules::{dispute_deposit, job_price};
 use tessera_protocol::statements::{
-    CheckKind, Decision, DisputeCommitment, JobManifest, NodeSignal, NodeSnapshot, Registration,
-    RoundCommitment, Signed, Statement, TaskNote, Verdict, MANIFEST_VERSION,
+    JobManifest, NodeSignal, Registration, Signed, Statement, MANIFEST_VERSION,
 };
 use tessera_protocol::tolerance::Tolerance;
-use tessera_protocol::wire::{
-    node_queue, queue_verifier, verifier_queue, BatchResult, Capabilities, RenderTask,
-    Requirements, VerdictMessage, VerifyRequest, QUEUE_TASKS, QUEUE_VERIFY, WIRE_VERSION,
-};
-
-/// The first check of a dispute.
-const DISPUTE_CHECK: CheckKind = CheckKind {
-    dispute: true,
-    escalated: false,
-};
-use tessera_protocol::{tile_layout, Digest, RenderSettings, TileRect};
+use tessera_protocol::wire::{BatchResult, Capabilities, Requirements, VerdictMessage};
+use tessera_protocol::{Digest, RenderSettings};
 
 use tessera_protocol::limits::{check_frames, BATCH_SIZE, TILE_SIZE};
 pub use tessera_protocol::limits::{MAX_BOUNCES, MAX_EDGE, MAX_FRAMES, MAX_SPP};
@@ -220,6 +207,19 @@ impl Default for ServiceConfig {
     }
 }
 
+impl ServiceConfig {
+    /// The policy the job machines run under.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            lease_ms: self.lease_ms,
+            max_attempts: self.max_attempts,
+            blocklist_after: self.blocklist_after,
+            verify_timeout_ms: self.verify_timeout_ms,
+            unleased_timeout_ms: self.unleased_timeout_ms,
+        }
+    }
+}
+
 /// Why the service refused or failed an input.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -246,63 +246,15 @@ pub enum ServiceError {
     Quota(String),
 }
 
-/// What to do with the delivery that carried an input.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Handled {
-    /// Its effect is stored (or it was a harmless duplicate): ack it.
-    Done,
-    /// It is refused for good: park it (dead-letter) with this reason, logged.
-    Refused(String),
-    /// It lost a race that at-least-once delivery makes normal, and counts for nothing:
-    /// ack it and log the reason. For example an authentic result from a registered node
-    /// whose task the broker redelivered to another node, which leased it first (a
-    /// broker restart does this). Parking is for what an operator should look at.
-    Superseded(String),
-}
-
-/// A job's mutable progress (JSON in `job_runs`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct JobRun {
-    client: String,
-    round: u32,
-    next_batch_id: u32,
-    batch_size: u32,
-    requirements: Requirements,
-    blocked: Vec<PublicKey>,
-    error: Option<String>,
-    tiles_total: u32,
-    tiles_verified: u32,
-    scene_hint: Option<String>,
-    /// When the job's hold-backs are due (done jobs with a challenge window).
-    #[serde(default)]
-    release_at_ms: Option<u64>,
-    /// Nodes need at least this trust to take the job's tasks (the tier's minimum).
-    #[serde(default)]
-    min_trust: u32,
-    /// The client's dispute, once opened.
-    #[serde(default)]
-    dispute: Option<DisputeRun>,
-}
-
-/// A dispute in progress or settled (in [`JobRun`]).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct DisputeRun {
-    commitment: Signed<DisputeCommitment>,
-    #[serde(with = "tessera_protocol::hexser::arr")]
-    nonce: Digest,
-    /// Whether every dispute check is final and the deposit has gone to the winner.
-    settled: bool,
-    /// Nodes the dispute failed.
-    lost: Vec<PublicKey>,
-}
+pub use crate::machine::Handled;
 
 /// A job as the API shows it.
 #[derive(Clone, Debug)]
 pub struct JobView {
     /// Signed manifest.
     pub manifest: Signed<JobManifest>,
-    /// `queued`, `rendering`, `verifying`, `done`, `failed`.
-    pub state: String,
+    /// Where it is.
+    pub state: JobState,
     /// Current round.
     pub round: u32,
     /// Tiles in the job.
@@ -719,8 +671,8 @@ impl Service {
         let mut job_id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut job_id);
         let job = hex::encode(job_id);
-        let nonces = job::fresh_nonces();
-        let (nonce_commitments, dispute_nonce_commitment) = job::nonce_commitments(&nonces);
+        let nonces = Nonces::draw(&mut rand::rngs::OsRng);
+        let (nonce_commitments, dispute_nonce_commitment) = nonces.commitments();
         let manifest = JobManifest {
             version: MANIFEST_VERSION,
             job_id,
@@ -743,47 +695,45 @@ impl Service {
             verifiers,
             created_unix: now_ms / 1000,
         };
-        let layout = tile_layout(manifest.settings.width, manifest.settings.height, tile_size);
-        let mut run = JobRun {
-            client: client.into(),
-            round: 0,
-            next_batch_id: 0,
+        let signed = Signed::sign(manifest.clone(), &self.key);
+        let setup = JobSetup {
             batch_size,
             requirements,
-            blocked: Vec::new(),
-            error: None,
-            // At most max_job_tiles, checked above.
-            tiles_total: u32::try_from(tiles).map_err(|_| {
-                ServiceError::Invalid(format!("the job has {tiles} tiles, too many to count"))
-            })?,
-            tiles_verified: 0,
-            scene_hint: Some(scene_name.into()),
-            release_at_ms: None,
             min_trust,
-            dispute: None,
+            scene_hint: Some(scene_name.into()),
         };
-        let signed = Signed::sign(manifest.clone(), &self.key);
-        let pending: Vec<(u32, u32)> = (frames.0..=frames.1)
-            .flat_map(|f| (0..layout.len() as u32).map(move |t| (f, t)))
-            .collect();
         self.store
             .atomically(|s| {
                 s.insert_job(
                     &job,
                     &to_json("manifest", &signed).map_err(corrupt)?,
                     now_ms / 1000,
-                    &nonces,
+                    &[],
                 )?;
-                let escrow = escrow_transfer(&manifest);
-                self.fund(s, &format!("job:{job}:overdraft"), client, escrow.amount)?;
-                s.apply_transfer(Some(&job), &escrow)?;
-                self.dispatch(s, &manifest, &mut run, &layout, &pending, now_ms)
-                    .map_err(corrupt)?;
-                s.put_run(&job, &to_json("run", &run).map_err(corrupt)?)?;
-                Ok(())
+                self.fund(
+                    s,
+                    &format!("job:{job}:overdraft"),
+                    client,
+                    job_price(&manifest),
+                )?;
+                let farm = StoreFarm::read(s)?;
+                let tiles = StoreTiles {
+                    store: s,
+                    job: &job,
+                };
+                let ctx = self.ctx(&farm, &tiles, now_ms);
+                let mut machine = Job::start(
+                    signed.clone(),
+                    nonces.clone(),
+                    setup.clone(),
+                    self.cfg.policy(),
+                    &ctx,
+                );
+                self.carry_out(s, &job, &mut machine, now_ms)?;
+                s.put_run(&job, &to_json("job", &machine).map_err(corrupt)?)
             })
             .map_err(funds_error)?;
-        tracing::info!(job = %&job[..12], tiles = run.tiles_total, "job accepted");
+        tracing::info!(job = %&job[..12], tiles, "job accepted");
         Ok(job)
     }
 
@@ -791,10 +741,11 @@ impl Service {
     /// bundle (`scene_hint`), for `tessera audit --rerender` to find it: `tessera render`
     /// gives the scene file's path (a submission over the API has its entry file name).
     pub fn set_scene_hint(&self, job: &str, hint: &str) -> Result<(), ServiceError> {
-        let (_, mut run) = self.job(job)?;
-        run.scene_hint = Some(hint.to_string());
-        self.store.put_run(job, &to_json("run", &run)?)?;
-        Ok(())
+        Ok(self.store.atomically(|s| {
+            let mut machine = self.load(s, job)?;
+            machine.set_scene_hint(hint);
+            s.put_run(job, &to_json("job", &machine).map_err(corrupt)?)
+        })?)
     }
 
     /// Make sure `client`'s balance covers `amount` (a job's escrow, a dispute's
@@ -834,135 +785,135 @@ impl Service {
         Ok(())
     }
 
-    /// Plan `pending` into tasks of the run's current round, store them and queue them.
-    fn dispatch(
+    // --- the job machines ---------------------------------------------------------------
+
+    /// The context a job's machine handles an input in.
+    fn ctx<'a>(&'a self, farm: &'a StoreFarm, tiles: &'a StoreTiles<'a>, now_ms: u64) -> Ctx<'a> {
+        Ctx {
+            now_ms,
+            farm,
+            tiles,
+            key: &self.key,
+        }
+    }
+
+    /// Job `job`'s machine as the store keeps it (a `Corrupt` error with `what` = "job
+    /// state" when the store has none).
+    fn load(&self, s: &Store, job: &str) -> Result<Job, StoreError> {
+        let json = s.run(job)?.ok_or_else(|| StoreError::Corrupt {
+            path: "store".into(),
+            what: "job state".into(),
+            reason: format!("job {job} has no state"),
+        })?;
+        let machine: Job = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+            path: "store".into(),
+            what: format!("the state of job {job}"),
+            reason: format!("{e} (a job stored by an older coordinator cannot be resumed)"),
+        })?;
+        Ok(machine.with_policy(self.cfg.policy()))
+    }
+
+    /// Whether the store has job `job`.
+    fn has_job(&self, job: &str) -> Result<bool, ServiceError> {
+        Ok(self.store.run(job)?.is_some())
+    }
+
+    /// Hand `inputs` to job `job`'s machine in one transaction: load it, let it handle
+    /// each input and carry out its effects (the farm it reads is read again after each
+    /// one), keep it. Returns what to do with each input's delivery and how many messages
+    /// were queued.
+    fn drive(
         &self,
         s: &Store,
-        manifest: &JobManifest,
-        run: &mut JobRun,
-        layout: &[TileRect],
-        pending: &[(u32, u32)],
+        job: &str,
         now_ms: u64,
-    ) -> Result<(), ServiceError> {
-        let tasks = job::plan_tasks(
-            manifest,
-            layout,
-            pending,
-            run.batch_size,
-            run.round,
-            run.next_batch_id,
-            &run.blocked,
-            &run.requirements,
-        );
-        run.next_batch_id += tasks.len() as u32;
-        let job = hex::encode(manifest.job_id);
-        let eligible = self.eligible_nodes(run, None, Some(now_ms))?;
-        for task in &tasks {
-            let body = to_json("task", task)?;
-            s.insert_task(
-                &task.task_id,
-                &job,
-                task.round,
-                &body,
-                task.tiles.len() as u32,
-                now_ms,
-            )?;
-            if let Some(queue) = route(task, run, &eligible) {
-                s.push_outbox(&queue, &task.task_id, body.as_bytes())?;
-            }
+        inputs: Vec<Input>,
+    ) -> Result<(Vec<Handled>, u32), StoreError> {
+        let mut machine = self.load(s, job)?;
+        let tiles = StoreTiles { store: s, job };
+        let mut handled = Vec::with_capacity(inputs.len());
+        let mut queued = 0;
+        for input in inputs {
+            let farm = StoreFarm::read(s)?;
+            let ctx = self.ctx(&farm, &tiles, now_ms);
+            let h = machine
+                .handle(input, &ctx)
+                .map_err(|e| corrupt(ServiceError::Invalid(e.to_string())))?;
+            handled.push(h);
+            queued += self.carry_out(s, job, &mut machine, now_ms)?;
         }
-        s.set_job_state(&job, "queued")?;
-        Ok(())
+        s.put_run(job, &to_json("job", &machine).map_err(corrupt)?)?;
+        Ok((handled, queued))
     }
 
-    /// Registered nodes that may take tasks of `run` (not blocked, requirements met),
-    /// except `except`, by key. With `now_ms`, only those heard from within
-    /// [`Self::liveness_ms`] when there are any (a node that stopped heartbeating should
-    /// not be handed work while live ones exist).
-    fn eligible_nodes(
+    /// [`Self::drive`] with one input, in a transaction of its own.
+    fn drive_one(&self, job: &str, now_ms: u64, input: Input) -> Result<Handled, ServiceError> {
+        let (mut handled, _) = self
+            .store
+            .atomically(|s| self.drive(s, job, now_ms, vec![input]))?;
+        Ok(handled.pop().unwrap_or(Handled::Done))
+    }
+
+    /// Carry out what job `job`'s machine asks, in the caller's transaction: messages into
+    /// the outbox, results and bundles into the store, transfers into the ledger. Returns
+    /// how many messages it queued.
+    fn carry_out(
         &self,
-        run: &JobRun,
-        except: Option<&PublicKey>,
-        now_ms: Option<u64>,
-    ) -> Result<Vec<PublicKey>, ServiceError> {
-        let mut all = Vec::new();
-        for w in self.store.workers()? {
-            if w.role != "node" {
-                continue;
-            }
-            let Ok(key) = tessera_protocol::hexser::decode::<32>(&w.key).map(PublicKey) else {
-                continue;
-            };
-            if run.blocked.contains(&key) || Some(&key) == except {
-                continue;
-            }
-            let Ok(caps) = serde_json::from_str::<Capabilities>(&w.caps) else {
-                continue;
-            };
-            if caps.meets(&run.requirements).is_ok() && self.store.trust(&w.key)? >= run.min_trust {
-                all.push((key, w.last_seen_ms));
+        s: &Store,
+        job: &str,
+        machine: &mut Job,
+        now_ms: u64,
+    ) -> Result<u32, StoreError> {
+        let mut queued = 0;
+        while let Some(effect) = machine.poll_effect() {
+            match effect {
+                Effect::Publish { queue, message } => {
+                    s.push_outbox(&queue, message.id(), &message.body())?;
+                    queued += 1;
+                }
+                Effect::KeepResult { round, result } => {
+                    s.insert_result(job, round, &result)?;
+                }
+                Effect::Transfer(t) => {
+                    s.apply_transfer(Some(job), &t)?;
+                }
+                Effect::Uncollected(t) => {
+                    s.list_uncollected(Some(job), &t)?;
+                }
+                Effect::Trust { node, trust } => s.set_trust(&node.to_string(), trust)?,
+                Effect::VerifierFault { verifier } => {
+                    let faults = s.add_worker_fault(&verifier.to_string())?;
+                    tracing::warn!(job = %&job[..12], verifier = %verifier.short(), faults, "a verdict that does not follow from the rules: counted against its verifier, the check goes out again");
+                }
+                Effect::Seen { key } => s.touch_worker(&key.to_string(), now_ms)?,
+                Effect::State(state) => {
+                    s.set_job_state(job, state.as_str())?;
+                    tracing::info!(job = %&job[..12], %state, "job state");
+                }
+                Effect::Finished(bundle) => {
+                    s.save_bundle(job, &to_json("bundle", &bundle).map_err(corrupt)?)?;
+                    tracing::info!(job = %&job[..12], rounds = bundle.rounds.len(), "job done: every tile verified and paid");
+                }
+                Effect::Receipt(receipt) => {
+                    let json = s.bundle(job)?.ok_or_else(|| StoreError::Corrupt {
+                        path: "store".into(),
+                        what: format!("bundle of job {job}"),
+                        reason: "a done job has no bundle".into(),
+                    })?;
+                    let mut bundle: ProofBundle = from_json("bundle", &json).map_err(corrupt)?;
+                    bundle.payments = *receipt;
+                    s.save_bundle(job, &to_json("bundle", &bundle).map_err(corrupt)?)?;
+                    tracing::info!(job = %&job[..12], "challenge window over: hold-backs released");
+                }
+                Effect::Failed(why) => {
+                    tracing::error!(job = %&job[..12], "job failed: {why}; the client's escrow was refunded");
+                }
             }
         }
-        let live: Vec<PublicKey> = match now_ms {
-            Some(now) => all
-                .iter()
-                .filter(|(_, seen)| seen + self.liveness_ms() >= now)
-                .map(|(k, _)| *k)
-                .collect(),
-            None => Vec::new(),
-        };
-        Ok(if live.is_empty() {
-            all.into_iter().map(|(k, _)| k).collect()
-        } else {
-            live
-        })
+        Ok(queued)
     }
 
-    /// Why `node` may not take tasks of `run`, if it may not: blocked on the job, not a
-    /// registered node, capabilities that miss the job's requirements, or less trust than
-    /// the tier needs.
-    fn ineligible(&self, run: &JobRun, node: &PublicKey) -> Result<Option<String>, ServiceError> {
-        if run.blocked.contains(node) {
-            return Ok(Some(format!(
-                "node {} is blocked on this job",
-                node.short()
-            )));
-        }
-        let Some(w) = self.registered(node, "node")? else {
-            return Ok(Some(format!("{} is not a registered node", node.short())));
-        };
-        let caps: Capabilities = match serde_json::from_str(&w.caps) {
-            Ok(c) => c,
-            Err(e) => {
-                return Ok(Some(format!(
-                    "node {}: stored capabilities unreadable: {e}",
-                    node.short()
-                )))
-            }
-        };
-        if let Err(why) = caps.meets(&run.requirements) {
-            return Ok(Some(format!(
-                "node {} does not meet the job's requirements: {why}",
-                node.short()
-            )));
-        }
-        let trust = self.store.trust(&w.key)?;
-        if trust < run.min_trust {
-            return Ok(Some(format!(
-                "node {} has trust {trust}, the job's tier needs {}",
-                node.short(),
-                run.min_trust
-            )));
-        }
-        Ok(None)
-    }
-
-    /// A node not heard from for this long is taken as gone for routing.
-    fn liveness_ms(&self) -> u64 {
-        (4 * self.cfg.lease_ms).max(30_000)
-    }
-
-    // --- results ----------------------------------------------------------------------
+    // --- inputs -----------------------------------------------------------------------
 
     /// A node's batch result.
     pub fn handle_result(&self, body: &[u8], now_ms: u64) -> Result<Handled, ServiceError> {
@@ -970,296 +921,20 @@ impl Service {
             Ok(r) => r,
             Err(e) => return Ok(Handled::Refused(format!("malformed result: {e}"))),
         };
-        if res.version != WIRE_VERSION {
-            return Ok(Handled::Refused(format!(
-                "result for task {:?}: wire version {}, this coordinator speaks {WIRE_VERSION}",
-                res.task_id, res.version
-            )));
-        }
-        let Some(task_row) = self.store.task(&res.task_id)? else {
+        let Some(job) = job::job_of(&res.task_id).map(str::to_string) else {
             return Ok(Handled::Refused(format!(
                 "result for unknown task {:?}",
                 res.task_id
             )));
         };
-        if task_row.state != "open" {
-            tracing::debug!(task = %res.task_id, "late or repeated result ignored");
-            return Ok(Handled::Done);
+        if !self.has_job(&job)? {
+            return Ok(Handled::Refused(format!(
+                "result for unknown task {:?}",
+                res.task_id
+            )));
         }
-        let (signed_manifest, mut run) = self.job(&task_row.job_id)?;
-        let manifest = &signed_manifest.statement;
-        let task: RenderTask = from_json("task", &task_row.body)?;
-        let signer = res.batch.signed.statement.node;
-        let known = self.registered(&signer, "node")?.is_some();
-        // Only a result the node really signed may count against it: anyone who can
-        // publish could otherwise get failures counted against (and block) any node.
-        let authentic =
-            known && res.batch.signed.signer == signer && res.batch.signed.verify().is_ok();
-        // Only the node that holds the task's lease may deliver it, or, while nobody holds
-        // it, a node that could have taken it (not blocked, requirements and trust met).
-        // Anything else is refused without touching the task: no failure is counted and
-        // no attempt is used, so nobody can spend another node's task or a client's job.
-        if let Some(holder) = task_row.node.as_deref() {
-            if holder != signer.to_string() {
-                let reason = format!(
-                    "result for task {} from node {}, which does not hold its lease",
-                    res.task_id,
-                    signer.short()
-                );
-                // Signed by a registered node: the lease went to another node after a
-                // redelivery; nothing to park. Anything else is parked.
-                return Ok(if authentic {
-                    Handled::Superseded(reason)
-                } else {
-                    Handled::Refused(reason)
-                });
-            }
-        }
-        if authentic {
-            if let Some(why) = self.ineligible(&run, &signer)? {
-                return Ok(Handled::Refused(format!(
-                    "result for task {}: {why}",
-                    res.task_id
-                )));
-            }
-        }
-        let layout = tile_layout(
-            manifest.settings.width,
-            manifest.settings.height,
-            manifest.tile_size,
-        );
-        if let Err(reason) = job::check_result(&res, &task, manifest, &layout, known, &run.blocked)
-        {
-            // The node that may deliver the task delivered something unusable: count it
-            // against the node and give the task to someone else, so the job finishes.
-            if authentic {
-                self.store.atomically(|s| {
-                    self.fail_task(s, &mut run, manifest, &task_row, Some(&signer), now_ms)
-                        .map_err(corrupt)?;
-                    s.put_run(&task_row.job_id, &to_json("run", &run).map_err(corrupt)?)
-                })?;
-            }
-            return Ok(Handled::Refused(reason));
-        }
-        let job = task_row.job_id.clone();
-        let s = &res.batch.signed.statement;
-        self.store.atomically(|st| {
-            st.insert_result(&job, task.round, &res)?;
-            st.set_task_state(&task.task_id, "done")?;
-            st.touch_worker(&s.node.to_string(), now_ms)?;
-            if st.job_state(&job)?.as_deref() == Some("queued") {
-                st.set_job_state(&job, "rendering")?;
-            }
-            if st.count_tasks(&job, task.round, "open")? == 0 && task.round == run.round {
-                self.close_round(st, &signed_manifest, &run, now_ms)
-                    .map_err(corrupt)?;
-            }
-            Ok(())
-        })?;
-        Ok(Handled::Done)
+        self.drive_one(&job, now_ms, Input::Result(res))
     }
-
-    /// Every task of the round is in: fix the round, reveal its nonce, sample each node
-    /// and queue the verify requests.
-    fn close_round(
-        &self,
-        s: &Store,
-        signed_manifest: &Signed<JobManifest>,
-        run: &JobRun,
-        now_ms: u64,
-    ) -> Result<(), ServiceError> {
-        let manifest = &signed_manifest.statement;
-        let job = hex::encode(manifest.job_id);
-        let round = run.round;
-        let batches = self.batches(&job, round)?;
-        let nodes: BTreeSet<PublicKey> = batches.iter().map(|b| b.signed.statement.node).collect();
-        let mut snapshots = Vec::new();
-        for n in &nodes {
-            snapshots.push(NodeSnapshot {
-                node: *n,
-                trust: s.trust(&n.to_string())?,
-                stake: s.balance(&account::stake(n))?.max(0) as u64,
-            });
-        }
-        let commitment = job::commit_round(manifest, round, &batches, snapshots, &self.key)
-            .map_err(ServiceError::Invalid)?;
-        s.insert_round(&job, round, &to_json("round", &commitment)?)?;
-        let nonce = s.reveal_nonce(&job, round)?;
-        for n in &nodes {
-            self.queue_check(
-                s,
-                signed_manifest,
-                &commitment,
-                &batches,
-                nonce,
-                n,
-                job::CheckOf::FIRST,
-                None,
-                now_ms,
-            )?;
-        }
-        s.set_job_state(&job, "verifying")?;
-        tracing::info!(job = %&job[..12], round, nodes = nodes.len(), "round fixed, nonce revealed, verification requested");
-        Ok(())
-    }
-
-    /// Build, store and queue one verify request: the shared `verify` queue, or the own
-    /// queue of `verifier` (a second verifier for an escalated check).
-    #[allow(clippy::too_many_arguments)] // the check and everything it samples from
-    fn queue_check(
-        &self,
-        s: &Store,
-        signed_manifest: &Signed<JobManifest>,
-        commitment: &Signed<RoundCommitment>,
-        batches: &[BatchRecord],
-        nonce: Digest,
-        node: &PublicKey,
-        check: job::CheckOf<'_>,
-        verifier: Option<PublicKey>,
-        now_ms: u64,
-    ) -> Result<(), ServiceError> {
-        let job = hex::encode(signed_manifest.statement.job_id);
-        let round = commitment.statement.round;
-        let mut missing = None;
-        let (req, mut record) = job::verify_request(
-            signed_manifest,
-            commitment,
-            batches,
-            nonce,
-            node,
-            check,
-            &mut |frame, tile| match s.tile_bytes(&job, round, frame, tile) {
-                Ok(Some(b)) => b,
-                _ => {
-                    missing = Some((frame, tile));
-                    Vec::new()
-                }
-            },
-        )
-        .map_err(ServiceError::Invalid)?;
-        if let Some((frame, tile)) = missing {
-            return Err(ServiceError::Store(StoreError::Corrupt {
-                path: "store".into(),
-                what: format!("job {job} round {round} frame {frame} tile {tile}"),
-                reason: "delivered bytes are missing".into(),
-            }));
-        }
-        // The tiles are in the store already: the bundle's evidence is filled at the end.
-        record.delivered.clear();
-        let body = to_json("verify request", &req)?;
-        let queue = verifier.map_or_else(|| QUEUE_VERIFY.to_string(), |v| verifier_queue(&v));
-        s.insert_request(
-            &req.request_id,
-            &job,
-            round,
-            &node.to_string(),
-            check.kind,
-            &to_json("samples", &record)?,
-            body.as_bytes(),
-            &queue,
-            now_ms,
-        )?;
-        s.push_outbox(&queue, &req.request_id, body.as_bytes())?;
-        Ok(())
-    }
-
-    /// The verifier for an escalated check after `first` judged: one of another
-    /// determinism class when one is registered, else another verifier, else none (the
-    /// shared queue, where any verifier may take it). Verifiers in `avoid` (one that let
-    /// the check go unanswered) are not chosen; among equals the one heard from last is.
-    fn second_verifier(
-        &self,
-        manifest: &JobManifest,
-        first: &Signed<Verdict>,
-        avoid: &[PublicKey],
-    ) -> Result<Option<PublicKey>, ServiceError> {
-        // Candidates as (of another class, last heard from, key), in key order: the best
-        // is the greatest by the first two, the first in key order among equals.
-        let mut best: Option<(bool, u64, PublicKey)> = None;
-        for w in self.store.workers()? {
-            if w.role != "verifier" {
-                continue;
-            }
-            let Ok(key) = tessera_protocol::hexser::decode::<32>(&w.key).map(PublicKey) else {
-                continue;
-            };
-            if key == first.signer || avoid.contains(&key) || !manifest.verifiers.contains(&key) {
-                continue;
-            }
-            if self.store.worker_faults(&w.key)? >= self.cfg.blocklist_after {
-                continue;
-            }
-            let class = serde_json::from_str::<Capabilities>(&w.caps).map(|c| c.class.id());
-            let other_class = class.is_ok_and(|c| c != first.statement.verifier_class_id);
-            if best.is_none_or(|(o, seen, _)| (other_class, w.last_seen_ms) > (o, seen)) {
-                best = Some((other_class, w.last_seen_ms, key));
-            }
-        }
-        Ok(best.map(|(_, _, key)| key))
-    }
-
-    /// Where an unanswered request goes next, and whether that is a new queue (to be
-    /// stored with the request as it is published). A check left on a verifier's own
-    /// queue goes there once more (a restarted verifier finds it in its durable queue);
-    /// when that verifier misses the deadline again it is taken as gone, and the check
-    /// moves to another verifier, or to the shared queue when there is none. A dispute's
-    /// escalated check would otherwise wait on a dead verifier for ever.
-    fn republish_queue(&self, req: &RequestRow) -> Result<(String, bool), ServiceError> {
-        let (queue, since) = self
-            .store
-            .request_queue(&req.request_id)?
-            .unwrap_or_else(|| (QUEUE_VERIFY.to_string(), 0));
-        // `attempts` publications so far; the one at `since` was this queue's first.
-        if !req.check.escalated || req.attempts <= since {
-            return Ok((queue, false));
-        }
-        let Some(gone) = queue_verifier(&queue) else {
-            return Ok((queue, false));
-        };
-        let first_kind = CheckKind {
-            escalated: false,
-            ..req.check
-        };
-        let Some(first) = self
-            .store
-            .verdict(&req.job_id, req.round, &req.node, first_kind)?
-        else {
-            return Ok((queue, false));
-        };
-        let first: Signed<Verdict> = from_json("verdict", &first)?;
-        let manifest = self
-            .store
-            .manifest(&req.job_id)?
-            .ok_or_else(|| ServiceError::NotFound(format!("job {} does not exist", req.job_id)))?;
-        let manifest: Signed<JobManifest> = from_json("manifest", &manifest)?;
-        let next = self
-            .second_verifier(&manifest.statement, &first, &[gone])?
-            .map_or_else(|| QUEUE_VERIFY.to_string(), |v| verifier_queue(&v));
-        tracing::warn!(request = %req.request_id, verifier = %gone.short(), to = %next, "the verifier chosen for an escalated check did not answer twice: the check moves");
-        Ok((next, true))
-    }
-
-    fn batches(&self, job: &str, round: u32) -> Result<Vec<BatchRecord>, ServiceError> {
-        self.store
-            .round_batches(job, round)?
-            .iter()
-            .map(|r| from_json("batch", r))
-            .collect()
-    }
-
-    fn job(&self, job: &str) -> Result<(Signed<JobManifest>, JobRun), ServiceError> {
-        let m = self
-            .store
-            .manifest(job)?
-            .ok_or_else(|| ServiceError::NotFound(format!("job {job} does not exist")))?;
-        let r = self
-            .store
-            .run(job)?
-            .ok_or_else(|| ServiceError::NotFound(format!("job {job} has no run state")))?;
-        Ok((from_json("manifest", &m)?, from_json("run", &r)?))
-    }
-
-    // --- verdicts ---------------------------------------------------------------------
 
     /// A verifier's verdict.
     pub fn handle_verdict(&self, body: &[u8], now_ms: u64) -> Result<Handled, ServiceError> {
@@ -1267,628 +942,57 @@ impl Service {
             Ok(m) => m,
             Err(e) => return Ok(Handled::Refused(format!("malformed verdict: {e}"))),
         };
-        if msg.version != WIRE_VERSION {
-            return Ok(Handled::Refused(format!(
-                "verdict for request {:?}: wire version {}, this coordinator speaks {WIRE_VERSION}",
-                msg.request_id, msg.version
-            )));
-        }
-        let Some(req) = self.store.request(&msg.request_id)? else {
+        let job = job::job_of(&msg.request_id).map(str::to_string);
+        let Some(job) = job.filter(|j| self.has_job(j).unwrap_or(false)) else {
             return Ok(Handled::Refused(format!(
                 "verdict for unknown request {:?}",
                 msg.request_id
             )));
         };
-        if req.state != "open" {
-            return Ok(Handled::Done);
-        }
-        if self.store.job_state(&req.job_id)?.as_deref() == Some("failed") {
-            tracing::info!(request = %req.request_id, "verdict for a failed job: recorded nowhere, changes nothing");
-            self.store.close_request(&req.request_id)?;
-            return Ok(Handled::Done);
-        }
-        let (signed_manifest, mut run) = self.job(&req.job_id)?;
-        let manifest = &signed_manifest.statement;
-        let Ok(node) = tessera_protocol::hexser::decode::<32>(&req.node).map(PublicKey) else {
-            return Ok(Handled::Refused(format!(
-                "request {} names a bad node",
-                req.request_id
-            )));
-        };
-        let signer = msg.verdict.signer;
-        let faults = self.store.worker_faults(&signer.to_string())?;
-        if faults >= self.cfg.blocklist_after {
-            return Ok(Handled::Refused(format!(
-                "verdict for request {} from verifier {}, barred after {faults} verdicts that did not follow from the rules",
-                req.request_id,
-                signer.short()
-            )));
-        }
-        // The verdict is judged against the request as this coordinator sent it.
-        let sent_body = self
-            .store
-            .request_body(&req.request_id)?
-            .unwrap_or_default();
-        let sent: VerifyRequest = from_json(
-            "verify request",
-            std::str::from_utf8(&sent_body).unwrap_or_default(),
-        )?;
-        if let Err(reason) = job::check_verdict(&msg, &sent) {
-            // Signed by one of the job's verifiers, yet not what the rules give: counted
-            // against that verifier, and the request goes out again at once so that an
-            // honest verifier can answer it. Nothing is paid, slashed or trusted on it.
-            if msg.verdict.verify().is_ok() && manifest.verifiers.contains(&signer) {
-                let (queue, _) = self
-                    .store
-                    .request_queue(&req.request_id)?
-                    .unwrap_or_else(|| (QUEUE_VERIFY.to_string(), 0));
-                let faults = self.store.atomically(|s| {
-                    let faults = s.add_worker_fault(&signer.to_string())?;
-                    s.push_outbox(&queue, &req.request_id, &sent_body)?;
-                    Ok(faults)
-                })?;
-                tracing::warn!(request = %req.request_id, verifier = %signer.short(), faults, "verdict refused and counted against its verifier: {reason}");
-            }
-            return Ok(Handled::Refused(reason));
-        }
-        let job = req.job_id.clone();
-        // The round is fixed: the request carries its batches (the ones it was built
-        // from), read once for checking, paying and advancing.
-        let batches = sent.round_batches;
-        let v = &msg.verdict.statement;
-        self.store.atomically(|s| {
-            s.insert_verdict(
-                &job,
-                req.round,
-                &req.node,
-                req.check,
-                &to_json("verdict", &msg.verdict).map_err(corrupt)?,
-            )?;
-            s.close_request(&req.request_id)?;
-            // A verifier is heard from when it answers: the freshest is picked first
-            // for an escalated check.
-            s.touch_worker(&msg.verdict.signer.to_string(), now_ms)?;
-            if v.decision == Decision::Escalate {
-                tracing::warn!(job = %&job[..12], node = %node.short(), round = req.round, check = req.check.label(), "a sampled tile is not close to the re-render: escalated to a second check");
-                let commitment: Signed<RoundCommitment> = from_json(
-                    "round",
-                    &s.round_commitment(&job, req.round)?.unwrap_or_default(),
-                )
-                .map_err(corrupt)?;
-                let (nonce, dispute) = match (&run.dispute, req.check.dispute) {
-                    (Some(d), true) => (d.nonce, Some(&d.commitment)),
-                    _ => (s.reveal_nonce(&job, req.round)?, None),
-                };
-                let second = self
-                    .second_verifier(manifest, &msg.verdict, &[])
-                    .map_err(corrupt)?;
-                self.queue_check(
-                    s,
-                    &signed_manifest,
-                    &commitment,
-                    &batches,
-                    nonce,
-                    &node,
-                    job::CheckOf {
-                        kind: req.check.escalate(),
-                        dispute,
-                    },
-                    second,
-                    now_ms,
-                )
-                .map_err(corrupt)?;
-            } else if req.check.dispute {
-                self.settle_dispute_check(s, &signed_manifest, &mut run, &batches, &node, &msg.verdict, req.round, now_ms)
-                    .map_err(corrupt)?;
-            } else {
-                self.settle(s, manifest, &mut run, &batches, &node, &msg.verdict, req.round)
-                    .map_err(corrupt)?;
-                if s.round_requests(&job, req.round)?
-                    .iter()
-                    .filter(|r| !r.check.dispute)
-                    .all(|r| r.state == "done")
-                    && req.round == run.round
-                {
-                    self.advance(s, &signed_manifest, &mut run, &batches, now_ms)
-                        .map_err(corrupt)?;
-                }
-            }
-            s.put_run(&job, &to_json("run", &run).map_err(corrupt)?)
-        })?;
-        Ok(Handled::Done)
+        self.drive_one(&job, now_ms, Input::Verdict(msg))
     }
 
-    /// Pay or slash one node for one round (whose batches are `batches`), and adjust its
-    /// trust.
-    #[allow(clippy::too_many_arguments)] // the verdict and everything it settles against
-    fn settle(
-        &self,
-        s: &Store,
-        manifest: &JobManifest,
-        run: &mut JobRun,
-        batches: &[BatchRecord],
-        node: &PublicKey,
-        verdict: &Signed<Verdict>,
-        round: u32,
-    ) -> Result<(), ServiceError> {
-        let job = hex::encode(manifest.job_id);
-        let commitment: Signed<RoundCommitment> = from_json(
-            "round",
-            &s.round_commitment(&job, round)?.unwrap_or_default(),
-        )?;
-        let snap = NodeSnapshot::of(&commitment.statement.nodes, node);
-        let tiles: Vec<TileRect> = tessera_verifier::checks::node_leaves(batches, node)
-            .iter()
-            .map(|&(bi, pos)| batches[bi].tiles[pos].rect)
-            .collect();
-        let outcome = NodeOutcome {
-            round,
-            node: *node,
-            decision: verdict.statement.decision,
-            tiles,
-            stake_before: snap.stake,
-        };
-        for t in verdict_transfers(manifest, &outcome, manifest.slash_pct) {
-            s.apply_capped(Some(&job), &t)?;
-        }
-        let decision = verdict.statement.decision;
-        s.set_trust(&node.to_string(), trust_after(snap.trust, decision))?;
-        match decision {
-            Decision::Pass => {
-                run.tiles_verified += outcome.tiles.len() as u32;
-            }
-            Decision::Fail | Decision::Inconclusive | Decision::Escalate => {
-                if decision == Decision::Fail {
-                    tracing::warn!(job = %&job[..12], node = %node.short(), round, "verification failed: node unpaid, slashed, its tiles requeued");
-                } else {
-                    tracing::warn!(job = %&job[..12], node = %node.short(), round, "verification inconclusive after escalation: node neither paid nor slashed, its tiles requeued");
-                }
-                if !run.blocked.contains(node) {
-                    run.blocked.push(*node);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    // --- disputes ---------------------------------------------------------------------
-
-    /// A client disputes a finished job inside its challenge window: the deposit moves to
-    /// the dispute account, a signed dispute commitment fixes which (round, node) work is
-    /// checked again, and only then is the dispute nonce revealed and the checks queued.
+    /// A client disputes a finished job inside its challenge window: its deposit is
+    /// funded, then the job's machine fixes the dispute and queues its checks.
     pub fn open_dispute(&self, job: &str, client: &str, now_ms: u64) -> Result<(), ServiceError> {
-        let (signed_manifest, mut run) = self.job(job)?;
-        let manifest = &signed_manifest.statement;
-        if run.client != client {
-            return Err(ServiceError::Forbidden(format!(
-                "job {job} belongs to another client"
-            )));
+        if !self.has_job(job)? {
+            return Err(ServiceError::NotFound(format!("job {job} does not exist")));
         }
-        let state = self.store.job_state(job)?.unwrap_or_default();
-        if state != "done" {
-            return Err(ServiceError::Unavailable(format!(
-                "job {job} is {state}: only a done job can be disputed"
-            )));
-        }
-        if run.dispute.is_some() {
-            return Err(ServiceError::Invalid(format!(
-                "job {job} has been disputed already"
-            )));
-        }
-        if run.release_at_ms.is_none_or(|t| t <= now_ms) {
-            return Err(ServiceError::Unavailable(format!(
-                "job {job}: the challenge window is closed (hold-backs released)"
-            )));
-        }
-        let bundle: ProofBundle = from_json("bundle", &self.bundle(job)?)?;
-        let checks: BTreeSet<(u32, PublicKey)> = bundle
-            .frames
-            .iter()
-            .flat_map(|f| f.tiles.iter().map(|t| (t.round, t.node)))
-            .collect();
-        let mut nodes = Vec::new();
-        for n in checks.iter().map(|(_, n)| *n).collect::<BTreeSet<_>>() {
-            nodes.push(NodeSnapshot {
-                node: n,
-                trust: self.store.trust(&n.to_string())?,
-                stake: self.store.balance(&account::stake(&n))?.max(0) as u64,
-            });
-        }
-        let commitment = Signed::sign(
-            DisputeCommitment {
-                job_id: manifest.job_id,
-                client: client.into(),
-                after_round: run.round,
-                checks: checks.iter().copied().collect(),
-                nodes,
-            },
-            &self.key,
-        );
-        self.store
+        let machine = self.load(&self.store, job)?;
+        machine
+            .may_dispute(client, now_ms)
+            .map_err(|why| match why {
+                DisputeRefusal::NotOwner(_) => ServiceError::Forbidden(why.to_string()),
+                DisputeRefusal::Again(_) => ServiceError::Invalid(why.to_string()),
+                DisputeRefusal::NotDone { .. } | DisputeRefusal::WindowClosed(_) => {
+                    ServiceError::Unavailable(why.to_string())
+                }
+            })?;
+        let deposit = dispute_deposit(&machine.manifest().statement);
+        let (handled, queued) = self
+            .store
             .atomically(|s| {
-                let deposit = dispute_opened_transfers(manifest);
-                let need: u64 = deposit.iter().map(|t| t.amount).sum();
-                self.fund(s, &format!("job:{job}:dispute:overdraft"), client, need)?;
-                for t in &deposit {
-                    s.apply_transfer(Some(job), t)?;
-                }
-                // Fixed above; only now is the dispute nonce revealed.
-                let nonce = s.reveal_nonce(job, job::DISPUTE_NONCE_SLOT)?;
-                for &(round, node) in &commitment.statement.checks {
-                    let batches = self.batches(job, round).map_err(corrupt)?;
-                    let rc: Signed<RoundCommitment> = from_json(
-                        "round",
-                        &s.round_commitment(job, round)?.unwrap_or_default(),
-                    )
-                    .map_err(corrupt)?;
-                    self.queue_check(
-                        s,
-                        &signed_manifest,
-                        &rc,
-                        &batches,
-                        nonce,
-                        &node,
-                        job::CheckOf {
-                            kind: DISPUTE_CHECK,
-                            dispute: Some(&commitment),
-                        },
-                        None,
-                        now_ms,
-                    )
-                    .map_err(corrupt)?;
-                }
-                run.dispute = Some(DisputeRun {
-                    commitment: commitment.clone(),
-                    nonce,
-                    settled: false,
-                    lost: Vec::new(),
-                });
-                s.set_job_state(job, "disputed")?;
-                s.put_run(job, &to_json("run", &run).map_err(corrupt)?)
+                self.fund(s, &format!("job:{job}:dispute:overdraft"), client, deposit)?;
+                let (mut handled, queued) = self.drive(
+                    s,
+                    job,
+                    now_ms,
+                    vec![Input::Dispute {
+                        client: client.into(),
+                    }],
+                )?;
+                Ok((handled.pop(), queued))
             })
             .map_err(funds_error)?;
-        tracing::info!(job = %&job[..12], checks = checks.len(), "dispute opened: extra samples requested");
+        if let Some(Handled::Refused(why)) = handled {
+            return Err(ServiceError::Invalid(why));
+        }
+        tracing::info!(job = %&job[..12], checks = queued, "dispute opened: extra samples requested");
         Ok(())
     }
 
-    /// A dispute check's final verdict: a failure forfeits and claws back the round's pay
-    /// into the escrow and slashes; when every dispute check is final the deposit goes to
-    /// the side that won, and a lost node's tiles are rendered again.
-    #[allow(clippy::too_many_arguments)] // the verdict and everything it settles against
-    fn settle_dispute_check(
-        &self,
-        s: &Store,
-        signed_manifest: &Signed<JobManifest>,
-        run: &mut JobRun,
-        batches: &[BatchRecord],
-        node: &PublicKey,
-        verdict: &Signed<Verdict>,
-        round: u32,
-        now_ms: u64,
-    ) -> Result<(), ServiceError> {
-        let manifest = &signed_manifest.statement;
-        let job = hex::encode(manifest.job_id);
-        let Some(dispute) = run.dispute.as_mut() else {
-            return Err(ServiceError::Invalid(format!(
-                "job {job}: a dispute verdict but no dispute"
-            )));
-        };
-        // The slash is sized from the stake the node had at risk when the disputed round
-        // was fixed (its snapshot in the round commitment), not from what is left now: a
-        // caught cheat is always charged a slash, collected as far as the stake holds and
-        // listed as uncollected beyond that.
-        let commitment: Signed<RoundCommitment> = from_json(
-            "round",
-            &s.round_commitment(&job, round)?.unwrap_or_default(),
-        )?;
-        let snap = NodeSnapshot::of(&commitment.statement.nodes, node);
-        let decision = verdict.statement.decision;
-        let outcome = NodeOutcome {
-            round,
-            node: *node,
-            decision,
-            tiles: tessera_verifier::checks::node_leaves(batches, node)
-                .iter()
-                .map(|&(bi, pos)| batches[bi].tiles[pos].rect)
-                .collect(),
-            stake_before: snap.stake,
-        };
-        for t in dispute_transfers(manifest, &outcome) {
-            s.apply_capped(Some(&job), &t)?;
-        }
-        s.set_trust(
-            &node.to_string(),
-            trust_after(s.trust(&node.to_string())?, decision),
-        )?;
-        if decision == Decision::Fail {
-            tracing::warn!(job = %&job[..12], node = %node.short(), round, "dispute upheld: the node's pay for the round is forfeited and clawed back, its stake slashed, its tiles rendered again");
-            if !dispute.lost.contains(node) {
-                dispute.lost.push(*node);
-            }
-            if !run.blocked.contains(node) {
-                run.blocked.push(*node);
-            }
-        }
-        let after = dispute.commitment.statement.after_round;
-        let mut open = 0;
-        for r in 0..=after {
-            open += s
-                .round_requests(&job, r)?
-                .iter()
-                .filter(|q| q.check.dispute && q.state != "done")
-                .count();
-        }
-        if open > 0 {
-            return Ok(());
-        }
-        self.finish_dispute(s, signed_manifest, run, now_ms)
-    }
-
-    fn finish_dispute(
-        &self,
-        s: &Store,
-        signed_manifest: &Signed<JobManifest>,
-        run: &mut JobRun,
-        now_ms: u64,
-    ) -> Result<(), ServiceError> {
-        let manifest = &signed_manifest.statement;
-        let job = hex::encode(manifest.job_id);
-        let Some(dispute) = run.dispute.as_mut() else {
-            return Ok(());
-        };
-        let lost = dispute.lost.clone();
-        dispute.settled = true;
-        for t in dispute_settled_transfers(manifest, !lost.is_empty()) {
-            s.apply_transfer(Some(&job), &t)?;
-        }
-        let checks = dispute.commitment.statement.checks.clone();
-        if lost.is_empty() {
-            tracing::info!(job = %&job[..12], "dispute rejected: every check passed; the client pays for it");
-            let release_at = run.release_at_ms;
-            self.finalize(s, signed_manifest, run, now_ms)?;
-            run.release_at_ms = release_at;
-            return Ok(());
-        }
-        let mut pending = Vec::new();
-        for (round, node) in checks.iter().filter(|(_, n)| lost.contains(n)) {
-            let batches = self.batches(&job, *round)?;
-            pending.extend(job::committed_tiles(&batches, node));
-        }
-        pending.sort_unstable();
-        if run.round + 1 >= MAX_ROUNDS || self.eligible_nodes(run, None, None)?.is_empty() {
-            return self.fail_job(
-                s,
-                manifest,
-                run,
-                format!(
-                    "the dispute found {} forged tiles and no round or node is left to render them again",
-                    pending.len()
-                ),
-            );
-        }
-        run.round += 1;
-        run.tiles_verified = run.tiles_verified.saturating_sub(pending.len() as u32);
-        let layout = tessera_verifier::checks::layout(manifest);
-        self.dispatch(s, manifest, run, &layout, &pending, now_ms)?;
-        s.set_job_state(&job, "rendering")?;
-        Ok(())
-    }
-
-    /// Every verdict of the round (whose batches are `batches`) is in: re-render failed
-    /// nodes' tiles in a new round, or finish the job, or fail it when no round or node is
-    /// left.
-    fn advance(
-        &self,
-        s: &Store,
-        signed_manifest: &Signed<JobManifest>,
-        run: &mut JobRun,
-        batches: &[BatchRecord],
-        now_ms: u64,
-    ) -> Result<(), ServiceError> {
-        let manifest = &signed_manifest.statement;
-        let job = hex::encode(manifest.job_id);
-        let mut pending = Vec::new();
-        for v in s.round_verdicts(&job, run.round)? {
-            let v: Signed<Verdict> = from_json("verdict", &v)?;
-            let d = v.statement.decision;
-            if !v.statement.check.dispute && matches!(d, Decision::Fail | Decision::Inconclusive) {
-                pending.extend(job::committed_tiles(batches, &v.statement.node));
-            }
-        }
-        pending.sort_unstable();
-        if pending.is_empty() {
-            return self.finalize(s, signed_manifest, run, now_ms);
-        }
-        if run.round + 1 >= MAX_ROUNDS {
-            return self.fail_job(
-                s,
-                manifest,
-                run,
-                format!(
-                    "{} tiles still failed verification after {MAX_ROUNDS} rounds",
-                    pending.len()
-                ),
-            );
-        }
-        if self.eligible_nodes(run, None, None)?.is_empty() {
-            return self.fail_job(
-                s,
-                manifest,
-                run,
-                format!(
-                    "{} tiles need re-rendering but every eligible node is blocked",
-                    pending.len()
-                ),
-            );
-        }
-        run.round += 1;
-        let layout = tessera_verifier::checks::layout(manifest);
-        self.dispatch(s, manifest, run, &layout, &pending, now_ms)?;
-        s.set_job_state(&job, "rendering")?;
-        Ok(())
-    }
-
-    fn fail_job(
-        &self,
-        s: &Store,
-        manifest: &JobManifest,
-        run: &mut JobRun,
-        why: String,
-    ) -> Result<(), ServiceError> {
-        let job = hex::encode(manifest.job_id);
-        s.refund_escrow(&job, &run.client)?;
-        // Work that passed verification was earned: its hold-backs go to the nodes now,
-        // since a failed job has no challenge window.
-        s.release_holdbacks(manifest)?;
-        s.void_open_tasks(&job)?;
-        s.set_job_state(&job, "failed")?;
-        tracing::error!(job = %&job[..12], "job failed: {why}; the client's escrow was refunded");
-        run.error = Some(why);
-        Ok(())
-    }
-
-    fn finalize(
-        &self,
-        s: &Store,
-        signed_manifest: &Signed<JobManifest>,
-        run: &mut JobRun,
-        now_ms: u64,
-    ) -> Result<(), ServiceError> {
-        let manifest = &signed_manifest.statement;
-        let job = hex::encode(manifest.job_id);
-        let mut accepted: BTreeMap<(u32, u32), FinalTile> = BTreeMap::new();
-        let mut rounds = Vec::new();
-        let mut nodes: BTreeSet<PublicKey> = BTreeSet::new();
-        let mut dispute_samples = Vec::new();
-        let mut dispute_verdicts = Vec::new();
-        let lost: Vec<PublicKey> = run.dispute.as_ref().map_or(Vec::new(), |d| d.lost.clone());
-        let disputed_rounds = run
-            .dispute
-            .as_ref()
-            .map_or(0, |d| d.commitment.statement.after_round + 1);
-        for round in 0..=run.round {
-            let batches = self.batches(&job, round)?;
-            let commitment = from_json(
-                "round",
-                &s.round_commitment(&job, round)?.unwrap_or_default(),
-            )?;
-            let nonce = tessera_protocol::hexser::decode(
-                &s.revealed_nonce(&job, round)?.unwrap_or_default(),
-            )
-            .map_err(|e| ServiceError::Invalid(format!("nonce of round {round}: {e}")))?;
-            let mut verdicts: Vec<Signed<Verdict>> = Vec::new();
-            for v in s.round_verdicts(&job, round)? {
-                let v: Signed<Verdict> = from_json("verdict", &v)?;
-                if v.statement.check.dispute {
-                    dispute_verdicts.push(v);
-                } else {
-                    verdicts.push(v);
-                }
-            }
-            verdicts.sort_by_key(|v| (v.statement.node, v.statement.check));
-            for v in &verdicts {
-                let node = v.statement.node;
-                let lost_here = round < disputed_rounds && lost.contains(&node);
-                if v.statement.decision == Decision::Pass && !lost_here {
-                    accepted.extend(job::accepted_tiles(&batches, &node, round));
-                }
-            }
-            let mut samples = Vec::new();
-            for r in s.round_requests(&job, round)? {
-                let mut record: NodeSamples = from_json("samples", &r.samples)?;
-                job::fill_evidence(&mut record, &batches, &mut |round, frame, tile| {
-                    s.stored_tile(&job, round, frame, tile)
-                })
-                .map_err(ServiceError::Invalid)?;
-                if record.check.dispute {
-                    dispute_samples.push(record);
-                } else {
-                    samples.push(record);
-                }
-            }
-            samples.sort_by_key(|n| (n.node, n.check));
-            nodes.extend(batches.iter().map(|b| b.signed.statement.node));
-            rounds.push(RoundRecord {
-                round,
-                batches,
-                commitment,
-                nonce,
-                samples,
-                verdicts,
-            });
-        }
-        dispute_samples.sort_by_key(|n| (n.round, n.node, n.check));
-        dispute_verdicts.sort_by_key(|v| (v.statement.round, v.statement.node, v.statement.check));
-        let disputes: Vec<DisputeRecord> = run
-            .dispute
-            .iter()
-            .map(|d| DisputeRecord {
-                commitment: d.commitment.clone(),
-                nonce: d.nonce,
-                samples: dispute_samples.clone(),
-                verdicts: dispute_verdicts.clone(),
-            })
-            .collect();
-        let job::Assembled { frames, roots, .. } = job::assemble(
-            manifest,
-            &accepted,
-            &mut |round, frame, tile| s.stored_tile(&job, round, frame, tile),
-            &self.key,
-        )
-        .map_err(ServiceError::Invalid)?;
-        if manifest.challenge_window_secs == 0 {
-            s.release_holdbacks(manifest)?;
-        } else {
-            run.release_at_ms = Some(now_ms + manifest.challenge_window_secs * 1000);
-        }
-        let payments = Signed::sign(s.job_receipt(&job, manifest.job_id)?, &self.key);
-        let mut infos = Vec::new();
-        for n in nodes {
-            let w = s.worker(&n.to_string())?;
-            let (name, class) = match w {
-                Some(w) => (
-                    w.name,
-                    serde_json::from_str::<Capabilities>(&w.caps)
-                        .map(|c| c.class)
-                        .map_err(|e| {
-                            ServiceError::Invalid(format!("capabilities of {}: {e}", n.short()))
-                        })?,
-                ),
-                None => {
-                    return Err(ServiceError::Invalid(format!(
-                        "node {} delivered tiles but is not registered",
-                        n.short()
-                    )))
-                }
-            };
-            infos.push(NodeInfo {
-                key: n,
-                name,
-                class,
-            });
-        }
-        let bundle = ProofBundle {
-            format: BUNDLE_FORMAT.into(),
-            version: BUNDLE_VERSION,
-            manifest: signed_manifest.clone(),
-            nodes: infos,
-            rounds,
-            frames,
-            roots,
-            disputes,
-            payments,
-            scene_hint: run.scene_hint.clone(),
-        };
-        s.save_bundle(&job, &to_json("bundle", &bundle)?)?;
-        s.void_open_tasks(&job)?;
-        s.set_job_state(&job, "done")?;
-        tracing::info!(job = %&job[..12], rounds = run.round + 1, "job done: every tile verified and paid");
-        Ok(())
-    }
-
-    // --- node signals and the reconciler ----------------------------------------------
-
-    /// A node's signed signal: lease heartbeats, declines, failures.
+    /// A node's signed signal: lease heartbeats, declines, failures, each handed to the
+    /// machine of the job its task belongs to.
     pub fn handle_signal(&self, body: &[u8], now_ms: u64) -> Result<Handled, ServiceError> {
         let sig: Signed<NodeSignal> = match serde_json::from_slice(body) {
             Ok(s) => s,
@@ -1928,6 +1032,42 @@ impl Service {
                 node.short()
             )));
         }
+        // Heartbeats first, then declines, then failures, each job's in the order sent.
+        let mut by_job: BTreeMap<String, Vec<Input>> = BTreeMap::new();
+        let mut add = |task_id: &str, input: Input| {
+            if let Some(job) = job::job_of(task_id) {
+                by_job.entry(job.to_string()).or_default().push(input);
+            }
+        };
+        for t in &sig_s.active {
+            add(
+                t,
+                Input::Heartbeat {
+                    node,
+                    task_id: t.clone(),
+                },
+            );
+        }
+        for note in &sig_s.declined {
+            tracing::info!(task = %note.task_id, node = %node.short(), "declined: {}", note.reason);
+            add(
+                &note.task_id,
+                Input::Declined {
+                    node,
+                    note: note.clone(),
+                },
+            );
+        }
+        for note in &sig_s.failed {
+            tracing::warn!(task = %note.task_id, node = %node.short(), "render failed on the node: {}", note.reason);
+            add(
+                &note.task_id,
+                Input::RenderFailed {
+                    node,
+                    note: note.clone(),
+                },
+            );
+        }
         let digest = blake3::hash(&sig_s.signing_bytes()).to_hex().to_string();
         let key = node.to_string();
         self.store.atomically(|s| {
@@ -1940,251 +1080,81 @@ impl Service {
                 return Ok(());
             }
             s.touch_worker(&key, now_ms)?;
-            // Whether the node may take each job's tasks, judged once per job: a heartbeat
-            // usually names several tasks of one job.
-            let mut may_take: BTreeMap<String, Option<String>> = BTreeMap::new();
-            for t in &sig_s.active {
-                // A lease goes only to a node that may take the task.
-                let Some(task) = s.task(t)? else { continue };
-                if !may_take.contains_key(&task.job_id) {
-                    let (_, run) = self.job(&task.job_id).map_err(corrupt)?;
-                    let why = self.ineligible(&run, &node).map_err(corrupt)?;
-                    may_take.insert(task.job_id.clone(), why);
+            for (job, inputs) in by_job {
+                if s.run(&job)?.is_some() {
+                    self.drive(s, &job, now_ms, inputs)?;
                 }
-                if let Some(why) = &may_take[&task.job_id] {
-                    tracing::info!(task = %t, "heartbeat names a task the node may not take: {why}");
-                    continue;
-                }
-                if !s.lease_task(t, &key, now_ms + self.cfg.lease_ms)? {
-                    tracing::debug!(task = %t, node = %node.short(), "heartbeat for a task this node does not hold: ignored");
-                }
-            }
-            for note in &sig_s.declined {
-                let Some(task) = self.noted_task(s, note, &key, "declined")? else {
-                    continue;
-                };
-                tracing::info!(task = %note.task_id, node = %node.short(), "declined: {}", note.reason);
-                let (_, run) = self.job(&task.job_id).map_err(corrupt)?;
-                let body: RenderTask = from_json("task", &task.body).map_err(corrupt)?;
-                let eligible = self
-                    .eligible_nodes(&run, Some(&node), Some(now_ms))
-                    .map_err(corrupt)?;
-                if let Some(target) = pick(&eligible, body.batch_id) {
-                    s.push_outbox(&node_queue(&target), &task.task_id, task.body.as_bytes())?;
-                    s.republish_task(&task.task_id, &task.body, task.attempts, now_ms)?;
-                }
-            }
-            for note in &sig_s.failed {
-                let Some(task) = self.noted_task(s, note, &key, "failed")? else {
-                    continue;
-                };
-                if task.node.as_deref() != Some(key.as_str()) {
-                    tracing::info!(task = %note.task_id, node = %node.short(), "failure reported by a node that does not hold the lease: ignored");
-                    continue;
-                }
-                tracing::warn!(task = %note.task_id, node = %node.short(), "render failed on the node: {}", note.reason);
-                let (m, mut run) = self.job(&task.job_id).map_err(corrupt)?;
-                self.fail_task(s, &mut run, &m.statement, &task, Some(&node), now_ms)
-                    .map_err(corrupt)?;
-                s.put_run(&task.job_id, &to_json("run", &run).map_err(corrupt)?)?;
             }
             Ok(())
         })?;
         Ok(Handled::Done)
     }
 
-    /// The open task a node's `kind` note (`declined`, `failed`) is about, when the note
-    /// counts: the task is open, the note names its current attempt, nobody else holds
-    /// its lease, and this is the node's first such note on that attempt. Anything else
-    /// (another job's task waiting in a queue, an old attempt, a repeat) counts nothing.
-    fn noted_task(
-        &self,
-        s: &Store,
-        note: &TaskNote,
-        node: &str,
-        kind: &str,
-    ) -> Result<Option<TaskRow>, StoreError> {
-        let Some(task) = s.task(&note.task_id)? else {
-            return Ok(None);
-        };
-        if task.state != "open"
-            || note.attempt != task.attempts
-            || task.node.as_deref().is_some_and(|holder| holder != node)
-        {
-            tracing::info!(task = %note.task_id, attempt = note.attempt, "{kind} note about a task that is not open to this node on that attempt: ignored");
-            return Ok(None);
-        }
-        if !s.take_note(&task.task_id, task.attempts, node, kind)? {
-            tracing::info!(task = %note.task_id, attempt = note.attempt, "repeated {kind} note: ignored");
-            return Ok(None);
-        }
-        Ok(Some(task))
-    }
-
-    /// A delivery of `task` failed (lease expired, render failed, result refused): count
-    /// it against `node`, block the node from the job after too many, and publish the
-    /// task again, or fail the job when it ran out of attempts.
-    fn fail_task(
-        &self,
-        s: &Store,
-        run: &mut JobRun,
-        manifest: &JobManifest,
-        task: &TaskRow,
-        node: Option<&PublicKey>,
-        now_ms: u64,
-    ) -> Result<(), ServiceError> {
-        if let Some(n) = node {
-            let count = s.add_failure(&task.job_id, &n.to_string())?;
-            if count >= self.cfg.blocklist_after && !run.blocked.contains(n) {
-                tracing::warn!(job = %&task.job_id[..12], node = %n.short(), failures = count, "node blocked from this job");
-                run.blocked.push(*n);
-            }
-        }
-        if task.attempts + 1 >= self.cfg.max_attempts {
-            return self.fail_job(
-                s,
-                manifest,
-                run,
-                format!("task {} failed {} times", task.task_id, task.attempts + 1),
-            );
-        }
-        let mut body: RenderTask = from_json("task", &task.body)?;
-        body.attempt = task.attempts + 1;
-        body.blocked = run.blocked.clone();
-        let json = to_json("task", &body)?;
-        s.republish_task(&task.task_id, &json, body.attempt, now_ms)?;
-        let eligible = self.eligible_nodes(run, None, Some(now_ms))?;
-        if let Some(queue) = route(&body, run, &eligible) {
-            s.push_outbox(&queue, &task.task_id, json.as_bytes())?;
-        }
-        Ok(())
-    }
-
-    /// The reconciler: requeue tasks whose lease expired (counted against their node) and
-    /// tasks nobody leased for too long; publish unanswered verify requests again.
-    /// Returns how many messages it queued.
+    /// The reconciler: a tick for every job that is not over (expired leases, unleased
+    /// tasks, unanswered checks, challenge windows). Returns how many messages it queued.
     pub fn reconcile(&self, now_ms: u64) -> Result<u32, ServiceError> {
         let mut queued = 0;
-        for task in self.store.expired_leases(now_ms)? {
-            let node = task
-                .node
-                .as_deref()
-                .and_then(|n| tessera_protocol::hexser::decode::<32>(n).ok())
-                .map(PublicKey);
-            tracing::warn!(task = %task.task_id, node = ?node, "lease expired: task requeued");
-            let (m, mut run) = self.job(&task.job_id)?;
-            self.store.atomically(|s| {
-                self.fail_task(s, &mut run, &m.statement, &task, node.as_ref(), now_ms)
-                    .map_err(corrupt)?;
-                s.put_run(&task.job_id, &to_json("run", &run).map_err(corrupt)?)
-            })?;
-            queued += 1;
-        }
-        let horizon = now_ms.saturating_sub(self.cfg.unleased_timeout_ms);
-        for task in self.store.unleased_since(horizon)? {
-            tracing::warn!(task = %task.task_id, "no node took the task in time: published again");
-            let (m, mut run) = self.job(&task.job_id)?;
-            self.store.atomically(|s| {
-                self.fail_task(s, &mut run, &m.statement, &task, None, now_ms)
-                    .map_err(corrupt)?;
-                s.put_run(&task.job_id, &to_json("run", &run).map_err(corrupt)?)
-            })?;
-            queued += 1;
-        }
-        for job in self.store.job_ids_in_state("done")? {
-            let (m, mut run) = self.job(&job)?;
-            if run.release_at_ms.is_none_or(|t| t > now_ms) {
-                continue;
-            }
-            self.store.atomically(|s| {
-                s.release_holdbacks(&m.statement)?;
-                self.resign_receipt(s, &job).map_err(corrupt)?;
-                run.release_at_ms = None;
-                s.put_run(&job, &to_json("run", &run).map_err(corrupt)?)
-            })?;
-            tracing::info!(job = %&job[..12], "challenge window over: hold-backs released");
-        }
-        let horizon = now_ms.saturating_sub(self.cfg.verify_timeout_ms);
-        for req in self.store.stale_requests(horizon)? {
-            // A dispute check is never abandoned: the deposit and hold-backs wait for a
-            // verifier's answer (failing a done, paid job over it would strand both).
-            if req.attempts + 1 >= self.cfg.max_attempts && !req.check.dispute {
-                let (m, mut run) = self.job(&req.job_id)?;
-                self.store.atomically(|s| {
-                    s.close_request(&req.request_id)?;
-                    self.fail_job(
-                        s,
-                        &m.statement,
-                        &mut run,
-                        format!(
-                            "no verifier answered request {} after {} publications",
-                            req.request_id,
-                            req.attempts + 1
-                        ),
-                    )
-                    .map_err(corrupt)?;
-                    s.put_run(&req.job_id, &to_json("run", &run).map_err(corrupt)?)
+        for state in [
+            JobState::Queued,
+            JobState::Rendering,
+            JobState::Verifying,
+            JobState::Disputed,
+            JobState::Done,
+        ] {
+            for job in self.store.job_ids_in_state(state.as_str())? {
+                queued += self.store.atomically(|s| {
+                    if self.load(s, &job)?.is_over() {
+                        return Ok(0);
+                    }
+                    Ok(self.drive(s, &job, now_ms, vec![Input::Tick])?.1)
                 })?;
-                continue;
             }
-            tracing::warn!(request = %req.request_id, "no verdict in time: request published again");
-            // Again to the queue it went to, until the verifier chosen for an escalated
-            // check proves gone (`republish_queue`): never to the shared queue while it
-            // may still answer, where the first verifier could take it.
-            let body = self
-                .store
-                .request_body(&req.request_id)?
-                .unwrap_or_default();
-            let (queue, moved) = self.republish_queue(&req)?;
-            self.store.atomically(|s| {
-                if moved {
-                    // This publication is attempt `attempts + 1`, the new queue's first.
-                    s.set_request_queue(&req.request_id, &queue, req.attempts + 1)?;
-                }
-                s.touch_request(&req.request_id, now_ms)?;
-                s.push_outbox(&queue, &req.request_id, &body)
-            })?;
-            queued += 1;
         }
         Ok(queued)
     }
 
-    /// Sign a new payment receipt over the job's transfers into its stored bundle.
-    fn resign_receipt(&self, s: &Store, job: &str) -> Result<(), ServiceError> {
-        let mut bundle: ProofBundle = from_json(
-            "bundle",
-            &s.bundle(job)?
-                .ok_or_else(|| ServiceError::NotFound(format!("bundle of job {job}")))?,
-        )?;
-        bundle.payments = Signed::sign(
-            s.job_receipt(job, bundle.manifest.statement.job_id)?,
-            &self.key,
-        );
-        s.save_bundle(job, &to_json("bundle", &bundle)?)?;
-        Ok(())
+    /// How many leases each node holds on open tasks, by key (hex).
+    pub fn leases_by_node(&self) -> Result<BTreeMap<String, u32>, ServiceError> {
+        let mut leases = BTreeMap::new();
+        for state in [JobState::Queued, JobState::Rendering] {
+            for job in self.store.job_ids_in_state(state.as_str())? {
+                for node in self.load(&self.store, &job)?.lease_holders() {
+                    *leases.entry(node.to_string()).or_default() += 1;
+                }
+            }
+        }
+        Ok(leases)
+    }
+
+    /// One task of a job, as its machine holds it.
+    pub fn task(&self, task_id: &str) -> Result<Option<TaskView>, ServiceError> {
+        let Some(job) = job::job_of(task_id) else {
+            return Ok(None);
+        };
+        if !self.has_job(job)? {
+            return Ok(None);
+        }
+        Ok(self.load(&self.store, job)?.task(task_id))
     }
 
     // --- views ------------------------------------------------------------------------
 
     /// A job's status.
     pub fn job_view(&self, job: &str) -> Result<JobView, ServiceError> {
-        let (manifest, run) = self.job(job)?;
-        let state = self.store.job_state(job)?.unwrap_or_default();
-        let rendered_now = self.store.count_task_tiles(job, run.round, "done")?;
-        let tiles_rendered = if state == "done" {
-            run.tiles_total
-        } else {
-            (run.tiles_verified + rendered_now).min(run.tiles_total)
-        };
+        if !self.has_job(job)? {
+            return Err(ServiceError::NotFound(format!("job {job} does not exist")));
+        }
+        let machine = self.load(&self.store, job)?;
+        let p = machine.progress();
         Ok(JobView {
-            manifest,
-            state,
-            round: run.round,
-            tiles_total: run.tiles_total,
-            tiles_rendered,
-            tiles_verified: run.tiles_verified,
-            error: run.error,
-            release_at_ms: run.release_at_ms,
+            manifest: machine.manifest().clone(),
+            state: p.state,
+            round: p.round,
+            tiles_total: p.tiles_total,
+            tiles_rendered: p.tiles_rendered,
+            tiles_verified: p.tiles_verified,
+            error: p.error,
+            release_at_ms: p.release_at_ms,
         })
     }
 
@@ -2253,18 +1223,87 @@ pub fn assemble_frame(store: &Store, job: &str, frame: u32) -> Result<Vec<u8>, S
     Ok(pixels)
 }
 
-/// Where a task goes: the shared queue when the job has no requirements and nobody is
-/// blocked; otherwise an eligible node's own queue (spread by batch id). None when no
-/// node is eligible now (the reconciler tries again later).
-fn route(task: &RenderTask, run: &JobRun, eligible: &[PublicKey]) -> Option<String> {
-    if run.requirements.is_empty() && run.blocked.is_empty() && run.min_trust == 0 {
-        return Some(QUEUE_TASKS.to_string());
-    }
-    pick(eligible, task.batch_id).map(|n| node_queue(&n))
+/// What a job's machine reads of the store: the registered nodes and verifiers, and the
+/// nodes' stakes (the only balances the rules read), as they are when an input is handled.
+struct StoreFarm {
+    nodes: Vec<NodeView>,
+    verifiers: Vec<VerifierView>,
+    stakes: BTreeMap<String, i128>,
 }
 
-fn pick(eligible: &[PublicKey], batch_id: u32) -> Option<PublicKey> {
-    (!eligible.is_empty()).then(|| eligible[batch_id as usize % eligible.len()])
+impl StoreFarm {
+    fn read(s: &Store) -> Result<Self, StoreError> {
+        let mut farm = StoreFarm {
+            nodes: Vec::new(),
+            verifiers: Vec::new(),
+            stakes: BTreeMap::new(),
+        };
+        for w in s.workers()? {
+            let Ok(key) = tessera_protocol::hexser::decode::<32>(&w.key).map(PublicKey) else {
+                continue;
+            };
+            let caps = serde_json::from_str::<Capabilities>(&w.caps);
+            match w.role.as_str() {
+                "node" => {
+                    // A node whose stored capabilities do not parse cannot meet anything.
+                    let Ok(caps) = caps else { continue };
+                    let stake = account::stake(&key);
+                    farm.stakes
+                        .insert(stake.clone(), i128::from(s.balance(&stake)?));
+                    farm.nodes.push(NodeView {
+                        key,
+                        name: w.name,
+                        caps,
+                        trust: s.trust(&w.key)?,
+                        last_seen_ms: w.last_seen_ms,
+                    });
+                }
+                "verifier" => farm.verifiers.push(VerifierView {
+                    key,
+                    class_id: caps.ok().map(|c| c.class.id()),
+                    last_seen_ms: w.last_seen_ms,
+                    faults: s.worker_faults(&w.key)?,
+                }),
+                _ => {}
+            }
+        }
+        farm.nodes.sort_by_key(|n| n.key);
+        farm.verifiers.sort_by_key(|v| v.key);
+        Ok(farm)
+    }
+}
+
+impl Farm for StoreFarm {
+    fn nodes(&self) -> Vec<NodeView> {
+        self.nodes.clone()
+    }
+    fn node(&self, key: &PublicKey) -> Option<NodeView> {
+        self.nodes
+            .binary_search_by_key(key, |n| n.key)
+            .ok()
+            .map(|i| self.nodes[i].clone())
+    }
+    fn verifiers(&self) -> Vec<VerifierView> {
+        self.verifiers.clone()
+    }
+    fn balance(&self, account: &str) -> i128 {
+        self.stakes.get(account).copied().unwrap_or(0)
+    }
+}
+
+/// The tiles of one job the store kept.
+struct StoreTiles<'a> {
+    store: &'a Store,
+    job: &'a str,
+}
+
+impl Tiles for StoreTiles<'_> {
+    fn tile(&self, round: u32, frame: u32, tile: u32) -> Option<Vec<u8>> {
+        self.store
+            .tile_bytes(self.job, round, frame, tile)
+            .ok()
+            .flatten()
+    }
 }
 
 /// Carry a service error through a store transaction (which only knows store errors).

@@ -546,7 +546,11 @@ impl Store {
     }
 
     /// List a slash that found the stake empty on the job's receipt (idempotent by key).
-    fn list_uncollected(&self, job_id: Option<&str>, t: &Transfer) -> Result<bool, StoreError> {
+    pub(crate) fn list_uncollected(
+        &self,
+        job_id: Option<&str>,
+        t: &Transfer,
+    ) -> Result<bool, StoreError> {
         let r = self.conn.execute(
             "INSERT OR IGNORE INTO uncollected (key, job_id, kind, from_account, to_account, amount, round, tiles) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

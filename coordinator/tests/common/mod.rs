@@ -239,11 +239,7 @@ impl Farm {
 
     /// The attempt `task` is on now (0 for an unknown task).
     pub fn attempt(&self, task: &str) -> u32 {
-        self.svc
-            .store()
-            .task(task)
-            .unwrap()
-            .map_or(0, |t| t.attempts)
+        self.svc.task(task).unwrap().map_or(0, |t| t.attempt)
     }
 
     /// Answer verify requests with `verifier` and feed the verdicts back, then answer the
@@ -329,7 +325,7 @@ pub fn result_body(node: &Node, task: &RenderTask) -> Vec<u8> {
 }
 
 pub fn state(f: &Farm, job: &str) -> String {
-    f.svc.job_view(job).unwrap().state
+    f.svc.job_view(job).unwrap().state.to_string()
 }
 
 pub fn assert_paid_once(f: &Farm, job: &str) {
