@@ -892,6 +892,7 @@ impl Job {
             )));
         };
         if task.state != TaskState::Open {
+            tracing::debug!(task = %res.task_id, "late or repeated result ignored");
             return Ok(Handled::Done);
         }
         let signer = res.batch.signed.statement.node;
@@ -1009,6 +1010,7 @@ impl Job {
             self.queue_check(round, n, CheckKind::FIRST, None, ctx, fresh)?;
         }
         self.set_state(JobState::Verifying);
+        tracing::info!(job = %&self.job[..12], round, nodes = nodes.len(), "round fixed, nonce revealed, verification requested");
         Ok(())
     }
 
@@ -1138,6 +1140,7 @@ impl Job {
         }
         if self.state == JobState::Failed {
             // A failed job's checks change nothing.
+            tracing::info!(request = %msg.request_id, "verdict for a failed job: recorded nowhere, changes nothing");
             if let Some(r) = self.requests.get_mut(&msg.request_id) {
                 r.open = false;
             }
@@ -1168,6 +1171,7 @@ impl Job {
                     queue,
                     message: Outgoing::Check(Box::new(sent)),
                 };
+                tracing::warn!(request = %msg.request_id, verifier = %signer.short(), "verdict refused and counted against its verifier: {reason}");
                 self.effects
                     .push_back(Effect::VerifierFault { verifier: signer });
                 self.effects.push_back(publish);
@@ -1183,6 +1187,7 @@ impl Job {
         self.effects.push_back(Effect::Seen { key: signer });
         let decision = msg.verdict.statement.decision;
         if decision == Decision::Escalate {
+            tracing::warn!(job = %&self.job[..12], node = %node.short(), round, check = check.label(), "a sampled tile is not close to the re-render: escalated to a second check");
             let second = self.second_verifier(&msg.verdict, &[], ctx);
             self.queue_check(round, &node, check.escalate(), second, ctx, &|_, _| None)?;
         } else if check.dispute {
@@ -1284,7 +1289,14 @@ impl Job {
         });
         if decision == Decision::Pass {
             self.tiles_verified += outcome.tiles.len() as u32;
-        } else if !self.blocked.contains(node) {
+            return Ok(());
+        }
+        if decision == Decision::Fail {
+            tracing::warn!(job = %&self.job[..12], node = %node.short(), round, "verification failed: node unpaid, slashed, its tiles requeued");
+        } else {
+            tracing::warn!(job = %&self.job[..12], node = %node.short(), round, "verification inconclusive after escalation: node neither paid nor slashed, its tiles requeued");
+        }
+        if !self.blocked.contains(node) {
             self.blocked.push(*node);
         }
         Ok(())
@@ -1515,13 +1527,16 @@ impl Job {
     /// only a node that may take the job's tasks gets one.
     fn handle_heartbeat(&mut self, node: &PublicKey, task_id: &str, ctx: &Ctx<'_>) -> Handled {
         self.effects.push_back(Effect::Seen { key: *node });
-        if self.ineligible(node, ctx).is_some() {
+        if let Some(why) = self.ineligible(node, ctx) {
+            tracing::info!(task = %task_id, "heartbeat names a task the node may not take: {why}");
             return Handled::Done;
         }
         if let Some(t) = self.tasks.get_mut(task_id) {
             if t.state == TaskState::Open && t.holder.is_none_or(|h| h == *node) {
                 t.holder = Some(*node);
                 t.lease_until_ms = ctx.now_ms + self.policy.lease_ms;
+            } else {
+                tracing::debug!(task = %task_id, node = %node.short(), "heartbeat for a task this node does not hold: ignored");
             }
         }
         Handled::Done
@@ -1531,6 +1546,7 @@ impl Job {
     /// note names its current attempt, nobody else holds its lease, and it is the node's
     /// first such note on that attempt.
     fn take_note(&mut self, node: &PublicKey, note: &TaskNote, failed: bool) -> bool {
+        let kind = if failed { "failed" } else { "declined" };
         let Some(t) = self.tasks.get_mut(&note.task_id) else {
             return false;
         };
@@ -1538,9 +1554,14 @@ impl Job {
             || note.attempt != t.attempts
             || t.holder.is_some_and(|h| h != *node)
         {
+            tracing::info!(task = %note.task_id, attempt = note.attempt, "{kind} note about a task that is not open to this node on that attempt: ignored");
             return false;
         }
-        t.notes.insert((t.attempts, *node, failed))
+        if !t.notes.insert((t.attempts, *node, failed)) {
+            tracing::info!(task = %note.task_id, attempt = note.attempt, "repeated {kind} note: ignored");
+            return false;
+        }
+        true
     }
 
     /// A decline sends the task to another eligible node's own queue.
@@ -1549,6 +1570,7 @@ impl Job {
         if !self.take_note(node, note, false) {
             return Handled::Done;
         }
+        tracing::info!(task = %note.task_id, node = %node.short(), "declined: {}", note.reason);
         let eligible = self.eligible_nodes(ctx, Some(node), true);
         let Some(t) = self.tasks.get_mut(&note.task_id) else {
             return Handled::Done;
@@ -1577,9 +1599,14 @@ impl Job {
             .tasks
             .get(&note.task_id)
             .is_some_and(|t| t.holder == Some(*node));
-        if !holds || !self.take_note(node, note, true) {
+        if !holds {
+            tracing::info!(task = %note.task_id, node = %node.short(), "failure reported by a node that does not hold the lease: ignored");
             return Ok(Handled::Done);
         }
+        if !self.take_note(node, note, true) {
+            return Ok(Handled::Done);
+        }
+        tracing::warn!(task = %note.task_id, node = %node.short(), "render failed on the node: {}", note.reason);
         self.fail_task(&note.task_id, Some(*node), ctx);
         Ok(Handled::Done)
     }
@@ -1592,6 +1619,7 @@ impl Job {
             let count = self.failures.entry(n).or_default();
             *count += 1;
             if *count >= self.policy.blocklist_after && !self.blocked.contains(&n) {
+                tracing::warn!(job = %&self.job[..12], node = %n.short(), failures = *count, "node blocked from this job");
                 self.blocked.push(n);
             }
         }
@@ -1638,6 +1666,14 @@ impl Job {
             if self.state == JobState::Failed {
                 break;
             }
+            match node {
+                Some(n) => {
+                    tracing::warn!(task = %id, node = %n.short(), "lease expired: task requeued")
+                }
+                None => {
+                    tracing::warn!(task = %id, "no node took the task in time: published again")
+                }
+            }
             self.fail_task(&id, node, ctx);
         }
         if self.state == JobState::Done && self.release_at_ms.is_some_and(|t| t <= now) {
@@ -1673,6 +1709,11 @@ impl Job {
                 break;
             }
             let (queue, moved) = self.republish_queue(&id, ctx);
+            if moved {
+                tracing::warn!(request = %id, to = %queue, "the verifier chosen for an escalated check did not answer twice: the check moves");
+            } else {
+                tracing::warn!(request = %id, "no verdict in time: request published again");
+            }
             let sent = self.sent_request(&id, ctx)?;
             let Some(r) = self.requests.get_mut(&id) else {
                 continue;
@@ -1807,6 +1848,7 @@ impl Job {
             trust: trust_after(trust, decision),
         });
         if decision == Decision::Fail {
+            tracing::warn!(job = %&self.job[..12], node = %node.short(), round, "dispute upheld: the node's pay for the round is forfeited and clawed back, its stake slashed, its tiles rendered again");
             if let Some(d) = self.dispute.as_mut() {
                 if !d.lost.contains(node) {
                     d.lost.push(*node);
@@ -1836,6 +1878,7 @@ impl Job {
             self.apply(t, ctx);
         }
         if lost.is_empty() {
+            tracing::info!(job = %&self.job[..12], "dispute rejected: every check passed; the client pays for it");
             let release_at = self.release_at_ms;
             self.finalize(ctx)?;
             self.release_at_ms = release_at;

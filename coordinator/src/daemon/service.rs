@@ -883,7 +883,7 @@ impl Service {
                 Effect::Trust { node, trust } => s.set_trust(&node.to_string(), trust)?,
                 Effect::VerifierFault { verifier } => {
                     let faults = s.add_worker_fault(&verifier.to_string())?;
-                    tracing::warn!(job = %&job[..12], verifier = %verifier.short(), faults, "a verdict that does not follow from the rules: counted against its verifier, the check goes out again");
+                    tracing::info!(verifier = %verifier.short(), faults, "verdicts of this verifier that did not follow from the rules");
                 }
                 Effect::Seen { key } => s.touch_worker(&key.to_string(), now_ms)?,
                 Effect::State(state) => {
@@ -1049,7 +1049,6 @@ impl Service {
             );
         }
         for note in &sig_s.declined {
-            tracing::info!(task = %note.task_id, node = %node.short(), "declined: {}", note.reason);
             add(
                 &note.task_id,
                 Input::Declined {
@@ -1059,7 +1058,6 @@ impl Service {
             );
         }
         for note in &sig_s.failed {
-            tracing::warn!(task = %note.task_id, node = %node.short(), "render failed on the node: {}", note.reason);
             add(
                 &note.task_id,
                 Input::RenderFailed {
