@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod calibrate;
 pub mod checks;
 pub mod daemon;
 pub mod tolerance;
