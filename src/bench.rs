@@ -28,7 +28,7 @@ use std::time::Instant;
 use tessera_protocol::{tile_layout, RenderSettings, TileRect};
 use tessera_renderer::{encode_canonical, Gpu, LoadOptions, Parallelism, Scene, SceneRenderer};
 
-use crate::images;
+use tessera_images as images;
 
 /// `tessera bench ...`
 #[derive(Subcommand)]

@@ -7,7 +7,6 @@
 //! variable and the config-file key. `--print-config` (hidden) prints that config as JSON
 //! and exits, which is how the precedence of flags, environment and config file is tested.
 
-use crate::images;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
@@ -16,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tessera_api::client::{ApiClient, ApiClientError};
 use tessera_api::{JobStatus, JobSubmission, SceneListing};
+use tessera_images as images;
 use tessera_protocol::bundle::ProofBundle;
 use tessera_protocol::payments::default_tiers;
 use tessera_protocol::wire::Requirements;

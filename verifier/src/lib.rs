@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod calibrate;
 pub mod checks;
+pub mod compare;
 pub mod daemon;
 pub mod tolerance;
 pub mod verify;
