@@ -33,9 +33,9 @@ pub enum BenchError {
     Load {
         /// The scene file.
         path: PathBuf,
-        /// Why.
+        /// Why (boxed: scene errors are large).
         #[source]
-        source: SceneError,
+        source: Box<SceneError>,
     },
     /// The scene could not be uploaded to the adapter.
     #[error("uploading {}", path.display())]
@@ -286,7 +286,7 @@ pub fn bench_scene(
     let name = scene_name(path);
     let scene = Scene::load(path, &LoadOptions::default()).map_err(|source| BenchError::Load {
         path: path.into(),
-        source,
+        source: Box::new(source),
     })?;
     let stats = scene.stats();
     let t = Instant::now();
