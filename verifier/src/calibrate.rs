@@ -99,7 +99,6 @@ pub enum DeriveError {
 /// The name of the honest kind of pair in reports (the cheats' are [`Cheat::name`]).
 pub const HONEST: &str = "honest";
 
-/// The validated render settings of a calibration (also the report's).
 /// One frame a class renders for every scene.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenderJob {
@@ -241,7 +240,7 @@ pub struct Report {
     pub records: Vec<PairRecord>,
 }
 
-/// The render settings of a calibration.
+/// The render settings of a calibration (what every class renders, and the report says).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReportSettings {
     /// Frame width.
