@@ -7,16 +7,16 @@
 //! variable and the config-file key. `--print-config` (hidden) prints that config as JSON
 //! and exits, which is how the precedence of flags, environment and config file is tested.
 
-use crate::images;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tessera_api::client::{ApiClient, ApiClientError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tessera_api::client::ApiClient;
+use tessera_api::commands;
 use tessera_api::{JobStatus, JobSubmission, SceneListing};
-use tessera_protocol::bundle::ProofBundle;
+use tessera_images as images;
 use tessera_protocol::payments::default_tiers;
 use tessera_protocol::wire::Requirements;
 use tessera_protocol::{FrameRate, RenderSettings};
@@ -369,23 +369,7 @@ pub fn submit(args: SubmitArgs, print: bool) -> Result<bool> {
     }
     let client = cfg.client.client()?;
     runtime()?.block_on(async {
-        let mut listing = SceneListing {
-            entry,
-            files: BTreeMap::new(),
-        };
-        let mut fresh = 0;
-        for (key, file) in &local {
-            let bytes = tokio::fs::read(file)
-                .await
-                .with_context(|| format!("reading scene file {}", file.display()))?;
-            let stored = client
-                .put_blob(bytes)
-                .await
-                .with_context(|| format!("uploading scene file {}", file.display()))?;
-            tracing::debug!(file = %key, hash = %stored.hash, size = stored.size, fresh = stored.fresh, "scene file uploaded");
-            fresh += usize::from(stored.fresh);
-            listing.files.insert(key.clone(), stored.hash);
-        }
+        let (listing, fresh) = commands::upload_scene(&client, entry, &local).await?;
         eprintln!(
             "uploaded {} file(s) of {} ({fresh} new to the coordinator)",
             local.len(),
@@ -544,81 +528,22 @@ pub fn fetch(args: FetchArgs, print: bool) -> Result<bool> {
     };
     let client = cfg.client()?;
     runtime()?.block_on(async {
-        let started = Instant::now();
-        let status = loop {
-            let s = match client.job(&args.job).await {
-                Ok(s) => s,
-                // While waiting, a coordinator that restarts is waited for too.
-                Err(e @ ApiClientError::Connect { .. }) if args.wait => {
-                    let waited = started.elapsed();
-                    if args.timeout.is_some_and(|t| waited >= Duration::from_secs(t)) {
-                        return Err(e.into());
-                    }
-                    tracing::warn!(error = %e, "coordinator unreachable; still waiting");
-                    tokio::time::sleep(Duration::from_millis(args.poll_ms.max(1000))).await;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            match s.state.as_str() {
-                "done" => break s,
-                "failed" => bail!(
-                    "job {} failed: {}",
-                    args.job,
-                    s.error.as_deref().unwrap_or("no reason given")
-                ),
-                state if !args.wait => bail!(
-                    "job {} is {state}, not done ({}/{} tiles rendered, {} verified); pass --wait to wait for it",
-                    args.job,
-                    s.tiles_rendered,
-                    s.tiles_total,
-                    s.tiles_verified
-                ),
-                state => {
-                    if let Some(t) = args.timeout {
-                        if started.elapsed() >= Duration::from_secs(t) {
-                            bail!(
-                                "job {} is still {state} after {t} s ({}/{} tiles rendered, {} verified)",
-                                args.job,
-                                s.tiles_rendered,
-                                s.tiles_total,
-                                s.tiles_verified
-                            );
-                        }
-                    }
-                    tracing::debug!(job = %args.job, state, "waiting");
-                    tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
-                }
-            }
+        let wait = commands::Wait {
+            wait: args.wait,
+            timeout: args.timeout.map(Duration::from_secs),
+            poll: Duration::from_millis(args.poll_ms),
         };
+        let status = commands::wait_until_done(&client, &args.job, &wait).await?;
         let n_frames = status.frame_end - status.frame_start + 1;
         // Fail on a bad output pattern before downloading anything.
         crate::frame_path(&args.output, status.frame_start, n_frames)?;
 
-        let bundle_url = format!("{}/v1/jobs/{}/bundle", client.base_url(), args.job);
-        let bundle_bytes = client.bundle(&args.job).await?;
-        let bundle: ProofBundle = serde_json::from_slice(&bundle_bytes)
-            .with_context(|| format!("GET {bundle_url}: not a valid proof bundle"))?;
+        let (bundle, bundle_bytes) = commands::fetch_bundle(&client, &args.job).await?;
         let m = &bundle.manifest.statement;
-        if hex::encode(m.job_id) != args.job.to_ascii_lowercase() {
-            bail!(
-                "GET {bundle_url}: the bundle is for job {}, not {}",
-                hex::encode(m.job_id),
-                args.job
-            );
-        }
         let (width, height) = (m.settings.width, m.settings.height);
         let mut written = Vec::new();
         for frame in m.frame_start..=m.frame_end {
-            let pixels = client.frame(&args.job, frame).await?;
-            let expected = width as usize * height as usize * 8;
-            if pixels.len() != expected {
-                bail!(
-                    "job {} frame {frame}: {} bytes, expected {expected} ({width}x{height} RGBA half floats)",
-                    args.job,
-                    pixels.len()
-                );
-            }
+            let pixels = commands::fetch_frame(&client, &args.job, frame, width, height).await?;
             let check =
                 tessera_verifier::audit::check_image(&bundle, frame, width, height, &pixels);
             if !check.passed {
@@ -638,8 +563,7 @@ pub fn fetch(args: FetchArgs, print: bool) -> Result<bool> {
         }
         let proof = args.proof.clone().unwrap_or_else(|| {
             crate::with_ext(
-                &crate::frame_path(&args.output, m.frame_start, 1)
-                    .unwrap_or(args.output.clone()),
+                &crate::frame_path(&args.output, m.frame_start, 1).unwrap_or(args.output.clone()),
                 "proof.json",
             )
         });
@@ -778,7 +702,7 @@ pub fn ledger(args: ListArgs, print: bool) -> Result<bool> {
         .iter()
         .map(|a| {
             vec![
-                account_kind(&a.account).into(),
+                commands::account_kind(&a.account).into(),
                 a.account.clone(),
                 a.balance.to_string(),
             ]
@@ -786,31 +710,11 @@ pub fn ledger(args: ListArgs, print: bool) -> Result<bool> {
         .collect();
     print_table(&["KIND", "ACCOUNT", "BALANCE (µcr)"], &[2], &rows);
     for kind in ["escrow", "stake", "hold-back", "dispute"] {
-        let total: i64 = ledger
-            .accounts
-            .iter()
-            .filter(|a| account_kind(&a.account) == kind)
-            .map(|a| a.balance)
-            .sum();
+        let total = commands::kind_total(&ledger, kind);
         println!("{kind:<9} {total} µcr in all");
     }
     println!("total {} µcr (always 0: double-entry)", ledger.total);
     Ok(true)
-}
-
-/// What an account is, by its name (`payments::account`).
-fn account_kind(account: &str) -> &'static str {
-    match account.split(':').next().unwrap_or_default() {
-        "external" => "external",
-        "client" => "client",
-        "escrow" => "escrow",
-        "node" => "node",
-        "stake" => "stake",
-        "holdback" => "hold-back",
-        "dispute" => "dispute",
-        "treasury" => "treasury",
-        _ => "other",
-    }
 }
 
 /// `tessera credit`: the operator credits a client's balance or a node's stake.

@@ -15,12 +15,10 @@
 mod bench;
 mod bench_pipeline;
 mod calibrate;
-mod compare;
 mod config;
 mod daemons;
 mod farm;
 mod gpu_factory;
-mod images;
 mod simulate;
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_coordinator::embedded::{EmbeddedFarm, JobConfig, LocalNode};
+use tessera_images as images;
 use tessera_node::DishonestMode;
 use tessera_protocol::bundle::ProofBundle;
 use tessera_protocol::keys::{PublicKey, SecretKey};
@@ -37,7 +36,7 @@ use tessera_protocol::payments::{default_tiers, SamplingPolicy};
 use tessera_protocol::statements::Decision;
 use tessera_protocol::{RenderSettings, TileRenderer};
 use tessera_renderer::{Gpu, LoadOptions, Scene, SceneRenderer};
-use tessera_verifier::audit_bundle;
+use tessera_verifier::{audit_bundle, compare};
 
 #[derive(Parser)]
 #[command(
@@ -608,8 +607,7 @@ fn compare_images(a: CompareArgs) -> Result<bool> {
         .with_context(|| format!("comparing {} with {}", a.a.display(), a.b.display()))?;
     if let Some(path) = &a.error_map {
         let rgb = compare::error_map_rgb8(&error_map, c.width, c.height);
-        image::save_buffer(path, &rgb, c.width, c.height, image::ColorType::Rgb8)
-            .with_context(|| format!("writing {}", path.display()))?;
+        images::write_rgb8_png(path, c.width, c.height, &rgb)?;
     }
     if a.json {
         let mut v = serde_json::to_value(&c)?;
@@ -664,7 +662,7 @@ fn audit(a: AuditArgs) -> Result<bool> {
             Err(e) => report.checks.push(tessera_verifier::CheckResult {
                 name: "image".into(),
                 passed: false,
-                detail: format!("{e:#}"),
+                detail: format!("{:#}", anyhow::Error::from(e)),
             }),
         }
     }

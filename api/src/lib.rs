@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod commands;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cheats;
 pub mod daemon;
 pub mod stub;
 pub mod worker;
@@ -13,7 +14,7 @@ pub mod worker;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tessera_protocol::bundle::{BatchRecord, LeafRecord};
-use tessera_protocol::canonical::{f32_to_tile, tile_hash, tile_to_f32, LeafInput};
+use tessera_protocol::canonical::{tile_hash, LeafInput};
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::statements::{BatchCommitment, Signed};
 use tessera_protocol::wire::{BatchResult, DeliveredTile, RenderTask, WIRE_VERSION};
@@ -278,17 +279,9 @@ impl Node {
             self.renderer.render_tile(settings, task.frame, rect)
         };
         match mode {
-            DishonestMode::LowSpp => {
-                let mut cheap = task.settings.clone();
-                cheap.spp = (cheap.spp / 4).max(1);
-                honest(&cheap)
-            }
-            DishonestMode::Noise => {
-                let mut values = tile_to_f32(&honest(&task.settings)?);
-                add_noise(&mut values, tile_index);
-                Ok(f32_to_tile(&values))
-            }
-            DishonestMode::Black => Ok(black_tile(rect)),
+            DishonestMode::LowSpp => honest(&cheats::quarter_spp(&task.settings)),
+            DishonestMode::Noise => Ok(cheats::hash_noise(&honest(&task.settings)?, tile_index)),
+            DishonestMode::Black => Ok(cheats::black_tile(rect)),
             DishonestMode::Copy => {
                 let mut cache = self.copy_cache.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some((source, bytes)) = cache.get(&(rect.w, rect.h)) {
@@ -296,9 +289,10 @@ impl Node {
                         return Ok(bytes.clone());
                     }
                 }
-                let Some(source) = neighbour(rect, task.settings.width, task.settings.height)
+                let Some(source) =
+                    cheats::neighbour(rect, task.settings.width, task.settings.height)
                 else {
-                    return Ok(black_tile(rect));
+                    return Ok(cheats::black_tile(rect));
                 };
                 let bytes = self
                     .renderer
@@ -307,52 +301,12 @@ impl Node {
                 Ok(bytes)
             }
             DishonestMode::Partial => {
-                if nth.is_multiple_of(20) {
-                    Ok(black_tile(rect))
+                if nth.is_multiple_of(cheats::PARTIAL_EVERY) {
+                    Ok(cheats::black_tile(rect))
                 } else {
                     honest(&task.settings)
                 }
             }
         }
-    }
-}
-
-/// A rectangle of the same size next to `rect` (left, right, above or below) that lies
-/// inside a `width` × `height` image, if there is one.
-fn neighbour(
-    rect: tessera_protocol::TileRect,
-    width: u32,
-    height: u32,
-) -> Option<tessera_protocol::TileRect> {
-    let left = rect.x.checked_sub(rect.w).map(|x| (x, rect.y));
-    let right = Some((rect.x + rect.w, rect.y));
-    let up = rect.y.checked_sub(rect.h).map(|y| (rect.x, y));
-    let down = Some((rect.x, rect.y + rect.h));
-    [left, right, up, down]
-        .into_iter()
-        .flatten()
-        .map(|(x, y)| tessera_protocol::TileRect { x, y, ..rect })
-        .find(|r| r.x + r.w <= width && r.y + r.h <= height)
-}
-
-/// A black, opaque tile.
-fn black_tile(rect: tessera_protocol::TileRect) -> Vec<u8> {
-    let mut values = vec![0.0f32; rect.pixels() as usize * 4];
-    values.iter_mut().skip(3).step_by(4).for_each(|a| *a = 1.0);
-    f32_to_tile(&values)
-}
-
-/// ±10 % multiplicative noise on colour channels, from a tiny integer hash.
-fn add_noise(values: &mut [f32], salt: u32) {
-    for (i, v) in values.iter_mut().enumerate() {
-        if i % 4 == 3 {
-            continue;
-        }
-        let mut h = (i as u32).wrapping_mul(0x9E37_79B9) ^ salt.wrapping_mul(0x85EB_CA6B);
-        h ^= h >> 15;
-        h = h.wrapping_mul(0x2C1B_3C6D);
-        h ^= h >> 12;
-        let r = (h & 0xFFFF) as f32 / 65535.0; // 0..1
-        *v *= 0.9 + 0.2 * r;
     }
 }

@@ -176,6 +176,7 @@
 #![warn(missing_docs)]
 
 mod batch;
+pub mod bench;
 mod bvh;
 mod energy;
 mod error;

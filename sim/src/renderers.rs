@@ -6,6 +6,7 @@
 use crate::stats::{digest, mix_unit, unit, unit_seed};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tessera_node::cheats::{black_tile as black, neighbour};
 use tessera_protocol::canonical::{f32_to_tile, tile_to_f32};
 use tessera_protocol::tolerance::Tolerance;
 use tessera_protocol::{
@@ -315,26 +316,6 @@ impl TileRenderer for Forger {
             },
         }
     }
-}
-
-/// A black, opaque tile.
-fn black(rect: TileRect) -> Vec<u8> {
-    let mut values = vec![0.0f32; rect.pixels() as usize * 4];
-    values.iter_mut().skip(3).step_by(4).for_each(|a| *a = 1.0);
-    f32_to_tile(&values)
-}
-
-/// A tile of the same size beside `rect` (left, right, above, below) inside the frame.
-fn neighbour(rect: TileRect, width: u32, height: u32) -> Option<TileRect> {
-    let left = rect.x.checked_sub(rect.w).map(|x| (x, rect.y));
-    let right = Some((rect.x + rect.w, rect.y));
-    let up = rect.y.checked_sub(rect.h).map(|y| (rect.x, y));
-    let down = Some((rect.x, rect.y + rect.h));
-    [left, right, up, down]
-        .into_iter()
-        .flatten()
-        .map(|(x, y)| TileRect { x, y, ..rect })
-        .find(|r| r.fits_in(width, height))
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod calibrate;
 pub mod checks;
+pub mod compare;
 pub mod daemon;
 pub mod tolerance;
 pub mod verify;

@@ -1,4 +1,4 @@
-//! `tessera compare`: how far apart two frames are, by PSNR on linear RGB and by
+//! How far apart two frames are (`tessera compare`), by PSNR on linear RGB and by
 //! NVIDIA's ꟻLIP (LDR) on their sRGB encodings.
 //!
 //! Definitions (the README's "Benchmark" section repeats them):
@@ -16,12 +16,42 @@
 //!   (clamp, sRGB OETF, `floor(255·s + 0.5)`). Reported: the mean of the error map and its
 //!   99th percentile by nearest rank (the `⌈0.99·n⌉`-th smallest of the n pixel errors).
 //!
-//! The sRGB encoding, the ꟻLIP call and the percentile are the verifier's
-//! ([`tessera_verifier::tolerance`]), so `compare` measures exactly what verification does.
+//! The sRGB encoding, the ꟻLIP call and the percentile are the tolerance's
+//! ([`crate::tolerance`]), so `compare` measures exactly what verification does.
 
-use crate::images::LinearImage;
-use anyhow::{anyhow, bail, Result};
-use tessera_verifier::tolerance::{flip_map, percentile, srgb8};
+use crate::tolerance::{flip_map, percentile, srgb8};
+
+/// A frame as linear RGB f32 values (row-major, 3 per pixel), whatever file it came from
+/// (`tessera_images::read_linear` reads EXR and PNG files into one).
+#[derive(Clone, Debug)]
+pub struct LinearImage {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Linear R, G, B per pixel.
+    pub rgb: Vec<f32>,
+}
+
+/// Why two images could not be compared.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    /// The images have different sizes.
+    #[error("image sizes differ: A is {a_width}x{a_height}, B is {b_width}x{b_height}")]
+    SizeMismatch {
+        /// A's width.
+        a_width: u32,
+        /// A's height.
+        a_height: u32,
+        /// B's width.
+        b_width: u32,
+        /// B's height.
+        b_height: u32,
+    },
+    /// ꟻLIP refused the images.
+    #[error("{0}")]
+    Flip(String),
+}
 
 /// Metrics of B against the reference A.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -67,15 +97,14 @@ pub fn compare(
     a: &LinearImage,
     b: &LinearImage,
     exposure_match: bool,
-) -> Result<(Comparison, Vec<f32>)> {
+) -> Result<(Comparison, Vec<f32>), CompareError> {
     if (a.width, a.height) != (b.width, b.height) {
-        bail!(
-            "image sizes differ: A is {}x{}, B is {}x{}",
-            a.width,
-            a.height,
-            b.width,
-            b.height
-        );
+        return Err(CompareError::SizeMismatch {
+            a_width: a.width,
+            a_height: a.height,
+            b_width: b.width,
+            b_height: b.height,
+        });
     }
     let (mean_a, mean_b) = (mean(&a.rgb), mean(&b.rgb));
     let scale = if exposure_match && mean_b > 0.0 {
@@ -103,7 +132,7 @@ pub fn compare(
     let psnr_db = (mse > 0.0).then(|| 10.0 * (psnr_peak * psnr_peak / mse).log10());
 
     let error_map =
-        flip_map(&srgb8(&a.rgb), &srgb8(&b_rgb), a.width, a.height).map_err(|e| anyhow!(e))?;
+        flip_map(&srgb8(&a.rgb), &srgb8(&b_rgb), a.width, a.height).map_err(CompareError::Flip)?;
     let flip_mean = mean(&error_map);
     let mut sorted = error_map.clone();
     let flip_p99 = f64::from(percentile(&mut sorted, 0.99));

@@ -15,10 +15,98 @@
 //!
 //! The encoded value `s ∈ [0, 1]` becomes the 8-bit code `floor(255·s + 0.5)` (round half
 //! up). Non-finite values count as 0. The maths is in f32.
+//!
+//! The sRGB OETF and the 8-bit quantizer are the verifier's
+//! ([`tessera_verifier::tolerance`]), so the tolerant comparison tone-maps exactly as PNGs
+//! are written.
 
-use anyhow::{bail, Context, Result};
+#![warn(missing_docs)]
+
 use half::f16;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+pub use tessera_verifier::compare::LinearImage;
+
+/// Why a frame file could not be written or read. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Writing an OpenEXR file failed.
+    #[error("writing {}", path.display())]
+    WriteExr {
+        /// The file.
+        path: PathBuf,
+        /// What the EXR encoder said.
+        #[source]
+        source: exr::error::Error,
+    },
+    /// Writing a PNG file failed.
+    #[error("writing {}", path.display())]
+    WritePng {
+        /// The file.
+        path: PathBuf,
+        /// What the PNG encoder said.
+        #[source]
+        source: image::ImageError,
+    },
+    /// An OpenEXR file could not be read.
+    #[error("reading EXR image {}", path.display())]
+    ReadExr {
+        /// The file.
+        path: PathBuf,
+        /// What the EXR decoder said.
+        #[source]
+        source: exr::error::Error,
+    },
+    /// A PNG file could not be decoded.
+    #[error("decoding PNG image {}", path.display())]
+    DecodePng {
+        /// The file.
+        path: PathBuf,
+        /// What the PNG decoder said.
+        #[source]
+        source: image::ImageError,
+    },
+    /// A file could not be opened.
+    #[error("opening {}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file could not be read.
+    #[error("reading {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An image has no pixels.
+    #[error("{format} image {} is empty", path.display())]
+    Empty {
+        /// `EXR` or `PNG`.
+        format: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file is shorter than any image's signature.
+    #[error("{}: too short to be an image", path.display())]
+    TooShort {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file is neither OpenEXR nor PNG.
+    #[error("{}: neither an OpenEXR nor a PNG file (by its first bytes)", path.display())]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// What the functions of this crate return.
+pub type Result<T, E = ImageError> = std::result::Result<T, E>;
 
 fn half_at(pixels: &[u8], i: usize) -> f16 {
     f16::from_le_bytes([pixels[2 * i], pixels[2 * i + 1]])
@@ -42,7 +130,10 @@ pub fn write_exr(path: &Path, width: u32, height: u32, pixels: &[u8]) -> Result<
         .write()
         .non_parallel()
         .to_file(path)
-        .with_context(|| format!("writing {}", path.display()))
+        .map_err(|source| ImageError::WriteExr {
+            path: path.into(),
+            source,
+        })
 }
 
 /// Read an RGBA OpenEXR file back to canonical RGBA16F bytes (exact for half-float files).
@@ -57,17 +148,24 @@ pub fn read_exr(path: &Path) -> Result<(u32, u32, Vec<u8>)> {
             }
         },
     )
-    .with_context(|| format!("reading EXR image {}", path.display()))?;
+    .map_err(|source| ImageError::ReadExr {
+        path: path.into(),
+        source,
+    })?;
     let size = image.layer_data.size;
     let (_, buf) = image.layer_data.channel_data.pixels;
     if size.width() == 0 || size.height() == 0 {
-        bail!("EXR image {} is empty", path.display());
+        return Err(ImageError::Empty {
+            format: "EXR",
+            path: path.into(),
+        });
     }
     Ok((size.width() as u32, size.height() as u32, buf))
 }
 
 /// How linear values become display values in the PNG.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum View {
     /// Clamp to [0, 1], then the sRGB OETF (Blender's "Standard").
     Standard,
@@ -94,7 +192,7 @@ impl Default for ViewTransform {
 }
 
 /// The exact sRGB OETF (IEC 61966-2-1) and the 8-bit quantizer are the verifier's, so the
-/// tolerant comparison tone-maps exactly as `render` writes PNGs.
+/// tolerant comparison tone-maps exactly as PNGs are written.
 pub use tessera_verifier::tolerance::{quantize8, srgb_oetf};
 
 /// The inverse of [`srgb_oetf`]: an sRGB-encoded value in [0, 1] back to linear.
@@ -151,19 +249,22 @@ pub fn write_png(
             });
         }
     }
-    image::save_buffer(path, &rgba, width, height, image::ColorType::Rgba8)
-        .with_context(|| format!("writing {}", path.display()))
+    image::save_buffer(path, &rgba, width, height, image::ColorType::Rgba8).map_err(|source| {
+        ImageError::WritePng {
+            path: path.into(),
+            source,
+        }
+    })
 }
 
-/// A frame as linear RGB f32 values (row-major, 3 per pixel), whatever file it came from.
-#[derive(Clone, Debug)]
-pub struct LinearImage {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// Linear R, G, B per pixel.
-    pub rgb: Vec<f32>,
+/// Write 8-bit RGB values (row-major, 3 per pixel, e.g. a coloured error map) as a PNG.
+pub fn write_rgb8_png(path: &Path, width: u32, height: u32, rgb: &[u8]) -> Result<()> {
+    image::save_buffer(path, rgb, width, height, image::ColorType::Rgb8).map_err(|source| {
+        ImageError::WritePng {
+            path: path.into(),
+            source,
+        }
+    })
 }
 
 /// Read an image for comparison: an OpenEXR file (first RGBA layer; any sample type; A
@@ -173,13 +274,16 @@ pub fn read_linear(path: &Path) -> Result<LinearImage> {
     let mut head = [0u8; 8];
     {
         use std::io::Read;
-        let mut f =
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let n = f
-            .read(&mut head)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let mut f = std::fs::File::open(path).map_err(|source| ImageError::Open {
+            path: path.into(),
+            source,
+        })?;
+        let n = f.read(&mut head).map_err(|source| ImageError::Read {
+            path: path.into(),
+            source,
+        })?;
         if n < 4 {
-            bail!("{}: too short to be an image", path.display());
+            return Err(ImageError::TooShort { path: path.into() });
         }
     }
     if head[..4] == [0x76, 0x2f, 0x31, 0x01] {
@@ -187,10 +291,7 @@ pub fn read_linear(path: &Path) -> Result<LinearImage> {
     } else if head == [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a] {
         read_png_linear(path)
     } else {
-        bail!(
-            "{}: neither an OpenEXR nor a PNG file (by its first bytes)",
-            path.display()
-        )
+        Err(ImageError::UnknownFormat { path: path.into() })
     }
 }
 
@@ -205,11 +306,17 @@ fn read_exr_linear(path: &Path) -> Result<LinearImage> {
             buf[i + 2] = b;
         },
     )
-    .with_context(|| format!("reading EXR image {}", path.display()))?;
+    .map_err(|source| ImageError::ReadExr {
+        path: path.into(),
+        source,
+    })?;
     let size = image.layer_data.size;
     let (_, rgb) = image.layer_data.channel_data.pixels;
     if size.width() == 0 || size.height() == 0 {
-        bail!("EXR image {} is empty", path.display());
+        return Err(ImageError::Empty {
+            format: "EXR",
+            path: path.into(),
+        });
     }
     Ok(LinearImage {
         width: size.width() as u32,
@@ -220,14 +327,26 @@ fn read_exr_linear(path: &Path) -> Result<LinearImage> {
 
 fn read_png_linear(path: &Path) -> Result<LinearImage> {
     let img = image::ImageReader::open(path)
-        .with_context(|| format!("opening {}", path.display()))?
+        .map_err(|source| ImageError::Open {
+            path: path.into(),
+            source,
+        })?
         .with_guessed_format()
-        .with_context(|| format!("reading {}", path.display()))?
+        .map_err(|source| ImageError::Read {
+            path: path.into(),
+            source,
+        })?
         .decode()
-        .with_context(|| format!("decoding PNG image {}", path.display()))?;
+        .map_err(|source| ImageError::DecodePng {
+            path: path.into(),
+            source,
+        })?;
     let (width, height) = (img.width(), img.height());
     if width == 0 || height == 0 {
-        bail!("PNG image {} is empty", path.display());
+        return Err(ImageError::Empty {
+            format: "PNG",
+            path: path.into(),
+        });
     }
     let rgb: Vec<f32> = match img {
         image::DynamicImage::ImageLuma16(_)
@@ -309,5 +428,32 @@ mod tests {
             let s = f32::from(code) / 255.0;
             assert_eq!(quantize8(srgb_oetf(srgb_eotf(s))), code);
         }
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn exr_files_give_back_the_canonical_bytes_and_unknown_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let pixels: Vec<u8> = (0..3 * 2 * 4)
+            .flat_map(|i| f16::from_f32(i as f32 / 7.0).to_le_bytes())
+            .collect();
+        let exr = dir.path().join("a.exr");
+        write_exr(&exr, 3, 2, &pixels).unwrap();
+        assert_eq!(read_exr(&exr).unwrap(), (3, 2, pixels.clone()));
+        let png = dir.path().join("a.png");
+        write_png(&png, 3, 2, &pixels, &ViewTransform::default()).unwrap();
+        let linear = read_linear(&png).unwrap();
+        assert_eq!((linear.width, linear.height, linear.rgb.len()), (3, 2, 18));
+        let text = dir.path().join("a.txt");
+        std::fs::write(&text, "not an image").unwrap();
+        let e = read_linear(&text).unwrap_err().to_string();
+        assert!(
+            e.ends_with("neither an OpenEXR nor a PNG file (by its first bytes)"),
+            "{e}"
+        );
     }
 }
