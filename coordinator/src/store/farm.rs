@@ -1,11 +1,15 @@
-//! The daemon coordinator's tables: job runs, tasks with leases, verify requests, the
-//! outbox, per-job node failures, registered workers, registration challenges and
-//! uploaded scenes. Every handler of the daemon runs inside one [`Store::atomically`], so
-//! a state change and the messages it must publish (outbox rows) commit together.
+//! The daemon coordinator's tables: each job's state machine (`job_runs`), the outbox,
+//! registered workers, signals seen, registration challenges and uploaded scenes. Every
+//! handler of the daemon runs inside one [`Store::atomically`], so a job's new state, what
+//! it moved in the ledger and the messages it must publish (outbox rows) commit together.
+//!
+//! Stores written before the job state machine have `tasks`, `requests`, `failures` and
+//! `signal_notes` tables (and `rounds`, `verdicts` and `nonces` in the base schema): they
+//! are still created, so that such a store opens with its rows intact, but nothing
+//! reads or writes them any more.
 
 use super::{Store, StoreError};
 use rusqlite::{params, OptionalExtension, Row};
-use tessera_protocol::statements::CheckKind;
 
 pub(super) const FARM_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS job_runs (job_id TEXT PRIMARY KEY, run TEXT NOT NULL);
@@ -49,99 +53,6 @@ CREATE TABLE IF NOT EXISTS blobs (
 );
 CREATE INDEX IF NOT EXISTS blobs_by_use ON blobs (used_ms);
 "#;
-
-/// A task row.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TaskRow {
-    /// Task id.
-    pub task_id: String,
-    /// Job id.
-    pub job_id: String,
-    /// Round.
-    pub round: u32,
-    /// The task message (JSON `RenderTask`).
-    pub body: String,
-    /// `open`, `done` or `void`.
-    pub state: String,
-    /// Node holding the lease.
-    pub node: Option<String>,
-    /// Lease expiry (coordinator clock, ms).
-    pub lease_until_ms: u64,
-    /// Deliveries so far (first publish = 0).
-    pub attempts: u32,
-    /// Tiles in the task.
-    pub tiles: u32,
-    /// When it was last published (ms).
-    pub published_ms: u64,
-}
-
-fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
-    Ok(TaskRow {
-        task_id: r.get(0)?,
-        job_id: r.get(1)?,
-        round: r.get(2)?,
-        body: r.get(3)?,
-        state: r.get(4)?,
-        node: r.get(5)?,
-        lease_until_ms: r.get::<_, i64>(6)? as u64,
-        attempts: r.get(7)?,
-        tiles: r.get(8)?,
-        published_ms: r.get::<_, i64>(9)? as u64,
-    })
-}
-
-const TASK_COLS: &str =
-    "task_id, job_id, round, body, state, node, lease_until_ms, attempts, tiles, published_ms";
-
-/// A verify request row.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestRow {
-    /// Request id.
-    pub request_id: String,
-    /// Job id.
-    pub job_id: String,
-    /// Round.
-    pub round: u32,
-    /// Node under verification (hex key).
-    pub node: String,
-    /// `open` or `done`.
-    pub state: String,
-    /// The bundle's sample record (JSON `NodeSamples`).
-    pub samples: String,
-    /// When it was last published (ms).
-    pub published_ms: u64,
-    /// Republications so far.
-    pub attempts: u32,
-    /// Which check of the node's round it asks for.
-    pub check: CheckKind,
-}
-
-fn request_row(r: &Row<'_>) -> rusqlite::Result<RequestRow> {
-    Ok(RequestRow {
-        request_id: r.get(0)?,
-        job_id: r.get(1)?,
-        round: r.get(2)?,
-        node: r.get(3)?,
-        state: r.get(4)?,
-        samples: r.get(5)?,
-        published_ms: r.get::<_, i64>(6)? as u64,
-        attempts: r.get(7)?,
-        check: match r.get::<_, String>(8)?.as_str() {
-            "escalated" => CheckKind::FIRST.escalate(),
-            "dispute" => DISPUTE,
-            "dispute-escalated" => DISPUTE.escalate(),
-            _ => CheckKind::FIRST,
-        },
-    })
-}
-
-const REQUEST_COLS: &str =
-    "request_id, job_id, round, node, state, samples, published_ms, attempts, check_kind";
-
-const DISPUTE: CheckKind = CheckKind {
-    dispute: true,
-    escalated: false,
-};
 
 /// A registered node or verifier.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -211,7 +122,7 @@ impl Store {
 
     // --- jobs -------------------------------------------------------------------------
 
-    /// Save a job's run state (JSON).
+    /// Save a job's state machine (JSON).
     pub fn put_run(&self, job_id: &str, run_json: &str) -> Result<(), StoreError> {
         self.exec(
             "INSERT INTO job_runs (job_id, run) VALUES (?1, ?2) ON CONFLICT(job_id) DO UPDATE SET run = ?2",
@@ -267,177 +178,15 @@ impl Store {
             .flatten())
     }
 
-    /// The signed batch records (JSON) of a round, in batch-id order.
-    pub fn round_batches(&self, job_id: &str, round: u32) -> Result<Vec<String>, StoreError> {
-        self.rows(
-            "SELECT record FROM batches WHERE job_id = ?1 AND round = ?2 ORDER BY batch_id",
-            params![job_id, round],
-            |r| r.get(0),
-        )
-    }
+    // --- batches ----------------------------------------------------------------------
 
-    /// A round's commitment (JSON).
-    pub fn round_commitment(&self, job_id: &str, round: u32) -> Result<Option<String>, StoreError> {
-        self.one(
-            "SELECT commitment FROM rounds WHERE job_id = ?1 AND round = ?2",
-            params![job_id, round],
-            |r| r.get(0),
-        )
-    }
-
-    /// The verdicts (JSON) of a round, by node.
-    pub fn round_verdicts(&self, job_id: &str, round: u32) -> Result<Vec<String>, StoreError> {
-        self.rows(
-            "SELECT verdict FROM verdicts WHERE job_id = ?1 AND round = ?2 ORDER BY node, check_kind",
-            params![job_id, round],
-            |r| r.get(0),
-        )
-    }
-
-    /// A revealed nonce (None while it is secret).
-    pub fn revealed_nonce(&self, job_id: &str, round: u32) -> Result<Option<String>, StoreError> {
-        self.one(
-            "SELECT nonce FROM nonces WHERE job_id = ?1 AND round = ?2 AND revealed = 1",
-            params![job_id, round],
-            |r| r.get(0),
-        )
-    }
-
-    // --- tasks ------------------------------------------------------------------------
-
-    /// Record a new open task.
-    pub fn insert_task(
-        &self,
-        task_id: &str,
-        job_id: &str,
-        round: u32,
-        body: &str,
-        tiles: u32,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.exec(
-            "INSERT OR IGNORE INTO tasks (task_id, job_id, round, body, state, tiles, published_ms) VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6)",
-            params![task_id, job_id, round, body, tiles, now_ms as i64],
-        )
-        .map(|_| ())
-    }
-
-    /// One task.
-    pub fn task(&self, task_id: &str) -> Result<Option<TaskRow>, StoreError> {
-        self.one(
-            &format!("SELECT {TASK_COLS} FROM tasks WHERE task_id = ?1"),
-            params![task_id],
-            task_row,
-        )
-    }
-
-    /// Set a task's state (`open`, `done`, `void`); clears its lease unless open.
-    pub fn set_task_state(&self, task_id: &str, state: &str) -> Result<(), StoreError> {
-        self.exec(
-            "UPDATE tasks SET state = ?2, node = CASE WHEN ?2 = 'open' THEN node ELSE NULL END, done_ms = CASE WHEN ?2 = 'done' THEN CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) ELSE done_ms END WHERE task_id = ?1",
-            params![task_id, state],
-        )
-        .map(|_| ())
-    }
-
-    /// Give (or renew) an open task's lease to `node` until `until_ms`. False if the task
-    /// is not open.
-    pub fn lease_task(&self, task_id: &str, node: &str, until_ms: u64) -> Result<bool, StoreError> {
-        // Only a free task or the holder's own: another node naming a leased task (a
-        // duplicate delivery, or a node trying to take work over) changes nothing; the
-        // lease frees again when it expires and the reconciler republishes the task.
-        self.exec(
-            "UPDATE tasks SET node = ?2, lease_until_ms = ?3 WHERE task_id = ?1 AND state = 'open' AND (node IS NULL OR node = ?2)",
-            params![task_id, node, until_ms as i64],
-        )
-        .map(|n| n == 1)
-    }
-
-    /// Replace an open task's message after a republish: new body, attempt count, no lease.
-    pub fn republish_task(
-        &self,
-        task_id: &str,
-        body: &str,
-        attempts: u32,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.exec(
-            "UPDATE tasks SET body = ?2, attempts = ?3, node = NULL, lease_until_ms = 0, published_ms = ?4 WHERE task_id = ?1",
-            params![task_id, body, attempts, now_ms as i64],
-        )
-        .map(|_| ())
-    }
-
-    /// Open tasks whose lease ran out before `now_ms`.
-    pub fn expired_leases(&self, now_ms: u64) -> Result<Vec<TaskRow>, StoreError> {
-        self.rows(
-            &format!("SELECT {TASK_COLS} FROM tasks WHERE state = 'open' AND node IS NOT NULL AND lease_until_ms < ?1 ORDER BY task_id"),
-            params![now_ms as i64],
-            task_row,
-        )
-    }
-
-    /// Open tasks nobody has leased since `before_ms` or earlier.
-    pub fn unleased_since(&self, before_ms: u64) -> Result<Vec<TaskRow>, StoreError> {
-        self.rows(
-            &format!("SELECT {TASK_COLS} FROM tasks WHERE state = 'open' AND node IS NULL AND published_ms < ?1 ORDER BY task_id"),
-            params![before_ms as i64],
-            task_row,
-        )
-    }
-
-    /// Tasks of a job's round in a state.
-    pub fn count_tasks(&self, job_id: &str, round: u32, state: &str) -> Result<u32, StoreError> {
-        Ok(self
-            .one(
-                "SELECT COUNT(*) FROM tasks WHERE job_id = ?1 AND round = ?2 AND state = ?3",
-                params![job_id, round, state],
-                |r| r.get(0),
-            )?
-            .unwrap_or(0))
-    }
-
-    /// Tiles of a job's round in tasks of a state.
-    pub fn count_task_tiles(
-        &self,
-        job_id: &str,
-        round: u32,
-        state: &str,
-    ) -> Result<u32, StoreError> {
-        Ok(self
-            .one(
-                "SELECT COALESCE(SUM(tiles), 0) FROM tasks WHERE job_id = ?1 AND round = ?2 AND state = ?3",
-                params![job_id, round, state],
-                |r| r.get(0),
-            )?
-            .unwrap_or(0))
-    }
-
-    /// Void every open task of a job (it failed or finished).
-    pub fn void_open_tasks(&self, job_id: &str) -> Result<(), StoreError> {
-        self.exec(
-            "UPDATE tasks SET state = 'void', node = NULL WHERE job_id = ?1 AND state = 'open'",
-            params![job_id],
-        )
-        .map(|_| ())
-    }
-
-    /// Open tasks leased to each node: (node, count).
-    pub fn leases_by_node(&self) -> Result<Vec<(String, u32)>, StoreError> {
-        self.rows(
-            "SELECT node, COUNT(*) FROM tasks WHERE state = 'open' AND node IS NOT NULL GROUP BY node",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-    }
-
-    /// Per frame of a job: when its last task was stored, and when the first payment of
-    /// that task's round was applied (wall clock, ms). For the pipeline benchmark.
+    /// Per frame of a job: when its last batch was stored, and when the first payment of
+    /// that batch's round was applied (wall clock, ms). For the pipeline benchmark.
     pub fn frame_payment_times(&self, job_id: &str) -> Result<Vec<(u32, u64, u64)>, StoreError> {
         self.rows(
-            "SELECT json_extract(t.body, '$.frame') AS frame, MAX(t.done_ms), \
-               (SELECT MIN(x.applied_ms) FROM transfers x WHERE x.job_id = t.job_id AND x.kind = 'pay_on_pass' AND x.round = MAX(t.round)) \
-             FROM tasks t WHERE t.job_id = ?1 AND t.state = 'done' GROUP BY frame ORDER BY frame",
+            "SELECT json_extract(b.record, '$.signed.statement.frame') AS frame, MAX(b.stored_ms), \
+               (SELECT MIN(x.applied_ms) FROM transfers x WHERE x.job_id = b.job_id AND x.kind = 'pay_on_pass' AND x.round = MAX(b.round)) \
+             FROM batches b WHERE b.job_id = ?1 GROUP BY frame ORDER BY frame",
             params![job_id],
             |r| {
                 Ok((
@@ -447,75 +196,6 @@ impl Store {
                 ))
             },
         )
-    }
-
-    // --- verify requests --------------------------------------------------------------
-
-    /// Record a verify request (idempotent by id).
-    #[allow(clippy::too_many_arguments)] // one column each
-    #[allow(clippy::too_many_arguments)] // one column each
-    pub fn insert_request(
-        &self,
-        request_id: &str,
-        job_id: &str,
-        round: u32,
-        node: &str,
-        check: CheckKind,
-        samples_json: &str,
-        body: &[u8],
-        queue: &str,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.exec(
-            "INSERT OR IGNORE INTO requests (request_id, job_id, round, node, state, samples, body, published_ms, check_kind, queue) VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8, ?9)",
-            params![request_id, job_id, round, node, samples_json, body, now_ms as i64, check.label(), queue],
-        )
-        .map(|_| ())
-    }
-
-    /// One request.
-    pub fn request(&self, request_id: &str) -> Result<Option<RequestRow>, StoreError> {
-        self.one(
-            &format!("SELECT {REQUEST_COLS} FROM requests WHERE request_id = ?1"),
-            params![request_id],
-            request_row,
-        )
-    }
-
-    /// The requests of a round, by node.
-    pub fn round_requests(&self, job_id: &str, round: u32) -> Result<Vec<RequestRow>, StoreError> {
-        self.rows(
-            &format!("SELECT {REQUEST_COLS} FROM requests WHERE job_id = ?1 AND round = ?2 ORDER BY node, published_ms, request_id"),
-            params![job_id, round],
-            request_row,
-        )
-    }
-
-    /// Mark a request answered.
-    pub fn close_request(&self, request_id: &str) -> Result<(), StoreError> {
-        self.exec(
-            "UPDATE requests SET state = 'done' WHERE request_id = ?1",
-            params![request_id],
-        )
-        .map(|_| ())
-    }
-
-    /// Open requests published before `before_ms`.
-    pub fn stale_requests(&self, before_ms: u64) -> Result<Vec<RequestRow>, StoreError> {
-        self.rows(
-            &format!("SELECT {REQUEST_COLS} FROM requests WHERE state = 'open' AND published_ms < ?1 ORDER BY request_id"),
-            params![before_ms as i64],
-            request_row,
-        )
-    }
-
-    /// Note a request's republication.
-    pub fn touch_request(&self, request_id: &str, now_ms: u64) -> Result<(), StoreError> {
-        self.exec(
-            "UPDATE requests SET published_ms = ?2, attempts = attempts + 1 WHERE request_id = ?1",
-            params![request_id, now_ms as i64],
-        )
-        .map(|_| ())
     }
 
     // --- outbox -----------------------------------------------------------------------
@@ -563,57 +243,7 @@ impl Store {
         })
     }
 
-    /// A request's message body.
-    pub fn request_body(&self, request_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.one(
-            "SELECT body FROM requests WHERE request_id = ?1",
-            params![request_id],
-            |r| r.get(0),
-        )
-    }
-
-    /// The queue a request is published to (the shared `verify` queue, or a verifier's
-    /// own queue for a check that must go to a particular verifier), and its attempt
-    /// count when it was first published there.
-    pub fn request_queue(&self, request_id: &str) -> Result<Option<(String, u32)>, StoreError> {
-        self.one(
-            "SELECT queue, queue_since FROM requests WHERE request_id = ?1",
-            params![request_id],
-            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u32)),
-        )
-    }
-
-    /// Publish a request to `queue` from its next publication on (its verifier stopped
-    /// answering); that publication is attempt `since`.
-    pub fn set_request_queue(
-        &self,
-        request_id: &str,
-        queue: &str,
-        since: u32,
-    ) -> Result<(), StoreError> {
-        self.exec(
-            "UPDATE requests SET queue = ?2, queue_since = ?3 WHERE request_id = ?1",
-            params![request_id, queue, since],
-        )
-        .map(|_| ())
-    }
-
-    // --- failures, workers, challenges, scenes ----------------------------------------
-
-    /// Count one more failure of `node` on `job_id`; returns the new count.
-    pub fn add_failure(&self, job_id: &str, node: &str) -> Result<u32, StoreError> {
-        self.exec(
-            "INSERT INTO failures (job_id, node, count) VALUES (?1, ?2, 1) ON CONFLICT(job_id, node) DO UPDATE SET count = count + 1",
-            params![job_id, node],
-        )?;
-        Ok(self
-            .one(
-                "SELECT count FROM failures WHERE job_id = ?1 AND node = ?2",
-                params![job_id, node],
-                |r| r.get(0),
-            )?
-            .unwrap_or(0))
-    }
+    // --- workers, challenges, scenes ---------------------------------------------------
 
     /// Register (or re-register) a worker with a fresh session token.
     pub fn upsert_worker(&self, w: &WorkerRow, session: &str) -> Result<(), StoreError> {
@@ -697,21 +327,6 @@ impl Store {
         Ok(self.exec(
             "INSERT OR IGNORE INTO seen_signals (digest, sent_ms) VALUES (?1, ?2)",
             params![digest, sent_ms as i64],
-        )? == 1)
-    }
-
-    /// Take a node's `kind` note (`failed`, `declined`) on `attempt` of `task_id`: true the
-    /// first time, false for a repeat (each counts at most once per task attempt).
-    pub fn take_note(
-        &self,
-        task_id: &str,
-        attempt: u32,
-        node: &str,
-        kind: &str,
-    ) -> Result<bool, StoreError> {
-        Ok(self.exec(
-            "INSERT OR IGNORE INTO signal_notes (task_id, attempt, node, kind) VALUES (?1, ?2, ?3, ?4)",
-            params![task_id, attempt, node, kind],
         )? == 1)
     }
 

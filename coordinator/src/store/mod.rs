@@ -6,13 +6,10 @@
 
 mod farm;
 
-pub use farm::{OutboxRow, RequestRow, TaskRow, WorkerRow};
+pub use farm::{OutboxRow, WorkerRow};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
-use tessera_protocol::canonical::JobId;
 use tessera_protocol::payments::{account, LedgerError, Transfer, TransferKind};
-use tessera_protocol::rules::Collected;
-use tessera_protocol::statements::{CheckKind, PaymentReceipt};
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +59,7 @@ CREATE TABLE IF NOT EXISTS nodes (
 );
 CREATE TABLE IF NOT EXISTS batches (
     job_id TEXT NOT NULL, batch_id INTEGER NOT NULL, round INTEGER NOT NULL, node TEXT NOT NULL, record TEXT NOT NULL,
+    stored_ms INTEGER,
     PRIMARY KEY (job_id, batch_id)
 );
 CREATE TABLE IF NOT EXISTS tiles (
@@ -148,6 +146,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     )?;
     add_column(conn, "jobs", "client", "TEXT NOT NULL DEFAULT ''")?;
     add_column(conn, "jobs", "ended_ms", "INTEGER")?;
+    add_column(conn, "batches", "stored_ms", "INTEGER")?;
     Ok(())
 }
 
@@ -284,45 +283,6 @@ impl Store {
         self.sql(r)
     }
 
-    /// Mark a round's nonce revealed and return it.
-    pub fn reveal_nonce(&self, job_id: &str, round: u32) -> Result<[u8; 32], StoreError> {
-        let r = self.conn.execute(
-            "UPDATE nonces SET revealed = 1 WHERE job_id = ?1 AND round = ?2",
-            params![job_id, round],
-        );
-        self.sql(r)?;
-        let r: rusqlite::Result<String> = self.conn.query_row(
-            "SELECT nonce FROM nonces WHERE job_id = ?1 AND round = ?2",
-            params![job_id, round],
-            |r| r.get(0),
-        );
-        let h = self.sql(r)?;
-        tessera_protocol::hexser::decode(&h).map_err(|reason| StoreError::Corrupt {
-            path: self.path.clone(),
-            what: format!("nonce of job {job_id} round {round}"),
-            reason,
-        })
-    }
-
-    /// The verdict of one check of one node in one round, as stored.
-    pub fn verdict(
-        &self,
-        job_id: &str,
-        round: u32,
-        node: &str,
-        check: CheckKind,
-    ) -> Result<Option<String>, StoreError> {
-        let r = self
-            .conn
-            .query_row(
-                "SELECT verdict FROM verdicts WHERE job_id = ?1 AND round = ?2 AND node = ?3 AND check_kind = ?4",
-                params![job_id, round, node, check.label()],
-                |r| r.get(0),
-            )
-            .optional();
-        self.sql(r)
-    }
-
     /// Register or update a node.
     pub fn upsert_node(&self, node: &str, name: &str, class_json: &str) -> Result<(), StoreError> {
         let r = self.conn.execute(
@@ -380,7 +340,7 @@ impl Store {
             if exists.is_some() {
                 return Ok(false);
             }
-            s.sql(tx.execute("INSERT INTO batches (job_id, batch_id, round, node, record) VALUES (?1, ?2, ?3, ?4, ?5)", params![job_id, batch_id, round, node, record_json]))?;
+            s.sql(tx.execute("INSERT INTO batches (job_id, batch_id, round, node, record, stored_ms) VALUES (?1, ?2, ?3, ?4, ?5, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))", params![job_id, batch_id, round, node, record_json]))?;
             for (tile_index, hash, bytes) in tiles {
                 s.sql(tx.execute(
                     "INSERT OR REPLACE INTO tiles (job_id, round, frame, tile_index, batch_id, node, tile_hash, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -438,86 +398,6 @@ impl Store {
         self.sql(r)
     }
 
-    /// The stored bytes of a delivered tile, or an error naming the missing tile (for
-    /// assembling frames).
-    pub fn stored_tile(
-        &self,
-        job_id: &str,
-        round: u32,
-        frame: u32,
-        tile_index: u32,
-    ) -> Result<Vec<u8>, String> {
-        self.tile_bytes(job_id, round, frame, tile_index)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!("frame {frame} tile {tile_index} of round {round} is not stored")
-            })
-    }
-
-    /// Refund what is left in a job's escrow to its client (idempotent).
-    pub fn refund_escrow(&self, job_id: &str, client: &str) -> Result<(), StoreError> {
-        let left = self.balance(&account::escrow(job_id))?;
-        if left > 0 {
-            self.apply_transfer(
-                Some(job_id),
-                &Transfer {
-                    key: format!("job:{job_id}:refund"),
-                    kind: TransferKind::Refund,
-                    from: account::escrow(job_id),
-                    to: account::client(client),
-                    amount: left as u64,
-                    round: 0,
-                    tiles: 0,
-                },
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Apply the hold-back releases the job's transfers so far call for.
-    pub fn release_holdbacks(
-        &self,
-        manifest: &tessera_protocol::statements::JobManifest,
-    ) -> Result<(), StoreError> {
-        let job = hex::encode(manifest.job_id);
-        let so_far = self.job_transfers(&job)?;
-        for t in tessera_protocol::rules::release_transfers(manifest, &so_far) {
-            self.apply_transfer(Some(&job), &t)?;
-        }
-        Ok(())
-    }
-
-    /// Store a round commitment (JSON).
-    pub fn insert_round(
-        &self,
-        job_id: &str,
-        round: u32,
-        commitment_json: &str,
-    ) -> Result<(), StoreError> {
-        let r = self.conn.execute(
-            "INSERT OR IGNORE INTO rounds (job_id, round, commitment) VALUES (?1, ?2, ?3)",
-            params![job_id, round, commitment_json],
-        );
-        self.sql(r).map(|_| ())
-    }
-
-    /// Store a verdict (JSON). Idempotent by (job, round, node, check); returns whether it
-    /// was new.
-    pub fn insert_verdict(
-        &self,
-        job_id: &str,
-        round: u32,
-        node: &str,
-        check: CheckKind,
-        verdict_json: &str,
-    ) -> Result<bool, StoreError> {
-        let r = self.conn.execute(
-            "INSERT OR IGNORE INTO verdicts (job_id, round, node, check_kind, verdict) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![job_id, round, node, check.label(), verdict_json],
-        );
-        self.sql(r).map(|n| n == 1)
-    }
-
     /// Store the finished job's proof bundle (JSON).
     pub fn save_bundle(&self, job_id: &str, bundle_json: &str) -> Result<(), StoreError> {
         let r = self.conn.execute(
@@ -525,24 +405,6 @@ impl Store {
             params![job_id, bundle_json],
         );
         self.sql(r).map(|_| ())
-    }
-
-    /// Apply `t` under the slash cap of the rules ([`tessera_protocol::rules::collect`]):
-    /// a slash takes at most what the stake holds now, and one that finds the stake empty
-    /// is recorded as uncollected, so the job's receipt still shows it.
-    pub fn apply_capped(&self, job_id: Option<&str>, t: &Transfer) -> Result<bool, StoreError> {
-        if t.kind != TransferKind::Slash {
-            return self.apply_transfer(job_id, t);
-        }
-        // A redelivered verdict applies the same slash again: whatever was taken the first
-        // time stands (the stake may hold less now, and a re-sized slash would reuse its key).
-        if self.transfer_applied(&t.key)? {
-            return Ok(false);
-        }
-        match tessera_protocol::rules::collect(t, i128::from(self.balance(&t.from)?)) {
-            Collected::Apply(capped) => self.apply_transfer(job_id, &capped),
-            Collected::Uncollected(t) => self.list_uncollected(job_id, &t),
-        }
     }
 
     /// List a slash that found the stake empty on the job's receipt (idempotent by key).
@@ -692,22 +554,13 @@ impl Store {
         )
     }
 
-    /// The job's slashes that found the stake empty (see [`Store::apply_capped`]).
+    /// The job's slashes that found the stake empty (listed by the job's machine under
+    /// the slash cap, `tessera_protocol::rules::collect`).
     pub fn job_uncollected(&self, job_id: &str) -> Result<Vec<Transfer>, StoreError> {
         self.transfers_in(
             "SELECT key, kind, from_account, to_account, amount, round, tiles FROM uncollected WHERE job_id = ?1 ORDER BY key",
             job_id,
         )
-    }
-
-    /// The job's payment receipt: every transfer made for it, in order, and the slashes
-    /// that found nothing to take.
-    pub fn job_receipt(&self, job: &str, job_id: JobId) -> Result<PaymentReceipt, StoreError> {
-        Ok(PaymentReceipt {
-            job_id,
-            transfers: self.job_transfers(job)?,
-            uncollected: self.job_uncollected(job)?,
-        })
     }
 
     fn transfers_in(&self, query: &str, job_id: &str) -> Result<Vec<Transfer>, StoreError> {
@@ -790,7 +643,7 @@ mod tests {
     }
 
     #[test]
-    fn a_store_from_before_request_routing_opens_with_its_requests_intact() {
+    fn a_store_from_before_request_routing_opens_with_its_rows_intact() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
         {
@@ -807,20 +660,18 @@ mod tests {
             .unwrap();
         }
         let s = Store::open(&path).unwrap();
-        let r = s.request("r1").unwrap().expect("the old request survives");
-        assert_eq!((r.state.as_str(), r.attempts), ("open", 3));
-        assert_eq!(r.check, CheckKind::FIRST);
+        let row: (String, i64, String, String, i64) = s
+            .conn()
+            .query_row(
+                "SELECT state, attempts, check_kind, queue, queue_since FROM requests WHERE request_id = 'r1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
         assert_eq!(
-            s.request_queue("r1").unwrap(),
-            Some(("verify".to_string(), 0))
-        );
-        assert_eq!(s.request_body("r1").unwrap().as_deref(), Some(&b"{}"[..]));
-        s.set_request_queue("r1", "verifier.x", 4).unwrap();
-        drop(s);
-        let s = Store::open(&path).unwrap();
-        assert_eq!(
-            s.request_queue("r1").unwrap(),
-            Some(("verifier.x".to_string(), 4))
+            row,
+            ("open".into(), 3, "first".into(), "verify".into(), 0),
+            "the old row survives, with the columns added since"
         );
     }
 
@@ -851,42 +702,18 @@ mod tests {
     }
 
     #[test]
-    fn a_slash_takes_what_the_stake_holds_and_an_empty_stake_is_recorded_as_uncollected() {
+    fn an_uncollected_slash_is_listed_once_for_its_job_and_moves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("t.db")).unwrap();
-        s.apply_transfer(None, &t("fund", "external:bank", "stake:n", 30))
-            .unwrap();
-        let slash = |key: &str, job: &str, amount| {
-            let x = Transfer {
-                kind: TransferKind::Slash,
-                ..t(key, "stake:n", "escrow:j", amount)
-            };
-            s.apply_capped(Some(job), &x).unwrap()
+        let slash = Transfer {
+            kind: TransferKind::Slash,
+            ..t("s3", "stake:n", "treasury", 20)
         };
-        // Two jobs sized their slashes from the same snapshot of 30.
-        assert!(slash("s1", "j1", 20));
-        assert!(slash("s2", "j2", 20));
-        assert_eq!(s.balance("stake:n").unwrap(), 0);
-        let taken: Vec<u64> = s
-            .job_transfers("j2")
-            .unwrap()
-            .iter()
-            .map(|t| t.amount)
-            .collect();
-        assert_eq!(taken, vec![10], "the second slash takes what was left");
-        // A redelivery of the capped slash changes nothing (and is no key reuse).
-        assert!(!slash("s2", "j2", 20));
-        // A third finds the stake empty: nothing moves, the receipt still lists it.
-        assert!(slash("s3", "j3", 20));
-        assert!(!slash("s3", "j3", 20));
-        let r = s.job_receipt("j3", [3; 16]).unwrap();
-        assert!(r.transfers.is_empty());
-        assert_eq!(r.uncollected.len(), 1);
-        assert_eq!(
-            (r.uncollected[0].key.as_str(), r.uncollected[0].amount),
-            ("s3", 20)
-        );
-        assert!(s.job_receipt("j2", [2; 16]).unwrap().uncollected.is_empty());
+        assert!(s.list_uncollected(Some("j3"), &slash).unwrap());
+        assert!(!s.list_uncollected(Some("j3"), &slash).unwrap(), "once");
+        assert_eq!(s.job_uncollected("j3").unwrap(), vec![slash]);
+        assert!(s.job_uncollected("j2").unwrap().is_empty());
+        assert!(s.job_transfers("j3").unwrap().is_empty());
         assert_eq!(s.total().unwrap(), 0);
     }
 
