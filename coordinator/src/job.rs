@@ -1,8 +1,7 @@
-//! The job rules the coordinator's service sequences (for `tessera coordinator`, and for
-//! `tessera render`, which runs the same service in one process): cutting pending tiles
-//! into tasks, checking a node's result against its task,
-//! fixing a round, building the verifier's requests, checking verdicts, and assembling
-//! the final frames and roots. Pure: no store, no bus, no clock.
+//! The rules of a round, which the job state machine ([`crate::machine`]) sequences:
+//! cutting pending tiles into tasks, checking a node's result against its task, fixing a
+//! round, building the verifier's requests, checking verdicts, and assembling the final
+//! frames and roots. Pure: no store, no bus, no clock.
 
 use std::collections::BTreeMap;
 use tessera_protocol::bundle::{BatchRecord, FinalTile, FrameTiles, NodeSamples};
@@ -26,20 +25,8 @@ pub const MAX_ROUNDS: u32 = 4;
 /// Where the dispute nonce is kept among a job's nonces: after the round nonces.
 pub const DISPUTE_NONCE_SLOT: u32 = MAX_ROUNDS;
 
-/// Fresh secret nonces for a job: one per round, then the dispute nonce (at
-/// [`DISPUTE_NONCE_SLOT`]), from the OS's random source.
-pub fn fresh_nonces() -> Vec<Digest> {
-    use rand::RngCore;
-    (0..=DISPUTE_NONCE_SLOT)
-        .map(|_| {
-            let mut n = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut n);
-            n
-        })
-        .collect()
-}
-
-/// The manifest's commitments to `nonces` (from [`fresh_nonces`]): (per round, dispute).
+/// The manifest's commitments to a job's secret nonces (one per round, then the dispute
+/// nonce at [`DISPUTE_NONCE_SLOT`]): (per round, dispute).
 pub fn nonce_commitments(nonces: &[Digest]) -> (Vec<Digest>, Digest) {
     let slot = DISPUTE_NONCE_SLOT as usize;
     let rounds = nonces[..slot.min(nonces.len())]

@@ -3,10 +3,12 @@
 //! commitments before revealing the round's nonce, sends samples to verifiers, applies the
 //! tier's payment rules on the ledger, and assembles the proof bundle.
 //!
-//! [`daemon`] is `tessera coordinator`: the rules ([`job`]) sequenced by one crash-safe
-//! state machine over the store ([`daemon::service`]), driven over RabbitMQ and an HTTP
-//! API. [`embedded`] is `tessera render`: that same service, with the node and verifier
-//! daemons' code, in one process over the in-process bus and a private SQLite store.
+//! The rules of a round ([`job`]) are sequenced by one sans-IO job state machine
+//! ([`machine`]). [`daemon`] is `tessera coordinator`: the machines driven over the store
+//! one transaction per input ([`daemon::service`]), over RabbitMQ and an HTTP API.
+//! [`embedded`] is `tessera render`: that same service, with the node and verifier
+//! daemons' code, in one process over the in-process bus and a private SQLite store. The
+//! detection simulation (`tessera-sim`) drives the machine directly.
 
 #![warn(missing_docs)]
 
