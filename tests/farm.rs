@@ -419,7 +419,7 @@ fn malformed_and_hostile_messages_are_parked_and_paid_nothing() {
         tessera_api::client::ApiClient::new(&farm.url, None)
             .unwrap()
             .register_worker(
-                "node",
+                tessera_protocol::statements::Role::Node,
                 "forger",
                 &registered,
                 tessera_node::worker::StubFactory::default().capabilities(1),

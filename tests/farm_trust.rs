@@ -47,7 +47,13 @@ fn register(
     rt.block_on(async {
         ApiClient::new(&farm.url, None)
             .unwrap()
-            .register_worker(role, name, key, caps, token.map(String::from))
+            .register_worker(
+                role.parse().expect("node or verifier"),
+                name,
+                key,
+                caps,
+                token.map(String::from),
+            )
             .await
             .map(|r| r.session)
             .map_err(|e| e.to_string())

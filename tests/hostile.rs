@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use tessera_api::{ChallengeResponse, JobSubmission, RegisterRequest, SceneListing};
 use tessera_node::worker::{RendererFactory, StubFactory};
 use tessera_protocol::keys::SecretKey;
-use tessera_protocol::statements::{Registration, Signed};
+use tessera_protocol::statements::{Registration, Role, Signed};
 use tessera_protocol::wire::Requirements;
 use tessera_protocol::{FrameRate, RenderSettings};
 
@@ -368,7 +368,7 @@ fn registration(farm: &Farm, role: &str, name: &str, token: Option<&str>) -> Vec
     let key = SecretKey::generate();
     let caps = stub_caps();
     let reg = Registration {
-        role: role.into(),
+        role: role.parse().expect("node or verifier"),
         name: name.into(),
         challenge,
         coordinator: ch.coordinator,
@@ -1434,7 +1434,7 @@ fn a_worker_whose_session_expired_registers_again_by_itself() {
         .block_on(tessera_node::worker::register(
             &farm.url,
             None,
-            "node",
+            Role::Node,
             "sleepy node",
             &key,
             stub_caps(),

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_protocol::keys::SecretKey;
-use tessera_protocol::statements::{Registration, Signed};
+use tessera_protocol::statements::{Registration, Role, Signed};
 use tessera_protocol::wire::Capabilities;
 use tokio::io::AsyncWriteExt;
 
@@ -239,7 +239,7 @@ impl ApiClient {
     /// bearer token for the worker routes (see [`ApiClient::with_token`]).
     pub async fn register_worker(
         &self,
-        role: &str,
+        role: Role,
         name: &str,
         key: &SecretKey,
         capabilities: Capabilities,
@@ -252,7 +252,7 @@ impl ApiClient {
             reason: format!("challenge: {reason}"),
         })?;
         let registration = Registration {
-            role: role.to_string(),
+            role,
             name: name.to_string(),
             challenge,
             coordinator: ch.coordinator,

@@ -33,7 +33,7 @@ use tessera_node::DishonestMode;
 use tessera_protocol::bundle::ProofBundle;
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::payments::{account, SamplingPolicy, Transfer, TransferKind};
-use tessera_protocol::statements::{Decision, Registration, Signed};
+use tessera_protocol::statements::{Decision, Registration, Role, Signed};
 use tessera_protocol::tolerance::Tolerance;
 use tessera_protocol::wire::{Capabilities, Requirements};
 use tessera_protocol::{Digest, RenderSettings, TileRenderer};
@@ -291,7 +291,7 @@ fn now_ms() -> u64 {
 /// registration of a fresh challenge.
 fn register(
     svc: &Service,
-    role: &str,
+    role: Role,
     name: &str,
     key: &SecretKey,
     caps: &Capabilities,
@@ -301,7 +301,7 @@ fn register(
     let challenge = tessera_protocol::hexser::decode::<32>(&challenge)
         .map_err(|e| ServiceError::Invalid(format!("challenge: {e}")))?;
     let registration = Registration {
-        role: role.into(),
+        role,
         name: name.into(),
         challenge,
         coordinator: svc.public(),
@@ -335,7 +335,7 @@ impl EmbeddedFarm {
         let verifier_caps = verifier_factory.capabilities(LOCAL_SLOTS);
         register(
             &svc,
-            "verifier",
+            Role::Verifier,
             "verifier",
             &self.verifier_key,
             &verifier_caps,
@@ -347,7 +347,7 @@ impl EmbeddedFarm {
             let key = n.key.public();
             let f = factory(&n.renderer);
             let caps = f.capabilities(LOCAL_SLOTS);
-            register(&svc, "node", &n.name, &n.key, &caps)?;
+            register(&svc, Role::Node, &n.name, &n.key, &caps)?;
             if cfg.node_stake > 0 {
                 svc.credit(
                     &account::stake(&key),

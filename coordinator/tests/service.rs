@@ -776,7 +776,7 @@ fn sessions_expire_when_the_worker_goes_quiet_and_are_kept_only_as_hashes() {
     let caps = caps(&f.renderer);
     let reg = Signed::sign(
         Registration {
-            role: "node".into(),
+            role: Role::Node,
             name: "quiet node".into(),
             challenge: tessera_protocol::hexser::decode(&c).unwrap(),
             coordinator: f.svc.public(),

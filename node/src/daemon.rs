@@ -27,7 +27,7 @@ use std::time::Duration;
 use tessera_api::RegisterResponse;
 use tessera_bus::{Bus, BusError, Delivery};
 use tessera_protocol::keys::{PublicKey, SecretKey};
-use tessera_protocol::statements::{NodeSignal, Signed, TaskNote};
+use tessera_protocol::statements::{NodeSignal, Role, Signed, TaskNote};
 use tessera_protocol::wire::{
     node_queue, Capabilities, RenderTask, QUEUE_RESULTS, QUEUE_SIGNALS, QUEUE_TASKS,
 };
@@ -66,7 +66,7 @@ pub struct NodeDaemonConfig {
 impl NodeDaemonConfig {
     fn enrolment(&self) -> Enrolment<'_> {
         Enrolment {
-            role: "node",
+            role: Role::Node,
             coordinator: &self.coordinator,
             token: self.token.as_deref(),
             name: &self.name,

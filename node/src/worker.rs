@@ -23,6 +23,7 @@ use tessera_api::client::{ApiClient, ApiClientError};
 use tessera_api::RegisterResponse;
 use tessera_bus::{Bus, BusError, Delivery};
 use tessera_protocol::keys::SecretKey;
+use tessera_protocol::statements::Role;
 use tessera_protocol::wire::{Capabilities, WIRE_VERSION};
 use tessera_protocol::{Digest, TileRenderer};
 use tokio::sync::Semaphore;
@@ -205,7 +206,7 @@ impl Faults {
 pub async fn register(
     url: &str,
     farm_token: Option<String>,
-    role: &str,
+    role: Role,
     name: &str,
     key: &SecretKey,
     capabilities: Capabilities,
@@ -222,16 +223,15 @@ pub async fn register(
             }
         })?,
     );
-    let (role, name) = (role.to_string(), name.to_string());
+    let name = name.to_string();
     let registration = {
         let client = client.clone();
         move || {
-            let (client, key, role, name) =
-                (client.clone(), key.clone(), role.clone(), name.clone());
+            let (client, key, name) = (client.clone(), key.clone(), name.clone());
             let (capabilities, farm_token) = (capabilities.clone(), farm_token.clone());
             async move {
                 client
-                    .register_worker(&role, &name, &key, capabilities, farm_token)
+                    .register_worker(role, &name, &key, capabilities, farm_token)
                     .await
             }
         }
@@ -250,8 +250,8 @@ pub async fn register(
 /// Who a daemon is and where it registers: what [`start`] needs of its config.
 #[derive(Clone, Copy)]
 pub struct Enrolment<'a> {
-    /// `node` or `verifier` (the registration role, and the word errors use).
-    pub role: &'static str,
+    /// What it registers as (and the word errors use).
+    pub role: Role,
     /// Base URL of the coordinator's HTTP API.
     pub coordinator: &'a str,
     /// The farm's worker token, when the coordinator requires one.
@@ -304,7 +304,7 @@ pub enum StartError {
     #[error("{role} config: {reason}")]
     Config {
         /// `node` or `verifier`.
-        role: &'static str,
+        role: Role,
         /// What is wrong.
         reason: String,
     },
@@ -312,7 +312,7 @@ pub enum StartError {
     #[error("registering {role} {name:?} with the coordinator: {source}")]
     Register {
         /// `node` or `verifier`.
-        role: &'static str,
+        role: Role,
         /// The daemon's name.
         name: String,
         /// What failed.
@@ -354,7 +354,7 @@ where
         tracing::warn!(?faults, "test fault hooks are on");
     }
     let capabilities = factory.capabilities(who.slots);
-    tracing::info!(role = who.role, key = %who.key.public().short(), name = %who.name, class = %capabilities.class, coordinator = %who.coordinator, "registering");
+    tracing::info!(role = %who.role, key = %who.key.public().short(), name = %who.name, class = %capabilities.class, coordinator = %who.coordinator, "registering");
     let registering = register(
         who.coordinator,
         who.token.map(str::to_string),
@@ -535,7 +535,7 @@ mod tests {
         let url = format!("http://{}", silent.local_addr().unwrap());
         let key = SecretKey::generate();
         let who = Enrolment {
-            role: "verifier",
+            role: Role::Verifier,
             coordinator: &url,
             token: None,
             name: "v1",

@@ -26,6 +26,16 @@ impl std::fmt::Display for PublicKey {
     }
 }
 
+impl std::str::FromStr for PublicKey {
+    type Err = KeyError;
+    /// A key from its 64 lowercase or uppercase hex characters.
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        crate::hexser::decode::<32>(s)
+            .map(PublicKey)
+            .map_err(KeyError::BadHex)
+    }
+}
+
 impl PublicKey {
     /// The first 12 hex characters, for logs and tables.
     pub fn short(&self) -> String {
@@ -113,11 +123,27 @@ pub enum KeyError {
     /// A key file could not be parsed.
     #[error("key file {0}: {1}")]
     BadKeyFile(String, String),
+    /// A public key's text is not 64 hex characters.
+    #[error("public key: {0}")]
+    BadHex(String),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_public_key_parses_from_its_hex_and_names_what_is_wrong() {
+        let k = SecretKey::generate().public();
+        assert_eq!(k.to_string().parse::<PublicKey>().unwrap(), k);
+        assert_eq!(
+            k.to_string().to_uppercase().parse::<PublicKey>().unwrap(),
+            k
+        );
+        let e = "abc".parse::<PublicKey>().unwrap_err().to_string();
+        assert!(e.starts_with("public key: "), "{e}");
+        assert!("zz".repeat(32).parse::<PublicKey>().is_err());
+    }
 
     #[test]
     fn sign_verify_and_key_file_round_trip() {

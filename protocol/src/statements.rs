@@ -594,12 +594,50 @@ mod tests {
     }
 }
 
+/// What a worker registers as. The wire and the signed bytes spell it `node` or
+/// `verifier`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Renders tasks.
+    Node,
+    /// Re-renders samples and signs verdicts.
+    Verifier,
+}
+
+impl Role {
+    /// Its spelling on the wire and in signed bytes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Verifier => "verifier",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "node" => Ok(Role::Node),
+            "verifier" => Ok(Role::Verifier),
+            other => Err(format!("{other:?} is neither \"node\" nor \"verifier\"")),
+        }
+    }
+}
+
 /// What a node or verifier proves when it registers: it holds the key it names, right now
 /// (the challenge is fresh and single-use), for this coordinator.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Registration {
-    /// `"node"` or `"verifier"`.
-    pub role: String,
+    /// What it registers as.
+    pub role: Role,
     /// Operator-chosen display name.
     pub name: String,
     /// The challenge the coordinator handed out.
@@ -615,7 +653,7 @@ pub struct Registration {
 impl Statement for Registration {
     const DOMAIN: &'static str = "tessera v1 register";
     fn write_fields(&self, w: &mut FieldWriter) {
-        w.str(&self.role)
+        w.str(self.role.as_str())
             .str(&self.name)
             .bytes(&self.challenge)
             .bytes(&self.coordinator.0)

@@ -23,7 +23,7 @@ use tessera_node::worker::{
     self, Enrolment, Faults, LoopEnd, RendererFactory, SceneCache, SceneSource, StartError,
 };
 use tessera_protocol::keys::{PublicKey, SecretKey};
-use tessera_protocol::statements::Decision;
+use tessera_protocol::statements::{Decision, Role};
 use tessera_protocol::wire::{
     verifier_queue, VerdictMessage, VerifyRequest, QUEUE_VERDICTS, QUEUE_VERIFY, WIRE_VERSION,
 };
@@ -59,7 +59,7 @@ pub struct VerifierDaemonConfig {
 impl VerifierDaemonConfig {
     fn enrolment(&self) -> Enrolment<'_> {
         Enrolment {
-            role: "verifier",
+            role: Role::Verifier,
             coordinator: &self.coordinator,
             token: self.token.as_deref(),
             name: &self.name,

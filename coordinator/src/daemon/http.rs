@@ -34,7 +34,6 @@ use tessera_api::{
     SceneListing,
 };
 use tessera_protocol::payments::account;
-use tessera_protocol::wire::Capabilities;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -566,10 +565,7 @@ async fn register(
     let body = body_of("register", body)?;
     let req: RegisterRequest = serde_json::from_slice(&body)
         .map_err(|e| Fail::new(StatusCode::BAD_REQUEST, format!("register body: {e}")))?;
-    let (role, key) = (
-        req.registration.statement.role.clone(),
-        req.registration.signer,
-    );
+    let (role, key) = (req.registration.statement.role, req.registration.signer);
     let (session, coordinator) = st
         .shared
         .with(move |s| {
@@ -592,7 +588,7 @@ async fn register(
             }
         })?;
     // Its broker user may not declare its own queue: the coordinator does.
-    st.shared.declare_worker_queue(&role, &key).await;
+    st.shared.declare_worker_queue(role, &key).await;
     Ok(Json(RegisterResponse {
         session,
         coordinator,
@@ -1255,26 +1251,19 @@ async fn nodes(State(st): State<ApiState>) -> Answer<Json<Vec<NodeView>>> {
             let leases = s.leases_by_node()?;
             let mut out = Vec::new();
             for w in store.workers()? {
-                let Ok(key) = tessera_protocol::hexser::decode::<32>(&w.key)
-                    .map(tessera_protocol::keys::PublicKey)
-                else {
-                    continue;
-                };
-                let Ok(caps) = serde_json::from_str::<Capabilities>(&w.caps) else {
-                    continue;
-                };
+                let (key, caps) = (w.key, w.caps);
                 out.push(NodeView {
                     key,
                     name: w.name,
-                    role: w.role,
+                    role: w.role.to_string(),
                     class: caps.class,
                     memory_bytes: caps.memory_bytes,
                     slots: caps.slots,
-                    trust: store.trust(&w.key)?,
+                    trust: store.trust(&key.to_string())?,
                     stake: store.balance(&account::stake(&key))?,
                     balance: store.balance(&account::node(&key))?,
                     last_seen_unix: w.last_seen_ms / 1000,
-                    leased_tasks: leases.get(&w.key).copied().unwrap_or(0),
+                    leased_tasks: leases.get(&key.to_string()).copied().unwrap_or(0),
                 });
             }
             Ok(out)

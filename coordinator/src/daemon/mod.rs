@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tessera_bus::{AmqpBus, AmqpConfig, Bus, BusError, Topology};
 use tessera_protocol::keys::{PublicKey, SecretKey};
+use tessera_protocol::statements::Role;
 use tessera_protocol::wire::{
     node_queue, verifier_queue, QUEUE_RESULTS, QUEUE_SIGNALS, QUEUE_TASKS, QUEUE_VERDICTS,
     QUEUE_VERIFY,
@@ -315,10 +316,8 @@ impl Shared {
     /// `verifier.<key>`), so that it can consume it at once: its broker user may not
     /// declare. Bounded; a failure is only logged: the worker waits for its queue, and
     /// publishing to that queue declares it first.
-    pub(crate) async fn declare_worker_queue(&self, role: &str, key: &PublicKey) {
-        let Some(queue) = worker_queue(role, key) else {
-            return;
-        };
+    pub(crate) async fn declare_worker_queue(&self, role: Role, key: &PublicKey) {
+        let queue = worker_queue(role, key);
         match tokio::time::timeout(WORKER_QUEUE_TIMEOUT, (self.declare)(queue.clone())).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(%queue, "declaring a registered worker's queue: {e}"),
@@ -341,12 +340,11 @@ impl Shared {
     }
 }
 
-/// The own queue of a worker of `role` (`node` or `verifier`).
-fn worker_queue(role: &str, key: &PublicKey) -> Option<String> {
+/// The own queue of a worker of `role`.
+fn worker_queue(role: Role, key: &PublicKey) -> String {
     match role {
-        "node" => Some(node_queue(key)),
-        "verifier" => Some(verifier_queue(key)),
-        _ => None,
+        Role::Node => node_queue(key),
+        Role::Verifier => verifier_queue(key),
     }
 }
 
@@ -355,10 +353,7 @@ fn worker_queue(role: &str, key: &PublicKey) -> Option<String> {
 /// them, or they were registered by an older coordinator).
 async fn declare_topology<B: Bus>(bus: &B, shared: &Arc<Shared>) -> Result<(), DaemonError> {
     let workers = shared.with(|s| s.store().workers()).await?;
-    let own = workers.iter().filter_map(|w| {
-        let key = <[u8; 32]>::try_from(hex::decode(&w.key).ok()?).ok()?;
-        worker_queue(&w.role, &PublicKey(key))
-    });
+    let own = workers.iter().map(|w| worker_queue(w.role, &w.key));
     let shared_queues = [
         QUEUE_TASKS,
         QUEUE_RESULTS,

@@ -20,7 +20,7 @@ use tessera_protocol::payments::{
 };
 use tessera_protocol::rules::{dispute_deposit, job_price};
 use tessera_protocol::statements::{
-    JobManifest, NodeSignal, Registration, Signed, Statement, MANIFEST_VERSION,
+    JobManifest, NodeSignal, Registration, Role, Signed, Statement, MANIFEST_VERSION,
 };
 use tessera_protocol::tolerance::Tolerance;
 use tessera_protocol::wire::{BatchResult, Capabilities, Requirements, VerdictMessage};
@@ -345,12 +345,6 @@ impl Service {
         reg.verify()
             .map_err(|e| ServiceError::Forbidden(format!("registration: {e}")))?;
         self.grant(reg, token)?;
-        if r.role != "node" && r.role != "verifier" {
-            return Err(ServiceError::Invalid(format!(
-                "registration.role: {:?} is neither \"node\" nor \"verifier\"",
-                r.role
-            )));
-        }
         let allowed = |c: char| c.is_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-');
         let n = r.name.chars().count();
         if n == 0 || n > 64 || !r.name.chars().all(allowed) {
@@ -400,10 +394,10 @@ impl Service {
                 }
                 s.upsert_worker(
                     &WorkerRow {
-                        key: key.to_string(),
+                        key,
                         name: r.name.clone(),
-                        role: r.role.clone(),
-                        caps: serde_json::to_string(caps).unwrap_or_default(),
+                        role: r.role,
+                        caps: caps.clone(),
                         last_seen_ms: now_ms,
                     },
                     &session_digest(&session),
@@ -433,14 +427,18 @@ impl Service {
     /// role: registering it again with another is refused.
     fn grant(&self, reg: &Signed<Registration>, token: Option<&str>) -> Result<(), ServiceError> {
         let r = &reg.statement;
-        let who = format!("registration of {} as a {:?}", reg.signer.short(), r.role);
-        let granted = match r.role.as_str() {
-            "node" => self
+        let who = format!(
+            "registration of {} as a {:?}",
+            reg.signer.short(),
+            r.role.as_str()
+        );
+        let granted = match r.role {
+            Role::Node => self
                 .cfg
                 .node_token
                 .as_deref()
                 .is_none_or(|want| token.is_some_and(|t| same_secret(t, want))),
-            "verifier" => {
+            Role::Verifier => {
                 self.cfg.verifier_keys.contains(&reg.signer)
                     || self
                         .cfg
@@ -448,14 +446,9 @@ impl Service {
                         .as_deref()
                         .is_some_and(|want| token.is_some_and(|t| same_secret(t, want)))
             }
-            other => {
-                return Err(ServiceError::Invalid(format!(
-                    "registration.role: {other:?} is neither \"node\" nor \"verifier\""
-                )))
-            }
         };
         if !granted {
-            return Err(ServiceError::Forbidden(if r.role == "node" {
+            return Err(ServiceError::Forbidden(if r.role == Role::Node {
                 format!("{who}: missing or wrong node token")
             } else {
                 format!("{who}: the operator grants the verifier role (--verifier-key, --verifier-token), and not to this key with this token")
@@ -538,11 +531,11 @@ impl Service {
                 "session expired: register again".into(),
             ));
         }
-        self.store.touch_worker(&w.key, now_ms)?;
+        self.store.touch_worker(&w.key.to_string(), now_ms)?;
         Ok(Some(w))
     }
 
-    fn registered(&self, key: &PublicKey, role: &str) -> Result<Option<WorkerRow>, ServiceError> {
+    fn registered(&self, key: &PublicKey, role: Role) -> Result<Option<WorkerRow>, ServiceError> {
         Ok(self
             .store
             .worker(&key.to_string())?
@@ -642,9 +635,8 @@ impl Service {
             .store
             .workers()?
             .into_iter()
-            .filter(|w| w.role == "verifier")
-            .filter_map(|w| tessera_protocol::hexser::decode::<32>(&w.key).ok())
-            .map(PublicKey)
+            .filter(|w| w.role == Role::Verifier)
+            .map(|w| w.key)
             .collect();
         if verifiers.is_empty() {
             return Err(ServiceError::Unavailable(
@@ -658,8 +650,13 @@ impl Service {
         };
         if min_trust > 0 {
             let mut trusted = false;
-            for w in self.store.workers()?.iter().filter(|w| w.role == "node") {
-                trusted |= self.store.trust(&w.key)? >= min_trust;
+            for w in self
+                .store
+                .workers()?
+                .iter()
+                .filter(|w| w.role == Role::Node)
+            {
+                trusted |= self.store.trust(&w.key.to_string())? >= min_trust;
             }
             if !trusted {
                 return Err(ServiceError::Unavailable(format!(
@@ -1009,7 +1006,7 @@ impl Service {
                 sig.signer.short()
             )));
         }
-        if self.registered(&node, "node")?.is_none() {
+        if self.registered(&node, Role::Node)?.is_none() {
             return Ok(Handled::Refused(format!(
                 "node signal from unregistered key {}",
                 node.short()
@@ -1237,32 +1234,26 @@ impl StoreFarm {
             stakes: BTreeMap::new(),
         };
         for w in s.workers()? {
-            let Ok(key) = tessera_protocol::hexser::decode::<32>(&w.key).map(PublicKey) else {
-                continue;
-            };
-            let caps = serde_json::from_str::<Capabilities>(&w.caps);
-            match w.role.as_str() {
-                "node" => {
-                    // A node whose stored capabilities do not parse cannot meet anything.
-                    let Ok(caps) = caps else { continue };
+            let key = w.key;
+            match w.role {
+                Role::Node => {
                     let stake = account::stake(&key);
                     farm.stakes
                         .insert(stake.clone(), i128::from(s.balance(&stake)?));
                     farm.nodes.push(NodeView {
                         key,
                         name: w.name,
-                        caps,
-                        trust: s.trust(&w.key)?,
+                        caps: w.caps,
+                        trust: s.trust(&key.to_string())?,
                         last_seen_ms: w.last_seen_ms,
                     });
                 }
-                "verifier" => farm.verifiers.push(VerifierView {
+                Role::Verifier => farm.verifiers.push(VerifierView {
                     key,
-                    class_id: caps.ok().map(|c| c.class.id()),
+                    class_id: Some(w.caps.class.id()),
                     last_seen_ms: w.last_seen_ms,
-                    faults: s.worker_faults(&w.key)?,
+                    faults: s.worker_faults(&key.to_string())?,
                 }),
-                _ => {}
             }
         }
         farm.nodes.sort_by_key(|n| n.key);

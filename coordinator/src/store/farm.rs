@@ -10,6 +10,9 @@
 
 use super::{Store, StoreError};
 use rusqlite::{params, OptionalExtension, Row};
+use tessera_protocol::keys::{KeyError, PublicKey};
+use tessera_protocol::statements::Role;
+use tessera_protocol::wire::Capabilities;
 
 pub(super) const FARM_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS job_runs (job_id TEXT PRIMARY KEY, run TEXT NOT NULL);
@@ -55,26 +58,30 @@ CREATE INDEX IF NOT EXISTS blobs_by_use ON blobs (used_ms);
 "#;
 
 /// A registered node or verifier.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct WorkerRow {
-    /// Public key (hex).
-    pub key: String,
+    /// Public key.
+    pub key: PublicKey,
     /// Display name.
     pub name: String,
-    /// `node` or `verifier`.
-    pub role: String,
-    /// Capabilities (JSON).
-    pub caps: String,
+    /// What it registered as.
+    pub role: Role,
+    /// What it registered.
+    pub caps: Capabilities,
     /// Last registration or signal (ms).
     pub last_seen_ms: u64,
 }
 
 fn worker_row(r: &Row<'_>) -> rusqlite::Result<WorkerRow> {
+    let bad = |column: usize, e: String| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
+    };
+    let (key, role, caps): (String, String, String) = (r.get(0)?, r.get(2)?, r.get(3)?);
     Ok(WorkerRow {
-        key: r.get(0)?,
+        key: key.parse().map_err(|e: KeyError| bad(0, e.to_string()))?,
         name: r.get(1)?,
-        role: r.get(2)?,
-        caps: r.get(3)?,
+        role: role.parse().map_err(|e| bad(2, e))?,
+        caps: serde_json::from_str(&caps).map_err(|e| bad(3, format!("capabilities: {e}")))?,
         last_seen_ms: r.get::<_, i64>(4)? as u64,
     })
 }
@@ -249,7 +256,14 @@ impl Store {
     pub fn upsert_worker(&self, w: &WorkerRow, session: &str) -> Result<(), StoreError> {
         self.exec(
             "INSERT INTO workers (key, name, role, caps, session, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key) DO UPDATE SET name = ?2, role = ?3, caps = ?4, session = ?5, last_seen_ms = ?6",
-            params![w.key, w.name, w.role, w.caps, session, w.last_seen_ms as i64],
+            params![
+                w.key.to_string(),
+                w.name,
+                w.role.as_str(),
+                serde_json::to_string(&w.caps).unwrap_or_default(),
+                session,
+                w.last_seen_ms as i64
+            ],
         )
         .map(|_| ())
     }

@@ -11,7 +11,7 @@ pub use tessera_node::stub::HashRenderer;
 pub use tessera_node::{DishonestMode, Node};
 pub use tessera_protocol::keys::{PublicKey, SecretKey};
 pub use tessera_protocol::payments::TransferKind;
-pub use tessera_protocol::statements::{NodeSignal, Registration, Signed, TaskNote};
+pub use tessera_protocol::statements::{NodeSignal, Registration, Role, Signed, TaskNote};
 pub use tessera_protocol::wire::{
     Capabilities, RenderTask, Requirements, VerdictMessage, VerifyRequest, QUEUE_VERIFY,
     WIRE_VERSION,
@@ -108,7 +108,7 @@ impl Farm {
         let c = self.svc.challenge(self.now).unwrap();
         let reg = Signed::sign(
             Registration {
-                role: role.into(),
+                role: role.parse().expect("node or verifier"),
                 name: format!("{role}-{}", key.public().short()),
                 challenge: tessera_protocol::hexser::decode(&c).unwrap(),
                 coordinator: self.svc.public(),
