@@ -441,14 +441,14 @@ impl EmbeddedFarm {
             handled.mark_unchanged();
             let j = job.clone();
             let view = coordinator.read(move |s| s.job_view(&j)).await?;
-            if matches!(view.state, JobState::Done | JobState::Failed) {
+            if matches!(view.progress.state, JobState::Done | JobState::Failed) {
                 break view;
             }
             let progress = (
-                view.state,
-                view.round,
-                view.tiles_rendered,
-                view.tiles_verified,
+                view.progress.state,
+                view.progress.round,
+                view.progress.tiles_rendered,
+                view.progress.tiles_verified,
             );
             if last.as_ref() != Some(&progress) {
                 last = Some(progress);
@@ -457,18 +457,18 @@ impl EmbeddedFarm {
                 return Err(PipelineError::Timeout {
                     job,
                     secs: cfg.message_timeout.as_secs(),
-                    state: view.state.to_string(),
+                    state: view.progress.state.to_string(),
                 });
             }
             let _ = tokio::time::timeout(LOOK_EVERY, handled.changed()).await;
         };
-        if view.state == JobState::Failed {
+        if view.progress.state == JobState::Failed {
             return Err(PipelineError::Failed {
                 job,
-                reason: view.error.unwrap_or_default(),
+                reason: view.progress.error.unwrap_or_default(),
             });
         }
-        if let Some(release_at) = view.release_at_ms {
+        if let Some(release_at) = view.progress.release_at_ms {
             // Nobody can dispute a `render` job: its window closes now, as the farm's
             // reconciler closes one when it ends.
             coordinator.with(move |s| s.reconcile(release_at)).await?;

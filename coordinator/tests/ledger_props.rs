@@ -817,7 +817,7 @@ impl World {
     }
 
     fn state(&self, job: &str) -> String {
-        self.f.svc.job_view(job).unwrap().state.to_string()
+        self.f.svc.job_view(job).unwrap().progress.state.to_string()
     }
 
     fn publish(&mut self) {
@@ -1519,7 +1519,7 @@ fn an_unanswered_dispute_neither_keeps_the_deposit_nor_the_hold_backs() {
         stuck.is_empty(),
         "job {} ({:?}) left money nobody can move: {stuck:?}",
         state(&f, &job),
-        f.svc.job_view(&job).unwrap().error
+        f.svc.job_view(&job).unwrap().progress.error
     );
 }
 

@@ -241,7 +241,7 @@ fn refused_inputs_name_their_reason_and_change_nothing() {
         Handled::Refused(_)
     ));
     // Nothing above was stored or paid, and the job still finishes.
-    assert_eq!(f.svc.job_view(&job).unwrap().tiles_rendered, 0);
+    assert_eq!(f.svc.job_view(&job).unwrap().progress.tiles_rendered, 0);
     for t in &tasks(&f.drain())
         .into_iter()
         .chain(ts.clone())
@@ -345,8 +345,8 @@ fn a_node_failure_signal_requeues_and_too_many_fail_the_job_with_a_refund() {
         f.now += 3_600_000;
     }
     let v = f.svc.job_view(&job).unwrap();
-    assert_eq!(v.state.as_str(), "failed");
-    assert!(v.error.unwrap().contains("failed"));
+    assert_eq!(v.progress.state.as_str(), "failed");
+    assert!(v.progress.error.unwrap().contains("failed"));
     assert_eq!(f.svc.store().balance(&format!("escrow:{job}")).unwrap(), 0);
     assert_eq!(f.svc.store().total().unwrap(), 0);
 }

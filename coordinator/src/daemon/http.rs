@@ -1020,16 +1020,16 @@ fn status_of(s: &Service, id: &str) -> Result<JobStatus, ServiceError> {
     let m = &v.manifest.statement;
     Ok(JobStatus {
         job_id: id.to_string(),
-        state: v.state.to_string(),
+        state: v.progress.state.to_string(),
         scene_name: m.scene_name.clone(),
         frame_start: m.frame_start,
         frame_end: m.frame_end,
         tier: m.tier.name.clone(),
-        tiles_total: v.tiles_total,
-        tiles_rendered: v.tiles_rendered,
-        tiles_verified: v.tiles_verified,
-        round: v.round,
-        error: v.error,
+        tiles_total: v.progress.tiles_total,
+        tiles_rendered: v.progress.tiles_rendered,
+        tiles_verified: v.progress.tiles_verified,
+        round: v.progress.round,
+        error: v.progress.error,
         created_unix: m.created_unix,
     })
 }

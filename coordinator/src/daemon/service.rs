@@ -7,7 +7,7 @@
 use crate::job;
 use crate::machine::{
     Ctx, DisputeRefusal, Effect, Farm, Input, Job, JobSetup, JobState, NodeView, Nonces, Policy,
-    TaskView, Tiles, VerifierView,
+    Progress, TaskView, Tiles, VerifierView,
 };
 use crate::store::{Store, StoreError, WorkerRow};
 use rand::RngCore;
@@ -254,19 +254,7 @@ pub struct JobView {
     /// Signed manifest.
     pub manifest: Signed<JobManifest>,
     /// Where it is.
-    pub state: JobState,
-    /// Current round.
-    pub round: u32,
-    /// Tiles in the job.
-    pub tiles_total: u32,
-    /// Tiles delivered in the current round plus tiles accepted before.
-    pub tiles_rendered: u32,
-    /// Tiles accepted.
-    pub tiles_verified: u32,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// When its hold-backs are released (a done job inside its challenge window).
-    pub release_at_ms: Option<u64>,
+    pub progress: Progress,
 }
 
 /// The coordinator's core.
@@ -1140,16 +1128,9 @@ impl Service {
             return Err(ServiceError::NotFound(format!("job {job} does not exist")));
         }
         let machine = self.load(&self.store, job)?;
-        let p = machine.progress();
         Ok(JobView {
             manifest: machine.manifest().clone(),
-            state: p.state,
-            round: p.round,
-            tiles_total: p.tiles_total,
-            tiles_rendered: p.tiles_rendered,
-            tiles_verified: p.tiles_verified,
-            error: p.error,
-            release_at_ms: p.release_at_ms,
+            progress: machine.progress(),
         })
     }
 

@@ -325,7 +325,7 @@ pub fn result_body(node: &Node, task: &RenderTask) -> Vec<u8> {
 }
 
 pub fn state(f: &Farm, job: &str) -> String {
-    f.svc.job_view(job).unwrap().state.to_string()
+    f.svc.job_view(job).unwrap().progress.state.to_string()
 }
 
 pub fn assert_paid_once(f: &Farm, job: &str) {
