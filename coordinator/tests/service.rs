@@ -855,3 +855,47 @@ fn registration_challenges_anyone_may_ask_for_are_bounded() {
     assert!(!store.take_challenge("c0", now + 300_001).unwrap());
     assert!(store.take_challenge("c4", now + 300_002).unwrap());
 }
+
+#[test]
+fn a_job_an_older_coordinator_stored_is_refused_not_resumed_and_holds_up_no_other_job() {
+    let mut f = Farm::new();
+    let a = key(1);
+    f.register(&a, "node");
+    f.register(&key(2), "verifier");
+    let old = f.submit();
+    let old_task = tasks(&f.drain())[0].clone();
+    let current = f.submit();
+    let current_task = tasks(&f.drain())[0].task_id.clone();
+    // The old job's state as the coordinator before the job state machine kept it.
+    let db = rusqlite::Connection::open(&f.db).unwrap();
+    db.execute(
+        "UPDATE job_runs SET run = ?2 WHERE job_id = ?1",
+        rusqlite::params![
+            old,
+            r#"{"client":"studio","round":0,"next_batch_id":8,"batch_size":2,"requirements":{},"blocked":[],"error":null,"tiles_total":15,"tiles_verified":0,"scene_hint":null}"#
+        ],
+    )
+    .unwrap();
+    drop(db);
+    f.restart();
+    // Its status still reads; its results are parked with the reason; the reconciler
+    // leaves it alone and still ticks the other job.
+    let v = f.svc.job_view(&old).unwrap();
+    assert_eq!(
+        (v.progress.state.as_str(), v.progress.tiles_total),
+        ("queued", 15)
+    );
+    let res = result_body(&f.node(&a, None), &old_task);
+    match f.svc.handle_result(&res, f.now).unwrap() {
+        Handled::Refused(why) => assert!(why.contains("older coordinator"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    f.svc
+        .handle_signal(&f.signal(&a, &[&current_task], &[]), f.now)
+        .unwrap();
+    f.now += 4 * LEASE;
+    let queued = f.svc.reconcile(f.now).unwrap();
+    assert!(queued >= 1, "the current job's expired lease was requeued");
+    assert_eq!(f.attempt(&current_task), 1);
+    assert_eq!(f.svc.job_view(&current).unwrap().progress.round, 0);
+}

@@ -727,7 +727,7 @@ impl Service {
     /// gives the scene file's path (a submission over the API has its entry file name).
     pub fn set_scene_hint(&self, job: &str, hint: &str) -> Result<(), ServiceError> {
         Ok(self.store.atomically(|s| {
-            let mut machine = self.load(s, job)?;
+            let mut machine = self.load_resumable(s, job)?;
             machine.set_scene_hint(hint);
             s.put_run(job, &to_json("job", &machine).map_err(corrupt)?)
         })?)
@@ -782,20 +782,36 @@ impl Service {
         }
     }
 
-    /// Job `job`'s machine as the store keeps it (a `Corrupt` error with `what` = "job
-    /// state" when the store has none).
-    fn load(&self, s: &Store, job: &str) -> Result<Job, StoreError> {
+    /// Job `job`'s machine as the store keeps it; `None` for a job an older coordinator
+    /// stored (before the job state machine), which cannot be resumed: its inputs are
+    /// refused, the reconciler leaves it alone, and its status comes from what it stored.
+    fn load(&self, s: &Store, job: &str) -> Result<Option<Job>, StoreError> {
         let json = s.run(job)?.ok_or_else(|| StoreError::Corrupt {
             path: "store".into(),
             what: "job state".into(),
             reason: format!("job {job} has no state"),
         })?;
-        let machine: Job = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+        match serde_json::from_str::<Job>(&json) {
+            Ok(machine) => Ok(Some(machine.with_policy(self.cfg.policy()))),
+            Err(e) if legacy_progress(&json, "").is_some() => {
+                tracing::debug!(job = %&job[..12.min(job.len())], "stored by an older coordinator: {e}");
+                Ok(None)
+            }
+            Err(e) => Err(StoreError::Corrupt {
+                path: "store".into(),
+                what: format!("the state of job {job}"),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// [`Self::load`] for a job that must be resumable.
+    fn load_resumable(&self, s: &Store, job: &str) -> Result<Job, StoreError> {
+        self.load(s, job)?.ok_or_else(|| StoreError::Corrupt {
             path: "store".into(),
-            what: format!("the state of job {job}"),
-            reason: format!("{e} (a job stored by an older coordinator cannot be resumed)"),
-        })?;
-        Ok(machine.with_policy(self.cfg.policy()))
+            what: format!("job {job}"),
+            reason: OLDER.into(),
+        })
     }
 
     /// Whether the store has job `job`.
@@ -814,7 +830,10 @@ impl Service {
         now_ms: u64,
         inputs: Vec<Input>,
     ) -> Result<(Vec<Handled>, u32), StoreError> {
-        let mut machine = self.load(s, job)?;
+        let Some(mut machine) = self.load(s, job)? else {
+            let refused = Handled::Refused(format!("job {job}: {OLDER}"));
+            return Ok((vec![refused; inputs.len()], 0));
+        };
         let tiles = StoreTiles { store: s, job };
         let mut handled = Vec::with_capacity(inputs.len());
         let mut queued = 0;
@@ -943,7 +962,9 @@ impl Service {
         if !self.has_job(job)? {
             return Err(ServiceError::NotFound(format!("job {job} does not exist")));
         }
-        let machine = self.load(&self.store, job)?;
+        let Some(machine) = self.load(&self.store, job)? else {
+            return Err(ServiceError::Unavailable(format!("job {job}: {OLDER}")));
+        };
         machine
             .may_dispute(client, now_ms)
             .map_err(|why| match why {
@@ -1085,12 +1106,19 @@ impl Service {
             JobState::Done,
         ] {
             for job in self.store.job_ids_in_state(state.as_str())? {
-                queued += self.store.atomically(|s| {
-                    if self.load(s, &job)?.is_over() {
-                        return Ok(0);
+                let ticked = self.store.atomically(|s| match self.load(s, &job)? {
+                    Some(machine) if !machine.is_over() => {
+                        Ok(self.drive(s, &job, now_ms, vec![Input::Tick])?.1)
                     }
-                    Ok(self.drive(s, &job, now_ms, vec![Input::Tick])?.1)
-                })?;
+                    _ => Ok(0),
+                });
+                // One job that cannot be ticked must not hold up every other one.
+                match ticked {
+                    Ok(n) => queued += n,
+                    Err(e) => {
+                        tracing::error!(job = %&job[..12.min(job.len())], "reconciling the job failed: {e}")
+                    }
+                }
             }
         }
         Ok(queued)
@@ -1101,7 +1129,10 @@ impl Service {
         let mut leases = BTreeMap::new();
         for state in [JobState::Queued, JobState::Rendering] {
             for job in self.store.job_ids_in_state(state.as_str())? {
-                for node in self.load(&self.store, &job)?.lease_holders() {
+                let Some(machine) = self.load(&self.store, &job)? else {
+                    continue;
+                };
+                for node in machine.lease_holders() {
                     *leases.entry(node.to_string()).or_default() += 1;
                 }
             }
@@ -1117,7 +1148,9 @@ impl Service {
         if !self.has_job(job)? {
             return Ok(None);
         }
-        Ok(self.load(&self.store, job)?.task(task_id))
+        Ok(self
+            .load(&self.store, job)?
+            .and_then(|machine| machine.task(task_id)))
     }
 
     // --- views ------------------------------------------------------------------------
@@ -1127,10 +1160,27 @@ impl Service {
         if !self.has_job(job)? {
             return Err(ServiceError::NotFound(format!("job {job} does not exist")));
         }
-        let machine = self.load(&self.store, job)?;
+        if let Some(machine) = self.load(&self.store, job)? {
+            return Ok(JobView {
+                manifest: machine.manifest().clone(),
+                progress: machine.progress(),
+            });
+        }
+        let manifest = self
+            .store
+            .manifest(job)?
+            .ok_or_else(|| ServiceError::NotFound(format!("job {job} does not exist")))?;
+        let state = self.store.job_state(job)?.unwrap_or_default();
+        let run = self.store.run(job)?.unwrap_or_default();
         Ok(JobView {
-            manifest: machine.manifest().clone(),
-            progress: machine.progress(),
+            manifest: from_json("manifest", &manifest)?,
+            progress: legacy_progress(&run, &state).ok_or_else(|| {
+                ServiceError::Store(StoreError::Corrupt {
+                    path: "store".into(),
+                    what: format!("the state of job {job}"),
+                    reason: "unreadable".into(),
+                })
+            })?,
         })
     }
 
@@ -1197,6 +1247,33 @@ pub fn assemble_frame(store: &Store, job: &str, frame: u32) -> Result<Vec<u8>, S
         }
     }
     Ok(pixels)
+}
+
+/// Why a job an older coordinator stored is not resumed.
+const OLDER: &str = "stored by an older coordinator, before the job state machine: it cannot be resumed (its bundle and frames, once done, are kept)";
+
+/// The progress of a job an older coordinator stored (its `JobRun` JSON) in state
+/// `state`; `None` when `run` is not one.
+fn legacy_progress(run: &str, state: &str) -> Option<Progress> {
+    let v: serde_json::Value = serde_json::from_str(run).ok()?;
+    let n = |key: &str| v.get(key)?.as_u64().and_then(|x| u32::try_from(x).ok());
+    v.get("next_batch_id")?;
+    let tiles_total = n("tiles_total")?;
+    let tiles_verified = n("tiles_verified")?;
+    let state: JobState = state.parse().unwrap_or(JobState::Failed);
+    Some(Progress {
+        state,
+        round: n("round")?,
+        tiles_total,
+        tiles_rendered: if state == JobState::Done {
+            tiles_total
+        } else {
+            tiles_verified
+        },
+        tiles_verified,
+        error: v.get("error").and_then(|e| e.as_str()).map(str::to_string),
+        release_at_ms: v.get("release_at_ms").and_then(|t| t.as_u64()),
+    })
 }
 
 /// What a job's machine reads of the store: the registered nodes and verifiers, and the
