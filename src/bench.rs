@@ -14,6 +14,7 @@ use tessera_renderer::bench::{
     bench_scene, device_label, parallelism_name, scene_name, utc_now, BenchOptions, Host, Report,
     SceneResult, Settings,
 };
+use tessera_renderer::scene_dir::resolve_scenes as resolve_scene_names;
 use tessera_renderer::{Gpu, Parallelism};
 
 /// `tessera bench ...`
@@ -112,40 +113,9 @@ pub fn run(cmd: BenchCommand) -> Result<bool> {
     }
 }
 
+/// The scenes of `--scenes`/`--scene-dir`, and `--large`'s.
 fn resolve_scenes(a: &BenchRenderArgs) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    if a.scenes.is_empty() {
-        let entries = std::fs::read_dir(&a.scene_dir)
-            .with_context(|| format!("listing --scene-dir {}", a.scene_dir.display()))?;
-        for e in entries {
-            let p = e?.path();
-            if matches!(p.extension().and_then(|x| x.to_str()), Some("glb" | "gltf")) {
-                out.push(p);
-            }
-        }
-        out.sort();
-    } else {
-        for s in &a.scenes {
-            let s = s.trim();
-            if s.is_empty() {
-                continue;
-            }
-            let direct = PathBuf::from(s);
-            let candidates = [
-                direct.clone(),
-                a.scene_dir.join(s),
-                a.scene_dir.join(format!("{s}.glb")),
-                a.scene_dir.join(format!("{s}.gltf")),
-            ];
-            match candidates.iter().find(|p| p.is_file()) {
-                Some(p) => out.push(p.clone()),
-                None => bail!(
-                    "--scenes: {s:?} is neither a file nor a scene in {}",
-                    a.scene_dir.display()
-                ),
-            }
-        }
-    }
+    let mut out = resolve_scene_names(&a.scenes, &a.scene_dir)?;
     if let Some(dir) = &a.large {
         out.push(large_scene(dir)?);
     }
@@ -194,68 +164,6 @@ fn git(args: &[&str]) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
-}
-
-fn print_table(r: &Report) {
-    let s = &r.settings;
-    println!(
-        "tessera bench render on {} ({} {}), {}x{}, {} spp, {} bounces, commit {}{}",
-        r.device,
-        r.adapter.adapter,
-        r.adapter.driver_info,
-        s.width,
-        s.height,
-        s.spp,
-        s.max_bounces,
-        r.git_commit
-            .as_deref()
-            .map_or("?", |c| &c[..c.len().min(10)]),
-        if r.git_dirty == Some(true) {
-            " (dirty)"
-        } else {
-            ""
-        }
-    );
-    println!(
-        "{:<22} {:>10} {:>9} {:>9} {:>8} {:>8} {:>9} {:>12} {:>16} {:>6}",
-        "scene",
-        "triangles",
-        "load ms",
-        "bvh ms",
-        "geo MiB",
-        "tex MiB",
-        "render s",
-        "samples/s",
-        "tiled s (of full)",
-        "tiles="
-    );
-    for x in &r.scenes {
-        if let Some(e) = &x.error {
-            println!("{:<22} FAILED: {e}", x.scene);
-            continue;
-        }
-        println!(
-            "{:<22} {:>10} {:>9.1} {:>9.1} {:>8} {:>8} {:>9.3} {:>12.0} {:>16} {:>6}",
-            x.scene,
-            x.triangles,
-            x.load_ms,
-            x.bvh_build_ms,
-            mib(x.geometry_bytes),
-            mib(x.texture_bytes),
-            x.render_s,
-            x.samples_per_second,
-            x.tiled_s.map_or("-".into(), |t| format!(
-                "{t:.3} ({:.0} %)",
-                100.0 * x.tiled_fraction.unwrap_or(0.0)
-            )),
-            x.tiled_matches_full
-                .map_or("-", |m| if m { "yes" } else { "NO" }),
-        );
-    }
 }
 
 /// Benchmark one scene and, with `--images`, write its full frame.
@@ -371,7 +279,7 @@ fn bench_render(a: BenchRenderArgs) -> Result<bool> {
     if a.json {
         println!("{json}");
     } else {
-        print_table(&report);
+        tessera_renderer::bench_table::write_table(&mut std::io::stdout().lock(), &report)?;
         println!("wrote {}", out.display());
     }
     Ok(ok)

@@ -11,19 +11,15 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Instant;
-use tessera_protocol::tolerance::Limits;
-use tessera_protocol::{tile_layout, DeterminismClass, RenderSettings};
-use tessera_renderer::{Gpu, LoadOptions, Scene, SceneRenderer};
-use tessera_verifier::calibrate::{
-    self, band_name, limit, render_jobs, ClassFrames, ClassReport, RenderJob, Report,
-    ReportSettings, HONEST, METRICS, PSNR,
-};
+use tessera_protocol::RenderSettings;
+use tessera_renderer::class_render::{read_class, render_spec, write_spec, FrameJob, RenderSpec};
+use tessera_renderer::scene_dir::resolve_scenes;
+use tessera_renderer::{LoadOptions, Scene};
+use tessera_verifier::calibrate::{self, render_jobs, ClassFrames, ClassReport, ReportSettings};
+use tessera_verifier::calibrate_table;
 
 /// Arguments of `tessera calibrate`.
 #[derive(Args)]
@@ -208,7 +204,12 @@ impl Config {
             );
         }
         Ok(Config {
-            scenes: resolve_scenes(&a.scenes, &a.scene_dir)?,
+            scenes: match resolve_scenes(&a.scenes, &a.scene_dir)? {
+                s if s.is_empty() => {
+                    bail!("no scenes to calibrate on in {}", a.scene_dir.display())
+                }
+                s => s,
+            },
             classes,
             settings: ReportSettings {
                 width: a.width,
@@ -221,123 +222,6 @@ impl Config {
             },
         })
     }
-}
-
-/// Scene paths from `--scenes` (paths or names in `dir`), or every scene in `dir`.
-fn resolve_scenes(names: &[String], dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    if names.is_empty() {
-        let entries = std::fs::read_dir(dir)
-            .with_context(|| format!("listing --scene-dir {}", dir.display()))?;
-        for e in entries {
-            let p = e
-                .with_context(|| format!("listing --scene-dir {}", dir.display()))?
-                .path();
-            if matches!(p.extension().and_then(|x| x.to_str()), Some("glb" | "gltf")) {
-                out.push(p);
-            }
-        }
-        out.sort();
-    } else {
-        for s in names.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-            let candidates = [
-                PathBuf::from(s),
-                dir.join(s),
-                dir.join(format!("{s}.glb")),
-                dir.join(format!("{s}.gltf")),
-            ];
-            match candidates.iter().find(|p| p.is_file()) {
-                Some(p) => out.push(p.clone()),
-                None => bail!(
-                    "--scenes: {s:?} is neither a file nor a scene in {}",
-                    dir.display()
-                ),
-            }
-        }
-    }
-    if out.is_empty() {
-        bail!("no scenes to calibrate on in {}", dir.display());
-    }
-    Ok(out)
-}
-
-/// What the parent asks a child to render.
-#[derive(Serialize, Deserialize)]
-struct RenderSpec {
-    scenes: Vec<PathBuf>,
-    settings: RenderSettings,
-    tile: u32,
-    jobs: Vec<RenderJob>,
-}
-
-/// What a child reports besides its frames (`class.json`).
-#[derive(Serialize, Deserialize)]
-struct ChildReport {
-    class: DeterminismClass,
-    gpu_init_s: f64,
-    render_s: f64,
-}
-
-fn frame_file(dir: &Path, scene_idx: usize, job: &str) -> PathBuf {
-    dir.join(format!("{scene_idx}-{job}.bin"))
-}
-
-/// The child: render every job of `spec` for every scene, tile by tile as a node does,
-/// and write each frame's canonical bytes and the class to `out`.
-fn render_child(spec_path: &Path, out: &Path) -> Result<bool> {
-    let text = std::fs::read(spec_path)
-        .with_context(|| format!("reading render spec {}", spec_path.display()))?;
-    let spec: RenderSpec = serde_json::from_slice(&text)
-        .with_context(|| format!("render spec {}: not valid", spec_path.display()))?;
-    let started = Instant::now();
-    let gpu = Arc::new(Gpu::new()?);
-    let gpu_init_s = started.elapsed().as_secs_f64();
-    eprintln!("adapter: {}", gpu.class());
-    let started = Instant::now();
-    let (w, h) = (spec.settings.width, spec.settings.height);
-    for (scene_idx, path) in spec.scenes.iter().enumerate() {
-        let scene_started = Instant::now();
-        let scene = Scene::load(path, &LoadOptions::default())
-            .with_context(|| format!("loading scene {}", path.display()))?;
-        let renderer = SceneRenderer::new(gpu.clone(), &scene)
-            .with_context(|| format!("uploading scene {}", path.display()))?;
-        for job in &spec.jobs {
-            let settings = RenderSettings {
-                spp: job.spp,
-                seed: job.seed,
-                ..spec.settings.clone()
-            };
-            let mut frame = vec![0u8; w as usize * h as usize * 8];
-            for rect in tile_layout(w, h, spec.tile) {
-                let bytes = renderer
-                    .render(&settings, job.frame, rect)
-                    .with_context(|| {
-                        format!("{}: {} render, tile {rect}", path.display(), job.name)
-                    })?;
-                let row = rect.w as usize * 8;
-                for y in 0..rect.h as usize {
-                    let dst = ((rect.y as usize + y) * w as usize + rect.x as usize) * 8;
-                    frame[dst..dst + row].copy_from_slice(&bytes[y * row..(y + 1) * row]);
-                }
-            }
-            let file = frame_file(out, scene_idx, &job.name);
-            std::fs::write(&file, &frame).with_context(|| format!("writing {}", file.display()))?;
-        }
-        eprintln!(
-            "rendered {} in {:.1} s",
-            path.display(),
-            scene_started.elapsed().as_secs_f64()
-        );
-    }
-    let report = ChildReport {
-        class: gpu.class(),
-        gpu_init_s,
-        render_s: started.elapsed().as_secs_f64(),
-    };
-    let file = out.join("class.json");
-    std::fs::write(&file, serde_json::to_vec(&report)?)
-        .with_context(|| format!("writing {}", file.display()))?;
-    Ok(true)
 }
 
 /// The binary of this process, to start children with. On Linux `/proc/self/exe`, which
@@ -356,7 +240,15 @@ fn render_class(cfg: &Config, class_idx: usize, tmp: &Path) -> Result<(ClassRepo
     let dir = tmp.join(format!("class-{class_idx}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let s = &cfg.settings;
-    let jobs = render_jobs(s, class_idx);
+    let jobs: Vec<FrameJob> = render_jobs(s, class_idx)
+        .into_iter()
+        .map(|j| FrameJob {
+            name: j.name,
+            spp: j.spp,
+            seed: j.seed,
+            frame: j.frame,
+        })
+        .collect();
     let spec = RenderSpec {
         scenes: cfg.scenes.clone(),
         settings: RenderSettings {
@@ -369,11 +261,10 @@ fn render_class(cfg: &Config, class_idx: usize, tmp: &Path) -> Result<(ClassRepo
             frame_rate: Default::default(),
         },
         tile: s.tile,
-        jobs: jobs.clone(),
+        jobs,
     };
     let spec_path = dir.join("spec.json");
-    std::fs::write(&spec_path, serde_json::to_vec(&spec)?)
-        .with_context(|| format!("writing {}", spec_path.display()))?;
+    write_spec(&spec_path, &spec)?;
     let log_path = dir.join("stderr.log");
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
@@ -388,7 +279,7 @@ fn render_class(cfg: &Config, class_idx: usize, tmp: &Path) -> Result<(ClassRepo
         "class {} ({env_text}): rendering {} scene(s) x {} frame(s)",
         preset.name,
         cfg.scenes.len(),
-        jobs.len()
+        spec.jobs.len()
     );
     let mut cmd = Command::new(&exe);
     cmd.arg("calibrate")
@@ -424,33 +315,7 @@ fn render_class(cfg: &Config, class_idx: usize, tmp: &Path) -> Result<(ClassRepo
             tail.join(" | ")
         );
     }
-    let report_path = dir.join("class.json");
-    let child: ChildReport = serde_json::from_slice(
-        &std::fs::read(&report_path)
-            .with_context(|| format!("reading {}", report_path.display()))?,
-    )
-    .with_context(|| format!("{}: not valid", report_path.display()))?;
-    let want = s.width as usize * s.height as usize * 8;
-    let mut frames = Vec::new();
-    for scene_idx in 0..cfg.scenes.len() {
-        let mut by_job = BTreeMap::new();
-        for job in &jobs {
-            let file = frame_file(&dir, scene_idx, &job.name);
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            if bytes.len() != want {
-                bail!(
-                    "{}: {} bytes, a {}x{} frame has {want}",
-                    file.display(),
-                    bytes.len(),
-                    s.width,
-                    s.height
-                );
-            }
-            by_job.insert(job.name.clone(), bytes);
-        }
-        frames.push(by_job);
-    }
+    let (child, frames) = read_class(&dir, cfg.scenes.len(), &spec.jobs, s.width, s.height)?;
     eprintln!(
         "class {}: {} in {:.1} s",
         preset.name,
@@ -485,7 +350,8 @@ pub fn run(a: CalibrateArgs) -> Result<bool> {
             .render_out
             .as_deref()
             .ok_or_else(|| anyhow!("--render-spec needs --render-out"))?;
-        return render_child(spec, out);
+        render_spec(spec, out, &mut |line| eprintln!("{line}"))?;
+        return Ok(true);
     }
     let started = Instant::now();
     let cfg = Config::from_args(&a)?;
@@ -529,164 +395,9 @@ pub fn run(a: CalibrateArgs) -> Result<bool> {
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print_report(&report);
+        calibrate_table::write_table(&mut std::io::stdout().lock(), &report)?;
     }
     Ok(report.separated && report.derived.is_some())
-}
-
-/// A metric value as people read it: ppm as a percentage or fraction, PSNR in dB.
-fn show(i: usize, v: u32) -> String {
-    match i {
-        0 => format!("{:.3} %", f64::from(v) / 1e4),
-        PSNR => format!("{:.2} dB", f64::from(v) / 100.0),
-        _ => format!("{:.4}", f64::from(v) / 1e6),
-    }
-}
-
-fn show_limits(l: &Limits) -> String {
-    (0..4)
-        .map(|i| format!("{} {}", METRICS[i], show(i, limit(l, i))))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn print_report(r: &Report) {
-    let s = &r.settings;
-    println!(
-        "calibration: {} scene(s), {}x{}, {} spp, {}-pixel tiles, {} bounces, seed {} ({:.0} s)",
-        r.scenes.len(),
-        s.width,
-        s.height,
-        s.spp,
-        s.tile,
-        s.max_bounces,
-        s.seed,
-        r.runtime_s
-    );
-    println!("\nclasses (the first commits the cheats)");
-    for c in &r.classes {
-        println!(
-            "  {:<9} id {}  {}  [{:.0} s]",
-            c.name,
-            &c.id[..12],
-            c.class,
-            c.gpu_init_s + c.render_s
-        );
-    }
-    println!("\nhonest renders, class against class");
-    for p in &r.class_pairs {
-        let note = match (p.same_id, p.byte_identical == p.tiles) {
-            (true, false) => "  SAME class id, different bytes: a class-definition defect",
-            (false, true) => "  different ids, identical bytes",
-            _ => "",
-        };
-        println!(
-            "  {} / {}: {}/{} tiles byte-identical{}{}",
-            p.a,
-            p.b,
-            p.byte_identical,
-            p.tiles,
-            if p.differing_scenes.is_empty() {
-                String::new()
-            } else {
-                format!(" (differ in {})", p.differing_scenes.join(", "))
-            },
-            note
-        );
-    }
-    let t = &r.default_tolerance;
-    println!("\nthresholds (Tolerance::default)");
-    println!("  pass  {}", show_limits(&t.pass));
-    println!("  fail  {}", show_limits(&t.fail));
-    match (&r.derived, &r.derive_error) {
-        (Some(_), _) if r.defaults_agree => println!("  derived from this run: the same"),
-        (Some(d), _) => {
-            println!("  derived from this run: DIFFERENT");
-            println!("    pass  {}", show_limits(&d.pass));
-            println!("    fail  {}", show_limits(&d.fail));
-        }
-        (None, Some(e)) => println!("  derived from this run: none: {e}"),
-        (None, None) => {}
-    }
-    println!("\nhonest pairs: worst value against the pass limit");
-    for (i, h) in r.margins.honest.iter().enumerate() {
-        let worst = h.worst.map_or("all identical".into(), |w| show(i, w));
-        let margin = match (h.db, h.ratio) {
-            (Some(db), _) => format!("{db:.1} dB"),
-            (None, Some(x)) => format!("x{x:.1}"),
-            (None, None) => "unbounded".into(),
-        };
-        println!(
-            "  {:<14} worst {:<14} pass {:<12} margin {margin}",
-            h.metric,
-            worst,
-            show(i, h.pass)
-        );
-    }
-    println!(
-        "\nforgeries: the least separated one per cheat, its best metric against the fail limit"
-    );
-    for c in &r.margins.cheats {
-        let i = METRICS.iter().position(|m| *m == c.metric).unwrap_or(0);
-        let margin =
-            c.db.map_or(format!("x{:.1}", c.ratio), |db| format!("{db:.1} dB"));
-        println!(
-            "  {:<16} {:>4} pairs  {:<14} {:<12} fail {:<12} margin {:<9} ({} {})",
-            c.kind,
-            c.pairs,
-            c.metric,
-            show(i, c.value),
-            show(i, c.fail),
-            margin,
-            c.scene,
-            c.tile
-        );
-    }
-    let mut bands: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    for k in &r.summary {
-        for (b, n) in &k.bands {
-            let kind = if k.kind == HONEST {
-                "honest"
-            } else {
-                "forgeries"
-            };
-            *bands.entry((kind, b.as_str())).or_insert(0) += n;
-        }
-    }
-    println!("\nbands under the defaults");
-    for ((kind, band), n) in &bands {
-        println!("  {kind:<9} {band:<9} {n}");
-    }
-    if !r.not_forged.is_empty() {
-        println!(
-            "\nleft out of the corpus ({} cheat instances change fewer than {:.0} % of their pixels):",
-            r.not_forged.len(),
-            f64::from(r.forgery_min_changed_ppm) / 1e4
-        );
-        for n in &r.not_forged {
-            let bands: Vec<&str> = n.bands.iter().map(|b| band_name(*b)).collect();
-            println!(
-                "  {:<20} {:<12} {:<16} {}  bands {}",
-                n.scene,
-                n.tile.to_string(),
-                n.kind,
-                if n.byte_identical {
-                    "byte-identical".to_string()
-                } else {
-                    format!("{:.2} % changed", f64::from(n.changed_ppm) / 1e4)
-                },
-                bands.join("/")
-            );
-        }
-    }
-    println!(
-        "\n{}",
-        if r.separated {
-            "SEPARATED: the defaults pass every honest pair and reject every forgery"
-        } else {
-            "NOT SEPARATED: the defaults misjudge some pair (see the bands above)"
-        }
-    );
 }
 
 #[cfg(test)]
