@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 use tessera_protocol::RenderSettings;
-use tessera_renderer::class_render::{read_class, render_spec, write_spec, FrameJob, RenderSpec};
+use tessera_renderer::class_render::{
+    read_class, render_spec, write_spec, ClassEnv, FrameJob, RenderSpec,
+};
 use tessera_renderer::scene_dir::resolve_scenes;
 use tessera_renderer::{LoadOptions, Scene};
 use tessera_verifier::calibrate::{self, render_jobs, ClassFrames, ClassReport, ReportSettings};
@@ -76,101 +78,10 @@ pub struct CalibrateArgs {
     render_out: Option<PathBuf>,
 }
 
-/// A way of getting a determinism class: environment variables for the child process.
-struct Preset {
-    name: &'static str,
-    env: &'static [(&'static str, &'static str)],
-    about: &'static str,
-}
-
-/// Mesa's lavapipe, whatever else the machine has.
-const LAVAPIPE: [(&str, &str); 2] = [
-    ("WGPU_BACKEND", "vulkan"),
-    ("WGPU_ADAPTER_NAME", "llvmpipe"),
-];
-
-/// A class to render in: a preset, or lavapipe from a given Vulkan driver manifest.
-#[derive(Clone, Debug)]
-struct Class {
-    name: String,
-    env: Vec<(String, String)>,
-    about: String,
-}
-
-impl Class {
-    /// A `--classes` entry: a preset's name or `vk-icd:FILE`.
-    fn parse(name: &str) -> Result<Class> {
-        if let Some(file) = name.strip_prefix("vk-icd:") {
-            let path = Path::new(file);
-            if !path.is_file() {
-                bail!("--classes {name}: no Vulkan driver manifest (ICD JSON) at {file}");
-            }
-            let mut env: Vec<(String, String)> = LAVAPIPE
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            env.push(("VK_ICD_FILENAMES".into(), file.into()));
-            return Ok(Class {
-                name: name.into(),
-                env,
-                about: format!("lavapipe from the Vulkan driver manifest {file}"),
-            });
-        }
-        let Some(p) = PRESETS.iter().find(|p| p.name == name) else {
-            let names: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
-            bail!(
-                "--classes: unknown class {name:?}; expected some of {}, or vk-icd:FILE",
-                names.join(", ")
-            );
-        };
-        Ok(Class {
-            name: p.name.into(),
-            env: p
-                .env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            about: p.about.into(),
-        })
-    }
-}
-
-const PRESETS: &[Preset] = &[
-    Preset {
-        name: "default",
-        env: &[],
-        about: "the adapter wgpu picks in this environment (a GPU when there is one)",
-    },
-    Preset {
-        name: "lavapipe",
-        env: &LAVAPIPE,
-        about: "Mesa lavapipe (CPU Vulkan) at the CPU's native vector width",
-    },
-    Preset {
-        name: "lp128",
-        env: &[LAVAPIPE[0], LAVAPIPE[1], ("LP_NATIVE_VECTOR_WIDTH", "128")],
-        about: "lavapipe with 128-bit vectors",
-    },
-    Preset {
-        name: "sse41",
-        env: &[
-            LAVAPIPE[0],
-            LAVAPIPE[1],
-            ("GALLIUM_OVERRIDE_CPU_CAPS", "sse4.1"),
-        ],
-        about: "lavapipe as on a CPU without AVX, AVX2 and FMA (128-bit vectors)",
-    },
-    Preset {
-        name: "gl",
-        env: &[("WGPU_BACKEND", "gl")],
-        about: "wgpu's OpenGL backend (Mesa llvmpipe GL without a GPU)",
-    },
-];
-
 /// The validated settings of one calibration.
 struct Config {
     scenes: Vec<PathBuf>,
-    classes: Vec<Class>,
+    classes: Vec<ClassEnv>,
     settings: ReportSettings,
 }
 
@@ -189,9 +100,9 @@ impl Config {
         if a.seed == u64::MAX {
             bail!("--seed {}: the replay cheat renders seed + 1", a.seed);
         }
-        let mut classes: Vec<Class> = Vec::new();
+        let mut classes: Vec<ClassEnv> = Vec::new();
         for name in &a.classes {
-            let p = Class::parse(name.trim())?;
+            let p = ClassEnv::parse(name.trim())?;
             if classes.iter().any(|c| c.name == p.name) {
                 bail!("--classes: {name:?} is listed twice");
             }
@@ -398,33 +309,4 @@ pub fn run(a: CalibrateArgs) -> Result<bool> {
         calibrate_table::write_table(&mut std::io::stdout().lock(), &report)?;
     }
     Ok(report.separated && report.derived.is_some())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_class_is_a_preset_or_a_vulkan_driver_manifest() {
-        let sse41 = Class::parse("sse41").unwrap();
-        assert!(sse41
-            .env
-            .contains(&("GALLIUM_OVERRIDE_CPU_CAPS".into(), "sse4.1".into())));
-        let dir = tempfile::tempdir().unwrap();
-        let icd = dir.path().join("lvp.json");
-        let spec = format!("vk-icd:{}", icd.display());
-        let e = Class::parse(&spec).unwrap_err().to_string();
-        assert!(e.contains("no Vulkan driver manifest"), "{e}");
-        std::fs::write(&icd, "{}").unwrap();
-        let c = Class::parse(&spec).unwrap();
-        assert_eq!(c.name, spec);
-        assert!(c
-            .env
-            .contains(&("VK_ICD_FILENAMES".into(), icd.display().to_string())));
-        assert!(c
-            .env
-            .contains(&("WGPU_ADAPTER_NAME".into(), "llvmpipe".into())));
-        let e = Class::parse("mesa99").unwrap_err().to_string();
-        assert!(e.contains("vk-icd:FILE"), "{e}");
-    }
 }

@@ -10,9 +10,9 @@ use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_api::secrets::{redact_option, redact_url};
 use tessera_coordinator::settings::{
-    check_config, client_token_list, parse_verifier_keys, read_tolerance, redact_option,
-    redact_url, DaemonSettings,
+    check_config, client_token_list, parse_verifier_keys, read_tolerance, DaemonSettings,
 };
 use tessera_node::broker::{node_prefetch, passive_connect, verifier_prefetch};
 use tessera_node::daemon::{NodeDaemonConfig, DEFAULT_HEARTBEAT};

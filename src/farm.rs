@@ -13,9 +13,9 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tessera_api::client::ApiClient;
+use tessera_api::secrets::{self, redacted};
 use tessera_api::{commands, table};
 use tessera_api::{JobSubmission, SceneListing};
-use tessera_coordinator::settings::redacted;
 use tessera_images as images;
 use tessera_images::paths::{frame_path, proof_path};
 use tessera_protocol::payments::default_tiers;
@@ -56,55 +56,34 @@ fn redact_token<S: serde::Serializer>(token: &str, s: S) -> std::result::Result<
 
 /// A secret given either as a value (`--FLAG`, its variable, the config file) or as a
 /// file (`--FLAG-file`, whose first line is the secret, so that it shows neither in `ps`
-/// nor in the environment). Both at once is a usage error; a file others may read is
-/// warned about.
+/// nor in the environment). Both at once is a usage error.
 pub(crate) fn secret(
     flag: &str,
     value: &Option<String>,
-    file: &Option<std::path::PathBuf>,
+    file: &Option<PathBuf>,
 ) -> Result<Option<String>> {
     let Some(path) = file else {
         return Ok(value.clone());
     };
     if value.is_some() {
-        usage!("--{flag} and --{flag}-file: give one of them");
+        usage!("{}", secrets::SecretError::Both { flag: flag.into() });
     }
-    Ok(Some(
-        read_secret_lines(flag, path)?
-            .into_iter()
-            .next()
-            .unwrap_or_default(),
-    ))
+    let lines = read_secret_lines(flag, path)?;
+    Ok(Some(lines.into_iter().next().unwrap_or_default()))
 }
 
-/// The non-empty, non-comment (`#`) lines of a secrets file, trimmed.
-pub(crate) fn read_secret_lines(flag: &str, path: &std::path::Path) -> Result<Vec<String>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => usage!("--{flag}-file {}: {e}", path.display()),
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(
-                    "--{flag}-file {}: other users may read it (chmod 600 it)",
-                    path.display()
-                );
-            }
-        }
+/// The token lines of a secrets file ([`secrets::read_secret_lines`]), warning when
+/// others may read it; a bad file is a usage error.
+pub(crate) fn read_secret_lines(flag: &str, path: &Path) -> Result<Vec<String>> {
+    let lines = secrets::read_secret_lines(flag, path);
+    if !matches!(lines, Err(secrets::SecretError::Read { .. })) && secrets::others_may_read(path) {
+        let file = path.display();
+        tracing::warn!("--{flag}-file {file}: other users may read it (chmod 600 it)");
     }
-    let lines: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect();
-    if lines.is_empty() {
-        usage!("--{flag}-file {}: no token in it", path.display());
+    match lines {
+        Ok(lines) => Ok(lines),
+        Err(e) => usage!("{e}"),
     }
-    Ok(lines)
 }
 
 /// Print `config` as JSON when `--print-config` was given; `true` means "stop here".

@@ -25,15 +25,14 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tessera_coordinator::embedded::JobConfig;
-use tessera_coordinator::local::{write_summary, LocalFarm};
+use std::time::Instant;
+use tessera_coordinator::local::{write_summary, LocalFarm, LocalJob};
 use tessera_images as images;
 use tessera_images::paths::{frame_path, proof_path};
 use tessera_node::DishonestMode;
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::limits;
-use tessera_protocol::payments::{default_tiers, SamplingPolicy};
+use tessera_protocol::payments::default_tiers;
 use tessera_protocol::{RenderSettings, TileRenderer};
 use tessera_renderer::{Gpu, LoadOptions, Scene, SceneRenderer};
 use tessera_verifier::{audit_bundle, audit_files, compare, compare_text};
@@ -399,16 +398,9 @@ fn render(a: RenderArgs) -> Result<bool> {
     let renderer: Arc<dyn TileRenderer> = Arc::new(SceneRenderer::new(gpu.clone(), &scene)?);
     eprintln!("adapter: {}", renderer.class());
 
-    let cfg = JobConfig {
-        client: "local".into(),
-        scene_name: a.scene.file_name().map_or_else(
-            || a.scene.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        ),
+    let cfg = LocalJob {
+        scene: &a.scene,
         scene_hash: scene.content_hash(),
-        scene_hint: std::fs::canonicalize(&a.scene)
-            .ok()
-            .map(|p| p.display().to_string()),
         settings: RenderSettings {
             width: a.width,
             height: a.height,
@@ -418,19 +410,13 @@ fn render(a: RenderArgs) -> Result<bool> {
             camera: a.camera.clone(),
             frame_rate: a.fps,
         },
-        frame_start,
-        frame_end,
+        frames: (frame_start, frame_end),
         tile_size: a.tile,
         batch_size: a.batch,
         tier: tier.name.clone(),
-        sampling: SamplingPolicy::default(),
-        slash_pct: 50,
         challenge_window_secs: a.challenge_window,
-        node_stake: 1_000_000,
-        tolerance: Default::default(),
-        dispute_deposit_pct: 10,
-        message_timeout: Duration::from_secs(3600),
-    };
+    }
+    .config();
     let farm = LocalFarm {
         data_dir: a.data.clone().unwrap_or_else(default_data_dir),
         nodes: a.nodes,

@@ -6,13 +6,14 @@
 
 use crate::embedded::{EmbeddedFarm, JobConfig, JobOutcome, LocalNode, PipelineError};
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tessera_node::keyfile::{load_or_create_key, KeyFileError};
 use tessera_node::DishonestMode;
-use tessera_protocol::payments::TransferKind;
+use tessera_protocol::payments::{SamplingPolicy, TransferKind};
 use tessera_protocol::statements::Decision;
-use tessera_protocol::TileRenderer;
+use tessera_protocol::{Digest, RenderSettings, TileRenderer};
 
 /// The machine's farm: where its keys are, how many nodes, which of them cheat.
 pub struct LocalFarm {
@@ -102,6 +103,60 @@ impl LocalFarm {
             .build()
             .map_err(LocalError::Runtime)?;
         Ok(runtime.block_on(farm.run_job(job))?)
+    }
+}
+
+/// The job `tessera render` submits: the settings from its flags, the rest fixed for a
+/// farm of one machine (client `local`, default sampling, 50 % slash, a stake of 1 cr per
+/// node, 10 % dispute deposit, default tolerance, an hour per message).
+pub struct LocalJob<'a> {
+    /// The scene file (its name goes into the manifest; its full path into the bundle as
+    /// the hint `audit --rerender` looks for).
+    pub scene: &'a Path,
+    /// The scene's content hash.
+    pub scene_hash: Digest,
+    /// Render settings.
+    pub settings: RenderSettings,
+    /// First and last frame (inclusive).
+    pub frames: (u32, u32),
+    /// Tile edge.
+    pub tile_size: u32,
+    /// Tiles per task.
+    pub batch_size: u32,
+    /// Tier name.
+    pub tier: String,
+    /// Challenge window signed into the manifest.
+    pub challenge_window_secs: u64,
+}
+
+impl LocalJob<'_> {
+    /// The job's configuration.
+    pub fn config(self) -> JobConfig {
+        let scene = self.scene;
+        JobConfig {
+            client: "local".into(),
+            scene_name: scene.file_name().map_or_else(
+                || scene.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            scene_hash: self.scene_hash,
+            scene_hint: std::fs::canonicalize(scene)
+                .ok()
+                .map(|p| p.display().to_string()),
+            settings: self.settings,
+            frame_start: self.frames.0,
+            frame_end: self.frames.1,
+            tile_size: self.tile_size,
+            batch_size: self.batch_size,
+            tier: self.tier,
+            sampling: SamplingPolicy::default(),
+            slash_pct: 50,
+            challenge_window_secs: self.challenge_window_secs,
+            node_stake: 1_000_000,
+            tolerance: Default::default(),
+            dispute_deposit_pct: 10,
+            message_timeout: Duration::from_secs(3600),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use crate::daemon::{check_grants, http::client_tokens, DaemonConfig};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use tessera_api::secrets::{redact_option, redact_url, redacted};
 use tessera_protocol::keys::PublicKey;
 use tessera_protocol::limits::{BATCH_SIZE, TILE_SIZE};
 use tessera_protocol::tolerance::Tolerance;
@@ -163,37 +164,6 @@ pub fn check_config(cfg: &DaemonConfig) -> Result<(), ConfigError> {
     check_grants(cfg).map_err(|e| ConfigError(e.to_string()))
 }
 
-/// How logs and `--print-config` show a secret: never the secret, only a short hash of
-/// it, enough to tell which of several sources was taken.
-pub fn redacted(secret: &str) -> String {
-    format!("*** ({})", &blake3::hash(secret.as_bytes()).to_hex()[..8])
-}
-
-/// [`redacted`] for an optional secret (`null` when unset), as a serde field serializer.
-pub fn redact_option<S: serde::Serializer>(
-    token: &Option<String>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match token {
-        Some(t) => s.serialize_str(&redacted(t)),
-        None => s.serialize_none(),
-    }
-}
-
-/// A broker URL with its password hidden, for logs and `--print-config`.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s + 3 => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 /// What `--print-config` shows of a coordinator's config: every field, secrets
 /// [`redacted`], durations in seconds.
 #[allow(missing_docs)] // the fields are DaemonConfig's
@@ -285,16 +255,6 @@ impl DaemonSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn amqp_passwords_are_hidden() {
-        assert_eq!(
-            redact_url("amqp://guest:secret@host:5672/%2f"),
-            "amqp://guest:***@host:5672/%2f"
-        );
-        assert_eq!(redact_url("amqp://host:5672"), "amqp://host:5672");
-        assert_eq!(redact_url("amqp://user@host"), "amqp://user@host");
-    }
 
     #[test]
     fn the_default_config_passes_but_a_zero_lease_does_not() {

@@ -1,7 +1,8 @@
 //! The renders of `tessera calibrate`, one child process per determinism class (drivers
 //! read their environment when they load, so each class needs a process of its own): the
 //! spec the parent writes, the child's loop (every frame of every scene, tile by tile as a
-//! node renders, written as raw canonical bytes) with its report, and reading both back.
+//! node renders, written as raw canonical bytes) with its report, and reading both back;
+//! and the class presets: the environment that makes a child render in a given class.
 
 use crate::{Gpu, LoadOptions, RenderError, Scene, SceneError, SceneRenderer};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,9 @@ pub struct RenderSpec {
     /// The frames of each scene.
     pub jobs: Vec<FrameJob>,
 }
+
+/// The frames a child rendered: `[scene][job name]`, each a frame's canonical bytes.
+pub type ClassFrames = Vec<BTreeMap<String, Vec<u8>>>;
 
 /// What a child reports besides its frames (`class.json`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,14 +85,14 @@ pub enum ClassRenderError {
     },
     /// The adapter cannot be opened.
     #[error(transparent)]
-    Gpu(RenderError),
+    Gpu(Box<RenderError>),
     /// A scene does not load.
     #[error("loading scene {path}: {source}")]
     Load {
         /// The scene file.
         path: PathBuf,
         /// Why.
-        source: SceneError,
+        source: Box<SceneError>,
     },
     /// A scene cannot be uploaded.
     #[error("uploading scene {path}: {source}")]
@@ -96,7 +100,7 @@ pub enum ClassRenderError {
         /// The scene file.
         path: PathBuf,
         /// Why.
-        source: RenderError,
+        source: Box<RenderError>,
     },
     /// A tile failed to render.
     #[error("{path}: {job} render, tile {rect}: {source}")]
@@ -108,7 +112,7 @@ pub enum ClassRenderError {
         /// The tile.
         rect: TileRect,
         /// Why.
-        source: RenderError,
+        source: Box<RenderError>,
     },
     /// A frame file has the wrong size.
     #[error("{path}: {len} bytes, a {width}x{height} frame has {want}")]
@@ -178,7 +182,7 @@ pub fn render_spec(
 ) -> Result<(), ClassRenderError> {
     let spec: RenderSpec = parse("render spec ", spec_path, &read("render spec ", spec_path)?)?;
     let started = Instant::now();
-    let gpu = Arc::new(Gpu::new().map_err(ClassRenderError::Gpu)?);
+    let gpu = Arc::new(Gpu::new().map_err(|e| ClassRenderError::Gpu(Box::new(e)))?);
     let gpu_init_s = started.elapsed().as_secs_f64();
     progress(format!("adapter: {}", gpu.class()));
     let started = Instant::now();
@@ -188,13 +192,13 @@ pub fn render_spec(
         let scene = Scene::load(path, &LoadOptions::default()).map_err(|source| {
             ClassRenderError::Load {
                 path: path.clone(),
-                source,
+                source: Box::new(source),
             }
         })?;
         let renderer =
             SceneRenderer::new(gpu.clone(), &scene).map_err(|source| ClassRenderError::Upload {
                 path: path.clone(),
-                source,
+                source: Box::new(source),
             })?;
         for job in &spec.jobs {
             let settings = RenderSettings {
@@ -210,7 +214,7 @@ pub fn render_spec(
                         path: path.clone(),
                         job: job.name.clone(),
                         rect,
-                        source,
+                        source: Box::new(source),
                     })?;
                 let row = rect.w as usize * 8;
                 for y in 0..rect.h as usize {
@@ -248,7 +252,7 @@ pub fn read_class(
     jobs: &[FrameJob],
     width: u32,
     height: u32,
-) -> Result<(ChildReport, Vec<BTreeMap<String, Vec<u8>>>), ClassRenderError> {
+) -> Result<(ChildReport, ClassFrames), ClassRenderError> {
     let report_path = dir.join("class.json");
     let child: ChildReport = parse("", &report_path, &read("", &report_path)?)?;
     let want = width as usize * height as usize * 8;
@@ -272,4 +276,153 @@ pub fn read_class(
         frames.push(by_job);
     }
     Ok((child, frames))
+}
+
+/// A way of getting a determinism class: environment variables for the child process.
+struct Preset {
+    name: &'static str,
+    env: &'static [(&'static str, &'static str)],
+    about: &'static str,
+}
+
+/// Mesa's lavapipe, whatever else the machine has.
+const LAVAPIPE: [(&str, &str); 2] = [
+    ("WGPU_BACKEND", "vulkan"),
+    ("WGPU_ADAPTER_NAME", "llvmpipe"),
+];
+
+/// A class to render in: a preset, or lavapipe from a given Vulkan driver manifest; the
+/// environment its child process gets.
+#[derive(Clone, Debug)]
+pub struct ClassEnv {
+    /// The `--classes` entry.
+    pub name: String,
+    /// The variables set for the child.
+    pub env: Vec<(String, String)>,
+    /// What it is, for the report.
+    pub about: String,
+}
+
+/// A `--classes` entry that names no class.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassEnvError {
+    /// `vk-icd:FILE` with no file there.
+    #[error("--classes {name}: no Vulkan driver manifest (ICD JSON) at {file}")]
+    NoManifest {
+        /// The entry.
+        name: String,
+        /// The file.
+        file: String,
+    },
+    /// Neither a preset nor `vk-icd:FILE`.
+    #[error("--classes: unknown class {name:?}; expected some of {presets}, or vk-icd:FILE")]
+    Unknown {
+        /// The entry.
+        name: String,
+        /// The presets' names, comma-separated.
+        presets: String,
+    },
+}
+
+impl ClassEnv {
+    /// A `--classes` entry: a preset's name (`default`, `lavapipe`, `lp128`, `sse41`,
+    /// `gl`) or `vk-icd:FILE`.
+    pub fn parse(name: &str) -> Result<ClassEnv, ClassEnvError> {
+        if let Some(file) = name.strip_prefix("vk-icd:") {
+            let path = Path::new(file);
+            if !path.is_file() {
+                return Err(ClassEnvError::NoManifest {
+                    name: name.into(),
+                    file: file.into(),
+                });
+            }
+            let mut env: Vec<(String, String)> = LAVAPIPE
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            env.push(("VK_ICD_FILENAMES".into(), file.into()));
+            return Ok(ClassEnv {
+                name: name.into(),
+                env,
+                about: format!("lavapipe from the Vulkan driver manifest {file}"),
+            });
+        }
+        let Some(p) = PRESETS.iter().find(|p| p.name == name) else {
+            let names: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
+            return Err(ClassEnvError::Unknown {
+                name: name.into(),
+                presets: names.join(", "),
+            });
+        };
+        Ok(ClassEnv {
+            name: p.name.into(),
+            env: p
+                .env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            about: p.about.into(),
+        })
+    }
+}
+
+const PRESETS: &[Preset] = &[
+    Preset {
+        name: "default",
+        env: &[],
+        about: "the adapter wgpu picks in this environment (a GPU when there is one)",
+    },
+    Preset {
+        name: "lavapipe",
+        env: &LAVAPIPE,
+        about: "Mesa lavapipe (CPU Vulkan) at the CPU's native vector width",
+    },
+    Preset {
+        name: "lp128",
+        env: &[LAVAPIPE[0], LAVAPIPE[1], ("LP_NATIVE_VECTOR_WIDTH", "128")],
+        about: "lavapipe with 128-bit vectors",
+    },
+    Preset {
+        name: "sse41",
+        env: &[
+            LAVAPIPE[0],
+            LAVAPIPE[1],
+            ("GALLIUM_OVERRIDE_CPU_CAPS", "sse4.1"),
+        ],
+        about: "lavapipe as on a CPU without AVX, AVX2 and FMA (128-bit vectors)",
+    },
+    Preset {
+        name: "gl",
+        env: &[("WGPU_BACKEND", "gl")],
+        about: "wgpu's OpenGL backend (Mesa llvmpipe GL without a GPU)",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_class_is_a_preset_or_a_vulkan_driver_manifest() {
+        let sse41 = ClassEnv::parse("sse41").unwrap();
+        assert!(sse41
+            .env
+            .contains(&("GALLIUM_OVERRIDE_CPU_CAPS".into(), "sse4.1".into())));
+        let dir = tempfile::tempdir().unwrap();
+        let icd = dir.path().join("lvp.json");
+        let spec = format!("vk-icd:{}", icd.display());
+        let e = ClassEnv::parse(&spec).unwrap_err().to_string();
+        assert!(e.contains("no Vulkan driver manifest"), "{e}");
+        std::fs::write(&icd, "{}").unwrap();
+        let c = ClassEnv::parse(&spec).unwrap();
+        assert_eq!(c.name, spec);
+        assert!(c
+            .env
+            .contains(&("VK_ICD_FILENAMES".into(), icd.display().to_string())));
+        assert!(c
+            .env
+            .contains(&("WGPU_ADAPTER_NAME".into(), "llvmpipe".into())));
+        let e = ClassEnv::parse("mesa99").unwrap_err().to_string();
+        assert!(e.contains("vk-icd:FILE"), "{e}");
+    }
 }

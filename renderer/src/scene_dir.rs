@@ -1,6 +1,7 @@
 //! Which scene files a command works on: named on its command line (paths, or names in
 //! a scene folder with or without their extension), or every glTF scene in the folder;
-//! and the files of one scene that `tessera submit` uploads.
+//! the large benchmark scene, generated when missing; and the files of one scene that
+//! `tessera submit` uploads.
 
 use crate::{LoadOptions, Scene, SceneError};
 use std::collections::BTreeMap;
@@ -75,7 +76,7 @@ pub enum SceneFilesError {
         /// The entry file.
         path: PathBuf,
         /// Why.
-        source: SceneError,
+        source: Box<SceneError>,
     },
     /// The requested camera is not in the scene.
     #[error("--camera {name:?}: scene {path} has no such camera (it has: {has})")]
@@ -108,7 +109,7 @@ pub fn scene_files(
     let scene =
         Scene::load(path, &LoadOptions::default()).map_err(|source| SceneFilesError::Load {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         })?;
     if let Some(name) = camera {
         let names = scene.camera_names();
@@ -147,6 +148,80 @@ pub fn scene_files(
         local.insert(key, folder.join(rel));
     }
     Ok((scene, entry, local))
+}
+
+/// The large scene cannot be found or generated.
+#[derive(Debug, thiserror::Error)]
+pub enum LargeSceneError {
+    /// It is missing and there is no generator.
+    #[error("{path} is missing and no gen-scenes binary is beside tessera: run `cargo run --release -p tessera-scenes --bin gen-scenes -- --large {dir}`")]
+    NoGenerator {
+        /// The scene file.
+        path: PathBuf,
+        /// Its folder.
+        dir: PathBuf,
+    },
+    /// The generator could not be started.
+    #[error("running {gen}: {source}")]
+    Start {
+        /// The generator.
+        gen: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The generator failed or wrote no scene.
+    #[error("{gen} --large {dir} failed ({status}) or wrote no large.gltf")]
+    Failed {
+        /// The generator.
+        gen: PathBuf,
+        /// The folder.
+        dir: PathBuf,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+    },
+}
+
+/// `dir/large.gltf` (the ≥2M-triangle benchmark scene), generated first by the
+/// `gen-scenes` binary beside the running one when it is missing; `progress` hears when.
+pub fn large_scene(
+    dir: &Path,
+    progress: &mut dyn FnMut(String),
+) -> Result<PathBuf, LargeSceneError> {
+    let path = dir.join("large.gltf");
+    if path.is_file() {
+        return Ok(path);
+    }
+    let gen = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("gen-scenes")))
+        .filter(|g| g.is_file());
+    let Some(gen) = gen else {
+        return Err(LargeSceneError::NoGenerator {
+            path,
+            dir: dir.to_path_buf(),
+        });
+    };
+    progress(format!(
+        "generating {} with {}",
+        path.display(),
+        gen.display()
+    ));
+    let status = std::process::Command::new(&gen)
+        .arg("--large")
+        .arg(dir)
+        .status()
+        .map_err(|source| LargeSceneError::Start {
+            gen: gen.clone(),
+            source,
+        })?;
+    if !status.success() || !path.is_file() {
+        return Err(LargeSceneError::Failed {
+            gen,
+            dir: dir.to_path_buf(),
+            status,
+        });
+    }
+    Ok(path)
 }
 
 #[cfg(test)]
