@@ -1,5 +1,6 @@
-//! `tessera bench`: the flags, scene lookup and printed table of `bench render`, whose
-//! measuring is `tessera_renderer::bench` (what is timed is described there); the report
+//! `tessera bench`: the flags and output of `bench render`, whose measuring is
+//! `tessera_renderer::bench` (what is timed is described there; the scene lookup is
+//! `tessera_renderer::scene_dir`, the table `tessera_renderer::bench_table`); the report
 //! goes as JSON under `benches/results/`, with the adapter, driver, determinism class, git
 //! commit and date needed to reproduce it. `bench pipeline` is [`crate::bench_pipeline`].
 

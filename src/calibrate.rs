@@ -1,10 +1,11 @@
 //! `tessera calibrate`: the command line of the tolerance calibration, whose method and
 //! report are `tessera_verifier::calibrate` (docs/CALIBRATION.md has the numbers). Here:
-//! the flags, the class presets, one child process per class (`tessera calibrate
-//! --render-spec`), because the drivers read their environment when they load: the parent
-//! sets the class's variables (e.g. `LP_NATIVE_VECTOR_WIDTH=128`) and the child renders
-//! every scene tile by tile, as a node does, writing raw canonical frames; and the
-//! printed report.
+//! the flags and one child process per class (`tessera calibrate --render-spec`), because
+//! the drivers read their environment when they load: the parent sets the class's
+//! variables (e.g. `LP_NATIVE_VECTOR_WIDTH=128`; the presets are
+//! `tessera_renderer::class_render`) and the child renders every scene tile by tile, as a
+//! node does, writing raw canonical frames; and the output (the table is
+//! `tessera_verifier::calibrate_table`).
 //!
 //! Exit code 1 when a class cannot be rendered, fewer than two distinct class ids result,
 //! the corpus cannot be separated, or the default thresholds misjudge a pair.

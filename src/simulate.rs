@@ -1,5 +1,5 @@
 //! `tessera simulate`: the flags, checked into a [`SimConfig`], the detection simulation
-//! of `tessera_sim` run on them, and its report printed (a table, or JSON).
+//! of `tessera_sim` run on them, and its report printed (`tessera_sim::table`, or JSON).
 
 use crate::farm::usage;
 use anyhow::Result;
