@@ -2,39 +2,35 @@
 //! the daemon crate's config, opens what it needs (key, GPU), connects RabbitMQ and runs
 //! until SIGINT or SIGTERM cancels its token (a second signal exits at once, status 130).
 
-use crate::farm::{print_config, read_secret_lines, redacted, required, secret, usage};
-use anyhow::{Context, Result};
+use crate::farm::{print_config, read_secret_lines, required, secret, usage};
+use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
-use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_api::RegisterResponse;
-use tessera_bus::{AmqpBus, AmqpConfig, BusError, Topology};
+use tessera_api::secrets::{redact_option, redact_url};
+use tessera_coordinator::settings::{
+    check_config, client_token_list, parse_verifier_keys, read_tolerance, DaemonSettings,
+};
+use tessera_node::broker::{node_prefetch, passive_connect, verifier_prefetch};
 use tessera_node::daemon::{NodeDaemonConfig, DEFAULT_HEARTBEAT};
 use tessera_node::worker::{RendererFactory, StubFactory};
 use tessera_node::DishonestMode;
 use tessera_protocol::keys::SecretKey;
-use tessera_protocol::wire::{node_queue, QUEUE_TASKS, QUEUE_VERIFY};
 use tokio_util::sync::CancellationToken;
 
 /// Read a key file written by `tessera keygen`.
 fn read_key(path: &Path) -> Result<SecretKey> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => usage!(
+    match tessera_node::keyfile::read_key_file(path) {
+        Err(e) if e.is_not_found() => usage!(
             "--key {}: no such file (create one with `tessera keygen -o {}`)",
             path.display(),
             path.display()
         ),
-        Err(e) => return Err(e).with_context(|| format!("reading key file {}", path.display())),
-    };
-    Ok(SecretKey::from_key_file(
-        &text,
-        &path.display().to_string(),
-    )?)
+        r => Ok(r?),
+    }
 }
 
 fn default_cache_dir() -> PathBuf {
@@ -44,20 +40,6 @@ fn default_cache_dir() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(h) => PathBuf::from(h).join(".cache/tessera/scenes"),
         None => PathBuf::from(".tessera/cache"),
-    }
-}
-
-/// The AMQP URL with its password hidden, for logs and `--print-config`.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s + 3 => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
     }
 }
 
@@ -191,7 +173,7 @@ pub struct WorkerSettings {
     /// Its public key.
     pub public_key: String,
     /// Worker token (only a hash of it is shown).
-    #[serde(serialize_with = "crate::farm::redact_option")]
+    #[serde(serialize_with = "redact_option")]
     pub token: Option<String>,
     /// Display name.
     pub name: String,
@@ -263,30 +245,6 @@ impl WorkerArgs {
     }
 }
 
-/// The broker connection of a worker: the namespace comes from its registration. Passive:
-/// a worker's broker user may not declare anything, the coordinator declares its queues.
-fn connect_bus(
-    url: String,
-    prefetch: HashMap<String, u16>,
-) -> impl FnOnce(
-    RegisterResponse,
-) -> std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<AmqpBus, BusError>> + Send>,
-> {
-    move |registered: RegisterResponse| {
-        Box::pin(async move {
-            AmqpBus::connect(AmqpConfig {
-                url,
-                topology: Topology::Passive,
-                namespace: registered.amqp_namespace,
-                prefetch,
-                ..AmqpConfig::default()
-            })
-            .await
-        })
-    }
-}
-
 /// `tessera node`.
 #[derive(Args, Debug)]
 pub struct NodeArgs {
@@ -317,7 +275,7 @@ pub fn node(args: NodeArgs, print: bool) -> Result<bool> {
     let factory = args.worker.factory()?;
     let me = w.key.public();
     let slots = w.settings.slots as u16;
-    let prefetch = HashMap::from([(QUEUE_TASKS.to_string(), slots), (node_queue(&me), slots)]);
+    let prefetch = node_prefetch(&me, slots);
     let s = w.settings;
     let cfg = NodeDaemonConfig {
         coordinator: s.coordinator,
@@ -331,7 +289,7 @@ pub fn node(args: NodeArgs, print: bool) -> Result<bool> {
     };
     let url = w.amqp;
     run_daemon("node", move |token| async move {
-        tessera_node::daemon::run_node(cfg, connect_bus(url, prefetch), factory, token).await?;
+        tessera_node::daemon::run_node(cfg, passive_connect(url, prefetch), factory, token).await?;
         Ok(())
     })
 }
@@ -351,7 +309,7 @@ pub fn verifier(args: VerifierArgs, print: bool) -> Result<bool> {
     }
     let factory = args.worker.factory()?;
     let s = w.settings;
-    let prefetch = HashMap::from([(QUEUE_VERIFY.to_string(), s.slots as u16)]);
+    let prefetch = verifier_prefetch(s.slots as u16);
     let cfg = tessera_verifier::daemon::VerifierDaemonConfig {
         coordinator: s.coordinator,
         token: s.token,
@@ -362,7 +320,7 @@ pub fn verifier(args: VerifierArgs, print: bool) -> Result<bool> {
     };
     let url = w.amqp;
     run_daemon("verifier", move |token| async move {
-        tessera_verifier::daemon::run_verifier(cfg, connect_bus(url, prefetch), factory, token)
+        tessera_verifier::daemon::run_verifier(cfg, passive_connect(url, prefetch), factory, token)
             .await?;
         Ok(())
     })
@@ -518,48 +476,6 @@ pub struct CoordinatorArgs {
     pub retention_secs: Option<u64>,
 }
 
-/// What `--print-config` shows of the coordinator's config.
-#[derive(Debug, Serialize)]
-struct CoordinatorSettings {
-    amqp: String,
-    listen: SocketAddr,
-    data: PathBuf,
-    /// `CLIENT=` and a hash of each token, never the token.
-    api_tokens: Vec<String>,
-    #[serde(serialize_with = "crate::farm::redact_option")]
-    node_token: Option<String>,
-    #[serde(serialize_with = "crate::farm::redact_option")]
-    verifier_token: Option<String>,
-    verifier_keys: Vec<String>,
-    #[serde(serialize_with = "crate::farm::redact_option")]
-    admin_token: Option<String>,
-    client_overdraft: u64,
-    namespace: String,
-    lease_secs: f64,
-    reconcile_secs: f64,
-    max_attempts: u32,
-    blocklist_after: u32,
-    tile_size: u32,
-    batch_size: u32,
-    challenge_window_secs: u64,
-    slash_pct: u32,
-    max_blob_bytes: u64,
-    verify_timeout_secs: f64,
-    tolerance: tessera_protocol::tolerance::Tolerance,
-    dispute_deposit_pct: u32,
-    header_timeout_secs: f64,
-    body_timeout_secs: f64,
-    max_connections: usize,
-    max_uploads: usize,
-    max_uploads_per_client: usize,
-    max_job_tasks: u64,
-    max_job_tiles: u64,
-    max_client_jobs: u64,
-    max_client_bytes: u64,
-    session_ttl_secs: f64,
-    retention_secs: f64,
-}
-
 /// The coordinator's check of a submitted scene: the renderer's inspection, which runs
 /// every structural check and charges the whole budget (decoded texture bytes,
 /// environment pixels, vertices, primitives, triangles) from headers and accessor counts,
@@ -590,40 +506,19 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
             Err(e) => usage!("--listen {l}: {e} (expected HOST:PORT)"),
         },
     };
-    let mut api_tokens: Vec<String> = a
-        .api_tokens
-        .iter()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .collect();
-    if let Some(file) = &a.api_token_file {
-        api_tokens.extend(read_secret_lines("api-token", file)?);
-    }
-    if api_tokens.is_empty() {
-        usage!(
-            "--api-token is required (or set TESSERA_API_TOKEN, or `api-token` in the config file)"
-        );
-    }
-    for t in &api_tokens {
-        if let Some((client, token)) = t.split_once('=') {
-            if client.is_empty() || token.is_empty() {
-                usage!("--api-token: expected TOKEN or CLIENT=TOKEN, got an empty client or token");
-            }
-        }
-    }
+    let from_file = match &a.api_token_file {
+        Some(file) => read_secret_lines("api-token", file)?,
+        None => Vec::new(),
+    };
+    let api_tokens = match client_token_list(&a.api_tokens, from_file) {
+        Ok(t) => t,
+        Err(e) => usage!("{e}"),
+    };
     let inspector = scene_inspector();
-    let mut verifier_keys = Vec::new();
-    for k in a
-        .verifier_keys
-        .iter()
-        .map(|k| k.trim())
-        .filter(|k| !k.is_empty())
-    {
-        match tessera_protocol::hexser::decode::<32>(k) {
-            Ok(b) => verifier_keys.push(tessera_protocol::keys::PublicKey(b)),
-            Err(e) => usage!("--verifier-key {k:?}: {e} (expected a public key, 64 hex)"),
-        }
-    }
+    let verifier_keys = match parse_verifier_keys(&a.verifier_keys) {
+        Ok(k) => k,
+        Err(e) => usage!("{e}"),
+    };
     let cfg = DaemonConfig {
         amqp_url,
         listen,
@@ -679,87 +574,10 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
             .map_or(d.session_ttl, Duration::from_secs),
         retention: a.retention_secs.map_or(d.retention, Duration::from_secs),
     };
-    if cfg.http.header_timeout.is_zero()
-        || cfg.http.body_timeout.is_zero()
-        || cfg.session_ttl.is_zero()
-    {
-        usage!(
-            "--header-timeout-secs, --body-timeout-secs and --session-ttl-secs must be at least 1"
-        );
-    }
-    if cfg.http.max_connections == 0
-        || cfg.http.max_uploads == 0
-        || cfg.http.max_uploads_per_client == 0
-    {
-        usage!("--max-connections, --max-uploads and --max-uploads-per-client must be at least 1");
-    }
-    let l = &cfg.limits;
-    if l.max_job_tasks == 0 || l.max_job_tiles == 0 || l.max_client_jobs == 0 {
-        usage!("--max-job-tasks, --max-job-tiles and --max-client-jobs must be at least 1");
-    }
-    if let Err(e) = cfg.tolerance.check() {
-        usage!("--tolerance: {e}");
-    }
-    if cfg.dispute_deposit_pct > 100 {
-        usage!(
-            "--dispute-deposit-pct {}: at most 100",
-            cfg.dispute_deposit_pct
-        );
-    }
-    if cfg.lease.is_zero() || cfg.reconcile_every.is_zero() || cfg.verify_timeout.is_zero() {
-        usage!("--lease-secs, --reconcile-secs and --verify-timeout-secs must be at least 1");
-    }
-    use tessera_protocol::limits::{BATCH_SIZE, TILE_SIZE};
-    if !TILE_SIZE.contains(&cfg.tile_size) {
-        usage!("--tile-size {}: must be {TILE_SIZE:?}", cfg.tile_size);
-    }
-    if !BATCH_SIZE.contains(&cfg.batch_size) {
-        usage!("--batch-size {}: must be {BATCH_SIZE:?}", cfg.batch_size);
-    }
-    if cfg.slash_pct > 100 {
-        usage!("--slash-pct {}: at most 100", cfg.slash_pct);
-    }
-    if let Err(e) = tessera_coordinator::daemon::check_grants(&cfg) {
+    if let Err(e) = check_config(&cfg) {
         usage!("{e}");
     }
-    let settings = CoordinatorSettings {
-        amqp: redact_url(&cfg.amqp_url),
-        listen: cfg.listen,
-        data: cfg.data_dir.clone(),
-        api_tokens: tessera_coordinator::daemon::http::client_tokens(&cfg.api_tokens)
-            .iter()
-            .map(|(client, token)| format!("{client}={}", redacted(token)))
-            .collect(),
-        node_token: cfg.node_token.clone(),
-        verifier_token: cfg.verifier_token.clone(),
-        verifier_keys: cfg.verifier_keys.iter().map(|k| k.to_string()).collect(),
-        admin_token: cfg.admin_token.clone(),
-        client_overdraft: cfg.client_overdraft,
-        namespace: cfg.namespace.clone(),
-        lease_secs: cfg.lease.as_secs_f64(),
-        reconcile_secs: cfg.reconcile_every.as_secs_f64(),
-        max_attempts: cfg.max_attempts,
-        blocklist_after: cfg.blocklist_after,
-        tile_size: cfg.tile_size,
-        batch_size: cfg.batch_size,
-        challenge_window_secs: cfg.challenge_window_secs,
-        slash_pct: cfg.slash_pct,
-        max_blob_bytes: cfg.max_blob_bytes,
-        verify_timeout_secs: cfg.verify_timeout.as_secs_f64(),
-        tolerance: cfg.tolerance,
-        dispute_deposit_pct: cfg.dispute_deposit_pct,
-        header_timeout_secs: cfg.http.header_timeout.as_secs_f64(),
-        body_timeout_secs: cfg.http.body_timeout.as_secs_f64(),
-        max_connections: cfg.http.max_connections,
-        max_uploads: cfg.http.max_uploads,
-        max_uploads_per_client: cfg.http.max_uploads_per_client,
-        max_job_tasks: cfg.limits.max_job_tasks,
-        max_job_tiles: cfg.limits.max_job_tiles,
-        max_client_jobs: cfg.limits.max_client_jobs,
-        max_client_bytes: cfg.limits.max_client_bytes,
-        session_ttl_secs: cfg.session_ttl.as_secs_f64(),
-        retention_secs: cfg.retention.as_secs_f64(),
-    };
+    let settings = DaemonSettings::new(&cfg);
     if print_config(print, &settings)? {
         return Ok(true);
     }
@@ -767,32 +585,4 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
         tessera_coordinator::daemon::run(cfg, token).await?;
         Ok(())
     })
-}
-
-/// Read a [`Tolerance`](tessera_protocol::tolerance::Tolerance) from a JSON file (by its
-/// `.json` extension) or a TOML file.
-fn read_tolerance(path: &Path) -> Result<tessera_protocol::tolerance::Tolerance> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--tolerance: reading {}", path.display()))?;
-    let parsed = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).map_err(|e| e.to_string())
-    } else {
-        toml::from_str(&text).map_err(|e| e.to_string())
-    };
-    parsed.map_err(|e| anyhow::anyhow!("--tolerance {}: {e}", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn amqp_passwords_are_hidden() {
-        assert_eq!(
-            redact_url("amqp://guest:secret@host:5672/%2f"),
-            "amqp://guest:***@host:5672/%2f"
-        );
-        assert_eq!(redact_url("amqp://host:5672"), "amqp://host:5672");
-        assert_eq!(redact_url("amqp://user@host"), "amqp://user@host");
-    }
 }

@@ -10,17 +10,18 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tessera_api::client::ApiClient;
-use tessera_api::commands;
-use tessera_api::{JobStatus, JobSubmission, SceneListing};
+use tessera_api::secrets::{self, redacted};
+use tessera_api::{commands, table};
+use tessera_api::{JobSubmission, SceneListing};
 use tessera_images as images;
+use tessera_images::paths::{frame_path, proof_path};
 use tessera_protocol::payments::default_tiers;
 use tessera_protocol::wire::Requirements;
 use tessera_protocol::{FrameRate, RenderSettings};
-use tessera_renderer::{LoadOptions, Scene};
+use tessera_renderer::scene_dir;
 
 /// A bad command line found after clap parsed it (a required value missing, a value out
 /// of range): exit code 2, like clap's own errors.
@@ -49,78 +50,40 @@ pub(crate) fn required<T: Clone>(value: &Option<T>, flag: &str, env: &str) -> Re
     }
 }
 
-/// How `--print-config` and logs show a secret: never the secret, only a short hash of
-/// it, enough to tell which of several sources was taken.
-pub(crate) fn redacted(secret: &str) -> String {
-    format!("*** ({})", &blake3::hash(secret.as_bytes()).to_hex()[..8])
-}
-
 fn redact_token<S: serde::Serializer>(token: &str, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&redacted(token))
 }
 
-/// [`redacted`] for an optional token (`null` when unset).
-pub(crate) fn redact_option<S: serde::Serializer>(
-    token: &Option<String>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match token {
-        Some(t) => s.serialize_str(&redacted(t)),
-        None => s.serialize_none(),
-    }
-}
-
 /// A secret given either as a value (`--FLAG`, its variable, the config file) or as a
 /// file (`--FLAG-file`, whose first line is the secret, so that it shows neither in `ps`
-/// nor in the environment). Both at once is a usage error; a file others may read is
-/// warned about.
+/// nor in the environment). Both at once is a usage error.
 pub(crate) fn secret(
     flag: &str,
     value: &Option<String>,
-    file: &Option<std::path::PathBuf>,
+    file: &Option<PathBuf>,
 ) -> Result<Option<String>> {
     let Some(path) = file else {
         return Ok(value.clone());
     };
     if value.is_some() {
-        usage!("--{flag} and --{flag}-file: give one of them");
+        usage!("{}", secrets::SecretError::Both { flag: flag.into() });
     }
-    Ok(Some(
-        read_secret_lines(flag, path)?
-            .into_iter()
-            .next()
-            .unwrap_or_default(),
-    ))
+    let lines = read_secret_lines(flag, path)?;
+    Ok(Some(lines.into_iter().next().unwrap_or_default()))
 }
 
-/// The non-empty, non-comment (`#`) lines of a secrets file, trimmed.
-pub(crate) fn read_secret_lines(flag: &str, path: &std::path::Path) -> Result<Vec<String>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => usage!("--{flag}-file {}: {e}", path.display()),
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(
-                    "--{flag}-file {}: other users may read it (chmod 600 it)",
-                    path.display()
-                );
-            }
-        }
+/// The token lines of a secrets file ([`secrets::read_secret_lines`]), warning when
+/// others may read it; a bad file is a usage error.
+pub(crate) fn read_secret_lines(flag: &str, path: &Path) -> Result<Vec<String>> {
+    let lines = secrets::read_secret_lines(flag, path);
+    if !matches!(lines, Err(secrets::SecretError::Read { .. })) && secrets::others_may_read(path) {
+        let file = path.display();
+        tracing::warn!("--{flag}-file {file}: other users may read it (chmod 600 it)");
     }
-    let lines: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect();
-    if lines.is_empty() {
-        usage!("--{flag}-file {}: no token in it", path.display());
+    match lines {
+        Ok(lines) => Ok(lines),
+        Err(e) => usage!("{e}"),
     }
-    Ok(lines)
 }
 
 /// Print `config` as JSON when `--print-config` was given; `true` means "stop here".
@@ -306,56 +269,6 @@ impl SubmitArgs {
     }
 }
 
-/// Load the scene at `path` (so a bad scene fails here, naming the file) and list its
-/// files: the entry file and every file it reads, by path relative to the scene's folder
-/// (forward slashes), with their local paths.
-pub fn scene_files(
-    path: &Path,
-    camera: Option<&str>,
-) -> Result<(Scene, String, BTreeMap<String, PathBuf>)> {
-    let scene = Scene::load(path, &LoadOptions::default())
-        .with_context(|| format!("loading scene {}", path.display()))?;
-    if let Some(name) = camera {
-        let names = scene.camera_names();
-        if !names.iter().any(|n| n == name) {
-            bail!(
-                "--camera {name:?}: scene {} has no such camera (it has: {})",
-                path.display(),
-                if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
-                }
-            );
-        }
-    }
-    let folder = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let entry = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .with_context(|| format!("scene {}: the file name is not UTF-8", path.display()))?
-        .to_string();
-    let mut local = BTreeMap::new();
-    local.insert(entry.clone(), path.to_path_buf());
-    for rel in scene.files() {
-        let parts: Option<Vec<&str>> = rel.iter().map(|c| c.to_str()).collect();
-        let key = parts
-            .with_context(|| {
-                format!(
-                    "scene {}: file {} has a name that is not UTF-8",
-                    path.display(),
-                    rel.display()
-                )
-            })?
-            .join("/");
-        local.insert(key, folder.join(rel));
-    }
-    Ok((scene, entry, local))
-}
-
 /// `tessera submit`: load the scene, upload its files, submit the job; the job id is the
 /// last line of stdout.
 pub fn submit(args: SubmitArgs, print: bool) -> Result<bool> {
@@ -363,7 +276,8 @@ pub fn submit(args: SubmitArgs, print: bool) -> Result<bool> {
     if print_config(print, &cfg)? {
         return Ok(true);
     }
-    let (scene, entry, local) = scene_files(&cfg.scene, cfg.job.settings.camera.as_deref())?;
+    let (scene, entry, local) =
+        scene_dir::scene_files(&cfg.scene, cfg.job.settings.camera.as_deref())?;
     for w in scene.warnings() {
         eprintln!("warning: {}: {w}", cfg.scene.display());
     }
@@ -414,27 +328,6 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-fn status_line(s: &JobStatus) -> String {
-    let mut line = format!(
-        "{}  {:<9}  {}  frames {}..{}  tier {}  rendered {}/{}  verified {}/{}  round {}",
-        s.job_id,
-        s.state,
-        s.scene_name,
-        s.frame_start,
-        s.frame_end,
-        s.tier,
-        s.tiles_rendered,
-        s.tiles_total,
-        s.tiles_verified,
-        s.tiles_total,
-        s.round
-    );
-    if let Some(e) = &s.error {
-        line.push_str(&format!("  error: {e}"));
-    }
-    line
-}
-
 /// `tessera status [JOB]`.
 pub fn status(args: StatusArgs, print: bool) -> Result<bool> {
     let cfg = args.client.config()?;
@@ -449,7 +342,7 @@ pub fn status(args: StatusArgs, print: bool) -> Result<bool> {
                 if args.json {
                     println!("{}", serde_json::to_string(&s)?);
                 } else {
-                    println!("{}", status_line(&s));
+                    println!("{}", table::status_line(&s));
                 }
             }
             None => {
@@ -460,7 +353,7 @@ pub fn status(args: StatusArgs, print: bool) -> Result<bool> {
                     println!("no jobs");
                 } else {
                     for s in &jobs {
-                        println!("{}", status_line(s));
+                        println!("{}", table::status_line(s));
                     }
                 }
             }
@@ -536,7 +429,7 @@ pub fn fetch(args: FetchArgs, print: bool) -> Result<bool> {
         let status = commands::wait_until_done(&client, &args.job, &wait).await?;
         let n_frames = status.frame_end - status.frame_start + 1;
         // Fail on a bad output pattern before downloading anything.
-        crate::frame_path(&args.output, status.frame_start, n_frames)?;
+        frame_path(&args.output, status.frame_start, n_frames)?;
 
         let (bundle, bundle_bytes) = commands::fetch_bundle(&client, &args.job).await?;
         let m = &bundle.manifest.statement;
@@ -553,20 +446,16 @@ pub fn fetch(args: FetchArgs, print: bool) -> Result<bool> {
                     check.detail
                 );
             }
-            let png = crate::frame_path(&args.output, frame, n_frames)?;
-            let exr = crate::with_ext(&png, "exr");
+            let png = frame_path(&args.output, frame, n_frames)?;
             create_parent(&png)?;
-            images::write_png(&png, width, height, &pixels, &view)?;
-            images::write_exr(&exr, width, height, &pixels)?;
-            written.push(png);
-            written.push(exr);
+            written.extend(images::paths::write_frame(
+                png, width, height, &pixels, &view,
+            )?);
         }
-        let proof = args.proof.clone().unwrap_or_else(|| {
-            crate::with_ext(
-                &crate::frame_path(&args.output, m.frame_start, 1).unwrap_or(args.output.clone()),
-                "proof.json",
-            )
-        });
+        let proof = args
+            .proof
+            .clone()
+            .unwrap_or_else(|| proof_path(&args.output, m.frame_start));
         create_parent(&proof)?;
         std::fs::write(&proof, &bundle_bytes)
             .with_context(|| format!("writing proof bundle {}", proof.display()))?;
@@ -603,35 +492,6 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Print rows as columns, left-aligned except the `right` ones (the last column is not
-/// padded when left-aligned).
-fn print_table(header: &[&str], right: &[usize], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let n = cells.len();
-        let mut s = String::new();
-        for (i, (c, w)) in cells.into_iter().zip(&widths).enumerate() {
-            if right.contains(&i) {
-                s.push_str(&format!("{c:>w$}  "));
-            } else if i + 1 == n {
-                s.push_str(&c);
-            } else {
-                s.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        println!("{}", s.trim_end());
-    };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        line(r.clone());
-    }
-}
-
 /// `tessera nodes`.
 pub fn nodes(args: ListArgs, print: bool) -> Result<bool> {
     let cfg = args.client.config()?;
@@ -641,46 +501,9 @@ pub fn nodes(args: ListArgs, print: bool) -> Result<bool> {
     let client = cfg.client()?;
     let nodes = runtime()?.block_on(client.nodes())?;
     if args.json {
-        let v: Vec<_> = nodes
-            .iter()
-            .map(|n| {
-                let mut v = serde_json::to_value(n).unwrap_or_default();
-                v["class_id"] = hex::encode(n.class.id()).into();
-                v
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(v));
-        return Ok(true);
-    }
-    let now = now_unix();
-    let rows: Vec<Vec<String>> = nodes
-        .iter()
-        .map(|n| {
-            vec![
-                n.name.clone(),
-                n.role.clone(),
-                n.key.short(),
-                n.slots.to_string(),
-                n.leased_tasks.to_string(),
-                n.trust.to_string(),
-                n.stake.to_string(),
-                n.balance.to_string(),
-                format!("{}s ago", now.saturating_sub(n.last_seen_unix)),
-                format!("{} [{}]", n.class.adapter, hex::encode(&n.class.id()[..6])),
-            ]
-        })
-        .collect();
-    if rows.is_empty() {
-        println!("no nodes registered");
+        println!("{}", table::nodes_json(&nodes));
     } else {
-        print_table(
-            &[
-                "NAME", "ROLE", "KEY", "SLOTS", "LEASED", "TRUST", "STAKE", "BALANCE", "SEEN",
-                "CLASS",
-            ],
-            &[3, 4, 5, 6, 7],
-            &rows,
-        );
+        table::write_nodes(&mut std::io::stdout().lock(), &nodes, now_unix())?;
     }
     Ok(true)
 }
@@ -697,23 +520,7 @@ pub fn ledger(args: ListArgs, print: bool) -> Result<bool> {
         println!("{}", serde_json::to_string(&ledger)?);
         return Ok(true);
     }
-    let rows: Vec<Vec<String>> = ledger
-        .accounts
-        .iter()
-        .map(|a| {
-            vec![
-                commands::account_kind(&a.account).into(),
-                a.account.clone(),
-                a.balance.to_string(),
-            ]
-        })
-        .collect();
-    print_table(&["KIND", "ACCOUNT", "BALANCE (µcr)"], &[2], &rows);
-    for kind in ["escrow", "stake", "hold-back", "dispute"] {
-        let total = commands::kind_total(&ledger, kind);
-        println!("{kind:<9} {total} µcr in all");
-    }
-    println!("total {} µcr (always 0: double-entry)", ledger.total);
+    table::write_ledger(&mut std::io::stdout().lock(), &ledger)?;
     Ok(true)
 }
 
@@ -809,7 +616,7 @@ pub fn dispute(args: DisputeArgs, print: bool) -> Result<bool> {
     if args.json {
         println!("{}", serde_json::to_string(&s)?);
     } else {
-        println!("{}", status_line(&s));
+        println!("{}", table::status_line(&s));
     }
     Ok(true)
 }

@@ -25,18 +25,17 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tessera_coordinator::embedded::{EmbeddedFarm, JobConfig, LocalNode};
+use std::time::Instant;
+use tessera_coordinator::local::{write_summary, LocalFarm, LocalJob};
 use tessera_images as images;
+use tessera_images::paths::{frame_path, proof_path};
 use tessera_node::DishonestMode;
-use tessera_protocol::bundle::ProofBundle;
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::limits;
-use tessera_protocol::payments::{default_tiers, SamplingPolicy};
-use tessera_protocol::statements::Decision;
+use tessera_protocol::payments::default_tiers;
 use tessera_protocol::{RenderSettings, TileRenderer};
 use tessera_renderer::{Gpu, LoadOptions, Scene, SceneRenderer};
-use tessera_verifier::{audit_bundle, compare};
+use tessera_verifier::{audit_bundle, audit_files, compare, compare_text};
 
 #[derive(Parser)]
 #[command(
@@ -310,41 +309,9 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
-/// Load a key file, or create it (0600) if it does not exist.
-fn load_or_create_key(path: &Path) -> Result<SecretKey> {
-    if path.exists() {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading key file {}", path.display()))?;
-        return Ok(SecretKey::from_key_file(
-            &text,
-            &path.display().to_string(),
-        )?);
-    }
-    let key = SecretKey::generate();
-    write_key_file(path, &key)?;
-    Ok(key)
-}
-
-fn write_key_file(path: &Path, key: &SecretKey) -> Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("creating key file {}", path.display()))?;
-    f.write_all(key.to_key_file().as_bytes())
-        .with_context(|| format!("writing key file {}", path.display()))?;
-    Ok(())
-}
-
 fn keygen(output: &Path) -> Result<bool> {
     let key = SecretKey::generate();
-    write_key_file(output, &key)?;
+    tessera_node::keyfile::write_key_file(output, &key)?;
     println!("{}", key.public());
     Ok(true)
 }
@@ -363,31 +330,6 @@ fn parse_frames(s: &str) -> Result<(u32, u32)> {
         bail!("--frames {s:?}: {why}");
     }
     Ok((a, b))
-}
-
-/// Output path of `frame`: `#` runs become the zero-padded frame number.
-fn frame_path(pattern: &Path, frame: u32, n_frames: u32) -> Result<PathBuf> {
-    let s = pattern.to_string_lossy();
-    if let Some(start) = s.find('#') {
-        let len = s[start..].chars().take_while(|&c| c == '#').count();
-        return Ok(PathBuf::from(format!(
-            "{}{:0len$}{}",
-            &s[..start],
-            frame,
-            &s[start + len..]
-        )));
-    }
-    if n_frames > 1 {
-        bail!(
-            "output {}: several frames need a `#` in the file name for the frame number",
-            pattern.display()
-        );
-    }
-    Ok(pattern.to_path_buf())
-}
-
-fn with_ext(p: &Path, ext: &str) -> PathBuf {
-    p.with_extension(ext)
 }
 
 /// The limits on the render flags that `render` and `bench render` share.
@@ -456,51 +398,9 @@ fn render(a: RenderArgs) -> Result<bool> {
     let renderer: Arc<dyn TileRenderer> = Arc::new(SceneRenderer::new(gpu.clone(), &scene)?);
     eprintln!("adapter: {}", renderer.class());
 
-    let data = a.data.clone().unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data)
-        .with_context(|| format!("creating data directory {}", data.display()))?;
-    let keys = data.join("keys");
-    let coordinator_key = load_or_create_key(&keys.join("coordinator.key"))?;
-    let verifier_key = load_or_create_key(&keys.join("verifier.key"))?;
-    let mut nodes = Vec::new();
-    let honest = a.nodes - a.dishonest_nodes;
-    for i in 0..a.nodes {
-        let dishonest = (i >= honest).then_some(a.dishonest_mode);
-        let file = match dishonest {
-            None => format!("node-{i}.key"),
-            Some(_) => format!("drill-node-{i}.key"),
-        };
-        nodes.push(LocalNode {
-            name: format!("node-{i}"),
-            key: load_or_create_key(&keys.join(file))?,
-            renderer: renderer.clone(),
-            dishonest,
-        });
-    }
-    // The coordinator's store is private to this run: the farm's service runs the job
-    // on it and it is removed when the job ends (the keys above are kept). It holds
-    // every delivered tile, so it goes where the user put the data, not in /tmp.
-    let store_dir = tempfile::Builder::new()
-        .prefix("render-")
-        .tempdir_in(&data)
-        .with_context(|| format!("creating a temporary folder in {}", data.display()))?;
-    let farm = EmbeddedFarm {
-        coordinator_key,
-        nodes,
-        verifier_key,
-        verifier_renderer: renderer.clone(),
-        data_dir: store_dir.path().to_path_buf(),
-    };
-    let cfg = JobConfig {
-        client: "local".into(),
-        scene_name: a.scene.file_name().map_or_else(
-            || a.scene.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        ),
+    let cfg = LocalJob {
+        scene: &a.scene,
         scene_hash: scene.content_hash(),
-        scene_hint: std::fs::canonicalize(&a.scene)
-            .ok()
-            .map(|p| p.display().to_string()),
         settings: RenderSettings {
             width: a.width,
             height: a.height,
@@ -510,93 +410,47 @@ fn render(a: RenderArgs) -> Result<bool> {
             camera: a.camera.clone(),
             frame_rate: a.fps,
         },
-        frame_start,
-        frame_end,
+        frames: (frame_start, frame_end),
         tile_size: a.tile,
         batch_size: a.batch,
         tier: tier.name.clone(),
-        sampling: SamplingPolicy::default(),
-        slash_pct: 50,
         challenge_window_secs: a.challenge_window,
-        node_stake: 1_000_000,
-        tolerance: Default::default(),
-        dispute_deposit_pct: 10,
-        message_timeout: Duration::from_secs(3600),
+    }
+    .config();
+    let farm = LocalFarm {
+        data_dir: a.data.clone().unwrap_or_else(default_data_dir),
+        nodes: a.nodes,
+        dishonest_nodes: a.dishonest_nodes,
+        dishonest_mode: a.dishonest_mode,
+        renderer: renderer.clone(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let outcome = runtime.block_on(farm.run_job(&cfg))?;
+    let outcome = farm.run(&cfg)?;
 
     // Outputs.
     let mut written = Vec::new();
     for (frame, pixels) in &outcome.frames {
         let png = frame_path(&a.output, *frame, n_frames)?;
-        let exr = with_ext(&png, "exr");
-        images::write_png(&png, a.width, a.height, pixels, &view)?;
-        images::write_exr(&exr, a.width, a.height, pixels)?;
-        written.push(png);
-        written.push(exr);
+        written.extend(images::paths::write_frame(
+            png, a.width, a.height, pixels, &view,
+        )?);
     }
-    let proof = a.proof.clone().unwrap_or_else(|| {
-        with_ext(
-            &frame_path(&a.output, frame_start, 1).unwrap_or(a.output.clone()),
-            "proof.json",
-        )
-    });
+    let proof = a
+        .proof
+        .clone()
+        .unwrap_or_else(|| proof_path(&a.output, frame_start));
     let json = serde_json::to_vec_pretty(&outcome.bundle)?;
     std::fs::write(&proof, json)
         .with_context(|| format!("writing proof bundle {}", proof.display()))?;
     written.push(proof);
 
-    let elapsed = started.elapsed();
-    if a.json {
-        let reports: Vec<_> = outcome.reports.iter().map(|r| serde_json::json!({"node": r.name, "key": r.key.to_string(), "round": r.round, "tiles": r.tiles, "sampled": r.sampled, "decision": format!("{:?}", r.decision).to_lowercase(), "paid": r.paid, "held_back": r.held, "slashed": r.slashed})).collect();
-        println!(
-            "{}",
-            serde_json::json!({"job": outcome.job_id, "outputs": written, "seconds": elapsed.as_secs_f64(), "nodes": reports, "job_root": hex::encode(outcome.bundle.roots.statement.job_root)})
-        );
-    } else {
-        println!(
-            "job {} rendered in {:.1} s ({}x{}, {} spp, {} frame(s), tier {})",
-            outcome.job_id,
-            elapsed.as_secs_f64(),
-            a.width,
-            a.height,
-            a.spp,
-            n_frames,
-            a.tier
-        );
-        for r in &outcome.reports {
-            match r.decision {
-                Decision::Pass => println!("  round {}: {}: verified {}/{} tiles re-rendered, PASS, paid {} µcr now, {} held back", r.round, r.name, r.sampled, r.tiles, r.paid, r.held),
-                Decision::Fail => println!("  round {}: {} [{}]: CAUGHT CHEATING ({} tiles sampled of {}): unpaid, slashed {} µcr of stake, its tiles re-rendered by others", r.round, r.name, r.key.short(), r.sampled, r.tiles, r.slashed),
-                Decision::Inconclusive | Decision::Escalate => println!("  round {}: {} [{}]: INCONCLUSIVE after escalation ({} tiles sampled of {}): neither paid nor slashed, its tiles re-rendered by others", r.round, r.name, r.key.short(), r.sampled, r.tiles),
-            }
-        }
-        let released: u64 = outcome
-            .transfers()
-            .iter()
-            .filter(|t| t.kind == tessera_protocol::payments::TransferKind::Release)
-            .map(|t| t.amount)
-            .sum();
-        let escrow = outcome
-            .transfers()
-            .iter()
-            .find(|t| t.kind == tessera_protocol::payments::TransferKind::Escrow)
-            .map_or(0, |t| t.amount);
-        println!(
-            "  client paid {} µcr from escrow; hold-backs released: {} µcr",
-            escrow, released
-        );
-        println!(
-            "  job root {}",
-            hex::encode(outcome.bundle.roots.statement.job_root)
-        );
-        for w in &written {
-            println!("wrote {}", w.display());
-        }
-    }
+    let seconds = started.elapsed().as_secs_f64();
+    write_summary(
+        &mut std::io::stdout().lock(),
+        &outcome,
+        seconds,
+        &written,
+        a.json,
+    )?;
     Ok(true)
 }
 
@@ -615,33 +469,13 @@ fn compare_images(a: CompareArgs) -> Result<bool> {
         v["b"] = serde_json::json!(a.b);
         println!("{v}");
     } else {
-        let psnr = c
-            .psnr_db
-            .map_or_else(|| "inf".to_string(), |p| format!("{p:.2}"));
-        println!("size        {}x{}", c.width, c.height);
-        if a.exposure_match {
-            println!(
-                "exposure    B x {:.6} (mean A {:.6}, mean B {:.6})",
-                c.exposure_scale, c.mean_a, c.mean_b
-            );
-        }
-        println!(
-            "PSNR        {psnr} dB (linear RGB, peak 1.0; MSE {:.6e})",
-            c.mse
-        );
-        println!(
-            "FLIP        mean {:.6}, p99 {:.6}, max {:.6} (LDR, sRGB 8-bit, 67.02 ppd)",
-            c.flip_mean, c.flip_p99, c.flip_max
-        );
+        compare_text::write_text(&mut std::io::stdout().lock(), &c, a.exposure_match)?;
     }
     Ok(true)
 }
 
 fn audit(a: AuditArgs) -> Result<bool> {
-    let text = std::fs::read(&a.bundle)
-        .with_context(|| format!("reading proof bundle {}", a.bundle.display()))?;
-    let bundle: ProofBundle = serde_json::from_slice(&text)
-        .with_context(|| format!("proof bundle {}: not a valid bundle", a.bundle.display()))?;
+    let bundle = audit_files::read_bundle(&a.bundle)?;
     let pinned = match &a.coordinator_key {
         Some(h) => Some(PublicKey(
             tessera_protocol::hexser::decode(h)
@@ -650,52 +484,22 @@ fn audit(a: AuditArgs) -> Result<bool> {
         None => None,
     };
     let mut report = audit_bundle(&bundle, pinned.as_ref());
-    let m = &bundle.manifest.statement;
     for (i, img) in a.image.iter().enumerate() {
-        let frame = m.frame_start + i as u32;
-        match images::read_exr(img) {
-            Ok((w, h, pixels)) => {
-                let mut c = tessera_verifier::audit::check_image(&bundle, frame, w, h, &pixels);
-                c.detail = format!("{}: {}", img.display(), c.detail);
-                report.checks.push(c);
-            }
-            Err(e) => report.checks.push(tessera_verifier::CheckResult {
-                name: "image".into(),
-                passed: false,
-                detail: format!("{:#}", anyhow::Error::from(e)),
-            }),
-        }
+        let read = images::read_exr(img).map_err(|e| format!("{:#}", anyhow::Error::from(e)));
+        report
+            .checks
+            .push(audit_files::check_image_file(&bundle, i, img, read));
     }
     if a.rerender {
-        let scene_path = a.scene.clone().unwrap_or_else(|| {
-            let beside = a
-                .bundle
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join(&m.scene_name);
-            match &bundle.scene_hint {
-                Some(h) if Path::new(h).exists() => PathBuf::from(h),
-                _ if beside.exists() => beside,
-                _ => PathBuf::from(&m.scene_name),
-            }
-        });
+        let scene_path = audit_files::rerender_scene_path(&a.bundle, &bundle, a.scene.as_deref());
         let scene = Scene::load(&scene_path, &LoadOptions::default()).with_context(|| {
             format!(
                 "--rerender: loading scene {} (pass --scene)",
                 scene_path.display()
             )
         })?;
-        if scene.content_hash() != m.scene_hash {
-            report.checks.push(tessera_verifier::CheckResult {
-                name: "rerender".into(),
-                passed: false,
-                detail: format!(
-                    "scene {} has hash {}, the job rendered {}",
-                    scene_path.display(),
-                    hex::encode(scene.content_hash()),
-                    hex::encode(m.scene_hash)
-                ),
-            });
+        if let Some(c) = audit_files::scene_mismatch(&scene_path, &scene.content_hash(), &bundle) {
+            report.checks.push(c);
         } else {
             let gpu = Arc::new(Gpu::new()?);
             let renderer = SceneRenderer::new(gpu, &scene)?;
@@ -705,27 +509,6 @@ fn audit(a: AuditArgs) -> Result<bool> {
             ));
         }
     }
-    let ok = report.passed();
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"passed": ok, "checks": report.checks})
-        );
-    } else {
-        for c in &report.checks {
-            println!(
-                "{} {:<20} {}",
-                if c.passed { "ok  " } else { "FAIL" },
-                c.name,
-                c.detail
-            );
-        }
-        let failed: Vec<_> = report.failures().map(|c| c.name.clone()).collect();
-        if ok {
-            println!("audit passed: {} checks", report.checks.len());
-        } else {
-            println!("audit FAILED: {}", failed.join(", "));
-        }
-    }
-    Ok(ok)
+    audit_files::write_report(&mut std::io::stdout().lock(), &report, a.json)?;
+    Ok(report.passed())
 }

@@ -1,10 +1,10 @@
 //! `tessera simulate`: the flags, checked into a [`SimConfig`], the detection simulation
-//! of `tessera_sim` run on them, and its report printed (a table, or JSON).
+//! of `tessera_sim` run on them, and its report printed (`tessera_sim::table`, or JSON).
 
 use crate::farm::usage;
 use anyhow::Result;
 use clap::Args;
-use tessera_sim::{simulate, Report, SimConfig, SimParams};
+use tessera_sim::{simulate, SimConfig, SimParams};
 
 /// Arguments of `tessera simulate`.
 #[derive(Args)]
@@ -72,86 +72,6 @@ pub fn config(a: &SimulateArgs) -> Result<SimConfig> {
     }
 }
 
-fn print_table(r: &Report) {
-    let pct = |x: f64| format!("{:.3} %", 100.0 * x);
-    let rows: Vec<(&str, String)> = vec![
-        ("jobs", r.jobs.to_string()),
-        ("tier", r.tier.clone()),
-        ("node trust", r.trust.to_string()),
-        ("tiles per node and job (n)", r.tiles_per_job.to_string()),
-        ("tile", format!("{0}×{0} px, {1} spp", r.tile_size, r.spp)),
-        ("forged fraction (f)", pct(r.forged_fraction)),
-        ("k (policy, sampled)", format!("{}, {}", r.k_policy, r.k)),
-        ("detected", format!("{} of {}", r.detected, r.jobs)),
-        ("measured detection", pct(r.measured_detection)),
-        (
-            "99 % Wilson interval",
-            format!("{} – {}", pct(r.ci99[0]), pct(r.ci99[1])),
-        ),
-        ("predicted 1 − (1 − f)^k", pct(r.predicted_detection)),
-        ("prediction inside interval", r.agrees.to_string()),
-        (
-            "forged tiles accepted",
-            format!("{} of {}", r.forged_tiles_accepted, r.forged_tiles),
-        ),
-        (
-            "honest false rejects",
-            format!(
-                "{} ({} fail, {} inconclusive of {} node-rounds)",
-                pct(r.honest_false_rejects),
-                r.honest_fails,
-                r.honest_inconclusive,
-                r.honest_node_rounds
-            ),
-        ),
-        (
-            "escalations",
-            format!("{} ({} honest)", r.escalations, r.honest_escalations),
-        ),
-        (
-            "verification cost",
-            format!(
-                "{:.4} ({} re-rendered / {} rendered)",
-                r.verification_cost, r.rerendered_tiles, r.rendered_tiles
-            ),
-        ),
-        (
-            "bands (match/close/ambiguous/far)",
-            format!(
-                "{}/{}/{}/{}",
-                r.bands.r#match, r.bands.close, r.bands.ambiguous, r.bands.far
-            ),
-        ),
-        (
-            "ledger",
-            format!(
-                "total {}; paid {}, released {}, slashed {} ({} from cheaters), refunded {}",
-                r.ledger.total,
-                r.ledger.paid_on_pass,
-                r.ledger.released,
-                r.ledger.slashed,
-                r.ledger.slashed_cheaters,
-                r.ledger.refunded
-            ),
-        ),
-        (
-            "time",
-            format!(
-                "{:.2} s on {} threads ({:.0} jobs/s)",
-                r.elapsed_s, r.threads, r.jobs_per_s
-            ),
-        ),
-    ];
-    let width = rows
-        .iter()
-        .map(|(k, _)| k.chars().count())
-        .max()
-        .unwrap_or(0);
-    for (k, v) in rows {
-        println!("{k:<width$}  {v}");
-    }
-}
-
 /// `tessera simulate`: run, print, and report whether the invariants held (exit 1 if an
 /// honest node was rejected or a ledger did not balance).
 pub fn run(a: SimulateArgs) -> Result<bool> {
@@ -160,7 +80,7 @@ pub fn run(a: SimulateArgs) -> Result<bool> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_table(&report);
+        tessera_sim::table::write_table(&mut std::io::stdout().lock(), &report)?;
     }
     if !report.sound() {
         eprintln!(

@@ -10,6 +10,8 @@
 
 pub mod client;
 pub mod commands;
+pub mod secrets;
+pub mod table;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -13,8 +13,11 @@
 #![warn(missing_docs)]
 
 pub use tessera_bus as bus;
+pub mod bench;
 pub mod daemon;
 pub mod embedded;
 pub mod job;
+pub mod local;
 pub mod machine;
+pub mod settings;
 pub mod store;

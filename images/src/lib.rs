@@ -22,6 +22,8 @@
 
 #![warn(missing_docs)]
 
+pub mod paths;
+
 use half::f16;
 use std::path::{Path, PathBuf};
 pub use tessera_verifier::compare::LinearImage;

@@ -6,8 +6,10 @@
 
 #![warn(missing_docs)]
 
+pub mod broker;
 pub mod cheats;
 pub mod daemon;
+pub mod keyfile;
 pub mod stub;
 pub mod worker;
 

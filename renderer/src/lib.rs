@@ -177,12 +177,15 @@
 
 mod batch;
 pub mod bench;
+pub mod bench_table;
 mod bvh;
+pub mod class_render;
 mod energy;
 mod error;
 mod gpu;
 mod render;
 mod scene;
+pub mod scene_dir;
 
 pub use error::{RenderError, SceneError};
 pub use gpu::{Gpu, ShaderFeatures};

@@ -22,6 +22,7 @@
 mod job;
 mod renderers;
 mod stats;
+pub mod table;
 
 use serde::Serialize;
 pub use stats::{predicted_detection, wilson, Bands, Money, Tally, Z_99};

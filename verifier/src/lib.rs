@@ -8,9 +8,12 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod audit_files;
 pub mod calibrate;
+pub mod calibrate_table;
 pub mod checks;
 pub mod compare;
+pub mod compare_text;
 pub mod daemon;
 pub mod tolerance;
 pub mod verify;

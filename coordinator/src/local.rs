@@ -1,0 +1,247 @@
+//! `tessera render`'s farm of one machine around [`EmbeddedFarm`]: the coordinator's,
+//! nodes' and verifier's keys kept in a data directory (created on first use), the drill's
+//! cheating nodes, and the coordinator's store in a private folder of that directory,
+//! removed when the job ends; and the summary `tessera render` prints. It adds no job
+//! rule: [`EmbeddedFarm::run_job`] runs the job.
+
+use crate::embedded::{EmbeddedFarm, JobConfig, JobOutcome, LocalNode, PipelineError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_node::keyfile::{load_or_create_key, KeyFileError};
+use tessera_node::DishonestMode;
+use tessera_protocol::payments::{SamplingPolicy, TransferKind};
+use tessera_protocol::statements::Decision;
+use tessera_protocol::{Digest, RenderSettings, TileRenderer};
+
+/// The machine's farm: where its keys are, how many nodes, which of them cheat.
+pub struct LocalFarm {
+    /// Data directory: `keys/` holds the keys; the store's private folder goes here too.
+    pub data_dir: PathBuf,
+    /// Renderer nodes, each with its own key (`keys/node-I.key`).
+    pub nodes: u32,
+    /// Drill: how many of them cheat (the last ones; `keys/drill-node-I.key`).
+    pub dishonest_nodes: u32,
+    /// Drill: how they cheat.
+    pub dishonest_mode: DishonestMode,
+    /// What every node and the verifier render with.
+    pub renderer: Arc<dyn TileRenderer>,
+}
+
+/// Why a local render failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// The data directory or the store's folder in it cannot be created.
+    #[error("creating {what} {path}: {source}")]
+    Folder {
+        /// What it is for.
+        what: &'static str,
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key file cannot be read or created.
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    /// The async runtime cannot start.
+    #[error(transparent)]
+    Runtime(std::io::Error),
+    /// The job failed.
+    #[error(transparent)]
+    Job(#[from] PipelineError),
+}
+
+impl LocalFarm {
+    /// Set the farm up and run `job` on it to its end.
+    pub fn run(&self, job: &JobConfig) -> Result<JobOutcome, LocalError> {
+        let data = &self.data_dir;
+        std::fs::create_dir_all(data).map_err(|source| LocalError::Folder {
+            what: "data directory",
+            path: data.clone(),
+            source,
+        })?;
+        let keys = data.join("keys");
+        let coordinator_key = load_or_create_key(&keys.join("coordinator.key"))?;
+        let verifier_key = load_or_create_key(&keys.join("verifier.key"))?;
+        let mut nodes = Vec::new();
+        let honest = self.nodes.saturating_sub(self.dishonest_nodes);
+        for i in 0..self.nodes {
+            let dishonest = (i >= honest).then_some(self.dishonest_mode);
+            let file = match dishonest {
+                None => format!("node-{i}.key"),
+                Some(_) => format!("drill-node-{i}.key"),
+            };
+            nodes.push(LocalNode {
+                name: format!("node-{i}"),
+                key: load_or_create_key(&keys.join(file))?,
+                renderer: self.renderer.clone(),
+                dishonest,
+            });
+        }
+        // The coordinator's store is private to this run: the farm's service runs the job
+        // on it and it is removed when the job ends (the keys above are kept). It holds
+        // every delivered tile, so it goes where the user put the data, not in /tmp.
+        let store_dir = tempfile::Builder::new()
+            .prefix("render-")
+            .tempdir_in(data)
+            .map_err(|source| LocalError::Folder {
+                what: "a temporary folder in",
+                path: data.clone(),
+                source,
+            })?;
+        let farm = EmbeddedFarm {
+            coordinator_key,
+            nodes,
+            verifier_key,
+            verifier_renderer: self.renderer.clone(),
+            data_dir: store_dir.path().to_path_buf(),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(LocalError::Runtime)?;
+        Ok(runtime.block_on(farm.run_job(job))?)
+    }
+}
+
+/// The job `tessera render` submits: the settings from its flags, the rest fixed for a
+/// farm of one machine (client `local`, default sampling, 50 % slash, a stake of 1 cr per
+/// node, 10 % dispute deposit, default tolerance, an hour per message).
+pub struct LocalJob<'a> {
+    /// The scene file (its name goes into the manifest; its full path into the bundle as
+    /// the hint `audit --rerender` looks for).
+    pub scene: &'a Path,
+    /// The scene's content hash.
+    pub scene_hash: Digest,
+    /// Render settings.
+    pub settings: RenderSettings,
+    /// First and last frame (inclusive).
+    pub frames: (u32, u32),
+    /// Tile edge.
+    pub tile_size: u32,
+    /// Tiles per task.
+    pub batch_size: u32,
+    /// Tier name.
+    pub tier: String,
+    /// Challenge window signed into the manifest.
+    pub challenge_window_secs: u64,
+}
+
+impl LocalJob<'_> {
+    /// The job's configuration.
+    pub fn config(self) -> JobConfig {
+        let scene = self.scene;
+        JobConfig {
+            client: "local".into(),
+            scene_name: scene.file_name().map_or_else(
+                || scene.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            scene_hash: self.scene_hash,
+            scene_hint: std::fs::canonicalize(scene)
+                .ok()
+                .map(|p| p.display().to_string()),
+            settings: self.settings,
+            frame_start: self.frames.0,
+            frame_end: self.frames.1,
+            tile_size: self.tile_size,
+            batch_size: self.batch_size,
+            tier: self.tier,
+            sampling: SamplingPolicy::default(),
+            slash_pct: 50,
+            challenge_window_secs: self.challenge_window_secs,
+            node_stake: 1_000_000,
+            tolerance: Default::default(),
+            dispute_deposit_pct: 10,
+            message_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What the client paid into escrow and what of the hold-backs was released, from the
+/// job's signed receipt.
+pub fn escrow_and_released(outcome: &JobOutcome) -> (u64, u64) {
+    let transfers = outcome.transfers();
+    let released = transfers
+        .iter()
+        .filter(|t| t.kind == TransferKind::Release)
+        .map(|t| t.amount)
+        .sum();
+    let escrow = transfers
+        .iter()
+        .find(|t| t.kind == TransferKind::Escrow)
+        .map_or(0, |t| t.amount);
+    (escrow, released)
+}
+
+/// Write what `tessera render` prints when the job is done: with `json`, one JSON object
+/// (job id, `written` outputs, `seconds`, per node and round its tiles, samples,
+/// decision and pay, and the job root); otherwise a line for the job, one per node and
+/// round, the client's payments, the job root and a line per written file.
+pub fn write_summary(
+    w: &mut impl Write,
+    outcome: &JobOutcome,
+    seconds: f64,
+    written: &[PathBuf],
+    json: bool,
+) -> io::Result<()> {
+    let job_root = hex::encode(outcome.bundle.roots.statement.job_root);
+    if json {
+        let reports: Vec<_> = outcome
+            .reports
+            .iter()
+            .map(|r| {
+                serde_json::json!({"node": r.name, "key": r.key.to_string(), "round": r.round,
+                    "tiles": r.tiles, "sampled": r.sampled,
+                    "decision": format!("{:?}", r.decision).to_lowercase(), "paid": r.paid,
+                    "held_back": r.held, "slashed": r.slashed})
+            })
+            .collect();
+        let summary = serde_json::json!({"job": outcome.job_id, "outputs": written,
+            "seconds": seconds, "nodes": reports, "job_root": job_root});
+        return writeln!(w, "{summary}");
+    }
+    let m = &outcome.bundle.manifest.statement;
+    writeln!(
+        w,
+        "job {} rendered in {:.1} s ({}x{}, {} spp, {} frame(s), tier {})",
+        outcome.job_id,
+        seconds,
+        m.settings.width,
+        m.settings.height,
+        m.settings.spp,
+        m.frame_end - m.frame_start + 1,
+        m.tier.name
+    )?;
+    for r in &outcome.reports {
+        match r.decision {
+            Decision::Pass => writeln!(
+                w,
+                "  round {}: {}: verified {}/{} tiles re-rendered, PASS, paid {} µcr now, {} held back",
+                r.round, r.name, r.sampled, r.tiles, r.paid, r.held
+            )?,
+            Decision::Fail => writeln!(
+                w,
+                "  round {}: {} [{}]: CAUGHT CHEATING ({} tiles sampled of {}): unpaid, slashed {} µcr of stake, its tiles re-rendered by others",
+                r.round, r.name, r.key.short(), r.sampled, r.tiles, r.slashed
+            )?,
+            Decision::Inconclusive | Decision::Escalate => writeln!(
+                w,
+                "  round {}: {} [{}]: INCONCLUSIVE after escalation ({} tiles sampled of {}): neither paid nor slashed, its tiles re-rendered by others",
+                r.round, r.name, r.key.short(), r.sampled, r.tiles
+            )?,
+        }
+    }
+    let (escrow, released) = escrow_and_released(outcome);
+    writeln!(
+        w,
+        "  client paid {escrow} µcr from escrow; hold-backs released: {released} µcr"
+    )?;
+    writeln!(w, "  job root {job_root}")?;
+    for path in written {
+        writeln!(w, "wrote {}", path.display())?;
+    }
+    Ok(())
+}

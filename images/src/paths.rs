@@ -1,0 +1,77 @@
+//! Where a job's frame files go: a pattern whose `#` run becomes the zero-padded frame
+//! number, the EXR beside each PNG, and the proof bundle beside the first frame.
+
+use crate::{write_exr, write_png, ImageError, ViewTransform};
+use std::path::{Path, PathBuf};
+
+/// An output pattern that cannot name every frame.
+#[derive(Debug, thiserror::Error)]
+#[error("output {pattern}: several frames need a `#` in the file name for the frame number")]
+pub struct FramePathError {
+    /// The pattern.
+    pub pattern: PathBuf,
+}
+
+/// The PNG path of `frame` of `n_frames`: the first run of `#` in `pattern` becomes the
+/// zero-padded frame number; without one, only a single frame can be written.
+pub fn frame_path(pattern: &Path, frame: u32, n_frames: u32) -> Result<PathBuf, FramePathError> {
+    let s = pattern.to_string_lossy();
+    if let Some(start) = s.find('#') {
+        let len = s[start..].chars().take_while(|&c| c == '#').count();
+        return Ok(PathBuf::from(format!(
+            "{}{:0len$}{}",
+            &s[..start],
+            frame,
+            &s[start + len..]
+        )));
+    }
+    if n_frames > 1 {
+        return Err(FramePathError {
+            pattern: pattern.to_path_buf(),
+        });
+    }
+    Ok(pattern.to_path_buf())
+}
+
+/// The default proof bundle path: the first frame's path with the extension
+/// `.proof.json`.
+pub fn proof_path(pattern: &Path, first_frame: u32) -> PathBuf {
+    frame_path(pattern, first_frame, 1)
+        .unwrap_or(pattern.to_path_buf())
+        .with_extension("proof.json")
+}
+
+/// Write one frame's canonical `pixels` as the PNG `png` (through `view`) and as the EXR
+/// beside it; returns both paths.
+pub fn write_frame(
+    png: PathBuf,
+    width: u32,
+    height: u32,
+    pixels: &[u8],
+    view: &ViewTransform,
+) -> Result<[PathBuf; 2], ImageError> {
+    let exr = png.with_extension("exr");
+    write_png(&png, width, height, pixels, view)?;
+    write_exr(&exr, width, height, pixels)?;
+    Ok([png, exr])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_become_the_padded_frame_number() {
+        let p = frame_path(Path::new("out/f-###.png"), 7, 3).unwrap();
+        assert_eq!(p, Path::new("out/f-007.png"));
+        assert!(frame_path(Path::new("f.png"), 1, 2).is_err());
+        assert_eq!(
+            frame_path(Path::new("f.png"), 1, 1).unwrap(),
+            Path::new("f.png")
+        );
+        assert_eq!(
+            proof_path(Path::new("f-##.png"), 3),
+            Path::new("f-03.proof.json")
+        );
+    }
+}
