@@ -52,7 +52,8 @@ pub struct Policy {
     pub blocklist_after: u32,
     /// A verify request unanswered this long is published again.
     pub verify_timeout_ms: u64,
-    /// An open task nobody leased for this long is published again.
+    /// An open task nobody leased for this long is published again (`u64::MAX`: never,
+    /// as `tessera render`, whose one machine has nobody else to give it to).
     pub unleased_timeout_ms: u64,
 }
 
@@ -866,7 +867,9 @@ impl Job {
             .collect();
         let fresh: Vec<PublicKey> = all
             .iter()
-            .filter(|n| live && n.last_seen_ms + self.policy.liveness_ms() >= ctx.now_ms)
+            .filter(|n| {
+                live && n.last_seen_ms.saturating_add(self.policy.liveness_ms()) >= ctx.now_ms
+            })
             .map(|n| n.key)
             .collect();
         if fresh.is_empty() {
@@ -1534,7 +1537,7 @@ impl Job {
         if let Some(t) = self.tasks.get_mut(task_id) {
             if t.state == TaskState::Open && t.holder.is_none_or(|h| h == *node) {
                 t.holder = Some(*node);
-                t.lease_until_ms = ctx.now_ms + self.policy.lease_ms;
+                t.lease_until_ms = ctx.now_ms.saturating_add(self.policy.lease_ms);
             } else {
                 tracing::debug!(task = %task_id, node = %node.short(), "heartbeat for a task this node does not hold: ignored");
             }
@@ -1656,7 +1659,11 @@ impl Job {
             .filter(|(_, t)| t.state == TaskState::Open)
             .filter_map(|(id, t)| match t.holder {
                 Some(h) if t.lease_until_ms <= now => Some((id.clone(), Some(h))),
-                None if t.published_ms + self.policy.unleased_timeout_ms <= now => {
+                None if t
+                    .published_ms
+                    .saturating_add(self.policy.unleased_timeout_ms)
+                    <= now =>
+                {
                     Some((id.clone(), None))
                 }
                 _ => None,
@@ -1688,7 +1695,9 @@ impl Job {
         let stale: Vec<String> = self
             .requests
             .iter()
-            .filter(|(_, r)| r.open && r.sent_ms + self.policy.verify_timeout_ms <= now)
+            .filter(|(_, r)| {
+                r.open && r.sent_ms.saturating_add(self.policy.verify_timeout_ms) <= now
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in stale {

@@ -397,6 +397,33 @@ fn an_expired_lease_sends_the_task_again_and_the_late_result_counts_for_nothing(
 }
 
 #[test]
+fn a_task_with_no_queue_timeout_waits_for_ever_and_is_never_sent_twice() {
+    // `tessera render` runs with no queue timeout (u64::MAX): a timeout added to the
+    // time a task was published must not wrap around and send every task again.
+    let mut w = World::new(&[None]);
+    let mut job = w.submit(1, 0);
+    job = job.with_policy(Policy {
+        unleased_timeout_ms: u64::MAX,
+        verify_timeout_ms: u64::MAX,
+        lease_ms: u64::MAX,
+        ..Policy::default()
+    });
+    let tasks = w.take_tasks();
+    let a = w.node(0).public();
+    w.handle(
+        &mut job,
+        Input::Heartbeat {
+            node: a,
+            task_id: tasks[1].1.task_id.clone(),
+        },
+    );
+    w.now += 1_000_000_000;
+    w.handle(&mut job, Input::Tick);
+    assert!(w.take_tasks().is_empty(), "nothing is sent again");
+    assert_eq!(job.task(&tasks[1].1.task_id).unwrap().holder, Some(a));
+}
+
+#[test]
 fn a_node_that_lets_three_leases_expire_is_blocked_and_its_task_goes_to_another_node() {
     let mut w = World::new(&[None, None]);
     let mut job = w.submit(1, 0);

@@ -892,7 +892,7 @@ impl Service {
                 Effect::Seen { key } => s.touch_worker(&key.to_string(), now_ms)?,
                 Effect::State(state) => {
                     s.set_job_state(job, state.as_str())?;
-                    tracing::info!(job = %&job[..12], %state, "job state");
+                    tracing::debug!(job = %&job[..12], %state, "job state");
                 }
                 Effect::Finished(bundle) => {
                     s.save_bundle(job, &to_json("bundle", &bundle).map_err(corrupt)?)?;
