@@ -285,8 +285,8 @@ pub enum Effect {
     State(JobState),
     /// The job is done: its proof bundle (the frames are assembled from the kept tiles).
     Finished(Box<ProofBundle>),
-    /// The receipt of a finished job is signed again (after the hold-backs' release, or
-    /// a settled dispute).
+    /// The receipt of a finished job is signed again (after the hold-backs' release at
+    /// the end of the challenge window).
     Receipt(Box<Signed<PaymentReceipt>>),
     /// The job failed, and why (the escrow's refund is among the transfers before it).
     Failed(String),
@@ -464,8 +464,6 @@ struct Request {
     round: u32,
     node: PublicKey,
     check: CheckKind,
-    /// The verifier it went to first (an escalated check's second verifier), if any.
-    verifier: Option<PublicKey>,
     /// The bundle's sample record (without the delivered bytes, filled at the end); the
     /// request itself is rebuilt from the round when it is needed again.
     record: NodeSamples,
@@ -491,7 +489,6 @@ struct Dispute {
     commitment: Signed<DisputeCommitment>,
     #[serde(with = "tessera_protocol::hexser::arr")]
     nonce: Digest,
-    settled: bool,
     lost: Vec<PublicKey>,
 }
 
@@ -1037,7 +1034,6 @@ impl Job {
                 round,
                 node: *node,
                 check: kind,
-                verifier,
                 record,
                 open: true,
                 queue: queue.clone(),
@@ -1822,7 +1818,6 @@ impl Job {
         self.dispute = Some(Dispute {
             commitment,
             nonce,
-            settled: false,
             lost: Vec::new(),
         });
         const DISPUTE_CHECK: CheckKind = CheckKind {
@@ -1877,10 +1872,9 @@ impl Job {
     /// the job is done again (its receipt signed anew), else the lost nodes' tiles are
     /// rendered again in a new round.
     fn finish_dispute(&mut self, ctx: &Ctx<'_>) -> Result<(), MachineError> {
-        let Some(d) = self.dispute.as_mut() else {
+        let Some(d) = self.dispute.as_ref() else {
             return Ok(());
         };
-        d.settled = true;
         let lost = d.lost.clone();
         let checks = d.commitment.statement.checks.clone();
         for t in dispute_settled_transfers(&self.manifest.statement, !lost.is_empty()) {

@@ -814,9 +814,10 @@ impl Service {
         })
     }
 
-    /// Whether the store has job `job`.
+    /// Whether the store has job `job` (its small state column, not the machine, which
+    /// the input's own transaction reads).
     fn has_job(&self, job: &str) -> Result<bool, ServiceError> {
-        Ok(self.store.run(job)?.is_some())
+        Ok(self.store.job_state(job)?.is_some())
     }
 
     /// Hand `inputs` to job `job`'s machine in one transaction: load it, let it handle
@@ -925,18 +926,15 @@ impl Service {
             Ok(r) => r,
             Err(e) => return Ok(Handled::Refused(format!("malformed result: {e}"))),
         };
-        let Some(job) = job::job_of(&res.task_id).map(str::to_string) else {
-            return Ok(Handled::Refused(format!(
-                "result for unknown task {:?}",
-                res.task_id
-            )));
+        let job = match job::job_of(&res.task_id) {
+            Some(j) if self.has_job(j)? => j.to_string(),
+            _ => {
+                return Ok(Handled::Refused(format!(
+                    "result for unknown task {:?}",
+                    res.task_id
+                )))
+            }
         };
-        if !self.has_job(&job)? {
-            return Ok(Handled::Refused(format!(
-                "result for unknown task {:?}",
-                res.task_id
-            )));
-        }
         self.drive_one(&job, now_ms, Input::Result(res))
     }
 
@@ -946,12 +944,14 @@ impl Service {
             Ok(m) => m,
             Err(e) => return Ok(Handled::Refused(format!("malformed verdict: {e}"))),
         };
-        let job = job::job_of(&msg.request_id).map(str::to_string);
-        let Some(job) = job.filter(|j| self.has_job(j).unwrap_or(false)) else {
-            return Ok(Handled::Refused(format!(
-                "verdict for unknown request {:?}",
-                msg.request_id
-            )));
+        let job = match job::job_of(&msg.request_id) {
+            Some(j) if self.has_job(j)? => j.to_string(),
+            _ => {
+                return Ok(Handled::Refused(format!(
+                    "verdict for unknown request {:?}",
+                    msg.request_id
+                )))
+            }
         };
         self.drive_one(&job, now_ms, Input::Verdict(msg))
     }
