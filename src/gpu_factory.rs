@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use tessera_node::worker::{software_version, RendererFactory};
+use tessera_node::worker::{software_version, LoadError, RendererFactory};
 use tessera_protocol::wire::Capabilities;
 use tessera_protocol::{Digest, TileRenderer};
 use tessera_renderer::{Gpu, LoadOptions, Scene, SceneRenderer};
@@ -35,22 +35,26 @@ impl RendererFactory for GpuFactory {
         }
     }
 
-    fn load(&self, entry: &Path, expected: &Digest) -> Result<Arc<dyn TileRenderer>, String> {
-        let scene = Scene::load(entry, &LoadOptions::default())
-            .map_err(|e| format!("loading {}: {e}", entry.display()))?;
+    fn load(&self, entry: &Path, expected: &Digest) -> Result<Arc<dyn TileRenderer>, LoadError> {
+        let scene = Scene::load(entry, &LoadOptions::default()).map_err(|e| LoadError::Read {
+            entry: entry.to_path_buf(),
+            source: e.into(),
+        })?;
         if scene.content_hash() != *expected {
-            return Err(format!(
-                "{}: content hash {} differs from the job's scene hash {}",
-                entry.display(),
-                hex::encode(scene.content_hash()),
-                hex::encode(expected)
-            ));
+            return Err(LoadError::HashMismatch {
+                entry: entry.to_path_buf(),
+                actual: scene.content_hash(),
+                expected: *expected,
+            });
         }
         for w in scene.warnings() {
             tracing::warn!(scene = %entry.display(), "{w}");
         }
-        let renderer = SceneRenderer::new(self.gpu.clone(), &scene)
-            .map_err(|e| format!("uploading {} to the gpu: {e}", entry.display()))?;
+        let renderer =
+            SceneRenderer::new(self.gpu.clone(), &scene).map_err(|e| LoadError::Upload {
+                entry: entry.to_path_buf(),
+                source: e.into(),
+            })?;
         Ok(Arc::new(renderer))
     }
 }

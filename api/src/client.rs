@@ -93,6 +93,19 @@ pub enum ApiClientError {
         /// What is wrong, naming the path.
         reason: String,
     },
+    /// A path in a scene listing would leave the scene folder or cannot be a file name
+    /// ([`validate_scene_path`]).
+    #[error("scene {scene}: {what} {path:?}: {source}")]
+    BadScenePath {
+        /// Scene hash, hex.
+        scene: String,
+        /// `path` (a listed file) or `entry` (the entry file).
+        what: &'static str,
+        /// The path as listed.
+        path: String,
+        /// What is wrong with it.
+        source: ScenePathError,
+    },
     /// Reading or writing the local cache failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -400,8 +413,12 @@ impl ApiClient {
         let listing = self.scene(scene_hash).await?;
         let mut files = Vec::with_capacity(listing.files.len());
         for (path, hash) in &listing.files {
-            let rel = validate_scene_path(path)
-                .map_err(|reason| bad(format!("path {path:?}: {reason}")))?;
+            let rel = validate_scene_path(path).map_err(|source| ApiClientError::BadScenePath {
+                scene: scene.clone(),
+                what: "path",
+                path: path.clone(),
+                source,
+            })?;
             let hash = blob_hash(hash).map_err(|_| {
                 bad(format!(
                     "path {path:?}: hash {hash:?} is not 64 lowercase hex digits"
@@ -425,10 +442,14 @@ impl ApiClient {
             self.download_blob_to(hash, &target).await?;
             tracing::debug!(scene = %scene, file = %rel.display(), "scene file downloaded");
         }
-        Ok(dir.join(
-            validate_scene_path(&listing.entry)
-                .map_err(|reason| bad(format!("entry {:?}: {reason}", listing.entry)))?,
-        ))
+        let entry =
+            validate_scene_path(&listing.entry).map_err(|source| ApiClientError::BadScenePath {
+                scene: scene.clone(),
+                what: "entry",
+                path: listing.entry.clone(),
+                source,
+            })?;
+        Ok(dir.join(entry))
     }
 
     /// Stream blob `hash` into a temporary file next to `target`, check its hash, and
@@ -644,11 +665,53 @@ fn path_segment(s: &str) -> Result<&str, ApiClientError> {
     }
 }
 
-fn parse_digest(s: &str) -> Result<[u8; 32], String> {
-    let bytes = hex::decode(s).map_err(|e| format!("{s:?} is not hex: {e}"))?;
+/// Why a hex digest from the coordinator is unusable.
+#[derive(Debug, thiserror::Error)]
+enum DigestError {
+    /// Not hex at all.
+    #[error("{value:?} is not hex: {source}")]
+    NotHex {
+        /// The text received.
+        value: String,
+        /// The decoder's error.
+        source: hex::FromHexError,
+    },
+    /// Hex, but not 32 bytes.
+    #[error("{len} bytes, expected 32")]
+    Length {
+        /// How many bytes it decodes to.
+        len: usize,
+    },
+}
+
+fn parse_digest(s: &str) -> Result<[u8; 32], DigestError> {
+    let bytes = hex::decode(s).map_err(|source| DigestError::NotHex {
+        value: s.to_string(),
+        source,
+    })?;
     bytes
         .try_into()
-        .map_err(|b: Vec<u8>| format!("{} bytes, expected 32", b.len()))
+        .map_err(|b: Vec<u8>| DigestError::Length { len: b.len() })
+}
+
+/// What is wrong with one relative path of a [`SceneListing`] ([`validate_scene_path`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ScenePathError {
+    /// The path is empty.
+    #[error("empty path")]
+    Empty,
+    /// The path starts with `/`.
+    #[error("absolute path")]
+    Absolute,
+    /// A backslash, colon or control character (a drive, another separator).
+    #[error("character {0:?} is not allowed")]
+    Character(char),
+    /// Two slashes in a row, or one at the end.
+    #[error("empty path component")]
+    EmptyComponent,
+    /// A `.` or `..` component.
+    #[error("{0:?} component")]
+    DotComponent(&'static str),
 }
 
 /// Check one relative path of a [`SceneListing`] and turn it into a local relative path.
@@ -656,24 +719,25 @@ fn parse_digest(s: &str) -> Result<[u8; 32], String> {
 /// Accepted: forward slashes between non-empty components, none of them `.` or `..`, not
 /// absolute, no backslash, colon or control character (so nothing can name a drive, a
 /// parent folder or a file outside the scene folder on any platform).
-pub fn validate_scene_path(path: &str) -> Result<PathBuf, String> {
+pub fn validate_scene_path(path: &str) -> Result<PathBuf, ScenePathError> {
     if path.is_empty() {
-        return Err("empty path".into());
+        return Err(ScenePathError::Empty);
     }
     if path.starts_with('/') {
-        return Err("absolute path".into());
+        return Err(ScenePathError::Absolute);
     }
     if let Some(c) = path
         .chars()
         .find(|c| *c == '\\' || *c == ':' || c.is_control())
     {
-        return Err(format!("character {c:?} is not allowed"));
+        return Err(ScenePathError::Character(c));
     }
     let mut out = PathBuf::new();
     for component in path.split('/') {
         match component {
-            "" => return Err("empty path component".into()),
-            "." | ".." => return Err(format!("{component:?} component")),
+            "" => return Err(ScenePathError::EmptyComponent),
+            "." => return Err(ScenePathError::DotComponent(".")),
+            ".." => return Err(ScenePathError::DotComponent("..")),
             c => out.push(c),
         }
     }
@@ -729,20 +793,49 @@ mod tests {
             validate_scene_path("a/b/c.bin").unwrap(),
             Path::new("a").join("b").join("c.bin")
         );
-        for (bad, why) in [
-            ("", "empty"),
-            ("/etc/passwd", "absolute"),
-            ("../x.bin", "\"..\""),
-            ("a/../../x", "\"..\""),
-            ("a/./b", "\".\""),
-            ("a//b", "empty path component"),
-            ("a/", "empty path component"),
-            ("a\\b", "'\\\\'"),
-            ("C:x", "':'"),
-            ("a\0b", "'\\0'"),
+        for (bad, why, text) in [
+            ("", ScenePathError::Empty, "empty path"),
+            ("/etc/passwd", ScenePathError::Absolute, "absolute path"),
+            (
+                "../x.bin",
+                ScenePathError::DotComponent(".."),
+                "\"..\" component",
+            ),
+            (
+                "a/../../x",
+                ScenePathError::DotComponent(".."),
+                "\"..\" component",
+            ),
+            (
+                "a/./b",
+                ScenePathError::DotComponent("."),
+                "\".\" component",
+            ),
+            (
+                "a//b",
+                ScenePathError::EmptyComponent,
+                "empty path component",
+            ),
+            ("a/", ScenePathError::EmptyComponent, "empty path component"),
+            (
+                "a\\b",
+                ScenePathError::Character('\\'),
+                "character '\\\\' is not allowed",
+            ),
+            (
+                "C:x",
+                ScenePathError::Character(':'),
+                "character ':' is not allowed",
+            ),
+            (
+                "a\0b",
+                ScenePathError::Character('\0'),
+                "character '\\0' is not allowed",
+            ),
         ] {
             let err = validate_scene_path(bad).unwrap_err();
-            assert!(err.contains(why), "{bad:?}: {err}");
+            assert_eq!(err, why, "{bad:?}");
+            assert_eq!(err.to_string(), text, "{bad:?}");
         }
     }
 

@@ -37,7 +37,7 @@ pub enum BusError {
         /// The broker URL, password redacted.
         url: String,
         /// Why.
-        reason: String,
+        reason: ConnectError,
     },
     /// The broker refused an operation on a live connection (e.g. `406 PRECONDITION_FAILED`
     /// when a queue exists with other arguments). Retrying the same thing will not help.
@@ -106,6 +106,58 @@ pub enum BusError {
         /// The value.
         value: String,
         /// Why.
+        reason: String,
+    },
+}
+
+/// Why a connection to the broker could not be made (the first one, in
+/// [`BusError::Connect`]; a failed reconnect is logged with it). The broker's own replies
+/// are kept as text: only this crate touches lapin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// The TCP connection or the AMQP handshake failed (refused, unknown host, bad
+    /// credentials, bad virtual host).
+    #[error("{reason}")]
+    Handshake {
+        /// The connection error.
+        reason: String,
+    },
+    /// The broker did not finish the handshake within the bound.
+    #[error("no answer within {after:?}")]
+    NoAnswer {
+        /// The bound.
+        after: Duration,
+    },
+    /// The channel to declare the parking topology on could not be opened.
+    #[error("opening a channel: {reason}")]
+    Channel {
+        /// The broker's reply.
+        reason: String,
+    },
+    /// Declaring the parking exchange failed.
+    #[error("declaring exchange {exchange}: {reason}")]
+    DeclareExchange {
+        /// The broker exchange.
+        exchange: String,
+        /// The broker's reply.
+        reason: String,
+    },
+    /// Declaring the parked queue failed.
+    #[error("declaring queue {queue}: {reason}")]
+    DeclareQueue {
+        /// The broker queue.
+        queue: String,
+        /// The broker's reply.
+        reason: String,
+    },
+    /// Binding the parked queue to the parking exchange failed.
+    #[error("binding queue {queue} to {exchange}: {reason}")]
+    Bind {
+        /// The broker queue.
+        queue: String,
+        /// The broker exchange.
+        exchange: String,
+        /// The broker's reply.
         reason: String,
     },
 }

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
-use tessera_bus::{AmqpBus, AmqpConfig, Bus, BusError, Delivery, Parked, Topology};
+use tessera_bus::{AmqpBus, AmqpConfig, Bus, BusError, ConnectError, Delivery, Parked, Topology};
 use tokio::sync::RwLock;
 use tokio::time::{timeout, Instant};
 
@@ -783,10 +783,14 @@ async fn role_users_are_refused_everything_but_their_part() {
         // It may not declare anything (a declaring bus declares the parking exchange on
         // connecting)...
         match AmqpBus::connect(as_user(user, Topology::Declare)).await {
-            Err(BusError::Connect { reason, .. }) => assert!(
-                reason.contains("ACCESS_REFUSED")
+            Err(BusError::Connect {
+                reason: ConnectError::DeclareExchange { exchange, reason },
+                ..
+            }) => assert!(
+                exchange == format!("{ns}.parking")
+                    && reason.contains("ACCESS_REFUSED")
                     && reason.contains(&format!("access to exchange '{ns}.parking'")),
-                "{reason}"
+                "{exchange}: {reason}"
             ),
             other => panic!("{user} declaring: {:?}", other.map(|_| "connected")),
         }

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_node::daemon::{NodeState, DEFAULT_HEARTBEAT};
-use tessera_node::worker::{copy_key, software_version, RendererFactory, SceneSource};
+use tessera_node::worker::{copy_key, software_version, LoadError, RendererFactory, SceneSource};
 use tessera_node::DishonestMode;
 use tessera_protocol::bundle::ProofBundle;
 use tessera_protocol::keys::{PublicKey, SecretKey};
@@ -227,13 +227,12 @@ impl RendererFactory for LoadedScene {
         }
     }
 
-    fn load(&self, _entry: &Path, expected: &Digest) -> Result<Arc<dyn TileRenderer>, String> {
+    fn load(&self, _entry: &Path, expected: &Digest) -> Result<Arc<dyn TileRenderer>, LoadError> {
         if *expected != self.scene_hash {
-            return Err(format!(
-                "this farm renders scene {} only, not {}",
-                hex::encode(self.scene_hash),
-                hex::encode(expected)
-            ));
+            return Err(LoadError::OtherScene {
+                served: self.scene_hash,
+                requested: *expected,
+            });
         }
         Ok(self.renderer.clone())
     }

@@ -16,6 +16,7 @@
 
 use crate::worker::{
     self, Enrolment, Faults, LoopEnd, RendererFactory, SceneCache, SceneSource, StartError,
+    WireError,
 };
 use crate::{DishonestMode, Node};
 use std::collections::BTreeSet;
@@ -222,7 +223,7 @@ impl<B: Bus> NodeState<B> {
                 if let Err(e) = self.bus.nack(d, false).await {
                     return Handled::Abandoned(format!("parking failed: {e}"));
                 }
-                return Handled::Parked(reason);
+                return Handled::Parked(reason.to_string());
             }
         };
         let span = tracing::info_span!("task", node = %self.me.short(), task = %task.task_id, job = %hex::encode(&task.job_id[..6]), frame = task.frame, round = task.round);
@@ -262,7 +263,7 @@ impl<B: Bus> NodeState<B> {
         let started = std::time::Instant::now();
         let node = match self.scenes.get(&task.scene_hash).await {
             Ok(n) => n,
-            Err(reason) => return self.fail(d, task, reason).await,
+            Err(e) => return self.fail(d, task, e.to_string()).await,
         };
         let render_task = task.clone();
         let rendered = tokio::task::spawn_blocking(move || node.handle_task(&render_task)).await;
@@ -537,9 +538,20 @@ impl Ticker {
     }
 }
 
+/// Why a delivered task is parked unread.
+#[derive(Debug, thiserror::Error)]
+enum MalformedTask {
+    /// The body is not a task.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Its version or id is unusable.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
 /// Decode a task and check what decoding cannot.
-fn parse_task(body: &[u8]) -> Result<RenderTask, String> {
-    let task: RenderTask = serde_json::from_slice(body).map_err(|e| format!("json: {e}"))?;
+fn parse_task(body: &[u8]) -> Result<RenderTask, MalformedTask> {
+    let task: RenderTask = serde_json::from_slice(body)?;
     worker::check_wire(task.version, &task.task_id, "task", "node")?;
     Ok(task)
 }
@@ -796,6 +808,17 @@ mod tests {
             .map(|d| d.message_id)
             .collect();
         assert_eq!(dead, ["junk", "t-4"]);
+        assert!(matches!(
+            parse_task(b"{not json"),
+            Err(MalformedTask::Json(_))
+        ));
+        let old = serde_json::to_vec(&old).unwrap();
+        match parse_task(&old) {
+            Err(MalformedTask::Wire(WireError::Version { id, version, .. })) => {
+                assert_eq!((id.as_str(), version), ("t-4", 99))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     /// The stub, counting how many tiles render at once; or, when `broken`, failing every
@@ -847,7 +870,7 @@ mod tests {
             &self,
             _: &std::path::Path,
             _: &tessera_protocol::Digest,
-        ) -> Result<Arc<dyn TileRenderer>, String> {
+        ) -> Result<Arc<dyn TileRenderer>, worker::LoadError> {
             Ok(self.0.clone())
         }
     }

@@ -65,19 +65,23 @@ impl DishonestMode {
 }
 
 impl std::str::FromStr for DishonestMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownDishonestMode;
+    fn from_str(s: &str) -> Result<Self, UnknownDishonestMode> {
         Self::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|m| m.name()).collect();
-                format!(
-                    "unknown dishonest mode {s:?}; expected one of {}",
-                    names.join(", ")
-                )
+            .ok_or_else(|| UnknownDishonestMode {
+                name: s.to_string(),
             })
     }
+}
+
+/// A name that is not one of [`DishonestMode::ALL`] (parsing a `--dishonest-mode`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown dishonest mode {name:?}; expected one of {}", DishonestMode::ALL.map(DishonestMode::name).join(", "))]
+pub struct UnknownDishonestMode {
+    /// The name given.
+    pub name: String,
 }
 
 /// Why a task failed on the node.
@@ -310,5 +314,23 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dishonest_modes_parse_by_name() {
+        for mode in DishonestMode::ALL {
+            assert_eq!(mode.name().parse::<DishonestMode>(), Ok(mode));
+        }
+        let err = "honest".parse::<DishonestMode>().unwrap_err();
+        assert_eq!(err.name, "honest");
+        assert_eq!(
+            err.to_string(),
+            "unknown dishonest mode \"honest\"; expected one of low-spp, noise, black, copy, partial"
+        );
     }
 }

@@ -39,7 +39,114 @@ pub trait RendererFactory: Send + Sync + 'static {
     fn capabilities(&self, slots: u32) -> Capabilities;
     /// Load the scene whose entry file is `entry` (already downloaded) and check its
     /// content hash equals `expected`. Runs on a blocking thread; may be slow.
-    fn load(&self, entry: &Path, expected: &Digest) -> Result<Arc<dyn TileRenderer>, String>;
+    fn load(&self, entry: &Path, expected: &Digest) -> Result<Arc<dyn TileRenderer>, LoadError>;
+}
+
+/// The error of a factory's own code (the renderer's scene or GPU error): a
+/// [`RendererFactory`] may not be in a crate this one knows.
+pub type FactoryError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a [`RendererFactory`] could not turn a downloaded scene into a renderer.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The scene's entry file could not be read or parsed.
+    #[error("loading {}: {source}", entry.display())]
+    Read {
+        /// The scene's entry file.
+        entry: PathBuf,
+        /// The loader's error.
+        source: FactoryError,
+    },
+    /// The loaded scene's content hash is not the one the job names.
+    #[error(
+        "{}: content hash {} differs from the job's scene hash {}",
+        entry.display(),
+        hex::encode(actual),
+        hex::encode(expected)
+    )]
+    HashMismatch {
+        /// The scene's entry file.
+        entry: PathBuf,
+        /// The content hash of what was loaded.
+        actual: Digest,
+        /// The job's scene hash.
+        expected: Digest,
+    },
+    /// The scene could not be uploaded to the GPU.
+    #[error("uploading {} to the gpu: {source}", entry.display())]
+    Upload {
+        /// The scene's entry file.
+        entry: PathBuf,
+        /// The renderer's error.
+        source: FactoryError,
+    },
+    /// The factory serves one scene only (a farm of one machine), and not this one.
+    #[error(
+        "this farm renders scene {} only, not {}",
+        hex::encode(served),
+        hex::encode(requested)
+    )]
+    OtherScene {
+        /// The scene it serves.
+        served: Digest,
+        /// The scene asked for.
+        requested: Digest,
+    },
+}
+
+/// Why [`SceneCache::get`] could not give a scene: every variant names the scene.
+#[derive(Debug, thiserror::Error)]
+pub enum SceneUnavailable {
+    /// Downloading the scene's files from the coordinator failed.
+    #[error("scene {}: download failed: {source}", hex::encode(scene))]
+    Download {
+        /// The scene hash.
+        scene: Digest,
+        /// The client's error.
+        source: ApiClientError,
+    },
+    /// The blocking task that loads the scene panicked or was cancelled.
+    #[error("scene {}: loading task failed: {source}", hex::encode(scene))]
+    Task {
+        /// The scene hash.
+        scene: Digest,
+        /// The task's end.
+        source: tokio::task::JoinError,
+    },
+    /// The factory could not load the scene.
+    #[error("scene {}: {source}", hex::encode(scene))]
+    Load {
+        /// The scene hash.
+        scene: Digest,
+        /// The factory's error.
+        source: LoadError,
+    },
+}
+
+/// What [`check_wire`] finds wrong with a delivered message: the reason to park it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The message speaks another wire version.
+    #[error(
+        "{what} {id}: wire version {version}, this {role} speaks {}",
+        WIRE_VERSION
+    )]
+    Version {
+        /// The message kind (`task`, `request`).
+        what: &'static str,
+        /// The message's id.
+        id: String,
+        /// The version it carries.
+        version: u32,
+        /// The daemon reading it (`node`, `verifier`).
+        role: &'static str,
+    },
+    /// The message's id is empty.
+    #[error("empty {what} id")]
+    EmptyId {
+        /// The message kind (`task`, `request`).
+        what: &'static str,
+    },
 }
 
 /// A factory of [`HashRenderer`]s: ignores the scene's content (the daemon still
@@ -60,7 +167,7 @@ impl RendererFactory for StubFactory {
         }
     }
 
-    fn load(&self, _entry: &Path, _expected: &Digest) -> Result<Arc<dyn TileRenderer>, String> {
+    fn load(&self, _entry: &Path, _expected: &Digest) -> Result<Arc<dyn TileRenderer>, LoadError> {
         Ok(Arc::new(HashRenderer::new(self.delay_per_tile)))
     }
 }
@@ -128,7 +235,7 @@ impl<T: Clone + Send + 'static> SceneCache<T> {
 
     /// The scene `scene_hash`, downloaded and loaded if it is not yet. The error names
     /// the scene and what failed.
-    pub async fn get(&self, scene_hash: &Digest) -> Result<T, String> {
+    pub async fn get(&self, scene_hash: &Digest) -> Result<T, SceneUnavailable> {
         if let Some(t) = self.lookup(scene_hash) {
             return Ok(t);
         }
@@ -141,7 +248,10 @@ impl<T: Clone + Send + 'static> SceneCache<T> {
             SceneSource::Coordinator { client, cache_dir } => client
                 .download_scene(&scene, cache_dir)
                 .await
-                .map_err(|e| format!("scene {scene}: download failed: {e}"))?,
+                .map_err(|source| SceneUnavailable::Download {
+                    scene: *scene_hash,
+                    source,
+                })?,
             SceneSource::Fixed(path) => path.clone(),
         };
         let factory = self.factory.clone();
@@ -149,8 +259,14 @@ impl<T: Clone + Send + 'static> SceneCache<T> {
         let started = std::time::Instant::now();
         let renderer = tokio::task::spawn_blocking(move || factory.load(&entry, &expected))
             .await
-            .map_err(|e| format!("scene {scene}: loading task failed: {e}"))?
-            .map_err(|e| format!("scene {scene}: {e}"))?;
+            .map_err(|source| SceneUnavailable::Task {
+                scene: *scene_hash,
+                source,
+            })?
+            .map_err(|source| SceneUnavailable::Load {
+                scene: *scene_hash,
+                source,
+            })?;
         tracing::info!(scene = %scene, class = %renderer.class(), ms = started.elapsed().as_millis() as u64, "scene loaded");
         let t = (self.make)(scene_hash, renderer);
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
@@ -393,14 +509,22 @@ where
 /// Check what decoding a delivered message cannot: its wire `version` and its `id`.
 /// `what` names the message (`task`, `request`), `role` the daemon reading it; the error
 /// is the reason to park it.
-pub fn check_wire(version: u32, id: &str, what: &str, role: &str) -> Result<(), String> {
+pub fn check_wire(
+    version: u32,
+    id: &str,
+    what: &'static str,
+    role: &'static str,
+) -> Result<(), WireError> {
     if version != WIRE_VERSION {
-        return Err(format!(
-            "{what} {id}: wire version {version}, this {role} speaks {WIRE_VERSION}"
-        ));
+        return Err(WireError::Version {
+            what,
+            id: id.to_string(),
+            version,
+            role,
+        });
     }
     if id.is_empty() {
-        return Err(format!("empty {what} id"));
+        return Err(WireError::EmptyId { what });
     }
     Ok(())
 }
@@ -489,9 +613,13 @@ mod tests {
         fn capabilities(&self, slots: u32) -> Capabilities {
             StubFactory::default().capabilities(slots)
         }
-        fn load(&self, e: &Path, x: &Digest) -> Result<Arc<dyn TileRenderer>, String> {
+        fn load(&self, e: &Path, x: &Digest) -> Result<Arc<dyn TileRenderer>, LoadError> {
             if x == &[0xee; 32] {
-                return Err("content hash mismatch".into());
+                return Err(LoadError::HashMismatch {
+                    entry: e.to_path_buf(),
+                    actual: [0xaa; 32],
+                    expected: *x,
+                });
             }
             self.0.fetch_add(1, Ordering::SeqCst);
             StubFactory::default().load(e, x)
@@ -522,9 +650,24 @@ mod tests {
             "scene 0 was evicted"
         );
         let err = cache.get(&[0xee; 32]).await.unwrap_err();
+        let text = err.to_string();
         assert!(
-            err.contains(&hex::encode([0xee; 32])) && err.contains("mismatch"),
-            "{err}"
+            matches!(
+                err,
+                SceneUnavailable::Load {
+                    scene: [0xee, ..],
+                    source: LoadError::HashMismatch { .. },
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            text,
+            format!(
+                "scene {ee}: x.glb: content hash {aa} differs from the job's scene hash {ee}",
+                ee = hex::encode([0xee; 32]),
+                aa = hex::encode([0xaa; 32])
+            )
         );
     }
 
@@ -559,16 +702,18 @@ mod tests {
     #[test]
     fn wire_checks_name_the_message() {
         assert_eq!(check_wire(WIRE_VERSION, "t-1", "task", "node"), Ok(()));
-        assert_eq!(
-            check_wire(99, "t-1", "task", "node"),
-            Err(format!(
-                "task t-1: wire version 99, this node speaks {WIRE_VERSION}"
-            ))
+        let old = check_wire(99, "t-1", "task", "node").unwrap_err();
+        assert!(
+            matches!(&old, WireError::Version { id, version: 99, .. } if id == "t-1"),
+            "{old:?}"
         );
         assert_eq!(
-            check_wire(WIRE_VERSION, "", "request", "verifier"),
-            Err("empty request id".to_string())
+            old.to_string(),
+            format!("task t-1: wire version 99, this node speaks {WIRE_VERSION}")
         );
+        let empty = check_wire(WIRE_VERSION, "", "request", "verifier").unwrap_err();
+        assert_eq!(empty, WireError::EmptyId { what: "request" });
+        assert_eq!(empty.to_string(), "empty request id");
     }
 
     #[test]

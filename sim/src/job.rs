@@ -12,13 +12,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use tessera_coordinator::job::{self, DISPUTE_NONCE_SLOT};
 use tessera_coordinator::machine::{
-    Ctx, Effect, Farm as MachineFarm, Handled, Input, Job, JobSetup, JobState, NodeView, Nonces,
-    Outgoing, Policy, Tiles, VerifierView,
+    Ctx, Effect, Farm as MachineFarm, Handled, Input, Job, JobSetup, JobState, MachineError,
+    NodeView, Nonces, Outgoing, Policy, Tiles, VerifierView,
 };
 use tessera_node::stub::HashRenderer;
-use tessera_node::Node;
+use tessera_node::{Node, NodeError};
 use tessera_protocol::keys::{PublicKey, SecretKey};
-use tessera_protocol::payments::{account, Ledger, Pricing, Transfer, TransferKind};
+use tessera_protocol::payments::{account, Ledger, LedgerError, Pricing, Transfer, TransferKind};
 use tessera_protocol::rules::job_price;
 use tessera_protocol::statements::{CheckKind, Decision, JobManifest, Signed, MANIFEST_VERSION};
 use tessera_protocol::tolerance::{Band, Tolerance};
@@ -27,7 +27,7 @@ use tessera_protocol::wire::{
     WIRE_VERSION,
 };
 use tessera_protocol::{tile_layout, Digest, RenderSettings, TileRenderer};
-use tessera_verifier::Verifier;
+use tessera_verifier::{Verifier, VerifyError};
 
 /// Frames of a job: the cheater renders frame 0, the honest node of its class frame 1,
 /// the honest node of the other class frame 2 (in round 0; later rounds go to an honest
@@ -45,6 +45,55 @@ const DISPUTE_DEPOSIT_PCT: u32 = 10;
 
 /// The simulated client.
 const CLIENT: &str = "simulated-client";
+
+/// How a simulated job broke a rule of the protocol: the real code refused what honest
+/// parties sent it, or the job ended in a state it must never end in. A bug, never a
+/// detection.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// A node could not render its task.
+    #[error(transparent)]
+    Render(#[from] NodeError),
+    /// A verifier refused a check request.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    /// The job state machine found an input it should never have let in.
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+    /// The ledger refused a transfer the machine asked for.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The machine refused (or dropped as superseded) a message of an honest party.
+    #[error("the coordinator refused an honest message: {why}")]
+    Refused {
+        /// The machine's reason.
+        why: String,
+    },
+    /// A later round's task blocks every honest node.
+    #[error("every honest node is blocked")]
+    AllBlocked,
+    /// An escalated check asked for escalation again.
+    #[error("an escalated check escalated again")]
+    EscalatedTwice,
+    /// A slash found the stake it takes from empty.
+    #[error("slash {key} found the stake empty")]
+    StakeEmpty {
+        /// The transfer's key.
+        key: String,
+    },
+    /// The machine sent nothing more, but the job is neither done nor failed.
+    #[error("the job stopped while {state}")]
+    Stopped {
+        /// Where it stopped.
+        state: JobState,
+    },
+    /// The job ended with money left in its escrow.
+    #[error("the job ended with {left} left in escrow")]
+    EscrowLeft {
+        /// What is left, micro-credits.
+        left: i128,
+    },
+}
 
 /// Who a node is in the simulation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,7 +267,7 @@ impl Farm {
     /// Run job `index` to its end through the job state machine and count what
     /// happened. The nodes and verifiers answer the machine's messages in the order it
     /// sends them, on a virtual clock that never moves (nothing here waits on a lease).
-    pub fn run(&self, cfg: &SimConfig, index: u64) -> Result<Tally, String> {
+    pub fn run(&self, cfg: &SimConfig, index: u64) -> Result<Tally, JobError> {
         let (signed, nonces, salt) = self.manifest(cfg, index);
         let parties = self.parties(cfg, salt);
         let forger = &parties.forger;
@@ -261,7 +310,7 @@ impl Farm {
                 Outgoing::Task(task) => {
                     last_round = last_round.max(task.round);
                     let node = self.renderer_for(&parties, &to, &task)?;
-                    let res = node.handle_task(&task).map_err(|e| e.to_string())?;
+                    let res = node.handle_task(&task)?;
                     tally.rendered += res.tiles.len() as u64;
                     Input::Result(res)
                 }
@@ -271,7 +320,7 @@ impl Farm {
                     } else {
                         &self.first
                     };
-                    let verdict = verifier.handle_request(&req).map_err(|e| e.to_string())?;
+                    let verdict = verifier.handle_request(&req)?;
                     let v = &verdict.statement;
                     let role = self.role(&v.node);
                     tally.rerendered += v.samples.len() as u64;
@@ -290,10 +339,10 @@ impl Farm {
                 }
             };
             let ctx = world.ctx(&tiles, &self.coordinator);
-            match machine.handle(input, &ctx).map_err(|e| e.to_string())? {
+            match machine.handle(input, &ctx)? {
                 Handled::Done => {}
                 Handled::Refused(why) | Handled::Superseded(why) => {
-                    return Err(format!("the coordinator refused an honest message: {why}"))
+                    return Err(JobError::Refused { why })
                 }
             }
             world.carry_out(&mut machine, &mut tiles, &mut queue, &mut tally)?;
@@ -301,11 +350,11 @@ impl Farm {
         tally.extra_rounds = u64::from(last_round);
         match machine.state() {
             JobState::Done | JobState::Failed => {}
-            other => return Err(format!("the job stopped while {other}")),
+            state => return Err(JobError::Stopped { state }),
         }
         let left = world.ledger.balance(&account::escrow(&job_hex));
         if left != 0 {
-            return Err(format!("the job ended with {left} left in escrow"));
+            return Err(JobError::EscrowLeft { left });
         }
         let total = world.ledger.total();
         tally.money.total = total as i64;
@@ -321,7 +370,7 @@ impl Farm {
         parties: &'a JobParties,
         queue: &str,
         task: &RenderTask,
-    ) -> Result<&'a Node, String> {
+    ) -> Result<&'a Node, JobError> {
         let nodes = [&parties.cheater, &self.honest_same, &parties.honest_other];
         if let Some(n) = nodes.iter().find(|n| node_queue(&n.public()) == queue) {
             return Ok(n);
@@ -333,7 +382,7 @@ impl Farm {
             _ => [&self.honest_same, &parties.honest_other]
                 .into_iter()
                 .find(|n| !task.blocked.contains(&n.public()))
-                .ok_or("every honest node is blocked")?,
+                .ok_or(JobError::AllBlocked)?,
         })
     }
 }
@@ -345,10 +394,10 @@ fn count_decision(
     check: CheckKind,
     decision: Decision,
     forged: u64,
-) -> Result<(), String> {
+) -> Result<(), JobError> {
     if decision == Decision::Escalate {
         if check.escalated {
-            return Err("an escalated check escalated again".into());
+            return Err(JobError::EscalatedTwice);
         }
         tally.escalations += 1;
         tally.honest_escalations += u64::from(role != Role::Cheater);
@@ -477,7 +526,7 @@ impl World {
         tiles: &mut Kept,
         queue: &mut VecDeque<(String, Outgoing)>,
         tally: &mut Tally,
-    ) -> Result<(), String> {
+    ) -> Result<(), JobError> {
         while let Some(effect) = machine.poll_effect() {
             match effect {
                 Effect::Publish { queue: to, message } => queue.push_back((to, message)),
@@ -488,12 +537,10 @@ impl World {
                     }
                 }
                 Effect::Transfer(t) => {
-                    self.ledger.apply(&t).map_err(|e| e.to_string())?;
+                    self.ledger.apply(&t)?;
                     count_money(&mut tally.money, &t, &self.cheater);
                 }
-                Effect::Uncollected(t) => {
-                    return Err(format!("slash {} found the stake empty", t.key))
-                }
+                Effect::Uncollected(t) => return Err(JobError::StakeEmpty { key: t.key }),
                 Effect::Trust { node, trust } => {
                     if let Some(n) = self.nodes.iter_mut().find(|n| n.key == node) {
                         n.trust = trust;
@@ -549,5 +596,33 @@ fn count_band(b: &mut Bands, band: Band) {
         Band::Close => b.close += 1,
         Band::Ambiguous => b.ambiguous += 1,
         Band::Far => b.far += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_escalated_check_may_not_escalate_again() {
+        let mut tally = Tally::default();
+        let first = CheckKind {
+            dispute: false,
+            escalated: false,
+        };
+        count_decision(&mut tally, Role::HonestSame, first, Decision::Escalate, 0).unwrap();
+        assert_eq!((tally.escalations, tally.honest_escalations), (1, 1));
+        let second = CheckKind {
+            escalated: true,
+            ..first
+        };
+        let err =
+            count_decision(&mut tally, Role::Cheater, second, Decision::Escalate, 0).unwrap_err();
+        assert!(matches!(err, JobError::EscalatedTwice), "{err:?}");
+        assert_eq!(err.to_string(), "an escalated check escalated again");
+        assert_eq!(
+            tally.escalations, 1,
+            "the refused escalation is not counted"
+        );
     }
 }

@@ -24,6 +24,7 @@ mod renderers;
 mod stats;
 pub mod table;
 
+pub use job::JobError;
 use serde::Serialize;
 pub use stats::{predicted_detection, wilson, Bands, Money, Tally, Z_99};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,12 +38,12 @@ pub enum SimError {
     #[error("{0}")]
     Invalid(String),
     /// A simulated job broke a rule of the protocol (a bug, never a detection).
-    #[error("simulated job {index}: {reason}")]
+    #[error("simulated job {index}: {source}")]
     Job {
         /// The job's index.
         index: u64,
         /// What went wrong.
-        reason: String,
+        source: job::JobError,
     },
     /// A worker thread panicked.
     #[error("a simulation worker panicked")]
@@ -373,7 +374,7 @@ pub fn simulate(cfg: &SimConfig) -> Result<Report, SimError> {
                                     stop.store(true, Ordering::Relaxed);
                                     return Err(SimError::Job {
                                         index: i,
-                                        reason: e,
+                                        source: e,
                                     });
                                 }
                             }

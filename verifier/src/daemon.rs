@@ -163,7 +163,8 @@ impl<B: Bus> VerifierState<B> {
         let started = std::time::Instant::now();
         let verifier = match self.scenes.get(&req.manifest.statement.scene_hash).await {
             Ok(v) => v,
-            Err(reason) => {
+            Err(e) => {
+                let reason = e.to_string();
                 tracing::warn!(%reason, "scene unavailable; request handed back");
                 tokio::time::sleep(SCENE_RETRY_PAUSE).await;
                 return self.give_back(&d, reason).await;
@@ -296,7 +297,8 @@ fn refusal_kind(e: &VerifyError) -> &'static str {
 /// Decode a request and check what decoding cannot.
 fn parse_request(body: &[u8]) -> Result<VerifyRequest, String> {
     let req: VerifyRequest = serde_json::from_slice(body).map_err(|e| format!("json: {e}"))?;
-    worker::check_wire(req.version, &req.request_id, "request", "verifier")?;
+    worker::check_wire(req.version, &req.request_id, "request", "verifier")
+        .map_err(|e| e.to_string())?;
     Ok(req)
 }
 

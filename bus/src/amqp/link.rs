@@ -7,7 +7,7 @@
 use super::consumer::Slot;
 use super::topology::{declare_parking, Destination, EXCHANGE_PART};
 use super::{AmqpConfig, Topology};
-use crate::BusError;
+use crate::{BusError, ConnectError};
 use futures_core::Stream;
 use lapin::options::ConfirmSelectOptions;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -289,8 +289,8 @@ impl Shared {
         }
     }
 
-    /// Connect for the first time and start the supervisor; the error is the reason.
-    pub(crate) async fn start(self: &Arc<Self>) -> Result<(), String> {
+    /// Connect for the first time and start the supervisor.
+    pub(crate) async fn start(self: &Arc<Self>) -> Result<(), ConnectError> {
         let link = establish(self).await?;
         self.link.send_replace(Some(link.clone()));
         let handle = tokio::spawn(supervise(self.clone(), link));
@@ -309,7 +309,7 @@ impl Shared {
 
 /// Connect, declare the parking topology (unless the topology is passive), and wrap it as
 /// a new link.
-async fn establish(shared: &Shared) -> Result<Arc<Link>, String> {
+async fn establish(shared: &Shared) -> Result<Arc<Link>, ConnectError> {
     let generation = next_generation();
     let props = ConnectionProperties::default()
         .with_connection_name(format!("tessera-bus {} #{generation}", shared.cfg.namespace).into());
@@ -318,8 +318,16 @@ async fn establish(shared: &Shared) -> Result<Arc<Link>, String> {
             .await
         {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+            Ok(Err(e)) => {
+                return Err(ConnectError::Handshake {
+                    reason: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(ConnectError::NoAnswer {
+                    after: CONNECT_TIMEOUT,
+                })
+            }
         };
     let link = Arc::new(Link {
         generation,
@@ -336,7 +344,9 @@ async fn establish(shared: &Shared) -> Result<Arc<Link>, String> {
                 let _ = ch.close(200, "OK".into()).await;
                 declared
             }
-            Err(e) => Err(format!("opening a channel: {e}")),
+            Err(e) => Err(ConnectError::Channel {
+                reason: e.to_string(),
+            }),
         };
         if let Err(e) = declared {
             link.close("topology failed").await;

@@ -621,6 +621,7 @@ impl Bus for AmqpBus {
 mod tests {
     use super::consumer::int_header;
     use super::*;
+    use crate::ConnectError;
 
     #[test]
     fn prefetch_by_queue_then_family_then_default() {
@@ -685,5 +686,31 @@ mod tests {
             shared.broker_queue(&"x".repeat(300)),
             Err(BusError::Invalid { .. })
         ));
+    }
+
+    /// A port nothing listens on refuses the connection at once: the error is the
+    /// handshake's (not a timeout) and names the broker without its password.
+    #[tokio::test]
+    async fn refused_connection_is_a_handshake_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = AmqpConfig {
+            url: format!("amqp://guest:secret@127.0.0.1:{port}/%2f"),
+            ..AmqpConfig::default()
+        };
+        match AmqpBus::connect(cfg).await {
+            Err(BusError::Connect {
+                url,
+                reason: reason @ ConnectError::Handshake { .. },
+            }) => {
+                assert_eq!(url, format!("amqp://guest:***@127.0.0.1:{port}/%2f"));
+                let text = BusError::Connect { url, reason }.to_string();
+                assert!(!text.contains("secret"), "{text}");
+            }
+            other => panic!("{:?}", other.map(|_| "connected")),
+        }
     }
 }

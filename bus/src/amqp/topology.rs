@@ -12,7 +12,7 @@
 //! and a queue, no worker can bind one queue to another's exchange.
 
 use super::Shared;
-use crate::BusError;
+use crate::{BusError, ConnectError};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::protocol::AMQPErrorKind;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -126,7 +126,7 @@ pub(crate) async fn check_queue(ch: &Channel, dest: &Destination) -> lapin::Resu
 
 /// The parking exchange (durable fanout) and the parked queue (durable quorum, no DLX),
 /// bound together.
-pub(crate) async fn declare_parking(shared: &Shared, ch: &Channel) -> Result<(), String> {
+pub(crate) async fn declare_parking(shared: &Shared, ch: &Channel) -> Result<(), ConnectError> {
     let exchange = shared.parking_exchange();
     let queue = shared.parked_queue();
     ch.exchange_declare(
@@ -136,7 +136,10 @@ pub(crate) async fn declare_parking(shared: &Shared, ch: &Channel) -> Result<(),
         FieldTable::default(),
     )
     .await
-    .map_err(|e| format!("declaring exchange {exchange}: {e}"))?;
+    .map_err(|e| ConnectError::DeclareExchange {
+        exchange: exchange.clone(),
+        reason: e.to_string(),
+    })?;
     let mut args = FieldTable::default();
     args.insert(
         "x-queue-type".into(),
@@ -144,7 +147,10 @@ pub(crate) async fn declare_parking(shared: &Shared, ch: &Channel) -> Result<(),
     );
     ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
         .await
-        .map_err(|e| format!("declaring queue {queue}: {e}"))?;
+        .map_err(|e| ConnectError::DeclareQueue {
+            queue: queue.clone(),
+            reason: e.to_string(),
+        })?;
     ch.queue_bind(
         queue.as_str().into(),
         exchange.as_str().into(),
@@ -153,7 +159,11 @@ pub(crate) async fn declare_parking(shared: &Shared, ch: &Channel) -> Result<(),
         FieldTable::default(),
     )
     .await
-    .map_err(|e| format!("binding queue {queue} to {exchange}: {e}"))?;
+    .map_err(|e| ConnectError::Bind {
+        queue: queue.clone(),
+        exchange: exchange.clone(),
+        reason: e.to_string(),
+    })?;
     Ok(())
 }
 
