@@ -116,16 +116,6 @@ pub enum PipelineError {
     /// The configuration is unusable.
     #[error("{0}")]
     Config(String),
-    /// What the coordinator stored cannot be read back.
-    #[error("reading job {job}'s {what}: {reason}")]
-    Output {
-        /// Job id.
-        job: String,
-        /// What.
-        what: &'static str,
-        /// Why.
-        reason: String,
-    },
 }
 
 /// What happened to one node in one round.
@@ -474,7 +464,7 @@ impl EmbeddedFarm {
         }
         let j = job.clone();
         let frames_of = (cfg.frame_start, cfg.frame_end);
-        let (bundle_json, frames) = coordinator
+        let (bundle, frames) = coordinator
             .read(move |s| {
                 let bundle = s.bundle(&j)?;
                 let mut frames = Vec::new();
@@ -484,12 +474,6 @@ impl EmbeddedFarm {
                 Ok::<_, ServiceError>((bundle, frames))
             })
             .await?;
-        let bundle: ProofBundle =
-            serde_json::from_str(&bundle_json).map_err(|e| PipelineError::Output {
-                job: job.clone(),
-                what: "bundle",
-                reason: e.to_string(),
-            })?;
         let reports = node_reports(&bundle, labels);
         Ok(JobOutcome {
             job_id: job,

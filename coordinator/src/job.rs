@@ -19,6 +19,140 @@ use tessera_protocol::wire::{
 use tessera_protocol::{Digest, TileRect};
 use tessera_verifier::checks;
 
+/// Why a batch result does not answer its task ([`check_result`]); the node that sent it
+/// is counted against, and the task goes to another node.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultRefusal {
+    /// Signed by a key that is not a registered node.
+    #[error("batch signed by unknown node {}", .0.short())]
+    UnknownNode(PublicKey),
+    /// Signed by a node blocked from this job after failing on it.
+    #[error("node {} failed on this job and may not deliver", .0.short())]
+    Blocked(PublicKey),
+    /// Another batch, frame, job or round than the task's.
+    #[error("batch {batch} does not answer task {task}")]
+    OtherTask {
+        /// The batch id it signed.
+        batch: u32,
+        /// The task it was checked against.
+        task: String,
+    },
+    /// Other tiles than the task's.
+    #[error("batch {batch} commits tiles {got:?}, the task asked {want:?}")]
+    OtherTiles {
+        /// The batch id.
+        batch: u32,
+        /// The tiles it commits.
+        got: Vec<u32>,
+        /// The tiles of the task.
+        want: Vec<u32>,
+    },
+    /// Its determinism class does not hash to the class id it signed.
+    #[error("batch {0}: class does not match its class id")]
+    ClassMismatch(u32),
+    /// The signed batch does not check out against the manifest.
+    #[error("{0}")]
+    Batch(String),
+    /// Not one delivered tile per leaf.
+    #[error("batch {batch}: {delivered} tiles delivered for {leaves} leaves")]
+    TileCount {
+        /// The batch id.
+        batch: u32,
+        /// Tiles delivered.
+        delivered: usize,
+        /// Leaves committed.
+        leaves: usize,
+    },
+    /// A delivered tile does not hash to its committed leaf.
+    #[error("batch {batch} tile {tile}: delivered bytes do not hash to the committed leaf")]
+    TileBytes {
+        /// The batch id.
+        batch: u32,
+        /// The tile index.
+        tile: u32,
+    },
+}
+
+/// Why a verdict is refused ([`check_verdict`]): nothing is paid, slashed or trusted on it.
+#[derive(Debug, thiserror::Error)]
+pub enum VerdictRefusal {
+    /// Its signature does not check out.
+    #[error("{0}")]
+    Signature(String),
+    /// Signed by a key that is not one of the manifest's verifiers.
+    #[error("verdict signed by unknown verifier {}", .0.short())]
+    UnknownVerifier(PublicKey),
+    /// It answers another request than the one it was checked against.
+    #[error("verdict names request {named}, it was checked against {sent}")]
+    OtherRequest {
+        /// The request it names.
+        named: String,
+        /// The request it was checked against.
+        sent: String,
+    },
+    /// The sample it should be about cannot be derived.
+    #[error("{0}")]
+    Sample(String),
+    /// It does not follow from the rules.
+    #[error("verdict of verifier {} for request {request} does not follow from the rules: {}", .verifier.short(), .errors.join("; "))]
+    DoesNotFollow {
+        /// Its signer.
+        verifier: PublicKey,
+        /// The request.
+        request: String,
+        /// Each thing in it that does not follow.
+        errors: Vec<String>,
+    },
+}
+
+/// A rule of the round that cannot be applied to the job's own records (which the job's
+/// machine should never have let in): the job's driver drops this copy of the job.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    /// The round's batches, commitment or samples do not check out.
+    #[error("{0}")]
+    Records(String),
+    /// A sample names a leaf the node never committed.
+    #[error("round {round} node {}: sampled leaf {leaf} does not exist", .node.short())]
+    NoLeaf {
+        /// The round.
+        round: u32,
+        /// The node.
+        node: PublicKey,
+        /// The leaf index.
+        leaf: u32,
+    },
+    /// A tile's delivered bytes are not kept.
+    #[error("round {round} frame {frame} tile {tile} is not kept")]
+    NotKept {
+        /// The round it was delivered in.
+        round: u32,
+        /// The frame.
+        frame: u32,
+        /// The tile index.
+        tile: u32,
+    },
+    /// A tile of a final frame has no accepted render.
+    #[error("frame {frame} tile {tile} has no accepted render")]
+    NotAccepted {
+        /// The frame.
+        frame: u32,
+        /// The tile index.
+        tile: u32,
+    },
+    /// A tile's kept bytes do not match its leaf.
+    #[error("stored bytes of frame {frame} tile {tile} do not match their leaf")]
+    Mismatch {
+        /// The frame.
+        frame: u32,
+        /// The tile index.
+        tile: u32,
+    },
+}
+
+/// The kept bytes of tile `tile` of `frame` delivered in `round` (`None`: not kept).
+pub type ReadTile<'a> = dyn FnMut(u32, u32, u32) -> Option<Vec<u8>> + 'a;
+
 /// Verification rounds a job may take (round 0 plus re-renders of failed nodes' tiles).
 pub const MAX_ROUNDS: u32 = 4;
 
@@ -122,58 +256,52 @@ pub fn check_result(
     layout: &[TileRect],
     known_node: bool,
     blocked: &[PublicKey],
-) -> Result<(), String> {
+) -> Result<(), ResultRefusal> {
     let s = &res.batch.signed.statement;
     if !known_node {
-        return Err(format!("batch signed by unknown node {}", s.node.short()));
+        return Err(ResultRefusal::UnknownNode(s.node));
     }
     if blocked.contains(&s.node) {
-        return Err(format!(
-            "node {} failed on this job and may not deliver",
-            s.node.short()
-        ));
+        return Err(ResultRefusal::Blocked(s.node));
     }
     if s.batch_id != task.batch_id
         || s.frame != task.frame
         || s.job_id != task.job_id
         || res.round != task.round
     {
-        return Err(format!(
-            "batch {} does not answer task {}",
-            s.batch_id, task.task_id
-        ));
+        return Err(ResultRefusal::OtherTask {
+            batch: s.batch_id,
+            task: task.task_id.clone(),
+        });
     }
     let want: Vec<u32> = task.tiles.iter().map(|t| t.tile_index).collect();
     if s.tile_ids != want {
-        return Err(format!(
-            "batch {} commits tiles {:?}, the task asked {:?}",
-            s.batch_id, s.tile_ids, want
-        ));
+        return Err(ResultRefusal::OtherTiles {
+            batch: s.batch_id,
+            got: s.tile_ids.clone(),
+            want,
+        });
     }
     if res.class.id() != s.class_id {
-        return Err(format!(
-            "batch {}: class does not match its class id",
-            s.batch_id
-        ));
+        return Err(ResultRefusal::ClassMismatch(s.batch_id));
     }
-    checks::check_batch(&res.batch, manifest, layout)?;
+    checks::check_batch(&res.batch, manifest, layout).map_err(ResultRefusal::Batch)?;
     if res.tiles.len() != res.batch.tiles.len() {
-        return Err(format!(
-            "batch {}: {} tiles delivered for {} leaves",
-            s.batch_id,
-            res.tiles.len(),
-            res.batch.tiles.len()
-        ));
+        return Err(ResultRefusal::TileCount {
+            batch: s.batch_id,
+            delivered: res.tiles.len(),
+            leaves: res.batch.tiles.len(),
+        });
     }
     for (l, t) in res.batch.tiles.iter().zip(&res.tiles) {
         if t.tile_index != l.tile_index
             || t.bytes.len() != l.rect.canonical_len()
             || tile_hash(&t.bytes) != l.tile_hash
         {
-            return Err(format!(
-                "batch {} tile {}: delivered bytes do not hash to the committed leaf",
-                s.batch_id, l.tile_index
-            ));
+            return Err(ResultRefusal::TileBytes {
+                batch: s.batch_id,
+                tile: l.tile_index,
+            });
         }
     }
     Ok(())
@@ -187,12 +315,12 @@ pub fn commit_round(
     batches: &[BatchRecord],
     snapshots: Vec<NodeSnapshot>,
     key: &SecretKey,
-) -> Result<Signed<RoundCommitment>, String> {
+) -> Result<Signed<RoundCommitment>, RoundError> {
     let commitment = RoundCommitment {
         job_id: manifest.job_id,
         epoch: 0,
         round,
-        round_root: checks::round_root(batches)?,
+        round_root: checks::round_root(batches).map_err(RoundError::Records)?,
         n_batches: batches.len() as u32,
         nodes: snapshots,
     };
@@ -228,7 +356,7 @@ pub fn verify_request(
     node: &PublicKey,
     check: CheckOf<'_>,
     delivered: &mut dyn FnMut(u32, u32) -> Vec<u8>,
-) -> Result<(VerifyRequest, NodeSamples), String> {
+) -> Result<(VerifyRequest, NodeSamples), RoundError> {
     let manifest = &signed_manifest.statement;
     let exp = checks::expected_sample(
         manifest,
@@ -237,7 +365,8 @@ pub fn verify_request(
         batches,
         node,
         check.kind,
-    )?;
+    )
+    .map_err(RoundError::Records)?;
     let proofs = checks::build_proofs(batches, node, &exp.indices);
     let leaves = checks::node_leaves(batches, node);
     let samples: Vec<SampledTile> = proofs
@@ -285,30 +414,32 @@ pub fn verify_request(
 }
 
 /// Fill a sample record's evidence (the delivered bytes of each sampled leaf, in proof
-/// order) from the store: `bytes(round, frame, tile)`. Records are stored without it so
-/// that tile bytes are kept once; the bundle carries it.
+/// order) from the kept tiles: `bytes(round, frame, tile)`. Records are stored without it
+/// so that tile bytes are kept once; the bundle carries it.
 pub fn fill_evidence(
     record: &mut NodeSamples,
     batches: &[BatchRecord],
-    bytes: &mut dyn FnMut(u32, u32, u32) -> Result<Vec<u8>, String>,
-) -> Result<(), String> {
+    bytes: &mut ReadTile<'_>,
+) -> Result<(), RoundError> {
     let leaves = checks::node_leaves(batches, &record.node);
     let mut out = Vec::with_capacity(record.proofs.len());
     for p in &record.proofs {
-        let &(bi, pos) = leaves.get(p.leaf_index as usize).ok_or_else(|| {
-            format!(
-                "round {} node {}: sampled leaf {} does not exist",
-                record.round,
-                record.node.short(),
-                p.leaf_index
-            )
-        })?;
-        let b = &batches[bi];
-        out.push(bytes(
-            record.round,
-            b.signed.statement.frame,
-            b.tiles[pos].tile_index,
-        )?);
+        let &(bi, pos) = leaves
+            .get(p.leaf_index as usize)
+            .ok_or(RoundError::NoLeaf {
+                round: record.round,
+                node: record.node,
+                leaf: p.leaf_index,
+            })?;
+        let (frame, tile) = (
+            batches[bi].signed.statement.frame,
+            batches[bi].tiles[pos].tile_index,
+        );
+        out.push(bytes(record.round, frame, tile).ok_or(RoundError::NotKept {
+            round: record.round,
+            frame,
+            tile,
+        })?);
     }
     record.delivered = out;
     Ok(())
@@ -323,20 +454,19 @@ pub fn fill_evidence(
 /// delivered tile hashes to its leaf, the band of every sample under the signed
 /// tolerance, and the decision from the bands and the kind of check. A verdict that does
 /// not follow must move no money and no trust.
-pub fn check_verdict(msg: &VerdictMessage, req: &VerifyRequest) -> Result<(), String> {
+pub fn check_verdict(msg: &VerdictMessage, req: &VerifyRequest) -> Result<(), VerdictRefusal> {
     let manifest = &req.manifest.statement;
-    msg.verdict.verify().map_err(|e| e.to_string())?;
+    msg.verdict
+        .verify()
+        .map_err(|e| VerdictRefusal::Signature(e.to_string()))?;
     if !manifest.verifiers.contains(&msg.verdict.signer) {
-        return Err(format!(
-            "verdict signed by unknown verifier {}",
-            msg.verdict.signer.short()
-        ));
+        return Err(VerdictRefusal::UnknownVerifier(msg.verdict.signer));
     }
     if msg.request_id != req.request_id {
-        return Err(format!(
-            "verdict names request {}, it was checked against {}",
-            msg.request_id, req.request_id
-        ));
+        return Err(VerdictRefusal::OtherRequest {
+            named: msg.request_id.clone(),
+            sent: req.request_id.clone(),
+        });
     }
     let v: &Verdict = &msg.verdict.statement;
     let commitment = &req.commitment.statement;
@@ -347,7 +477,8 @@ pub fn check_verdict(msg: &VerdictMessage, req: &VerifyRequest) -> Result<(), St
         &req.round_batches,
         &req.node,
         req.check,
-    )?;
+    )
+    .map_err(VerdictRefusal::Sample)?;
     let delivered: Vec<&[u8]> = req.samples.iter().map(|s| s.delivered.as_slice()).collect();
     let errors = checks::verdict_errors(
         manifest,
@@ -362,12 +493,11 @@ pub fn check_verdict(msg: &VerdictMessage, req: &VerifyRequest) -> Result<(), St
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "verdict of verifier {} for request {} does not follow from the rules: {}",
-            msg.verdict.signer.short(),
-            msg.request_id,
-            errors.join("; ")
-        ))
+        Err(VerdictRefusal::DoesNotFollow {
+            verifier: msg.verdict.signer,
+            request: msg.request_id.clone(),
+            errors,
+        })
     }
 }
 
@@ -424,13 +554,13 @@ pub struct Assembled {
 
 /// The final frames of a job: per frame its accepted tiles in tile order and its pixels
 /// (canonical RGBA16F), and the signed job roots. `bytes(round, frame, tile)` reads a
-/// stored tile; every one is checked against its leaf's hash before it is pasted.
+/// kept tile; every one is checked against its leaf's hash before it is pasted.
 pub fn assemble(
     manifest: &JobManifest,
     accepted: &BTreeMap<(u32, u32), FinalTile>,
-    bytes: &mut dyn FnMut(u32, u32, u32) -> Result<Vec<u8>, String>,
+    bytes: &mut ReadTile<'_>,
     key: &SecretKey,
-) -> Result<Assembled, String> {
+) -> Result<Assembled, RoundError> {
     let (w, h) = (manifest.settings.width, manifest.settings.height);
     let n_tiles = checks::layout(manifest).len() as u32;
     let mut frames_out = Vec::new();
@@ -442,17 +572,21 @@ pub fn assemble(
                 accepted
                     .get(&(frame, t))
                     .cloned()
-                    .ok_or_else(|| format!("frame {frame} tile {t} has no accepted render"))
+                    .ok_or(RoundError::NotAccepted { frame, tile: t })
             })
             .collect::<Result<_, _>>()?;
         let mut pixels = vec![0u8; w as usize * h as usize * 8];
         for t in &tiles {
-            let b = bytes(t.round, frame, t.tile_index)?;
+            let b = bytes(t.round, frame, t.tile_index).ok_or(RoundError::NotKept {
+                round: t.round,
+                frame,
+                tile: t.tile_index,
+            })?;
             if tile_hash(&b) != t.tile_hash || !paste(&mut pixels, w, h, t.rect, &b) {
-                return Err(format!(
-                    "stored bytes of frame {frame} tile {} do not match their leaf",
-                    t.tile_index
-                ));
+                return Err(RoundError::Mismatch {
+                    frame,
+                    tile: t.tile_index,
+                });
             }
         }
         let leaves: Vec<Digest> = tiles.iter().map(|t| t.leaf).collect();

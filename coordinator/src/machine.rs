@@ -15,7 +15,7 @@
 //! rolls its transaction back and reloads). A refused input (`Ok(Handled::Refused)`)
 //! changes nothing but what its effects say (a verifier's fault, a failed task).
 
-use crate::job::{self, CheckOf, DISPUTE_NONCE_SLOT, MAX_ROUNDS};
+use crate::job::{self, CheckOf, VerdictRefusal, DISPUTE_NONCE_SLOT, MAX_ROUNDS};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -95,6 +95,12 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Whether a job in this state has ended (done or failed), as far as its render goes:
+    /// a done job may still run again for a dispute.
+    pub fn has_ended(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed)
+    }
+
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -114,9 +120,14 @@ impl std::fmt::Display for JobState {
     }
 }
 
+/// A job state spelled in no way [`JobState`] knows.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job state {0:?}")]
+pub struct UnknownJobState(pub String);
+
 impl std::str::FromStr for JobState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownJobState;
+    fn from_str(s: &str) -> Result<Self, UnknownJobState> {
         Ok(match s {
             "queued" => JobState::Queued,
             "rendering" => JobState::Rendering,
@@ -124,7 +135,7 @@ impl std::str::FromStr for JobState {
             "done" => JobState::Done,
             "failed" => JobState::Failed,
             "disputed" => JobState::Disputed,
-            other => return Err(format!("unknown job state {other:?}")),
+            other => return Err(UnknownJobState(other.into())),
         })
     }
 }
@@ -939,7 +950,7 @@ impl Job {
             if authentic {
                 self.fail_task(&res.task_id, Some(signer), ctx);
             }
-            return Ok(Handled::Refused(reason));
+            return Ok(Handled::Refused(reason.to_string()));
         }
         let round = body.round;
         if let Some(t) = self.tasks.get_mut(&res.task_id) {
@@ -1165,7 +1176,11 @@ impl Job {
             // Signed by one of the job's verifiers, yet not what the rules give: counted
             // against that verifier, and the request goes out again at once so that an
             // honest verifier can answer it. Nothing is paid, slashed or trusted on it.
-            if msg.verdict.verify().is_ok() && self.manifest.statement.verifiers.contains(&signer) {
+            let by_a_verifier = !matches!(
+                reason,
+                VerdictRefusal::Signature(_) | VerdictRefusal::UnknownVerifier(_)
+            );
+            if by_a_verifier {
                 let publish = Effect::Publish {
                     queue,
                     message: Outgoing::Check(Box::new(sent)),
@@ -1175,7 +1190,7 @@ impl Job {
                     .push_back(Effect::VerifierFault { verifier: signer });
                 self.effects.push_back(publish);
             }
-            return Ok(Handled::Refused(reason));
+            return Ok(Handled::Refused(reason.to_string()));
         }
         if let Some(r) = self.requests.get_mut(&msg.request_id) {
             r.open = false;
@@ -1412,11 +1427,7 @@ impl Job {
         let mut dispute_samples = Vec::new();
         let mut dispute_verdicts = Vec::new();
         let tiles = ctx.tiles;
-        let mut read = |round: u32, frame: u32, tile: u32| {
-            tiles
-                .tile(round, frame, tile)
-                .ok_or_else(|| format!("round {round} frame {frame} tile {tile} is not kept"))
-        };
+        let mut read = |round: u32, frame: u32, tile: u32| tiles.tile(round, frame, tile);
         for (round, rec) in self.rounds.iter().enumerate() {
             let round = round as u32;
             let commitment = rec
@@ -1447,7 +1458,7 @@ impl Job {
             for r in self.requests.values().filter(|r| r.round == round) {
                 let mut record = r.record.clone();
                 job::fill_evidence(&mut record, &rec.batches, &mut read)
-                    .map_err(|e| self.inconsistent(e))?;
+                    .map_err(|e| self.inconsistent(e.to_string()))?;
                 if record.check.dispute {
                     dispute_samples.push(record);
                 } else {
@@ -1477,8 +1488,8 @@ impl Job {
                 verdicts: dispute_verdicts.clone(),
             })
             .collect();
-        let job::Assembled { frames, roots, .. } =
-            job::assemble(m, &accepted, &mut read, ctx.key).map_err(|e| self.inconsistent(e))?;
+        let job::Assembled { frames, roots, .. } = job::assemble(m, &accepted, &mut read, ctx.key)
+            .map_err(|e| self.inconsistent(e.to_string()))?;
         let mut infos = Vec::new();
         for n in nodes {
             let v = ctx.farm.node(&n).ok_or_else(|| {

@@ -395,7 +395,7 @@ fn node_of(account: &str) -> String {
 
 /// A node's trust in the store.
 fn trust(f: &Farm, node: &PublicKey) -> u32 {
-    f.svc.store().trust(&node.to_string()).unwrap()
+    f.svc.store().trust(node).unwrap()
 }
 
 /// Every rule of the ledger that can be checked from the store at any moment.
@@ -788,7 +788,7 @@ impl World {
             f.register(&k, "node");
             f.svc
                 .store()
-                .set_trust(&k.public().to_string(), setup.trust[i])
+                .set_trust(&k.public(), setup.trust[i])
                 .unwrap();
             let node = f.node(&k, setup.cheats[i]);
             nodes.push((k, node));
@@ -1159,8 +1159,7 @@ impl World {
             }
             match state.as_str() {
                 "done" => {
-                    let bundle: ProofBundle =
-                        serde_json::from_str(&self.f.svc.bundle(&j.id).unwrap()).unwrap();
+                    let bundle: ProofBundle = self.f.svc.bundle(&j.id).unwrap();
                     let report = audit_bundle(&bundle, None);
                     if !report.passed() {
                         return Err(format!(
@@ -1420,7 +1419,7 @@ fn a_dispute_that_catches_a_cheater_with_nothing_at_stake_slashes_nothing() {
     );
     let key = format!("job:{}:dispute:r0:{cheater}:slash", disputed.0);
     assert!(s.find(&key).is_none() && !s.uncollected.contains(&key));
-    let bundle: ProofBundle = serde_json::from_str(&w.f.svc.bundle(&disputed.0).unwrap()).unwrap();
+    let bundle: ProofBundle = w.f.svc.bundle(&disputed.0).unwrap();
     let report = audit_bundle(&bundle, None);
     assert!(
         report.passed(),

@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use tessera_coordinator::daemon::service::{check_settings, Limits, ServiceError};
+use tessera_coordinator::machine::JobState;
 use tessera_protocol::statements::TaskNote;
 
 #[test]
@@ -35,6 +36,15 @@ fn a_job_runs_to_done_through_the_outbox_and_audits() {
     assert_paid_once(&f, &job);
     let frame = f.svc.frame(&job, 1).unwrap();
     assert_eq!(frame.len(), 40 * 24 * 8);
+    // Done with its hold-backs released, the job is over: the reconciler reads it no more.
+    assert!(f
+        .svc
+        .job_view(&job)
+        .unwrap()
+        .progress
+        .release_at_ms
+        .is_none());
+    assert!(f.svc.store().running_job_ids().unwrap().is_empty());
 }
 
 #[test]
@@ -181,8 +191,7 @@ fn expired_leases_requeue_and_block_a_silent_node_then_the_job_finishes() {
     f.verify(&verifier, &f.drain());
     assert_eq!(state(&f, &job), "done");
     assert_paid_once(&f, &job);
-    let bundle: tessera_protocol::bundle::ProofBundle =
-        serde_json::from_str(&f.svc.bundle(&job).unwrap()).unwrap();
+    let bundle: tessera_protocol::bundle::ProofBundle = f.svc.bundle(&job).unwrap();
     assert!(bundle
         .frames
         .iter()
@@ -388,8 +397,7 @@ fn hold_backs_are_released_when_the_challenge_window_ends() {
     assert_eq!(f.svc.store().balance(&escrow).unwrap(), 0, "not released");
     f.svc.reconcile(f.now + 1).unwrap(); // nothing twice
     assert_paid_once(&f, &job);
-    let bundle: tessera_protocol::bundle::ProofBundle =
-        serde_json::from_str(&f.svc.bundle(&job).unwrap()).unwrap();
+    let bundle: tessera_protocol::bundle::ProofBundle = f.svc.bundle(&job).unwrap();
     let released: u64 = bundle
         .payments
         .statement
@@ -565,7 +573,7 @@ fn verdicts_that_do_not_follow_from_the_rules_move_nothing() {
             "{what}"
         );
     }
-    assert_eq!(f.svc.store().trust(&a.public().to_string()).unwrap(), 0);
+    assert_eq!(f.svc.store().trust(&a.public()).unwrap(), 0);
     // The honest verifier's verdicts are taken.
     let honest_verifier = Verifier::new(honest_key, f.renderer.clone());
     f.verify(&honest_verifier, &msgs);
@@ -818,6 +826,7 @@ fn blobs_no_live_job_lists_are_collected_after_their_retention() {
     f.register(&key(2), "verifier");
     let job = f.submit();
     let listing = format!(r#"{{"entry":"s.gltf","files":{{"s.gltf":"{listed}"}}}}"#);
+    let listing = serde_json::from_str(&listing).unwrap();
     store
         .insert_job_scene(&job, &"7".repeat(64), &listing)
         .unwrap();
@@ -831,7 +840,7 @@ fn blobs_no_live_job_lists_are_collected_after_their_retention() {
     assert!(store.client_has_blob(&fresh, "studio").unwrap());
     assert_eq!(store.client_blob_bytes("studio").unwrap(), 50);
     // Once the job has ended before the cut-off, its blobs go too.
-    store.set_job_state(&job, "failed").unwrap();
+    store.set_job_state(&job, JobState::Failed).unwrap();
     let ended = store.job_ended_ms(&job).unwrap().expect("an end time");
     let gone = store.collect_blobs(5 * day, ended + 1).unwrap();
     assert_eq!(gone, vec![listed]);
@@ -898,4 +907,7 @@ fn a_job_an_older_coordinator_stored_is_refused_not_resumed_and_holds_up_no_othe
     assert!(queued >= 1, "the current job's expired lease was requeued");
     assert_eq!(f.attempt(&current_task), 1);
     assert_eq!(f.svc.job_view(&current).unwrap().progress.round, 0);
+    // The reconciler took the old job out of its round for good: only the current one
+    // is read on the next tick.
+    assert_eq!(f.svc.store().running_job_ids().unwrap(), vec![current]);
 }

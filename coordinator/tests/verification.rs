@@ -42,11 +42,6 @@ fn farm(tolerance: Tolerance) -> Farm {
     })
 }
 
-/// A node key's name in the service's own terms (hex).
-fn hex(k: &SecretKey) -> String {
-    k.public().to_string()
-}
-
 fn other(f: &Farm, name: &str, diverged_ppm: u32) -> Arc<dyn TileRenderer> {
     Arc::new(OtherClass::new(f.renderer.clone(), name, diverged_ppm))
 }
@@ -66,7 +61,7 @@ fn node_with(
 }
 
 fn bundle(f: &Farm, job: &str) -> ProofBundle {
-    serde_json::from_str(&f.svc.bundle(job).unwrap()).unwrap()
+    f.svc.bundle(job).unwrap()
 }
 
 fn transfers(f: &Farm, job: &str) -> Vec<Transfer> {
@@ -146,7 +141,7 @@ fn an_honest_node_of_another_class_passes_by_tolerance() {
         "{bands:?}"
     );
     assert_paid_once(&f, &job);
-    assert_eq!(f.svc.store().trust(&hex(&a)).unwrap(), 1);
+    assert_eq!(f.svc.store().trust(&a.public()).unwrap(), 1);
 }
 
 #[test]
@@ -158,7 +153,7 @@ fn the_ambiguous_band_escalates_to_a_verifier_of_another_class_and_never_slashes
     f.register(&v1, "verifier");
     let v2_renderer = other(&f, "v2", 0);
     f.register_with(&v2, "verifier", caps(&v2_renderer));
-    f.svc.store().set_trust(&hex(&a), 20).unwrap();
+    f.svc.store().set_trust(&a.public(), 20).unwrap();
     let job = f.submit();
     let price = job_price(&bundle_manifest(&f, &job));
     let na = node_with(&a, other(&f, "b", 40_000), None);
@@ -243,7 +238,7 @@ fn the_ambiguous_band_escalates_to_a_verifier_of_another_class_and_never_slashes
         0
     );
     assert_eq!(sum(&ts, TransferKind::PayOnPass, &node_a), 0);
-    assert_eq!(f.svc.store().trust(&hex(&a)).unwrap(), 10);
+    assert_eq!(f.svc.store().trust(&a.public()).unwrap(), 10);
     assert_paid_once(&f, &job);
     let charged = sum(&ts, TransferKind::Escrow, "client:studio")
         - sum(&ts, TransferKind::Refund, "client:studio");
@@ -277,7 +272,7 @@ fn escalated_check(
         f.register_with(&key(n), "verifier", caps(&r));
         verifiers.push((key(n), Verifier::new(key(n), r)));
     }
-    f.svc.store().set_trust(&hex(&a), 20).unwrap();
+    f.svc.store().set_trust(&a.public(), 20).unwrap();
     let job = f.submit();
     let na = node_with(&a, other(&f, "b", 40_000), None);
     let nb = f.node(&b, None);
@@ -422,7 +417,7 @@ fn a_far_tile_is_confirmed_by_the_second_verifier_before_a_slash() {
     assert_eq!(on_a[1].2, v2.public());
     let ts = transfers(&f, &job);
     assert!(sum(&ts, TransferKind::Slash, &format!("stake:{}", a.public())) > 0);
-    assert_eq!(f.svc.store().trust(&hex(&a)).unwrap(), 0);
+    assert_eq!(f.svc.store().trust(&a.public()).unwrap(), 0);
     assert_paid_once(&f, &job);
     let charged = sum(&ts, TransferKind::Escrow, "client:studio")
         - sum(&ts, TransferKind::Refund, "client:studio");
@@ -535,7 +530,7 @@ fn a_dispute_that_finds_a_cheat_claws_back_slashes_and_rerenders_at_no_extra_cha
         sum(&ts, TransferKind::DisputeRefund, client),
         dispute_deposit(&m)
     );
-    assert_eq!(f.svc.store().trust(&hex(&a)).unwrap(), 0);
+    assert_eq!(f.svc.store().trust(&a.public()).unwrap(), 0);
     // The client paid the job's price once: the deposit came back, nothing more was taken.
     assert_eq!(client_outflow(&ts), job_price(&m));
     assert_eq!(f.svc.store().total().unwrap(), 0);
@@ -645,7 +640,7 @@ fn the_trusted_tier_goes_only_to_nodes_with_enough_trust() {
             .contains("no registered node has the trust"),
         "{refused}"
     );
-    f.svc.store().set_trust(&hex(&high), 60).unwrap();
+    f.svc.store().set_trust(&high.public(), 60).unwrap();
     let job = f.submit_with("trusted", Requirements::default());
     let msgs = f.drain();
     let queues: BTreeSet<&str> = msgs
@@ -670,7 +665,7 @@ fn the_trusted_tier_goes_only_to_nodes_with_enough_trust() {
     f.verify(&Verifier::new(v, f.renderer.clone()), &f.drain());
     assert_eq!(state(&f, &job), "done");
     assert_paid_once(&f, &job);
-    assert_eq!(f.svc.store().trust(&hex(&high)).unwrap(), 61);
+    assert_eq!(f.svc.store().trust(&high.public()).unwrap(), 61);
 }
 
 /// Re-signed tampering: each change keeps every signature valid (the test holds the keys)

@@ -13,6 +13,7 @@
 
 use super::service::{check_settings, Service, ServiceError, MAX_EDGE};
 use super::{now_ms, DaemonConfig, SceneInspector, Shared};
+use crate::machine::JobState;
 use crate::store::Store;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -838,7 +839,7 @@ async fn get_scene(
     let h = hash.clone();
     let listing = st
         .shared
-        .with(move |s| -> Result<Option<String>, ServiceError> {
+        .with(move |s| -> Result<Option<SceneListing>, ServiceError> {
             let store = s.store();
             if let Caller::Client(client) = &caller {
                 if !store.client_has_scene(client, &h)? {
@@ -849,30 +850,58 @@ async fn get_scene(
         })
         .await?
         .ok_or_else(|| Fail::new(StatusCode::NOT_FOUND, format!("scene {hash} is not known")))?;
-    serde_json::from_str(&listing).map(Json).map_err(|e| {
-        Fail::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("scene {hash}: {e}"),
-        )
-    })
+    Ok(Json(listing))
+}
+
+/// A scene path a listing may not use.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("scene path {path:?}: {why}")]
+pub struct BadScenePath {
+    /// The path as listed.
+    pub path: String,
+    /// What is wrong with it.
+    pub why: &'static str,
 }
 
 /// A listing's relative path, checked: forward slashes, no `..`, `.` or empty parts, not
 /// absolute, no backslashes or NULs.
-pub fn check_relative_path(p: &str) -> Result<(), String> {
+pub fn check_relative_path(p: &str) -> Result<(), BadScenePath> {
+    let bad = |why| {
+        Err(BadScenePath {
+            path: p.into(),
+            why,
+        })
+    };
     if p.is_empty() || p.len() > 512 {
-        return Err(format!("scene path {p:?}: 1 to 512 characters"));
+        return bad("1 to 512 characters");
     }
     if p.starts_with('/') || p.contains('\\') || p.contains(':') || p.chars().any(char::is_control)
     {
-        return Err(format!(
-            "scene path {p:?}: must be relative, with forward slashes"
-        ));
+        return bad("must be relative, with forward slashes");
     }
     if p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-        return Err(format!("scene path {p:?}: empty, '.' or '..' component"));
+        return bad("empty, '.' or '..' component");
     }
     Ok(())
+}
+
+/// Why a submitted scene could not be laid out as files and inspected.
+#[derive(Debug, thiserror::Error)]
+enum SceneCheckError {
+    /// The temporary folder could not be made.
+    #[error("temporary scene folder: {0}")]
+    Folder(std::io::Error),
+    /// A listed file could not be linked or copied from its blob.
+    #[error("{path}: {source}")]
+    File {
+        /// The file's path in the listing.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The scene inspector refused the scene.
+    #[error("{0}")]
+    Inspect(String),
 }
 
 // --- jobs ----------------------------------------------------------------------------
@@ -903,7 +932,7 @@ async fn submit(
         )));
     }
     for (path, hash) in &sub.scene.files {
-        check_relative_path(path).map_err(unprocessable)?;
+        check_relative_path(path).map_err(|e| unprocessable(e.to_string()))?;
         check_hash(hash)?;
     }
     let s = &sub.settings;
@@ -951,17 +980,17 @@ async fn submit(
                 "the coordinator is busy checking other scenes: try again",
             )
         })?;
-    let listing_json = serde_json::to_string(&sub.scene).unwrap_or_default();
+    let listing = sub.scene.clone();
     let (data, scene) = (st.data_dir.clone(), sub.scene.clone());
-    let inspected = tokio::task::spawn_blocking(move || -> Result<_, String> {
+    let inspected = tokio::task::spawn_blocking(move || -> Result<_, SceneCheckError> {
         // Lay the scene out as files (hard links to the blobs) in a temporary folder
         // and inspect it; the folder goes when this returns.
         let dir = tempfile::Builder::new()
             .prefix("scene-")
             .tempdir_in(data.join("scenes"))
-            .map_err(|e| format!("temporary scene folder: {e}"))?;
+            .map_err(SceneCheckError::Folder)?;
         materialize(dir.path(), &data.join("blobs"), &scene)?;
-        inspector(&dir.path().join(&scene.entry))
+        inspector(&dir.path().join(&scene.entry)).map_err(SceneCheckError::Inspect)
     })
     .await
     .map_err(|e| Fail::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
@@ -990,7 +1019,7 @@ async fn submit(
                 now_ms(),
             )?;
             s.store()
-                .insert_job_scene(&job, &hex::encode(scene_hash), &listing_json)?;
+                .insert_job_scene(&job, &hex::encode(scene_hash), &listing)?;
             Ok::<_, ServiceError>(job)
         })
         .await?;
@@ -1001,16 +1030,20 @@ async fn submit(
 }
 
 /// Hard-link (or copy) each blob to its path under `dir`.
-fn materialize(dir: &Path, blobs: &Path, scene: &SceneListing) -> Result<(), String> {
+fn materialize(dir: &Path, blobs: &Path, scene: &SceneListing) -> Result<(), SceneCheckError> {
     for (rel, hash) in &scene.files {
+        let file = |source| SceneCheckError::File {
+            path: rel.clone(),
+            source,
+        };
         let dst = dir.join(rel);
         if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{rel}: {e}"))?;
+            std::fs::create_dir_all(parent).map_err(file)?;
         }
         let src = blobs.join(hash);
         std::fs::hard_link(&src, &dst)
             .or_else(|_| std::fs::copy(&src, &dst).map(|_| ()))
-            .map_err(|e| format!("{rel}: {e}"))?;
+            .map_err(file)?;
     }
     Ok(())
 }
@@ -1137,11 +1170,12 @@ impl Exports {
             .shared
             .with(move |s| -> Result<u64, ServiceError> {
                 owned(s, &j, &c)?;
-                let state = s.store().job_state(&j)?.unwrap_or_default();
-                match s.store().job_ended_ms(&j)? {
-                    Some(ended) if state == "done" => Ok(ended),
-                    _ => Err(ServiceError::Unavailable(format!(
-                        "job {j} is {state}: its bundle and frames exist once it is done"
+                let state = s.store().job_state(&j)?;
+                match (state, s.store().job_ended_ms(&j)?) {
+                    (Some(JobState::Done), Some(ended)) => Ok(ended),
+                    (state, _) => Err(ServiceError::Unavailable(format!(
+                        "job {j} is {}: its bundle and frames exist once it is done",
+                        state.map_or("unknown", JobState::as_str)
                     ))),
                 }
             })
@@ -1188,10 +1222,14 @@ impl Exports {
 /// reader never sees half of it).
 fn export(store: &Store, job: &str, what: Export, target: &Path) -> Result<(), ServiceError> {
     let bytes = match what {
-        Export::Bundle => store
-            .bundle(job)?
-            .ok_or_else(|| ServiceError::Unavailable(format!("job {job} has no bundle yet")))?
-            .into_bytes(),
+        Export::Bundle => {
+            let bundle = store
+                .bundle(job)?
+                .ok_or_else(|| ServiceError::Unavailable(format!("job {job} has no bundle yet")))?;
+            serde_json::to_vec(&bundle).map_err(|e| {
+                ServiceError::Invalid(format!("encoding the bundle of job {job}: {e}"))
+            })?
+        }
         Export::Frame(f) => super::service::assemble_frame(store, job, f)?,
     };
     let dir = target.parent().unwrap_or(Path::new("."));
@@ -1259,7 +1297,7 @@ async fn nodes(State(st): State<ApiState>) -> Answer<Json<Vec<NodeView>>> {
                     class: caps.class,
                     memory_bytes: caps.memory_bytes,
                     slots: caps.slots,
-                    trust: store.trust(&key.to_string())?,
+                    trust: store.trust(&key)?,
                     stake: store.balance(&account::stake(&key))?,
                     balance: store.balance(&account::node(&key))?,
                     last_seen_unix: w.last_seen_ms / 1000,
@@ -1386,7 +1424,8 @@ mod tests {
             "c:x",
         ] {
             let e = check_relative_path(bad).unwrap_err();
-            assert!(e.contains(&format!("{bad:?}")), "{e}");
+            assert_eq!(e.path, bad);
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
         }
     }
 }

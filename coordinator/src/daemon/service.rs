@@ -9,9 +9,8 @@ use crate::machine::{
     Ctx, DisputeRefusal, Effect, Farm, Input, Job, JobSetup, JobState, NodeView, Nonces, Policy,
     Progress, TaskView, Tiles, VerifierView,
 };
-use crate::store::{Store, StoreError, WorkerRow};
+use crate::store::{Store, StoreError, StoredMachine, WorkerRow};
 use rand::RngCore;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use tessera_protocol::bundle::ProofBundle;
 use tessera_protocol::keys::{PublicKey, SecretKey};
@@ -264,20 +263,6 @@ pub struct Service {
     cfg: ServiceConfig,
 }
 
-fn to_json<T: Serialize>(what: &str, v: &T) -> Result<String, ServiceError> {
-    serde_json::to_string(v).map_err(|e| ServiceError::Invalid(format!("encoding {what}: {e}")))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, ServiceError> {
-    serde_json::from_str(s).map_err(|e| {
-        ServiceError::Store(StoreError::Corrupt {
-            path: "store".into(),
-            what: what.into(),
-            reason: e.to_string(),
-        })
-    })
-}
-
 fn random32() -> [u8; 32] {
     let mut b = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut b);
@@ -371,9 +356,7 @@ impl Service {
                 }
                 // A key keeps the role it first registered with (checked again here,
                 // inside the transaction that writes it).
-                if s.worker(&key.to_string())?
-                    .is_some_and(|w| w.role != r.role)
-                {
+                if s.worker(&key)?.is_some_and(|w| w.role != r.role) {
                     return Err(StoreError::Corrupt {
                         path: "workers".into(),
                         what: "registration.role".into(),
@@ -390,11 +373,7 @@ impl Service {
                     },
                     &session_digest(&session),
                 )?;
-                s.upsert_node(
-                    &key.to_string(),
-                    &r.name,
-                    &serde_json::to_string(&caps.class).unwrap_or_default(),
-                )?;
+                s.upsert_node(&key, &r.name, &caps.class)?;
                 Ok(())
             })
             .map_err(|e| match e {
@@ -442,7 +421,7 @@ impl Service {
                 format!("{who}: the operator grants the verifier role (--verifier-key, --verifier-token), and not to this key with this token")
             }));
         }
-        if let Some(w) = self.store.worker(&reg.signer.to_string())? {
+        if let Some(w) = self.store.worker(&reg.signer)? {
             if w.role != r.role {
                 return Err(ServiceError::Forbidden(format!(
                     "{who}: the key is registered as a {:?}, and a key keeps one role",
@@ -519,15 +498,12 @@ impl Service {
                 "session expired: register again".into(),
             ));
         }
-        self.store.touch_worker(&w.key.to_string(), now_ms)?;
+        self.store.touch_worker(&w.key, now_ms)?;
         Ok(Some(w))
     }
 
     fn registered(&self, key: &PublicKey, role: Role) -> Result<Option<WorkerRow>, ServiceError> {
-        Ok(self
-            .store
-            .worker(&key.to_string())?
-            .filter(|w| w.role == role))
+        Ok(self.store.worker(key)?.filter(|w| w.role == role))
     }
 
     // --- submission -------------------------------------------------------------------
@@ -644,7 +620,7 @@ impl Service {
                 .iter()
                 .filter(|w| w.role == Role::Node)
             {
-                trusted |= self.store.trust(&w.key.to_string())? >= min_trust;
+                trusted |= self.store.trust(&w.key)? >= min_trust;
             }
             if !trusted {
                 return Err(ServiceError::Unavailable(format!(
@@ -689,12 +665,7 @@ impl Service {
         };
         self.store
             .atomically(|s| {
-                s.insert_job(
-                    &job,
-                    &to_json("manifest", &signed).map_err(corrupt)?,
-                    now_ms / 1000,
-                    &[],
-                )?;
+                s.insert_job(&job, &signed, now_ms / 1000)?;
                 self.fund(
                     s,
                     &format!("job:{job}:overdraft"),
@@ -715,7 +686,7 @@ impl Service {
                     &ctx,
                 );
                 self.carry_out(s, &job, &mut machine, now_ms)?;
-                s.put_run(&job, &to_json("job", &machine).map_err(corrupt)?)
+                s.put_machine(&job, &machine)
             })
             .map_err(funds_error)?;
         tracing::info!(job = %&job[..12], tiles, "job accepted");
@@ -729,7 +700,7 @@ impl Service {
         Ok(self.store.atomically(|s| {
             let mut machine = self.load_resumable(s, job)?;
             machine.set_scene_hint(hint);
-            s.put_run(job, &to_json("job", &machine).map_err(corrupt)?)
+            s.put_machine(job, &machine)
         })?)
     }
 
@@ -786,21 +757,15 @@ impl Service {
     /// stored (before the job state machine), which cannot be resumed: its inputs are
     /// refused, the reconciler leaves it alone, and its status comes from what it stored.
     fn load(&self, s: &Store, job: &str) -> Result<Option<Job>, StoreError> {
-        let json = s.run(job)?.ok_or_else(|| StoreError::Corrupt {
-            path: "store".into(),
-            what: "job state".into(),
-            reason: format!("job {job} has no state"),
-        })?;
-        match serde_json::from_str::<Job>(&json) {
-            Ok(machine) => Ok(Some(machine.with_policy(self.cfg.policy()))),
-            Err(e) if legacy_progress(&json, "").is_some() => {
-                tracing::debug!(job = %&job[..12.min(job.len())], "stored by an older coordinator: {e}");
-                Ok(None)
+        match s.machine(job)? {
+            Some(StoredMachine::Machine(machine)) => {
+                Ok(Some(machine.with_policy(self.cfg.policy())))
             }
-            Err(e) => Err(StoreError::Corrupt {
+            Some(StoredMachine::Older(_)) => Ok(None),
+            None => Err(StoreError::Corrupt {
                 path: "store".into(),
-                what: format!("the state of job {job}"),
-                reason: e.to_string(),
+                what: "job state".into(),
+                reason: format!("job {job} has no state"),
             }),
         }
     }
@@ -847,7 +812,7 @@ impl Service {
             handled.push(h);
             queued += self.carry_out(s, job, &mut machine, now_ms)?;
         }
-        s.put_run(job, &to_json("job", &machine).map_err(corrupt)?)?;
+        s.put_machine(job, &machine)?;
         Ok((handled, queued))
     }
 
@@ -885,29 +850,28 @@ impl Service {
                 Effect::Uncollected(t) => {
                     s.list_uncollected(Some(job), &t)?;
                 }
-                Effect::Trust { node, trust } => s.set_trust(&node.to_string(), trust)?,
+                Effect::Trust { node, trust } => s.set_trust(&node, trust)?,
                 Effect::VerifierFault { verifier } => {
-                    let faults = s.add_worker_fault(&verifier.to_string())?;
+                    let faults = s.add_worker_fault(&verifier)?;
                     tracing::info!(verifier = %verifier.short(), faults, "verdicts of this verifier that did not follow from the rules");
                 }
-                Effect::Seen { key } => s.touch_worker(&key.to_string(), now_ms)?,
+                Effect::Seen { key } => s.touch_worker(&key, now_ms)?,
                 Effect::State(state) => {
-                    s.set_job_state(job, state.as_str())?;
+                    s.set_job_state(job, state)?;
                     tracing::debug!(job = %&job[..12], %state, "job state");
                 }
                 Effect::Finished(bundle) => {
-                    s.save_bundle(job, &to_json("bundle", &bundle).map_err(corrupt)?)?;
+                    s.save_bundle(job, &bundle)?;
                     tracing::info!(job = %&job[..12], rounds = bundle.rounds.len(), "job done: every tile verified and paid");
                 }
                 Effect::Receipt(receipt) => {
-                    let json = s.bundle(job)?.ok_or_else(|| StoreError::Corrupt {
+                    let mut bundle = s.bundle(job)?.ok_or_else(|| StoreError::Corrupt {
                         path: "store".into(),
                         what: format!("bundle of job {job}"),
                         reason: "a done job has no bundle".into(),
                     })?;
-                    let mut bundle: ProofBundle = from_json("bundle", &json).map_err(corrupt)?;
                     bundle.payments = *receipt;
-                    s.save_bundle(job, &to_json("bundle", &bundle).map_err(corrupt)?)?;
+                    s.save_bundle(job, &bundle)?;
                     tracing::info!(job = %&job[..12], "challenge window over: hold-backs released");
                 }
                 Effect::Failed(why) => {
@@ -1073,7 +1037,6 @@ impl Service {
             );
         }
         let digest = blake3::hash(&sig_s.signing_bytes()).to_hex().to_string();
-        let key = node.to_string();
         self.store.atomically(|s| {
             if !s.take_signal(
                 &digest,
@@ -1083,9 +1046,9 @@ impl Service {
                 tracing::info!(node = %node.short(), "node signal seen before: a replay, ignored");
                 return Ok(());
             }
-            s.touch_worker(&key, now_ms)?;
+            s.touch_worker(&node, now_ms)?;
             for (job, inputs) in by_job {
-                if s.run(&job)?.is_some() {
+                if s.job_state(&job)?.is_some() {
                     self.drive(s, &job, now_ms, inputs)?;
                 }
             }
@@ -1098,26 +1061,19 @@ impl Service {
     /// tasks, unanswered checks, challenge windows). Returns how many messages it queued.
     pub fn reconcile(&self, now_ms: u64) -> Result<u32, ServiceError> {
         let mut queued = 0;
-        for state in [
-            JobState::Queued,
-            JobState::Rendering,
-            JobState::Verifying,
-            JobState::Disputed,
-            JobState::Done,
-        ] {
-            for job in self.store.job_ids_in_state(state.as_str())? {
-                let ticked = self.store.atomically(|s| match self.load(s, &job)? {
-                    Some(machine) if !machine.is_over() => {
-                        Ok(self.drive(s, &job, now_ms, vec![Input::Tick])?.1)
-                    }
-                    _ => Ok(0),
-                });
-                // One job that cannot be ticked must not hold up every other one.
-                match ticked {
-                    Ok(n) => queued += n,
-                    Err(e) => {
-                        tracing::error!(job = %&job[..12.min(job.len())], "reconciling the job failed: {e}")
-                    }
+        for job in self.store.running_job_ids()? {
+            let ticked = self.store.atomically(|s| match self.load(s, &job)? {
+                Some(machine) if !machine.is_over() => {
+                    Ok(self.drive(s, &job, now_ms, vec![Input::Tick])?.1)
+                }
+                // Over (saved before the column said so) or not resumable: never again.
+                _ => s.retire_machine(&job).map(|()| 0),
+            });
+            // One job that cannot be ticked must not hold up every other one.
+            match ticked {
+                Ok(n) => queued += n,
+                Err(e) => {
+                    tracing::error!(job = %&job[..12.min(job.len())], "reconciling the job failed: {e}")
                 }
             }
         }
@@ -1128,7 +1084,7 @@ impl Service {
     pub fn leases_by_node(&self) -> Result<BTreeMap<String, u32>, ServiceError> {
         let mut leases = BTreeMap::new();
         for state in [JobState::Queued, JobState::Rendering] {
-            for job in self.store.job_ids_in_state(state.as_str())? {
+            for job in self.store.job_ids_in_state(state)? {
                 let Some(machine) = self.load(&self.store, &job)? else {
                     continue;
                 };
@@ -1157,31 +1113,18 @@ impl Service {
 
     /// A job's status.
     pub fn job_view(&self, job: &str) -> Result<JobView, ServiceError> {
-        if !self.has_job(job)? {
-            return Err(ServiceError::NotFound(format!("job {job} does not exist")));
-        }
-        if let Some(machine) = self.load(&self.store, job)? {
-            return Ok(JobView {
-                manifest: machine.manifest().clone(),
-                progress: machine.progress(),
-            });
-        }
-        let manifest = self
-            .store
-            .manifest(job)?
-            .ok_or_else(|| ServiceError::NotFound(format!("job {job} does not exist")))?;
-        let state = self.store.job_state(job)?.unwrap_or_default();
-        let run = self.store.run(job)?.unwrap_or_default();
-        Ok(JobView {
-            manifest: from_json("manifest", &manifest)?,
-            progress: legacy_progress(&run, &state).ok_or_else(|| {
-                ServiceError::Store(StoreError::Corrupt {
-                    path: "store".into(),
-                    what: format!("the state of job {job}"),
-                    reason: "unreadable".into(),
+        let missing = || ServiceError::NotFound(format!("job {job} does not exist"));
+        let progress = match self.store.machine(job)?.ok_or_else(missing)? {
+            StoredMachine::Machine(machine) => {
+                return Ok(JobView {
+                    manifest: machine.manifest().clone(),
+                    progress: machine.progress(),
                 })
-            })?,
-        })
+            }
+            StoredMachine::Older(progress) => progress,
+        };
+        let manifest = self.store.manifest(job)?.ok_or_else(missing)?;
+        Ok(JobView { manifest, progress })
     }
 
     /// Every job id, newest first.
@@ -1189,8 +1132,8 @@ impl Service {
         Ok(self.store.job_ids()?)
     }
 
-    /// A finished job's proof bundle (JSON).
-    pub fn bundle(&self, job: &str) -> Result<String, ServiceError> {
+    /// A finished job's proof bundle.
+    pub fn bundle(&self, job: &str) -> Result<ProofBundle, ServiceError> {
         let state = self
             .store
             .job_state(job)?
@@ -1214,11 +1157,9 @@ impl Service {
 /// Frame `frame` of finished job `job`, assembled from the stored tiles its bundle lists
 /// (each checked against the bundle's leaf): canonical RGBA16F bytes of the whole image.
 pub fn assemble_frame(store: &Store, job: &str, frame: u32) -> Result<Vec<u8>, ServiceError> {
-    let json = store
+    let bundle = store
         .bundle(job)?
         .ok_or_else(|| ServiceError::Unavailable(format!("job {job} has no bundle yet")))?;
-    let bundle: ProofBundle = from_json("bundle", &json)?;
-    drop(json);
     let m = &bundle.manifest.statement;
     let tiles = bundle
         .frames
@@ -1252,30 +1193,6 @@ pub fn assemble_frame(store: &Store, job: &str, frame: u32) -> Result<Vec<u8>, S
 /// Why a job an older coordinator stored is not resumed.
 const OLDER: &str = "stored by an older coordinator, before the job state machine: it cannot be resumed (its bundle and frames, once done, are kept)";
 
-/// The progress of a job an older coordinator stored (its `JobRun` JSON) in state
-/// `state`; `None` when `run` is not one.
-fn legacy_progress(run: &str, state: &str) -> Option<Progress> {
-    let v: serde_json::Value = serde_json::from_str(run).ok()?;
-    let n = |key: &str| v.get(key)?.as_u64().and_then(|x| u32::try_from(x).ok());
-    v.get("next_batch_id")?;
-    let tiles_total = n("tiles_total")?;
-    let tiles_verified = n("tiles_verified")?;
-    let state: JobState = state.parse().unwrap_or(JobState::Failed);
-    Some(Progress {
-        state,
-        round: n("round")?,
-        tiles_total,
-        tiles_rendered: if state == JobState::Done {
-            tiles_total
-        } else {
-            tiles_verified
-        },
-        tiles_verified,
-        error: v.get("error").and_then(|e| e.as_str()).map(str::to_string),
-        release_at_ms: v.get("release_at_ms").and_then(|t| t.as_u64()),
-    })
-}
-
 /// What a job's machine reads of the store: the registered nodes and verifiers, and the
 /// nodes' stakes (the only balances the rules read), as they are when an input is handled.
 struct StoreFarm {
@@ -1302,7 +1219,7 @@ impl StoreFarm {
                         key,
                         name: w.name,
                         caps: w.caps,
-                        trust: s.trust(&key.to_string())?,
+                        trust: s.trust(&key)?,
                         last_seen_ms: w.last_seen_ms,
                     });
                 }
@@ -1310,7 +1227,7 @@ impl StoreFarm {
                     key,
                     class_id: Some(w.caps.class.id()),
                     last_seen_ms: w.last_seen_ms,
-                    faults: s.worker_faults(&key.to_string())?,
+                    faults: s.worker_faults(&key)?,
                 }),
             }
         }

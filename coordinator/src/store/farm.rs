@@ -9,13 +9,18 @@
 //! reads or writes them any more.
 
 use super::{Store, StoreError};
+use crate::machine::{Job, JobState, Progress};
 use rusqlite::{params, OptionalExtension, Row};
+use tessera_api::SceneListing;
+use tessera_protocol::bundle::ProofBundle;
 use tessera_protocol::keys::{KeyError, PublicKey};
-use tessera_protocol::statements::Role;
+use tessera_protocol::statements::{JobManifest, Role, Signed};
 use tessera_protocol::wire::Capabilities;
 
 pub(super) const FARM_SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS job_runs (job_id TEXT PRIMARY KEY, run TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS job_runs (
+    job_id TEXT PRIMARY KEY, run TEXT NOT NULL, over INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, round INTEGER NOT NULL, body TEXT NOT NULL,
     state TEXT NOT NULL, node TEXT, lease_until_ms INTEGER NOT NULL DEFAULT 0,
@@ -86,6 +91,40 @@ fn worker_row(r: &Row<'_>) -> rusqlite::Result<WorkerRow> {
     })
 }
 
+/// A job's state machine as the store keeps it.
+#[derive(Debug)]
+pub enum StoredMachine {
+    /// The machine that runs the job.
+    Machine(Box<Job>),
+    /// A job an older coordinator stored (before the job state machine): it cannot be
+    /// resumed; this is its progress as that coordinator recorded it.
+    Older(Progress),
+}
+
+/// The progress of a job an older coordinator stored (its `JobRun` JSON) in state
+/// `state`; `None` when `run` is not one.
+fn older_progress(run: &str, state: &str) -> Option<Progress> {
+    let v: serde_json::Value = serde_json::from_str(run).ok()?;
+    let n = |key: &str| v.get(key)?.as_u64().and_then(|x| u32::try_from(x).ok());
+    v.get("next_batch_id")?;
+    let tiles_total = n("tiles_total")?;
+    let tiles_verified = n("tiles_verified")?;
+    let state: JobState = state.parse().unwrap_or(JobState::Failed);
+    Some(Progress {
+        state,
+        round: n("round")?,
+        tiles_total,
+        tiles_rendered: if state == JobState::Done {
+            tiles_total
+        } else {
+            tiles_verified
+        },
+        tiles_verified,
+        error: v.get("error").and_then(|e| e.as_str()).map(str::to_string),
+        release_at_ms: v.get("release_at_ms").and_then(|t| t.as_u64()),
+    })
+}
+
 /// One message waiting in the outbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxRow {
@@ -129,31 +168,72 @@ impl Store {
 
     // --- jobs -------------------------------------------------------------------------
 
-    /// Save a job's state machine (JSON).
-    pub fn put_run(&self, job_id: &str, run_json: &str) -> Result<(), StoreError> {
+    /// Save a job's state machine, noting whether it is over ([`Job::is_over`]).
+    pub fn put_machine(&self, job_id: &str, machine: &Job) -> Result<(), StoreError> {
+        let json = self.encode("state machine", job_id, machine)?;
         self.exec(
-            "INSERT INTO job_runs (job_id, run) VALUES (?1, ?2) ON CONFLICT(job_id) DO UPDATE SET run = ?2",
-            params![job_id, run_json],
+            "INSERT INTO job_runs (job_id, run, over) VALUES (?1, ?2, ?3) ON CONFLICT(job_id) DO UPDATE SET run = ?2, over = ?3",
+            params![job_id, json, machine.is_over()],
         )
         .map(|_| ())
     }
 
-    /// A job's run state (JSON).
-    pub fn run(&self, job_id: &str) -> Result<Option<String>, StoreError> {
-        self.one(
-            "SELECT run FROM job_runs WHERE job_id = ?1",
-            params![job_id],
+    /// The jobs whose machines are not over (the reconciler's round), by id: a store
+    /// with many finished jobs is not read through on every tick.
+    pub fn running_job_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.rows(
+            "SELECT job_id FROM job_runs WHERE over = 0 ORDER BY job_id",
+            [],
             |r| r.get(0),
         )
     }
 
-    /// A job's signed manifest (JSON).
-    pub fn manifest(&self, job_id: &str) -> Result<Option<String>, StoreError> {
-        self.one(
+    /// Take a job out of the reconciler's round for good (one an older coordinator
+    /// stored, which cannot be resumed).
+    pub fn retire_machine(&self, job_id: &str) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE job_runs SET over = 1 WHERE job_id = ?1",
+            params![job_id],
+        )
+        .map(|_| ())
+    }
+
+    /// A job's state machine as it was kept (`None`: no such job). Its policy is not kept
+    /// (the coordinator's configuration decides it): set it with [`Job::with_policy`].
+    pub fn machine(&self, job_id: &str) -> Result<Option<StoredMachine>, StoreError> {
+        let Some((run, state)) = self.one(
+            "SELECT r.run, j.state FROM job_runs r JOIN jobs j ON j.job_id = r.job_id WHERE r.job_id = ?1",
+            params![job_id],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        )?
+        else {
+            return Ok(None);
+        };
+        match serde_json::from_str::<Job>(&run) {
+            Ok(machine) => Ok(Some(StoredMachine::Machine(Box::new(machine)))),
+            Err(e) => match older_progress(&run, &state) {
+                Some(progress) => {
+                    tracing::debug!(job = %&job_id[..12.min(job_id.len())], "stored by an older coordinator: {e}");
+                    Ok(Some(StoredMachine::Older(progress)))
+                }
+                None => Err(StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("the state of job {job_id}"),
+                    reason: e.to_string(),
+                }),
+            },
+        }
+    }
+
+    /// A job's signed manifest.
+    pub fn manifest(&self, job_id: &str) -> Result<Option<Signed<JobManifest>>, StoreError> {
+        let json: Option<String> = self.one(
             "SELECT manifest FROM jobs WHERE job_id = ?1",
             params![job_id],
             |r| r.get(0),
-        )
+        )?;
+        json.map(|j| self.decode("manifest", job_id, &j))
+            .transpose()
     }
 
     /// Every job id, newest first.
@@ -166,23 +246,24 @@ impl Store {
     }
 
     /// The jobs in a state.
-    pub fn job_ids_in_state(&self, state: &str) -> Result<Vec<String>, StoreError> {
+    pub fn job_ids_in_state(&self, state: JobState) -> Result<Vec<String>, StoreError> {
         self.rows(
             "SELECT job_id FROM jobs WHERE state = ?1 ORDER BY job_id",
-            params![state],
+            params![state.as_str()],
             |r| r.get(0),
         )
     }
 
-    /// A finished job's bundle (JSON).
-    pub fn bundle(&self, job_id: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
+    /// A finished job's proof bundle (`None`: no such job, or not finished).
+    pub fn bundle(&self, job_id: &str) -> Result<Option<ProofBundle>, StoreError> {
+        let json = self
             .one(
                 "SELECT bundle FROM jobs WHERE job_id = ?1",
                 params![job_id],
                 |r| r.get::<_, Option<String>>(0),
             )?
-            .flatten())
+            .flatten();
+        json.map(|j| self.decode("bundle", job_id, &j)).transpose()
     }
 
     // --- batches ----------------------------------------------------------------------
@@ -278,10 +359,10 @@ impl Store {
     }
 
     /// A worker by key.
-    pub fn worker(&self, key: &str) -> Result<Option<WorkerRow>, StoreError> {
+    pub fn worker(&self, key: &PublicKey) -> Result<Option<WorkerRow>, StoreError> {
         self.one(
             "SELECT key, name, role, caps, last_seen_ms FROM workers WHERE key = ?1",
-            params![key],
+            params![key.to_string()],
             worker_row,
         )
     }
@@ -296,30 +377,30 @@ impl Store {
     }
 
     /// Note that a worker was heard from.
-    pub fn touch_worker(&self, key: &str, now_ms: u64) -> Result<(), StoreError> {
+    pub fn touch_worker(&self, key: &PublicKey, now_ms: u64) -> Result<(), StoreError> {
         self.exec(
             "UPDATE workers SET last_seen_ms = ?2 WHERE key = ?1",
-            params![key, now_ms as i64],
+            params![key.to_string(), now_ms as i64],
         )
         .map(|_| ())
     }
 
     /// Count one more refused verdict (one that did not follow from the rules) against a
     /// verifier; returns the new count.
-    pub fn add_worker_fault(&self, key: &str) -> Result<u32, StoreError> {
+    pub fn add_worker_fault(&self, key: &PublicKey) -> Result<u32, StoreError> {
         self.exec(
             "UPDATE workers SET faults = faults + 1 WHERE key = ?1",
-            params![key],
+            params![key.to_string()],
         )?;
         self.worker_faults(key)
     }
 
     /// Refused verdicts counted against a worker.
-    pub fn worker_faults(&self, key: &str) -> Result<u32, StoreError> {
+    pub fn worker_faults(&self, key: &PublicKey) -> Result<u32, StoreError> {
         Ok(self
             .one(
                 "SELECT faults FROM workers WHERE key = ?1",
-                params![key],
+                params![key.to_string()],
                 |r| r.get(0),
             )?
             .unwrap_or(0))
@@ -388,12 +469,22 @@ impl Store {
     }
 
     /// A scene listing (JSON).
-    pub fn scene(&self, scene_hash: &str) -> Result<Option<String>, StoreError> {
-        self.one(
+    pub fn scene(&self, scene_hash: &str) -> Result<Option<SceneListing>, StoreError> {
+        let json: Option<String> = self.one(
             "SELECT listing FROM scenes WHERE scene_hash = ?1",
             params![scene_hash],
             |r| r.get(0),
-        )
+        )?;
+        json.map(|j| self.decode_listing(scene_hash, &j))
+            .transpose()
+    }
+
+    fn decode_listing(&self, scene_hash: &str, json: &str) -> Result<SceneListing, StoreError> {
+        serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: format!("the listing of scene {scene_hash}"),
+            reason: e.to_string(),
+        })
     }
 
     // --- tenancy and storage ----------------------------------------------------------
@@ -446,11 +537,12 @@ impl Store {
         &self,
         job_id: &str,
         scene_hash: &str,
-        listing_json: &str,
+        listing: &SceneListing,
     ) -> Result<(), StoreError> {
+        let json = self.encode("scene listing", job_id, listing)?;
         self.exec(
             "INSERT OR REPLACE INTO scenes (scene_hash, listing) VALUES (?1, ?2)",
-            params![scene_hash, listing_json],
+            params![scene_hash, json],
         )?;
         self.exec(
             "INSERT OR REPLACE INTO job_scenes (job_id, scene_hash) VALUES (?1, ?2)",
@@ -527,21 +619,16 @@ impl Store {
         ended_after_ms: u64,
     ) -> Result<Vec<String>, StoreError> {
         self.atomically(|s| {
-            let listings: Vec<String> = s.rows(
-                "SELECT sc.listing FROM scenes sc WHERE sc.scene_hash IN (\
+            let listings: Vec<(String, String)> = s.rows(
+                "SELECT sc.scene_hash, sc.listing FROM scenes sc WHERE sc.scene_hash IN (\
                  SELECT js.scene_hash FROM job_scenes js JOIN jobs j ON j.job_id = js.job_id \
                  WHERE j.ended_ms IS NULL OR j.ended_ms > ?1)",
                 params![ended_after_ms as i64],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             let mut needed = std::collections::HashSet::new();
-            for l in &listings {
-                let listing: tessera_api::SceneListing =
-                    serde_json::from_str(l).map_err(|e| StoreError::Corrupt {
-                        path: s.path.clone(),
-                        what: "scenes".into(),
-                        reason: e.to_string(),
-                    })?;
+            for (scene_hash, json) in &listings {
+                let listing = s.decode_listing(scene_hash, json)?;
                 needed.extend(listing.files.into_values());
             }
             let stale: Vec<String> = s.rows(

@@ -6,10 +6,15 @@
 
 mod farm;
 
-pub use farm::{OutboxRow, WorkerRow};
+use crate::machine::JobState;
+pub use farm::{OutboxRow, StoredMachine, WorkerRow};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
+use tessera_protocol::bundle::ProofBundle;
+use tessera_protocol::keys::PublicKey;
 use tessera_protocol::payments::{account, LedgerError, Transfer, TransferKind};
+use tessera_protocol::statements::{JobManifest, Signed};
+use tessera_protocol::DeterminismClass;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +152,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     add_column(conn, "jobs", "client", "TEXT NOT NULL DEFAULT ''")?;
     add_column(conn, "jobs", "ended_ms", "INTEGER")?;
     add_column(conn, "batches", "stored_ms", "INTEGER")?;
+    add_column(conn, "job_runs", "over", "INTEGER NOT NULL DEFAULT 0")?;
     Ok(())
 }
 
@@ -236,69 +242,117 @@ impl Store {
         })
     }
 
-    /// Record a new job with its signed manifest (JSON) and secret nonces.
+    /// Record a new job with its signed manifest, in state `queued`. (Its secret nonces
+    /// live in its state machine, [`Self::put_machine`].)
     pub fn insert_job(
         &self,
         job_id: &str,
-        manifest_json: &str,
+        manifest: &Signed<JobManifest>,
         created_unix: u64,
-        nonces: &[[u8; 32]],
     ) -> Result<(), StoreError> {
-        self.atomically(|s| {
-            let tx = &s.conn;
-            s.sql(tx.execute("INSERT INTO jobs (job_id, manifest, state, created_unix, client) VALUES (?1, ?2, 'queued', ?3, COALESCE(json_extract(?2, '$.statement.client'), ''))", params![job_id, manifest_json, created_unix as i64]))?;
-            for (i, n) in nonces.iter().enumerate() {
-                s.sql(tx.execute(
-                    "INSERT INTO nonces (job_id, round, nonce) VALUES (?1, ?2, ?3)",
-                    params![job_id, i as i64, hex::encode(n)],
-                ))?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Set a job's state (`queued`, `rendering`, `verifying`, `done`, `failed`); a job
-    /// that ends (`done`, `failed`) is stamped with the time it ended, one that runs
-    /// again (a dispute) loses it.
-    pub fn set_job_state(&self, job_id: &str, state: &str) -> Result<(), StoreError> {
+        let json = self.encode("manifest", job_id, manifest)?;
         let r = self.conn.execute(
-            "UPDATE jobs SET state = ?2, ended_ms = CASE WHEN ?2 IN ('done', 'failed') \
-             THEN COALESCE(ended_ms, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) \
-             ELSE NULL END WHERE job_id = ?1",
-            params![job_id, state],
+            "INSERT INTO jobs (job_id, manifest, state, created_unix, client) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                job_id,
+                json,
+                JobState::Queued.as_str(),
+                created_unix as i64,
+                manifest.statement.client
+            ],
         );
         self.sql(r).map(|_| ())
     }
 
-    /// A job's state.
-    pub fn job_state(&self, job_id: &str) -> Result<Option<String>, StoreError> {
+    /// Set a job's state; a job that ends (`done`, `failed`) is stamped with the time it
+    /// ended, one that runs again (a dispute) loses it.
+    pub fn set_job_state(&self, job_id: &str, state: JobState) -> Result<(), StoreError> {
+        let r = self.conn.execute(
+            "UPDATE jobs SET state = ?2, ended_ms = CASE WHEN ?3 \
+             THEN COALESCE(ended_ms, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) \
+             ELSE NULL END WHERE job_id = ?1",
+            params![job_id, state.as_str(), state.has_ended()],
+        );
+        self.sql(r).map(|_| ())
+    }
+
+    /// A job's state (`None`: no such job).
+    pub fn job_state(&self, job_id: &str) -> Result<Option<JobState>, StoreError> {
         let r = self
             .conn
             .query_row(
                 "SELECT state FROM jobs WHERE job_id = ?1",
                 params![job_id],
-                |r| r.get(0),
+                |r| r.get::<_, String>(0),
             )
             .optional();
-        self.sql(r)
+        match self.sql(r)? {
+            None => Ok(None),
+            Some(state) => state
+                .parse::<JobState>()
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("the state of job {job_id}"),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// `value` as the JSON a column keeps (`what` of job `job_id` names it in the error).
+    pub(crate) fn encode<T: serde::Serialize>(
+        &self,
+        what: &str,
+        job_id: &str,
+        value: &T,
+    ) -> Result<String, StoreError> {
+        serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: format!("the {what} of job {job_id}"),
+            reason: format!("cannot be encoded: {e}"),
+        })
+    }
+
+    /// A JSON column read back (`what` of job `job_id` names it in the error).
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        job_id: &str,
+        json: &str,
+    ) -> Result<T, StoreError> {
+        serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: format!("the {what} of job {job_id}"),
+            reason: e.to_string(),
+        })
     }
 
     /// Register or update a node.
-    pub fn upsert_node(&self, node: &str, name: &str, class_json: &str) -> Result<(), StoreError> {
+    pub fn upsert_node(
+        &self,
+        node: &PublicKey,
+        name: &str,
+        class: &DeterminismClass,
+    ) -> Result<(), StoreError> {
+        let class = serde_json::to_string(class).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: format!("the class of node {}", node.short()),
+            reason: format!("cannot be encoded: {e}"),
+        })?;
         let r = self.conn.execute(
             "INSERT INTO nodes (node, name, class) VALUES (?1, ?2, ?3) ON CONFLICT(node) DO UPDATE SET name = ?2, class = ?3",
-            params![node, name, class_json],
+            params![node.to_string(), name, class],
         );
         self.sql(r).map(|_| ())
     }
 
     /// A node's trust (0 if unknown).
-    pub fn trust(&self, node: &str) -> Result<u32, StoreError> {
+    pub fn trust(&self, node: &PublicKey) -> Result<u32, StoreError> {
         let r = self
             .conn
             .query_row(
                 "SELECT trust FROM nodes WHERE node = ?1",
-                params![node],
+                params![node.to_string()],
                 |r| r.get::<_, i64>(0),
             )
             .optional();
@@ -306,10 +360,10 @@ impl Store {
     }
 
     /// Set a node's trust.
-    pub fn set_trust(&self, node: &str, trust: u32) -> Result<(), StoreError> {
+    pub fn set_trust(&self, node: &PublicKey, trust: u32) -> Result<(), StoreError> {
         let r = self.conn.execute(
             "UPDATE nodes SET trust = ?2 WHERE node = ?1",
-            params![node, trust],
+            params![node.to_string(), trust],
         );
         self.sql(r).map(|_| ())
     }
@@ -317,7 +371,7 @@ impl Store {
     /// Store a checked batch and its tile bytes in one transaction. Idempotent: a batch id
     /// already stored is left as it is and `false` is returned.
     #[allow(clippy::too_many_arguments)] // one column each; a struct would only rename them
-    pub fn insert_batch(
+    fn insert_batch(
         &self,
         job_id: &str,
         round: u32,
@@ -398,11 +452,12 @@ impl Store {
         self.sql(r)
     }
 
-    /// Store the finished job's proof bundle (JSON).
-    pub fn save_bundle(&self, job_id: &str, bundle_json: &str) -> Result<(), StoreError> {
+    /// Store the finished job's proof bundle.
+    pub fn save_bundle(&self, job_id: &str, bundle: &ProofBundle) -> Result<(), StoreError> {
+        let json = self.encode("bundle", job_id, bundle)?;
         let r = self.conn.execute(
             "UPDATE jobs SET bundle = ?2 WHERE job_id = ?1",
-            params![job_id, bundle_json],
+            params![job_id, json],
         );
         self.sql(r).map(|_| ())
     }

@@ -329,8 +329,7 @@ pub fn state(f: &Farm, job: &str) -> String {
 }
 
 pub fn assert_paid_once(f: &Farm, job: &str) {
-    let bundle: tessera_protocol::bundle::ProofBundle =
-        serde_json::from_str(&f.svc.bundle(job).unwrap()).unwrap();
+    let bundle: tessera_protocol::bundle::ProofBundle = f.svc.bundle(job).unwrap();
     let report = audit_bundle(&bundle, None);
     assert!(
         report.passed(),
