@@ -489,7 +489,7 @@ pub(crate) fn scene_inspector() -> tessera_coordinator::daemon::SceneInspector {
                 content_hash: info.content_hash,
                 cameras: info.cameras,
             })
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
     })
 }
 

@@ -901,7 +901,7 @@ enum SceneCheckError {
     },
     /// The scene inspector refused the scene.
     #[error("{0}")]
-    Inspect(String),
+    Inspect(Box<dyn std::error::Error + Send + Sync>),
 }
 
 // --- jobs ----------------------------------------------------------------------------

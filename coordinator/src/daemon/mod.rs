@@ -45,8 +45,13 @@ pub struct InspectedScene {
 
 /// Checks a scene from its entry file, cheaply and within a budget, and returns what the
 /// coordinator needs of it (the binary passes the renderer's inspection; the coordinator
-/// crate does not depend on the GPU renderer).
-pub type SceneInspector = Arc<dyn Fn(&Path) -> Result<InspectedScene, String> + Send + Sync>;
+/// crate does not depend on the GPU renderer). Its error is the inspection's own, whose
+/// message the submitting client is shown.
+pub type SceneInspector = Arc<
+    dyn Fn(&Path) -> Result<InspectedScene, Box<dyn std::error::Error + Send + Sync>>
+        + Send
+        + Sync,
+>;
 
 /// Everything `tessera coordinator` needs.
 #[derive(Clone)]
