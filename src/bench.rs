@@ -1,5 +1,6 @@
 //! `tessera bench`: the flags and output of `bench render`, whose measuring is
-//! `tessera_renderer::bench` (what is timed is described there; the scene lookup is
+//! `tessera_renderer::bench` (what is timed is described there; the run over the scenes
+//! and the report file are `tessera_renderer::bench_run`, the scene lookup
 //! `tessera_renderer::scene_dir`, the table `tessera_renderer::bench_table`); the report
 //! goes as JSON under `benches/results/`, with the adapter, driver, determinism class, git
 //! commit and date needed to reproduce it. `bench pipeline` is [`crate::bench_pipeline`].
@@ -12,9 +13,9 @@ use std::time::Instant;
 use tessera_images as images;
 use tessera_protocol::RenderSettings;
 use tessera_renderer::bench::{
-    bench_scene, device_label, parallelism_name, scene_name, utc_now, BenchOptions, Host, Report,
-    SceneResult, Settings,
+    device_label, parallelism_name, BenchOptions, Report, SceneResult, Settings,
 };
+use tessera_renderer::bench_run::{bench_scenes, default_report_path, write_report, Provenance};
 use tessera_renderer::scene_dir::{large_scene, resolve_scenes as resolve_scene_names};
 use tessera_renderer::{Gpu, Parallelism};
 
@@ -126,38 +127,23 @@ fn resolve_scenes(a: &BenchRenderArgs) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn git(args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new("git").args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// Benchmark one scene and, with `--images`, write its full frame.
-fn bench_and_write(
-    gpu: &Arc<Gpu>,
-    path: &Path,
-    a: &BenchRenderArgs,
-    settings: &RenderSettings,
-) -> Result<SceneResult> {
-    let opts = BenchOptions {
-        parallelism: a.parallelism(gpu),
-        repeat: a.repeat,
-        tile: a.tile,
-    };
-    let (result, canonical) = bench_scene(gpu, path, settings, &opts)?;
-    if let Some(dir) = &a.images {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let name = &result.scene;
-        let stem = Path::new(name)
-            .file_stem()
-            .map_or_else(|| name.clone(), |s| s.to_string_lossy().into());
-        let (w, h) = (settings.width, settings.height);
-        images::write_exr(&dir.join(format!("{stem}.exr")), w, h, &canonical)?;
-        let view = images::ViewTransform::default();
-        images::write_png(&dir.join(format!("{stem}.png")), w, h, &canonical, &view)?;
-    }
-    Ok(result)
+/// Write a scene's full frame as `<stem>.exr` and `<stem>.png` in `dir`.
+fn write_images(dir: &Path, result: &SceneResult, s: &RenderSettings, frame: &[u8]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = &result.scene;
+    let stem = Path::new(name)
+        .file_stem()
+        .map_or_else(|| name.clone(), |s| s.to_string_lossy().into());
+    images::write_exr(&dir.join(format!("{stem}.exr")), s.width, s.height, frame)?;
+    let view = images::ViewTransform::default();
+    images::write_png(
+        &dir.join(format!("{stem}.png")),
+        s.width,
+        s.height,
+        frame,
+        &view,
+    )?;
+    Ok(())
 }
 
 fn bench_render(a: BenchRenderArgs) -> Result<bool> {
@@ -166,11 +152,7 @@ fn bench_render(a: BenchRenderArgs) -> Result<bool> {
         bail!("--repeat {}: must be 1..=100", a.repeat);
     }
     let scenes = resolve_scenes(&a)?;
-    // What ran, as of the start: commits may land while a long benchmark runs.
-    let host = Host::probe();
-    let date_utc = utc_now();
-    let git_commit = git(&["rev-parse", "HEAD"]);
-    let git_dirty = git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty());
+    let provenance = Provenance::probe();
     let t = Instant::now();
     let gpu = Arc::new(Gpu::new()?);
     let gpu_init_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -186,63 +168,42 @@ fn bench_render(a: BenchRenderArgs) -> Result<bool> {
         camera: None,
         frame_rate: Default::default(),
     };
-    let mut results = Vec::new();
-    let mut ok = true;
-    for path in &scenes {
-        eprintln!("bench: {}", path.display());
-        match bench_and_write(&gpu, path, &a, &settings) {
-            Ok(r) => {
-                eprintln!(
-                    "bench: {}: {:.3} s, {:.0} samples/s",
-                    r.scene, r.render_s, r.samples_per_second
-                );
-                results.push(r);
-            }
-            Err(e) => {
-                ok = false;
-                eprintln!("bench: {}: {e:#}", path.display());
-                results.push(SceneResult {
-                    scene: scene_name(path),
-                    path: path.display().to_string(),
-                    error: Some(format!("{e:#}")),
-                    ..Default::default()
-                });
-            }
-        }
-    }
-    let report = Report {
-        format: "tessera-bench-render v1",
-        device: device.clone(),
-        date_utc,
-        git_commit,
-        git_dirty,
-        host,
-        determinism_class_id: hex::encode(class.id()),
-        adapter: class,
-        gpu_init_ms,
-        settings: Settings {
-            width: a.width,
-            height: a.height,
-            spp: a.spp,
-            max_bounces: a.max_bounces,
-            seed: a.seed,
-            tile: a.tile,
-            repeat: a.repeat,
-            frame: 0,
-            parallelism: parallelism_name(a.parallelism(&gpu)),
-        },
-        scenes: results,
+    let opts = BenchOptions {
+        parallelism: a.parallelism(&gpu),
+        repeat: a.repeat,
+        tile: a.tile,
     };
+    let mut on_frame = |result: &SceneResult, frame: &[u8]| match &a.images {
+        Some(dir) => write_images(dir, result, &settings, frame).map_err(|e| format!("{e:#}")),
+        None => Ok(()),
+    };
+    let (results, ok) = bench_scenes(&gpu, &scenes, &settings, &opts, &mut on_frame, &mut |l| {
+        eprintln!("{l}")
+    });
+    let bench_settings = Settings {
+        width: a.width,
+        height: a.height,
+        spp: a.spp,
+        max_bounces: a.max_bounces,
+        seed: a.seed,
+        tile: a.tile,
+        repeat: a.repeat,
+        frame: 0,
+        parallelism: parallelism_name(opts.parallelism),
+    };
+    let report = Report::new(
+        provenance,
+        device.clone(),
+        class,
+        gpu_init_ms,
+        bench_settings,
+        results,
+    );
     let out = a
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("benches/results/render-{device}.json")));
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let json = serde_json::to_string_pretty(&report)?;
-    std::fs::write(&out, format!("{json}\n"))
-        .with_context(|| format!("writing {}", out.display()))?;
+        .unwrap_or_else(|| default_report_path(&device));
+    let json = write_report(&out, &report)?;
     if a.json {
         println!("{json}");
     } else {

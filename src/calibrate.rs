@@ -1,10 +1,11 @@
 //! `tessera calibrate`: the command line of the tolerance calibration, whose method and
 //! report are `tessera_verifier::calibrate` (docs/CALIBRATION.md has the numbers). Here:
-//! the flags and one child process per class (`tessera calibrate --render-spec`), because
-//! the drivers read their environment when they load: the parent sets the class's
-//! variables (e.g. `LP_NATIVE_VECTOR_WIDTH=128`; the presets are
-//! `tessera_renderer::class_render`) and the child renders every scene tile by tile, as a
-//! node does, writing raw canonical frames; and the output (the table is
+//! the flags, and the command of the child process that renders one class
+//! (`tessera calibrate --render-spec`; one per class because the drivers read their
+//! environment when they load: `tessera_renderer::class_child` starts it with the class's
+//! variables, e.g. `LP_NATIVE_VECTOR_WIDTH=128`, and reads its frames back; the presets
+//! and the child's renders, every scene tile by tile as a node does, are
+//! `tessera_renderer::class_render`); and the output (the table is
 //! `tessera_verifier::calibrate_table`).
 //!
 //! Exit code 1 when a class cannot be rendered, fewer than two distinct class ids result,
@@ -13,12 +14,12 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 use tessera_protocol::RenderSettings;
-use tessera_renderer::class_render::{
-    read_class, render_spec, write_spec, ClassEnv, FrameJob, RenderSpec,
-};
+use tessera_renderer::bench::scene_name;
+use tessera_renderer::class_child::{self, own_binary};
+use tessera_renderer::class_render::{render_spec, ClassEnv, FrameJob, RenderSpec};
 use tessera_renderer::scene_dir::resolve_scenes;
 use tessera_renderer::{LoadOptions, Scene};
 use tessera_verifier::calibrate::{self, render_jobs, ClassFrames, ClassReport, ReportSettings};
@@ -101,20 +102,7 @@ impl Config {
         if a.seed == u64::MAX {
             bail!("--seed {}: the replay cheat renders seed + 1", a.seed);
         }
-        let mut classes: Vec<ClassEnv> = Vec::new();
-        for name in &a.classes {
-            let p = ClassEnv::parse(name.trim())?;
-            if classes.iter().any(|c| c.name == p.name) {
-                bail!("--classes: {name:?} is listed twice");
-            }
-            classes.push(p);
-        }
-        if classes.len() < 2 {
-            bail!(
-                "--classes: at least two classes are needed to calibrate, got {}",
-                classes.len()
-            );
-        }
+        let classes = class_child::parse_classes(&a.classes)?;
         Ok(Config {
             scenes: match resolve_scenes(&a.scenes, &a.scene_dir)? {
                 s if s.is_empty() => {
@@ -136,21 +124,9 @@ impl Config {
     }
 }
 
-/// The binary of this process, to start children with. On Linux `/proc/self/exe`, which
-/// still runs this very build when the file was replaced by a rebuild meanwhile.
-fn own_binary() -> Result<PathBuf> {
-    let proc_exe = Path::new("/proc/self/exe");
-    if proc_exe.exists() {
-        return Ok(proc_exe.to_path_buf());
-    }
-    std::env::current_exe().context("finding the tessera binary")
-}
-
 /// Run one class's child process and read back what it rendered.
 fn render_class(cfg: &Config, class_idx: usize, tmp: &Path) -> Result<(ClassReport, ClassFrames)> {
-    let preset = &cfg.classes[class_idx];
-    let dir = tmp.join(format!("class-{class_idx}"));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let class = &cfg.classes[class_idx];
     let s = &cfg.settings;
     let jobs: Vec<FrameJob> = render_jobs(s, class_idx)
         .into_iter()
@@ -175,83 +151,29 @@ fn render_class(cfg: &Config, class_idx: usize, tmp: &Path) -> Result<(ClassRepo
         tile: s.tile,
         jobs,
     };
-    let spec_path = dir.join("spec.json");
-    write_spec(&spec_path, &spec)?;
-    let log_path = dir.join("stderr.log");
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
     let exe = own_binary()?;
-    let env_text: Vec<String> = preset.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let env_text = if env_text.is_empty() {
-        "no variables set".to_string()
-    } else {
-        env_text.join(" ")
+    let child = |spec: &Path, out: &Path| {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("calibrate")
+            .arg("--render-spec")
+            .arg(spec)
+            .arg("--render-out")
+            .arg(out);
+        cmd
     };
-    eprintln!(
-        "class {} ({env_text}): rendering {} scene(s) x {} frame(s)",
-        preset.name,
-        cfg.scenes.len(),
-        spec.jobs.len()
-    );
-    let mut cmd = Command::new(&exe);
-    cmd.arg("calibrate")
-        .arg("--render-spec")
-        .arg(&spec_path)
-        .arg("--render-out")
-        .arg(&dir)
-        .envs(preset.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    let started = Instant::now();
-    let status = cmd
-        .status()
-        .with_context(|| format!("class {}: starting {}", preset.name, exe.display()))?;
-    if !status.success() {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error")).collect();
-        let tail: Vec<&str> = if errors.is_empty() {
-            log.lines()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect()
-        } else {
-            errors
-        };
-        bail!(
-            "class {} ({env_text}): the renderer process failed ({status}): {}",
-            preset.name,
-            tail.join(" | ")
-        );
-    }
-    let (child, frames) = read_class(&dir, cfg.scenes.len(), &spec.jobs, s.width, s.height)?;
-    eprintln!(
-        "class {}: {} in {:.1} s",
-        preset.name,
-        child.class,
-        started.elapsed().as_secs_f64()
-    );
+    let dir = tmp.join(format!("class-{class_idx}"));
+    let (child, frames) =
+        class_child::render_class(class, &spec, &dir, &child, &mut |l| eprintln!("{l}"))?;
     let report = ClassReport {
-        name: preset.name.clone(),
-        about: preset.about.clone(),
-        env: preset.env.iter().cloned().collect(),
+        name: class.name.clone(),
+        about: class.about.clone(),
+        env: class.env.iter().cloned().collect(),
         id: hex::encode(child.class.id()),
         class: child.class,
         gpu_init_s: child.gpu_init_s,
         render_s: child.render_s,
     };
     Ok((report, frames))
-}
-
-/// The file name of a scene path, for reports.
-fn scene_name(path: &Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
 }
 
 /// `tessera calibrate` (and its child, with `--render-spec`). `Ok(false)` when the
@@ -281,22 +203,8 @@ pub fn run(a: CalibrateArgs) -> Result<bool> {
         classes.push(report);
         frames.push(f);
     }
-    let mut ids: Vec<&str> = classes.iter().map(|c| c.id.as_str()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    if ids.len() < 2 {
-        bail!(
-            "every class of --classes {} rendered as the same determinism class ({}): \
-             calibration needs renders from two different classes",
-            cfg.classes
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-            classes[0].class
-        );
-    }
-
+    let rendered: Vec<_> = classes.iter().map(|c| &c.class).collect();
+    class_child::check_distinct(&cfg.classes, &rendered)?;
     let mut report = calibrate::report(&cfg.settings, scenes, classes, &frames, a.records)?;
     report.runtime_s = started.elapsed().as_secs_f64();
     if let Some(path) = &a.out {

@@ -2,20 +2,22 @@
 //! the daemon crate's config, opens what it needs (key, GPU), connects RabbitMQ and runs
 //! until SIGINT or SIGTERM cancels its token (a second signal exits at once, status 130).
 
-use crate::farm::{print_config, read_secret_lines, required, secret, usage};
+use crate::farm::{print_config, required, secret, usage, usage_error};
 use anyhow::Result;
 use clap::Args;
-use serde::Serialize;
-use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_api::secrets::{redact_option, redact_url};
+use tessera_api::flags::{check_coordinator_url, secret_lines};
+use tessera_api::secrets::redact_url;
 use tessera_coordinator::settings::{
-    check_config, client_token_list, parse_verifier_keys, read_tolerance, DaemonSettings,
+    check_config, client_token_list, default_data_dir, parse_listen, parse_verifier_keys,
+    read_tolerance, DaemonSettings,
 };
 use tessera_node::broker::{node_prefetch, passive_connect, verifier_prefetch};
-use tessera_node::daemon::{NodeDaemonConfig, DEFAULT_HEARTBEAT};
+use tessera_node::settings::{
+    check_amqp_url, check_slots, default_cache_dir, heartbeat_ms, WorkerSettings,
+};
 use tessera_node::worker::{RendererFactory, StubFactory};
 use tessera_node::DishonestMode;
 use tessera_protocol::keys::SecretKey;
@@ -33,16 +35,6 @@ fn read_key(path: &Path) -> Result<SecretKey> {
     }
 }
 
-fn default_cache_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(x).join("tessera/scenes");
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".cache/tessera/scenes"),
-        None => PathBuf::from(".tessera/cache"),
-    }
-}
-
 /// The `--amqp` flag of every daemon.
 #[derive(Args, Debug)]
 pub struct BrokerArgs {
@@ -55,21 +47,9 @@ impl BrokerArgs {
     /// The broker URL: required, and an `amqp://` or `amqps://` one.
     fn url(&self) -> Result<String> {
         let url = required(&self.amqp, "amqp", "TESSERA_AMQP")?;
-        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-            usage!(
-                "--amqp {}: expected an amqp:// URL such as amqp://guest:guest@127.0.0.1:5672/%2f",
-                redact_url(&url)
-            );
-        }
+        check_amqp_url(&url).map_err(usage_error)?;
         Ok(url)
     }
-}
-
-fn check_coordinator_url(url: &str) -> Result<()> {
-    if let Err(e) = tessera_api::client::ApiClient::new(url, None) {
-        usage!("--coordinator: {e}");
-    }
-    Ok(())
 }
 
 /// A multi-threaded runtime, with SIGINT/SIGTERM cancelling `token`.
@@ -159,40 +139,6 @@ pub struct WorkerArgs {
     pub stub_delay_ms: u64,
 }
 
-/// The validated [`WorkerArgs`] (printed by `--print-config`).
-#[derive(Debug, Serialize)]
-pub struct WorkerSettings {
-    /// Role.
-    pub role: &'static str,
-    /// Broker URL, password hidden.
-    pub amqp: String,
-    /// Coordinator URL.
-    pub coordinator: String,
-    /// Key file.
-    pub key_file: PathBuf,
-    /// Its public key.
-    pub public_key: String,
-    /// Worker token (only a hash of it is shown).
-    #[serde(serialize_with = "redact_option")]
-    pub token: Option<String>,
-    /// Display name.
-    pub name: String,
-    /// Scene cache.
-    pub cache: PathBuf,
-    /// Requests handled at once.
-    pub slots: u32,
-    /// `gpu` or `stub`.
-    pub renderer: &'static str,
-    /// Stub delay.
-    pub stub_delay_ms: u64,
-    /// Node only: heartbeat interval.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heartbeat_ms: Option<u64>,
-    /// Node only (drill): how it cheats.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dishonest: Option<String>,
-}
-
 struct Worker {
     settings: WorkerSettings,
     amqp: String,
@@ -203,13 +149,11 @@ impl WorkerArgs {
     fn resolve(&self, role: &'static str) -> Result<Worker> {
         let amqp = self.broker.url()?;
         let coordinator = required(&self.coordinator, "coordinator", "TESSERA_COORDINATOR")?;
-        check_coordinator_url(&coordinator)?;
+        check_coordinator_url(&coordinator).map_err(usage_error)?;
         let key_file = required(&self.key, "key", "TESSERA_KEY")?;
         let key = read_key(&key_file)?;
         let public = key.public();
-        if self.slots == 0 || self.slots > 1024 {
-            usage!("--slots {}: must be 1..=1024", self.slots);
-        }
+        check_slots(self.slots).map_err(usage_error)?;
         Ok(Worker {
             settings: WorkerSettings {
                 role,
@@ -261,13 +205,7 @@ pub struct NodeArgs {
 /// `tessera node`: register, then render tasks until a signal.
 pub fn node(args: NodeArgs, print: bool) -> Result<bool> {
     let mut w = args.worker.resolve("node")?;
-    let heartbeat_ms = args
-        .heartbeat_ms
-        .unwrap_or(DEFAULT_HEARTBEAT.as_millis() as u64);
-    if heartbeat_ms == 0 {
-        usage!("--heartbeat-ms must be at least 1");
-    }
-    w.settings.heartbeat_ms = Some(heartbeat_ms);
+    w.settings.heartbeat_ms = Some(heartbeat_ms(args.heartbeat_ms).map_err(usage_error)?);
     w.settings.dishonest = args.dishonest.map(|m| m.name().to_string());
     if print_config(print, &w.settings)? {
         return Ok(true);
@@ -276,17 +214,7 @@ pub fn node(args: NodeArgs, print: bool) -> Result<bool> {
     let me = w.key.public();
     let slots = w.settings.slots as u16;
     let prefetch = node_prefetch(&me, slots);
-    let s = w.settings;
-    let cfg = NodeDaemonConfig {
-        coordinator: s.coordinator,
-        token: s.token,
-        key: w.key,
-        name: s.name,
-        slots: s.slots,
-        cache_dir: s.cache,
-        heartbeat: Duration::from_millis(heartbeat_ms),
-        dishonest: args.dishonest,
-    };
+    let cfg = w.settings.node_config(w.key, args.dishonest);
     let url = w.amqp;
     run_daemon("node", move |token| async move {
         tessera_node::daemon::run_node(cfg, passive_connect(url, prefetch), factory, token).await?;
@@ -500,29 +428,19 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
     let d = DaemonConfig::default();
     let listen = match &a.listen {
         None => d.listen,
-        Some(l) => match l.to_socket_addrs().map(|mut it| it.next()) {
-            Ok(Some(addr)) => addr,
-            Ok(None) => usage!("--listen {l}: resolves to no address"),
-            Err(e) => usage!("--listen {l}: {e} (expected HOST:PORT)"),
-        },
+        Some(l) => parse_listen(l).map_err(usage_error)?,
     };
     let from_file = match &a.api_token_file {
-        Some(file) => read_secret_lines("api-token", file)?,
+        Some(file) => secret_lines("api-token", file).map_err(usage_error)?,
         None => Vec::new(),
     };
-    let api_tokens = match client_token_list(&a.api_tokens, from_file) {
-        Ok(t) => t,
-        Err(e) => usage!("{e}"),
-    };
+    let api_tokens = client_token_list(&a.api_tokens, from_file).map_err(usage_error)?;
     let inspector = scene_inspector();
-    let verifier_keys = match parse_verifier_keys(&a.verifier_keys) {
-        Ok(k) => k,
-        Err(e) => usage!("{e}"),
-    };
+    let verifier_keys = parse_verifier_keys(&a.verifier_keys).map_err(usage_error)?;
     let cfg = DaemonConfig {
         amqp_url,
         listen,
-        data_dir: a.data.clone().unwrap_or_else(crate::default_data_dir),
+        data_dir: a.data.clone().unwrap_or_else(default_data_dir),
         api_tokens,
         node_token: secret("node-token", &a.node_token, &a.node_token_file)?,
         verifier_token: secret("verifier-token", &a.verifier_token, &a.verifier_token_file)?,
@@ -574,9 +492,7 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
             .map_or(d.session_ttl, Duration::from_secs),
         retention: a.retention_secs.map_or(d.retention, Duration::from_secs),
     };
-    if let Err(e) = check_config(&cfg) {
-        usage!("{e}");
-    }
+    check_config(&cfg).map_err(usage_error)?;
     let settings = DaemonSettings::new(&cfg);
     if print_config(print, &settings)? {
         return Ok(true);

@@ -10,16 +10,13 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tessera_api::client::ApiClient;
-use tessera_api::secrets::{self, redacted};
+use tessera_api::flags::{self, ClientConfig};
+use tessera_api::JobSubmission;
 use tessera_api::{commands, table};
-use tessera_api::{JobSubmission, SceneListing};
 use tessera_images as images;
-use tessera_images::paths::{frame_path, proof_path};
-use tessera_protocol::payments::default_tiers;
-use tessera_protocol::wire::Requirements;
+use tessera_images::paths::{create_parent, frame_path, proof_path};
 use tessera_protocol::{FrameRate, RenderSettings};
 use tessera_renderer::scene_dir;
 
@@ -42,48 +39,24 @@ macro_rules! usage {
 }
 pub(crate) use usage;
 
-/// A value that has no built-in default: from the flag, its variable or the config file.
+/// A library's error about a flag ([`flags::FlagError`], a secret file's) as a
+/// [`UsageError`].
+pub(crate) fn usage_error(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(UsageError(e.to_string()))
+}
+
+/// [`flags::required`], a usage error when missing.
 pub(crate) fn required<T: Clone>(value: &Option<T>, flag: &str, env: &str) -> Result<T> {
-    match value {
-        Some(v) => Ok(v.clone()),
-        None => usage!("--{flag} is required (or set {env}, or `{flag}` in the config file)"),
-    }
+    flags::required(value, flag, env).map_err(usage_error)
 }
 
-fn redact_token<S: serde::Serializer>(token: &str, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&redacted(token))
-}
-
-/// A secret given either as a value (`--FLAG`, its variable, the config file) or as a
-/// file (`--FLAG-file`, whose first line is the secret, so that it shows neither in `ps`
-/// nor in the environment). Both at once is a usage error.
+/// [`flags::secret`]; a bad file, or a value and a file, is a usage error.
 pub(crate) fn secret(
     flag: &str,
     value: &Option<String>,
     file: &Option<PathBuf>,
 ) -> Result<Option<String>> {
-    let Some(path) = file else {
-        return Ok(value.clone());
-    };
-    if value.is_some() {
-        usage!("{}", secrets::SecretError::Both { flag: flag.into() });
-    }
-    let lines = read_secret_lines(flag, path)?;
-    Ok(Some(lines.into_iter().next().unwrap_or_default()))
-}
-
-/// The token lines of a secrets file ([`secrets::read_secret_lines`]), warning when
-/// others may read it; a bad file is a usage error.
-pub(crate) fn read_secret_lines(flag: &str, path: &Path) -> Result<Vec<String>> {
-    let lines = secrets::read_secret_lines(flag, path);
-    if !matches!(lines, Err(secrets::SecretError::Read { .. })) && secrets::others_may_read(path) {
-        let file = path.display();
-        tracing::warn!("--{flag}-file {file}: other users may read it (chmod 600 it)");
-    }
-    match lines {
-        Ok(lines) => Ok(lines),
-        Err(e) => usage!("{e}"),
-    }
+    flags::secret(flag, value, file).map_err(usage_error)
 }
 
 /// Print `config` as JSON when `--print-config` was given; `true` means "stop here".
@@ -112,34 +85,9 @@ pub struct ClientArgs {
     pub token_file: Option<std::path::PathBuf>,
 }
 
-/// The validated [`ClientArgs`].
-#[derive(Clone, Debug, Serialize)]
-pub struct ClientConfig {
-    /// Base URL.
-    pub coordinator: String,
-    /// Bearer token (`--print-config` shows only a hash of it).
-    #[serde(serialize_with = "redact_token")]
-    pub token: String,
-}
-
 impl ClientArgs {
     fn config(&self) -> Result<ClientConfig> {
-        let coordinator = required(&self.coordinator, "coordinator", "TESSERA_COORDINATOR")?;
-        let token = required(
-            &secret("token", &self.token, &self.token_file)?,
-            "token",
-            "TESSERA_TOKEN",
-        )?;
-        if let Err(e) = ApiClient::new(&coordinator, None) {
-            usage!("--coordinator: {e}");
-        }
-        Ok(ClientConfig { coordinator, token })
-    }
-}
-
-impl ClientConfig {
-    fn client(&self) -> Result<ApiClient> {
-        Ok(ApiClient::new(&self.coordinator, Some(self.token.clone()))?)
+        ClientConfig::new(&self.coordinator, &self.token, &self.token_file).map_err(usage_error)
     }
 }
 
@@ -221,50 +169,29 @@ impl SubmitArgs {
             Ok(r) => r,
             Err(e) => usage!("{e:#}"),
         };
-        if !default_tiers().iter().any(|t| t.name == self.tier) {
-            usage!(
-                "--tier {:?}: expected economy, priority or trusted",
-                self.tier
-            );
-        }
-        use tessera_protocol::limits::{BATCH_SIZE, TILE_SIZE};
-        if let Some(t) = self.tile_size.filter(|t| !TILE_SIZE.contains(t)) {
-            usage!("--tile-size {t}: must be {TILE_SIZE:?}");
-        }
-        if let Some(b) = self.batch_size.filter(|b| !BATCH_SIZE.contains(b)) {
-            usage!("--batch-size {b}: must be {BATCH_SIZE:?}");
-        }
-        let class_id = match &self.require_class {
-            None => None,
-            Some(h) => match tessera_protocol::hexser::decode::<32>(h) {
-                Ok(d) => Some(d),
-                Err(e) => usage!("--require-class: {e}"),
-            },
+        let settings = RenderSettings {
+            width: self.width,
+            height: self.height,
+            spp: self.spp,
+            max_bounces: self.bounces,
+            seed: self.seed,
+            camera: self.camera.clone(),
+            frame_rate: self.fps,
         };
+        let job = flags::job_submission(
+            settings,
+            (frame_start, frame_end),
+            &self.tier,
+            self.tile_size,
+            self.batch_size,
+            self.require_class.as_deref(),
+            self.min_memory,
+        )
+        .map_err(usage_error)?;
         Ok(SubmitConfig {
             client,
             scene: self.scene.clone(),
-            job: JobSubmission {
-                scene: SceneListing::default(),
-                settings: RenderSettings {
-                    width: self.width,
-                    height: self.height,
-                    spp: self.spp,
-                    max_bounces: self.bounces,
-                    seed: self.seed,
-                    camera: self.camera.clone(),
-                    frame_rate: self.fps,
-                },
-                frame_start,
-                frame_end,
-                tier: self.tier.clone(),
-                tile_size: self.tile_size,
-                batch_size: self.batch_size,
-                requirements: Requirements {
-                    class_id,
-                    min_memory_bytes: self.min_memory,
-                },
-            },
+            job,
         })
     }
 }
@@ -349,12 +276,8 @@ pub fn status(args: StatusArgs, print: bool) -> Result<bool> {
                 let jobs = client.jobs().await?;
                 if args.json {
                     println!("{}", serde_json::to_string(&jobs)?);
-                } else if jobs.is_empty() {
-                    println!("no jobs");
                 } else {
-                    for s in &jobs {
-                        println!("{}", table::status_line(s));
-                    }
+                    table::write_jobs(&mut std::io::stdout().lock(), &jobs)?;
                 }
             }
         }
@@ -403,22 +326,13 @@ pub struct FetchArgs {
 /// against the bundle's tile commitments before it is written.
 pub fn fetch(args: FetchArgs, print: bool) -> Result<bool> {
     let cfg = args.client.config()?;
-    if !args.exposure.is_finite() || args.exposure.abs() > 64.0 {
-        usage!(
-            "--exposure {}: must be within -64..=64 stops",
-            args.exposure
-        );
-    }
+    let view = images::ViewTransform::new(args.view, args.exposure).map_err(usage_error)?;
     if args.poll_ms == 0 {
         usage!("--poll-ms must be at least 1");
     }
     if print_config(print, &cfg)? {
         return Ok(true);
     }
-    let view = images::ViewTransform {
-        view: args.view,
-        exposure: args.exposure,
-    };
     let client = cfg.client()?;
     runtime()?.block_on(async {
         let wait = commands::Wait {
@@ -465,15 +379,6 @@ pub fn fetch(args: FetchArgs, print: bool) -> Result<bool> {
         }
         Ok(true)
     })
-}
-
-/// Create the folder a file is written to.
-fn create_parent(file: &Path) -> Result<()> {
-    match file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating folder {}", dir.display())),
-        None => Ok(()),
-    }
 }
 
 /// `tessera nodes` and `tessera ledger`.
@@ -560,16 +465,8 @@ pub fn credit(args: CreditArgs, print: bool) -> Result<bool> {
     if print_config(print, &cfg)? {
         return Ok(true);
     }
-    let account = match (&args.client_name, &args.stake) {
-        (Some(c), None) => format!("client:{c}"),
-        (None, Some(k)) => {
-            if let Err(e) = tessera_protocol::hexser::decode::<32>(k) {
-                usage!("--stake {k:?}: {e} (expected a node's public key, 64 hex)");
-            }
-            format!("stake:{k}")
-        }
-        _ => usage!("give exactly one of --client and --stake"),
-    };
+    let account = flags::credit_account(args.client_name.as_deref(), args.stake.as_deref())
+        .map_err(usage_error)?;
     let client = cfg.client()?;
     let answer = runtime()?.block_on(client.credit(&tessera_api::CreditRequest {
         account,
@@ -578,15 +475,10 @@ pub fn credit(args: CreditArgs, print: bool) -> Result<bool> {
     }))?;
     if args.json {
         println!("{}", serde_json::to_string(&answer)?);
-    } else if answer.applied {
-        println!(
-            "credited {} µcr to {}: balance {} µcr",
-            args.amount, answer.account, answer.balance
-        );
     } else {
         println!(
-            "reference {:?} was credited before: nothing credited; {} holds {} µcr",
-            args.reference, answer.account, answer.balance
+            "{}",
+            table::credit_line(args.amount, &args.reference, &answer)
         );
     }
     Ok(true)

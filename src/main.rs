@@ -21,18 +21,18 @@ mod farm;
 mod gpu_factory;
 mod simulate;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use tessera_coordinator::local::{write_summary, LocalFarm, LocalJob};
+use tessera_coordinator::local::{check_nodes, write_summary, LocalFarm, LocalJob};
+use tessera_coordinator::settings::default_data_dir;
 use tessera_images as images;
 use tessera_images::paths::{frame_path, proof_path};
 use tessera_node::DishonestMode;
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::limits;
-use tessera_protocol::payments::default_tiers;
 use tessera_protocol::{RenderSettings, TileRenderer};
 use tessera_renderer::{Gpu, LoadOptions, Scene, SceneRenderer};
 use tessera_verifier::{audit_bundle, audit_files, compare, compare_text};
@@ -299,16 +299,6 @@ fn error_text(e: &anyhow::Error) -> String {
     text
 }
 
-fn default_data_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
-        return PathBuf::from(x).join("tessera");
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".local/share/tessera"),
-        None => PathBuf::from(".tessera"),
-    }
-}
-
 fn keygen(output: &Path) -> Result<bool> {
     let key = SecretKey::generate();
     tessera_node::keyfile::write_key_file(output, &key)?;
@@ -316,40 +306,15 @@ fn keygen(output: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// `--frames` ([`limits::parse_frames`]).
 fn parse_frames(s: &str) -> Result<(u32, u32)> {
-    let parse = |x: &str| {
-        x.trim()
-            .parse::<u32>()
-            .with_context(|| format!("--frames {s:?}: {x:?} is not a frame number"))
-    };
-    let (a, b) = match s.split_once("..") {
-        Some((a, b)) => (parse(a)?, parse(b)?),
-        None => (parse(s)?, parse(s)?),
-    };
-    if let Err(why) = limits::check_frames(a, b) {
-        bail!("--frames {s:?}: {why}");
-    }
-    Ok((a, b))
+    limits::parse_frames(s).map_err(|why| anyhow!("--frames {s:?}: {why}"))
 }
 
-/// The limits on the render flags that `render` and `bench render` share.
-pub(crate) fn check_render_flags(
-    width: u32,
-    height: u32,
-    spp: u32,
-    max_bounces: u32,
-) -> Result<()> {
-    use limits::{MAX_BOUNCES, MAX_EDGE, MAX_SPP};
-    if width == 0 || height == 0 || width > MAX_EDGE || height > MAX_EDGE {
-        bail!("--width/--height {width}x{height}: each must be 1..={MAX_EDGE}");
-    }
-    if spp == 0 || spp > MAX_SPP {
-        bail!("--spp {spp}: must be 1..={MAX_SPP}");
-    }
-    if max_bounces > MAX_BOUNCES {
-        bail!("--max-bounces {max_bounces}: at most {MAX_BOUNCES}");
-    }
-    Ok(())
+/// The limits on the render flags that `render`, `submit`, `bench render` and
+/// `calibrate` share ([`limits::check_render_flags`]).
+pub(crate) fn check_render_flags(w: u32, h: u32, spp: u32, max_bounces: u32) -> Result<()> {
+    limits::check_render_flags(w, h, spp, max_bounces).map_err(anyhow::Error::msg)
 }
 
 fn render(a: RenderArgs) -> Result<bool> {
@@ -362,29 +327,11 @@ fn render(a: RenderArgs) -> Result<bool> {
     if !limits::BATCH_SIZE.contains(&a.batch) {
         bail!("--batch {}: must be {:?}", a.batch, limits::BATCH_SIZE);
     }
-    if !a.exposure.is_finite() || a.exposure.abs() > 64.0 {
-        bail!("--exposure {}: must be within -64..=64 stops", a.exposure);
-    }
-    let view = images::ViewTransform {
-        view: a.view,
-        exposure: a.exposure,
-    };
-    if a.nodes == 0 || a.nodes > 64 {
-        bail!("--nodes {}: must be 1..=64", a.nodes);
-    }
-    if a.dishonest_nodes > a.nodes {
-        bail!(
-            "--dishonest-nodes {} is more than --nodes {}",
-            a.dishonest_nodes,
-            a.nodes
-        );
-    }
+    let view = images::ViewTransform::new(a.view, a.exposure)?;
+    check_nodes(a.nodes, a.dishonest_nodes)?;
     let (frame_start, frame_end) = parse_frames(&a.frames)?;
     let n_frames = frame_end - frame_start + 1;
-    let tier = default_tiers()
-        .into_iter()
-        .find(|t| t.name == a.tier)
-        .with_context(|| format!("--tier {:?}: expected economy, priority or trusted", a.tier))?;
+    let tier = tessera_api::flags::tier(&a.tier)?;
     if tier.min_trust > 0 {
         eprintln!("note: tier {} is meant for nodes with trust >= {}; local nodes are admitted for this run", tier.name, tier.min_trust);
     }

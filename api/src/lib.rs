@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod flags;
 pub mod secrets;
 pub mod table;
 

@@ -1,8 +1,8 @@
-//! What the client commands print without `--json`: a job's status line, and the nodes
-//! and ledger tables, written to any [`Write`].
+//! What the client commands print without `--json`: a job's status line (and the list of
+//! them), the nodes and ledger tables, written to any [`Write`], and a credit's answer.
 
 use crate::commands::{account_kind, kind_total};
-use crate::{JobStatus, LedgerView, NodeView};
+use crate::{CreditResponse, JobStatus, LedgerView, NodeView};
 use std::io::{self, Write};
 
 /// One job's status on one line (`tessera status`, `tessera dispute`).
@@ -25,6 +25,32 @@ pub fn status_line(s: &JobStatus) -> String {
         line.push_str(&format!("  error: {e}"));
     }
     line
+}
+
+/// Every job's status line (`tessera status` without a job), or `no jobs`.
+pub fn write_jobs(w: &mut impl Write, jobs: &[JobStatus]) -> io::Result<()> {
+    if jobs.is_empty() {
+        return writeln!(w, "no jobs");
+    }
+    for s in jobs {
+        writeln!(w, "{}", status_line(s))?;
+    }
+    Ok(())
+}
+
+/// What `tessera credit` says of `answer` to its request of `amount` under `reference`.
+pub fn credit_line(amount: u64, reference: &str, answer: &CreditResponse) -> String {
+    if answer.applied {
+        format!(
+            "credited {amount} µcr to {}: balance {} µcr",
+            answer.account, answer.balance
+        )
+    } else {
+        format!(
+            "reference {reference:?} was credited before: nothing credited; {} holds {} µcr",
+            answer.account, answer.balance
+        )
+    }
 }
 
 /// Write rows as columns under `header`, left-aligned except the `right` ones (the last
@@ -139,5 +165,30 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "NAME      N  LAST\na     12345  x\n"
         );
+    }
+
+    #[test]
+    fn a_credit_says_whether_it_was_applied() {
+        let mut answer = CreditResponse {
+            account: "client:acme".into(),
+            applied: true,
+            balance: 500,
+        };
+        assert_eq!(
+            credit_line(200, "r1", &answer),
+            "credited 200 µcr to client:acme: balance 500 µcr"
+        );
+        answer.applied = false;
+        assert_eq!(
+            credit_line(200, "r1", &answer),
+            "reference \"r1\" was credited before: nothing credited; client:acme holds 500 µcr"
+        );
+    }
+
+    #[test]
+    fn no_jobs_is_said() {
+        let mut out = Vec::new();
+        write_jobs(&mut out, &[]).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "no jobs\n");
     }
 }

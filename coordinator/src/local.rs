@@ -1,8 +1,8 @@
 //! `tessera render`'s farm of one machine around [`EmbeddedFarm`]: the coordinator's,
 //! nodes' and verifier's keys kept in a data directory (created on first use), the drill's
-//! cheating nodes, and the coordinator's store in a private folder of that directory,
-//! removed when the job ends; and the summary `tessera render` prints. It adds no job
-//! rule: [`EmbeddedFarm::run_job`] runs the job.
+//! cheating nodes (both counts checked), and the coordinator's store in a private folder
+//! of that directory, removed when the job ends; and the summary `tessera render`
+//! prints. It adds no job rule: [`EmbeddedFarm::run_job`] runs the job.
 
 use crate::embedded::{EmbeddedFarm, JobConfig, JobOutcome, LocalNode, PipelineError};
 use std::io::{self, Write};
@@ -51,6 +51,31 @@ pub enum LocalError {
     /// The job failed.
     #[error(transparent)]
     Job(#[from] PipelineError),
+    /// No nodes, or more than [`MAX_NODES`].
+    #[error("--nodes {0}: must be 1..={MAX_NODES}")]
+    Nodes(u32),
+    /// More cheating nodes than nodes.
+    #[error("--dishonest-nodes {dishonest} is more than --nodes {nodes}")]
+    Dishonest {
+        /// Nodes.
+        nodes: u32,
+        /// Cheating nodes.
+        dishonest: u32,
+    },
+}
+
+/// Most nodes a farm of one machine runs.
+pub const MAX_NODES: u32 = 64;
+
+/// That a farm of one machine can run `nodes` nodes, `dishonest` of which cheat.
+pub fn check_nodes(nodes: u32, dishonest: u32) -> Result<(), LocalError> {
+    if nodes == 0 || nodes > MAX_NODES {
+        return Err(LocalError::Nodes(nodes));
+    }
+    if dishonest > nodes {
+        return Err(LocalError::Dishonest { nodes, dishonest });
+    }
+    Ok(())
 }
 
 impl LocalFarm {
@@ -244,4 +269,24 @@ pub fn write_summary(
         writeln!(w, "wrote {}", path.display())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_farm_has_1_to_64_nodes_and_no_more_cheats() {
+        check_nodes(1, 1).unwrap();
+        check_nodes(MAX_NODES, 0).unwrap();
+        assert_eq!(
+            check_nodes(0, 0).unwrap_err().to_string(),
+            "--nodes 0: must be 1..=64"
+        );
+        assert!(matches!(check_nodes(65, 0), Err(LocalError::Nodes(65))));
+        assert_eq!(
+            check_nodes(2, 3).unwrap_err().to_string(),
+            "--dishonest-nodes 3 is more than --nodes 2"
+        );
+    }
 }

@@ -1,11 +1,11 @@
 //! The client tokens and verifier keys of a [`DaemonConfig`], the checks of it beyond
 //! its types (ranges, non-zero timeouts, the tokens' grants), the tolerance file it may
-//! name, and what `--print-config` shows of it: [`DaemonSettings`], where every secret
-//! is replaced by a short hash of it.
+//! name, the listen address, the default data directory, and what `--print-config`
+//! shows of it: [`DaemonSettings`], where every secret is replaced by a short hash of it.
 
 use crate::daemon::{check_grants, http::client_tokens, DaemonConfig};
 use serde::Serialize;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use tessera_api::secrets::{redact_option, redact_url, redacted};
 use tessera_protocol::keys::PublicKey;
@@ -102,6 +102,36 @@ pub fn parse_verifier_keys(given: &[String]) -> Result<Vec<PublicKey>, ConfigErr
                 })
         })
         .collect()
+}
+
+/// The address of `--listen HOST:PORT`: the first that `host` resolves to.
+pub fn parse_listen(listen: &str) -> Result<SocketAddr, ConfigError> {
+    match listen.to_socket_addrs().map(|mut addrs| addrs.next()) {
+        Ok(Some(addr)) => Ok(addr),
+        Ok(None) => Err(ConfigError(format!(
+            "--listen {listen}: resolves to no address"
+        ))),
+        Err(e) => Err(ConfigError(format!(
+            "--listen {listen}: {e} (expected HOST:PORT)"
+        ))),
+    }
+}
+
+/// The data directory when `--data` is not given (the coordinator's and `render`'s):
+/// `$XDG_DATA_HOME/tessera`, else `~/.local/share/tessera`, else `.tessera`.
+pub fn default_data_dir() -> PathBuf {
+    data_dir_in(
+        std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
+        std::env::var_os("HOME").map(PathBuf::from),
+    )
+}
+
+fn data_dir_in(xdg_data: Option<PathBuf>, home: Option<PathBuf>) -> PathBuf {
+    match (xdg_data, home) {
+        (Some(x), _) => x.join("tessera"),
+        (None, Some(h)) => h.join(".local/share/tessera"),
+        (None, None) => PathBuf::from(".tessera"),
+    }
 }
 
 /// Check what the types of `cfg` allow but the coordinator cannot run with, in the
@@ -255,6 +285,29 @@ impl DaemonSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listen_address_is_host_and_port() {
+        let addr = parse_listen("127.0.0.1:8700").unwrap();
+        assert_eq!(addr, "127.0.0.1:8700".parse().unwrap());
+        let e = parse_listen("127.0.0.1").unwrap_err().to_string();
+        assert!(e.starts_with("--listen 127.0.0.1: "), "{e}");
+        assert!(e.ends_with("(expected HOST:PORT)"), "{e}");
+    }
+
+    #[test]
+    fn the_data_directory_follows_xdg_then_home() {
+        let (x, h) = (PathBuf::from("/x"), PathBuf::from("/h"));
+        assert_eq!(
+            data_dir_in(Some(x), Some(h.clone())),
+            PathBuf::from("/x/tessera")
+        );
+        assert_eq!(
+            data_dir_in(None, Some(h)),
+            PathBuf::from("/h/.local/share/tessera")
+        );
+        assert_eq!(data_dir_in(None, None), PathBuf::from(".tessera"));
+    }
 
     #[test]
     fn the_default_config_passes_but_a_zero_lease_does_not() {

@@ -212,7 +212,23 @@ pub fn aces_narkowicz(x: f32) -> f32 {
     ((x * (2.51 * x + 0.03)) / (x * (2.43 * x + 0.59) + 0.14)).clamp(0.0, 1.0)
 }
 
+/// An exposure beyond [`MAX_EXPOSURE`] stops either way, or not a number.
+#[derive(Debug, thiserror::Error)]
+#[error("--exposure {0}: must be within -64..=64 stops")]
+pub struct ExposureError(pub f32);
+
+/// The largest exposure, in stops either way, that a PNG may be written with.
+pub const MAX_EXPOSURE: f32 = 64.0;
+
 impl ViewTransform {
+    /// `view` at `exposure` stops, which must be finite and within [`MAX_EXPOSURE`].
+    pub fn new(view: View, exposure: f32) -> std::result::Result<Self, ExposureError> {
+        if !exposure.is_finite() || exposure.abs() > MAX_EXPOSURE {
+            return Err(ExposureError(exposure));
+        }
+        Ok(ViewTransform { view, exposure })
+    }
+
     /// The display-encoded value in [0, 1] (before 8-bit rounding) of one linear colour
     /// channel value.
     pub fn encode(&self, linear: f32) -> f32 {
@@ -378,6 +394,18 @@ fn read_png_linear(path: &Path) -> Result<LinearImage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exposure_is_finite_and_bounded() {
+        let v = ViewTransform::new(View::Filmic, -64.0).unwrap();
+        assert_eq!((v.view, v.exposure), (View::Filmic, -64.0));
+        let e = ViewTransform::new(View::Standard, 64.5).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--exposure 64.5: must be within -64..=64 stops"
+        );
+        assert!(ViewTransform::new(View::Standard, f32::NAN).is_err());
+    }
 
     fn vt(view: View, exposure: f32) -> ViewTransform {
         ViewTransform { view, exposure }

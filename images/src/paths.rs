@@ -1,5 +1,6 @@
 //! Where a job's frame files go: a pattern whose `#` run becomes the zero-padded frame
-//! number, the EXR beside each PNG, and the proof bundle beside the first frame.
+//! number, the EXR beside each PNG, the proof bundle beside the first frame, and the
+//! folder they go in.
 
 use crate::{write_exr, write_png, ImageError, ViewTransform};
 use std::path::{Path, PathBuf};
@@ -41,6 +42,27 @@ pub fn proof_path(pattern: &Path, first_frame: u32) -> PathBuf {
         .with_extension("proof.json")
 }
 
+/// A folder that cannot be created.
+#[derive(Debug, thiserror::Error)]
+#[error("creating folder {}: {source}", path.display())]
+pub struct FolderError {
+    /// The folder.
+    pub path: PathBuf,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// Create the folder that `file` goes in, if it names one.
+pub fn create_parent(file: &Path) -> Result<(), FolderError> {
+    match file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir).map_err(|source| FolderError {
+            path: dir.to_path_buf(),
+            source,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Write one frame's canonical `pixels` as the PNG `png` (through `view`) and as the EXR
 /// beside it; returns both paths.
 pub fn write_frame(
@@ -73,5 +95,17 @@ mod tests {
             proof_path(Path::new("f-##.png"), 3),
             Path::new("f-03.proof.json")
         );
+    }
+
+    #[test]
+    fn a_file_gets_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        create_parent(&dir.path().join("a/b/f.png")).unwrap();
+        assert!(dir.path().join("a/b").is_dir());
+        create_parent(Path::new("f.png")).unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, "x").unwrap();
+        let e = create_parent(&blocker.join("sub/f.png")).unwrap_err();
+        assert!(e.to_string().starts_with("creating folder "), "{e}");
     }
 }

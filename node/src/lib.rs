@@ -10,6 +10,7 @@ pub mod broker;
 pub mod cheats;
 pub mod daemon;
 pub mod keyfile;
+pub mod settings;
 pub mod stub;
 pub mod worker;
 

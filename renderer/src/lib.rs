@@ -177,8 +177,10 @@
 
 mod batch;
 pub mod bench;
+pub mod bench_run;
 pub mod bench_table;
 mod bvh;
+pub mod class_child;
 pub mod class_render;
 mod energy;
 mod error;
