@@ -25,6 +25,7 @@ mod stats;
 pub mod table;
 
 use serde::Serialize;
+pub use job::JobRecord;
 pub use stats::{predicted_detection, wilson, Bands, Money, Tally, Z_99};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -401,6 +402,15 @@ pub fn simulate(cfg: &SimConfig) -> Result<Report, SimError> {
         total.add(&r?);
     }
     Ok(Report::new(cfg, &total, started.elapsed().as_secs_f64()))
+}
+
+/// Run job `index` of the simulation of `cfg` alone, on this thread, and keep what it
+/// left behind (its bundle, receipt, applied transfers and balances) for a test of its
+/// ledger. The job is the one [`simulate`] runs under that index.
+pub fn run_job(cfg: &SimConfig, index: u64) -> Result<JobRecord, SimError> {
+    job::Farm::new(cfg)
+        .run_recorded(cfg, index)
+        .map_err(|reason| SimError::Job { index, reason })
 }
 
 #[cfg(test)]
