@@ -298,11 +298,9 @@ impl Snapshot {
         let db = rusqlite::Connection::open(&path).map_err(|e| format!("store: {e}"))?;
         let sql = |e: rusqlite::Error| format!("reading the store: {e}");
         let run: String = db
-            .query_row(
-                "SELECT run FROM job_runs WHERE job_id = ?1",
-                [job],
-                |r| r.get(0),
-            )
+            .query_row("SELECT run FROM job_runs WHERE job_id = ?1", [job], |r| {
+                r.get(0)
+            })
             .map_err(sql)?;
         let machine: Job =
             serde_json::from_str(&run).map_err(|e| format!("the job's machine: {e}"))?;
@@ -692,7 +690,7 @@ fn config() -> ProptestConfig {
         ..ProptestConfig::default()
     };
     if std::env::var("PROPTEST_CASES").is_err() {
-        c.cases = 24;
+        c.cases = 48;
     }
     c
 }

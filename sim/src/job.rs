@@ -17,8 +17,8 @@ use tessera_coordinator::machine::{
 };
 use tessera_node::stub::HashRenderer;
 use tessera_node::Node;
-use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::bundle::ProofBundle;
+use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::payments::{account, Ledger, Pricing, Transfer, TransferKind};
 use tessera_protocol::rules::job_price;
 use tessera_protocol::statements::{

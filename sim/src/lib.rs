@@ -24,8 +24,8 @@ mod renderers;
 mod stats;
 pub mod table;
 
-use serde::Serialize;
 pub use job::JobRecord;
+use serde::Serialize;
 pub use stats::{predicted_detection, wilson, Bands, Money, Tally, Z_99};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;

@@ -59,20 +59,18 @@ fn params_strategy() -> impl Strategy<Value = SimParams> {
         any::<u64>(),
     )
         .prop_map(
-            |(jobs, forged_fraction, tier, tiles, tile_size, spp, batch, trust, seed)| {
-                SimParams {
-                    jobs,
-                    forged_fraction,
-                    tier: TIERS[tier].into(),
-                    tiles,
-                    tile_size,
-                    spp,
-                    batch,
-                    trust,
-                    seed,
-                    threads: Some(1),
-                    render_cache: true,
-                }
+            |(jobs, forged_fraction, tier, tiles, tile_size, spp, batch, trust, seed)| SimParams {
+                jobs,
+                forged_fraction,
+                tier: TIERS[tier].into(),
+                tiles,
+                tile_size,
+                spp,
+                batch,
+                trust,
+                seed,
+                threads: Some(1),
+                render_cache: true,
             },
         )
 }
@@ -138,7 +136,11 @@ fn check_job(cfg: &SimConfig, r: &JobRecord) -> Result<(), String> {
     if total != 0 {
         return Err(format!("the balances sum to {total}, not 0"));
     }
-    for acct in derived.keys().copied().chain(r.balances.keys().map(String::as_str)) {
+    for acct in derived
+        .keys()
+        .copied()
+        .chain(r.balances.keys().map(String::as_str))
+    {
         let (bal, want) = (
             r.balances.get(acct).copied().unwrap_or(0),
             derived.get(acct).copied().unwrap_or(0),
@@ -197,7 +199,11 @@ fn check_job(cfg: &SimConfig, r: &JobRecord) -> Result<(), String> {
         let cheater = *node == r.cheater;
         let who = format!(
             "{} in round {round}",
-            if cheater { "the cheater" } else { "an honest node" }
+            if cheater {
+                "the cheater"
+            } else {
+                "an honest node"
+            }
         );
         let decision = decisions.get(w).copied();
         let pay = sum(TransferKind::PayOnPass, &account::node(node), Some(*round));
@@ -264,7 +270,10 @@ fn check_job(cfg: &SimConfig, r: &JobRecord) -> Result<(), String> {
         return Err("a cheater that forged nothing was not passed".into());
     }
     if cfg.forged_fraction == 0.0 && t.forged_tiles != 0 {
-        return Err(format!("forged fraction 0, {} forged tiles", t.forged_tiles));
+        return Err(format!(
+            "forged fraction 0, {} forged tiles",
+            t.forged_tiles
+        ));
     }
     if cfg.forged_fraction == 1.0 && t.forged_tiles != u64::from(cfg.tiles) {
         return Err(format!(
@@ -272,7 +281,9 @@ fn check_job(cfg: &SimConfig, r: &JobRecord) -> Result<(), String> {
             t.forged_tiles, cfg.tiles
         ));
     }
-    if t.forged_tiles > 0 && cfg.effective_k() >= cfg.tiles && t.detected + t.cheater_inconclusive == 0
+    if t.forged_tiles > 0
+        && cfg.effective_k() >= cfg.tiles
+        && t.detected + t.cheater_inconclusive == 0
     {
         return Err(format!(
             "every tile of the cheater was sampled (k {} ≥ {} tiles), {} forged, and it passed",
@@ -335,8 +346,12 @@ fn run_and_check(p: &SimParams) -> Result<(), String> {
         report.forged_tiles,
         report.rendered_tiles,
         report.ledger,
-    ) != (total.detected, total.forged_tiles, total.rendered, total.money)
-    {
+    ) != (
+        total.detected,
+        total.forged_tiles,
+        total.rendered,
+        total.money,
+    ) {
         return Err(format!(
             "the simulation's report does not add up to its jobs run one by one: {report:#?}\n{total:#?}"
         ));
