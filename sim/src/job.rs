@@ -17,10 +17,13 @@ use tessera_coordinator::machine::{
 };
 use tessera_node::stub::HashRenderer;
 use tessera_node::{Node, NodeError};
+use tessera_protocol::bundle::ProofBundle;
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::payments::{account, Ledger, LedgerError, Pricing, Transfer, TransferKind};
 use tessera_protocol::rules::job_price;
-use tessera_protocol::statements::{CheckKind, Decision, JobManifest, Signed, MANIFEST_VERSION};
+use tessera_protocol::statements::{
+    CheckKind, Decision, JobManifest, PaymentReceipt, Signed, MANIFEST_VERSION,
+};
 use tessera_protocol::tolerance::{Band, Tolerance};
 use tessera_protocol::wire::{
     node_queue, verifier_queue, Capabilities, RenderTask, Requirements, VerdictMessage,
@@ -93,6 +96,31 @@ pub enum JobError {
         /// What is left, micro-credits.
         left: i128,
     },
+}
+
+/// What one simulated job left behind, for tests of its ledger ([`crate::run_job`]):
+/// read-only copies of what the job's driver saw, kept after the job ended.
+#[derive(Clone, Debug)]
+pub struct JobRecord {
+    /// What the job counted.
+    pub tally: Tally,
+    /// The job's proof bundle (`None`: the job failed).
+    pub bundle: Option<ProofBundle>,
+    /// The job's receipt as its machine lists it at the end (a failed job's too).
+    pub receipt: PaymentReceipt,
+    /// Why the job failed, as its machine said (`None`: it is done).
+    pub failed: Option<String>,
+    /// Every transfer applied to the job's ledger, in order: the simulation's deposits
+    /// (the client's and each node's stake), then the machine's transfers.
+    pub applied: Vec<Transfer>,
+    /// The ledger's balances when the job ended.
+    pub balances: BTreeMap<String, i128>,
+    /// The cheating node.
+    pub cheater: PublicKey,
+    /// The honest nodes: of the cheater's class, then of the other class.
+    pub honest: [PublicKey; 2],
+    /// The coordinator, which signs the manifest and the receipt.
+    pub coordinator: PublicKey,
 }
 
 /// Who a node is in the simulation.
@@ -268,6 +296,12 @@ impl Farm {
     /// happened. The nodes and verifiers answer the machine's messages in the order it
     /// sends them, on a virtual clock that never moves (nothing here waits on a lease).
     pub fn run(&self, cfg: &SimConfig, index: u64) -> Result<Tally, JobError> {
+        self.run_recorded(cfg, index).map(|r| r.tally)
+    }
+
+    /// [`Farm::run`], keeping what the job left behind: its bundle, receipt, applied
+    /// transfers and balances.
+    pub fn run_recorded(&self, cfg: &SimConfig, index: u64) -> Result<JobRecord, JobError> {
         let (signed, nonces, salt) = self.manifest(cfg, index);
         let parties = self.parties(cfg, salt);
         let forger = &parties.forger;
@@ -359,7 +393,17 @@ impl Farm {
         let total = world.ledger.total();
         tally.money.total = total as i64;
         tally.money.unbalanced_jobs = u64::from(total != 0);
-        Ok(tally)
+        Ok(JobRecord {
+            tally,
+            bundle: world.bundle.map(|b| *b),
+            receipt: machine.receipt(),
+            failed: world.failed,
+            applied: world.applied,
+            balances: world.ledger.balances().clone(),
+            cheater: self.keys[0],
+            honest: [self.keys[1], self.keys[2]],
+            coordinator: self.coordinator.public(),
+        })
     }
 
     /// The node that takes a task from `queue`: its own queue's owner, else in round 0
@@ -435,6 +479,12 @@ struct World {
     verifiers: Vec<VerifierView>,
     ledger: Ledger,
     cheater: PublicKey,
+    /// Every transfer applied to `ledger`, in order (for [`JobRecord`]).
+    applied: Vec<Transfer>,
+    /// The bundle the machine finished the job with.
+    bundle: Option<Box<ProofBundle>>,
+    /// Why the machine failed the job.
+    failed: Option<String>,
 }
 
 impl World {
@@ -506,6 +556,9 @@ impl World {
             verifiers,
             ledger,
             cheater: farm.keys[0],
+            applied: deposits,
+            bundle: None,
+            failed: None,
         }
     }
 
@@ -539,6 +592,7 @@ impl World {
                 Effect::Transfer(t) => {
                     self.ledger.apply(&t)?;
                     count_money(&mut tally.money, &t, &self.cheater);
+                    self.applied.push(t);
                 }
                 Effect::Uncollected(t) => return Err(JobError::StakeEmpty { key: t.key }),
                 Effect::Trust { node, trust } => {
@@ -546,12 +600,14 @@ impl World {
                         n.trust = trust;
                     }
                 }
-                Effect::Seen { .. }
-                | Effect::State(_)
-                | Effect::Finished(_)
-                | Effect::Receipt(_)
-                | Effect::Failed(_)
-                | Effect::VerifierFault { .. } => {}
+                Effect::Finished(bundle) => self.bundle = Some(bundle),
+                Effect::Receipt(receipt) => {
+                    if let Some(b) = &mut self.bundle {
+                        b.payments = *receipt;
+                    }
+                }
+                Effect::Failed(why) => self.failed = Some(why),
+                Effect::Seen { .. } | Effect::State(_) | Effect::VerifierFault { .. } => {}
             }
         }
         Ok(())

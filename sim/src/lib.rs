@@ -24,7 +24,7 @@ mod renderers;
 mod stats;
 pub mod table;
 
-pub use job::JobError;
+pub use job::{JobError, JobRecord};
 use serde::Serialize;
 pub use stats::{predicted_detection, wilson, Bands, Money, Tally, Z_99};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -402,6 +402,15 @@ pub fn simulate(cfg: &SimConfig) -> Result<Report, SimError> {
         total.add(&r?);
     }
     Ok(Report::new(cfg, &total, started.elapsed().as_secs_f64()))
+}
+
+/// Run job `index` of the simulation of `cfg` alone, on this thread, and keep what it
+/// left behind (its bundle, receipt, applied transfers and balances) for a test of its
+/// ledger. The job is the one [`simulate`] runs under that index.
+pub fn run_job(cfg: &SimConfig, index: u64) -> Result<JobRecord, SimError> {
+    job::Farm::new(cfg)
+        .run_recorded(cfg, index)
+        .map_err(|source| SimError::Job { index, source })
 }
 
 #[cfg(test)]

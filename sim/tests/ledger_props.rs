@@ -1,0 +1,411 @@
+//! Property test of the ledger under the simulation's driver (`tessera simulate`: the job
+//! state machine driven directly on a virtual clock, its transfers on an in-memory
+//! ledger). Random simulations (forged fraction, tier, tiles, tile size, spp, batch,
+//! trust, seed; a few jobs each) run one job at a time through [`run_job`], and for each
+//! job:
+//!
+//! - the job ends done (two of its three nodes are honest), and its bundle audits, which
+//!   re-derives every transfer from the verdicts with the protocol's rules;
+//! - the transfers the driver applied are exactly the machine's receipt and the bundle's
+//!   (same keys, kinds, accounts, amounts, order);
+//! - the ledger sums to zero, every balance is exactly its transfers, keys are unique,
+//!   and only `external:` accounts are negative;
+//! - no honest node is slashed, and every round an honest node worked in is passed and
+//!   paid what the rules give its tiles;
+//! - a detected cheater is neither paid nor held back anything for the round it failed,
+//!   and is slashed the rule's share of the stake in the round commitment; a cheater
+//!   that forged nothing is never failed, and one that forged a tile is caught when its
+//!   check samples every tile;
+//! - hold-backs are all released (the window is 0), no escrow is left, and the client
+//!   paid exactly the job's price.
+//!
+//! Then the whole simulation ([`simulate`], the same jobs by index) reports sound and
+//! adds up to the jobs run one by one. A parameter outside what `tessera simulate`
+//! takes (a trust below the tier's minimum) must be refused, naming the flag.
+//!
+//! Reproducing a failure: as in the coordinator's `ledger_props.rs`, without environment
+//! variables the cases come from the fixed [`CI_SEED`];
+//! `PROPTEST_CASES=500 cargo test --release -p tessera-sim --test ledger_props` draws a
+//! fresh seed, and `PROPTEST_RNG_SEED=<seed>` with the same case count replays it. The
+//! simulation is deterministic for a seed, so a replay takes the same path.
+
+use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
+use std::collections::{BTreeMap, BTreeSet};
+use tessera_protocol::keys::PublicKey;
+use tessera_protocol::payments::{account, slash_amount, split_on_pass, TransferKind};
+use tessera_protocol::rules::job_price;
+use tessera_protocol::statements::Decision;
+use tessera_protocol::TileRect;
+use tessera_sim::{run_job, simulate, JobRecord, SimConfig, SimError, SimParams, Tally};
+use tessera_verifier::audit_bundle;
+
+const TIERS: [&str; 3] = ["economy", "priority", "trusted"];
+
+fn params_strategy() -> impl Strategy<Value = SimParams> {
+    (
+        1u64..=3,
+        prop_oneof![
+            1 => Just(0.0f64),
+            1 => Just(1.0),
+            3 => 0.0f64..=1.0,
+        ],
+        0usize..3,
+        1u32..=12,
+        prop_oneof![Just(16u32), Just(24)],
+        4u32..=8,
+        1u32..=6,
+        prop_oneof![1 => 0u32..=100, 1 => Just(100u32)],
+        any::<u64>(),
+    )
+        .prop_map(
+            |(jobs, forged_fraction, tier, tiles, tile_size, spp, batch, trust, seed)| SimParams {
+                jobs,
+                forged_fraction,
+                tier: TIERS[tier].into(),
+                tiles,
+                tile_size,
+                spp,
+                batch,
+                trust,
+                seed,
+                threads: Some(1),
+                render_cache: true,
+            },
+        )
+}
+
+/// (round, node) of a node's work in a round.
+type Work = (u32, PublicKey);
+
+/// Check every rule on one job's record; the error names the rule broken.
+fn check_job(cfg: &SimConfig, r: &JobRecord) -> Result<(), String> {
+    let Some(b) = &r.bundle else {
+        return Err(format!(
+            "the job failed with two honest nodes on the farm: {:?}",
+            r.failed
+        ));
+    };
+    let report = audit_bundle(b, Some(&r.coordinator));
+    if !report.passed() {
+        return Err(format!(
+            "the bundle does not audit: {:#?}",
+            report.failures().collect::<Vec<_>>()
+        ));
+    }
+    let m = &b.manifest.statement;
+    let job = hex::encode(m.job_id);
+
+    // Applied == receipt == the bundle's.
+    let applied: Vec<_> = r
+        .applied
+        .iter()
+        .filter(|t| t.kind != TransferKind::Deposit)
+        .cloned()
+        .collect();
+    if applied != r.receipt.transfers || applied != b.payments.statement.transfers {
+        return Err(format!(
+            "the driver applied {applied:#?}\nthe machine's receipt lists {:#?}\nthe bundle's {:#?}",
+            r.receipt.transfers, b.payments.statement.transfers
+        ));
+    }
+    if !r.receipt.uncollected.is_empty() {
+        return Err(format!(
+            "slashes found a stake empty: {:?}",
+            r.receipt.uncollected
+        ));
+    }
+
+    // The ledger.
+    let mut keys = BTreeSet::new();
+    let mut derived: BTreeMap<&str, i128> = BTreeMap::new();
+    for t in &r.applied {
+        if !keys.insert(&t.key) {
+            return Err(format!("transfer key {} applied twice", t.key));
+        }
+        if t.amount == 0 || t.from == t.to {
+            return Err(format!(
+                "transfer {} moves {} from {} to {}",
+                t.key, t.amount, t.from, t.to
+            ));
+        }
+        *derived.entry(&t.from).or_default() -= i128::from(t.amount);
+        *derived.entry(&t.to).or_default() += i128::from(t.amount);
+    }
+    let total: i128 = r.balances.values().sum();
+    if total != 0 {
+        return Err(format!("the balances sum to {total}, not 0"));
+    }
+    for acct in derived
+        .keys()
+        .copied()
+        .chain(r.balances.keys().map(String::as_str))
+    {
+        let (bal, want) = (
+            r.balances.get(acct).copied().unwrap_or(0),
+            derived.get(acct).copied().unwrap_or(0),
+        );
+        if bal != want {
+            return Err(format!(
+                "account {acct} holds {bal} but its transfers sum to {want}"
+            ));
+        }
+        if bal < 0 && !account::may_go_negative(acct) {
+            return Err(format!("account {acct} is negative: {bal}"));
+        }
+    }
+
+    // What each node committed, the final decision on it, and the stake it had at risk.
+    let mut committed: BTreeMap<Work, Vec<TileRect>> = BTreeMap::new();
+    let mut decisions: BTreeMap<Work, Decision> = BTreeMap::new();
+    let mut stakes: BTreeMap<Work, u64> = BTreeMap::new();
+    for round in &b.rounds {
+        for batch in &round.batches {
+            committed
+                .entry((round.round, batch.signed.statement.node))
+                .or_default()
+                .extend(batch.tiles.iter().map(|t| t.rect));
+        }
+        for n in &round.commitment.statement.nodes {
+            stakes.insert((round.round, n.node), n.stake);
+        }
+        let of = |node: &PublicKey, escalated: bool| {
+            round
+                .verdicts
+                .iter()
+                .map(|v| &v.statement)
+                .find(|v| v.node == *node && !v.check.dispute && v.check.escalated == escalated)
+                .map(|v| v.decision)
+        };
+        for &(_, node) in committed.keys().filter(|w| w.0 == round.round) {
+            let d = match of(&node, false) {
+                Some(Decision::Escalate) => of(&node, true),
+                d => d,
+            };
+            if let Some(d) = d {
+                decisions.insert((round.round, node), d);
+            }
+        }
+    }
+    let sum = |kind: TransferKind, acct: &str, round: Option<u32>| -> u64 {
+        applied
+            .iter()
+            .filter(|t| t.kind == kind && (t.from == acct || t.to == acct))
+            .filter(|t| round.is_none_or(|n| t.round == n))
+            .map(|t| t.amount)
+            .sum()
+    };
+    for (w @ (round, node), rects) in &committed {
+        let cheater = *node == r.cheater;
+        let who = format!(
+            "{} in round {round}",
+            if cheater {
+                "the cheater"
+            } else {
+                "an honest node"
+            }
+        );
+        let decision = decisions.get(w).copied();
+        let pay = sum(TransferKind::PayOnPass, &account::node(node), Some(*round));
+        let hold = sum(
+            TransferKind::HoldBack,
+            &account::holdback(&job, node),
+            Some(*round),
+        );
+        let slashed = sum(TransferKind::Slash, &account::stake(node), Some(*round));
+        if !cheater && decision != Some(Decision::Pass) {
+            return Err(format!("{who} was judged {decision:?}"));
+        }
+        match decision {
+            Some(Decision::Pass) => {
+                let earned = rects
+                    .iter()
+                    .map(|t| m.pricing.tile_price(&m.tier, *t, m.settings.spp))
+                    .sum();
+                let want = split_on_pass(earned, &m.tier);
+                if (pay, hold) != want || slashed != 0 {
+                    return Err(format!(
+                        "{who} passed {} tiles: paid {pay}, held {hold}, slashed {slashed}; the rules give {want:?} and no slash",
+                        rects.len()
+                    ));
+                }
+            }
+            Some(Decision::Fail) => {
+                let stake = stakes.get(w).copied().unwrap_or(0);
+                let want = slash_amount(stake, m.slash_pct);
+                if pay + hold != 0 || slashed != want {
+                    return Err(format!(
+                        "{who} was caught: paid {pay}, held {hold}, slashed {slashed} (the rule takes {want} of {stake})"
+                    ));
+                }
+            }
+            other => {
+                if pay + hold + slashed != 0 {
+                    return Err(format!(
+                        "{who} was judged {other:?}: paid {pay}, held {hold}, slashed {slashed}"
+                    ));
+                }
+            }
+        }
+    }
+    for node in &r.honest {
+        let slashed = sum(TransferKind::Slash, &account::stake(node), None);
+        if slashed != 0 {
+            return Err(format!("honest node {node} was slashed {slashed}"));
+        }
+    }
+
+    // What the cheater's forgeries lead to, from the inputs.
+    let t = &r.tally;
+    let cheater_failed = decisions
+        .iter()
+        .any(|((_, n), d)| *n == r.cheater && *d == Decision::Fail);
+    if cheater_failed != (t.detected == 1) {
+        return Err(format!(
+            "the cheater failed: {cheater_failed}; the tally counts {} detections",
+            t.detected
+        ));
+    }
+    if t.forged_tiles == 0 && (t.detected + t.cheater_inconclusive) != 0 {
+        return Err("a cheater that forged nothing was not passed".into());
+    }
+    if cfg.forged_fraction == 0.0 && t.forged_tiles != 0 {
+        return Err(format!(
+            "forged fraction 0, {} forged tiles",
+            t.forged_tiles
+        ));
+    }
+    if cfg.forged_fraction == 1.0 && t.forged_tiles != u64::from(cfg.tiles) {
+        return Err(format!(
+            "forged fraction 1, {} of {} tiles forged",
+            t.forged_tiles, cfg.tiles
+        ));
+    }
+    if t.forged_tiles > 0
+        && cfg.effective_k() >= cfg.tiles
+        && t.detected + t.cheater_inconclusive == 0
+    {
+        return Err(format!(
+            "every tile of the cheater was sampled (k {} ≥ {} tiles), {} forged, and it passed",
+            cfg.effective_k(),
+            cfg.tiles,
+            t.forged_tiles
+        ));
+    }
+
+    // Hold-backs released, escrow empty, the client charged the price.
+    for node in std::iter::once(&r.cheater).chain(&r.honest) {
+        let hb = account::holdback(&job, node);
+        let (held, released) = (
+            sum(TransferKind::HoldBack, &hb, None),
+            sum(TransferKind::Release, &hb, None),
+        );
+        if held != released || r.balances.get(&hb).copied().unwrap_or(0) != 0 {
+            return Err(format!("{hb}: {held} held back, {released} released"));
+        }
+    }
+    let escrow = account::escrow(&job);
+    if r.balances.get(&escrow).copied().unwrap_or(0) != 0 {
+        return Err(format!("{escrow} is not empty"));
+    }
+    let escrowed = sum(TransferKind::Escrow, &escrow, None);
+    let refunded = sum(TransferKind::Refund, &escrow, None);
+    if escrowed != job_price(m) || refunded != 0 {
+        return Err(format!(
+            "the client escrowed {escrowed} (the price is {}) and got {refunded} back",
+            job_price(m)
+        ));
+    }
+    Ok(())
+}
+
+/// Run `p`'s jobs one by one and check each, then the whole simulation.
+fn run_and_check(p: &SimParams) -> Result<(), String> {
+    let cfg = match SimConfig::new(p) {
+        Ok(cfg) => cfg,
+        Err(SimError::Invalid(why)) if p.trust < cfg_min_trust(&p.tier) => {
+            if why.contains("--trust") {
+                return Ok(());
+            }
+            return Err(format!("a trust below the tier's minimum refused as {why}"));
+        }
+        Err(e) => return Err(format!("the parameters were refused: {e}")),
+    };
+    let mut total = Tally::default();
+    for index in 0..cfg.jobs {
+        let record = run_job(&cfg, index).map_err(|e| e.to_string())?;
+        check_job(&cfg, &record).map_err(|e| format!("job {index}: {e}"))?;
+        total.add(&record.tally);
+    }
+    let report = simulate(&cfg).map_err(|e| e.to_string())?;
+    if !report.sound() {
+        return Err(format!("the report is not sound: {report:#?}"));
+    }
+    if (
+        report.detected,
+        report.forged_tiles,
+        report.rendered_tiles,
+        report.ledger,
+    ) != (
+        total.detected,
+        total.forged_tiles,
+        total.rendered,
+        total.money,
+    ) {
+        return Err(format!(
+            "the simulation's report does not add up to its jobs run one by one: {report:#?}\n{total:#?}"
+        ));
+    }
+    Ok(())
+}
+
+fn cfg_min_trust(tier: &str) -> u32 {
+    tessera_protocol::payments::default_tiers()
+        .into_iter()
+        .find(|t| t.name == tier)
+        .map_or(0, |t| t.min_trust)
+}
+
+/// The seed of the cases when neither `PROPTEST_RNG_SEED` nor `PROPTEST_CASES` is set.
+const CI_SEED: u64 = 0x5e1d_9e0a_11ed_9e55;
+
+/// The seed of this run's cases: `PROPTEST_RNG_SEED` (a replay), else a fresh one for a
+/// wider run (`PROPTEST_CASES`), else [`CI_SEED`].
+fn seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| match std::env::var("PROPTEST_RNG_SEED") {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("PROPTEST_RNG_SEED={s}: not a u64")),
+        Err(_) if std::env::var("PROPTEST_CASES").is_ok() => rand::random(),
+        Err(_) => CI_SEED,
+    })
+}
+
+fn config() -> ProptestConfig {
+    let mut c = ProptestConfig {
+        failure_persistence: None,
+        max_shrink_iters: 512,
+        rng_seed: RngSeed::Fixed(seed()),
+        ..ProptestConfig::default()
+    };
+    if std::env::var("PROPTEST_CASES").is_err() {
+        c.cases = 64;
+    }
+    c
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn simulated_jobs_keep_the_ledger_rules(params in params_strategy()) {
+        if let Err(e) = run_and_check(&params) {
+            return Err(TestCaseError::fail(format!(
+                "{e}\nparams: {params:#?}\nreplay: PROPTEST_RNG_SEED={} PROPTEST_CASES={}",
+                seed(),
+                config().cases
+            )));
+        }
+    }
+}
