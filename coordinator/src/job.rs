@@ -156,7 +156,7 @@ pub fn check_result(
             s.batch_id
         ));
     }
-    checks::check_batch(&res.batch, manifest, layout)?;
+    checks::check_batch(&res.batch, manifest, layout).map_err(|e| e.to_string())?;
     if res.tiles.len() != res.batch.tiles.len() {
         return Err(format!(
             "batch {}: {} tiles delivered for {} leaves",
@@ -192,7 +192,7 @@ pub fn commit_round(
         job_id: manifest.job_id,
         epoch: 0,
         round,
-        round_root: checks::round_root(batches)?,
+        round_root: checks::round_root(batches).map_err(|e| e.to_string())?,
         n_batches: batches.len() as u32,
         nodes: snapshots,
     };
@@ -237,7 +237,8 @@ pub fn verify_request(
         batches,
         node,
         check.kind,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     let proofs = checks::build_proofs(batches, node, &exp.indices);
     let leaves = checks::node_leaves(batches, node);
     let samples: Vec<SampledTile> = proofs
@@ -347,7 +348,8 @@ pub fn check_verdict(msg: &VerdictMessage, req: &VerifyRequest) -> Result<(), St
         &req.round_batches,
         &req.node,
         req.check,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     let delivered: Vec<&[u8]> = req.samples.iter().map(|s| s.delivered.as_slice()).collect();
     let errors = checks::verdict_errors(
         manifest,

@@ -79,24 +79,47 @@ impl Capabilities {
     }
 
     /// Whether these capabilities meet `req`.
-    pub fn meets(&self, req: &Requirements) -> Result<(), String> {
+    pub fn meets(&self, req: &Requirements) -> Result<(), Unmet> {
         if let Some(want) = &req.class_id {
-            if self.class.id() != *want {
-                return Err(format!(
-                    "job requires determinism class {}, this renderer is {}",
-                    hex::encode(&want[..6]),
-                    hex::encode(&self.class.id()[..6])
-                ));
+            let have = self.class.id();
+            if have != *want {
+                return Err(Unmet::Class { want: *want, have });
             }
         }
         if self.memory_bytes < req.min_memory_bytes {
-            return Err(format!(
-                "job requires {} bytes of adapter memory, this adapter has {}",
-                req.min_memory_bytes, self.memory_bytes
-            ));
+            return Err(Unmet::Memory {
+                want: req.min_memory_bytes,
+                have: self.memory_bytes,
+            });
         }
         Ok(())
     }
+}
+
+/// Which of a job's [`Requirements`] a node's [`Capabilities`] do not meet
+/// ([`Capabilities::meets`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unmet {
+    /// The job requires another determinism class (ids shown by their first 6 bytes).
+    #[error(
+        "job requires determinism class {}, this renderer is {}",
+        hex::encode(&.want[..6]),
+        hex::encode(&.have[..6])
+    )]
+    Class {
+        /// The class id the job requires.
+        want: Digest,
+        /// The renderer's class id.
+        have: Digest,
+    },
+    /// The adapter has less memory than the job requires.
+    #[error("job requires {want} bytes of adapter memory, this adapter has {have}")]
+    Memory {
+        /// Bytes the job requires.
+        want: u64,
+        /// Bytes the adapter has.
+        have: u64,
+    },
 }
 
 /// What a job asks of the nodes that render it.

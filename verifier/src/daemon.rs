@@ -151,7 +151,7 @@ impl<B: Bus> VerifierState<B> {
             Ok(r) => r,
             Err(reason) => {
                 tracing::warn!(verifier = %self.me.short(), message = %d.message_id, %reason, "malformed verify request parked");
-                return self.park(&d, Handled::Parked(reason)).await;
+                return self.park(&d, Handled::Parked(reason.to_string())).await;
             }
         };
         let m = &req.manifest.statement;
@@ -288,15 +288,27 @@ impl<B: Bus> VerifierState<B> {
 
 fn refusal_kind(e: &VerifyError) -> &'static str {
     match e {
-        VerifyError::BadRequest { .. } => "bad request",
+        VerifyError::BadRequest { .. } | VerifyError::Check { .. } => "bad request",
         VerifyError::Rerender { .. } => "re-render failed",
     }
 }
 
+/// Why a delivered verify request is parked before it is judged.
+#[derive(Debug, thiserror::Error)]
+enum MalformedRequest {
+    /// The body is not a `VerifyRequest` in JSON.
+    #[error("json: {0}")]
+    Json(serde_json::Error),
+    /// Its wire version or id is wrong ([`worker::check_wire`]'s reason).
+    #[error("{0}")]
+    Wire(String),
+}
+
 /// Decode a request and check what decoding cannot.
-fn parse_request(body: &[u8]) -> Result<VerifyRequest, String> {
-    let req: VerifyRequest = serde_json::from_slice(body).map_err(|e| format!("json: {e}"))?;
-    worker::check_wire(req.version, &req.request_id, "request", "verifier")?;
+fn parse_request(body: &[u8]) -> Result<VerifyRequest, MalformedRequest> {
+    let req: VerifyRequest = serde_json::from_slice(body).map_err(MalformedRequest::Json)?;
+    worker::check_wire(req.version, &req.request_id, "request", "verifier")
+        .map_err(MalformedRequest::Wire)?;
     Ok(req)
 }
 
