@@ -368,7 +368,7 @@ pub fn check_verdict(msg: &VerdictMessage, req: &VerifyRequest) -> Result<(), St
             "verdict of verifier {} for request {} does not follow from the rules: {}",
             msg.verdict.signer.short(),
             msg.request_id,
-            errors.join("; ")
+            checks::join_faults(&errors)
         ))
     }
 }

@@ -270,3 +270,56 @@ pub struct VerdictMessage {
     /// The signed verdict.
     pub verdict: Signed<Verdict>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmet_requirements_name_the_class_or_the_memory() {
+        let field = |s: &str| s.to_string();
+        let class = DeterminismClass {
+            backend: field("vulkan"),
+            adapter: field("llvmpipe"),
+            driver: field("llvmpipe"),
+            driver_info: field("Mesa"),
+            renderer_build: field("tessera-renderer 0.1.0"),
+            shader_hash: field("00"),
+        };
+        let caps = Capabilities {
+            class: class.clone(),
+            memory_bytes: 1 << 30,
+            slots: 1,
+            software: field("tessera"),
+        };
+        let mut req = Requirements {
+            class_id: Some(class.id()),
+            min_memory_bytes: 1 << 30,
+        };
+        assert_eq!(caps.meets(&req), Ok(()));
+        req.min_memory_bytes += 1;
+        assert_eq!(
+            caps.meets(&req),
+            Err(Unmet::Memory {
+                want: (1 << 30) + 1,
+                have: 1 << 30
+            })
+        );
+        req.class_id = Some([7; 32]);
+        let err = caps.meets(&req).unwrap_err();
+        assert_eq!(
+            err,
+            Unmet::Class {
+                want: [7; 32],
+                have: class.id()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "job requires determinism class 070707070707, this renderer is {}",
+                hex::encode(&class.id()[..6])
+            )
+        );
+    }
+}

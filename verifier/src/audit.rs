@@ -819,7 +819,7 @@ fn audit_check(
         if ok {
             Ok(format!("{who}: {:?}", v.decision))
         } else {
-            Err(format!("{who}: {}", verr.join("; ")))
+            Err(format!("{who}: {}", checks::join_faults(&verr)))
         },
     );
     ok.then_some(v.decision)

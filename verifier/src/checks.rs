@@ -8,8 +8,10 @@ use tessera_protocol::canonical::{tile_hash, JobId, LeafInput};
 use tessera_protocol::keys::{KeyError, PublicKey};
 use tessera_protocol::merkle;
 use tessera_protocol::sampling::{nonce_commitment, sample_indices, sample_seed};
-use tessera_protocol::statements::{CheckKind, JobManifest, RoundCommitment, Signed, Verdict};
-use tessera_protocol::tolerance::TileMetrics;
+use tessera_protocol::statements::{
+    CheckKind, Decision, JobManifest, RoundCommitment, Signed, Verdict,
+};
+use tessera_protocol::tolerance::{Band, TileMetrics};
 use tessera_protocol::{tile_layout, Digest, TileRect};
 
 /// Which batch a [`CheckError`] is about, shown as `batch 3 (frame 0, node 9f2c…)`.
@@ -597,6 +599,83 @@ pub fn layout(manifest: &JobManifest) -> Vec<TileRect> {
     )
 }
 
+/// One way a verdict does not follow from the rules ([`verdict_errors`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerdictFault {
+    /// The verdict names another job, round, check or node than it was asked about.
+    #[error("names another job, round, check or node")]
+    Subject,
+    /// Its seed, n or k are not the derived ones.
+    #[error("seed, n or k differ from the derived ones")]
+    Seed,
+    /// It checked other leaves than sampling drew.
+    #[error("checked leaves {checked:?}, sampled {sampled:?}")]
+    Leaves {
+        /// The leaf indices the verdict checked.
+        checked: Vec<u32>,
+        /// The leaf indices sampling drew.
+        sampled: Vec<u32>,
+    },
+    /// Delivered tiles and samples are not equally many.
+    #[error("{delivered} delivered tiles recorded for {samples} samples")]
+    DeliveredCount {
+        /// Delivered tiles recorded.
+        delivered: usize,
+        /// Samples in the verdict.
+        samples: usize,
+    },
+    /// A sample's committed tile is not the batch's.
+    #[error("leaf {leaf}: committed tile differs from the batch")]
+    CommittedTile {
+        /// The leaf index.
+        leaf: u32,
+    },
+    /// A sample's `delivered_ok` contradicts the delivered bytes.
+    #[error("leaf {leaf}: 'delivered_ok' contradicts the delivered bytes")]
+    DeliveredOk {
+        /// The leaf index.
+        leaf: u32,
+    },
+    /// A sample's `matched` contradicts its hashes.
+    #[error("leaf {leaf}: 'matched' contradicts the hashes")]
+    Matched {
+        /// The leaf index.
+        leaf: u32,
+    },
+    /// Identical bytes reported with non-identical metrics.
+    #[error("leaf {leaf}: identical bytes with non-identical metrics")]
+    IdenticalMetrics {
+        /// The leaf index.
+        leaf: u32,
+    },
+    /// A sample's band is not the one its metrics give under the signed tolerance.
+    #[error(
+        "leaf {leaf}: band {band:?} does not follow from its metrics under the manifest's \
+         tolerance"
+    )]
+    Band {
+        /// The leaf index.
+        leaf: u32,
+        /// The band the verdict reports.
+        band: Band,
+    },
+    /// The decision is not the one its samples give.
+    #[error("decision {decision:?} does not follow from the samples")]
+    Decision {
+        /// The decision the verdict reports.
+        decision: Decision,
+    },
+}
+
+/// `faults` as one line, `; `-separated (how the auditor and the coordinator show them).
+pub fn join_faults(faults: &[VerdictFault]) -> String {
+    faults
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Everything about one verdict that follows from the rules, re-derived: the job, round,
 /// check and node it names; the seed, n and k; the sampled leaves and the committed tile
 /// of each; `delivered_ok` from `delivered` (the delivered bytes of each sampled leaf, in
@@ -616,27 +695,26 @@ pub fn verdict_errors(
     expected: &ExpectedSample,
     delivered: &[impl AsRef<[u8]>],
     v: &Verdict,
-) -> Vec<String> {
+) -> Vec<VerdictFault> {
     let mut verr = Vec::new();
     if v.job_id != m.job_id || v.round != round || v.check != check || v.node != *node {
-        verr.push("names another job, round, check or node".to_string());
+        verr.push(VerdictFault::Subject);
     }
     if v.seed != expected.seed || v.n_committed != expected.n || v.k != expected.k {
-        verr.push("seed, n or k differ from the derived ones".to_string());
+        verr.push(VerdictFault::Seed);
     }
     let vidx: Vec<u32> = v.samples.iter().map(|s| s.leaf_index).collect();
     if vidx != expected.indices {
-        verr.push(format!(
-            "checked leaves {vidx:?}, sampled {:?}",
-            expected.indices
-        ));
+        verr.push(VerdictFault::Leaves {
+            checked: vidx,
+            sampled: expected.indices.clone(),
+        });
     }
     if delivered.len() != v.samples.len() {
-        verr.push(format!(
-            "{} delivered tiles recorded for {} samples",
-            delivered.len(),
-            v.samples.len()
-        ));
+        verr.push(VerdictFault::DeliveredCount {
+            delivered: delivered.len(),
+            samples: v.samples.len(),
+        });
     }
     let leaves = node_leaves(batches, node);
     for (i, s) in v.samples.iter().enumerate() {
@@ -646,46 +724,33 @@ pub fn verdict_errors(
                 || t.tile_index != s.tile_index
                 || batches[bi].signed.statement.frame != s.frame
             {
-                verr.push(format!(
-                    "leaf {}: committed tile differs from the batch",
-                    s.leaf_index
-                ));
+                verr.push(VerdictFault::CommittedTile { leaf: s.leaf_index });
             }
             if let Some(bytes) = delivered.get(i) {
                 let bytes = bytes.as_ref();
                 let ok = tile_hash(bytes) == t.tile_hash && bytes.len() == t.rect.canonical_len();
                 if ok != s.delivered_ok {
-                    verr.push(format!(
-                        "leaf {}: 'delivered_ok' contradicts the delivered bytes",
-                        s.leaf_index
-                    ));
+                    verr.push(VerdictFault::DeliveredOk { leaf: s.leaf_index });
                 }
             }
         }
         if s.matched != (s.rerender_hash == s.committed_hash) {
-            verr.push(format!(
-                "leaf {}: 'matched' contradicts the hashes",
-                s.leaf_index
-            ));
+            verr.push(VerdictFault::Matched { leaf: s.leaf_index });
         }
         if s.matched && s.metrics != TileMetrics::IDENTICAL {
-            verr.push(format!(
-                "leaf {}: identical bytes with non-identical metrics",
-                s.leaf_index
-            ));
+            verr.push(VerdictFault::IdenticalMetrics { leaf: s.leaf_index });
         }
         if s.delivered_ok && s.band != m.tolerance.band(s.matched, &s.metrics) {
-            verr.push(format!(
-                "leaf {}: band {:?} does not follow from its metrics under the manifest's tolerance",
-                s.leaf_index, s.band
-            ));
+            verr.push(VerdictFault::Band {
+                leaf: s.leaf_index,
+                band: s.band,
+            });
         }
     }
     if v.decision != decision_for(v.check, &v.samples) {
-        verr.push(format!(
-            "decision {:?} does not follow from the samples",
-            v.decision
-        ));
+        verr.push(VerdictFault::Decision {
+            decision: v.decision,
+        });
     }
     verr
 }
