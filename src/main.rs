@@ -314,7 +314,7 @@ fn parse_frames(s: &str) -> Result<(u32, u32)> {
 /// The limits on the render flags that `render`, `submit`, `bench render` and
 /// `calibrate` share ([`limits::check_render_flags`]).
 pub(crate) fn check_render_flags(w: u32, h: u32, spp: u32, max_bounces: u32) -> Result<()> {
-    limits::check_render_flags(w, h, spp, max_bounces).map_err(anyhow::Error::msg)
+    Ok(limits::check_render_flags(w, h, spp, max_bounces)?)
 }
 
 fn render(a: RenderArgs) -> Result<bool> {

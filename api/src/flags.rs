@@ -8,6 +8,7 @@ use crate::secrets::{self, redacted, SecretError};
 use crate::{JobSubmission, SceneListing};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use tessera_protocol::hexser::HexError;
 use tessera_protocol::limits::{BATCH_SIZE, TILE_SIZE};
 use tessera_protocol::payments::{default_tiers, TierPolicy};
 use tessera_protocol::wire::Requirements;
@@ -36,7 +37,7 @@ pub enum FlagError {
         /// The value given.
         key: String,
         /// Why it is not a key.
-        reason: String,
+        reason: HexError,
     },
     /// Neither or both of `--client` and `--stake`.
     #[error("give exactly one of --client and --stake")]
@@ -52,7 +53,7 @@ pub enum FlagError {
     BatchSize(u32),
     /// `--require-class` is not a class id.
     #[error("--require-class: {0}")]
-    Class(String),
+    Class(HexError),
 }
 
 /// A value that has no built-in default: from the flag, its variable `env` or the config

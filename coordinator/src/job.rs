@@ -17,7 +17,7 @@ use tessera_protocol::wire::{
     WIRE_VERSION,
 };
 use tessera_protocol::{Digest, TileRect};
-use tessera_verifier::checks;
+use tessera_verifier::checks::{self, CheckError, RoundRootError, VerdictFault};
 
 /// Why a batch result does not answer its task ([`check_result`]); the node that sent it
 /// is counted against, and the task goes to another node.
@@ -51,8 +51,8 @@ pub enum ResultRefusal {
     #[error("batch {0}: class does not match its class id")]
     ClassMismatch(u32),
     /// The signed batch does not check out against the manifest.
-    #[error("{0}")]
-    Batch(String),
+    #[error(transparent)]
+    Batch(CheckError),
     /// Not one delivered tile per leaf.
     #[error("batch {batch}: {delivered} tiles delivered for {leaves} leaves")]
     TileCount {
@@ -91,17 +91,17 @@ pub enum VerdictRefusal {
         sent: String,
     },
     /// The sample it should be about cannot be derived.
-    #[error("{0}")]
-    Sample(String),
+    #[error(transparent)]
+    Sample(CheckError),
     /// It does not follow from the rules.
-    #[error("verdict of verifier {} for request {request} does not follow from the rules: {}", .verifier.short(), .errors.join("; "))]
+    #[error("verdict of verifier {} for request {request} does not follow from the rules: {}", .verifier.short(), checks::join_faults(.errors))]
     DoesNotFollow {
         /// Its signer.
         verifier: PublicKey,
         /// The request.
         request: String,
         /// Each thing in it that does not follow.
-        errors: Vec<String>,
+        errors: Vec<VerdictFault>,
     },
 }
 
@@ -109,9 +109,12 @@ pub enum VerdictRefusal {
 /// machine should never have let in): the job's driver drops this copy of the job.
 #[derive(Debug, thiserror::Error)]
 pub enum RoundError {
-    /// The round's batches, commitment or samples do not check out.
-    #[error("{0}")]
-    Records(String),
+    /// The round's batches do not make a round root.
+    #[error(transparent)]
+    RoundRoot(#[from] RoundRootError),
+    /// A check's sample cannot be derived from the round's records.
+    #[error(transparent)]
+    Sample(#[from] CheckError),
     /// A sample names a leaf the node never committed.
     #[error("round {round} node {}: sampled leaf {leaf} does not exist", .node.short())]
     NoLeaf {
@@ -320,7 +323,7 @@ pub fn commit_round(
         job_id: manifest.job_id,
         epoch: 0,
         round,
-        round_root: checks::round_root(batches).map_err(RoundError::Records)?,
+        round_root: checks::round_root(batches)?,
         n_batches: batches.len() as u32,
         nodes: snapshots,
     };
@@ -366,7 +369,7 @@ pub fn verify_request(
         node,
         check.kind,
     )
-    .map_err(RoundError::Records)?;
+    ?;
     let proofs = checks::build_proofs(batches, node, &exp.indices);
     let leaves = checks::node_leaves(batches, node);
     let samples: Vec<SampledTile> = proofs

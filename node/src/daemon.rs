@@ -256,7 +256,10 @@ impl<B: Bus> NodeState<B> {
         if task.blocked.contains(&self.me) {
             return Some("this node is blocked on the job".into());
         }
-        self.capabilities.meets(&task.requirements).err()
+        self.capabilities
+            .meets(&task.requirements)
+            .err()
+            .map(|unmet| unmet.to_string())
     }
 
     async fn render_and_publish(&self, d: &Delivery, task: &RenderTask) -> Handled {

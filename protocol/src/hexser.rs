@@ -91,16 +91,81 @@ pub mod vec_bytes {
     }
 }
 
+/// Why a hex string is not the bytes it should be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HexError {
+    /// The string does not have `2N` characters.
+    #[error("expected {expected} hex characters, got {got}")]
+    Length {
+        /// The characters `N` bytes take (`2N`).
+        expected: usize,
+        /// The characters found.
+        got: usize,
+    },
+    /// A character is not a hex digit.
+    #[error("bad hex {text:?}: Invalid character {found:?} at position {position}")]
+    Digit {
+        /// The string as given.
+        text: String,
+        /// The first character that is not a hex digit.
+        found: char,
+        /// Its position (in characters from the start).
+        position: usize,
+    },
+}
+
 /// Decode a hex string into exactly `N` bytes.
-pub fn decode<const N: usize>(s: &str) -> Result<[u8; N], String> {
+pub fn decode<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
     let mut out = [0u8; N];
     if s.len() != 2 * N {
-        return Err(format!(
-            "expected {} hex characters, got {}",
-            2 * N,
-            s.len()
-        ));
+        return Err(HexError::Length {
+            expected: 2 * N,
+            got: s.len(),
+        });
     }
-    hex::decode_to_slice(s, &mut out).map_err(|e| format!("bad hex {s:?}: {e}"))?;
+    hex::decode_to_slice(s, &mut out).map_err(|e| match e {
+        hex::FromHexError::InvalidHexCharacter { c, index } => HexError::Digit {
+            text: s.to_string(),
+            found: c,
+            position: index,
+        },
+        // The length was checked above, so these do not occur; they still are errors.
+        hex::FromHexError::OddLength | hex::FromHexError::InvalidStringLength => HexError::Length {
+            expected: 2 * N,
+            got: s.len(),
+        },
+    })?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_names_the_length_or_the_bad_digit() {
+        assert_eq!(decode::<2>("0aff"), Ok([0x0a, 0xff]));
+        let short = decode::<2>("0af").unwrap_err();
+        assert_eq!(
+            short,
+            HexError::Length {
+                expected: 4,
+                got: 3
+            }
+        );
+        assert_eq!(short.to_string(), "expected 4 hex characters, got 3");
+        let bad = decode::<2>("0agf").unwrap_err();
+        assert_eq!(
+            bad,
+            HexError::Digit {
+                text: "0agf".into(),
+                found: 'g',
+                position: 2
+            }
+        );
+        assert_eq!(
+            bad.to_string(),
+            "bad hex \"0agf\": Invalid character 'g' at position 2"
+        );
+    }
 }

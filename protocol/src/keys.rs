@@ -125,7 +125,7 @@ pub enum KeyError {
     BadKeyFile(String, String),
     /// A public key's text is not 64 hex characters.
     #[error("public key: {0}")]
-    BadHex(String),
+    BadHex(crate::hexser::HexError),
 }
 
 #[cfg(test)]

@@ -622,15 +622,20 @@ impl std::fmt::Display for Role {
 }
 
 impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, UnknownRole> {
         match s {
             "node" => Ok(Role::Node),
             "verifier" => Ok(Role::Verifier),
-            other => Err(format!("{other:?} is neither \"node\" nor \"verifier\"")),
+            other => Err(UnknownRole(other.to_string())),
         }
     }
 }
+
+/// A [`Role`]'s text that is neither `node` nor `verifier`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is neither \"node\" nor \"verifier\"")]
+pub struct UnknownRole(pub String);
 
 /// What a node or verifier proves when it registers: it holds the key it names, right now
 /// (the challenge is fresh and single-use), for this coordinator.

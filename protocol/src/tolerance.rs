@@ -150,6 +150,20 @@ impl Default for Tolerance {
     }
 }
 
+/// Why a [`Tolerance`] is not a usable one ([`Tolerance::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ToleranceError {
+    /// A pass limit is looser than its fail limit (the ambiguous band would be negative).
+    #[error("tolerance: the pass limits must lie inside the fail limits")]
+    PassOutsideFail,
+    /// The escalation multiplier is under 2.
+    #[error("tolerance: escalation_multiplier must be at least 2")]
+    EscalationTooSmall {
+        /// The multiplier found.
+        multiplier: u32,
+    },
+}
+
 impl Tolerance {
     /// The band of a tile: [`Band::Match`] when the bytes are equal, else by its metrics.
     pub fn band(&self, bytes_equal: bool, m: &TileMetrics) -> Band {
@@ -166,17 +180,19 @@ impl Tolerance {
 
     /// Whether the pass limits lie inside the fail limits (the ambiguous band is not
     /// negative) and the escalation multiplier is at least 2.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ToleranceError> {
         let (p, f) = (&self.pass, &self.fail);
         if p.max_diverged_ppm > f.max_diverged_ppm
             || p.min_psnr_cdb < f.min_psnr_cdb
             || p.max_flip_mean_ppm > f.max_flip_mean_ppm
             || p.max_flip_p99_ppm > f.max_flip_p99_ppm
         {
-            return Err("tolerance: the pass limits must lie inside the fail limits".into());
+            return Err(ToleranceError::PassOutsideFail);
         }
         if self.escalation_multiplier < 2 {
-            return Err("tolerance: escalation_multiplier must be at least 2".into());
+            return Err(ToleranceError::EscalationTooSmall {
+                multiplier: self.escalation_multiplier,
+            });
         }
         Ok(())
     }
@@ -274,11 +290,14 @@ mod tests {
     fn an_inverted_tolerance_is_refused() {
         let mut t = Tolerance::default();
         t.pass.max_flip_mean_ppm = t.fail.max_flip_mean_ppm + 1;
-        assert!(t.check().is_err());
+        assert_eq!(t.check(), Err(ToleranceError::PassOutsideFail));
         let t = Tolerance {
             escalation_multiplier: 1,
             ..Tolerance::default()
         };
-        assert!(t.check().is_err());
+        assert_eq!(
+            t.check(),
+            Err(ToleranceError::EscalationTooSmall { multiplier: 1 })
+        );
     }
 }

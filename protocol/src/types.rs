@@ -123,17 +123,22 @@ impl std::fmt::Display for FrameRate {
     }
 }
 
+/// A [`FrameRate`]'s text that is not a positive rate like `24` or `30000/1001`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a frame rate like 24 or 30000/1001")]
+pub struct BadFrameRate(pub String);
+
 impl std::str::FromStr for FrameRate {
-    type Err = String;
+    type Err = BadFrameRate;
     /// `24`, or a fraction such as `30000/1001`.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, BadFrameRate> {
         let (num, den) = s.split_once('/').unwrap_or((s, "1"));
         let parse = |x: &str| {
             x.trim()
                 .parse::<u32>()
                 .ok()
                 .filter(|&v| v > 0)
-                .ok_or_else(|| format!("{s:?} is not a frame rate like 24 or 30000/1001"))
+                .ok_or_else(|| BadFrameRate(s.to_string()))
         };
         Ok(Self {
             num: parse(num)?,

@@ -79,24 +79,47 @@ impl Capabilities {
     }
 
     /// Whether these capabilities meet `req`.
-    pub fn meets(&self, req: &Requirements) -> Result<(), String> {
+    pub fn meets(&self, req: &Requirements) -> Result<(), Unmet> {
         if let Some(want) = &req.class_id {
-            if self.class.id() != *want {
-                return Err(format!(
-                    "job requires determinism class {}, this renderer is {}",
-                    hex::encode(&want[..6]),
-                    hex::encode(&self.class.id()[..6])
-                ));
+            let have = self.class.id();
+            if have != *want {
+                return Err(Unmet::Class { want: *want, have });
             }
         }
         if self.memory_bytes < req.min_memory_bytes {
-            return Err(format!(
-                "job requires {} bytes of adapter memory, this adapter has {}",
-                req.min_memory_bytes, self.memory_bytes
-            ));
+            return Err(Unmet::Memory {
+                want: req.min_memory_bytes,
+                have: self.memory_bytes,
+            });
         }
         Ok(())
     }
+}
+
+/// Which of a job's [`Requirements`] a node's [`Capabilities`] do not meet
+/// ([`Capabilities::meets`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unmet {
+    /// The job requires another determinism class (ids shown by their first 6 bytes).
+    #[error(
+        "job requires determinism class {}, this renderer is {}",
+        hex::encode(&.want[..6]),
+        hex::encode(&.have[..6])
+    )]
+    Class {
+        /// The class id the job requires.
+        want: Digest,
+        /// The renderer's class id.
+        have: Digest,
+    },
+    /// The adapter has less memory than the job requires.
+    #[error("job requires {want} bytes of adapter memory, this adapter has {have}")]
+    Memory {
+        /// Bytes the job requires.
+        want: u64,
+        /// Bytes the adapter has.
+        have: u64,
+    },
 }
 
 /// What a job asks of the nodes that render it.
@@ -246,4 +269,57 @@ pub struct VerdictMessage {
     pub request_id: String,
     /// The signed verdict.
     pub verdict: Signed<Verdict>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmet_requirements_name_the_class_or_the_memory() {
+        let field = |s: &str| s.to_string();
+        let class = DeterminismClass {
+            backend: field("vulkan"),
+            adapter: field("llvmpipe"),
+            driver: field("llvmpipe"),
+            driver_info: field("Mesa"),
+            renderer_build: field("tessera-renderer 0.1.0"),
+            shader_hash: field("00"),
+        };
+        let caps = Capabilities {
+            class: class.clone(),
+            memory_bytes: 1 << 30,
+            slots: 1,
+            software: field("tessera"),
+        };
+        let mut req = Requirements {
+            class_id: Some(class.id()),
+            min_memory_bytes: 1 << 30,
+        };
+        assert_eq!(caps.meets(&req), Ok(()));
+        req.min_memory_bytes += 1;
+        assert_eq!(
+            caps.meets(&req),
+            Err(Unmet::Memory {
+                want: (1 << 30) + 1,
+                have: 1 << 30
+            })
+        );
+        req.class_id = Some([7; 32]);
+        let err = caps.meets(&req).unwrap_err();
+        assert_eq!(
+            err,
+            Unmet::Class {
+                want: [7; 32],
+                have: class.id()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "job requires determinism class 070707070707, this renderer is {}",
+                hex::encode(&class.id()[..6])
+            )
+        );
+    }
 }

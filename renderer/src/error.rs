@@ -85,7 +85,7 @@ pub enum SceneError {
 }
 
 /// Why the GPU could not be set up or a tile could not be rendered.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RenderError {
     /// No usable adapter exists on this machine.
     #[error(

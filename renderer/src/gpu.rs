@@ -70,7 +70,7 @@ pub(crate) struct Variant {
     pub main: wgpu::ComputePipeline,
     /// `spread` and `gather`: a sample per invocation, compiled on first use (a CPU
     /// adapter never needs them, and compiling the path tracer again costs it seconds).
-    per_sample: std::sync::OnceLock<Result<PerSample, String>>,
+    per_sample: std::sync::OnceLock<Result<PerSample, RenderError>>,
 }
 
 /// The pipelines of the sample-per-invocation passes.
@@ -216,12 +216,7 @@ impl Gpu {
             return Ok(v.clone());
         }
         let started = std::time::Instant::now();
-        let main = self
-            .pipeline("main", features)
-            .map_err(|reason| RenderError::Gpu {
-                context: "compiling the path tracer",
-                reason,
-            })?;
+        let main = self.pipeline("main", features, "compiling the path tracer")?;
         tracing::debug!(
             ?features,
             ms = started.elapsed().as_secs_f64() * 1e3,
@@ -236,12 +231,14 @@ impl Gpu {
         Ok(v)
     }
 
-    /// One entry point of the path tracer with `features`, compiled.
+    /// One entry point of the path tracer with `features`, compiled; a validation error
+    /// is a [`RenderError::Gpu`] with `context`.
     fn pipeline(
         &self,
         entry: &'static str,
         features: ShaderFeatures,
-    ) -> Result<wgpu::ComputePipeline, String> {
+        context: &'static str,
+    ) -> Result<wgpu::ComputePipeline, RenderError> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let constants = features.constants();
         let pipeline = self
@@ -258,7 +255,10 @@ impl Gpu {
                 cache: None,
             });
         match pollster::block_on(scope.pop()) {
-            Some(err) => Err(err.to_string()),
+            Some(err) => Err(RenderError::Gpu {
+                context,
+                reason: err.to_string(),
+            }),
             None => Ok(pipeline),
         }
     }
@@ -416,15 +416,14 @@ async fn choose_adapter(backends: wgpu::Backends) -> Result<wgpu::Adapter, Rende
 impl Variant {
     /// The `spread` and `gather` pipelines of this variant, compiled on first use.
     pub(crate) fn per_sample(&self, gpu: &Gpu) -> Result<&PerSample, RenderError> {
+        const CONTEXT: &str = "compiling the per-sample passes";
         let compiled = self.per_sample.get_or_init(|| {
             Ok(PerSample {
-                spread: gpu.pipeline("spread", self.features)?,
-                gather: gpu.pipeline("gather", self.features)?,
+                spread: gpu.pipeline("spread", self.features, CONTEXT)?,
+                gather: gpu.pipeline("gather", self.features, CONTEXT)?,
             })
         });
-        compiled.as_ref().map_err(|reason| RenderError::Gpu {
-            context: "compiling the per-sample passes",
-            reason: reason.clone(),
-        })
+        // A failed compilation is kept and given to every caller.
+        compiled.as_ref().map_err(RenderError::clone)
     }
 }

@@ -51,10 +51,11 @@ impl AuditReport {
             detail: detail.into(),
         });
     }
-    fn record(&mut self, name: &str, r: Result<String, String>) {
+    /// A passed check with `Ok`'s detail, or a failed one with the error's message.
+    fn record(&mut self, name: &str, r: Result<String, impl std::fmt::Display>) {
         match r {
             Ok(d) => self.pass(name, d),
-            Err(d) => self.fail(name, d),
+            Err(e) => self.fail(name, e.to_string()),
         }
     }
     /// True if every check passed.
@@ -71,14 +72,14 @@ impl AuditReport {
     }
 }
 
-/// Classify a batch-check error into the named check it belongs to.
-fn batch_check_name(err: &str) -> &'static str {
-    if err.contains("signature") || err.contains("signed by") {
-        "batch signature"
-    } else if err.contains("batch root") {
-        "batch root"
-    } else {
-        "leaves"
+/// The named check a batch-check error belongs to.
+fn batch_check_name(err: &checks::CheckError) -> &'static str {
+    match err {
+        checks::CheckError::BatchSignature { .. } | checks::CheckError::BatchSigner { .. } => {
+            "batch signature"
+        }
+        checks::CheckError::BatchRoot { .. } => "batch root",
+        _ => "leaves",
     }
 }
 
@@ -163,20 +164,27 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
         let mut batch_errors = Vec::new();
         for bt in batches {
             if let Err(e) = checks::check_batch(bt, m, &layout) {
-                batch_errors.push(e);
+                batch_errors.push((batch_check_name(&e), e.to_string()));
                 continue;
             }
             let s = &bt.signed.statement;
             match node_class.get(&s.node) {
-                None => batch_errors.push(format!(
-                    "batch {}: node {} is not in the bundle's node list",
-                    s.batch_id,
-                    s.node.short()
+                None => batch_errors.push((
+                    "leaves",
+                    format!(
+                        "batch {}: node {} is not in the bundle's node list",
+                        s.batch_id,
+                        s.node.short()
+                    ),
                 )),
-                Some(c) if *c != s.class_id => batch_errors.push(format!(
-                    "batch {}: class id differs from node {}'s class signature (batch signature)",
-                    s.batch_id,
-                    s.node.short()
+                Some(c) if *c != s.class_id => batch_errors.push((
+                    "batch signature",
+                    format!(
+                        "batch {}: class id differs from node {}'s class signature (batch \
+                         signature)",
+                        s.batch_id,
+                        s.node.short()
+                    ),
                 )),
                 _ => {}
             }
@@ -190,8 +198,8 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
                 ),
             );
         } else {
-            for e in batch_errors {
-                r.fail(batch_check_name(&e), format!("round {rn}: {e}"));
+            for (name, e) in batch_errors {
+                r.fail(name, format!("round {rn}: {e}"));
             }
         }
         // Coverage: exactly the pending tiles, each once.
@@ -435,7 +443,7 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
                 frame_roots.len()
             ))
         } else {
-            Err("frame roots do not match the final leaves".into())
+            Err("frame roots do not match the final leaves".to_string())
         },
     );
     let frame_root_hashes: Vec<Digest> = rs.frames.iter().map(|f| f.root).collect();
@@ -462,7 +470,7 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
                 if p.signer == coord && p.statement.job_id == m.job_id {
                     Ok("signed by the coordinator".into())
                 } else {
-                    Err("payment receipt not signed by the coordinator for this job".into())
+                    Err("payment receipt not signed by the coordinator for this job".to_string())
                 }
             }),
     );
@@ -771,6 +779,7 @@ fn audit_check(
             .iter()
             .try_for_each(|p| checks::check_proof(ctx.batches, &ns.node, p))
             .map(|_| format!("{who}: {} inclusion proofs", ns.proofs.len()))
+            .map_err(|e| e.to_string())
     };
     r.record("merkle proofs", proofs);
 
@@ -810,7 +819,7 @@ fn audit_check(
         if ok {
             Ok(format!("{who}: {:?}", v.decision))
         } else {
-            Err(format!("{who}: {}", verr.join("; ")))
+            Err(format!("{who}: {}", checks::join_faults(&verr)))
         },
     );
     ok.then_some(v.decision)

@@ -80,12 +80,12 @@ pub fn scene_mismatch(path: &Path, hash: &Digest, bundle: &ProofBundle) -> Optio
 
 /// The `image` check of the `index`-th image file (`path`, the job's frame
 /// `frame_start + index`), given what reading it gave: its size and canonical pixels, or
-/// the reason it could not be read.
+/// the reason it could not be read (its message is the failed check's detail).
 pub fn check_image_file(
     bundle: &ProofBundle,
     index: usize,
     path: &Path,
-    read: Result<(u32, u32, Vec<u8>), String>,
+    read: Result<(u32, u32, Vec<u8>), impl std::fmt::Display>,
 ) -> CheckResult {
     match read {
         Ok((w, h, pixels)) => {
@@ -94,10 +94,10 @@ pub fn check_image_file(
             c.detail = format!("{}: {}", path.display(), c.detail);
             c
         }
-        Err(detail) => CheckResult {
+        Err(e) => CheckResult {
             name: "image".into(),
             passed: false,
-            detail,
+            detail: e.to_string(),
         },
     }
 }

@@ -63,7 +63,7 @@ pub enum CalibrationError {
         /// `honest` or the cheat's name.
         kind: String,
         /// What `tile_metrics` said.
-        reason: String,
+        reason: crate::tolerance::MetricsError,
     },
 }
 
@@ -93,7 +93,7 @@ pub enum DeriveError {
     },
     /// The derived limits are not a valid tolerance.
     #[error("{0}")]
-    Invalid(String),
+    Invalid(tessera_protocol::tolerance::ToleranceError),
 }
 
 /// The name of the honest kind of pair in reports (the cheats' are [`Cheat::name`]).

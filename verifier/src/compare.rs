@@ -50,7 +50,7 @@ pub enum CompareError {
     },
     /// ꟻLIP refused the images.
     #[error("{0}")]
-    Flip(String),
+    Flip(crate::tolerance::FlipError),
 }
 
 /// Metrics of B against the reference A.

@@ -151,7 +151,7 @@ impl<B: Bus> VerifierState<B> {
             Ok(r) => r,
             Err(reason) => {
                 tracing::warn!(verifier = %self.me.short(), message = %d.message_id, %reason, "malformed verify request parked");
-                return self.park(&d, Handled::Parked(reason)).await;
+                return self.park(&d, Handled::Parked(reason.to_string())).await;
             }
         };
         let m = &req.manifest.statement;
@@ -289,16 +289,27 @@ impl<B: Bus> VerifierState<B> {
 
 fn refusal_kind(e: &VerifyError) -> &'static str {
     match e {
-        VerifyError::BadRequest { .. } => "bad request",
+        VerifyError::BadRequest { .. } | VerifyError::Check { .. } => "bad request",
         VerifyError::Rerender { .. } => "re-render failed",
     }
 }
 
+/// Why a delivered verify request is parked before it is judged.
+#[derive(Debug, thiserror::Error)]
+enum MalformedRequest {
+    /// The body is not a `VerifyRequest` in JSON.
+    #[error("json: {0}")]
+    Json(serde_json::Error),
+    /// Its wire version or id is wrong.
+    #[error(transparent)]
+    Wire(worker::WireError),
+}
+
 /// Decode a request and check what decoding cannot.
-fn parse_request(body: &[u8]) -> Result<VerifyRequest, String> {
-    let req: VerifyRequest = serde_json::from_slice(body).map_err(|e| format!("json: {e}"))?;
+fn parse_request(body: &[u8]) -> Result<VerifyRequest, MalformedRequest> {
+    let req: VerifyRequest = serde_json::from_slice(body).map_err(MalformedRequest::Json)?;
     worker::check_wire(req.version, &req.request_id, "request", "verifier")
-        .map_err(|e| e.to_string())?;
+        .map_err(MalformedRequest::Wire)?;
     Ok(req)
 }
 
@@ -544,6 +555,68 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(50), bus.next(QUEUE_VERDICTS))
                 .await
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn a_tampered_leaf_and_a_forged_verdict_are_named_by_their_variants() {
+        let key = SecretKey::generate();
+        let public = key.public();
+        let renderer: Arc<dyn TileRenderer> =
+            Arc::new(tessera_node::stub::HashRenderer::new(Duration::ZERO));
+        let verifier = Verifier::new(key, renderer);
+        let req = request(public, None, CheckKind::FIRST);
+
+        // A leaf changed after the node signed its batch: the batch check names the tile.
+        let mut bad = req.clone();
+        let signed_leaf = bad.round_batches[0].tiles[1].leaf;
+        bad.round_batches[0].tiles[1].leaf[0] ^= 1;
+        let err = verifier.handle_request(&bad).err();
+        assert!(
+            matches!(
+                &err,
+                Some(VerifyError::Check { id, source }) if id == "req-1" && matches!(
+                    **source,
+                    checks::CheckError::LeafMismatch { tile: 1, expected, .. }
+                        if expected == signed_leaf
+                )
+            ),
+            "{err:?}"
+        );
+
+        // An honest verdict re-derives; one whose first sample claims the wrong `matched`
+        // is named with that sample's leaf.
+        let mut verdict = verifier.handle_request(&req).unwrap().statement;
+        let m = &req.manifest.statement;
+        let expected = checks::expected_sample(
+            m,
+            &req.commitment.statement,
+            &req.nonce,
+            &req.round_batches,
+            &req.node,
+            req.check,
+        )
+        .unwrap();
+        let delivered: Vec<&[u8]> = req.samples.iter().map(|s| s.delivered.as_slice()).collect();
+        let faults = |v: &tessera_protocol::statements::Verdict| {
+            checks::verdict_errors(
+                m,
+                &req.round_batches,
+                &req.node,
+                0,
+                req.check,
+                &expected,
+                &delivered,
+                v,
+            )
+        };
+        assert_eq!(faults(&verdict), []);
+        verdict.samples[0].matched = !verdict.samples[0].matched;
+        let leaf = verdict.samples[0].leaf_index;
+        let found = faults(&verdict);
+        assert!(
+            found.contains(&checks::VerdictFault::Matched { leaf }),
+            "{found:?}"
         );
     }
 

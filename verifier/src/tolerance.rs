@@ -45,6 +45,70 @@ pub fn srgb8(rgb: &[f32]) -> Vec<u8> {
     rgb.iter().map(|&v| quantize8(srgb_oetf(v))).collect()
 }
 
+/// Why two images cannot be compared with ꟻLIP ([`flip_map`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FlipError {
+    /// A side is zero.
+    #[error("flip: empty {width}x{height} image")]
+    Empty {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+    },
+    /// A buffer is not `width × height × 3` bytes.
+    #[error(
+        "flip: a {width}x{height} RGB8 image has {want} bytes, got {reference} (reference) and \
+         {test} (test)"
+    )]
+    Size {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// The bytes such an image has.
+        want: usize,
+        /// The reference's bytes.
+        reference: usize,
+        /// The test image's bytes.
+        test: usize,
+    },
+}
+
+/// Why a tile's metrics cannot be computed ([`tile_metrics`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MetricsError {
+    /// A buffer is not the tile's canonical length.
+    #[error(
+        "tile {rect}: {want} canonical bytes expected, got {committed} committed and {rerender} \
+         re-rendered"
+    )]
+    Length {
+        /// The tile.
+        rect: TileRect,
+        /// Its canonical length.
+        want: usize,
+        /// The committed tile's bytes.
+        committed: usize,
+        /// The re-rendered tile's bytes.
+        rerender: usize,
+    },
+    /// The tile has no pixels.
+    #[error("tile {rect}: empty")]
+    Empty {
+        /// The tile.
+        rect: TileRect,
+    },
+    /// ꟻLIP refused the tile's images.
+    #[error("tile {rect}: {source}")]
+    Flip {
+        /// The tile.
+        rect: TileRect,
+        /// What ꟻLIP refused.
+        source: FlipError,
+    },
+}
+
 /// The LDR ꟻLIP error map (one value in [0, 1] per pixel, row-major) of `test` against
 /// `reference`, both 8-bit sRGB RGB images of `width × height`, at the default 67.02
 /// pixels per degree. Images smaller than [`FLIP_MIN_EDGE`] are padded (see there). Fails,
@@ -54,17 +118,19 @@ pub fn flip_map(
     test: &[u8],
     width: u32,
     height: u32,
-) -> Result<Vec<f32>, String> {
+) -> Result<Vec<f32>, FlipError> {
     let want = width as usize * height as usize * 3;
     if width == 0 || height == 0 {
-        return Err(format!("flip: empty {width}x{height} image"));
+        return Err(FlipError::Empty { width, height });
     }
     if reference.len() != want || test.len() != want {
-        return Err(format!(
-            "flip: a {width}x{height} RGB8 image has {want} bytes, got {} (reference) and {} (test)",
-            reference.len(),
-            test.len()
-        ));
+        return Err(FlipError::Size {
+            width,
+            height,
+            want,
+            reference: reference.len(),
+            test: test.len(),
+        });
     }
     let (ra, pw, ph) = pad(reference, width, height);
     let (rb, _, _) = pad(test, width, height);
@@ -126,17 +192,18 @@ pub fn tile_metrics(
     committed: &[u8],
     rerender: &[u8],
     rect: TileRect,
-) -> Result<TileMetrics, String> {
+) -> Result<TileMetrics, MetricsError> {
     let want = rect.canonical_len();
     if committed.len() != want || rerender.len() != want {
-        return Err(format!(
-            "tile {rect}: {want} canonical bytes expected, got {} committed and {} re-rendered",
-            committed.len(),
-            rerender.len()
-        ));
+        return Err(MetricsError::Length {
+            rect,
+            want,
+            committed: committed.len(),
+            rerender: rerender.len(),
+        });
     }
     if rect.w == 0 || rect.h == 0 {
-        return Err(format!("tile {rect}: empty"));
+        return Err(MetricsError::Empty { rect });
     }
     if committed == rerender {
         return Ok(TileMetrics::IDENTICAL);
@@ -144,7 +211,7 @@ pub fn tile_metrics(
     let (a, b) = (rgb(committed), rgb(rerender));
     let (diverged_ppm, psnr_cdb) = linear_metrics(t, &a, &b);
     let mut map = flip_map(&srgb8(&a), &srgb8(&b), rect.w, rect.h)
-        .map_err(|e| format!("tile {rect}: {e}"))?;
+        .map_err(|source| MetricsError::Flip { rect, source })?;
     let mean = map.iter().map(|&v| f64::from(v)).sum::<f64>() / map.len() as f64;
     let p99 = f64::from(percentile(&mut map, 0.99));
     let ppm = |v: f64| (v * 1e6).round().clamp(0.0, 1e6) as u32;
@@ -268,13 +335,38 @@ mod tests {
         let err = tile_metrics(&t, &a, &b[..4], rect(1, 1)).unwrap_err();
         assert_eq!(
             err,
+            MetricsError::Length {
+                rect: rect(1, 1),
+                want: 8,
+                committed: 8,
+                rerender: 4
+            }
+        );
+        assert_eq!(
+            err.to_string(),
             "tile 1x1+0+0: 8 canonical bytes expected, got 8 committed and 4 re-rendered"
         );
-        assert!(tile_metrics(&t, &[], &[], rect(0, 4))
-            .unwrap_err()
-            .contains("empty"));
-        assert!(flip_map(&[0; 3], &[0; 6], 1, 1).is_err());
-        assert!(flip_map(&[], &[], 0, 0).is_err());
+        assert_eq!(
+            tile_metrics(&t, &[], &[], rect(0, 4)),
+            Err(MetricsError::Empty { rect: rect(0, 4) })
+        );
+        assert_eq!(
+            flip_map(&[0; 3], &[0; 6], 1, 1),
+            Err(FlipError::Size {
+                width: 1,
+                height: 1,
+                want: 3,
+                reference: 3,
+                test: 6
+            })
+        );
+        assert_eq!(
+            flip_map(&[], &[], 0, 0),
+            Err(FlipError::Empty {
+                width: 0,
+                height: 0
+            })
+        );
     }
 
     #[test]

@@ -21,6 +21,15 @@ pub enum VerifyError {
         /// What failed.
         reason: String,
     },
+    /// A batch, the round commitment, the nonce, the sample or a proof in the request
+    /// does not check (the coordinator's fault, not the node's).
+    #[error("verify request {id}: {source}")]
+    Check {
+        /// Request id.
+        id: String,
+        /// What failed (boxed: it carries digests and keys).
+        source: Box<checks::CheckError>,
+    },
     /// The re-render itself failed.
     #[error("verify request {id}: re-render of frame {frame} tile {tile} failed: {reason}")]
     Rerender {
@@ -58,6 +67,10 @@ impl Verifier {
             id: req.request_id.clone(),
             reason,
         };
+        let failed = |source: checks::CheckError| VerifyError::Check {
+            id: req.request_id.clone(),
+            source: Box::new(source),
+        };
         let manifest = &req.manifest.statement;
         req.manifest
             .verify()
@@ -73,8 +86,8 @@ impl Verifier {
             round,
             &req.round_batches,
         )
-        .map_err(bad)?;
-        checks::check_check_nonce(manifest, round, req.check, &req.nonce).map_err(bad)?;
+        .map_err(failed)?;
+        checks::check_check_nonce(manifest, round, req.check, &req.nonce).map_err(failed)?;
         if req.check.dispute {
             let Some(d) = &req.dispute else {
                 return Err(bad("a dispute check without the dispute commitment".into()));
@@ -93,7 +106,7 @@ impl Verifier {
         }
         let layout = checks::layout(manifest);
         for b in &req.round_batches {
-            checks::check_batch(b, manifest, &layout).map_err(bad)?;
+            checks::check_batch(b, manifest, &layout).map_err(failed)?;
         }
         let expected = checks::expected_sample(
             manifest,
@@ -103,7 +116,7 @@ impl Verifier {
             &req.node,
             req.check,
         )
-        .map_err(bad)?;
+        .map_err(failed)?;
         let asked: Vec<u32> = req.samples.iter().map(|s| s.proof.leaf_index).collect();
         if asked != expected.indices {
             return Err(bad(format!(
@@ -120,7 +133,7 @@ impl Verifier {
             .map(|b| b.signed.statement.class_id)
             .unwrap_or_default();
         for s in &req.samples {
-            checks::check_proof(&req.round_batches, &req.node, &s.proof).map_err(bad)?;
+            checks::check_proof(&req.round_batches, &req.node, &s.proof).map_err(failed)?;
             let (bi, pos) = leaves[s.proof.leaf_index as usize];
             let committed = &req.round_batches[bi].tiles[pos];
             let frame = req.round_batches[bi].signed.statement.frame;

@@ -538,7 +538,7 @@ impl Service {
             ));
         }
         if let Err(why) = check_frames(frames.0, frames.1) {
-            return bad(why);
+            return bad(why.to_string());
         }
         if settings.frame_rate.num == 0 || settings.frame_rate.den == 0 {
             return bad(format!(

@@ -14,7 +14,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use tessera_api::SceneListing;
 use tessera_protocol::bundle::ProofBundle;
 use tessera_protocol::keys::{KeyError, PublicKey};
-use tessera_protocol::statements::{JobManifest, Role, Signed};
+use tessera_protocol::statements::{JobManifest, Role, Signed, UnknownRole};
 use tessera_protocol::wire::Capabilities;
 
 pub(super) const FARM_SCHEMA: &str = r#"
@@ -85,7 +85,9 @@ fn worker_row(r: &Row<'_>) -> rusqlite::Result<WorkerRow> {
     Ok(WorkerRow {
         key: key.parse().map_err(|e: KeyError| bad(0, e.to_string()))?,
         name: r.get(1)?,
-        role: role.parse().map_err(|e| bad(2, e))?,
+        role: role
+            .parse()
+            .map_err(|e: UnknownRole| bad(2, e.to_string()))?,
         caps: serde_json::from_str(&caps).map_err(|e| bad(3, format!("capabilities: {e}")))?,
         last_seen_ms: r.get::<_, i64>(4)? as u64,
     })

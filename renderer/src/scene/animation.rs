@@ -24,7 +24,7 @@ use gltf::json::animation::{Interpolation, Property, Sampler};
 use gltf::json::validation::Checked;
 use gltf::json::Root;
 
-use super::accessor;
+use super::accessor::{self, AccessorError};
 
 /// Accessor elements that all samplers together may read: each input time and each output
 /// element counts one (a cubic-spline keyframe has three output elements). It bounds the
@@ -337,7 +337,7 @@ fn read_track(
         &[ComponentType::F32],
         budget,
     )
-    .map_err(|reason| (field("input"), reason))?;
+    .map_err(|reason| (field("input"), reason.to_string()))?;
     let times = input.values;
     if times.is_empty() {
         return Err((
@@ -373,7 +373,7 @@ fn read_track(
         (Type::Vec3, &[ComponentType::F32])
     };
     let output = read_bounded(root, buffers, output_idx, ty, components, budget)
-        .map_err(|reason| (field("output"), reason))?;
+        .map_err(|reason| (field("output"), reason.to_string()))?;
     let width = path.width();
     let per_key = if interpolation == Interpolation::CubicSpline {
         3
@@ -469,18 +469,19 @@ fn read_bounded(
     ty: Type,
     components: &[ComponentType],
     budget: &mut u64,
-) -> Result<accessor::Elements, String> {
+) -> Result<accessor::Elements, AccessorError> {
     let count = root
         .accessors
         .get(idx)
-        .ok_or_else(|| format!("accessor {idx} does not exist"))?
+        .ok_or(AccessorError::Missing { accessor: idx })?
         .count
         .0;
     if count > *budget {
-        return Err(format!(
-            "accessors[{idx}] has {count} elements; all animation samplers together may read at \
-             most {MAX_KEYFRAMES}"
-        ));
+        return Err(AccessorError::KeyframeBudget {
+            accessor: idx,
+            count,
+            limit: MAX_KEYFRAMES,
+        });
     }
     let elements = accessor::read(root, buffers, idx, ty, components, *budget)?;
     *budget -= count;

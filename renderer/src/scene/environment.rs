@@ -13,6 +13,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use serde_json::Value;
 
 use super::material::FieldError;
+use super::texture::ImageError;
 
 /// Largest side of the importance-sampling grid; bigger images are averaged down by an
 /// integer factor for the distribution only (radiance is still read at full resolution).
@@ -133,48 +134,51 @@ pub(crate) fn parse_spec(s: usize, extras: Option<&Value>) -> Result<Option<EnvS
 /// Width and height of a Radiance HDR or OpenEXR image from its header, reading nothing
 /// else; only the sides are bounded here (by the decoder's limit), the pixels are charged
 /// to the scene budget by the caller.
-pub(crate) fn read_header<R: Read + Seek>(mut data: R) -> Result<(u32, u32), String> {
+pub(crate) fn read_header<R: Read + Seek>(mut data: R) -> Result<(u32, u32), ImageError> {
     let mut magic = Vec::with_capacity(32);
     (&mut data)
         .take(32)
         .read_to_end(&mut magic)
         .and_then(|_| data.seek(SeekFrom::Start(0)))
-        .map_err(|e| format!("cannot read: {e}"))?;
+        .map_err(ImageError::Read)?;
     let format = environment_format(&magic)?;
     let mut reader = image::ImageReader::with_format(BufReader::new(data), format);
     reader.limits(limits_for(u64::MAX));
     reader
         .into_dimensions()
-        .map_err(|e| format!("cannot read the {format:?} header: {e}"))
+        .map_err(|source| ImageError::Header { format, source })
 }
 
-fn environment_format(magic: &[u8]) -> Result<image::ImageFormat, String> {
+fn environment_format(magic: &[u8]) -> Result<image::ImageFormat, ImageError> {
     match image::guess_format(magic) {
         Ok(f @ (image::ImageFormat::Hdr | image::ImageFormat::OpenExr)) => Ok(f),
-        Ok(other) => Err(format!(
-            "is {other:?}; the environment image must be Radiance HDR (.hdr) or OpenEXR (.exr)"
-        )),
-        Err(_) => Err("is neither Radiance HDR nor OpenEXR".into()),
+        Ok(other) => Err(ImageError::NotEnvironmentFormat(other)),
+        Err(_) => Err(ImageError::UnknownEnvironmentFormat),
     }
 }
 
 /// Decode a Radiance HDR or OpenEXR image to linear RGBA f32 (`max_pixels` bounds it).
-pub(crate) fn decode_hdr(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32, Vec<f32>), String> {
+pub(crate) fn decode_hdr(
+    bytes: &[u8],
+    max_pixels: u64,
+) -> Result<(u32, u32, Vec<f32>), ImageError> {
     let format = environment_format(bytes)?;
     let (w, h) = read_header(std::io::Cursor::new(bytes))?;
     if u64::from(w) * u64::from(h) > max_pixels {
-        return Err(format!(
-            "{w}x{h} pixels exceed the remaining texture pixel budget of {max_pixels}"
-        ));
+        return Err(ImageError::OverBudget {
+            width: w,
+            height: h,
+            budget: max_pixels,
+        });
     }
     let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
     reader.limits(limits_for(max_pixels));
     let img = reader
         .decode()
-        .map_err(|e| format!("cannot decode {format:?}: {e}"))?;
+        .map_err(|source| ImageError::Decode { format, source })?;
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
-        return Err("has no pixels".into());
+        return Err(ImageError::Empty);
     }
     let mut rgba = img.into_rgba32f().into_raw();
     for px in rgba.chunks_exact_mut(4) {

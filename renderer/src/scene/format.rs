@@ -38,9 +38,64 @@ fn read_u32(src: &mut dyn ReadAt, at: u64, end: u64) -> Option<u32> {
     (at.checked_add(4)? <= end && src.read_at(at, &mut b) == 4).then(|| u32::from_le_bytes(b))
 }
 
+/// Why a GLB container cannot be split into its chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum GlbError {
+    /// Fewer bytes than the 12-byte header.
+    #[error("truncated GLB: {len} bytes, the header alone needs 12")]
+    NoHeader {
+        /// The file's length.
+        len: u64,
+    },
+    /// A container version other than 2.
+    #[error("GLB version {version} is not supported (only 2)")]
+    Version {
+        /// The version the header names.
+        version: u32,
+    },
+    /// The header declares more bytes than the file has.
+    #[error("truncated GLB: the header says {declared} bytes, the file has {len}")]
+    Truncated {
+        /// The length the header declares.
+        declared: u64,
+        /// The file's length.
+        len: u64,
+    },
+    /// The declared length cannot hold a header and a chunk header.
+    #[error("GLB header length {declared} is too small to hold a JSON chunk")]
+    TooShort {
+        /// The length the header declares.
+        declared: u64,
+    },
+    /// A chunk header lies across the end of the container.
+    #[error("truncated GLB: chunk {chunk} header at byte {at} is cut off")]
+    ChunkHeaderCut {
+        /// The chunk's index.
+        chunk: usize,
+        /// Its byte offset.
+        at: u64,
+    },
+    /// A chunk says it is longer than what remains.
+    #[error("truncated GLB: chunk {chunk} says {len} bytes, {remain} remain")]
+    ChunkCut {
+        /// The chunk's index.
+        chunk: usize,
+        /// The length it declares.
+        len: u32,
+        /// The bytes left in the container after its header.
+        remain: u64,
+    },
+    /// Chunk 0 is not the JSON chunk.
+    #[error("the first GLB chunk is not JSON")]
+    FirstNotJson,
+    /// The container holds no chunk at all.
+    #[error("GLB without a JSON chunk")]
+    NoJson,
+}
+
 /// Split a GLB container into its JSON chunk and first BIN chunk (unknown chunks are
 /// skipped, as the specification asks). Every length is checked against the real size.
-pub(crate) fn parse_glb(bytes: &[u8]) -> Result<Glb<'_>, String> {
+pub(crate) fn parse_glb(bytes: &[u8]) -> Result<Glb<'_>, GlbError> {
     let layout = glb_layout(bytes.len() as u64, &mut &bytes[..])?;
     let slice = |r: Range<u64>| &bytes[r.start as usize..r.end as usize];
     Ok(Glb {
@@ -51,26 +106,20 @@ pub(crate) fn parse_glb(bytes: &[u8]) -> Result<Glb<'_>, String> {
 
 /// [`parse_glb`] for a GLB file of `len` bytes read through `src`: only the 12-byte
 /// header and the chunk headers are read.
-pub(crate) fn glb_layout(len: u64, src: &mut dyn ReadAt) -> Result<GlbLayout, String> {
+pub(crate) fn glb_layout(len: u64, src: &mut dyn ReadAt) -> Result<GlbLayout, GlbError> {
     if len < 12 {
-        return Err(format!(
-            "truncated GLB: {len} bytes, the header alone needs 12"
-        ));
+        return Err(GlbError::NoHeader { len });
     }
     let version = read_u32(src, 4, len).unwrap_or(0);
     if version != 2 {
-        return Err(format!("GLB version {version} is not supported (only 2)"));
+        return Err(GlbError::Version { version });
     }
     let declared = u64::from(read_u32(src, 8, len).unwrap_or(0));
     if declared > len {
-        return Err(format!(
-            "truncated GLB: the header says {declared} bytes, the file has {len}"
-        ));
+        return Err(GlbError::Truncated { declared, len });
     }
     if declared < 20 {
-        return Err(format!(
-            "GLB header length {declared} is too small to hold a JSON chunk"
-        ));
+        return Err(GlbError::TooShort { declared });
     }
     let body = declared;
     let mut at = 12u64;
@@ -80,30 +129,30 @@ pub(crate) fn glb_layout(len: u64, src: &mut dyn ReadAt) -> Result<GlbLayout, St
     while at < body {
         let (Some(chunk_len), Some(kind)) = (read_u32(src, at, body), read_u32(src, at + 4, body))
         else {
-            return Err(format!(
-                "truncated GLB: chunk {chunk_idx} header at byte {at} is cut off"
-            ));
+            return Err(GlbError::ChunkHeaderCut {
+                chunk: chunk_idx,
+                at,
+            });
         };
         let start = at + 8;
         let end = start
             .checked_add(u64::from(chunk_len))
             .filter(|&end| end <= body)
-            .ok_or_else(|| {
-                format!(
-                    "truncated GLB: chunk {chunk_idx} says {chunk_len} bytes, {} remain",
-                    body - start
-                )
+            .ok_or(GlbError::ChunkCut {
+                chunk: chunk_idx,
+                len: chunk_len,
+                remain: body - start,
             })?;
         match (&kind.to_le_bytes(), chunk_idx) {
             (b"JSON", 0) => json = Some(start..end),
-            (_, 0) => return Err("the first GLB chunk is not JSON".to_string()),
+            (_, 0) => return Err(GlbError::FirstNotJson),
             (b"BIN\0", _) if bin.is_none() => bin = Some(start..end),
             _ => {}
         }
         at = end;
         chunk_idx += 1;
     }
-    let json = json.ok_or_else(|| "GLB without a JSON chunk".to_string())?;
+    let json = json.ok_or(GlbError::NoJson)?;
     Ok(GlbLayout { json, bin })
 }
 
@@ -129,15 +178,26 @@ pub(crate) enum ImageKind {
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
+/// Why a PNG or JPEG header could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HeaderError {
+    /// The PNG signature is not followed by an IHDR chunk.
+    #[error("truncated PNG header")]
+    TruncatedPng,
+    /// The JPEG segments end (or break) before a frame header.
+    #[error("no JPEG frame header found")]
+    NoJpegFrame,
+}
+
 /// The header of a PNG or JPEG image, or `None` for other formats. Only the header is
 /// read: the PNG IHDR chunk, or the JPEG segments up to the first frame header.
-pub(crate) fn image_header(src: &mut dyn ReadAt) -> Option<Result<ImageInfo, String>> {
+pub(crate) fn image_header(src: &mut dyn ReadAt) -> Option<Result<ImageInfo, HeaderError>> {
     let mut head = [0u8; 26];
     let n = src.read_at(0, &mut head);
     let head = &head[..n];
     if head.starts_with(PNG_MAGIC) {
         if n < 24 || &head[12..16] != b"IHDR" {
-            return Some(Err("truncated PNG header".to_string()));
+            return Some(Err(HeaderError::TruncatedPng));
         }
         let be =
             |at: usize| u32::from_be_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
@@ -151,7 +211,7 @@ pub(crate) fn image_header(src: &mut dyn ReadAt) -> Option<Result<ImageInfo, Str
         }));
     }
     if head.starts_with(&[0xff, 0xd8]) {
-        return Some(jpeg_header(src).ok_or_else(|| "no JPEG frame header found".to_string()));
+        return Some(jpeg_header(src).ok_or(HeaderError::NoJpegFrame));
     }
     None
 }
@@ -200,7 +260,10 @@ mod tests {
 
     #[test]
     fn glb_rejects_truncation_and_garbage() {
-        assert!(parse_glb(b"glTF").is_err());
+        assert_eq!(
+            parse_glb(b"glTF").err(),
+            Some(GlbError::NoHeader { len: 4 })
+        );
         let mut glb = b"glTF".to_vec();
         glb.extend_from_slice(&2u32.to_le_bytes());
         glb.extend_from_slice(&40u32.to_le_bytes());
@@ -208,7 +271,18 @@ mod tests {
         glb.extend_from_slice(b"JSON");
         glb.resize(40, b' ');
         let err = parse_glb(&glb).err().unwrap();
-        assert!(err.contains("chunk 0 says 100 bytes"), "{err}");
+        assert_eq!(
+            err,
+            GlbError::ChunkCut {
+                chunk: 0,
+                len: 100,
+                remain: 20
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "truncated GLB: chunk 0 says 100 bytes, 20 remain"
+        );
     }
 
     #[test]
@@ -225,7 +299,10 @@ mod tests {
         };
         assert_eq!(info.kind, png_kind);
         assert!(image_header(&mut &b"GIF89a"[..]).is_none());
-        assert!(image_header(&mut &png[..20]).unwrap().is_err());
+        assert_eq!(
+            image_header(&mut &png[..20]),
+            Some(Err(HeaderError::TruncatedPng))
+        );
     }
 
     #[test]
@@ -238,6 +315,7 @@ mod tests {
         assert_eq!((info.width, info.height), (300, 200));
         assert_eq!(info.kind, ImageKind::Jpeg { components: 3 });
         let err = image_header(&mut &jpeg[..24]).unwrap().unwrap_err();
-        assert_eq!(err, "no JPEG frame header found");
+        assert_eq!(err, HeaderError::NoJpegFrame);
+        assert_eq!(err.to_string(), "no JPEG frame header found");
     }
 }

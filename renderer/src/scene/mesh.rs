@@ -140,7 +140,7 @@ pub(crate) fn decode(
     let max = max_triangles.saturating_mul(3);
     let read = |idx: usize, name: &str, ty: Type, comps: &[ComponentType]| {
         accessor::read(root, buffers, idx, ty, comps, max)
-            .map_err(|reason| (format!("{field}.attributes.{name}"), reason))
+            .map_err(|reason| (format!("{field}.attributes.{name}"), reason.to_string()))
     };
     let attr = |s: Semantic| prim.attributes.get(&Checked::Valid(s)).map(|i| i.value());
     let Some(pos_idx) = attr(Semantic::Positions) else {
@@ -243,7 +243,7 @@ pub(crate) fn decode(
                 &[ComponentType::U8, ComponentType::U16, ComponentType::U32],
                 max,
             )
-            .map_err(|reason| (format!("{field}.indices"), reason))?;
+            .map_err(|reason| (format!("{field}.indices"), reason.to_string()))?;
             let mut out = Vec::with_capacity(e.values.len());
             for (k, &v) in e.values.iter().enumerate() {
                 if v >= n_vertices as f64 {

@@ -433,11 +433,11 @@ impl<'a> Loader<'a> {
         })
     }
 
-    fn invalid(&self, field: impl Into<String>, reason: impl Into<String>) -> SceneError {
+    fn invalid(&self, field: impl Into<String>, reason: impl std::fmt::Display) -> SceneError {
         SceneError::Invalid {
             file: self.file.clone(),
             field: field.into(),
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
 
@@ -552,7 +552,8 @@ impl<'a> Loader<'a> {
                 let glb_magic = bytes.starts_with(b"glTF")
                     || (!bytes.is_empty() && b"glTF".starts_with(&bytes));
                 if glb_magic {
-                    let glb = format::parse_glb(&bytes).map_err(|r| not_gltf(&self.file, r))?;
+                    let glb = format::parse_glb(&bytes)
+                        .map_err(|r| not_gltf(&self.file, r.to_string()))?;
                     (glb.json.to_vec(), glb.bin.map(|b| Blob::Memory(b.to_vec())))
                 } else {
                     (bytes, None)
@@ -571,7 +572,7 @@ impl<'a> Loader<'a> {
                 if let Some(e) = reader.take_error() {
                     return Err(self.read_error("GLB header", e));
                 }
-                let layout = layout.map_err(|r| not_gltf(&self.file, r))?;
+                let layout = layout.map_err(|r| not_gltf(&self.file, r.to_string()))?;
                 let json = whole
                     .range(layout.json.start, layout.json.end - layout.json.start)
                     .into_vec()
@@ -806,7 +807,7 @@ impl<'a> Loader<'a> {
         &self,
         field: &str,
         data: &Blob,
-    ) -> Result<Option<Result<ImageInfo, String>>, SceneError> {
+    ) -> Result<Option<Result<ImageInfo, format::HeaderError>>, SceneError> {
         let mut reader = data.reader().map_err(|e| self.read_error(field, e))?;
         let header = format::image_header(&mut reader);
         match reader.take_error() {

@@ -54,16 +54,62 @@ impl TextureSet {
     }
 }
 
+/// Why an image (a material texture or the environment) could not be decoded. The
+/// messages follow the glTF field that names the image, e.g. `images[2]: is Gif; …`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ImageError {
+    /// A material texture in a format other than PNG or JPEG.
+    #[error("is {0:?}; only PNG and JPEG images are supported for material textures")]
+    NotTextureFormat(image::ImageFormat),
+    /// A material texture in no format the decoder knows.
+    #[error("is neither PNG nor JPEG")]
+    UnknownTextureFormat,
+    /// An environment image in a format other than Radiance HDR or OpenEXR.
+    #[error("is {0:?}; the environment image must be Radiance HDR (.hdr) or OpenEXR (.exr)")]
+    NotEnvironmentFormat(image::ImageFormat),
+    /// An environment image in no format the decoder knows.
+    #[error("is neither Radiance HDR nor OpenEXR")]
+    UnknownEnvironmentFormat,
+    /// The first bytes could not be read.
+    #[error("cannot read: {0}")]
+    Read(std::io::Error),
+    /// The header could not be parsed.
+    #[error("cannot read the {format:?} header: {source}")]
+    Header {
+        /// The format the magic bytes announced.
+        format: image::ImageFormat,
+        /// What the decoder reported.
+        source: image::ImageError,
+    },
+    /// The pixels could not be decoded.
+    #[error("cannot decode {format:?}: {source}")]
+    Decode {
+        /// The format the magic bytes announced.
+        format: image::ImageFormat,
+        /// What the decoder reported.
+        source: image::ImageError,
+    },
+    /// The image has more pixels than the texture pixel budget has left.
+    #[error("{width}x{height} pixels exceed the remaining texture pixel budget of {budget}")]
+    OverBudget {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// Pixels the budget had left.
+        budget: u64,
+    },
+    /// The image decoded to no pixels.
+    #[error("has no pixels")]
+    Empty,
+}
+
 /// Decode PNG or JPEG bytes to RGBA8 under a pixel budget. The error says what failed.
-pub(crate) fn decode_rgba8(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage, String> {
+pub(crate) fn decode_rgba8(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage, ImageError> {
     let format = match image::guess_format(bytes) {
         Ok(f @ (image::ImageFormat::Png | image::ImageFormat::Jpeg)) => f,
-        Ok(other) => {
-            return Err(format!(
-                "is {other:?}; only PNG and JPEG images are supported for material textures"
-            ))
-        }
-        Err(_) => return Err("is neither PNG nor JPEG".into()),
+        Ok(other) => return Err(ImageError::NotTextureFormat(other)),
+        Err(_) => return Err(ImageError::UnknownTextureFormat),
     };
     let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
@@ -73,12 +119,14 @@ pub(crate) fn decode_rgba8(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage
     reader.limits(limits);
     let img = reader
         .decode()
-        .map_err(|e| format!("cannot decode {format:?}: {e}"))?;
+        .map_err(|source| ImageError::Decode { format, source })?;
     let (width, height) = (img.width(), img.height());
     if u64::from(width) * u64::from(height) > max_pixels {
-        return Err(format!(
-            "{width}x{height} pixels exceed the remaining texture pixel budget of {max_pixels}"
-        ));
+        return Err(ImageError::OverBudget {
+            width,
+            height,
+            budget: max_pixels,
+        });
     }
     // 16-bit PNGs are reduced to 8 bits (round to nearest) like every other texture.
     let rgba = img.into_rgba8().into_raw();

@@ -152,11 +152,30 @@ fn decode_data_uri(uri: &str, max_bytes: u64) -> Result<Vec<u8>, UriRefusal> {
             "data uri holds about {decoded_len} bytes, more than the limit of {max_bytes}"
         )));
     }
-    base64_decode(payload).map_err(UriRefusal)
+    base64_decode(payload).map_err(|e| UriRefusal(e.to_string()))
+}
+
+/// Why a base64 payload is not valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Base64Error {
+    /// The length (padding included) cannot be a base64 encoding.
+    #[error("invalid base64 length {len}")]
+    Length {
+        /// The payload's length in bytes.
+        len: usize,
+    },
+    /// A byte outside the base64 alphabet.
+    #[error("invalid base64 character {found:?} at offset {offset}")]
+    Character {
+        /// The byte, as a character.
+        found: char,
+        /// Its offset in the payload.
+        offset: usize,
+    },
 }
 
 /// Decode standard base64 (RFC 4648 alphabet, optional `=` padding, no whitespace).
-pub(crate) fn base64_decode(input: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn base64_decode(input: &[u8]) -> Result<Vec<u8>, Base64Error> {
     fn value(c: u8) -> Option<u32> {
         match c {
             b'A'..=b'Z' => Some(u32::from(c - b'A')),
@@ -173,18 +192,15 @@ pub(crate) fn base64_decode(input: &[u8]) -> Result<Vec<u8>, String> {
         all => all,
     };
     if trimmed.len() % 4 == 1 {
-        return Err(format!("invalid base64 length {}", input.len()));
+        return Err(Base64Error::Length { len: input.len() });
     }
     let mut out = Vec::with_capacity(trimmed.len() / 4 * 3 + 2);
     for (chunk_idx, chunk) in trimmed.chunks(4).enumerate() {
         let mut acc = 0u32;
         for (i, &c) in chunk.iter().enumerate() {
-            let v = value(c).ok_or_else(|| {
-                format!(
-                    "invalid base64 character {:?} at offset {}",
-                    c as char,
-                    chunk_idx * 4 + i
-                )
+            let v = value(c).ok_or(Base64Error::Character {
+                found: c as char,
+                offset: chunk_idx * 4 + i,
             })?;
             acc |= v << (18 - 6 * i as u32);
         }
@@ -211,8 +227,14 @@ mod tests {
         ] {
             assert_eq!(base64_decode(encoded.as_bytes()).unwrap(), plain.as_bytes());
         }
-        assert!(base64_decode(b"Zm9v!").is_err());
-        assert!(base64_decode(b"Z").is_err());
+        assert_eq!(
+            base64_decode(b"Zm9vY!=="),
+            Err(Base64Error::Character {
+                found: '!',
+                offset: 5
+            })
+        );
+        assert_eq!(base64_decode(b"Z"), Err(Base64Error::Length { len: 1 }));
     }
 
     #[test]
