@@ -174,7 +174,7 @@ fn bench_render(a: BenchRenderArgs) -> Result<bool> {
         tile: a.tile,
     };
     let mut on_frame = |result: &SceneResult, frame: &[u8]| match &a.images {
-        Some(dir) => write_images(dir, result, &settings, frame).map_err(|e| format!("{e:#}")),
+        Some(dir) => write_images(dir, result, &settings, frame).map_err(Into::into),
         None => Ok(()),
     };
     let (results, ok) = bench_scenes(&gpu, &scenes, &settings, &opts, &mut on_frame, &mut |l| {

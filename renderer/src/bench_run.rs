@@ -70,8 +70,9 @@ impl Report {
 }
 
 /// What [`bench_scenes`] calls with each scene's figures and full frame (its canonical
-/// bytes), to write it; an `Err` fails the scene with that message.
-pub type OnFrame<'a> = dyn FnMut(&SceneResult, &[u8]) -> Result<(), String> + 'a;
+/// bytes), to write it; an `Err` fails the scene with that error (and its causes).
+pub type OnFrame<'a> =
+    dyn FnMut(&SceneResult, &[u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + 'a;
 
 /// An error and its causes joined by `: `.
 fn chain_text(e: &dyn std::error::Error) -> String {
@@ -103,7 +104,11 @@ pub fn bench_scenes(
         progress(format!("bench: {}", path.display()));
         let result = bench_scene(gpu, path, settings, opts)
             .map_err(|e| chain_text(&e))
-            .and_then(|(result, frame)| on_frame(&result, &frame).map(|()| result));
+            .and_then(|(result, frame)| {
+                on_frame(&result, &frame)
+                    .map(|()| result)
+                    .map_err(|e| chain_text(&*e))
+            });
         match result {
             Ok(r) => {
                 progress(format!(
