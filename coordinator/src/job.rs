@@ -368,8 +368,7 @@ pub fn verify_request(
         batches,
         node,
         check.kind,
-    )
-    ?;
+    )?;
     let proofs = checks::build_proofs(batches, node, &exp.indices);
     let leaves = checks::node_leaves(batches, node);
     let samples: Vec<SampledTile> = proofs

@@ -158,10 +158,16 @@ mod tests {
         assert_eq!(parse_frames(" 2 .. 5"), Ok((2, 5)));
         let e = parse_frames("1..x").unwrap_err();
         assert!(matches!(&e, FramesError::NotANumber { text, .. } if text == "x"));
-        assert!(e.to_string().starts_with("\"x\" is not a frame number: "), "{e}");
+        assert!(
+            e.to_string().starts_with("\"x\" is not a frame number: "),
+            "{e}"
+        );
         assert_eq!(
             parse_frames("5..2"),
-            Err(FramesError::Range(FrameRangeError::Reversed { first: 5, last: 2 }))
+            Err(FramesError::Range(FrameRangeError::Reversed {
+                first: 5,
+                last: 2
+            }))
         );
     }
 
@@ -172,7 +178,10 @@ mod tests {
             Ok(())
         );
         let e = check_render_flags(0, 8, 1, 0).unwrap_err();
-        assert_eq!(e.to_string(), "--width/--height 0x8: each must be 1..=16384");
+        assert_eq!(
+            e.to_string(),
+            "--width/--height 0x8: each must be 1..=16384"
+        );
         let e = check_render_flags(8, 8, MAX_SPP + 1, 0).unwrap_err();
         assert_eq!(e, RenderFlagsError::Spp(MAX_SPP + 1));
         assert!(e.to_string().starts_with("--spp 65537:"), "{e}");

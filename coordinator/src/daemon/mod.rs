@@ -48,9 +48,7 @@ pub struct InspectedScene {
 /// crate does not depend on the GPU renderer). Its error is the inspection's own, whose
 /// message the submitting client is shown.
 pub type SceneInspector = Arc<
-    dyn Fn(&Path) -> Result<InspectedScene, Box<dyn std::error::Error + Send + Sync>>
-        + Send
-        + Sync,
+    dyn Fn(&Path) -> Result<InspectedScene, Box<dyn std::error::Error + Send + Sync>> + Send + Sync,
 >;
 
 /// Everything `tessera coordinator` needs.
