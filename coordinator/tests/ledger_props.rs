@@ -27,10 +27,10 @@
 //! tiles a sample draws may need its regression test to run the history several times.
 
 mod common;
+mod seeded;
 
 use common::*;
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 use std::collections::{BTreeMap, BTreeSet};
 use tessera_coordinator::machine::Job;
 use tessera_protocol::bundle::{BatchRecord, ProofBundle};
@@ -1269,33 +1269,13 @@ fn run(setup: &Setup, ops: &[Op]) -> Result<World, String> {
     Ok(w)
 }
 
-/// The seed of the cases when neither `PROPTEST_RNG_SEED` nor `PROPTEST_CASES` is set.
+/// The seed of the cases in CI ([`seeded::seed`]).
 const CI_SEED: u64 = 0x7e55_e4a0_1ed9_e4a5;
+/// Cases in CI.
+const CI_CASES: u32 = 64;
 
-/// The seed of this run's cases: `PROPTEST_RNG_SEED` (a replay), else a fresh one for a
-/// wider run (`PROPTEST_CASES`), else [`CI_SEED`].
-fn seed() -> u64 {
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *SEED.get_or_init(|| match std::env::var("PROPTEST_RNG_SEED") {
-        Ok(s) => s
-            .parse()
-            .unwrap_or_else(|_| panic!("PROPTEST_RNG_SEED={s}: not a u64")),
-        Err(_) if std::env::var("PROPTEST_CASES").is_ok() => rand::random(),
-        Err(_) => CI_SEED,
-    })
-}
-
-fn config() -> ProptestConfig {
-    let mut c = ProptestConfig {
-        failure_persistence: None,
-        max_shrink_iters: 512,
-        rng_seed: RngSeed::Fixed(seed()),
-        ..ProptestConfig::default()
-    };
-    if std::env::var("PROPTEST_CASES").is_err() {
-        c.cases = 64;
-    }
-    c
+fn config() -> proptest::test_runner::Config {
+    seeded::config(CI_SEED, CI_CASES, 512)
 }
 
 proptest! {
@@ -1307,11 +1287,7 @@ proptest! {
         ops in proptest::collection::vec(op_strategy(), 1..40),
     ) {
         if let Err(e) = run(&setup, &ops) {
-            let replay = format!(
-                "replay: PROPTEST_RNG_SEED={} PROPTEST_CASES={}",
-                seed(),
-                config().cases
-            );
+            let replay = seeded::replay(CI_SEED, CI_CASES);
             return Err(TestCaseError::fail(format!(
                 "{e}\nsetup: {setup:?}\nops: {ops:#?}\n{replay}"
             )));

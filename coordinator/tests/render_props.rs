@@ -30,8 +30,9 @@
 //! it. Which node takes which task depends on the scheduler, so a replay takes the same
 //! inputs, not always the same path.
 
+mod seeded;
+
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -665,34 +666,14 @@ fn check(c: &Case, ran: &Ran) -> Result<(), String> {
 
 // --- the property ---------------------------------------------------------------------------
 
-/// The seed of the cases when neither `PROPTEST_RNG_SEED` nor `PROPTEST_CASES` is set.
+/// The seed of the cases in CI ([`seeded::seed`]).
 const CI_SEED: u64 = 0x4e6d_e2a1_70b5_c0de;
+/// Cases in CI.
+const CI_CASES: u32 = 48;
 
-/// The seed of this run's cases: `PROPTEST_RNG_SEED` (a replay), else a fresh one for a
-/// wider run (`PROPTEST_CASES`), else [`CI_SEED`].
-fn seed() -> u64 {
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *SEED.get_or_init(|| match std::env::var("PROPTEST_RNG_SEED") {
-        Ok(s) => s
-            .parse()
-            .unwrap_or_else(|_| panic!("PROPTEST_RNG_SEED={s}: not a u64")),
-        Err(_) if std::env::var("PROPTEST_CASES").is_ok() => rand::random(),
-        Err(_) => CI_SEED,
-    })
-}
-
-fn config() -> ProptestConfig {
-    let mut c = ProptestConfig {
-        failure_persistence: None,
-        // A case is a whole farm: shrinking is bounded so a failure reports in minutes.
-        max_shrink_iters: 64,
-        rng_seed: RngSeed::Fixed(seed()),
-        ..ProptestConfig::default()
-    };
-    if std::env::var("PROPTEST_CASES").is_err() {
-        c.cases = 48;
-    }
-    c
+fn config() -> proptest::test_runner::Config {
+    // A case is a whole farm: shrinking is bounded so a failure reports in minutes.
+    seeded::config(CI_SEED, CI_CASES, 64)
 }
 
 /// Run `c` and check it; the error names the rule broken.
@@ -708,9 +689,8 @@ proptest! {
     fn render_jobs_keep_the_ledger_rules(case in case_strategy()) {
         if let Err(e) = run_and_check(&case) {
             return Err(TestCaseError::fail(format!(
-                "{e}\ncase: {case:#?}\nreplay: PROPTEST_RNG_SEED={} PROPTEST_CASES={}",
-                seed(),
-                config().cases
+                "{e}\ncase: {case:#?}\n{}",
+                seeded::replay(CI_SEED, CI_CASES)
             )));
         }
     }

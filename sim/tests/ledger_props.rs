@@ -29,8 +29,10 @@
 //! fresh seed, and `PROPTEST_RNG_SEED=<seed>` with the same case count replays it. The
 //! simulation is deterministic for a seed, so a replay takes the same path.
 
+#[path = "../../coordinator/tests/seeded/mod.rs"]
+mod seeded;
+
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 use std::collections::{BTreeMap, BTreeSet};
 use tessera_protocol::keys::PublicKey;
 use tessera_protocol::payments::{account, slash_amount, split_on_pass, TransferKind};
@@ -366,33 +368,13 @@ fn cfg_min_trust(tier: &str) -> u32 {
         .map_or(0, |t| t.min_trust)
 }
 
-/// The seed of the cases when neither `PROPTEST_RNG_SEED` nor `PROPTEST_CASES` is set.
+/// The seed of the cases in CI ([`seeded::seed`]).
 const CI_SEED: u64 = 0x5e1d_9e0a_11ed_9e55;
+/// Cases in CI.
+const CI_CASES: u32 = 64;
 
-/// The seed of this run's cases: `PROPTEST_RNG_SEED` (a replay), else a fresh one for a
-/// wider run (`PROPTEST_CASES`), else [`CI_SEED`].
-fn seed() -> u64 {
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *SEED.get_or_init(|| match std::env::var("PROPTEST_RNG_SEED") {
-        Ok(s) => s
-            .parse()
-            .unwrap_or_else(|_| panic!("PROPTEST_RNG_SEED={s}: not a u64")),
-        Err(_) if std::env::var("PROPTEST_CASES").is_ok() => rand::random(),
-        Err(_) => CI_SEED,
-    })
-}
-
-fn config() -> ProptestConfig {
-    let mut c = ProptestConfig {
-        failure_persistence: None,
-        max_shrink_iters: 512,
-        rng_seed: RngSeed::Fixed(seed()),
-        ..ProptestConfig::default()
-    };
-    if std::env::var("PROPTEST_CASES").is_err() {
-        c.cases = 64;
-    }
-    c
+fn config() -> proptest::test_runner::Config {
+    seeded::config(CI_SEED, CI_CASES, 512)
 }
 
 proptest! {
@@ -402,9 +384,8 @@ proptest! {
     fn simulated_jobs_keep_the_ledger_rules(params in params_strategy()) {
         if let Err(e) = run_and_check(&params) {
             return Err(TestCaseError::fail(format!(
-                "{e}\nparams: {params:#?}\nreplay: PROPTEST_RNG_SEED={} PROPTEST_CASES={}",
-                seed(),
-                config().cases
+                "{e}\nparams: {params:#?}\n{}",
+                seeded::replay(CI_SEED, CI_CASES)
             )));
         }
     }
