@@ -27,7 +27,7 @@
 //! tiles a sample draws may need its regression test to run the history several times.
 
 mod common;
-mod seeded;
+mod props;
 
 use common::*;
 use proptest::prelude::*;
@@ -409,43 +409,26 @@ fn check_ledger(f: &Farm, s: &Snapshot, before: &[Row]) -> Result<(), String> {
     if s.transfers.len() < before.len() || s.transfers[..before.len()] != *before {
         return Err("(2) an applied transfer changed or disappeared".into());
     }
-    let mut keys = BTreeSet::new();
-    for t in &s.transfers {
-        if !keys.insert(&t.key) {
-            return Err(format!("(2) transfer key {} applied twice", t.key));
-        }
-        if t.amount <= 0 || t.from == t.to {
-            return Err(format!(
-                "(2) transfer {} moves {} from {} to {}",
-                t.key, t.amount, t.from, t.to
-            ));
-        }
-    }
-    let mut derived: BTreeMap<&str, i64> = BTreeMap::new();
-    for t in &s.transfers {
-        *derived.entry(&t.from).or_default() -= t.amount;
-        *derived.entry(&t.to).or_default() += t.amount;
-    }
-    let stored = f.svc.store().balances().unwrap();
-    for (acct, bal) in &stored {
-        let want = derived.get(acct.as_str()).copied().unwrap_or(0);
-        if *bal != want {
-            return Err(format!(
-                "(2) account {acct} holds {bal} but its transfers sum to {want}: a transfer applied twice or not at all"
-            ));
-        }
-        // (3) Only money from outside may go negative.
-        if *bal < 0 && !acct.starts_with("external:") {
-            return Err(format!("(3) account {acct} is negative: {bal}"));
-        }
-    }
-    for (acct, bal) in &derived {
-        if *bal != 0 && !stored.iter().any(|(a, _)| a == acct) {
-            return Err(format!(
-                "(2) account {acct} has transfers summing to {bal} but no balance"
-            ));
-        }
-    }
+    // (2) Keys are unique, balances are exactly the transfers; (3) only money from outside
+    // may go negative.
+    let stored: BTreeMap<String, i128> = f
+        .svc
+        .store()
+        .balances()
+        .unwrap()
+        .into_iter()
+        .map(|(a, b)| (a, i128::from(b)))
+        .collect();
+    let transfers = s.transfers.iter().map(|t| {
+        (
+            t.key.as_str(),
+            t.from.as_str(),
+            t.to.as_str(),
+            i128::from(t.amount),
+        )
+    });
+    props::check_balances(transfers, &stored, |acct| acct.starts_with("external:"))
+        .map_err(|e| format!("(2, 3) {e}"))?;
     // (4) Every transfer of a job traces to what allows it.
     let mut net_tiles: BTreeMap<&str, i64> = BTreeMap::new();
     let mut released: BTreeMap<(String, String), i64> = BTreeMap::new();
@@ -1269,13 +1252,13 @@ fn run(setup: &Setup, ops: &[Op]) -> Result<World, String> {
     Ok(w)
 }
 
-/// The seed of the cases in CI ([`seeded::seed`]).
+/// The seed of the cases in CI ([`props::seed`]).
 const CI_SEED: u64 = 0x7e55_e4a0_1ed9_e4a5;
 /// Cases in CI.
 const CI_CASES: u32 = 64;
 
 fn config() -> proptest::test_runner::Config {
-    seeded::config(CI_SEED, CI_CASES, 512)
+    props::config(CI_SEED, CI_CASES, 512)
 }
 
 proptest! {
@@ -1287,7 +1270,7 @@ proptest! {
         ops in proptest::collection::vec(op_strategy(), 1..40),
     ) {
         if let Err(e) = run(&setup, &ops) {
-            let replay = seeded::replay(CI_SEED, CI_CASES);
+            let replay = props::replay(CI_SEED, CI_CASES);
             return Err(TestCaseError::fail(format!(
                 "{e}\nsetup: {setup:?}\nops: {ops:#?}\n{replay}"
             )));

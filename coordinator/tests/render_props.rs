@@ -30,7 +30,7 @@
 //! it. Which node takes which task depends on the scheduler, so a replay takes the same
 //! inputs, not always the same path.
 
-mod seeded;
+mod props;
 
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -452,40 +452,22 @@ fn check(c: &Case, ran: &Ran) -> Result<(), String> {
 
     // The ledger: keys unique, sums to zero, balances are exactly the transfers, and only
     // money from outside (and the local client, who may overdraw) is negative.
-    let mut keys = BTreeSet::new();
-    let mut derived: BTreeMap<&str, i64> = BTreeMap::new();
-    for (key, from, to, amount) in &s.all {
-        if !keys.insert(key) {
-            return Err(format!("transfer key {key} applied twice"));
-        }
-        if *amount <= 0 || from == to {
-            return Err(format!("transfer {key} moves {amount} from {from} to {to}"));
-        }
-        *derived.entry(from).or_default() -= amount;
-        *derived.entry(to).or_default() += amount;
-    }
-    if s.total != 0 {
-        return Err(format!("the balances sum to {}, not 0", s.total));
-    }
     let client = account::client(CLIENT);
-    for acct in derived
-        .keys()
-        .copied()
-        .chain(s.balances.keys().map(String::as_str))
-    {
-        let (bal, want) = (
-            s.balances.get(acct).copied().unwrap_or(0),
-            derived.get(acct).copied().unwrap_or(0),
-        );
-        if bal != want {
-            return Err(format!(
-                "account {acct} holds {bal} but its transfers sum to {want}"
-            ));
-        }
-        if bal < 0 && !account::may_go_negative(acct) && acct != client {
-            return Err(format!("account {acct} is negative: {bal}"));
-        }
+    let balances: BTreeMap<String, i128> = s
+        .balances
+        .iter()
+        .map(|(a, b)| (a.clone(), i128::from(*b)))
+        .collect();
+    let transfers = s
+        .all
+        .iter()
+        .map(|(k, f, t, a)| (k.as_str(), f.as_str(), t.as_str(), i128::from(*a)));
+    if s.total != 0 {
+        return Err(format!("the store's balances sum to {}, not 0", s.total));
     }
+    props::check_balances(transfers, &balances, |acct| {
+        account::may_go_negative(acct) || acct == client
+    })?;
 
     // Every node: paid for what it passed, never for what it failed, slashed by the rule.
     let works: BTreeSet<Work> = s.committed.keys().copied().collect();
@@ -666,14 +648,14 @@ fn check(c: &Case, ran: &Ran) -> Result<(), String> {
 
 // --- the property ---------------------------------------------------------------------------
 
-/// The seed of the cases in CI ([`seeded::seed`]).
+/// The seed of the cases in CI ([`props::seed`]).
 const CI_SEED: u64 = 0x4e6d_e2a1_70b5_c0de;
 /// Cases in CI.
 const CI_CASES: u32 = 48;
 
 fn config() -> proptest::test_runner::Config {
     // A case is a whole farm: shrinking is bounded so a failure reports in minutes.
-    seeded::config(CI_SEED, CI_CASES, 64)
+    props::config(CI_SEED, CI_CASES, 64)
 }
 
 /// Run `c` and check it; the error names the rule broken.
@@ -690,7 +672,7 @@ proptest! {
         if let Err(e) = run_and_check(&case) {
             return Err(TestCaseError::fail(format!(
                 "{e}\ncase: {case:#?}\n{}",
-                seeded::replay(CI_SEED, CI_CASES)
+                props::replay(CI_SEED, CI_CASES)
             )));
         }
     }

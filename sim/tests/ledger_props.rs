@@ -29,11 +29,11 @@
 //! fresh seed, and `PROPTEST_RNG_SEED=<seed>` with the same case count replays it. The
 //! simulation is deterministic for a seed, so a replay takes the same path.
 
-#[path = "../../coordinator/tests/seeded/mod.rs"]
-mod seeded;
+#[path = "../../coordinator/tests/props/mod.rs"]
+mod props;
 
 use proptest::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use tessera_protocol::keys::PublicKey;
 use tessera_protocol::payments::{account, slash_amount, split_on_pass, TransferKind};
 use tessera_protocol::rules::job_price;
@@ -119,43 +119,15 @@ fn check_job(cfg: &SimConfig, r: &JobRecord) -> Result<(), String> {
     }
 
     // The ledger.
-    let mut keys = BTreeSet::new();
-    let mut derived: BTreeMap<&str, i128> = BTreeMap::new();
-    for t in &r.applied {
-        if !keys.insert(&t.key) {
-            return Err(format!("transfer key {} applied twice", t.key));
-        }
-        if t.amount == 0 || t.from == t.to {
-            return Err(format!(
-                "transfer {} moves {} from {} to {}",
-                t.key, t.amount, t.from, t.to
-            ));
-        }
-        *derived.entry(&t.from).or_default() -= i128::from(t.amount);
-        *derived.entry(&t.to).or_default() += i128::from(t.amount);
-    }
-    let total: i128 = r.balances.values().sum();
-    if total != 0 {
-        return Err(format!("the balances sum to {total}, not 0"));
-    }
-    for acct in derived
-        .keys()
-        .copied()
-        .chain(r.balances.keys().map(String::as_str))
-    {
-        let (bal, want) = (
-            r.balances.get(acct).copied().unwrap_or(0),
-            derived.get(acct).copied().unwrap_or(0),
-        );
-        if bal != want {
-            return Err(format!(
-                "account {acct} holds {bal} but its transfers sum to {want}"
-            ));
-        }
-        if bal < 0 && !account::may_go_negative(acct) {
-            return Err(format!("account {acct} is negative: {bal}"));
-        }
-    }
+    let transfers = r.applied.iter().map(|t| {
+        (
+            t.key.as_str(),
+            t.from.as_str(),
+            t.to.as_str(),
+            i128::from(t.amount),
+        )
+    });
+    props::check_balances(transfers, &r.balances, account::may_go_negative)?;
 
     // What each node committed, the final decision on it, and the stake it had at risk.
     let mut committed: BTreeMap<Work, Vec<TileRect>> = BTreeMap::new();
@@ -368,13 +340,13 @@ fn cfg_min_trust(tier: &str) -> u32 {
         .map_or(0, |t| t.min_trust)
 }
 
-/// The seed of the cases in CI ([`seeded::seed`]).
+/// The seed of the cases in CI ([`props::seed`]).
 const CI_SEED: u64 = 0x5e1d_9e0a_11ed_9e55;
 /// Cases in CI.
 const CI_CASES: u32 = 64;
 
 fn config() -> proptest::test_runner::Config {
-    seeded::config(CI_SEED, CI_CASES, 512)
+    props::config(CI_SEED, CI_CASES, 512)
 }
 
 proptest! {
@@ -385,7 +357,7 @@ proptest! {
         if let Err(e) = run_and_check(&params) {
             return Err(TestCaseError::fail(format!(
                 "{e}\nparams: {params:#?}\n{}",
-                seeded::replay(CI_SEED, CI_CASES)
+                props::replay(CI_SEED, CI_CASES)
             )));
         }
     }
