@@ -18,7 +18,7 @@
 
 use crate::bus::InProcessBus;
 use crate::daemon::service::{
-    assemble_frame, Limits, Service, ServiceConfig, ServiceError, MAX_CREDIT,
+    frame_of_bundle, Limits, Service, ServiceConfig, ServiceError, MAX_CREDIT,
 };
 use crate::daemon::{BusCoordinator, DaemonError};
 use crate::machine::JobState;
@@ -469,7 +469,7 @@ impl EmbeddedFarm {
                 let bundle = s.bundle(&j)?;
                 let mut frames = Vec::new();
                 for f in frames_of.0..=frames_of.1 {
-                    frames.push((f, assemble_frame(s.store(), &j, f)?));
+                    frames.push((f, frame_of_bundle(s.store(), &j, &bundle, f)?));
                 }
                 Ok::<_, ServiceError>((bundle, frames))
             })

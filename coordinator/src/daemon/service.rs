@@ -1160,6 +1160,17 @@ pub fn assemble_frame(store: &Store, job: &str, frame: u32) -> Result<Vec<u8>, S
     let bundle = store
         .bundle(job)?
         .ok_or_else(|| ServiceError::Unavailable(format!("job {job} has no bundle yet")))?;
+    frame_of_bundle(store, job, &bundle, frame)
+}
+
+/// [`assemble_frame`] with the job's bundle already read (a caller that assembles every
+/// frame reads it once).
+pub fn frame_of_bundle(
+    store: &Store,
+    job: &str,
+    bundle: &ProofBundle,
+    frame: u32,
+) -> Result<Vec<u8>, ServiceError> {
     let m = &bundle.manifest.statement;
     let tiles = bundle
         .frames
