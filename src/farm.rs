@@ -512,3 +512,51 @@ pub fn dispute(args: DisputeArgs, print: bool) -> Result<bool> {
     }
     Ok(true)
 }
+
+/// `tessera cancel|pause|resume|requeue JOB...`: one control action on several jobs.
+#[derive(clap::Args, Debug)]
+pub struct ControlArgs {
+    /// The job ids.
+    #[arg(required = true, value_name = "JOB")]
+    pub jobs: Vec<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print each job's outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tessera priority N JOB...`.
+#[derive(clap::Args, Debug)]
+pub struct PriorityArgs {
+    /// The new priority: higher goes first among the farm's queued work (jobs start at 0).
+    #[arg(allow_negative_numbers = true)]
+    pub priority: i32,
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
+/// Control the client's jobs: `action` is `cancel`, `pause`, `resume`, `requeue` or
+/// `priority` (with `priority`). Prints one line per job; fails (exit 1) when the action
+/// was refused for any of them.
+pub fn control(
+    args: ControlArgs,
+    action: &str,
+    priority: Option<i32>,
+    print: bool,
+) -> Result<bool> {
+    let cfg = args.client.config()?;
+    if print_config(print, &cfg)? {
+        return Ok(true);
+    }
+    let client = cfg.client()?;
+    let outcomes = runtime()?.block_on(client.control(&args.jobs, action, priority))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&outcomes)?);
+    } else {
+        for o in &outcomes {
+            println!("{}", table::control_line(action, o));
+        }
+    }
+    Ok(outcomes.iter().all(|o| o.error.is_none()))
+}

@@ -92,6 +92,17 @@ enum Command {
     /// Dispute a finished job inside its challenge window (extra samples; the side that
     /// loses pays for them).
     Dispute(farm::DisputeArgs),
+    /// Cancel jobs: dispatch stops, verified work is paid, the rest of the escrow is
+    /// refunded, and results that come later are never paid.
+    Cancel(farm::ControlArgs),
+    /// Pause jobs: nothing new is dispatched; work in flight finishes and is verified.
+    Pause(farm::ControlArgs),
+    /// Resume paused jobs.
+    Resume(farm::ControlArgs),
+    /// Requeue jobs' failing work: open tasks get their attempts again and go out anew.
+    Requeue(farm::ControlArgs),
+    /// Set jobs' priority among the farm's queued work (higher first; jobs start at 0).
+    Priority(farm::PriorityArgs),
     /// Measure detection: thousands of jobs with a cheating node through the real
     /// verification code and a CPU stand-in renderer, against 1 − (1 − f)^k.
     Simulate(simulate::SimulateArgs),
@@ -268,6 +279,13 @@ fn main() {
         Command::Nodes(a) => farm::nodes(a, cli.print_config),
         Command::Ledger(a) => farm::ledger(a, cli.print_config),
         Command::Dispute(a) => farm::dispute(a, cli.print_config),
+        Command::Cancel(a) => farm::control(a, "cancel", None, cli.print_config),
+        Command::Pause(a) => farm::control(a, "pause", None, cli.print_config),
+        Command::Resume(a) => farm::control(a, "resume", None, cli.print_config),
+        Command::Requeue(a) => farm::control(a, "requeue", None, cli.print_config),
+        Command::Priority(a) => {
+            farm::control(a.control, "priority", Some(a.priority), cli.print_config)
+        }
         Command::Credit(a) => farm::credit(a, cli.print_config),
         Command::Simulate(a) => simulate::run(a),
     };

@@ -7,8 +7,9 @@
 //! content matches their listing.
 
 use crate::{
-    ApiError, BlobStored, ChallengeResponse, CreditRequest, CreditResponse, JobAccepted, JobStatus,
-    JobSubmission, LedgerView, NodeView, RegisterRequest, RegisterResponse, SceneListing,
+    ApiError, BlobStored, ChallengeResponse, ControlOutcome, ControlRequest, CreditRequest,
+    CreditResponse, JobAccepted, JobStatus, JobSubmission, LedgerView, NodeView, RegisterRequest,
+    RegisterResponse, SceneListing, TaskWanted,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -353,6 +354,33 @@ impl ApiClient {
         let id = path_segment(job_id)?;
         self.json(Method::POST, format!("/v1/jobs/{id}/dispute"), None::<&()>)
             .await
+    }
+
+    /// `POST /v1/jobs/control`: one control action (`cancel`, `pause`, `resume`,
+    /// `requeue`, `priority` with `priority`) on each of `jobs`; an outcome per job.
+    pub async fn control(
+        &self,
+        jobs: &[String],
+        action: &str,
+        priority: Option<i32>,
+    ) -> Result<Vec<ControlOutcome>, ApiClientError> {
+        let body = ControlRequest {
+            jobs: jobs.to_vec(),
+            action: action.into(),
+            priority,
+        };
+        self.json(Method::POST, "/v1/jobs/control".into(), Some(&body))
+            .await
+    }
+
+    /// `GET /v1/tasks/{id}/wanted` (nodes): whether the coordinator still wants this node
+    /// to render the task (its job is not paused or over, nobody else holds it).
+    pub async fn task_wanted(&self, task_id: &str) -> Result<bool, ApiClientError> {
+        let id = path_segment(task_id)?;
+        let answer: TaskWanted = self
+            .json(Method::GET, format!("/v1/tasks/{id}/wanted"), None::<&()>)
+            .await?;
+        Ok(answer.wanted)
     }
 
     /// `GET /v1/jobs`.

@@ -110,12 +110,57 @@ pub struct JobAccepted {
     pub scene_hash: String,
 }
 
+/// The job control actions of `POST /v1/jobs/control` and `POST /v1/jobs/{id}/{action}`.
+pub const CONTROL_ACTIONS: [&str; 5] = ["cancel", "pause", "resume", "requeue", "priority"];
+
+/// `POST /v1/jobs/control`: one action on several of the client's jobs at once.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ControlRequest {
+    /// The jobs (hex ids), each handled on its own.
+    pub jobs: Vec<String>,
+    /// `cancel`, `pause`, `resume`, `requeue` or `priority`.
+    pub action: String,
+    /// The new priority, for `priority` (higher goes first; jobs start at 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+}
+
+/// `GET /v1/tasks/{id}/wanted` (nodes).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskWanted {
+    /// Whether the calling node should render the task now.
+    pub wanted: bool,
+}
+
+/// `POST /v1/jobs/{id}/priority`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityRequest {
+    /// Higher goes first; jobs start at 0.
+    pub priority: i32,
+}
+
+/// What became of one job of a [`ControlRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ControlOutcome {
+    /// The job.
+    pub job_id: String,
+    /// Its state after the action, when it was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Why the action was refused for this job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// `GET /v1/jobs/{id}` (and each element of `GET /v1/jobs`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct JobStatus {
     /// Job id, hex.
     pub job_id: String,
-    /// `queued`, `rendering`, `verifying`, `done` or `failed`.
+    /// `queued`, `rendering`, `verifying`, `paused`, `done`, `failed`, `cancelled` or
+    /// `disputed`.
     pub state: String,
     /// Scene file name.
     pub scene_name: String,

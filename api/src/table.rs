@@ -192,3 +192,13 @@ mod tests {
         assert_eq!(String::from_utf8(out).unwrap(), "no jobs\n");
     }
 }
+
+/// One job's line after a control action: `JOB  cancel: cancelled` or
+/// `JOB  cancel refused: why`.
+pub fn control_line(action: &str, o: &crate::ControlOutcome) -> String {
+    match (&o.state, &o.error) {
+        (_, Some(why)) => format!("{}  {action} refused: {why}", o.job_id),
+        (Some(state), None) => format!("{}  {action}: {state}", o.job_id),
+        (None, None) => format!("{}  {action}: no answer", o.job_id),
+    }
+}

@@ -86,20 +86,41 @@ pub enum JobState {
     Rendering,
     /// The round is fixed and its checks are out.
     Verifying,
+    /// Its client paused it: nothing new is dispatched, leases in flight finish and
+    /// delivered work is still verified and paid.
+    Paused,
     /// Every tile is verified, paid and assembled.
     Done,
     /// It ended without its frames; the escrow went back to the client.
     Failed,
+    /// Its client cancelled it: verified work was paid, the rest of the escrow went back
+    /// to the client, and results that come later are never paid.
+    Cancelled,
     /// A done job whose client's dispute is being checked.
     Disputed,
 }
 
 impl JobState {
-    /// Whether a job in this state has ended (done or failed), as far as its render goes:
-    /// a done job may still run again for a dispute.
+    /// Whether a job in this state has ended (done, failed or cancelled), as far as its
+    /// render goes: a done job may still run again for a dispute.
     pub fn has_ended(self) -> bool {
-        matches!(self, JobState::Done | JobState::Failed)
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
     }
+
+    /// Every state, in lifecycle order (filters, metrics).
+    pub const ALL: [JobState; 8] = [
+        JobState::Queued,
+        JobState::Rendering,
+        JobState::Verifying,
+        JobState::Paused,
+        JobState::Done,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Disputed,
+    ];
 
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {
@@ -107,8 +128,10 @@ impl JobState {
             JobState::Queued => "queued",
             JobState::Rendering => "rendering",
             JobState::Verifying => "verifying",
+            JobState::Paused => "paused",
             JobState::Done => "done",
             JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
             JobState::Disputed => "disputed",
         }
     }
@@ -132,8 +155,10 @@ impl std::str::FromStr for JobState {
             "queued" => JobState::Queued,
             "rendering" => JobState::Rendering,
             "verifying" => JobState::Verifying,
+            "paused" => JobState::Paused,
             "done" => JobState::Done,
             "failed" => JobState::Failed,
+            "cancelled" => JobState::Cancelled,
             "disputed" => JobState::Disputed,
             other => return Err(UnknownJobState(other.into())),
         })
@@ -238,6 +263,68 @@ pub enum Input {
         /// Who asks.
         client: String,
     },
+    /// The job's client controls it: cancel, pause, resume, requeue, priority.
+    Control {
+        /// Who asks.
+        client: String,
+        /// What.
+        action: Control,
+    },
+}
+
+/// What a client may do to its running job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Control {
+    /// Stop the job for good: nothing more is dispatched or verified, the work verified so
+    /// far is paid by the rules (its hold-backs released, as a cancelled job has no
+    /// challenge window), the rest of the escrow goes back to the client, and results
+    /// delivered later are acked and never paid.
+    Cancel,
+    /// Dispatch nothing new (tasks not yet taken are withdrawn); leases in flight finish,
+    /// and delivered work is verified and paid as usual.
+    Pause,
+    /// Undo a pause: every open task nobody holds is published again.
+    Resume,
+    /// Give failing work a fresh start: every open task gets a full set of attempts again
+    /// and goes out once more unless a node holds it, and nodes blocked for failed
+    /// deliveries (not for failed verification) may take the job's tasks again.
+    Requeue,
+    /// The job's priority among the farm's queued work (higher first; 0 by default).
+    Priority(i32),
+}
+
+impl Control {
+    /// The action's name, as the API and CLI spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Control::Cancel => "cancel",
+            Control::Pause => "pause",
+            Control::Resume => "resume",
+            Control::Requeue => "requeue",
+            Control::Priority(_) => "priority",
+        }
+    }
+}
+
+/// Why a client may not control a job now.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlRefusal {
+    /// Another client's job.
+    #[error("job {0} belongs to another client")]
+    NotOwner(String),
+    /// The job has ended, or is being disputed: there is nothing left to control.
+    #[error(
+        "job {job} is {state}: only a queued, rendering, verifying or paused job can be {action}"
+    )]
+    Ended {
+        /// The job.
+        job: String,
+        /// Where it is.
+        state: JobState,
+        /// What was asked, as a past participle ("cancelled").
+        action: &'static str,
+    },
 }
 
 /// What the machine says to do with the delivery that carried an input.
@@ -301,6 +388,14 @@ pub enum Effect {
     Receipt(Box<Signed<PaymentReceipt>>),
     /// The job failed, and why (the escrow's refund is among the transfers before it).
     Failed(String),
+    /// A verdict was taken (re-derived and accepted): a first check, an escalated one or
+    /// a dispute check, with its decision and each sampled tile's band.
+    Verdict(Box<Signed<Verdict>>),
+    /// Take back every task message of the job not yet sent (paused or cancelled); copies
+    /// already on the broker are refused by [`Job::wants`] when a node asks.
+    Withdraw,
+    /// The job's priority changed: tasks of the job not yet sent go by this one.
+    Priority(i32),
 }
 
 /// A message the machine sends.
@@ -466,6 +561,10 @@ struct Task {
     attempts: u32,
     /// When it was last published.
     published_ms: u64,
+    /// The attempt its client's last requeue started from: it fails the job after
+    /// `max_attempts` more.
+    #[serde(default)]
+    attempts_base: u32,
     /// (attempt, node, failed?) notes taken.
     notes: BTreeSet<(u32, PublicKey, bool)>,
 }
@@ -528,6 +627,16 @@ pub struct Job {
     error: Option<String>,
     release_at_ms: Option<u64>,
     dispute: Option<Dispute>,
+    /// Paused by its client (the state clients see is [`JobState::Paused`]).
+    #[serde(default)]
+    paused: bool,
+    /// Its priority among the farm's queued work.
+    #[serde(default)]
+    priority: i32,
+    /// Nodes blocked for failed verification (dispute included): a requeue does not
+    /// lift these blocks.
+    #[serde(default)]
+    convicted: Vec<PublicKey>,
     #[serde(skip)]
     effects: VecDeque<Effect>,
 }
@@ -584,6 +693,9 @@ impl Job {
             error: None,
             release_at_ms: None,
             dispute: None,
+            paused: false,
+            priority: 0,
+            convicted: Vec::new(),
             effects: VecDeque::new(),
             layout,
             manifest,
@@ -602,9 +714,31 @@ impl Job {
         &self.manifest
     }
 
-    /// Where the job is.
+    /// Where the job is, as its client sees it: [`JobState::Paused`] while a paused job
+    /// is still running.
     pub fn state(&self) -> JobState {
-        self.state
+        if self.paused && !self.state.has_ended() && self.state != JobState::Disputed {
+            JobState::Paused
+        } else {
+            self.state
+        }
+    }
+
+    /// Its priority among the farm's queued work (higher first).
+    pub fn priority(&self) -> i32 {
+        self.priority
+    }
+
+    /// Whether `node` should render task `task_id` now: the task is open, the job is not
+    /// paused, and nobody else holds the task's lease. A node asks before it renders a
+    /// task it took from a queue, so that the copies of a paused or cancelled job's tasks
+    /// still on the broker are not rendered for nothing.
+    pub fn wants(&self, task_id: &str, node: &PublicKey) -> bool {
+        !self.paused
+            && self
+                .tasks
+                .get(task_id)
+                .is_some_and(|t| t.state == TaskState::Open && t.holder.is_none_or(|h| h == *node))
     }
 
     /// Its progress.
@@ -617,7 +751,7 @@ impl Job {
             .map(|t| t.task.tiles.len() as u32)
             .sum();
         Progress {
-            state: self.state,
+            state: self.state(),
             round: self.round,
             tiles_total,
             tiles_rendered: if self.state == JobState::Done {
@@ -727,7 +861,7 @@ impl Job {
     /// and no dispute open.
     pub fn is_over(&self) -> bool {
         match self.state {
-            JobState::Failed => true,
+            JobState::Failed | JobState::Cancelled => true,
             JobState::Done => self.release_at_ms.is_none(),
             _ => false,
         }
@@ -748,6 +882,7 @@ impl Job {
             Input::RenderFailed { node, note } => self.handle_render_failed(&node, &note, ctx),
             Input::Tick => self.handle_tick(ctx).map(|_| Handled::Done),
             Input::Dispute { client } => self.handle_dispute(&client, ctx),
+            Input::Control { client, action } => Ok(self.handle_control(&client, action, ctx)),
         }
     }
 
@@ -759,9 +894,16 @@ impl Job {
     }
 
     fn set_state(&mut self, state: JobState) {
-        if self.state != state {
-            self.state = state;
-            self.effects.push_back(Effect::State(state));
+        let before = self.state();
+        self.state = state;
+        self.state_changed(before);
+    }
+
+    /// Tell the driver the state clients see, when it is no longer `before`.
+    fn state_changed(&mut self, before: JobState) {
+        let now = self.state();
+        if now != before {
+            self.effects.push_back(Effect::State(now));
         }
     }
 
@@ -806,6 +948,7 @@ impl Job {
                     lease_until_ms: 0,
                     attempts: 0,
                     published_ms: ctx.now_ms,
+                    attempts_base: 0,
                     notes: BTreeSet::new(),
                 },
             );
@@ -817,6 +960,10 @@ impl Job {
     /// with requirements, a minimum trust or blocked nodes, one eligible node's own queue
     /// (spread by batch id; none eligible now: it waits for a tick).
     fn publish_task(&mut self, task: &RenderTask, eligible: &[PublicKey]) {
+        if self.paused {
+            // Resume publishes it.
+            return;
+        }
         let queue = if self.setup.requirements.is_empty()
             && self.blocked.is_empty()
             && self.setup.min_trust == 0
@@ -1148,9 +1295,9 @@ impl Job {
         if !req.open {
             return Ok(Handled::Done);
         }
-        if self.state == JobState::Failed {
-            // A failed job's checks change nothing.
-            tracing::info!(request = %msg.request_id, "verdict for a failed job: recorded nowhere, changes nothing");
+        if matches!(self.state, JobState::Failed | JobState::Cancelled) {
+            // A failed or cancelled job's checks change nothing.
+            tracing::info!(request = %msg.request_id, state = %self.state, "verdict for a job that ended: recorded nowhere, changes nothing");
             if let Some(r) = self.requests.get_mut(&msg.request_id) {
                 r.open = false;
             }
@@ -1199,6 +1346,8 @@ impl Job {
             .verdicts
             .push(msg.verdict.clone());
         self.effects.push_back(Effect::Seen { key: signer });
+        self.effects
+            .push_back(Effect::Verdict(Box::new(msg.verdict.clone())));
         let decision = msg.verdict.statement.decision;
         if decision == Decision::Escalate {
             tracing::warn!(job = %&self.job[..12], node = %node.short(), round, check = check.label(), "a sampled tile is not close to the re-render: escalated to a second check");
@@ -1313,6 +1462,9 @@ impl Job {
         if !self.blocked.contains(node) {
             self.blocked.push(*node);
         }
+        if !self.convicted.contains(node) {
+            self.convicted.push(*node);
+        }
         Ok(())
     }
 
@@ -1373,6 +1525,16 @@ impl Job {
     /// hold-backs of work that passed (a failed job has no challenge window), void its
     /// open tasks.
     fn fail_job(&mut self, why: String, ctx: &Ctx<'_>) {
+        self.end_unfinished(ctx);
+        self.error = Some(why.clone());
+        self.set_state(JobState::Failed);
+        self.effects.push_back(Effect::Failed(why));
+    }
+
+    /// What failing and cancelling share: refund what is left in escrow, release the
+    /// hold-backs of work that passed (such a job has no challenge window), void its open
+    /// tasks and checks, and leave the pause.
+    fn end_unfinished(&mut self, ctx: &Ctx<'_>) {
         let job = self.job.clone();
         let left = escrow_left(&self.transfers, &job);
         if left > 0 {
@@ -1391,9 +1553,10 @@ impl Job {
         }
         self.release_holdbacks(ctx);
         self.void_open_tasks();
-        self.error = Some(why.clone());
-        self.set_state(JobState::Failed);
-        self.effects.push_back(Effect::Failed(why));
+        for r in self.requests.values_mut() {
+            r.open = false;
+        }
+        self.paused = false;
     }
 
     fn release_holdbacks(&mut self, ctx: &Ctx<'_>) {
@@ -1585,7 +1748,7 @@ impl Job {
         let Some(t) = self.tasks.get_mut(&note.task_id) else {
             return Handled::Done;
         };
-        if let Some(target) = pick(&eligible, t.task.batch_id) {
+        if let Some(target) = pick(&eligible, t.task.batch_id).filter(|_| !self.paused) {
             t.published_ms = ctx.now_ms;
             t.holder = None;
             let publish = Effect::Publish {
@@ -1636,8 +1799,11 @@ impl Job {
         let Some(t) = self.tasks.get(task_id) else {
             return;
         };
-        if t.attempts + 1 >= self.policy.max_attempts {
-            let why = format!("task {task_id} failed {} times", t.attempts + 1);
+        if t.attempts - t.attempts_base + 1 >= self.policy.max_attempts {
+            let why = format!(
+                "task {task_id} failed {} times",
+                t.attempts - t.attempts_base + 1
+            );
             self.fail_job(why, ctx);
             return;
         }
@@ -1666,10 +1832,11 @@ impl Job {
             .filter(|(_, t)| t.state == TaskState::Open)
             .filter_map(|(id, t)| match t.holder {
                 Some(h) if t.lease_until_ms <= now => Some((id.clone(), Some(h))),
-                None if t
-                    .published_ms
-                    .saturating_add(self.policy.unleased_timeout_ms)
-                    <= now =>
+                // A paused job's tasks wait unpublished: nobody is late to take them.
+                None if !self.paused
+                    && t.published_ms
+                        .saturating_add(self.policy.unleased_timeout_ms)
+                        <= now =>
                 {
                     Some((id.clone(), None))
                 }
@@ -1677,7 +1844,7 @@ impl Job {
             })
             .collect();
         for (id, node) in expired {
-            if self.state == JobState::Failed {
+            if self.state.has_ended() {
                 break;
             }
             match node {
@@ -1708,7 +1875,7 @@ impl Job {
             .map(|(id, _)| id.clone())
             .collect();
         for id in stale {
-            if self.state == JobState::Failed {
+            if self.state.has_ended() && self.state != JobState::Done {
                 break;
             }
             let r = &self.requests[&id];
@@ -1872,6 +2039,9 @@ impl Job {
             if !self.blocked.contains(node) {
                 self.blocked.push(*node);
             }
+            if !self.convicted.contains(node) {
+                self.convicted.push(*node);
+            }
         }
         if self.requests.values().any(|r| r.check.dispute && r.open) {
             return Ok(());
@@ -1916,6 +2086,116 @@ impl Job {
             },
             ctx,
         )
+    }
+}
+
+impl Job {
+    // --- job control --------------------------------------------------------------------
+
+    /// Whether `client` may do `action` to the job now: its own job, not ended and not
+    /// being disputed.
+    pub fn may_control(&self, client: &str, action: Control) -> Result<(), ControlRefusal> {
+        if self.manifest.statement.client != client {
+            return Err(ControlRefusal::NotOwner(self.job.clone()));
+        }
+        if self.state.has_ended() || self.state == JobState::Disputed {
+            return Err(ControlRefusal::Ended {
+                job: self.job.clone(),
+                state: self.state,
+                action: match action {
+                    Control::Cancel => "cancelled",
+                    Control::Pause => "paused",
+                    Control::Resume => "resumed",
+                    Control::Requeue => "requeued",
+                    Control::Priority(_) => "reprioritized",
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// The client's control of its job (see [`Control`]). Pausing a paused job, resuming
+    /// a running one or setting the priority it has change nothing.
+    fn handle_control(&mut self, client: &str, action: Control, ctx: &Ctx<'_>) -> Handled {
+        if let Err(why) = self.may_control(client, action) {
+            return Handled::Refused(why.to_string());
+        }
+        let before = self.state();
+        match action {
+            Control::Cancel => {
+                self.end_unfinished(ctx);
+                self.error = Some("cancelled by its client".into());
+                self.state = JobState::Cancelled;
+                self.effects.push_back(Effect::Withdraw);
+                tracing::info!(job = %&self.job[..12], "job cancelled by its client: verified work paid, the rest of the escrow refunded");
+            }
+            Control::Pause if !self.paused => {
+                self.paused = true;
+                self.effects.push_back(Effect::Withdraw);
+                tracing::info!(job = %&self.job[..12], "job paused by its client");
+            }
+            Control::Resume if self.paused => {
+                self.paused = false;
+                self.publish_unheld(ctx);
+                tracing::info!(job = %&self.job[..12], "job resumed by its client");
+            }
+            Control::Requeue => {
+                // Blocks for failed deliveries are lifted, blocks for failed verification
+                // stay.
+                self.failures.clear();
+                let convicted = self.convicted.clone();
+                self.blocked.retain(|n| convicted.contains(n));
+                let blocked = self.blocked.clone();
+                let mut fresh = 0;
+                for t in self.tasks.values_mut() {
+                    if t.state != TaskState::Open {
+                        continue;
+                    }
+                    let leased = t.holder.is_some() && t.lease_until_ms > ctx.now_ms;
+                    if leased {
+                        t.attempts_base = t.attempts;
+                        continue;
+                    }
+                    t.attempts += 1;
+                    t.attempts_base = t.attempts;
+                    t.task.attempt = t.attempts;
+                    t.task.blocked = blocked.clone();
+                    t.holder = None;
+                    fresh += 1;
+                }
+                self.effects.push_back(Effect::Withdraw);
+                self.publish_unheld(ctx);
+                tracing::info!(job = %&self.job[..12], tasks = fresh, "job requeued by its client: open tasks start their attempts again");
+            }
+            Control::Priority(p) if p != self.priority => {
+                self.priority = p;
+                self.effects.push_back(Effect::Priority(p));
+            }
+            Control::Pause | Control::Resume | Control::Priority(_) => {}
+        }
+        self.state_changed(before);
+        Handled::Done
+    }
+
+    /// Publish every open task nobody holds (after a pause, or a requeue).
+    fn publish_unheld(&mut self, ctx: &Ctx<'_>) {
+        if self.paused {
+            return;
+        }
+        let eligible = self.eligible_nodes(ctx, None, true);
+        let unheld: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.state == TaskState::Open && t.holder.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in unheld {
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.published_ms = ctx.now_ms;
+                let task = t.task.clone();
+                self.publish_task(&task, &eligible);
+            }
+        }
     }
 }
 

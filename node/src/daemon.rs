@@ -109,6 +109,9 @@ pub enum Handled {
     Declined(String),
     /// Rendered; the result is published and the task acked.
     Rendered,
+    /// The coordinator no longer wants it (its job was paused, cancelled or ended, or
+    /// another node holds it): acked without rendering.
+    Withdrawn,
     /// Loading the scene or rendering failed: reported with a signal, acked.
     Failed(String),
     /// Not acked (the bus failed, or the node is stopping): the broker redelivers it.
@@ -244,6 +247,11 @@ impl<B: Bus> NodeState<B> {
                 Ok(()) => self.settle(d, Handled::Declined(reason)).await,
                 Err(e) => self.give_back(d, format!("declining: {e}")).await,
             };
+        }
+        if !self.scenes.wanted(&task.task_id).await {
+            self.set_held(&d.message_id, false);
+            tracing::info!("task withdrawn by the coordinator (its job is paused or over, or another node holds it): not rendered");
+            return self.settle(d, Handled::Withdrawn).await;
         }
         self.set_held(&task.task_id, true);
         let outcome = self.render_and_publish(d, &task).await;

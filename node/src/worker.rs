@@ -233,6 +233,22 @@ impl<T: Clone + Send + 'static> SceneCache<T> {
             .map(|(_, t)| t.clone())
     }
 
+    /// Whether the coordinator still wants this worker to render task `task_id` (a fixed
+    /// source has nobody to ask: yes). A question that finds no answer counts as yes: the
+    /// coordinator ignores results it does not want, so asking only saves work.
+    pub async fn wanted(&self, task_id: &str) -> bool {
+        match &self.source {
+            SceneSource::Coordinator { client, .. } => match client.task_wanted(task_id).await {
+                Ok(wanted) => wanted,
+                Err(e) => {
+                    tracing::debug!(task = %task_id, error = %e, "could not ask whether the task is still wanted: rendering it");
+                    true
+                }
+            },
+            SceneSource::Fixed(_) => true,
+        }
+    }
+
     /// The scene `scene_hash`, downloaded and loaded if it is not yet. The error names
     /// the scene and what failed.
     pub async fn get(&self, scene_hash: &Digest) -> Result<T, SceneUnavailable> {

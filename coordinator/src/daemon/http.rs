@@ -13,7 +13,7 @@
 
 use super::service::{check_settings, Service, ServiceError, MAX_EDGE};
 use super::{now_ms, DaemonConfig, SceneInspector, Shared};
-use crate::machine::JobState;
+use crate::machine::{Control, JobState};
 use crate::store::Store;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -30,10 +30,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_api::{
-    AccountBalance, ApiError, BlobStored, ChallengeResponse, CreditRequest, CreditResponse,
-    JobAccepted, JobStatus, JobSubmission, LedgerView, NodeView, RegisterRequest, RegisterResponse,
-    SceneListing,
+    AccountBalance, ApiError, BlobStored, ChallengeResponse, ControlOutcome, ControlRequest,
+    CreditRequest, CreditResponse, JobAccepted, JobStatus, JobSubmission, LedgerView, NodeView,
+    PriorityRequest, RegisterRequest, RegisterResponse, SceneListing, TaskWanted, CONTROL_ACTIONS,
 };
+use tessera_protocol::keys::PublicKey;
 use tessera_protocol::payments::account;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
@@ -45,6 +46,8 @@ pub const PUBLIC_BODY_LIMIT: usize = 64 << 10;
 pub const JSON_BODY_LIMIT: usize = 4 << 20;
 /// Longest error text an answer or a log line carries.
 const MAX_MESSAGE: usize = 1024;
+/// Jobs one `POST /v1/jobs/control` may name.
+const MAX_CONTROL_JOBS: usize = 500;
 /// Scene inspections run at once (each reads and hashes a whole scene).
 const INSPECTIONS: usize = 2;
 /// How long a submission waits for an inspection slot before it is turned away.
@@ -291,8 +294,8 @@ impl Throttle {
 enum Caller {
     /// A client, by name.
     Client(String),
-    /// A registered node or verifier.
-    Worker,
+    /// A registered node or verifier, by key.
+    Worker(PublicKey),
     /// The operator.
     Admin,
 }
@@ -321,6 +324,11 @@ const CLIENTS: Allow = Allow {
 };
 const CLIENTS_AND_WORKERS: Allow = Allow {
     clients: true,
+    workers: true,
+    admin: false,
+};
+const WORKERS: Allow = Allow {
+    clients: false,
     workers: true,
     admin: false,
 };
@@ -400,7 +408,7 @@ impl ApiState {
                 .with(move |s| s.worker_by_session(&t, now_ms()))
                 .await
             {
-                Ok(Some(_)) => return Ok(Caller::Worker),
+                Ok(Some(w)) => return Ok(Caller::Worker(w.key)),
                 Ok(None) => {}
                 // An expired session: the worker registers again.
                 Err(ServiceError::Forbidden(m)) => {
@@ -438,6 +446,9 @@ pub fn router(state: ApiState, http: &HttpLimits) -> Router {
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/bundle", get(job_bundle))
         .route("/v1/jobs/{id}/dispute", post(job_dispute))
+        .route("/v1/jobs/control", post(control_jobs))
+        .route("/v1/jobs/{id}/priority", post(job_priority))
+        .route("/v1/jobs/{id}/{action}", post(control_job))
         .route("/v1/jobs/{id}/frames/{frame}", get(job_frame))
         .route_layer(cap(JSON_BODY_LIMIT))
         .route_layer(guard(CLIENTS))
@@ -446,6 +457,9 @@ pub fn router(state: ApiState, http: &HttpLimits) -> Router {
         .route("/v1/blobs/{hash}", get(get_blob))
         .route("/v1/scenes/{hash}", get(get_scene))
         .route_layer(guard(CLIENTS_AND_WORKERS));
+    let workers = Router::new()
+        .route("/v1/tasks/{id}/wanted", get(task_wanted))
+        .route_layer(guard(WORKERS));
     let ledger = Router::new()
         .route("/v1/ledger", get(ledger))
         .route_layer(guard(CLIENTS_AND_ADMIN));
@@ -460,6 +474,7 @@ pub fn router(state: ApiState, http: &HttpLimits) -> Router {
         .merge(uploads)
         .merge(clients)
         .merge(reads)
+        .merge(workers)
         .merge(ledger)
         .merge(operator)
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
@@ -1130,6 +1145,159 @@ async fn job_dispute(
     ))
 }
 
+// --- job control -------------------------------------------------------------------
+
+/// The control action `action` (one of [`CONTROL_ACTIONS`]), with `priority` for
+/// `priority`.
+fn control_of(action: &str, priority: Option<i32>) -> Answer<Control> {
+    let refuse = |why: String| Err(Fail::new(StatusCode::UNPROCESSABLE_ENTITY, why));
+    match (action, priority) {
+        ("cancel", None) => Ok(Control::Cancel),
+        ("pause", None) => Ok(Control::Pause),
+        ("resume", None) => Ok(Control::Resume),
+        ("requeue", None) => Ok(Control::Requeue),
+        ("priority", Some(p)) => Ok(Control::Priority(p)),
+        ("priority", None) => refuse("action \"priority\" needs a \"priority\" number".into()),
+        (a, Some(_)) if CONTROL_ACTIONS.contains(&a) => {
+            refuse(format!("action {a:?} takes no \"priority\""))
+        }
+        (a, _) => refuse(format!(
+            "unknown action {:?}: one of {}",
+            sanitize(a),
+            CONTROL_ACTIONS.join(", ")
+        )),
+    }
+}
+
+/// `POST /v1/jobs/control`: one action on each of several of the client's jobs, each in
+/// a transaction of its own; one outcome per job, in the order asked (a job of another
+/// client does not exist for this one).
+async fn control_jobs(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<Json<Vec<ControlOutcome>>> {
+    let client = caller.client()?.to_string();
+    let body = body_of("control request", body)?;
+    let req: ControlRequest = serde_json::from_slice(&body).map_err(|e| {
+        Fail::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("control request: {e}"),
+        )
+    })?;
+    let action = control_of(&req.action, req.priority)?;
+    if req.jobs.is_empty() || req.jobs.len() > MAX_CONTROL_JOBS {
+        return Err(Fail::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "control request: \"jobs\" names {} jobs; 1 to {MAX_CONTROL_JOBS} at once",
+                req.jobs.len()
+            ),
+        ));
+    }
+    for id in &req.jobs {
+        check_job_id(id)?;
+    }
+    let outcomes = st
+        .shared
+        .with(move |s| {
+            let now = now_ms();
+            Ok::<_, ServiceError>(
+                req.jobs
+                    .iter()
+                    .map(|id| match s.control(&client, id, action, now) {
+                        Ok(state) => ControlOutcome {
+                            job_id: id.clone(),
+                            state: Some(state.to_string()),
+                            error: None,
+                        },
+                        Err(e) => ControlOutcome {
+                            job_id: id.clone(),
+                            state: None,
+                            error: Some(e.to_string()),
+                        },
+                    })
+                    .collect(),
+            )
+        })
+        .await?;
+    Ok(Json(outcomes))
+}
+
+/// `POST /v1/jobs/{id}/{action}` (`cancel`, `pause`, `resume`, `requeue`): the job's
+/// status after it.
+async fn control_job(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath((id, action)): UrlPath<(String, String)>,
+) -> Answer<Json<JobStatus>> {
+    let client = caller.client()?.to_string();
+    check_job_id(&id)?;
+    if action == "priority" {
+        return Err(Fail::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "priority: send {\"priority\": N} as the body",
+        ));
+    }
+    let action = control_of(&action, None)?;
+    control_one(st, client, id, action).await
+}
+
+/// `POST /v1/jobs/{id}/priority` with `{"priority": N}`.
+async fn job_priority(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(id): UrlPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<Json<JobStatus>> {
+    let client = caller.client()?.to_string();
+    check_job_id(&id)?;
+    let body = body_of("priority request", body)?;
+    let req: PriorityRequest = serde_json::from_slice(&body).map_err(|e| {
+        Fail::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("priority request: {e}"),
+        )
+    })?;
+    control_one(st, client, id, Control::Priority(req.priority)).await
+}
+
+async fn control_one(
+    st: ApiState,
+    client: String,
+    id: String,
+    action: Control,
+) -> Answer<Json<JobStatus>> {
+    Ok(Json(
+        st.shared
+            .with(move |s| {
+                s.control(&client, &id, action, now_ms())?;
+                status_of(s, &id)
+            })
+            .await?,
+    ))
+}
+
+/// `GET /v1/tasks/{id}/wanted` (nodes): whether the calling node should render the task
+/// it took from a queue ([`crate::machine::Job::wants`]).
+async fn task_wanted(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(id): UrlPath<String>,
+) -> Answer<Json<TaskWanted>> {
+    let Caller::Worker(node) = caller else {
+        return Err(Fail::new(StatusCode::FORBIDDEN, "nodes only"));
+    };
+    if id.len() > 200 {
+        return Err(Fail::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "task id too long",
+        ));
+    }
+    let wanted = st.shared.with(move |s| s.task_wanted(&id, &node)).await?;
+    Ok(Json(TaskWanted { wanted }))
+}
+
 /// Finished jobs' bundles and frames as files under `DATA/exports/<job>-<ended>/`,
 /// written once (off the service lock, from a reader connection of its own) and then
 /// streamed from disk: a request never re-parses a bundle or assembles a frame under the
@@ -1335,7 +1503,7 @@ async fn ledger(
                     }
                     Some(set)
                 }
-                Caller::Worker => {
+                Caller::Worker(_) => {
                     return Err(ServiceError::Forbidden(
                         "clients and the operator only".into(),
                     ))

@@ -902,7 +902,7 @@ mod tests {
         tokio::time::sleep(IDLE_WAIT / 4).await;
         let committed = tokio::time::Instant::now();
         shared
-            .with(|s| s.store().push_outbox("tasks", "m1", b"task"))
+            .with(|s| s.store().push_outbox("tasks", "m1", b"task", None, 0))
             .await
             .unwrap();
         let d = bus.next("tasks").await.unwrap();

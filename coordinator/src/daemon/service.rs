@@ -6,8 +6,8 @@
 
 use crate::job;
 use crate::machine::{
-    Ctx, DisputeRefusal, Effect, Farm, Input, Job, JobSetup, JobState, NodeView, Nonces, Policy,
-    Progress, TaskView, Tiles, VerifierView,
+    Control, ControlRefusal, Ctx, DisputeRefusal, Effect, Farm, Input, Job, JobSetup, JobState,
+    NodeView, Nonces, Policy, Progress, TaskView, Tiles, VerifierView,
 };
 use crate::store::{Store, StoreError, StoredMachine, WorkerRow};
 use rand::RngCore;
@@ -838,7 +838,13 @@ impl Service {
         while let Some(effect) = machine.poll_effect() {
             match effect {
                 Effect::Publish { queue, message } => {
-                    s.push_outbox(&queue, message.id(), &message.body())?;
+                    s.push_outbox(
+                        &queue,
+                        message.id(),
+                        &message.body(),
+                        Some(job),
+                        machine.priority(),
+                    )?;
                     queued += 1;
                 }
                 Effect::KeepResult { round, result } => {
@@ -877,6 +883,14 @@ impl Service {
                 Effect::Failed(why) => {
                     tracing::error!(job = %&job[..12], "job failed: {why}; the client's escrow was refunded");
                 }
+                Effect::Verdict(v) => {
+                    tracing::debug!(job = %&job[..12], round = v.statement.round, node = %v.statement.node.short(), decision = ?v.statement.decision, "verdict taken");
+                }
+                Effect::Withdraw => {
+                    let n = s.withdraw_tasks(job)?;
+                    tracing::info!(job = %&job[..12], tasks = n, "unsent task messages withdrawn");
+                }
+                Effect::Priority(p) => s.set_outbox_priority(job, p)?,
             }
         }
         Ok(queued)
@@ -959,6 +973,58 @@ impl Service {
         }
         tracing::info!(job = %&job[..12], checks = queued, "dispute opened: extra samples requested");
         Ok(())
+    }
+
+    /// Client `client` controls its job `job` ([`Control`]): the job's machine decides, in
+    /// a transaction of its own. Returns the job's state after it. Another client's job
+    /// does not exist for `client`; a job that ended cannot be controlled.
+    pub fn control(
+        &self,
+        client: &str,
+        job: &str,
+        action: Control,
+        now_ms: u64,
+    ) -> Result<JobState, ServiceError> {
+        let missing = || ServiceError::NotFound(format!("job {job} does not exist"));
+        if self
+            .store
+            .job_client(job)?
+            .is_none_or(|owner| owner != client)
+        {
+            return Err(missing());
+        }
+        let Some(machine) = self.load(&self.store, job)? else {
+            return Err(ServiceError::Unavailable(format!("job {job}: {OLDER}")));
+        };
+        machine
+            .may_control(client, action)
+            .map_err(|why| match why {
+                ControlRefusal::NotOwner(_) => missing(),
+                ControlRefusal::Ended { .. } => ServiceError::Unavailable(why.to_string()),
+            })?;
+        let input = Input::Control {
+            client: client.into(),
+            action,
+        };
+        if let Handled::Refused(why) = self.drive_one(job, now_ms, input)? {
+            return Err(ServiceError::Unavailable(why));
+        }
+        tracing::info!(job = %&job[..12], action = action.name(), "job control");
+        self.store.job_state(job)?.ok_or_else(missing)
+    }
+
+    /// Whether node `node` should render task `task_id` now ([`Job::wants`]): an unknown
+    /// task, or one of a job that ended, is not wanted.
+    pub fn task_wanted(&self, task_id: &str, node: &PublicKey) -> Result<bool, ServiceError> {
+        let Some(job) = job::job_of(task_id) else {
+            return Ok(false);
+        };
+        if !self.has_job(job)? {
+            return Ok(false);
+        }
+        Ok(self
+            .load(&self.store, job)?
+            .is_some_and(|machine| machine.wants(task_id, node)))
     }
 
     /// A node's signed signal: lease heartbeats, declines, failures, each handed to the
@@ -1083,7 +1149,7 @@ impl Service {
     /// How many leases each node holds on open tasks, by key (hex).
     pub fn leases_by_node(&self) -> Result<BTreeMap<String, u32>, ServiceError> {
         let mut leases = BTreeMap::new();
-        for state in [JobState::Queued, JobState::Rendering] {
+        for state in [JobState::Queued, JobState::Rendering, JobState::Paused] {
             for job in self.store.job_ids_in_state(state)? {
                 let Some(machine) = self.load(&self.store, &job)? else {
                     continue;

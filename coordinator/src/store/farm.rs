@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS requests (
     queue TEXT NOT NULL DEFAULT 'verify', queue_since INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, message_id TEXT NOT NULL, body BLOB NOT NULL
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, message_id TEXT NOT NULL, body BLOB NOT NULL,
+    job_id TEXT, priority INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS failures (
     job_id TEXT NOT NULL, node TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (job_id, node)
@@ -290,27 +291,49 @@ impl Store {
 
     // --- outbox -----------------------------------------------------------------------
 
-    /// Queue a message to publish once the surrounding transaction commits.
+    /// Queue a message of job `job` at `priority` to publish once the surrounding
+    /// transaction commits.
     pub fn push_outbox(
         &self,
         queue: &str,
         message_id: &str,
         body: &[u8],
+        job: Option<&str>,
+        priority: i32,
     ) -> Result<(), StoreError> {
         self.exec(
-            "INSERT INTO outbox (queue, message_id, body) VALUES (?1, ?2, ?3)",
-            params![queue, message_id, body],
+            "INSERT INTO outbox (queue, message_id, body, job_id, priority) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![queue, message_id, body, job, priority],
         )
         .map(|_| ())
     }
 
-    /// The oldest `limit` messages of the outbox, verification traffic first: a verify
+    /// Take back the render tasks of job `job` not yet published (the job was paused or
+    /// cancelled); returns how many.
+    pub fn withdraw_tasks(&self, job: &str) -> Result<usize, StoreError> {
+        self.exec(
+            "DELETE FROM outbox WHERE job_id = ?1 AND (queue = 'tasks' OR queue LIKE 'node.%')",
+            params![job],
+        )
+    }
+
+    /// Job `job`'s messages not yet published go at `priority` from now on.
+    pub fn set_outbox_priority(&self, job: &str, priority: i32) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE outbox SET priority = ?2 WHERE job_id = ?1",
+            params![job, priority],
+        )
+        .map(|_| ())
+    }
+
+    /// The next `limit` messages of the outbox, verification traffic first: a verify
     /// request never waits behind a burst of new render tasks (payments keep flowing while
-    /// a large submission drains). Within each of the two classes, insertion order.
+    /// a large submission drains). Render tasks go by their job's priority, higher first;
+    /// otherwise insertion order.
     pub fn outbox(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
         self.rows(
             "SELECT seq, queue, message_id, body FROM outbox \
-             ORDER BY (queue = 'tasks' OR queue LIKE 'node.%'), seq LIMIT ?1",
+             ORDER BY (queue = 'tasks' OR queue LIKE 'node.%'), priority DESC, seq LIMIT ?1",
             params![limit],
             |r| {
                 Ok(OutboxRow {

@@ -153,6 +153,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     add_column(conn, "jobs", "ended_ms", "INTEGER")?;
     add_column(conn, "batches", "stored_ms", "INTEGER")?;
     add_column(conn, "job_runs", "over", "INTEGER NOT NULL DEFAULT 0")?;
+    add_column(conn, "outbox", "job_id", "TEXT")?;
+    add_column(conn, "outbox", "priority", "INTEGER NOT NULL DEFAULT 0")?;
     Ok(())
 }
 
