@@ -729,16 +729,18 @@ impl Job {
         self.priority
     }
 
-    /// Whether `node` should render task `task_id` now: the task is open, the job is not
-    /// paused, and nobody else holds the task's lease. A node asks before it renders a
-    /// task it took from a queue, so that the copies of a paused or cancelled job's tasks
-    /// still on the broker are not rendered for nothing.
+    /// Whether `node` should render task `task_id` now: the task is open and `node` holds
+    /// its lease, or nobody does and the job is not paused (a lease in flight finishes). A
+    /// node asks before it renders a task it took from a queue, so that the copies of a
+    /// paused or cancelled job's tasks still on the broker are not rendered for nothing.
     pub fn wants(&self, task_id: &str, node: &PublicKey) -> bool {
-        !self.paused
-            && self
-                .tasks
-                .get(task_id)
-                .is_some_and(|t| t.state == TaskState::Open && t.holder.is_none_or(|h| h == *node))
+        self.tasks.get(task_id).is_some_and(|t| {
+            t.state == TaskState::Open
+                && match t.holder {
+                    Some(holder) => holder == *node,
+                    None => !self.paused,
+                }
+        })
     }
 
     /// Its progress.

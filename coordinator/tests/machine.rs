@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use tessera_coordinator::machine::{
-    Ctx, Effect, Farm, Handled, Input, Job, JobSetup, JobState, NodeView, Nonces, Outgoing, Policy,
-    Tiles, VerifierView,
+    Control, Ctx, Effect, Farm, Handled, Input, Job, JobSetup, JobState, NodeView, Nonces,
+    Outgoing, Policy, Tiles, VerifierView,
 };
 use tessera_node::stub::HashRenderer;
 use tessera_node::{DishonestMode, Node};
@@ -46,6 +46,10 @@ struct World {
     bundle: Option<ProofBundle>,
     receipts: u32,
     failed: Option<String>,
+    /// Withdrawals of unsent tasks asked for (pause, cancel, requeue).
+    withdrawn: u32,
+    /// The priority the machine last asked for.
+    priority: Option<i32>,
 }
 
 impl Farm for World {
@@ -139,6 +143,8 @@ impl World {
             bundle: None,
             receipts: 0,
             failed: None,
+            withdrawn: 0,
+            priority: None,
         }
     }
 
@@ -247,7 +253,16 @@ impl World {
                     }
                 }
                 Effect::Failed(why) => self.failed = Some(why),
-                Effect::Seen { .. } | Effect::State(_) | Effect::VerifierFault { .. } => {}
+                Effect::Withdraw => {
+                    // What a driver's outbox had not sent yet is taken back.
+                    self.withdrawn += 1;
+                    self.queue.retain(|(_, m)| !matches!(m, Outgoing::Task(_)));
+                }
+                Effect::Priority(p) => self.priority = Some(p),
+                Effect::Seen { .. }
+                | Effect::State(_)
+                | Effect::VerifierFault { .. }
+                | Effect::Verdict(_) => {}
             }
         }
     }
@@ -561,6 +576,249 @@ fn a_challenge_window_releases_the_hold_backs_when_it_ends_and_signs_the_receipt
     ));
 }
 
+// --- job control ------------------------------------------------------------------------
+
+fn control(w: &mut World, job: &mut Job, action: Control) -> Handled {
+    w.handle(
+        job,
+        Input::Control {
+            client: CLIENT.into(),
+            action,
+        },
+    )
+}
+
+/// The price of one of the test job's tiles (all are full 16×16 tiles).
+fn tile_price(job: &Job) -> u64 {
+    let m = &job.manifest().statement;
+    let rect = tessera_protocol::TileRect {
+        x: 0,
+        y: 0,
+        w: 16,
+        h: 16,
+    };
+    m.pricing.tile_price(&m.tier, rect, m.settings.spp)
+}
+
+#[test]
+fn cancelling_a_job_pays_verified_work_refunds_the_rest_and_never_pays_late_results() {
+    let (mut w, mut job) = caught_cheater_then_silence(60);
+    let honest = w.node(0).public();
+    let round1 = w.take_tasks();
+    assert!(!round1.is_empty());
+    let verified = job.progress().tiles_verified;
+    assert_eq!(verified, 6, "the honest node's frame passed");
+    assert_eq!(control(&mut w, &mut job, Control::Cancel), Handled::Done);
+    assert_eq!(job.state(), JobState::Cancelled);
+    assert!(job.is_over());
+    assert!(w.withdrawn > 0, "unsent tasks are withdrawn");
+    // Verified work is paid in full (its hold-back released: no challenge window), the
+    // rest of the escrow goes back to the client, the cheater's stake was slashed.
+    let value = i128::from(verified) * i128::from(tile_price(&job));
+    assert_eq!(w.balance(&account::node(&honest)), value);
+    assert_eq!(w.balance(&account::holdback(&job_hex(), &honest)), 0);
+    assert_eq!(w.balance(&account::escrow(&job_hex())), 0);
+    let price = i128::from(job_price(&job.manifest().statement));
+    assert_eq!(w.balance(&account::client(CLIENT)), price - value);
+    assert_eq!(w.ledger.total(), 0);
+    // Results that come later (a round-1 task rendered anyway) are acked, never paid.
+    let transfers = job.transfers().len();
+    let balances = w.ledger.balances().clone();
+    for (_, task) in &round1 {
+        assert!(!job.wants(&task.task_id, &honest));
+        assert_eq!(w.deliver(&mut job, 0, task), Handled::Done);
+    }
+    w.now += 3_600_000;
+    w.handle(&mut job, Input::Tick);
+    assert_eq!(job.transfers().len(), transfers);
+    assert_eq!(w.ledger.balances(), &balances);
+    assert!(w.take_tasks().is_empty() && w.queue.is_empty(), "nothing goes out");
+    // A cancelled job cannot be controlled again, nor disputed.
+    assert!(matches!(
+        control(&mut w, &mut job, Control::Resume),
+        Handled::Refused(why) if why.contains("cancelled")
+    ));
+    assert!(job.may_dispute(CLIENT, w.now).is_err());
+}
+
+#[test]
+fn a_verdict_that_comes_after_the_cancel_moves_nothing() {
+    let mut w = World::new(&[None, None]);
+    let mut job = w.submit(1, 0);
+    for (i, (_, task)) in w.take_tasks().iter().enumerate() {
+        w.deliver(&mut job, i % 2, task);
+    }
+    assert_eq!(job.state(), JobState::Verifying);
+    let checks: Vec<_> = std::mem::take(&mut w.queue).into_iter().collect();
+    assert!(!checks.is_empty());
+    assert_eq!(control(&mut w, &mut job, Control::Cancel), Handled::Done);
+    let price = i128::from(job_price(&job.manifest().statement));
+    assert_eq!(w.balance(&account::client(CLIENT)), price, "nothing was verified: all refunded");
+    for (_, m) in checks {
+        let Outgoing::Check(req) = m else { continue };
+        let verdict = w.verifier.handle_request(&req).unwrap();
+        let msg = VerdictMessage {
+            version: WIRE_VERSION,
+            request_id: req.request_id.clone(),
+            verdict,
+        };
+        assert_eq!(w.handle(&mut job, Input::Verdict(msg)), Handled::Done);
+    }
+    assert_eq!(w.balance(&account::client(CLIENT)), price);
+    assert_eq!(job.state(), JobState::Cancelled);
+    assert_eq!(w.ledger.total(), 0);
+}
+
+#[test]
+fn a_paused_job_sends_nothing_new_until_it_is_resumed_and_work_in_flight_finishes() {
+    let mut w = World::new(&[None, None]);
+    let mut job = w.submit(2, 0);
+    let tasks = w.take_tasks();
+    assert_eq!(tasks.len(), 4);
+    let (a, b) = (w.node(0).public(), w.node(1).public());
+    // Node 0 leases the first task, then the client pauses.
+    w.handle(
+        &mut job,
+        Input::Heartbeat {
+            node: a,
+            task_id: tasks[0].1.task_id.clone(),
+        },
+    );
+    assert_eq!(control(&mut w, &mut job, Control::Pause), Handled::Done);
+    assert_eq!(job.state(), JobState::Paused);
+    assert_eq!(job.progress().state, JobState::Paused);
+    // Copies already on the broker are not wanted, except by the lease holder.
+    assert!(job.wants(&tasks[0].1.task_id, &a));
+    assert!(!job.wants(&tasks[1].1.task_id, &b));
+    // Pausing again changes nothing; the clock passing every timeout sends nothing.
+    assert_eq!(control(&mut w, &mut job, Control::Pause), Handled::Done);
+    w.now += 3_600_000;
+    w.handle(&mut job, Input::Tick);
+    assert!(w.take_tasks().is_empty(), "a paused job sends no task");
+    // The lease expired in the pause: counted, but not sent; a delivery in flight from
+    // node 1 (which took a copy before the pause) is still taken and verified later.
+    assert_eq!(w.deliver(&mut job, 1, &tasks[1].1), Handled::Done);
+    assert_eq!(job.state(), JobState::Paused);
+    // Resume: every open task nobody holds goes out again, the state is what it was.
+    assert_eq!(control(&mut w, &mut job, Control::Resume), Handled::Done);
+    assert_ne!(job.state(), JobState::Paused);
+    let again = w.take_tasks();
+    let mut ids: Vec<&str> = again.iter().map(|(_, t)| t.task_id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want: Vec<&str> = [0, 2, 3].iter().map(|&i| tasks[i].1.task_id.as_str()).collect();
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    for (i, (_, task)) in again.iter().enumerate() {
+        assert_eq!(w.deliver(&mut job, i % 2, task), Handled::Done);
+    }
+    w.verify_all(&mut job);
+    assert_eq!(job.state(), JobState::Done);
+    let bundle = w.bundle.clone().unwrap();
+    assert!(audit_bundle(&bundle, Some(&w.coordinator.public())).passed());
+    assert_eq!(w.ledger.total(), 0);
+}
+
+#[test]
+fn requeue_gives_failing_tasks_their_attempts_again_and_lifts_delivery_blocks() {
+    let mut w = World::new(&[None, None, None]);
+    let mut job = w.submit(1, 0);
+    let tasks = w.take_tasks();
+    let task = tasks[0].1.clone();
+    let policy = Policy::default();
+    // The first node not blocked takes the task and fails it, attempt after attempt (a
+    // node is blocked after 3).
+    let fail = |w: &mut World, job: &mut Job| {
+        let attempt = job.task(&task.task_id).unwrap().attempt;
+        let node = (0..3)
+            .map(|i| w.node(i).public())
+            .find(|k| !job.blocked().contains(k))
+            .expect("a node left to fail it");
+        w.handle(
+            job,
+            Input::Heartbeat {
+                node,
+                task_id: task.task_id.clone(),
+            },
+        );
+        let holder = job.task(&task.task_id).unwrap().holder.unwrap();
+        w.handle(
+            job,
+            Input::RenderFailed {
+                node: holder,
+                note: tessera_protocol::statements::TaskNote {
+                    task_id: task.task_id.clone(),
+                    attempt,
+                    reason: "gpu fell over".into(),
+                },
+            },
+        );
+    };
+    for _ in 0..policy.max_attempts - 1 {
+        fail(&mut w, &mut job);
+    }
+    assert_ne!(job.state(), JobState::Failed);
+    assert_eq!(job.blocked().len(), 2, "two nodes failed it three times each");
+    assert_eq!(control(&mut w, &mut job, Control::Requeue), Handled::Done);
+    assert!(job.blocked().is_empty(), "a block for failed deliveries is lifted");
+    assert!(w.withdrawn > 0);
+    let view = job.task(&task.task_id).unwrap();
+    assert_eq!(view.attempt, policy.max_attempts, "a fresh attempt");
+    assert!(view.open && view.holder.is_none());
+    assert!(
+        w.take_tasks().iter().any(|(_, t)| t.task_id == task.task_id && t.attempt == view.attempt),
+        "the task goes out again"
+    );
+    // It may fail max_attempts - 1 more times without failing the job.
+    for _ in 0..policy.max_attempts - 1 {
+        fail(&mut w, &mut job);
+    }
+    assert_ne!(job.state(), JobState::Failed, "{:?}", job.progress());
+    fail(&mut w, &mut job);
+    assert_eq!(job.state(), JobState::Failed);
+    assert_eq!(w.ledger.total(), 0);
+}
+
+#[test]
+fn requeue_keeps_the_block_of_a_node_that_failed_verification() {
+    let (mut w, mut job) = caught_cheater_then_silence(0);
+    let cheater = w.node(1).public();
+    assert_eq!(control(&mut w, &mut job, Control::Requeue), Handled::Done);
+    assert_eq!(job.blocked(), &[cheater]);
+    for (_, t) in w.take_tasks() {
+        assert!(t.blocked.contains(&cheater));
+    }
+}
+
+#[test]
+fn priority_is_the_clients_and_only_a_running_job_takes_control() {
+    let mut w = World::new(&[None]);
+    let mut job = w.submit(1, 0);
+    assert_eq!(job.priority(), 0);
+    assert_eq!(control(&mut w, &mut job, Control::Priority(7)), Handled::Done);
+    assert_eq!((job.priority(), w.priority), (7, Some(7)));
+    let other = w.handle(
+        &mut job,
+        Input::Control {
+            client: "mallory".into(),
+            action: Control::Cancel,
+        },
+    );
+    assert!(matches!(other, Handled::Refused(why) if why.contains("another client")));
+    assert_ne!(job.state(), JobState::Cancelled);
+    for (_, task) in w.take_tasks() {
+        w.deliver(&mut job, 0, &task);
+    }
+    w.verify_all(&mut job);
+    assert_eq!(job.state(), JobState::Done);
+    for action in [Control::Cancel, Control::Pause, Control::Requeue, Control::Priority(1)] {
+        assert!(
+            matches!(control(&mut w, &mut job, action), Handled::Refused(why) if why.contains("is done")),
+            "{action:?}"
+        );
+    }
+    assert_eq!(job.priority(), 7);
+}
+
 // --- the ledger's rules over random histories of one job ------------------------------
 
 mod props {
@@ -588,6 +846,8 @@ mod props {
         Tick { long: bool },
         /// The client disputes the job.
         Dispute,
+        /// The client controls the job (cancel, pause, resume, requeue, priority).
+        Control(Control),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -600,6 +860,14 @@ mod props {
                 .prop_map(|(check, lie)| Op::Answer { check, lie }),
             2 => prop::bool::ANY.prop_map(|long| Op::Tick { long }),
             1 => Just(Op::Dispute),
+            2 => prop_oneof![
+                1 => Just(Control::Cancel),
+                2 => Just(Control::Pause),
+                2 => Just(Control::Resume),
+                1 => Just(Control::Requeue),
+                1 => (-3i32..3).prop_map(Control::Priority),
+            ]
+            .prop_map(Op::Control),
         ]
     }
 
@@ -622,6 +890,8 @@ mod props {
         last: Option<tessera_protocol::wire::BatchResult>,
         client_paid_in: i128,
         disputes: u32,
+        /// The job's transfers right after its cancel was taken.
+        cancelled_with: Option<usize>,
     }
 
     impl Run {
@@ -714,6 +984,19 @@ mod props {
                     };
                     self.w.handle(&mut self.job, input);
                 }
+                Op::Control(action) => {
+                    let input = Input::Control {
+                        client: CLIENT.into(),
+                        action,
+                    };
+                    let live = self.job.may_control(CLIENT, action).is_ok();
+                    let handled = self.w.handle(&mut self.job, input);
+                    assert_eq!(handled == Handled::Done, live, "{action:?}: {handled:?}");
+                    if live && action == Control::Cancel {
+                        assert_eq!(self.job.state(), JobState::Cancelled);
+                        self.cancelled_with = Some(self.job.transfers().len());
+                    }
+                }
                 _ => {}
             }
             self.collect();
@@ -722,6 +1005,14 @@ mod props {
         /// Drive the job honestly to its end: every open task delivered by a node that
         /// may take it, every check answered, the clock moved when nothing else moves.
         fn settle(&mut self) {
+            if self.job.state() == JobState::Paused {
+                let input = Input::Control {
+                    client: CLIENT.into(),
+                    action: Control::Resume,
+                };
+                assert_eq!(self.w.handle(&mut self.job, input), Handled::Done);
+                self.collect();
+            }
             for _ in 0..200 {
                 if self.job.is_over() {
                     return;
@@ -819,6 +1110,7 @@ mod props {
                 last: None,
                 client_paid_in: price,
                 disputes: 0,
+                cancelled_with: None,
             };
             run.collect();
             for op in &ops {
@@ -851,6 +1143,29 @@ mod props {
                     prop_assert_eq!(paid, price + fee);
                 }
                 JobState::Failed => prop_assert!(paid <= price, "paid {} of {}", paid, price),
+                JobState::Cancelled => {
+                    // Nothing moved after the cancel, late results and verdicts included.
+                    prop_assert_eq!(Some(run.job.transfers().len()), run.cancelled_with);
+                    // The client paid exactly the verified work, at the tier's price, and
+                    // got the rest of its escrow back.
+                    let verified: i128 = run
+                        .job
+                        .verdicts()
+                        .filter(|v| !v.statement.check.dispute)
+                        .filter(|v| v.statement.decision == Decision::Pass)
+                        .map(|v| i128::from(v.statement.n_committed))
+                        .sum();
+                    let value = verified * i128::from(tile_price(&run.job));
+                    prop_assert_eq!(paid, value);
+                    let refunded: i128 = run
+                        .job
+                        .transfers()
+                        .iter()
+                        .filter(|t| t.kind == TransferKind::Refund)
+                        .map(|t| i128::from(t.amount))
+                        .sum();
+                    prop_assert_eq!(refunded, price - value);
+                }
                 other => prop_assert!(false, "the job ended {}", other),
             }
         }
