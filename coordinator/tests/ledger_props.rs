@@ -32,7 +32,8 @@ mod props;
 use common::*;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
-use tessera_coordinator::machine::Job;
+use tessera_coordinator::daemon::service::ServiceError;
+use tessera_coordinator::machine::{Control, Job, JobState};
 use tessera_protocol::bundle::{BatchRecord, ProofBundle};
 use tessera_protocol::payments::{slash_amount, split_on_pass, Transfer};
 use tessera_protocol::rules::{dispute_deposit, job_price};
@@ -113,6 +114,13 @@ enum Op {
     /// Everything in flight is delivered and answered until nothing is; by a lazy
     /// verifier, every round check passes.
     Drive { lazy: bool },
+    /// A client (the owner, or a stranger) controls a job: cancel, pause, resume,
+    /// requeue, priority.
+    Control {
+        job: usize,
+        action: Control,
+        by: DisputeBy,
+    },
 }
 
 fn setup_strategy() -> impl Strategy<Value = Setup> {
@@ -174,6 +182,18 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         3 => (i(), prop_oneof![4 => Just(DisputeBy::Owner), 1 => Just(DisputeBy::Stranger)])
             .prop_map(|(job, by)| Op::Dispute { job, by }),
         3 => prop_oneof![3 => Just(false), 1 => Just(true)].prop_map(|lazy| Op::Drive { lazy }),
+        3 => (
+            i(),
+            prop_oneof![
+                1 => Just(Control::Cancel),
+                2 => Just(Control::Pause),
+                2 => Just(Control::Resume),
+                1 => Just(Control::Requeue),
+                1 => (-2i32..3).prop_map(Control::Priority),
+            ],
+            prop_oneof![4 => Just(DisputeBy::Owner), 1 => Just(DisputeBy::Stranger)],
+        )
+            .prop_map(|(job, action, by)| Op::Control { job, action, by }),
     ]
 }
 
@@ -507,7 +527,7 @@ fn check_ledger(f: &Farm, s: &Snapshot, before: &[Row]) -> Result<(), String> {
                     return bad(&format!("releases {} of the {left} held back", t.amount));
                 }
                 *released.entry(k).or_default() += t.amount;
-                if *state != "done" && *state != "disputed" && *state != "failed" {
+                if !["done", "disputed", "failed", "cancelled"].contains(&state.as_str()) {
                     return bad(&format!("the job is {state}"));
                 }
             }
@@ -599,7 +619,7 @@ fn check_ledger(f: &Farm, s: &Snapshot, before: &[Row]) -> Result<(), String> {
                 }
             }
             "refund" => {
-                if state != "failed" {
+                if state != "failed" && state != "cancelled" {
                     return bad(&format!("refund of a job that is {state}"));
                 }
             }
@@ -730,6 +750,8 @@ struct JobModel {
     done_at: Option<u64>,
     /// Whether a dispute was opened.
     disputed: bool,
+    /// How many transfers the job had right after its client cancelled it.
+    cancelled_with: Option<usize>,
 }
 
 type Msg = (String, String, Vec<u8>);
@@ -924,6 +946,58 @@ impl World {
         }
     }
 
+    /// A client controls a job: only the owner of a job that has not ended (nor is
+    /// disputed) may; a refusal changes nothing, and a stranger is told the job does not
+    /// exist.
+    fn control(&mut self, job: usize, action: Control, by: DisputeBy) -> Result<(), String> {
+        if self.jobs.is_empty() {
+            return Ok(());
+        }
+        let j = job % self.jobs.len();
+        let (id, owner) = (self.jobs[j].id.clone(), self.jobs[j].client.clone());
+        let client = match by {
+            DisputeBy::Owner => owner,
+            DisputeBy::Stranger => "intruder".to_string(),
+        };
+        let state = self.state(&id);
+        let allowed = matches!(by, DisputeBy::Owner)
+            && ["queued", "rendering", "verifying", "paused"].contains(&state.as_str());
+        let balances = self.f.svc.store().balances().unwrap();
+        let n_transfers = Snapshot::read(&self.db).transfers.len();
+        match self.f.svc.control(&client, &id, action, self.f.now) {
+            Ok(after) if allowed => {
+                if action == Control::Cancel {
+                    if after != JobState::Cancelled {
+                        return Err(format!("a cancel left job {id} {after}"));
+                    }
+                    self.jobs[j].cancelled_with =
+                        Some(self.f.svc.store().job_transfers(&id).unwrap().len());
+                }
+                Ok(())
+            }
+            Ok(after) => Err(format!(
+                "{action:?} by {client} of a job that was {state} was accepted ({after})"
+            )),
+            Err(e) if allowed => Err(format!(
+                "{action:?} by the owner of a {state} job was refused: {e}"
+            )),
+            Err(e) => {
+                if matches!(by, DisputeBy::Stranger) && !matches!(e, ServiceError::NotFound(_)) {
+                    return Err(format!(
+                        "a stranger's {action:?} was answered {e:?}, not 'no such job'"
+                    ));
+                }
+                if self.f.svc.store().balances().unwrap() != balances
+                    || Snapshot::read(&self.db).transfers.len() != n_transfers
+                    || self.state(&id) != state
+                {
+                    return Err("a refused control changed the ledger or the job".into());
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn dispute(&mut self, job: usize, by: DisputeBy) -> Result<(), String> {
         if self.jobs.is_empty() {
             return Ok(());
@@ -980,6 +1054,7 @@ impl World {
                             client,
                             done_at: None,
                             disputed: false,
+                            cancelled_with: None,
                         }),
                         // The trusted tier is refused while no node has the trust it needs.
                         Err(e) => {
@@ -1054,6 +1129,7 @@ impl World {
             }
             Op::Restart => self.f.restart(),
             Op::Dispute { job, by } => self.dispute(job, by)?,
+            Op::Control { job, action, by } => self.control(job, action, by)?,
             Op::Drive { lazy } => {
                 for _ in 0..200 {
                     self.publish();
@@ -1082,6 +1158,17 @@ impl World {
         let s = Snapshot::read(&self.db);
         check_ledger(&self.f, &s, &self.log)?;
         self.log = s.transfers;
+        for j in &self.jobs {
+            if let Some(n) = j.cancelled_with {
+                let now = self.f.svc.store().job_transfers(&j.id).unwrap().len();
+                if now != n {
+                    return Err(format!(
+                        "cancelled job {} moved money after its cancel ({n} transfers then, {now} now)",
+                        j.id
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1096,6 +1183,16 @@ impl World {
             } else if let Some(m) = self.take(0, is_verify) {
                 self.answer(&m, false)?;
             } else {
+                // A paused job is resumed by its client, or it never ends.
+                for j in 0..self.jobs.len() {
+                    let (id, client) = (self.jobs[j].id.clone(), self.jobs[j].client.clone());
+                    if self.state(&id) == "paused" {
+                        self.f
+                            .svc
+                            .control(&client, &id, Control::Resume, self.f.now)
+                            .map_err(|e| format!("resuming {id}: {e}"))?;
+                    }
+                }
                 let states: Vec<String> = self.jobs.iter().map(|j| self.state(&j.id)).collect();
                 let balances = self.f.svc.store().balances().unwrap();
                 let unreleased = self.jobs.iter().zip(&states).any(|(j, s)| {
@@ -1105,7 +1202,11 @@ impl World {
                             .iter()
                             .any(|(a, b)| a.starts_with(&prefix) && *b > 0)
                 });
-                if states.iter().all(|s| s == "done" || s == "failed") && !unreleased {
+                if states
+                    .iter()
+                    .all(|s| s == "done" || s == "failed" || s == "cancelled")
+                    && !unreleased
+                {
                     return Ok(());
                 }
                 self.f.now += LONG_STEP;
@@ -1197,7 +1298,7 @@ impl World {
                         ));
                     }
                 }
-                "failed" => {
+                "failed" | "cancelled" => {
                     let prefix = format!("holdback:{}:", j.id);
                     if let Some((a, b)) = store
                         .balances()

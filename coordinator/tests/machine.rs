@@ -632,7 +632,10 @@ fn cancelling_a_job_pays_verified_work_refunds_the_rest_and_never_pays_late_resu
     w.handle(&mut job, Input::Tick);
     assert_eq!(job.transfers().len(), transfers);
     assert_eq!(w.ledger.balances(), &balances);
-    assert!(w.take_tasks().is_empty() && w.queue.is_empty(), "nothing goes out");
+    assert!(
+        w.take_tasks().is_empty() && w.queue.is_empty(),
+        "nothing goes out"
+    );
     // A cancelled job cannot be controlled again, nor disputed.
     assert!(matches!(
         control(&mut w, &mut job, Control::Resume),
@@ -653,7 +656,11 @@ fn a_verdict_that_comes_after_the_cancel_moves_nothing() {
     assert!(!checks.is_empty());
     assert_eq!(control(&mut w, &mut job, Control::Cancel), Handled::Done);
     let price = i128::from(job_price(&job.manifest().statement));
-    assert_eq!(w.balance(&account::client(CLIENT)), price, "nothing was verified: all refunded");
+    assert_eq!(
+        w.balance(&account::client(CLIENT)),
+        price,
+        "nothing was verified: all refunded"
+    );
     for (_, m) in checks {
         let Outgoing::Check(req) = m else { continue };
         let verdict = w.verifier.handle_request(&req).unwrap();
@@ -705,7 +712,10 @@ fn a_paused_job_sends_nothing_new_until_it_is_resumed_and_work_in_flight_finishe
     let again = w.take_tasks();
     let mut ids: Vec<&str> = again.iter().map(|(_, t)| t.task_id.as_str()).collect();
     ids.sort_unstable();
-    let mut want: Vec<&str> = [0, 2, 3].iter().map(|&i| tasks[i].1.task_id.as_str()).collect();
+    let mut want: Vec<&str> = [0, 2, 3]
+        .iter()
+        .map(|&i| tasks[i].1.task_id.as_str())
+        .collect();
     want.sort_unstable();
     assert_eq!(ids, want);
     for (i, (_, task)) in again.iter().enumerate() {
@@ -757,15 +767,24 @@ fn requeue_gives_failing_tasks_their_attempts_again_and_lifts_delivery_blocks() 
         fail(&mut w, &mut job);
     }
     assert_ne!(job.state(), JobState::Failed);
-    assert_eq!(job.blocked().len(), 2, "two nodes failed it three times each");
+    assert_eq!(
+        job.blocked().len(),
+        2,
+        "two nodes failed it three times each"
+    );
     assert_eq!(control(&mut w, &mut job, Control::Requeue), Handled::Done);
-    assert!(job.blocked().is_empty(), "a block for failed deliveries is lifted");
+    assert!(
+        job.blocked().is_empty(),
+        "a block for failed deliveries is lifted"
+    );
     assert!(w.withdrawn > 0);
     let view = job.task(&task.task_id).unwrap();
     assert_eq!(view.attempt, policy.max_attempts, "a fresh attempt");
     assert!(view.open && view.holder.is_none());
     assert!(
-        w.take_tasks().iter().any(|(_, t)| t.task_id == task.task_id && t.attempt == view.attempt),
+        w.take_tasks()
+            .iter()
+            .any(|(_, t)| t.task_id == task.task_id && t.attempt == view.attempt),
         "the task goes out again"
     );
     // It may fail max_attempts - 1 more times without failing the job.
@@ -794,7 +813,10 @@ fn priority_is_the_clients_and_only_a_running_job_takes_control() {
     let mut w = World::new(&[None]);
     let mut job = w.submit(1, 0);
     assert_eq!(job.priority(), 0);
-    assert_eq!(control(&mut w, &mut job, Control::Priority(7)), Handled::Done);
+    assert_eq!(
+        control(&mut w, &mut job, Control::Priority(7)),
+        Handled::Done
+    );
     assert_eq!((job.priority(), w.priority), (7, Some(7)));
     let other = w.handle(
         &mut job,
@@ -810,7 +832,12 @@ fn priority_is_the_clients_and_only_a_running_job_takes_control() {
     }
     w.verify_all(&mut job);
     assert_eq!(job.state(), JobState::Done);
-    for action in [Control::Cancel, Control::Pause, Control::Requeue, Control::Priority(1)] {
+    for action in [
+        Control::Cancel,
+        Control::Pause,
+        Control::Requeue,
+        Control::Priority(1),
+    ] {
         assert!(
             matches!(control(&mut w, &mut job, action), Handled::Refused(why) if why.contains("is done")),
             "{action:?}"

@@ -911,3 +911,125 @@ fn a_job_an_older_coordinator_stored_is_refused_not_resumed_and_holds_up_no_othe
     // is read on the next tick.
     assert_eq!(f.svc.store().running_job_ids().unwrap(), vec![current]);
 }
+
+#[test]
+fn job_control_withdraws_unsent_tasks_orders_them_by_priority_and_cancels_with_a_refund() {
+    use tessera_coordinator::machine::Control;
+    let mut f = Farm::new();
+    let (a, v) = (key(1), key(2));
+    f.register(&a, "node");
+    f.register(&v, "verifier");
+    let low = f.submit();
+    let high = f.submit();
+    // Nothing is published yet: the client raises the second job's priority, so its tasks
+    // leave the outbox first.
+    assert_eq!(
+        f.svc
+            .control("studio", &high, Control::Priority(5), f.now)
+            .unwrap(),
+        JobState::Queued
+    );
+    let msgs = f.drain();
+    let order: Vec<&str> = msgs
+        .iter()
+        .filter(|(q, _, _)| q == "tasks")
+        .map(|(_, id, _)| id.split('-').next().unwrap())
+        .collect();
+    let first_low = order.iter().position(|j| *j == low).unwrap();
+    assert!(order[..first_low].iter().all(|j| *j == high), "{order:?}");
+    assert_eq!(order.iter().filter(|j| **j == high).count(), 6);
+    // Another client's job does not exist for it; an unknown one neither.
+    assert!(matches!(
+        f.svc.control("mallory", &low, Control::Cancel, f.now),
+        Err(ServiceError::NotFound(_))
+    ));
+    // Pause: the tasks on the broker are no longer wanted, and what the job queues while
+    // paused (nothing) stays in the outbox; resume sends every open task again.
+    let ts = tasks(&msgs);
+    let low_tasks: Vec<_> = ts.iter().filter(|t| t.task_id.starts_with(&low)).collect();
+    assert_eq!(
+        f.svc
+            .control("studio", &low, Control::Pause, f.now)
+            .unwrap(),
+        JobState::Paused
+    );
+    assert!(!f
+        .svc
+        .task_wanted(&low_tasks[0].task_id, &a.public())
+        .unwrap());
+    assert!(f
+        .svc
+        .task_wanted(
+            &ts.iter()
+                .find(|t| t.task_id.starts_with(&high))
+                .unwrap()
+                .task_id,
+            &a.public()
+        )
+        .unwrap());
+    f.now += 3_600_000;
+    f.svc.reconcile(f.now).unwrap();
+    assert!(tasks(&f.drain())
+        .iter()
+        .all(|t| !t.task_id.starts_with(&low)));
+    assert_eq!(
+        f.svc
+            .control("studio", &low, Control::Resume, f.now)
+            .unwrap(),
+        JobState::Queued
+    );
+    let again = tasks(&f.drain());
+    assert_eq!(
+        again.iter().filter(|t| t.task_id.starts_with(&low)).count(),
+        6
+    );
+    assert!(f
+        .svc
+        .task_wanted(&low_tasks[0].task_id, &a.public())
+        .unwrap());
+    // The high job renders and is verified; the low one is cancelled before any of its work
+    // was verified: its escrow goes back whole, and its late results are acked and never paid.
+    let node = f.node(&a, None);
+    for t in ts.iter().filter(|t| t.task_id.starts_with(&high)) {
+        assert_eq!(
+            f.svc.handle_result(&result_body(&node, t), f.now).unwrap(),
+            Handled::Done
+        );
+    }
+    let verifier = Verifier::new(key(2), f.renderer.clone());
+    f.verify(&verifier, &f.drain());
+    assert_eq!(state(&f, &high), "done");
+    let client_before = f.svc.store().balance("client:studio").unwrap();
+    let escrow = f.svc.store().balance(&format!("escrow:{low}")).unwrap();
+    assert!(escrow > 0);
+    assert_eq!(
+        f.svc
+            .control("studio", &low, Control::Cancel, f.now)
+            .unwrap(),
+        JobState::Cancelled
+    );
+    assert_eq!(f.svc.store().balance(&format!("escrow:{low}")).unwrap(), 0);
+    assert_eq!(
+        f.svc.store().balance("client:studio").unwrap(),
+        client_before + escrow
+    );
+    assert!(
+        f.svc.store().running_job_ids().unwrap().is_empty(),
+        "a cancelled job is over"
+    );
+    let transfers = f.svc.store().job_transfers(&low).unwrap().len();
+    for t in &low_tasks {
+        assert!(!f.svc.task_wanted(&t.task_id, &a.public()).unwrap());
+        assert_eq!(
+            f.svc.handle_result(&result_body(&node, t), f.now).unwrap(),
+            Handled::Done
+        );
+    }
+    assert_eq!(f.svc.store().job_transfers(&low).unwrap().len(), transfers);
+    assert_eq!(f.svc.store().total().unwrap(), 0);
+    assert!(tasks(&f.drain()).is_empty());
+    assert!(matches!(
+        f.svc.control("studio", &low, Control::Resume, f.now),
+        Err(ServiceError::Unavailable(why)) if why.contains("cancelled")
+    ));
+}
