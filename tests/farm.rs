@@ -550,3 +550,69 @@ fn malformed_and_hostile_messages_are_parked_and_paid_nothing() {
         "final tiles by {nodes:?}, not only by the real nodes"
     );
 }
+
+/// Job control from the CLI on the real farm. Two jobs' tasks wait on the broker before
+/// any node is up; the client pauses one and cancels the other. The node asks before it
+/// renders each task and renders none of them; the cancelled job's escrow goes back and
+/// pays nobody; the paused one, resumed, renders, verifies and audits with every tile paid
+/// once. Controlling a job that ended is refused (exit 1).
+#[test]
+fn paused_and_cancelled_jobs_are_not_rendered_and_a_resumed_one_finishes() {
+    let _serial = serial();
+    let Some(mut farm) = Farm::start(&[], &[]) else {
+        return;
+    };
+    farm.verifier(
+        "verifier",
+        "verifier",
+        &[STUB, "--stub-delay-ms", "50"],
+        &[],
+    );
+    let paused = farm.submit(&cornell_box(), &job_flags(64, 32, 2));
+    let cancelled = farm.submit(&cornell_box(), &small_job());
+    wait_until("both jobs' 6 tasks are on the broker", secs(20), || {
+        (farm.ready("tasks") == 6).then_some(())
+    });
+    let out = run_ok(&mut farm.client(&["pause", &paused]));
+    assert!(out.contains("pause: paused"), "{out}");
+    let out = run_ok(&mut farm.client(&["cancel", &cancelled]));
+    assert!(out.contains("cancel: cancelled"), "{out}");
+    assert_eq!(farm.state(&paused), "paused");
+    let ledger = farm.ledger();
+    assert_eq!(
+        ledger
+            .get(&format!("escrow:{cancelled}"))
+            .copied()
+            .unwrap_or(0),
+        0
+    );
+
+    farm.node("n1", &[STUB, "--stub-delay-ms", "50"], &[]);
+    farm.wait_count("n1", "task withdrawn by the coordinator", 6, secs(30));
+    assert_eq!(
+        farm.count("n1", "result published"),
+        0,
+        "{}",
+        farm.log("n1")
+    );
+    assert_eq!(farm.state(&paused), "paused");
+
+    let out = run_ok(&mut farm.client(&["resume", &paused]));
+    assert!(out.contains("resume: "), "{out}");
+    farm.wait_done(&paused, secs(30));
+    // Every node balance is what the resumed job paid: nothing came from the other.
+    farm.check_invariants(&paused);
+    assert_eq!(farm.state(&cancelled), "cancelled");
+    let status = farm
+        .client(&["cancel", &cancelled, &paused])
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        out.contains("cancel refused") && out.contains("is cancelled"),
+        "{out}"
+    );
+    assert!(out.contains("is done"), "{out}");
+    farm.assert_parked(&[]);
+}

@@ -609,6 +609,28 @@ impl Farm {
         c
     }
 
+    /// Messages ready on the namespace's queue `queue` (`rabbitmqctl list_queues`).
+    pub fn ready(&self, queue: &str) -> u64 {
+        let out = Command::new("rabbitmqctl")
+            .args([
+                "list_queues",
+                "-q",
+                "--no-table-headers",
+                "name",
+                "messages_ready",
+            ])
+            .output()
+            .expect("rabbitmqctl runs");
+        assert!(out.status.success(), "rabbitmqctl list_queues failed");
+        let name = format!("{}.{queue}", self.ns);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(char::is_whitespace))
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, count)| count.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// `tessera nodes --json` (an operator's view).
     pub fn nodes(&self) -> Vec<Value> {
         let out = run_ok(&mut self.operator(&["nodes", "--json"]));
