@@ -25,20 +25,23 @@ use tessera_protocol::{DeterminismClass, RenderSettings};
 pub const DEFAULT_MAX_BLOB_BYTES: u64 = 512 * 1024 * 1024;
 
 /// `POST /v1/register/challenge` (no authentication): a fresh single-use challenge.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ChallengeResponse {
     /// 32 random bytes, hex; valid for a few minutes, once.
     pub challenge: String,
     /// The coordinator's public key (the registration must name it).
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
     pub coordinator: PublicKey,
 }
 
 /// `POST /v1/register` body.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RegisterRequest {
     /// The signed registration (role, name, challenge, coordinator key, capabilities digest).
+    #[schema(value_type = Object)]
     pub registration: Signed<Registration>,
     /// The capabilities whose digest was signed.
+    #[schema(value_type = Object)]
     pub capabilities: Capabilities,
     /// The farm's worker token, when the coordinator requires one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,18 +49,19 @@ pub struct RegisterRequest {
 }
 
 /// `POST /v1/register` answer.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RegisterResponse {
     /// Bearer token for the worker routes (scene listings and blobs).
     pub session: String,
     /// The coordinator's public key.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
     pub coordinator: PublicKey,
     /// AMQP namespace: queue `q` is `{namespace}.{q}` on the broker.
     pub amqp_namespace: String,
 }
 
 /// A scene as a set of content-addressed files.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct SceneListing {
     /// The file to load (`.glb` or `.gltf`), a key of `files`.
     pub entry: String,
@@ -67,7 +71,7 @@ pub struct SceneListing {
 }
 
 /// `PUT /v1/blobs/{hash}` answer.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct BlobStored {
     /// BLAKE3 of the bytes, hex (equals the path's hash).
     pub hash: String,
@@ -78,11 +82,12 @@ pub struct BlobStored {
 }
 
 /// `POST /v1/jobs` body.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobSubmission {
     /// The scene; every file must have been uploaded first.
     pub scene: SceneListing,
     /// Render settings.
+    #[schema(value_type = Object)]
     pub settings: RenderSettings,
     /// First frame.
     pub frame_start: u32,
@@ -98,11 +103,12 @@ pub struct JobSubmission {
     pub batch_size: Option<u32>,
     /// What the job requires of nodes.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub requirements: Requirements,
 }
 
 /// `POST /v1/jobs` answer.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct JobAccepted {
     /// The job id, hex.
     pub job_id: String,
@@ -114,7 +120,7 @@ pub struct JobAccepted {
 pub const CONTROL_ACTIONS: [&str; 5] = ["cancel", "pause", "resume", "requeue", "priority"];
 
 /// `POST /v1/jobs/control`: one action on several of the client's jobs at once.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ControlRequest {
     /// The jobs (hex ids), each handled on its own.
@@ -127,14 +133,14 @@ pub struct ControlRequest {
 }
 
 /// `GET /v1/tasks/{id}/wanted` (nodes).
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct TaskWanted {
     /// Whether the calling node should render the task now.
     pub wanted: bool,
 }
 
 /// `POST /v1/jobs/{id}/priority`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriorityRequest {
     /// Higher goes first; jobs start at 0.
@@ -142,7 +148,7 @@ pub struct PriorityRequest {
 }
 
 /// What became of one job of a [`ControlRequest`].
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ControlOutcome {
     /// The job.
     pub job_id: String,
@@ -155,7 +161,7 @@ pub struct ControlOutcome {
 }
 
 /// `GET /v1/jobs/{id}` (and each element of `GET /v1/jobs`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobStatus {
     /// Job id, hex.
     pub job_id: String,
@@ -186,15 +192,17 @@ pub struct JobStatus {
 }
 
 /// `GET /v1/nodes` element: a registered node or verifier.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct NodeView {
     /// Public key.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
     pub key: PublicKey,
     /// Display name.
     pub name: String,
     /// `node` or `verifier`.
     pub role: String,
     /// Determinism class.
+    #[schema(value_type = DeterminismClassSchema)]
     pub class: DeterminismClass,
     /// Adapter memory.
     pub memory_bytes: u64,
@@ -213,7 +221,7 @@ pub struct NodeView {
 }
 
 /// `GET /v1/ledger`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct LedgerView {
     /// Every account with its balance, micro-credits, by name.
     pub accounts: Vec<AccountBalance>,
@@ -222,7 +230,7 @@ pub struct LedgerView {
 }
 
 /// One account.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AccountBalance {
     /// Account name (`client:NAME`, `node:KEY`, `stake:KEY`, `escrow:JOB`, …).
     pub account: String,
@@ -232,7 +240,7 @@ pub struct AccountBalance {
 
 /// `POST /v1/credits` (operator token): money that came in from outside the farm,
 /// credited to a client's balance or a node's stake.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CreditRequest {
     /// `client:NAME` or `stake:NODE_KEY` (64 hex).
     pub account: String,
@@ -244,7 +252,7 @@ pub struct CreditRequest {
 }
 
 /// The answer to a [`CreditRequest`].
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CreditResponse {
     /// The account credited.
     pub account: String,
@@ -255,8 +263,29 @@ pub struct CreditResponse {
 }
 
 /// Error body of every non-2xx answer.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ApiError {
     /// What went wrong, naming the field or thing.
     pub error: String,
+}
+
+/// A determinism class as the API shows it (the schema of
+/// [`tessera_protocol::DeterminismClass`]'s JSON): adapters whose renders are byte-identical
+/// share one.
+#[derive(utoipa::ToSchema)]
+#[schema(as = DeterminismClass)]
+#[allow(dead_code)] // a schema only: the wire type is the protocol's
+pub struct DeterminismClassSchema {
+    /// The graphics backend (`vulkan`, …).
+    backend: String,
+    /// The adapter's name.
+    adapter: String,
+    /// The driver's name.
+    driver: String,
+    /// The driver's version text.
+    driver_info: String,
+    /// The renderer's build.
+    renderer_build: String,
+    /// The shader's hash.
+    shader_hash: String,
 }

@@ -327,6 +327,11 @@ const CLIENTS_AND_WORKERS: Allow = Allow {
     workers: true,
     admin: false,
 };
+const ANYONE: Allow = Allow {
+    clients: true,
+    workers: true,
+    admin: true,
+};
 const WORKERS: Allow = Allow {
     clients: false,
     workers: true,
@@ -460,6 +465,9 @@ pub fn router(state: ApiState, http: &HttpLimits) -> Router {
     let workers = Router::new()
         .route("/v1/tasks/{id}/wanted", get(task_wanted))
         .route_layer(guard(WORKERS));
+    let document = Router::new()
+        .route("/v1/openapi.json", get(openapi_json))
+        .route_layer(guard(ANYONE));
     let ledger = Router::new()
         .route("/v1/ledger", get(ledger))
         .route_layer(guard(CLIENTS_AND_ADMIN));
@@ -475,6 +483,7 @@ pub fn router(state: ApiState, http: &HttpLimits) -> Router {
         .merge(clients)
         .merge(reads)
         .merge(workers)
+        .merge(document)
         .merge(ledger)
         .merge(operator)
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
@@ -563,6 +572,9 @@ fn check_job_id(id: &str) -> Answer<()> {
 
 // --- registration --------------------------------------------------------------------
 
+#[utoipa::path(post, path = "/v1/register/challenge", tag = "workers",
+    responses((status = 200, description = "a fresh challenge to sign", body = ChallengeResponse),
+        (status = 429, description = "too many open challenges", body = ApiError)))]
 async fn challenge(State(st): State<ApiState>) -> Answer<Json<ChallengeResponse>> {
     let (challenge, coordinator) = st
         .shared
@@ -574,6 +586,11 @@ async fn challenge(State(st): State<ApiState>) -> Answer<Json<ChallengeResponse>
     }))
 }
 
+#[utoipa::path(post, path = "/v1/register", tag = "workers", request_body = RegisterRequest,
+    responses((status = 200, description = "registered: a session token", body = RegisterResponse),
+        (status = 401, description = "the role's token is wrong", body = ApiError),
+        (status = 403, description = "the key may not take this role", body = ApiError),
+        (status = 422, description = "the registration does not check out", body = ApiError)))]
 async fn register(
     State(st): State<ApiState>,
     body: Result<Bytes, BytesRejection>,
@@ -690,6 +707,15 @@ impl Drop for UploadSlot {
 /// it is checked against the path's hash, the size limit and the client's storage quota,
 /// then renamed into place and recorded as the client's, in one step under the service
 /// lock (so garbage collection never sees a file without its record).
+#[utoipa::path(put, path = "/v1/blobs/{hash}", tag = "scenes", params(("hash" = String, Path, description = "the blob's BLAKE3 hash, 64 hex digits")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the file's bytes"),
+    responses((status = 201, description = "stored", body = BlobStored),
+        (status = 200, description = "this client had it already", body = BlobStored),
+        (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 413, description = "over the size limit", body = ApiError),
+        (status = 422, description = "the bytes do not hash to the name", body = ApiError),
+        (status = 429, description = "over the client's storage quota or upload slots", body = ApiError)),
+    security(("bearer" = [])))]
 async fn put_blob(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -807,6 +833,10 @@ async fn put_blob(
 
 /// `GET /v1/blobs/{hash}`: a client reads only blobs it stored; a worker reads any
 /// (it renders every client's scenes).
+#[utoipa::path(get, path = "/v1/blobs/{hash}", tag = "scenes", params(("hash" = String, Path, description = "the blob's BLAKE3 hash, 64 hex digits")),
+    responses((status = 200, description = "the blob's bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError), (status = 404, description = "no such blob for this caller", body = ApiError)),
+    security(("bearer" = [])))]
 async fn get_blob(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -845,6 +875,10 @@ async fn stream_file(file: tokio::fs::File, content_type: &'static str) -> Respo
 
 /// `GET /v1/scenes/{hash}`: a scene's file listing, to a worker or to a client with a
 /// job on that scene.
+#[utoipa::path(get, path = "/v1/scenes/{hash}", tag = "scenes", params(("hash" = String, Path, description = "the scene hash, 64 hex digits")),
+    responses((status = 200, description = "the scene's files", body = SceneListing),
+        (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError), (status = 404, description = "no such scene", body = ApiError)),
+    security(("bearer" = [])))]
 async fn get_scene(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -926,6 +960,14 @@ enum SceneCheckError {
 /// most [`INSPECTIONS`] at once, within the scene loader's budget) in a temporary folder
 /// that goes away whatever the outcome, check the settings against the scene, and only
 /// then write the job.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobSubmission,
+    responses((status = 200, description = "accepted and queued", body = JobAccepted),
+        (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 402, description = "the client's balance does not cover the escrow", body = ApiError),
+        (status = 409, description = "the farm cannot take it now", body = ApiError),
+        (status = 422, description = "the submission is invalid (the message names the field)", body = ApiError),
+        (status = 429, description = "over the client's job quota", body = ApiError)),
+    security(("bearer" = [])))]
 async fn submit(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -1090,6 +1132,9 @@ fn owned(s: &Service, id: &str, client: &str) -> Result<(), ServiceError> {
     }
 }
 
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
+    responses((status = 200, description = "the client's jobs, newest first", body = Vec<JobStatus>), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError)),
+    security(("bearer" = [])))]
 async fn list_jobs(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -1108,6 +1153,10 @@ async fn list_jobs(
     Ok(Json(jobs))
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "the job id, 32 hex digits")),
+    responses((status = 200, description = "the job's status", body = JobStatus), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 404, description = "no such job of this client", body = ApiError)),
+    security(("bearer" = [])))]
 async fn job_status(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -1127,6 +1176,13 @@ async fn job_status(
 
 /// `POST /v1/jobs/{id}/dispute`: the job's client disputes it inside its challenge
 /// window; the answer is the job's status (`disputed`).
+#[utoipa::path(post, path = "/v1/jobs/{id}/dispute", tag = "jobs", params(("id" = String, Path, description = "the job id, 32 hex digits")),
+    responses((status = 200, description = "disputed: extra samples are checked", body = JobStatus), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 402, description = "the deposit is not covered", body = ApiError),
+        (status = 404, description = "no such job of this client", body = ApiError),
+        (status = 409, description = "not done, or its challenge window is closed", body = ApiError),
+        (status = 422, description = "disputed before", body = ApiError)),
+    security(("bearer" = [])))]
 async fn job_dispute(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -1143,6 +1199,108 @@ async fn job_dispute(
             })
             .await?,
     ))
+}
+
+// --- the OpenAPI document ----------------------------------------------------------
+
+/// The HTTP API's OpenAPI 3.1 document, generated from the handlers' `utoipa::path`
+/// annotations and the API types (`tessera_api`), so it cannot drift from the routes it
+/// describes; `coordinator/tests/openapi.rs` checks it against the OAS 3.1 schema and every
+/// response of the API's tests against it.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Tessera coordinator API",
+        description = "Clients submit scenes and jobs, follow and control them and fetch frames and proof bundles; nodes and verifiers register; the operator credits accounts. Every route but registration needs `Authorization: Bearer TOKEN`: a client's API token, a worker's session token or the operator's admin token."
+    ),
+    paths(
+        challenge, register, put_blob, get_blob, get_scene, submit, list_jobs, job_status,
+        job_dispute, control_jobs, control_job, job_priority, task_wanted, job_bundle,
+        job_frame, nodes, ledger, credit, openapi_json
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+/// Adds the bearer-token security scheme the paths name, and the answers every route
+/// may give.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "a client's API token, a worker's session token or the operator's admin token",
+                    ))
+                    .build(),
+            ),
+        );
+        // What any route may answer besides its own: a body that is not the route's
+        // JSON, too slow or too large, and a store failure.
+        use utoipa::openapi::{RefOr, ResponseBuilder};
+        let error = |what: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(what)
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::Ref::from_schema_name("ApiError")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for item in doc.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let responses = &mut op.responses.responses;
+                responses.entry("400".into()).or_insert_with(|| {
+                    error("the request is malformed: a path parameter or the body (the message says what)")
+                });
+                if op.request_body.is_some() {
+                    for (status, what) in [
+                        ("408", "the body was not sent in time"),
+                        ("413", "the body is over the route's limit"),
+                    ] {
+                        responses
+                            .entry(status.into())
+                            .or_insert_with(|| error(what));
+                    }
+                }
+                responses
+                    .entry("500".into())
+                    .or_insert_with(|| error("the coordinator's store failed; try again"));
+            }
+        }
+    }
+}
+
+/// The API's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
+
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "this document (OpenAPI 3.1)", body = Object),
+        (status = 401, description = "missing or unknown token", body = ApiError)),
+    security(("bearer" = [])))]
+/// `GET /v1/openapi.json`: the document, for any caller with a valid token.
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
 }
 
 // --- job control -------------------------------------------------------------------
@@ -1172,6 +1330,10 @@ fn control_of(action: &str, priority: Option<i32>) -> Answer<Control> {
 /// `POST /v1/jobs/control`: one action on each of several of the client's jobs, each in
 /// a transaction of its own; one outcome per job, in the order asked (a job of another
 /// client does not exist for this one).
+#[utoipa::path(post, path = "/v1/jobs/control", tag = "jobs", request_body = ControlRequest,
+    responses((status = 200, description = "one outcome per job, in the order asked", body = Vec<ControlOutcome>), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 422, description = "unknown action, a malformed job id, or too many jobs", body = ApiError)),
+    security(("bearer" = [])))]
 async fn control_jobs(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -1226,6 +1388,13 @@ async fn control_jobs(
 
 /// `POST /v1/jobs/{id}/{action}` (`cancel`, `pause`, `resume`, `requeue`): the job's
 /// status after it.
+#[utoipa::path(post, path = "/v1/jobs/{id}/{action}", tag = "jobs",
+    params(("id" = String, Path, description = "the job id, 32 hex digits"), ("action" = String, Path, description = "cancel, pause, resume or requeue")),
+    responses((status = 200, description = "the job's status after the action", body = JobStatus), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 404, description = "no such job of this client", body = ApiError),
+        (status = 409, description = "the job has ended", body = ApiError),
+        (status = 422, description = "unknown action", body = ApiError)),
+    security(("bearer" = [])))]
 async fn control_job(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -1244,6 +1413,12 @@ async fn control_job(
 }
 
 /// `POST /v1/jobs/{id}/priority` with `{"priority": N}`.
+#[utoipa::path(post, path = "/v1/jobs/{id}/priority", tag = "jobs", params(("id" = String, Path, description = "the job id, 32 hex digits")), request_body = PriorityRequest,
+    responses((status = 200, description = "the job's status", body = JobStatus), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 404, description = "no such job of this client", body = ApiError),
+        (status = 409, description = "the job has ended", body = ApiError),
+        (status = 422, description = "not a priority", body = ApiError)),
+    security(("bearer" = [])))]
 async fn job_priority(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -1280,6 +1455,11 @@ async fn control_one(
 
 /// `GET /v1/tasks/{id}/wanted` (nodes): whether the calling node should render the task
 /// it took from a queue ([`crate::machine::Job::wants`]).
+#[utoipa::path(get, path = "/v1/tasks/{id}/wanted", tag = "workers",
+    params(("id" = String, Path, description = "the task id")),
+    responses((status = 200, description = "whether the calling node should render it", body = TaskWanted), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 422, description = "not a task id", body = ApiError)),
+    security(("bearer" = [])))]
 async fn task_wanted(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -1415,6 +1595,11 @@ fn export(store: &Store, job: &str, what: Export, target: &Path) -> Result<(), S
     Ok(())
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}/bundle", tag = "jobs", params(("id" = String, Path, description = "the job id, 32 hex digits")),
+    responses((status = 200, description = "the proof bundle (JSON, docs/PROTOCOL.md)", content_type = "application/json", body = Object), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 404, description = "no such job of this client", body = ApiError),
+        (status = 409, description = "not done yet", body = ApiError)),
+    security(("bearer" = [])))]
 async fn job_bundle(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -1426,6 +1611,12 @@ async fn job_bundle(
     Ok(stream_file(file, "application/json").await)
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}/frames/{frame}", tag = "jobs",
+    params(("id" = String, Path, description = "the job id, 32 hex digits"), ("frame" = u32, Path, description = "the frame number")),
+    responses((status = 200, description = "the frame's canonical bytes: linear RGBA half floats, little-endian, row-major", content_type = "application/octet-stream", body = Vec<u8>), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 404, description = "no such job or frame", body = ApiError),
+        (status = 409, description = "not done yet", body = ApiError)),
+    security(("bearer" = [])))]
 async fn job_frame(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -1449,6 +1640,9 @@ async fn job_frame(
 // --- the operator's views --------------------------------------------------------------
 
 /// `GET /v1/nodes` (admin token): every registered worker.
+#[utoipa::path(get, path = "/v1/nodes", tag = "operator",
+    responses((status = 200, description = "registered nodes and verifiers", body = Vec<NodeView>), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError)),
+    security(("bearer" = [])))]
 async fn nodes(State(st): State<ApiState>) -> Answer<Json<Vec<NodeView>>> {
     let views = st
         .shared
@@ -1481,6 +1675,9 @@ async fn nodes(State(st): State<ApiState>) -> Answer<Json<Vec<NodeView>>> {
 /// `GET /v1/ledger`: the operator sees every account; a client its own (its balance,
 /// its credit line, and the escrow and dispute deposit of each of its jobs). The total
 /// is the whole ledger's either way (always 0).
+#[utoipa::path(get, path = "/v1/ledger", tag = "operator",
+    responses((status = 200, description = "balances: a client's own accounts, or the operator's whole ledger", body = LedgerView), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError)),
+    security(("bearer" = [])))]
 async fn ledger(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -1526,6 +1723,10 @@ async fn ledger(
 
 /// `POST /v1/credits` (admin token): the operator credits a client's balance or a
 /// node's stake with money that came in from outside the farm.
+#[utoipa::path(post, path = "/v1/credits", tag = "operator", request_body = CreditRequest,
+    responses((status = 200, description = "credited (once per reference)", body = CreditResponse), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 422, description = "bad account or amount", body = ApiError)),
+    security(("bearer" = [])))]
 async fn credit(
     State(st): State<ApiState>,
     body: Result<Bytes, BytesRejection>,
