@@ -696,5 +696,54 @@ async fn every_route_answers_what_the_openapi_document_says() {
         missed.is_empty(),
         "documented but not exercised: {missed:?}"
     );
+    // And every `/v1/` route the router serves is documented.
+    let served = routes(include_str!("../src/daemon/http.rs"));
+    assert!(served.len() >= documented.len(), "{served:?}");
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "served but not documented: {undocumented:?}"
+    );
     stop.cancel();
+}
+
+/// The `(method, path)` of every `/v1/` route in the router's source: each
+/// `.route("/v1/…", get(handler).post(other))`.
+fn routes(source: &str) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for piece in source.split(".route(\"").skip(1) {
+        let Some((path, rest)) = piece.split_once('"') else {
+            continue;
+        };
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        // The method router: up to the `)` that closes `.route(`.
+        let mut depth = 1;
+        let mut end = rest.len();
+        for (i, ch) in rest.char_indices() {
+            match ch {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let router = &rest[..end];
+        for m in ["get", "post", "put", "delete", "patch"] {
+            let call = format!("{m}(");
+            let found = router.match_indices(&call).any(|(i, _)| {
+                i == 0 || !router[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+            });
+            if found {
+                out.insert((m.to_string(), path.to_string()));
+            }
+        }
+    }
+    out
 }
