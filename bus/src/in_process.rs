@@ -63,6 +63,11 @@ impl Bus for InProcessBus {
             .map_err(|_| BusError::Closed(queue.into()))
     }
 
+    async fn ready(&self, queue: &str) -> Result<Option<u64>, BusError> {
+        let tx = &self.queue(queue).tx;
+        Ok(Some((tx.max_capacity() - tx.capacity()) as u64))
+    }
+
     async fn next(&self, queue: &str) -> Option<Delivery> {
         let q = self.queue(queue);
         let mut rx = q.rx.lock().await;

@@ -226,4 +226,10 @@ pub trait Bus: Clone + Send + Sync + 'static {
     /// An AMQP bus with [`Topology::Passive`] declares nothing: it waits (within
     /// [`PUBLISH_TIMEOUT`]) until the queue and its exchange exist.
     fn declare(&self, queue: &str) -> impl Future<Output = Result<(), BusError>> + Send;
+    /// How many messages wait on `queue`, ready for a consumer (not counting those
+    /// delivered and not yet acked), when the transport can tell; `None` when it cannot.
+    fn ready(&self, queue: &str) -> impl Future<Output = Result<Option<u64>, BusError>> + Send {
+        let _ = queue;
+        std::future::ready(Ok(None))
+    }
 }

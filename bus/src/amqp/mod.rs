@@ -606,6 +606,21 @@ impl Bus for AmqpBus {
         self.settle(d, Some(requeue)).await
     }
 
+    async fn ready(&self, queue: &str) -> Result<Option<u64>, BusError> {
+        let dest = self.shared.destination(queue)?;
+        let what = format!("counting the messages of queue {queue}");
+        let dest = &dest;
+        self.retry(queue, &what, |link| async move {
+            self.ensure_declared(&link, queue, dest).await?;
+            // A channel of its own: a refused passive declare closes it and nothing else.
+            let ch = link.channel().await?;
+            let count = topology::count_ready(&ch, dest).await?;
+            let _ = ch.close(200, "OK".into()).await;
+            Ok(Some(u64::from(count)))
+        })
+        .await
+    }
+
     async fn declare(&self, queue: &str) -> Result<(), BusError> {
         let dest = self.shared.destination(queue)?;
         let what = format!("declaring queue {queue}");

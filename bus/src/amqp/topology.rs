@@ -124,6 +124,18 @@ pub(crate) async fn check_queue(ch: &Channel, dest: &Destination) -> lapin::Resu
         .map(|_| ())
 }
 
+/// The messages ready on the queue of `dest` (a passive declare's count: delivered and
+/// unacked ones are not counted).
+pub(crate) async fn count_ready(ch: &Channel, dest: &Destination) -> lapin::Result<u32> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    ch.queue_declare(dest.queue.clone(), passive, FieldTable::default())
+        .await
+        .map(|q| q.message_count())
+}
+
 /// The parking exchange (durable fanout) and the parked queue (durable quorum, no DLX),
 /// bound together.
 pub(crate) async fn declare_parking(shared: &Shared, ch: &Channel) -> Result<(), ConnectError> {

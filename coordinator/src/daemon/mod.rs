@@ -751,7 +751,28 @@ const OUTBOX_BATCH: u32 = 32;
 /// again anyway.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 
+/// The shared task queue is kept at most twice as deep as the registered nodes have
+/// render slots, and never shallower than this: the farm's queued work waits in the
+/// outbox, where the jobs' priorities order it, a pause or cancel withdraws it, and a new
+/// high-priority job goes ahead of it.
+const MIN_TASK_DEPTH: u64 = 4;
+
+/// How many more tasks the shared queue takes now (unbounded when the bus cannot count).
+async fn task_room<B: Bus>(bus: &B, shared: &Arc<Shared>) -> u64 {
+    let slots = shared.with_quiet(|s| s.node_slots()).await.unwrap_or(0);
+    let depth = slots.saturating_mul(2).max(MIN_TASK_DEPTH);
+    match bus.ready(QUEUE_TASKS).await {
+        Ok(Some(ready)) => depth.saturating_sub(ready),
+        Ok(None) => u64::MAX,
+        Err(e) => {
+            tracing::warn!("counting the task queue: {e}");
+            u64::MAX
+        }
+    }
+}
+
 /// Publish the outbox in order, with confirms; delete rows only after their confirm.
+/// Tasks for the shared queue go out only while it has room ([`MIN_TASK_DEPTH`]).
 async fn publish_outbox<B: Bus>(bus: B, shared: Arc<Shared>, shutdown: CancellationToken) {
     let exit_before = std::env::var("TESSERA_FAULT_EXIT_BEFORE_PUBLISH").ok();
     let mut backoff = Duration::from_millis(20);
@@ -772,8 +793,33 @@ async fn publish_outbox<B: Bus>(bus: B, shared: Arc<Shared>, shutdown: Cancellat
             }
             continue;
         }
+        let (rows, mut room) = if rows.iter().any(|r| r.queue == QUEUE_TASKS) {
+            // Count the room first, then read the rows again: what this pass sends is
+            // the outbox as it is now (a priority just raised, a job just paused), not
+            // as it was before the count.
+            let room = task_room(&bus, &shared).await;
+            let rows = shared
+                .with_quiet(|s| s.store().outbox(OUTBOX_BATCH))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!("reading the outbox: {e}");
+                    Vec::new()
+                });
+            (rows, room)
+        } else {
+            (rows, u64::MAX)
+        };
         let mut sent = Vec::new();
+        let mut held = false;
         for row in &rows {
+            if row.queue == QUEUE_TASKS {
+                // Shared-queue tasks come last: the rest of the pass waits with this one.
+                if room == 0 {
+                    held = true;
+                    break;
+                }
+                room -= 1;
+            }
             if exit_before.as_deref() == Some(row.queue.as_str()) {
                 tracing::error!(queue = %row.queue, "fault hook: exiting between commit and publish");
                 std::process::exit(77);
@@ -799,6 +845,14 @@ async fn publish_outbox<B: Bus>(bus: B, shared: Arc<Shared>, shutdown: Cancellat
                 .await
             {
                 tracing::error!("trimming the outbox: {e}");
+            }
+        } else if held {
+            // The shared queue is full: a handled input (a result frees a slot) or the
+            // idle wait ends the wait, and the next pass counts it again.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = shared.outbox.notified() => {},
+                () = tokio::time::sleep(IDLE_WAIT) => {},
             }
         } else {
             // Nothing went out (no broker, or it refused): retry soon, backing off to 1 s.

@@ -1162,6 +1162,13 @@ impl Service {
         Ok(leases)
     }
 
+    /// The render slots of every registered node: how many tasks the farm renders at
+    /// once, which sizes the shared task queue's depth.
+    pub fn node_slots(&self) -> Result<u64, ServiceError> {
+        let farm = StoreFarm::read(&self.store)?;
+        Ok(farm.nodes().iter().map(|n| u64::from(n.caps.slots)).sum())
+    }
+
     /// One task of a job, as its machine holds it.
     pub fn task(&self, task_id: &str) -> Result<Option<TaskView>, ServiceError> {
         let Some(job) = job::job_of(task_id) else {

@@ -301,6 +301,12 @@ impl Store {
         job: Option<&str>,
         priority: i32,
     ) -> Result<(), StoreError> {
+        // An older copy of the same message not sent yet is superseded (a task published
+        // again after a lease expired or a requeue carries its newer attempt).
+        self.exec(
+            "DELETE FROM outbox WHERE message_id = ?1 AND queue = ?2",
+            params![message_id, queue],
+        )?;
         self.exec(
             "INSERT INTO outbox (queue, message_id, body, job_id, priority) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![queue, message_id, body, job, priority],
@@ -326,14 +332,16 @@ impl Store {
         .map(|_| ())
     }
 
-    /// The next `limit` messages of the outbox, verification traffic first: a verify
-    /// request never waits behind a burst of new render tasks (payments keep flowing while
-    /// a large submission drains). Render tasks go by their job's priority, higher first;
-    /// otherwise insertion order.
+    /// The next `limit` messages of the outbox: verification traffic first (a verify
+    /// request never waits behind a burst of new render tasks, so payments keep flowing
+    /// while a large submission drains), then tasks for one node's own queue, then tasks
+    /// for the shared queue, which the publisher holds back while that queue is deep.
+    /// Render tasks go by their job's priority, higher first; otherwise insertion order.
     pub fn outbox(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
         self.rows(
             "SELECT seq, queue, message_id, body FROM outbox \
-             ORDER BY (queue = 'tasks' OR queue LIKE 'node.%'), priority DESC, seq LIMIT ?1",
+             ORDER BY CASE WHEN queue = 'tasks' THEN 2 WHEN queue LIKE 'node.%' THEN 1 ELSE 0 END, \
+             priority DESC, seq LIMIT ?1",
             params![limit],
             |r| {
                 Ok(OutboxRow {
