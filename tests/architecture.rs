@@ -166,14 +166,20 @@ fn the_workers_speak_http_only_in_their_metrics_listener() {
     let files = rust_files(&node);
     assert!(files.len() > 5, "node sources found: {files:?}");
     let allowed = node.join("metrics_http.rs");
-    assert!(allowed.is_file(), "node/src/metrics_http.rs is the listener");
+    assert!(
+        allowed.is_file(),
+        "node/src/metrics_http.rs is the listener"
+    );
     let others: Vec<PathBuf> = files.into_iter().filter(|f| *f != allowed).collect();
     let mut http = occurrences(&others, "hyper");
     http.extend(occurrences(&others, "axum"));
     let verifier = rust_files(&root().join("verifier/src"));
     http.extend(occurrences(&verifier, "hyper"));
     http.extend(occurrences(&verifier, "axum"));
-    assert!(http.is_empty(), "HTTP outside node/src/metrics_http.rs: {http:#?}");
+    assert!(
+        http.is_empty(),
+        "HTTP outside node/src/metrics_http.rs: {http:#?}"
+    );
 }
 
 #[test]

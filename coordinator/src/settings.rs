@@ -331,6 +331,9 @@ mod tests {
         cfg.lease = std::time::Duration::from_secs(15);
         cfg.metrics_listen = Some(cfg.listen);
         let e = check_config(&cfg).unwrap_err().to_string();
-        assert!(e.starts_with("--metrics-addr 127.0.0.1:8700: the API"), "{e}");
+        assert!(
+            e.starts_with("--metrics-addr 127.0.0.1:8700: the API"),
+            "{e}"
+        );
     }
 }

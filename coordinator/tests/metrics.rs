@@ -10,9 +10,9 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use tessera_bus::InProcessBus;
 use tessera_coordinator::daemon::metrics::kind_name;
 use tessera_coordinator::daemon::{run_with_bus, DaemonConfig};
-use tessera_bus::InProcessBus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -62,7 +62,10 @@ fn counters_follow_a_job_with_a_cheater_exactly() {
     let before = metrics(&f);
     assert_eq!(value(&before, "tessera_tiles_rendered_total", &[]), 0.0);
     assert_eq!(value(&before, "tessera_workers", &[("role", "node")]), 2.0);
-    assert_eq!(value(&before, "tessera_workers", &[("role", "verifier")]), 1.0);
+    assert_eq!(
+        value(&before, "tessera_workers", &[("role", "verifier")]),
+        1.0
+    );
 
     let job = f.submit();
     let m = metrics(&f);
@@ -70,7 +73,10 @@ fn counters_follow_a_job_with_a_cheater_exactly() {
     let total = f64::from(f.svc.job_view(&job).unwrap().progress.tiles_total);
     assert_eq!(value(&m, "tessera_tiles_open", &[]), total);
     let ts = tasks(&f.drain());
-    assert_eq!(value(&m, "tessera_outbox_messages", &[("kind", "task")]), ts.len() as f64);
+    assert_eq!(
+        value(&m, "tessera_outbox_messages", &[("kind", "task")]),
+        ts.len() as f64
+    );
     assert_eq!(value(&m, "tessera_tiles_dispatched_total", &[]), tiles(&ts));
     assert_eq!(tiles(&ts), total);
 
@@ -83,14 +89,20 @@ fn counters_follow_a_job_with_a_cheater_exactly() {
     assert_eq!(value(&m, "tessera_tiles_rendered_total", &[]), total);
     assert_eq!(value(&m, "tessera_tiles_open", &[]), 0.0);
     assert_eq!(value(&m, "tessera_tiles_verified_total", &[]), 0.0);
-    assert_eq!(value(&m, "tessera_outbox_messages", &[("kind", "check")]), 2.0, "one check per node");
+    assert_eq!(
+        value(&m, "tessera_outbox_messages", &[("kind", "check")]),
+        2.0,
+        "one check per node"
+    );
 
     let verifier = Verifier::new(key(2), f.renderer.clone());
     f.verify(&verifier, &f.drain());
     let round1 = tasks(&f.drain());
     assert!(!round1.is_empty());
     for t in &round1 {
-        f.svc.handle_result(&result_body(&honest, t), f.now).unwrap();
+        f.svc
+            .handle_result(&result_body(&honest, t), f.now)
+            .unwrap();
     }
     f.verify(&verifier, &f.drain());
     assert_eq!(state(&f, &job), "done");
@@ -121,9 +133,16 @@ fn counters_follow_a_job_with_a_cheater_exactly() {
             *decisions.entry(d).or_default() += 1.0;
         }
     }
-    assert!(decisions.get("fail").is_some_and(|n| *n >= 1.0), "{decisions:?}");
+    assert!(
+        decisions.get("fail").is_some_and(|n| *n >= 1.0),
+        "{decisions:?}"
+    );
     for (d, n) in &decisions {
-        assert_eq!(value(&m, "tessera_verdicts_total", &[("decision", d)]), *n, "{d}");
+        assert_eq!(
+            value(&m, "tessera_verdicts_total", &[("decision", d)]),
+            *n,
+            "{d}"
+        );
     }
     assert!(value(&m, "tessera_sampled_tiles_total", &[("band", "far")]) >= 1.0);
     // Payments by kind are the job's ledger transfers, to the micro-credit.
@@ -132,7 +151,14 @@ fn counters_follow_a_job_with_a_cheater_exactly() {
     for t in &transfers {
         *by_kind.entry(kind_name(t.kind)).or_default() += t.amount as f64;
     }
-    for kind in ["escrow", "pay_on_pass", "hold_back", "release", "slash", "refund"] {
+    for kind in [
+        "escrow",
+        "pay_on_pass",
+        "hold_back",
+        "release",
+        "slash",
+        "refund",
+    ] {
         assert_eq!(
             value(&m, "tessera_payments_microcredits_total", &[("kind", kind)]),
             by_kind.get(kind).copied().unwrap_or(0.0),
@@ -144,7 +170,10 @@ fn counters_follow_a_job_with_a_cheater_exactly() {
         .filter(|t| t.kind == TransferKind::Slash)
         .collect();
     assert!(!slashes.is_empty());
-    assert_eq!(value(&m, "tessera_slashes_total", &[]), slashes.len() as f64);
+    assert_eq!(
+        value(&m, "tessera_slashes_total", &[]),
+        slashes.len() as f64
+    );
     assert_eq!(
         value(&m, "tessera_slashed_microcredits_total", &[]),
         slashes.iter().map(|t| t.amount as f64).sum::<f64>()
@@ -155,7 +184,10 @@ fn counters_follow_a_job_with_a_cheater_exactly() {
     // No label names a job or a node.
     let text = f.svc.metrics_text().unwrap();
     assert!(!text.contains(&job[..12]), "a job id in the metrics");
-    assert!(!text.contains(&a.public().to_string()[..12]), "a node key in the metrics");
+    assert!(
+        !text.contains(&a.public().to_string()[..12]),
+        "a node key in the metrics"
+    );
 }
 
 #[test]
@@ -169,7 +201,9 @@ fn expired_leases_count_as_retries_and_render_time_is_per_tile_on_the_virtual_cl
     let ts = tasks(&f.drain());
     let first = ts[0].task_id.clone();
     for _ in 0..2 {
-        f.svc.handle_signal(&f.signal(&a, &[&first], &[]), f.now).unwrap();
+        f.svc
+            .handle_signal(&f.signal(&a, &[&first], &[]), f.now)
+            .unwrap();
         f.now += LEASE + 1;
         assert_eq!(f.svc.reconcile(f.now).unwrap(), 1);
     }
@@ -188,11 +222,17 @@ fn expired_leases_count_as_retries_and_render_time_is_per_tile_on_the_virtual_cl
     let m = metrics(&f);
     let per_tile = |ms: u64, t: &RenderTask| ms as f64 / 1000.0 / t.tiles.len() as f64;
     let waited = 2 * (LEASE + 1) + 4_000;
-    let want: f64 = ts.iter().skip(1).map(|t| per_tile(waited, t)).sum::<f64>()
-        + per_tile(4_000, &body);
+    let want: f64 =
+        ts.iter().skip(1).map(|t| per_tile(waited, t)).sum::<f64>() + per_tile(4_000, &body);
     let sum = value(&m, "tessera_tile_render_seconds_sum", &[]);
-    assert!((sum - want).abs() < 1e-6, "render seconds: {sum}, want {want}");
-    assert_eq!(value(&m, "tessera_tile_render_seconds", &[]), ts.len() as f64);
+    assert!(
+        (sum - want).abs() < 1e-6,
+        "render seconds: {sum}, want {want}"
+    );
+    assert_eq!(
+        value(&m, "tessera_tile_render_seconds", &[]),
+        ts.len() as f64
+    );
 }
 
 /// A free port on localhost (bound, then let go).
@@ -221,7 +261,10 @@ async fn get_when_up(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16,
         if let Some(answer) = get(addr, path, token).await {
             return answer;
         }
-        assert!(std::time::Instant::now() < deadline, "{addr} never answered");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} never answered"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -244,22 +287,34 @@ async fn metrics_need_the_admin_token_on_the_api_and_none_on_the_metrics_listene
         ..DaemonConfig::default()
     };
     let stop = CancellationToken::new();
-    let daemon = tokio::spawn(run_with_bus(cfg, InProcessBus::new(), listener, stop.clone()));
+    let daemon = tokio::spawn(run_with_bus(
+        cfg,
+        InProcessBus::new(),
+        listener,
+        stop.clone(),
+    ));
 
     let (status, body) = get_when_up(api, "/metrics", None).await;
     assert_eq!(status, 401, "{body}");
     let (status, body) = get_when_up(api, "/metrics", Some(client)).await;
-    assert!(status == 401 || status == 403, "a client token: {status} {body}");
+    assert!(
+        status == 401 || status == 403,
+        "a client token: {status} {body}"
+    );
     assert!(!body.contains("tessera_"), "{body}");
     let (status, body) = get_when_up(api, "/metrics", Some(admin)).await;
     assert_eq!(status, 200, "{body}");
     let samples = scrape(&body);
     assert_eq!(value(&samples, "tessera_jobs", &[("state", "done")]), 0.0);
-    assert!(samples.iter().any(|s| s.metric == "tessera_tiles_rendered_total"));
+    assert!(samples
+        .iter()
+        .any(|s| s.metric == "tessera_tiles_rendered_total"));
 
     let (status, body) = get_when_up(scrape_addr, "/metrics", None).await;
     assert_eq!(status, 200, "{body}");
-    assert!(scrape(&body).iter().any(|s| s.metric == "tessera_tiles_verified_total"));
+    assert!(scrape(&body)
+        .iter()
+        .any(|s| s.metric == "tessera_tiles_verified_total"));
     let (status, _) = get_when_up(scrape_addr, "/v1/jobs", Some(client)).await;
     assert_eq!(status, 404, "the metrics listener serves nothing else");
 

@@ -629,7 +629,11 @@ where
         tracing::info!(listen = ?listener.local_addr().ok(), "metrics listener up (no token)");
         let shown = state.clone();
         let render: crate::metrics_http::RenderMetrics = Arc::new(move || shown.metrics().text());
-        tokio::spawn(crate::metrics_http::serve(listener, render, shutdown.clone()));
+        tokio::spawn(crate::metrics_http::serve(
+            listener,
+            render,
+            shutdown.clone(),
+        ));
     }
     state.serve(cfg.slots, cfg.heartbeat, shutdown).await
 }

@@ -77,7 +77,11 @@ impl NodeMetrics {
             "Tasks whose scene load or render failed (reported to the coordinator)",
             m.failures.clone(),
         );
-        r.register("scene_loads", "Scenes loaded (downloaded and prepared)", scene_loads);
+        r.register(
+            "scene_loads",
+            "Scenes loaded (downloaded and prepared)",
+            scene_loads,
+        );
         r.register(
             "slots_busy",
             "Render slots rendering now",
@@ -156,9 +160,16 @@ mod tests {
         assert_eq!(value(&t, "tessera_node_scene_loads_total"), 1.0);
         assert_eq!(value(&t, "tessera_node_slots_busy"), 1.0);
         assert_eq!(value(&t, "tessera_node_slots"), 2.0);
-        assert_eq!(value(&t, "tessera_node_tile_render_seconds"), 2.0, "two observations");
+        assert_eq!(
+            value(&t, "tessera_node_tile_render_seconds"),
+            2.0,
+            "two observations"
+        );
         let sum = value(&t, "tessera_node_tile_render_seconds_sum");
-        assert!((sum - 0.15).abs() < 1e-9, "0.1 s and 0.05 s per tile: {sum}");
+        assert!(
+            (sum - 0.15).abs() < 1e-9,
+            "0.1 s and 0.05 s per tile: {sum}"
+        );
         drop(first);
         assert_eq!(value(&m.text(), "tessera_node_slots_busy"), 0.0);
     }

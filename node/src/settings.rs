@@ -198,6 +198,10 @@ mod tests {
         assert_eq!(cache_dir_in(None, None), PathBuf::from(".tessera/cache"));
     }
 
+    fn settings_metrics() -> Option<std::net::SocketAddr> {
+        Some(std::net::SocketAddr::from(([10, 0, 0, 5], 9101)))
+    }
+
     #[test]
     fn a_node_config_keeps_the_settings() {
         let key = SecretKey::generate();
@@ -215,14 +219,17 @@ mod tests {
             stub_delay_ms: 0,
             heartbeat_ms: Some(250),
             dishonest: None,
+            metrics_addr: Some(std::net::SocketAddr::from(([10, 0, 0, 5], 9101))),
         };
         let json = serde_json::to_value(&settings).unwrap();
         assert_ne!(json["token"], "t");
         assert!(json.get("dishonest").is_none());
+        assert_eq!(json["metrics_addr"], "10.0.0.5:9101");
         let public = key.public();
         let cfg = settings.node_config(key, Some(DishonestMode::Black));
         assert_eq!(cfg.heartbeat, Duration::from_millis(250));
         assert_eq!((cfg.slots, cfg.name.as_str()), (3, "n"));
+        assert_eq!(cfg.metrics_listen, settings_metrics());
         assert_eq!(cfg.cache_dir, PathBuf::from("/c"));
         assert_eq!(cfg.key.public(), public);
         assert_eq!(cfg.dishonest, Some(DishonestMode::Black));

@@ -57,7 +57,11 @@ impl VerifierMetrics {
             "Seconds per judged check (re-rendering its samples and comparing them)",
             m.check_seconds.clone(),
         );
-        r.register("scene_loads", "Scenes loaded (downloaded and prepared)", scene_loads);
+        r.register(
+            "scene_loads",
+            "Scenes loaded (downloaded and prepared)",
+            scene_loads,
+        );
         VerifierMetrics { registry, ..m }
     }
 
@@ -130,12 +134,18 @@ mod tests {
         m.refused();
         let t = m.text();
         assert_eq!(one(&t, "tessera_verifier_checks_total", None), 3.0);
-        assert_eq!(one(&t, "tessera_verifier_tiles_rerendered_total", None), 9.0);
+        assert_eq!(
+            one(&t, "tessera_verifier_tiles_rerendered_total", None),
+            9.0
+        );
         let pass = Some(("decision", "pass"));
         assert_eq!(one(&t, "tessera_verifier_verdicts_total", pass), 2.0);
         let fail = Some(("decision", "fail"));
         assert_eq!(one(&t, "tessera_verifier_verdicts_total", fail), 1.0);
-        assert_eq!(one(&t, "tessera_verifier_requests_refused_total", None), 1.0);
+        assert_eq!(
+            one(&t, "tessera_verifier_requests_refused_total", None),
+            1.0
+        );
         assert_eq!(one(&t, "tessera_verifier_check_seconds", None), 3.0);
         assert_eq!(one(&t, "tessera_verifier_scene_loads_total", None), 0.0);
     }

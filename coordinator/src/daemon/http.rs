@@ -1540,11 +1540,7 @@ async fn ledger(
 /// Prometheus metrics, the gauges read from the store now.
 async fn metrics(State(st): State<ApiState>) -> Answer<Response> {
     let text = st.shared.with_quiet(|s| s.metrics_text()).await?;
-    Ok((
-        [(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)],
-        text,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 /// `POST /v1/credits` (admin token): the operator credits a client's balance or a

@@ -466,7 +466,11 @@ pub async fn run_with_bus<B: Bus>(
     let state = http::ApiState::new(shared.clone(), &cfg);
     if let Some(metrics) = metrics_listener {
         tracing::info!(listen = ?metrics.local_addr().ok(), "metrics listener up (no token)");
-        let (app, limits, stop) = (http::metrics_router(state.clone()), cfg.http.clone(), shutdown.clone());
+        let (app, limits, stop) = (
+            http::metrics_router(state.clone()),
+            cfg.http.clone(),
+            shutdown.clone(),
+        );
         tracker.spawn(async move { http::serve(metrics, app, &limits, stop).await });
     }
     let app = http::router(state, &cfg.http);

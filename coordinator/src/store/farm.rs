@@ -273,11 +273,10 @@ impl Store {
     /// jobs not rendered yet in their current round.
     pub fn metric_gauges(&self) -> Result<MetricGauges, StoreError> {
         let mut g = MetricGauges::default();
-        let jobs: Vec<(String, i64)> = self.rows(
-            "SELECT state, COUNT(*) FROM jobs GROUP BY state",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let jobs: Vec<(String, i64)> =
+            self.rows("SELECT state, COUNT(*) FROM jobs GROUP BY state", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         g.jobs = jobs.into_iter().map(|(s, n)| (s, n as u64)).collect();
         let outbox: Vec<(String, i64)> = self.rows(
             "SELECT CASE WHEN queue = 'tasks' OR queue LIKE 'node.%' THEN 'task' ELSE 'check' END AS kind, COUNT(*) FROM outbox GROUP BY kind",
@@ -292,7 +291,8 @@ impl Store {
                 None => continue,
             };
             if !progress.state.has_ended() {
-                g.tiles_open += u64::from(progress.tiles_total.saturating_sub(progress.tiles_rendered));
+                g.tiles_open +=
+                    u64::from(progress.tiles_total.saturating_sub(progress.tiles_rendered));
             }
         }
         Ok(g)
