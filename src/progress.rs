@@ -103,7 +103,9 @@ impl JobProgress {
     /// A bar (`bar`) or plain lines.
     pub fn with_bar(bar: bool) -> Self {
         let bar = bar.then(|| {
-            let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            // Empty until the first update (a bar of length 0 would draw full).
+            let b = ProgressBar::with_draw_target(Some(1), ProgressDrawTarget::stderr());
+            b.set_message("starting");
             let style = ProgressStyle::with_template(
                 "{spinner} job {prefix} [{bar:30}] {msg} · {elapsed} elapsed, ETA {eta}",
             )

@@ -39,6 +39,9 @@ const STATES: [JobState; 8] = [
     JobState::Disputed,
 ];
 
+/// A task's last publication: when (ms), its tiles, its attempt.
+type Published = (u64, u32, u32);
+
 /// One label, `name="value"`.
 type Label = Vec<(&'static str, String)>;
 
@@ -66,8 +69,8 @@ pub struct Metrics {
     tiles_open: Gauge,
     workers: Family<Vec<(&'static str, String)>, Gauge>,
     jobs: Family<Label, Gauge>,
-    /// Task id → (publication ms, tiles), for the histogram.
-    published: Mutex<HashMap<String, (u64, u32)>>,
+    /// Task id → (publication ms, tiles, attempt), for the histogram and the retries.
+    published: Mutex<HashMap<String, Published>>,
 }
 
 impl Default for Metrics {
@@ -192,19 +195,21 @@ impl Metrics {
                 let tiles = task.tiles.len() as u32;
                 self.tiles_dispatched.inc_by(u64::from(tiles));
                 let mut published = self.published();
-                let known = published.get(&task.task_id).is_some();
-                if task.attempt > 0 && known {
+                let before = published.get(&task.task_id).map(|p| p.2);
+                // A new attempt of a task seen before (a decline sends the same attempt
+                // elsewhere; a restarted coordinator has seen nothing yet).
+                if before.is_some_and(|attempt| task.attempt > attempt) {
                     self.task_retries.inc();
                 }
-                if published.len() >= MAX_PUBLISHED && !known {
+                if published.len() >= MAX_PUBLISHED && before.is_none() {
                     published.clear();
                 }
-                published.insert(task.task_id.clone(), (now_ms, tiles));
+                published.insert(task.task_id.clone(), (now_ms, tiles, task.attempt));
             }
             Effect::KeepResult { result, .. } => {
                 let tiles = result.tiles.len() as u32;
                 self.tiles_rendered.inc_by(u64::from(tiles));
-                if let Some((at, n)) = self.published().remove(&result.task_id) {
+                if let Some((at, n, _)) = self.published().remove(&result.task_id) {
                     let secs = now_ms.saturating_sub(at) as f64 / 1000.0;
                     self.render_seconds.observe(secs / f64::from(n.max(1)));
                 }
@@ -249,7 +254,7 @@ impl Metrics {
         }
     }
 
-    fn published(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, u32)>> {
+    fn published(&self) -> std::sync::MutexGuard<'_, HashMap<String, Published>> {
         // A panic while the map was held leaves nothing half-written worth refusing.
         self.published
             .lock()
