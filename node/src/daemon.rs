@@ -945,6 +945,17 @@ mod tests {
             "{}",
             s.failed[0].reason
         );
+        let text = node.metrics().text();
+        assert!(
+            text.lines()
+                .any(|l| l == "tessera_node_task_failures_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "tessera_node_tasks_rendered_total 0"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -1003,6 +1014,17 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
+        // The metrics counted each task once, and no slot is left busy.
+        let text = node.metrics().text();
+        for line in [
+            "tessera_node_tasks_rendered_total 4",
+            "tessera_node_tiles_rendered_total 8",
+            "tessera_node_slots 2",
+            "tessera_node_slots_busy 0",
+            "tessera_node_tile_render_seconds_count 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
     }
 
     #[tokio::test]

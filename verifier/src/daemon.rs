@@ -558,6 +558,17 @@ mod tests {
             assert_eq!(msg.verdict.statement.decision, want);
         }
         assert!(bus.dead_letters().is_empty());
+        // One check per request, counted by decision.
+        let text = v.metrics().text();
+        for line in [
+            "tessera_verifier_checks_total 3",
+            "tessera_verifier_verdicts_total{decision=\"pass\"} 1",
+            "tessera_verifier_verdicts_total{decision=\"escalate\"} 1",
+            "tessera_verifier_verdicts_total{decision=\"fail\"} 1",
+            "tessera_verifier_check_seconds_count 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
     }
 
     #[tokio::test]
