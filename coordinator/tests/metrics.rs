@@ -321,3 +321,54 @@ async fn metrics_need_the_admin_token_on_the_api_and_none_on_the_metrics_listene
     stop.cancel();
     daemon.await.unwrap().unwrap();
 }
+
+#[test]
+fn a_declined_task_sent_elsewhere_is_dispatched_again_but_no_retry() {
+    let mut f = Farm::new();
+    let (a, b) = (key(1), key(3));
+    f.register(&a, "node");
+    f.register(&b, "node");
+    f.register(&key(2), "verifier");
+    f.submit();
+    let ts = tasks(&f.drain());
+    // The first task's lease expires once: attempt 1, one retry.
+    let id = ts[0].task_id.clone();
+    f.svc
+        .handle_signal(&f.signal(&a, &[&id], &[]), f.now)
+        .unwrap();
+    f.now += LEASE + 1;
+    assert_eq!(f.svc.reconcile(f.now).unwrap(), 1);
+    let retried = tasks(&f.drain());
+    let first = &retried[0];
+    assert_eq!(first.attempt, 1);
+    assert_eq!(value(&metrics(&f), "tessera_task_retries_total", &[]), 1.0);
+    let decline = serde_json::to_vec(&Signed::sign(
+        NodeSignal {
+            node: a.public(),
+            sent_unix_ms: f.now,
+            active: vec![],
+            declined: vec![TaskNote {
+                task_id: first.task_id.clone(),
+                attempt: first.attempt,
+                reason: "not for me".into(),
+            }],
+            failed: vec![],
+        },
+        &a,
+    ))
+    .unwrap();
+    f.svc.handle_signal(&decline, f.now).unwrap();
+    let again = tasks(&f.drain());
+    assert_eq!(again.len(), 1, "sent to the other node's own queue");
+    assert_eq!(again[0].attempt, first.attempt);
+    let m = metrics(&f);
+    assert_eq!(
+        value(&m, "tessera_tiles_dispatched_total", &[]),
+        tiles(&ts) + tiles(&retried) + tiles(&again)
+    );
+    assert_eq!(
+        value(&m, "tessera_task_retries_total", &[]),
+        1.0,
+        "the same attempt sent elsewhere"
+    );
+}
