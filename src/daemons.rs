@@ -52,6 +52,14 @@ impl BrokerArgs {
     }
 }
 
+/// The address of a daemon's `--metrics-addr`, checked.
+fn metrics_addr(given: &Option<String>) -> Result<Option<std::net::SocketAddr>> {
+    given
+        .as_deref()
+        .map(|a| tessera_node::settings::parse_metrics_addr(a).map_err(usage_error))
+        .transpose()
+}
+
 /// A multi-threaded runtime, with SIGINT/SIGTERM cancelling `token`.
 fn run_daemon<F>(what: &str, body: impl FnOnce(CancellationToken) -> F) -> Result<bool>
 where
@@ -131,6 +139,10 @@ pub struct WorkerArgs {
     /// Tasks (node) or verify requests (verifier) handled at once.
     #[arg(long, env = "TESSERA_SLOTS", default_value_t = 1)]
     pub slots: u32,
+    /// Serve Prometheus metrics at `http://HOST:PORT/metrics`, without a token (bind it to
+    /// a private scrape network).
+    #[arg(long, env = "TESSERA_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
     /// Test only: render with the CPU stand-in (hash) renderer instead of the GPU.
     #[arg(long, hide = true)]
     pub stub_renderer: bool,
@@ -172,6 +184,7 @@ impl WorkerArgs {
                 stub_delay_ms: self.stub_delay_ms,
                 heartbeat_ms: None,
                 dishonest: None,
+                metrics_addr: metrics_addr(&self.metrics_addr)?,
             },
             amqp,
             key,
@@ -245,6 +258,7 @@ pub fn verifier(args: VerifierArgs, print: bool) -> Result<bool> {
         name: s.name,
         slots: s.slots,
         cache_dir: s.cache,
+        metrics_listen: s.metrics_addr,
     };
     let url = w.amqp;
     run_daemon("verifier", move |token| async move {
@@ -266,6 +280,11 @@ pub struct CoordinatorArgs {
     /// Address of the HTTP API (default 127.0.0.1:8700).
     #[arg(long, env = "TESSERA_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<String>,
+    /// Also serve Prometheus metrics at `http://HOST:PORT/metrics` without a token (bind it
+    /// to a private scrape network); the API serves `/metrics` behind the admin token
+    /// either way.
+    #[arg(long, env = "TESSERA_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
     /// Data directory (SQLite store, keys, blobs; default `~/.local/share/tessera`).
     #[arg(long, env = "TESSERA_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
@@ -440,6 +459,7 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
     let cfg = DaemonConfig {
         amqp_url,
         listen,
+        metrics_listen: metrics_addr(&a.metrics_addr)?,
         data_dir: a.data.clone().unwrap_or_else(default_data_dir),
         api_tokens,
         node_token: secret("node-token", &a.node_token, &a.node_token_file)?,

@@ -145,6 +145,16 @@ pub struct SubmitArgs {
     /// Only nodes whose adapter has at least this many bytes of memory.
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     pub min_memory: u64,
+    /// After submitting, wait until the job is done, showing its progress on stderr; a
+    /// failed job then fails the command.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (default: never).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// With --wait: milliseconds between two status requests.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub poll_ms: u64,
 }
 
 /// The validated [`SubmitArgs`].
@@ -200,6 +210,9 @@ impl SubmitArgs {
 /// last line of stdout.
 pub fn submit(args: SubmitArgs, print: bool) -> Result<bool> {
     let mut cfg = args.config()?;
+    if args.poll_ms == 0 {
+        usage!("--poll-ms must be at least 1");
+    }
     if print_config(print, &cfg)? {
         return Ok(true);
     }
@@ -239,8 +252,34 @@ pub fn submit(args: SubmitArgs, print: bool) -> Result<bool> {
             cfg.job.tier
         );
         println!("{}", accepted.job_id);
+        if args.wait {
+            let wait = commands::Wait {
+                wait: true,
+                timeout: args.timeout.map(Duration::from_secs),
+                poll: Duration::from_millis(args.poll_ms),
+            };
+            let status = wait_showing_progress(&client, &accepted.job_id, &wait).await?;
+            eprintln!("{}", table::status_line(&status));
+        }
         Ok(true)
     })
+}
+
+/// [`commands::wait_until_done`] with the job's progress on stderr (a bar on a terminal,
+/// plain lines otherwise) while `how.wait`.
+async fn wait_showing_progress(
+    client: &tessera_api::client::ApiClient,
+    job: &str,
+    how: &commands::Wait,
+) -> Result<tessera_api::JobStatus, commands::CommandError> {
+    if !how.wait {
+        return commands::wait_until_done(client, job, how).await;
+    }
+    let mut progress = crate::progress::JobProgress::new();
+    commands::wait_until_done_with(client, job, how, &mut |s| {
+        progress.update(&crate::progress::Snapshot::of_status(s))
+    })
+    .await
 }
 
 /// `tessera status`.
@@ -340,7 +379,7 @@ pub fn fetch(args: FetchArgs, print: bool) -> Result<bool> {
             timeout: args.timeout.map(Duration::from_secs),
             poll: Duration::from_millis(args.poll_ms),
         };
-        let status = commands::wait_until_done(&client, &args.job, &wait).await?;
+        let status = wait_showing_progress(&client, &args.job, &wait).await?;
         let n_frames = status.frame_end - status.frame_start + 1;
         // Fail on a bad output pattern before downloading anything.
         frame_path(&args.output, status.frame_start, n_frames)?;

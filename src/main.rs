@@ -19,10 +19,12 @@ mod config;
 mod daemons;
 mod farm;
 mod gpu_factory;
+mod progress;
 mod simulate;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -257,7 +259,9 @@ fn parse_cli() -> Cli {
 fn main() {
     let cli = parse_cli();
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(progress::LogWriter)
+        // Colour codes only for a person at a terminal, never in a log file or pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
                 .unwrap_or_else(|_| "warn,tessera=info".into()),
@@ -389,7 +393,12 @@ fn render(a: RenderArgs) -> Result<bool> {
         dishonest_mode: a.dishonest_mode,
         renderer: renderer.clone(),
     };
-    let outcome = farm.run(&cfg)?;
+    let outcome = {
+        let mut shown = progress::JobProgress::new();
+        farm.run_with_progress(&cfg, &mut |job, p| {
+            shown.update(&progress::Snapshot::of_progress(job, p))
+        })?
+    };
 
     // Outputs.
     let mut written = Vec::new();

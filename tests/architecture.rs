@@ -57,7 +57,10 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("lapin", &["tessera-bus"]),
     ("rusqlite", &["tessera-coordinator"]),
     ("axum", &["tessera-coordinator"]),
-    ("hyper", &["tessera-coordinator"]),
+    // The node crate serves one thing over HTTP: the plain `--metrics-addr` listener of
+    // the node and verifier daemons (`node/src/metrics_http.rs`, checked below), so that
+    // those daemons need no web framework.
+    ("hyper", &["tessera-coordinator", "tessera-node"]),
     ("reqwest", &["tessera-api"]),
     // The binary alone decides exit codes, so only it uses anyhow (and the scene
     // generator's tool binary, `gen-scenes`; `library_code_returns_typed_errors` checks
@@ -155,6 +158,28 @@ fn only_the_store_imports_rusqlite_and_only_the_api_speaks_http_in_the_coordinat
     let mut http = occurrences(&outside("daemon/http.rs"), "axum");
     http.extend(occurrences(&outside("daemon/http.rs"), "hyper"));
     assert!(http.is_empty(), "HTTP outside daemon/http.rs: {http:#?}");
+}
+
+#[test]
+fn the_workers_speak_http_only_in_their_metrics_listener() {
+    let node = root().join("node/src");
+    let files = rust_files(&node);
+    assert!(files.len() > 5, "node sources found: {files:?}");
+    let allowed = node.join("metrics_http.rs");
+    assert!(
+        allowed.is_file(),
+        "node/src/metrics_http.rs is the listener"
+    );
+    let others: Vec<PathBuf> = files.into_iter().filter(|f| *f != allowed).collect();
+    let mut http = occurrences(&others, "hyper");
+    http.extend(occurrences(&others, "axum"));
+    let verifier = rust_files(&root().join("verifier/src"));
+    http.extend(occurrences(&verifier, "hyper"));
+    http.extend(occurrences(&verifier, "axum"));
+    assert!(
+        http.is_empty(),
+        "HTTP outside node/src/metrics_http.rs: {http:#?}"
+    );
 }
 
 #[test]

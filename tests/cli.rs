@@ -556,3 +556,44 @@ fn render_refuses_what_the_farm_refuses() {
         assert!(err.contains(needle), "{flags:?}: {err}");
     }
 }
+
+/// Logs written to a pipe or a file carry no ANSI colour codes: `fetch --wait` against a
+/// coordinator that does not answer logs a warning per try, then gives up.
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tessera()
+        .args([
+            "fetch",
+            &"ab".repeat(32),
+            "--wait",
+            "--timeout",
+            "1",
+            "--poll-ms",
+            "100",
+        ])
+        .args(["--coordinator", &format!("http://127.0.0.1:{port}")])
+        .args(["--token", "client-token-0123456789"])
+        .arg("-o")
+        .arg(dir.path().join("f.png"))
+        .env_remove("NO_COLOR")
+        .env_remove("TESSERA_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("coordinator unreachable; still waiting"),
+        "the warning is logged: {err}"
+    );
+    assert!(
+        !err.contains("\x1b["),
+        "colour codes in piped logs: {err:?}"
+    );
+}

@@ -479,3 +479,65 @@ fn one_token_for_two_clients_or_roles_is_refused_at_start() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--admin-token"), "{}", stderr(&out));
 }
+
+/// `--metrics-addr` (or `TESSERA_METRICS_ADDR`, or `metrics-addr` in the file) of every
+/// daemon: shown by `--print-config`, and a bad address or the API's own is refused as a
+/// usage error naming the flag.
+#[test]
+fn every_daemon_takes_a_metrics_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("node.key");
+    assert!(keygen(&key).status.success());
+    let cfg = config(node(&key).args(["--coordinator", "http://c:1"]));
+    assert_eq!(cfg["metrics_addr"], Value::Null);
+    let cfg = config(
+        node(&key)
+            .args(["--coordinator", "http://c:1"])
+            .args(["--metrics-addr", "127.0.0.1:9101"]),
+    );
+    assert_eq!(cfg["metrics_addr"], "127.0.0.1:9101");
+    let cfg = config(
+        tessera()
+            .arg("verifier")
+            .arg("--key")
+            .arg(&key)
+            .args(["--amqp", "amqp://h", "--coordinator", "http://c:1"])
+            .env("TESSERA_METRICS_ADDR", "127.0.0.1:9102"),
+    );
+    assert_eq!(cfg["metrics_addr"], "127.0.0.1:9102");
+    let file = dir.path().join("farm.toml");
+    std::fs::write(&file, "[coordinator]\nmetrics-addr = \"127.0.0.1:9100\"\n").unwrap();
+    let coordinator = || {
+        let mut c = tessera();
+        c.args(["coordinator", "--amqp", "amqp://h", "--api-token", "t"])
+            .arg("--data")
+            .arg(dir.path());
+        c
+    };
+    let cfg = config(coordinator().arg("--config").arg(&file));
+    assert_eq!(cfg["metrics_addr"], "127.0.0.1:9100");
+
+    let bad = run(node(&key)
+        .args(["--coordinator", "http://c:1", "--metrics-addr", "nowhere"])
+        .arg("--print-config"));
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("--metrics-addr nowhere"),
+        "{}",
+        stderr(&bad)
+    );
+    let same = run(coordinator()
+        .args([
+            "--listen",
+            "127.0.0.1:8700",
+            "--metrics-addr",
+            "127.0.0.1:8700",
+        ])
+        .arg("--print-config"));
+    assert_eq!(same.status.code(), Some(2), "{}", stderr(&same));
+    assert!(
+        stderr(&same).contains("--metrics-addr 127.0.0.1:8700"),
+        "{}",
+        stderr(&same)
+    );
+}

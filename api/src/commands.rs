@@ -173,6 +173,17 @@ pub async fn wait_until_done(
     job: &str,
     how: &Wait,
 ) -> Result<JobStatus, CommandError> {
+    wait_until_done_with(client, job, how, &mut |_| {}).await
+}
+
+/// [`wait_until_done`], handing `on_status` every status it reads (the caller draws the
+/// progress; nothing is printed here).
+pub async fn wait_until_done_with(
+    client: &ApiClient,
+    job: &str,
+    how: &Wait,
+    on_status: &mut (dyn FnMut(&JobStatus) + Send),
+) -> Result<JobStatus, CommandError> {
     let started = Instant::now();
     loop {
         let s = match client.job(job).await {
@@ -187,6 +198,7 @@ pub async fn wait_until_done(
             }
             Err(e) => return Err(e.into()),
         };
+        on_status(&s);
         match s.state.as_str() {
             "done" => return Ok(s),
             "failed" => {

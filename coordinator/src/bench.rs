@@ -433,6 +433,7 @@ impl Farm {
                     cache_dir: cache.path().to_path_buf(),
                     heartbeat: DEFAULT_HEARTBEAT,
                     dishonest: None,
+                    metrics_listen: None,
                 };
                 run_node(
                     cfg,
@@ -454,6 +455,7 @@ impl Farm {
                 name: "bench-verifier".into(),
                 slots: 2,
                 cache_dir: cache.path().to_path_buf(),
+                metrics_listen: None,
             };
             run_verifier(
                 cfg,

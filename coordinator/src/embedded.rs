@@ -21,7 +21,7 @@ use crate::daemon::service::{
     frame_of_bundle, Limits, Service, ServiceConfig, ServiceError, MAX_CREDIT,
 };
 use crate::daemon::{BusCoordinator, DaemonError};
-use crate::machine::JobState;
+use crate::machine::{JobState, Progress};
 use crate::store::{Store, StoreError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -303,6 +303,17 @@ fn register(
 impl EmbeddedFarm {
     /// Run one job to the end and return its frames, bundle and ledger effects.
     pub async fn run_job(&self, cfg: &JobConfig) -> Result<JobOutcome, PipelineError> {
+        self.run_job_with_progress(cfg, &mut |_, _| {}).await
+    }
+
+    /// [`Self::run_job`], telling `progress` where the job is (its id and progress) each
+    /// time the driver looks at it (after inputs, at least once a second) and once at
+    /// its end. It prints nothing itself: the caller draws.
+    pub async fn run_job_with_progress(
+        &self,
+        cfg: &JobConfig,
+        progress: &mut (dyn FnMut(&str, &Progress) + Send),
+    ) -> Result<JobOutcome, PipelineError> {
         if self.nodes.is_empty() {
             return Err(PipelineError::Config("at least one node is needed".into()));
         }
@@ -382,7 +393,7 @@ impl EmbeddedFarm {
                 }
             });
         }
-        let result = self.drive(&coordinator, cfg, &labels).await;
+        let result = self.drive(&coordinator, cfg, &labels, progress).await;
         shutdown.cancel();
         while workers.join_next().await.is_some() {}
         coordinator.stopped().await;
@@ -395,6 +406,7 @@ impl EmbeddedFarm {
         coordinator: &BusCoordinator,
         cfg: &JobConfig,
         labels: &BTreeMap<PublicKey, String>,
+        report: &mut (dyn FnMut(&str, &Progress) + Send),
     ) -> Result<JobOutcome, PipelineError> {
         let submitted = cfg.clone();
         let job = coordinator
@@ -430,6 +442,7 @@ impl EmbeddedFarm {
             handled.mark_unchanged();
             let j = job.clone();
             let view = coordinator.read(move |s| s.job_view(&j)).await?;
+            report(&job, &view.progress);
             if matches!(view.progress.state, JobState::Done | JobState::Failed) {
                 break view;
             }

@@ -5,6 +5,7 @@
 //! prints. It adds no job rule: [`EmbeddedFarm::run_job`] runs the job.
 
 use crate::embedded::{EmbeddedFarm, JobConfig, JobOutcome, LocalNode, PipelineError};
+use crate::machine::Progress;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,6 +82,16 @@ pub fn check_nodes(nodes: u32, dishonest: u32) -> Result<(), LocalError> {
 impl LocalFarm {
     /// Set the farm up and run `job` on it to its end.
     pub fn run(&self, job: &JobConfig) -> Result<JobOutcome, LocalError> {
+        self.run_with_progress(job, &mut |_, _| {})
+    }
+
+    /// [`Self::run`], telling `progress` where the job is as it runs
+    /// ([`EmbeddedFarm::run_job_with_progress`]); nothing is printed here.
+    pub fn run_with_progress(
+        &self,
+        job: &JobConfig,
+        progress: &mut (dyn FnMut(&str, &Progress) + Send),
+    ) -> Result<JobOutcome, LocalError> {
         let data = &self.data_dir;
         std::fs::create_dir_all(data).map_err(|source| LocalError::Folder {
             what: "data directory",
@@ -127,7 +138,7 @@ impl LocalFarm {
             .enable_all()
             .build()
             .map_err(LocalError::Runtime)?;
-        Ok(runtime.block_on(farm.run_job(job))?)
+        Ok(runtime.block_on(farm.run_job_with_progress(job, progress))?)
     }
 }
 

@@ -138,6 +138,12 @@ fn data_dir_in(xdg_data: Option<PathBuf>, home: Option<PathBuf>) -> PathBuf {
 /// order the flags are documented; the first problem is the error.
 pub fn check_config(cfg: &DaemonConfig) -> Result<(), ConfigError> {
     let fail = |m: String| Err(ConfigError(m));
+    if cfg.metrics_listen == Some(cfg.listen) {
+        return fail(format!(
+            "--metrics-addr {}: the API listens there (--listen); give the tokenless metrics listener an address of its own",
+            cfg.listen
+        ));
+    }
     if cfg.http.header_timeout.is_zero()
         || cfg.http.body_timeout.is_zero()
         || cfg.session_ttl.is_zero()
@@ -201,6 +207,7 @@ pub fn check_config(cfg: &DaemonConfig) -> Result<(), ConfigError> {
 pub struct DaemonSettings {
     pub amqp: String,
     pub listen: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
     pub data: PathBuf,
     /// `CLIENT=` and a hash of each token, never the token.
     pub api_tokens: Vec<String>,
@@ -244,6 +251,7 @@ impl DaemonSettings {
         DaemonSettings {
             amqp: redact_url(&cfg.amqp_url),
             listen: cfg.listen,
+            metrics_addr: cfg.metrics_listen,
             data: cfg.data_dir.clone(),
             api_tokens: client_tokens(&cfg.api_tokens)
                 .iter()
@@ -320,5 +328,12 @@ mod tests {
         cfg.lease = std::time::Duration::ZERO;
         let e = check_config(&cfg).unwrap_err().to_string();
         assert!(e.starts_with("--lease-secs"), "{e}");
+        cfg.lease = std::time::Duration::from_secs(15);
+        cfg.metrics_listen = Some(cfg.listen);
+        let e = check_config(&cfg).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--metrics-addr 127.0.0.1:8700: the API"),
+            "{e}"
+        );
     }
 }

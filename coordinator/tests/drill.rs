@@ -533,3 +533,34 @@ fn a_challenge_window_releases_hold_backs_when_the_job_is_done() {
         report.failures().collect::<Vec<_>>()
     );
 }
+
+/// `tessera render`'s farm tells its caller where the job is while it runs (the binary
+/// draws the progress bar from it): the same job id and tile total every time, verified
+/// tiles that never go back, and a last report of the done job with every tile verified.
+#[test]
+fn the_render_farm_reports_progress_until_the_job_is_done() {
+    let (farm, _dir) = farm(vec![renderer(), renderer()], 0, DishonestMode::Black);
+    let cfg = job_config("economy", 0);
+    let mut seen: Vec<(String, tessera_coordinator::machine::Progress)> = Vec::new();
+    let outcome = runtime()
+        .block_on(
+            farm.run_job_with_progress(&cfg, &mut |job, p| seen.push((job.to_string(), p.clone()))),
+        )
+        .unwrap();
+    let tiles: u32 = outcome
+        .bundle
+        .frames
+        .iter()
+        .map(|f| f.tiles.len() as u32)
+        .sum();
+    let (job, last) = seen.last().expect("progress reported");
+    assert_eq!(*job, outcome.job_id);
+    assert_eq!(last.state, tessera_coordinator::machine::JobState::Done);
+    assert_eq!((last.tiles_total, last.tiles_verified), (tiles, tiles));
+    assert!(seen
+        .iter()
+        .all(|(j, p)| *j == outcome.job_id && p.tiles_total == tiles));
+    assert!(seen
+        .windows(2)
+        .all(|w| w[0].1.tiles_verified <= w[1].1.tiles_verified));
+}

@@ -62,6 +62,8 @@ pub struct NodeDaemonConfig {
     pub heartbeat: Duration,
     /// Drill only: how this node cheats.
     pub dishonest: Option<DishonestMode>,
+    /// Where a plain listener serves `GET /metrics` (none: no metrics served).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl NodeDaemonConfig {
@@ -98,6 +100,9 @@ pub enum NodeDaemonError {
     /// The bus closed while the node was consuming.
     #[error("bus closed while consuming queue {0}")]
     BusClosed(String),
+    /// The metrics listener could not be bound.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics_http::MetricsListenError),
 }
 
 /// What became of one delivery.
@@ -134,6 +139,7 @@ pub struct NodeState<B: Bus> {
     signal_seq: AtomicU64,
     /// Fault hook `duplicate_results`: the copy of the last result, not yet published.
     held_back: Mutex<Option<HeldBack>>,
+    metrics: crate::metrics::NodeMetrics,
 }
 
 /// A result copy held back by the `duplicate_results` fault hook.
@@ -166,7 +172,9 @@ impl<B: Bus> NodeState<B> {
                 dishonest,
             ))
         });
+        let metrics = crate::metrics::NodeMetrics::new(scenes.load_counter());
         Self {
+            metrics,
             bus,
             me: key.public(),
             key,
@@ -184,6 +192,11 @@ impl<B: Bus> NodeState<B> {
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
         self
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &crate::metrics::NodeMetrics {
+        &self.metrics
     }
 
     /// The node's public key.
@@ -277,7 +290,11 @@ impl<B: Bus> NodeState<B> {
             Err(e) => return self.fail(d, task, e.to_string()).await,
         };
         let render_task = task.clone();
+        let render_started = std::time::Instant::now();
+        let busy = self.metrics.busy();
         let rendered = tokio::task::spawn_blocking(move || node.handle_task(&render_task)).await;
+        drop(busy);
+        let render_took = render_started.elapsed();
         let result = match rendered {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return self.fail(d, task, e.to_string()).await,
@@ -301,6 +318,7 @@ impl<B: Bus> NodeState<B> {
             self.duplicate_later(&task.task_id, copy).await;
         }
         self.faults.after_publish(&task.task_id);
+        self.metrics.rendered(task.tiles.len(), render_took);
         tracing::info!(
             tiles = task.tiles.len(),
             ms = started.elapsed().as_millis() as u64,
@@ -311,6 +329,7 @@ impl<B: Bus> NodeState<B> {
 
     async fn fail(&self, d: &Delivery, task: &RenderTask, reason: String) -> Handled {
         tracing::warn!(%reason, "task failed");
+        self.metrics.failed();
         let note = TaskNote {
             task_id: task.task_id.clone(),
             attempt: task.attempt,
@@ -447,6 +466,7 @@ impl<B: Bus> NodeState<B> {
         shutdown: CancellationToken,
     ) -> Result<(), NodeDaemonError> {
         let permits = Arc::new(Semaphore::new(slots.max(1) as usize));
+        self.metrics.set_slots(slots.max(1));
         let tracker = TaskTracker::new();
         let stop = shutdown.child_token();
         let heartbeat_stop = CancellationToken::new();
@@ -582,6 +602,10 @@ where
     C: FnOnce(RegisterResponse) -> F,
     F: Future<Output = Result<B, BusError>>,
 {
+    let metrics = match cfg.metrics_listen {
+        Some(addr) => Some(crate::metrics_http::bind(addr).await?),
+        None => None,
+    };
     let who = cfg.enrolment();
     let Some(started) = worker::start(who, factory.as_ref(), connect, &shutdown).await? else {
         return Ok(());
@@ -601,6 +625,16 @@ where
         cfg.dishonest,
     );
     let state = Arc::new(state.with_faults(started.faults));
+    if let Some(listener) = metrics {
+        tracing::info!(listen = ?listener.local_addr().ok(), "metrics listener up (no token)");
+        let shown = state.clone();
+        let render: crate::metrics_http::RenderMetrics = Arc::new(move || shown.metrics().text());
+        tokio::spawn(crate::metrics_http::serve(
+            listener,
+            render,
+            shutdown.clone(),
+        ));
+    }
     state.serve(cfg.slots, cfg.heartbeat, shutdown).await
 }
 
@@ -911,6 +945,17 @@ mod tests {
             "{}",
             s.failed[0].reason
         );
+        let text = node.metrics().text();
+        assert!(
+            text.lines()
+                .any(|l| l == "tessera_node_task_failures_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "tessera_node_tasks_rendered_total 0"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -969,6 +1014,17 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
+        // The metrics counted each task once, and no slot is left busy.
+        let text = node.metrics().text();
+        for line in [
+            "tessera_node_tasks_rendered_total 4",
+            "tessera_node_tiles_rendered_total 8",
+            "tessera_node_slots 2",
+            "tessera_node_slots_busy 0",
+            "tessera_node_tile_render_seconds_count 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
     }
 
     #[tokio::test]
@@ -988,6 +1044,7 @@ mod tests {
             cache_dir: std::env::temp_dir(),
             heartbeat: DEFAULT_HEARTBEAT,
             dishonest: None,
+            metrics_listen: None,
         };
         assert!(!format!("{cfg:?}").contains("secret-token"));
         let run = run_node(

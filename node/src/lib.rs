@@ -10,6 +10,8 @@ pub mod broker;
 pub mod cheats;
 pub mod daemon;
 pub mod keyfile;
+pub mod metrics;
+pub mod metrics_http;
 pub mod settings;
 pub mod stub;
 pub mod worker;

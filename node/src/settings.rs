@@ -29,6 +29,29 @@ pub enum WorkerFlagError {
     /// A heartbeat interval of 0.
     #[error("--heartbeat-ms must be at least 1")]
     Heartbeat,
+    /// A metrics address that is not `HOST:PORT`, or resolves to nothing.
+    #[error("--metrics-addr {addr}: {reason}")]
+    MetricsAddr {
+        /// What was given.
+        addr: String,
+        /// Why it is not an address.
+        reason: String,
+    },
+}
+
+/// The address of `--metrics-addr HOST:PORT` (any daemon's): the first that `host`
+/// resolves to.
+pub fn parse_metrics_addr(addr: &str) -> Result<std::net::SocketAddr, WorkerFlagError> {
+    use std::net::ToSocketAddrs;
+    let fail = |reason: String| WorkerFlagError::MetricsAddr {
+        addr: addr.to_string(),
+        reason,
+    };
+    match addr.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(a)) => Ok(a),
+        Ok(None) => Err(fail("resolves to no address".into())),
+        Err(e) => Err(fail(format!("{e} (expected HOST:PORT)"))),
+    }
 }
 
 /// That `url` is an `amqp://` or `amqps://` URL.
@@ -106,6 +129,8 @@ pub struct WorkerSettings {
     /// Node only (drill): how it cheats.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dishonest: Option<String>,
+    /// Where `GET /metrics` is served without a token (none: not served).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl WorkerSettings {
@@ -123,6 +148,7 @@ impl WorkerSettings {
             slots: self.slots,
             cache_dir: self.cache,
             dishonest,
+            metrics_listen: self.metrics_addr,
         }
     }
 }
@@ -138,6 +164,12 @@ mod tests {
         let e = check_amqp_url("http://u:pw@h").unwrap_err().to_string();
         assert!(e.starts_with("--amqp http://u:***@h: expected"), "{e}");
         check_slots(1).unwrap();
+        assert_eq!(
+            parse_metrics_addr("127.0.0.1:9100").unwrap(),
+            std::net::SocketAddr::from(([127, 0, 0, 1], 9100))
+        );
+        let e = parse_metrics_addr("127.0.0.1").unwrap_err().to_string();
+        assert!(e.starts_with("--metrics-addr 127.0.0.1: "), "{e}");
         check_slots(MAX_SLOTS).unwrap();
         assert_eq!(
             check_slots(0).unwrap_err().to_string(),
@@ -166,6 +198,10 @@ mod tests {
         assert_eq!(cache_dir_in(None, None), PathBuf::from(".tessera/cache"));
     }
 
+    fn settings_metrics() -> Option<std::net::SocketAddr> {
+        Some(std::net::SocketAddr::from(([10, 0, 0, 5], 9101)))
+    }
+
     #[test]
     fn a_node_config_keeps_the_settings() {
         let key = SecretKey::generate();
@@ -183,14 +219,17 @@ mod tests {
             stub_delay_ms: 0,
             heartbeat_ms: Some(250),
             dishonest: None,
+            metrics_addr: Some(std::net::SocketAddr::from(([10, 0, 0, 5], 9101))),
         };
         let json = serde_json::to_value(&settings).unwrap();
         assert_ne!(json["token"], "t");
         assert!(json.get("dishonest").is_none());
+        assert_eq!(json["metrics_addr"], "10.0.0.5:9101");
         let public = key.public();
         let cfg = settings.node_config(key, Some(DishonestMode::Black));
         assert_eq!(cfg.heartbeat, Duration::from_millis(250));
         assert_eq!((cfg.slots, cfg.name.as_str()), (3, "n"));
+        assert_eq!(cfg.metrics_listen, settings_metrics());
         assert_eq!(cfg.cache_dir, PathBuf::from("/c"));
         assert_eq!(cfg.key.public(), public);
         assert_eq!(cfg.dishonest, Some(DishonestMode::Black));

@@ -206,6 +206,7 @@ pub struct SceneCache<T> {
     make: Box<MakeFn<T>>,
     loaded: Mutex<VecDeque<(Digest, T)>>,
     loading: tokio::sync::Mutex<()>,
+    loads: prometheus_client::metrics::counter::Counter,
 }
 
 impl<T: Clone + Send + 'static> SceneCache<T> {
@@ -222,6 +223,7 @@ impl<T: Clone + Send + 'static> SceneCache<T> {
             make: Box::new(make),
             loaded: Mutex::new(VecDeque::new()),
             loading: tokio::sync::Mutex::new(()),
+            loads: Default::default(),
         }
     }
 
@@ -231,6 +233,12 @@ impl<T: Clone + Send + 'static> SceneCache<T> {
             .iter()
             .find(|(h, _)| h == scene_hash)
             .map(|(_, t)| t.clone())
+    }
+
+    /// The counter of scenes this cache loaded (shared: each clone counts the same loads),
+    /// for the daemons' metrics.
+    pub fn load_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.loads.clone()
     }
 
     /// Whether the coordinator still wants this worker to render task `task_id` (a fixed
@@ -284,6 +292,7 @@ impl<T: Clone + Send + 'static> SceneCache<T> {
                 source,
             })?;
         tracing::info!(scene = %scene, class = %renderer.class(), ms = started.elapsed().as_millis() as u64, "scene loaded");
+        self.loads.inc();
         let t = (self.make)(scene_hash, renderer);
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         loaded.push_back((*scene_hash, t.clone()));

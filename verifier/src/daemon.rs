@@ -54,6 +54,8 @@ pub struct VerifierDaemonConfig {
     pub slots: u32,
     /// Root of the scene cache.
     pub cache_dir: PathBuf,
+    /// Where a plain listener serves `GET /metrics` (none: no metrics served).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl VerifierDaemonConfig {
@@ -87,6 +89,9 @@ pub enum VerifierDaemonError {
     /// The bus closed while the verifier was consuming.
     #[error("bus closed while consuming queue {0}")]
     BusClosed(String),
+    /// The metrics listener could not be bound.
+    #[error(transparent)]
+    Metrics(#[from] tessera_node::metrics_http::MetricsListenError),
 }
 
 /// What became of one delivery.
@@ -109,6 +114,7 @@ pub struct VerifierState<B: Bus> {
     me: PublicKey,
     scenes: SceneCache<Arc<Verifier>>,
     faults: Faults,
+    metrics: crate::metrics::VerifierMetrics,
 }
 
 impl<B: Bus> VerifierState<B> {
@@ -127,6 +133,7 @@ impl<B: Bus> VerifierState<B> {
         Self {
             bus,
             me,
+            metrics: crate::metrics::VerifierMetrics::new(scenes.load_counter()),
             scenes,
             faults: Faults::default(),
         }
@@ -136,6 +143,11 @@ impl<B: Bus> VerifierState<B> {
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
         self
+    }
+
+    /// The verifier's metrics.
+    pub fn metrics(&self) -> &crate::metrics::VerifierMetrics {
+        &self.metrics
     }
 
     /// The verifier's public key.
@@ -151,6 +163,7 @@ impl<B: Bus> VerifierState<B> {
             Ok(r) => r,
             Err(reason) => {
                 tracing::warn!(verifier = %self.me.short(), message = %d.message_id, %reason, "malformed verify request parked");
+                self.metrics.refused();
                 return self.park(&d, Handled::Parked(reason.to_string())).await;
             }
         };
@@ -180,6 +193,7 @@ impl<B: Bus> VerifierState<B> {
             Ok(Err(e)) => {
                 let reason = e.to_string();
                 tracing::warn!(%reason, kind = refusal_kind(&e), "verify request refused and parked");
+                self.metrics.refused();
                 return self.park(&d, Handled::Refused(reason)).await;
             }
             Err(e) => {
@@ -205,6 +219,8 @@ impl<B: Bus> VerifierState<B> {
                 .await;
         }
         self.faults.after_publish(&req.request_id);
+        self.metrics
+            .judged(decision, req.samples.len(), started.elapsed());
         tracing::info!(
             ?decision,
             samples = req.samples.len(),
@@ -327,6 +343,10 @@ where
     C: FnOnce(RegisterResponse) -> F,
     F: Future<Output = Result<B, BusError>>,
 {
+    let metrics = match cfg.metrics_listen {
+        Some(addr) => Some(tessera_node::metrics_http::bind(addr).await?),
+        None => None,
+    };
     let who = cfg.enrolment();
     let Some(started) = worker::start(who, factory.as_ref(), connect, &shutdown).await? else {
         return Ok(());
@@ -338,6 +358,17 @@ where
     }
     let state = VerifierState::new(started.bus, cfg.key, started.scenes, factory);
     let state = Arc::new(state.with_faults(started.faults));
+    if let Some(listener) = metrics {
+        tracing::info!(listen = ?listener.local_addr().ok(), "metrics listener up (no token)");
+        let shown = state.clone();
+        let render: tessera_node::metrics_http::RenderMetrics =
+            Arc::new(move || shown.metrics().text());
+        tokio::spawn(tessera_node::metrics_http::serve(
+            listener,
+            render,
+            shutdown.clone(),
+        ));
+    }
     state.serve(cfg.slots, shutdown).await
 }
 
@@ -527,6 +558,17 @@ mod tests {
             assert_eq!(msg.verdict.statement.decision, want);
         }
         assert!(bus.dead_letters().is_empty());
+        // One check per request, counted by decision.
+        let text = v.metrics().text();
+        for line in [
+            "tessera_verifier_checks_total 3",
+            "tessera_verifier_verdicts_total{decision=\"pass\"} 1",
+            "tessera_verifier_verdicts_total{decision=\"escalate\"} 1",
+            "tessera_verifier_verdicts_total{decision=\"fail\"} 1",
+            "tessera_verifier_check_seconds_count 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ pub mod checks;
 pub mod compare;
 pub mod compare_text;
 pub mod daemon;
+pub mod metrics;
 pub mod tolerance;
 pub mod verify;
 

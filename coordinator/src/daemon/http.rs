@@ -477,6 +477,9 @@ pub fn router(state: ApiState, http: &HttpLimits) -> Router {
         .route_layer(cap(PUBLIC_BODY_LIMIT))
         .route_layer(guard(ADMIN))
         .layer(DefaultBodyLimit::max(PUBLIC_BODY_LIMIT));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(guard(ADMIN));
     Router::new()
         .merge(public)
         .merge(uploads)
@@ -486,9 +489,18 @@ pub fn router(state: ApiState, http: &HttpLimits) -> Router {
         .merge(document)
         .merge(ledger)
         .merge(operator)
+        .merge(metrics)
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             http.body_timeout,
         ))
+        .with_state(state)
+}
+
+/// The routes of the plain metrics listener (`--metrics-addr`): `GET /metrics` alone,
+/// without a token, for a private scrape network; everything else is 404.
+pub fn metrics_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -1719,6 +1731,13 @@ async fn ledger(
         })
         .await?;
     Ok(Json(view))
+}
+
+/// `GET /metrics` (admin token, or the plain metrics listener): the coordinator's
+/// Prometheus metrics, the gauges read from the store now.
+async fn metrics(State(st): State<ApiState>) -> Answer<Response> {
+    let text = st.shared.with_quiet(|s| s.metrics_text()).await?;
+    Ok(([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 /// `POST /v1/credits` (admin token): the operator credits a client's balance or a

@@ -13,6 +13,7 @@
 //! commit that queued it and before the publish.
 
 pub mod http;
+pub mod metrics;
 pub mod service;
 
 use crate::store::Store;
@@ -58,6 +59,9 @@ pub struct DaemonConfig {
     pub amqp_url: String,
     /// HTTP listen address.
     pub listen: SocketAddr,
+    /// Where a second, plain listener serves `GET /metrics` without a token (a private
+    /// scrape network); none: metrics only on the API, behind the admin token.
+    pub metrics_listen: Option<SocketAddr>,
     /// Data folder: store, key, blobs, scenes.
     pub data_dir: PathBuf,
     /// Client API tokens: `TOKEN` (client `default`) or `CLIENT=TOKEN`.
@@ -119,6 +123,7 @@ impl Default for DaemonConfig {
         Self {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8700)),
+            metrics_listen: None,
             data_dir: PathBuf::from("tessera-data"),
             api_tokens: Vec::new(),
             node_token: None,
@@ -436,6 +441,10 @@ pub async fn run_with_bus<B: Bus>(
         session_ttl_ms: cfg.session_ttl.as_millis() as u64,
         ..ServiceConfig::default()
     };
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let shared = shared_on(Service::new(store, key, svc_cfg), &bus);
     declare_topology(&bus, &shared).await?;
     let addr = listener.local_addr().ok();
@@ -454,7 +463,17 @@ pub async fn run_with_bus<B: Bus>(
         Duration::from_secs(cfg.challenge_window_secs),
         shutdown.clone(),
     ));
-    let app = http::router(http::ApiState::new(shared.clone(), &cfg), &cfg.http);
+    let state = http::ApiState::new(shared.clone(), &cfg);
+    if let Some(metrics) = metrics_listener {
+        tracing::info!(listen = ?metrics.local_addr().ok(), "metrics listener up (no token)");
+        let (app, limits, stop) = (
+            http::metrics_router(state.clone()),
+            cfg.http.clone(),
+            shutdown.clone(),
+        );
+        tracker.spawn(async move { http::serve(metrics, app, &limits, stop).await });
+    }
+    let app = http::router(state, &cfg.http);
     http::serve(listener, app, &cfg.http, shutdown.clone()).await;
     shutdown.cancel();
     tracker.close();

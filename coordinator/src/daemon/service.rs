@@ -261,6 +261,7 @@ pub struct Service {
     store: Store,
     key: SecretKey,
     cfg: ServiceConfig,
+    metrics: super::metrics::Metrics,
 }
 
 fn random32() -> [u8; 32] {
@@ -272,7 +273,22 @@ fn random32() -> [u8; 32] {
 impl Service {
     /// A service over `store`, signing with `key`.
     pub fn new(store: Store, key: SecretKey, cfg: ServiceConfig) -> Self {
-        Self { store, key, cfg }
+        Self {
+            store,
+            key,
+            cfg,
+            metrics: super::metrics::Metrics::new(),
+        }
+    }
+
+    /// The coordinator's metrics (moved by the effects carried out).
+    pub fn metrics(&self) -> &super::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The metrics as `GET /metrics` serves them, the gauges read from the store now.
+    pub fn metrics_text(&self) -> Result<String, ServiceError> {
+        Ok(self.metrics.encode(&self.store)?)
     }
 
     /// The coordinator's public key.
@@ -836,6 +852,7 @@ impl Service {
     ) -> Result<u32, StoreError> {
         let mut queued = 0;
         while let Some(effect) = machine.poll_effect() {
+            self.metrics.effect(&effect, now_ms);
             match effect {
                 Effect::Publish { queue, message } => {
                     s.push_outbox(

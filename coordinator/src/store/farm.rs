@@ -78,6 +78,17 @@ pub struct WorkerRow {
     pub last_seen_ms: u64,
 }
 
+/// What [`Store::metric_gauges`] reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricGauges {
+    /// Jobs by state (its name).
+    pub jobs: std::collections::BTreeMap<String, u64>,
+    /// Outbox rows by kind (`task`, `check`).
+    pub outbox: std::collections::BTreeMap<String, u64>,
+    /// Tiles of unfinished jobs not rendered yet in their current round.
+    pub tiles_open: u64,
+}
+
 fn worker_row(r: &Row<'_>) -> rusqlite::Result<WorkerRow> {
     let bad = |column: usize, e: String| {
         rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
@@ -255,6 +266,36 @@ impl Store {
             params![state.as_str()],
             |r| r.get(0),
         )
+    }
+
+    /// What the metrics' gauges read (`GET /metrics`): jobs by state, outbox rows by
+    /// kind (`task`: render tasks, `check`: verify requests), and the tiles of unfinished
+    /// jobs not rendered yet in their current round.
+    pub fn metric_gauges(&self) -> Result<MetricGauges, StoreError> {
+        let mut g = MetricGauges::default();
+        let jobs: Vec<(String, i64)> =
+            self.rows("SELECT state, COUNT(*) FROM jobs GROUP BY state", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        g.jobs = jobs.into_iter().map(|(s, n)| (s, n as u64)).collect();
+        let outbox: Vec<(String, i64)> = self.rows(
+            "SELECT CASE WHEN queue = 'tasks' OR queue LIKE 'node.%' THEN 'task' ELSE 'check' END AS kind, COUNT(*) FROM outbox GROUP BY kind",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        g.outbox = outbox.into_iter().map(|(k, n)| (k, n as u64)).collect();
+        for job in self.running_job_ids()? {
+            let progress = match self.machine(&job)? {
+                Some(StoredMachine::Machine(m)) => m.progress(),
+                Some(StoredMachine::Older(p)) => p,
+                None => continue,
+            };
+            if !progress.state.has_ended() {
+                g.tiles_open +=
+                    u64::from(progress.tiles_total.saturating_sub(progress.tiles_rendered));
+            }
+        }
+        Ok(g)
     }
 
     /// A finished job's proof bundle (`None`: no such job, or not finished).

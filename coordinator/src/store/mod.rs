@@ -7,7 +7,7 @@
 mod farm;
 
 use crate::machine::JobState;
-pub use farm::{OutboxRow, StoredMachine, WorkerRow};
+pub use farm::{MetricGauges, OutboxRow, StoredMachine, WorkerRow};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use tessera_protocol::bundle::ProofBundle;
