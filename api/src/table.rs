@@ -152,6 +152,16 @@ pub fn write_ledger(w: &mut impl Write, ledger: &LedgerView) -> io::Result<()> {
     writeln!(w, "total {} µcr (always 0: double-entry)", ledger.total)
 }
 
+/// One job's line after a control action: `JOB  cancel: cancelled` or
+/// `JOB  cancel refused: why`.
+pub fn control_line(action: &str, o: &crate::ControlOutcome) -> String {
+    match (&o.state, &o.error) {
+        (_, Some(why)) => format!("{}  {action} refused: {why}", o.job_id),
+        (Some(state), None) => format!("{}  {action}: {state}", o.job_id),
+        (None, None) => format!("{}  {action}: no answer", o.job_id),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,15 +200,5 @@ mod tests {
         let mut out = Vec::new();
         write_jobs(&mut out, &[]).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "no jobs\n");
-    }
-}
-
-/// One job's line after a control action: `JOB  cancel: cancelled` or
-/// `JOB  cancel refused: why`.
-pub fn control_line(action: &str, o: &crate::ControlOutcome) -> String {
-    match (&o.state, &o.error) {
-        (_, Some(why)) => format!("{}  {action} refused: {why}", o.job_id),
-        (Some(state), None) => format!("{}  {action}: {state}", o.job_id),
-        (None, None) => format!("{}  {action}: no answer", o.job_id),
     }
 }

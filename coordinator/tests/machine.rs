@@ -247,7 +247,12 @@ impl World {
                     }
                 }
                 Effect::Failed(why) => self.failed = Some(why),
-                Effect::Seen { .. } | Effect::State(_) | Effect::VerifierFault { .. } => {}
+                Effect::Seen { .. }
+                | Effect::State(_)
+                | Effect::VerifierFault { .. }
+                | Effect::Verdict(_)
+                | Effect::Withdraw
+                | Effect::Priority(_) => {}
             }
         }
     }
