@@ -632,3 +632,70 @@ async fn the_api_checks_fields_hides_secrets_keeps_clients_apart_and_its_task_de
     stop.cancel();
     server.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_never_answers_does_not_hold_up_another_hooks_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let store = Store::open(&db).unwrap();
+    // A receiver that takes connections (the kernel's backlog does) and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = Arc::new(Receiver::default());
+    let rx = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let good_url = format!("http://{}/good", rx.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let server = serve_receiver(rx, receiver.clone(), stop.clone());
+    let stuck = webhooks::add(
+        &store,
+        "studio",
+        &hook_request(
+            format!("http://{}/stuck", silent.local_addr().unwrap()),
+            STUDIO_SECRET,
+            &["job.done"],
+        ),
+        0,
+    )
+    .unwrap();
+    let good = webhooks::add(
+        &store,
+        "rival",
+        &hook_request(good_url, RIVAL_SECRET, &["job.done"]),
+        0,
+    )
+    .unwrap();
+    // The silent hook's deliveries are due first, more of them than the task's slots.
+    for i in 0..10 {
+        store
+            .insert_delivery(&format!("stuck{i}"), &stuck.id, "job", "job.done", "{}", 0)
+            .unwrap();
+    }
+    store
+        .insert_delivery("good", &good.id, "job", "job.done", "{}", 1)
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(webhooks::run(
+        OwnStore::new(Store::open(&db).unwrap()),
+        WebhookConfig {
+            // Far beyond the wait below: only a free slot lets the good hook through.
+            timeout: Duration::from_secs(600),
+            ..quick()
+        },
+        shutdown.clone(),
+    ));
+    wait_for("the answering hook's delivery", || {
+        receiver
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|g| g.delivery == "good")
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap();
+    stop.cancel();
+    server.await.unwrap();
+    let rows = store.webhook_deliveries(&good.id).unwrap();
+    assert!(rows[0].delivered_ms.is_some(), "{rows:?}");
+    drop(silent);
+}

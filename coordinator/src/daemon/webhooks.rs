@@ -20,7 +20,7 @@ use crate::store::{DueDelivery, Store, StoreError, WebhookRow};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -512,11 +512,15 @@ async fn record<S: DeliveryStore>(
     }
 }
 
+/// POSTs in flight to one hook at once: a receiver that does not answer holds at most
+/// this many of the task's slots until its timeouts, never all of them.
+const PER_HOOK: usize = 2;
+
 /// How often finished deliveries are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Deliver due webhook deliveries until `shutdown`: at most `cfg.concurrency` POSTs in
-/// flight, each read from and recorded in `store` in short calls. A delivery in flight
+/// flight (and [`PER_HOOK`] to one hook), each read from and recorded in `store` in short calls. A delivery in flight
 /// when `shutdown` comes is dropped unrecorded, so it is sent again after a restart.
 pub async fn run<S: DeliveryStore>(store: S, cfg: WebhookConfig, shutdown: CancellationToken) {
     let http = match reqwest::Client::builder()
@@ -533,7 +537,8 @@ pub async fn run<S: DeliveryStore>(store: S, cfg: WebhookConfig, shutdown: Cance
         }
     };
     let slots = cfg.concurrency.max(1);
-    let mut in_flight: HashSet<String> = HashSet::new();
+    // Deliveries in flight, by id → their hook.
+    let mut in_flight: HashMap<String, String> = HashMap::new();
     let mut posts = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(cfg.poll_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -564,7 +569,9 @@ pub async fn run<S: DeliveryStore>(store: S, cfg: WebhookConfig, shutdown: Cance
             continue;
         }
         let now = super::now_ms();
-        let limit = (free + in_flight.len()) as u32;
+        // Read past what a dead receiver's hook may not take now, so that it cannot hold
+        // up the others' deliveries.
+        let limit = (slots * 4) as u32;
         let due = match store.call(move |s| s.due_deliveries(now, limit)).await {
             Ok(due) => due,
             Err(e) => {
@@ -572,13 +579,24 @@ pub async fn run<S: DeliveryStore>(store: S, cfg: WebhookConfig, shutdown: Cance
                 continue;
             }
         };
-        let fresh: Vec<DueDelivery> = due
-            .into_iter()
-            .filter(|d| !in_flight.contains(&d.id))
-            .take(free)
-            .collect();
+        let mut per_hook: HashMap<String, usize> = HashMap::new();
+        for hook in in_flight.values() {
+            *per_hook.entry(hook.clone()).or_default() += 1;
+        }
+        let mut fresh = Vec::new();
+        for d in due {
+            if fresh.len() == free {
+                break;
+            }
+            let of_hook = per_hook.entry(d.hook_id.clone()).or_default();
+            if in_flight.contains_key(&d.id) || *of_hook >= PER_HOOK {
+                continue;
+            }
+            *of_hook += 1;
+            fresh.push(d);
+        }
         for d in fresh {
-            in_flight.insert(d.id.clone());
+            in_flight.insert(d.id.clone(), d.hook_id.clone());
             let http = http.clone();
             posts.spawn(async move {
                 let outcome = post(&http, &d).await;
