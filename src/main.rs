@@ -105,7 +105,7 @@ enum Command {
     /// Set jobs' priority among the farm's queued work (higher first; jobs start at 0).
     Priority(farm::PriorityArgs),
     /// The client's webhooks: `add` (events of its jobs POSTed to a URL, signed),
-    /// `list`, `remove`.
+    /// `list`, `remove`, `deliveries`.
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
     /// Measure detection: thousands of jobs with a cheating node through the real

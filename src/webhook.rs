@@ -1,4 +1,4 @@
-//! `tessera webhook add|list|remove`: a client's webhooks on the coordinator (the
+//! `tessera webhook add|list|remove|deliveries`: a client's webhooks on the coordinator (the
 //! requests are `tessera_api::client`'s; the coordinator checks the fields and names the
 //! one that is wrong).
 
@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use std::path::PathBuf;
 use tessera_api::flags::ClientConfig;
-use tessera_api::{WebhookRequest, WebhookView, WEBHOOK_EVENTS};
+use tessera_api::{WebhookDelivery, WebhookRequest, WebhookView, WEBHOOK_EVENTS};
 
 /// `tessera webhook`.
 #[derive(Subcommand, Debug)]
@@ -20,6 +20,8 @@ pub enum WebhookCommand {
     List(ListArgs),
     /// Remove one of this client's webhooks, with the deliveries still waiting for it.
     Remove(RemoveArgs),
+    /// Show a webhook's latest deliveries (newest first): delivered, retrying, given up.
+    Deliveries(DeliveriesArgs),
 }
 
 /// `tessera webhook add`.
@@ -62,6 +64,18 @@ pub struct RemoveArgs {
     pub id: String,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// `tessera webhook deliveries ID`.
+#[derive(Args, Debug)]
+pub struct DeliveriesArgs {
+    /// The hook's id (from `tessera webhook list`).
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What `tessera webhook add` will ask for (`--print-config`; the secret is left out).
@@ -115,6 +129,22 @@ fn hook_line(h: &WebhookView) -> String {
     format!("{}  {}  {}", h.id, h.url, h.events.join(","))
 }
 
+/// One delivery's line: `ID  EVENT  JOB  delivered after N attempts` (or retrying,
+/// given up, with the last error).
+fn delivery_line(d: &WebhookDelivery) -> String {
+    let state = match (d.delivered_ms, d.next_at_ms) {
+        (Some(_), _) => format!("delivered after {} attempts", d.attempts),
+        (None, Some(_)) => format!("retrying after {} attempts", d.attempts),
+        (None, None) => format!("given up after {} attempts", d.attempts),
+    };
+    match &d.last_error {
+        Some(e) if d.delivered_ms.is_none() => {
+            format!("{}  {}  {}  {state}: {e}", d.id, d.event, d.job_id)
+        }
+        _ => format!("{}  {}  {}  {state}", d.id, d.event, d.job_id),
+    }
+}
+
 /// Run `tessera webhook …`.
 pub fn run(command: WebhookCommand, print: bool) -> Result<bool> {
     match command {
@@ -157,6 +187,22 @@ pub fn run(command: WebhookCommand, print: bool) -> Result<bool> {
             }
             let hook = runtime()?.block_on(cfg.client()?.remove_webhook(&a.id))?;
             println!("removed {}", hook_line(&hook));
+        }
+        WebhookCommand::Deliveries(a) => {
+            let cfg = client_config(&a.client)?;
+            if print_config(print, &cfg)? {
+                return Ok(true);
+            }
+            let rows = runtime()?.block_on(cfg.client()?.webhook_deliveries(&a.id))?;
+            if a.json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else if rows.is_empty() {
+                println!("no deliveries");
+            } else {
+                for d in &rows {
+                    println!("{}", delivery_line(d));
+                }
+            }
         }
     }
     Ok(true)
@@ -206,5 +252,32 @@ mod tests {
         let e = add(&["--token", "t0123", "--url", "http://h/x"]).unwrap_err();
         assert!(e.downcast_ref::<crate::farm::UsageError>().is_some(), "{e}");
         assert!(e.to_string().starts_with("--secret"), "{e}");
+    }
+
+    #[test]
+    fn a_delivery_line_says_where_it_stands() {
+        let mut d = WebhookDelivery {
+            id: "d1".into(),
+            event: "job.done".into(),
+            job_id: "j".into(),
+            attempts: 3,
+            delivered_ms: None,
+            next_at_ms: Some(5),
+            last_error: Some("http 503".into()),
+        };
+        assert_eq!(
+            delivery_line(&d),
+            "d1  job.done  j  retrying after 3 attempts: http 503"
+        );
+        d.next_at_ms = None;
+        assert_eq!(
+            delivery_line(&d),
+            "d1  job.done  j  given up after 3 attempts: http 503"
+        );
+        d.delivered_ms = Some(9);
+        assert_eq!(
+            delivery_line(&d),
+            "d1  job.done  j  delivered after 3 attempts"
+        );
     }
 }

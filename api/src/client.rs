@@ -9,7 +9,7 @@
 use crate::{
     ApiError, BlobStored, ChallengeResponse, ControlOutcome, ControlRequest, CreditRequest,
     CreditResponse, JobAccepted, JobStatus, JobSubmission, LedgerView, NodeView, RegisterRequest,
-    RegisterResponse, SceneListing, TaskWanted, WebhookRequest, WebhookView,
+    RegisterResponse, SceneListing, TaskWanted, WebhookDelivery, WebhookRequest, WebhookView,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -431,6 +431,20 @@ impl ApiClient {
     pub async fn webhooks(&self) -> Result<Vec<WebhookView>, ApiClientError> {
         self.json(Method::GET, "/v1/webhooks".into(), None::<&()>)
             .await
+    }
+
+    /// `GET /v1/webhooks/{id}/deliveries`: the hook's latest deliveries, newest first.
+    pub async fn webhook_deliveries(
+        &self,
+        id: &str,
+    ) -> Result<Vec<WebhookDelivery>, ApiClientError> {
+        let id = path_segment(id)?;
+        self.json(
+            Method::GET,
+            format!("/v1/webhooks/{id}/deliveries"),
+            None::<&()>,
+        )
+        .await
     }
 
     /// `DELETE /v1/webhooks/{id}`: remove one of this client's webhooks (with the

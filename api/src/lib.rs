@@ -305,6 +305,29 @@ pub struct WebhookView {
     pub created_ms: u64,
 }
 
+/// `GET /v1/webhooks/{id}/deliveries`: one delivery of a hook, newest first, as it
+/// stands (what a receiver's owner looks at when an event did not arrive).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    /// The delivery's id (the `Tessera-Delivery` header).
+    pub id: String,
+    /// Its event.
+    pub event: String,
+    /// Its job.
+    pub job_id: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the receiver took it (answered 2xx), Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_ms: Option<u64>,
+    /// When it is tried next, Unix ms (neither this nor `delivered_ms`: given up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at_ms: Option<u64>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
 /// The JSON body of one webhook delivery. Its `id` is also the `Tessera-Delivery`
 /// header: a delivery is sent at least once, so a receiver drops ids it has seen.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

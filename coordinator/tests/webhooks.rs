@@ -595,6 +595,22 @@ async fn the_api_checks_fields_hides_secrets_keeps_clients_apart_and_its_task_de
     assert!(signed_by(STUDIO_SECRET, &got[0].signature, &got[0].body));
     assert_eq!(got[0].body, body.as_bytes());
 
+    // Its client sees the delivery; the rival cannot.
+    // (The task records the delivery after the receiver answered: wait for that.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let seen = studio.webhook_deliveries(&hook.id).await.unwrap();
+        if seen.iter().all(|d| d.delivered_ms.is_some()) || tokio::time::Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!((seen[0].id.as_str(), seen[0].attempts), ("d1", 1));
+    assert!(seen[0].delivered_ms.is_some() && seen[0].next_at_ms.is_none());
+    let (status, _) = status_of(rival.webhook_deliveries(&hook.id).await.unwrap_err());
+    assert_eq!(status, 404);
+
     // At most ten hooks per client.
     for _ in 1..webhooks::MAX_CLIENT_WEBHOOKS {
         studio

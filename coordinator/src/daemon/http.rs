@@ -32,8 +32,8 @@ use std::time::Duration;
 use tessera_api::{
     AccountBalance, ApiError, BlobStored, ChallengeResponse, ControlOutcome, ControlRequest,
     CreditRequest, CreditResponse, JobAccepted, JobStatus, JobSubmission, LedgerView, NodeView,
-    PriorityRequest, RegisterRequest, RegisterResponse, SceneListing, TaskWanted, WebhookRequest,
-    WebhookView, CONTROL_ACTIONS,
+    PriorityRequest, RegisterRequest, RegisterResponse, SceneListing, TaskWanted, WebhookDelivery,
+    WebhookRequest, WebhookView, CONTROL_ACTIONS,
 };
 use tessera_protocol::keys::PublicKey;
 use tessera_protocol::payments::account;
@@ -453,6 +453,7 @@ pub fn router(state: ApiState, http: &HttpLimits) -> Router {
         .route("/v1/jobs/{id}/frames/{frame}", get(job_frame))
         .route("/v1/webhooks", post(add_webhook).get(list_webhooks))
         .route("/v1/webhooks/{id}", delete(remove_webhook))
+        .route("/v1/webhooks/{id}/deliveries", get(webhook_deliveries))
         .route_layer(cap(JSON_BODY_LIMIT))
         .route_layer(guard(CLIENTS))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
@@ -1314,6 +1315,34 @@ async fn list_webhooks(
     Ok(Json(hooks))
 }
 
+/// A webhook id as the URL gives it: 32 hex characters, or 404.
+fn check_hook_id(id: &str) -> Answer<()> {
+    if id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(())
+    } else {
+        Err(Fail::new(
+            StatusCode::NOT_FOUND,
+            format!("webhook {id:?} does not exist (ids are 32 hex characters)"),
+        ))
+    }
+}
+
+/// `GET /v1/webhooks/{id}/deliveries`: the latest deliveries of one of the calling
+/// client's webhooks, newest first; another client's hook is 404.
+async fn webhook_deliveries(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(id): UrlPath<String>,
+) -> Answer<Json<Vec<WebhookDelivery>>> {
+    let client = caller.client()?.to_string();
+    check_hook_id(&id)?;
+    let rows = st
+        .shared
+        .with(move |s| super::webhooks::deliveries(s.store(), &client, &id))
+        .await?;
+    Ok(Json(rows))
+}
+
 /// `DELETE /v1/webhooks/{id}`: remove one of the calling client's webhooks and the
 /// deliveries waiting for it; another client's hook is 404, as a missing one is.
 async fn remove_webhook(
@@ -1322,12 +1351,7 @@ async fn remove_webhook(
     UrlPath(id): UrlPath<String>,
 ) -> Answer<Json<WebhookView>> {
     let client = caller.client()?.to_string();
-    if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err(Fail::new(
-            StatusCode::NOT_FOUND,
-            format!("webhook {id:?} does not exist (ids are 32 hex characters)"),
-        ));
-    }
+    check_hook_id(&id)?;
     let hook = st
         .shared
         .with(move |s| super::webhooks::remove(s.store(), &client, &id))

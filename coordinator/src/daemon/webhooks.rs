@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_api::{WebhookEvent, WebhookRequest, WebhookView, WEBHOOK_EVENTS};
+use tessera_api::{WebhookDelivery, WebhookEvent, WebhookRequest, WebhookView, WEBHOOK_EVENTS};
 use tessera_protocol::payments::TransferKind;
 use tessera_protocol::statements::Decision;
 use tokio_util::sync::CancellationToken;
@@ -182,6 +182,36 @@ pub fn remove(store: &Store, client: &str, id: &str) -> Result<WebhookView, Serv
         .ok_or_else(|| ServiceError::NotFound(format!("webhook {id} does not exist")))?;
     tracing::info!(client, hook = %hook.id, "webhook removed");
     Ok(view(hook))
+}
+
+/// Deliveries one answer of [`deliveries`] lists.
+pub const MAX_LISTED_DELIVERIES: u32 = 100;
+
+/// The latest deliveries (at most [`MAX_LISTED_DELIVERIES`], newest first) of `client`'s
+/// webhook `id`; another client's hook does not exist for `client`.
+pub fn deliveries(
+    store: &Store,
+    client: &str,
+    id: &str,
+) -> Result<Vec<WebhookDelivery>, ServiceError> {
+    if !store.client_webhooks(client)?.iter().any(|h| h.id == id) {
+        return Err(ServiceError::NotFound(format!(
+            "webhook {id} does not exist"
+        )));
+    }
+    Ok(store
+        .recent_deliveries(id, MAX_LISTED_DELIVERIES)?
+        .into_iter()
+        .map(|d| WebhookDelivery {
+            id: d.id,
+            event: d.event,
+            job_id: d.job_id,
+            attempts: d.attempts,
+            delivered_ms: d.delivered_ms,
+            next_at_ms: d.next_at_ms,
+            last_error: d.last_error,
+        })
+        .collect())
 }
 
 // --- the service's side -----------------------------------------------------------------

@@ -89,6 +89,20 @@ fn ms(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<u64>> {
     Ok(r.get::<_, Option<i64>>(i)?.map(|v| v.max(0) as u64))
 }
 
+fn delivery_record(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
+    Ok(DeliveryRecord {
+        id: r.get(0)?,
+        hook_id: r.get(1)?,
+        job_id: r.get(2)?,
+        event: r.get(3)?,
+        body: r.get(4)?,
+        attempts: r.get::<_, i64>(5)?.max(0) as u32,
+        next_at_ms: ms(r, 6)?,
+        delivered_ms: ms(r, 7)?,
+        last_error: r.get(8)?,
+    })
+}
+
 impl Store {
     fn hook_rows<T>(
         &self,
@@ -265,19 +279,21 @@ impl Store {
             "SELECT id, hook_id, job_id, event, body, attempts, next_at_ms, delivered_ms, last_error \
              FROM webhook_deliveries WHERE hook_id = ?1 ORDER BY created_ms, id",
             params![hook_id],
-            |r| {
-                Ok(DeliveryRecord {
-                    id: r.get(0)?,
-                    hook_id: r.get(1)?,
-                    job_id: r.get(2)?,
-                    event: r.get(3)?,
-                    body: r.get(4)?,
-                    attempts: r.get::<_, i64>(5)?.max(0) as u32,
-                    next_at_ms: ms(r, 6)?,
-                    delivered_ms: ms(r, 7)?,
-                    last_error: r.get(8)?,
-                })
-            },
+            delivery_record,
+        )
+    }
+
+    /// The latest `limit` deliveries of hook `hook_id`, newest first.
+    pub fn recent_deliveries(
+        &self,
+        hook_id: &str,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.hook_rows(
+            "SELECT id, hook_id, job_id, event, body, attempts, next_at_ms, delivered_ms, last_error \
+             FROM webhook_deliveries WHERE hook_id = ?1 ORDER BY created_ms DESC, id DESC LIMIT ?2",
+            params![hook_id, limit],
+            delivery_record,
         )
     }
 
