@@ -511,6 +511,7 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
             .session_ttl_secs
             .map_or(d.session_ttl, Duration::from_secs),
         retention: a.retention_secs.map_or(d.retention, Duration::from_secs),
+        webhooks: d.webhooks.clone(),
     };
     check_config(&cfg).map_err(usage_error)?;
     let settings = DaemonSettings::new(&cfg);

@@ -21,6 +21,7 @@ mod farm;
 mod gpu_factory;
 mod progress;
 mod simulate;
+mod webhook;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -105,6 +106,10 @@ enum Command {
     Requeue(farm::ControlArgs),
     /// Set jobs' priority among the farm's queued work (higher first; jobs start at 0).
     Priority(farm::PriorityArgs),
+    /// The client's webhooks: `add` (events of its jobs POSTed to a URL, signed),
+    /// `list`, `remove`, `deliveries`.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
     /// Measure detection: thousands of jobs with a cheating node through the real
     /// verification code and a CPU stand-in renderer, against 1 − (1 − f)^k.
     Simulate(simulate::SimulateArgs),
@@ -291,6 +296,7 @@ fn main() {
             farm::control(a.control, "priority", Some(a.priority), cli.print_config)
         }
         Command::Credit(a) => farm::credit(a, cli.print_config),
+        Command::Webhook(c) => webhook::run(c, cli.print_config),
         Command::Simulate(a) => simulate::run(a),
     };
     match result {

@@ -61,7 +61,10 @@ const OWNERS: &[(&str, &[&str])] = &[
     // the node and verifier daemons (`node/src/metrics_http.rs`, checked below), so that
     // those daemons need no web framework.
     ("hyper", &["tessera-coordinator", "tessera-node"]),
-    ("reqwest", &["tessera-api"]),
+    // The API client (nodes, verifiers, the client commands), and the coordinator's
+    // webhook deliveries (`coordinator/src/daemon/webhooks.rs` alone, checked below): the
+    // coordinator POSTs events to its clients' receivers.
+    ("reqwest", &["tessera-api", "tessera-coordinator"]),
     // The binary alone decides exit codes, so only it uses anyhow (and the scene
     // generator's tool binary, `gen-scenes`; `library_code_returns_typed_errors` checks
     // that no library source uses it).
@@ -141,7 +144,7 @@ fn occurrences(files: &[PathBuf], needle: &str) -> Vec<String> {
 }
 
 #[test]
-fn only_the_store_imports_rusqlite_and_only_the_api_speaks_http_in_the_coordinator() {
+fn only_the_store_imports_rusqlite_and_only_the_api_and_webhooks_speak_http_in_the_coordinator() {
     let coordinator = root().join("coordinator/src");
     let files = rust_files(&coordinator);
     assert!(files.len() > 5, "coordinator sources found: {files:?}");
@@ -158,6 +161,13 @@ fn only_the_store_imports_rusqlite_and_only_the_api_speaks_http_in_the_coordinat
     let mut http = occurrences(&outside("daemon/http.rs"), "axum");
     http.extend(occurrences(&outside("daemon/http.rs"), "hyper"));
     assert!(http.is_empty(), "HTTP outside daemon/http.rs: {http:#?}");
+    // The one HTTP client inside the coordinator: webhook deliveries to clients'
+    // receivers. It is kept out of the API server, and the server out of it.
+    let client = occurrences(&outside("daemon/webhooks.rs"), "reqwest");
+    assert!(
+        client.is_empty(),
+        "an HTTP client outside daemon/webhooks.rs: {client:#?}"
+    );
 }
 
 #[test]

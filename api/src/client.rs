@@ -9,7 +9,7 @@
 use crate::{
     ApiError, BlobStored, ChallengeResponse, ControlOutcome, ControlRequest, CreditRequest,
     CreditResponse, JobAccepted, JobStatus, JobSubmission, LedgerView, NodeView, RegisterRequest,
-    RegisterResponse, SceneListing, TaskWanted,
+    RegisterResponse, SceneListing, TaskWanted, WebhookDelivery, WebhookRequest, WebhookView,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -418,6 +418,40 @@ impl ApiClient {
     /// `POST /v1/credits` (with the operator's admin token).
     pub async fn credit(&self, req: &CreditRequest) -> Result<CreditResponse, ApiClientError> {
         self.json(Method::POST, "/v1/credits".into(), Some(req))
+            .await
+    }
+
+    /// `POST /v1/webhooks`: add a webhook for this client's jobs.
+    pub async fn add_webhook(&self, req: &WebhookRequest) -> Result<WebhookView, ApiClientError> {
+        self.json(Method::POST, "/v1/webhooks".into(), Some(req))
+            .await
+    }
+
+    /// `GET /v1/webhooks`: this client's webhooks (without their secrets).
+    pub async fn webhooks(&self) -> Result<Vec<WebhookView>, ApiClientError> {
+        self.json(Method::GET, "/v1/webhooks".into(), None::<&()>)
+            .await
+    }
+
+    /// `GET /v1/webhooks/{id}/deliveries`: the hook's latest deliveries, newest first.
+    pub async fn webhook_deliveries(
+        &self,
+        id: &str,
+    ) -> Result<Vec<WebhookDelivery>, ApiClientError> {
+        let id = path_segment(id)?;
+        self.json(
+            Method::GET,
+            format!("/v1/webhooks/{id}/deliveries"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/webhooks/{id}`: remove one of this client's webhooks (with the
+    /// deliveries still waiting for it); the answer is the hook removed.
+    pub async fn remove_webhook(&self, id: &str) -> Result<WebhookView, ApiClientError> {
+        let id = path_segment(id)?;
+        self.json(Method::DELETE, format!("/v1/webhooks/{id}"), None::<&()>)
             .await
     }
 

@@ -289,3 +289,92 @@ pub struct DeterminismClassSchema {
     /// The shader's hash.
     shader_hash: String,
 }
+
+/// The events a webhook may subscribe to, by their wire names.
+///
+/// - `job.done`: every tile is verified and paid and the frames are assembled;
+/// - `job.failed`: the job ended without its frames (its escrow was refunded);
+/// - `job.cancelled`: its client cancelled it;
+/// - `verification.failed`: a node failed a check of the job (it is slashed, unpaid for
+///   the round, and its tiles are rendered again);
+/// - `job.dispute_window_closed`: the job's challenge window closed and its hold-backs
+///   were released (jobs signed with a window of 0 release them as they finish, and
+///   send no such event).
+pub const WEBHOOK_EVENTS: [&str; 5] = [
+    "job.done",
+    "job.failed",
+    "job.cancelled",
+    "verification.failed",
+    "job.dispute_window_closed",
+];
+
+/// `POST /v1/webhooks`: a hook for the calling client's jobs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRequest {
+    /// Where events are POSTed: an `http://` URL without credentials in it.
+    pub url: String,
+    /// The HMAC key deliveries are signed with (16 to 256 bytes); never shown again.
+    pub secret: String,
+    /// The events to deliver, from [`WEBHOOK_EVENTS`].
+    pub events: Vec<String>,
+}
+
+/// A client's webhook as the API shows it (`POST /v1/webhooks`, `GET /v1/webhooks`): its
+/// secret is never returned.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct WebhookView {
+    /// Its id (what `DELETE /v1/webhooks/{id}` takes).
+    pub id: String,
+    /// Where events are POSTed.
+    pub url: String,
+    /// The events it gets.
+    pub events: Vec<String>,
+    /// When it was added (Unix ms).
+    pub created_ms: u64,
+}
+
+/// `GET /v1/webhooks/{id}/deliveries`: one delivery of a hook, newest first, as it
+/// stands (what a receiver's owner looks at when an event did not arrive).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct WebhookDelivery {
+    /// The delivery's id (the `Tessera-Delivery` header).
+    pub id: String,
+    /// Its event.
+    pub event: String,
+    /// Its job.
+    pub job_id: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the receiver took it (answered 2xx), Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_ms: Option<u64>,
+    /// When it is tried next, Unix ms (neither this nor `delivered_ms`: given up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at_ms: Option<u64>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The JSON body of one webhook delivery. Its `id` is also the `Tessera-Delivery`
+/// header: a delivery is sent at least once, so a receiver drops ids it has seen.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct WebhookEvent {
+    /// The delivery's id (the same on every retry of it).
+    pub id: String,
+    /// One of [`WEBHOOK_EVENTS`] (also the `Tessera-Event` header).
+    pub event: String,
+    /// The job (hex id).
+    pub job_id: String,
+    /// The job's state when the event happened.
+    pub state: String,
+    /// When the coordinator took the event (Unix ms).
+    pub at_ms: u64,
+    /// What the event carries: tile counts for a job's end, its error for `job.failed`,
+    /// the round, node and check for `verification.failed`, the released amount for
+    /// `job.dispute_window_closed`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}

@@ -21,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Extension, Json, Router};
 use http_body_util::BodyExt;
 use std::collections::HashMap;
@@ -32,7 +32,8 @@ use std::time::Duration;
 use tessera_api::{
     AccountBalance, ApiError, BlobStored, ChallengeResponse, ControlOutcome, ControlRequest,
     CreditRequest, CreditResponse, JobAccepted, JobStatus, JobSubmission, LedgerView, NodeView,
-    PriorityRequest, RegisterRequest, RegisterResponse, SceneListing, TaskWanted, CONTROL_ACTIONS,
+    PriorityRequest, RegisterRequest, RegisterResponse, SceneListing, TaskWanted, WebhookDelivery,
+    WebhookRequest, WebhookView, CONTROL_ACTIONS,
 };
 use tessera_protocol::keys::PublicKey;
 use tessera_protocol::payments::account;
@@ -455,6 +456,9 @@ pub fn router(state: ApiState, http: &HttpLimits) -> Router {
         .route("/v1/jobs/{id}/priority", post(job_priority))
         .route("/v1/jobs/{id}/{action}", post(control_job))
         .route("/v1/jobs/{id}/frames/{frame}", get(job_frame))
+        .route("/v1/webhooks", post(add_webhook).get(list_webhooks))
+        .route("/v1/webhooks/{id}", delete(remove_webhook))
+        .route("/v1/webhooks/{id}/deliveries", get(webhook_deliveries))
         .route_layer(cap(JSON_BODY_LIMIT))
         .route_layer(guard(CLIENTS))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
@@ -1463,6 +1467,83 @@ async fn control_one(
             })
             .await?,
     ))
+}
+
+// --- webhooks --------------------------------------------------------------------------
+
+/// `POST /v1/webhooks`: a webhook for the calling client's jobs (201 with the hook, its
+/// secret left out); a bad field is a 422 naming it, one hook too many a 429.
+async fn add_webhook(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<(StatusCode, Json<WebhookView>)> {
+    let client = caller.client()?.to_string();
+    let body = body_of("webhook", body)?;
+    let req: WebhookRequest = serde_json::from_slice(&body)
+        .map_err(|e| Fail::new(StatusCode::UNPROCESSABLE_ENTITY, format!("webhook: {e}")))?;
+    let hook = st
+        .shared
+        .with(move |s| super::webhooks::add(s.store(), &client, &req, now_ms()))
+        .await?;
+    Ok((StatusCode::CREATED, Json(hook)))
+}
+
+/// `GET /v1/webhooks`: the calling client's webhooks (never their secrets).
+async fn list_webhooks(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Answer<Json<Vec<WebhookView>>> {
+    let client = caller.client()?.to_string();
+    let hooks = st
+        .shared
+        .with(move |s| super::webhooks::list(s.store(), &client))
+        .await?;
+    Ok(Json(hooks))
+}
+
+/// A webhook id as the URL gives it: 32 hex characters, or 404.
+fn check_hook_id(id: &str) -> Answer<()> {
+    if id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(())
+    } else {
+        Err(Fail::new(
+            StatusCode::NOT_FOUND,
+            format!("webhook {id:?} does not exist (ids are 32 hex characters)"),
+        ))
+    }
+}
+
+/// `GET /v1/webhooks/{id}/deliveries`: the latest deliveries of one of the calling
+/// client's webhooks, newest first; another client's hook is 404.
+async fn webhook_deliveries(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(id): UrlPath<String>,
+) -> Answer<Json<Vec<WebhookDelivery>>> {
+    let client = caller.client()?.to_string();
+    check_hook_id(&id)?;
+    let rows = st
+        .shared
+        .with(move |s| super::webhooks::deliveries(s.store(), &client, &id))
+        .await?;
+    Ok(Json(rows))
+}
+
+/// `DELETE /v1/webhooks/{id}`: remove one of the calling client's webhooks and the
+/// deliveries waiting for it; another client's hook is 404, as a missing one is.
+async fn remove_webhook(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(id): UrlPath<String>,
+) -> Answer<Json<WebhookView>> {
+    let client = caller.client()?.to_string();
+    check_hook_id(&id)?;
+    let hook = st
+        .shared
+        .with(move |s| super::webhooks::remove(s.store(), &client, &id))
+        .await?;
+    Ok(Json(hook))
 }
 
 /// `GET /v1/tasks/{id}/wanted` (nodes): whether the calling node should render the task

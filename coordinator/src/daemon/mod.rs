@@ -15,6 +15,7 @@
 pub mod http;
 pub mod metrics;
 pub mod service;
+pub mod webhooks;
 
 use crate::store::Store;
 use service::{Handled, Service, ServiceConfig};
@@ -115,6 +116,8 @@ pub struct DaemonConfig {
     /// Blobs no job needs are kept this long after their last use (and a finished job's
     /// scene this long after its challenge window), then collected.
     pub retention: Duration,
+    /// How webhook deliveries are sent and retried.
+    pub webhooks: webhooks::WebhookConfig,
 }
 
 impl Default for DaemonConfig {
@@ -150,6 +153,7 @@ impl Default for DaemonConfig {
             session_ttl: Duration::from_millis(s.session_ttl_ms),
             // A week.
             retention: Duration::from_secs(7 * 86_400),
+            webhooks: webhooks::WebhookConfig::default(),
         }
     }
 }
@@ -456,6 +460,11 @@ pub async fn run_with_bus<B: Bus>(
     );
     let tracker = tokio_util::task::TaskTracker::new();
     spawn_bus_side(&tracker, bus, &shared, cfg.reconcile_every, &shutdown);
+    tracker.spawn(webhooks::run(
+        shared.clone(),
+        cfg.webhooks.clone(),
+        shutdown.clone(),
+    ));
     tracker.spawn(collect_garbage(
         shared.clone(),
         cfg.data_dir.clone(),

@@ -853,6 +853,7 @@ impl Service {
         let mut queued = 0;
         while let Some(effect) = machine.poll_effect() {
             self.metrics.effect(&effect, now_ms);
+            super::webhooks::enqueue(s, job, machine, &effect, now_ms)?;
             match effect {
                 Effect::Publish { queue, message } => {
                     s.push_outbox(

@@ -5,6 +5,7 @@
 //! both balance updates commit together or not at all.
 
 mod farm;
+mod webhooks;
 
 use crate::machine::JobState;
 pub use farm::{MetricGauges, OutboxRow, StoredMachine, WorkerRow};
@@ -15,6 +16,7 @@ use tessera_protocol::keys::PublicKey;
 use tessera_protocol::payments::{account, LedgerError, Transfer, TransferKind};
 use tessera_protocol::statements::{JobManifest, Signed};
 use tessera_protocol::DeterminismClass;
+pub use webhooks::{DeliveryRecord, DueDelivery, WebhookRow};
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +187,7 @@ impl Store {
         migrate(&conn)
             .and_then(|()| conn.execute_batch(SCHEMA))
             .and_then(|()| conn.execute_batch(farm::FARM_SCHEMA))
+            .and_then(|()| conn.execute_batch(webhooks::WEBHOOK_SCHEMA))
             .and_then(|()| backfill(&conn))
             .and_then(|()| conn.busy_timeout(std::time::Duration::from_secs(10)))
             .map_err(|source| StoreError::Sqlite {
