@@ -14,6 +14,7 @@
 
 pub mod http;
 pub mod service;
+pub mod web;
 
 use crate::store::Store;
 use service::{Handled, Service, ServiceConfig};

@@ -836,6 +836,7 @@ impl Service {
     ) -> Result<u32, StoreError> {
         let mut queued = 0;
         while let Some(effect) = machine.poll_effect() {
+            crate::store::events::record(s, job, &effect, now_ms)?;
             match effect {
                 Effect::Publish { queue, message } => {
                     s.push_outbox(

@@ -4,6 +4,7 @@
 //! Ledger writes run in one transaction each: the idempotency key, the balance check and
 //! both balance updates commit together or not at all.
 
+pub mod events;
 mod farm;
 
 use crate::machine::JobState;
@@ -185,6 +186,7 @@ impl Store {
         migrate(&conn)
             .and_then(|()| conn.execute_batch(SCHEMA))
             .and_then(|()| conn.execute_batch(farm::FARM_SCHEMA))
+            .and_then(|()| conn.execute_batch(events::EVENTS_SCHEMA))
             .and_then(|()| backfill(&conn))
             .and_then(|()| conn.busy_timeout(std::time::Duration::from_secs(10)))
             .map_err(|source| StoreError::Sqlite {
