@@ -349,7 +349,7 @@ pub(super) async fn jobs(
 /// What one control action did to one job.
 struct Outcome {
     job: String,
-    result: Result<JobState, String>,
+    result: Result<JobState, ServiceError>,
 }
 
 fn outcomes_list(action: &str, outcomes: &[Outcome]) -> Markup {
@@ -363,7 +363,7 @@ fn outcomes_list(action: &str, outcomes: &[Outcome]) -> Markup {
                             code { (&o.job[..12.min(o.job.len())]) } ": " (state.as_str())
                         },
                         Err(e) => li.error data-job=(o.job) {
-                            code { (&o.job[..12.min(o.job.len())]) } ": " (e)
+                            code { (&o.job[..12.min(o.job.len())]) } ": " (e.to_string())
                         },
                     }
                 }
@@ -434,9 +434,7 @@ pub(super) async fn actions(
         .with(move |s| {
             jobs.into_iter()
                 .map(|job| {
-                    let result = s
-                        .control(&client, &job, control, now_ms())
-                        .map_err(|e| e.to_string());
+                    let result = s.control(&client, &job, control, now_ms());
                     Outcome { job, result }
                 })
                 .collect::<Vec<_>>()
@@ -812,15 +810,28 @@ fn download_of(file: &str) -> Option<Download> {
         .map(Download::Raw)
 }
 
+/// Why a finished frame could not be made a PNG.
+#[derive(Debug, thiserror::Error)]
+enum FramePngError {
+    /// The temporary folder could not be made or read.
+    #[error("temporary file: {0}")]
+    Io(#[from] std::io::Error),
+    /// The PNG could not be written.
+    #[error(transparent)]
+    Image(#[from] tessera_images::ImageError),
+    /// The view transform refused its exposure.
+    #[error(transparent)]
+    Exposure(#[from] tessera_images::ExposureError),
+}
+
 /// Canonical RGBA16F frame bytes as the PNG `tessera render` writes (standard view, no
 /// exposure), through a temporary file.
-fn frame_png(width: u32, height: u32, pixels: &[u8]) -> Result<Vec<u8>, String> {
-    let dir = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
+fn frame_png(width: u32, height: u32, pixels: &[u8]) -> Result<Vec<u8>, FramePngError> {
+    let dir = tempfile::tempdir()?;
     let path = dir.path().join("frame.png");
-    let view = tessera_images::ViewTransform::new(tessera_images::View::Standard, 0.0)
-        .map_err(|e| e.to_string())?;
-    tessera_images::write_png(&path, width, height, pixels, &view).map_err(|e| e.to_string())?;
-    std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+    let view = tessera_images::ViewTransform::new(tessera_images::View::Standard, 0.0)?;
+    tessera_images::write_png(&path, width, height, pixels, &view)?;
+    Ok(std::fs::read(&path)?)
 }
 
 /// `GET /ui/jobs/{id}/download/{bundle.json | frame-F.png | frame-F.rgba16f}`: a done
