@@ -13,6 +13,11 @@
       pending = null;
       htmx.ajax("GET", job.dataset.liveUrl, { target: "#live", swap: "outerHTML" });
     };
+    // A lease taken or renewed is no event: look again now and then while the job runs.
+    setInterval(function () {
+      var ended = document.querySelector("#job-state.done, #job-state.failed, #job-state.cancelled");
+      if (!pending && !ended && !document.hidden) { refresh(); }
+    }, 5000);
     ["state", "result", "verdict", "transfer"].forEach(function (kind) {
       source.addEventListener(kind, function (e) {
         job.dataset.lastEvent = e.lastEventId;
