@@ -2214,3 +2214,205 @@ fn escrow_left(transfers: &[Transfer], job: &str) -> i128 {
 fn pick(eligible: &[PublicKey], batch_id: u32) -> Option<PublicKey> {
     (!eligible.is_empty()).then(|| eligible[batch_id as usize % eligible.len()])
 }
+
+// --- tile states (read-only, for the dashboard) ---------------------------------------
+
+/// Where one tile of a job is, as the dashboard's tile grid shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TilePhase {
+    /// Dispatched (or waiting for dispatch), nobody holds its lease.
+    Queued,
+    /// A node holds the lease of its task ([`TileStatus::node`]).
+    Rendering,
+    /// Delivered and committed; no verdict on its node's work in its round yet.
+    Delivered,
+    /// A verifier re-rendered it ([`TileStatus::check`]) and escalated: the node's work
+    /// is being checked again.
+    Sampled,
+    /// Its node's work in its round passed verification.
+    Verified,
+    /// Its node's work in its round failed verification or ended inconclusive (and no
+    /// later round renders it).
+    Failed,
+    /// Never finished: its job was cancelled or failed first.
+    Abandoned,
+}
+
+impl TilePhase {
+    /// The lowercase name (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TilePhase::Queued => "queued",
+            TilePhase::Rendering => "rendering",
+            TilePhase::Delivered => "delivered",
+            TilePhase::Sampled => "sampled",
+            TilePhase::Verified => "verified",
+            TilePhase::Failed => "failed",
+            TilePhase::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// A verifier's re-render of one tile: its band and metrics.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TileCheck {
+    /// The round of the tile it checked.
+    pub round: u32,
+    /// Which check of that round (first, escalated, dispute).
+    pub check: CheckKind,
+    /// The band of the re-render against the delivered tile.
+    pub band: tessera_protocol::tolerance::Band,
+    /// The metrics of that comparison.
+    pub metrics: tessera_protocol::tolerance::TileMetrics,
+    /// The decision of the verdict that sampled it.
+    pub decision: Decision,
+}
+
+/// One tile of a job now ([`Job::tiles`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TileStatus {
+    /// Its frame.
+    pub frame: u32,
+    /// Its index in the frame's layout.
+    pub tile_index: u32,
+    /// Its rectangle in the frame.
+    pub rect: TileRect,
+    /// The round of its latest rendering (0 first; N > 0: re-rendered in round N).
+    pub round: u32,
+    /// Where it is.
+    pub phase: TilePhase,
+    /// The node holding its lease (rendering) or that delivered it (after).
+    pub node: Option<PublicKey>,
+    /// The latest verifier re-render of it, if it was sampled.
+    pub check: Option<TileCheck>,
+    /// Earlier rounds in which it was rendered and rejected (failed or inconclusive).
+    pub rejected_in: Vec<u32>,
+}
+
+impl Job {
+    /// Every tile of the job, frame by frame in layout order, with where it is now: the
+    /// state the tasks, the accepted batches and the verdicts imply. Reads only.
+    pub fn tiles(&self) -> Vec<TileStatus> {
+        let m = &self.manifest.statement;
+        let n_tiles = self.layout.len() as u32;
+        let at = |frame: u32, tile: u32| -> Option<usize> {
+            (frame >= m.frame_start && frame <= m.frame_end && tile < n_tiles)
+                .then(|| ((frame - m.frame_start) * n_tiles + tile) as usize)
+        };
+        let mut out: Vec<TileStatus> = (m.frame_start..=m.frame_end)
+            .flat_map(|frame| {
+                self.layout
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, rect)| TileStatus {
+                        frame,
+                        tile_index: i as u32,
+                        rect: *rect,
+                        round: 0,
+                        phase: TilePhase::Queued,
+                        node: None,
+                        check: None,
+                        rejected_in: Vec::new(),
+                    })
+            })
+            .collect();
+        // Tasks, oldest round first, so that a later round's task wins.
+        let mut tasks: Vec<&Task> = self.tasks.values().collect();
+        tasks.sort_by_key(|t| t.task.round);
+        for t in tasks {
+            for tile in &t.task.tiles {
+                let Some(i) = at(t.task.frame, tile.tile_index) else {
+                    continue;
+                };
+                let s = &mut out[i];
+                if t.task.round < s.round {
+                    continue;
+                }
+                s.round = t.task.round;
+                (s.phase, s.node) = match (t.state, t.holder) {
+                    (TaskState::Open, Some(node)) => (TilePhase::Rendering, Some(node)),
+                    (TaskState::Open, None) => (TilePhase::Queued, None),
+                    (TaskState::Done, _) => (TilePhase::Delivered, None),
+                    (TaskState::Void, _) => (TilePhase::Abandoned, None),
+                };
+            }
+        }
+        // Accepted batches name who delivered each tile.
+        for (round, rec) in self.rounds.iter().enumerate() {
+            let round = round as u32;
+            for b in &rec.batches {
+                let st = &b.signed.statement;
+                for leaf in &b.tiles {
+                    let Some(i) = at(st.frame, leaf.tile_index) else {
+                        continue;
+                    };
+                    let s = &mut out[i];
+                    if round > s.round || (round == s.round && s.phase != TilePhase::Rendering) {
+                        s.round = round;
+                        s.phase = TilePhase::Delivered;
+                        s.node = Some(st.node);
+                    }
+                }
+            }
+        }
+        // Verdicts, in the order they were taken: samples first, then each node's final
+        // decision on its round's tiles.
+        for (round, rec) in self.rounds.iter().enumerate() {
+            let round = round as u32;
+            for v in &rec.verdicts {
+                let vs = &v.statement;
+                for sample in &vs.samples {
+                    let Some(i) = at(sample.frame, sample.tile_index) else {
+                        continue;
+                    };
+                    if out[i].round == round && out[i].node == Some(vs.node) {
+                        out[i].check = Some(TileCheck {
+                            round,
+                            check: vs.check,
+                            band: sample.band,
+                            metrics: sample.metrics,
+                            decision: vs.decision,
+                        });
+                    }
+                }
+                let phase = match vs.decision {
+                    Decision::Pass if vs.check.dispute => None,
+                    Decision::Pass => Some(TilePhase::Verified),
+                    Decision::Escalate => Some(TilePhase::Sampled),
+                    Decision::Fail | Decision::Inconclusive => Some(TilePhase::Failed),
+                };
+                for b in rec
+                    .batches
+                    .iter()
+                    .filter(|b| b.signed.statement.node == vs.node)
+                {
+                    let frame = b.signed.statement.frame;
+                    for leaf in &b.tiles {
+                        let Some(i) = at(frame, leaf.tile_index) else {
+                            continue;
+                        };
+                        let s = &mut out[i];
+                        if phase == Some(TilePhase::Failed) && !s.rejected_in.contains(&round) {
+                            s.rejected_in.push(round);
+                        }
+                        if s.round == round && s.node == Some(vs.node) {
+                            if let Some(p) = phase {
+                                s.phase = p;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for s in &mut out {
+            // A rejection in the tile's own (latest) round is its phase, not history.
+            let round = s.round;
+            if s.phase == TilePhase::Failed {
+                s.rejected_in.retain(|r| *r != round);
+            }
+            s.rejected_in.sort_unstable();
+        }
+        out
+    }
+}

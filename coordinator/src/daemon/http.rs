@@ -87,12 +87,12 @@ impl Default for HttpLimits {
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     /// BLAKE3(token) → client name: a lookup by hash leaks nothing of the token through
     /// timing.
-    clients: Arc<HashMap<[u8; 32], String>>,
+    pub(super) clients: Arc<HashMap<[u8; 32], String>>,
     /// BLAKE3 of the operator's token (crediting, nodes, the whole ledger).
-    admin: Option<[u8; 32]>,
+    pub(super) admin: Option<[u8; 32]>,
     data_dir: PathBuf,
     max_blob_bytes: u64,
     max_client_bytes: u64,
@@ -494,6 +494,7 @@ pub fn router(state: ApiState, http: &HttpLimits) -> Router {
         .merge(ledger)
         .merge(operator)
         .merge(metrics)
+        .merge(super::web::router(&state))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             http.body_timeout,
         ))

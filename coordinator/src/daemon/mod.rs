@@ -15,6 +15,7 @@
 pub mod http;
 pub mod metrics;
 pub mod service;
+pub mod web;
 pub mod webhooks;
 
 use crate::store::Store;

@@ -854,6 +854,7 @@ impl Service {
         while let Some(effect) = machine.poll_effect() {
             self.metrics.effect(&effect, now_ms);
             super::webhooks::enqueue(s, job, machine, &effect, now_ms)?;
+            crate::store::events::record(s, job, &effect, now_ms)?;
             match effect {
                 Effect::Publish { queue, message } => {
                     s.push_outbox(

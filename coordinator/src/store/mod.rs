@@ -4,6 +4,7 @@
 //! Ledger writes run in one transaction each: the idempotency key, the balance check and
 //! both balance updates commit together or not at all.
 
+pub mod events;
 mod farm;
 mod webhooks;
 
@@ -188,6 +189,7 @@ impl Store {
             .and_then(|()| conn.execute_batch(SCHEMA))
             .and_then(|()| conn.execute_batch(farm::FARM_SCHEMA))
             .and_then(|()| conn.execute_batch(webhooks::WEBHOOK_SCHEMA))
+            .and_then(|()| conn.execute_batch(events::EVENTS_SCHEMA))
             .and_then(|()| backfill(&conn))
             .and_then(|()| conn.busy_timeout(std::time::Duration::from_secs(10)))
             .map_err(|source| StoreError::Sqlite {
