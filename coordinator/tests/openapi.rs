@@ -225,6 +225,7 @@ async fn start_farm(data: &std::path::Path, stop: &CancellationToken) -> String 
             cache_dir: node_cache,
             heartbeat: DEFAULT_HEARTBEAT,
             dishonest: None,
+            metrics_listen: None,
         };
         let bus = b.clone();
         run_node(
@@ -249,6 +250,7 @@ async fn start_farm(data: &std::path::Path, stop: &CancellationToken) -> String 
             name: "verifier".into(),
             slots: 1,
             cache_dir: verifier_cache,
+            metrics_listen: None,
         };
         let bus = b.clone();
         run_verifier(
@@ -670,6 +672,47 @@ async fn every_route_answers_what_the_openapi_document_says() {
         .status,
         422
     );
+
+    // Webhooks: added, listed, their deliveries, removed; refusals.
+    let hook = json!({"url": "http://127.0.0.1:9/hook", "secret": "0123456789abcdef0123", "events": ["job.done", "job.cancelled"]});
+    let a = c
+        .call(
+            "post",
+            "/v1/webhooks",
+            Some(STUDIO),
+            Some(("application/json", hook.to_string().into_bytes())),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let hook_id = a.json()["id"].as_str().unwrap().to_string();
+    let bad = json!({"url": "ftp://x", "secret": "0123456789abcdef0123", "events": ["job.done"]});
+    let a = c
+        .call(
+            "post",
+            "/v1/webhooks",
+            Some(STUDIO),
+            Some(("application/json", bad.to_string().into_bytes())),
+        )
+        .await;
+    assert_eq!(a.status, 422);
+    assert_eq!(
+        c.call("get", "/v1/webhooks", Some(STUDIO), None)
+            .await
+            .status,
+        200
+    );
+    let deliveries = format!("/v1/webhooks/{hook_id}/deliveries");
+    assert_eq!(
+        c.call("get", &deliveries, Some(STUDIO), None).await.status,
+        200
+    );
+    assert_eq!(
+        c.call("get", &deliveries, Some(OTHER), None).await.status,
+        404
+    );
+    let one = format!("/v1/webhooks/{hook_id}");
+    assert_eq!(c.call("delete", &one, Some(OTHER), None).await.status, 404);
+    assert_eq!(c.call("delete", &one, Some(STUDIO), None).await.status, 200);
 
     // Balances: a client's own accounts, the operator's whole ledger.
     let a = c.call("get", "/v1/ledger", Some(STUDIO), None).await;

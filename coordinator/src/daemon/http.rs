@@ -1233,7 +1233,8 @@ async fn job_dispute(
     paths(
         challenge, register, put_blob, get_blob, get_scene, submit, list_jobs, job_status,
         job_dispute, control_jobs, control_job, job_priority, task_wanted, job_bundle,
-        job_frame, nodes, ledger, credit, openapi_json
+        job_frame, nodes, ledger, credit, openapi_json, add_webhook, list_webhooks,
+        webhook_deliveries, remove_webhook
     ),
     modifiers(&BearerAuth)
 )]
@@ -1474,6 +1475,11 @@ async fn control_one(
 
 /// `POST /v1/webhooks`: a webhook for the calling client's jobs (201 with the hook, its
 /// secret left out); a bad field is a 422 naming it, one hook too many a 429.
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = WebhookRequest,
+    responses((status = 201, description = "added (its secret is never shown again)", body = WebhookView), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 422, description = "a bad url, secret or events (the message starts with the field)", body = ApiError),
+        (status = 429, description = "the client has as many hooks as it may", body = ApiError)),
+    security(("bearer" = [])))]
 async fn add_webhook(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -1491,6 +1497,9 @@ async fn add_webhook(
 }
 
 /// `GET /v1/webhooks`: the calling client's webhooks (never their secrets).
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
+    responses((status = 200, description = "the client's webhooks", body = Vec<WebhookView>), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError)),
+    security(("bearer" = [])))]
 async fn list_webhooks(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -1517,6 +1526,10 @@ fn check_hook_id(id: &str) -> Answer<()> {
 
 /// `GET /v1/webhooks/{id}/deliveries`: the latest deliveries of one of the calling
 /// client's webhooks, newest first; another client's hook is 404.
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = String, Path, description = "the webhook id, 32 hex digits")),
+    responses((status = 200, description = "its latest deliveries, newest first", body = Vec<WebhookDelivery>), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 404, description = "no such webhook of this client", body = ApiError)),
+    security(("bearer" = [])))]
 async fn webhook_deliveries(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -1533,6 +1546,10 @@ async fn webhook_deliveries(
 
 /// `DELETE /v1/webhooks/{id}`: remove one of the calling client's webhooks and the
 /// deliveries waiting for it; another client's hook is 404, as a missing one is.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "the webhook id, 32 hex digits")),
+    responses((status = 200, description = "removed, with the deliveries waiting for it", body = WebhookView), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 404, description = "no such webhook of this client", body = ApiError)),
+    security(("bearer" = [])))]
 async fn remove_webhook(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
