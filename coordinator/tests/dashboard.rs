@@ -14,76 +14,16 @@
 mod common;
 
 use common::*;
-use fantoccini::{Client, ClientBuilder, Locator};
+mod browser;
+
+use browser::Browser;
+use fantoccini::Locator;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use tessera_coordinator::daemon::web::standalone;
 use tessera_coordinator::daemon::DaemonConfig;
 
 const STUDIO: &str = "tok-studio";
 const RIVAL: &str = "tok-rival";
-/// How long a page may take to show what the test waits for.
-const WAIT: Duration = Duration::from_secs(30);
-
-/// `name` on the PATH.
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// chromedriver, ended when dropped.
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Poll until `css` matches a number of elements that `ok` accepts, or fail naming
-/// `what` after [`WAIT`].
-async fn wait_for(c: &Client, css: &str, what: &str, ok: impl Fn(usize) -> bool) -> usize {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let n = c.find_all(Locator::Css(css)).await.unwrap().len();
-        if ok(n) {
-            return n;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: {css} matched {n} elements; page: {}",
-            c.source().await.unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn log_in(c: &Client, base: &str, token: &str) {
-    c.goto(&format!("{base}/ui/login")).await.unwrap();
-    c.find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(token)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_for(c, "#jobs-table", "the jobs list after login", |n| n == 1).await;
-}
 
 fn screenshot_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
@@ -95,17 +35,7 @@ fn screenshot_dir() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_studio_watches_its_job_fill_in_live_cancels_another_and_a_rival_sees_neither() {
-    let (Some(chromium), Some(chromedriver)) = (
-        on_path("chromium").or_else(|| on_path("chromium-browser")),
-        on_path("chromedriver"),
-    ) else {
-        let required = std::env::var_os("CI").is_some()
-            || std::env::var("TESSERA_REQUIRE_BROKER").as_deref() == Ok("1");
-        assert!(
-            !required,
-            "the dashboard browser test needs chromium and chromedriver (apt-get install -y chromium chromium-driver)"
-        );
-        eprintln!("SKIPPED: chromium or chromedriver not installed");
+    let Some(found) = browser::installed() else {
         return;
     };
 
@@ -139,50 +69,18 @@ async fn a_studio_watches_its_job_fill_in_live_cancels_another_and_a_rival_sees_
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     // The browser.
-    let port = free_port();
-    let _driver = Driver(
-        Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
-        "goog:chromeOptions": {
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1400"],
-        }
-    }))
-    .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let c = loop {
-        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(c) => break c,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("chromedriver on port {port}: {e}"),
-        }
-    };
+    let b = Browser::open(&found).await;
+    let c = &b.c;
 
-    log_in(&c, &base, STUDIO).await;
+    b.log_in(&base, STUDIO).await;
     let list = c.source().await.unwrap();
     assert!(list.contains(&job[..12]) && list.contains(&other[..12]));
 
     // The job page: six queued tiles in frame 0.
     c.goto(&format!("{base}/ui/jobs/{job}")).await.unwrap();
-    wait_for(
-        &c,
-        "#tile-grid .tile[data-phase=queued]",
-        "queued tiles",
-        |n| n == 6,
-    )
+    b.wait_for("#tile-grid .tile[data-phase=queued]", "queued tiles", |n| {
+        n == 6
+    })
     .await;
 
     // The cheater takes a lease: its tiles turn to rendering (a lease is no event: the
@@ -192,8 +90,7 @@ async fn a_studio_watches_its_job_fill_in_live_cancels_another_and_a_rival_sees_
     f.svc
         .handle_signal(&f.signal(&cheat_key, &[first.task_id.as_str()], &[]), f.now)
         .unwrap();
-    wait_for(
-        &c,
+    b.wait_for(
         "#tile-grid .tile[data-phase=rendering]",
         "rendering tiles",
         |n| n == 2,
@@ -214,8 +111,7 @@ async fn a_studio_watches_its_job_fill_in_live_cancels_another_and_a_rival_sees_
             .handle_result(&result_body(&honest, t), f.now)
             .unwrap();
     }
-    wait_for(
-        &c,
+    b.wait_for(
         "#tile-grid .tile[data-phase=delivered]",
         "delivered tiles",
         |n| n == 6,
@@ -223,26 +119,21 @@ async fn a_studio_watches_its_job_fill_in_live_cancels_another_and_a_rival_sees_
     .await;
     let verifier = Verifier::new(key(2), f.renderer.clone());
     f.verify(&verifier, &f.drain());
-    wait_for(
-        &c,
+    b.wait_for(
         "#tile-grid .tile[data-phase=verified]",
         "verified tiles",
         |n| n == 4,
     )
     .await;
-    wait_for(
-        &c,
+    b.wait_for(
         "#tile-grid .tile[data-round='1']",
         "tiles re-rendered in round 1",
         |n| n == 2,
     )
     .await;
-    wait_for(
-        &c,
-        "span.decision.fail",
-        "the cheater's failed verdict",
-        |n| n >= 1,
-    )
+    b.wait_for("span.decision.fail", "the cheater's failed verdict", |n| {
+        n >= 1
+    })
     .await;
     let dir = screenshot_dir();
     std::fs::create_dir_all(&dir).unwrap();
@@ -260,16 +151,15 @@ async fn a_studio_watches_its_job_fill_in_live_cancels_another_and_a_rival_sees_
     }
     f.verify(&verifier, &f.drain());
     assert_eq!(state(&f, &job), "done");
-    wait_for(
-        &c,
+    b.wait_for(
         "#tile-grid .tile[data-phase=verified]",
         "all verified",
         |n| n == 6,
     )
     .await;
-    wait_for(&c, "#job-state.done", "the job done", |n| n == 1).await;
-    wait_for(
-        &c,
+    b.wait_for("#job-state.done", "the job done", |n| n == 1)
+        .await;
+    b.wait_for(
         "a[href$='download/bundle.json']",
         "the bundle's link",
         |n| n == 1,
@@ -287,8 +177,7 @@ async fn a_studio_watches_its_job_fill_in_live_cancels_another_and_a_rival_sees_
         .unwrap();
     c.accept_alert().await.unwrap();
     // (The outcome line is replaced when the job's events refresh the page.)
-    wait_for(
-        &c,
+    b.wait_for(
         "#job-state.cancelled",
         "the page showing it cancelled",
         |n| n == 1,
@@ -302,14 +191,8 @@ async fn a_studio_watches_its_job_fill_in_live_cancels_another_and_a_rival_sees_
     );
 
     // Log out; the rival logs in and sees neither job.
-    c.find(Locator::Css("nav.top form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_for(&c, "#token", "the login page after logout", |n| n == 1).await;
-    log_in(&c, &base, RIVAL).await;
+    b.log_out().await;
+    b.log_in(&base, RIVAL).await;
     let list = c.source().await.unwrap();
     assert!(
         !list.contains(&job[..12]) && !list.contains(&other[..12]),
@@ -319,5 +202,5 @@ async fn a_studio_watches_its_job_fill_in_live_cancels_another_and_a_rival_sees_
     let page = c.source().await.unwrap();
     assert!(page.contains("does not exist"), "{page}");
     assert!(!page.contains("tile-grid"));
-    c.close().await.unwrap();
+    c.clone().close().await.unwrap();
 }

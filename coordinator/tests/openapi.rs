@@ -739,6 +739,25 @@ async fn every_route_answers_what_the_openapi_document_says() {
         missed.is_empty(),
         "documented but not exercised: {missed:?}"
     );
+    // Every documented operation but registration refuses a request without a token,
+    // and one with a token nobody was given, before reading anything.
+    let operations: Vec<(String, String)> = documented.iter().cloned().collect();
+    for (method, template) in &operations {
+        let public = template.starts_with("/v1/register");
+        let path = template
+            .replace("{id}", &job)
+            .replace("{hash}", &hash)
+            .replace("{frame}", "0")
+            .replace("{action}", "pause");
+        for token in [None, Some("not-a-token-anyone-was-given")] {
+            let a = c.call(method, &path, token, None).await;
+            if public {
+                assert_ne!(a.status, 401, "{method} {path} is public");
+            } else {
+                assert_eq!(a.status, 401, "{method} {path} with token {token:?}");
+            }
+        }
+    }
     // And every `/v1/` route the router serves is documented.
     let served = routes(include_str!("../src/daemon/http.rs"));
     assert!(served.len() >= documented.len(), "{served:?}");

@@ -138,13 +138,13 @@ async fn a_raised_priority_goes_ahead_of_queued_work_and_a_paused_job_stays_off_
     wait_ready(&bus, 4).await;
     let paused = client.submit(&job(&hash)).await.unwrap().job_id;
     let outcome = client
-        .control(&[paused.clone()], "pause", None)
+        .control(std::slice::from_ref(&paused), "pause", None)
         .await
         .unwrap();
     assert_eq!(outcome[0].state.as_deref(), Some("paused"));
     let urgent = client.submit(&job(&hash)).await.unwrap().job_id;
     let outcome = client
-        .control(&[urgent.clone()], "priority", Some(10))
+        .control(std::slice::from_ref(&urgent), "priority", Some(10))
         .await
         .unwrap();
     assert_eq!(outcome[0].state.as_deref(), Some("queued"));
@@ -174,7 +174,7 @@ async fn a_raised_priority_goes_ahead_of_queued_work_and_a_paused_job_stays_off_
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(bus.ready(QUEUE_TASKS).await.unwrap(), Some(0));
     client
-        .control(&[paused.clone()], "resume", None)
+        .control(std::slice::from_ref(&paused), "resume", None)
         .await
         .unwrap();
     for _ in 0..8 {
