@@ -180,17 +180,22 @@ impl IntoResponse for Fail {
     }
 }
 
+/// The HTTP status of a service error, for the API and the dashboard alike.
+pub(super) fn status_of_error(e: &ServiceError) -> StatusCode {
+    match e {
+        ServiceError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ServiceError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+        ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+        ServiceError::Unavailable(_) => StatusCode::CONFLICT,
+        ServiceError::Funds(_) => StatusCode::PAYMENT_REQUIRED,
+        ServiceError::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
+    }
+}
+
 impl From<ServiceError> for Fail {
     fn from(e: ServiceError) -> Self {
-        let status = match &e {
-            ServiceError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ServiceError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
-            ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ServiceError::Unavailable(_) => StatusCode::CONFLICT,
-            ServiceError::Funds(_) => StatusCode::PAYMENT_REQUIRED,
-            ServiceError::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
-        };
+        let status = status_of_error(&e);
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!("api: {}", sanitize(&e.to_string()));
         }

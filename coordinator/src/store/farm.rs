@@ -153,7 +153,8 @@ pub struct OutboxRow {
 }
 
 impl Store {
-    fn rows<T>(
+    /// The rows `sql` selects, each read by `f` (the store modules' one query helper).
+    pub(super) fn rows<T>(
         &self,
         sql: &str,
         p: impl rusqlite::Params,
@@ -175,7 +176,8 @@ impl Store {
         self.sql(r)
     }
 
-    fn exec(&self, sql: &str, p: impl rusqlite::Params) -> Result<usize, StoreError> {
+    /// Run `sql`; the rows it changed.
+    pub(super) fn exec(&self, sql: &str, p: impl rusqlite::Params) -> Result<usize, StoreError> {
         let r = self.conn().execute(sql, p);
         self.sql(r)
     }

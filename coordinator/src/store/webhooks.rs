@@ -104,23 +104,6 @@ fn delivery_record(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
 }
 
 impl Store {
-    fn hook_rows<T>(
-        &self,
-        sql: &str,
-        p: impl rusqlite::Params,
-        f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>, StoreError> {
-        let mut stmt = self.sql(self.conn().prepare_cached(sql))?;
-        let rows = self.sql(stmt.query_map(p, f))?;
-        let v: rusqlite::Result<Vec<T>> = rows.collect();
-        self.sql(v)
-    }
-
-    fn hook_exec(&self, sql: &str, p: impl rusqlite::Params) -> Result<usize, StoreError> {
-        let r = self.conn().execute(sql, p);
-        self.sql(r)
-    }
-
     fn webhook_row(&self, r: &Row<'_>) -> rusqlite::Result<WebhookRow> {
         let events: String = r.get(4)?;
         Ok(WebhookRow {
@@ -156,7 +139,7 @@ impl Store {
             if s.sql(r)?.max(0) as u64 >= max_per_client {
                 return Ok(false);
             }
-            s.hook_exec(
+            s.exec(
                 "INSERT INTO webhooks (id, client, url, secret, events, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![hook.id, hook.client, hook.url, hook.secret, events, hook.created_ms as i64],
             )?;
@@ -166,7 +149,7 @@ impl Store {
 
     /// A client's webhooks, oldest first.
     pub fn client_webhooks(&self, client: &str) -> Result<Vec<WebhookRow>, StoreError> {
-        self.hook_rows(
+        self.rows(
             "SELECT id, client, url, secret, events, created_ms FROM webhooks WHERE client = ?1 ORDER BY created_ms, id",
             params![client],
             |r| self.webhook_row(r),
@@ -189,18 +172,18 @@ impl Store {
             let Some(hook) = s.sql(r)? else {
                 return Ok(None);
             };
-            s.hook_exec(
+            s.exec(
                 "DELETE FROM webhook_deliveries WHERE hook_id = ?1",
                 params![id],
             )?;
-            s.hook_exec("DELETE FROM webhooks WHERE id = ?1", params![id])?;
+            s.exec("DELETE FROM webhooks WHERE id = ?1", params![id])?;
             Ok(Some(hook))
         })
     }
 
     /// The ids of client `client`'s webhooks that get `event`.
     pub fn webhooks_for_event(&self, client: &str, event: &str) -> Result<Vec<String>, StoreError> {
-        self.hook_rows(
+        self.rows(
             "SELECT id FROM webhooks WHERE client = ?1 \
              AND EXISTS (SELECT 1 FROM json_each(webhooks.events) WHERE value = ?2) ORDER BY created_ms, id",
             params![client, event],
@@ -219,7 +202,7 @@ impl Store {
         body: &str,
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        self.hook_exec(
+        self.exec(
             "INSERT INTO webhook_deliveries (id, hook_id, job_id, event, body, next_at_ms, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
             params![id, hook_id, job_id, event, body, now_ms as i64],
         )
@@ -228,7 +211,7 @@ impl Store {
 
     /// Up to `limit` deliveries due at `now_ms`, the longest waiting first.
     pub fn due_deliveries(&self, now_ms: u64, limit: u32) -> Result<Vec<DueDelivery>, StoreError> {
-        self.hook_rows(
+        self.rows(
             "SELECT d.id, d.hook_id, d.event, d.body, d.attempts, w.url, w.secret \
              FROM webhook_deliveries d JOIN webhooks w ON w.id = d.hook_id \
              WHERE d.next_at_ms IS NOT NULL AND d.next_at_ms <= ?1 \
@@ -250,7 +233,7 @@ impl Store {
 
     /// A receiver took delivery `id` (answered 2xx) at `now_ms`, after `attempts`.
     pub fn mark_delivered(&self, id: &str, attempts: u32, now_ms: u64) -> Result<(), StoreError> {
-        self.hook_exec(
+        self.exec(
             "UPDATE webhook_deliveries SET delivered_ms = ?2, next_at_ms = NULL, attempts = ?3, last_error = NULL WHERE id = ?1",
             params![id, now_ms as i64, attempts],
         )
@@ -266,7 +249,7 @@ impl Store {
         next_at_ms: Option<u64>,
         error: &str,
     ) -> Result<(), StoreError> {
-        self.hook_exec(
+        self.exec(
             "UPDATE webhook_deliveries SET attempts = ?2, next_at_ms = ?3, last_error = ?4 WHERE id = ?1",
             params![id, attempts, next_at_ms.map(|t| t as i64), error],
         )
@@ -275,7 +258,7 @@ impl Store {
 
     /// Every delivery of hook `hook_id`, oldest first.
     pub fn webhook_deliveries(&self, hook_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
-        self.hook_rows(
+        self.rows(
             "SELECT id, hook_id, job_id, event, body, attempts, next_at_ms, delivered_ms, last_error \
              FROM webhook_deliveries WHERE hook_id = ?1 ORDER BY created_ms, id",
             params![hook_id],
@@ -289,7 +272,7 @@ impl Store {
         hook_id: &str,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
-        self.hook_rows(
+        self.rows(
             "SELECT id, hook_id, job_id, event, body, attempts, next_at_ms, delivered_ms, last_error \
              FROM webhook_deliveries WHERE hook_id = ?1 ORDER BY created_ms DESC, id DESC LIMIT ?2",
             params![hook_id, limit],
@@ -300,7 +283,7 @@ impl Store {
     /// Remove the deliveries that are finished (delivered or given up) and were queued
     /// before `before_ms`; returns how many.
     pub fn prune_deliveries(&self, before_ms: u64) -> Result<usize, StoreError> {
-        self.hook_exec(
+        self.exec(
             "DELETE FROM webhook_deliveries WHERE next_at_ms IS NULL AND created_ms < ?1",
             params![before_ms as i64],
         )

@@ -465,15 +465,7 @@ impl IntoResponse for Oops {
 
 impl From<ServiceError> for Oops {
     fn from(e: ServiceError) -> Self {
-        let status = match &e {
-            ServiceError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ServiceError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
-            ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ServiceError::Unavailable(_) => StatusCode::CONFLICT,
-            ServiceError::Funds(_) => StatusCode::PAYMENT_REQUIRED,
-            ServiceError::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
-        };
+        let status = super::http::status_of_error(&e);
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!("dashboard: {}", sanitize(&e.to_string()));
         }
