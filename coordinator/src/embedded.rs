@@ -464,16 +464,16 @@ impl EmbeddedFarm {
             }
             let _ = tokio::time::timeout(LOOK_EVERY, handled.changed()).await;
         };
+        if let Some(release_at) = view.progress.release_at_ms {
+            // Nobody can dispute or requeue a `render` job: its window closes now, as the
+            // farm's reconciler closes one when it ends.
+            coordinator.with(move |s| s.reconcile(release_at)).await?;
+        }
         if view.progress.state == JobState::Failed {
             return Err(PipelineError::Failed {
                 job,
                 reason: view.progress.error.unwrap_or_default(),
             });
-        }
-        if let Some(release_at) = view.progress.release_at_ms {
-            // Nobody can dispute a `render` job: its window closes now, as the farm's
-            // reconciler closes one when it ends.
-            coordinator.with(move |s| s.reconcile(release_at)).await?;
         }
         let j = job.clone();
         let frames_of = (cfg.frame_start, cfg.frame_end);

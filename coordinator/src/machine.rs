@@ -24,13 +24,13 @@ use tessera_protocol::bundle::{
     BUNDLE_FORMAT, BUNDLE_VERSION,
 };
 use tessera_protocol::keys::{PublicKey, SecretKey};
-use tessera_protocol::payments::{account, trust_after, Transfer, TransferKind};
+use tessera_protocol::payments::{account, trust_after, Transfer};
 use tessera_protocol::rules::{
     self, dispute_opened_transfers, dispute_settled_transfers, dispute_transfers, escrow_transfer,
     release_transfers, verdict_transfers, Collected, NodeOutcome,
 };
 use tessera_protocol::statements::{
-    CheckKind, Decision, DisputeCommitment, JobManifest, NodeSnapshot, PaymentReceipt,
+    CheckKind, Decision, DisputeCommitment, JobManifest, JobRequeue, NodeSnapshot, PaymentReceipt,
     RoundCommitment, Signed, TaskNote, Verdict,
 };
 use tessera_protocol::wire::{
@@ -324,6 +324,14 @@ pub enum ControlRefusal {
         state: JobState,
         /// What was asked, as a past participle ("cancelled").
         action: &'static str,
+    },
+    /// A failed job that cannot be requeued (any more).
+    #[error("job {job} failed and cannot be requeued: {why}")]
+    NotRequeuable {
+        /// The job.
+        job: String,
+        /// Why not.
+        why: String,
     },
 }
 
@@ -637,8 +645,31 @@ pub struct Job {
     /// lift these blocks.
     #[serde(default)]
     convicted: Vec<PublicKey>,
+    /// What the job's failure stopped (while its client may still requeue it).
+    #[serde(default)]
+    stopped: Option<Stopped>,
+    /// Its client's requeues after failures, signed (the proof bundle lists them).
+    #[serde(default)]
+    requeues: Vec<Signed<JobRequeue>>,
     #[serde(skip)]
     effects: VecDeque<Effect>,
+}
+
+/// What a failure stopped, kept so that its client's requeue starts exactly that again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Stopped {
+    /// The state the job failed in.
+    state: JobState,
+    /// The round it failed in.
+    round: u32,
+    /// Tasks that were open.
+    tasks: Vec<String>,
+    /// Checks that were open.
+    requests: Vec<String>,
+    /// Tiles a new round was to render (a failure between rounds).
+    pending: Vec<(u32, u32)>,
+    /// What the failure refunded (the escrow left).
+    refunded: u64,
 }
 
 /// A job's progress, as the API shows it.
@@ -696,6 +727,8 @@ impl Job {
             paused: false,
             priority: 0,
             convicted: Vec::new(),
+            stopped: None,
+            requeues: Vec::new(),
             effects: VecDeque::new(),
             layout,
             manifest,
@@ -859,12 +892,13 @@ impl Job {
         }
     }
 
-    /// Whether the job needs no further input: failed, or done with its window closed
-    /// and no dispute open.
+    /// Whether the job needs no further input: cancelled, or done or failed with its
+    /// window closed (a failed job's client may requeue it inside the window) and no
+    /// dispute open.
     pub fn is_over(&self) -> bool {
         match self.state {
-            JobState::Failed | JobState::Cancelled => true,
-            JobState::Done => self.release_at_ms.is_none(),
+            JobState::Cancelled => true,
+            JobState::Done | JobState::Failed => self.release_at_ms.is_none(),
             _ => false,
         }
     }
@@ -1503,17 +1537,15 @@ impl Job {
         ctx: &Ctx<'_>,
     ) -> Result<(), MachineError> {
         if self.round + 1 >= MAX_ROUNDS {
-            self.fail_job(why_last(pending.len()), ctx);
+            self.fail_job(why_last(pending.len()), pending, ctx);
             return Ok(());
         }
         if self.eligible_nodes(ctx, None, false).is_empty() {
-            self.fail_job(
-                format!(
-                    "{} tiles need re-rendering but every eligible node is blocked",
-                    pending.len()
-                ),
-                ctx,
+            let why = format!(
+                "{} tiles need re-rendering but every eligible node is blocked",
+                pending.len()
             );
+            self.fail_job(why, pending, ctx);
             return Ok(());
         }
         self.round += 1;
@@ -1523,37 +1555,59 @@ impl Job {
         Ok(())
     }
 
-    /// End the job without its frames: refund what is left in escrow, release the
-    /// hold-backs of work that passed (a failed job has no challenge window), void its
-    /// open tasks.
-    fn fail_job(&mut self, why: String, ctx: &Ctx<'_>) {
+    /// End the job without its frames: refund what is left in escrow and void its open
+    /// tasks and checks. The hold-backs of work that passed wait for the challenge
+    /// window, inside which its client may requeue the job (`pending`: the tiles a new
+    /// round was to render, when it failed between rounds).
+    fn fail_job(&mut self, why: String, pending: Vec<(u32, u32)>, ctx: &Ctx<'_>) {
+        let stopped = Stopped {
+            state: self.state,
+            round: self.round,
+            tasks: self
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.state == TaskState::Open)
+                .map(|(id, _)| id.clone())
+                .collect(),
+            requests: self
+                .requests
+                .iter()
+                .filter(|(_, r)| r.open)
+                .map(|(id, _)| id.clone())
+                .collect(),
+            pending,
+            refunded: escrow_left(&self.transfers, &self.job).max(0) as u64,
+        };
         self.end_unfinished(ctx);
+        let window_ms = self
+            .manifest
+            .statement
+            .challenge_window_secs
+            .saturating_mul(1000);
+        if window_ms == 0 {
+            self.release_holdbacks(ctx);
+            self.release_at_ms = None;
+        } else {
+            self.release_at_ms = Some(ctx.now_ms.saturating_add(window_ms));
+            self.stopped = Some(stopped);
+        }
         self.error = Some(why.clone());
         self.set_state(JobState::Failed);
         self.effects.push_back(Effect::Failed(why));
     }
 
-    /// What failing and cancelling share: refund what is left in escrow, release the
-    /// hold-backs of work that passed (such a job has no challenge window), void its open
+    /// What failing and cancelling share: refund what is left in escrow, void its open
     /// tasks and checks, and leave the pause.
     fn end_unfinished(&mut self, ctx: &Ctx<'_>) {
-        let job = self.job.clone();
-        let left = escrow_left(&self.transfers, &job);
+        let left = escrow_left(&self.transfers, &self.job);
         if left > 0 {
-            self.apply(
-                Transfer {
-                    key: format!("job:{job}:refund"),
-                    kind: TransferKind::Refund,
-                    from: account::escrow(&job),
-                    to: account::client(&self.manifest.statement.client),
-                    amount: left as u64,
-                    round: 0,
-                    tiles: 0,
-                },
-                ctx,
+            let refund = rules::refund_transfer(
+                &self.manifest.statement,
+                self.requeues.len() as u32,
+                left as u64,
             );
+            self.apply(refund, ctx);
         }
-        self.release_holdbacks(ctx);
         self.void_open_tasks();
         for r in self.requests.values_mut() {
             r.open = false;
@@ -1687,6 +1741,7 @@ impl Job {
             frames,
             roots,
             disputes,
+            requeues: self.requeues.clone(),
             payments: Signed::sign(self.receipt(), ctx.key),
             scene_hint,
         };
@@ -1806,7 +1861,7 @@ impl Job {
                 "task {task_id} failed {} times",
                 t.attempts - t.attempts_base + 1
             );
-            self.fail_job(why, ctx);
+            self.fail_job(why, Vec::new(), ctx);
             return;
         }
         let eligible = self.eligible_nodes(ctx, None, true);
@@ -1859,7 +1914,8 @@ impl Job {
             }
             self.fail_task(&id, node, ctx);
         }
-        if self.state == JobState::Done && self.release_at_ms.is_some_and(|t| t <= now) {
+        let window_over = self.release_at_ms.is_some_and(|t| t <= now);
+        if self.state == JobState::Done && window_over {
             self.release_holdbacks(ctx);
             self.release_at_ms = None;
             self.effects
@@ -1867,6 +1923,13 @@ impl Job {
                     self.receipt(),
                     ctx.key,
                 ))));
+        }
+        if self.state == JobState::Failed && window_over {
+            // Nobody requeued the failed job in its window: the work that passed is paid
+            // in full, and the job is over.
+            self.release_holdbacks(ctx);
+            self.release_at_ms = None;
+            self.stopped = None;
         }
         let stale: Vec<String> = self
             .requests
@@ -1887,10 +1950,7 @@ impl Job {
                     "no verifier answered request {id} after {} publications",
                     r.attempts + 1
                 );
-                if let Some(r) = self.requests.get_mut(&id) {
-                    r.open = false;
-                }
-                self.fail_job(why, ctx);
+                self.fail_job(why, Vec::new(), ctx);
                 break;
             }
             let (queue, moved) = self.republish_queue(&id, ctx);
@@ -2100,6 +2160,9 @@ impl Job {
         if self.manifest.statement.client != client {
             return Err(ControlRefusal::NotOwner(self.job.clone()));
         }
+        if self.state == JobState::Failed && action == Control::Requeue {
+            return self.may_requeue_failed();
+        }
         if self.state.has_ended() || self.state == JobState::Disputed {
             return Err(ControlRefusal::Ended {
                 job: self.job.clone(),
@@ -2116,16 +2179,136 @@ impl Job {
         Ok(())
     }
 
+    /// Whether the failed job can start again: its window is open (its hold-backs are
+    /// not released) and, when it failed between rounds, a round is left.
+    fn may_requeue_failed(&self) -> Result<(), ControlRefusal> {
+        let refuse = |why: String| ControlRefusal::NotRequeuable {
+            job: self.job.clone(),
+            why,
+        };
+        let Some(stopped) = &self.stopped else {
+            return Err(refuse(
+                "its challenge window is over and the work that passed is paid in full; submit it again".into(),
+            ));
+        };
+        if !stopped.pending.is_empty() && self.round + 1 >= MAX_ROUNDS {
+            return Err(refuse(format!(
+                "it used all {MAX_ROUNDS} verification rounds its manifest has nonces for; submit it again"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The escrow a requeue of the failed job needs from its client (what its failure
+    /// refunded); `None` when the job has not failed.
+    pub fn requeue_price(&self) -> Option<u64> {
+        self.stopped.as_ref().map(|s| s.refunded)
+    }
+
+    /// The signed requeues of the job after failures, in order.
+    pub fn requeues(&self) -> &[Signed<JobRequeue>] {
+        &self.requeues
+    }
+
+    /// Start a failed job again where its failure stopped it: the escrow is funded again
+    /// with what the failure refunded (the client's account holds it), blocks for failed
+    /// deliveries are lifted (blocks for failed verification stay), the tasks and checks
+    /// it voided are open again with a full set of attempts, or the round it could not
+    /// start starts now. Refused, changing nothing, when no node could render its tiles.
+    fn requeue_failed(&mut self, ctx: &Ctx<'_>) -> Handled {
+        let Some(stopped) = self.stopped.clone() else {
+            return Handled::Refused(format!("job {}: nothing to requeue", self.job));
+        };
+        let (blocked_before, failures_before) = (self.blocked.clone(), self.failures.clone());
+        self.failures.clear();
+        let convicted = self.convicted.clone();
+        self.blocked.retain(|n| convicted.contains(n));
+        if self.eligible_nodes(ctx, None, false).is_empty() {
+            self.blocked = blocked_before;
+            self.failures = failures_before;
+            return Handled::Refused(format!(
+                "job {}: no registered node may render it (every one is blocked for failed verification); requeue it when another node has joined",
+                self.job
+            ));
+        }
+        let m = &self.manifest.statement;
+        let n = self.requeues.len() as u32 + 1;
+        let requeue = JobRequeue {
+            job_id: m.job_id,
+            client: m.client.clone(),
+            requeue: n,
+            failed_in_round: stopped.round,
+            refunded: stopped.refunded,
+            reason: self.error.take().unwrap_or_default(),
+        };
+        if stopped.refunded > 0 {
+            let escrow = rules::requeue_escrow_transfer(m, n, stopped.refunded);
+            self.apply(escrow, ctx);
+        }
+        self.requeues.push(Signed::sign(requeue, ctx.key));
+        self.stopped = None;
+        self.release_at_ms = None;
+        let before = self.state();
+        if !stopped.pending.is_empty() {
+            self.round += 1;
+            self.rounds.push(Round::default());
+            self.dispatch(&stopped.pending, ctx);
+            self.state = JobState::Rendering;
+        } else {
+            let blocked = self.blocked.clone();
+            for id in &stopped.tasks {
+                if let Some(t) = self.tasks.get_mut(id) {
+                    t.state = TaskState::Open;
+                    t.attempts += 1;
+                    t.attempts_base = t.attempts;
+                    t.task.attempt = t.attempts;
+                    t.task.blocked = blocked.clone();
+                    t.holder = None;
+                }
+            }
+            self.publish_unheld(ctx);
+            for id in &stopped.requests {
+                let Some(r) = self.requests.get_mut(id) else {
+                    continue;
+                };
+                r.open = true;
+                r.attempts = 0;
+                r.queue_since = 0;
+                r.sent_ms = ctx.now_ms;
+                let queue = r.queue.clone();
+                match self.sent_request(id, ctx) {
+                    Ok(sent) => self.effects.push_back(Effect::Publish {
+                        queue,
+                        message: Outgoing::Check(Box::new(sent)),
+                    }),
+                    Err(e) => {
+                        tracing::error!(request = %id, "a requeued check cannot be rebuilt: {e}")
+                    }
+                }
+            }
+            self.state = stopped.state;
+        }
+        self.state_changed(before);
+        tracing::info!(job = %&self.job[..12], requeue = n, refunded = stopped.refunded, "failed job requeued by its client: the escrow is funded again");
+        Handled::Done
+    }
+
     /// The client's control of its job (see [`Control`]). Pausing a paused job, resuming
     /// a running one or setting the priority it has change nothing.
     fn handle_control(&mut self, client: &str, action: Control, ctx: &Ctx<'_>) -> Handled {
         if let Err(why) = self.may_control(client, action) {
             return Handled::Refused(why.to_string());
         }
+        if self.state == JobState::Failed {
+            return self.requeue_failed(ctx);
+        }
         let before = self.state();
         match action {
             Control::Cancel => {
                 self.end_unfinished(ctx);
+                // A cancelled job has no challenge window: the work that passed is paid
+                // in full now.
+                self.release_holdbacks(ctx);
                 self.error = Some("cancelled by its client".into());
                 self.state = JobState::Cancelled;
                 self.effects.push_back(Effect::Withdraw);

@@ -107,6 +107,9 @@ enum Op {
     RedeliverVerdict { verdict: usize },
     /// The clock moves on and the reconciler runs, `times` over.
     Advance { ms: u64, times: u32 },
+    /// Every node goes quiet while the reconciler runs until open tasks run out of
+    /// attempts (their jobs fail).
+    Silence,
     /// The coordinator crashes and restarts (unpublished outbox rows survive).
     Restart,
     /// A client disputes a job.
@@ -136,7 +139,7 @@ fn setup_strategy() -> impl Strategy<Value = Setup> {
     (
         [cheat.clone(), cheat.clone(), cheat],
         [trust.clone(), trust.clone(), trust],
-        prop_oneof![1 => Just(0u64), 2 => Just(60)],
+        prop_oneof![1 => Just(0u64), 2 => Just(60), 1 => Just(6 * 3_600)],
         any::<bool>(),
         prop_oneof![2 => Just(50u32), 1 => Just(10)],
     )
@@ -179,6 +182,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(ms, times)| Op::Advance { ms, times }),
         1 => Just(Op::Restart),
+        1 => Just(Op::Silence),
         3 => (i(), prop_oneof![4 => Just(DisputeBy::Owner), 1 => Just(DisputeBy::Stranger)])
             .prop_map(|(job, by)| Op::Dispute { job, by }),
         3 => prop_oneof![3 => Just(false), 1 => Just(true)].prop_map(|lazy| Op::Drive { lazy }),
@@ -471,6 +475,24 @@ fn check_ledger(f: &Farm, s: &Snapshot, before: &[Row]) -> Result<(), String> {
             ))
         };
         match t.kind.as_str() {
+            "escrow" if t.key.contains(":requeue") => {
+                // A requeue of the failed job funds the escrow again with exactly what
+                // the failure refunded, from the client, after that refund.
+                let n: u32 = t
+                    .key
+                    .rsplit_once(":requeue")
+                    .and_then(|(_, rest)| rest.strip_suffix(":escrow"))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                let refund = tessera_protocol::rules::refund_key(job, n.saturating_sub(1));
+                match s.find(&refund) {
+                    Some(r) if n > 0 && r.amount == t.amount && r.seq < t.seq => {}
+                    r => return bad(&format!("funds again something other than {refund}: {r:?}")),
+                }
+                if t.from != format!("client:{}", m.client) {
+                    return bad("a requeue's escrow not from the job's client");
+                }
+            }
             "escrow" => {
                 if t.amount as u64 != job_price(m) || t.from != format!("client:{}", m.client) {
                     return bad("not the job's price from its client");
@@ -619,7 +641,15 @@ fn check_ledger(f: &Farm, s: &Snapshot, before: &[Row]) -> Result<(), String> {
                 }
             }
             "refund" => {
-                if state != "failed" && state != "cancelled" {
+                // A job that runs again after a refund was requeued after a failure.
+                let requeued = s.transfers.iter().any(|q| {
+                    q.job == t.job
+                        && q.kind == "escrow"
+                        && q.key.contains(":requeue")
+                        && q.seq > t.seq
+                        && q.amount == t.amount
+                });
+                if state != "failed" && state != "cancelled" && !requeued {
                     return bad(&format!("refund of a job that is {state}"));
                 }
             }
@@ -752,6 +782,10 @@ struct JobModel {
     disputed: bool,
     /// How many transfers the job had right after its client cancelled it.
     cancelled_with: Option<usize>,
+    /// Requeues of it after failures that its client's requeue got taken.
+    requeued: usize,
+    /// Whether settling tried to requeue it after a failure.
+    settle_requeued: bool,
 }
 
 type Msg = (String, String, Vec<u8>);
@@ -962,9 +996,42 @@ impl World {
         let state = self.state(&id);
         let allowed = matches!(by, DisputeBy::Owner)
             && ["queued", "rendering", "verifying", "paused"].contains(&state.as_str());
+        // The owner's requeue of a failed job is taken inside its window, when a round
+        // and a node are left: either way, what it did is checked.
+        let requeue_failed =
+            matches!(by, DisputeBy::Owner) && state == "failed" && action == Control::Requeue;
         let balances = self.f.svc.store().balances().unwrap();
         let n_transfers = Snapshot::read(&self.db).transfers.len();
+        let escrow = format!("escrow:{id}");
         match self.f.svc.control(&client, &id, action, self.f.now) {
+            Ok(after) if requeue_failed => {
+                if after == JobState::Failed {
+                    return Err(format!("a requeue left job {id} failed"));
+                }
+                let refund = Snapshot::read(&self.db)
+                    .transfers
+                    .iter()
+                    .filter(|t| t.job.as_deref() == Some(id.as_str()) && t.kind == "refund")
+                    .last()
+                    .map_or(0, |t| t.amount);
+                let now = self.f.svc.store().balance(&escrow).unwrap();
+                if now != refund {
+                    return Err(format!(
+                        "a requeue of failed job {id} put {now} in escrow; the failure refunded {refund}"
+                    ));
+                }
+                self.jobs[j].requeued += 1;
+                Ok(())
+            }
+            Err(ServiceError::Unavailable(_)) if requeue_failed => {
+                if self.f.svc.store().balances().unwrap() != balances
+                    || Snapshot::read(&self.db).transfers.len() != n_transfers
+                    || self.state(&id) != state
+                {
+                    return Err("a refused requeue changed the ledger or the job".into());
+                }
+                Ok(())
+            }
             Ok(after) if allowed => {
                 if action == Control::Cancel {
                     if after != JobState::Cancelled {
@@ -1055,6 +1122,8 @@ impl World {
                             done_at: None,
                             disputed: false,
                             cancelled_with: None,
+                            requeued: 0,
+                            settle_requeued: false,
                         }),
                         // The trusted tier is refused while no node has the trust it needs.
                         Err(e) => {
@@ -1127,6 +1196,17 @@ impl World {
                     self.check()?;
                 }
             }
+            Op::Silence => {
+                let cfg = self.f.svc.config().clone();
+                for _ in 0..cfg.max_attempts {
+                    self.f.now += cfg.unleased_timeout_ms.max(cfg.lease_ms);
+                    self.f
+                        .svc
+                        .reconcile(self.f.now)
+                        .map_err(|e| format!("reconcile failed: {e}"))?;
+                    self.check()?;
+                }
+            }
             Op::Restart => self.f.restart(),
             Op::Dispute { job, by } => self.dispute(job, by)?,
             Op::Control { job, action, by } => self.control(job, action, by)?,
@@ -1183,9 +1263,14 @@ impl World {
             } else if let Some(m) = self.take(0, is_verify) {
                 self.answer(&m, false)?;
             } else {
-                // A paused job is resumed by its client, or it never ends.
+                // A paused job is resumed by its client, or it never ends; a failed one
+                // is requeued by its client once (taken inside its window).
                 for j in 0..self.jobs.len() {
                     let (id, client) = (self.jobs[j].id.clone(), self.jobs[j].client.clone());
+                    if self.state(&id) == "failed" && !self.jobs[j].settle_requeued {
+                        self.jobs[j].settle_requeued = true;
+                        self.control(j, Control::Requeue, DisputeBy::Owner)?;
+                    }
                     if self.state(&id) == "paused" {
                         self.f
                             .svc
@@ -1197,7 +1282,7 @@ impl World {
                 let balances = self.f.svc.store().balances().unwrap();
                 let unreleased = self.jobs.iter().zip(&states).any(|(j, s)| {
                     let prefix = format!("holdback:{}:", j.id);
-                    s == "done"
+                    (s == "done" || s == "failed")
                         && balances
                             .iter()
                             .any(|(a, b)| a.starts_with(&prefix) && *b > 0)
@@ -1250,6 +1335,14 @@ impl World {
                             "(5) the bundle of job {} does not audit: {:#?}",
                             j.id,
                             report.failures().collect::<Vec<_>>()
+                        ));
+                    }
+                    if bundle.requeues.len() != j.requeued {
+                        return Err(format!(
+                            "(5) the bundle of job {} lists {} requeues, its client made {}",
+                            j.id,
+                            bundle.requeues.len(),
+                            j.requeued
                         ));
                     }
                     if bundle.payments.statement.transfers.len() != mine.len() {

@@ -528,6 +528,12 @@ fn a_failed_job_refunds_the_escrow_and_releases_the_hold_backs_of_work_that_pass
         .iter()
         .any(|t| t.kind == TransferKind::Refund && t.to == account::client(CLIENT)));
     assert_eq!(w.ledger.total(), 0);
+    // With no challenge window, its work is paid in full at once: nothing to requeue.
+    assert!(job.is_over());
+    assert!(matches!(
+        control(&mut w, &mut job, Control::Requeue),
+        Handled::Refused(why) if why.contains("window is over")
+    ));
     assert!(job.is_over());
 }
 
@@ -808,6 +814,232 @@ fn requeue_keeps_the_block_of_a_node_that_failed_verification() {
     }
 }
 
+/// Tick `job` past the unleased timeout until its open tasks run out of attempts and it
+/// fails (nobody takes them).
+fn fail_by_silence(w: &mut World, job: &mut Job) {
+    let policy = Policy::default();
+    for _ in 0..policy.max_attempts {
+        w.now += policy.unleased_timeout_ms;
+        w.handle(job, Input::Tick);
+        if job.state() == JobState::Failed {
+            break;
+        }
+    }
+    assert_eq!(job.state(), JobState::Failed, "{:?}", job.progress());
+}
+
+#[test]
+fn a_failed_job_requeued_inside_its_window_is_funded_again_finishes_and_audits() {
+    let (mut w, mut job) = caught_cheater_then_silence(60);
+    let honest = w.node(0).public();
+    let price = i128::from(job_price(&job.manifest().statement));
+    let held = w.balance(&account::holdback(&job_hex(), &honest));
+    assert!(held > 0);
+    fail_by_silence(&mut w, &mut job);
+    w.take_tasks();
+    // The escrow's rest went back to the client; the hold-back waits for the window,
+    // inside which the client may requeue the job.
+    assert_eq!(w.balance(&account::escrow(&job_hex())), 0);
+    assert_eq!(w.balance(&account::holdback(&job_hex(), &honest)), held);
+    let refunded = w.balance(&account::client(CLIENT));
+    assert!(refunded > 0 && refunded < price);
+    assert!(
+        !job.is_over(),
+        "a failed job inside its window may be requeued"
+    );
+    assert_eq!(job.requeue_price(), Some(refunded as u64));
+    assert_eq!(control(&mut w, &mut job, Control::Requeue), Handled::Done);
+    assert_eq!(job.state(), JobState::Rendering);
+    assert_eq!(job.progress().error, None);
+    // The requeue funded the escrow again with exactly what the failure refunded.
+    assert_eq!(w.balance(&account::escrow(&job_hex())), refunded);
+    assert_eq!(w.balance(&account::client(CLIENT)), 0);
+    assert_eq!(job.requeue_price(), None);
+    let tasks = w.take_tasks();
+    assert_eq!(tasks.len(), 2, "frame 1's two tasks go out again");
+    for (_, task) in &tasks {
+        let view = job.task(&task.task_id).unwrap();
+        assert!(view.open && view.holder.is_none());
+        assert_eq!(task.attempt, view.attempt);
+        assert!(
+            task.blocked.contains(&w.node(1).public()),
+            "the cheater stays blocked"
+        );
+        assert_eq!(w.deliver(&mut job, 0, task), Handled::Done);
+    }
+    w.verify_all(&mut job);
+    assert_eq!(job.state(), JobState::Done, "{:?}", job.progress());
+    // The client paid the job's price once, whatever went back and forth.
+    assert_eq!(w.balance(&account::client(CLIENT)), 0);
+    assert_eq!(w.ledger.total(), 0);
+    let bundle = w.bundle.clone().unwrap();
+    assert_eq!(bundle.requeues.len(), 1);
+    let q = &bundle.requeues[0].statement;
+    assert_eq!((q.requeue, q.failed_in_round), (1, 1));
+    assert_eq!(i128::from(q.refunded), refunded);
+    assert!(q.reason.contains("failed 8 times"), "{}", q.reason);
+    let coordinator = w.coordinator.public();
+    let audit = audit_bundle(&bundle, Some(&coordinator));
+    assert!(audit.passed(), "{audit:?}");
+
+    // What the auditor refuses: a requeue record altered after signing, a refund and a
+    // requeue the bundle does not explain, and a coordinator that refunds part of the
+    // escrow and says it refunded that.
+    let failures = |b: &ProofBundle| -> Vec<String> {
+        audit_bundle(b, Some(&coordinator))
+            .failures()
+            .map(|c| c.name.to_string())
+            .collect()
+    };
+    let mut altered = bundle.clone();
+    altered.requeues[0].statement.refunded -= 1;
+    assert!(failures(&altered).contains(&"requeues".to_string()));
+    let mut hidden = bundle.clone();
+    hidden.requeues.clear();
+    assert_eq!(failures(&hidden), ["payments"]);
+    let mut short = bundle.clone();
+    let mut record = short.requeues[0].statement.clone();
+    record.refunded -= 1;
+    short.requeues[0] = Signed::sign(record, &w.coordinator);
+    let mut receipt = short.payments.statement.clone();
+    for t in receipt.transfers.iter_mut() {
+        if t.kind == TransferKind::Refund || t.key.contains(":requeue1:") {
+            t.amount -= 1;
+        }
+    }
+    short.payments = Signed::sign(receipt, &w.coordinator);
+    assert_eq!(failures(&short), ["payments"]);
+}
+
+#[test]
+fn a_failed_job_pays_its_hold_backs_when_its_window_closes_and_cannot_be_requeued_after() {
+    let (mut w, mut job) = caught_cheater_then_silence(60);
+    let honest = w.node(0).public();
+    let held = w.balance(&account::holdback(&job_hex(), &honest));
+    fail_by_silence(&mut w, &mut job);
+    w.take_tasks();
+    let transfers = job.transfers().len();
+    w.now += 59_000;
+    w.handle(&mut job, Input::Tick);
+    assert_eq!(job.transfers().len(), transfers, "the window is still open");
+    w.now += 60_000;
+    w.handle(&mut job, Input::Tick);
+    assert!(job.is_over());
+    assert_eq!(w.balance(&account::holdback(&job_hex(), &honest)), 0);
+    let released: u64 = job
+        .transfers()
+        .iter()
+        .filter(|t| t.kind == TransferKind::Release)
+        .map(|t| t.amount)
+        .sum();
+    assert_eq!(i128::from(released), held);
+    let refused = control(&mut w, &mut job, Control::Requeue);
+    assert!(
+        matches!(&refused, Handled::Refused(why) if why.contains("window is over")),
+        "{refused:?}"
+    );
+    assert!(w.take_tasks().is_empty());
+    assert_eq!(job.state(), JobState::Failed);
+    assert_eq!(w.ledger.total(), 0);
+}
+
+/// Round 0: node 0 renders half of frame 0, then lets the other half's lease expire until
+/// it is blocked for failed deliveries; node 1 forges the rest and is caught. No node is
+/// left for round 1 and the job fails between rounds.
+fn every_node_blocked_between_rounds() -> (World, Job) {
+    let mut w = World::new(&[None, Some(DishonestMode::Black)]);
+    let mut job = w.submit(2, 60);
+    let tasks = w.take_tasks();
+    let (a, b) = (w.node(0).public(), w.node(1).public());
+    assert_eq!(w.deliver(&mut job, 0, &tasks[1].1), Handled::Done);
+    let expiring = tasks[0].1.task_id.clone();
+    for _ in 0..3 {
+        w.handle(
+            &mut job,
+            Input::Heartbeat {
+                node: a,
+                task_id: expiring.clone(),
+            },
+        );
+        w.now += LEASE_MS;
+        w.handle(&mut job, Input::Tick);
+    }
+    assert_eq!(job.blocked(), &[a]);
+    let again = w.take_tasks();
+    let last = again
+        .iter()
+        .rev()
+        .find(|(_, t)| t.task_id == expiring)
+        .unwrap();
+    assert_eq!(w.deliver(&mut job, 1, &last.1), Handled::Done);
+    for (_, task) in &tasks[2..] {
+        assert_eq!(w.deliver(&mut job, 1, task), Handled::Done);
+    }
+    w.verify_all(&mut job);
+    assert_eq!(job.state(), JobState::Failed, "{:?}", job.progress());
+    assert!(w
+        .failed
+        .as_deref()
+        .unwrap()
+        .contains("every eligible node is blocked"));
+    assert!(job.blocked().contains(&b));
+    (w, job)
+}
+
+#[test]
+fn a_job_that_failed_between_rounds_is_requeued_into_the_next_round() {
+    let (mut w, mut job) = every_node_blocked_between_rounds();
+    let refunded = w.balance(&account::client(CLIENT));
+    assert_eq!(control(&mut w, &mut job, Control::Requeue), Handled::Done);
+    assert_eq!(
+        job.blocked(),
+        &[w.node(1).public()],
+        "only the cheater stays blocked"
+    );
+    assert_eq!(job.progress().round, 1);
+    assert_eq!(w.balance(&account::escrow(&job_hex())), refunded);
+    let tasks = w.take_tasks();
+    assert_eq!(tasks.len(), 3, "the cheater's 9 tiles, 3 a task");
+    for (_, task) in &tasks {
+        assert_eq!(task.round, 1);
+        assert_eq!(w.deliver(&mut job, 0, task), Handled::Done);
+    }
+    w.verify_all(&mut job);
+    assert_eq!(job.state(), JobState::Done, "{:?}", job.progress());
+    let bundle = w.bundle.clone().unwrap();
+    assert_eq!(bundle.rounds.len(), 2);
+    assert_eq!(bundle.requeues[0].statement.failed_in_round, 0);
+    let audit = audit_bundle(&bundle, Some(&w.coordinator.public()));
+    assert!(audit.passed(), "{audit:?}");
+    assert_eq!(w.balance(&account::client(CLIENT)), 0);
+    assert_eq!(w.ledger.total(), 0);
+}
+
+#[test]
+fn a_requeue_with_no_node_to_render_is_refused_and_changes_nothing() {
+    let mut w = World::new(&[Some(DishonestMode::Black)]);
+    let mut job = w.submit(1, 60);
+    for (_, task) in w.take_tasks() {
+        w.deliver(&mut job, 0, &task);
+    }
+    w.verify_all(&mut job);
+    assert_eq!(job.state(), JobState::Failed, "{:?}", job.progress());
+    let (transfers, balances) = (job.transfers().len(), w.ledger.balances().clone());
+    let refused = control(&mut w, &mut job, Control::Requeue);
+    assert!(
+        matches!(&refused, Handled::Refused(why) if why.contains("no registered node may render it")),
+        "{refused:?}"
+    );
+    assert_eq!(job.state(), JobState::Failed);
+    assert_eq!(job.transfers().len(), transfers);
+    assert_eq!(w.ledger.balances(), &balances);
+    assert_eq!(
+        job.requeue_price(),
+        Some(job_price(&job.manifest().statement))
+    );
+    assert!(w.take_tasks().is_empty());
+}
+
 #[test]
 fn priority_is_the_clients_and_only_a_running_job_takes_control() {
     let mut w = World::new(&[None]);
@@ -871,6 +1103,9 @@ mod props {
         Answer { check: usize, lie: bool },
         /// The clock moves (past every lease, timeout and window when `long`).
         Tick { long: bool },
+        /// Every node goes quiet for as long as it takes the open tasks to run out of
+        /// attempts (the job fails, unless nothing is open).
+        Silence,
         /// The client disputes the job.
         Dispute,
         /// The client controls the job (cancel, pause, resume, requeue, priority).
@@ -887,6 +1122,7 @@ mod props {
                 .prop_map(|(check, lie)| Op::Answer { check, lie }),
             2 => prop::bool::ANY.prop_map(|long| Op::Tick { long }),
             1 => Just(Op::Dispute),
+            1 => Just(Op::Silence),
             2 => prop_oneof![
                 1 => Just(Control::Cancel),
                 2 => Just(Control::Pause),
@@ -919,6 +1155,8 @@ mod props {
         disputes: u32,
         /// The job's transfers right after its cancel was taken.
         cancelled_with: Option<usize>,
+        /// Requeues of the failed job taken.
+        requeued: u32,
     }
 
     impl Run {
@@ -991,6 +1229,12 @@ mod props {
                     self.w.now += if long { 1_800_001 } else { LEASE_MS / 2 };
                     self.w.handle(&mut self.job, Input::Tick);
                 }
+                Op::Silence => {
+                    for _ in 0..Policy::default().max_attempts {
+                        self.w.now += 1_800_001;
+                        self.w.handle(&mut self.job, Input::Tick);
+                    }
+                }
                 Op::Dispute => {
                     let m = self.job.manifest().statement.clone();
                     if self.job.may_dispute(CLIENT, self.w.now).is_ok() {
@@ -1017,8 +1261,32 @@ mod props {
                         action,
                     };
                     let live = self.job.may_control(CLIENT, action).is_ok();
+                    let failed = self.job.state() == JobState::Failed;
+                    let (transfers, balances) =
+                        (self.job.transfers().len(), self.w.ledger.balances().clone());
                     let handled = self.w.handle(&mut self.job, input);
-                    assert_eq!(handled == Handled::Done, live, "{action:?}: {handled:?}");
+                    match &handled {
+                        Handled::Done => assert!(live, "{action:?} was taken"),
+                        // The machine alone knows whether a node may render a requeue.
+                        Handled::Refused(why)
+                            if live && failed && why.contains("no registered node") => {}
+                        other => assert!(!live, "{action:?}: {other:?}"),
+                    }
+                    if handled != Handled::Done {
+                        assert_eq!(self.job.transfers().len(), transfers);
+                        assert_eq!(self.w.ledger.balances(), &balances);
+                    }
+                    if live && failed && handled == Handled::Done {
+                        // The escrow holds again what the failure refunded.
+                        let q = &self.job.requeues().last().unwrap().statement;
+                        let job = hex::encode(q.job_id);
+                        assert_eq!(
+                            self.w.balance(&account::escrow(&job)),
+                            i128::from(q.refunded)
+                        );
+                        assert_ne!(self.job.state(), JobState::Failed);
+                        self.requeued += 1;
+                    }
                     if live && action == Control::Cancel {
                         assert_eq!(self.job.state(), JobState::Cancelled);
                         self.cancelled_with = Some(self.job.transfers().len());
@@ -1030,8 +1298,15 @@ mod props {
         }
 
         /// Drive the job honestly to its end: every open task delivered by a node that
-        /// may take it, every check answered, the clock moved when nothing else moves.
-        fn settle(&mut self) {
+        /// may take it, every check answered, the clock moved when nothing else moves; a
+        /// failed job is requeued by its client first when `requeue` (and it may be).
+        fn settle(&mut self, requeue: bool) {
+            if requeue
+                && self.job.state() == JobState::Failed
+                && self.job.may_control(CLIENT, Control::Requeue).is_ok()
+            {
+                self.step(&Op::Control(Control::Requeue));
+            }
             if self.job.state() == JobState::Paused {
                 let input = Input::Control {
                     client: CLIENT.into(),
@@ -1123,11 +1398,12 @@ mod props {
             frames in 1u32..=2,
             window in prop::bool::ANY,
             ops in prop::collection::vec(op(), 0..40),
+            requeue in prop::bool::ANY,
         ) {
             let mut cheats = cheats;
             cheats[0] = None; // one honest node, so that every job can end
             let mut w = World::new(&cheats);
-            let job = w.submit(frames, if window { 60 } else { 0 });
+            let job = w.submit(frames, if window { 6 * 3_600 } else { 0 });
             let price = i128::from(job_price(&job.manifest().statement));
             let mut run = Run {
                 w,
@@ -1138,13 +1414,14 @@ mod props {
                 client_paid_in: price,
                 disputes: 0,
                 cancelled_with: None,
+                requeued: 0,
             };
             run.collect();
             for op in &ops {
                 run.step(op);
                 run.check_ledger();
             }
-            run.settle();
+            run.settle(requeue);
             run.check_ledger();
             let job_id = hex::encode(run.job.manifest().statement.job_id);
             prop_assert_eq!(run.w.balance(&account::escrow(&job_id)), 0);
@@ -1168,6 +1445,7 @@ mod props {
                         .map(|t| i128::from(t.amount))
                         .sum();
                     prop_assert_eq!(paid, price + fee);
+                    prop_assert_eq!(bundle.requeues.len() as u32, run.requeued);
                 }
                 JobState::Failed => prop_assert!(paid <= price, "paid {} of {}", paid, price),
                 JobState::Cancelled => {
@@ -1184,12 +1462,18 @@ mod props {
                         .sum();
                     let value = verified * i128::from(tile_price(&run.job));
                     prop_assert_eq!(paid, value);
+                    // Net of what requeues of a failed job put back in escrow.
                     let refunded: i128 = run
                         .job
                         .transfers()
                         .iter()
-                        .filter(|t| t.kind == TransferKind::Refund)
-                        .map(|t| i128::from(t.amount))
+                        .map(|t| match t.kind {
+                            TransferKind::Refund => i128::from(t.amount),
+                            TransferKind::Escrow if t.key.contains(":requeue") => {
+                                -i128::from(t.amount)
+                            }
+                            _ => 0,
+                        })
                         .sum();
                     prop_assert_eq!(refunded, price - value);
                 }

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use tessera_coordinator::daemon::service::{check_settings, Limits, ServiceError};
-use tessera_coordinator::machine::JobState;
+use tessera_coordinator::machine::{Control, JobState};
 use tessera_protocol::statements::TaskNote;
 
 #[test]
@@ -358,6 +358,96 @@ fn a_node_failure_signal_requeues_and_too_many_fail_the_job_with_a_refund() {
     assert!(v.progress.error.unwrap().contains("failed"));
     assert_eq!(f.svc.store().balance(&format!("escrow:{job}")).unwrap(), 0);
     assert_eq!(f.svc.store().total().unwrap(), 0);
+}
+
+/// A client requeues its failed job inside the job's window: the escrow is funded again
+/// from the client's balance with what the failure refunded, the task goes out again with
+/// fresh attempts, and the job finishes with a bundle that audits. A stranger is told the
+/// job does not exist; after the window, the requeue is refused and changes nothing.
+#[test]
+fn a_failed_job_requeued_by_its_client_finishes_and_its_client_pays_its_price_once() {
+    let mut f = Farm::with_config(ServiceConfig {
+        challenge_window_secs: 3_600 * 24,
+        ..Farm::config()
+    });
+    let a = key(1);
+    f.register(&a, "node");
+    f.register(&key(2), "verifier");
+    let run = |f: &Farm| -> String {
+        let job = f.submit();
+        let t = tasks(&f.drain())[0].task_id.clone();
+        for _ in 1..f.svc.config().max_attempts {
+            f.svc
+                .handle_signal(&f.signal(&a, &[&t], &[&t]), f.now)
+                .unwrap();
+        }
+        job
+    };
+    let job = run(&f);
+    let before = f.svc.store().balance("client:studio").unwrap();
+    for _ in 0..f.svc.config().max_attempts {
+        f.now += 3_600_000;
+        f.svc.reconcile(f.now).unwrap();
+    }
+    assert_eq!(state(&f, &job), "failed");
+    let refunded = f.svc.store().balance("client:studio").unwrap() - before;
+    assert!(refunded > 0);
+    assert!(matches!(
+        f.svc.control("mallory", &job, Control::Requeue, f.now),
+        Err(ServiceError::NotFound(_))
+    ));
+    let after = f
+        .svc
+        .control("studio", &job, Control::Requeue, f.now)
+        .unwrap();
+    assert_ne!(after, JobState::Failed);
+    assert_eq!(
+        f.svc.store().balance(&format!("escrow:{job}")).unwrap(),
+        refunded
+    );
+    assert_eq!(f.svc.store().balance("client:studio").unwrap(), before);
+    // The failed deliveries' block is lifted: node a renders everything this time.
+    let n = f.node(&a, None);
+    let mut msgs = f.drain();
+    assert!(!tasks(&msgs).is_empty());
+    while !tasks(&msgs).is_empty() {
+        for t in &tasks(&msgs) {
+            f.svc.handle_result(&result_body(&n, t), f.now).unwrap();
+        }
+        msgs = f.drain();
+    }
+    let verifier = Verifier::new(key(2), f.renderer.clone());
+    f.verify(&verifier, &msgs);
+    assert_eq!(state(&f, &job), "done");
+    let bundle: tessera_protocol::bundle::ProofBundle = f.svc.bundle(&job).unwrap();
+    assert_eq!(bundle.requeues.len(), 1);
+    // The client paid the price once: refunded, funded again, spent.
+    let price = tessera_protocol::rules::job_price(&bundle.manifest.statement) as i64;
+    assert_eq!(
+        f.svc.store().balance("client:studio").unwrap(),
+        before - (price - refunded)
+    );
+    f.now += 3_600_000 * 25;
+    f.svc.reconcile(f.now).unwrap();
+    assert_paid_once(&f, &job);
+
+    // A second job fails and its window closes: the requeue is refused, nothing moves.
+    let job = run(&f);
+    for _ in 0..f.svc.config().max_attempts {
+        f.now += 3_600_000;
+        f.svc.reconcile(f.now).unwrap();
+    }
+    assert_eq!(state(&f, &job), "failed");
+    f.now += 3_600_000 * 25;
+    f.svc.reconcile(f.now).unwrap();
+    let balances = f.svc.store().balances().unwrap();
+    let refused = f.svc.control("studio", &job, Control::Requeue, f.now);
+    assert!(
+        matches!(&refused, Err(ServiceError::Unavailable(why)) if why.contains("window is over")),
+        "{refused:?}"
+    );
+    assert_eq!(f.svc.store().balances().unwrap(), balances);
+    assert_eq!(state(&f, &job), "failed");
 }
 
 #[test]
@@ -914,7 +1004,6 @@ fn a_job_an_older_coordinator_stored_is_refused_not_resumed_and_holds_up_no_othe
 
 #[test]
 fn job_control_withdraws_unsent_tasks_orders_them_by_priority_and_cancels_with_a_refund() {
-    use tessera_coordinator::machine::Control;
     let mut f = Farm::new();
     let (a, v) = (key(1), key(2));
     f.register(&a, "node");

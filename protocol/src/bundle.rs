@@ -6,8 +6,8 @@
 use crate::hexser;
 use crate::keys::PublicKey;
 use crate::statements::{
-    BatchCommitment, CheckKind, DisputeCommitment, JobManifest, JobRoots, PaymentReceipt,
-    RoundCommitment, Signed, Verdict,
+    BatchCommitment, CheckKind, DisputeCommitment, JobManifest, JobRequeue, JobRoots,
+    PaymentReceipt, RoundCommitment, Signed, Verdict,
 };
 use crate::types::{DeterminismClass, Digest, TileRect};
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,10 @@ pub struct ProofBundle {
     /// Client disputes, in the order they were opened.
     #[serde(default)]
     pub disputes: Vec<DisputeRecord>,
+    /// Its client's requeues after the job failed, in order (each failure refunded the
+    /// escrow left; each requeue funded it again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requeues: Vec<Signed<JobRequeue>>,
     /// Signed receipt of every transfer made for the job.
     pub payments: Signed<PaymentReceipt>,
     /// Where the scene file was when the job was rendered: an unsigned hint for

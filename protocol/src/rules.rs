@@ -42,6 +42,14 @@ pub enum Event {
         /// Whether some node failed the dispute.
         node_lost: bool,
     },
+    /// The job failed and its client requeued it: the failure refunded `refunded` (the
+    /// whole escrow left), and the requeue moves it back into the escrow.
+    Requeued {
+        /// Which requeue, from 1.
+        requeue: u32,
+        /// What the failure refunded.
+        refunded: u64,
+    },
 }
 
 /// Price of every tile of the job (all frames) — what the client's escrow must hold.
@@ -72,6 +80,58 @@ pub fn escrow_transfer(m: &JobManifest) -> Transfer {
         round: 0,
         tiles: 0,
     }
+}
+
+/// The key of the refund a job's end without its frames makes (a failure or a cancel)
+/// after `requeues` requeues: one refund per failure, so each has its own key.
+pub fn refund_key(job_hex: &str, requeues: u32) -> String {
+    if requeues == 0 {
+        format!("job:{job_hex}:refund")
+    } else {
+        format!("job:{job_hex}:refund{requeues}")
+    }
+}
+
+/// The refund of `amount` (the escrow left) when the job ends without its frames after
+/// `requeues` requeues.
+pub fn refund_transfer(m: &JobManifest, requeues: u32, amount: u64) -> Transfer {
+    let job = hex::encode(m.job_id);
+    Transfer {
+        key: refund_key(&job, requeues),
+        kind: TransferKind::Refund,
+        from: account::escrow(&job),
+        to: account::client(&m.client),
+        amount,
+        round: 0,
+        tiles: 0,
+    }
+}
+
+/// Requeue number `requeue` (from 1) of a failed job funds the escrow again with what the
+/// failure refunded.
+pub fn requeue_escrow_transfer(m: &JobManifest, requeue: u32, refunded: u64) -> Transfer {
+    let job = hex::encode(m.job_id);
+    Transfer {
+        key: format!("job:{job}:requeue{requeue}:escrow"),
+        kind: TransferKind::Escrow,
+        from: account::client(&m.client),
+        to: account::escrow(&job),
+        amount: refunded,
+        round: 0,
+        tiles: 0,
+    }
+}
+
+/// Both transfers of a failure its client requeued: the failure's refund, then the
+/// requeue's escrow (nothing when the escrow was empty).
+pub fn requeue_transfers(m: &JobManifest, requeue: u32, refunded: u64) -> Vec<Transfer> {
+    if refunded == 0 {
+        return Vec::new();
+    }
+    vec![
+        refund_transfer(m, requeue.saturating_sub(1), refunded),
+        requeue_escrow_transfer(m, requeue, refunded),
+    ]
 }
 
 /// (paid now, held back) for a node's passed tiles.
@@ -283,6 +343,7 @@ pub fn event_transfers(m: &JobManifest, e: &Event) -> Vec<Transfer> {
         Event::DisputeOpened => dispute_opened_transfers(m),
         Event::Dispute(o) => dispute_transfers(m, o),
         Event::DisputeSettled { node_lost } => dispute_settled_transfers(m, *node_lost),
+        Event::Requeued { requeue, refunded } => requeue_transfers(m, *requeue, *refunded),
     }
 }
 

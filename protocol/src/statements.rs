@@ -303,6 +303,39 @@ impl Statement for DisputeCommitment {
     }
 }
 
+/// The coordinator's statement that a client requeued its failed job: the failure
+/// refunded the whole escrow left (`refunded`), and the requeue moves that amount from the
+/// client back into the escrow, so the job's unverified tiles are paid for again. The
+/// auditor re-derives both transfers from it ([`crate::rules::requeue_transfers`]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobRequeue {
+    /// The job.
+    #[serde(with = "hexser::arr")]
+    pub job_id: JobId,
+    /// The client who requeued it (the job's own).
+    pub client: String,
+    /// Which requeue of a failed job this is, from 1.
+    pub requeue: u32,
+    /// The round the job was in when it failed.
+    pub failed_in_round: u32,
+    /// What the failure refunded to the client (micro-credits).
+    pub refunded: u64,
+    /// Why it failed.
+    pub reason: String,
+}
+
+impl Statement for JobRequeue {
+    const DOMAIN: &'static str = "tessera v1 requeue";
+    fn write_fields(&self, w: &mut FieldWriter) {
+        w.bytes(&self.job_id)
+            .str(&self.client)
+            .u32(self.requeue)
+            .u32(self.failed_in_round)
+            .u64(self.refunded)
+            .str(&self.reason);
+    }
+}
+
 /// Outcome of one check of one node in one round.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -591,6 +624,37 @@ mod tests {
         };
         assert!(b.signing_bytes().starts_with(b"tessera v1 batch\0"));
         assert!(roots.signing_bytes().starts_with(b"tessera v1 job roots\0"));
+    }
+
+    #[test]
+    fn a_requeue_signs_every_field() {
+        let q = JobRequeue {
+            job_id: [1; 16],
+            client: "studio".into(),
+            requeue: 1,
+            failed_in_round: 2,
+            refunded: 5_000,
+            reason: "task t failed 8 times".into(),
+        };
+        let signed = Signed::sign(q, &SecretKey::from_seed(&[4; 32]));
+        assert!(signed.verify().is_ok());
+        assert!(signed
+            .statement
+            .signing_bytes()
+            .starts_with(b"tessera v1 requeue\0"));
+        let changes: [fn(&mut JobRequeue); 6] = [
+            |q| q.job_id[0] ^= 1,
+            |q| q.client.push('x'),
+            |q| q.requeue += 1,
+            |q| q.failed_in_round += 1,
+            |q| q.refunded -= 1,
+            |q| q.reason.clear(),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut t = signed.clone();
+            change(&mut t.statement);
+            assert!(t.verify().is_err(), "field {i} is not signed");
+        }
     }
 }
 

@@ -460,6 +460,11 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
         },
     );
 
+    // Requeues after failures: each refunded the escrow left and funded it again.
+    if !b.requeues.is_empty() {
+        r.record("requeues", audit_requeues(b, &coord, &mut outcomes));
+    }
+
     // Payments.
     let p = &b.payments;
     r.record(
@@ -565,6 +570,14 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
             }
             if let Err(e) = ledger.apply(t) {
                 err.get_or_insert(e.to_string());
+            }
+            // A failure refunds the whole escrow left (what its requeue funds again).
+            let left = ledger.balance(&t.from);
+            if t.kind == TransferKind::Refund && left != 0 {
+                err.get_or_insert(format!(
+                    "refund {} leaves {left} µcr in the escrow: a failure refunds all that is left",
+                    t.key
+                ));
             }
         }
         let paid_tiles: u32 = got
@@ -946,6 +959,53 @@ fn audit_dispute(
         }
     }
     events.push(Event::DisputeSettled { node_lost });
+}
+
+/// The client's requeues of the job after failures: each signed by the coordinator for
+/// this job and its client, numbered from 1, naming a round of the bundle. Each adds its
+/// refund and escrow to the transfers the rules call for.
+fn audit_requeues(
+    b: &ProofBundle,
+    coord: &PublicKey,
+    events: &mut Vec<Event>,
+) -> Result<String, String> {
+    let m = &b.manifest.statement;
+    let mut refunded = 0u64;
+    for (i, q) in b.requeues.iter().enumerate() {
+        let s = &q.statement;
+        let what = format!("requeue {}", i + 1);
+        q.verify().map_err(|e| format!("{what}: {e}"))?;
+        if q.signer != *coord || s.job_id != m.job_id {
+            return Err(format!(
+                "{what}: not signed by the coordinator for this job"
+            ));
+        }
+        if s.client != m.client {
+            return Err(format!(
+                "{what}: made by {:?}, the job's client is {:?}",
+                s.client, m.client
+            ));
+        }
+        if s.requeue as usize != i + 1 {
+            return Err(format!("{what}: says it is requeue {}", s.requeue));
+        }
+        if s.failed_in_round as usize >= b.rounds.len() {
+            return Err(format!(
+                "{what}: failed in round {}; the bundle has {} rounds",
+                s.failed_in_round,
+                b.rounds.len()
+            ));
+        }
+        refunded = refunded.saturating_add(s.refunded);
+        events.push(Event::Requeued {
+            requeue: s.requeue,
+            refunded: s.refunded,
+        });
+    }
+    Ok(format!(
+        "{} requeues after failures, signed by the coordinator: {refunded} µcr refunded and put in escrow again",
+        b.requeues.len()
+    ))
 }
 
 /// Check a decoded frame (canonical RGBA16F bytes, row-major, `width × height`) against the

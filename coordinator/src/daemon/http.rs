@@ -1414,8 +1414,9 @@ async fn control_jobs(
 #[utoipa::path(post, path = "/v1/jobs/{id}/{action}", tag = "jobs",
     params(("id" = String, Path, description = "the job id, 32 hex digits"), ("action" = String, Path, description = "cancel, pause, resume or requeue")),
     responses((status = 200, description = "the job's status after the action", body = JobStatus), (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 402, description = "requeue of a failed job: the client's balance and overdraft do not cover its escrow again", body = ApiError),
         (status = 404, description = "no such job of this client", body = ApiError),
-        (status = 409, description = "the job has ended", body = ApiError),
+        (status = 409, description = "the job has ended (a failed job: its window is over, or no node may render it)", body = ApiError),
         (status = 422, description = "unknown action", body = ApiError)),
     security(("bearer" = [])))]
 async fn control_job(

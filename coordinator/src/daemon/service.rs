@@ -1019,14 +1019,41 @@ impl Service {
             .may_control(client, action)
             .map_err(|why| match why {
                 ControlRefusal::NotOwner(_) => missing(),
-                ControlRefusal::Ended { .. } => ServiceError::Unavailable(why.to_string()),
+                ControlRefusal::Ended { .. } | ControlRefusal::NotRequeuable { .. } => {
+                    ServiceError::Unavailable(why.to_string())
+                }
             })?;
         let input = Input::Control {
             client: client.into(),
             action,
         };
-        if let Handled::Refused(why) = self.drive_one(job, now_ms, input)? {
-            return Err(ServiceError::Unavailable(why));
+        // A failed job's requeue funds its escrow again with what the failure refunded;
+        // a refusal takes the funding back with it (one transaction).
+        let refused = |why: String| StoreError::Corrupt {
+            path: format!("job {job}"),
+            what: "control refused".into(),
+            reason: why,
+        };
+        let escrow = machine
+            .requeue_price()
+            .filter(|_| action == Control::Requeue);
+        let requeues = machine.requeues().len() + 1;
+        let done = self.store.atomically(|s| {
+            if let Some(amount) = escrow {
+                let key = format!("job:{job}:requeue{requeues}:overdraft");
+                self.fund(s, &key, client, amount)?;
+            }
+            let (mut handled, _) = self.drive(s, job, now_ms, vec![input])?;
+            match handled.pop() {
+                Some(Handled::Refused(why)) => Err(refused(why)),
+                _ => Ok(()),
+            }
+        });
+        match done {
+            Err(StoreError::Corrupt { what, reason, .. }) if what == "control refused" => {
+                return Err(ServiceError::Unavailable(reason))
+            }
+            other => other.map_err(funds_error)?,
         }
         tracing::info!(job = %&job[..12], action = action.name(), "job control");
         self.store.job_state(job)?.ok_or_else(missing)

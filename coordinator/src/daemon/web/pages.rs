@@ -662,9 +662,24 @@ fn payments(d: &Detail) -> Markup {
     }
 }
 
-fn controls(d: &Detail, viewer: &Viewer) -> Markup {
+fn controls(d: &Detail, viewer: &Viewer, now: u64) -> Markup {
     let state = d.view.progress.state;
-    if !matches!(viewer.who, Who::Client(_)) || state.has_ended() || state == JobState::Disputed {
+    if !matches!(viewer.who, Who::Client(_)) {
+        return html! {};
+    }
+    // A failed job's client may requeue it inside its window.
+    let requeuable =
+        state == JobState::Failed && d.view.progress.release_at_ms.is_some_and(|t| t > now);
+    if requeuable {
+        return html! {
+            form.controls method="post" action="/ui/jobs/actions" hx-post="/ui/jobs/actions" hx-target="#outcome" hx-swap="outerHTML" {
+                input type="hidden" name="csrf" value=(viewer.csrf);
+                input type="hidden" name="job" value=(d.id);
+                button name="action" value="requeue" data-confirm="Requeue this failed job? Its escrow is funded again with what the failure refunded." { "Requeue" }
+            }
+        };
+    }
+    if state.has_ended() || state == JobState::Disputed {
         return html! {};
     }
     html! {
@@ -725,6 +740,15 @@ fn job_live_body(d: &Detail, frame: u32, viewer: &Viewer) -> Markup {
                 }
                 dt { "Created" } dd { (utc(m.created_unix)) }
                 @if let Some(e) = &p.error { dt { "Why" } dd.error { (e) } }
+                @if p.state == JobState::Failed {
+                    dt { "Requeue window" } dd #dispute-window {
+                        @match p.release_at_ms {
+                            Some(t) if t > now => { "open until " (utc(t / 1000)) " (" ((t - now) / 60_000) " min left): a requeue funds the escrow again and renders what is left; hold-backs are released then" }
+                            Some(t) => { "closed at " (utc(t / 1000)) "; hold-backs are being released" }
+                            None => { "closed: the work that passed is paid in full" }
+                        }
+                    }
+                } @else {
                 dt { "Dispute window" } dd #dispute-window {
                     @match p.release_at_ms {
                         Some(t) if t > now => { "open until " (utc(t / 1000)) " (" ((t - now) / 60_000) " min left); hold-backs are released then" }
@@ -733,8 +757,9 @@ fn job_live_body(d: &Detail, frame: u32, viewer: &Viewer) -> Markup {
                         None => { "opens when the job is done (" (m.challenge_window_secs) " s)" }
                     }
                 }
+                }
             }
-            (controls(d, viewer))
+            (controls(d, viewer, now))
             section #outcome {}
             @if m.frame_end > m.frame_start {
                 nav.frames { "Frame: "
