@@ -379,6 +379,15 @@ pub struct CoordinatorArgs {
     /// calibrated defaults.
     #[arg(long, value_name = "FILE")]
     pub tolerance: Option<PathBuf>,
+    /// Deliver clients' webhooks to internal addresses too (loopback, private and
+    /// link-local networks), for receivers on the farm's own network. Off by default, so
+    /// that a client's webhook cannot make the coordinator reach into its network.
+    #[arg(long)]
+    pub webhook_allow_internal: bool,
+    /// A PEM file of root certificates trusted for https webhook receivers besides the
+    /// system's (a studio's own certificate authority).
+    #[arg(long, value_name = "FILE")]
+    pub webhook_ca: Option<PathBuf>,
     /// A client's deposit to dispute a job, percent of the job's price.
     #[arg(long)]
     pub dispute_deposit_pct: Option<u32>,
@@ -511,7 +520,15 @@ pub fn coordinator(a: CoordinatorArgs, print: bool) -> Result<bool> {
             .session_ttl_secs
             .map_or(d.session_ttl, Duration::from_secs),
         retention: a.retention_secs.map_or(d.retention, Duration::from_secs),
-        webhooks: d.webhooks.clone(),
+        webhooks: tessera_coordinator::daemon::webhooks::WebhookConfig {
+            allow_internal: a.webhook_allow_internal || d.webhooks.allow_internal,
+            extra_roots_pem: match &a.webhook_ca {
+                Some(path) => vec![tessera_coordinator::daemon::webhooks::read_root_pem(path)
+                    .map_err(usage_error)?],
+                None => d.webhooks.extra_roots_pem.clone(),
+            },
+            ..d.webhooks.clone()
+        },
     };
     check_config(&cfg).map_err(usage_error)?;
     let settings = DaemonSettings::new(&cfg);

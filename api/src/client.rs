@@ -175,7 +175,8 @@ impl Session {
 impl ApiClient {
     /// A client of the coordinator at `base_url` (`http://host:port`, with or without a
     /// trailing slash or a path prefix), sending `token` as `Authorization: Bearer` when
-    /// set. Plain http only: this build has no TLS backend.
+    /// set. `http://` or `https://` (a coordinator behind a TLS-terminating proxy; the
+    /// system's root certificates are trusted).
     pub fn new(base_url: &str, token: Option<String>) -> Result<Self, ApiClientError> {
         let base = base_url.trim_end_matches('/').to_string();
         let bad = |reason: &str| ApiClientError::BadUrl {
@@ -183,14 +184,13 @@ impl ApiClient {
             reason: reason.to_string(),
         };
         let url = reqwest::Url::parse(&base).map_err(|e| bad(&e.to_string()))?;
-        if url.scheme() != "http" {
-            // No TLS backend is built in: put a TLS-terminating proxy in front.
-            return Err(bad("scheme must be http (this build has no TLS)"));
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("scheme must be http or https"));
         }
         if url.query().is_some() || url.fragment().is_some() {
             return Err(bad("must not have a query or fragment"));
         }
-        let http = reqwest::Client::builder()
+        let http = http_client_builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
             .build()
@@ -834,6 +834,24 @@ async fn file_has_hash(path: &Path, hash: &str) -> Result<bool, ApiClientError> 
             source: std::io::Error::other(format!("hashing task failed: {e}")),
         }),
     }
+}
+
+/// A reqwest client builder whose TLS (rustls) has its crypto provider, ring, installed
+/// for the process: every reqwest client of the workspace is built from one (a client
+/// built otherwise would find no provider). TLS verifies servers against the system's
+/// root certificates.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        // Err: another provider was installed first; reqwest uses that one. rustls
+        // deprecates ring's provider for lacking post-quantum key exchange; aws-lc, which
+        // has it, needs cmake to build, and classical TLS 1.2/1.3 is what receivers and
+        // proxies speak today.
+        #[allow(deprecated)]
+        let provider = rustls::crypto::ring::default_provider();
+        let _ = provider.install_default();
+    });
+    reqwest::Client::builder()
 }
 
 #[cfg(test)]

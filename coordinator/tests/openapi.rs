@@ -300,7 +300,7 @@ async fn every_route_answers_what_the_openapi_document_says() {
     let data = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let url = start_farm(data.path(), &stop).await;
-    let http = reqwest::Client::builder()
+    let http = tessera_api::client::http_client_builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();

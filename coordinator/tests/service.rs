@@ -1122,3 +1122,35 @@ fn job_control_withdraws_unsent_tasks_orders_them_by_priority_and_cancels_with_a
         Err(ServiceError::Unavailable(why)) if why.contains("cancelled")
     ));
 }
+
+#[test]
+fn the_event_log_of_jobs_that_ended_before_a_time_is_pruned_and_no_other() {
+    let f = Farm::new();
+    f.register(&key(1), "node");
+    f.register(&key(2), "verifier");
+    let running = f.submit();
+    let cancelled = f.submit();
+    let events = |job: &str| {
+        f.svc
+            .store()
+            .events_after(None, Some(job), 0, 10_000)
+            .unwrap()
+            .len()
+    };
+    let before = events(&running);
+    f.svc
+        .control("studio", &cancelled, Control::Cancel, f.now)
+        .unwrap();
+    let ended = events(&cancelled);
+    assert!(ended > 0, "the cancel is in the log");
+    // The store stamps a job's end with the wall clock.
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert_eq!(f.svc.store().prune_events(wall - 3_600_000).unwrap(), 0);
+    assert_eq!(events(&cancelled), ended);
+    assert_eq!(f.svc.store().prune_events(wall + 60_000).unwrap(), ended);
+    assert_eq!(events(&cancelled), 0);
+    assert_eq!(events(&running), before, "a running job keeps its log");
+}

@@ -153,6 +153,8 @@ fn quick() -> WebhookConfig {
         max_attempts: 10_000,
         concurrency: 4,
         poll_every: Duration::from_millis(10),
+        // The test's receivers listen on 127.0.0.1.
+        allow_internal: true,
         ..WebhookConfig::default()
     }
 }
@@ -517,7 +519,7 @@ async fn the_api_checks_fields_hides_secrets_keeps_clients_apart_and_its_task_de
         assert_eq!(status, 422, "{req:?}: {message}");
         assert!(message.starts_with(field), "{req:?}: {message}");
     }
-    let http = reqwest::Client::new();
+    let http = tessera_api::client::http_client_builder().build().unwrap();
     let missing = http
         .post(format!("{base}/v1/webhooks"))
         .bearer_auth(STUDIO_TOKEN)
@@ -714,4 +716,232 @@ async fn a_receiver_that_never_answers_does_not_hold_up_another_hooks_deliveries
     let rows = store.webhook_deliveries(&good.id).unwrap();
     assert!(rows[0].delivered_ms.is_some(), "{rows:?}");
     drop(silent);
+}
+
+/// A certificate authority of the studio's own and a receiver certificate it issued for
+/// `localhost`: (the authority's PEM, the receiver's TLS acceptor).
+fn studio_tls() -> (String, tokio_rustls::TlsAcceptor) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "studio test authority");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    #[allow(deprecated)] // the provider the coordinator's client uses
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+}
+
+/// Serve a receiver over TLS on `listener` until `stop`.
+fn serve_tls_receiver(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    receiver: Arc<Receiver>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new()
+        .route("/{*path}", axum::routing::post(receive))
+        .with_state(receiver);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                () = stop.cancelled() => return,
+                a = listener.accept() => a.unwrap(),
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(tls),
+                        hyper_util::service::TowerToHyperService::new(app),
+                    )
+                    .await;
+            });
+        }
+    })
+}
+
+/// Deliveries go to https receivers (verified against the system's roots and the
+/// operator's extra ones); a hook on an internal address, given as an IP or as a name that
+/// resolves to one, is never connected to unless the operator allows internal addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_receivers_are_delivered_to_and_internal_addresses_only_when_allowed() {
+    let mut f = Farm::new();
+    // Deliveries are stamped with the farm's clock and pruned by the wall clock's.
+    f.now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (ca_pem, acceptor) = studio_tls();
+    let tls_rx = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_rx = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (tls_port, plain_port) = (
+        tls_rx.local_addr().unwrap().port(),
+        plain_rx.local_addr().unwrap().port(),
+    );
+    let (tls_got, plain_got) = (Arc::new(Receiver::default()), Arc::new(Receiver::default()));
+    let stop = CancellationToken::new();
+    let servers = [
+        serve_tls_receiver(tls_rx, acceptor, tls_got.clone(), stop.clone()),
+        serve_receiver(plain_rx, plain_got.clone(), stop.clone()),
+    ];
+    let store = f.svc.store();
+    let add = |url: String| {
+        webhooks::add(
+            store,
+            "studio",
+            &hook_request(url, STUDIO_SECRET, &["job.cancelled"]),
+            f.now,
+        )
+        .unwrap()
+        .id
+    };
+    let tls = add(format!("https://localhost:{tls_port}/tls"));
+    let literal = add(format!("http://127.0.0.1:{plain_port}/literal"));
+    let named = add(format!("http://localhost:{plain_port}/named"));
+    f.register(&key(1), "node");
+    f.register(&key(2), "verifier");
+    let job = f.submit();
+    f.svc
+        .control("studio", &job, Control::Cancel, f.now)
+        .unwrap();
+    let reader = Store::open(&f.db).unwrap();
+    let row = |hook: &str| reader.webhook_deliveries(hook).unwrap().pop().unwrap();
+
+    // The default: internal addresses refused. The literal one is given up at once; the
+    // names are tried again later (their addresses may change), never connected to.
+    let roots = vec![ca_pem.clone().into_bytes()];
+    let strict = WebhookConfig {
+        allow_internal: false,
+        extra_roots_pem: roots.clone(),
+        ..quick()
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(webhooks::run(
+        OwnStore::new(Store::open(&f.db).unwrap()),
+        strict,
+        shutdown.clone(),
+    ));
+    wait_for("the internal hooks to be refused", || {
+        [&tls, &literal, &named]
+            .iter()
+            .all(|h| row(h).attempts >= 2 || row(h).next_at_ms.is_none())
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap();
+    let given_up = row(&literal);
+    assert_eq!((given_up.attempts, given_up.next_at_ms), (1, None));
+    assert!(
+        given_up
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("internal address"),
+        "{given_up:?}"
+    );
+    for hook in [&tls, &named] {
+        let r = row(hook);
+        assert!(r.delivered_ms.is_none() && r.next_at_ms.is_some(), "{r:?}");
+        assert!(
+            r.last_error
+                .as_deref()
+                .unwrap()
+                .contains("resolves only to internal addresses"),
+            "{r:?}"
+        );
+    }
+    assert!(tls_got.got.lock().unwrap().is_empty());
+    assert!(plain_got.got.lock().unwrap().is_empty());
+
+    // Allowed, without the studio's authority: the https receiver's certificate is not
+    // trusted, so nothing reaches it.
+    let untrusted = WebhookConfig {
+        allow_internal: true,
+        ..quick()
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(webhooks::run(
+        OwnStore::new(Store::open(&f.db).unwrap()),
+        untrusted,
+        shutdown.clone(),
+    ));
+    wait_for("the named hook to be delivered", || {
+        row(&named).delivered_ms.is_some()
+    })
+    .await;
+    wait_for("a failed TLS attempt", || {
+        row(&tls)
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("certificate"))
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap();
+    assert!(tls_got.got.lock().unwrap().is_empty());
+
+    // Allowed, with the authority: delivered over TLS, signed.
+    let trusting = WebhookConfig {
+        allow_internal: true,
+        extra_roots_pem: roots,
+        ..quick()
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(webhooks::run(
+        OwnStore::new(Store::open(&f.db).unwrap()),
+        trusting,
+        shutdown.clone(),
+    ));
+    wait_for("the https hook to be delivered", || {
+        row(&tls).delivered_ms.is_some()
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap();
+    stop.cancel();
+    for s in servers {
+        s.await.unwrap();
+    }
+    let tls_got = tls_got.got.lock().unwrap().clone();
+    assert_eq!(tls_got.len(), 1);
+    assert_eq!(
+        (tls_got[0].path.as_str(), tls_got[0].event.as_str()),
+        ("tls", "job.cancelled")
+    );
+    assert!(signed_by(
+        STUDIO_SECRET,
+        &tls_got[0].signature,
+        &tls_got[0].body
+    ));
+    let plain: Vec<String> = plain_got
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|g| g.path.clone())
+        .collect();
+    assert_eq!(
+        plain,
+        ["named"],
+        "the given-up literal hook is never sent again"
+    );
+    assert_eq!(row(&literal).attempts, 1);
 }

@@ -669,9 +669,9 @@ const GC_EVERY: Duration = Duration::from_secs(600);
 
 /// Collect what no job needs any more, every [`GC_EVERY`] (and at start): blobs not
 /// used for `retention` and listed by no job that is running or ended less than
-/// `challenge_window + retention` ago (it may still be disputed and rendered again), and
-/// exported bundles and frames older than `retention` (they are exported again on
-/// request). A blob's record and file go together under the service lock, so an upload
+/// `challenge_window + retention` ago (it may still be disputed and rendered again), the
+/// dashboard's event log of jobs that ended before that, and exported bundles and frames
+/// older than `retention` (they are exported again on request). A blob's record and file go together under the service lock, so an upload
 /// or submission in progress never loses a file it just stored or checked.
 async fn collect_garbage(
     shared: Arc<Shared>,
@@ -686,17 +686,20 @@ async fn collect_garbage(
         let ended_after = now.saturating_sub((retention + challenge_window).as_millis() as u64);
         let blobs = data_dir.join("blobs");
         let collected = shared
-            .with_quiet(move |s| -> Result<usize, crate::store::StoreError> {
-                let gone = s.store().collect_blobs(unused_before, ended_after)?;
-                for hash in &gone {
-                    let _ = std::fs::remove_file(blobs.join(hash));
-                }
-                Ok(gone.len())
-            })
+            .with_quiet(
+                move |s| -> Result<(usize, usize), crate::store::StoreError> {
+                    let gone = s.store().collect_blobs(unused_before, ended_after)?;
+                    for hash in &gone {
+                        let _ = std::fs::remove_file(blobs.join(hash));
+                    }
+                    let events = s.store().prune_events(ended_after)?;
+                    Ok((gone.len(), events))
+                },
+            )
             .await;
         match collected {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(blobs = n, "garbage collected"),
+            Ok((0, 0)) => {}
+            Ok((blobs, events)) => tracing::info!(blobs, events, "garbage collected"),
             Err(e) => tracing::warn!("garbage collection: {e}"),
         }
         let exports = data_dir.join("exports");

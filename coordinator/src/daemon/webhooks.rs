@@ -51,7 +51,7 @@ fn invalid(m: impl Into<String>) -> ServiceError {
     ServiceError::Invalid(m.into())
 }
 
-/// Check a webhook request: an `http://` URL with a host and no credentials, within
+/// Check a webhook request: an `http://` or `https://` URL with a host and no credentials, within
 /// [`MAX_URL_BYTES`]; a secret of [`MIN_SECRET_BYTES`] to [`MAX_SECRET_BYTES`] bytes
 /// without control characters; one or more events, each from [`WEBHOOK_EVENTS`]. The
 /// error names the field. Returns the URL as it is kept and the events without repeats.
@@ -99,17 +99,10 @@ pub fn check_url(url: &str) -> Result<String, ServiceError> {
     let shown: String = url.chars().take(128).collect();
     let parsed = reqwest::Url::parse(url).map_err(|e| invalid(format!("url: {shown:?}: {e}")))?;
     match parsed.scheme() {
-        "http" => {}
-        // The coordinator is built without a TLS backend (as its API is served): a hook
-        // behind https would fail on every delivery, so it is refused now.
-        "https" => {
-            return Err(invalid(format!(
-                "url: {shown:?}: https is not supported by this coordinator (it has no TLS backend); give an http:// URL, e.g. of a forwarder on the receiver's network"
-            )))
-        }
+        "http" | "https" => {}
         other => {
             return Err(invalid(format!(
-                "url: {shown:?}: scheme {other:?}; only http:// URLs are delivered to"
+                "url: {shown:?}: scheme {other:?}; only http:// and https:// URLs are delivered to"
             )))
         }
     }
@@ -340,6 +333,14 @@ pub struct WebhookConfig {
     /// Finished deliveries (delivered or given up) are removed this long after they
     /// were queued.
     pub retention: Duration,
+    /// Deliver to internal addresses too (loopback, private, link-local, ...; see
+    /// [`is_internal`]): for a farm whose receivers are on its own network. Off by
+    /// default, so that a client's webhook cannot make the coordinator POST into the
+    /// network it runs in (the broker's management API, a cloud metadata service).
+    pub allow_internal: bool,
+    /// Root certificates (PEM) trusted for https receivers besides the system's (a
+    /// studio's own certificate authority).
+    pub extra_roots_pem: Vec<Vec<u8>>,
 }
 
 impl Default for WebhookConfig {
@@ -354,6 +355,8 @@ impl Default for WebhookConfig {
             concurrency: 8,
             poll_every: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 86_400),
+            allow_internal: false,
+            extra_roots_pem: Vec::new(),
         }
     }
 }
@@ -374,6 +377,45 @@ impl WebhookConfig {
         (1..self.max_attempts.max(1))
             .map(|n| self.retry_after(n))
             .sum()
+    }
+}
+
+/// Why a file of root certificates (`--webhook-ca`) was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum RootsFileError {
+    /// It could not be read.
+    #[error("--webhook-ca {path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It holds no PEM certificate, or a broken one.
+    #[error("--webhook-ca {path}: {reason}")]
+    NotPem {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Read a PEM file of root certificates for [`WebhookConfig::extra_roots_pem`]: an error
+/// names the file and what is wrong with it (unreadable, or no certificate in it).
+pub fn read_root_pem(path: &std::path::Path) -> Result<Vec<u8>, RootsFileError> {
+    let pem = std::fs::read(path).map_err(|source| RootsFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let not_pem = |reason: String| RootsFileError::NotPem {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(pem),
+        Ok(_) => Err(not_pem("no PEM certificate in it".into())),
+        Err(e) => Err(not_pem(format!("not PEM certificates: {e}"))),
     }
 }
 
@@ -460,13 +502,103 @@ pub enum DeliveryError {
     Status(u16),
 }
 
-/// POST one delivery, signed now.
-async fn post(http: &reqwest::Client, d: &DueDelivery) -> Result<(), DeliveryError> {
+/// Whether `ip` is an address a client's webhook may not reach unless the operator
+/// allows it ([`WebhookConfig::allow_internal`]): unspecified, loopback, private
+/// (RFC 1918, unique local `fc00::/7`), link-local (`169.254/16`, where cloud metadata
+/// services answer, and `fe80::/10`), shared (`100.64/10`), benchmarking, documentation,
+/// reserved, broadcast and multicast addresses, and IPv6 addresses that embed one
+/// (IPv4-mapped, NAT64).
+pub fn is_internal(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
+                || o[0] >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            if s[0] == 0x64 && s[1] == 0xff9b {
+                let o = v6.octets();
+                return is_internal(IpAddr::V4(std::net::Ipv4Addr::new(
+                    o[12], o[13], o[14], o[15],
+                )));
+            }
+            v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+        }
+    }
+}
+
+/// The delivery client's resolver when internal addresses are not allowed: a host's
+/// internal addresses are dropped, and a host with nothing else is an error naming it,
+/// so a name that resolves (or is rebound) to an internal address is never connected to.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let all: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> = all
+                .iter()
+                .copied()
+                .filter(|a| !is_internal(a.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(format!(
+                    "{host} resolves only to internal addresses ({}), which webhooks are not delivered to",
+                    all.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ")
+                )
+                .into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// POST one delivery, signed now; an internal address is refused unless `allow_internal`
+/// (a name is checked as it resolves, by [`PublicOnly`]).
+async fn post(
+    http: &reqwest::Client,
+    d: &DueDelivery,
+    allow_internal: bool,
+) -> Result<(), DeliveryError> {
     let url = reqwest::Url::parse(&d.url)
         .map_err(|e| DeliveryError::Refused(format!("url {:?}: {e}", d.url)))?;
-    if url.scheme() != "http" {
+    if !matches!(url.scheme(), "http" | "https") {
         return Err(DeliveryError::Refused(format!(
-            "url {:?}: only http:// URLs are delivered to",
+            "url {:?}: only http:// and https:// URLs are delivered to",
+            d.url
+        )));
+    }
+    let literal = url.host_str().and_then(|h| {
+        h.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .ok()
+    });
+    if let Some(ip) = literal.filter(|ip| !allow_internal && is_internal(*ip)) {
+        return Err(DeliveryError::Refused(format!(
+            "url {:?}: {ip} is an internal address, which webhooks are not delivered to (the coordinator's operator may allow them: --webhook-allow-internal)",
             d.url
         )));
     }
@@ -553,13 +685,25 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// flight (and [`PER_HOOK`] to one hook), each read from and recorded in `store` in short calls. A delivery in flight
 /// when `shutdown` comes is dropped unrecorded, so it is sent again after a restart.
 pub async fn run<S: DeliveryStore>(store: S, cfg: WebhookConfig, shutdown: CancellationToken) {
-    let http = match reqwest::Client::builder()
+    let mut roots = Vec::new();
+    for pem in &cfg.extra_roots_pem {
+        match reqwest::Certificate::from_pem_bundle(pem) {
+            Ok(certs) => roots.extend(certs),
+            Err(e) => {
+                tracing::error!("webhooks: a root certificate file is not PEM, left out: {e}")
+            }
+        }
+    }
+    let mut builder = tessera_api::client::http_client_builder()
         .timeout(cfg.timeout)
         .connect_timeout(cfg.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tessera-coordinator/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+        .tls_certs_merge(roots);
+    if !cfg.allow_internal {
+        builder = builder.dns_resolver(Arc::new(PublicOnly));
+    }
+    let http = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("webhooks: no HTTP client, nothing will be delivered: {e}");
@@ -628,8 +772,9 @@ pub async fn run<S: DeliveryStore>(store: S, cfg: WebhookConfig, shutdown: Cance
         for d in fresh {
             in_flight.insert(d.id.clone(), d.hook_id.clone());
             let http = http.clone();
+            let allow_internal = cfg.allow_internal;
             posts.spawn(async move {
-                let outcome = post(&http, &d).await;
+                let outcome = post(&http, &d, allow_internal).await;
                 (d, outcome)
             });
         }
@@ -689,7 +834,6 @@ mod tests {
         for url in [
             "ftp://example.com/hook",
             "file:///etc/passwd",
-            "https://example.com/hook",
             "http://user:pw@example.com/hook",
             "http://user@example.com/hook",
             "not a url",
@@ -719,5 +863,49 @@ mod tests {
         .unwrap();
         assert_eq!(url, "http://127.0.0.1:9/h?x=1");
         assert_eq!(events, ["job.done", "job.failed"]);
+        let (url, _) =
+            check_request(&req("https://hooks.example.com/t", secret, &["job.done"])).unwrap();
+        assert_eq!(url, "https://hooks.example.com/t");
+    }
+
+    #[test]
+    fn internal_addresses_are_told_from_public_ones() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "198.18.0.1",
+            "192.0.0.8",
+            "192.0.2.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "::",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip} is internal");
+        }
+        for ip in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "100.128.0.1",
+            "172.32.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip} is public");
+        }
     }
 }

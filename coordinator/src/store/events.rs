@@ -172,11 +172,16 @@ impl Store {
         self.sql(r)
     }
 
-    /// Forget the events of job `job` (when the job itself is collected).
-    pub fn delete_job_events(&self, job: &str) -> Result<usize, StoreError> {
-        let r = self
-            .conn()
-            .execute("DELETE FROM events WHERE job_id = ?1", params![job]);
+    /// Forget the events of jobs that ended before `ended_before_ms` (a job that runs
+    /// again, requeued or disputed, has not ended); returns how many were removed. A
+    /// dashboard that reconnects later with an older `Last-Event-ID` misses only what
+    /// such jobs did, which their pages show from the jobs themselves.
+    pub fn prune_events(&self, ended_before_ms: u64) -> Result<usize, StoreError> {
+        let r = self.conn().execute(
+            "DELETE FROM events WHERE job_id IN \
+             (SELECT job_id FROM jobs WHERE ended_ms IS NOT NULL AND ended_ms < ?1)",
+            params![ended_before_ms.min(i64::MAX as u64) as i64],
+        );
         self.sql(r)
     }
 }
