@@ -688,7 +688,8 @@ pub struct Progress {
     pub tiles_verified: u32,
     /// Why it failed.
     pub error: Option<String>,
-    /// When its hold-backs are released (a done job inside its challenge window).
+    /// When its hold-backs are released (a done job inside its challenge window, or a
+    /// failed one inside the window in which its client may requeue it).
     pub release_at_ms: Option<u64>,
 }
 
@@ -2223,7 +2224,8 @@ impl Job {
         self.failures.clear();
         let convicted = self.convicted.clone();
         self.blocked.retain(|n| convicted.contains(n));
-        if self.eligible_nodes(ctx, None, false).is_empty() {
+        let renders = !stopped.pending.is_empty() || !stopped.tasks.is_empty();
+        if renders && self.eligible_nodes(ctx, None, false).is_empty() {
             self.blocked = blocked_before;
             self.failures = failures_before;
             return Handled::Refused(format!(

@@ -462,7 +462,7 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
 
     // Requeues after failures: each refunded the escrow left and funded it again.
     if !b.requeues.is_empty() {
-        r.record("requeues", audit_requeues(b, &coord, &mut outcomes));
+        audit_requeues(&mut r, b, &coord, &mut outcomes);
     }
 
     // Payments.
@@ -963,38 +963,44 @@ fn audit_dispute(
 
 /// The client's requeues of the job after failures: each signed by the coordinator for
 /// this job and its client, numbered from 1, naming a round of the bundle. Each adds its
-/// refund and escrow to the transfers the rules call for.
+/// refund and escrow to the transfers the rules call for (`events`); the first bad one
+/// fails the check and adds nothing more.
 fn audit_requeues(
+    r: &mut AuditReport,
     b: &ProofBundle,
     coord: &PublicKey,
     events: &mut Vec<Event>,
-) -> Result<String, String> {
+) {
     let m = &b.manifest.statement;
     let mut refunded = 0u64;
     for (i, q) in b.requeues.iter().enumerate() {
         let s = &q.statement;
         let what = format!("requeue {}", i + 1);
-        q.verify().map_err(|e| format!("{what}: {e}"))?;
-        if q.signer != *coord || s.job_id != m.job_id {
-            return Err(format!(
+        let wrong = if let Err(e) = q.verify() {
+            Some(format!("{what}: {e}"))
+        } else if q.signer != *coord || s.job_id != m.job_id {
+            Some(format!(
                 "{what}: not signed by the coordinator for this job"
-            ));
-        }
-        if s.client != m.client {
-            return Err(format!(
+            ))
+        } else if s.client != m.client {
+            Some(format!(
                 "{what}: made by {:?}, the job's client is {:?}",
                 s.client, m.client
-            ));
-        }
-        if s.requeue as usize != i + 1 {
-            return Err(format!("{what}: says it is requeue {}", s.requeue));
-        }
-        if s.failed_in_round as usize >= b.rounds.len() {
-            return Err(format!(
+            ))
+        } else if s.requeue as usize != i + 1 {
+            Some(format!("{what}: says it is requeue {}", s.requeue))
+        } else if s.failed_in_round as usize >= b.rounds.len() {
+            Some(format!(
                 "{what}: failed in round {}; the bundle has {} rounds",
                 s.failed_in_round,
                 b.rounds.len()
-            ));
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = wrong {
+            r.fail("requeues", why);
+            return;
         }
         refunded = refunded.saturating_add(s.refunded);
         events.push(Event::Requeued {
@@ -1002,10 +1008,13 @@ fn audit_requeues(
             refunded: s.refunded,
         });
     }
-    Ok(format!(
-        "{} requeues after failures, signed by the coordinator: {refunded} µcr refunded and put in escrow again",
-        b.requeues.len()
-    ))
+    r.pass(
+        "requeues",
+        format!(
+            "{} requeues after failures, signed by the coordinator: {refunded} µcr refunded and put in escrow again",
+            b.requeues.len()
+        ),
+    );
 }
 
 /// Check a decoded frame (canonical RGBA16F bytes, row-major, `width × height`) against the
