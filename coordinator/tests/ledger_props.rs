@@ -1011,8 +1011,7 @@ impl World {
                 let refund = Snapshot::read(&self.db)
                     .transfers
                     .iter()
-                    .filter(|t| t.job.as_deref() == Some(id.as_str()) && t.kind == "refund")
-                    .last()
+                    .rfind(|t| t.job.as_deref() == Some(id.as_str()) && t.kind == "refund")
                     .map_or(0, |t| t.amount);
                 let now = self.f.svc.store().balance(&escrow).unwrap();
                 if now != refund {
