@@ -16,6 +16,7 @@ Environment: TESSERA_BIN (the `tessera` binary; default target/release/tessera),
 TESSERA_AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f).
 """
 
+import atexit
 import json
 import os
 import secrets
@@ -31,6 +32,7 @@ import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix="tessera-blender-user-")
+atexit.register(shutil.rmtree, os.environ["BLENDER_USER_RESOURCES"], True)
 
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
@@ -43,6 +45,7 @@ VERIFIER = "blender-verifier-token-0123456789"
 
 def install_addon():
     out = tempfile.mkdtemp(prefix="tessera-addon-")
+    atexit.register(shutil.rmtree, out, True)
     zip_path = subprocess.run(
         ["bash", os.path.join(ROOT, "scripts", "blender-addon.sh"), out],
         check=True,
@@ -434,6 +437,7 @@ class AgainstAFarm(unittest.TestCase):
 
     def run_job(self, farm):
         work = tempfile.mkdtemp(prefix="tessera-blender-job-")
+        self.addCleanup(shutil.rmtree, work, True)
         scene = renderable_scene(work)
         bpy.context.preferences.system.use_online_access = True
         self.assertTrue(bpy.app.online_access)
