@@ -355,6 +355,10 @@ class Preflight(unittest.TestCase):
             self.assertEqual([round(c, 4) for c in got["color"]], [0.05, 0.07, 0.1])
             self.assertIn("KHR_lights_punctual", doc["extensionsUsed"])
             self.assertEqual(len(doc["animations"]), 1)
+            # Blender frame F is at F / fps seconds, as Tessera's frame F: the frames
+            # submitted are the scene's own numbers.
+            times = doc["accessors"][doc["animations"][0]["samplers"][0]["input"]]
+            self.assertEqual((times["min"], times["max"]), ([0.0], [2 / 24]))
             self.assertNotIn("KHR_draco_mesh_compression", doc.get("extensionsUsed", []))
             self.assertNotIn("tessera_environment", bpy.context.scene.keys(), "the scene is left as it was")
             # The panel's own state neither travels in the file nor is lost.

@@ -243,7 +243,7 @@ class TESSERA_OT_fetch_frames(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         s = context.scene.tessera
-        return not s.busy and s.job_id and s.job_state == "done"
+        return not s.busy and bool(s.job_id) and s.job_state == "done"
 
     def execute(self, context):
         refusal = online_refusal()
