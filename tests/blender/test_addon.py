@@ -464,6 +464,12 @@ class AgainstAFarm(unittest.TestCase):
         pump(lambda: not s.busy, "the second estimate", 120)
         self.assertIn("Uploaded 0 of 1 files", s.status)
         folder = addon().worker.exported(scene.name)
+        # Submit sends what was estimated: a changed setting needs a new estimate.
+        self.assertTrue(bpy.ops.tessera.submit.poll())
+        s.tier = "economy"
+        self.assertFalse(bpy.ops.tessera.submit.poll())
+        s.tier = "priority"
+        self.assertTrue(bpy.ops.tessera.submit.poll())
         self.assertEqual(bpy.ops.tessera.submit(), {"FINISHED"})
         pump(lambda: s.job_state in ("done", "failed", "cancelled"), "the job", 300)
         self.assertEqual(s.job_state, "done", s.error)

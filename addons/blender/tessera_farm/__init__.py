@@ -120,6 +120,19 @@ def render_settings(scene):
     }
 
 
+def estimate_is_current(scene):
+    """Whether the estimated job is still what the panel asks for (settings, frames, tier):
+    Submit sends exactly the estimated body, so a changed setting needs a new estimate."""
+    body = worker.prepared(scene.name)
+    if body is None:
+        return False
+    try:
+        now = client.submission(body["scene"]["entry"], body["scene"]["files"], render_settings(scene), *frames_of(scene), scene.tessera.tier)
+    except client.TesseraError:
+        return False
+    return now == body
+
+
 def online_refusal():
     """The message that refuses network use while online access is off, else None."""
     if not bpy.app.online_access:
@@ -215,7 +228,7 @@ class TESSERA_OT_submit(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         s = context.scene.tessera
-        return not s.busy and worker.prepared(context.scene.name) is not None
+        return not s.busy and estimate_is_current(context.scene)
 
     def execute(self, context):
         refusal = online_refusal()
@@ -329,6 +342,8 @@ class TESSERA_PT_panel(bpy.types.Panel):
         layout.operator("tessera.estimate", icon="FUND")
         if s.estimate_text:
             layout.label(text=s.estimate_text)
+        if worker.prepared(scene.name) is not None and not estimate_is_current(scene):
+            layout.label(text="Settings changed since the estimate: estimate again", icon="ERROR")
         layout.operator("tessera.submit", icon="RENDER_ANIMATION")
         if s.status:
             layout.label(text=s.status)
