@@ -474,6 +474,11 @@ class AgainstAFarm(unittest.TestCase):
         pump(lambda: s.job_state in ("done", "failed", "cancelled"), "the job", 300)
         self.assertEqual(s.job_state, "done", s.error)
         self.assertEqual(s.progress, 1.0)
+        # Following again (as after a restart) reads the same state.
+        s.job_state, s.progress = "", 0.0
+        self.assertEqual(bpy.ops.tessera.refresh(), {"FINISHED"})
+        pump(lambda: s.job_state == "done", "following again", 60)
+        self.assertEqual(s.progress, 1.0)
         self.assertEqual(bpy.ops.tessera.fetch_frames(), {"FINISHED"})
         pump(lambda: not s.busy, "fetching frames", 120)
         job = s.job_id

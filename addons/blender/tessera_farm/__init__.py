@@ -275,6 +275,31 @@ class TESSERA_OT_fetch_frames(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class TESSERA_OT_refresh(bpy.types.Operator):
+    """Follow the job's progress again (after Blender was restarted, say)"""
+
+    bl_idname = "tessera.refresh"
+    bl_label = "Refresh"
+
+    @classmethod
+    def poll(cls, context):
+        return bool(context.scene.tessera.job_id)
+
+    def execute(self, context):
+        refusal = online_refusal()
+        if refusal:
+            self.report({"ERROR"}, refusal)
+            return {"CANCELLED"}
+        try:
+            api = connect(context)
+        except client.TesseraError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        context.scene.tessera.error = ""
+        worker.start_follow(context.scene.name, api, context.scene.tessera.job_id)
+        return {"FINISHED"}
+
+
 class TESSERA_OT_open_dashboard(bpy.types.Operator):
     """Open the job's page in the coordinator's dashboard"""
 
@@ -353,6 +378,7 @@ class TESSERA_PT_panel(bpy.types.Panel):
             layout.label(text=f"Job {s.job_id[:12]}: {s.job_state}")
             layout.prop(s, "progress", text="Verified")
             row = layout.row()
+            row.operator("tessera.refresh", icon="FILE_REFRESH")
             row.operator("tessera.fetch_frames", icon="IMAGE_DATA")
             row.operator("tessera.open_dashboard", icon="URL")
 
@@ -364,6 +390,7 @@ CLASSES = (
     TESSERA_OT_estimate,
     TESSERA_OT_submit,
     TESSERA_OT_fetch_frames,
+    TESSERA_OT_refresh,
     TESSERA_OT_open_dashboard,
     TESSERA_PT_panel,
 )
