@@ -401,6 +401,53 @@ class Preflight(unittest.TestCase):
             self.assertIn("only .hdr and .exr", findings[0][2])
 
 
+class FakeLayout:
+    """Records what a panel draws (bpy as a module has no UI to draw into)."""
+
+    def __init__(self, lines):
+        self.lines = lines
+
+    def prop(self, data, name, **kw):
+        assert hasattr(data, name), name
+        self.lines.append(f"prop {name}")
+
+    def label(self, text="", icon="NONE"):
+        self.lines.append(f"label {text}")
+
+    def operator(self, idname, **kw):
+        category, name = idname.split(".")
+        assert hasattr(getattr(bpy.ops, category), name), idname
+        self.lines.append(f"operator {idname}")
+
+    def row(self, **kw):
+        return self
+
+    def column(self, **kw):
+        return self
+
+    def box(self):
+        return self
+
+
+class Panel(unittest.TestCase):
+    def test_the_panel_shows_the_settings_the_findings_and_the_job(self):
+        with tempfile.TemporaryDirectory() as d:
+            scene = unsupported_scene(d)
+            bpy.ops.tessera.preflight()
+            s = scene.tessera
+            s.job_id, s.job_state = "ab" * 16, "rendering"
+            lines = []
+            panel = addon().TESSERA_PT_panel
+            panel.draw(type("P", (), {"layout": FakeLayout(lines)})(), bpy.context)
+            text = "\n".join(lines)
+            self.assertIn("label 48x32, 4 samples, 2 bounces (from Cycles)", lines)
+            self.assertIn("label Frames 0-2", lines)
+            self.assertIn("object 'softbox': area lights", text)
+            for op in ("preflight", "estimate", "submit", "refresh", "fetch_frames", "open_dashboard"):
+                self.assertIn(f"operator tessera.{op}", lines)
+            self.assertIn(f"label Job {'ab' * 6}: rendering", lines)
+
+
 class Offline(unittest.TestCase):
     def test_nothing_goes_online_while_online_access_is_off(self):
         with tempfile.TemporaryDirectory() as d:
