@@ -116,6 +116,24 @@ pub struct JobAccepted {
     pub scene_hash: String,
 }
 
+/// `POST /v1/jobs/estimate` answer: what `POST /v1/jobs` with the same body would take
+/// into escrow, computed on the manifest the coordinator would sign.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct JobEstimate {
+    /// The escrow in micro-credits (`tessera_protocol::rules::job_price`).
+    pub price_micro: u64,
+    /// The tier's name.
+    pub tier: String,
+    /// The tile edge in pixels the job would use.
+    pub tile_size: u32,
+    /// Tiles over all frames.
+    pub tiles: u64,
+    /// Frames.
+    pub frames: u32,
+    /// The scene content hash, hex (as `JobAccepted::scene_hash`).
+    pub scene_hash: String,
+}
+
 /// The job control actions of `POST /v1/jobs/control` and `POST /v1/jobs/{id}/{action}`.
 pub const CONTROL_ACTIONS: [&str; 5] = ["cancel", "pause", "resume", "requeue", "priority"];
 

@@ -455,6 +455,47 @@ async fn every_route_answers_what_the_openapi_document_says() {
     );
     assert_eq!(c.call("get", &path, Some(STUDIO), None).await.status, 200);
     assert_eq!(c.call("get", &path, Some(OTHER), None).await.status, 404);
+    // An upload the coordinator hashes: stored, then stored again.
+    let texture = b"a texture the client cannot hash".to_vec();
+    for status in [201, 200] {
+        let a = c
+            .call(
+                "post",
+                "/v1/blobs",
+                Some(STUDIO),
+                Some(("application/octet-stream", texture.clone())),
+            )
+            .await;
+        assert_eq!(a.status, status);
+        assert_eq!(
+            a.json()["hash"].as_str(),
+            Some(blake3::hash(&texture).to_hex().as_str())
+        );
+    }
+
+    // The price of a job before it is submitted, and a refusal.
+    let a = c
+        .call(
+            "post",
+            "/v1/jobs/estimate",
+            Some(STUDIO),
+            Some(("application/json", submission(&hash, 0))),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert!(a.json()["price_micro"].as_u64().unwrap() > 0);
+    assert_eq!(
+        c.call(
+            "post",
+            "/v1/jobs/estimate",
+            Some(OTHER),
+            Some(("application/json", submission(&hash, 0)))
+        )
+        .await
+        .status,
+        422,
+        "another client's blob is not this client's scene"
+    );
 
     // Jobs: one rendered to the end, one controlled, refusals.
     let a = c

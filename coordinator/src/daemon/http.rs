@@ -31,9 +31,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_api::{
     AccountBalance, ApiError, BlobStored, ChallengeResponse, ControlOutcome, ControlRequest,
-    CreditRequest, CreditResponse, JobAccepted, JobStatus, JobSubmission, LedgerView, NodeView,
-    PriorityRequest, RegisterRequest, RegisterResponse, SceneListing, TaskWanted, WebhookDelivery,
-    WebhookRequest, WebhookView, CONTROL_ACTIONS,
+    CreditRequest, CreditResponse, JobAccepted, JobEstimate, JobStatus, JobSubmission, LedgerView,
+    NodeView, PriorityRequest, RegisterRequest, RegisterResponse, SceneListing, TaskWanted,
+    WebhookDelivery, WebhookRequest, WebhookView, CONTROL_ACTIONS,
 };
 use tessera_protocol::keys::PublicKey;
 use tessera_protocol::payments::account;
@@ -450,10 +450,12 @@ pub fn router(state: ApiState, http: &HttpLimits) -> Router {
         .layer(DefaultBodyLimit::max(PUBLIC_BODY_LIMIT));
     let uploads = Router::new()
         .route("/v1/blobs/{hash}", put(put_blob))
+        .route("/v1/blobs", post(post_blob))
         .route_layer(guard(CLIENTS))
         .layer(DefaultBodyLimit::disable());
     let clients = Router::new()
         .route("/v1/jobs", post(submit).get(list_jobs))
+        .route("/v1/jobs/estimate", post(estimate_job))
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/bundle", get(job_bundle))
         .route("/v1/jobs/{id}/dispute", post(job_dispute))
@@ -853,6 +855,113 @@ async fn put_blob(
     ))
 }
 
+/// `POST /v1/blobs`: store a scene file whose hash the coordinator computes, for clients
+/// without BLAKE3 (the Blender add-on): the body streams into a temporary file while it is
+/// hashed, under the same size limit, upload slots and storage quota as
+/// `PUT /v1/blobs/{hash}` (the quota is checked once the hash says whether the client had
+/// the blob already), then is renamed into place and recorded as the client's.
+#[utoipa::path(post, path = "/v1/blobs", tag = "scenes",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the file's bytes"),
+    responses((status = 201, description = "stored; the answer names its hash", body = BlobStored),
+        (status = 200, description = "this client had it already", body = BlobStored),
+        (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 408, description = "the body broke off", body = ApiError),
+        (status = 413, description = "over the size limit", body = ApiError),
+        (status = 429, description = "over the client's storage quota or upload slots", body = ApiError)),
+    security(("bearer" = [])))]
+async fn post_blob(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer<(StatusCode, Json<BlobStored>)> {
+    let client = caller.client()?.to_string();
+    let too_large = |n: u64| {
+        Fail::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "blob upload: {n} bytes or more, more than the largest file this coordinator takes (max_blob_bytes: {} bytes)",
+                st.max_blob_bytes
+            ),
+        )
+    };
+    if let Some(n) = declared_length(&headers).filter(|&n| n > st.max_blob_bytes) {
+        return Err(too_large(n));
+    }
+    let _slot = st.uploads.take(&client)?;
+    let blobs = st.data_dir.join("blobs");
+    let io = |what: &str, e: std::io::Error| {
+        Fail::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("storing an uploaded blob: {what}: {e}"),
+        )
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".upload-")
+        .tempfile_in(&blobs)
+        .map_err(|e| io("temporary file", e))?;
+    let (file, tmp_path) = tmp.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            Fail::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("blob upload: the body broke off after {size} bytes: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        size += data.len() as u64;
+        if size > st.max_blob_bytes {
+            return Err(too_large(size));
+        }
+        hasher.update(&data);
+        file.write_all(&data).await.map_err(|e| io("write", e))?;
+    }
+    let hash = hasher.finalize().to_hex().to_string();
+    file.sync_all().await.map_err(|e| io("sync", e))?;
+    drop(file);
+    let path = st.blob_path(&hash);
+    let (c, h, quota) = (client.clone(), hash.clone(), st.max_client_bytes);
+    let had = st
+        .shared
+        .with(move |s| -> Result<bool, ServiceError> {
+            let store = s.store();
+            let had = store.client_has_blob(&h, &c)?;
+            let used = store.client_blob_bytes(&c)?;
+            if !had && used.saturating_add(size) > quota {
+                return Err(ServiceError::Quota(format!(
+                    "client {c:?} stores {used} bytes; {size} more would pass its quota (max_client_bytes: {quota} bytes)"
+                )));
+            }
+            if !path.exists() {
+                tmp_path
+                    .persist(&path)
+                    .map_err(|e| ServiceError::Invalid(format!("storing blob {h}: {}", e.error)))?;
+            }
+            store.record_blob(&h, &c, size, now_ms())?;
+            Ok(had)
+        })
+        .await?;
+    let status = if had {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(BlobStored {
+            hash,
+            size,
+            fresh: !had,
+        }),
+    ))
+}
+
 /// `GET /v1/blobs/{hash}`: a client reads only blobs it stored; a worker reads any
 /// (it renders every client's scenes).
 #[utoipa::path(get, path = "/v1/blobs/{hash}", tag = "scenes", params(("hash" = String, Path, description = "the blob's BLAKE3 hash, 64 hex digits")),
@@ -1108,6 +1217,129 @@ async fn submit(
     }))
 }
 
+/// `POST /v1/jobs/estimate`: what `POST /v1/jobs` with the same body would take into
+/// escrow (`rules::job_price` on the manifest it would sign), its tier and tile count.
+/// It refuses what the submission would refuse, with the same statuses (the listing, the
+/// client's files, the scene's inspection, the settings against the scene, the service's
+/// checks, the funds), and writes nothing: no job, no escrow, no blob record.
+#[utoipa::path(post, path = "/v1/jobs/estimate", tag = "jobs", request_body = JobSubmission,
+    responses((status = 200, description = "what the submission would cost", body = JobEstimate),
+        (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 402, description = "the client's balance does not cover the escrow", body = ApiError),
+        (status = 409, description = "the farm cannot take it now", body = ApiError),
+        (status = 422, description = "the submission is invalid (the message names the field)", body = ApiError),
+        (status = 429, description = "over the client's job quota", body = ApiError)),
+    security(("bearer" = [])))]
+async fn estimate_job(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<Json<JobEstimate>> {
+    let client = caller.client()?.to_string();
+    let body = body_of("job submission", body)?;
+    let sub: JobSubmission = serde_json::from_slice(&body)
+        .map_err(|e| Fail::new(StatusCode::BAD_REQUEST, format!("job submission: {e}")))?;
+    drop(body);
+    let unprocessable = |m: String| Fail::new(StatusCode::UNPROCESSABLE_ENTITY, m);
+    // The checks of `submit`, in its order, without recording the blobs as used.
+    if sub.scene.files.is_empty() || sub.scene.files.len() > 4096 {
+        return Err(unprocessable("scene.files: 1 to 4096 files".into()));
+    }
+    if !sub.scene.files.contains_key(&sub.scene.entry) {
+        return Err(unprocessable(format!(
+            "scene.entry {:?} is not one of scene.files",
+            sub.scene.entry
+        )));
+    }
+    for (path, hash) in &sub.scene.files {
+        check_relative_path(path).map_err(|e| unprocessable(e.to_string()))?;
+        check_hash(hash)?;
+    }
+    let s = &sub.settings;
+    if s.width == 0 || s.height == 0 || s.width > MAX_EDGE || s.height > MAX_EDGE {
+        return Err(unprocessable(format!(
+            "settings.width/height: 1 to {MAX_EDGE}"
+        )));
+    }
+    let (c, files) = (client.clone(), sub.scene.files.clone());
+    let missing = st
+        .shared
+        .with(move |s| -> Result<Option<String>, ServiceError> {
+            for (path, hash) in &files {
+                if !s.store().client_has_blob(hash, &c)? {
+                    return Ok(Some(format!(
+                        "scene file {path}: blob {hash} was not uploaded"
+                    )));
+                }
+            }
+            Ok(None)
+        })
+        .await?;
+    if let Some(m) = missing {
+        return Err(unprocessable(m));
+    }
+    let Some(inspector) = st.inspector.clone() else {
+        return Err(Fail::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this coordinator cannot load scenes",
+        ));
+    };
+    let _inspecting = tokio::time::timeout(INSPECTION_WAIT, st.inspections.acquire())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            Fail::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the coordinator is busy checking other scenes: try again",
+            )
+        })?;
+    let (data, scene) = (st.data_dir.clone(), sub.scene.clone());
+    let inspected = tokio::task::spawn_blocking(move || -> Result<_, SceneCheckError> {
+        let dir = tempfile::Builder::new()
+            .prefix("scene-")
+            .tempdir_in(data.join("scenes"))
+            .map_err(SceneCheckError::Folder)?;
+        materialize(dir.path(), &data.join("blobs"), &scene)?;
+        inspector(&dir.path().join(&scene.entry)).map_err(SceneCheckError::Inspect)
+    })
+    .await
+    .map_err(|e| Fail::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| unprocessable(format!("scene {}: {e}", sub.scene.entry)))?;
+    drop(_inspecting);
+    check_settings(&sub.settings, &inspected.cameras)?;
+    let scene_hash = inspected.content_hash;
+    let scene_name = Path::new(&sub.scene.entry).file_name().map_or_else(
+        || sub.scene.entry.clone(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let estimate = st
+        .shared
+        .with(move |s| {
+            s.estimate(
+                &client,
+                &scene_name,
+                scene_hash,
+                sub.settings,
+                (sub.frame_start, sub.frame_end),
+                &sub.tier,
+                sub.tile_size,
+                sub.batch_size,
+                sub.requirements,
+                now_ms(),
+            )
+        })
+        .await?;
+    Ok(Json(JobEstimate {
+        price_micro: estimate.price,
+        tier: estimate.tier,
+        tile_size: estimate.tile_size,
+        tiles: estimate.tiles,
+        frames: estimate.frames,
+        scene_hash: hex::encode(scene_hash),
+    }))
+}
+
 /// Hard-link (or copy) each blob to its path under `dir`.
 fn materialize(dir: &Path, blobs: &Path, scene: &SceneListing) -> Result<(), SceneCheckError> {
     for (rel, hash) in &scene.files {
@@ -1236,10 +1468,10 @@ async fn job_dispute(
         description = "Clients submit scenes and jobs, follow and control them and fetch frames and proof bundles; nodes and verifiers register; the operator credits accounts. Every route but registration needs `Authorization: Bearer TOKEN`: a client's API token, a worker's session token or the operator's admin token."
     ),
     paths(
-        challenge, register, put_blob, get_blob, get_scene, submit, list_jobs, job_status,
+        challenge, register, put_blob, post_blob, get_blob, get_scene, submit, list_jobs, job_status,
         job_dispute, control_jobs, control_job, job_priority, task_wanted, job_bundle,
         job_frame, nodes, ledger, credit, openapi_json, add_webhook, list_webhooks,
-        webhook_deliveries, remove_webhook
+        webhook_deliveries, remove_webhook, estimate_job
     ),
     modifiers(&BearerAuth)
 )]

@@ -540,6 +540,115 @@ impl Service {
         requirements: Requirements,
         now_ms: u64,
     ) -> Result<String, ServiceError> {
+        let Planned {
+            manifest,
+            nonces,
+            setup,
+            tiles,
+        } = self.plan(
+            client,
+            scene_name,
+            scene_hash,
+            settings,
+            frames,
+            tier,
+            tile_size,
+            batch_size,
+            requirements,
+            now_ms,
+        )?;
+        let job = hex::encode(manifest.job_id);
+        let signed = Signed::sign(manifest.clone(), &self.key);
+        self.store
+            .atomically(|s| {
+                s.insert_job(&job, &signed, now_ms / 1000)?;
+                self.fund(
+                    s,
+                    &format!("job:{job}:overdraft"),
+                    client,
+                    job_price(&manifest),
+                )?;
+                let farm = StoreFarm::read(s)?;
+                let tiles = StoreTiles {
+                    store: s,
+                    job: &job,
+                };
+                let ctx = self.ctx(&farm, &tiles, now_ms);
+                let mut machine = Job::start(
+                    signed.clone(),
+                    nonces.clone(),
+                    setup.clone(),
+                    self.cfg.policy(),
+                    &ctx,
+                );
+                self.carry_out(s, &job, &mut machine, now_ms)?;
+                s.put_machine(&job, &machine)
+            })
+            .map_err(funds_error)?;
+        tracing::info!(job = %&job[..12], tiles, "job accepted");
+        Ok(job)
+    }
+
+    /// What [`Self::submit`] would charge for the same job, refusing exactly what it
+    /// would refuse (its checks, then whether the client's balance and overdraft cover
+    /// the escrow), without writing anything.
+    #[allow(clippy::too_many_arguments)] // the submission's parts, as for `submit`
+    pub fn estimate(
+        &self,
+        client: &str,
+        scene_name: &str,
+        scene_hash: Digest,
+        settings: RenderSettings,
+        frames: (u32, u32),
+        tier: &str,
+        tile_size: Option<u32>,
+        batch_size: Option<u32>,
+        requirements: Requirements,
+        now_ms: u64,
+    ) -> Result<Estimate, ServiceError> {
+        let planned = self.plan(
+            client,
+            scene_name,
+            scene_hash,
+            settings,
+            frames,
+            tier,
+            tile_size,
+            batch_size,
+            requirements,
+            now_ms,
+        )?;
+        let m = &planned.manifest;
+        let price = job_price(m);
+        self.store
+            .atomically(|s| self.shortfall(s, client, price))
+            .map_err(funds_error)?;
+        Ok(Estimate {
+            price,
+            tier: m.tier.name.clone(),
+            tile_size: m.tile_size,
+            tiles: planned.tiles,
+            frames: m.n_frames(),
+        })
+    }
+
+    /// Everything [`Self::submit`] checks before it writes (the settings' bounds, the
+    /// tier, the job's size, the client's job quota, a verifier, a node of the tier's
+    /// trust) and the manifest it would sign: reads the store, writes nothing.
+    #[allow(clippy::too_many_arguments)] // the submission's parts, as for `submit`
+    fn plan(
+        &self,
+        client: &str,
+        scene_name: &str,
+        scene_hash: Digest,
+        settings: RenderSettings,
+        frames: (u32, u32),
+        tier: &str,
+        tile_size: Option<u32>,
+        batch_size: Option<u32>,
+        requirements: Requirements,
+        now_ms: u64,
+    ) -> Result<Planned, ServiceError> {
         let bad = |m: String| Err(ServiceError::Invalid(m));
         if settings.width == 0 || settings.height == 0 {
             return bad("settings.width/height: must be at least 1".into());
@@ -647,7 +756,6 @@ impl Service {
         }
         let mut job_id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut job_id);
-        let job = hex::encode(job_id);
         let nonces = Nonces::draw(&mut rand::rngs::OsRng);
         let (nonce_commitments, dispute_nonce_commitment) = nonces.commitments();
         let manifest = JobManifest {
@@ -672,41 +780,18 @@ impl Service {
             verifiers,
             created_unix: now_ms / 1000,
         };
-        let signed = Signed::sign(manifest.clone(), &self.key);
         let setup = JobSetup {
             batch_size,
             requirements,
             min_trust,
             scene_hint: Some(scene_name.into()),
         };
-        self.store
-            .atomically(|s| {
-                s.insert_job(&job, &signed, now_ms / 1000)?;
-                self.fund(
-                    s,
-                    &format!("job:{job}:overdraft"),
-                    client,
-                    job_price(&manifest),
-                )?;
-                let farm = StoreFarm::read(s)?;
-                let tiles = StoreTiles {
-                    store: s,
-                    job: &job,
-                };
-                let ctx = self.ctx(&farm, &tiles, now_ms);
-                let mut machine = Job::start(
-                    signed.clone(),
-                    nonces.clone(),
-                    setup.clone(),
-                    self.cfg.policy(),
-                    &ctx,
-                );
-                self.carry_out(s, &job, &mut machine, now_ms)?;
-                s.put_machine(&job, &machine)
-            })
-            .map_err(funds_error)?;
-        tracing::info!(job = %&job[..12], tiles, "job accepted");
-        Ok(job)
+        Ok(Planned {
+            manifest,
+            nonces,
+            setup,
+            tiles,
+        })
     }
 
     /// Record where job `job`'s scene is on the submitting machine, unsigned in its
@@ -725,23 +810,11 @@ impl Service {
     /// line (transfer `key`); beyond it the request is refused (as a `Corrupt { what:
     /// "funds" }` store error, turned into [`ServiceError::Funds`]).
     fn fund(&self, s: &Store, key: &str, client: &str, amount: u64) -> Result<(), StoreError> {
-        let have = s.balance(&account::client(client))?.max(0) as u64;
-        let short = amount.saturating_sub(have);
+        let short = self.shortfall(s, client, amount)?;
         if short == 0 {
             return Ok(());
         }
         let line = account::external(&format!("credit:{client}"));
-        let owed = s.balance(&line)?.min(0).unsigned_abs();
-        if owed.saturating_add(short) > self.cfg.client_overdraft {
-            return Err(StoreError::Corrupt {
-                path: "ledger".into(),
-                what: "funds".into(),
-                reason: format!(
-                    "client {client:?}: {amount} µcr needed (escrow or dispute deposit), the balance is {have} µcr and the overdraft left {} µcr; ask the operator to credit the account (`tessera credit`)",
-                    self.cfg.client_overdraft.saturating_sub(owed)
-                ),
-            });
-        }
         s.apply_transfer(
             None,
             &Transfer {
@@ -755,6 +828,29 @@ impl Service {
             },
         )?;
         Ok(())
+    }
+
+    /// What [`Self::fund`] would lend `client` from its credit line to cover `amount`
+    /// (0 when its balance covers it), or the same refusal: reads, writes nothing.
+    fn shortfall(&self, s: &Store, client: &str, amount: u64) -> Result<u64, StoreError> {
+        let have = s.balance(&account::client(client))?.max(0) as u64;
+        let short = amount.saturating_sub(have);
+        if short == 0 {
+            return Ok(0);
+        }
+        let line = account::external(&format!("credit:{client}"));
+        let owed = s.balance(&line)?.min(0).unsigned_abs();
+        if owed.saturating_add(short) > self.cfg.client_overdraft {
+            return Err(StoreError::Corrupt {
+                path: "ledger".into(),
+                what: "funds".into(),
+                reason: format!(
+                    "client {client:?}: {amount} µcr needed (escrow or dispute deposit), the balance is {have} µcr and the overdraft left {} µcr; ask the operator to credit the account (`tessera credit`)",
+                    self.cfg.client_overdraft.saturating_sub(owed)
+                ),
+            });
+        }
+        Ok(short)
     }
 
     // --- the job machines ---------------------------------------------------------------
@@ -1403,6 +1499,30 @@ impl Tiles for StoreTiles<'_> {
 /// Carry a service error through a store transaction (which only knows store errors).
 /// A store error from [`Service::fund`] refusing a client that cannot pay, as the
 /// [`ServiceError::Funds`] it is; any other store error as it is.
+/// A job [`Service::plan`] checked: the manifest to sign and what its machine starts with.
+struct Planned {
+    manifest: JobManifest,
+    nonces: Nonces,
+    setup: JobSetup,
+    /// Tiles over all frames.
+    tiles: u64,
+}
+
+/// What a job would cost ([`Service::estimate`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Estimate {
+    /// The escrow the submission would take, in micro-credits (`rules::job_price`).
+    pub price: u64,
+    /// The tier's name.
+    pub tier: String,
+    /// The tile edge the job would use (the coordinator's default when not asked for).
+    pub tile_size: u32,
+    /// Tiles over all frames.
+    pub tiles: u64,
+    /// Frames.
+    pub frames: u32,
+}
+
 fn funds_error(e: StoreError) -> ServiceError {
     match e {
         StoreError::Corrupt { what, reason, .. } if what == "funds" => ServiceError::Funds(reason),
