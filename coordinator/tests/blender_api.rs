@@ -99,7 +99,7 @@ async fn start() -> Farm {
     });
     let farm = Farm {
         url,
-        http: reqwest::Client::builder()
+        http: tessera_api::client::http_client_builder()
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap(),
