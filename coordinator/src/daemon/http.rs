@@ -1086,25 +1086,26 @@ enum SceneCheckError {
 
 // --- jobs ----------------------------------------------------------------------------
 
-/// `POST /v1/jobs`: check everything cheap first (the listing, that the client stored
-/// every file, the settings' bounds), then inspect the scene off the service lock (at
-/// most [`INSPECTIONS`] at once, within the scene loader's budget) in a temporary folder
-/// that goes away whatever the outcome, check the settings against the scene, and only
-/// then write the job.
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobSubmission,
-    responses((status = 200, description = "accepted and queued", body = JobAccepted),
-        (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
-        (status = 402, description = "the client's balance does not cover the escrow", body = ApiError),
-        (status = 409, description = "the farm cannot take it now", body = ApiError),
-        (status = 422, description = "the submission is invalid (the message names the field)", body = ApiError),
-        (status = 429, description = "over the client's job quota", body = ApiError)),
-    security(("bearer" = [])))]
-async fn submit(
-    State(st): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+/// A submission that passed what `POST /v1/jobs` and `POST /v1/jobs/estimate` check
+/// before the service decides: the submission, its scene's content hash and name.
+struct CheckedSubmission {
+    sub: JobSubmission,
+    scene_hash: tessera_protocol::Digest,
+    scene_name: String,
+}
+
+/// The checks a submission and an estimate share, in order: everything cheap first (the
+/// listing, that the client stored every file, the settings' bounds), then the scene's
+/// inspection off the service lock (at most [`INSPECTIONS`] at once, within the scene
+/// loader's budget) in a temporary folder that goes away whatever the outcome, and the
+/// settings against the scene. `record_blobs`: the files are noted as used (a submission;
+/// it keeps them from garbage collection from now on).
+async fn check_submission(
+    st: &ApiState,
+    client: &str,
     body: Result<Bytes, BytesRejection>,
-) -> Answer<Json<JobAccepted>> {
-    let client = caller.client()?.to_string();
+    record_blobs: bool,
+) -> Result<CheckedSubmission, Fail> {
     let body = body_of("job submission", body)?;
     let sub: JobSubmission = serde_json::from_slice(&body)
         .map_err(|e| Fail::new(StatusCode::BAD_REQUEST, format!("job submission: {e}")))?;
@@ -1131,7 +1132,7 @@ async fn submit(
     }
     // The client must have stored every file itself; using them keeps them from
     // garbage collection from now on.
-    let (c, files) = (client.clone(), sub.scene.files.clone());
+    let (c, files) = (client.to_string(), sub.scene.files.clone());
     let missing = st
         .shared
         .with(move |s| -> Result<Option<String>, ServiceError> {
@@ -1143,8 +1144,10 @@ async fn submit(
                     )));
                 }
             }
-            for hash in files.values() {
-                store.record_blob(hash, &c, 0, now_ms())?;
+            if record_blobs {
+                for hash in files.values() {
+                    store.record_blob(hash, &c, 0, now_ms())?;
+                }
             }
             Ok(None)
         })
@@ -1168,7 +1171,6 @@ async fn submit(
                 "the coordinator is busy checking other scenes: try again",
             )
         })?;
-    let listing = sub.scene.clone();
     let (data, scene) = (st.data_dir.clone(), sub.scene.clone());
     let inspected = tokio::task::spawn_blocking(move || -> Result<_, SceneCheckError> {
         // Lay the scene out as files (hard links to the blobs) in a temporary folder
@@ -1190,6 +1192,35 @@ async fn submit(
         || sub.scene.entry.clone(),
         |n| n.to_string_lossy().into_owned(),
     );
+    Ok(CheckedSubmission {
+        sub,
+        scene_hash,
+        scene_name,
+    })
+}
+
+/// `POST /v1/jobs`: [`check_submission`] (the files noted as used), and only then write
+/// the job.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobSubmission,
+    responses((status = 200, description = "accepted and queued", body = JobAccepted),
+        (status = 401, description = "missing or unknown token", body = ApiError), (status = 403, description = "this token may not do this", body = ApiError),
+        (status = 402, description = "the client's balance does not cover the escrow", body = ApiError),
+        (status = 409, description = "the farm cannot take it now", body = ApiError),
+        (status = 422, description = "the submission is invalid (the message names the field)", body = ApiError),
+        (status = 429, description = "over the client's job quota", body = ApiError)),
+    security(("bearer" = [])))]
+async fn submit(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<Json<JobAccepted>> {
+    let client = caller.client()?.to_string();
+    let CheckedSubmission {
+        sub,
+        scene_hash,
+        scene_name,
+    } = check_submission(&st, &client, body, true).await?;
+    let listing = sub.scene.clone();
     let hash_hex = hex::encode(scene_hash);
     let job_id = st
         .shared
@@ -1236,83 +1267,11 @@ async fn estimate_job(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer<Json<JobEstimate>> {
     let client = caller.client()?.to_string();
-    let body = body_of("job submission", body)?;
-    let sub: JobSubmission = serde_json::from_slice(&body)
-        .map_err(|e| Fail::new(StatusCode::BAD_REQUEST, format!("job submission: {e}")))?;
-    drop(body);
-    let unprocessable = |m: String| Fail::new(StatusCode::UNPROCESSABLE_ENTITY, m);
-    // The checks of `submit`, in its order, without recording the blobs as used.
-    if sub.scene.files.is_empty() || sub.scene.files.len() > 4096 {
-        return Err(unprocessable("scene.files: 1 to 4096 files".into()));
-    }
-    if !sub.scene.files.contains_key(&sub.scene.entry) {
-        return Err(unprocessable(format!(
-            "scene.entry {:?} is not one of scene.files",
-            sub.scene.entry
-        )));
-    }
-    for (path, hash) in &sub.scene.files {
-        check_relative_path(path).map_err(|e| unprocessable(e.to_string()))?;
-        check_hash(hash)?;
-    }
-    let s = &sub.settings;
-    if s.width == 0 || s.height == 0 || s.width > MAX_EDGE || s.height > MAX_EDGE {
-        return Err(unprocessable(format!(
-            "settings.width/height: 1 to {MAX_EDGE}"
-        )));
-    }
-    let (c, files) = (client.clone(), sub.scene.files.clone());
-    let missing = st
-        .shared
-        .with(move |s| -> Result<Option<String>, ServiceError> {
-            for (path, hash) in &files {
-                if !s.store().client_has_blob(hash, &c)? {
-                    return Ok(Some(format!(
-                        "scene file {path}: blob {hash} was not uploaded"
-                    )));
-                }
-            }
-            Ok(None)
-        })
-        .await?;
-    if let Some(m) = missing {
-        return Err(unprocessable(m));
-    }
-    let Some(inspector) = st.inspector.clone() else {
-        return Err(Fail::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this coordinator cannot load scenes",
-        ));
-    };
-    let _inspecting = tokio::time::timeout(INSPECTION_WAIT, st.inspections.acquire())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| {
-            Fail::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the coordinator is busy checking other scenes: try again",
-            )
-        })?;
-    let (data, scene) = (st.data_dir.clone(), sub.scene.clone());
-    let inspected = tokio::task::spawn_blocking(move || -> Result<_, SceneCheckError> {
-        let dir = tempfile::Builder::new()
-            .prefix("scene-")
-            .tempdir_in(data.join("scenes"))
-            .map_err(SceneCheckError::Folder)?;
-        materialize(dir.path(), &data.join("blobs"), &scene)?;
-        inspector(&dir.path().join(&scene.entry)).map_err(SceneCheckError::Inspect)
-    })
-    .await
-    .map_err(|e| Fail::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| unprocessable(format!("scene {}: {e}", sub.scene.entry)))?;
-    drop(_inspecting);
-    check_settings(&sub.settings, &inspected.cameras)?;
-    let scene_hash = inspected.content_hash;
-    let scene_name = Path::new(&sub.scene.entry).file_name().map_or_else(
-        || sub.scene.entry.clone(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let CheckedSubmission {
+        sub,
+        scene_hash,
+        scene_name,
+    } = check_submission(&st, &client, body, false).await?;
     let estimate = st
         .shared
         .with(move |s| {
