@@ -65,7 +65,7 @@ fn render_then_audit_image_and_rerender() {
     assert!(rr.status.success());
     let same = String::from_utf8_lossy(&rr.stdout).to_string();
     assert!(
-        same.contains("sampled tiles re-rendered locally agree"),
+        same.contains("sampled blocks of") && same.contains("re-rendered locally agree"),
         "{same}"
     );
     assert!(same.contains("0 in another class"), "{same}");

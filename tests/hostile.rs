@@ -392,7 +392,7 @@ fn ready_to_submit(farm: &Farm) {
 }
 
 fn blob_hash(bytes: &[u8]) -> String {
-    hex::encode(tessera_protocol::canonical::tile_hash(bytes))
+    hex::encode(blake3::hash(bytes).as_bytes())
 }
 
 /// Upload `bytes` as `token`; the hash.

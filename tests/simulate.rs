@@ -93,21 +93,30 @@ fn json_contract_and_detection_that_agrees_with_the_formula() {
     assert_eq!(num(&v, "honest_false_rejects"), 0.0, "{v}");
     assert_eq!(v["ledger"]["total"], 0);
     assert_eq!(v["ledger"]["unbalanced_jobs"], 0);
-    // Verification cost, exactly: every job's three first checks sample k each, every
-    // escalation min(2k, n) (the escalation multiplier is 2), every extra round (a caught
-    // cheater's n tiles re-rendered by an honest node) k; nodes render 3n tiles a job and
-    // n per extra round.
+    // Verification cost, in pixel-samples: every check re-renders at most k blocks of at
+    // most 8 × 8 pixels (k = 135 for a first check, 270 escalated), and at least one
+    // block; every extra round (a caught cheater's n tiles re-rendered by an honest node)
+    // too. Nodes render 3n tiles of 16 × 16 a job, and n per extra round. So the cost
+    // lies between these bounds, and far under the whole-tile sampling of v2 (which
+    // re-rendered min(k, n) whole tiles per check: 135 of 160).
     let (k, n, jobs) = (135.0, 160.0, 2000.0);
     let (esc, extra) = (num(&v, "escalations"), num(&v, "extra_rounds"));
     let caught = num(&v, "detected") + num(&v, "cheater_inconclusive");
     assert!(esc >= caught && extra == caught, "{v}");
-    let escalated_k = f64::min(2.0 * k, n);
-    let want = (3.0 * k * jobs + escalated_k * esc + k * extra) / (3.0 * n * jobs + n * extra);
-    let cost = num(&v, "verification_cost");
+    let tile_px = 256.0;
+    let rendered = (3.0 * n * jobs + n * extra) * tile_px;
+    assert_eq!(num(&v, "rendered_pixels"), rendered, "{v}");
+    let most = (3.0 * k * jobs + 2.0 * k * esc + k * extra) * 64.0;
+    let least = 3.0 * jobs + esc + extra;
+    let rerendered = num(&v, "rerendered_pixels");
     assert!(
-        (cost - want).abs() < 1e-9,
-        "verification_cost {cost}, expected {want}"
+        (least..=most).contains(&rerendered),
+        "re-rendered {rerendered} pixels, expected {least}..={most}: {v}"
     );
+    let cost = num(&v, "verification_cost");
+    assert!((cost - rerendered / rendered).abs() < 1e-9, "{v}");
+    let whole_tiles = (3.0 * k * jobs + n * esc + k * extra) / (3.0 * n * jobs + n * extra);
+    assert!(cost < whole_tiles / 2.0, "cost {cost}, whole tiles {whole_tiles}: {v}");
     // The cross-class path is exercised: the other class's samples are close or
     // ambiguous, never far; the cheats are far.
     assert!(v["other_class_bands"]["close"].as_u64().unwrap() > 0, "{v}");

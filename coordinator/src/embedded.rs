@@ -129,8 +129,12 @@ pub struct NodeReport {
     pub round: u32,
     /// Tiles it committed in the round.
     pub tiles: u32,
-    /// Tiles re-rendered by the verifier (in its final check).
+    /// Blocks re-rendered by the verifier (in its final check).
     pub sampled: u32,
+    /// Pixels it committed in the round.
+    pub pixels: u64,
+    /// Pixels of the blocks re-rendered in its final check.
+    pub sampled_pixels: u64,
     /// The verdict.
     pub decision: Decision,
     /// Paid now (micro-credits).
@@ -151,6 +155,65 @@ pub struct JobOutcome {
     pub frames: Vec<(u32, Vec<u8>)>,
     /// Per round and node (in key order), from the bundle's final verdicts and receipt.
     pub reports: Vec<NodeReport>,
+    /// Time spent in the nodes' and the verifier's renderers (filled by
+    /// `local::LocalFarm`, which wraps them; zero otherwise).
+    pub times: RenderTimes,
+}
+
+/// Wall time spent rendering for the nodes and re-rendering for the verifier.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RenderTimes {
+    /// Seconds in the nodes' renderers.
+    pub rendering: f64,
+    /// Seconds in the verifier's renderer.
+    pub verifying: f64,
+}
+
+/// The work of a job, from its bundle: the pixel-samples the nodes rendered (every
+/// committed tile of every round) and those the verifiers re-rendered (every sampled
+/// block of every check: first, escalated and dispute).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Pixel-samples rendered by nodes.
+    pub rendered: u64,
+    /// Pixel-samples re-rendered by verifiers.
+    pub rerendered: u64,
+}
+
+impl Work {
+    /// Of a bundle.
+    pub fn of(bundle: &ProofBundle) -> Work {
+        let spp = u64::from(bundle.manifest.statement.settings.spp);
+        let rendered: u64 = bundle
+            .rounds
+            .iter()
+            .flat_map(|r| &r.batches)
+            .flat_map(|b| &b.tiles)
+            .map(|t| t.rect.pixels())
+            .sum();
+        let checks = bundle
+            .rounds
+            .iter()
+            .flat_map(|r| r.samples.iter())
+            .chain(bundle.disputes.iter().flat_map(|d| d.samples.iter()));
+        let rerendered: u64 = checks
+            .flat_map(|ns| &ns.delivered)
+            .map(|d| d.len() as u64 / tessera_protocol::BYTES_PER_PIXEL as u64)
+            .sum();
+        Work {
+            rendered: rendered * spp,
+            rerendered: rerendered * spp,
+        }
+    }
+
+    /// Re-rendered pixel-samples per rendered one (0 when nothing was rendered).
+    pub fn fraction(&self) -> f64 {
+        if self.rendered == 0 {
+            0.0
+        } else {
+            self.rerendered as f64 / self.rendered as f64
+        }
+    }
 }
 
 impl JobOutcome {
@@ -493,6 +556,7 @@ impl EmbeddedFarm {
             bundle,
             frames,
             reports,
+            times: RenderTimes::default(),
         })
     }
 }
@@ -527,6 +591,20 @@ pub fn node_reports(bundle: &ProofBundle, labels: &BTreeMap<PublicKey, String>) 
                 round: round.round,
                 tiles: tessera_verifier::checks::node_leaves(&round.batches, &node).len() as u32,
                 sampled: v.statement.samples.len() as u32,
+                pixels: tessera_verifier::checks::node_leaves(&round.batches, &node)
+                    .into_iter()
+                    .map(|(bi, pos)| round.batches[bi].tiles[pos].rect.pixels())
+                    .sum(),
+                sampled_pixels: round
+                    .samples
+                    .iter()
+                    .find(|ns| ns.node == node && ns.check == v.statement.check)
+                    .map_or(0, |ns| {
+                        ns.delivered
+                            .iter()
+                            .map(|d| d.len() as u64 / tessera_protocol::BYTES_PER_PIXEL as u64)
+                            .sum()
+                    }),
                 decision: v.statement.decision,
                 paid: sum(TransferKind::PayOnPass, &account::node(&node)),
                 held: sum(TransferKind::HoldBack, &account::holdback(&job, &node)),

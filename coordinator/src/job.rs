@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 use tessera_protocol::bundle::{BatchRecord, FinalTile, FrameTiles, NodeSamples};
-use tessera_protocol::canonical::{paste, tile_hash, JobId};
+use tessera_protocol::blocks::{block_bytes, block_rect, tile_hash};
+use tessera_protocol::canonical::{paste, JobId};
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::merkle;
 use tessera_protocol::statements::{
@@ -13,7 +14,7 @@ use tessera_protocol::statements::{
     Signed, Verdict,
 };
 use tessera_protocol::wire::{
-    BatchResult, RenderTask, Requirements, SampledTile, TaskTile, VerdictMessage, VerifyRequest,
+    BatchResult, RenderTask, Requirements, SampledBlock, TaskTile, VerdictMessage, VerifyRequest,
     WIRE_VERSION,
 };
 use tessera_protocol::{Digest, TileRect};
@@ -299,7 +300,7 @@ pub fn check_result(
     for (l, t) in res.batch.tiles.iter().zip(&res.tiles) {
         if t.tile_index != l.tile_index
             || t.bytes.len() != l.rect.canonical_len()
-            || tile_hash(&t.bytes) != l.tile_hash
+            || tile_hash(&t.bytes, l.rect) != Some(l.tile_hash)
         {
             return Err(ResultRefusal::TileBytes {
                 batch: s.batch_id,
@@ -350,7 +351,8 @@ impl CheckOf<'_> {
 
 /// The verify request for one check of `node` once its nonce is revealed (the round's, or
 /// the dispute nonce), and the sample record that goes into the bundle. `delivered` gives
-/// the stored bytes of (frame, tile).
+/// the stored bytes of (frame, tile); the request carries only the sampled blocks' bytes,
+/// each with its proof.
 pub fn verify_request(
     signed_manifest: &Signed<JobManifest>,
     commitment: &Signed<RoundCommitment>,
@@ -369,22 +371,28 @@ pub fn verify_request(
         node,
         check.kind,
     )?;
-    let proofs = checks::build_proofs(batches, node, &exp.indices);
+    let proved = checks::build_proofs(batches, node, &exp.indices, &mut |bi, pos| {
+        let b = &batches[bi];
+        Ok::<_, std::convert::Infallible>(delivered(
+            b.signed.statement.frame,
+            b.tiles[pos].tile_index,
+        ))
+    })
+    .unwrap_or_else(|never| match never {});
     let leaves = checks::node_leaves(batches, node);
-    let samples: Vec<SampledTile> = proofs
+    let samples: Vec<SampledBlock> = proved
         .iter()
-        .map(|p| {
+        .map(|(p, bytes)| {
             let (bi, pos) = leaves[p.leaf_index as usize];
             let b = &batches[bi];
             let l = &b.tiles[pos];
-            let frame = b.signed.statement.frame;
-            SampledTile {
+            SampledBlock {
                 proof: p.clone(),
-                frame,
+                frame: b.signed.statement.frame,
                 tile_index: l.tile_index,
-                rect: l.rect,
-                committed_hash: l.tile_hash,
-                delivered: delivered(frame, l.tile_index),
+                rect: block_rect(l.rect, p.block).unwrap_or(l.rect),
+                committed_hash: p.block_hash,
+                delivered: bytes.clone(),
             }
         })
         .collect();
@@ -397,7 +405,7 @@ pub fn verify_request(
         seed: exp.seed,
         n_committed: exp.n,
         indices: exp.indices,
-        proofs,
+        proofs: proved.into_iter().map(|(p, _)| p).collect(),
         delivered: samples.iter().map(|s| s.delivered.clone()).collect(),
     };
     let req = VerifyRequest {
@@ -415,7 +423,7 @@ pub fn verify_request(
     Ok((req, record))
 }
 
-/// Fill a sample record's evidence (the delivered bytes of each sampled leaf, in proof
+/// Fill a sample record's evidence (the delivered bytes of each sampled block, in proof
 /// order) from the kept tiles: `bytes(round, frame, tile)`. Records are stored without it
 /// so that tile bytes are kept once; the bundle carries it.
 pub fn fill_evidence(
@@ -425,6 +433,7 @@ pub fn fill_evidence(
 ) -> Result<(), RoundError> {
     let leaves = checks::node_leaves(batches, &record.node);
     let mut out = Vec::with_capacity(record.proofs.len());
+    let mut current: Option<(u32, Vec<u8>)> = None;
     for p in &record.proofs {
         let &(bi, pos) = leaves
             .get(p.leaf_index as usize)
@@ -435,13 +444,23 @@ pub fn fill_evidence(
             })?;
         let (frame, tile) = (
             batches[bi].signed.statement.frame,
-            batches[bi].tiles[pos].tile_index,
+            &batches[bi].tiles[pos],
         );
-        out.push(bytes(record.round, frame, tile).ok_or(RoundError::NotKept {
-            round: record.round,
-            frame,
-            tile,
-        })?);
+        if current.as_ref().map(|c| c.0) != Some(p.leaf_index) {
+            let kept = bytes(record.round, frame, tile.tile_index).ok_or(RoundError::NotKept {
+                round: record.round,
+                frame,
+                tile: tile.tile_index,
+            })?;
+            current = Some((p.leaf_index, kept));
+        }
+        let kept = &current.as_ref().expect("set above").1;
+        out.push(
+            block_bytes(kept, tile.rect, p.block).ok_or(RoundError::Mismatch {
+                frame,
+                tile: tile.tile_index,
+            })?,
+        );
     }
     record.delivered = out;
     Ok(())
@@ -482,6 +501,7 @@ pub fn check_verdict(msg: &VerdictMessage, req: &VerifyRequest) -> Result<(), Ve
     )
     .map_err(VerdictRefusal::Sample)?;
     let delivered: Vec<&[u8]> = req.samples.iter().map(|s| s.delivered.as_slice()).collect();
+    let proofs: Vec<_> = req.samples.iter().map(|s| s.proof.clone()).collect();
     let errors = checks::verdict_errors(
         manifest,
         &req.round_batches,
@@ -489,6 +509,7 @@ pub fn check_verdict(msg: &VerdictMessage, req: &VerifyRequest) -> Result<(), Ve
         commitment.round,
         req.check,
         &expected,
+        &proofs,
         &delivered,
         v,
     );
@@ -584,7 +605,7 @@ pub fn assemble(
                 frame,
                 tile: t.tile_index,
             })?;
-            if tile_hash(&b) != t.tile_hash || !paste(&mut pixels, w, h, t.rect, &b) {
+            if tile_hash(&b, t.rect) != Some(t.tile_hash) || !paste(&mut pixels, w, h, t.rect, &b) {
                 return Err(RoundError::Mismatch {
                     frame,
                     tile: t.tile_index,

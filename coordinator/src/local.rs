@@ -4,17 +4,74 @@
 //! of that directory, removed when the job ends; and the summary `tessera render`
 //! prints. It adds no job rule: [`EmbeddedFarm::run_job`] runs the job.
 
-use crate::embedded::{EmbeddedFarm, JobConfig, JobOutcome, LocalNode, PipelineError};
+use crate::embedded::{
+    EmbeddedFarm, JobConfig, JobOutcome, LocalNode, PipelineError, RenderTimes, Work,
+};
 use crate::machine::Progress;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tessera_node::keyfile::{load_or_create_key, KeyFileError};
 use tessera_node::DishonestMode;
 use tessera_protocol::payments::{SamplingPolicy, TransferKind};
 use tessera_protocol::statements::Decision;
-use tessera_protocol::{Digest, RenderSettings, TileRenderer};
+use tessera_protocol::{
+    DeterminismClass, Digest, RenderFailure, RenderSettings, TileRect, TileRenderer,
+};
+
+/// A renderer that adds up the wall time spent in it: `render` reports the nodes' and the
+/// verifier's apart. It renders exactly what the renderer it wraps renders.
+struct Timed {
+    inner: Arc<dyn TileRenderer>,
+    nanos: AtomicU64,
+}
+
+impl Timed {
+    fn new(inner: Arc<dyn TileRenderer>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            nanos: AtomicU64::new(0),
+        })
+    }
+
+    fn seconds(&self) -> f64 {
+        self.nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let out = f();
+        let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(spent, Ordering::Relaxed);
+        out
+    }
+}
+
+impl TileRenderer for Timed {
+    fn class(&self) -> &DeterminismClass {
+        self.inner.class()
+    }
+
+    fn render_tile(
+        &self,
+        settings: &RenderSettings,
+        frame: u32,
+        rect: TileRect,
+    ) -> Result<Vec<u8>, RenderFailure> {
+        self.timed(|| self.inner.render_tile(settings, frame, rect))
+    }
+
+    fn render_tiles(
+        &self,
+        settings: &RenderSettings,
+        frame: u32,
+        rects: &[TileRect],
+    ) -> Result<Vec<Vec<u8>>, (usize, RenderFailure)> {
+        self.timed(|| self.inner.render_tiles(settings, frame, rects))
+    }
+}
 
 /// The machine's farm: where its keys are, how many nodes, which of them cheat.
 pub struct LocalFarm {
@@ -102,6 +159,8 @@ impl LocalFarm {
         let coordinator_key = load_or_create_key(&keys.join("coordinator.key"))?;
         let verifier_key = load_or_create_key(&keys.join("verifier.key"))?;
         let mut nodes = Vec::new();
+        let rendering = Timed::new(self.renderer.clone());
+        let verifying = Timed::new(self.renderer.clone());
         let honest = self.nodes.saturating_sub(self.dishonest_nodes);
         for i in 0..self.nodes {
             let dishonest = (i >= honest).then_some(self.dishonest_mode);
@@ -112,7 +171,7 @@ impl LocalFarm {
             nodes.push(LocalNode {
                 name: format!("node-{i}"),
                 key: load_or_create_key(&keys.join(file))?,
-                renderer: self.renderer.clone(),
+                renderer: rendering.clone(),
                 dishonest,
             });
         }
@@ -131,14 +190,19 @@ impl LocalFarm {
             coordinator_key,
             nodes,
             verifier_key,
-            verifier_renderer: self.renderer.clone(),
+            verifier_renderer: verifying.clone(),
             data_dir: store_dir.path().to_path_buf(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(LocalError::Runtime)?;
-        Ok(runtime.block_on(farm.run_job_with_progress(job, progress))?)
+        let mut outcome = runtime.block_on(farm.run_job_with_progress(job, progress))?;
+        outcome.times = RenderTimes {
+            rendering: rendering.seconds(),
+            verifying: verifying.seconds(),
+        };
+        Ok(outcome)
     }
 }
 
@@ -224,19 +288,26 @@ pub fn write_summary(
     json: bool,
 ) -> io::Result<()> {
     let job_root = hex::encode(outcome.bundle.roots.statement.job_root);
+    let work = Work::of(&outcome.bundle);
     if json {
         let reports: Vec<_> = outcome
             .reports
             .iter()
             .map(|r| {
                 serde_json::json!({"node": r.name, "key": r.key.to_string(), "round": r.round,
-                    "tiles": r.tiles, "sampled": r.sampled,
+                    "tiles": r.tiles, "sampled": r.sampled, "pixels": r.pixels,
+                    "sampled_pixels": r.sampled_pixels,
                     "decision": format!("{:?}", r.decision).to_lowercase(), "paid": r.paid,
                     "held_back": r.held, "slashed": r.slashed})
             })
             .collect();
         let summary = serde_json::json!({"job": outcome.job_id, "outputs": written,
-            "seconds": seconds, "nodes": reports, "job_root": job_root});
+            "seconds": seconds, "rendering_seconds": outcome.times.rendering,
+            "verifying_seconds": outcome.times.verifying,
+            "rendered_pixel_samples": work.rendered,
+            "rerendered_pixel_samples": work.rerendered,
+            "rerendered_fraction": work.fraction(),
+            "nodes": reports, "job_root": job_root});
         return writeln!(w, "{summary}");
     }
     let m = &outcome.bundle.manifest.statement;
@@ -251,21 +322,30 @@ pub fn write_summary(
         m.frame_end - m.frame_start + 1,
         m.tier.name
     )?;
+    writeln!(
+        w,
+        "  rendering {:.1} s, verifying {:.1} s: the verifier re-rendered {:.2} % of the pixel-samples the nodes rendered ({} of {})",
+        outcome.times.rendering,
+        outcome.times.verifying,
+        100.0 * work.fraction(),
+        work.rerendered,
+        work.rendered
+    )?;
     for r in &outcome.reports {
         match r.decision {
             Decision::Pass => writeln!(
                 w,
-                "  round {}: {}: verified {}/{} tiles re-rendered, PASS, paid {} µcr now, {} held back",
-                r.round, r.name, r.sampled, r.tiles, r.paid, r.held
+                "  round {}: {}: verified {} blocks re-rendered of {} tiles ({:.2} % of its pixels), PASS, paid {} µcr now, {} held back",
+                r.round, r.name, r.sampled, r.tiles, pct(r.sampled_pixels, r.pixels), r.paid, r.held
             )?,
             Decision::Fail => writeln!(
                 w,
-                "  round {}: {} [{}]: CAUGHT CHEATING ({} tiles sampled of {}): unpaid, slashed {} µcr of stake, its tiles re-rendered by others",
+                "  round {}: {} [{}]: CAUGHT CHEATING ({} blocks sampled of {} tiles): unpaid, slashed {} µcr of stake, its tiles re-rendered by others",
                 r.round, r.name, r.key.short(), r.sampled, r.tiles, r.slashed
             )?,
             Decision::Inconclusive | Decision::Escalate => writeln!(
                 w,
-                "  round {}: {} [{}]: INCONCLUSIVE after escalation ({} tiles sampled of {}): neither paid nor slashed, its tiles re-rendered by others",
+                "  round {}: {} [{}]: INCONCLUSIVE after escalation ({} blocks sampled of {} tiles): neither paid nor slashed, its tiles re-rendered by others",
                 r.round, r.name, r.key.short(), r.sampled, r.tiles
             )?,
         }
@@ -280,6 +360,15 @@ pub fn write_summary(
         writeln!(w, "wrote {}", path.display())?;
     }
     Ok(())
+}
+
+/// `part` in percent of `whole` (0 when `whole` is 0).
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
 }
 
 #[cfg(test)]

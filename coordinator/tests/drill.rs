@@ -338,8 +338,26 @@ fn any_changed_byte_fails_the_named_check() {
     expect_failure(b, "nonce reveal", |b| b.rounds[0].nonce[0] ^= 1);
     expect_failure(b, "sample seed", |b| b.rounds[0].samples[0].seed[0] ^= 1);
     expect_failure(b, "sample indices", |b| {
-        b.rounds[0].samples[0].indices[0] ^= 1
+        b.rounds[0].samples[0].indices[0].block ^= 1
     });
+    expect_failure(b, "sample indices", |b| {
+        b.rounds[0].samples[0].indices[0].leaf ^= 1
+    });
+    // A sampled block's bytes, its hash, its proof in its tile.
+    expect_failure(b, "verdict", |b| b.rounds[0].samples[0].delivered[0][7] ^= 1);
+    expect_failure(b, "merkle proofs", |b| {
+        b.rounds[0].samples[0].proofs[0].block_hash[0] ^= 1
+    });
+    expect_failure(b, "merkle proofs", |b| {
+        let p = b.rounds[0]
+            .samples
+            .iter_mut()
+            .flat_map(|s| &mut s.proofs)
+            .find(|p| !p.block_proof.is_empty())
+            .unwrap();
+        p.block_proof[0][5] ^= 1;
+    });
+    expect_failure(b, "merkle proofs", |b| b.rounds[0].samples[0].proofs[0].block ^= 1);
     expect_failure(b, "merkle proofs", |b| {
         let p = b.rounds[0]
             .samples
@@ -362,6 +380,12 @@ fn any_changed_byte_fails_the_named_check() {
     });
     expect_failure(b, "verdict signature", |b| {
         b.rounds[0].verdicts[0].statement.samples[0].rerender_hash[0] ^= 1
+    });
+    expect_failure(b, "verdict signature", |b| {
+        b.rounds[0].verdicts[0].statement.samples[0].block ^= 1
+    });
+    expect_failure(b, "verdict signature", |b| {
+        b.rounds[0].verdicts[0].statement.aggregate.flip_mean_ppm ^= 1
     });
     expect_failure(b, "final tiles", |b| b.frames[0].tiles[1].leaf[0] ^= 1);
     expect_failure(b, "roots signature", |b| {

@@ -939,6 +939,8 @@ impl World {
                 s.metrics = TileMetrics::IDENTICAL;
                 s.band = Band::Match;
             }
+            v.aggregate = TileMetrics::IDENTICAL;
+            v.aggregate_band = Band::Match;
             v.decision = Decision::Pass;
             verdict = Signed::sign(v, vkey);
         }

@@ -606,6 +606,16 @@ fn tile_price(job: &Job) -> u64 {
     m.pricing.tile_price(&m.tier, rect, m.settings.spp)
 }
 
+/// Blocks of one of the test jobs' 16 × 16 tiles (a verdict counts blocks).
+fn blocks_per_tile(_job: &Job) -> u32 {
+    tessera_protocol::blocks::n_blocks(tessera_protocol::TileRect {
+        x: 0,
+        y: 0,
+        w: 16,
+        h: 16,
+    })
+}
+
 #[test]
 fn cancelling_a_job_pays_verified_work_refunds_the_rest_and_never_pays_late_results() {
     let (mut w, mut job) = caught_cheater_then_silence(60);
@@ -1459,7 +1469,8 @@ mod props {
                         .filter(|v| !v.statement.check.dispute)
                         .filter(|v| v.statement.decision == Decision::Pass)
                         .map(|v| i128::from(v.statement.n_committed))
-                        .sum();
+                        .sum::<i128>()
+                        / i128::from(blocks_per_tile(&run.job));
                     let value = verified * i128::from(tile_price(&run.job));
                     prop_assert_eq!(paid, value);
                     // Net of what requeues of a failed job put back in escrow.

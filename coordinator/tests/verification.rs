@@ -18,7 +18,7 @@ use tessera_protocol::statements::{CheckKind, Decision, Verdict};
 use tessera_protocol::tolerance::{Band, Limits, Tolerance};
 
 /// Bands decided by the diverged-pixel fraction alone, so the stand-ins' divergence
-/// picks the band: ≤ 1 % close, > 10 % far.
+/// picks the band: ≤ 1 % close, > 10 % far; a block more than half diverged is far.
 fn diverged_only() -> Tolerance {
     let open = |max_diverged_ppm| Limits {
         max_diverged_ppm,
@@ -31,6 +31,7 @@ fn diverged_only() -> Tolerance {
         pixel_rel_ppm: 20_000,
         pass: open(10_000),
         fail: open(100_000),
+        block_far: open(500_000),
         escalation_multiplier: 2,
     }
 }

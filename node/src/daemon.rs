@@ -643,7 +643,7 @@ mod tests {
     use super::*;
     use crate::worker::StubFactory;
     use tessera_bus::InProcessBus;
-    use tessera_protocol::canonical::tile_hash;
+    use tessera_protocol::blocks::tile_hash;
     use tessera_protocol::wire::{BatchResult, Requirements, TaskTile, WIRE_VERSION};
     use tessera_protocol::{merkle, RenderFailure, RenderSettings, TileRect, TileRenderer};
 
@@ -729,7 +729,7 @@ mod tests {
         let leaves: Vec<_> = r.batch.tiles.iter().map(|l| l.leaf).collect();
         assert_eq!(merkle::root(&leaves).unwrap(), c.batch_root);
         for (leaf, tile) in r.batch.tiles.iter().zip(&r.tiles) {
-            assert_eq!(tile_hash(&tile.bytes), leaf.tile_hash);
+            assert_eq!(tile_hash(&tile.bytes, leaf.rect), Some(leaf.tile_hash));
         }
     }
 

@@ -19,7 +19,8 @@ pub mod worker;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tessera_protocol::bundle::{BatchRecord, LeafRecord};
-use tessera_protocol::canonical::{tile_hash, LeafInput};
+use tessera_protocol::blocks::tile_hash;
+use tessera_protocol::canonical::LeafInput;
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::statements::{BatchCommitment, Signed};
 use tessera_protocol::wire::{BatchResult, DeliveredTile, RenderTask, WIRE_VERSION};
@@ -227,7 +228,17 @@ impl Node {
                 .collect::<Result<_, _>>()?,
         };
         for (t, bytes) in task.tiles.iter().zip(claimed) {
-            let hash = tile_hash(&bytes);
+            let hash = tile_hash(&bytes, t.rect).ok_or_else(|| {
+                render_error(
+                    t.tile_index,
+                    RenderFailure(format!(
+                        "{} bytes rendered for a {} tile of {} bytes",
+                        bytes.len(),
+                        t.rect,
+                        t.rect.canonical_len()
+                    )),
+                )
+            })?;
             let leaf = LeafInput {
                 job_id: task.job_id,
                 frame: task.frame,

@@ -1,8 +1,10 @@
-//! The proof bundle, version 1: one JSON document (binary fields hex) that lets anyone audit a
+//! The proof bundle, version 3: one JSON document (binary fields hex) that lets anyone audit a
 //! job offline: manifest, every batch commitment with its leaves, each round's commitment,
-//! revealed nonce, samples with Merkle proofs and signed verdicts, the final frame and job
-//! roots, and the signed payment receipt.
+//! revealed nonce, the sampled pixel blocks with their bytes and proofs (block in tile, leaf
+//! in batch) and signed verdicts, the final frame and job roots, and the signed payment
+//! receipt. Version 3 samples blocks instead of whole tiles (`crate::blocks`).
 
+use crate::blocks::BlockRef;
 use crate::hexser;
 use crate::keys::PublicKey;
 use crate::statements::{
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 /// The `format` field of every bundle.
 pub const BUNDLE_FORMAT: &str = "tessera-proof-bundle";
 /// The version this code writes and reads.
-pub const BUNDLE_VERSION: u32 = 2;
+pub const BUNDLE_VERSION: u32 = 3;
 
 /// A proof bundle.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -111,7 +113,7 @@ pub struct LeafRecord {
     pub tile_index: u32,
     /// Tile rectangle.
     pub rect: TileRect,
-    /// BLAKE3 of the canonical tile bytes.
+    /// The tile's hash: the root over its blocks' hashes (`blocks::tile_hash`).
     #[serde(with = "hexser::arr")]
     pub tile_hash: Digest,
     /// The leaf.
@@ -132,24 +134,34 @@ pub struct NodeSamples {
     /// The sample seed.
     #[serde(with = "hexser::arr")]
     pub seed: Digest,
-    /// Leaves the node committed in the round.
+    /// Blocks the node committed in the round (over all its leaves).
     pub n_committed: u32,
-    /// Sampled leaf indices, ascending.
-    pub indices: Vec<u32>,
-    /// A Merkle proof per sampled leaf, against its batch root.
+    /// The sampled blocks, ascending (`sampling::sample_blocks`).
+    pub indices: Vec<BlockRef>,
+    /// A proof per sampled block (same order): the block in its tile, the leaf in its
+    /// batch.
     pub proofs: Vec<SampleProof>,
-    /// The bytes the node delivered for each sampled leaf (same order): the evidence an
+    /// The bytes the node delivered for each sampled block (same order): the evidence an
     /// auditor re-derives the verdict's metrics from, and compares a re-render of another
     /// class against.
     #[serde(with = "hexser::vec_bytes")]
     pub delivered: Vec<Vec<u8>>,
 }
 
-/// Inclusion proof of one sampled leaf in its batch.
+/// Inclusion proof of one sampled block: the block's hash in its tile's block tree, and
+/// the tile's leaf in its batch.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SampleProof {
     /// Index among the node's leaves of the round.
     pub leaf_index: u32,
+    /// The block's index in its tile.
+    pub block: u32,
+    /// The block's hash (`blocks::block_hash` of its bytes).
+    #[serde(with = "hexser::arr")]
+    pub block_hash: Digest,
+    /// Sibling hashes of the block in its tile's block tree (rs_merkle order).
+    #[serde(with = "hexser::vec32")]
+    pub block_proof: Vec<Digest>,
     /// The batch holding it.
     pub batch_id: u32,
     /// Position inside the batch.
@@ -157,9 +169,19 @@ pub struct SampleProof {
     /// The leaf.
     #[serde(with = "hexser::arr")]
     pub leaf: Digest,
-    /// Sibling hashes (rs_merkle order).
+    /// Sibling hashes of the leaf in its batch (rs_merkle order).
     #[serde(with = "hexser::vec32")]
     pub proof: Vec<Digest>,
+}
+
+impl SampleProof {
+    /// The block this proves.
+    pub fn block_ref(&self) -> BlockRef {
+        BlockRef {
+            leaf: self.leaf_index,
+            block: self.block,
+        }
+    }
 }
 
 /// A frame's final tiles.
@@ -178,7 +200,7 @@ pub struct FinalTile {
     pub tile_index: u32,
     /// Rectangle.
     pub rect: TileRect,
-    /// BLAKE3 of its canonical bytes.
+    /// Its hash (the root over its blocks).
     #[serde(with = "hexser::arr")]
     pub tile_hash: Digest,
     /// Its leaf.

@@ -3,16 +3,12 @@
 
 use crate::types::{Digest, TileRect};
 
-/// Derive-key context of commitment leaves.
-pub const LEAF_CONTEXT: &str = "tessera v1 tile leaf";
+/// Derive-key context of commitment leaves (v3: the tile hash is the root over the
+/// tile's blocks, [`crate::blocks::tile_hash`]).
+pub const LEAF_CONTEXT: &str = "tessera v3 tile leaf";
 
 /// A job id: 16 random bytes chosen by the coordinator at submit time.
 pub type JobId = [u8; 16];
-
-/// BLAKE3 of canonical tile bytes (plain hash mode).
-pub fn tile_hash(canonical_tile_bytes: &[u8]) -> Digest {
-    *blake3::hash(canonical_tile_bytes).as_bytes()
-}
 
 /// Everything a commitment leaf binds a tile to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +23,7 @@ pub struct LeafInput {
     pub spp: u32,
     /// Determinism class id of the renderer that produced the bytes.
     pub class_id: Digest,
-    /// BLAKE3 of the canonical tile bytes.
+    /// The tile's hash: the root over its blocks' hashes ([`crate::blocks::tile_hash`]).
     pub tile_hash: Digest,
 }
 

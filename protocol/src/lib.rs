@@ -5,6 +5,7 @@
 //! and payment rules, and the proof bundle. Pure code: no IO, no clock, no async runtime.
 #![warn(missing_docs)]
 
+pub mod blocks;
 pub mod bundle;
 pub mod canonical;
 pub mod hexser;

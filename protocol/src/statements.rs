@@ -69,7 +69,7 @@ impl<T: Statement> Signed<T> {
 }
 
 /// Version of the manifest format.
-pub const MANIFEST_VERSION: u32 = 2;
+pub const MANIFEST_VERSION: u32 = 3;
 
 /// The job manifest, signed by the coordinator before any task is dispatched.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -430,29 +430,32 @@ impl CheckKind {
     }
 }
 
-/// One re-rendered sample.
+/// One re-rendered sample: a pixel block of a committed tile.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SampleCheck {
     /// Index among the node's leaves of the round (ordered by batch id, then leaf order).
     pub leaf_index: u32,
+    /// The block's index in its tile (`blocks::block_rect`).
+    pub block: u32,
     /// Frame of the tile.
     pub frame: u32,
     /// Tile index in the frame's layout.
     pub tile_index: u32,
-    /// The tile hash the node committed to.
+    /// The block hash the node committed to (proved against its leaf).
     #[serde(with = "hexser::arr")]
     pub committed_hash: Digest,
-    /// BLAKE3 of the verifier's re-render.
+    /// The block hash of the verifier's re-render.
     #[serde(with = "hexser::arr")]
     pub rerender_hash: Digest,
-    /// Whether the delivered bytes hashed to the committed hash (integrity).
+    /// Whether the delivered bytes hashed to the committed block hash (integrity).
     pub delivered_ok: bool,
-    /// Whether the re-render has the same bytes as the committed tile.
+    /// Whether the re-render has the same bytes as the committed block.
     pub matched: bool,
-    /// The re-render against the delivered tile ([`TileMetrics::IDENTICAL`] when the
-    /// bytes match).
+    /// The re-rendered block against the delivered one ([`TileMetrics::IDENTICAL`] when
+    /// the bytes match).
     pub metrics: TileMetrics,
-    /// The band the manifest's tolerance puts those metrics in.
+    /// The block's band under the manifest's tolerance: match, far (beyond the
+    /// per-block far limits) or close (neither; the verdict's aggregate judges it).
     pub band: Band,
 }
 
@@ -472,12 +475,17 @@ pub struct Verdict {
     /// The sample seed (recomputable from the round root, nonce, job id and node key).
     #[serde(with = "hexser::arr")]
     pub seed: Digest,
-    /// How many leaves the node committed in the round.
+    /// How many blocks the node committed in the round.
     pub n_committed: u32,
-    /// How many were sampled.
+    /// How many pixels were drawn (at most that many blocks are checked).
     pub k: u32,
-    /// The samples, by ascending leaf index.
+    /// The samples, ascending by (leaf index, block).
     pub samples: Vec<SampleCheck>,
+    /// The metrics of all the re-rendered blocks together against the delivered ones
+    /// (the tolerant comparison across classes is over every sampled pixel).
+    pub aggregate: TileMetrics,
+    /// The band the manifest's tolerance puts the aggregate in.
+    pub aggregate_band: Band,
     /// Determinism class id of the verifier's renderer.
     #[serde(with = "hexser::arr")]
     pub verifier_class_id: Digest,
@@ -486,7 +494,7 @@ pub struct Verdict {
 }
 
 impl Statement for Verdict {
-    const DOMAIN: &'static str = "tessera v1 verdict";
+    const DOMAIN: &'static str = "tessera v3 verdict";
     fn write_fields(&self, w: &mut FieldWriter) {
         w.bytes(&self.job_id)
             .u32(self.round)
@@ -498,6 +506,7 @@ impl Statement for Verdict {
             .u32(self.samples.len() as u32);
         for s in &self.samples {
             w.u32(s.leaf_index)
+                .u32(s.block)
                 .u32(s.frame)
                 .u32(s.tile_index)
                 .bytes(&s.committed_hash)
@@ -507,6 +516,8 @@ impl Statement for Verdict {
             s.metrics.write_fields(w);
             w.u8(s.band.code());
         }
+        self.aggregate.write_fields(w);
+        w.u8(self.aggregate_band.code());
         w.bytes(&self.verifier_class_id).u8(self.decision.code());
     }
 }

@@ -61,6 +61,19 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The default per-block far limits ([`Tolerance::block_far`]): a block is far when
+    /// more than half its pixels diverged or its ꟻLIP mean exceeds 0.15. PSNR and the
+    /// ꟻLIP 99th percentile of 64 pixels are one pixel's error, which an honest firefly
+    /// can reach, so they never make a block far on their own.
+    pub const fn block_far_default() -> Limits {
+        Limits {
+            max_diverged_ppm: 500_000,
+            min_psnr_cdb: 0,
+            max_flip_mean_ppm: 150_000,
+            max_flip_p99_ppm: 1_000_000,
+        }
+    }
+
     /// Whether every metric of `m` is within these limits.
     pub fn holds(&self, m: &TileMetrics) -> bool {
         m.diverged_ppm <= self.max_diverged_ppm
@@ -115,8 +128,16 @@ pub struct Tolerance {
     pub pixel_rel_ppm: u32,
     /// Inside these limits a tile is [`Band::Close`].
     pub pass: Limits,
-    /// Outside these limits (any metric) a tile is [`Band::Far`].
+    /// Outside these limits (any metric) a tile, or a verdict's aggregate over its
+    /// sampled blocks, is [`Band::Far`].
     pub fail: Limits,
+    /// Outside these limits (any metric) one sampled block is [`Band::Far`] on its own:
+    /// the per-block far test, which catches a forgery concentrated in a few blocks that
+    /// the aggregate over all of a node's sampled blocks would dilute. Looser than `fail`
+    /// (a block has 64 pixels; one honest firefly that two classes trace differently is
+    /// 1.6 % of it).
+    #[serde(default = "Limits::block_far_default")]
+    pub block_far: Limits,
     /// An escalated check samples this many times the first k.
     pub escalation_multiplier: u32,
 }
@@ -145,6 +166,7 @@ impl Default for Tolerance {
                 max_flip_mean_ppm: 25_000,
                 max_flip_p99_ppm: 400_000,
             },
+            block_far: Limits::block_far_default(),
             escalation_multiplier: 2,
         }
     }
@@ -173,6 +195,19 @@ impl Tolerance {
             Band::Close
         } else if self.fail.holds(m) {
             Band::Ambiguous
+        } else {
+            Band::Far
+        }
+    }
+
+    /// The band of one sampled block: [`Band::Match`] when the bytes are equal,
+    /// [`Band::Far`] beyond the per-block far limits, else [`Band::Close`] (the verdict's
+    /// aggregate over all sampled blocks judges what is neither).
+    pub fn block_band(&self, bytes_equal: bool, m: &TileMetrics) -> Band {
+        if bytes_equal {
+            Band::Match
+        } else if self.block_far.holds(m) {
+            Band::Close
         } else {
             Band::Far
         }
@@ -209,6 +244,7 @@ impl Tolerance {
         w.u32(self.pixel_abs_ppm).u32(self.pixel_rel_ppm);
         self.pass.write_fields(w);
         self.fail.write_fields(w);
+        self.block_far.write_fields(w);
         w.u32(self.escalation_multiplier);
     }
 }
@@ -225,29 +261,67 @@ fn finite(v: f32) -> f64 {
 /// both linear RGB triples (the same length, a multiple of 3). ꟻLIP is computed by the
 /// verifier crate, which links the reference implementation.
 pub fn linear_metrics(t: &Tolerance, a: &[f32], b: &[f32]) -> (u32, u32) {
-    let pixels = (a.len() / 3).min(b.len() / 3);
-    if pixels == 0 {
-        return (0, PSNR_CAP_CDB);
+    let e = linear_errors(t, a, b);
+    (e.diverged_ppm(), e.psnr_cdb())
+}
+
+/// The sums behind [`linear_metrics`], which add up over several images (a verdict's
+/// aggregate over its sampled blocks).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LinearErrors {
+    /// Pixels compared.
+    pub pixels: u64,
+    /// Pixels that diverged ([`Tolerance::diverges`] in some channel).
+    pub diverged: u64,
+    /// Sum of squared differences over the RGB channels.
+    pub squared: f64,
+}
+
+impl LinearErrors {
+    /// Both sums together.
+    pub fn add(&mut self, other: &LinearErrors) {
+        self.pixels += other.pixels;
+        self.diverged += other.diverged;
+        self.squared += other.squared;
     }
-    let mut diverged = 0u64;
-    let mut se = 0f64;
+
+    /// Diverged pixels, ppm of the pixels compared (rounded up; 0 when none).
+    pub fn diverged_ppm(&self) -> u32 {
+        if self.pixels == 0 {
+            return 0;
+        }
+        (self.diverged * 1_000_000).div_ceil(self.pixels) as u32
+    }
+
+    /// PSNR (peak 1.0) in centi-dB, capped at [`PSNR_CAP_CDB`].
+    pub fn psnr_cdb(&self) -> u32 {
+        let mse = if self.pixels == 0 {
+            0.0
+        } else {
+            self.squared / (self.pixels * 3) as f64
+        };
+        if mse <= 0.0 {
+            PSNR_CAP_CDB
+        } else {
+            let db = 10.0 * (1.0 / mse).log10();
+            (db * 100.0).floor().clamp(0.0, f64::from(PSNR_CAP_CDB)) as u32
+        }
+    }
+}
+
+/// The diverged pixels and squared differences of `b` against `a` (linear RGB triples).
+pub fn linear_errors(t: &Tolerance, a: &[f32], b: &[f32]) -> LinearErrors {
+    let mut e = LinearErrors::default();
     for (pa, pb) in a.chunks_exact(3).zip(b.chunks_exact(3)) {
         let mut d = false;
         for c in 0..3 {
             d |= t.diverges(pa[c], pb[c]);
-            se += (finite(pa[c]) - finite(pb[c])).powi(2);
+            e.squared += (finite(pa[c]) - finite(pb[c])).powi(2);
         }
-        diverged += u64::from(d);
+        e.pixels += 1;
+        e.diverged += u64::from(d);
     }
-    let diverged_ppm = (diverged * 1_000_000).div_ceil(pixels as u64) as u32;
-    let mse = se / (pixels * 3) as f64;
-    let psnr_cdb = if mse <= 0.0 {
-        PSNR_CAP_CDB
-    } else {
-        let db = 10.0 * (1.0 / mse).log10();
-        (db * 100.0).floor().clamp(0.0, f64::from(PSNR_CAP_CDB)) as u32
-    };
-    (diverged_ppm, psnr_cdb)
+    e
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::types::{DeterminismClass, Digest, RenderSettings, TileRect};
 use serde::{Deserialize, Serialize};
 
 /// Version of every wire message.
-pub const WIRE_VERSION: u32 = 2;
+pub const WIRE_VERSION: u32 = 3;
 
 // Queue names are logical: on RabbitMQ, queue `q` is `{namespace}.{q}` (namespace
 // `tessera` by default). See docs/PROTOCOL.md.
@@ -213,21 +213,21 @@ pub struct BatchResult {
     pub tiles: Vec<DeliveredTile>,
 }
 
-/// One sampled tile the verifier must check.
+/// One sampled pixel block the verifier must check.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct SampledTile {
-    /// Proof of inclusion in its batch.
+pub struct SampledBlock {
+    /// Proof of the block in its tile and of the tile's leaf in its batch.
     pub proof: SampleProof,
     /// Frame.
     pub frame: u32,
-    /// Tile index.
+    /// Index of the block's tile.
     pub tile_index: u32,
-    /// Rectangle.
+    /// The block's rectangle, in frame coordinates.
     pub rect: TileRect,
-    /// Committed tile hash.
+    /// Committed block hash.
     #[serde(with = "hexser::arr")]
     pub committed_hash: Digest,
-    /// The bytes the node delivered, hex.
+    /// The block's bytes the node delivered, hex.
     #[serde(with = "hex::serde")]
     pub delivered: Vec<u8>,
 }
@@ -256,8 +256,8 @@ pub struct VerifyRequest {
     pub nonce: Digest,
     /// The node under verification.
     pub node: PublicKey,
-    /// The sampled tiles.
-    pub samples: Vec<SampledTile>,
+    /// The sampled blocks.
+    pub samples: Vec<SampledBlock>,
 }
 
 /// A verifier's answer.

@@ -345,7 +345,7 @@ impl Farm {
                     last_round = last_round.max(task.round);
                     let node = self.renderer_for(&parties, &to, &task)?;
                     let res = node.handle_task(&task)?;
-                    tally.rendered += res.tiles.len() as u64;
+                    tally.rendered += res.tiles.iter().map(|t| pixels(&t.bytes)).sum::<u64>();
                     Input::Result(res)
                 }
                 Outgoing::Check(req) => {
@@ -357,7 +357,7 @@ impl Farm {
                     let verdict = verifier.handle_request(&req)?;
                     let v = &verdict.statement;
                     let role = self.role(&v.node);
-                    tally.rerendered += v.samples.len() as u64;
+                    tally.rerendered += req.samples.iter().map(|s| pixels(&s.delivered)).sum::<u64>();
                     for s in &v.samples {
                         count_band(&mut tally.bands, s.band);
                         if role == Role::HonestOther {
@@ -686,4 +686,9 @@ mod tests {
             "the refused escalation is not counted"
         );
     }
+}
+
+/// The pixels of canonical bytes (8 bytes each).
+fn pixels(canonical: &[u8]) -> u64 {
+    (canonical.len() / tessera_protocol::BYTES_PER_PIXEL) as u64
 }

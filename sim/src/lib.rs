@@ -271,11 +271,12 @@ pub struct Report {
     pub honest_escalations: u64,
     /// Rounds after the first (re-renders of failed cheaters' tiles).
     pub extra_rounds: u64,
-    /// Tiles nodes rendered.
-    pub rendered_tiles: u64,
-    /// Tiles verifiers re-rendered, escalations included.
-    pub rerendered_tiles: u64,
-    /// rerendered_tiles / rendered_tiles.
+    /// Pixels nodes rendered (pixel-samples / spp).
+    pub rendered_pixels: u64,
+    /// Pixels verifiers re-rendered (the sampled blocks), escalations included.
+    pub rerendered_pixels: u64,
+    /// rerendered_pixels / rendered_pixels: pixel-samples re-rendered per pixel-sample
+    /// rendered.
     pub verification_cost: f64,
     /// Every sample by band.
     pub bands: Bands,
@@ -296,7 +297,14 @@ impl Report {
         let k = cfg.effective_k();
         let measured = t.detected as f64 / t.jobs.max(1) as f64;
         let (lo, hi) = wilson(t.detected, t.jobs, Z_99);
-        let predicted = predicted_detection(cfg.forged_fraction, k);
+        let tile = tessera_protocol::TileRect {
+            x: 0,
+            y: 0,
+            w: cfg.tile_size,
+            h: cfg.tile_size,
+        };
+        let blocks = u64::from(cfg.tiles) * u64::from(tessera_protocol::blocks::n_blocks(tile));
+        let predicted = predicted_detection(cfg.forged_fraction, k, cfg.tiles, blocks);
         let rate = |x: u64, of: u64| if of == 0 { 0.0 } else { x as f64 / of as f64 };
         Self {
             jobs: t.jobs,
@@ -326,8 +334,8 @@ impl Report {
             escalations: t.escalations,
             honest_escalations: t.honest_escalations,
             extra_rounds: t.extra_rounds,
-            rendered_tiles: t.rendered,
-            rerendered_tiles: t.rerendered,
+            rendered_pixels: t.rendered,
+            rerendered_pixels: t.rerendered,
             verification_cost: rate(t.rerendered, t.rendered),
             bands: t.bands,
             other_class_bands: t.other_class_bands,
@@ -478,8 +486,8 @@ mod tests {
         one_thread.push(("threads", "1"));
         let again = small(&one_thread);
         assert_eq!(
-            (again.detected, again.rerendered_tiles, again.escalations),
-            (r.detected, r.rerendered_tiles, r.escalations)
+            (again.detected, again.rerendered_pixels, again.escalations),
+            (r.detected, r.rerendered_pixels, r.escalations)
         );
         assert_eq!((again.bands, again.ledger), (r.bands, r.ledger));
         let mut other_seed = args.to_vec();

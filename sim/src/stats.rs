@@ -2,7 +2,6 @@
 //! predicted detection rate, and the counters a job adds to.
 
 use serde::Serialize;
-use tessera_protocol::canonical::tile_hash;
 use tessera_protocol::Digest;
 
 /// BLAKE3 of the parts, each prefixed by its length (so that no two lists of parts
@@ -13,7 +12,7 @@ pub fn digest(parts: &[&[u8]]) -> Digest {
         buf.extend_from_slice(&(p.len() as u32).to_le_bytes());
         buf.extend_from_slice(p);
     }
-    tile_hash(&buf)
+    *blake3::hash(&buf).as_bytes()
 }
 
 /// A uniform number in [0, 1) from the 8 bytes of `d` at word `word` (0..4), with 53 bits.
@@ -70,10 +69,36 @@ pub fn wilson(successes: u64, trials: u64, z: f64) -> (f64, f64) {
     (low, high)
 }
 
-/// The chance that `k` tiles sampled from a node that forged each tile independently
-/// with probability `f` include a forged one: 1 − (1 − f)^k.
-pub fn predicted_detection(f: f64, k: u32) -> f64 {
-    1.0 - (1.0 - f).powi(k as i32)
+/// The chance that a check of `k` draws catches a node that committed `n` tiles of the
+/// same size, `blocks` blocks in all, and forged each tile independently with
+/// probability `f`. Given m forged tiles the forged fraction of its work is m/n, and the
+/// sampling (`sampling::sample_blocks`: k pixels drawn with replacement) misses it with
+/// probability (1 − m/n)^k; so 1 − Σ_m C(n, m) f^m (1 − f)^(n−m) (1 − m/n)^k. When the node
+/// committed at most k blocks every block is checked: 1 − (1 − f)^n. Per job the
+/// guarantee is DESIGN.md's: a forged fraction ≥ f of the work is caught with probability
+/// ≥ 1 − (1 − f)^k; the sum is that averaged over the jobs' forged fractions.
+pub fn predicted_detection(f: f64, k: u32, n: u32, blocks: u64) -> f64 {
+    if n == 0 || f <= 0.0 {
+        return 0.0;
+    }
+    if f >= 1.0 {
+        return 1.0;
+    }
+    if blocks <= u64::from(k) {
+        return 1.0 - (1.0 - f).powi(n as i32);
+    }
+    // P(m) by the binomial recursion, in logs so that large n do not underflow.
+    let (ln_f, ln_q) = (f.ln(), (1.0 - f).ln());
+    let mut ln_pm = f64::from(n) * ln_q;
+    let mut missed = 0.0;
+    for m in 0..=n {
+        if m > 0 {
+            ln_pm += (f64::from(n - m + 1) / f64::from(m)).ln() + ln_f - ln_q;
+        }
+        let escape = (1.0 - f64::from(m) / f64::from(n)).powi(k as i32);
+        missed += ln_pm.exp() * escape;
+    }
+    (1.0 - missed).clamp(0.0, 1.0)
 }
 
 /// Sample tiles by the band the verifier put them in.
@@ -165,9 +190,11 @@ pub struct Tally {
     pub escalations: u64,
     /// … of them on honest nodes.
     pub honest_escalations: u64,
-    /// Tiles nodes rendered (every round, forged ones included).
+    /// Pixels nodes rendered (every round, forged ones included; every pixel has the
+    /// job's spp, so this is pixel-samples / spp).
     pub rendered: u64,
-    /// Tiles verifiers re-rendered (every check, escalations included).
+    /// Pixels verifiers re-rendered (the sampled blocks of every check, escalations
+    /// included).
     pub rerendered: u64,
     /// Rounds beyond the first (re-renders of failed nodes' tiles).
     pub extra_rounds: u64,
@@ -240,12 +267,21 @@ mod tests {
     }
 
     #[test]
-    fn prediction_is_the_sampling_formula() {
-        assert_eq!(predicted_detection(0.0, 135), 0.0);
-        assert_eq!(predicted_detection(1.0, 1), 1.0);
-        // DESIGN.md: P = 0.999 at f = 0.05 takes k = 135.
-        let p = predicted_detection(0.05, 135);
-        assert!(p > 0.999 && predicted_detection(0.05, 134) < 0.999, "{p}");
+    fn prediction_is_the_sampling_formula_averaged_over_forged_tiles() {
+        assert_eq!(predicted_detection(0.0, 135, 160, 640), 0.0);
+        assert_eq!(predicted_detection(1.0, 1, 160, 640), 1.0);
+        // Values of the sum worked out apart (Python, exact binomials).
+        let p = predicted_detection(0.05, 135, 160, 640);
+        assert!((p - 0.990_606_414_6).abs() < 1e-9, "{p}");
+        let p = predicted_detection(0.01, 135, 160, 640);
+        assert!((p - 0.600_502_129_0).abs() < 1e-9, "{p}");
+        // Few blocks: all are checked, and only a node that forged nothing escapes.
+        let p = predicted_detection(0.05, 135, 10, 40);
+        assert!((p - (1.0 - 0.95f64.powi(10))).abs() < 1e-12, "{p}");
+        // With many tiles the sum tends to DESIGN.md's 1 − (1 − f)^k (0.999 at f = 0.05,
+        // k = 135): the forged fraction concentrates on f.
+        let p = predicted_detection(0.05, 135, 100_000, 400_000);
+        assert!(p > 0.9989 && p < 0.9991, "{p}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub fn write_table(w: &mut impl Write, r: &Report) -> io::Result<()> {
             "99 % Wilson interval",
             format!("{} – {}", pct(r.ci99[0]), pct(r.ci99[1])),
         ),
-        ("predicted 1 − (1 − f)^k", pct(r.predicted_detection)),
+        ("predicted 1 − E[(1 − m/n)^k]", pct(r.predicted_detection)),
         ("prediction inside interval", r.agrees.to_string()),
         (
             "forged tiles accepted",
@@ -44,8 +44,8 @@ pub fn write_table(w: &mut impl Write, r: &Report) -> io::Result<()> {
         (
             "verification cost",
             format!(
-                "{:.4} ({} re-rendered / {} rendered)",
-                r.verification_cost, r.rerendered_tiles, r.rendered_tiles
+                "{:.4} ({} pixel-samples re-rendered / {} rendered, per spp)",
+                r.verification_cost, r.rerendered_pixels, r.rendered_pixels
             ),
         ),
         (

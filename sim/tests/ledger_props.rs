@@ -318,7 +318,7 @@ fn run_and_check(p: &SimParams) -> Result<(), String> {
     if (
         report.detected,
         report.forged_tiles,
-        report.rendered_tiles,
+        report.rendered_pixels,
         report.ledger,
     ) != (
         total.detected,

@@ -1,13 +1,14 @@
 //! `tessera audit`: check a proof bundle offline, from the bundle alone, and say exactly
 //! which check failed. Optionally check an image against the committed tiles, and re-render
-//! the sampled tiles on a local renderer.
+//! the sampled pixel blocks on a local renderer.
 
 use crate::{checks, tolerance};
 use std::collections::{BTreeMap, BTreeSet};
 use tessera_protocol::bundle::{
     BatchRecord, DisputeRecord, NodeSamples, ProofBundle, BUNDLE_FORMAT, BUNDLE_VERSION,
 };
-use tessera_protocol::canonical::{crop, tile_hash};
+use tessera_protocol::blocks::{block_hash, block_rect, tile_hash, BlockRef};
+use tessera_protocol::canonical::crop;
 use tessera_protocol::keys::PublicKey;
 use tessera_protocol::merkle;
 use tessera_protocol::payments::{Ledger, Transfer, TransferKind};
@@ -769,22 +770,22 @@ fn audit_check(
         "sample indices",
         if ns.indices == exp.indices && ns.n_committed == exp.n {
             Ok(format!(
-                "{who}: {} of {} leaves sampled (k = {})",
+                "{who}: {} of {} blocks sampled (k = {})",
                 exp.indices.len(),
                 exp.n,
                 exp.k
             ))
         } else {
             Err(format!(
-                "{who}: indices {:?} (n {}) are not the derived {:?} (n {})",
+                "{who}: blocks {:?} (n {}) are not the derived {:?} (n {})",
                 ns.indices, ns.n_committed, exp.indices, exp.n
             ))
         },
     );
-    let proof_idx: Vec<u32> = ns.proofs.iter().map(|p| p.leaf_index).collect();
+    let proof_idx: Vec<BlockRef> = ns.proofs.iter().map(|p| p.block_ref()).collect();
     let proofs = if proof_idx != exp.indices {
         Err(format!(
-            "{who}: proofs cover leaves {proof_idx:?}, sampled {:?}",
+            "{who}: proofs cover blocks {proof_idx:?}, sampled {:?}",
             exp.indices
         ))
     } else {
@@ -823,6 +824,7 @@ fn audit_check(
         ctx.commitment.round,
         ns.check,
         &exp,
+        &ns.proofs,
         &ns.delivered,
         v,
     );
@@ -1048,7 +1050,7 @@ pub fn check_image(
     let bad: Vec<String> = ft
         .tiles
         .iter()
-        .filter(|t| crop(pixels, width, height, t.rect).map(|c| tile_hash(&c)) != Some(t.tile_hash))
+        .filter(|t| crop(pixels, width, height, t.rect).and_then(|c| tile_hash(&c, t.rect)) != Some(t.tile_hash))
         .map(|t| format!("tile {} ({})", t.tile_index, t.rect))
         .collect();
     if bad.is_empty() {
@@ -1073,20 +1075,22 @@ pub fn check_image(
     }
 }
 
-/// Re-render every sampled tile of every check (rounds and disputes) with `renderer` and
-/// compare, whatever this adapter's class:
-/// - in the verifier's class the bytes must hash to the verifier's re-render hash, and the
-///   metrics against the recorded delivered tile must equal the verdict's;
-/// - in another class (a node's, or one nobody used) the local re-render is judged against
-///   the delivered tile by the manifest's tolerance: a tile the verdict found matching or
-///   close must be matching or close here, and a tile it found far must be far here.
-///   (An ambiguous local result is reported, not failed: that is what escalation is for.)
+/// Re-render every sampled block of every check (rounds and disputes) with `renderer`
+/// and compare, whatever this adapter's class:
+/// - in the verifier's class each block must hash to the verifier's re-render hash, and
+///   the metrics against the recorded delivered blocks (each block's and the aggregate)
+///   must equal the verdict's;
+/// - in another class (a node's, or one nobody used) the local re-render is judged
+///   against the delivered blocks by the manifest's tolerance: a check the verdict passed
+///   (aggregate matching or close, no block far) must pass here, and one it did not pass
+///   on a far aggregate or a far block must not pass here. (An ambiguous local aggregate
+///   is reported, not failed: that is what escalation is for.)
 pub fn rerender_samples(b: &ProofBundle, renderer: &dyn TileRenderer) -> AuditReport {
     let mut r = AuditReport::default();
     let m = &b.manifest.statement;
     let my_class = renderer.class().id();
     let layout = checks::layout(m);
-    let (mut same, mut cross, mut ambiguous) = (0, 0, 0);
+    let (mut same, mut cross, mut ambiguous, mut blocks) = (0, 0, 0, 0);
     let checks = b
         .rounds
         .iter()
@@ -1096,93 +1100,157 @@ pub fn rerender_samples(b: &ProofBundle, renderer: &dyn TileRenderer) -> AuditRe
                 .iter()
                 .flat_map(|d| d.samples.iter().zip(&d.verdicts)),
         );
-    for (ns, v) in checks {
+    'check: for (ns, v) in checks {
         let v = &v.statement;
+        let who = format!(
+            "round {} node {} {} check",
+            v.round,
+            v.node.short(),
+            v.check.label()
+        );
+        if ns.node != v.node || ns.delivered.len() != v.samples.len() {
+            r.fail("rerender", format!("{who}: no delivered bytes recorded"));
+            continue;
+        }
+        // Each sampled block's rectangle, and the blocks of each frame re-rendered
+        // together.
+        let mut rects = Vec::with_capacity(v.samples.len());
+        for s in &v.samples {
+            let Some(rect) = layout
+                .get(s.tile_index as usize)
+                .and_then(|&t| block_rect(t, s.block))
+            else {
+                r.fail(
+                    "rerender",
+                    format!("{who}: frame {} tile {} block {}: not in the layout", s.frame, s.tile_index, s.block),
+                );
+                continue 'check;
+            };
+            rects.push(rect);
+        }
+        let mut local: Vec<Vec<u8>> = vec![Vec::new(); v.samples.len()];
+        let mut by_frame: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for (i, s) in v.samples.iter().enumerate() {
-            let who = format!(
-                "round {} node {} {} check frame {} tile {}",
-                v.round,
-                v.node.short(),
-                v.check.label(),
-                s.frame,
-                s.tile_index
-            );
-            let Some(rect) = layout.get(s.tile_index as usize).copied() else {
-                r.fail("rerender", format!("{who}: not in the layout"));
-                continue;
-            };
-            let bytes = match renderer.render_tile(&m.settings, s.frame, rect) {
-                Ok(b) => b,
+            by_frame.entry(s.frame).or_default().push(i);
+        }
+        for (frame, at) in by_frame {
+            let want: Vec<_> = at.iter().map(|&i| rects[i]).collect();
+            match renderer.render_tiles(&m.settings, frame, &want) {
+                Ok(out) => {
+                    for (i, bytes) in at.into_iter().zip(out) {
+                        local[i] = bytes;
+                    }
+                }
+                Err((j, e)) => {
+                    let s = &v.samples[at[j]];
+                    r.fail(
+                        "rerender",
+                        format!("{who}: frame {frame} tile {} block {}: {e}", s.tile_index, s.block),
+                    );
+                    continue 'check;
+                }
+            }
+        }
+        blocks += v.samples.len();
+        let pairs: Vec<tolerance::BlockPair<'_>> = ns
+            .delivered
+            .iter()
+            .zip(&local)
+            .zip(&rects)
+            .map(|((d, l), &rect)| tolerance::BlockPair {
+                committed: d,
+                rerender: l,
+                rect,
+            })
+            .collect();
+        let all_ok = v.samples.iter().all(|s| s.delivered_ok);
+        let measured = if all_ok {
+            match tolerance::blocks_metrics(&m.tolerance, &pairs) {
+                Ok(x) => Some(x),
                 Err(e) => {
                     r.fail("rerender", format!("{who}: {e}"));
                     continue;
                 }
-            };
-            let Some(delivered) = ns.delivered.get(i).filter(|_| ns.node == v.node) else {
-                r.fail("rerender", format!("{who}: no delivered bytes recorded"));
-                continue;
-            };
-            let metrics = if tile_hash(&bytes) == s.committed_hash {
-                Ok(TileMetrics::IDENTICAL)
-            } else {
-                tolerance::tile_metrics(&m.tolerance, delivered, &bytes, rect)
-            };
-            let metrics = match metrics {
-                Ok(x) => x,
-                Err(e) => {
-                    r.fail("rerender", format!("{who}: {e}"));
-                    continue;
-                }
-            };
-            if my_class == v.verifier_class_id {
-                same += 1;
-                let h = tile_hash(&bytes);
+            }
+        } else {
+            None
+        };
+        if my_class == v.verifier_class_id {
+            same += 1;
+            for (s, bytes) in v.samples.iter().zip(&local) {
+                let h = block_hash(bytes);
                 if h != s.rerender_hash {
                     r.fail(
                         "rerender",
                         format!(
-                            "{who}: local re-render {} differs from the verifier's {} in the verifier's class",
+                            "{who}: frame {} tile {} block {}: local re-render {} differs from the verifier's {} in the verifier's class",
+                            s.frame,
+                            s.tile_index,
+                            s.block,
                             hex::encode(h),
                             hex::encode(s.rerender_hash)
                         ),
                     );
-                } else if s.delivered_ok && metrics != s.metrics {
+                }
+            }
+            if let Some((each, aggregate)) = measured {
+                let verdict_each: Vec<TileMetrics> = v.samples.iter().map(|s| s.metrics).collect();
+                let all_matched = v.samples.iter().all(|s| s.matched);
+                if (!all_matched && aggregate != v.aggregate) || each != verdict_each {
                     r.fail(
                         "rerender",
                         format!(
-                            "{who}: metrics {metrics:?} differ from the verdict's {:?}",
-                            s.metrics
+                            "{who}: metrics (aggregate {aggregate:?}) differ from the verdict's (aggregate {:?})",
+                            v.aggregate
                         ),
                     );
                 }
-                continue;
             }
-            cross += 1;
-            let band = m
-                .tolerance
-                .band(metrics == TileMetrics::IDENTICAL, &metrics);
-            let passes = |b: Band| matches!(b, Band::Match | Band::Close);
-            if band == Band::Ambiguous {
-                ambiguous += 1;
-            } else if passes(band) != passes(s.band) {
-                r.fail(
-                    "rerender",
-                    format!(
-                        "{who}: locally {band:?} ({metrics:?}), the verdict found it {:?}",
-                        s.band
-                    ),
-                );
-            }
+            continue;
+        }
+        cross += 1;
+        let Some((each, aggregate)) = measured else {
+            continue;
+        };
+        let local_matched: Vec<bool> = v
+            .samples
+            .iter()
+            .zip(&local)
+            .map(|(s, bytes)| block_hash(bytes) == s.committed_hash)
+            .collect();
+        let all_matched = local_matched.iter().all(|&x| x);
+        let band = m.tolerance.band(all_matched, &aggregate);
+        let far_block = each
+            .iter()
+            .zip(&local_matched)
+            .any(|(mt, &eq)| m.tolerance.block_band(eq, mt) == Band::Far);
+        let verdict_far = v.samples.iter().any(|s| s.band == Band::Far);
+        let passes = |b: Band, far: bool| matches!(b, Band::Match | Band::Close) && !far;
+        let fails = |b: Band, far: bool| b == Band::Far || far;
+        if band == Band::Ambiguous && !far_block {
+            ambiguous += 1;
+        } else if passes(band, far_block) != passes(v.aggregate_band, verdict_far)
+            || fails(band, far_block) != fails(v.aggregate_band, verdict_far)
+        {
+            r.fail(
+                "rerender",
+                format!(
+                    "{who}: locally aggregate {band:?} ({aggregate:?}){}, the verdict found {:?}{}",
+                    if far_block { " with a far block" } else { "" },
+                    v.aggregate_band,
+                    if verdict_far { " with a far block" } else { "" },
+                ),
+            );
         }
     }
     if r.checks.is_empty() {
         if same + cross == 0 {
-            r.fail("rerender", "the bundle has no sampled tiles to re-render");
+            r.fail("rerender", "the bundle has no sampled blocks to re-render");
         } else {
             r.pass(
                 "rerender",
                 format!(
-                    "{} sampled tiles re-rendered locally agree with the verdicts: {same} in the verifier's class (bytes and metrics), {cross} in another class (tolerant comparison; {ambiguous} ambiguous)",
+                    "{blocks} sampled blocks of {} checks re-rendered locally agree with the verdicts: {same} checks in the verifier's class (bytes and metrics), {cross} in another class (tolerant comparison; {ambiguous} ambiguous)",
                     same + cross
                 ),
             );

@@ -417,6 +417,7 @@ pub const PRIOR: Tolerance = Tolerance {
         max_flip_mean_ppm: 25_000,
         max_flip_p99_ppm: 400_000,
     },
+    block_far: Limits::block_far_default(),
     escalation_multiplier: 2,
 };
 

@@ -3,11 +3,12 @@
 //! [`CheckError`] that names the thing and the values.
 
 use crate::verify::decision_for;
+use tessera_protocol::blocks::{self, BlockRef};
 use tessera_protocol::bundle::{BatchRecord, SampleProof};
-use tessera_protocol::canonical::{tile_hash, JobId, LeafInput};
+use tessera_protocol::canonical::{JobId, LeafInput};
 use tessera_protocol::keys::{KeyError, PublicKey};
 use tessera_protocol::merkle;
-use tessera_protocol::sampling::{nonce_commitment, sample_indices, sample_seed};
+use tessera_protocol::sampling::{committed_blocks, nonce_commitment, sample_blocks, sample_seed};
 use tessera_protocol::statements::{
     CheckKind, Decision, JobManifest, RoundCommitment, Signed, Verdict,
 };
@@ -265,6 +266,32 @@ pub enum CheckError {
         /// The position the proof names.
         position: u32,
     },
+    /// A proof names a block its tile does not have.
+    #[error("sample leaf {leaf} of node {}: its tile has no block {block}", .node.short())]
+    NoSuchBlock {
+        /// The leaf index.
+        leaf: u32,
+        /// The block named.
+        block: u32,
+        /// The node.
+        node: PublicKey,
+    },
+    /// The block's proof does not reach its tile's hash in the leaf.
+    #[error(
+        "sample leaf {leaf} block {block} of node {}: block proof does not reach tile hash {}",
+        .node.short(),
+        hex::encode(.tile_hash)
+    )]
+    BlockProof {
+        /// The leaf index.
+        leaf: u32,
+        /// The block.
+        block: u32,
+        /// The node.
+        node: PublicKey,
+        /// The tile hash the leaf commits to.
+        tile_hash: Digest,
+    },
     /// The Merkle proof does not reach the batch root.
     #[error(
         "sample leaf {leaf} of node {}: Merkle proof does not reach batch root {}",
@@ -480,19 +507,20 @@ pub fn node_leaves(batches: &[BatchRecord], node: &PublicKey) -> Vec<(usize, usi
 pub struct ExpectedSample {
     /// The seed.
     pub seed: Digest,
-    /// Leaves committed.
+    /// Blocks committed (over all the node's leaves of the round).
     pub n: u32,
-    /// Leaves to sample (before capping at n).
+    /// Pixels to draw (at most this many blocks are sampled).
     pub k: u32,
-    /// Sampled leaf indices, ascending.
-    pub indices: Vec<u32>,
+    /// The sampled blocks, ascending.
+    pub indices: Vec<BlockRef>,
 }
 
 /// Derive seed, k and indices of one check of `node` from the manifest, the round
 /// commitment (trust snapshot, root), the nonce (the round's, or the dispute nonce for a
 /// dispute check) and the batches. k is the node's k for its trust and the tier, times the
-/// check's multiplier; an escalated check's indices contain its first check's (the same
-/// shuffle, drawn further).
+/// check's multiplier; the blocks are `sampling::sample_blocks` over the node's leaves in
+/// leaf order; an escalated check's blocks contain its first check's (the same stream,
+/// drawn further).
 pub fn expected_sample(
     manifest: &JobManifest,
     commitment: &RoundCommitment,
@@ -510,7 +538,11 @@ pub fn expected_sample(
                 round: commitment.round,
                 node: *node,
             })?;
-    let n = node_leaves(batches, node).len() as u32;
+    let tiles: Vec<TileRect> = node_leaves(batches, node)
+        .into_iter()
+        .map(|(bi, pos)| batches[bi].tiles[pos].rect)
+        .collect();
+    let n = u32::try_from(committed_blocks(&tiles)).unwrap_or(u32::MAX);
     let k = manifest
         .sampling
         .node_k(&manifest.tier, snapshot.trust)
@@ -520,35 +552,57 @@ pub fn expected_sample(
         seed,
         n,
         k,
-        indices: sample_indices(&seed, n, k),
+        indices: sample_blocks(&seed, &tiles, k),
     })
 }
 
-/// Build inclusion proofs for the sampled leaf indices of `node`.
-pub fn build_proofs(
+/// Build the proofs of the sampled blocks of `node`, with each block's bytes:
+/// `tile_bytes(batch index, position)` gives the stored bytes of the leaf's tile (checked
+/// against its leaf when the result was taken). Blocks whose leaf does not exist are left
+/// out (the verifier then refuses the sample).
+pub fn build_proofs<E>(
     batches: &[BatchRecord],
     node: &PublicKey,
-    indices: &[u32],
-) -> Vec<SampleProof> {
+    blocks_sampled: &[BlockRef],
+    tile_bytes: &mut dyn FnMut(usize, usize) -> Result<Vec<u8>, E>,
+) -> Result<Vec<(SampleProof, Vec<u8>)>, E> {
     let leaves = node_leaves(batches, node);
-    indices
-        .iter()
-        .filter_map(|&i| {
-            let &(bi, pos) = leaves.get(i as usize)?;
-            let b = &batches[bi];
-            let all: Vec<Digest> = b.tiles.iter().map(|t| t.leaf).collect();
-            Some(SampleProof {
-                leaf_index: i,
+    let mut out = Vec::with_capacity(blocks_sampled.len());
+    // The blocks come ascending by leaf: each tile is read and hashed once.
+    let mut current: Option<(u32, Vec<u8>, Vec<Digest>)> = None;
+    for r in blocks_sampled {
+        let Some(&(bi, pos)) = leaves.get(r.leaf as usize) else {
+            continue;
+        };
+        let b = &batches[bi];
+        let rect = b.tiles[pos].rect;
+        if current.as_ref().map(|c| c.0) != Some(r.leaf) {
+            let bytes = tile_bytes(bi, pos)?;
+            let hashes = blocks::block_hashes(&bytes, rect).unwrap_or_default();
+            current = Some((r.leaf, bytes, hashes));
+        }
+        let (_, bytes, hashes) = current.as_ref().expect("set above");
+        let all: Vec<Digest> = b.tiles.iter().map(|t| t.leaf).collect();
+        let block_bytes = blocks::block_bytes(bytes, rect, r.block).unwrap_or_default();
+        out.push((
+            SampleProof {
+                leaf_index: r.leaf,
+                block: r.block,
+                block_hash: blocks::block_hash(&block_bytes),
+                block_proof: blocks::prove_block(hashes, r.block),
                 batch_id: b.signed.statement.batch_id,
                 position: pos as u32,
                 leaf: all[pos],
                 proof: merkle::prove(&all, &[pos]),
-            })
-        })
-        .collect()
+            },
+            block_bytes,
+        ));
+    }
+    Ok(out)
 }
 
-/// Check one inclusion proof against the batch it names.
+/// Check one sampled block's proofs: the block's hash against its tile's hash in the
+/// leaf, and the leaf against the batch it names.
 pub fn check_proof(
     batches: &[BatchRecord],
     node: &PublicKey,
@@ -571,6 +625,23 @@ pub fn check_proof(
             node: *node,
             batch_id: p.batch_id,
             position: p.position,
+        });
+    }
+    let tile = &b.tiles[pos];
+    let n = blocks::n_blocks(tile.rect);
+    if p.block >= n {
+        return Err(CheckError::NoSuchBlock {
+            leaf: p.leaf_index,
+            block: p.block,
+            node: *node,
+        });
+    }
+    if !blocks::verify_block(&tile.tile_hash, p.block, &p.block_hash, n, &p.block_proof) {
+        return Err(CheckError::BlockProof {
+            leaf: p.leaf_index,
+            block: p.block,
+            node: *node,
+            tile_hash: tile.tile_hash,
         });
     }
     let s = &b.signed.statement;
@@ -608,54 +679,65 @@ pub enum VerdictFault {
     /// Its seed, n or k are not the derived ones.
     #[error("seed, n or k differ from the derived ones")]
     Seed,
-    /// It checked other leaves than sampling drew.
-    #[error("checked leaves {checked:?}, sampled {sampled:?}")]
+    /// It checked other blocks than sampling drew.
+    #[error("checked blocks {}, sampled {}", list(.checked), list(.sampled))]
     Leaves {
-        /// The leaf indices the verdict checked.
-        checked: Vec<u32>,
-        /// The leaf indices sampling drew.
-        sampled: Vec<u32>,
+        /// The blocks the verdict checked.
+        checked: Vec<BlockRef>,
+        /// The blocks sampling drew.
+        sampled: Vec<BlockRef>,
     },
-    /// Delivered tiles and samples are not equally many.
-    #[error("{delivered} delivered tiles recorded for {samples} samples")]
+    /// Delivered blocks, proofs and samples are not equally many.
+    #[error("{delivered} delivered blocks and {proofs} proofs recorded for {samples} samples")]
     DeliveredCount {
-        /// Delivered tiles recorded.
+        /// Delivered blocks recorded.
         delivered: usize,
+        /// Proofs recorded.
+        proofs: usize,
         /// Samples in the verdict.
         samples: usize,
     },
-    /// A sample's committed tile is not the batch's.
-    #[error("leaf {leaf}: committed tile differs from the batch")]
+    /// A sample's committed block is not the proved one, or its tile not the batch's.
+    #[error("{at}: committed block differs from the proof or the batch")]
     CommittedTile {
-        /// The leaf index.
-        leaf: u32,
+        /// The block.
+        at: BlockRef,
     },
     /// A sample's `delivered_ok` contradicts the delivered bytes.
-    #[error("leaf {leaf}: 'delivered_ok' contradicts the delivered bytes")]
+    #[error("{at}: 'delivered_ok' contradicts the delivered bytes")]
     DeliveredOk {
-        /// The leaf index.
-        leaf: u32,
+        /// The block.
+        at: BlockRef,
     },
     /// A sample's `matched` contradicts its hashes.
-    #[error("leaf {leaf}: 'matched' contradicts the hashes")]
+    #[error("{at}: 'matched' contradicts the hashes")]
     Matched {
-        /// The leaf index.
-        leaf: u32,
+        /// The block.
+        at: BlockRef,
     },
     /// Identical bytes reported with non-identical metrics.
-    #[error("leaf {leaf}: identical bytes with non-identical metrics")]
+    #[error("{at}: identical bytes with non-identical metrics")]
     IdenticalMetrics {
-        /// The leaf index.
-        leaf: u32,
+        /// The block.
+        at: BlockRef,
     },
     /// A sample's band is not the one its metrics give under the signed tolerance.
     #[error(
-        "leaf {leaf}: band {band:?} does not follow from its metrics under the manifest's \
-         tolerance"
+        "{at}: band {band:?} does not follow from its metrics under the manifest's tolerance"
     )]
     Band {
-        /// The leaf index.
-        leaf: u32,
+        /// The block.
+        at: BlockRef,
+        /// The band the verdict reports.
+        band: Band,
+    },
+    /// The aggregate's band is not the one its metrics give, or every block matched and
+    /// the aggregate is not identical.
+    #[error(
+        "aggregate band {band:?} does not follow from the aggregate metrics under the \
+         manifest's tolerance"
+    )]
+    Aggregate {
         /// The band the verdict reports.
         band: Band,
     },
@@ -665,6 +747,20 @@ pub enum VerdictFault {
         /// The decision the verdict reports.
         decision: Decision,
     },
+}
+
+fn list(blocks: &[BlockRef]) -> String {
+    let shown: Vec<String> = blocks
+        .iter()
+        .take(8)
+        .map(|b| format!("{}/{}", b.leaf, b.block))
+        .collect();
+    let more = blocks.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("[{} and {more} more]", shown.join(", "))
+    } else {
+        format!("[{}]", shown.join(", "))
+    }
 }
 
 /// `faults` as one line, `; `-separated (how the auditor and the coordinator show them).
@@ -677,14 +773,16 @@ pub fn join_faults(faults: &[VerdictFault]) -> String {
 }
 
 /// Everything about one verdict that follows from the rules, re-derived: the job, round,
-/// check and node it names; the seed, n and k; the sampled leaves and the committed tile
-/// of each; `delivered_ok` from `delivered` (the delivered bytes of each sampled leaf, in
-/// sample order); `matched` from the hashes; the band of each sample from its metrics
-/// under the manifest's signed tolerance; and the decision from the bands and the kind
-/// of check (so a first check never fails a node whose delivered tiles hash to their
-/// leaves). The coordinator applies a verdict only when this is empty, and `tessera
-/// audit` reports the same list. The signature is checked apart (`Signed::verify`); the
-/// metrics themselves are the verifier's word, the one thing re-rendering checks.
+/// check and node it names; the seed, n and k; the sampled blocks, and for each the
+/// committed block (its hash as `proofs` prove it, which [`check_proof`] checks apart)
+/// and tile; `delivered_ok` from `delivered` (the delivered bytes of each sampled block,
+/// in sample order); `matched` from the hashes; each block's band from its metrics and
+/// the aggregate's band from the aggregate metrics under the manifest's signed
+/// tolerance; and the decision from the bands and the kind of check (so a first check
+/// never fails a node whose delivered blocks hash to their commitments). The coordinator
+/// applies a verdict only when this is empty, and `tessera audit` reports the same list.
+/// The signature is checked apart (`Signed::verify`); the metrics themselves are the
+/// verifier's word, the one thing re-rendering checks.
 #[allow(clippy::too_many_arguments)] // everything a verdict is judged against, one value each
 pub fn verdict_errors(
     m: &JobManifest,
@@ -693,6 +791,7 @@ pub fn verdict_errors(
     round: u32,
     check: CheckKind,
     expected: &ExpectedSample,
+    proofs: &[SampleProof],
     delivered: &[impl AsRef<[u8]>],
     v: &Verdict,
 ) -> Vec<VerdictFault> {
@@ -703,51 +802,73 @@ pub fn verdict_errors(
     if v.seed != expected.seed || v.n_committed != expected.n || v.k != expected.k {
         verr.push(VerdictFault::Seed);
     }
-    let vidx: Vec<u32> = v.samples.iter().map(|s| s.leaf_index).collect();
-    if vidx != expected.indices {
+    let checked: Vec<BlockRef> = v
+        .samples
+        .iter()
+        .map(|s| BlockRef {
+            leaf: s.leaf_index,
+            block: s.block,
+        })
+        .collect();
+    if checked != expected.indices {
         verr.push(VerdictFault::Leaves {
-            checked: vidx,
+            checked: checked.clone(),
             sampled: expected.indices.clone(),
         });
     }
-    if delivered.len() != v.samples.len() {
+    if delivered.len() != v.samples.len() || proofs.len() != v.samples.len() {
         verr.push(VerdictFault::DeliveredCount {
             delivered: delivered.len(),
+            proofs: proofs.len(),
             samples: v.samples.len(),
         });
     }
     let leaves = node_leaves(batches, node);
-    for (i, s) in v.samples.iter().enumerate() {
-        if let Some(&(bi, pos)) = leaves.get(s.leaf_index as usize) {
+    for (i, (s, &at)) in v.samples.iter().zip(&checked).enumerate() {
+        let proved = proofs
+            .get(i)
+            .is_some_and(|p| p.block_ref() == at && p.block_hash == s.committed_hash);
+        let block = leaves.get(s.leaf_index as usize).and_then(|&(bi, pos)| {
             let t = &batches[bi].tiles[pos];
-            if t.tile_hash != s.committed_hash
-                || t.tile_index != s.tile_index
-                || batches[bi].signed.statement.frame != s.frame
-            {
-                verr.push(VerdictFault::CommittedTile { leaf: s.leaf_index });
-            }
-            if let Some(bytes) = delivered.get(i) {
-                let bytes = bytes.as_ref();
-                let ok = tile_hash(bytes) == t.tile_hash && bytes.len() == t.rect.canonical_len();
-                if ok != s.delivered_ok {
-                    verr.push(VerdictFault::DeliveredOk { leaf: s.leaf_index });
+            let same_tile =
+                t.tile_index == s.tile_index && batches[bi].signed.statement.frame == s.frame;
+            same_tile
+                .then(|| blocks::block_rect(t.rect, s.block))
+                .flatten()
+        });
+        match block {
+            Some(rect) if proved => {
+                if let Some(bytes) = delivered.get(i) {
+                    let bytes = bytes.as_ref();
+                    let ok = blocks::block_hash(bytes) == s.committed_hash
+                        && bytes.len() == rect.canonical_len();
+                    if ok != s.delivered_ok {
+                        verr.push(VerdictFault::DeliveredOk { at });
+                    }
                 }
             }
+            _ => verr.push(VerdictFault::CommittedTile { at }),
         }
         if s.matched != (s.rerender_hash == s.committed_hash) {
-            verr.push(VerdictFault::Matched { leaf: s.leaf_index });
+            verr.push(VerdictFault::Matched { at });
         }
         if s.matched && s.metrics != TileMetrics::IDENTICAL {
-            verr.push(VerdictFault::IdenticalMetrics { leaf: s.leaf_index });
+            verr.push(VerdictFault::IdenticalMetrics { at });
         }
-        if s.delivered_ok && s.band != m.tolerance.band(s.matched, &s.metrics) {
-            verr.push(VerdictFault::Band {
-                leaf: s.leaf_index,
-                band: s.band,
-            });
+        if s.delivered_ok && s.band != m.tolerance.block_band(s.matched, &s.metrics) {
+            verr.push(VerdictFault::Band { at, band: s.band });
         }
     }
-    if v.decision != decision_for(v.check, &v.samples) {
+    let all_matched = v.samples.iter().all(|s| s.matched);
+    if v.samples.iter().all(|s| s.delivered_ok)
+        && (v.aggregate_band != m.tolerance.band(all_matched, &v.aggregate)
+            || (all_matched && v.aggregate != TileMetrics::IDENTICAL))
+    {
+        verr.push(VerdictFault::Aggregate {
+            band: v.aggregate_band,
+        });
+    }
+    if v.decision != decision_for(v.check, &v.samples, v.aggregate_band) {
         verr.push(VerdictFault::Decision {
             decision: v.decision,
         });

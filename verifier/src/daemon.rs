@@ -385,7 +385,7 @@ mod tests {
     use tessera_protocol::statements::{
         CheckKind, JobManifest, NodeSnapshot, RoundCommitment, Signed, MANIFEST_VERSION,
     };
-    use tessera_protocol::wire::{RenderTask, Requirements, SampledTile, TaskTile, VerdictMessage};
+    use tessera_protocol::wire::{RenderTask, Requirements, SampledBlock, TaskTile, VerdictMessage};
     use tessera_protocol::{tile_layout, RenderSettings, TileRenderer};
 
     /// A real request: a 2-tile job rendered by one node (honest or not), committed and
@@ -482,20 +482,23 @@ mod tests {
             check,
         )
         .unwrap();
-        let samples = checks::build_proofs(&batches, &node_pub, &exp.indices)
-            .into_iter()
-            .map(|proof| {
-                let l = &batches[0].tiles[proof.position as usize];
-                SampledTile {
-                    frame: 0,
-                    tile_index: l.tile_index,
-                    rect: l.rect,
-                    committed_hash: l.tile_hash,
-                    delivered: result.tiles[proof.position as usize].bytes.clone(),
-                    proof,
-                }
-            })
-            .collect();
+        let samples = checks::build_proofs(&batches, &node_pub, &exp.indices, &mut |_, pos| {
+            Ok::<_, ()>(result.tiles[pos].bytes.clone())
+        })
+        .unwrap()
+        .into_iter()
+        .map(|(proof, delivered)| {
+            let l = &batches[0].tiles[proof.position as usize];
+            SampledBlock {
+                frame: 0,
+                tile_index: l.tile_index,
+                rect: tessera_protocol::blocks::block_rect(l.rect, proof.block).unwrap(),
+                committed_hash: proof.block_hash,
+                delivered,
+                proof,
+            }
+        })
+        .collect();
         VerifyRequest {
             version: WIRE_VERSION,
             request_id: "req-1".into(),
@@ -640,6 +643,7 @@ mod tests {
         )
         .unwrap();
         let delivered: Vec<&[u8]> = req.samples.iter().map(|s| s.delivered.as_slice()).collect();
+        let proofs: Vec<_> = req.samples.iter().map(|s| s.proof.clone()).collect();
         let faults = |v: &tessera_protocol::statements::Verdict| {
             checks::verdict_errors(
                 m,
@@ -648,16 +652,20 @@ mod tests {
                 0,
                 req.check,
                 &expected,
+                &proofs,
                 &delivered,
                 v,
             )
         };
         assert_eq!(faults(&verdict), []);
         verdict.samples[0].matched = !verdict.samples[0].matched;
-        let leaf = verdict.samples[0].leaf_index;
+        let at = tessera_protocol::blocks::BlockRef {
+            leaf: verdict.samples[0].leaf_index,
+            block: verdict.samples[0].block,
+        };
         let found = faults(&verdict);
         assert!(
-            found.contains(&checks::VerdictFault::Matched { leaf }),
+            found.contains(&checks::VerdictFault::Matched { at }),
             "{found:?}"
         );
     }

@@ -10,7 +10,7 @@
 //! renderer always writes 1).
 
 use tessera_protocol::canonical::tile_to_f32;
-use tessera_protocol::tolerance::{linear_metrics, TileMetrics, Tolerance};
+use tessera_protocol::tolerance::{linear_errors, LinearErrors, TileMetrics, Tolerance};
 use tessera_protocol::TileRect;
 
 /// Smallest edge ꟻLIP is run on. A smaller image (a tile at a frame edge can be 1 pixel
@@ -209,18 +209,87 @@ pub fn tile_metrics(
         return Ok(TileMetrics::IDENTICAL);
     }
     let (a, b) = (rgb(committed), rgb(rerender));
-    let (diverged_ppm, psnr_cdb) = linear_metrics(t, &a, &b);
-    let mut map = flip_map(&srgb8(&a), &srgb8(&b), rect.w, rect.h)
+    let map = flip_map(&srgb8(&a), &srgb8(&b), rect.w, rect.h)
         .map_err(|source| MetricsError::Flip { rect, source })?;
-    let mean = map.iter().map(|&v| f64::from(v)).sum::<f64>() / map.len() as f64;
+    Ok(flip_metrics(linear_errors(t, &a, &b), map))
+}
+
+/// One sampled block to compare: the committed (delivered) bytes, the re-rendered bytes
+/// and the block's rectangle.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockPair<'a> {
+    /// The delivered bytes (ꟻLIP's reference).
+    pub committed: &'a [u8],
+    /// The re-rendered bytes.
+    pub rerender: &'a [u8],
+    /// The block.
+    pub rect: TileRect,
+}
+
+/// The metrics of each sampled block, and of all of them together (the aggregate: the
+/// diverged pixels and squared errors summed over every block's pixels, the ꟻLIP mean
+/// and 99th percentile over every block's ꟻLIP values). Identical blocks count as
+/// pixels without error. Each block's ꟻLIP map is computed on the block alone (padded to
+/// [`FLIP_MIN_EDGE`] as a small tile is), so a block's metrics do not depend on which
+/// other blocks were sampled. Fails as [`tile_metrics`] does, naming the block.
+pub fn blocks_metrics(
+    t: &Tolerance,
+    pairs: &[BlockPair<'_>],
+) -> Result<(Vec<TileMetrics>, TileMetrics), MetricsError> {
+    let mut each = Vec::with_capacity(pairs.len());
+    let mut sums = LinearErrors::default();
+    let mut flips: Vec<f32> = Vec::new();
+    for p in pairs {
+        let rect = p.rect;
+        let want = rect.canonical_len();
+        if p.committed.len() != want || p.rerender.len() != want {
+            return Err(MetricsError::Length {
+                rect,
+                want,
+                committed: p.committed.len(),
+                rerender: p.rerender.len(),
+            });
+        }
+        if rect.w == 0 || rect.h == 0 {
+            return Err(MetricsError::Empty { rect });
+        }
+        if p.committed == p.rerender {
+            sums.pixels += rect.pixels();
+            flips.extend(std::iter::repeat_n(0.0, rect.pixels() as usize));
+            each.push(TileMetrics::IDENTICAL);
+            continue;
+        }
+        let (a, b) = (rgb(p.committed), rgb(p.rerender));
+        let errors = linear_errors(t, &a, &b);
+        sums.add(&errors);
+        let map = flip_map(&srgb8(&a), &srgb8(&b), rect.w, rect.h)
+            .map_err(|source| MetricsError::Flip { rect, source })?;
+        each.push(flip_metrics(errors, map.clone()));
+        flips.extend(map);
+    }
+    let aggregate = if pairs.iter().all(|p| p.committed == p.rerender) {
+        TileMetrics::IDENTICAL
+    } else {
+        flip_metrics(sums, flips)
+    };
+    Ok((each, aggregate))
+}
+
+/// The four metrics from the linear sums and a ꟻLIP map.
+fn flip_metrics(errors: LinearErrors, mut map: Vec<f32>) -> TileMetrics {
+    let mean = if map.is_empty() {
+        0.0
+    } else {
+        map.iter().map(|&v| f64::from(v)).sum::<f64>() / map.len() as f64
+    };
     let p99 = f64::from(percentile(&mut map, 0.99));
     let ppm = |v: f64| (v * 1e6).round().clamp(0.0, 1e6) as u32;
-    Ok(TileMetrics {
-        diverged_ppm,
-        psnr_cdb,
+    TileMetrics {
+        diverged_ppm: errors.diverged_ppm(),
+        psnr_cdb: errors.psnr_cdb(),
         flip_mean_ppm: ppm(mean),
         flip_p99_ppm: ppm(p99),
-    })
+    }
 }
 
 #[cfg(test)]

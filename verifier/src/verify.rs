@@ -1,9 +1,9 @@
 //! The verifier's state machine for one request: check everything the coordinator sent,
-//! re-render the sampled tiles, compare, and sign the verdict.
+//! re-render the sampled pixel blocks, compare, and sign the verdict.
 
 use crate::{checks, tolerance};
 use std::sync::Arc;
-use tessera_protocol::canonical::tile_hash;
+use tessera_protocol::blocks::{block_hash, block_rect, BlockRef};
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::statements::{CheckKind, Decision, SampleCheck, Signed, Verdict};
 use tessera_protocol::tolerance::{Band, TileMetrics};
@@ -31,7 +31,7 @@ pub enum VerifyError {
         source: Box<checks::CheckError>,
     },
     /// The re-render itself failed.
-    #[error("verify request {id}: re-render of frame {frame} tile {tile} failed: {reason}")]
+    #[error("verify request {id}: re-render of frame {frame} tile {tile} block {block} failed: {reason}")]
     Rerender {
         /// Request id.
         id: String,
@@ -39,6 +39,8 @@ pub enum VerifyError {
         frame: u32,
         /// Tile.
         tile: u32,
+        /// The block of the tile.
+        block: u32,
         /// Renderer error.
         reason: String,
     },
@@ -117,10 +119,10 @@ impl Verifier {
             req.check,
         )
         .map_err(failed)?;
-        let asked: Vec<u32> = req.samples.iter().map(|s| s.proof.leaf_index).collect();
+        let asked: Vec<BlockRef> = req.samples.iter().map(|s| s.proof.block_ref()).collect();
         if asked != expected.indices {
             return Err(bad(format!(
-                "sampled indices {asked:?} are not the derived {:?}",
+                "sampled blocks {asked:?} are not the derived {:?}",
                 expected.indices
             )));
         }
@@ -137,19 +139,19 @@ impl Verifier {
             let (bi, pos) = leaves[s.proof.leaf_index as usize];
             let committed = &req.round_batches[bi].tiles[pos];
             let frame = req.round_batches[bi].signed.statement.frame;
-            if committed.tile_hash != s.committed_hash
+            if s.proof.block_hash != s.committed_hash
                 || committed.tile_index != s.tile_index
                 || frame != s.frame
-                || committed.rect != s.rect
+                || block_rect(committed.rect, s.proof.block) != Some(s.rect)
             {
                 return Err(bad(format!(
-                    "sample leaf {}: tile fields differ from the commitment",
-                    s.proof.leaf_index
+                    "sample {}: block fields differ from the commitment",
+                    s.proof.block_ref()
                 )));
             }
         }
-        // Re-render the sampled tiles of each frame together (neighbours in one dispatch);
-        // the bytes are those of rendering each alone.
+        // Re-render the sampled blocks of each frame together: one list per frame, which
+        // a renderer may draw in one dispatch; the bytes are those of each block alone.
         let mut rerenders: Vec<Vec<u8>> = vec![Vec::new(); req.samples.len()];
         let mut by_frame: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
         for (i, s) in req.samples.iter().enumerate() {
@@ -157,59 +159,95 @@ impl Verifier {
         }
         for (frame, at) in by_frame {
             let rects: Vec<_> = at.iter().map(|&i| req.samples[i].rect).collect();
-            let tiles = self
+            let blocks = self
                 .renderer
                 .render_tiles(&manifest.settings, frame, &rects)
                 .map_err(|(j, e)| VerifyError::Rerender {
                     id: req.request_id.clone(),
                     frame,
                     tile: req.samples[at[j]].tile_index,
+                    block: req.samples[at[j]].proof.block,
                     reason: e.0,
                 })?;
-            for (i, bytes) in at.into_iter().zip(tiles) {
+            for (i, bytes) in at.into_iter().zip(blocks) {
                 rerenders[i] = bytes;
             }
         }
+        // `s.committed_hash` is the proved block hash (checked above).
+        let delivered_ok: Vec<bool> = req
+            .samples
+            .iter()
+            .map(|s| {
+                block_hash(&s.delivered) == s.committed_hash
+                    && s.delivered.len() == s.rect.canonical_len()
+            })
+            .collect();
+        let all_ok = delivered_ok.iter().all(|&ok| ok);
+        // Metrics against the delivered bytes, when they are the committed ones (else
+        // nothing trustworthy to measure against: the integrity failure decides).
+        let (metrics, aggregate) = if all_ok {
+            let pairs: Vec<tolerance::BlockPair<'_>> = req
+                .samples
+                .iter()
+                .zip(&rerenders)
+                .map(|(s, r)| tolerance::BlockPair {
+                    committed: &s.delivered,
+                    rerender: r,
+                    rect: s.rect,
+                })
+                .collect();
+            tolerance::blocks_metrics(&manifest.tolerance, &pairs)
+                .map_err(|e| bad(format!("sampled blocks: {e}")))?
+        } else {
+            (
+                vec![TileMetrics::default(); req.samples.len()],
+                TileMetrics::default(),
+            )
+        };
         let mut samples = Vec::with_capacity(req.samples.len());
-        for (s, rerender) in req.samples.iter().zip(rerenders) {
-            // `s.committed_hash` is the committed leaf's (checked above).
-            let delivered_ok = tile_hash(&s.delivered) == s.committed_hash
-                && s.delivered.len() == s.rect.canonical_len();
-            let rerender_hash = tile_hash(&rerender);
+        for (((s, rerender), ok), m) in req
+            .samples
+            .iter()
+            .zip(rerenders)
+            .zip(delivered_ok)
+            .zip(metrics)
+        {
+            let rerender_hash = block_hash(&rerender);
             let matched = rerender_hash == s.committed_hash;
-            let metrics = if matched {
-                TileMetrics::IDENTICAL
-            } else if delivered_ok {
-                tolerance::tile_metrics(&manifest.tolerance, &s.delivered, &rerender, s.rect)
-                    .map_err(|e| bad(format!("sample leaf {}: {e}", s.proof.leaf_index)))?
-            } else {
-                // Nothing trustworthy to measure against: the integrity failure decides.
-                TileMetrics::default()
-            };
-            let band = manifest.tolerance.band(matched, &metrics);
-            if band != Band::Match {
+            let metrics = if matched { TileMetrics::IDENTICAL } else { m };
+            let band = manifest.tolerance.block_band(matched, &metrics);
+            if !matched {
                 let same_class = committed_class == class_id;
                 tracing::warn!(
                     node = %req.node.short(), frame = s.frame, tile = s.tile_index,
-                    ?band, same_class, diverged_ppm = metrics.diverged_ppm,
-                    psnr_cdb = metrics.psnr_cdb, flip_mean_ppm = metrics.flip_mean_ppm,
-                    "re-render differs from the commitment{}",
+                    block = s.proof.block, ?band, same_class,
+                    diverged_ppm = metrics.diverged_ppm, psnr_cdb = metrics.psnr_cdb,
+                    flip_mean_ppm = metrics.flip_mean_ppm,
+                    "re-rendered block differs from the commitment{}",
                     if same_class { " inside one determinism class (a class-definition defect; judged by tolerance)" } else { "" }
                 );
             }
             samples.push(SampleCheck {
                 leaf_index: s.proof.leaf_index,
+                block: s.proof.block,
                 frame: s.frame,
                 tile_index: s.tile_index,
                 committed_hash: s.committed_hash,
                 rerender_hash,
-                delivered_ok,
+                delivered_ok: ok,
                 matched,
                 metrics,
                 band,
             });
         }
-        let decision = decision_for(req.check, &samples);
+        let all_matched = samples.iter().all(|s| s.matched);
+        let aggregate = if all_matched {
+            TileMetrics::IDENTICAL
+        } else {
+            aggregate
+        };
+        let aggregate_band = manifest.tolerance.band(all_matched, &aggregate);
+        let decision = decision_for(req.check, &samples, aggregate_band);
         let verdict = Verdict {
             job_id: manifest.job_id,
             round,
@@ -219,6 +257,8 @@ impl Verifier {
             n_committed: expected.n,
             k: expected.k,
             samples,
+            aggregate,
+            aggregate_band,
             verifier_class_id: class_id,
             decision,
         };
@@ -226,25 +266,28 @@ impl Verifier {
     }
 }
 
-/// The rule, from the samples' bands alone (an auditor applies it again):
-/// - a delivered tile that does not hash to its commitment fails at once (a cryptographic
-///   fact, not a fuzzy one);
-/// - every tile matching or close passes;
+/// The rule, from the blocks' bands and the aggregate's band alone (an auditor applies
+/// it again):
+/// - a delivered block that does not hash to its commitment fails at once (a
+///   cryptographic fact, not a fuzzy one);
+/// - every block matching passes; so does an aggregate that matches or is close with no
+///   block far;
 /// - otherwise a first check escalates (more samples, a second verifier), so one fuzzy
 ///   mismatch never slashes anyone;
-/// - an escalated check fails on a far tile, and is inconclusive when only ambiguous
-///   tiles remain (neither paid nor slashed; the tiles are rendered elsewhere).
-pub fn decision_for(check: CheckKind, samples: &[SampleCheck]) -> Decision {
+/// - an escalated check fails on a far aggregate or a far block, and is inconclusive
+///   when only an ambiguous aggregate remains (neither paid nor slashed; the tiles are
+///   rendered elsewhere).
+pub fn decision_for(check: CheckKind, samples: &[SampleCheck], aggregate: Band) -> Decision {
+    let far_block = samples.iter().any(|s| s.band == Band::Far);
     if samples.iter().any(|s| !s.delivered_ok) {
         Decision::Fail
-    } else if samples
-        .iter()
-        .all(|s| matches!(s.band, Band::Match | Band::Close))
+    } else if samples.iter().all(|s| s.band == Band::Match)
+        || (matches!(aggregate, Band::Match | Band::Close) && !far_block)
     {
         Decision::Pass
     } else if !check.escalated {
         Decision::Escalate
-    } else if samples.iter().any(|s| s.band == Band::Far) {
+    } else if aggregate == Band::Far || far_block {
         Decision::Fail
     } else {
         Decision::Inconclusive

@@ -116,8 +116,8 @@ impl Metrics {
             m.tiles_rendered.clone(),
         );
         r.register(
-            "tiles_verified",
-            "Tiles of a node's round whose verification passed (dispute checks not counted)",
+            "blocks_verified",
+            "8x8 pixel blocks of a node's round whose verification passed (dispute checks not counted)",
             m.tiles_verified.clone(),
         );
         r.register(

@@ -1403,7 +1403,7 @@ pub fn frame_of_bundle(
         let b = store
             .tile_bytes(job, t.round, frame, t.tile_index)?
             .unwrap_or_default();
-        if tessera_protocol::canonical::tile_hash(&b) != t.tile_hash
+        if tessera_protocol::blocks::tile_hash(&b, t.rect) != Some(t.tile_hash)
             || !tessera_protocol::canonical::paste(&mut pixels, w, h, t.rect, &b)
         {
             return Err(ServiceError::Store(StoreError::Corrupt {

@@ -613,7 +613,7 @@ fn verdict_table(d: &Detail) -> Markup {
                         td { @if vs.check.dispute { "dispute" } @else if vs.check.escalated { "escalated" } @else { "first" } }
                         td { code { (vs.node.short()) } }
                         td { span class=(format!("decision {}", name(&vs.decision))) { (name(&vs.decision)) } }
-                        td { (vs.k) " of " (vs.n_committed) }
+                        td { (vs.samples.len()) " of " (vs.n_committed) " blocks" }
                         td { @for (b, n) in &bands { span class=(format!("band {b}")) { (b) " " (n) } " " } }
                         td { @if let Some(p) = vs.samples.iter().map(|s| s.metrics.psnr_cdb).min() { (format!("{:.2} dB", f64::from(p) / 100.0)) } }
                         td { @if let Some(p) = vs.samples.iter().map(|s| s.metrics.flip_p99_ppm).max() { (format!("{:.4}", f64::from(p) / 1e6)) } }
