@@ -1,0 +1,136 @@
+//! Benchmark of a verifier's re-render: scattered 8×8 blocks of one frame rendered one by
+//! one (`render_tile` each: a dispatch and a readback per block) against the same blocks
+//! in one list (`render_tiles`: one dispatch per pass for all of them), side by side in
+//! one process on the default adapter, alternating so that neither runs warmer.
+//!
+//! `cargo run --release -p tessera-renderer --example render_blocks -- [SCENE] [BLOCKS]
+//! [ROUNDS]` (defaults: scenes/cornell-box.glb, 135, 3); 256×256, 64 spp, 12 bounces,
+//! seed 1 (`tessera render`'s defaults). Prints a Markdown table
+//! (benches/results/render-blocks.md).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tessera_protocol::{tile_layout, RenderSettings, TileRect, TileRenderer};
+use tessera_renderer::{Gpu, GpuWork, LoadOptions, Scene, SceneRenderer};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let scene_path = args.next().map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenes/cornell-box.glb")
+    });
+    let n_blocks: usize = args.next().map_or(135, |a| a.parse().expect("BLOCKS"));
+    let rounds: usize = args.next().map_or(3, |a| a.parse().expect("ROUNDS"));
+    let settings = RenderSettings {
+        width: 256,
+        height: 256,
+        spp: 64,
+        max_bounces: 12,
+        seed: 1,
+        camera: None,
+        frame_rate: Default::default(),
+    };
+    // The frame's 1,024 blocks visited with a stride coprime with their count: scattered
+    // over the whole frame, in no spatial order.
+    let grid = tile_layout(settings.width, settings.height, 8);
+    assert!(n_blocks <= grid.len(), "at most {} blocks", grid.len());
+    let blocks: Vec<TileRect> = (0..n_blocks).map(|i| grid[i * 389 % grid.len()]).collect();
+
+    let gpu = Arc::new(Gpu::new().expect("a wgpu adapter"));
+    let scene = Scene::load(&scene_path, &LoadOptions::default()).expect("the scene");
+    let renderer = SceneRenderer::new(gpu.clone(), &scene).expect("uploading the scene");
+    // Warm-up: compiles the shader variant.
+    renderer
+        .render_tile(&settings, 0, blocks[0])
+        .expect("warm-up render");
+
+    let mut one_by_one = Vec::new();
+    let mut listed = Vec::new();
+    let mut work = [GpuWork::default(); 2];
+    for round in 0..rounds {
+        for first_alone in [round % 2 == 0, round % 2 != 0] {
+            let before = renderer.gpu_work();
+            let started = Instant::now();
+            let bytes: Vec<Vec<u8>> = if first_alone {
+                blocks
+                    .iter()
+                    .map(|&b| renderer.render_tile(&settings, 0, b).expect("a block"))
+                    .collect()
+            } else {
+                renderer
+                    .render_tiles(&settings, 0, &blocks)
+                    .expect("the blocks")
+            };
+            let secs = started.elapsed().as_secs_f64();
+            let after = renderer.gpu_work();
+            let spent = GpuWork {
+                submissions: after.submissions - before.submissions,
+                dispatches: after.dispatches - before.dispatches,
+                readbacks: after.readbacks - before.readbacks,
+            };
+            let (times, slot) = if first_alone {
+                (&mut one_by_one, 0)
+            } else {
+                (&mut listed, 1)
+            };
+            times.push((secs, bytes));
+            work[slot] = spent;
+        }
+    }
+    let same = one_by_one
+        .iter()
+        .chain(&listed)
+        .all(|(_, bytes)| *bytes == one_by_one[0].1);
+    let secs = |runs: &[(f64, Vec<Vec<u8>>)]| -> Vec<f64> { runs.iter().map(|r| r.0).collect() };
+    let (alone, list) = (secs(&one_by_one), secs(&listed));
+    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|s| format!("{s:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let class = gpu.class();
+    println!(
+        "{} blocks of 8×8, {} at {}×{}, {} spp, {} bounces, seed {}; adapter {} ({}), {}",
+        n_blocks,
+        scene_path.file_name().unwrap_or_default().to_string_lossy(),
+        settings.width,
+        settings.height,
+        settings.spp,
+        settings.max_bounces,
+        settings.seed,
+        class.adapter,
+        class.backend,
+        if same {
+            "bytes identical in every run"
+        } else {
+            "BYTES DIFFER"
+        },
+    );
+    println!();
+    println!("| how | runs (s) | best (s) | submissions | dispatches | readbacks |");
+    println!("|---|---|---|---|---|---|");
+    for (name, times, w) in [
+        ("one by one (`render_tile` each)", &alone, work[0]),
+        ("one list (`render_tiles`)", &list, work[1]),
+    ] {
+        println!(
+            "| {name} | {} | {:.3} | {} | {} | {} |",
+            fmt(times),
+            best(times),
+            w.submissions,
+            w.dispatches,
+            w.readbacks
+        );
+    }
+    println!();
+    println!(
+        "speed-up (best against best): {:.2}×",
+        best(&alone) / best(&list)
+    );
+    if !same {
+        std::process::exit(1);
+    }
+}
