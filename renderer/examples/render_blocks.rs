@@ -15,6 +15,26 @@ use std::time::Instant;
 use tessera_protocol::{tile_layout, RenderSettings, TileRect, TileRenderer};
 use tessera_renderer::{Gpu, GpuWork, LoadOptions, Scene, SceneRenderer};
 
+/// One timed render: wall seconds, process CPU seconds, the blocks' bytes.
+type Run = (f64, f64, Vec<Vec<u8>>);
+
+/// User + system CPU time of the whole process (every thread), from /proc (Linux; 0
+/// elsewhere), in seconds at the kernel's USER_HZ of 100.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and stime are the
+    // 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let scene_path = args.next().map(PathBuf::from).unwrap_or_else(|| {
@@ -51,6 +71,7 @@ fn main() {
     for round in 0..rounds {
         for first_alone in [round % 2 == 0, round % 2 != 0] {
             let before = renderer.gpu_work();
+            let cpu_before = cpu_seconds();
             let started = Instant::now();
             let bytes: Vec<Vec<u8>> = if first_alone {
                 blocks
@@ -63,6 +84,7 @@ fn main() {
                     .expect("the blocks")
             };
             let secs = started.elapsed().as_secs_f64();
+            let cpu = cpu_seconds() - cpu_before;
             let after = renderer.gpu_work();
             let spent = GpuWork {
                 submissions: after.submissions - before.submissions,
@@ -74,16 +96,20 @@ fn main() {
             } else {
                 (&mut listed, 1)
             };
-            times.push((secs, bytes));
+            times.push((secs, cpu, bytes));
             work[slot] = spent;
         }
     }
     let same = one_by_one
         .iter()
         .chain(&listed)
-        .all(|(_, bytes)| *bytes == one_by_one[0].1);
-    let secs = |runs: &[(f64, Vec<Vec<u8>>)]| -> Vec<f64> { runs.iter().map(|r| r.0).collect() };
+        .all(|(_, _, bytes)| *bytes == one_by_one[0].2);
+    let secs = |runs: &[Run]| -> Vec<f64> { runs.iter().map(|r| r.0).collect() };
     let (alone, list) = (secs(&one_by_one), secs(&listed));
+    // CPU seconds of all the process's threads (llvmpipe's included) per wall second.
+    let busy = |runs: &[Run]| -> f64 {
+        runs.iter().map(|r| r.1).sum::<f64>() / runs.iter().map(|r| r.0).sum::<f64>()
+    };
     let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     let fmt = |v: &[f64]| {
         v.iter()
@@ -110,16 +136,24 @@ fn main() {
         },
     );
     println!();
-    println!("| how | runs (s) | best (s) | submissions | dispatches | readbacks |");
-    println!("|---|---|---|---|---|---|");
-    for (name, times, w) in [
-        ("one by one (`render_tile` each)", &alone, work[0]),
-        ("one list (`render_tiles`)", &list, work[1]),
+    println!(
+        "| how | runs (s) | best (s) | CPU cores busy | submissions | dispatches | readbacks |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, times, runs, w) in [
+        (
+            "one by one (`render_tile` each)",
+            &alone,
+            &one_by_one,
+            work[0],
+        ),
+        ("one list (`render_tiles`)", &list, &listed, work[1]),
     ] {
         println!(
-            "| {name} | {} | {:.3} | {} | {} | {} |",
+            "| {name} | {} | {:.3} | {:.2} | {} | {} | {} |",
             fmt(times),
             best(times),
+            busy(runs),
             w.submissions,
             w.dispatches,
             w.readbacks
