@@ -1,7 +1,9 @@
 //! Batching a task's tiles: tiles that exactly tile a larger rectangle are rendered as that
 //! rectangle in one go (one dispatch per pass instead of one per tile) and cut apart
-//! afterwards. A tile equals the same region of any larger render (the renderer's
-//! determinism rules), so the bytes are those of rendering each tile alone.
+//! afterwards. Rects that do not make one rectangle (a verifier's scattered 8×8 blocks)
+//! are rendered as one list of pixels ([`block_order`]) in one dispatch per pass. A
+//! pixel's value does not depend on which other pixels are rendered with it (the
+//! renderer's determinism rules), so the bytes are those of rendering each tile alone.
 
 use tessera_protocol::TileRect;
 
@@ -56,6 +58,21 @@ pub fn cut<T: Copy>(pixels: &[T], outer: TileRect, tile: TileRect) -> Vec<T> {
         out.extend_from_slice(&pixels[start..start + tile.w as usize]);
     }
     out
+}
+
+/// The pixels of `rect` (frame coordinates) in the order a pixel list holds them: its
+/// 8×8 blocks row by row, each block's pixels row by row, so that the 64 list entries a
+/// workgroup of `main` renders are one block of the image wherever the blocks are whole.
+pub fn block_order(rect: TileRect) -> impl Iterator<Item = (u32, u32)> {
+    const BLOCK: u32 = 8;
+    let (cols, rows) = (rect.w.div_ceil(BLOCK), rect.h.div_ceil(BLOCK));
+    (0..rows).flat_map(move |by| {
+        (0..cols).flat_map(move |bx| {
+            let (x0, y0) = (bx * BLOCK, by * BLOCK);
+            let (w, h) = (BLOCK.min(rect.w - x0), BLOCK.min(rect.h - y0));
+            (0..h).flat_map(move |y| (0..w).map(move |x| (rect.x + x0 + x, rect.y + y0 + y)))
+        })
+    })
 }
 
 #[cfg(test)]
@@ -140,7 +157,35 @@ mod tests {
         assert_eq!(cut(&pixels, outer, outer), pixels);
     }
 
+    #[test]
+    fn block_order_lists_blocks_row_by_row() {
+        let order: Vec<(u32, u32)> = block_order(rect(100, 50, 10, 9)).collect();
+        assert_eq!(order.len(), 90);
+        // Block (0, 0): 8×8 pixels, row by row.
+        assert_eq!(&order[..3], [(100, 50), (101, 50), (102, 50)]);
+        assert_eq!(order[8], (100, 51));
+        assert_eq!(order[63], (107, 57));
+        // Block (1, 0): 2 columns × 8 rows; then (0, 1): 8 × 1; then (1, 1): 2 × 1.
+        assert_eq!(&order[64..67], [(108, 50), (109, 50), (108, 51)]);
+        assert_eq!(order[80], (100, 58));
+        assert_eq!(&order[88..], [(108, 58), (109, 58)]);
+        assert_eq!(block_order(rect(3, 4, 1, 1)).collect::<Vec<_>>(), [(3, 4)]);
+    }
+
     proptest! {
+        #[test]
+        fn block_order_visits_every_pixel_once(
+            x in 0u32..100, y in 0u32..100, w in 1u32..40, h in 1u32..40,
+        ) {
+            let r = rect(x, y, w, h);
+            let mut order: Vec<(u32, u32)> = block_order(r).collect();
+            order.sort_by_key(|&(x, y)| (y, x));
+            let rows: Vec<(u32, u32)> =
+                (y..y + h).flat_map(|py| (x..x + w).map(move |px| (px, py))).collect();
+            prop_assert_eq!(order, rows);
+        }
+
+
         #[test]
         fn groups_tile_their_rectangles_exactly(
             size in 1u32..40,

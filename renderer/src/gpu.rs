@@ -172,7 +172,8 @@ impl Gpu {
             count: None,
         }];
         // 1..=12: scene arrays (read-only), 13: the accumulation buffer, 14 and 15:
-        // textures, 16: per-sample values (`spread` and `gather`).
+        // textures, 16: per-sample values (`spread` and `gather`), 17: the pixels of a
+        // listed band (read-only).
         entries.extend((1..=12).map(|b| storage(b, true)));
         entries.push(storage(13, false));
         entries.push(texture(14, wgpu::TextureSampleType::Uint));
@@ -181,6 +182,7 @@ impl Gpu {
             wgpu::TextureSampleType::Float { filterable: false },
         ));
         entries.push(storage(16, false));
+        entries.push(storage(17, true));
         let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("pathtrace"),
             entries: &entries,

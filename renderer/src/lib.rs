@@ -28,8 +28,9 @@
 //! - Which workgroup or thread renders which pixels is free: on CPU adapters the 8×8
 //!   blocks are handed out in a scattered order so that llvmpipe's static split of a
 //!   dispatch between its threads gives each a fair share of the image; a task's
-//!   neighbouring tiles are rendered as one rectangle and cut apart
-//!   ([`SceneRenderer::render_batch`]). Neither changes a byte.
+//!   neighbouring tiles are rendered as one rectangle and cut apart, and rects that make
+//!   no one rectangle (a verifier's scattered 8×8 blocks) as one list of pixels in one
+//!   dispatch ([`SceneRenderer::render_batch`]). None of this changes a byte.
 //! - CPU-side sums (emitter power CDF, environment CDFs) are in f64 in a fixed order and
 //!   rounded to f32 once; transforms are composed in f64 in a fixed order; MikkTSpace runs
 //!   with libm maths (no platform `acos`).
@@ -192,7 +193,7 @@ pub mod scene_dir;
 pub use error::{RenderError, SceneError};
 pub use gpu::{Gpu, ShaderFeatures};
 pub use render::{
-    encode_canonical, Parallelism, SceneRenderer, GPU_THREADS_PER_PASS, MAX_BOUNCES,
+    encode_canonical, GpuWork, Parallelism, SceneRenderer, GPU_THREADS_PER_PASS, MAX_BOUNCES,
     MAX_IMAGE_SIDE, MAX_SPP,
 };
 pub use scene::{LoadOptions, Scene, SceneInfo, SceneLimits, SceneStats};

@@ -1,5 +1,6 @@
 //! Rendering tiles of a scene on the GPU and encoding them as canonical bytes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use bytemuck::{Pod, Zeroable};
@@ -100,12 +101,45 @@ struct Params {
     env_pick: f32,
     env_rot_cos: f32,
     env_rot_sin: f32,
-    pad1: f32,
+    /// 1 when the band is a list of pixels (`pixel_at`, binding 17), see [`Band`].
+    pixel_list: u32,
     env_color: [f32; 4],
     cam_origin: [f32; 4],
     cam_right: [f32; 4],
     cam_up: [f32; 4],
     cam_forward: [f32; 4],
+}
+
+/// The pixels one dispatch (or run of dispatches) renders: the accumulation buffer holds
+/// one sum per pixel in this order.
+#[derive(Clone, Copy, Debug)]
+enum Band<'a> {
+    /// A rectangle of the frame, row-major.
+    Rect(TileRect),
+    /// Pixels anywhere in the frame, `x | y << 16` each (the shader's `pixel_at`), in
+    /// list order: rects that do not make one rectangle, rendered together.
+    List(&'a [u32]),
+}
+
+impl Band<'_> {
+    fn pixels(&self) -> u64 {
+        match self {
+            Band::Rect(rect) => rect.pixels(),
+            Band::List(list) => list.len() as u64,
+        }
+    }
+}
+
+/// GPU work a [`SceneRenderer`] has issued since it was made: for tests and benchmarks
+/// that check how renders are batched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuWork {
+    /// Command buffers submitted to the queue.
+    pub submissions: u64,
+    /// Compute dispatches (`main`, or `spread` and `gather`, each counts one).
+    pub dispatches: u64,
+    /// Accumulation buffers mapped and read back.
+    pub readbacks: u64,
 }
 
 /// Encode linear RGBA pixels as canonical tile bytes: IEEE half floats (round to nearest
@@ -168,6 +202,9 @@ struct StaticResources {
     env_has_dist: bool,
     env_color: [f32; 4],
     env_rot: [f32; 2],
+    /// A one-entry pixel list, bound when the band is a rectangle (bindings may not be
+    /// left out).
+    no_pixel_list: wgpu::Buffer,
 }
 
 /// Frames of an animated scene kept uploaded (tiles of neighbouring frames interleave).
@@ -196,6 +233,10 @@ pub struct SceneRenderer {
     parallelism: Parallelism,
     /// Compile every shader feature in, used or not (tests compare the two).
     full_shader: bool,
+    /// What [`SceneRenderer::gpu_work`] reports.
+    submissions: AtomicU64,
+    dispatches: AtomicU64,
+    readbacks: AtomicU64,
 }
 
 /// Mesa's llvmpipe (the CPU driver behind lavapipe) ends every loop of a shader once
@@ -240,17 +281,28 @@ impl LoopLimit {
     }
 
     /// The largest per-group sum of loop iterations in a band rendered with `WORKGROUP`²
-    /// workgroups (invocations grouped by local index, `lanes` at a time).
-    fn worst_group(&self, sums: &[f32], band: TileRect) -> u64 {
-        let per_wg = (WORKGROUP * WORKGROUP).div_ceil(self.lanes);
-        let wg_x = band.w.div_ceil(WORKGROUP);
-        let wg_y = band.h.div_ceil(WORKGROUP);
-        let mut groups = vec![0u64; (wg_x * wg_y * per_wg) as usize];
+    /// workgroups (invocations grouped by local index, `lanes` at a time). A rectangle's
+    /// workgroups are its 8×8 blocks; a list's are runs of 64 consecutive entries.
+    fn worst_group(&self, sums: &[f32], band: Band<'_>) -> u64 {
+        let (wg_size, side) = ((WORKGROUP * WORKGROUP) as usize, WORKGROUP as usize);
+        let lanes = self.lanes as usize;
+        let per_wg = wg_size.div_ceil(lanes);
+        let workgroups = match band {
+            Band::Rect(r) => (r.w.div_ceil(WORKGROUP) * r.h.div_ceil(WORKGROUP)) as usize,
+            Band::List(list) => list.len().div_ceil(wg_size),
+        };
+        let mut groups = vec![0u64; workgroups * per_wg];
         for (i, px) in sums.chunks_exact(4).enumerate() {
-            let (x, y) = (i as u32 % band.w, i as u32 / band.w);
-            let local = (y % WORKGROUP) * WORKGROUP + x % WORKGROUP;
-            let wg = (y / WORKGROUP) * wg_x + x / WORKGROUP;
-            groups[(wg * per_wg + local / self.lanes) as usize] += u64::from(px[3].to_bits());
+            // The pixel's workgroup and local invocation index.
+            let (wg, local) = match band {
+                Band::Rect(r) => {
+                    let (x, y) = (i % r.w as usize, i / r.w as usize);
+                    let wg_x = r.w.div_ceil(WORKGROUP) as usize;
+                    ((y / side) * wg_x + x / side, (y % side) * side + x % side)
+                }
+                Band::List(_) => (i / wg_size, i % wg_size),
+            };
+            groups[wg * per_wg + local / lanes] += u64::from(px[3].to_bits());
         }
         groups.into_iter().max().unwrap_or(0)
     }
@@ -523,6 +575,7 @@ fn upload_statics(gpu: &Gpu, data: &SceneData) -> Result<StaticResources, Render
                 strength,
             ],
             env_rot: [rot.cos() as f32, rot.sin() as f32],
+            no_pixel_list: upload(gpu, "pixel list", &[], 4)?,
         };
         if let Some(img) = &env.image {
             let max_side = gpu.limits.max_texture_dimension_2d;
@@ -592,6 +645,9 @@ impl SceneRenderer {
             dispatch_cap: std::sync::atomic::AtomicU32::new(LLVMPIPE_FIRST_CAP),
             parallelism: Parallelism::for_gpu(&gpu),
             full_shader: false,
+            submissions: AtomicU64::new(0),
+            dispatches: AtomicU64::new(0),
+            readbacks: AtomicU64::new(0),
             gpu,
         })
     }
@@ -620,6 +676,15 @@ impl SceneRenderer {
         &self.gpu
     }
 
+    /// The GPU work this renderer has issued so far (all threads together).
+    pub fn gpu_work(&self) -> GpuWork {
+        GpuWork {
+            submissions: self.submissions.load(Ordering::Relaxed),
+            dispatches: self.dispatches.load(Ordering::Relaxed),
+            readbacks: self.readbacks.load(Ordering::Relaxed),
+        }
+    }
+
     /// Render `rect` of `frame` and return its canonical bytes (`rect.canonical_len()`).
     pub fn render(
         &self,
@@ -631,27 +696,95 @@ impl SceneRenderer {
         Ok(encode_canonical(&pixels))
     }
 
-    /// Render every rect of `rects` of `frame` and return their canonical bytes, in order:
-    /// tiles that exactly tile a larger rectangle (a task's neighbouring tiles) are
-    /// rendered as that rectangle, one dispatch per pass for all of them, and cut apart
-    /// ([`crate::batch`]); the bytes are those of [`render`](Self::render) for each tile.
-    /// A failure names the index of the first rect of the group that failed.
+    /// Render every rect of `rects` of `frame` and return their canonical bytes, in order;
+    /// the bytes are those of [`render`](Self::render) for each rect. Rects that exactly
+    /// tile one rectangle (a task's neighbouring tiles, or a single rect) are rendered as
+    /// that rectangle and cut apart ([`crate::batch`]); any other list (a verifier's
+    /// scattered blocks, tiles that make several rectangles) is rendered as one list of
+    /// pixels: one dispatch per pass for all of them, one readback, split only where the
+    /// adapter's limits or the sample slicing of long renders require it. A failure names
+    /// the index of the rect it concerns (0 for invalid settings; the first rect of the
+    /// rectangle or band of the list that failed to render).
     pub fn render_batch(
         &self,
         settings: &RenderSettings,
         frame: u32,
         rects: &[TileRect],
     ) -> Result<Vec<Vec<u8>>, (usize, RenderError)> {
-        let mut out = vec![Vec::new(); rects.len()];
-        for (outer, members) in batch::merge(rects) {
-            let pixels = self
-                .render_linear(settings, frame, outer)
-                .map_err(|e| (members.iter().copied().min().unwrap_or(0), e))?;
-            for i in members {
-                out[i] = encode_canonical(&batch::cut(&pixels, outer, rects[i]));
-            }
+        check_settings(settings).map_err(|e| (0, e))?;
+        for (i, &rect) in rects.iter().enumerate() {
+            check_rect(settings, rect).map_err(|e| (i, e))?;
         }
-        Ok(out)
+        let groups = batch::merge(rects);
+        if let [(outer, members)] = &groups[..] {
+            let pixels = self
+                .render_linear(settings, frame, *outer)
+                .map_err(|e| (members.iter().copied().min().unwrap_or(0), e))?;
+            return Ok(rects
+                .iter()
+                .map(|&rect| encode_canonical(&batch::cut(&pixels, *outer, rect)))
+                .collect());
+        }
+        let pixels = self.render_listed(settings, frame, rects)?;
+        Ok(pixels.iter().map(|p| encode_canonical(p)).collect())
+    }
+
+    /// Render `rects` (checked to lie in the frame) as one list of pixels, each rect's in
+    /// [`batch::block_order`], cut into bands only beyond [`band_pixels`](Self::band_pixels),
+    /// and return each rect's linear pixels, row-major.
+    fn render_listed(
+        &self,
+        settings: &RenderSettings,
+        frame: u32,
+        rects: &[TileRect],
+    ) -> Result<Vec<Vec<[f32; 4]>>, (usize, RenderError)> {
+        if rects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _span = tracing::debug_span!(
+            "render_list",
+            scene = %self.scene_name,
+            frame,
+            rects = rects.len()
+        )
+        .entered();
+        let (geometry, base) = self.frame_params(settings, frame).map_err(|e| (0, e))?;
+        let list: Vec<u32> = rects
+            .iter()
+            .flat_map(|&rect| batch::block_order(rect))
+            .map(|(x, y)| x | y << 16)
+            .collect();
+        // The list index of each rect's first pixel, to name the rect a band starts in.
+        let starts: Vec<usize> = rects
+            .iter()
+            .scan(0usize, |at, rect| {
+                let start = *at;
+                *at += rect.pixels() as usize;
+                Some(start)
+            })
+            .collect();
+        let band = self.band_pixels() as usize;
+        let mut sums = Vec::with_capacity(list.len() * 4);
+        for (k, chunk) in list.chunks(band).enumerate() {
+            let first_rect = starts.partition_point(|&start| start <= k * band) - 1;
+            let band_sums = self
+                .render_band(&geometry, &base, Band::List(chunk), settings.spp)
+                .map_err(|e| (first_rect, e))?;
+            sums.extend(band_sums);
+        }
+        let spp = settings.spp as f32;
+        let mut listed = sums.chunks_exact(4);
+        Ok(rects
+            .iter()
+            .map(|&rect| {
+                let mut pixels = vec![[0.0; 4]; rect.pixels() as usize];
+                for ((x, y), s) in batch::block_order(rect).zip(&mut listed) {
+                    let at = (y - rect.y) as usize * rect.w as usize + (x - rect.x) as usize;
+                    pixels[at] = [s[0] / spp, s[1] / spp, s[2] / spp, 1.0];
+                }
+                pixels
+            })
+            .collect())
     }
 
     /// The uploaded geometry of the frame at `time_s`, instantiating and uploading it when
@@ -708,54 +841,56 @@ impl SceneRenderer {
         frame: u32,
         rect: TileRect,
     ) -> Result<Vec<[f32; 4]>, RenderError> {
-        let invalid =
-            |field: &'static str, value: u32, reason: String| RenderError::InvalidSettings {
-                field,
-                value: value.to_string(),
-                reason,
-            };
-        for (field, value) in [("width", settings.width), ("height", settings.height)] {
-            if value == 0 || value > MAX_IMAGE_SIDE {
-                return Err(invalid(
-                    field,
-                    value,
-                    format!("must be in 1..={MAX_IMAGE_SIDE}"),
-                ));
-            }
-        }
-        if settings.spp == 0 || settings.spp > MAX_SPP {
-            return Err(invalid(
-                "spp",
-                settings.spp,
-                format!("must be in 1..={MAX_SPP}"),
-            ));
-        }
-        if settings.max_bounces > MAX_BOUNCES {
-            return Err(invalid(
-                "max_bounces",
-                settings.max_bounces,
-                format!("must be at most {MAX_BOUNCES}"),
-            ));
-        }
-        if !rect.fits_in(settings.width, settings.height) {
-            return Err(RenderError::TileOutside {
-                rect,
-                width: settings.width,
-                height: settings.height,
-            });
-        }
-        let time_s =
-            settings
-                .frame_rate
-                .time_of(frame)
-                .ok_or_else(|| RenderError::InvalidSettings {
-                    field: "frame_rate",
-                    value: settings.frame_rate.to_string(),
-                    reason: "must be a positive fraction".into(),
-                })?;
+        check_settings(settings)?;
+        check_rect(settings, rect)?;
         let _span =
             tracing::debug_span!("render_tile", scene = %self.scene_name, frame, tile = %rect)
                 .entered();
+        let (geometry, base) = self.frame_params(settings, frame)?;
+        // Bands of full-width rows keep the accumulation buffer within the adapter's
+        // limits; a band is just a smaller tile, so the bytes are the same.
+        let rows = (self.band_pixels() / u64::from(rect.w)).clamp(1, u64::from(rect.h)) as u32;
+        let mut out = Vec::with_capacity(rect.pixels() as usize);
+        let mut y = 0;
+        while y < rect.h {
+            let h = rows.min(rect.h - y);
+            let band = TileRect {
+                x: rect.x,
+                y: rect.y + y,
+                w: rect.w,
+                h,
+            };
+            let sums = self.render_band(&geometry, &base, Band::Rect(band), settings.spp)?;
+            let spp = settings.spp as f32;
+            out.extend(
+                sums.chunks_exact(4)
+                    .map(|s| [s[0] / spp, s[1] / spp, s[2] / spp, 1.0]),
+            );
+            y += h;
+        }
+        Ok(out)
+    }
+
+    /// Most pixels of one band: its accumulation buffer within the adapter's limits, and a
+    /// linear pass over it (pixels / 64 workgroups) within one dispatch dimension.
+    fn band_pixels(&self) -> u64 {
+        let limits = &self.gpu.limits;
+        let band_bytes = MAX_BAND_BYTES
+            .min(limits.max_storage_buffer_binding_size)
+            .min(limits.max_buffer_size);
+        (band_bytes / BYTES_PER_SUM).min(
+            u64::from(limits.max_compute_workgroups_per_dimension) * u64::from(LINEAR_WORKGROUP),
+        )
+    }
+
+    /// The uploaded geometry of `frame` (of checked `settings`) and the [`Params`] its
+    /// dispatches share; the band and sample fields are filled in per dispatch.
+    fn frame_params(
+        &self,
+        settings: &RenderSettings,
+        frame: u32,
+    ) -> Result<(Arc<FrameGeometry>, Params), RenderError> {
+        let time_s = frame_time(settings, frame)?;
         // One lock serializes instantiation and uploads; rendering does not hold it, so
         // tiles requested from several threads (a node's slots) render concurrently.
         let geometry = {
@@ -782,8 +917,8 @@ impl SceneRenderer {
             (true, false) => 0.5,
         };
         let base = Params {
-            tile_origin: [rect.x, rect.y],
-            tile_size: [rect.w, rect.h],
+            tile_origin: [0, 0],
+            tile_size: [0, 0],
             image_size: [settings.width, settings.height],
             seed: [settings.seed as u32, (settings.seed >> 32) as u32],
             frame,
@@ -805,44 +940,14 @@ impl SceneRenderer {
             env_pick,
             env_rot_cos: st.env_rot[0],
             env_rot_sin: st.env_rot[1],
-            pad1: 0.0,
+            pixel_list: 0,
             env_color: st.env_color,
             cam_origin: scaled(camera.origin, 1.0),
             cam_right: scaled(camera.right, half_h * aspect),
             cam_up: scaled(camera.up, half_h),
             cam_forward: scaled(camera.forward, 1.0),
         };
-
-        // Bands of full-width rows keep the accumulation buffer within the adapter's
-        // limits; a band is just a smaller tile, so the bytes are the same.
-        let limits = &self.gpu.limits;
-        let band_bytes = MAX_BAND_BYTES
-            .min(limits.max_storage_buffer_binding_size)
-            .min(limits.max_buffer_size);
-        // A pass over a band of `pixels` runs pixels / 64 workgroups in one dimension.
-        let band_pixels = (band_bytes / BYTES_PER_SUM).min(
-            u64::from(limits.max_compute_workgroups_per_dimension) * u64::from(LINEAR_WORKGROUP),
-        );
-        let rows = (band_pixels / u64::from(rect.w)).clamp(1, u64::from(rect.h)) as u32;
-        let mut out = Vec::with_capacity(rect.pixels() as usize);
-        let mut y = 0;
-        while y < rect.h {
-            let h = rows.min(rect.h - y);
-            let band = TileRect {
-                x: rect.x,
-                y: rect.y + y,
-                w: rect.w,
-                h,
-            };
-            let sums = self.render_band(&geometry, &base, band, settings.spp)?;
-            let spp = settings.spp as f32;
-            out.extend(
-                sums.chunks_exact(4)
-                    .map(|s| [s[0] / spp, s[1] / spp, s[2] / spp, 1.0]),
-            );
-            y += h;
-        }
-        Ok(out)
+        Ok((geometry, base))
     }
 
     /// Per-pixel f32 sums of all samples of `band` (4 floats per pixel; `w` holds loop
@@ -852,10 +957,9 @@ impl SceneRenderer {
         &self,
         geometry: &FrameGeometry,
         base: &Params,
-        band: TileRect,
+        band: Band<'_>,
         spp: u32,
     ) -> Result<Vec<f32>, RenderError> {
-        use std::sync::atomic::Ordering;
         if let Parallelism::SamplePerInvocation { threads } = self.parallelism {
             let per_pass = self.samples_per_pass(band, spp, threads);
             let sums = self.render_band_split(geometry, base, band, spp, per_pass, true)?;
@@ -902,7 +1006,7 @@ impl SceneRenderer {
 
     /// Samples per pixel of one sample-per-invocation pass over `band`: about `threads`
     /// invocations, within the adapter's buffer and dispatch limits.
-    fn samples_per_pass(&self, band: TileRect, spp: u32, threads: u32) -> u32 {
+    fn samples_per_pass(&self, band: Band<'_>, spp: u32, threads: u32) -> u32 {
         let limits = &self.gpu.limits;
         let bytes = MAX_SAMPLE_BYTES
             .min(limits.max_storage_buffer_binding_size)
@@ -925,7 +1029,7 @@ impl SceneRenderer {
         &self,
         geometry: &FrameGeometry,
         base: &Params,
-        band: TileRect,
+        band: Band<'_>,
         spp: u32,
         per_dispatch: u32,
         per_sample: bool,
@@ -970,6 +1074,18 @@ impl SceneRenderer {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let listed;
+        let pixel_at = match band {
+            Band::Rect(_) => &self.statics.no_pixel_list,
+            Band::List(list) => {
+                listed = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("pixel list"),
+                    contents: bytemuck::cast_slice(list),
+                    usage: wgpu::BufferUsages::STORAGE,
+                });
+                &listed
+            }
+        };
         let params_buf = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params"),
             size: std::mem::size_of::<Params>() as u64,
@@ -1017,19 +1133,37 @@ impl SceneRenderer {
             binding: 16,
             resource: samples.as_entire_binding(),
         });
+        entries.push(wgpu::BindGroupEntry {
+            binding: 17,
+            resource: pixel_at.as_entire_binding(),
+        });
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("pathtrace"),
             layout: &gpu.bind_group_layout,
             entries: &entries,
         });
-        let groups = (band.w.div_ceil(WORKGROUP), band.h.div_ceil(WORKGROUP));
+        // `main`'s workgroups: a rectangle's 8×8 blocks, or a list's runs of 64 entries
+        // (band_pixels keeps a list's within one dispatch dimension).
+        let (groups, tile_origin, tile_size, pixel_list) = match band {
+            Band::Rect(r) => (
+                (r.w.div_ceil(WORKGROUP), r.h.div_ceil(WORKGROUP)),
+                [r.x, r.y],
+                [r.w, r.h],
+                0,
+            ),
+            Band::List(list) => {
+                let n = list.len() as u32;
+                ((n.div_ceil(WORKGROUP * WORKGROUP), 1), [0, 0], [n, 1], 1)
+            }
+        };
         let linear_groups = band.pixels().div_ceil(u64::from(LINEAR_WORKGROUP)) as u32;
         let mut start = 0u32;
         while start < spp {
             let count = per_dispatch.min(spp - start);
             let params = Params {
-                tile_origin: [band.x, band.y],
-                tile_size: [band.w, band.h],
+                tile_origin,
+                tile_size,
+                pixel_list,
                 block_stride: block_stride(groups.0 * groups.1),
                 sample_start: start,
                 sample_count: count,
@@ -1047,24 +1181,28 @@ impl SceneRenderer {
                     timestamp_writes: None,
                 });
                 pass.set_bind_group(0, &bind_group, &[]);
-                match passes {
+                let dispatches = match passes {
                     None => {
                         pass.set_pipeline(&variant.main);
                         pass.dispatch_workgroups(groups.0, groups.1, 1);
+                        1
                     }
                     Some(p) => {
                         pass.set_pipeline(&p.spread);
                         pass.dispatch_workgroups(linear_groups, count, 1);
                         pass.set_pipeline(&p.gather);
                         pass.dispatch_workgroups(linear_groups, 1, 1);
+                        2
                     }
-                }
+                };
+                self.dispatches.fetch_add(dispatches, Ordering::Relaxed);
             }
             start += count;
             if start == spp {
                 encoder.copy_buffer_to_buffer(&accum, 0, &readback, 0, bytes);
             }
             gpu.queue.submit([encoder.finish()]);
+            self.submissions.fetch_add(1, Ordering::Relaxed);
         }
         pop_scopes(oom, validation, "rendering a tile")?;
 
@@ -1106,6 +1244,7 @@ impl SceneRenderer {
             bytemuck::pod_collect_to_vec::<u8, f32>(&view)
         };
         readback.unmap();
+        self.readbacks.fetch_add(1, Ordering::Relaxed);
         Ok(sums)
     }
 }
@@ -1139,6 +1278,64 @@ fn block_stride(blocks: u32) -> u32 {
         return 1;
     }
     stride
+}
+
+/// Check the settings every render needs: frame size, samples, bounces, frame rate.
+fn check_settings(settings: &RenderSettings) -> Result<(), RenderError> {
+    let invalid = |field: &'static str, value: u32, reason: String| RenderError::InvalidSettings {
+        field,
+        value: value.to_string(),
+        reason,
+    };
+    for (field, value) in [("width", settings.width), ("height", settings.height)] {
+        if value == 0 || value > MAX_IMAGE_SIDE {
+            return Err(invalid(
+                field,
+                value,
+                format!("must be in 1..={MAX_IMAGE_SIDE}"),
+            ));
+        }
+    }
+    if settings.spp == 0 || settings.spp > MAX_SPP {
+        return Err(invalid(
+            "spp",
+            settings.spp,
+            format!("must be in 1..={MAX_SPP}"),
+        ));
+    }
+    if settings.max_bounces > MAX_BOUNCES {
+        return Err(invalid(
+            "max_bounces",
+            settings.max_bounces,
+            format!("must be at most {MAX_BOUNCES}"),
+        ));
+    }
+    frame_time(settings, 0).map(|_| ())
+}
+
+/// A non-empty `rect` inside the frame of `settings`.
+fn check_rect(settings: &RenderSettings, rect: TileRect) -> Result<(), RenderError> {
+    if rect.fits_in(settings.width, settings.height) {
+        Ok(())
+    } else {
+        Err(RenderError::TileOutside {
+            rect,
+            width: settings.width,
+            height: settings.height,
+        })
+    }
+}
+
+/// The animation time of `frame`.
+fn frame_time(settings: &RenderSettings, frame: u32) -> Result<f64, RenderError> {
+    settings
+        .frame_rate
+        .time_of(frame)
+        .ok_or_else(|| RenderError::InvalidSettings {
+            field: "frame_rate",
+            value: settings.frame_rate.to_string(),
+            reason: "must be a positive fraction".into(),
+        })
 }
 
 fn camera<'c>(cameras: &'c [CameraDef], name: Option<&str>) -> Result<&'c CameraDef, RenderError> {

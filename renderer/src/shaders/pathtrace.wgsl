@@ -99,7 +99,10 @@ struct Params {
     env_pick: f32,
     env_rot_cos: f32,
     env_rot_sin: f32,
-    pad1: f32,
+    // 0: the band is the rectangle tile_origin + tile_size. 1: the band is a list of
+    // tile_size.x pixels anywhere in the frame (`pixel_at`), e.g. a verifier's scattered
+    // 8×8 blocks, rendered in one dispatch; tile_size.y is 1.
+    pixel_list: u32,
     // rgb: colour × strength (constant mode); w: strength.
     env_color: vec4<f32>,
     // Camera basis in world space: `right` and `up` are scaled by the half extents of the
@@ -194,6 +197,8 @@ struct Light {
 @group(0) @binding(15) var env_tex: texture_2d_array<f32>;
 // Per-sample values of the `spread` pass (see `gather`).
 @group(0) @binding(16) var<storage, read_write> samples: array<vec4<f32>>;
+// With `pixel_list`: the frame pixel of each entry of the band, x | y << 16.
+@group(0) @binding(17) var<storage, read> pixel_at: array<u32>;
 
 // ---------------------------------------------------------------------------------------
 // Random numbers: a counter-based integer hash (PCG output permutation).
@@ -1275,24 +1280,46 @@ fn sum_so_far(index: u32) -> vec4<f32> {
     return vec4<f32>(0.0);
 }
 
+// The frame pixel of entry `index` of a listed band (`pixel_list`).
+fn listed_pixel(index: u32) -> vec2<u32> {
+    let p = pixel_at[index];
+    return vec2<u32>(p & 0xffffu, p >> 16u);
+}
+
 // Pixel per invocation: samples `sample_start ..` of one pixel of the band, added in
 // sample order to its running sum. What CPUs (lavapipe) run: a few hundred invocations
 // keep every core busy, and no per-sample values are stored.
 // Pixel per invocation, for CPU adapters: each workgroup renders one 8×8 block of the
 // band, in a scattered order (block_stride, render.rs) so that every contiguous run of
 // workgroups, which llvmpipe gives to one thread, covers the whole band.
+// With `pixel_list`, workgroup b renders entries 64·((b · block_stride) mod groups) ..
+// of the list instead (the renderer lists a rect's pixels 8×8 block by block).
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let cols = (params.tile_size.x + 7u) / 8u;
-    let blocks = cols * ((params.tile_size.y + 7u) / 8u);
-    let block = ((wg.y * cols + wg.x) * params.block_stride) % blocks;
-    let gid = vec2<u32>((block % cols) * 8u + lid.x, (block / cols) * 8u + lid.y);
-    if (gid.x >= params.tile_size.x || gid.y >= params.tile_size.y) {
-        return;
+    var px: u32;
+    var py: u32;
+    var index: u32;
+    if (params.pixel_list != 0u) {
+        let groups = (params.tile_size.x + 63u) / 64u;
+        index = ((wg.x * params.block_stride) % groups) * 64u + lid.y * 8u + lid.x;
+        if (index >= params.tile_size.x) {
+            return;
+        }
+        let p = listed_pixel(index);
+        px = p.x;
+        py = p.y;
+    } else {
+        let cols = (params.tile_size.x + 7u) / 8u;
+        let blocks = cols * ((params.tile_size.y + 7u) / 8u);
+        let block = ((wg.y * cols + wg.x) * params.block_stride) % blocks;
+        let gid = vec2<u32>((block % cols) * 8u + lid.x, (block / cols) * 8u + lid.y);
+        if (gid.x >= params.tile_size.x || gid.y >= params.tile_size.y) {
+            return;
+        }
+        px = params.tile_origin.x + gid.x;
+        py = params.tile_origin.y + gid.y;
+        index = gid.y * params.tile_size.x + gid.x;
     }
-    let px = params.tile_origin.x + gid.x;
-    let py = params.tile_origin.y + gid.y;
-    let index = gid.y * params.tile_size.x + gid.x;
     let prev = sum_so_far(index);
     var sum = prev.xyz;
     loop_iterations = 0u;
@@ -1313,8 +1340,13 @@ fn spread(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x >= pixels || gid.y >= params.sample_count) {
         return;
     }
-    let px = params.tile_origin.x + gid.x % params.tile_size.x;
-    let py = params.tile_origin.y + gid.x / params.tile_size.x;
+    var px = params.tile_origin.x + gid.x % params.tile_size.x;
+    var py = params.tile_origin.y + gid.x / params.tile_size.x;
+    if (params.pixel_list != 0u) {
+        let p = listed_pixel(gid.x);
+        px = p.x;
+        py = p.y;
+    }
     loop_iterations = 0u;
     let value = sample_value(px, py, params.sample_start + gid.y);
     samples[gid.y * pixels + gid.x] = vec4<f32>(value, bitcast<f32>(loop_iterations));
