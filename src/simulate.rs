@@ -132,10 +132,14 @@ mod tests {
     }
 
     #[test]
-    fn k_is_the_policy_k_capped_at_n() {
+    fn k_is_the_policy_k_capped_at_the_blocks() {
+        // 256 tiles of 16 × 16 are 1024 blocks: k pixels check at most k blocks.
         let c = parse(&["--tier", "priority", "--tiles", "256"]).unwrap();
         assert_eq!((c.policy_k(), c.effective_k()), (135, 135));
         let c = parse(&["--tier", "economy", "--tiles", "256"]).unwrap();
+        assert_eq!((c.policy_k(), c.effective_k()), (405, 405));
+        // 64 tiles of 16 × 16 are 256 blocks, fewer than k: all of them.
+        let c = parse(&["--tier", "economy", "--tiles", "64"]).unwrap();
         assert_eq!((c.policy_k(), c.effective_k()), (405, 256));
         // A new node is sampled twice as much.
         let c = parse(&["--tier", "priority", "--trust", "0"]).unwrap();

@@ -4,8 +4,8 @@
 //! frames and roots. Pure: no store, no bus, no clock.
 
 use std::collections::BTreeMap;
-use tessera_protocol::bundle::{BatchRecord, FinalTile, FrameTiles, NodeSamples};
 use tessera_protocol::blocks::{block_bytes, block_rect, tile_hash};
+use tessera_protocol::bundle::{BatchRecord, FinalTile, FrameTiles, NodeSamples};
 use tessera_protocol::canonical::{paste, JobId};
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::merkle;
@@ -442,10 +442,7 @@ pub fn fill_evidence(
                 node: record.node,
                 leaf: p.leaf_index,
             })?;
-        let (frame, tile) = (
-            batches[bi].signed.statement.frame,
-            &batches[bi].tiles[pos],
-        );
+        let (frame, tile) = (batches[bi].signed.statement.frame, &batches[bi].tiles[pos]);
         if current.as_ref().map(|c| c.0) != Some(p.leaf_index) {
             let kept = bytes(record.round, frame, tile.tile_index).ok_or(RoundError::NotKept {
                 round: record.round,

@@ -344,7 +344,9 @@ fn any_changed_byte_fails_the_named_check() {
         b.rounds[0].samples[0].indices[0].leaf ^= 1
     });
     // A sampled block's bytes, its hash, its proof in its tile.
-    expect_failure(b, "verdict", |b| b.rounds[0].samples[0].delivered[0][7] ^= 1);
+    expect_failure(b, "verdict", |b| {
+        b.rounds[0].samples[0].delivered[0][7] ^= 1
+    });
     expect_failure(b, "merkle proofs", |b| {
         b.rounds[0].samples[0].proofs[0].block_hash[0] ^= 1
     });
@@ -357,7 +359,9 @@ fn any_changed_byte_fails_the_named_check() {
             .unwrap();
         p.block_proof[0][5] ^= 1;
     });
-    expect_failure(b, "merkle proofs", |b| b.rounds[0].samples[0].proofs[0].block ^= 1);
+    expect_failure(b, "merkle proofs", |b| {
+        b.rounds[0].samples[0].proofs[0].block ^= 1
+    });
     expect_failure(b, "merkle proofs", |b| {
         let p = b.rounds[0]
             .samples

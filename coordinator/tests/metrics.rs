@@ -52,6 +52,14 @@ fn tiles(ts: &[RenderTask]) -> f64 {
     ts.iter().map(|t| t.tiles.len()).sum::<usize>() as f64
 }
 
+/// The 8 × 8 blocks of the tasks' tiles (what verification counts).
+fn blocks(ts: &[RenderTask]) -> f64 {
+    ts.iter()
+        .flat_map(|t| &t.tiles)
+        .map(|t| f64::from(tessera_protocol::blocks::n_blocks(t.rect)))
+        .sum()
+}
+
 #[test]
 fn counters_follow_a_job_with_a_cheater_exactly() {
     let f = Farm::new();
@@ -88,7 +96,7 @@ fn counters_follow_a_job_with_a_cheater_exactly() {
     let m = metrics(&f);
     assert_eq!(value(&m, "tessera_tiles_rendered_total", &[]), total);
     assert_eq!(value(&m, "tessera_tiles_open", &[]), 0.0);
-    assert_eq!(value(&m, "tessera_tiles_verified_total", &[]), 0.0);
+    assert_eq!(value(&m, "tessera_blocks_verified_total", &[]), 0.0);
     assert_eq!(
         value(&m, "tessera_outbox_messages", &[("kind", "check")]),
         2.0,
@@ -118,7 +126,7 @@ fn counters_follow_a_job_with_a_cheater_exactly() {
         total + tiles(&round1)
     );
     // Only passed work is verified: the whole job, once.
-    assert_eq!(value(&m, "tessera_tiles_verified_total", &[]), total);
+    assert_eq!(value(&m, "tessera_blocks_verified_total", &[]), blocks(&ts));
     assert_eq!(
         value(&m, "tessera_tile_render_seconds", &[]),
         (ts.len() + round1.len()) as f64,
@@ -315,7 +323,7 @@ async fn metrics_need_the_admin_token_on_the_api_and_none_on_the_metrics_listene
     assert_eq!(status, 200, "{body}");
     assert!(scrape(&body)
         .iter()
-        .any(|s| s.metric == "tessera_tiles_verified_total"));
+        .any(|s| s.metric == "tessera_blocks_verified_total"));
     let (status, _) = get_when_up(scrape_addr, "/v1/jobs", Some(client)).await;
     assert_eq!(status, 404, "the metrics listener serves nothing else");
 

@@ -219,7 +219,7 @@ fn the_ambiguous_band_escalates_to_a_verifier_of_another_class_and_never_slashes
         (CheckKind::FIRST.escalate(), Decision::Inconclusive)
     );
     assert!(on_a[1].samples.len() >= on_a[0].samples.len());
-    assert!(on_a[1].samples.iter().any(|s| s.band == Band::Ambiguous));
+    assert_eq!(on_a[1].aggregate_band, Band::Ambiguous);
     let escalated_by = bd.rounds[0]
         .verdicts
         .iter()

@@ -18,8 +18,8 @@ pub mod worker;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tessera_protocol::bundle::{BatchRecord, LeafRecord};
 use tessera_protocol::blocks::tile_hash;
+use tessera_protocol::bundle::{BatchRecord, LeafRecord};
 use tessera_protocol::canonical::LeafInput;
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::statements::{BatchCommitment, Signed};

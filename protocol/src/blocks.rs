@@ -144,7 +144,13 @@ pub fn prove_block(hashes: &[Digest], block: u32) -> Vec<Digest> {
 
 /// Whether `hash` is block `block` of a tile whose hash is `tile_hash` and which has
 /// `n` blocks.
-pub fn verify_block(tile_hash: &Digest, block: u32, hash: &Digest, n: u32, proof: &[Digest]) -> bool {
+pub fn verify_block(
+    tile_hash: &Digest,
+    block: u32,
+    hash: &Digest,
+    n: u32,
+    proof: &[Digest],
+) -> bool {
     if block >= n {
         return false;
     }
@@ -161,9 +167,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Bytes that differ from block to block (a hash of the position).
     fn bytes_of(tile: TileRect, salt: u8) -> Vec<u8> {
         (0..tile.canonical_len())
-            .map(|i| (i as u8).wrapping_mul(31) ^ salt)
+            .map(|i| blake3::hash(&(i as u64).to_le_bytes()).as_bytes()[0] ^ salt)
             .collect()
     }
 

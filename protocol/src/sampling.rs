@@ -81,7 +81,10 @@ pub fn sample_blocks(seed: &Digest, tiles: &[TileRect], k: u32) -> Vec<BlockRef>
         let leaf = starts.partition_point(|&s| s <= p) - 1;
         let t = tiles[leaf];
         let local = p - starts[leaf];
-        let (x, y) = ((local % u64::from(t.w)) as u32, (local / u64::from(t.w)) as u32);
+        let (x, y) = (
+            (local % u64::from(t.w)) as u32,
+            (local / u64::from(t.w)) as u32,
+        );
         picked.insert(BlockRef {
             leaf: leaf as u32,
             block: block_at(t, x, y),
@@ -126,7 +129,8 @@ mod tests {
             if n <= u64::from(k) {
                 prop_assert_eq!(picked.len() as u64, n);
             } else {
-                prop_assert!(!picked.is_empty() && picked.len() <= k as usize);
+                prop_assert!(picked.len() <= k as usize);
+                prop_assert_eq!(picked.is_empty(), k == 0);
             }
             prop_assert!(picked.windows(2).all(|w| w[0] < w[1]));
             prop_assert!(picked.iter().all(|b| (b.leaf as usize) < t.len() && b.block < n_blocks(t[b.leaf as usize])));
@@ -167,7 +171,10 @@ mod tests {
                 }
             }
         }
-        assert!(small <= 5, "the 1-pixel leaf was drawn {small} times of 4000");
+        assert!(
+            small <= 5,
+            "the 1-pixel leaf was drawn {small} times of 4000"
+        );
         // Each block of the big leaf about 62 times.
         assert!(counts.iter().all(|&c| (30..100).contains(&c)), "{counts:?}");
     }
@@ -190,6 +197,9 @@ mod tests {
             / f64::from(runs);
         let want = 1.0 - (7.0f64 / 8.0).powi(8);
         // 99.9 % interval of a binomial proportion at n = 4000: ± 3.3 σ, σ ≈ 0.0075.
-        assert!((caught - want).abs() < 0.025, "caught {caught}, predicted {want}");
+        assert!(
+            (caught - want).abs() < 0.025,
+            "caught {caught}, predicted {want}"
+        );
     }
 }

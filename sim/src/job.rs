@@ -357,7 +357,11 @@ impl Farm {
                     let verdict = verifier.handle_request(&req)?;
                     let v = &verdict.statement;
                     let role = self.role(&v.node);
-                    tally.rerendered += req.samples.iter().map(|s| pixels(&s.delivered)).sum::<u64>();
+                    tally.rerendered += req
+                        .samples
+                        .iter()
+                        .map(|s| pixels(&s.delivered))
+                        .sum::<u64>();
                     for s in &v.samples {
                         count_band(&mut tally.bands, s.band);
                         if role == Role::HonestOther {
@@ -660,6 +664,11 @@ fn count_band(b: &mut Bands, band: Band) {
     }
 }
 
+/// The pixels of canonical bytes (8 bytes each).
+fn pixels(canonical: &[u8]) -> u64 {
+    (canonical.len() / tessera_protocol::BYTES_PER_PIXEL) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -686,9 +695,4 @@ mod tests {
             "the refused escalation is not counted"
         );
     }
-}
-
-/// The pixels of canonical bytes (8 bytes each).
-fn pixels(canonical: &[u8]) -> u64 {
-    (canonical.len() / tessera_protocol::BYTES_PER_PIXEL) as u64
 }

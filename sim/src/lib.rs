@@ -206,9 +206,21 @@ impl SimConfig {
         self.sampling.node_k(&self.tier, self.trust)
     }
 
-    /// The k a cheater's first check samples: the policy's k, capped at its n tiles.
+    /// The blocks a cheater commits per job: n tiles of `tile_size` × `tile_size`.
+    pub fn blocks(&self) -> u64 {
+        let tile = tessera_protocol::TileRect {
+            x: 0,
+            y: 0,
+            w: self.tile_size,
+            h: self.tile_size,
+        };
+        u64::from(self.tiles) * u64::from(tessera_protocol::blocks::n_blocks(tile))
+    }
+
+    /// The most blocks a cheater's first check samples: the policy's k (pixels drawn),
+    /// capped at its blocks.
     pub fn effective_k(&self) -> u32 {
-        self.policy_k().min(self.tiles)
+        u32::try_from(u64::from(self.policy_k()).min(self.blocks())).unwrap_or(u32::MAX)
     }
 }
 
@@ -297,14 +309,8 @@ impl Report {
         let k = cfg.effective_k();
         let measured = t.detected as f64 / t.jobs.max(1) as f64;
         let (lo, hi) = wilson(t.detected, t.jobs, Z_99);
-        let tile = tessera_protocol::TileRect {
-            x: 0,
-            y: 0,
-            w: cfg.tile_size,
-            h: cfg.tile_size,
-        };
-        let blocks = u64::from(cfg.tiles) * u64::from(tessera_protocol::blocks::n_blocks(tile));
-        let predicted = predicted_detection(cfg.forged_fraction, k, cfg.tiles, blocks);
+        let predicted =
+            predicted_detection(cfg.forged_fraction, cfg.policy_k(), cfg.tiles, cfg.blocks());
         let rate = |x: u64, of: u64| if of == 0 { 0.0 } else { x as f64 / of as f64 };
         Self {
             jobs: t.jobs,
@@ -470,14 +476,15 @@ mod tests {
 
     #[test]
     fn detection_follows_the_formula_and_the_seed() {
-        // n = 32 < k: every tile is sampled, so a cheater is caught iff it forged a tile.
+        // 32 tiles of 16 × 16 are 128 blocks < k = 135: every block is sampled, so a
+        // cheater is caught iff it forged a tile.
         let args = [
             ("jobs", "300"),
             ("forged-fraction", "0.02"),
             ("tier", "priority"),
         ];
         let r = small(&args);
-        assert_eq!(r.k, 32);
+        assert_eq!(r.k, 128);
         assert_eq!(r.detected, r.jobs - r.cheaters_without_forgery, "{r:?}");
         assert!(r.agrees, "{r:?}");
         assert!(r.sound(), "{r:?}");

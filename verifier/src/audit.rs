@@ -4,10 +4,10 @@
 
 use crate::{checks, tolerance};
 use std::collections::{BTreeMap, BTreeSet};
+use tessera_protocol::blocks::{block_hash, block_rect, tile_hash, BlockRef};
 use tessera_protocol::bundle::{
     BatchRecord, DisputeRecord, NodeSamples, ProofBundle, BUNDLE_FORMAT, BUNDLE_VERSION,
 };
-use tessera_protocol::blocks::{block_hash, block_rect, tile_hash, BlockRef};
 use tessera_protocol::canonical::crop;
 use tessera_protocol::keys::PublicKey;
 use tessera_protocol::merkle;
@@ -1050,7 +1050,10 @@ pub fn check_image(
     let bad: Vec<String> = ft
         .tiles
         .iter()
-        .filter(|t| crop(pixels, width, height, t.rect).and_then(|c| tile_hash(&c, t.rect)) != Some(t.tile_hash))
+        .filter(|t| {
+            crop(pixels, width, height, t.rect).and_then(|c| tile_hash(&c, t.rect))
+                != Some(t.tile_hash)
+        })
         .map(|t| format!("tile {} ({})", t.tile_index, t.rect))
         .collect();
     if bad.is_empty() {
@@ -1122,7 +1125,10 @@ pub fn rerender_samples(b: &ProofBundle, renderer: &dyn TileRenderer) -> AuditRe
             else {
                 r.fail(
                     "rerender",
-                    format!("{who}: frame {} tile {} block {}: not in the layout", s.frame, s.tile_index, s.block),
+                    format!(
+                        "{who}: frame {} tile {} block {}: not in the layout",
+                        s.frame, s.tile_index, s.block
+                    ),
                 );
                 continue 'check;
             };
@@ -1145,7 +1151,10 @@ pub fn rerender_samples(b: &ProofBundle, renderer: &dyn TileRenderer) -> AuditRe
                     let s = &v.samples[at[j]];
                     r.fail(
                         "rerender",
-                        format!("{who}: frame {frame} tile {} block {}: {e}", s.tile_index, s.block),
+                        format!(
+                            "{who}: frame {frame} tile {} block {}: {e}",
+                            s.tile_index, s.block
+                        ),
                     );
                     continue 'check;
                 }

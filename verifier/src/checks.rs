@@ -722,9 +722,7 @@ pub enum VerdictFault {
         at: BlockRef,
     },
     /// A sample's band is not the one its metrics give under the signed tolerance.
-    #[error(
-        "{at}: band {band:?} does not follow from its metrics under the manifest's tolerance"
-    )]
+    #[error("{at}: band {band:?} does not follow from its metrics under the manifest's tolerance")]
     Band {
         /// The block.
         at: BlockRef,

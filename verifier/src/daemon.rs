@@ -385,7 +385,9 @@ mod tests {
     use tessera_protocol::statements::{
         CheckKind, JobManifest, NodeSnapshot, RoundCommitment, Signed, MANIFEST_VERSION,
     };
-    use tessera_protocol::wire::{RenderTask, Requirements, SampledBlock, TaskTile, VerdictMessage};
+    use tessera_protocol::wire::{
+        RenderTask, Requirements, SampledBlock, TaskTile, VerdictMessage,
+    };
     use tessera_protocol::{tile_layout, RenderSettings, TileRenderer};
 
     /// A real request: a 2-tile job rendered by one node (honest or not), committed and
