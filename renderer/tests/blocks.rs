@@ -5,18 +5,9 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{full, gpu};
+use common::{full, gpu, scene};
 use tessera_protocol::{RenderSettings, TileRect, TileRenderer};
-use tessera_renderer::{GpuWork, LoadOptions, Parallelism, RenderError, Scene, SceneRenderer};
-
-fn scene(name: &str) -> Scene {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scenes")
-        .join(name);
-    Scene::load(&path, &LoadOptions::default()).unwrap()
-}
+use tessera_renderer::{GpuWork, Parallelism, RenderError, SceneRenderer};
 
 fn settings(width: u32, height: u32, spp: u32) -> RenderSettings {
     RenderSettings {

@@ -7,18 +7,9 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{full, gpu};
+use common::{full, gpu, scene};
 use tessera_protocol::{RenderSettings, TileRect, TileRenderer};
-use tessera_renderer::{LoadOptions, Parallelism, Scene, SceneRenderer};
-
-fn scene(name: &str) -> Scene {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scenes")
-        .join(name);
-    Scene::load(&path, &LoadOptions::default()).unwrap()
-}
+use tessera_renderer::{Parallelism, SceneRenderer};
 
 fn settings(width: u32, height: u32, spp: u32) -> RenderSettings {
     RenderSettings {

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::{json, Value};
 use tessera_protocol::TileRect;
-use tessera_renderer::Gpu;
+use tessera_renderer::{Gpu, LoadOptions, Scene};
 
 /// One GPU per test binary: compiling the shader on lavapipe takes a moment.
 pub fn gpu() -> Arc<Gpu> {
@@ -15,6 +15,14 @@ pub fn gpu() -> Arc<Gpu> {
         Arc::new(Gpu::new().expect("a wgpu adapter (lavapipe) is needed for these tests"))
     })
     .clone()
+}
+
+/// A sample scene of `scenes/`, loaded with the default options.
+pub fn scene(name: &str) -> Scene {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenes")
+        .join(name);
+    Scene::load(&path, &LoadOptions::default()).unwrap()
 }
 
 /// The whole frame as a tile.
