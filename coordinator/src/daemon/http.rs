@@ -749,18 +749,10 @@ async fn put_blob(
 ) -> Answer<(StatusCode, Json<BlobStored>)> {
     let client = caller.client()?.to_string();
     check_hash(&hash)?;
-    let too_large = |n: u64| {
-        Fail::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "blob {hash}: {n} bytes or more, more than the largest file this coordinator takes (max_blob_bytes: {} bytes)",
-                st.max_blob_bytes
-            ),
-        )
-    };
+    let what = format!("blob {hash}");
     let declared = declared_length(&headers);
     if let Some(n) = declared.filter(|&n| n > st.max_blob_bytes) {
-        return Err(too_large(n));
+        return Err(too_large(&st, &what, n));
     }
     let (c, h) = (client.clone(), hash.clone());
     let (used, had) = st
@@ -784,40 +776,7 @@ async fn put_blob(
     };
     quota(declared.unwrap_or(0))?;
     let _slot = st.uploads.take(&client)?;
-    let blobs = st.data_dir.join("blobs");
-    let io = |what: &str, e: std::io::Error| {
-        Fail::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("storing blob {hash}: {what}: {e}"),
-        )
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".upload-")
-        .tempfile_in(&blobs)
-        .map_err(|e| io("temporary file", e))?;
-    let (file, tmp_path) = tmp.into_parts();
-    let mut file = tokio::fs::File::from_std(file);
-    let mut hasher = blake3::Hasher::new();
-    let mut size = 0u64;
-    let mut body = body;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            Fail::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("blob {hash}: the body broke off after {size} bytes: {e}"),
-            )
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        size += data.len() as u64;
-        if size > st.max_blob_bytes {
-            return Err(too_large(size));
-        }
-        hasher.update(&data);
-        file.write_all(&data).await.map_err(|e| io("write", e))?;
-    }
-    let actual = hasher.finalize().to_hex().to_string();
+    let (tmp_path, actual, size) = stream_blob(&st, body, &what).await?;
     if actual != hash {
         return Err(Fail::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -825,8 +784,6 @@ async fn put_blob(
         ));
     }
     quota(size)?;
-    file.sync_all().await.map_err(|e| io("sync", e))?;
-    drop(file);
     let path = st.blob_path(&hash);
     let (c, h) = (client.clone(), hash.clone());
     st.shared
@@ -855,6 +812,61 @@ async fn put_blob(
     ))
 }
 
+/// The 413 answer to an upload (`what`, e.g. `blob 9f2c…`) of `n` bytes or more.
+fn too_large(st: &ApiState, what: &str, n: u64) -> Fail {
+    Fail::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "{what}: {n} bytes or more, more than the largest file this coordinator takes (max_blob_bytes: {} bytes)",
+            st.max_blob_bytes
+        ),
+    )
+}
+
+/// Stream an upload's body into a temporary file in the blob folder, hashing it with
+/// BLAKE3 as it is written and refusing it once it passes `max_blob_bytes`; synced before
+/// it is handed back with its hash (hex) and size. The caller moves it into place or
+/// drops it (which deletes it). `what` names the upload in every error.
+async fn stream_blob(
+    st: &ApiState,
+    mut body: Body,
+    what: &str,
+) -> Answer<(tempfile::TempPath, String, u64)> {
+    let io = |step: &str, e: std::io::Error| {
+        Fail::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("storing {what}: {step}: {e}"),
+        )
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".upload-")
+        .tempfile_in(st.data_dir.join("blobs"))
+        .map_err(|e| io("temporary file", e))?;
+    let (file, tmp_path) = tmp.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            Fail::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("{what}: the body broke off after {size} bytes: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        size += data.len() as u64;
+        if size > st.max_blob_bytes {
+            return Err(too_large(st, what, size));
+        }
+        hasher.update(&data);
+        file.write_all(&data).await.map_err(|e| io("write", e))?;
+    }
+    file.sync_all().await.map_err(|e| io("sync", e))?;
+    Ok((tmp_path, hasher.finalize().to_hex().to_string(), size))
+}
+
 /// `POST /v1/blobs`: store a scene file whose hash the coordinator computes, for clients
 /// without BLAKE3 (the Blender add-on): the body streams into a temporary file while it is
 /// hashed, under the same size limit, upload slots and storage quota as
@@ -876,55 +888,12 @@ async fn post_blob(
     body: Body,
 ) -> Answer<(StatusCode, Json<BlobStored>)> {
     let client = caller.client()?.to_string();
-    let too_large = |n: u64| {
-        Fail::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "blob upload: {n} bytes or more, more than the largest file this coordinator takes (max_blob_bytes: {} bytes)",
-                st.max_blob_bytes
-            ),
-        )
-    };
+    let what = "blob upload";
     if let Some(n) = declared_length(&headers).filter(|&n| n > st.max_blob_bytes) {
-        return Err(too_large(n));
+        return Err(too_large(&st, what, n));
     }
     let _slot = st.uploads.take(&client)?;
-    let blobs = st.data_dir.join("blobs");
-    let io = |what: &str, e: std::io::Error| {
-        Fail::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("storing an uploaded blob: {what}: {e}"),
-        )
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".upload-")
-        .tempfile_in(&blobs)
-        .map_err(|e| io("temporary file", e))?;
-    let (file, tmp_path) = tmp.into_parts();
-    let mut file = tokio::fs::File::from_std(file);
-    let mut hasher = blake3::Hasher::new();
-    let mut size = 0u64;
-    let mut body = body;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            Fail::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("blob upload: the body broke off after {size} bytes: {e}"),
-            )
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        size += data.len() as u64;
-        if size > st.max_blob_bytes {
-            return Err(too_large(size));
-        }
-        hasher.update(&data);
-        file.write_all(&data).await.map_err(|e| io("write", e))?;
-    }
-    let hash = hasher.finalize().to_hex().to_string();
-    file.sync_all().await.map_err(|e| io("sync", e))?;
-    drop(file);
+    let (tmp_path, hash, size) = stream_blob(&st, body, what).await?;
     let path = st.blob_path(&hash);
     let (c, h, quota) = (client.clone(), hash.clone(), st.max_client_bytes);
     let had = st
