@@ -6,6 +6,7 @@
 mod common;
 
 use common::{full, gpu, scene};
+use tessera_protocol::canonical::crop;
 use tessera_protocol::{RenderSettings, TileRect, TileRenderer};
 use tessera_renderer::{GpuWork, Parallelism, RenderError, SceneRenderer};
 
@@ -23,16 +24,6 @@ fn settings(width: u32, height: u32, spp: u32) -> RenderSettings {
 
 fn rect(x: u32, y: u32, w: u32, h: u32) -> TileRect {
     TileRect { x, y, w, h }
-}
-
-/// The canonical bytes of `tile` out of a full frame's (`width` pixels wide).
-fn crop(frame: &[u8], width: u32, tile: TileRect) -> Vec<u8> {
-    let mut out = Vec::with_capacity(tile.canonical_len());
-    for y in tile.y..tile.y + tile.h {
-        let start = (y * width + tile.x) as usize * 8;
-        out.extend_from_slice(&frame[start..start + tile.w as usize * 8]);
-    }
-    out
 }
 
 fn parallelisms() -> [Parallelism; 3] {
@@ -92,7 +83,7 @@ fn scattered_blocks_give_the_bytes_of_each_block_alone_and_of_the_frame() {
                 );
                 assert_eq!(
                     bytes,
-                    &crop(&frame, w, *tile),
+                    &crop(&frame, w, h, *tile).expect("the block lies in the frame"),
                     "{name}, {parallelism:?}: block {tile} differs from the frame's crop"
                 );
             }
