@@ -198,7 +198,7 @@ impl Work {
             .chain(bundle.disputes.iter().flat_map(|d| d.samples.iter()));
         let rerendered: u64 = checks
             .flat_map(|ns| &ns.delivered)
-            .map(|d| d.len() as u64 / tessera_protocol::BYTES_PER_PIXEL as u64)
+            .map(|d| tessera_protocol::canonical::pixels(d))
             .sum();
         Work {
             rendered: rendered * spp,
@@ -585,15 +585,16 @@ pub fn node_reports(bundle: &ProofBundle, labels: &BTreeMap<PublicKey, String>) 
                     .map(|t| t.amount)
                     .sum()
             };
+            let leaves = tessera_verifier::checks::node_leaves(&round.batches, &node);
             reports.push(NodeReport {
                 name: labels.get(&node).cloned().unwrap_or_else(|| node.short()),
                 key: node,
                 round: round.round,
-                tiles: tessera_verifier::checks::node_leaves(&round.batches, &node).len() as u32,
+                tiles: leaves.len() as u32,
                 sampled: v.statement.samples.len() as u32,
-                pixels: tessera_verifier::checks::node_leaves(&round.batches, &node)
-                    .into_iter()
-                    .map(|(bi, pos)| round.batches[bi].tiles[pos].rect.pixels())
+                pixels: leaves
+                    .iter()
+                    .map(|&(bi, pos)| round.batches[bi].tiles[pos].rect.pixels())
                     .sum(),
                 sampled_pixels: round
                     .samples
@@ -602,7 +603,7 @@ pub fn node_reports(bundle: &ProofBundle, labels: &BTreeMap<PublicKey, String>) 
                     .map_or(0, |ns| {
                         ns.delivered
                             .iter()
-                            .map(|d| d.len() as u64 / tessera_protocol::BYTES_PER_PIXEL as u64)
+                            .map(|d| tessera_protocol::canonical::pixels(d))
                             .sum()
                     }),
                 decision: v.statement.decision,

@@ -117,6 +117,11 @@ impl FieldWriter {
     }
 }
 
+/// How many pixels canonical bytes hold (8 bytes each).
+pub fn pixels(canonical: &[u8]) -> u64 {
+    (canonical.len() / crate::types::BYTES_PER_PIXEL) as u64
+}
+
 /// Convert canonical tile bytes to linear f32 RGBA values.
 pub fn tile_to_f32(canonical: &[u8]) -> Vec<f32> {
     canonical

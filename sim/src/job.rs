@@ -18,6 +18,7 @@ use tessera_coordinator::machine::{
 use tessera_node::stub::HashRenderer;
 use tessera_node::{Node, NodeError};
 use tessera_protocol::bundle::ProofBundle;
+use tessera_protocol::canonical;
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::payments::{account, Ledger, LedgerError, Pricing, Transfer, TransferKind};
 use tessera_protocol::rules::job_price;
@@ -345,7 +346,11 @@ impl Farm {
                     last_round = last_round.max(task.round);
                     let node = self.renderer_for(&parties, &to, &task)?;
                     let res = node.handle_task(&task)?;
-                    tally.rendered += res.tiles.iter().map(|t| pixels(&t.bytes)).sum::<u64>();
+                    tally.rendered += res
+                        .tiles
+                        .iter()
+                        .map(|t| canonical::pixels(&t.bytes))
+                        .sum::<u64>();
                     Input::Result(res)
                 }
                 Outgoing::Check(req) => {
@@ -360,7 +365,7 @@ impl Farm {
                     tally.rerendered += req
                         .samples
                         .iter()
-                        .map(|s| pixels(&s.delivered))
+                        .map(|s| canonical::pixels(&s.delivered))
                         .sum::<u64>();
                     for s in &v.samples {
                         count_band(&mut tally.bands, s.band);
@@ -662,11 +667,6 @@ fn count_band(b: &mut Bands, band: Band) {
         Band::Ambiguous => b.ambiguous += 1,
         Band::Far => b.far += 1,
     }
-}
-
-/// The pixels of canonical bytes (8 bytes each).
-fn pixels(canonical: &[u8]) -> u64 {
-    (canonical.len() / tessera_protocol::BYTES_PER_PIXEL) as u64
 }
 
 #[cfg(test)]

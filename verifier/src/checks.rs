@@ -568,32 +568,49 @@ pub fn build_proofs<E>(
 ) -> Result<Vec<(SampleProof, Vec<u8>)>, E> {
     let leaves = node_leaves(batches, node);
     let mut out = Vec::with_capacity(blocks_sampled.len());
-    // The blocks come ascending by leaf: each tile is read and hashed once.
-    let mut current: Option<(u32, Vec<u8>, Vec<Digest>)> = None;
+    // The blocks come ascending by leaf: each tile is read, cut into block hashes and
+    // proved in its batch once, however many of its blocks were drawn.
+    struct Leaf {
+        index: u32,
+        bytes: Vec<u8>,
+        hashes: Vec<Digest>,
+        leaf: Digest,
+        proof: Vec<Digest>,
+    }
+    let mut current: Option<Leaf> = None;
     for r in blocks_sampled {
         let Some(&(bi, pos)) = leaves.get(r.leaf as usize) else {
             continue;
         };
         let b = &batches[bi];
         let rect = b.tiles[pos].rect;
-        if current.as_ref().map(|c| c.0) != Some(r.leaf) {
+        if current.as_ref().map(|c| c.index) != Some(r.leaf) {
             let bytes = tile_bytes(bi, pos)?;
-            let hashes = blocks::block_hashes(&bytes, rect).unwrap_or_default();
-            current = Some((r.leaf, bytes, hashes));
+            let all: Vec<Digest> = b.tiles.iter().map(|t| t.leaf).collect();
+            current = Some(Leaf {
+                index: r.leaf,
+                hashes: blocks::block_hashes(&bytes, rect).unwrap_or_default(),
+                bytes,
+                leaf: all[pos],
+                proof: merkle::prove(&all, &[pos]),
+            });
         }
-        let (_, bytes, hashes) = current.as_ref().expect("set above");
-        let all: Vec<Digest> = b.tiles.iter().map(|t| t.leaf).collect();
-        let block_bytes = blocks::block_bytes(bytes, rect, r.block).unwrap_or_default();
+        let c = current.as_ref().expect("set above");
+        let block_bytes = blocks::block_bytes(&c.bytes, rect, r.block).unwrap_or_default();
         out.push((
             SampleProof {
                 leaf_index: r.leaf,
                 block: r.block,
-                block_hash: blocks::block_hash(&block_bytes),
-                block_proof: blocks::prove_block(hashes, r.block),
+                block_hash: c
+                    .hashes
+                    .get(r.block as usize)
+                    .copied()
+                    .unwrap_or_else(|| blocks::block_hash(&block_bytes)),
+                block_proof: blocks::prove_block(&c.hashes, r.block),
                 batch_id: b.signed.statement.batch_id,
                 position: pos as u32,
-                leaf: all[pos],
-                proof: merkle::prove(&all, &[pos]),
+                leaf: c.leaf,
+                proof: c.proof.clone(),
             },
             block_bytes,
         ));
