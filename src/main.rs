@@ -32,7 +32,7 @@ use std::time::Instant;
 use tessera_coordinator::local::{check_nodes, write_summary, LocalFarm, LocalJob};
 use tessera_coordinator::settings::default_data_dir;
 use tessera_images as images;
-use tessera_images::paths::{frame_path, proof_path};
+use tessera_images::paths::{create_parent, frame_path, proof_path};
 use tessera_node::DishonestMode;
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::limits;
@@ -359,6 +359,13 @@ fn render(a: RenderArgs) -> Result<bool> {
     check_nodes(a.nodes, a.dishonest_nodes)?;
     let (frame_start, frame_end) = parse_frames(&a.frames)?;
     let n_frames = frame_end - frame_start + 1;
+    // A name or folder the outputs cannot be written under fails now, not after the render.
+    let proof = a
+        .proof
+        .clone()
+        .unwrap_or_else(|| proof_path(&a.output, frame_start));
+    create_parent(&frame_path(&a.output, frame_start, n_frames)?)?;
+    create_parent(&proof)?;
     let tier = tessera_api::flags::tier(&a.tier)?;
     if tier.min_trust > 0 {
         eprintln!("note: tier {} is meant for nodes with trust >= {}; local nodes are admitted for this run", tier.name, tier.min_trust);
@@ -406,22 +413,18 @@ fn render(a: RenderArgs) -> Result<bool> {
         })?
     };
 
-    // Outputs.
-    let mut written = Vec::new();
+    // Outputs: the proof bundle first, as no later step can make it again.
+    let json = serde_json::to_vec_pretty(&outcome.bundle)?;
+    std::fs::write(&proof, json)
+        .with_context(|| format!("writing proof bundle {}", proof.display()))?;
+    let mut written = vec![proof];
     for (frame, pixels) in &outcome.frames {
         let png = frame_path(&a.output, *frame, n_frames)?;
+        create_parent(&png)?;
         written.extend(images::paths::write_frame(
             png, a.width, a.height, pixels, &view,
         )?);
     }
-    let proof = a
-        .proof
-        .clone()
-        .unwrap_or_else(|| proof_path(&a.output, frame_start));
-    let json = serde_json::to_vec_pretty(&outcome.bundle)?;
-    std::fs::write(&proof, json)
-        .with_context(|| format!("writing proof bundle {}", proof.display()))?;
-    written.push(proof);
 
     let seconds = started.elapsed().as_secs_f64();
     write_summary(

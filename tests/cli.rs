@@ -55,6 +55,13 @@ fn render_then_audit_image_and_rerender() {
     let ok = run(tessera().arg("audit").arg(&bundle).arg("--image").arg(&exr));
     assert!(ok.status.success());
     assert!(String::from_utf8_lossy(&ok.stdout).contains("audit passed"));
+    // The work: 64 × 48 pixels at 8 spp rendered; the node (new, economy: 810 pixel
+    // draws) committed 48 blocks, fewer than its draws, so all were re-rendered.
+    let j = run(tessera().arg("audit").arg(&bundle).arg("--json"));
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).expect("audit --json");
+    assert_eq!(v["work"]["rendered"], 64 * 48 * 8, "{v}");
+    assert_eq!(v["work"]["rerendered"], 64 * 48 * 8, "{v}");
+    assert_eq!(v["work"]["fraction"], 1.0, "{v}");
 
     let rr = run(tessera()
         .arg("audit")
@@ -554,6 +561,46 @@ fn render_refuses_what_the_farm_refuses() {
         assert_eq!(out.status.code(), Some(1), "{flags:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{flags:?}: {err}");
+    }
+}
+
+/// An output name the frames cannot be written under is refused before anything renders
+/// (it used to fail after the render, losing the frames and the proof bundle), and the
+/// output's folder is made when it is missing.
+#[test]
+fn render_checks_its_outputs_before_it_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    for (output, frames, needle) in [
+        ("x.exr", "0..0", "the file name must end in .png"),
+        ("x", "0..0", "the file name must end in .png"),
+        ("x.png", "0..1", "several frames need a `#`"),
+    ] {
+        let out = run(tessera()
+            .arg("render")
+            .arg(root().join("scenes/cornell-box.glb"))
+            .arg("-o")
+            .arg(dir.path().join(output))
+            .args(["--frames", frames])
+            .env("TESSERA_DATA", dir.path().join("data")));
+        assert_eq!(out.status.code(), Some(1), "{output}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{output}: {err}");
+        assert!(!err.contains("adapter:"), "{output}: rendered first: {err}");
+    }
+    let nested = dir.path().join("new/folder");
+    let mut c = tessera();
+    c.arg("render")
+        .arg(root().join("scenes/cornell-box.glb"))
+        .arg("-o")
+        .arg(nested.join("f.png"))
+        .args([
+            "--width", "16", "--height", "16", "--spp", "1", "--tile", "16",
+        ])
+        .env("TESSERA_DATA", dir.path().join("data"));
+    let out = run(&mut c);
+    assert!(out.status.success());
+    for file in ["f.png", "f.exr", "f.proof.json"] {
+        assert!(nested.join(file).is_file(), "{file} missing");
     }
 }
 

@@ -5,17 +5,36 @@
 use crate::{write_exr, write_png, ImageError, ViewTransform};
 use std::path::{Path, PathBuf};
 
-/// An output pattern that cannot name every frame.
+/// An output pattern that cannot name every frame's PNG.
 #[derive(Debug, thiserror::Error)]
-#[error("output {pattern}: several frames need a `#` in the file name for the frame number")]
-pub struct FramePathError {
-    /// The pattern.
-    pub pattern: PathBuf,
+pub enum FramePathError {
+    /// Several frames and no `#` for the frame number.
+    #[error("output {}: several frames need a `#` in the file name for the frame number", pattern.display())]
+    NoFrameNumber {
+        /// The pattern.
+        pattern: PathBuf,
+    },
+    /// The name does not end in `.png`.
+    #[error("output {}: the file name must end in .png (the EXR is written beside it, with the extension .exr)", pattern.display())]
+    NotPng {
+        /// The pattern.
+        pattern: PathBuf,
+    },
 }
 
 /// The PNG path of `frame` of `n_frames`: the first run of `#` in `pattern` becomes the
-/// zero-padded frame number; without one, only a single frame can be written.
+/// zero-padded frame number; without one, only a single frame can be written. The name
+/// must end in `.png` (any case): the EXR goes beside it, so checking the pattern before
+/// a render is what keeps a long render from being lost to an unwritable name.
 pub fn frame_path(pattern: &Path, frame: u32, n_frames: u32) -> Result<PathBuf, FramePathError> {
+    let png = pattern
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !png {
+        return Err(FramePathError::NotPng {
+            pattern: pattern.to_path_buf(),
+        });
+    }
     let s = pattern.to_string_lossy();
     if let Some(start) = s.find('#') {
         let len = s[start..].chars().take_while(|&c| c == '#').count();
@@ -27,7 +46,7 @@ pub fn frame_path(pattern: &Path, frame: u32, n_frames: u32) -> Result<PathBuf, 
         )));
     }
     if n_frames > 1 {
-        return Err(FramePathError {
+        return Err(FramePathError::NoFrameNumber {
             pattern: pattern.to_path_buf(),
         });
     }
@@ -87,6 +106,15 @@ mod tests {
         let p = frame_path(Path::new("out/f-###.png"), 7, 3).unwrap();
         assert_eq!(p, Path::new("out/f-007.png"));
         assert!(frame_path(Path::new("f.png"), 1, 2).is_err());
+        assert_eq!(
+            frame_path(Path::new("F.PNG"), 1, 1).unwrap(),
+            Path::new("F.PNG")
+        );
+        for bad in ["f.exr", "f", "f.png.tmp", "out/f-#.jpg"] {
+            let e = frame_path(Path::new(bad), 1, 1).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("output {bad}: ")), "{e}");
+            assert!(e.contains("must end in .png"), "{e}");
+        }
         assert_eq!(
             frame_path(Path::new("f.png"), 1, 1).unwrap(),
             Path::new("f.png")
