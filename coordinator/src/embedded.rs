@@ -169,52 +169,7 @@ pub struct RenderTimes {
     pub verifying: f64,
 }
 
-/// The work of a job, from its bundle: the pixel-samples the nodes rendered (every
-/// committed tile of every round) and those the verifiers re-rendered (every sampled
-/// block of every check: first, escalated and dispute).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Work {
-    /// Pixel-samples rendered by nodes.
-    pub rendered: u64,
-    /// Pixel-samples re-rendered by verifiers.
-    pub rerendered: u64,
-}
-
-impl Work {
-    /// Of a bundle.
-    pub fn of(bundle: &ProofBundle) -> Work {
-        let spp = u64::from(bundle.manifest.statement.settings.spp);
-        let rendered: u64 = bundle
-            .rounds
-            .iter()
-            .flat_map(|r| &r.batches)
-            .flat_map(|b| &b.tiles)
-            .map(|t| t.rect.pixels())
-            .sum();
-        let checks = bundle
-            .rounds
-            .iter()
-            .flat_map(|r| r.samples.iter())
-            .chain(bundle.disputes.iter().flat_map(|d| d.samples.iter()));
-        let rerendered: u64 = checks
-            .flat_map(|ns| &ns.delivered)
-            .map(|d| tessera_protocol::canonical::pixels(d))
-            .sum();
-        Work {
-            rendered: rendered * spp,
-            rerendered: rerendered * spp,
-        }
-    }
-
-    /// Re-rendered pixel-samples per rendered one (0 when nothing was rendered).
-    pub fn fraction(&self) -> f64 {
-        if self.rendered == 0 {
-            0.0
-        } else {
-            self.rerendered as f64 / self.rendered as f64
-        }
-    }
-}
+pub use tessera_protocol::bundle::Work;
 
 impl JobOutcome {
     /// Every transfer of the job: the bundle's signed receipt.

@@ -4,9 +4,7 @@
 //! of that directory, removed when the job ends; and the summary `tessera render`
 //! prints. It adds no job rule: [`EmbeddedFarm::run_job`] runs the job.
 
-use crate::embedded::{
-    EmbeddedFarm, JobConfig, JobOutcome, LocalNode, PipelineError, RenderTimes, Work,
-};
+use crate::embedded::{EmbeddedFarm, JobConfig, JobOutcome, LocalNode, PipelineError, RenderTimes};
 use crate::machine::Progress;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -288,7 +286,7 @@ pub fn write_summary(
     json: bool,
 ) -> io::Result<()> {
     let job_root = hex::encode(outcome.bundle.roots.statement.job_root);
-    let work = Work::of(&outcome.bundle);
+    let work = outcome.bundle.work();
     if json {
         let reports: Vec<_> = outcome
             .reports

@@ -51,6 +51,55 @@ pub struct ProofBundle {
     pub scene_hint: Option<String>,
 }
 
+impl ProofBundle {
+    /// The work the bundle records: the pixel-samples the nodes rendered (every committed
+    /// tile of every round) and those the verifiers re-rendered (every delivered block of
+    /// every check: first, escalated and dispute). What it reports is only what the bundle
+    /// says; `tessera audit` checks that first.
+    pub fn work(&self) -> Work {
+        let spp = u64::from(self.manifest.statement.settings.spp);
+        let rendered: u64 = self
+            .rounds
+            .iter()
+            .flat_map(|r| &r.batches)
+            .flat_map(|b| &b.tiles)
+            .map(|t| t.rect.pixels())
+            .sum();
+        let rerendered: u64 = self
+            .rounds
+            .iter()
+            .flat_map(|r| &r.samples)
+            .chain(self.disputes.iter().flat_map(|d| &d.samples))
+            .flat_map(|ns| &ns.delivered)
+            .map(|d| crate::canonical::pixels(d))
+            .sum();
+        Work {
+            rendered: rendered.saturating_mul(spp),
+            rerendered: rerendered.saturating_mul(spp),
+        }
+    }
+}
+
+/// The work of a job ([`ProofBundle::work`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Work {
+    /// Pixel-samples rendered by nodes.
+    pub rendered: u64,
+    /// Pixel-samples re-rendered by verifiers.
+    pub rerendered: u64,
+}
+
+impl Work {
+    /// Re-rendered pixel-samples per rendered one (0 when nothing was rendered).
+    pub fn fraction(&self) -> f64 {
+        if self.rendered == 0 {
+            0.0
+        } else {
+            self.rerendered as f64 / self.rendered as f64
+        }
+    }
+}
+
 /// A node that took part.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct NodeInfo {

@@ -35,6 +35,9 @@ pub struct CheckResult {
 pub struct AuditReport {
     /// Checks in the order they ran.
     pub checks: Vec<CheckResult>,
+    /// The work the bundle records, rendered and re-rendered (set once its format is
+    /// known): what fraction of the job verification re-rendered.
+    pub work: Option<tessera_protocol::bundle::Work>,
 }
 
 impl AuditReport {
@@ -100,6 +103,7 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
         return r;
     }
     r.pass("format", format!("{BUNDLE_FORMAT} v{BUNDLE_VERSION}"));
+    r.work = Some(b.work());
 
     let m = &b.manifest.statement;
     let coord = b.manifest.signer;

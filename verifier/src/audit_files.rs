@@ -107,12 +107,28 @@ pub fn check_image_file(
 pub fn write_report(w: &mut impl Write, report: &AuditReport, json: bool) -> io::Result<()> {
     let ok = report.passed();
     if json {
-        let v = serde_json::json!({"passed": ok, "checks": report.checks});
+        let work = report.work.map(|x| {
+            serde_json::json!({
+                "rendered": x.rendered,
+                "rerendered": x.rerendered,
+                "fraction": x.fraction(),
+            })
+        });
+        let v = serde_json::json!({"passed": ok, "checks": report.checks, "work": work});
         return writeln!(w, "{v}");
     }
     for c in &report.checks {
         let status = if c.passed { "ok  " } else { "FAIL" };
         writeln!(w, "{status} {:<20} {}", c.name, c.detail)?;
+    }
+    if let Some(x) = report.work {
+        writeln!(
+            w,
+            "work: verifiers re-rendered {:.2} % of the pixel-samples the nodes rendered ({} of {})",
+            100.0 * x.fraction(),
+            x.rerendered,
+            x.rendered
+        )?;
     }
     if ok {
         writeln!(w, "audit passed: {} checks", report.checks.len())
