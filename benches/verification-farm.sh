@@ -5,8 +5,8 @@
 # once `tessera nodes` shows it at or above the new-node threshold (10), one HD frame is
 # submitted on the priority tier, fetched with its proof bundle and audited. The fraction
 # re-rendered is what `tessera audit --json` measures from the bundle (pixel-samples of the
-# sampled blocks over those of the committed tiles), not computed from k. Appends the run to
-# benches/results/verification-blocks.json (key "farm") and prints it.
+# sampled blocks over those of the committed tiles), not computed from k. Puts the run into
+# benches/results/verification-blocks.json (list "farm", one run per tier) and prints it.
 #
 # Settings (environment variables, defaults in brackets):
 #   SCENE     the scene                           [scenes/cornell-box.glb]
@@ -108,7 +108,8 @@ row = {"run": f"farm-{tier}-trust-{trust}", "scene": scene, "tier": tier, "width
        "rerendered_fraction": work["fraction"], "blocks_sampled": blocks,
        "commit": commit, "date": date}
 doc = json.load(open(out))
-doc["farm"] = row
+farm = [r for r in doc.get("farm", []) if isinstance(r, dict) and r.get("tier") != tier]
+doc["farm"] = sorted(farm + [row], key=lambda r: r["tier"])
 json.dump(doc, open(out, "w"), indent=2)
 print(json.dumps(row, indent=2))
 EOF
