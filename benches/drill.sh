@@ -12,6 +12,7 @@
 #   SCENE     the scene                   [scenes/cornell-box.glb]
 #   W H SPP   the frame                   [1024 576 16]
 #   TIER      the tier                    [priority]
+#   BATCH     tiles per task              [8]
 #   MODES     drill modes                 [low-spp noise black copy partial]
 #   TESSERA   the tessera binary          [target/release/tessera]
 set -euo pipefail
@@ -22,6 +23,7 @@ W="${W:-1024}"
 H="${H:-576}"
 SPP="${SPP:-16}"
 TIER="${TIER:-priority}"
+BATCH="${BATCH:-8}"
 MODES="${MODES:-low-spp noise black copy partial}"
 TESSERA="${TESSERA:-target/release/tessera}"
 OUT=benches/results/drill-blocks.json
@@ -32,7 +34,7 @@ run() { # name [drill flags...]
   local name=$1
   shift
   "$TESSERA" render "$SCENE" -o "$tmp/$name.png" --width "$W" --height "$H" --spp "$SPP" \
-    --tier "$TIER" --nodes 3 --data "$tmp/data" --json "$@" > "$tmp/$name.json" 2> "$tmp/$name.log"
+    --tier "$TIER" --batch "$BATCH" --nodes 3 --data "$tmp/data" --json "$@" > "$tmp/$name.json" 2> "$tmp/$name.log"
   "$TESSERA" audit "$tmp/$name.proof.json" > "$tmp/$name.audit" ||
     { cat "$tmp/$name.audit" >&2; echo "$name: audit failed" >&2; exit 1; }
 }
@@ -51,7 +53,9 @@ rows, ok = [], True
 for mode in modes:
     s = json.load(open(f"{tmp}/{mode}.json"))
     image = open(f"{tmp}/{mode}.image").read().strip()
-    cheater = [n for n in s["nodes"] if "dishonest" in n["node"]]
+    cheater = [n for n in s["nodes"] if "(dishonest" in n["node"]]
+    if not cheater:
+        sys.exit(f"{mode}: the dishonest node got no tiles (more tiles or a smaller BATCH)")
     first = min(cheater, key=lambda n: n["round"])
     paid = sum(n["paid"] + n["held_back"] for n in cheater)
     slashed = sum(n["slashed"] for n in cheater)
