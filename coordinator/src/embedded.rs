@@ -18,7 +18,7 @@
 
 use crate::bus::InProcessBus;
 use crate::daemon::service::{
-    frame_of_bundle, Limits, Service, ServiceConfig, ServiceError, MAX_CREDIT,
+    frame_of_bundle, Limits, Service, ServiceConfig, ServiceError, Submission, MAX_CREDIT,
 };
 use crate::daemon::{BusCoordinator, DaemonError};
 use crate::machine::{JobState, Progress};
@@ -431,15 +431,17 @@ impl EmbeddedFarm {
             .with(move |s| {
                 let c = submitted;
                 let job = s.submit(
-                    &c.client,
-                    &c.scene_name,
-                    c.scene_hash,
-                    c.settings,
-                    (c.frame_start, c.frame_end),
-                    &c.tier,
-                    Some(c.tile_size),
-                    Some(c.batch_size),
-                    Requirements::default(),
+                    Submission {
+                        client: &c.client,
+                        scene_name: &c.scene_name,
+                        scene_hash: c.scene_hash,
+                        settings: c.settings,
+                        frames: (c.frame_start, c.frame_end),
+                        tier: &c.tier,
+                        tile_size: Some(c.tile_size),
+                        batch_size: Some(c.batch_size),
+                        requirements: Requirements::default(),
+                    },
                     now_ms(),
                 )?;
                 if let Some(hint) = &c.scene_hint {

@@ -761,15 +761,17 @@ fn submit_changed(
     let mut settings = test_settings();
     change(&mut settings);
     f.svc.submit(
-        client,
-        "scene.glb",
-        [7; 32],
-        settings,
-        frames,
-        "economy",
-        Some(tile),
-        Some(batch),
-        Default::default(),
+        Submission {
+            client,
+            scene_name: "scene.glb",
+            scene_hash: [7; 32],
+            settings,
+            frames,
+            tier: "economy",
+            tile_size: Some(tile),
+            batch_size: Some(batch),
+            requirements: Default::default(),
+        },
         f.now,
     )
 }

@@ -11,7 +11,7 @@
 //! scene or blob is "not found", and the operator's views (nodes, the whole ledger,
 //! credits) need the admin token.
 
-use super::service::{check_settings, Service, ServiceError, MAX_EDGE};
+use super::service::{check_settings, Service, ServiceError, Submission, MAX_EDGE};
 use super::{now_ms, DaemonConfig, SceneInspector, Shared};
 use crate::machine::{Control, JobState};
 use crate::store::Store;
@@ -1195,15 +1195,17 @@ async fn submit(
         .shared
         .with(move |s| {
             let job = s.submit(
-                &client,
-                &scene_name,
-                scene_hash,
-                sub.settings,
-                (sub.frame_start, sub.frame_end),
-                &sub.tier,
-                sub.tile_size,
-                sub.batch_size,
-                sub.requirements,
+                Submission {
+                    client: &client,
+                    scene_name: &scene_name,
+                    scene_hash,
+                    settings: sub.settings,
+                    frames: (sub.frame_start, sub.frame_end),
+                    tier: &sub.tier,
+                    tile_size: sub.tile_size,
+                    batch_size: sub.batch_size,
+                    requirements: sub.requirements,
+                },
                 now_ms(),
             )?;
             s.store()
@@ -1245,15 +1247,17 @@ async fn estimate_job(
         .shared
         .with(move |s| {
             s.estimate(
-                &client,
-                &scene_name,
-                scene_hash,
-                sub.settings,
-                (sub.frame_start, sub.frame_end),
-                &sub.tier,
-                sub.tile_size,
-                sub.batch_size,
-                sub.requirements,
+                Submission {
+                    client: &client,
+                    scene_name: &scene_name,
+                    scene_hash,
+                    settings: sub.settings,
+                    frames: (sub.frame_start, sub.frame_end),
+                    tier: &sub.tier,
+                    tile_size: sub.tile_size,
+                    batch_size: sub.batch_size,
+                    requirements: sub.requirements,
+                },
                 now_ms(),
             )
         })

@@ -526,37 +526,14 @@ impl Service {
 
     /// Accept a job: sign its manifest (with one nonce commitment per possible round and
     /// the registered verifiers), fund its escrow, and queue round 0.
-    #[allow(clippy::too_many_arguments)] // the submission's parts, already validated apart
-    pub fn submit(
-        &self,
-        client: &str,
-        scene_name: &str,
-        scene_hash: Digest,
-        settings: RenderSettings,
-        frames: (u32, u32),
-        tier: &str,
-        tile_size: Option<u32>,
-        batch_size: Option<u32>,
-        requirements: Requirements,
-        now_ms: u64,
-    ) -> Result<String, ServiceError> {
+    pub fn submit(&self, sub: Submission<'_>, now_ms: u64) -> Result<String, ServiceError> {
+        let client = sub.client;
         let Planned {
             manifest,
             nonces,
             setup,
             tiles,
-        } = self.plan(
-            client,
-            scene_name,
-            scene_hash,
-            settings,
-            frames,
-            tier,
-            tile_size,
-            batch_size,
-            requirements,
-            now_ms,
-        )?;
+        } = self.plan(sub, now_ms)?;
         let job = hex::encode(manifest.job_id);
         let signed = Signed::sign(manifest.clone(), &self.key);
         self.store
@@ -592,32 +569,9 @@ impl Service {
     /// What [`Self::submit`] would charge for the same job, refusing exactly what it
     /// would refuse (its checks, then whether the client's balance and overdraft cover
     /// the escrow), without writing anything.
-    #[allow(clippy::too_many_arguments)] // the submission's parts, as for `submit`
-    pub fn estimate(
-        &self,
-        client: &str,
-        scene_name: &str,
-        scene_hash: Digest,
-        settings: RenderSettings,
-        frames: (u32, u32),
-        tier: &str,
-        tile_size: Option<u32>,
-        batch_size: Option<u32>,
-        requirements: Requirements,
-        now_ms: u64,
-    ) -> Result<Estimate, ServiceError> {
-        let planned = self.plan(
-            client,
-            scene_name,
-            scene_hash,
-            settings,
-            frames,
-            tier,
-            tile_size,
-            batch_size,
-            requirements,
-            now_ms,
-        )?;
+    pub fn estimate(&self, sub: Submission<'_>, now_ms: u64) -> Result<Estimate, ServiceError> {
+        let client = sub.client;
+        let planned = self.plan(sub, now_ms)?;
         let m = &planned.manifest;
         let price = job_price(m);
         self.store
@@ -635,20 +589,18 @@ impl Service {
     /// Everything [`Self::submit`] checks before it writes (the settings' bounds, the
     /// tier, the job's size, the client's job quota, a verifier, a node of the tier's
     /// trust) and the manifest it would sign: reads the store, writes nothing.
-    #[allow(clippy::too_many_arguments)] // the submission's parts, as for `submit`
-    fn plan(
-        &self,
-        client: &str,
-        scene_name: &str,
-        scene_hash: Digest,
-        settings: RenderSettings,
-        frames: (u32, u32),
-        tier: &str,
-        tile_size: Option<u32>,
-        batch_size: Option<u32>,
-        requirements: Requirements,
-        now_ms: u64,
-    ) -> Result<Planned, ServiceError> {
+    fn plan(&self, sub: Submission<'_>, now_ms: u64) -> Result<Planned, ServiceError> {
+        let Submission {
+            client,
+            scene_name,
+            scene_hash,
+            settings,
+            frames,
+            tier,
+            tile_size,
+            batch_size,
+            requirements,
+        } = sub;
         let bad = |m: String| Err(ServiceError::Invalid(m));
         if settings.width == 0 || settings.height == 0 {
             return bad("settings.width/height: must be at least 1".into());
@@ -1506,6 +1458,31 @@ struct Planned {
     setup: JobSetup,
     /// Tiles over all frames.
     tiles: u64,
+}
+
+/// A job as its client submits it ([`Service::submit`], [`Service::estimate`]): the parts
+/// the API has already checked apart (the listing, the scene's inspection); the service
+/// checks the rest.
+#[derive(Clone, Debug)]
+pub struct Submission<'a> {
+    /// The paying client.
+    pub client: &'a str,
+    /// The scene's name (its entry file), signed into the manifest.
+    pub scene_name: &'a str,
+    /// The scene's content hash.
+    pub scene_hash: Digest,
+    /// Render settings.
+    pub settings: RenderSettings,
+    /// First and last frame.
+    pub frames: (u32, u32),
+    /// Tier name.
+    pub tier: &'a str,
+    /// Tile edge (`None`: the farm's).
+    pub tile_size: Option<u32>,
+    /// Tiles per task (`None`: the farm's).
+    pub batch_size: Option<u32>,
+    /// What a node must offer to take its tasks.
+    pub requirements: Requirements,
 }
 
 /// What a job would cost ([`Service::estimate`]).

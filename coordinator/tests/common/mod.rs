@@ -5,7 +5,7 @@
 
 pub use std::sync::Arc;
 pub use std::time::Duration;
-pub use tessera_coordinator::daemon::service::{Handled, Service, ServiceConfig};
+pub use tessera_coordinator::daemon::service::{Handled, Service, ServiceConfig, Submission};
 pub use tessera_coordinator::store::Store;
 pub use tessera_node::stub::HashRenderer;
 pub use tessera_node::{DishonestMode, Node};
@@ -176,15 +176,17 @@ impl Farm {
     ) -> Result<String, tessera_coordinator::daemon::service::ServiceError> {
         self.fund("studio");
         self.svc.submit(
-            "studio",
-            "scene.glb",
-            [7; 32],
-            test_settings(),
-            (0, 1),
-            tier,
-            None,
-            None,
-            requirements,
+            Submission {
+                client: "studio",
+                scene_name: "scene.glb",
+                scene_hash: [7; 32],
+                settings: test_settings(),
+                frames: (0, 1),
+                tier,
+                tile_size: None,
+                batch_size: None,
+                requirements,
+            },
             self.now,
         )
     }
@@ -362,15 +364,17 @@ impl Farm {
         frames: (u32, u32),
     ) -> Result<String, tessera_coordinator::daemon::service::ServiceError> {
         self.svc.submit(
-            client,
-            "scene.glb",
-            [7; 32],
-            test_settings(),
-            frames,
-            tier,
-            None,
-            None,
-            Requirements::default(),
+            Submission {
+                client,
+                scene_name: "scene.glb",
+                scene_hash: [7; 32],
+                settings: test_settings(),
+                frames,
+                tier,
+                tile_size: None,
+                batch_size: None,
+                requirements: Requirements::default(),
+            },
             self.now,
         )
     }
