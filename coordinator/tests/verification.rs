@@ -819,3 +819,30 @@ fn the_audit_rejects_verdicts_and_payments_that_do_not_follow_from_the_rules() {
         );
     }
 }
+
+/// A bundle whose manifest says another version is refused by version, naming the one
+/// found and the one expected, before its signature is looked at.
+#[test]
+fn the_audit_refuses_a_manifest_of_another_version_by_version() {
+    let f = farm(diverged_only());
+    let (a, v) = (key(1), key(2));
+    f.register(&a, "node");
+    f.register(&v, "verifier");
+    let job = f.submit();
+    render_all(&f, &[&f.node(&a, None)], |_| 0);
+    f.verify(&Verifier::new(v, f.renderer.clone()), &f.drain());
+    let mut b = bundle(&f, &job);
+    audits(&b);
+    b.manifest.statement.version = 2;
+    let report = audit_bundle(&b, None);
+    let failed: Vec<(&str, &str)> = report
+        .failures()
+        .map(|c| (c.name.as_str(), c.detail.as_str()))
+        .collect();
+    assert_eq!(failed, [("format", "manifest version 2, expected 3")]);
+    assert!(
+        report.checks.iter().all(|c| c.name != "manifest signature"),
+        "{:#?}",
+        report.checks
+    );
+}

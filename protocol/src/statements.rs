@@ -71,6 +71,15 @@ impl<T: Statement> Signed<T> {
 /// Version of the manifest format.
 pub const MANIFEST_VERSION: u32 = 3;
 
+/// A manifest of another format version than [`MANIFEST_VERSION`]
+/// ([`JobManifest::check_version`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("manifest version {found}, expected {MANIFEST_VERSION}")]
+pub struct ManifestVersionError {
+    /// The version the manifest says it has.
+    pub found: u32,
+}
+
 /// The job manifest, signed by the coordinator before any task is dispatched.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct JobManifest {
@@ -161,6 +170,20 @@ impl Statement for JobManifest {
 }
 
 impl JobManifest {
+    /// Refuse a manifest whose `version` is not [`MANIFEST_VERSION`]. Whoever takes a
+    /// manifest from another party calls this before checking its signature: a v2
+    /// manifest parses as this type (the tolerance's `block_far` has a serde default),
+    /// and would otherwise be refused only as a signature that does not verify.
+    pub fn check_version(&self) -> Result<(), ManifestVersionError> {
+        if self.version == MANIFEST_VERSION {
+            Ok(())
+        } else {
+            Err(ManifestVersionError {
+                found: self.version,
+            })
+        }
+    }
+
     /// Number of frames.
     pub fn n_frames(&self) -> u32 {
         self.frame_end.saturating_sub(self.frame_start) + 1
@@ -591,6 +614,7 @@ impl Statement for PaymentReceipt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tolerance::Limits;
 
     fn batch() -> BatchCommitment {
         BatchCommitment {
@@ -624,6 +648,52 @@ mod tests {
         t.signer = SecretKey::from_seed(&[4; 32]).public();
         assert!(t.verify().is_err());
     }
+
+    /// A manifest of another version is refused by version, before its signature is
+    /// looked at, and the error names the version found and the one expected.
+    #[test]
+    fn a_manifest_of_another_version_is_refused_naming_both_versions() {
+        let v2: JobManifest = serde_json::from_str(V2_MANIFEST).unwrap();
+        assert_eq!(v2.tolerance.block_far, Limits::block_far_default());
+        let err = v2.check_version().unwrap_err();
+        assert_eq!(err, ManifestVersionError { found: 2 });
+        assert_eq!(err.to_string(), "manifest version 2, expected 3");
+        let v3 = JobManifest {
+            version: MANIFEST_VERSION,
+            ..v2
+        };
+        assert_eq!(v3.check_version(), Ok(()));
+    }
+
+    /// A v2 manifest's JSON: no `block_far` in its tolerance.
+    const V2_MANIFEST: &str = r#"{
+        "version": 2,
+        "job_id": "000102030405060708090a0b0c0d0e0f",
+        "client": "default", "scene_name": "s.glb",
+        "scene_hash": "abababababababababababababababababababababababababababababababab",
+        "settings": { "width": 48, "height": 8, "spp": 16, "max_bounces": 4, "seed": 1,
+                      "camera": null, "frame_rate": { "num": 24, "den": 1 } },
+        "frame_start": 7, "frame_end": 7, "tile_size": 20,
+        "tier": { "name": "economy", "price_multiplier": 1, "paid_on_pass_pct": 50,
+                  "sampling_multiplier": 3, "min_trust": 0 },
+        "sampling": { "detection_ppm": 999000, "forged_fraction_ppm": 50000,
+                      "new_node_trust": 10, "new_node_multiplier": 2, "floor": 1 },
+        "pricing": { "micro_per_msample": 1000 },
+        "slash_pct": 50, "challenge_window_secs": 0,
+        "nonce_commitments": [],
+        "dispute_nonce_commitment": "abababababababababababababababababababababababababababababababab",
+        "dispute_deposit_pct": 10,
+        "tolerance": {
+            "pixel_abs_ppm": 2000, "pixel_rel_ppm": 20000,
+            "pass": { "max_diverged_ppm": 1500, "min_psnr_cdb": 4000,
+                      "max_flip_mean_ppm": 10000, "max_flip_p99_ppm": 150000 },
+            "fail": { "max_diverged_ppm": 5000, "min_psnr_cdb": 3000,
+                      "max_flip_mean_ppm": 25000, "max_flip_p99_ppm": 400000 },
+            "escalation_multiplier": 2
+        },
+        "verifiers": [],
+        "created_unix": 0
+    }"#;
 
     #[test]
     fn domains_differ_between_statement_kinds() {

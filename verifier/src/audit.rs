@@ -15,6 +15,7 @@ use tessera_protocol::payments::{Ledger, Transfer, TransferKind};
 use tessera_protocol::rules::{job_transfers, Event, NodeOutcome};
 use tessera_protocol::statements::{
     CheckKind, Decision, JobManifest, NodeSnapshot, RoundCommitment, Signed, Verdict,
+    MANIFEST_VERSION,
 };
 use tessera_protocol::tolerance::{Band, TileMetrics};
 use tessera_protocol::{Digest, TileRenderer};
@@ -102,7 +103,16 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
         );
         return r;
     }
-    r.pass("format", format!("{BUNDLE_FORMAT} v{BUNDLE_VERSION}"));
+    // Before the manifest's signature: a manifest of another version may still parse, and
+    // would then fail only as a signature that does not verify.
+    if let Err(e) = b.manifest.statement.check_version() {
+        r.fail("format", e.to_string());
+        return r;
+    }
+    r.pass(
+        "format",
+        format!("{BUNDLE_FORMAT} v{BUNDLE_VERSION}, manifest v{MANIFEST_VERSION}"),
+    );
     r.work = Some(b.work());
 
     let m = &b.manifest.statement;

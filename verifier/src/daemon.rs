@@ -672,6 +672,22 @@ mod tests {
         );
     }
 
+    /// A request whose manifest is of another version is refused naming both versions,
+    /// before its signature (the v2 manifest's no longer verifies once `block_far` is
+    /// defaulted in; here the signature is simply left stale).
+    #[test]
+    fn a_manifest_of_another_version_is_refused_by_version() {
+        let key = SecretKey::generate();
+        let mut req = request(key.public(), None, CheckKind::FIRST);
+        let verifier = Verifier::new(
+            key,
+            Arc::new(tessera_node::stub::HashRenderer::new(Duration::ZERO)),
+        );
+        req.manifest.statement.version = 2;
+        let err = verifier.handle_request(&req).unwrap_err().to_string();
+        assert_eq!(err, "verify request req-1: manifest version 2, expected 3");
+    }
+
     #[tokio::test]
     async fn serve_judges_and_stops() {
         let bus = InProcessBus::new();

@@ -74,6 +74,9 @@ impl Verifier {
             source: Box::new(source),
         };
         let manifest = &req.manifest.statement;
+        // The version first: a manifest of another version may still parse, and would
+        // then be refused only as a signature that does not verify.
+        manifest.check_version().map_err(|e| bad(e.to_string()))?;
         req.manifest
             .verify()
             .map_err(|e| bad(format!("manifest: {e}")))?;
