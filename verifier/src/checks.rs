@@ -558,8 +558,9 @@ pub fn expected_sample(
 
 /// Build the proofs of the sampled blocks of `node`, with each block's bytes:
 /// `tile_bytes(batch index, position)` gives the stored bytes of the leaf's tile (checked
-/// against its leaf when the result was taken). Blocks whose leaf does not exist are left
-/// out (the verifier then refuses the sample).
+/// against its leaf when the result was taken). Blocks whose leaf or block does not exist
+/// (or whose tile's bytes are not its length) are left out (the verifier then refuses the
+/// sample).
 pub fn build_proofs<E>(
     batches: &[BatchRecord],
     node: &PublicKey,
@@ -596,17 +597,16 @@ pub fn build_proofs<E>(
             });
         }
         let c = current.as_ref().expect("set above");
+        let Some(block_proof) = blocks::prove_block(&c.hashes, r.block) else {
+            continue;
+        };
         let block_bytes = blocks::block_bytes(&c.bytes, rect, r.block).unwrap_or_default();
         out.push((
             SampleProof {
                 leaf_index: r.leaf,
                 block: r.block,
-                block_hash: c
-                    .hashes
-                    .get(r.block as usize)
-                    .copied()
-                    .unwrap_or_else(|| blocks::block_hash(&block_bytes)),
-                block_proof: blocks::prove_block(&c.hashes, r.block),
+                block_hash: c.hashes[r.block as usize],
+                block_proof,
                 batch_id: b.signed.statement.batch_id,
                 position: pos as u32,
                 leaf: c.leaf,
