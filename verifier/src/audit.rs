@@ -2,6 +2,7 @@
 //! which check failed. Optionally check an image against the committed tiles, and re-render
 //! the sampled pixel blocks on a local renderer.
 
+use crate::verify::sample_band;
 use crate::{checks, tolerance};
 use std::collections::{BTreeMap, BTreeSet};
 use tessera_protocol::blocks::{block_hash, block_rect, tile_hash, BlockRef};
@@ -1246,7 +1247,7 @@ pub fn rerender_samples(b: &ProofBundle, renderer: &dyn TileRenderer) -> AuditRe
         let far_block = each
             .iter()
             .zip(&local_matched)
-            .any(|(mt, &eq)| m.tolerance.block_band(eq, mt) == Band::Far);
+            .any(|(mt, &eq)| sample_band(&m.tolerance, true, eq, mt) == Band::Far);
         let verdict_far = v.samples.iter().any(|s| s.band == Band::Far);
         let passes = |b: Band, far: bool| matches!(b, Band::Match | Band::Close) && !far;
         let fails = |b: Band, far: bool| b == Band::Far || far;
