@@ -105,7 +105,8 @@ pub struct JobManifest {
     pub tile_size: u32,
     /// The tier with its numbers.
     pub tier: TierPolicy,
-    /// How many tiles are sampled.
+    /// How many pixels a check draws from a node's round (its k,
+    /// `SamplingPolicy::node_k`).
     pub sampling: SamplingPolicy,
     /// Prices.
     pub pricing: Pricing,
@@ -363,15 +364,17 @@ impl Statement for JobRequeue {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
-    /// Every sampled tile matched or was close: pay.
+    /// Every sampled block matched, or their aggregate matched or was close with no
+    /// block far: pay.
     Pass,
-    /// A confirmed failure (a delivered tile that does not hash to its commitment, or a
-    /// tile far out of tolerance on an escalated check): no pay, slash, requeue.
+    /// A confirmed failure (a delivered block that does not hash to its commitment, or
+    /// a far aggregate or a far block on an escalated check): no pay, slash, requeue.
     Fail,
-    /// A first check found a tile that is not close: no verdict on the node yet; more
-    /// samples go to a second verifier ([`CheckKind::escalated`]).
+    /// A first (or dispute) check whose aggregate is ambiguous or far, or that found a
+    /// far block: no verdict on the node yet; more samples go to a second verifier
+    /// ([`CheckKind::escalated`]).
     Escalate,
-    /// An escalated check found tiles in the ambiguous band and none far: the node is
+    /// An escalated check whose aggregate is ambiguous, with no block far: the node is
     /// neither paid nor slashed for the round and its tiles are rendered elsewhere.
     Inconclusive,
 }
@@ -394,10 +397,11 @@ impl Decision {
     }
 }
 
-/// Which check of a node's round a verdict answers. The first check samples k tiles with
-/// the round's nonce; an escalated check samples `escalation_multiplier` times as many
-/// from the same seed (a superset: the first k of the same shuffle); a dispute check uses
-/// the dispute nonce and starts at the escalated size.
+/// Which check of a node's round a verdict answers. The first check draws k pixels with
+/// the round's nonce (`sampling::sample_blocks`); an escalated check draws
+/// `escalation_multiplier` times as many from the same seed (a superset of the first
+/// check's blocks: the same stream, drawn further); a dispute check uses the dispute
+/// nonce and starts at the escalated size.
 #[derive(
     Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord,
 )]
@@ -475,10 +479,13 @@ pub struct SampleCheck {
     /// Whether the re-render has the same bytes as the committed block.
     pub matched: bool,
     /// The re-rendered block against the delivered one ([`TileMetrics::IDENTICAL`] when
-    /// the bytes match).
+    /// the bytes match; all zero when they do not and some block of the check failed
+    /// its integrity check, since nothing is measured then).
     pub metrics: TileMetrics,
-    /// The block's band under the manifest's tolerance: match, far (beyond the
-    /// per-block far limits) or close (neither; the verdict's aggregate judges it).
+    /// The block's band under the manifest's tolerance: far when its delivered bytes
+    /// failed their integrity check; else match, far (beyond the per-block far limits)
+    /// or close (neither; the verdict's aggregate judges it). The verifier crate's
+    /// `verify::sample_band` computes it.
     pub band: Band,
 }
 
@@ -500,7 +507,9 @@ pub struct Verdict {
     pub seed: Digest,
     /// How many blocks the node committed in the round.
     pub n_committed: u32,
-    /// How many pixels were drawn (at most that many blocks are checked).
+    /// The check's k: how many pixels were drawn, so at most that many blocks are
+    /// checked; when the node committed at most `k` blocks nothing was drawn and every
+    /// block is checked (`sampling::sample_blocks`).
     pub k: u32,
     /// The samples, ascending by (leaf index, block).
     pub samples: Vec<SampleCheck>,
