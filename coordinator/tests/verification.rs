@@ -819,3 +819,115 @@ fn the_audit_rejects_verdicts_and_payments_that_do_not_follow_from_the_rules() {
         );
     }
 }
+
+/// A verifier that is sent a block whose delivered bytes do not hash to the committed
+/// block hash fails the node and names that block `far` (under this tolerance its
+/// unmeasured `{0,0,0,0}` metrics would band `close`), and `tessera audit` re-derives
+/// that verdict from the bundle: its evidence, bands, decision and payments all agree.
+#[test]
+fn the_audit_re_derives_a_verdict_on_a_tampered_delivery() {
+    use tessera_protocol::blocks::block_rect;
+    use tessera_protocol::wire::SampledBlock;
+    let f = farm(diverged_only());
+    let (a, b, v1, v2) = (key(1), key(3), key(2), key(4));
+    f.register(&a, "node");
+    f.register(&b, "node");
+    f.register(&v1, "verifier");
+    let v2_renderer = other(&f, "v2", 0);
+    f.register_with(&v2, "verifier", caps(&v2_renderer));
+    let job = f.submit();
+    let (cheat, honest) = (f.node(&a, Some(DishonestMode::Black)), f.node(&b, None));
+    render_all(&f, &[&cheat, &honest], |i| i % 2);
+    let vs = [
+        &Verifier::new(key(2), f.renderer.clone()),
+        &Verifier::new(key(4), v2_renderer.clone()),
+    ];
+    f.verify_with(&vs, &f.drain());
+    render_all(&f, &[&honest], |_| 0);
+    f.verify_with(&vs, &f.drain());
+    let mut bundle = bundle(&f, &job);
+    audits(&bundle);
+
+    // The cheater's escalated check (a fail): its first sampled block arrives tampered,
+    // and the verifier that signed the check judges it again.
+    let i = bundle.rounds[0]
+        .verdicts
+        .iter()
+        .position(|v| v.statement.node == a.public() && v.statement.check.escalated)
+        .unwrap();
+    bundle.rounds[0].samples[i].delivered[0][0] ^= 1;
+    let round = &bundle.rounds[0];
+    let before = &round.verdicts[i];
+    assert_eq!(before.statement.decision, Decision::Fail);
+    let ns = &round.samples[i];
+    let leaves = tessera_verifier::checks::node_leaves(&round.batches, &ns.node);
+    let samples = ns
+        .proofs
+        .iter()
+        .zip(&ns.delivered)
+        .map(|(p, delivered)| {
+            let (bi, pos) = leaves[p.leaf_index as usize];
+            let leaf = &round.batches[bi].tiles[pos];
+            SampledBlock {
+                proof: p.clone(),
+                frame: round.batches[bi].signed.statement.frame,
+                tile_index: leaf.tile_index,
+                rect: block_rect(leaf.rect, p.block).unwrap(),
+                committed_hash: p.block_hash,
+                delivered: delivered.clone(),
+            }
+        })
+        .collect();
+    let req = VerifyRequest {
+        version: WIRE_VERSION,
+        request_id: "tampered".into(),
+        manifest: bundle.manifest.clone(),
+        commitment: round.commitment.clone(),
+        round_batches: round.batches.clone(),
+        check: ns.check,
+        dispute: None,
+        nonce: round.nonce,
+        node: ns.node,
+        samples,
+    };
+    let judge = if before.signer == v1.public() {
+        vs[0]
+    } else {
+        vs[1]
+    };
+    let again = judge.handle_request(&req).unwrap();
+    let s = &again.statement;
+    assert_eq!(s.decision, Decision::Fail);
+    assert!(!s.samples[0].delivered_ok);
+    assert_eq!(s.samples[0].band, Band::Far, "{:?}", s.samples[0]);
+    assert!(s.samples[1..].iter().all(|x| x.delivered_ok));
+    bundle.rounds[0].verdicts[i] = again;
+    audits(&bundle);
+}
+
+/// A bundle whose manifest says another version is refused by version, naming the one
+/// found and the one expected, before its signature is looked at.
+#[test]
+fn the_audit_refuses_a_manifest_of_another_version_by_version() {
+    let f = farm(diverged_only());
+    let (a, v) = (key(1), key(2));
+    f.register(&a, "node");
+    f.register(&v, "verifier");
+    let job = f.submit();
+    render_all(&f, &[&f.node(&a, None)], |_| 0);
+    f.verify(&Verifier::new(v, f.renderer.clone()), &f.drain());
+    let mut b = bundle(&f, &job);
+    audits(&b);
+    b.manifest.statement.version = 2;
+    let report = audit_bundle(&b, None);
+    let failed: Vec<(&str, &str)> = report
+        .failures()
+        .map(|c| (c.name.as_str(), c.detail.as_str()))
+        .collect();
+    assert_eq!(failed, [("format", "manifest version 2, expected 3")]);
+    assert!(
+        report.checks.iter().all(|c| c.name != "manifest signature"),
+        "{:#?}",
+        report.checks
+    );
+}

@@ -131,15 +131,19 @@ pub fn tile_hash(tile_bytes: &[u8], tile: TileRect) -> Option<Digest> {
 }
 
 /// The proof of block `block` among `hashes` (a tile's block hashes): the sibling hashes
-/// rs_merkle needs, in its order. Empty when the block does not exist.
-pub fn prove_block(hashes: &[Digest], block: u32) -> Vec<Digest> {
+/// rs_merkle needs, in its order; `None` when the tile has no such block. (The proof of
+/// the one block of a one-block tile is empty, so an empty proof cannot stand for "no
+/// block".)
+pub fn prove_block(hashes: &[Digest], block: u32) -> Option<Vec<Digest>> {
     if block as usize >= hashes.len() {
-        return Vec::new();
+        return None;
     }
-    MerkleTree::<BlockNodeHasher>::from_leaves(hashes)
-        .proof(&[block as usize])
-        .proof_hashes()
-        .to_vec()
+    Some(
+        MerkleTree::<BlockNodeHasher>::from_leaves(hashes)
+            .proof(&[block as usize])
+            .proof_hashes()
+            .to_vec(),
+    )
 }
 
 /// Whether `hash` is block `block` of a tile whose hash is `tile_hash` and which has
@@ -221,6 +225,25 @@ mod tests {
         assert_eq!(tile_hash(&b[1..], tile), None);
     }
 
+    /// The one block of a one-block tile has an empty proof; a block the tile does not
+    /// have has none at all, not an empty one.
+    #[test]
+    fn a_missing_block_has_no_proof_and_a_lone_block_an_empty_one() {
+        let tile = TileRect {
+            x: 0,
+            y: 0,
+            w: 8,
+            h: 8,
+        };
+        let hashes = block_hashes(&bytes_of(tile, 2), tile).unwrap();
+        assert_eq!(hashes.len(), 1);
+        let lone = prove_block(&hashes, 0).unwrap();
+        assert!(lone.is_empty());
+        assert!(verify_block(&hashes[0], 0, &hashes[0], 1, &lone));
+        assert_eq!(prove_block(&hashes, 1), None);
+        assert_eq!(prove_block(&[], 0), None);
+    }
+
     proptest! {
         /// Every block's bytes, proved alone, reach the tile hash; the blocks cover the
         /// tile exactly once; any changed byte, block index or proof hash fails.
@@ -238,7 +261,7 @@ mod tests {
                 covered += r.pixels();
                 let bb = block_bytes(&bytes, tile, b).unwrap();
                 prop_assert_eq!(bb.len(), r.canonical_len());
-                let proof = prove_block(&hashes, b);
+                let proof = prove_block(&hashes, b).unwrap();
                 prop_assert!(verify_block(&root, b, &block_hash(&bb), n, &proof));
                 let mut bad = bb.clone();
                 let i = flip % bad.len();
@@ -255,6 +278,7 @@ mod tests {
                 }
             }
             prop_assert_eq!(covered, tile.pixels());
+            prop_assert_eq!(prove_block(&hashes, n), None);
             // A changed byte anywhere changes the tile hash.
             let mut changed = bytes.clone();
             let i = flip % changed.len();

@@ -123,8 +123,8 @@ pub struct RoundRecord {
     /// The revealed nonce of this round.
     #[serde(with = "hexser::arr")]
     pub nonce: Digest,
-    /// Per node and check: the sampled leaves with Merkle proofs (a node whose first
-    /// check escalated has a second, escalated entry).
+    /// Per node and check: the sampled blocks with their proofs and delivered bytes (a
+    /// node whose first check escalated has a second, escalated entry).
     pub samples: Vec<NodeSamples>,
     /// The verifiers' signed verdicts, one per entry of `samples`.
     pub verdicts: Vec<Signed<Verdict>>,
@@ -140,7 +140,8 @@ pub struct DisputeRecord {
     /// The revealed dispute nonce (hashes to the manifest's commitment).
     #[serde(with = "hexser::arr")]
     pub nonce: Digest,
-    /// Per (round, node) and check: the sampled leaves with proofs.
+    /// Per (round, node) and check: the sampled blocks with their proofs and delivered
+    /// bytes.
     pub samples: Vec<NodeSamples>,
     /// One signed verdict per entry of `samples`.
     pub verdicts: Vec<Signed<Verdict>>,

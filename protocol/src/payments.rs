@@ -52,18 +52,21 @@ pub fn default_tiers() -> Vec<TierPolicy> {
     ]
 }
 
-/// How many tiles are sampled (integers so the policy can be signed exactly).
+/// How many pixels a check draws from a node's round, its k (the verifier re-renders the
+/// blocks that hold them, `sampling::sample_blocks`); integers so the policy can be signed
+/// exactly.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SamplingPolicy {
     /// Detection probability P, in parts per million.
     pub detection_ppm: u32,
-    /// Forged fraction f to detect, in parts per million.
+    /// Forged fraction f (of a node's pixels) to detect, in parts per million.
     pub forged_fraction_ppm: u32,
     /// Nodes with trust below this are "new" and sampled more.
     pub new_node_trust: u32,
     /// Multiplier on k for new nodes.
     pub new_node_multiplier: u32,
-    /// Nobody is sampled fewer than this many tiles (when they committed that many).
+    /// No check draws fewer than this many pixels (a node that committed no more blocks
+    /// than its k has every block checked instead).
     pub floor: u32,
 }
 
@@ -96,7 +99,8 @@ impl SamplingPolicy {
         k.max(1.0) as u32
     }
 
-    /// k for a node of `trust` in `tier`, before capping at what it committed.
+    /// k for a node of `trust` in `tier`: the pixels its first check draws (every block is
+    /// checked instead when it committed no more than k blocks).
     pub fn node_k(&self, tier: &TierPolicy, trust: u32) -> u32 {
         let mut k = self
             .base_k()

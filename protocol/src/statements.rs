@@ -71,6 +71,15 @@ impl<T: Statement> Signed<T> {
 /// Version of the manifest format.
 pub const MANIFEST_VERSION: u32 = 3;
 
+/// A manifest of another format version than [`MANIFEST_VERSION`]
+/// ([`JobManifest::check_version`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("manifest version {found}, expected {MANIFEST_VERSION}")]
+pub struct ManifestVersionError {
+    /// The version the manifest says it has.
+    pub found: u32,
+}
+
 /// The job manifest, signed by the coordinator before any task is dispatched.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct JobManifest {
@@ -96,7 +105,8 @@ pub struct JobManifest {
     pub tile_size: u32,
     /// The tier with its numbers.
     pub tier: TierPolicy,
-    /// How many tiles are sampled.
+    /// How many pixels a check draws from a node's round (its k,
+    /// `SamplingPolicy::node_k`).
     pub sampling: SamplingPolicy,
     /// Prices.
     pub pricing: Pricing,
@@ -161,6 +171,20 @@ impl Statement for JobManifest {
 }
 
 impl JobManifest {
+    /// Refuse a manifest whose `version` is not [`MANIFEST_VERSION`]. Whoever takes a
+    /// manifest from another party calls this before checking its signature: a v2
+    /// manifest parses as this type (the tolerance's `block_far` has a serde default),
+    /// and would otherwise be refused only as a signature that does not verify.
+    pub fn check_version(&self) -> Result<(), ManifestVersionError> {
+        if self.version == MANIFEST_VERSION {
+            Ok(())
+        } else {
+            Err(ManifestVersionError {
+                found: self.version,
+            })
+        }
+    }
+
     /// Number of frames.
     pub fn n_frames(&self) -> u32 {
         self.frame_end.saturating_sub(self.frame_start) + 1
@@ -340,15 +364,17 @@ impl Statement for JobRequeue {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
-    /// Every sampled tile matched or was close: pay.
+    /// Every sampled block matched, or their aggregate matched or was close with no
+    /// block far: pay.
     Pass,
-    /// A confirmed failure (a delivered tile that does not hash to its commitment, or a
-    /// tile far out of tolerance on an escalated check): no pay, slash, requeue.
+    /// A confirmed failure (a delivered block that does not hash to its commitment, or
+    /// a far aggregate or a far block on an escalated check): no pay, slash, requeue.
     Fail,
-    /// A first check found a tile that is not close: no verdict on the node yet; more
-    /// samples go to a second verifier ([`CheckKind::escalated`]).
+    /// A first (or dispute) check whose aggregate is ambiguous or far, or that found a
+    /// far block: no verdict on the node yet; more samples go to a second verifier
+    /// ([`CheckKind::escalated`]).
     Escalate,
-    /// An escalated check found tiles in the ambiguous band and none far: the node is
+    /// An escalated check whose aggregate is ambiguous, with no block far: the node is
     /// neither paid nor slashed for the round and its tiles are rendered elsewhere.
     Inconclusive,
 }
@@ -371,10 +397,11 @@ impl Decision {
     }
 }
 
-/// Which check of a node's round a verdict answers. The first check samples k tiles with
-/// the round's nonce; an escalated check samples `escalation_multiplier` times as many
-/// from the same seed (a superset: the first k of the same shuffle); a dispute check uses
-/// the dispute nonce and starts at the escalated size.
+/// Which check of a node's round a verdict answers. The first check draws k pixels with
+/// the round's nonce (`sampling::sample_blocks`); an escalated check draws
+/// `escalation_multiplier` times as many from the same seed (a superset of the first
+/// check's blocks: the same stream, drawn further); a dispute check uses the dispute
+/// nonce and starts at the escalated size.
 #[derive(
     Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord,
 )]
@@ -452,10 +479,13 @@ pub struct SampleCheck {
     /// Whether the re-render has the same bytes as the committed block.
     pub matched: bool,
     /// The re-rendered block against the delivered one ([`TileMetrics::IDENTICAL`] when
-    /// the bytes match).
+    /// the bytes match; all zero when they do not and some block of the check failed
+    /// its integrity check, since nothing is measured then).
     pub metrics: TileMetrics,
-    /// The block's band under the manifest's tolerance: match, far (beyond the
-    /// per-block far limits) or close (neither; the verdict's aggregate judges it).
+    /// The block's band under the manifest's tolerance: far when its delivered bytes
+    /// failed their integrity check; else match, far (beyond the per-block far limits)
+    /// or close (neither; the verdict's aggregate judges it). The verifier crate's
+    /// `verify::sample_band` computes it.
     pub band: Band,
 }
 
@@ -477,7 +507,9 @@ pub struct Verdict {
     pub seed: Digest,
     /// How many blocks the node committed in the round.
     pub n_committed: u32,
-    /// How many pixels were drawn (at most that many blocks are checked).
+    /// The check's k: how many pixels were drawn, so at most that many blocks are
+    /// checked; when the node committed at most `k` blocks nothing was drawn and every
+    /// block is checked (`sampling::sample_blocks`).
     pub k: u32,
     /// The samples, ascending by (leaf index, block).
     pub samples: Vec<SampleCheck>,
@@ -591,6 +623,7 @@ impl Statement for PaymentReceipt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tolerance::Limits;
 
     fn batch() -> BatchCommitment {
         BatchCommitment {
@@ -624,6 +657,52 @@ mod tests {
         t.signer = SecretKey::from_seed(&[4; 32]).public();
         assert!(t.verify().is_err());
     }
+
+    /// A manifest of another version is refused by version, before its signature is
+    /// looked at, and the error names the version found and the one expected.
+    #[test]
+    fn a_manifest_of_another_version_is_refused_naming_both_versions() {
+        let v2: JobManifest = serde_json::from_str(V2_MANIFEST).unwrap();
+        assert_eq!(v2.tolerance.block_far, Limits::block_far_default());
+        let err = v2.check_version().unwrap_err();
+        assert_eq!(err, ManifestVersionError { found: 2 });
+        assert_eq!(err.to_string(), "manifest version 2, expected 3");
+        let v3 = JobManifest {
+            version: MANIFEST_VERSION,
+            ..v2
+        };
+        assert_eq!(v3.check_version(), Ok(()));
+    }
+
+    /// A v2 manifest's JSON: no `block_far` in its tolerance.
+    const V2_MANIFEST: &str = r#"{
+        "version": 2,
+        "job_id": "000102030405060708090a0b0c0d0e0f",
+        "client": "default", "scene_name": "s.glb",
+        "scene_hash": "abababababababababababababababababababababababababababababababab",
+        "settings": { "width": 48, "height": 8, "spp": 16, "max_bounces": 4, "seed": 1,
+                      "camera": null, "frame_rate": { "num": 24, "den": 1 } },
+        "frame_start": 7, "frame_end": 7, "tile_size": 20,
+        "tier": { "name": "economy", "price_multiplier": 1, "paid_on_pass_pct": 50,
+                  "sampling_multiplier": 3, "min_trust": 0 },
+        "sampling": { "detection_ppm": 999000, "forged_fraction_ppm": 50000,
+                      "new_node_trust": 10, "new_node_multiplier": 2, "floor": 1 },
+        "pricing": { "micro_per_msample": 1000 },
+        "slash_pct": 50, "challenge_window_secs": 0,
+        "nonce_commitments": [],
+        "dispute_nonce_commitment": "abababababababababababababababababababababababababababababababab",
+        "dispute_deposit_pct": 10,
+        "tolerance": {
+            "pixel_abs_ppm": 2000, "pixel_rel_ppm": 20000,
+            "pass": { "max_diverged_ppm": 1500, "min_psnr_cdb": 4000,
+                      "max_flip_mean_ppm": 10000, "max_flip_p99_ppm": 150000 },
+            "fail": { "max_diverged_ppm": 5000, "min_psnr_cdb": 3000,
+                      "max_flip_mean_ppm": 25000, "max_flip_p99_ppm": 400000 },
+            "escalation_multiplier": 2
+        },
+        "verifiers": [],
+        "created_unix": 0
+    }"#;
 
     #[test]
     fn domains_differ_between_statement_kinds() {

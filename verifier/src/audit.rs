@@ -2,6 +2,7 @@
 //! which check failed. Optionally check an image against the committed tiles, and re-render
 //! the sampled pixel blocks on a local renderer.
 
+use crate::verify::sample_band;
 use crate::{checks, tolerance};
 use std::collections::{BTreeMap, BTreeSet};
 use tessera_protocol::blocks::{block_hash, block_rect, tile_hash, BlockRef};
@@ -15,6 +16,7 @@ use tessera_protocol::payments::{Ledger, Transfer, TransferKind};
 use tessera_protocol::rules::{job_transfers, Event, NodeOutcome};
 use tessera_protocol::statements::{
     CheckKind, Decision, JobManifest, NodeSnapshot, RoundCommitment, Signed, Verdict,
+    MANIFEST_VERSION,
 };
 use tessera_protocol::tolerance::{Band, TileMetrics};
 use tessera_protocol::{Digest, TileRenderer};
@@ -102,7 +104,16 @@ pub fn audit_bundle(b: &ProofBundle, coordinator: Option<&PublicKey>) -> AuditRe
         );
         return r;
     }
-    r.pass("format", format!("{BUNDLE_FORMAT} v{BUNDLE_VERSION}"));
+    // Before the manifest's signature: a manifest of another version may still parse, and
+    // would then fail only as a signature that does not verify.
+    if let Err(e) = b.manifest.statement.check_version() {
+        r.fail("format", e.to_string());
+        return r;
+    }
+    r.pass(
+        "format",
+        format!("{BUNDLE_FORMAT} v{BUNDLE_VERSION}, manifest v{MANIFEST_VERSION}"),
+    );
     r.work = Some(b.work());
 
     let m = &b.manifest.statement;
@@ -1236,7 +1247,7 @@ pub fn rerender_samples(b: &ProofBundle, renderer: &dyn TileRenderer) -> AuditRe
         let far_block = each
             .iter()
             .zip(&local_matched)
-            .any(|(mt, &eq)| m.tolerance.block_band(eq, mt) == Band::Far);
+            .any(|(mt, &eq)| sample_band(&m.tolerance, true, eq, mt) == Band::Far);
         let verdict_far = v.samples.iter().any(|s| s.band == Band::Far);
         let passes = |b: Band, far: bool| matches!(b, Band::Match | Band::Close) && !far;
         let fails = |b: Band, far: bool| b == Band::Far || far;

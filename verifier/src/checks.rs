@@ -2,7 +2,7 @@
 //! derivation, inclusion proofs and the re-derivation of a verdict. Each failure is a
 //! [`CheckError`] that names the thing and the values.
 
-use crate::verify::decision_for;
+use crate::verify::{decision_for, sample_band};
 use tessera_protocol::blocks::{self, BlockRef};
 use tessera_protocol::bundle::{BatchRecord, SampleProof};
 use tessera_protocol::canonical::{JobId, LeafInput};
@@ -558,8 +558,9 @@ pub fn expected_sample(
 
 /// Build the proofs of the sampled blocks of `node`, with each block's bytes:
 /// `tile_bytes(batch index, position)` gives the stored bytes of the leaf's tile (checked
-/// against its leaf when the result was taken). Blocks whose leaf does not exist are left
-/// out (the verifier then refuses the sample).
+/// against its leaf when the result was taken). Blocks whose leaf or block does not exist
+/// (or whose tile's bytes are not its length) are left out (the verifier then refuses the
+/// sample).
 pub fn build_proofs<E>(
     batches: &[BatchRecord],
     node: &PublicKey,
@@ -596,17 +597,16 @@ pub fn build_proofs<E>(
             });
         }
         let c = current.as_ref().expect("set above");
+        let Some(block_proof) = blocks::prove_block(&c.hashes, r.block) else {
+            continue;
+        };
         let block_bytes = blocks::block_bytes(&c.bytes, rect, r.block).unwrap_or_default();
         out.push((
             SampleProof {
                 leaf_index: r.leaf,
                 block: r.block,
-                block_hash: c
-                    .hashes
-                    .get(r.block as usize)
-                    .copied()
-                    .unwrap_or_else(|| blocks::block_hash(&block_bytes)),
-                block_proof: blocks::prove_block(&c.hashes, r.block),
+                block_hash: c.hashes[r.block as usize],
+                block_proof,
                 batch_id: b.signed.statement.batch_id,
                 position: pos as u32,
                 leaf: c.leaf,
@@ -738,7 +738,8 @@ pub enum VerdictFault {
         /// The block.
         at: BlockRef,
     },
-    /// A sample's band is not the one its metrics give under the signed tolerance.
+    /// A sample's band is not the one its integrity, hashes and metrics give under the
+    /// signed tolerance ([`sample_band`]).
     #[error("{at}: band {band:?} does not follow from its metrics under the manifest's tolerance")]
     Band {
         /// The block.
@@ -791,9 +792,9 @@ pub fn join_faults(faults: &[VerdictFault]) -> String {
 /// check and node it names; the seed, n and k; the sampled blocks, and for each the
 /// committed block (its hash as `proofs` prove it, which [`check_proof`] checks apart)
 /// and tile; `delivered_ok` from `delivered` (the delivered bytes of each sampled block,
-/// in sample order); `matched` from the hashes; each block's band from its metrics and
-/// the aggregate's band from the aggregate metrics under the manifest's signed
-/// tolerance; and the decision from the bands and the kind of check (so a first check
+/// in sample order); `matched` from the hashes; each block's band from `delivered_ok`,
+/// `matched` and its metrics ([`sample_band`]) and the aggregate's band from the
+/// aggregate metrics, under the manifest's signed tolerance; and the decision from the bands and the kind of check (so a first check
 /// never fails a node whose delivered blocks hash to their commitments). The coordinator
 /// applies a verdict only when this is empty, and `tessera audit` reports the same list.
 /// The signature is checked apart (`Signed::verify`); the metrics themselves are the
@@ -870,7 +871,7 @@ pub fn verdict_errors(
         if s.matched && s.metrics != TileMetrics::IDENTICAL {
             verr.push(VerdictFault::IdenticalMetrics { at });
         }
-        if s.delivered_ok && s.band != m.tolerance.block_band(s.matched, &s.metrics) {
+        if s.band != sample_band(&m.tolerance, s.delivered_ok, s.matched, &s.metrics) {
             verr.push(VerdictFault::Band { at, band: s.band });
         }
     }

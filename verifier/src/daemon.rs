@@ -385,6 +385,7 @@ mod tests {
     use tessera_protocol::statements::{
         CheckKind, JobManifest, NodeSnapshot, RoundCommitment, Signed, MANIFEST_VERSION,
     };
+    use tessera_protocol::tolerance::{Band, TileMetrics};
     use tessera_protocol::wire::{
         RenderTask, Requirements, SampledBlock, TaskTile, VerdictMessage,
     };
@@ -669,6 +670,84 @@ mod tests {
         assert!(
             found.contains(&checks::VerdictFault::Matched { at }),
             "{found:?}"
+        );
+    }
+
+    /// A request whose manifest is of another version is refused naming both versions,
+    /// before its signature (the v2 manifest's no longer verifies once `block_far` is
+    /// defaulted in; here the signature is simply left stale).
+    #[test]
+    fn a_manifest_of_another_version_is_refused_by_version() {
+        let key = SecretKey::generate();
+        let mut req = request(key.public(), None, CheckKind::FIRST);
+        let verifier = Verifier::new(
+            key,
+            Arc::new(tessera_node::stub::HashRenderer::new(Duration::ZERO)),
+        );
+        req.manifest.statement.version = 2;
+        let err = verifier.handle_request(&req).unwrap_err().to_string();
+        assert_eq!(err, "verify request req-1: manifest version 2, expected 3");
+    }
+
+    /// A sampled block whose delivered bytes do not hash to the committed block hash fails
+    /// the node and is named `far` (not `close`, which its unmeasured `{0,0,0,0}`
+    /// metrics give under the default `block_far`); the coordinator's and the auditor's
+    /// re-derivation (`verdict_errors`) agrees with it, and refuses it relabelled `close`.
+    #[test]
+    fn a_tampered_delivery_is_named_far_and_re_derives() {
+        let key = SecretKey::generate();
+        // Noise: no block matches, so the tampered one is judged by its metrics.
+        let mut req = request(key.public(), Some(DishonestMode::Noise), CheckKind::FIRST);
+        let renderer: Arc<dyn TileRenderer> =
+            Arc::new(tessera_node::stub::HashRenderer::new(Duration::ZERO));
+        let verifier = Verifier::new(key, renderer);
+        req.samples[0].delivered[0] ^= 1;
+        let mut verdict = verifier.handle_request(&req).unwrap().statement;
+        assert_eq!(verdict.decision, Decision::Fail);
+        let tampered = &verdict.samples[0];
+        assert!(!tampered.delivered_ok && !tampered.matched, "{tampered:?}");
+        assert_eq!(tampered.metrics, TileMetrics::default());
+        assert_eq!(tampered.band, Band::Far);
+        assert!(verdict.samples[1..].iter().all(|s| s.delivered_ok));
+        assert_eq!(verdict.aggregate_band, Band::Far);
+
+        let m = &req.manifest.statement;
+        let expected = checks::expected_sample(
+            m,
+            &req.commitment.statement,
+            &req.nonce,
+            &req.round_batches,
+            &req.node,
+            req.check,
+        )
+        .unwrap();
+        let delivered: Vec<&[u8]> = req.samples.iter().map(|s| s.delivered.as_slice()).collect();
+        let proofs: Vec<_> = req.samples.iter().map(|s| s.proof.clone()).collect();
+        let faults = |v: &tessera_protocol::statements::Verdict| {
+            checks::verdict_errors(
+                m,
+                &req.round_batches,
+                &req.node,
+                0,
+                req.check,
+                &expected,
+                &proofs,
+                &delivered,
+                v,
+            )
+        };
+        assert_eq!(faults(&verdict), []);
+        verdict.samples[0].band = Band::Close;
+        let at = tessera_protocol::blocks::BlockRef {
+            leaf: verdict.samples[0].leaf_index,
+            block: verdict.samples[0].block,
+        };
+        assert_eq!(
+            faults(&verdict),
+            [checks::VerdictFault::Band {
+                at,
+                band: Band::Close
+            }]
         );
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tessera_protocol::blocks::{block_hash, block_rect, BlockRef};
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::statements::{CheckKind, Decision, SampleCheck, Signed, Verdict};
-use tessera_protocol::tolerance::{Band, TileMetrics};
+use tessera_protocol::tolerance::{Band, TileMetrics, Tolerance};
 use tessera_protocol::wire::VerifyRequest;
 use tessera_protocol::TileRenderer;
 
@@ -74,6 +74,9 @@ impl Verifier {
             source: Box::new(source),
         };
         let manifest = &req.manifest.statement;
+        // The version first: a manifest of another version may still parse, and would
+        // then be refused only as a signature that does not verify.
+        manifest.check_version().map_err(|e| bad(e.to_string()))?;
         req.manifest
             .verify()
             .map_err(|e| bad(format!("manifest: {e}")))?;
@@ -215,7 +218,7 @@ impl Verifier {
             let rerender_hash = block_hash(&rerender);
             let matched = rerender_hash == s.committed_hash;
             let metrics = if matched { TileMetrics::IDENTICAL } else { m };
-            let band = manifest.tolerance.block_band(matched, &metrics);
+            let band = sample_band(&manifest.tolerance, ok, matched, &metrics);
             if !matched {
                 let same_class = committed_class == class_id;
                 tracing::warn!(
@@ -263,6 +266,26 @@ impl Verifier {
             decision,
         };
         Ok(Signed::sign(verdict, &self.key))
+    }
+}
+
+/// The band of one sampled block, from whether its delivered bytes hash to the committed
+/// block hash (`delivered_ok`), whether the re-render has the committed bytes (`matched`)
+/// and its metrics: [`Band::Far`] when the delivered bytes fail their integrity check,
+/// whatever the re-render and the metrics (the bytes delivered for the block are not the
+/// ones committed, and nothing was measured against them); else the tolerance's per-block
+/// band (`Tolerance::block_band`: match, far beyond `block_far`, else close). The
+/// verifier, the coordinator's re-derivation and the auditor all band blocks with this.
+pub fn sample_band(
+    tolerance: &Tolerance,
+    delivered_ok: bool,
+    matched: bool,
+    metrics: &TileMetrics,
+) -> Band {
+    if delivered_ok {
+        tolerance.block_band(matched, metrics)
+    } else {
+        Band::Far
     }
 }
 

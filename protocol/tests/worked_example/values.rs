@@ -489,7 +489,7 @@ pub fn compute() -> Worked {
     ];
     let bproofs: Vec<String> = (0..3u32)
         .map(|i| {
-            let p = blocks::prove_block(b, i);
+            let p = blocks::prove_block(b, i).unwrap();
             assert!(blocks::verify_block(&broot, i, &b[i as usize], 3, &p));
             format!("block {i} → `{}`", names_of(&p, &bnames))
         })
@@ -724,7 +724,7 @@ pub fn compute() -> Worked {
                 leaf_index: r.leaf,
                 block: r.block,
                 block_hash: hs[r.block as usize],
-                block_proof: blocks::prove_block(hs, r.block),
+                block_proof: blocks::prove_block(hs, r.block).unwrap(),
                 batch_id: 0,
                 position: pos as u32,
                 leaf: leaves[pos],
