@@ -1387,7 +1387,7 @@ impl Job {
             .push_back(Effect::Verdict(Box::new(msg.verdict.clone())));
         let decision = msg.verdict.statement.decision;
         if decision == Decision::Escalate {
-            tracing::warn!(job = %&self.job[..12], node = %node.short(), round, check = check.label(), "a sampled tile is not close to the re-render: escalated to a second check");
+            tracing::warn!(job = %&self.job[..12], node = %node.short(), round, check = check.label(), "the sampled blocks did not pass: escalated to a second check");
             let second = self.second_verifier(&msg.verdict, &[], ctx);
             self.queue_check(round, &node, check.escalate(), second, ctx, &|_, _| None)?;
         } else if check.dispute {
