@@ -93,7 +93,7 @@ fn default_tolerance_passes_honest_classes_and_rejects_every_forgery() {
     // under 1 % of their pixels, e.g. a neighbour's pixels pasted over a flat background).
     let tiles_per_scene = 4; // 64x64 frames in 32-pixel tiles
     let instances = (tiles_per_scene * scenes.len()) as u64;
-    assert_eq!(forgeries.len(), 10, "{forgeries:?}");
+    assert_eq!(forgeries.len(), 12, "{forgeries:?}");
     for (kind, pairs) in &forgeries {
         let forged = pairs / 2; // each forgery is checked against both classes' re-renders
         assert!(
