@@ -808,30 +808,13 @@ pub fn summarize(scenes: &[String], records: &[PairRecord]) -> Vec<KindSummary> 
                 .iter()
                 .filter(|r| r.kind == kind && &r.scene == scene)
                 .collect();
-            let differing: Vec<&TileMetrics> = of_kind
+            // Honest pairs: the largest distance; forgeries: the smallest.
+            let differing = of_kind
                 .iter()
                 .filter(|r| !r.bytes_equal)
-                .map(|r| &r.metrics)
-                .collect();
-            // Honest pairs: the largest distance; forgeries: the smallest.
-            let pick = |i: usize| {
-                let v = differing.iter().map(|m| metric(m, i));
-                if (kind == HONEST) == (i == PSNR) {
-                    v.min()
-                } else {
-                    v.max()
-                }
-            };
-            let extreme = (!differing.is_empty()).then(|| TileMetrics {
-                diverged_ppm: pick(0).unwrap_or(0),
-                psnr_cdb: pick(1).unwrap_or(PSNR_CAP_CDB),
-                flip_mean_ppm: pick(2).unwrap_or(0),
-                flip_p99_ppm: pick(3).unwrap_or(0),
-            });
-            let mut bands = BTreeMap::new();
-            for r in &of_kind {
-                *bands.entry(band_name(r.band).to_string()).or_insert(0) += 1;
-            }
+                .map(|r| &r.metrics);
+            let extreme = extreme_of(differing, kind == HONEST);
+            let bands = count(of_kind.iter().map(|r| band_name(r.band)));
             out.push(KindSummary {
                 scene: scene.clone(),
                 kind: kind.to_string(),
