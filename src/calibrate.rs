@@ -217,5 +217,5 @@ pub fn run(a: CalibrateArgs) -> Result<bool> {
     } else {
         calibrate_table::write_table(&mut std::io::stdout().lock(), &report)?;
     }
-    Ok(report.separated && report.derived.is_some())
+    Ok(report.separated && report.blocks.separated && report.derived.is_some())
 }

@@ -1,8 +1,9 @@
 //! `tessera calibrate` end to end on every sample scene with the real renderer: two
 //! determinism classes (on a CPU-only machine: lavapipe at its native vector width and
 //! lavapipe as on a CPU without AVX and FMA), and the default tolerance must pass every
-//! honest cross-class pair and reject every forgery of the cheat corpus. Also: bad scene
-//! files are refused by name before anything renders.
+//! honest cross-class pair and reject every forgery of the cheat corpus, and in the block
+//! checks of protocol v3 pass every honest check and catch every forged frame and block
+//! forgery. Also: bad scene files are refused by name before anything renders.
 
 mod common;
 
@@ -93,7 +94,7 @@ fn default_tolerance_passes_honest_classes_and_rejects_every_forgery() {
     // under 1 % of their pixels, e.g. a neighbour's pixels pasted over a flat background).
     let tiles_per_scene = 4; // 64x64 frames in 32-pixel tiles
     let instances = (tiles_per_scene * scenes.len()) as u64;
-    assert_eq!(forgeries.len(), 10, "{forgeries:?}");
+    assert_eq!(forgeries.len(), 12, "{forgeries:?}");
     for (kind, pairs) in &forgeries {
         let forged = pairs / 2; // each forgery is checked against both classes' re-renders
         assert!(
@@ -103,7 +104,113 @@ fn default_tolerance_passes_honest_classes_and_rejects_every_forgery() {
     }
 
     assert_eq!(r["separated"], Value::Bool(true));
+    check_blocks(&r);
     assert!(out.status.success(), "exit status {:?}", out.status);
+}
+
+/// The metric names of a report, in `TileMetrics` order, and whether larger is worse.
+const METRICS: [(&str, &str, bool); 4] = [
+    ("diverged_ppm", "max_diverged_ppm", true),
+    ("psnr_cdb", "min_psnr_cdb", false),
+    ("flip_mean_ppm", "max_flip_mean_ppm", true),
+    ("flip_p99_ppm", "max_flip_p99_ppm", true),
+];
+
+/// The block part of the report: honest checks pass at once, every forged frame of every
+/// cheat (the block cheats included) is caught, every block forgery is far and caught
+/// alone, and the derived per-block far limits keep the honest blocks inside by 4×.
+fn check_blocks(r: &Value) {
+    let b = &r["blocks"];
+    let kinds = b["kinds"].as_array().unwrap();
+    let kind = |name: &str| {
+        kinds
+            .iter()
+            .find(|k| k["kind"] == name)
+            .unwrap_or_else(|| panic!("no block summary of {name}: {b}"))
+    };
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    // Honest: every check of both k passes at its first check.
+    let honest = kind("honest");
+    assert!(n(&honest["blocks"]) > 0, "{honest}");
+    for c in honest["checks"].as_array().unwrap() {
+        assert!(n(&c["checks"]) > 0, "{c}");
+        assert_eq!(
+            n(&c["first"]["pass"]),
+            n(&c["checks"]),
+            "honest checks: {c}"
+        );
+    }
+    assert_eq!(honest["bands"].get("far"), None, "{honest}");
+    // Every cheat: its forged frames are caught (first check escalates, escalated check
+    // fails) in at least half of the checks measured, and every check counted.
+    assert_eq!(kinds.len(), 13, "honest and 12 cheats");
+    for k in &kinds[1..] {
+        let name = k["kind"].as_str().unwrap();
+        assert!(n(&k["forged"]) > 0, "{name} forged no block: {k}");
+        for c in k["checks"].as_array().unwrap() {
+            let (checks, caught) = (n(&c["checks"]), n(&c["caught"]));
+            assert_eq!(caught, checks, "{name}: forged frames not caught: {c}");
+            assert!(
+                checks >= n(&c["not_forged"]),
+                "{name}: most checks sampled (almost) nothing forged: {c}"
+            );
+        }
+        // A block forgery (a quarter of the block changed) alone is always caught.
+        let alone = k["alone_forgeries"].as_object().unwrap();
+        assert!(
+            alone.keys().all(|d| d == "caught"),
+            "{name}: a block forgery alone escapes: {k}"
+        );
+        assert_eq!(n(&k["far_forgeries"]), n(&k["block_forgeries"]), "{k}");
+    }
+    // The two block cheats do what they are for: sparse changes every block a little (no
+    // block forgery; only the aggregate can catch it, and does), block-grid whole blocks
+    // on the grid and leaves the others' bytes alone.
+    let sparse = kind("sparse");
+    assert_eq!(n(&sparse["block_forgeries"]), 0, "{sparse}");
+    let grid = kind("block-grid");
+    assert!(n(&grid["block_forgeries"]) > 0, "{grid}");
+    assert!(2 * n(&grid["forged"]) <= n(&grid["blocks"]), "{grid}");
+    // block_far derived, inside which every honest block lies by 4× and outside which the
+    // most honest-looking block forgery of each cheat lies.
+    let derived = &b["derived"];
+    assert!(
+        derived.is_object(),
+        "no block_far derived: {}",
+        b["derive_error"]
+    );
+    for (i, (metric, limit, larger_worse)) in METRICS.iter().enumerate() {
+        let l = n(&derived[limit]) as f64;
+        if let Some(worst) = b["margins"]["honest_blocks"][i]["worst"].as_u64() {
+            let worst = worst as f64;
+            if *larger_worse {
+                assert!(4.0 * worst <= l, "honest block {metric} {worst} vs {l}");
+            } else {
+                assert!(worst >= l + 602.0, "honest block {metric} {worst} vs {l}");
+            }
+        }
+    }
+    for k in &kinds[1..] {
+        let Some(m) = k["extreme"].as_object() else {
+            continue;
+        };
+        let beyond = METRICS.iter().any(|(metric, limit, larger_worse)| {
+            let (v, l) = (n(&m[*metric]), n(&derived[limit]));
+            if *larger_worse {
+                v > l
+            } else {
+                v < l
+            }
+        });
+        assert!(
+            beyond,
+            "{}: a block forgery within block_far: {m:?}",
+            k["kind"]
+        );
+    }
+    assert_eq!(b["derived"], b["default_block_far"], "{b}");
+    assert_eq!(n(&b["misjudged_count"]), 0, "{}", b["misjudged"]);
+    assert_eq!(b["separated"], Value::Bool(true));
 }
 
 #[test]

@@ -8,10 +8,11 @@
 //! the same bytes (the calibration margins in docs/CALIBRATION.md and the drill tests rely
 //! on it).
 
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use std::collections::BTreeMap;
+use tessera_protocol::blocks::{blocks_across, local_rect, n_blocks, BLOCK_SIZE};
 use tessera_protocol::canonical::{crop, f32_to_tile, tile_to_f32};
 use tessera_protocol::{RenderSettings, TileRect};
 
@@ -120,11 +121,18 @@ pub enum Cheat {
     PatchNeighbour,
     /// The same tile rendered with another seed (a tile replayed from an earlier job).
     Replay,
+    /// The honest tile with [`SPARSE_PIXELS`] pixels of every 8×8 block black (a node
+    /// that skipped a few pixels everywhere: no block differs much, every block a little).
+    Sparse,
+    /// Every other block of the tile's 8×8 grid (checkerboard, the top-left block
+    /// included) replaced by the block beside it: a forgery aligned to the block grid
+    /// that leaves the other blocks' bytes honest ([`block_grid_source`]).
+    BlockGrid,
 }
 
 impl Cheat {
     /// Every cheat of the corpus.
-    pub const ALL: [Cheat; 10] = [
+    pub const ALL: [Cheat; 12] = [
         Cheat::HalfSpp,
         Cheat::QuarterSpp,
         Cheat::Noise,
@@ -135,6 +143,8 @@ impl Cheat {
         Cheat::PatchGrey,
         Cheat::PatchNeighbour,
         Cheat::Replay,
+        Cheat::Sparse,
+        Cheat::BlockGrid,
     ];
 
     /// The name in reports.
@@ -150,6 +160,8 @@ impl Cheat {
             Cheat::PatchGrey => "patch-grey",
             Cheat::PatchNeighbour => "patch-neighbour",
             Cheat::Replay => "replay",
+            Cheat::Sparse => "sparse",
+            Cheat::BlockGrid => "block-grid",
         }
     }
 }
@@ -213,6 +225,67 @@ impl NodeFrames<'_> {
 pub const PATCH: u32 = 16;
 /// Seed of the noise cheat's generator (xor the scene and tile indices).
 pub const NOISE_SEED: u64 = 0x7e55_e4a0_0000_0000;
+/// Pixels the sparse cheat blackens in every block (all of a block with fewer).
+pub const SPARSE_PIXELS: usize = 2;
+/// Seed of the sparse cheat's positions (xor the scene and tile indices).
+pub const SPARSE_SEED: u64 = 0x5a42_5e00_0000_0000;
+
+/// The pixels the sparse cheat blackens in `rect` (tile `tile_idx` of scene
+/// `scene_idx`): [`SPARSE_PIXELS`] distinct pixels of every block (every pixel of a block
+/// with fewer), drawn from a ChaCha8 stream seeded with [`SPARSE_SEED`] ⊕ the indices, as
+/// row-major indices into the tile, ascending.
+pub fn sparse_pixels(rect: TileRect, scene_idx: usize, tile_idx: usize) -> Vec<usize> {
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(SPARSE_SEED ^ ((scene_idx as u64) << 32) ^ tile_idx as u64);
+    let mut out = Vec::new();
+    for b in 0..n_blocks(rect) {
+        let Some(r) = local_rect(rect, b) else {
+            continue;
+        };
+        let n = (r.w * r.h) as usize;
+        let mut picked: Vec<usize> = Vec::new();
+        while picked.len() < SPARSE_PIXELS.min(n) {
+            let i = rng.gen_range(0..n);
+            if !picked.contains(&i) {
+                picked.push(i);
+            }
+        }
+        out.extend(picked.into_iter().map(|i| {
+            let (x, y) = (
+                r.x as usize + i % r.w as usize,
+                r.y as usize + i / r.w as usize,
+            );
+            y * rect.w as usize + x
+        }));
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Where the block-grid cheat takes block `block` of `rect` from: `None` for the blocks it
+/// keeps (those whose column + row is odd), else the offset in pixels (tile coordinates)
+/// of the block beside it: one block to the right, else to the left, else down, else up
+/// (`None` for a tile of one block). A source pixel outside the tile (a clipped block)
+/// is clamped to the tile's edge.
+pub fn block_grid_source(rect: TileRect, block: u32) -> Option<(i64, i64)> {
+    let (across, down) = blocks_across(rect);
+    let (bx, by) = (block % across.max(1), block / across.max(1));
+    if block >= across * down || (bx + by) % 2 == 1 {
+        return None;
+    }
+    let s = i64::from(BLOCK_SIZE);
+    if bx + 1 < across {
+        Some((s, 0))
+    } else if bx > 0 {
+        Some((-s, 0))
+    } else if by + 1 < down {
+        Some((0, s))
+    } else if by > 0 {
+        Some((0, -s))
+    } else {
+        None
+    }
+}
 
 /// The forged bytes of `cheat` for `rect` (tile `tile_idx` of scene `scene_idx`, which
 /// salt the noise), made from the node class's `frames`; `None` when the cheat does not
@@ -235,6 +308,34 @@ pub fn forge(
         (px..px + pw).contains(&x) && (py..py + ph).contains(&y)
     };
     match cheat {
+        Cheat::Sparse => {
+            let mut v = tile_to_f32(&honest()?);
+            for i in sparse_pixels(rect, scene_idx, tile_idx) {
+                v[i * 4..i * 4 + 3].copy_from_slice(&[0.0; 3]);
+            }
+            Some(f32_to_tile(&v))
+        }
+        Cheat::BlockGrid => {
+            let v = tile_to_f32(&honest()?);
+            let mut out = v.clone();
+            let mut forged = false;
+            for b in 0..n_blocks(rect) {
+                let (Some(r), Some((dx, dy))) = (local_rect(rect, b), block_grid_source(rect, b))
+                else {
+                    continue;
+                };
+                forged = true;
+                for y in r.y..r.y + r.h {
+                    for x in r.x..r.x + r.w {
+                        let sx = (i64::from(x) + dx).clamp(0, w as i64 - 1) as usize;
+                        let sy = (i64::from(y) + dy).clamp(0, h as i64 - 1) as usize;
+                        let (d, s) = ((y as usize * w + x as usize) * 4, (sy * w + sx) * 4);
+                        out[d..d + 3].copy_from_slice(&v[s..s + 3]);
+                    }
+                }
+            }
+            forged.then(|| f32_to_tile(&out))
+        }
         Cheat::HalfSpp => frames.cut(Source::HalfSpp, rect),
         Cheat::QuarterSpp => frames.cut(Source::QuarterSpp, rect),
         Cheat::OtherFrame => frames.cut(Source::NextFrame, rect),
@@ -395,6 +496,81 @@ mod tests {
         let a = forge(Cheat::Noise, &frames, 0, 1, rect);
         assert_eq!(a, forge(Cheat::Noise, &frames, 0, 1, rect));
         assert_ne!(a, forge(Cheat::Noise, &frames, 0, 0, rect));
+    }
+
+    /// The pixels (tile-relative, row-major) where `forged` differs from `honest`.
+    fn changed(honest: &[f32], forged: &[f32]) -> Vec<usize> {
+        (0..honest.len() / 4)
+            .filter(|&i| honest[i * 4..i * 4 + 4] != forged[i * 4..i * 4 + 4])
+            .collect()
+    }
+
+    #[test]
+    fn sparse_blackens_two_pixels_of_every_block_and_nothing_else() {
+        let frame = gradient(64, 32);
+        let frames = frames(64, 32, &frame);
+        // 21×13: blocks of 8×8, 5×8, 8×5 and 5×5 pixels.
+        let rect = r(40, 16, 21, 13);
+        let honest = tile_to_f32(&frames.cut(Source::Honest, rect).unwrap());
+        let forged = tile_to_f32(&forge(Cheat::Sparse, &frames, 3, 5, rect).unwrap());
+        let pixels = sparse_pixels(rect, 3, 5);
+        assert_eq!(changed(&honest, &forged), pixels);
+        assert_eq!(pixels.len(), 2 * 6);
+        for &i in &pixels {
+            assert_eq!(forged[i * 4..i * 4 + 4], [0.0, 0.0, 0.0, 1.0]);
+        }
+        for b in 0..n_blocks(rect) {
+            let l = local_rect(rect, b).unwrap();
+            let inside = pixels
+                .iter()
+                .filter(|&&i| {
+                    let (x, y) = ((i % 21) as u32, (i / 21) as u32);
+                    (l.x..l.x + l.w).contains(&x) && (l.y..l.y + l.h).contains(&y)
+                })
+                .count();
+            assert_eq!(inside, 2, "block {b}");
+        }
+        // A 1×1 tile loses its one pixel; other tiles and scenes get other positions.
+        assert_eq!(sparse_pixels(r(0, 0, 1, 1), 0, 0), [0]);
+        assert_ne!(pixels, sparse_pixels(rect, 3, 6));
+        assert_ne!(pixels, sparse_pixels(rect, 4, 5));
+        assert_eq!(pixels, sparse_pixels(rect, 3, 5));
+    }
+
+    #[test]
+    fn block_grid_copies_the_block_beside_every_other_block() {
+        let frame = gradient(64, 32);
+        let frames = frames(64, 32, &frame);
+        // 21×13 at (40, 16): 3×2 blocks; the checkerboard forges blocks 0, 2 and 4.
+        let rect = r(40, 16, 21, 13);
+        let honest = tile_to_f32(&frames.cut(Source::Honest, rect).unwrap());
+        let forged = tile_to_f32(&forge(Cheat::BlockGrid, &frames, 0, 0, rect).unwrap());
+        let sources: Vec<_> = (0..6).map(|b| block_grid_source(rect, b)).collect();
+        assert_eq!(
+            sources,
+            [Some((8, 0)), None, Some((-8, 0)), None, Some((8, 0)), None]
+        );
+        // Red is the frame's x, green its y: block 0 shows the block to its right, block 2
+        // (the last column) the one to its left, block 4's right half is clamped to the
+        // tile's last column (frame x 60).
+        let px = |x: usize, y: usize| forged[(y * 21 + x) * 4..(y * 21 + x) * 4 + 2].to_vec();
+        assert_eq!(px(0, 0), [48.0, 16.0]);
+        assert_eq!(px(20, 7), [52.0, 23.0]);
+        assert_eq!(px(8, 8), [56.0, 24.0]);
+        assert_eq!(px(15, 12), [60.0, 28.0]);
+        // Exactly the pixels of blocks 0, 2 and 4 changed (every source pixel differs).
+        let in_forged = |i: usize| {
+            let (x, y) = ((i % 21) as u32, (i / 21) as u32);
+            [0, 2, 4].iter().any(|&b| {
+                let l = local_rect(rect, b).unwrap();
+                (l.x..l.x + l.w).contains(&x) && (l.y..l.y + l.h).contains(&y)
+            })
+        };
+        let want: Vec<usize> = (0..21 * 13).filter(|&i| in_forged(i)).collect();
+        assert_eq!(changed(&honest, &forged), want);
+        // A tile of one block has no block beside it: nothing to forge.
+        assert_eq!(forge(Cheat::BlockGrid, &frames, 0, 0, r(0, 0, 8, 8)), None);
+        assert!(forge(Cheat::BlockGrid, &frames, 0, 0, r(0, 0, 8, 9)).is_some());
     }
 
     #[test]

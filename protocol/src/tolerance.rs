@@ -61,13 +61,22 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The default per-block far limits ([`Tolerance::block_far`]): a block is far when
-    /// more than half its pixels diverged or its ꟻLIP mean exceeds 0.15. PSNR and the
-    /// ꟻLIP 99th percentile of 64 pixels are one pixel's error, which an honest firefly
-    /// can reach, so they never make a block far on their own.
+    /// The default per-block far limits ([`Tolerance::block_far`]), derived by
+    /// `tessera calibrate` as of commit 2a92f0b (docs/CALIBRATION.md "Blocks";
+    /// benches/results/calibration-mesa25.json, the Mesa 25 run): a block is far when
+    /// more than 10 % of its pixels diverged (7 of 64) or its ꟻLIP mean exceeds 0.15.
+    /// The starting point set by reasoning, 50 % diverged, let block forgeries through:
+    /// of 48,860 blocks with a quarter or more of their pixels forged (fewer or cheaper
+    /// samples, a blurred, replayed, copied or next-frame block), a node that forged one
+    /// alone was paid for 960 and inconclusive for 3,716, since ~100 sampled blocks dilute
+    /// 16 pixels below the aggregate's limits. At 10 % every one is far (×2.5 at the
+    /// least) and caught. The honest lavapipe classes measured differ in no pixel of any
+    /// block; the tile pass limit (6 pixels of a 64×64 tile: 9.4 % of one block) fits
+    /// inside. PSNR and the ꟻLIP 99th percentile of 64 pixels are one pixel's error,
+    /// which an honest firefly can reach, so they never make a block far on their own.
     pub const fn block_far_default() -> Limits {
         Limits {
-            max_diverged_ppm: 500_000,
+            max_diverged_ppm: 100_000,
             min_psnr_cdb: 0,
             max_flip_mean_ppm: 150_000,
             max_flip_p99_ppm: 1_000_000,
@@ -144,7 +153,8 @@ pub struct Tolerance {
 
 impl Default for Tolerance {
     /// The calibrated defaults: `tessera calibrate` on every sample scene in three
-    /// lavapipe classes (docs/CALIBRATION.md; benches/results/calibration.json). The
+    /// lavapipe classes (docs/CALIBRATION.md; benches/results/calibration.json; the
+    /// per-block far limits from benches/results/calibration-mesa25.json). The
     /// design's starting limits separate every forgery but sample-level cheats in nearly
     /// converged tiles (half spp in the white furnace changes 1 to 4 % of the pixels), so
     /// the diverged-pixel limits are tightened to catch those by a factor 2: honest classes
