@@ -6,10 +6,11 @@
 # it, and the table below is read from those reports, not recomputed.
 #
 # Settings (environment variables, defaults in brackets):
-#   JOBS      jobs per run                        [2000]
+#   JOBS      jobs per run                        [800]
 #   SHAPES    the shapes                          [tiles blocks spp patches]
 #   FS        forged fractions                    [0.01 0.05 0.20]
 #   TILE      tile edge in pixels                 [16]
+#   RUNS      instead of SHAPES x FS at TILE: runs "shape:f:tile[:jobs]", space-separated
 #   SPP       samples per pixel (spp must resolve f for the spp shape) [100]
 #   TIER      the tier                            [priority]
 #   OUT       the JSON file                       [benches/results/simulate-shapes.json]
@@ -22,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-JOBS="${JOBS:-2000}"
+JOBS="${JOBS:-800}"
 SHAPES="${SHAPES:-tiles blocks spp patches}"
 FS="${FS:-0.01 0.05 0.20}"
 TILE="${TILE:-16}"
@@ -33,19 +34,22 @@ TESSERA="${TESSERA:-target/release/tessera}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-for shape in $SHAPES; do
-  for f in $FS; do
-    echo "simulate --shape $shape --forged-fraction $f --tile $TILE ($JOBS jobs)" >&2
-    # Exit 1 means an invariant broke (an honest node rejected, a ledger unbalanced): the
-    # report is still written and the table shows it.
-    nice -n 10 "$TESSERA" simulate --jobs "$JOBS" --shape "$shape" --forged-fraction "$f" \
-      --tier "$TIER" --tiles 160 --batch 160 --tile "$TILE" --spp "$SPP" --json \
-      > "$tmp/$shape-$f.json" || [ $? -eq 1 ]
-    cat "$tmp/$shape-$f.json" >> "$tmp/runs.json"
-  done
+if [ -z "${RUNS:-}" ]; then
+  RUNS=$(for shape in $SHAPES; do for f in $FS; do printf '%s ' "$shape:$f:$TILE"; done; done)
+fi
+for run in $RUNS; do
+  IFS=: read -r shape f tile jobs <<< "$run"
+  jobs="${jobs:-$JOBS}"
+  echo "simulate --shape $shape --forged-fraction $f --tile $tile ($jobs jobs)" >&2
+  # Exit 1 means an invariant broke (an honest node rejected, a ledger unbalanced): the
+  # report is still written and the table shows it.
+  nice -n 10 "$TESSERA" simulate --jobs "$jobs" --shape "$shape" --forged-fraction "$f" \
+    --tier "$TIER" --tiles 160 --batch 160 --tile "$tile" --spp "$SPP" --json \
+    > "$tmp/run.json" || [ $? -eq 1 ]
+  cat "$tmp/run.json" >> "$tmp/runs.json"
 done
 
-command="tessera simulate --jobs $JOBS --shape S --forged-fraction F --tier $TIER --tiles 160 --batch 160 --tile $TILE --spp $SPP --json"
+command="tessera simulate --jobs N --shape S --forged-fraction F --tier $TIER --tiles 160 --batch 160 --tile T --spp $SPP --json"
 python3 - "$tmp/runs.json" "$OUT" "$(git rev-parse --short HEAD)" "$(date -u +%FT%TZ)" "$command" "$(nproc)" <<'EOF'
 import json, sys
 runs_file, out, commit, date, command, cores = sys.argv[1:7]
@@ -62,14 +66,15 @@ json.dump({"format": "tessera-simulate-shapes/1", "commit": commit, "date": date
            "runs": runs}, open(out, "w"), indent=2)
 pct = lambda x: f"{100 * x:.2f} %"
 print(f"commit {commit}, {date}: {command}\n")
-print("| shape | f | forged work | k | blocks | measured | 99 % CI | predicted | agrees "
-      "| forged sampled | honest false rejects | cost |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| shape | tile | f | forged work | k | blocks | jobs | measured | 99 % CI | predicted | agrees "
+      "| forgery sampled | inconclusive | honest false rejects | cost |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in runs:
-    print(f"| {r['shape']} | {pct(r['forged_fraction'])} | {pct(r['forged_work_fraction'])} "
-          f"| {r['k']} | {r['blocks_per_node']} | {r['measured_detection']:.4f} "
+    print(f"| {r['shape']} | {r['tile_size']} | {pct(r['forged_fraction'])} | {pct(r['forged_work_fraction'])} "
+          f"| {r['k']} | {r['blocks_per_node']} | {r['jobs']} | {r['measured_detection']:.4f} "
           f"| {r['ci99'][0]:.4f}–{r['ci99'][1]:.4f} | {r['predicted_detection']:.4f} "
           f"| {'yes' if r['agrees'] else '**no**'} | {r['forged_sampled_rate']:.4f} "
+          f"| {r['cheater_inconclusive']} "
           f"| {r['honest_false_rejects']:g} ({r['honest_fails']}+{r['honest_inconclusive']} of {r['honest_node_rounds']}) "
           f"| {r['verification_cost']:.4f} |")
 EOF
