@@ -12,9 +12,15 @@ pub struct SimulateArgs {
     /// Jobs to simulate; each has one cheating and two honest nodes.
     #[arg(long, default_value_t = 10_000)]
     jobs: u64,
-    /// Probability that the cheater forges any one tile (0 to 1).
+    /// Fraction of its pixel-work the cheater forges (0 to 1), in the shape `--shape`.
     #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     forged_fraction: f64,
+    /// Shape of the forgery: tiles (each tile forged with probability f), blocks (each
+    /// 8 × 8 block forged with probability f), spp (every tile rendered with
+    /// spp − round(f · spp) samples; needs an spp that resolves f, e.g. --spp 100) or
+    /// patches (one rectangle of about f of the pixels in every tile, off the block grid).
+    #[arg(long, default_value = "tiles")]
+    shape: String,
     /// Tier: economy, priority or trusted.
     #[arg(long, default_value = "economy", env = "TESSERA_TIER")]
     tier: String,
@@ -56,6 +62,7 @@ pub fn config(a: &SimulateArgs) -> Result<SimConfig> {
     let params = SimParams {
         jobs: a.jobs,
         forged_fraction: a.forged_fraction,
+        shape: a.shape.clone(),
         tier: a.tier.clone(),
         tiles: a.tiles,
         tile_size: a.tile,
@@ -124,11 +131,40 @@ mod tests {
             (&["--batch", "0"][..], "--batch"),
             (&["--threads", "0"][..], "--threads"),
             (&["--tier", "trusted", "--trust", "5"][..], "--trust"),
+            (&["--shape", "stripes"][..], "--shape"),
+            // 5 % of 4 samples is 0 (the default spp cannot resolve it) …
+            (&["--shape", "spp"][..], "--spp"),
+            // … 1 % of 60 is 1 of 60 (1.67 %) …
+            (
+                &["--shape", "spp", "--spp", "60", "--forged-fraction", "0.01"][..],
+                "--spp",
+            ),
+            // … and all of them leaves nothing to render.
+            (
+                &["--shape", "spp", "--spp", "100", "--forged-fraction", "1"][..],
+                "--spp",
+            ),
         ] {
             let e = parse(args).unwrap_err().to_string();
             assert!(e.contains(flag), "{args:?}: {e}");
         }
         assert!(parse(&[]).is_ok());
+        // What spp resolves: 1 % of 100, 5 % of 20 and of 100, 20 % of 5.
+        for (spp, f) in [
+            ("100", "0.01"),
+            ("20", "0.05"),
+            ("100", "0.05"),
+            ("5", "0.2"),
+        ] {
+            let c = parse(&["--shape", "spp", "--spp", spp, "--forged-fraction", f]);
+            assert!(
+                c.is_ok(),
+                "--spp {spp} --forged-fraction {f}: {:?}",
+                c.err()
+            );
+        }
+        // Nothing forged needs no resolution.
+        assert!(parse(&["--shape", "spp", "--forged-fraction", "0"]).is_ok());
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! payments), with batches rendered and signed by [`Node`]s, verdicts from [`Verifier`]s,
 //! and the machine's transfers applied to a [`Ledger`].
 
-use crate::renderers::{Forger, Memo, OtherClass};
-use crate::stats::{digest, Bands, Money, Tally};
+use crate::renderers::{Forger, Memo, OtherClass, TilePlan};
+use crate::stats::{catch_probability, digest, Forged, Money, Tally, CATCH_SCALE};
 use crate::SimConfig;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -17,20 +17,21 @@ use tessera_coordinator::machine::{
 };
 use tessera_node::stub::HashRenderer;
 use tessera_node::{Node, NodeError};
+use tessera_protocol::blocks::n_blocks;
 use tessera_protocol::bundle::ProofBundle;
 use tessera_protocol::canonical;
 use tessera_protocol::keys::{PublicKey, SecretKey};
 use tessera_protocol::payments::{account, Ledger, LedgerError, Pricing, Transfer, TransferKind};
 use tessera_protocol::rules::job_price;
 use tessera_protocol::statements::{
-    CheckKind, Decision, JobManifest, PaymentReceipt, Signed, MANIFEST_VERSION,
+    CheckKind, Decision, JobManifest, PaymentReceipt, Signed, Verdict, MANIFEST_VERSION,
 };
-use tessera_protocol::tolerance::{Band, Tolerance};
+use tessera_protocol::tolerance::Tolerance;
 use tessera_protocol::wire::{
     node_queue, verifier_queue, Capabilities, RenderTask, Requirements, VerdictMessage,
     WIRE_VERSION,
 };
-use tessera_protocol::{tile_layout, Digest, RenderSettings, TileRenderer};
+use tessera_protocol::{tile_layout, Digest, RenderSettings, TileRect, TileRenderer};
 use tessera_verifier::{Verifier, VerifyError};
 
 /// Frames of a job: the cheater renders frame 0, the honest node of its class frame 1,
@@ -213,6 +214,7 @@ impl Farm {
             self.same_class.clone(),
             salt,
             cfg.forged_fraction,
+            cfg.shape,
         ));
         let other: Arc<dyn TileRenderer> = Arc::new(OtherClass::new(self.same_class.clone(), salt));
         JobParties {
@@ -315,12 +317,12 @@ impl Farm {
             jobs: 1,
             ..Default::default()
         };
-        let forged = layout
-            .iter()
-            .filter(|r| forger.forgery(0, **r).is_some())
-            .count() as u64;
+        // The cheater renders frame 0 in round 0 (`renderer_for`), and only then.
+        let plans: Vec<TilePlan> = layout.iter().map(|r| forger.plan(0, *r, cfg.spp)).collect();
+        tally.forged = forged_work(&layout, &plans, cfg);
+        let forged = tally.forged.tiles;
         tally.forged_tiles = forged;
-        tally.cheaters_without_forgery = u64::from(forged == 0);
+        tally.cheaters_without_forgery = u64::from(tally.forged.pixels == 0);
 
         let mut world = World::new(self, &parties, cfg, &signed.statement);
         let job_hex = hex::encode(signed.statement.job_id);
@@ -368,10 +370,13 @@ impl Farm {
                         .map(|s| canonical::pixels(&s.delivered))
                         .sum::<u64>();
                     for s in &v.samples {
-                        count_band(&mut tally.bands, s.band);
+                        tally.bands.add_one(s.band);
                         if role == Role::HonestOther {
-                            count_band(&mut tally.other_class_bands, s.band);
+                            tally.other_class_bands.add_one(s.band);
                         }
+                    }
+                    if role == Role::Cheater {
+                        count_cheater_check(&mut tally, v, &layout, &plans);
                     }
                     count_decision(&mut tally, role, v.check, v.decision, forged)?;
                     Input::Verdict(VerdictMessage {
@@ -437,6 +442,54 @@ impl Farm {
                 .find(|n| !task.blocked.contains(&n.public()))
                 .ok_or(JobError::AllBlocked)?,
         })
+    }
+}
+
+/// What the cheater forged in the tiles `layout` of frame 0 it commits in round 0 (its
+/// `plans`), and the chance that its first check samples a forged pixel.
+fn forged_work(layout: &[TileRect], plans: &[TilePlan], cfg: &SimConfig) -> Forged {
+    let mut f = Forged::default();
+    let mut blocks = 0u64;
+    for (&rect, plan) in layout.iter().zip(plans) {
+        f.committed_pixels += rect.pixels();
+        f.committed_samples += rect.pixels() * u64::from(cfg.spp);
+        let pixels = plan.forged_pixels(rect);
+        f.tiles += u64::from(pixels > 0);
+        f.pixels += pixels;
+        f.samples += plan.forged_samples(rect, cfg.spp);
+        f.touched_pixels += plan.touched_pixels(rect);
+        blocks += u64::from(n_blocks(rect));
+    }
+    let p = catch_probability(f.touched_pixels, f.committed_pixels, cfg.policy_k(), blocks);
+    f.catch_fixed = (p * CATCH_SCALE).round() as u128;
+    f
+}
+
+/// Count how a check of the cheater judged its forged blocks: the sampled blocks that
+/// hold a forged pixel and the aggregate of a first check that sampled one (or of an
+/// escalated check).
+fn count_cheater_check(tally: &mut Tally, v: &Verdict, layout: &[TileRect], plans: &[TilePlan]) {
+    if v.check.escalated {
+        tally
+            .escalated_aggregates
+            .add_one(v.aggregate_band, &v.aggregate);
+        return;
+    }
+    let mut sampled = false;
+    for s in &v.samples {
+        let i = s.tile_index as usize;
+        let touched = s.frame == 0
+            && matches!((layout.get(i), plans.get(i)), (Some(&r), Some(p)) if p.touches(r, s.block));
+        if touched {
+            sampled = true;
+            tally.forged_blocks.add_one(s.band, &s.metrics);
+        }
+    }
+    if sampled {
+        tally.forged_sampled += 1;
+        tally
+            .forged_first_aggregates
+            .add_one(v.aggregate_band, &v.aggregate);
     }
 }
 
@@ -657,15 +710,6 @@ fn count_money(money: &mut Money, t: &Transfer, cheater: &PublicKey) {
     }
     if t.kind == TransferKind::Slash && t.from == account::stake(cheater) {
         money.slashed_cheaters += a;
-    }
-}
-
-fn count_band(b: &mut Bands, band: Band) {
-    match band {
-        Band::Match => b.r#match += 1,
-        Band::Close => b.close += 1,
-        Band::Ambiguous => b.ambiguous += 1,
-        Band::Far => b.far += 1,
     }
 }
 

@@ -1,10 +1,11 @@
 //! The detection simulation behind `tessera simulate`: measure how often sampled re-rendering catches a cheating node, by
 //! running thousands of small jobs through the real protocol code with a CPU stand-in
-//! renderer, and compare the rate with the sampling formula 1 − (1 − f)^k.
+//! renderer, and compare the rate with what the block sampling predicts.
 //!
-//! Every job has three nodes, each committing `--tiles` tiles: a cheater that forges each
-//! tile independently with probability `--forged-fraction` (quarter-spp, black, noisy or
-//! copied tiles, committed to so that integrity holds), an honest node of the cheater's
+//! Every job has three nodes, each committing `--tiles` tiles: a cheater that forges a
+//! fraction `--forged-fraction` of its pixel-work in the shape `--shape` (whole tiles,
+//! scattered 8 × 8 blocks, lower spp everywhere, or a small patch in every tile; see
+//! [`Shape`]), committed to so that integrity holds, an honest node of the cheater's
 //! determinism class, and an honest node of another class whose tiles differ by tiny
 //! amounts (the cross-class tolerance bands). Tasks, result checks, round commitments,
 //! verify requests, verdicts, escalation, re-render rounds and payments are the
@@ -13,9 +14,17 @@
 //! [`tessera_verifier::Verifier`]; the machine's transfers land on a
 //! [`tessera_protocol::payments::Ledger`]. docs/SIMULATION.md has the method and results.
 //!
+//! The prediction is per job, from what the forger did ([`TilePlan`]): with q the share
+//! of the cheater's committed pixels that lie in blocks holding a forged pixel, its first
+//! check (k pixels drawn uniformly with replacement) samples the forgery with
+//! probability 1 − (1 − q)^k ([`catch_probability`]); the report predicts the mean over
+//! jobs, and counts separately how often the forgery was sampled and how the sampled
+//! forged blocks were judged, so that a gap between prediction and measure shows whether
+//! the sampling or the comparison made it.
+//!
 //! Every simulated node has the trust `--trust` (default 100: an established node, above
 //! the new-node threshold and the trusted tier's minimum), so its k is
-//! `SamplingPolicy::node_k(tier, trust)`, capped at the tiles it committed.
+//! `SamplingPolicy::node_k(tier, trust)`, capped at the blocks it committed.
 
 #![warn(missing_docs)]
 
@@ -25,8 +34,12 @@ mod stats;
 pub mod table;
 
 pub use job::{JobError, JobRecord};
+pub use renderers::{patch_size, spp_dropped, Forger, Forgery, Shape, TilePlan};
 use serde::Serialize;
-pub use stats::{predicted_detection, wilson, Bands, Money, Tally, Z_99};
+pub use stats::{
+    catch_probability, predicted_detection, wilson, Bands, Forged, Judged, MetricSums, Money,
+    Tally, CATCH_SCALE, Z_99,
+};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 use tessera_protocol::payments::{default_tiers, SamplingPolicy, TierPolicy, TRUST_MAX};
@@ -55,8 +68,10 @@ pub enum SimError {
 pub struct SimParams {
     /// Jobs.
     pub jobs: u64,
-    /// Per-tile forging probability of the cheater.
+    /// The cheater's forged fraction of its pixel-work.
     pub forged_fraction: f64,
+    /// The shape of its forgery, by name ([`Shape::name`]).
+    pub shape: String,
     /// The tier's name.
     pub tier: String,
     /// Tiles each node commits per job.
@@ -82,6 +97,7 @@ impl Default for SimParams {
         Self {
             jobs: 10_000,
             forged_fraction: 0.05,
+            shape: "tiles".into(),
             tier: "economy".into(),
             tiles: 256,
             tile_size: 16,
@@ -95,6 +111,10 @@ impl Default for SimParams {
     }
 }
 
+/// How far, relative to f, the forged fraction of `--shape spp` (round(f · spp) / spp) may
+/// lie from the requested f.
+pub const SPP_RESOLUTION: f64 = 0.1;
+
 macro_rules! invalid {
     ($($arg:tt)*) => {
         return Err(SimError::Invalid(format!($($arg)*)))
@@ -106,8 +126,10 @@ macro_rules! invalid {
 pub struct SimConfig {
     /// Jobs.
     pub jobs: u64,
-    /// Per-tile forging probability of the cheater.
+    /// The cheater's forged fraction of its pixel-work.
     pub forged_fraction: f64,
+    /// The shape of its forgery.
+    pub shape: Shape,
     /// The tier.
     pub tier: TierPolicy,
     /// The sampling policy (the default).
@@ -142,6 +164,14 @@ impl SimConfig {
                 a.forged_fraction
             );
         }
+        let Some(shape) = Shape::parse(&a.shape) else {
+            let names: Vec<_> = Shape::ALL.iter().map(|s| s.name()).collect();
+            invalid!(
+                "--shape {:?} is unknown; expected one of {}",
+                a.shape,
+                names.join(", ")
+            );
+        };
         let tiers = default_tiers();
         let Some(tier) = tiers.iter().find(|t| t.name == a.tier).cloned() else {
             let names: Vec<_> = tiers.iter().map(|t| t.name.as_str()).collect();
@@ -166,6 +196,28 @@ impl SimConfig {
                 a.spp
             );
         }
+        if shape == Shape::Spp {
+            // The forged fraction is round(f · spp) / spp samples of every pixel: spp must
+            // resolve f, and leave a sample to render.
+            let dropped = spp_dropped(a.forged_fraction, a.spp);
+            let actual = f64::from(dropped) / f64::from(a.spp);
+            if dropped == a.spp {
+                invalid!(
+                    "--spp {} with --shape spp and --forged-fraction {} leaves no sample to render (spp − round(f · spp) = 0); use a forged fraction below 1",
+                    a.spp,
+                    a.forged_fraction
+                );
+            }
+            if (actual - a.forged_fraction).abs() > SPP_RESOLUTION * a.forged_fraction {
+                invalid!(
+                    "--spp {} cannot forge --forged-fraction {} with --shape spp: round(f · spp) / spp = {} is more than {} % off; use an spp that resolves f (e.g. --spp 100)",
+                    a.spp,
+                    a.forged_fraction,
+                    actual,
+                    SPP_RESOLUTION * 100.0
+                );
+            }
+        }
         if a.batch == 0 {
             invalid!("--batch must be at least 1");
         }
@@ -188,6 +240,7 @@ impl SimConfig {
         Ok(Self {
             jobs: a.jobs,
             forged_fraction: a.forged_fraction,
+            shape,
             tier,
             sampling: SamplingPolicy::default(),
             tiles: a.tiles,
@@ -241,12 +294,27 @@ pub struct Report {
     pub tier: String,
     /// Trust of every node.
     pub trust: u32,
-    /// The cheater's per-tile forging probability.
+    /// The shape of the cheater's forgery.
+    pub shape: Shape,
+    /// The requested forged fraction f of the cheater's pixel-work.
     pub forged_fraction: f64,
+    /// The forged fraction measured: claimed pixel-samples not behind the delivered
+    /// values (every sample of a black, noisy or copied pixel, the samples left out of a
+    /// lower-spp one) over pixel-samples committed, the cheaters' round-0 work of all
+    /// jobs (each commits the same, so this is the mean over jobs).
+    pub forged_work_fraction: f64,
+    /// Pixels whose value is not the honest one, over pixels committed.
+    pub forged_pixel_fraction: f64,
+    /// The mean q: committed pixels lying in blocks that hold a forged pixel, over
+    /// pixels committed (what the block sampling can see of the forgery).
+    pub touched_fraction: f64,
     /// k of the policy for this tier and trust, before the cap.
     pub k_policy: u32,
-    /// min(k_policy, n): tiles a first check samples.
+    /// min(k_policy, blocks): the most blocks a first check samples (it draws k_policy
+    /// pixels).
     pub k: u32,
+    /// Blocks each node commits per job.
+    pub blocks_per_node: u64,
     /// Seed.
     pub seed: u64,
     /// Cheaters whose round ended in a fail.
@@ -255,16 +323,34 @@ pub struct Report {
     pub measured_detection: f64,
     /// 99 % Wilson score interval of the measured rate: [low, high].
     pub ci99: [f64; 2],
-    /// 1 − (1 − f)^k.
+    /// The mean over jobs of the chance that the cheater's first check samples a block
+    /// holding a forged pixel, from what the forger did in the job: 1 − (1 − q)^k, or
+    /// [q > 0] when the node's blocks are at most k ([`catch_probability`]). It assumes
+    /// the comparison flags every sampled block that holds a forged pixel.
     pub predicted_detection: f64,
     /// Whether the prediction lies inside the interval.
     pub agrees: bool,
+    /// Cheaters whose first check sampled a block holding a forged pixel (the event the
+    /// prediction is for; detected ≤ this, the gap is the comparison's).
+    pub forged_sampled: u64,
+    /// forged_sampled / jobs.
+    pub forged_sampled_rate: f64,
+    /// 99 % Wilson score interval of forged_sampled_rate.
+    pub forged_sampled_ci99: [f64; 2],
+    /// Whether the prediction lies inside that interval (the sampling is as predicted).
+    pub sampling_agrees: bool,
+    /// How the cheaters' first checks judged the sampled blocks holding a forged pixel.
+    pub forged_blocks: Judged,
+    /// The aggregates of the cheaters' first checks that sampled a forged pixel.
+    pub forged_first_aggregates: Judged,
+    /// The aggregates of the cheaters' escalated checks.
+    pub escalated_aggregates: Judged,
     /// Cheaters whose round ended inconclusive (neither paid nor slashed).
     pub cheater_inconclusive: u64,
-    /// Cheaters that happened to forge no tile (counted among the cheaters, as the
-    /// formula does).
+    /// Cheaters that happened to forge no pixel (counted among the cheaters, as the
+    /// prediction does).
     pub cheaters_without_forgery: u64,
-    /// Tiles the cheaters forged.
+    /// Tiles the cheaters forged a pixel of.
     pub forged_tiles: u64,
     /// Forged tiles accepted into final frames (their cheater passed).
     pub forged_tiles_accepted: u64,
@@ -309,9 +395,10 @@ impl Report {
         let k = cfg.effective_k();
         let measured = t.detected as f64 / t.jobs.max(1) as f64;
         let (lo, hi) = wilson(t.detected, t.jobs, Z_99);
-        let predicted =
-            predicted_detection(cfg.forged_fraction, cfg.policy_k(), cfg.tiles, cfg.blocks());
+        let predicted = t.forged.catch_fixed as f64 / CATCH_SCALE / t.jobs.max(1) as f64;
+        let (slo, shi) = wilson(t.forged_sampled, t.jobs, Z_99);
         let rate = |x: u64, of: u64| if of == 0 { 0.0 } else { x as f64 / of as f64 };
+        let f = &t.forged;
         Self {
             jobs: t.jobs,
             tiles_per_job: cfg.tiles,
@@ -320,15 +407,27 @@ impl Report {
             batch: cfg.batch,
             tier: cfg.tier.name.clone(),
             trust: cfg.trust,
+            shape: cfg.shape,
             forged_fraction: cfg.forged_fraction,
+            forged_work_fraction: rate(f.samples, f.committed_samples),
+            forged_pixel_fraction: rate(f.pixels, f.committed_pixels),
+            touched_fraction: rate(f.touched_pixels, f.committed_pixels),
             k_policy: cfg.policy_k(),
             k,
+            blocks_per_node: cfg.blocks(),
             seed: cfg.seed,
             detected: t.detected,
             measured_detection: measured,
             ci99: [lo, hi],
             predicted_detection: predicted,
             agrees: lo <= predicted && predicted <= hi,
+            forged_sampled: t.forged_sampled,
+            forged_sampled_rate: rate(t.forged_sampled, t.jobs),
+            forged_sampled_ci99: [slo, shi],
+            sampling_agrees: slo <= predicted && predicted <= shi,
+            forged_blocks: t.forged_blocks.judged(),
+            forged_first_aggregates: t.forged_first_aggregates.judged(),
+            escalated_aggregates: t.escalated_aggregates.judged(),
             cheater_inconclusive: t.cheater_inconclusive,
             cheaters_without_forgery: t.cheaters_without_forgery,
             forged_tiles: t.forged_tiles,
@@ -441,6 +540,10 @@ mod tests {
             match *k {
                 "jobs" => p.jobs = v.parse().unwrap(),
                 "forged-fraction" => p.forged_fraction = v.parse().unwrap(),
+                "shape" => p.shape = v.to_string(),
+                "spp" => p.spp = v.parse().unwrap(),
+                "tiles" => p.tiles = v.parse().unwrap(),
+                "tile" => p.tile_size = v.parse().unwrap(),
                 "tier" => p.tier = v.to_string(),
                 "threads" => p.threads = Some(v.parse().unwrap()),
                 "seed" => p.seed = v.parse().unwrap(),
@@ -486,6 +589,10 @@ mod tests {
         let r = small(&args);
         assert_eq!(r.k, 128);
         assert_eq!(r.detected, r.jobs - r.cheaters_without_forgery, "{r:?}");
+        // Each job's prediction is then [it forged], exactly.
+        let forged = (r.jobs - r.cheaters_without_forgery) as f64 / r.jobs as f64;
+        assert!((r.predicted_detection - forged).abs() < 1e-12, "{r:?}");
+        assert_eq!(r.forged_sampled, r.jobs - r.cheaters_without_forgery);
         assert!(r.agrees, "{r:?}");
         assert!(r.sound(), "{r:?}");
         // The same seed gives the same counts, on any number of threads.
@@ -500,6 +607,56 @@ mod tests {
         let mut other_seed = args.to_vec();
         other_seed.push(("seed", "2"));
         assert_ne!(small(&other_seed).forged_tiles, r.forged_tiles);
+    }
+
+    #[test]
+    fn each_shape_reports_what_its_forger_did() {
+        // 32 tiles of 16 × 16 at 40 spp, 5 % (2 of 40 samples for the spp shape);
+        // priority samples every one of the 128 blocks, so every forgery is sampled.
+        for shape in Shape::ALL {
+            let r = small(&[
+                ("jobs", "12"),
+                ("forged-fraction", "0.05"),
+                ("tier", "priority"),
+                ("shape", shape.name()),
+                ("spp", "40"),
+            ]);
+            assert_eq!(r.shape, shape);
+            assert!(r.sound(), "{r:?}");
+            assert!(r.detected <= r.forged_sampled, "{r:?}");
+            assert_eq!(
+                r.forged_sampled,
+                r.jobs - r.cheaters_without_forgery,
+                "{r:?}"
+            );
+            match shape {
+                Shape::Spp => {
+                    assert_eq!(r.forged_work_fraction, 0.05);
+                    assert_eq!((r.forged_pixel_fraction, r.touched_fraction), (1.0, 1.0));
+                    assert_eq!(r.forged_tiles, 12 * 32);
+                }
+                Shape::Patches => {
+                    // 4 × 3 pixels of every 16 × 16 tile, in 1 to 4 of its 4 blocks.
+                    assert_eq!(r.forged_pixel_fraction, 12.0 / 256.0);
+                    assert!(r.touched_fraction >= 0.25, "{r:?}");
+                    assert_eq!(r.forged_tiles, 12 * 32);
+                }
+                Shape::Tiles | Shape::Blocks => {
+                    // A forged region is whole tiles or whole blocks: q is the pixels'
+                    // share, and a quarter of the kinds (quarter-spp) forges 3/4 of the
+                    // samples of 40 (30).
+                    assert_eq!(r.touched_fraction, r.forged_pixel_fraction);
+                    assert!(r.forged_work_fraction < r.forged_pixel_fraction, "{r:?}");
+                    assert!(r.forged_work_fraction >= 0.75 * r.forged_pixel_fraction);
+                }
+            }
+            // What a first check sampled of the forgery was judged, and counted.
+            assert_eq!(
+                r.forged_first_aggregates.n, r.forged_sampled,
+                "{shape}: {r:?}"
+            );
+            assert!(r.forged_blocks.n >= r.forged_sampled, "{shape}: {r:?}");
+        }
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! real one.
 
 use crate::stats::{digest, mix_unit, unit, unit_seed};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tessera_node::cheats::{black_tile as black, neighbour};
-use tessera_protocol::canonical::{f32_to_tile, tile_to_f32};
+use tessera_node::cheats::{black_tile as black, neighbour, quarter_spp};
+use tessera_protocol::blocks::{block_rect, local_rect, n_blocks, BLOCK_SIZE};
+use tessera_protocol::canonical::{crop, f32_to_tile, paste, tile_to_f32};
 use tessera_protocol::tolerance::Tolerance;
 use tessera_protocol::{
     DeterminismClass, Digest, RenderFailure, RenderSettings, TileRect, TileRenderer,
@@ -218,47 +220,222 @@ fn diverge(bytes: &mut [u8], p: usize, c: usize) {
     bytes[at..at + 2].copy_from_slice(&half::f16::from_f32(moved).to_le_bytes());
 }
 
-/// How a cheater forges one tile.
+/// How a cheater forges one region (a whole tile or one block).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Forgery {
     /// A quarter of the samples, the full count claimed.
     QuarterSpp,
-    /// A black tile, nothing rendered.
+    /// Black, nothing rendered.
     Black,
-    /// The honest tile with ±10 % noise (a "touched-up" render).
+    /// The honest render with ±10 % noise (a "touched-up" render).
     Noise,
-    /// A neighbouring tile's render served for this one.
+    /// The region beside it rendered and served for this one.
     Copy,
 }
 
 impl Forgery {
-    /// Every kind, in the order a forged tile's kind is drawn from.
+    /// Every kind, in the order a forged region's kind is drawn from.
     pub const ALL: [Forgery; 4] = [
         Forgery::QuarterSpp,
         Forgery::Black,
         Forgery::Noise,
         Forgery::Copy,
     ];
+
+    /// The claimed samples of one pixel of this kind that are not behind its value: the
+    /// three quarters skipped by [`Forgery::QuarterSpp`], every sample of the others
+    /// (their value is made up, whatever was rendered on the way).
+    pub fn forged_samples(self, spp: u32) -> u64 {
+        match self {
+            Forgery::QuarterSpp => u64::from(spp - quarter(spp)),
+            _ => u64::from(spp),
+        }
+    }
 }
 
-/// A cheater's renderer: each tile is forged independently with probability `fraction`
-/// (the kind drawn uniformly from [`Forgery::ALL`]), the rest rendered honestly. It claims
-/// the inner renderer's class and the node commits to whatever it returns, so integrity
-/// holds and only a re-render can tell. Which tiles are forged is a pure function of the
-/// job's salt, the frame and the tile.
+/// The samples a quarter-spp forgery renders: a quarter, at least one
+/// (`tessera_node::cheats::quarter_spp`).
+fn quarter(spp: u32) -> u32 {
+    (spp / 4).max(1)
+}
+
+/// The shape of a cheater's forgery (`tessera simulate --shape`): which pixels, and how
+/// much of each pixel's work, it forges for a forged fraction f of its pixel-work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    /// Whole tiles, each forged with probability f, its kind drawn from [`Forgery::ALL`].
+    Tiles,
+    /// Scattered blocks: each 8 × 8 block of the protocol's block grid forged
+    /// independently with probability f (a kind of [`Forgery::ALL`] each, restricted to
+    /// the block), the rest of the tile honest.
+    Blocks,
+    /// Lower spp everywhere: every tile rendered with spp − round(f · spp) samples, the
+    /// full count claimed.
+    Spp,
+    /// Small patches in many tiles: one rectangle of about f of the tile's pixels in every
+    /// tile, off the block grid, black or noise.
+    Patches,
+}
+
+impl Shape {
+    /// Every shape.
+    pub const ALL: [Shape; 4] = [Shape::Tiles, Shape::Blocks, Shape::Spp, Shape::Patches];
+
+    /// The name `--shape` takes and the report prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Tiles => "tiles",
+            Shape::Blocks => "blocks",
+            Shape::Spp => "spp",
+            Shape::Patches => "patches",
+        }
+    }
+
+    /// The shape named `name`, if there is one.
+    pub fn parse(name: &str) -> Option<Shape> {
+        Shape::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The samples per pixel the [`Shape::Spp`] forger leaves out: round(f · spp).
+pub fn spp_dropped(fraction: f64, spp: u32) -> u32 {
+    // Inside [0, spp] for every f in [0, 1]; the cast saturates on anything else.
+    (fraction * f64::from(spp))
+        .round()
+        .clamp(0.0, f64::from(spp)) as u32
+}
+
+/// The edge lengths of a [`Shape::Patches`] patch in a `w` × `h` tile: about `fraction`
+/// of its pixels, as square as the tile allows, at least one pixel.
+pub fn patch_size(fraction: f64, w: u32, h: u32) -> (u32, u32) {
+    let target = fraction.clamp(0.0, 1.0) * f64::from(w) * f64::from(h);
+    let pw = (target.sqrt().round() as u32).clamp(1, w.max(1));
+    let ph = ((target / f64::from(pw)).round() as u32).clamp(1, h.max(1));
+    (pw, ph)
+}
+
+/// A patch position in `0..=room` off the block grid, from `u` in [0, 1): one of the
+/// positions that are not a multiple of the block size, or 0 when there is none.
+fn unaligned(room: u32, u: f64) -> u32 {
+    let b = BLOCK_SIZE;
+    let choices = room - room / b;
+    if choices == 0 {
+        return 0;
+    }
+    let i = ((u * f64::from(choices)) as u32).min(choices - 1);
+    // The i-th positive position that is not a multiple of b.
+    i + i / (b - 1) + 1
+}
+
+/// What a cheater does to one tile: a pure function of the job's salt, the frame and the
+/// tile ([`Forger::plan`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TilePlan {
+    /// Rendered honestly.
+    Honest,
+    /// The whole tile forged.
+    Whole(Forgery),
+    /// These blocks (index in the tile, ascending) forged, the rest honest.
+    Blocks(Vec<(u32, Forgery)>),
+    /// Every pixel rendered with this many samples (fewer than the job's), the job's
+    /// claimed.
+    Spp(u32),
+    /// The pixels of `rect` (relative to the tile's corner) forged, the rest honest.
+    Patch {
+        /// The patch, relative to the tile's corner.
+        rect: TileRect,
+        /// Its content: [`Forgery::Black`] or [`Forgery::Noise`].
+        kind: Forgery,
+    },
+}
+
+impl TilePlan {
+    /// Pixels of `tile` whose value is not the honest one.
+    pub fn forged_pixels(&self, tile: TileRect) -> u64 {
+        match self {
+            TilePlan::Honest => 0,
+            TilePlan::Whole(_) | TilePlan::Spp(_) => tile.pixels(),
+            TilePlan::Blocks(blocks) => blocks
+                .iter()
+                .filter_map(|&(b, _)| local_rect(tile, b))
+                .map(|r| r.pixels())
+                .sum(),
+            TilePlan::Patch { rect, .. } => rect.pixels(),
+        }
+    }
+
+    /// Claimed pixel-samples of `tile` (at `spp` samples a pixel) that are not behind the
+    /// delivered values: [`Forgery::forged_samples`] for each forged pixel, spp minus the
+    /// samples rendered for each pixel of a lower-spp tile.
+    pub fn forged_samples(&self, tile: TileRect, spp: u32) -> u64 {
+        match self {
+            TilePlan::Honest => 0,
+            TilePlan::Whole(kind) => tile.pixels() * kind.forged_samples(spp),
+            TilePlan::Spp(rendered) => tile.pixels() * u64::from(spp.saturating_sub(*rendered)),
+            TilePlan::Blocks(blocks) => blocks
+                .iter()
+                .filter_map(|&(b, kind)| {
+                    Some(local_rect(tile, b)?.pixels() * kind.forged_samples(spp))
+                })
+                .sum(),
+            TilePlan::Patch { rect, kind } => rect.pixels() * kind.forged_samples(spp),
+        }
+    }
+
+    /// Whether block `block` of `tile` holds a forged pixel.
+    pub fn touches(&self, tile: TileRect, block: u32) -> bool {
+        let Some(b) = local_rect(tile, block) else {
+            return false;
+        };
+        match self {
+            TilePlan::Honest => false,
+            TilePlan::Whole(_) | TilePlan::Spp(_) => true,
+            TilePlan::Blocks(blocks) => blocks.binary_search_by_key(&block, |&(i, _)| i).is_ok(),
+            TilePlan::Patch { rect: p, .. } => {
+                p.x < b.x + b.w && b.x < p.x + p.w && p.y < b.y + b.h && b.y < p.y + p.h
+            }
+        }
+    }
+
+    /// Pixels of `tile` that lie in blocks holding a forged pixel: what the block
+    /// sampling can see of the forgery.
+    pub fn touched_pixels(&self, tile: TileRect) -> u64 {
+        (0..n_blocks(tile))
+            .filter(|&b| self.touches(tile, b))
+            .filter_map(|b| local_rect(tile, b))
+            .map(|r| r.pixels())
+            .sum()
+    }
+}
+
+/// A cheater's renderer for one job: it forges the pixel-work of its tiles in the
+/// job's [`Shape`] for the forged fraction `fraction`, and renders the rest honestly. It
+/// claims the inner renderer's class and the node commits to whatever it returns, so
+/// integrity holds and only a re-render can tell. What is forged is a pure function of
+/// the job's salt, the frame and the tile ([`Forger::plan`]).
 pub struct Forger {
     inner: Arc<dyn TileRenderer>,
     salt: Digest,
     fraction: f64,
+    shape: Shape,
 }
 
 impl Forger {
-    /// A forger around `inner` for one job (`salt`), forging `fraction` of its tiles.
-    pub fn new(inner: Arc<dyn TileRenderer>, salt: Digest, fraction: f64) -> Self {
+    /// A forger around `inner` for one job (`salt`), forging `fraction` of its work in
+    /// `shape`.
+    pub fn new(inner: Arc<dyn TileRenderer>, salt: Digest, fraction: f64, shape: Shape) -> Self {
         Self {
             inner,
             salt,
             fraction,
+            shape,
         }
     }
 
@@ -272,11 +449,99 @@ impl Forger {
         ])
     }
 
-    /// Whether and how the tile `rect` of `frame` is forged.
-    pub fn forgery(&self, frame: u32, rect: TileRect) -> Option<Forgery> {
-        let d = self.key(frame, rect);
-        (unit(&d, 0) < self.fraction).then(|| Forgery::ALL[d[8] as usize % Forgery::ALL.len()])
+    fn block_key(&self, frame: u32, rect: TileRect, block: u32) -> Digest {
+        digest(&[
+            b"forge block",
+            &self.salt,
+            &frame.to_le_bytes(),
+            &rect.x.to_le_bytes(),
+            &rect.y.to_le_bytes(),
+            &block.to_le_bytes(),
+        ])
     }
+
+    /// What the forger does to tile `rect` of `frame` of a job rendered at `spp`.
+    pub fn plan(&self, frame: u32, rect: TileRect, spp: u32) -> TilePlan {
+        let draw = |d: &Digest| (unit(d, 0) < self.fraction).then(|| kind_of(d));
+        match self.shape {
+            Shape::Tiles => draw(&self.key(frame, rect)).map_or(TilePlan::Honest, TilePlan::Whole),
+            Shape::Blocks => {
+                let forged: Vec<_> = (0..n_blocks(rect))
+                    .filter_map(|b| Some((b, draw(&self.block_key(frame, rect, b))?)))
+                    .collect();
+                if forged.is_empty() {
+                    TilePlan::Honest
+                } else {
+                    TilePlan::Blocks(forged)
+                }
+            }
+            Shape::Spp => match spp_dropped(self.fraction, spp) {
+                0 => TilePlan::Honest,
+                dropped => TilePlan::Spp(spp - dropped),
+            },
+            Shape::Patches => {
+                if self.fraction <= 0.0 || rect.pixels() == 0 {
+                    return TilePlan::Honest;
+                }
+                let d = self.key(frame, rect);
+                let (w, h) = patch_size(self.fraction, rect.w, rect.h);
+                TilePlan::Patch {
+                    rect: TileRect {
+                        x: unaligned(rect.w - w, unit(&d, 1)),
+                        y: unaligned(rect.h - h, unit(&d, 2)),
+                        w,
+                        h,
+                    },
+                    kind: if d[8].is_multiple_of(2) {
+                        Forgery::Black
+                    } else {
+                        Forgery::Noise
+                    },
+                }
+            }
+        }
+    }
+
+    /// The bytes of `region` (frame coordinates) forged as `kind`; `salt` seeds noise.
+    fn forge_region(
+        &self,
+        kind: Forgery,
+        settings: &RenderSettings,
+        frame: u32,
+        region: TileRect,
+        salt: u64,
+    ) -> Result<Vec<u8>, RenderFailure> {
+        match kind {
+            Forgery::QuarterSpp => self
+                .inner
+                .render_tile(&quarter_spp(settings), frame, region),
+            Forgery::Black => Ok(black(region)),
+            Forgery::Noise => Ok(noise(
+                &self.inner.render_tile(settings, frame, region)?,
+                salt,
+            )),
+            Forgery::Copy => match neighbour(region, settings.width, settings.height) {
+                Some(source) => self.inner.render_tile(settings, frame, source),
+                None => Ok(black(region)),
+            },
+        }
+    }
+}
+
+/// A forged region's kind, drawn uniformly from [`Forgery::ALL`] by byte 8 of its digest.
+fn kind_of(d: &Digest) -> Forgery {
+    Forgery::ALL[d[8] as usize % Forgery::ALL.len()]
+}
+
+/// ±10 % multiplicative noise on the colour channels of canonical bytes (alpha untouched).
+fn noise(bytes: &[u8], salt: u64) -> Vec<u8> {
+    let mut values = tile_to_f32(bytes);
+    for (i, v) in values.iter_mut().enumerate() {
+        if i % 4 != 3 {
+            *v *= 0.9 + 0.2 * mix_unit(salt, i as u64) as f32;
+        }
+    }
+    f32_to_tile(&values)
 }
 
 impl TileRenderer for Forger {
@@ -290,30 +555,54 @@ impl TileRenderer for Forger {
         frame: u32,
         rect: TileRect,
     ) -> Result<Vec<u8>, RenderFailure> {
-        let Some(kind) = self.forgery(frame, rect) else {
-            return self.inner.render_tile(settings, frame, rect);
+        let paste_into = |tile: &mut Vec<u8>, local: TileRect, bytes: &[u8]| {
+            if paste(tile, rect.w, rect.h, local, bytes) {
+                Ok(())
+            } else {
+                Err(RenderFailure(format!(
+                    "forger: {local} does not fit tile {rect}"
+                )))
+            }
         };
-        match kind {
-            Forgery::QuarterSpp => {
+        match self.plan(frame, rect, settings.spp) {
+            TilePlan::Honest => self.inner.render_tile(settings, frame, rect),
+            TilePlan::Whole(kind) => {
+                let salt = unit_seed(&self.key(frame, rect));
+                self.forge_region(kind, settings, frame, rect, salt)
+            }
+            TilePlan::Blocks(blocks) => {
+                let mut tile = self.inner.render_tile(settings, frame, rect)?;
+                for (b, kind) in blocks {
+                    let (Some(local), Some(global)) = (local_rect(rect, b), block_rect(rect, b))
+                    else {
+                        continue;
+                    };
+                    let salt = unit_seed(&self.block_key(frame, rect, b));
+                    let bytes = self.forge_region(kind, settings, frame, global, salt)?;
+                    paste_into(&mut tile, local, &bytes)?;
+                }
+                Ok(tile)
+            }
+            TilePlan::Spp(0) => Ok(black(rect)),
+            TilePlan::Spp(rendered) => {
                 let mut cheap = settings.clone();
-                cheap.spp = (cheap.spp / 4).max(1);
+                cheap.spp = rendered;
                 self.inner.render_tile(&cheap, frame, rect)
             }
-            Forgery::Black => Ok(black(rect)),
-            Forgery::Noise => {
-                let mut values = tile_to_f32(&self.inner.render_tile(settings, frame, rect)?);
-                let salt = unit_seed(&self.key(frame, rect));
-                for (i, v) in values.iter_mut().enumerate() {
-                    if i % 4 != 3 {
-                        *v *= 0.9 + 0.2 * mix_unit(salt, i as u64) as f32;
+            TilePlan::Patch { rect: local, kind } => {
+                let mut tile = self.inner.render_tile(settings, frame, rect)?;
+                let bytes = match kind {
+                    Forgery::Black => black(local),
+                    _ => {
+                        let honest = crop(&tile, rect.w, rect.h, local).ok_or_else(|| {
+                            RenderFailure(format!("forger: patch {local} outside tile {rect}"))
+                        })?;
+                        noise(&honest, unit_seed(&self.key(frame, rect)))
                     }
-                }
-                Ok(f32_to_tile(&values))
+                };
+                paste_into(&mut tile, local, &bytes)?;
+                Ok(tile)
             }
-            Forgery::Copy => match neighbour(rect, settings.width, settings.height) {
-                Some(source) => self.inner.render_tile(settings, frame, source),
-                None => Ok(black(rect)),
-            },
         }
     }
 }
@@ -323,7 +612,7 @@ mod tests {
     use super::*;
     use tessera_node::stub::HashRenderer;
     use tessera_protocol::tile_layout;
-    use tessera_protocol::tolerance::{Band, Tolerance};
+    use tessera_protocol::tolerance::Band;
     use tessera_verifier::tolerance::tile_metrics;
 
     fn settings() -> RenderSettings {
@@ -355,18 +644,19 @@ mod tests {
         let honest = stub();
         let mut kinds = std::collections::BTreeMap::new();
         for (job, fraction) in [(0u8, 0.0), (1, 1.0), (2, 0.3)] {
-            let forger = Forger::new(honest.clone(), [job; 32], fraction);
+            let forger = Forger::new(honest.clone(), [job; 32], fraction, Shape::Tiles);
             assert_eq!(forger.class(), honest.class());
             for frame in 0..3 {
                 for rect in tile_layout(s.width, s.height, 16) {
                     let want = honest.render_tile(&s, frame, rect).unwrap();
                     let got = forger.render_tile(&s, frame, rect).unwrap();
-                    match forger.forgery(frame, rect) {
-                        None => assert_eq!(got, want),
-                        Some(kind) => {
+                    match forger.plan(frame, rect, s.spp) {
+                        TilePlan::Honest => assert_eq!(got, want),
+                        TilePlan::Whole(kind) => {
                             assert_eq!(band(&want, &got, rect), Band::Far, "{kind:?}");
                             *kinds.entry(kind).or_insert(0) += 1;
                         }
+                        other => panic!("a tiles forger planned {other:?}"),
                     }
                 }
             }
@@ -375,6 +665,304 @@ mod tests {
         assert_eq!(kinds.len(), Forgery::ALL.len(), "{kinds:?}");
         let forged: u32 = kinds.values().sum();
         assert!((192 + 30..192 + 90).contains(&forged), "{forged}");
+    }
+
+    /// The pixels of `a` and `b` (canonical bytes of one tile) whose bytes differ.
+    fn differing(a: &[u8], b: &[u8]) -> Vec<bool> {
+        a.chunks_exact(8)
+            .zip(b.chunks_exact(8))
+            .map(|(x, y)| x != y)
+            .collect()
+    }
+
+    /// Whether `x` successes of `n` trials are within 4.5 standard deviations of a
+    /// Binomial(n, p) mean (a fixed draw; 4.5 σ keeps a fair forger inside, and a forger
+    /// off by a fifth of f at these sizes outside).
+    fn binomial_ok(x: u64, n: u64, p: f64) -> bool {
+        let (n, x) = (n as f64, x as f64);
+        (x - n * p).abs() <= 4.5 * (n * p * (1.0 - p)).sqrt()
+    }
+
+    /// Render `frames` frames of 64 tiles of `edge` × `edge` pixels at `spp` through a
+    /// `shape` forger of `fraction`, and check, tile by tile, that the pixels whose bytes
+    /// differ from the honest render are exactly those its plan says it forged and that
+    /// the blocks they lie in are those it says it touched. Returns (forged pixels
+    /// measured from the bytes, forged blocks (for [`Shape::Blocks`]), blocks, pixels).
+    fn measure(
+        shape: Shape,
+        fraction: f64,
+        edge: u32,
+        spp: u32,
+        frames: u32,
+    ) -> (u64, u64, u64, u64) {
+        let s = RenderSettings {
+            width: 64 * edge,
+            height: edge,
+            spp,
+            ..settings()
+        };
+        let honest = stub();
+        let forger = Forger::new(honest.clone(), [shape as u8 + 40; 32], fraction, shape);
+        let (mut forged_px, mut forged_blocks, mut blocks, mut pixels) = (0, 0, 0, 0);
+        for frame in 0..frames {
+            for rect in tile_layout(s.width, s.height, edge) {
+                let want = honest.render_tile(&s, frame, rect).unwrap();
+                let got = forger.render_tile(&s, frame, rect).unwrap();
+                let plan = forger.plan(frame, rect, spp);
+                let diff = differing(&want, &got);
+                let measured = diff.iter().filter(|&&d| d).count() as u64;
+                pixels += rect.pixels();
+                blocks += u64::from(n_blocks(rect));
+                forged_px += measured;
+                match &plan {
+                    TilePlan::Honest => assert_eq!(got, want, "{shape} {frame} {rect}"),
+                    TilePlan::Spp(rendered) => {
+                        // Exactly the honest samples up to `rendered`: a prefix of the
+                        // honest render's.
+                        let cheap = RenderSettings {
+                            spp: *rendered,
+                            ..s.clone()
+                        };
+                        assert_eq!(got, honest.render_tile(&cheap, frame, rect).unwrap());
+                    }
+                    _ => assert_eq!(
+                        measured,
+                        plan.forged_pixels(rect),
+                        "{shape} {rect} {plan:?}"
+                    ),
+                }
+                if let TilePlan::Blocks(b) = &plan {
+                    forged_blocks += b.len() as u64;
+                }
+                // The blocks holding a differing pixel are the touched ones.
+                for b in 0..n_blocks(rect) {
+                    let r = local_rect(rect, b).unwrap();
+                    let any = (r.y..r.y + r.h)
+                        .any(|y| (r.x..r.x + r.w).any(|x| diff[(y * rect.w + x) as usize]));
+                    if !matches!(plan, TilePlan::Spp(_)) {
+                        assert_eq!(
+                            any,
+                            plan.touches(rect, b),
+                            "{shape} {rect} block {b} {plan:?}"
+                        );
+                    }
+                }
+            }
+        }
+        (forged_px, forged_blocks, blocks, pixels)
+    }
+
+    #[test]
+    fn whole_tiles_forge_f_of_the_pixels() {
+        for f in [0.05, 0.2] {
+            let (px, _, _, pixels) = measure(Shape::Tiles, f, 16, 8, 10);
+            // 640 tiles of 256 pixels: forged tiles ~ Binomial(640, f).
+            assert_eq!(px % 256, 0, "{px}");
+            assert!(
+                binomial_ok(px / 256, pixels / 256, f),
+                "f {f}: {px} of {pixels} pixels"
+            );
+        }
+    }
+
+    #[test]
+    fn scattered_blocks_forge_f_of_the_blocks_and_nothing_else() {
+        for f in [0.01, 0.05, 0.2] {
+            let (px, forged_blocks, blocks, pixels) = measure(Shape::Blocks, f, 16, 8, 10);
+            // Every block of a 16 × 16 tile is 8 × 8: the bytes show whole blocks.
+            assert_eq!(px, 64 * forged_blocks, "f {f}");
+            assert!(
+                binomial_ok(forged_blocks, blocks, f),
+                "f {f}: {forged_blocks} of {blocks} blocks"
+            );
+            assert_eq!(blocks * 64, pixels);
+        }
+        // A clipped grid (tiles of 20 × 20: blocks of 8, 8 and 4 pixels across) forges
+        // the clipped blocks too, and each forged block is far on its own.
+        let (px, forged_blocks, blocks, _) = measure(Shape::Blocks, 0.2, 20, 4, 4);
+        assert!(
+            binomial_ok(forged_blocks, blocks, 0.2),
+            "{forged_blocks} of {blocks}"
+        );
+        assert!(px > 0);
+        let s = settings();
+        let honest = stub();
+        let forger = Forger::new(honest.clone(), [9; 32], 0.3, Shape::Blocks);
+        let t = Tolerance::default();
+        let mut kinds = std::collections::BTreeSet::new();
+        for rect in tile_layout(s.width, s.height, 16) {
+            let TilePlan::Blocks(blocks) = forger.plan(0, rect, s.spp) else {
+                continue;
+            };
+            let (want, got) = (
+                honest.render_tile(&s, 0, rect).unwrap(),
+                forger.render_tile(&s, 0, rect).unwrap(),
+            );
+            for (b, kind) in blocks {
+                let r = local_rect(rect, b).unwrap();
+                let (w, g) = (
+                    crop(&want, 16, 16, r).unwrap(),
+                    crop(&got, 16, 16, r).unwrap(),
+                );
+                let m = tile_metrics(&t, &w, &g, r).unwrap();
+                assert_eq!(t.block_band(false, &m), Band::Far, "{kind:?} {m:?}");
+                kinds.insert(kind);
+            }
+        }
+        assert_eq!(kinds.len(), Forgery::ALL.len(), "{kinds:?}");
+    }
+
+    #[test]
+    fn lower_spp_forges_round_f_spp_samples_of_every_pixel() {
+        for (f, spp) in [(0.01, 100), (0.05, 100), (0.2, 100), (0.25, 4)] {
+            measure(Shape::Spp, f, 16, spp, 1);
+            let dropped = spp_dropped(f, spp);
+            let forger = Forger::new(stub(), [1; 32], f, Shape::Spp);
+            let rect = TileRect {
+                x: 16,
+                y: 0,
+                w: 16,
+                h: 16,
+            };
+            let plan = forger.plan(0, rect, spp);
+            assert_eq!(plan, TilePlan::Spp(spp - dropped));
+            // The forged work is f exactly when spp resolves it.
+            let work = plan.forged_samples(rect, spp) as f64 / (256 * u64::from(spp)) as f64;
+            assert!((work - f).abs() < 1e-12, "{work} {f}");
+        }
+        assert_eq!(spp_dropped(0.05, 4), 0);
+        let forger = Forger::new(stub(), [1; 32], 0.05, Shape::Spp);
+        assert_eq!(
+            forger.plan(
+                0,
+                TileRect {
+                    x: 0,
+                    y: 0,
+                    w: 16,
+                    h: 16
+                },
+                4
+            ),
+            TilePlan::Honest
+        );
+    }
+
+    #[test]
+    fn patches_forge_about_f_of_every_tile_off_the_block_grid() {
+        for (f, edge) in [
+            (0.01, 16),
+            (0.05, 16),
+            (0.2, 16),
+            (0.01, 64),
+            (0.05, 64),
+            (0.2, 64),
+        ] {
+            let (px, _, _, pixels) = measure(Shape::Patches, f, edge, 4, 2);
+            let (w, h) = patch_size(f, edge, edge);
+            // One patch in each of the 128 tiles, about f of it.
+            assert_eq!(px, 128 * u64::from(w * h), "f {f} edge {edge}");
+            let share = px as f64 / pixels as f64;
+            assert!((share - f).abs() <= 0.25 * f, "f {f} edge {edge}: {share}");
+            assert!(w.abs_diff(h) <= 1, "{w} × {h}");
+        }
+        // The worked sizes: 1 % of 16 × 16 is 2.56 pixels → 2 × 1; 5 % 12.8 → 4 × 3;
+        // 20 % of 64 × 64 is 819.2 → 29 × 28.
+        assert_eq!(patch_size(0.01, 16, 16), (2, 1));
+        assert_eq!(patch_size(0.05, 16, 16), (4, 3));
+        assert_eq!(patch_size(0.2, 64, 64), (29, 28));
+        assert_eq!(patch_size(1e-9, 16, 16), (1, 1));
+        // Off the grid: no patch starts on a block boundary, and as many straddle one as
+        // positions drawn uniformly off the grid give.
+        for (f, edge) in [(0.05, 16), (0.05, 64)] {
+            let forger = Forger::new(stub(), [3; 32], f, Shape::Patches);
+            let s = RenderSettings {
+                width: 64 * edge,
+                height: edge,
+                ..settings()
+            };
+            let (w, h) = patch_size(f, edge, edge);
+            // The share of off-grid positions from which a patch of `len` crosses a line.
+            let crossing = |len: u32| {
+                let off: Vec<u32> = (0..=edge - len).filter(|p| p % 8 != 0).collect();
+                off.iter().filter(|&&p| p % 8 + len > 8).count() as f64 / off.len() as f64
+            };
+            let p = 1.0 - (1.0 - crossing(w)) * (1.0 - crossing(h));
+            let (mut straddle, mut n) = (0, 0);
+            for frame in 0..4 {
+                for rect in tile_layout(s.width, s.height, edge) {
+                    let plan = forger.plan(frame, rect, s.spp);
+                    let TilePlan::Patch { rect: q, kind } = plan else {
+                        panic!("no patch in {rect}");
+                    };
+                    assert!(matches!(kind, Forgery::Black | Forgery::Noise), "{kind:?}");
+                    assert!(q.x % 8 != 0 && q.y % 8 != 0, "{q}");
+                    assert!(q.x + q.w <= edge && q.y + q.h <= edge, "{q}");
+                    let touched = (0..n_blocks(rect))
+                        .filter(|&b| plan.touches(rect, b))
+                        .count();
+                    straddle += u64::from(touched > 1);
+                    n += 1;
+                }
+            }
+            // 4 × 3 pixels in 16 × 16: 39 % straddle; 14 × 15 in 64 × 64: all.
+            assert!(
+                binomial_ok(straddle, n, p) || (p == 1.0 && straddle == n),
+                "edge {edge}: {straddle} of {n}, p {p}"
+            );
+            assert!(edge == 16 || straddle == n);
+        }
+        let tiles = tile_layout(64 * 16, 16, 16);
+        // Nothing forged at f = 0.
+        let none = Forger::new(stub(), [3; 32], 0.0, Shape::Patches);
+        assert_eq!(none.plan(0, tiles[0], 4), TilePlan::Honest);
+    }
+
+    #[test]
+    fn unaligned_positions_skip_the_block_grid() {
+        // Positions 0..=20 off the grid: 1..7, 9..15, 17..20 (18 of them).
+        let all: Vec<u32> = (0..18)
+            .map(|i| unaligned(20, (f64::from(i) + 0.5) / 18.0))
+            .collect();
+        let want: Vec<u32> = (1..=20).filter(|p| p % 8 != 0).collect();
+        assert_eq!(all, want);
+        assert_eq!(unaligned(0, 0.7), 0);
+        assert_eq!(unaligned(8, 0.999), 7);
+    }
+
+    #[test]
+    fn the_accounting_of_a_plan() {
+        let tile = TileRect {
+            x: 0,
+            y: 0,
+            w: 20,
+            h: 20,
+        };
+        // A 20 × 20 tile has blocks of 8, 8 and 4 pixels across and down: block 2 is
+        // 4 × 8 pixels, block 8 is 4 × 4.
+        let plan = TilePlan::Blocks(vec![(2, Forgery::QuarterSpp), (8, Forgery::Black)]);
+        assert_eq!(plan.forged_pixels(tile), 32 + 16);
+        // Quarter-spp of 8 leaves 6 of 8 samples out; black all 8.
+        assert_eq!(plan.forged_samples(tile, 8), 32 * 6 + 16 * 8);
+        assert_eq!(plan.touched_pixels(tile), 48);
+        // A 3 × 2 patch at (6, 7) lies in blocks 0, 1, 3 and 4 (x 6..8 and 8..9, y 7 and 8).
+        let patch = TilePlan::Patch {
+            rect: TileRect {
+                x: 6,
+                y: 7,
+                w: 3,
+                h: 2,
+            },
+            kind: Forgery::Noise,
+        };
+        let touched: Vec<u32> = (0..9).filter(|&b| patch.touches(tile, b)).collect();
+        assert_eq!(touched, vec![0, 1, 3, 4]);
+        assert_eq!(patch.forged_pixels(tile), 6);
+        assert_eq!(patch.touched_pixels(tile), 4 * 64);
+        assert_eq!(patch.forged_samples(tile, 100), 600);
+        // Lower spp: every pixel, the samples left out.
+        assert_eq!(TilePlan::Spp(95).forged_samples(tile, 100), 400 * 5);
+        assert_eq!(TilePlan::Spp(95).touched_pixels(tile), 400);
+        assert_eq!(TilePlan::Honest.touched_pixels(tile), 0);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! predicted detection rate, and the counters a job adds to.
 
 use serde::Serialize;
+use tessera_protocol::tolerance::{Band, TileMetrics};
 use tessera_protocol::Digest;
 
 /// BLAKE3 of the parts, each prefixed by its length (so that no two lists of parts
@@ -69,9 +70,10 @@ pub fn wilson(successes: u64, trials: u64, z: f64) -> (f64, f64) {
     (low, high)
 }
 
-/// The chance that a check of `k` draws catches a node that committed `n` tiles of the
-/// same size, `blocks` blocks in all, and forged each tile independently with
-/// probability `f`. Given m forged tiles the forged fraction of its work is m/n, and the
+/// The expectation of [`catch_probability`] for whole tiles forged at random (the
+/// `tiles` shape, before the forgeries are drawn): the chance that a check of `k` draws
+/// catches a node that committed `n` tiles of the same size, `blocks` blocks in all, and
+/// forged each tile independently with probability `f`. Given m forged tiles the forged fraction of its work is m/n, and the
 /// sampling (`sampling::sample_blocks`: k pixels drawn with replacement) misses it with
 /// probability (1 − m/n)^k; so 1 − Σ_m C(n, m) f^m (1 − f)^(n−m) (1 − m/n)^k. When the node
 /// committed at most k blocks every block is checked: 1 − (1 − f)^n. Per job the
@@ -101,6 +103,30 @@ pub fn predicted_detection(f: f64, k: u32, n: u32, blocks: u64) -> f64 {
     (1.0 - missed).clamp(0.0, 1.0)
 }
 
+/// The chance that a check drawing `k` pixels catches a node whose forged pixels lie in
+/// blocks covering `touched` of the `committed` pixels it committed in the round
+/// (`committed_blocks` blocks): 1 − (1 − q)^k with q = touched / committed, since
+/// `sampling::sample_blocks` draws k pixels uniformly with replacement and re-renders the
+/// blocks holding them; 1 when every block is taken (`committed_blocks` ≤ k) and a
+/// forged pixel exists; 0 when none does. Exact for the sampling; it assumes the
+/// comparison flags every sampled block that holds a forged pixel.
+pub fn catch_probability(touched: u64, committed: u64, k: u32, committed_blocks: u64) -> f64 {
+    if touched == 0 || committed == 0 {
+        return 0.0;
+    }
+    if committed_blocks <= u64::from(k) || touched >= committed {
+        return 1.0;
+    }
+    let q = touched as f64 / committed as f64;
+    // 1 − (1 − q)^k without the cancellation of a tiny q.
+    -(f64::from(k) * (-q).ln_1p()).exp_m1()
+}
+
+/// Fixed-point scale of the per-job catch probabilities a [`Tally`] sums (2^53: every
+/// f64 in [0, 1] to its last bit), so that the sum does not depend on the order jobs
+/// are added in.
+pub const CATCH_SCALE: f64 = 9_007_199_254_740_992.0;
+
 /// Sample tiles by the band the verifier put them in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Bands {
@@ -115,11 +141,122 @@ pub struct Bands {
 }
 
 impl Bands {
+    /// Count one sample of `band`.
+    pub fn add_one(&mut self, band: Band) {
+        match band {
+            Band::Match => self.r#match += 1,
+            Band::Close => self.close += 1,
+            Band::Ambiguous => self.ambiguous += 1,
+            Band::Far => self.far += 1,
+        }
+    }
+
     fn add(&mut self, o: &Bands) {
         self.r#match += o.r#match;
         self.close += o.close;
         self.ambiguous += o.ambiguous;
         self.far += o.far;
+    }
+}
+
+/// Sums of the metrics of some sampled blocks or verdict aggregates, and their bands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetricSums {
+    /// How many.
+    pub n: u64,
+    /// By band.
+    pub bands: Bands,
+    /// Sum of the diverged-pixel fractions, ppm.
+    pub diverged_ppm: u64,
+    /// Sum of the PSNRs, centi-dB.
+    pub psnr_cdb: u64,
+    /// Sum of the ꟻLIP means, ppm.
+    pub flip_mean_ppm: u64,
+}
+
+impl MetricSums {
+    /// Count one block or aggregate.
+    pub fn add_one(&mut self, band: Band, m: &TileMetrics) {
+        self.n += 1;
+        self.bands.add_one(band);
+        self.diverged_ppm += u64::from(m.diverged_ppm);
+        self.psnr_cdb += u64::from(m.psnr_cdb);
+        self.flip_mean_ppm += u64::from(m.flip_mean_ppm);
+    }
+
+    fn add(&mut self, o: &MetricSums) {
+        self.n += o.n;
+        self.bands.add(&o.bands);
+        self.diverged_ppm += o.diverged_ppm;
+        self.psnr_cdb += o.psnr_cdb;
+        self.flip_mean_ppm += o.flip_mean_ppm;
+    }
+
+    /// The bands and mean metrics.
+    pub fn judged(&self) -> Judged {
+        let mean = |x: u64| {
+            if self.n == 0 {
+                0.0
+            } else {
+                x as f64 / self.n as f64
+            }
+        };
+        Judged {
+            n: self.n,
+            bands: self.bands,
+            mean_diverged_ppm: mean(self.diverged_ppm),
+            mean_psnr_db: mean(self.psnr_cdb) / 100.0,
+            mean_flip_mean_ppm: mean(self.flip_mean_ppm),
+        }
+    }
+}
+
+/// How some sampled blocks or verdict aggregates were judged: their bands and mean
+/// metrics (the tolerance's limits are on these metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Judged {
+    /// How many.
+    pub n: u64,
+    /// By band.
+    pub bands: Bands,
+    /// Mean diverged-pixel fraction, ppm.
+    pub mean_diverged_ppm: f64,
+    /// Mean PSNR, dB (100 for identical bytes).
+    pub mean_psnr_db: f64,
+    /// Mean of the ꟻLIP means, ppm.
+    pub mean_flip_mean_ppm: f64,
+}
+
+/// What the cheaters forged, over all jobs, counted over the tiles each committed in
+/// round 0 (the work its first check samples).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Forged {
+    /// Pixels committed.
+    pub committed_pixels: u64,
+    /// Pixel-samples committed (pixels × spp).
+    pub committed_samples: u64,
+    /// Tiles holding a forged pixel.
+    pub tiles: u64,
+    /// Pixels whose value is not the honest one.
+    pub pixels: u64,
+    /// Claimed pixel-samples not behind the delivered values.
+    pub samples: u64,
+    /// Committed pixels in blocks that hold a forged pixel.
+    pub touched_pixels: u64,
+    /// Sum over jobs of the chance that the first check samples a forged pixel
+    /// ([`catch_probability`]), in units of 1 / [`CATCH_SCALE`].
+    pub catch_fixed: u128,
+}
+
+impl Forged {
+    fn add(&mut self, o: &Forged) {
+        self.committed_pixels += o.committed_pixels;
+        self.committed_samples += o.committed_samples;
+        self.tiles += o.tiles;
+        self.pixels += o.pixels;
+        self.samples += o.samples;
+        self.touched_pixels += o.touched_pixels;
+        self.catch_fixed += o.catch_fixed;
     }
 }
 
@@ -172,10 +309,20 @@ pub struct Tally {
     pub detected: u64,
     /// Cheaters whose round ended inconclusive.
     pub cheater_inconclusive: u64,
-    /// Cheaters that forged no tile at all (drawn so; counted among the cheaters).
+    /// Cheaters that forged no pixel at all (drawn so; counted among the cheaters).
     pub cheaters_without_forgery: u64,
-    /// Tiles cheaters forged.
+    /// Tiles cheaters forged a pixel of.
     pub forged_tiles: u64,
+    /// What the cheaters forged, and the predicted chance to sample it.
+    pub forged: Forged,
+    /// Cheaters whose first check sampled a block holding a forged pixel.
+    pub forged_sampled: u64,
+    /// The sampled blocks holding a forged pixel, every check of a cheater.
+    pub forged_blocks: MetricSums,
+    /// The aggregates of the cheaters' first checks that sampled a forged pixel.
+    pub forged_first_aggregates: MetricSums,
+    /// The aggregates of the cheaters' escalated checks.
+    pub escalated_aggregates: MetricSums,
     /// Forged tiles accepted (their cheater passed).
     pub forged_accepted: u64,
     /// Honest node-rounds judged.
@@ -214,6 +361,11 @@ impl Tally {
         self.cheater_inconclusive += o.cheater_inconclusive;
         self.cheaters_without_forgery += o.cheaters_without_forgery;
         self.forged_tiles += o.forged_tiles;
+        self.forged.add(&o.forged);
+        self.forged_sampled += o.forged_sampled;
+        self.forged_blocks.add(&o.forged_blocks);
+        self.forged_first_aggregates.add(&o.forged_first_aggregates);
+        self.escalated_aggregates.add(&o.escalated_aggregates);
         self.forged_accepted += o.forged_accepted;
         self.honest_rounds += o.honest_rounds;
         self.honest_fails += o.honest_fails;
@@ -282,6 +434,33 @@ mod tests {
         // k = 135): the forged fraction concentrates on f.
         let p = predicted_detection(0.05, 135, 100_000, 400_000);
         assert!(p > 0.9989 && p < 0.9991, "{p}");
+    }
+
+    #[test]
+    fn the_catch_probability_is_the_sampling_formula() {
+        // Values worked out apart: Python, exact rationals, 1 - (1 - Fraction(t, n))**k
+        // printed with 40 digits.
+        for (touched, committed, k, want) in [
+            // Three blocks of 64 pixels of 160 tiles of 16 × 16 pixels.
+            (192, 163_840, 135, 0.146_402_830_219_051_6),
+            // 32 whole tiles of the 160: q = 5 %, DESIGN.md's 1 − 0.95^135.
+            (8_192, 163_840, 135, 0.999_016_698_472_089_4),
+            // One block of 160 tiles of 64 × 64, and one pixel (a tiny q).
+            (64, 655_360, 135, 0.013_097_706_163_330_34),
+            (1, 655_360, 135, 0.000_205_972_594_236_580_2),
+            // 10 tiles of 64 × 64 at a new node's k.
+            (40_960, 655_360, 270, 0.999_999_972_945_181_3),
+        ] {
+            let p = catch_probability(touched, committed, k, committed / 64);
+            assert!(
+                (p - want).abs() <= 1e-15 * want.max(1e-3),
+                "{touched}/{committed} k {k}: {p}, want {want}"
+            );
+        }
+        // Nothing forged is never caught; every block taken catches any forgery.
+        assert_eq!(catch_probability(0, 163_840, 135, 640), 0.0);
+        assert_eq!(catch_probability(1, 8_192, 135, 128), 1.0);
+        assert_eq!(catch_probability(5, 5, 1, 640), 1.0);
     }
 
     #[test]
