@@ -1063,6 +1063,23 @@ struct CheckedSubmission {
     scene_name: String,
 }
 
+impl CheckedSubmission {
+    /// What the service is asked to submit (or estimate) for `client`.
+    fn submission<'a>(&'a self, client: &'a str) -> Submission<'a> {
+        Submission {
+            client,
+            scene_name: &self.scene_name,
+            scene_hash: self.scene_hash,
+            settings: self.sub.settings.clone(),
+            frames: (self.sub.frame_start, self.sub.frame_end),
+            tier: &self.sub.tier,
+            tile_size: self.sub.tile_size,
+            batch_size: self.sub.batch_size,
+            requirements: self.sub.requirements.clone(),
+        }
+    }
+}
+
 /// The checks a submission and an estimate share, in order: everything cheap first (the
 /// listing, that the client stored every file, the settings' bounds), then the scene's
 /// inspection off the service lock (at most [`INSPECTIONS`] at once, within the scene
@@ -1184,32 +1201,17 @@ async fn submit(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer<Json<JobAccepted>> {
     let client = caller.client()?.to_string();
-    let CheckedSubmission {
-        sub,
-        scene_hash,
-        scene_name,
-    } = check_submission(&st, &client, body, true).await?;
-    let listing = sub.scene.clone();
-    let hash_hex = hex::encode(scene_hash);
+    let checked = check_submission(&st, &client, body, true).await?;
+    let hash_hex = hex::encode(checked.scene_hash);
     let job_id = st
         .shared
         .with(move |s| {
-            let job = s.submit(
-                Submission {
-                    client: &client,
-                    scene_name: &scene_name,
-                    scene_hash,
-                    settings: sub.settings,
-                    frames: (sub.frame_start, sub.frame_end),
-                    tier: &sub.tier,
-                    tile_size: sub.tile_size,
-                    batch_size: sub.batch_size,
-                    requirements: sub.requirements,
-                },
-                now_ms(),
+            let job = s.submit(checked.submission(&client), now_ms())?;
+            s.store().insert_job_scene(
+                &job,
+                &hex::encode(checked.scene_hash),
+                &checked.sub.scene,
             )?;
-            s.store()
-                .insert_job_scene(&job, &hex::encode(scene_hash), &listing)?;
             Ok::<_, ServiceError>(job)
         })
         .await?;
@@ -1238,29 +1240,11 @@ async fn estimate_job(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer<Json<JobEstimate>> {
     let client = caller.client()?.to_string();
-    let CheckedSubmission {
-        sub,
-        scene_hash,
-        scene_name,
-    } = check_submission(&st, &client, body, false).await?;
+    let checked = check_submission(&st, &client, body, false).await?;
+    let scene_hash = checked.scene_hash;
     let estimate = st
         .shared
-        .with(move |s| {
-            s.estimate(
-                Submission {
-                    client: &client,
-                    scene_name: &scene_name,
-                    scene_hash,
-                    settings: sub.settings,
-                    frames: (sub.frame_start, sub.frame_end),
-                    tier: &sub.tier,
-                    tile_size: sub.tile_size,
-                    batch_size: sub.batch_size,
-                    requirements: sub.requirements,
-                },
-                now_ms(),
-            )
-        })
+        .with(move |s| s.estimate(checked.submission(&client), now_ms()))
         .await?;
     Ok(Json(JobEstimate {
         price_micro: estimate.price,
