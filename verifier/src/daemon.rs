@@ -635,6 +635,26 @@ mod tests {
         // An honest verdict re-derives; one whose first sample claims the wrong `matched`
         // is named with that sample's leaf.
         let mut verdict = verifier.handle_request(&req).unwrap().statement;
+        let faults = |v: &tessera_protocol::statements::Verdict| verdict_faults(&req, v);
+        assert_eq!(faults(&verdict), []);
+        verdict.samples[0].matched = !verdict.samples[0].matched;
+        let at = tessera_protocol::blocks::BlockRef {
+            leaf: verdict.samples[0].leaf_index,
+            block: verdict.samples[0].block,
+        };
+        let found = faults(&verdict);
+        assert!(
+            found.contains(&checks::VerdictFault::Matched { at }),
+            "{found:?}"
+        );
+    }
+
+    /// What the coordinator's and the auditor's re-derivation (`checks::verdict_errors`)
+    /// finds wrong with `v` as the verdict on round 0's request `req`.
+    fn verdict_faults(
+        req: &VerifyRequest,
+        v: &tessera_protocol::statements::Verdict,
+    ) -> Vec<checks::VerdictFault> {
         let m = &req.manifest.statement;
         let expected = checks::expected_sample(
             m,
@@ -647,30 +667,17 @@ mod tests {
         .unwrap();
         let delivered: Vec<&[u8]> = req.samples.iter().map(|s| s.delivered.as_slice()).collect();
         let proofs: Vec<_> = req.samples.iter().map(|s| s.proof.clone()).collect();
-        let faults = |v: &tessera_protocol::statements::Verdict| {
-            checks::verdict_errors(
-                m,
-                &req.round_batches,
-                &req.node,
-                0,
-                req.check,
-                &expected,
-                &proofs,
-                &delivered,
-                v,
-            )
-        };
-        assert_eq!(faults(&verdict), []);
-        verdict.samples[0].matched = !verdict.samples[0].matched;
-        let at = tessera_protocol::blocks::BlockRef {
-            leaf: verdict.samples[0].leaf_index,
-            block: verdict.samples[0].block,
-        };
-        let found = faults(&verdict);
-        assert!(
-            found.contains(&checks::VerdictFault::Matched { at }),
-            "{found:?}"
-        );
+        checks::verdict_errors(
+            m,
+            &req.round_batches,
+            &req.node,
+            0,
+            req.check,
+            &expected,
+            &proofs,
+            &delivered,
+            v,
+        )
     }
 
     /// A request whose manifest is of another version is refused naming both versions,
@@ -711,31 +718,7 @@ mod tests {
         assert!(verdict.samples[1..].iter().all(|s| s.delivered_ok));
         assert_eq!(verdict.aggregate_band, Band::Far);
 
-        let m = &req.manifest.statement;
-        let expected = checks::expected_sample(
-            m,
-            &req.commitment.statement,
-            &req.nonce,
-            &req.round_batches,
-            &req.node,
-            req.check,
-        )
-        .unwrap();
-        let delivered: Vec<&[u8]> = req.samples.iter().map(|s| s.delivered.as_slice()).collect();
-        let proofs: Vec<_> = req.samples.iter().map(|s| s.proof.clone()).collect();
-        let faults = |v: &tessera_protocol::statements::Verdict| {
-            checks::verdict_errors(
-                m,
-                &req.round_batches,
-                &req.node,
-                0,
-                req.check,
-                &expected,
-                &proofs,
-                &delivered,
-                v,
-            )
-        };
+        let faults = |v: &tessera_protocol::statements::Verdict| verdict_faults(&req, v);
         assert_eq!(faults(&verdict), []);
         verdict.samples[0].band = Band::Close;
         let at = tessera_protocol::blocks::BlockRef {
