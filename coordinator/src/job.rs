@@ -331,14 +331,16 @@ pub fn commit_round(
     Ok(Signed::sign(commitment, key))
 }
 
-/// One check of one node: which check, and for a dispute check the signed dispute
-/// commitment.
+/// One check of one node: which check, for a dispute check the signed dispute
+/// commitment, and for an escalated check the verdict of the check it escalates.
 #[derive(Clone, Copy)]
 pub struct CheckOf<'a> {
     /// The check.
     pub kind: CheckKind,
     /// The dispute commitment of a dispute check.
     pub dispute: Option<&'a Signed<DisputeCommitment>>,
+    /// The verdict of the check an escalated check escalates (the request carries it).
+    pub first: Option<&'a Signed<Verdict>>,
 }
 
 impl CheckOf<'_> {
@@ -346,6 +348,7 @@ impl CheckOf<'_> {
     pub const FIRST: CheckOf<'static> = CheckOf {
         kind: CheckKind::FIRST,
         dispute: None,
+        first: None,
     };
 }
 
@@ -419,6 +422,7 @@ pub fn verify_request(
         nonce,
         node: *node,
         samples,
+        first: check.first.cloned(),
     };
     Ok((req, record))
 }
@@ -486,7 +490,6 @@ pub fn check_verdict(msg: &VerdictMessage, req: &VerifyRequest) -> Result<(), Ve
             sent: req.request_id.clone(),
         });
     }
-    let v: &Verdict = &msg.verdict.statement;
     let commitment = &req.commitment.statement;
     let expected = checks::expected_sample(
         manifest,
@@ -508,7 +511,8 @@ pub fn check_verdict(msg: &VerdictMessage, req: &VerifyRequest) -> Result<(), Ve
         &expected,
         &proofs,
         &delivered,
-        v,
+        &msg.verdict,
+        req.first.as_ref(),
     );
     if errors.is_empty() {
         Ok(())

@@ -38,6 +38,7 @@ use tessera_protocol::wire::{
     Requirements, VerdictMessage, VerifyRequest, QUEUE_TASKS, QUEUE_VERIFY, WIRE_VERSION,
 };
 use tessera_protocol::{Digest, TileRect};
+use tessera_verifier::verify::{evidence, Evidence};
 
 /// The policy knobs a job's machine reads (the daemon's `ServiceConfig` carries them).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1280,7 +1281,11 @@ impl Job {
             &rec.batches,
             nonce,
             node,
-            CheckOf { kind, dispute },
+            CheckOf {
+                kind,
+                dispute,
+                first: self.first_verdict(round, node, kind),
+            },
             &mut |frame, tile| {
                 fresh(frame, tile)
                     .or_else(|| ctx.tiles.tile(round, frame, tile))
@@ -1297,6 +1302,27 @@ impl Job {
             )));
         }
         Ok(built)
+    }
+
+    /// The verdict of the check that `kind` escalates, for `node` in `round` (the request
+    /// of an escalated check carries it); `None` for a check that is not escalated.
+    fn first_verdict(
+        &self,
+        round: u32,
+        node: &PublicKey,
+        kind: CheckKind,
+    ) -> Option<&Signed<Verdict>> {
+        if !kind.escalated {
+            return None;
+        }
+        let first = CheckKind {
+            escalated: false,
+            ..kind
+        };
+        self.rounds[round as usize]
+            .verdicts
+            .iter()
+            .find(|v| v.statement.node == *node && v.statement.check == first)
     }
 
     /// The request `id` as it was sent.
@@ -1388,7 +1414,7 @@ impl Job {
         let decision = msg.verdict.statement.decision;
         if decision == Decision::Escalate {
             tracing::warn!(job = %&self.job[..12], node = %node.short(), round, check = check.label(), "the sampled blocks did not pass: escalated to a second check");
-            let second = self.second_verifier(&msg.verdict, &[], ctx);
+            let second = self.second_verifier(round, &msg.verdict, &[], ctx);
             self.queue_check(round, &node, check.escalate(), second, ctx, &|_, _| None)?;
         } else if check.dispute {
             self.settle_dispute_check(round, &node, &msg.verdict, ctx)?;
@@ -1406,16 +1432,27 @@ impl Job {
         Ok(Handled::Done)
     }
 
-    /// The verifier for an escalated check after `first` judged: one of another
-    /// determinism class when one is registered, else another verifier, else none (the
-    /// shared queue). Verifiers in `avoid` are not chosen, nor barred ones; among equals
-    /// the one heard from last, then the first in key order.
+    /// The verifier for an escalated check after `first` judged in `round`. When `first`'s
+    /// verifier is of the node's class and found other bytes than the node's
+    /// ([`Evidence::SameClassMismatch`]), one of that same class, whose re-render can
+    /// corroborate the first one; otherwise one of another determinism class. Else
+    /// another verifier, else none (the shared queue). Verifiers in `avoid` are not
+    /// chosen, nor barred ones; among equals the one heard from last, then the first in
+    /// key order.
     fn second_verifier(
         &self,
+        round: u32,
         first: &Signed<Verdict>,
         avoid: &[PublicKey],
         ctx: &Ctx<'_>,
     ) -> Option<PublicKey> {
+        let same_class_wanted = evidence(
+            &self.manifest.statement,
+            &self.rounds[round as usize].batches,
+            &first.signer,
+            &first.statement,
+            None,
+        ) == Evidence::SameClassMismatch;
         let mut best: Option<(bool, u64, PublicKey)> = None;
         for v in ctx.farm.verifiers() {
             if v.key == first.signer
@@ -1425,11 +1462,11 @@ impl Job {
             {
                 continue;
             }
-            let other_class = v
+            let wanted = v
                 .class_id
-                .is_some_and(|c| c != first.statement.verifier_class_id);
-            if best.is_none_or(|(o, seen, _)| (other_class, v.last_seen_ms) > (o, seen)) {
-                best = Some((other_class, v.last_seen_ms, v.key));
+                .is_some_and(|c| (c == first.statement.verifier_class_id) == same_class_wanted);
+            if best.is_none_or(|(o, seen, _)| (wanted, v.last_seen_ms) > (o, seen)) {
+                best = Some((wanted, v.last_seen_ms, v.key));
             }
         }
         best.map(|(_, _, key)| key)
@@ -1991,19 +2028,11 @@ impl Job {
         let Some(gone) = queue_verifier(&r.queue) else {
             return (r.queue.clone(), false);
         };
-        let first_kind = CheckKind {
-            escalated: false,
-            ..r.check
-        };
-        let first = self.rounds[r.round as usize]
-            .verdicts
-            .iter()
-            .find(|v| v.statement.node == r.node && v.statement.check == first_kind);
-        let Some(first) = first else {
+        let Some(first) = self.first_verdict(r.round, &r.node, r.check) else {
             return (r.queue.clone(), false);
         };
         let next = self
-            .second_verifier(first, &[gone], ctx)
+            .second_verifier(r.round, first, &[gone], ctx)
             .map_or_else(|| QUEUE_VERIFY.to_string(), |v| verifier_queue(&v));
         (next, true)
     }

@@ -425,6 +425,135 @@ fn a_far_tile_is_confirmed_by_the_second_verifier_before_a_slash() {
     assert_eq!(charged, price);
 }
 
+/// A tolerance that flags nothing: every mismatch is `close`, every aggregate passes.
+fn blind() -> Tolerance {
+    let open = Limits {
+        max_diverged_ppm: 1_000_000,
+        min_psnr_cdb: 0,
+        max_flip_mean_ppm: 1_000_000,
+        max_flip_p99_ppm: 1_000_000,
+    };
+    Tolerance {
+        pixel_abs_ppm: 2_000,
+        pixel_rel_ppm: 20_000,
+        pass: open,
+        fail: open,
+        block_far: open,
+        escalation_multiplier: 2,
+    }
+}
+
+/// Within one determinism class honest bytes are equal. A node whose blocks differ from
+/// its own class's re-render is escalated even where the tolerance passes them (here it
+/// passes everything), to a second verifier of that class; that one re-renders the same
+/// bytes as the first, so the node fails, is slashed and its tiles go to another node,
+/// and the audit re-derives it all (a verdict that says `pass` instead does not follow).
+/// With no second verifier of the node's class nothing corroborates the first render, so
+/// bytes alone never slash: the escalated check goes to the other class and the tolerance
+/// decides (and, this blind, passes the cheat).
+#[test]
+fn two_renders_of_the_nodes_class_fail_a_mismatch_the_tolerance_would_pass() {
+    for corroborating in [true, false] {
+        let f = farm(blind());
+        let (a, b, v1, v3, v4) = (key(1), key(3), key(2), key(5), key(4));
+        f.register(&a, "node");
+        f.register(&b, "node");
+        f.register(&v1, "verifier");
+        let v4_renderer = other(&f, "v4", 0);
+        f.register_with(&v4, "verifier", caps(&v4_renderer));
+        if corroborating {
+            f.register(&v3, "verifier");
+        }
+        let job = f.submit();
+        let (cheat, honest) = (f.node(&a, Some(DishonestMode::Noise)), f.node(&b, None));
+        render_all(&f, &[&cheat, &honest], |i| i % 2);
+        let vs = [
+            &Verifier::new(key(2), f.renderer.clone()),
+            &Verifier::new(key(5), f.renderer.clone()),
+            &Verifier::new(key(4), v4_renderer.clone()),
+        ];
+        f.verify_with(&vs, &f.drain());
+        if corroborating {
+            render_all(&f, &[&honest], |_| 0);
+            f.verify_with(&vs, &f.drain());
+        }
+        assert_eq!(state(&f, &job), "done", "corroborating: {corroborating}");
+        let bd = bundle(&f, &job);
+        audits(&bd);
+        let on_a: Vec<&Signed<Verdict>> = bd.rounds[0]
+            .verdicts
+            .iter()
+            .filter(|v| v.statement.node == a.public())
+            .collect();
+        let seen: Vec<_> = on_a
+            .iter()
+            .map(|v| (v.statement.check, v.statement.decision, v.signer))
+            .collect();
+        let (second, decision) = if corroborating {
+            (v3.public(), Decision::Fail)
+        } else {
+            (v4.public(), Decision::Pass)
+        };
+        assert_eq!(
+            seen,
+            vec![
+                (CheckKind::FIRST, Decision::Escalate, v1.public()),
+                (CheckKind::FIRST.escalate(), decision, second)
+            ],
+            "corroborating: {corroborating}"
+        );
+        // The first check's blocks all differed from the node's, inside the tolerance.
+        let first = &on_a[0].statement;
+        assert!(first
+            .samples
+            .iter()
+            .all(|s| !s.matched && s.band == Band::Close));
+        assert_eq!(first.aggregate_band, Band::Close);
+        let ts = transfers(&f, &job);
+        let slashed = sum(&ts, TransferKind::Slash, &format!("stake:{}", a.public()));
+        let paid = sum(
+            &ts,
+            TransferKind::PayOnPass,
+            &format!("node:{}", a.public()),
+        );
+        assert_paid_once(&f, &job);
+        if !corroborating {
+            assert_eq!((slashed, paid > 0), (0, true));
+            continue;
+        }
+        assert_eq!((slashed > 0, paid), (true, 0));
+        assert_eq!(f.svc.store().trust(&a.public()).unwrap(), 0);
+        // Both verifiers re-rendered the first check's blocks to the same bytes.
+        let escalated = &on_a[1].statement;
+        for s in &first.samples {
+            let again = escalated
+                .samples
+                .iter()
+                .find(|e| (e.leaf_index, e.block) == (s.leaf_index, s.block))
+                .unwrap();
+            assert_eq!(again.rerender_hash, s.rerender_hash);
+        }
+        // The same verdict saying `pass`, signed by its verifier, does not follow.
+        let mut forged = bd.clone();
+        let at = forged.rounds[0]
+            .verdicts
+            .iter()
+            .position(|v| v.statement.node == a.public() && v.statement.check.escalated)
+            .unwrap();
+        let mut statement = forged.rounds[0].verdicts[at].statement.clone();
+        statement.decision = Decision::Pass;
+        forged.rounds[0].verdicts[at] = Signed::sign(statement, &v3);
+        let report = audit_bundle(&forged, None);
+        assert!(
+            report
+                .failures()
+                .any(|c| c.name == "verdict" && c.detail.contains("decision Pass does not follow")),
+            "{:#?}",
+            report.failures().collect::<Vec<_>>()
+        );
+    }
+}
+
 fn bundle_manifest(f: &Farm, job: &str) -> tessera_protocol::statements::JobManifest {
     f.svc.job_view(job).unwrap().manifest.statement
 }
@@ -889,6 +1018,11 @@ fn the_audit_re_derives_a_verdict_on_a_tampered_delivery() {
         nonce: round.nonce,
         node: ns.node,
         samples,
+        first: round
+            .verdicts
+            .iter()
+            .find(|v| v.statement.node == ns.node && v.statement.check == CheckKind::FIRST)
+            .cloned(),
     };
     let judge = if before.signer == v1.public() {
         vs[0]

@@ -258,6 +258,13 @@ pub struct VerifyRequest {
     pub node: PublicKey,
     /// The sampled blocks.
     pub samples: Vec<SampledBlock>,
+    /// For an escalated check: the verdict of the check it escalates, as the coordinator
+    /// accepted it. The escalated check's decision depends on it: when both verifiers are
+    /// of the node's determinism class and re-rendered a block to the same bytes, bytes
+    /// the node committed differently, the node fails (two independent renders,
+    /// `verify::corroborated`). Absent for first and dispute checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<Signed<Verdict>>,
 }
 
 /// A verifier's answer.

@@ -1,7 +1,8 @@
 //! One simulated job, end to end through the real code: a signed manifest with committed
 //! nonces, driven by the coordinator's job state machine ([`Job`]: tasks, result checks,
 //! the round commitment, the revealed nonce, verify requests, escalation to a second
-//! verifier of the other class, failed nodes' tiles re-rendered in the next round,
+//! verifier (of the node's class after a same-class mismatch, else of the other class),
+//! failed nodes' tiles re-rendered in the next round,
 //! payments), with batches rendered and signed by [`Node`]s, verdicts from [`Verifier`]s,
 //! and the machine's transfers applied to a [`Ledger`].
 
@@ -134,8 +135,8 @@ enum Role {
 }
 
 /// One worker's farm: the coordinator key, the honest node of the cheater's class and the
-/// verifier of that class (both on the memoized stand-in), and the seeds of the keys of
-/// the per-job parties. Keys are derived from the seed, so every worker has the same
+/// two verifiers of that class (all on the memoized stand-in), and the seeds of the keys
+/// of the per-job parties. Keys are derived from the seed, so every worker has the same
 /// farm.
 pub struct Farm {
     coordinator: SecretKey,
@@ -146,6 +147,9 @@ pub struct Farm {
     same_class: Arc<dyn TileRenderer>,
     honest_same: Node,
     first: Verifier,
+    /// The second verifier of the cheater's class: the machine sends it the escalated
+    /// check after a same-class mismatch, so that two renders of the class can agree.
+    same_second: Verifier,
     second_key: PublicKey,
     scene_hash: Digest,
 }
@@ -201,6 +205,10 @@ impl Farm {
             second_seed,
             first: Verifier::new(
                 SecretKey::from_seed(&key_seed(cfg.seed, "verifier same")),
+                same_class.clone(),
+            ),
+            same_second: Verifier::new(
+                SecretKey::from_seed(&key_seed(cfg.seed, "verifier same second")),
                 same_class.clone(),
             ),
             honest_same,
@@ -288,7 +296,11 @@ impl Farm {
             dispute_nonce_commitment,
             dispute_deposit_pct: DISPUTE_DEPOSIT_PCT,
             tolerance: Tolerance::default(),
-            verifiers: vec![self.first.public(), self.second_key],
+            verifiers: vec![
+                self.first.public(),
+                self.same_second.public(),
+                self.second_key,
+            ],
             // Simulated: no clock, so that a seed gives the same bytes every time.
             created_unix: 0,
         };
@@ -358,6 +370,8 @@ impl Farm {
                 Outgoing::Check(req) => {
                     let verifier = if to == verifier_queue(&self.second_key) {
                         &parties.second
+                    } else if to == verifier_queue(&self.same_second.public()) {
+                        &self.same_second
                     } else {
                         &self.first
                     };
@@ -534,8 +548,9 @@ impl Tiles for Kept {
     }
 }
 
-/// The farm one simulated job sees: its three nodes and two verifiers, and a ledger
-/// holding the client's deposit and the nodes' stakes.
+/// The farm one simulated job sees: its three nodes, its three verifiers (two of the
+/// cheater's class, one of the other), and a ledger holding the client's deposit and the
+/// nodes' stakes.
 struct World {
     nodes: Vec<NodeView>,
     verifiers: Vec<VerifierView>,
@@ -572,6 +587,12 @@ impl World {
         let mut verifiers = vec![
             VerifierView {
                 key: farm.first.public(),
+                class_id: Some(farm.same_class.class().id()),
+                last_seen_ms: 0,
+                faults: 0,
+            },
+            VerifierView {
+                key: farm.same_second.public(),
                 class_id: Some(farm.same_class.class().id()),
                 last_seen_ms: 0,
                 faults: 0,

@@ -7,7 +7,12 @@
 //! scattered 8 × 8 blocks, lower spp everywhere, or a small patch in every tile; see
 //! [`Shape`]), committed to so that integrity holds, an honest node of the cheater's
 //! determinism class, and an honest node of another class whose tiles differ by tiny
-//! amounts (the cross-class tolerance bands). Tasks, result checks, round commitments,
+//! amounts (the cross-class tolerance bands); and three verifiers, two of the cheater's
+//! class and one of the other. Every first check goes to a verifier of the cheater's
+//! class; after a mismatch in its own class the machine sends the escalated check to the
+//! other verifier of that class, whose render can corroborate the first (two renders of
+//! the class agree, the node's bytes differ: it fails), and after any other escalation to
+//! the verifier of the other class. Tasks, result checks, round commitments,
 //! verify requests, verdicts, escalation, re-render rounds and payments are the
 //! coordinator's job state machine (`tessera_coordinator::machine`), driven directly
 //! with a virtual clock; nodes are [`tessera_node::Node`]s; verdicts come from
@@ -363,7 +368,8 @@ pub struct Report {
     pub honest_fails: u64,
     /// Honest node-rounds that ended inconclusive.
     pub honest_inconclusive: u64,
-    /// First checks that escalated to a second verifier of the other class.
+    /// First checks that escalated to a second verifier (of the node's class after a
+    /// same-class mismatch, else of the other class).
     pub escalations: u64,
     /// … of which on honest nodes (an ambiguous cross-class tile).
     pub honest_escalations: u64,

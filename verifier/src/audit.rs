@@ -691,7 +691,7 @@ fn audit_chain(
         );
         return None;
     };
-    let first = audit_check(r, ctx, ns, v, &format!("{who} {}", start.label()))?;
+    let first = audit_check(r, ctx, ns, v, None, &format!("{who} {}", start.label()))?;
     let escalated = entries.get(&(round, node, start.escalate()));
     match (first, escalated) {
         (Decision::Escalate, Some(&(ens, ev))) => {
@@ -715,6 +715,7 @@ fn audit_chain(
                 ctx,
                 ens,
                 ev,
+                Some(v),
                 &format!("{who} {}", start.escalate().label()),
             )?;
             if d == Decision::Escalate {
@@ -745,13 +746,15 @@ fn audit_chain(
 }
 
 /// Audit one check: seed, indices, proofs, evidence, the verdict's signature and
-/// fields, every sample's band, and the decision. Returns the verdict's decision when the
+/// fields, every sample's band, and the decision (an escalated check's against `first`,
+/// the verdict of the check it escalates). Returns the verdict's decision when the
 /// verdict itself is consistent with the rules.
 fn audit_check(
     r: &mut AuditReport,
     ctx: &CheckContext<'_>,
     ns: &NodeSamples,
     verdict: &Signed<Verdict>,
+    first: Option<&Signed<Verdict>>,
     who: &str,
 ) -> Option<Decision> {
     let m = ctx.m;
@@ -841,7 +844,8 @@ fn audit_check(
         &exp,
         &ns.proofs,
         &ns.delivered,
-        v,
+        verdict,
+        first,
     );
     let ok = verr.is_empty();
     r.record(

@@ -33,7 +33,7 @@
 //! drivers read their environment when they load) and printing are the binary's.
 
 use crate::tolerance::{blocks_metrics, tile_metrics, BlockPair, MetricsError};
-use crate::verify::decision_for;
+use crate::verify::{decision_for, Evidence};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tessera_node::cheats::{forge, Cheat, NodeFrames, Source};
@@ -966,9 +966,15 @@ impl BlockCheck {
         })
     }
 
-    /// The decision of a check of kind `check` on these blocks.
+    /// The decision of a check of kind `check` on these blocks (a verifier of another
+    /// class than the node's: calibration compares classes, so only the tolerance judges).
     pub fn decision(&self, check: CheckKind) -> Decision {
-        decision_for(check, &self.samples, self.aggregate_band)
+        decision_for(
+            check,
+            &self.samples,
+            self.aggregate_band,
+            Evidence::Tolerance,
+        )
     }
 
     /// Blocks beyond the per-block far limits.

@@ -2,7 +2,7 @@
 //! derivation, inclusion proofs and the re-derivation of a verdict. Each failure is a
 //! [`CheckError`] that names the thing and the values.
 
-use crate::verify::{decision_for, sample_band};
+use crate::verify::{decision_for, evidence, sample_band};
 use tessera_protocol::blocks::{self, BlockRef};
 use tessera_protocol::bundle::{BatchRecord, SampleProof};
 use tessera_protocol::canonical::{JobId, LeafInput};
@@ -794,8 +794,11 @@ pub fn join_faults(faults: &[VerdictFault]) -> String {
 /// and tile; `delivered_ok` from `delivered` (the delivered bytes of each sampled block,
 /// in sample order); `matched` from the hashes; each block's band from `delivered_ok`,
 /// `matched` and its metrics ([`sample_band`]) and the aggregate's band from the
-/// aggregate metrics, under the manifest's signed tolerance; and the decision from the bands and the kind of check (so a first check
-/// never fails a node whose delivered blocks hash to their commitments). The coordinator
+/// aggregate metrics, under the manifest's signed tolerance; and the decision from the
+/// bands, the kind of check and the evidence of the node's own class
+/// ([`crate::verify::evidence`], for an escalated check with `first`, the verdict of the
+/// check it escalates) (so a first check never fails a node whose delivered blocks hash
+/// to their commitments). The coordinator
 /// applies a verdict only when this is empty, and `tessera audit` reports the same list.
 /// The signature is checked apart (`Signed::verify`); the metrics themselves are the
 /// verifier's word, the one thing re-rendering checks.
@@ -809,8 +812,10 @@ pub fn verdict_errors(
     expected: &ExpectedSample,
     proofs: &[SampleProof],
     delivered: &[impl AsRef<[u8]>],
-    v: &Verdict,
+    verdict: &Signed<Verdict>,
+    first: Option<&Signed<Verdict>>,
 ) -> Vec<VerdictFault> {
+    let v = &verdict.statement;
     let mut verr = Vec::new();
     if v.job_id != m.job_id || v.round != round || v.check != check || v.node != *node {
         verr.push(VerdictFault::Subject);
@@ -884,7 +889,8 @@ pub fn verdict_errors(
             band: v.aggregate_band,
         });
     }
-    if v.decision != decision_for(v.check, &v.samples, v.aggregate_band) {
+    let evidence = evidence(m, batches, &verdict.signer, v, first);
+    if v.decision != decision_for(v.check, &v.samples, v.aggregate_band, evidence) {
         verr.push(VerdictFault::Decision {
             decision: v.decision,
         });

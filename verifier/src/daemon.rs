@@ -513,6 +513,7 @@ mod tests {
             nonce,
             node: node_pub,
             samples,
+            first: None,
         }
     }
 
@@ -650,11 +651,13 @@ mod tests {
     }
 
     /// What the coordinator's and the auditor's re-derivation (`checks::verdict_errors`)
-    /// finds wrong with `v` as the verdict on round 0's request `req`.
+    /// finds wrong with `v` as the verdict on round 0's request `req` (signed by anyone:
+    /// the re-derivation leaves the signature to `Signed::verify`).
     fn verdict_faults(
         req: &VerifyRequest,
         v: &tessera_protocol::statements::Verdict,
     ) -> Vec<checks::VerdictFault> {
+        let v = Signed::sign(v.clone(), &SecretKey::generate());
         let m = &req.manifest.statement;
         let expected = checks::expected_sample(
             m,
@@ -676,7 +679,8 @@ mod tests {
             &expected,
             &proofs,
             &delivered,
-            v,
+            &v,
+            req.first.as_ref(),
         )
     }
 
@@ -694,6 +698,50 @@ mod tests {
         req.manifest.statement.version = 2;
         let err = verifier.handle_request(&req).unwrap_err().to_string();
         assert_eq!(err, "verify request req-1: manifest version 2, expected 3");
+    }
+
+    /// The verdict sent with an escalated check must be the one on the check it
+    /// escalates; a first check carries none. Anything else is refused, naming it, and no
+    /// verdict is signed.
+    #[test]
+    fn the_first_verdict_sent_with_a_check_must_be_the_escalated_ones() {
+        let key = SecretKey::generate();
+        let public = key.public();
+        let verifier = Verifier::new(
+            key,
+            Arc::new(tessera_node::stub::HashRenderer::new(Duration::ZERO)),
+        );
+        let first_req = request(public, Some(DishonestMode::Noise), CheckKind::FIRST);
+        let first = verifier.handle_request(&first_req).unwrap();
+        assert_eq!(first.statement.decision, Decision::Escalate);
+
+        let mut req = first_req.clone();
+        req.first = Some(first.clone());
+        let err = verifier.handle_request(&req).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "verify request req-1: a first check carries the verdict of an earlier check"
+        );
+
+        // Another request's node (each `request` has a node of its own).
+        let mut req = request(
+            public,
+            Some(DishonestMode::Noise),
+            CheckKind::FIRST.escalate(),
+        );
+        req.first = Some(first.clone());
+        let err = verifier.handle_request(&req).unwrap_err().to_string();
+        assert!(err.contains("is not on the first check of node"), "{err}");
+
+        // Signed by a key the manifest does not name.
+        let mut req = first_req.clone();
+        req.check = CheckKind::FIRST.escalate();
+        req.first = Some(Signed::sign(
+            first.statement.clone(),
+            &SecretKey::generate(),
+        ));
+        let err = verifier.handle_request(&req).unwrap_err().to_string();
+        assert!(err.contains("which the manifest does not name"), "{err}");
     }
 
     /// A sampled block whose delivered bytes do not hash to the committed block hash fails

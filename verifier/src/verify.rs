@@ -2,10 +2,14 @@
 //! re-render the sampled pixel blocks, compare, and sign the verdict.
 
 use crate::{checks, tolerance};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tessera_protocol::blocks::{block_hash, block_rect, BlockRef};
-use tessera_protocol::keys::{PublicKey, SecretKey};
-use tessera_protocol::statements::{CheckKind, Decision, SampleCheck, Signed, Verdict};
+use tessera_protocol::bundle::BatchRecord;
+use tessera_protocol::keys::{KeyError, PublicKey, SecretKey};
+use tessera_protocol::statements::{
+    CheckKind, Decision, JobManifest, SampleCheck, Signed, Verdict,
+};
 use tessera_protocol::tolerance::{Band, TileMetrics, Tolerance};
 use tessera_protocol::wire::VerifyRequest;
 use tessera_protocol::TileRenderer;
@@ -108,6 +112,17 @@ impl Verifier {
                     req.node.short()
                 )));
             }
+        }
+        match (&req.first, req.check.escalated) {
+            (Some(_), false) => {
+                return Err(bad(format!(
+                    "a {} check carries the verdict of an earlier check",
+                    req.check.label()
+                )))
+            }
+            (Some(f), true) => check_first(manifest, round, &req.node, req.check, f)
+                .map_err(|e| bad(e.to_string()))?,
+            (None, _) => {}
         }
         let layout = checks::layout(manifest);
         for b in &req.round_batches {
@@ -227,7 +242,7 @@ impl Verifier {
                     diverged_ppm = metrics.diverged_ppm, psnr_cdb = metrics.psnr_cdb,
                     flip_mean_ppm = metrics.flip_mean_ppm,
                     "re-rendered block differs from the commitment{}",
-                    if same_class { " inside one determinism class (a class-definition defect; judged by tolerance)" } else { "" }
+                    if same_class { " inside one determinism class (a cheat or a class-definition defect: a second verifier of the class tells them apart)" } else { "" }
                 );
             }
             samples.push(SampleCheck {
@@ -250,8 +265,7 @@ impl Verifier {
             aggregate
         };
         let aggregate_band = manifest.tolerance.band(all_matched, &aggregate);
-        let decision = decision_for(req.check, &samples, aggregate_band);
-        let verdict = Verdict {
+        let mut verdict = Verdict {
             job_id: manifest.job_id,
             round,
             check: req.check,
@@ -263,8 +277,22 @@ impl Verifier {
             aggregate,
             aggregate_band,
             verifier_class_id: class_id,
-            decision,
+            decision: Decision::Escalate,
         };
+        let evidence = evidence(
+            manifest,
+            &req.round_batches,
+            &self.key.public(),
+            &verdict,
+            req.first.as_ref(),
+        );
+        if evidence == Evidence::Corroborated {
+            tracing::warn!(
+                node = %req.node.short(), round, check = req.check.label(),
+                "two verifiers of the node's determinism class re-rendered a sampled block to the same bytes, and the node committed other bytes"
+            );
+        }
+        verdict.decision = decision_for(req.check, &verdict.samples, aggregate_band, evidence);
         Ok(Signed::sign(verdict, &self.key))
     }
 }
@@ -289,23 +317,172 @@ pub fn sample_band(
     }
 }
 
-/// The rule, from the blocks' bands and the aggregate's band alone (an auditor applies
-/// it again):
+/// What a check knows about the node's bytes beyond the tolerance: whether a render of
+/// the node's own determinism class disagrees with them, and whether a second one agrees
+/// with the first. Within one class honest bytes are equal, so a mismatch there is a
+/// cheat or a class defined too loosely; one verifier's render cannot tell them apart (it
+/// may be the faulty one), two independent renders that agree byte for byte can.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Evidence {
+    /// No block that the verifier re-rendered in the node's own class differs from the
+    /// committed bytes: every mismatch, if any, is across classes, judged by tolerance.
+    Tolerance,
+    /// A block the verifier re-rendered in the node's own class (the class the node
+    /// committed the block's tile under) differs from the committed bytes, which were the
+    /// ones delivered.
+    SameClassMismatch,
+    /// Such a block, on an escalated check, and the first check's verifier (another key,
+    /// of the same class) re-rendered that block to exactly the same bytes: two renders of
+    /// the node's class agree, and the node committed other bytes.
+    Corroborated,
+}
+
+/// The [`Evidence`] of verdict `v`, signed by `signer`, on the node `v.node` whose round
+/// batches are `batches`; `first` is the verdict of the check an escalated `v` escalates
+/// (ignored unless it is a validly signed verdict of one of the manifest's verifiers other
+/// than `signer`, of the same class as `v`'s, on the same job, round, node and kind of
+/// check). The verifier, the coordinator's re-derivation and the auditor all use this.
+pub fn evidence(
+    manifest: &JobManifest,
+    batches: &[BatchRecord],
+    signer: &PublicKey,
+    v: &Verdict,
+    first: Option<&Signed<Verdict>>,
+) -> Evidence {
+    let leaves = checks::node_leaves(batches, &v.node);
+    let own_class_mismatch = |s: &&SampleCheck| {
+        s.delivered_ok
+            && !s.matched
+            && leaves.get(s.leaf_index as usize).is_some_and(|&(bi, _)| {
+                batches[bi].signed.statement.class_id == v.verifier_class_id
+            })
+    };
+    if !v.samples.iter().any(|s| own_class_mismatch(&s)) {
+        return Evidence::Tolerance;
+    }
+    let Some(f) = first.filter(|f| {
+        let fs = &f.statement;
+        v.check.escalated
+            && f.signer != *signer
+            && manifest.verifiers.contains(&f.signer)
+            && fs.job_id == v.job_id
+            && fs.round == v.round
+            && fs.node == v.node
+            && fs.check.escalate() == v.check
+            && !fs.check.escalated
+            && fs.verifier_class_id == v.verifier_class_id
+            && f.verify().is_ok()
+    }) else {
+        return Evidence::SameClassMismatch;
+    };
+    let first_blocks: BTreeMap<(u32, u32), &SampleCheck> = f
+        .statement
+        .samples
+        .iter()
+        .map(|t| ((t.leaf_index, t.block), t))
+        .collect();
+    let agrees = v.samples.iter().filter(own_class_mismatch).any(|s| {
+        first_blocks.get(&(s.leaf_index, s.block)).is_some_and(|t| {
+            t.delivered_ok
+                && t.committed_hash == s.committed_hash
+                && t.rerender_hash == s.rerender_hash
+        })
+    });
+    if agrees {
+        Evidence::Corroborated
+    } else {
+        Evidence::SameClassMismatch
+    }
+}
+
+/// Why the verdict sent with an escalated check ([`VerifyRequest::first`]) is not the
+/// one on the check it escalates.
+#[derive(Debug, thiserror::Error)]
+pub enum FirstVerdictError {
+    /// Its signature does not verify.
+    #[error("the first check's verdict: {0}")]
+    Signature(#[from] KeyError),
+    /// Signed by a key the manifest does not name as a verifier.
+    #[error("the first check's verdict is signed by {0}, which the manifest does not name")]
+    Signer(String),
+    /// On another job, round, node or kind of check.
+    #[error("the verdict sent as the first check's is not on the {check} check of node {node} in round {round}")]
+    Subject {
+        /// The label of the check it should be on.
+        check: &'static str,
+        /// The node (short).
+        node: String,
+        /// The round.
+        round: u32,
+    },
+}
+
+/// Check that `first`, sent with an escalated check of `node` in `round`, is the verdict
+/// of the check it escalates: a verdict on the same job, round, node and kind of check,
+/// signed by one of the manifest's verifiers.
+fn check_first(
+    manifest: &JobManifest,
+    round: u32,
+    node: &PublicKey,
+    check: CheckKind,
+    first: &Signed<Verdict>,
+) -> Result<(), FirstVerdictError> {
+    first.verify()?;
+    if !manifest.verifiers.contains(&first.signer) {
+        return Err(FirstVerdictError::Signer(first.signer.short()));
+    }
+    let f = &first.statement;
+    if f.job_id != manifest.job_id
+        || f.round != round
+        || f.node != *node
+        || f.check.escalated
+        || f.check.escalate() != check
+    {
+        return Err(FirstVerdictError::Subject {
+            check: CheckKind {
+                escalated: false,
+                ..check
+            }
+            .label(),
+            node: node.short(),
+            round,
+        });
+    }
+    Ok(())
+}
+
+/// The rule, from the blocks' bands, the aggregate's band and the [`Evidence`] (an
+/// auditor applies it again):
 /// - a delivered block that does not hash to its commitment fails at once (a
 ///   cryptographic fact, not a fuzzy one);
-/// - every block matching passes; so does an aggregate that matches or is close with no
-///   block far;
+/// - every block matching passes;
+/// - two verifiers of the node's class agreeing on a block the node committed otherwise
+///   ([`Evidence::Corroborated`], escalated checks only) fail;
+/// - a first check whose verifier, of the node's class, found other bytes
+///   ([`Evidence::SameClassMismatch`]) escalates, to a second verifier of that class,
+///   whatever the tolerance says: honest bytes within a class are equal;
+/// - otherwise an aggregate that matches or is close with no block far passes;
 /// - otherwise a first check escalates (more samples, a second verifier), so one fuzzy
 ///   mismatch never slashes anyone;
 /// - an escalated check fails on a far aggregate or a far block, and is inconclusive
 ///   when only an ambiguous aggregate remains (neither paid nor slashed; the tiles are
 ///   rendered elsewhere).
-pub fn decision_for(check: CheckKind, samples: &[SampleCheck], aggregate: Band) -> Decision {
+pub fn decision_for(
+    check: CheckKind,
+    samples: &[SampleCheck],
+    aggregate: Band,
+    evidence: Evidence,
+) -> Decision {
     let far_block = samples.iter().any(|s| s.band == Band::Far);
     if samples.iter().any(|s| !s.delivered_ok) {
         Decision::Fail
-    } else if samples.iter().all(|s| s.band == Band::Match)
-        || (matches!(aggregate, Band::Match | Band::Close) && !far_block)
+    } else if samples.iter().all(|s| s.band == Band::Match) {
+        Decision::Pass
+    } else if evidence == Evidence::Corroborated && check.escalated {
+        Decision::Fail
+    } else if (check.escalated || evidence != Evidence::SameClassMismatch)
+        && matches!(aggregate, Band::Match | Band::Close)
+        && !far_block
     {
         Decision::Pass
     } else if !check.escalated {
