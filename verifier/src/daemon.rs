@@ -398,6 +398,15 @@ mod tests {
         cheat: Option<DishonestMode>,
         check: CheckKind,
     ) -> VerifyRequest {
+        request_for(vec![verifier], cheat, check)
+    }
+
+    /// [`request`] for a job whose manifest names `verifiers`.
+    fn request_for(
+        verifiers: Vec<PublicKey>,
+        cheat: Option<DishonestMode>,
+        check: CheckKind,
+    ) -> VerifyRequest {
         let coordinator = SecretKey::generate();
         let nonce = [5u8; 32];
         let settings = RenderSettings {
@@ -428,7 +437,7 @@ mod tests {
             dispute_nonce_commitment: nonce_commitment(&[6u8; 32]),
             dispute_deposit_pct: 10,
             tolerance: Default::default(),
-            verifiers: vec![verifier],
+            verifiers,
             created_unix: 0,
         };
         let node_key = SecretKey::generate();
@@ -698,6 +707,81 @@ mod tests {
         req.manifest.statement.version = 2;
         let err = verifier.handle_request(&req).unwrap_err().to_string();
         assert_eq!(err, "verify request req-1: manifest version 2, expected 3");
+    }
+
+    /// Two verifiers of the node's class (the stand-in's) that re-render its noisy blocks
+    /// to the same bytes corroborate each other on the escalated check; the same verdict
+    /// is only a same-class mismatch when its first render is its own, or absent, or has
+    /// other bytes for every block, and is judged by tolerance alone when it claims
+    /// another class than the node's.
+    #[test]
+    fn evidence_needs_two_verifiers_of_the_nodes_class_that_agree() {
+        use crate::verify::{evidence, Evidence};
+        use tessera_protocol::statements::Verdict;
+        let (s1, s2) = ([31u8; 32], [32u8; 32]);
+        let (k1, k2) = (SecretKey::from_seed(&s1), SecretKey::from_seed(&s2));
+        let stub = || -> Arc<dyn TileRenderer> {
+            Arc::new(tessera_node::stub::HashRenderer::new(Duration::ZERO))
+        };
+        let (v1, v2) = (
+            Verifier::new(SecretKey::from_seed(&s1), stub()),
+            Verifier::new(SecretKey::from_seed(&s2), stub()),
+        );
+        let first_req = request_for(
+            vec![k1.public(), k2.public()],
+            Some(DishonestMode::Noise),
+            CheckKind::FIRST,
+        );
+        let first = v1.handle_request(&first_req).unwrap();
+        assert_eq!(first.statement.decision, Decision::Escalate);
+        // 8 blocks, fewer than k: the escalated check samples the same ones.
+        let mut req = first_req.clone();
+        req.check = CheckKind::FIRST.escalate();
+        req.first = Some(first.clone());
+        let second = v2.handle_request(&req).unwrap();
+        assert_eq!(second.statement.decision, Decision::Fail);
+        let m = &req.manifest.statement;
+        let of = |signer: &PublicKey, v: &Verdict, first: Option<&Signed<Verdict>>| {
+            evidence(m, &req.round_batches, signer, v, first)
+        };
+        let v = &second.statement;
+        assert_eq!(of(&k2.public(), v, Some(&first)), Evidence::Corroborated);
+        assert_eq!(
+            of(&k2.public(), &first.statement, None),
+            Evidence::SameClassMismatch
+        );
+        // Its own first render corroborates nothing, nor does none.
+        assert_eq!(
+            of(&k1.public(), v, Some(&first)),
+            Evidence::SameClassMismatch
+        );
+        assert_eq!(of(&k2.public(), v, None), Evidence::SameClassMismatch);
+        // A first render with other bytes in every block, signed by its verifier.
+        let mut other = first.statement.clone();
+        for s in &mut other.samples {
+            s.rerender_hash[0] ^= 1;
+        }
+        let other = Signed::sign(other, &k1);
+        assert_eq!(
+            of(&k2.public(), v, Some(&other)),
+            Evidence::SameClassMismatch
+        );
+        // The same, signed by a key the manifest does not name, or not signed at all.
+        let stranger = Signed::sign(first.statement.clone(), &SecretKey::generate());
+        assert_eq!(
+            of(&k2.public(), v, Some(&stranger)),
+            Evidence::SameClassMismatch
+        );
+        let mut unsigned = first.clone();
+        unsigned.signature[0] ^= 1;
+        assert_eq!(
+            of(&k2.public(), v, Some(&unsigned)),
+            Evidence::SameClassMismatch
+        );
+        // A verdict of another class than the node's is judged by tolerance.
+        let mut across = v.clone();
+        across.verifier_class_id[0] ^= 1;
+        assert_eq!(of(&k2.public(), &across, Some(&first)), Evidence::Tolerance);
     }
 
     /// The verdict sent with an escalated check must be the one on the check it

@@ -458,8 +458,8 @@ fn check_first(
 /// - every block matching passes;
 /// - two verifiers of the node's class agreeing on a block the node committed otherwise
 ///   ([`Evidence::Corroborated`], escalated checks only) fail;
-/// - a first check whose verifier, of the node's class, found other bytes
-///   ([`Evidence::SameClassMismatch`]) escalates, to a second verifier of that class,
+/// - a first check whose verifier, of the node's class, found other bytes (any evidence
+///   but [`Evidence::Tolerance`]) escalates, to a second verifier of that class,
 ///   whatever the tolerance says: honest bytes within a class are equal;
 /// - otherwise an aggregate that matches or is close with no block far passes;
 /// - otherwise a first check escalates (more samples, a second verifier), so one fuzzy
@@ -480,7 +480,7 @@ pub fn decision_for(
         Decision::Pass
     } else if evidence == Evidence::Corroborated && check.escalated {
         Decision::Fail
-    } else if (check.escalated || evidence != Evidence::SameClassMismatch)
+    } else if (check.escalated || evidence == Evidence::Tolerance)
         && matches!(aggregate, Band::Match | Band::Close)
         && !far_block
     {
@@ -491,5 +491,86 @@ pub fn decision_for(
         Decision::Fail
     } else {
         Decision::Inconclusive
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(band: Band, delivered_ok: bool) -> SampleCheck {
+        SampleCheck {
+            leaf_index: 0,
+            block: 0,
+            frame: 0,
+            tile_index: 0,
+            committed_hash: [1; 32],
+            rerender_hash: if band == Band::Match {
+                [1; 32]
+            } else {
+                [2; 32]
+            },
+            delivered_ok,
+            matched: band == Band::Match,
+            metrics: TileMetrics::default(),
+            band,
+        }
+    }
+
+    /// The rule's rows, in order, on a first and on an escalated check, under each
+    /// evidence: a same-class mismatch is never paid on a first check and fails only on
+    /// an escalated one that corroborates it.
+    #[test]
+    fn the_decision_follows_the_rule_table() {
+        use Band::*;
+        use Decision::*;
+        use Evidence::*;
+        let first = CheckKind::FIRST;
+        let escalated = first.escalate();
+        let close = [sample(Match, true), sample(Close, true)];
+        let far = [sample(Match, true), sample(Far, true)];
+        let cases: &[(CheckKind, &[SampleCheck], Band, Evidence, Decision)] = &[
+            // A block that is not the committed one fails, whatever else.
+            (first, &[sample(Close, false)], Close, Corroborated, Fail),
+            // Every block matching passes, whatever the evidence claims.
+            (
+                first,
+                &[sample(Match, true)],
+                Match,
+                SameClassMismatch,
+                Pass,
+            ),
+            (escalated, &[sample(Match, true)], Match, Corroborated, Pass),
+            // Close, across classes: the tolerance passes it.
+            (first, &close, Close, Tolerance, Pass),
+            (escalated, &close, Close, Tolerance, Pass),
+            // Close, but the node's own class re-rendered other bytes.
+            (first, &close, Close, SameClassMismatch, Escalate),
+            (first, &close, Close, Corroborated, Escalate),
+            (escalated, &close, Close, SameClassMismatch, Pass),
+            (escalated, &close, Close, Corroborated, Fail),
+            (escalated, &close, Ambiguous, Corroborated, Fail),
+            // Ambiguous or far, by tolerance.
+            (first, &close, Ambiguous, Tolerance, Escalate),
+            (escalated, &close, Ambiguous, Tolerance, Inconclusive),
+            (
+                escalated,
+                &close,
+                Ambiguous,
+                SameClassMismatch,
+                Inconclusive,
+            ),
+            (first, &far, Close, Tolerance, Escalate),
+            (escalated, &far, Close, Tolerance, Fail),
+            (escalated, &close, Far, SameClassMismatch, Fail),
+        ];
+        for (i, &(check, samples, aggregate, evidence, want)) in cases.iter().enumerate() {
+            assert_eq!(
+                decision_for(check, samples, aggregate, evidence),
+                want,
+                "case {i}: {} check, aggregate {aggregate:?}, {evidence:?}",
+                check.label()
+            );
+        }
     }
 }
