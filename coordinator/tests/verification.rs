@@ -17,9 +17,9 @@ use tessera_protocol::rules::{dispute_deposit, job_price};
 use tessera_protocol::statements::{CheckKind, Decision, Verdict};
 use tessera_protocol::tolerance::{Band, Limits, Tolerance};
 
-/// Bands decided by the diverged-pixel fraction alone, so the stand-ins' divergence
-/// picks the band: ≤ 1 % close, > 10 % far; a block more than half diverged is far.
-fn diverged_only() -> Tolerance {
+/// Bands decided by the diverged-pixel fraction alone (ppm of the pixels, each limit):
+/// the other metrics never flag anything.
+fn diverged_limits(pass: u32, fail: u32, block_far: u32) -> Tolerance {
     let open = |max_diverged_ppm| Limits {
         max_diverged_ppm,
         min_psnr_cdb: 0,
@@ -29,11 +29,17 @@ fn diverged_only() -> Tolerance {
     Tolerance {
         pixel_abs_ppm: 2_000,
         pixel_rel_ppm: 20_000,
-        pass: open(10_000),
-        fail: open(100_000),
-        block_far: open(500_000),
+        pass: open(pass),
+        fail: open(fail),
+        block_far: open(block_far),
         escalation_multiplier: 2,
     }
+}
+
+/// The stand-ins' divergence picks the band: ≤ 1 % close, > 10 % far; a block more than
+/// half diverged is far.
+fn diverged_only() -> Tolerance {
+    diverged_limits(10_000, 100_000, 500_000)
 }
 
 fn farm(tolerance: Tolerance) -> Farm {
@@ -427,20 +433,7 @@ fn a_far_tile_is_confirmed_by_the_second_verifier_before_a_slash() {
 
 /// A tolerance that flags nothing: every mismatch is `close`, every aggregate passes.
 fn blind() -> Tolerance {
-    let open = Limits {
-        max_diverged_ppm: 1_000_000,
-        min_psnr_cdb: 0,
-        max_flip_mean_ppm: 1_000_000,
-        max_flip_p99_ppm: 1_000_000,
-    };
-    Tolerance {
-        pixel_abs_ppm: 2_000,
-        pixel_rel_ppm: 20_000,
-        pass: open,
-        fail: open,
-        block_far: open,
-        escalation_multiplier: 2,
-    }
+    diverged_limits(1_000_000, 1_000_000, 1_000_000)
 }
 
 /// Within one determinism class honest bytes are equal. A node whose blocks differ from
