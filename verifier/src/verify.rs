@@ -333,7 +333,8 @@ pub enum Evidence {
     SameClassMismatch,
     /// Such a block, on an escalated check, and the first check's verifier (another key,
     /// of the same class) re-rendered that block to exactly the same bytes: two renders of
-    /// the node's class agree, and the node committed other bytes.
+    /// the node's class agree, and the node committed other bytes. [`decision_for`] fails
+    /// the node on it unless the tolerance passes the difference (then: inconclusive).
     Corroborated,
 }
 
@@ -457,7 +458,11 @@ fn check_first(
 ///   cryptographic fact, not a fuzzy one);
 /// - every block matching passes;
 /// - two verifiers of the node's class agreeing on a block the node committed otherwise
-///   ([`Evidence::Corroborated`], escalated checks only) fail;
+///   ([`Evidence::Corroborated`], escalated checks only) fail the node when the
+///   tolerance does not pass the difference either (an ambiguous or far aggregate, or a
+///   far block), and leave it inconclusive when it does: a difference that honest
+///   adapters of different classes may show is what a class defined too loosely would
+///   show too, so it is never paid and never slashed on the bytes alone;
 /// - a first check whose verifier, of the node's class, found other bytes (any evidence
 ///   but [`Evidence::Tolerance`]) escalates, to a second verifier of that class,
 ///   whatever the tolerance says: honest bytes within a class are equal;
@@ -479,7 +484,11 @@ pub fn decision_for(
     } else if samples.iter().all(|s| s.band == Band::Match) {
         Decision::Pass
     } else if evidence == Evidence::Corroborated && check.escalated {
-        Decision::Fail
+        if aggregate == Band::Ambiguous || aggregate == Band::Far || far_block {
+            Decision::Fail
+        } else {
+            Decision::Inconclusive
+        }
     } else if (check.escalated || evidence == Evidence::Tolerance)
         && matches!(aggregate, Band::Match | Band::Close)
         && !far_block
@@ -518,8 +527,8 @@ mod tests {
     }
 
     /// The rule's rows, in order, on a first and on an escalated check, under each
-    /// evidence: a same-class mismatch is never paid on a first check and fails only on
-    /// an escalated one that corroborates it.
+    /// evidence: a same-class mismatch is never paid on a first check, and fails only on
+    /// an escalated one that corroborates it and whose tolerance does not pass it.
     #[test]
     fn the_decision_follows_the_rule_table() {
         use Band::*;
@@ -548,8 +557,12 @@ mod tests {
             (first, &close, Close, SameClassMismatch, Escalate),
             (first, &close, Close, Corroborated, Escalate),
             (escalated, &close, Close, SameClassMismatch, Pass),
-            (escalated, &close, Close, Corroborated, Fail),
+            // Two renders of the class agree: the tolerance decides between a fail and
+            // an inconclusive (what a loosely defined class could explain), never a pass.
+            (escalated, &close, Close, Corroborated, Inconclusive),
             (escalated, &close, Ambiguous, Corroborated, Fail),
+            (escalated, &close, Far, Corroborated, Fail),
+            (escalated, &far, Close, Corroborated, Fail),
             // Ambiguous or far, by tolerance.
             (first, &close, Ambiguous, Tolerance, Escalate),
             (escalated, &close, Ambiguous, Tolerance, Inconclusive),
