@@ -261,8 +261,9 @@ pub struct VerifyRequest {
     /// For an escalated check: the verdict of the check it escalates, as the coordinator
     /// accepted it. The escalated check's decision depends on it: when both verifiers are
     /// of the node's determinism class and re-rendered a block to the same bytes, bytes
-    /// the node committed differently, the node fails (two independent renders,
-    /// `verify::corroborated`). Absent for first and dispute checks.
+    /// the node committed differently, two independent renders agree (the verifier
+    /// crate's `verify::evidence`), and the node is never paid. Absent for first and
+    /// dispute checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first: Option<Signed<Verdict>>,
 }
