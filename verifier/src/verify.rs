@@ -342,7 +342,8 @@ pub enum Evidence {
 /// batches are `batches`; `first` is the verdict of the check an escalated `v` escalates
 /// (ignored unless it is a validly signed verdict of one of the manifest's verifiers other
 /// than `signer`, of the same class as `v`'s, on the same job, round, node and kind of
-/// check). The verifier, the coordinator's re-derivation and the auditor all use this.
+/// check: what a verifier asks of the `first` it is sent). The verifier, the
+/// coordinator's re-derivation and the auditor all use this.
 pub fn evidence(
     manifest: &JobManifest,
     batches: &[BatchRecord],
@@ -362,17 +363,9 @@ pub fn evidence(
         return Evidence::Tolerance;
     }
     let Some(f) = first.filter(|f| {
-        let fs = &f.statement;
-        v.check.escalated
-            && f.signer != *signer
-            && manifest.verifiers.contains(&f.signer)
-            && fs.job_id == v.job_id
-            && fs.round == v.round
-            && fs.node == v.node
-            && fs.check.escalate() == v.check
-            && !fs.check.escalated
-            && fs.verifier_class_id == v.verifier_class_id
-            && f.verify().is_ok()
+        f.signer != *signer
+            && f.statement.verifier_class_id == v.verifier_class_id
+            && check_first(manifest, v.round, &v.node, v.check, f).is_ok()
     }) else {
         return Evidence::SameClassMismatch;
     };

@@ -1203,15 +1203,13 @@ async fn submit(
     let client = caller.client()?.to_string();
     let checked = check_submission(&st, &client, body, true).await?;
     let hash_hex = hex::encode(checked.scene_hash);
+    let scene_hash = hash_hex.clone();
     let job_id = st
         .shared
         .with(move |s| {
             let job = s.submit(checked.submission(&client), now_ms())?;
-            s.store().insert_job_scene(
-                &job,
-                &hex::encode(checked.scene_hash),
-                &checked.sub.scene,
-            )?;
+            s.store()
+                .insert_job_scene(&job, &scene_hash, &checked.sub.scene)?;
             Ok::<_, ServiceError>(job)
         })
         .await?;
