@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check, as one command for the (rarely lent, 15-minute) GPU machine: build,
 # check that wgpu picks the NVIDIA Vulkan adapter, time the renderer there (full frame
-# and 64×64 tiles, Cornell box at 1500×1500 and the sample scenes at the README table's
-# settings), and run the cross-class calibration against lavapipe on the same machine.
+# and 64×64 tiles, one at a time and in tasks of 16 as a node renders them; Cornell box
+# at 1500×1500 and the sample scenes at the README table's settings), and run the
+# cross-class calibration against lavapipe on the same machine.
 # Everything lands under benches/results/ (and $OUT/results when the device tool set
 # $OUT, so that it comes back):
 #   render-nvidia-<model>.json        tessera bench render, sample scenes, 256×256 64 spp

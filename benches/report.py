@@ -98,6 +98,7 @@ def main():
                 "tessera_render_s": tr,
                 "tessera_samples_per_second": t.get("samples_per_second"),
                 "tessera_tiled_s": t.get("tiled_s"),
+                "tessera_task_s": t.get("task_s"),
                 "cycles_import_s": c.get("import_s"),
                 "cycles_sync_s": c.get("sync_s"),
                 "cycles_render_s": cr,

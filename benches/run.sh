@@ -11,7 +11,8 @@
 #   W H        resolution                                       [256 256]
 #   SPP        speed-run samples per pixel                      [64]
 #   BOUNCES    max bounces (every per-type limit in Cycles)     [8]
-#   TILE       tile edge of tessera's extra tiled run, 0 = none  [0]
+#   TILE       tile edge of tessera's extra tiled runs (tiles one at a time, and
+#              tasks of 16 tiles as a node renders them), 0 = none        [0]
 #   QSCENES    quality-run scenes                               [cornell-box blender-pbr]
 #   QSPP       quality-run samples per pixel                    [256]
 #   BPY        Python with bpy 4.5                              [/work/bpyenv/bin/python]

@@ -58,10 +58,17 @@ pub struct BenchRenderArgs {
     /// Render seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Tile edge of the tiled run; 0 skips it.
+    /// Tile edge of the tiled runs (tiles one at a time, and tasks of --batch tiles);
+    /// 0 skips both.
     #[arg(long, default_value_t = 64)]
     tile: u32,
-    /// Render each frame this many times and keep the fastest.
+    /// Tiles per task of the task run, cut from the frame's tiles in order as the
+    /// coordinator cuts them (its --batch-size) and each rendered as `tessera node`
+    /// renders a task; 0 skips it.
+    #[arg(long, default_value_t = 16)]
+    batch: u32,
+    /// Make each run (full frame, tiles, tasks) this many times, interleaved, and keep
+    /// the fastest of each.
     #[arg(long, default_value_t = 1)]
     repeat: u32,
     /// Device label used in the default output name (default: from the adapter, e.g.
@@ -172,6 +179,7 @@ fn bench_render(a: BenchRenderArgs) -> Result<bool> {
         parallelism: a.parallelism(&gpu),
         repeat: a.repeat,
         tile: a.tile,
+        batch: a.batch,
     };
     let mut on_frame = |result: &SceneResult, frame: &[u8]| match &a.images {
         Some(dir) => write_images(dir, result, &settings, frame).map_err(Into::into),
@@ -187,6 +195,7 @@ fn bench_render(a: BenchRenderArgs) -> Result<bool> {
         max_bounces: a.max_bounces,
         seed: a.seed,
         tile: a.tile,
+        batch: a.batch,
         repeat: a.repeat,
         frame: 0,
         parallelism: parallelism_name(opts.parallelism),

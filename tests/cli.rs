@@ -462,6 +462,9 @@ fn bench_render_writes_a_report_and_images() {
         .arg(root().join("scenes"))
         .args(["--scenes", "cornell-box", "--width", "32", "--height", "24"])
         .args(["--spp", "2", "--max-bounces", "2", "--tile", "16", "--json"])
+        // Tasks of 3 of the 4 tiles: the first (two tiles of the top row and one below)
+        // is not one rectangle, so it renders as a list of pixels; the second is one tile.
+        .args(["--batch", "3", "--repeat", "2"])
         .arg("--out")
         .arg(d.join("r.json"))
         .arg("--images")
@@ -478,6 +481,15 @@ fn bench_render_writes_a_report_and_images() {
     assert_eq!(s["scene"], "cornell-box.glb");
     assert_eq!(s["triangles"], 32);
     assert_eq!(s["tiled_matches_full"], true);
+    assert_eq!(s["task_matches_full"], true);
+    assert_eq!(v["settings"]["batch"], 3);
+    assert_eq!(v["settings"]["repeat"], 2);
+    for run in ["tiled", "task"] {
+        let fraction = s[format!("{run}_fraction")].as_f64().unwrap();
+        let secs = s[format!("{run}_s")].as_f64().unwrap();
+        let want = s["render_s"].as_f64().unwrap() / secs;
+        assert!((fraction - want).abs() < 1e-9, "{run}: {fraction} {want}");
+    }
     let sps = s["samples_per_second"].as_f64().unwrap();
     let render_s = s["render_s"].as_f64().unwrap();
     assert!(

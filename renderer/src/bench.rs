@@ -6,16 +6,27 @@
 //! - `load_ms`, `bvh_build_ms`: from [`Scene::stats`] (`load_ms` includes the BVH build).
 //! - `upload_ms`: [`SceneRenderer::new`], copying the scene to the GPU.
 //! - `render_s`: one full frame rendered as a single tile, from the call until the linear
-//!   pixels are back on the CPU (after an untimed 8×8, 1 spp warm-up render). With
-//!   `repeat` > 1 the fastest of that many runs.
-//! - `tiled_s`: the same frame as `tile`-sized tiles, one after another, as a render node
-//!   does it; `tiled_matches_full` checks that the tiles' canonical bytes equal the full
-//!   frame's (the renderer's tile = crop guarantee).
+//!   pixels are back on the CPU (after an untimed 8×8, 1 spp warm-up render).
+//! - `tiled_s`: the same frame as `tile`-sized tiles rendered one at a time: a task of one
+//!   tile, or a verifier re-rendering one tile.
+//! - `task_s`: the same tiles cut into tasks of `batch` consecutive tiles, as the
+//!   coordinator cuts a frame (`--batch-size`, 16 by default), each task rendered the way
+//!   `tessera node` renders one ([`SceneRenderer::render_batch`]: tiles that make one
+//!   rectangle as that rectangle, any other task as one list of pixels).
+//! - `tiled_matches_full` / `task_matches_full` check that the tiles' canonical bytes
+//!   equal the full frame's (the renderer's tile = crop guarantee).
+//!
+//! With `repeat` > 1 each of the three runs is made that many times, interleaved (full,
+//! tiled, task, full, …) so that all three see the same machine, and the fastest of each
+//! is kept: on a shared machine one run of each says more about the machine than about
+//! tiling.
 //!
 //! `samples_per_second` = `width × height × spp / render_s` (camera paths per second,
-//! whatever their length); `tiled_samples_per_second` the same over `tiled_s`, and
-//! `tiled_fraction` = `render_s / tiled_s`: how much of the full frame's throughput a node
-//! keeps at this tile size (the occupancy a farm tile leaves on this adapter).
+//! whatever their length); `tiled_samples_per_second` and `task_samples_per_second` the
+//! same over `tiled_s` and `task_s`, and `tiled_fraction` = `render_s / tiled_s`,
+//! `task_fraction` = `render_s / task_s`: how much of the full frame's throughput is kept
+//! at this tile size (the occupancy a farm tile leaves on this adapter), one tile at a
+//! time and as a node renders its tasks.
 
 use crate::SceneRenderer;
 use crate::{encode_canonical, Gpu, LoadOptions, Parallelism, RenderError, Scene, SceneError};
@@ -46,6 +57,13 @@ pub enum BenchError {
         #[source]
         source: RenderError,
     },
+    /// Two renders of the full frame gave different bytes (the renderer's determinism
+    /// broke on this adapter).
+    #[error("{scene}: two renders of the full frame gave different bytes")]
+    Nondeterministic {
+        /// The scene's file name.
+        scene: String,
+    },
     /// A render failed.
     #[error("{scene}: {what}")]
     Render {
@@ -64,10 +82,13 @@ pub enum BenchError {
 pub struct BenchOptions {
     /// How samples are spread over GPU invocations.
     pub parallelism: Parallelism,
-    /// Render the full frame this many times and keep the fastest (at least once).
+    /// Make each run (full frame, tiled, tasks) this many times, interleaved, and keep
+    /// the fastest of each (at least once).
     pub repeat: u32,
-    /// Tile edge of the tiled run; 0 skips it.
+    /// Tile edge of the tiled and task runs; 0 skips both.
     pub tile: u32,
+    /// Tiles per task of the task run (the coordinator's `--batch-size`); 0 skips it.
+    pub batch: u32,
 }
 
 /// One scene's figures.
@@ -102,7 +123,7 @@ pub struct SceneResult {
     pub render_s: f64,
     /// Camera paths per second of the full frame.
     pub samples_per_second: f64,
-    /// The frame as tiles, in s.
+    /// The frame as tiles rendered one at a time, in s (the fastest run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tiled_s: Option<f64>,
     /// Camera paths per second of the tiled run.
@@ -114,6 +135,18 @@ pub struct SceneResult {
     /// Whether the tiles' bytes equal the full frame's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tiled_matches_full: Option<bool>,
+    /// The frame as tasks of `batch` tiles, in s (the fastest run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_s: Option<f64>,
+    /// Camera paths per second of the task run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_samples_per_second: Option<f64>,
+    /// `render_s / task_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_fraction: Option<f64>,
+    /// Whether the tasks' tiles' bytes equal the full frame's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_matches_full: Option<bool>,
     /// The scene's warnings (unsupported features).
     pub warnings: Vec<String>,
 }
@@ -184,9 +217,11 @@ pub struct Settings {
     pub max_bounces: u32,
     /// Render seed.
     pub seed: u64,
-    /// Tile edge of the tiled run (0: none).
+    /// Tile edge of the tiled and task runs (0: none).
     pub tile: u32,
-    /// Full-frame runs, the fastest kept.
+    /// Tiles per task of the task run (0: none).
+    pub batch: u32,
+    /// Runs of each kind (full frame, tiled, tasks), the fastest kept.
     pub repeat: u32,
     /// The frame rendered.
     pub frame: u32,
@@ -324,34 +359,70 @@ pub fn bench_scene(
     };
     render(&warm, warm_rect, &|| "warm-up render".into())?;
 
+    let tiles = if opts.tile > 0 {
+        tile_layout(settings.width, settings.height, opts.tile)
+    } else {
+        Vec::new()
+    };
+    let tasks: Vec<&[TileRect]> = if opts.batch > 0 {
+        tiles.chunks(opts.batch as usize).collect()
+    } else {
+        Vec::new()
+    };
+    let width = settings.width as usize;
     let mut render_s = f64::INFINITY;
-    let mut pixels = Vec::new();
+    let (mut tiled_s, mut task_s) = (f64::INFINITY, f64::INFINITY);
+    // Every run's bytes are checked against the first full frame's.
+    let mut canonical: Option<Vec<u8>> = None;
+    let (mut tiled_matches_full, mut task_matches_full) = (true, true);
     for _ in 0..opts.repeat.max(1) {
         let t = Instant::now();
-        pixels = render(settings, full, &|| "rendering the full frame".into())?;
+        let pixels = render(settings, full, &|| "rendering the full frame".into())?;
         render_s = render_s.min(t.elapsed().as_secs_f64());
-    }
-    let canonical = encode_canonical(&pixels);
-    let samples = f64::from(settings.width) * f64::from(settings.height) * f64::from(settings.spp);
-
-    let (mut tiled_s, mut tiled_matches_full) = (None, None);
-    if opts.tile > 0 {
-        let w = settings.width as usize;
-        let mut tiled = vec![0u8; canonical.len()];
-        let t = Instant::now();
-        for rect in tile_layout(settings.width, settings.height, opts.tile) {
-            let bytes = encode_canonical(&render(settings, rect, &|| {
-                format!("rendering tile {rect}")
-            })?);
-            let row = rect.w as usize * 8;
-            for y in 0..rect.h as usize {
-                let dst = ((rect.y as usize + y) * w + rect.x as usize) * 8;
-                tiled[dst..dst + row].copy_from_slice(&bytes[y * row..(y + 1) * row]);
-            }
+        let bytes = encode_canonical(&pixels);
+        let canonical = canonical.get_or_insert(bytes.clone());
+        if bytes != *canonical {
+            return Err(BenchError::Nondeterministic {
+                scene: name.clone(),
+            });
         }
-        tiled_s = Some(t.elapsed().as_secs_f64());
-        tiled_matches_full = Some(tiled == canonical);
+        if !tiles.is_empty() {
+            let mut tiled = vec![0u8; canonical.len()];
+            let t = Instant::now();
+            for &rect in &tiles {
+                let bytes = encode_canonical(&render(settings, rect, &|| {
+                    format!("rendering tile {rect}")
+                })?);
+                place(&mut tiled, width, rect, &bytes);
+            }
+            tiled_s = tiled_s.min(t.elapsed().as_secs_f64());
+            tiled_matches_full &= tiled == *canonical;
+        }
+        if !tasks.is_empty() {
+            let mut by_task = vec![0u8; canonical.len()];
+            let t = Instant::now();
+            for task in &tasks {
+                let bytes = renderer
+                    .render_batch(settings, 0, task)
+                    .map_err(|(i, source)| BenchError::Render {
+                        scene: name.clone(),
+                        what: format!("rendering the task of tiles {}", task_rects(task, i)),
+                        source,
+                    })?;
+                for (rect, b) in task.iter().zip(&bytes) {
+                    place(&mut by_task, width, *rect, b);
+                }
+            }
+            task_s = task_s.min(t.elapsed().as_secs_f64());
+            task_matches_full &= by_task == *canonical;
+        }
     }
+    let canonical = canonical.unwrap_or_default();
+    let samples = f64::from(settings.width) * f64::from(settings.height) * f64::from(settings.spp);
+    let tiled_s = (!tiles.is_empty()).then_some(tiled_s);
+    let tiled_matches_full = tiled_s.map(|_| tiled_matches_full);
+    let task_s = (!tasks.is_empty()).then_some(task_s);
+    let task_matches_full = task_s.map(|_| task_matches_full);
 
     let result = SceneResult {
         scene: name,
@@ -372,9 +443,32 @@ pub fn bench_scene(
         tiled_samples_per_second: tiled_s.map(|t| samples / t),
         tiled_fraction: tiled_s.map(|t| render_s / t),
         tiled_matches_full,
+        task_s,
+        task_samples_per_second: task_s.map(|t| samples / t),
+        task_fraction: task_s.map(|t| render_s / t),
+        task_matches_full,
         warnings: scene.warnings().to_vec(),
     };
     Ok((result, canonical))
+}
+
+/// Copy a tile's canonical bytes (8 per pixel, row-major) into a frame of `width` pixels.
+fn place(frame: &mut [u8], width: usize, rect: TileRect, bytes: &[u8]) {
+    let row = rect.w as usize * 8;
+    for y in 0..rect.h as usize {
+        let dst = ((rect.y as usize + y) * width + rect.x as usize) * 8;
+        frame[dst..dst + row].copy_from_slice(&bytes[y * row..(y + 1) * row]);
+    }
+}
+
+/// How an error names a task: its first tile and, when the renderer named another, that
+/// one too.
+fn task_rects(task: &[TileRect], failed: usize) -> String {
+    let first = task.first().map_or_else(|| "-".into(), ToString::to_string);
+    match task.get(failed) {
+        Some(r) if failed > 0 => format!("from {first} (at {r})"),
+        _ => format!("from {first}"),
+    }
 }
 
 #[cfg(test)]

@@ -211,6 +211,7 @@ mod tests {
             max_bounces: 0,
             seed: 1,
             tile: 0,
+            batch: 0,
             repeat: 1,
             frame: 0,
             parallelism: "pixel".into(),

@@ -8,6 +8,13 @@ fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// A tiled run's time and its share of the full frame's throughput, e.g. `1.234 (91 %)`.
+fn of_full(secs: Option<f64>, fraction: Option<f64>) -> String {
+    secs.map_or("-".into(), |t| {
+        format!("{t:.3} ({:.0} %)", 100.0 * fraction.unwrap_or(0.0))
+    })
+}
+
 /// Write the benchmark report `r` as the table `tessera bench render` prints.
 pub fn write_table(w: &mut impl Write, r: &Report) -> io::Result<()> {
     let s = &r.settings;
@@ -32,7 +39,7 @@ pub fn write_table(w: &mut impl Write, r: &Report) -> io::Result<()> {
     )?;
     writeln!(
         w,
-        "{:<22} {:>10} {:>9} {:>9} {:>8} {:>8} {:>9} {:>12} {:>16} {:>6}",
+        "{:<22} {:>10} {:>9} {:>9} {:>8} {:>8} {:>9} {:>12} {:>16} {:>16} {:>6}",
         "scene",
         "triangles",
         "load ms",
@@ -42,6 +49,7 @@ pub fn write_table(w: &mut impl Write, r: &Report) -> io::Result<()> {
         "render s",
         "samples/s",
         "tiled s (of full)",
+        "tasks s (of full)",
         "tiles="
     )?;
     for x in &r.scenes {
@@ -51,7 +59,7 @@ pub fn write_table(w: &mut impl Write, r: &Report) -> io::Result<()> {
         }
         writeln!(
             w,
-            "{:<22} {:>10} {:>9.1} {:>9.1} {:>8} {:>8} {:>9.3} {:>12.0} {:>16} {:>6}",
+            "{:<22} {:>10} {:>9.1} {:>9.1} {:>8} {:>8} {:>9.3} {:>12.0} {:>16} {:>16} {:>6}",
             x.scene,
             x.triangles,
             x.load_ms,
@@ -60,12 +68,13 @@ pub fn write_table(w: &mut impl Write, r: &Report) -> io::Result<()> {
             mib(x.texture_bytes),
             x.render_s,
             x.samples_per_second,
-            x.tiled_s.map_or("-".into(), |t| format!(
-                "{t:.3} ({:.0} %)",
-                100.0 * x.tiled_fraction.unwrap_or(0.0)
-            )),
-            x.tiled_matches_full
-                .map_or("-", |m| if m { "yes" } else { "NO" }),
+            of_full(x.tiled_s, x.tiled_fraction),
+            of_full(x.task_s, x.task_fraction),
+            match (x.tiled_matches_full, x.task_matches_full) {
+                (None, None) => "-",
+                (a, b) if a != Some(false) && b != Some(false) => "yes",
+                _ => "NO",
+            },
         )?;
     }
     Ok(())
