@@ -41,6 +41,11 @@ pub struct ShaderFeatures {
     pub env_image: bool,
     /// Any punctual light.
     pub punctual: bool,
+    /// Not a feature but a schedule: `main` starts a pixel's next sample in a SIMD lane as
+    /// soon as the lane's path ends (path regeneration), instead of when the longest path
+    /// of the lane's group ends. It pays on CPU adapters for scenes lit only by emitters in
+    /// a black world (the Cornell box), and costs elsewhere ([`crate::render`] chooses).
+    pub regenerate: bool,
 }
 
 impl ShaderFeatures {
@@ -50,15 +55,17 @@ impl ShaderFeatures {
         alpha: true,
         env_image: true,
         punctual: true,
+        regenerate: false,
     };
 
-    fn constants(self) -> [(&'static str, f64); 4] {
+    fn constants(self) -> [(&'static str, f64); 5] {
         let flag = |on: bool| if on { 1.0 } else { 0.0 };
         [
             ("TEXTURES", flag(self.textures)),
             ("ALPHA", flag(self.alpha)),
             ("ENV_IMAGE", flag(self.env_image)),
             ("PUNCTUAL", flag(self.punctual)),
+            ("REGENERATE", flag(self.regenerate)),
         ]
     }
 }

@@ -171,8 +171,10 @@ struct FrameGeometry {
     features: ShaderFeatures,
 }
 
-/// The shader features a frame of a scene uses (see [`ShaderFeatures`]).
-fn features_of(data: &SceneData, env_mode: u32, world: &World) -> ShaderFeatures {
+/// The shader features a frame of a scene uses (see [`ShaderFeatures`]), and whether its
+/// paths are regenerated ([`regenerates`]).
+fn features_of(data: &SceneData, statics: &StaticResources, world: &World) -> ShaderFeatures {
+    let env_mode = statics.env_mode;
     ShaderFeatures {
         textures: data.materials.iter().any(|m| {
             [m.base_tex, m.mr_tex, m.normal_tex, m.emissive_tex]
@@ -182,6 +184,38 @@ fn features_of(data: &SceneData, env_mode: u32, world: &World) -> ShaderFeatures
         alpha: world.tri_v0.iter().any(|v| v[3].to_bits() & TRI_ALPHA != 0),
         env_image: env_mode != 0,
         punctual: !world.lights.is_empty(),
+        regenerate: regenerates(
+            lit_by_emitters_alone(statics, world),
+            std::env::var("TESSERA_PATH_REGENERATION").ok().as_deref(),
+        ),
+    }
+}
+
+/// Whether a frame's only light is emissive triangles in a black world: no punctual light,
+/// no environment image and a black background colour.
+fn lit_by_emitters_alone(statics: &StaticResources, world: &World) -> bool {
+    let black = statics.env_color[..3].iter().all(|&c| c == 0.0);
+    world.lights.is_empty() && statics.env_mode == 0 && black && !world.emitters.is_empty()
+}
+
+/// Whether `main` regenerates paths for a frame ([`ShaderFeatures::regenerate`]): when the
+/// frame is lit by emitters alone, unless `forced` (`TESSERA_PATH_REGENERATION`, for
+/// measuring the choice) is `on` or `off`. The bytes are the same either way. The rule is
+/// what was measured on lavapipe (instructions of the render, regenerating / not,
+/// benches/results/render-experiments-2026-12-07.md): it pays on the scenes lit by
+/// emitters alone and costs on the others.
+fn regenerates(emitters_alone: bool, forced: Option<&str>) -> bool {
+    match forced {
+        Some("on") => true,
+        Some("off") => false,
+        Some(other) => {
+            tracing::warn!(
+                value = other,
+                "TESSERA_PATH_REGENERATION is neither `on` nor `off`; choosing by the scene"
+            );
+            emitters_alone
+        }
+        None => emitters_alone,
     }
 }
 
@@ -631,7 +665,7 @@ impl SceneRenderer {
         let buffers = upload_world(&gpu, &scene.world0)?;
         let first = FrameGeometry {
             time_bits: 0f64.to_bits(),
-            features: features_of(&scene.data, statics.env_mode, &scene.world0),
+            features: features_of(&scene.data, &statics, &scene.world0),
             world: scene.world0.clone(),
             buffers,
         };
@@ -669,6 +703,17 @@ impl SceneRenderer {
     /// How this renderer spreads samples over invocations.
     pub fn parallelism(&self) -> Parallelism {
         self.parallelism
+    }
+
+    /// The shader variant the most recently used frame renders with (a static scene has
+    /// one frame): its features and whether it regenerates paths. What
+    /// [`with_full_shader`](Self::with_full_shader) replaces.
+    pub fn shader_features(&self) -> ShaderFeatures {
+        self.frames
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .first()
+            .map_or(ShaderFeatures::ALL, |f| f.features)
     }
 
     /// The GPU this renderer draws on.
@@ -824,7 +869,7 @@ impl SceneRenderer {
         );
         let geometry = Arc::new(FrameGeometry {
             time_bits: bits,
-            features: features_of(&self.data, self.statics.env_mode, &world),
+            features: features_of(&self.data, &self.statics, &world),
             world: Arc::new(world),
             buffers,
         });
@@ -1390,6 +1435,17 @@ impl TileRenderer for SceneRenderer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_regeneration_follows_the_scene_unless_forced() {
+        assert!(regenerates(true, None));
+        assert!(!regenerates(false, None));
+        assert!(regenerates(false, Some("on")));
+        assert!(!regenerates(true, Some("off")));
+        // Anything else is not a choice: the scene decides.
+        assert!(regenerates(true, Some("1")));
+        assert!(!regenerates(false, Some("yes")));
+    }
 
     /// `main` renders block `(b × stride) mod blocks` for b in 0..blocks: every block once,
     /// and each half of the workgroups (what llvmpipe gives each of two threads) takes

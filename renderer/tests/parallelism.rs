@@ -2,14 +2,15 @@
 //! bytes as a pixel per invocation (`main`, what lavapipe runs), for frames and tiles,
 //! and the shader variant without the features a scene leaves unused gives the bytes of
 //! the full shader, on sample scenes that between them use every feature but alpha
-//! (emitters, punctual lights, textures, an environment image); and a batch of tiles
-//! rendered together gives the bytes of each tile alone.
+//! (emitters, punctual lights, textures, an environment image), path regeneration (the
+//! Cornell box's variant) included; and a batch of tiles rendered together gives the bytes
+//! of each tile alone.
 
 mod common;
 
 use common::{full, gpu, scene};
 use tessera_protocol::{RenderSettings, TileRect, TileRenderer};
-use tessera_renderer::{Parallelism, SceneRenderer};
+use tessera_renderer::{Parallelism, SceneRenderer, ShaderFeatures};
 
 fn settings(width: u32, height: u32, spp: u32) -> RenderSettings {
     RenderSettings {
@@ -46,6 +47,15 @@ fn a_sample_per_invocation_and_the_full_shader_give_the_same_bytes() {
         let by_pixel = SceneRenderer::new(gpu(), &scene)
             .unwrap()
             .with_parallelism(Parallelism::PixelPerInvocation);
+        // The Cornell box (lit by its emitters alone) is the one here whose variant
+        // regenerates paths; the full shader never does, so its bytes below are those of
+        // the samples run one after another.
+        assert_eq!(
+            by_pixel.shader_features().regenerate,
+            name == "cornell-box.glb",
+            "{name}"
+        );
+        const { assert!(!ShaderFeatures::ALL.regenerate) };
         let frame = by_pixel.render_tile(&s, 0, full(w, h)).unwrap();
         let cut = by_pixel.render_tile(&s, 0, tile).unwrap();
         assert!(frame.iter().any(|&b| b != 0), "{name}: a black frame");

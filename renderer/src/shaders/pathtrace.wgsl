@@ -67,6 +67,10 @@ override ALPHA: bool = true;
 override ENV_IMAGE: bool = true;
 // Any punctual light.
 override PUNCTUAL: bool = true;
+// Not a feature but a schedule, chosen by the renderer per scene (render.rs,
+// `regenerates`): `main` runs its samples as one loop of path segments with path
+// regeneration (see `main`). The bytes are the same either way.
+override REGENERATE: bool = false;
 
 const WRAP_REPEAT: u32 = 0u;
 const WRAP_CLAMP: u32 = 1u;
@@ -209,15 +213,18 @@ fn pcg(v: u32) -> u32 {
     return (word >> 22u) ^ word;
 }
 
-// Hash of (seed, frame, global pixel, sample index). Pixel coordinates are packed into one
-// word (the renderer limits width and height to 65535), so no two pixels share a key.
-fn sample_key(px: u32, py: u32, sample: u32) -> u32 {
+// Hash of (seed, frame, global pixel): the pixel's key. Pixel coordinates are packed into
+// one word (the renderer limits width and height to 65535), so no two pixels share a key.
+fn pixel_key(px: u32, py: u32) -> u32 {
     var h = pcg(params.seed.x);
     h = pcg(h ^ params.seed.y);
     h = pcg(h ^ params.frame);
-    h = pcg(h ^ (px | (py << 16u)));
-    h = pcg(h ^ sample);
-    return h;
+    return pcg(h ^ (px | (py << 16u)));
+}
+
+// A sample's key: the hash of (pixel key, sample index).
+fn sample_key_of(pixel: u32, sample: u32) -> u32 {
+    return pcg(pixel ^ sample);
 }
 
 // Uniform float in [0, 1) with 24 random bits.
@@ -1211,64 +1218,101 @@ fn shade(hit: Hit, dir: vec3<f32>, key: u32, depth: u32, throughput: vec3<f32>, 
 // render that came near that limit. It never changes a pixel value.
 var<private> loop_iterations: u32;
 
-// One sample of pixel (px, py), its path one vertex per turn: trace the path ray; on a
-// hit, shade it, then trace its shadow rays (the light sample's, then each punctual
-// light's) at one call site; then go on along the BSDF sample. Two traversal call sites
-// in all. A non-finite sample counts as black, the same way on every run.
+// One sample's path while it is traced: the ray of its next segment and what it carries.
+struct Path {
+    key: u32,
+    depth: u32,
+    orig: vec3<f32>,
+    prev_bsdf_pdf: f32,
+    dir: vec3<f32>,
+    throughput: vec3<f32>,
+    result: vec3<f32>,
+}
+
+// Sample `sample` of pixel (px, py) before its first segment: the camera ray.
+fn path_start(px: u32, py: u32, pixel_key: u32, sample: u32) -> Path {
+    var path: Path;
+    path.key = sample_key_of(pixel_key, sample);
+    let ray = camera_ray(px, py, path.key);
+    path.orig = ray.orig;
+    path.dir = ray.dir;
+    path.throughput = vec3<f32>(1.0);
+    path.result = vec3<f32>(0.0);
+    path.prev_bsdf_pdf = 0.0;
+    path.depth = 0u;
+    return path;
+}
+
+// One segment of a path: trace its ray; on a hit, shade the vertex, then trace its
+// shadow rays (the light sample's, then each punctual light's) at one call site and set up
+// the BSDF sample's segment. Two traversal call sites in all. Returns whether the path
+// ended.
+fn path_step(path: ptr<function, Path>) -> bool {
+    let key = (*path).key;
+    let depth = (*path).depth;
+    let dir = (*path).dir;
+    let throughput = (*path).throughput;
+    let hit = trace((*path).orig, dir, F32_MAX, false, key, depth);
+    if (hit.triangle == NO_HIT) {
+        // The background. Reached by a BSDF sample it is weighted against the
+        // environment light sample taken at the previous vertex.
+        var weight = 1.0;
+        if (ENV_IMAGE && depth > 0u && params.env_pick > 0.0) {
+            weight = power_heuristic((*path).prev_bsdf_pdf, params.env_pick * env_pdf(dir));
+        }
+        (*path).result = (*path).result + throughput * env_radiance(dir) * weight;
+        return true;
+    }
+    var result = (*path).result;
+    let v = shade(hit, dir, key, depth, throughput, (*path).prev_bsdf_pdf, &result);
+    // Shadow rays: the light sample's (turn 0), then each punctual light's, whose light
+    // is summed in light order before it is added to the path.
+    var punctual = vec3<f32>(0.0);
+    let punctual_lights = select(0u, params.light_count, PUNCTUAL);
+    for (var light = 0u; light <= punctual_lights; light = light + 1u) {
+        loop_iterations = loop_iterations + 1u;
+        var sd = v.light;
+        if (light > 0u) {
+            sd = punctual_light(light - 1u, v.sh, v.s);
+        }
+        var blocked = false;
+        if (sd.traced) {
+            blocked = trace(sd.orig, sd.dir, sd.tmax, true, key, depth).triangle != NO_HIT;
+        }
+        if (light == 0u) {
+            result = result + throughput * select(sd.value, vec3<f32>(0.0), blocked);
+        } else if (sd.traced && !blocked) {
+            punctual = punctual + sd.value;
+        }
+    }
+    (*path).result = result + throughput * punctual;
+    if (!v.bounce) {
+        return true;
+    }
+    (*path).throughput = v.next_throughput;
+    (*path).prev_bsdf_pdf = v.next_pdf;
+    (*path).depth = depth + 1u;
+    (*path).orig = v.next_orig;
+    (*path).dir = v.next_dir;
+    return false;
+}
+
+// What an ended path adds to its pixel: a non-finite sample counts as black, the same
+// way on every run.
+fn path_value(path: Path) -> vec3<f32> {
+    return select(vec3<f32>(0.0), path.result, is_finite3(path.result));
+}
+
+// One sample of pixel (px, py), its path one segment per turn.
 fn sample_value(px: u32, py: u32, sample: u32) -> vec3<f32> {
-    let key = sample_key(px, py, sample);
-    let ray = camera_ray(px, py, key);
-    var orig = ray.orig;
-    var dir = ray.dir;
-    var throughput = vec3<f32>(1.0);
-    var result = vec3<f32>(0.0);
-    var prev_bsdf_pdf = 0.0;
-    var depth = 0u;
+    var path = path_start(px, py, pixel_key(px, py), sample);
     loop {
         loop_iterations = loop_iterations + 1u;
-        let hit = trace(orig, dir, F32_MAX, false, key, depth);
-        if (hit.triangle == NO_HIT) {
-            // The background. Reached by a BSDF sample it is weighted against the
-            // environment light sample taken at the previous vertex.
-            var weight = 1.0;
-            if (ENV_IMAGE && depth > 0u && params.env_pick > 0.0) {
-                weight = power_heuristic(prev_bsdf_pdf, params.env_pick * env_pdf(dir));
-            }
-            result = result + throughput * env_radiance(dir) * weight;
+        if (path_step(&path)) {
             break;
         }
-        let v = shade(hit, dir, key, depth, throughput, prev_bsdf_pdf, &result);
-        // Shadow rays: the light sample's (turn 0), then each punctual light's, whose
-        // light is summed in light order before it is added to the path.
-        var punctual = vec3<f32>(0.0);
-        let punctual_lights = select(0u, params.light_count, PUNCTUAL);
-        for (var light = 0u; light <= punctual_lights; light = light + 1u) {
-            loop_iterations = loop_iterations + 1u;
-            var sd = v.light;
-            if (light > 0u) {
-                sd = punctual_light(light - 1u, v.sh, v.s);
-            }
-            var blocked = false;
-            if (sd.traced) {
-                blocked = trace(sd.orig, sd.dir, sd.tmax, true, key, depth).triangle != NO_HIT;
-            }
-            if (light == 0u) {
-                result = result + throughput * select(sd.value, vec3<f32>(0.0), blocked);
-            } else if (sd.traced && !blocked) {
-                punctual = punctual + sd.value;
-            }
-        }
-        result = result + throughput * punctual;
-        if (!v.bounce) {
-            break;
-        }
-        throughput = v.next_throughput;
-        prev_bsdf_pdf = v.next_pdf;
-        depth = depth + 1u;
-        orig = v.next_orig;
-        dir = v.next_dir;
     }
-    return select(vec3<f32>(0.0), result, is_finite3(result));
+    return path_value(path);
 }
 
 // The running sum of pixel `index` of the band and the most loop iterations it has run
@@ -1286,14 +1330,24 @@ fn listed_pixel(index: u32) -> vec2<u32> {
     return vec2<u32>(p & 0xffffu, p >> 16u);
 }
 
-// Pixel per invocation: samples `sample_start ..` of one pixel of the band, added in
-// sample order to its running sum. What CPUs (lavapipe) run: a few hundred invocations
-// keep every core busy, and no per-sample values are stored.
-// Pixel per invocation, for CPU adapters: each workgroup renders one 8×8 block of the
-// band, in a scattered order (block_stride, render.rs) so that every contiguous run of
-// workgroups, which llvmpipe gives to one thread, covers the whole band.
-// With `pixel_list`, workgroup b renders entries 64·((b · block_stride) mod groups) ..
-// of the list instead (the renderer lists a rect's pixels 8×8 block by block).
+// Pixel per invocation, for CPU adapters (lavapipe): samples `sample_start ..` of one
+// pixel of the band, added in sample order to its running sum; a few hundred invocations
+// keep every core busy, and no per-sample values are stored. Each workgroup renders one
+// 8×8 block of the band, in a scattered order (block_stride, render.rs) so that every
+// contiguous run of workgroups, which llvmpipe gives to one thread, covers the whole band.
+// With `pixel_list`, workgroup b renders entries 64·((b · block_stride) mod groups) .. of
+// the list instead (the renderer lists a rect's pixels 8×8 block by block).
+//
+// Without REGENERATE each sample's path runs to its end before the next sample starts.
+// With it the samples run as one loop of path segments with path regeneration: when a
+// lane's path ends, the lane starts its pixel's next sample in the next turn instead of
+// idling until the longest path of its SIMD group ends (llvmpipe runs 8 or 16 invocations
+// as the lanes of one vector, and a loop turns while any lane is in it). That pays where
+// paths are long and of very different lengths (closed rooms lit by emitters); where most
+// paths are short, a lane's new camera ray is traced in the same loop as other lanes'
+// incoherent bounces, and the loop turns for the slowest of both. Every sample is computed
+// with the operations of `sample_value` and added in sample order either way, so the bytes
+// are the same.
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     var px: u32;
@@ -1323,9 +1377,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let prev = sum_so_far(index);
     var sum = prev.xyz;
     loop_iterations = 0u;
-    for (var i = 0u; i < params.sample_count; i = i + 1u) {
-        loop_iterations = loop_iterations + 1u;
-        sum = sum + sample_value(px, py, params.sample_start + i);
+    if (!REGENERATE) {
+        for (var i = 0u; i < params.sample_count; i = i + 1u) {
+            loop_iterations = loop_iterations + 1u;
+            sum = sum + sample_value(px, py, params.sample_start + i);
+        }
+    } else if (params.sample_count > 0u) {
+        let pk = pixel_key(px, py);
+        var i = 0u;
+        var path = path_start(px, py, pk, params.sample_start);
+        loop {
+            loop_iterations = loop_iterations + 1u;
+            if (path_step(&path)) {
+                sum = sum + path_value(path);
+                i = i + 1u;
+                if (i >= params.sample_count) {
+                    break;
+                }
+                path = path_start(px, py, pk, params.sample_start + i);
+            }
+        }
     }
     accum[index] = vec4<f32>(sum, bitcast<f32>(max(bitcast<u32>(prev.w), loop_iterations)));
 }
