@@ -34,6 +34,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+use tessera_protocol::canonical::paste;
 use tessera_protocol::{tile_layout, DeterminismClass, RenderSettings, TileRect};
 
 /// Why one scene could not be benchmarked.
@@ -369,7 +370,7 @@ pub fn bench_scene(
     } else {
         Vec::new()
     };
-    let width = settings.width as usize;
+    let (width, height) = (settings.width, settings.height);
     let mut render_s = f64::INFINITY;
     let (mut tiled_s, mut task_s) = (f64::INFINITY, f64::INFINITY);
     // Every run's bytes are checked against the first full frame's.
@@ -380,7 +381,7 @@ pub fn bench_scene(
         let pixels = render(settings, full, &|| "rendering the full frame".into())?;
         render_s = render_s.min(t.elapsed().as_secs_f64());
         let bytes = encode_canonical(&pixels);
-        let canonical = canonical.get_or_insert(bytes.clone());
+        let canonical = canonical.get_or_insert_with(|| bytes.clone());
         if bytes != *canonical {
             return Err(BenchError::Nondeterministic {
                 scene: name.clone(),
@@ -388,18 +389,20 @@ pub fn bench_scene(
         }
         if !tiles.is_empty() {
             let mut tiled = vec![0u8; canonical.len()];
+            let mut pasted = true;
             let t = Instant::now();
             for &rect in &tiles {
                 let bytes = encode_canonical(&render(settings, rect, &|| {
                     format!("rendering tile {rect}")
                 })?);
-                place(&mut tiled, width, rect, &bytes);
+                pasted &= paste(&mut tiled, width, height, rect, &bytes);
             }
             tiled_s = tiled_s.min(t.elapsed().as_secs_f64());
-            tiled_matches_full &= tiled == *canonical;
+            tiled_matches_full &= pasted && tiled == *canonical;
         }
         if !tasks.is_empty() {
             let mut by_task = vec![0u8; canonical.len()];
+            let mut pasted = true;
             let t = Instant::now();
             for task in &tasks {
                 let bytes = renderer
@@ -409,12 +412,12 @@ pub fn bench_scene(
                         what: format!("rendering the task of tiles {}", task_rects(task, i)),
                         source,
                     })?;
-                for (rect, b) in task.iter().zip(&bytes) {
-                    place(&mut by_task, width, *rect, b);
+                for (&rect, b) in task.iter().zip(&bytes) {
+                    pasted &= paste(&mut by_task, width, height, rect, b);
                 }
             }
             task_s = task_s.min(t.elapsed().as_secs_f64());
-            task_matches_full &= by_task == *canonical;
+            task_matches_full &= pasted && by_task == *canonical;
         }
     }
     let canonical = canonical.unwrap_or_default();
@@ -450,15 +453,6 @@ pub fn bench_scene(
         warnings: scene.warnings().to_vec(),
     };
     Ok((result, canonical))
-}
-
-/// Copy a tile's canonical bytes (8 per pixel, row-major) into a frame of `width` pixels.
-fn place(frame: &mut [u8], width: usize, rect: TileRect, bytes: &[u8]) {
-    let row = rect.w as usize * 8;
-    for y in 0..rect.h as usize {
-        let dst = ((rect.y as usize + y) * width + rect.x as usize) * 8;
-        frame[dst..dst + row].copy_from_slice(&bytes[y * row..(y + 1) * row]);
-    }
 }
 
 /// How an error names a task: its first tile and, when the renderer named another, that
