@@ -131,6 +131,12 @@
 //! smooth falloff `clamp(cos θ · s + o, 0, 1)²` with `s = 1/max(0.001, cos inner − cos
 //! outer)`, `o = −cos outer · s`, which has the same cone edge but a different blend curve
 //! than Cycles' smoothstep. Punctual lights are deltas: next-event estimation only.
+//! Each path vertex traces one shadow ray, as Cycles does: its candidates are the light
+//! sample (an emitter or the environment, above) and every punctual light; one is picked
+//! with probability proportional to the luminance of its unshadowed contribution and its
+//! light divided by that probability (a scene with one candidate traces it with
+//! probability 1). The BSDF side's power heuristic keeps the light sample's own pdf, so
+//! the weights still sum to 1 and the estimate stays unbiased.
 //!
 //! # Background / environment
 //! `scenes[s].extras.tessera_environment = {"color": [r, g, b], "strength": s, "image":

@@ -417,6 +417,52 @@ fn point_spot_and_directional_lights_match_analytic_irradiance() {
 }
 
 #[test]
+fn one_shadow_ray_per_vertex_still_adds_up_every_light() {
+    // Three punctual lights of different colours, strengths and angles: each vertex traces
+    // the shadow ray of one of them, picked in proportion to its unshadowed contribution,
+    // and divides by that probability, so the image's mean is still the sum of the three
+    // lights' analytic values (32 × 32 pixels × 16 samples of one pick each).
+    let albedo = 0.8f64;
+    let pi = std::f64::consts::PI;
+    let s = settings(32, 32, 16, 0);
+    let mut b = floor_scene(albedo as f32);
+    // 10 W/sr straight above at 2 m: E = 10 / 4, n·l = 1.
+    b.light(
+        json!({"type": "point", "intensity": 6830.0, "color": [1.0, 0.5, 0.25]}),
+        pose([0.0, 2.0, 0.0], [0.0, -1.0, 0.0]),
+    );
+    // 20 W/sr at (1.5, 2, 0): distance 2.5, n·l = 0.8, E = 20 / 6.25 · 0.8.
+    b.light(
+        json!({"type": "point", "intensity": 13660.0, "color": [0.25, 0.5, 1.0]}),
+        pose([1.5, 2.0, 0.0], [0.0, -1.0, 0.0]),
+    );
+    // 3 W/m² at 60° from the normal: E = 3 · 0.5.
+    b.light(
+        json!({"type": "directional", "intensity": 2049.0, "color": [0.5, 1.0, 0.5]}),
+        pose([0.0, 5.0, 0.0], [0.0, -0.5, -(3.0f32).sqrt() / 2.0]),
+    );
+    let r = renderer(&b);
+    let m = mean_rgb(&decode(&r.render_tile(&s, 0, full(32, 32)).unwrap()));
+    let lights = [
+        (rough_dielectric_pi(albedo, 1.0) * 2.5, [1.0, 0.5, 0.25]),
+        (
+            rough_dielectric_pi(albedo, 0.8) * 20.0 / 6.25 * 0.8,
+            [0.25, 0.5, 1.0],
+        ),
+        (rough_dielectric_pi(albedo, 0.5) * 1.5, [0.5, 1.0, 0.5]),
+    ];
+    for k in 0..3 {
+        let expected: f64 = lights.iter().map(|(v, c)| v * c[k] / pi).sum();
+        assert_close(
+            m[k],
+            expected,
+            0.04,
+            &format!("channel {k} of three lights"),
+        );
+    }
+}
+
+#[test]
 fn area_light_matches_analytic_irradiance_with_and_without_mis() {
     // Square emitter of radiance 4, half-size a = 0.5, at height h = 1 over the point seen.
     let (albedo, radiance, a, h) = (0.5f64, 4.0f64, 0.5f64, 1.0f64);

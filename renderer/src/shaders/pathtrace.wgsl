@@ -27,6 +27,7 @@ const DIM_LIGHT_POINT: u32 = 1u; // and 2
 const DIM_BSDF: u32 = 3u; // and 4
 const DIM_ROULETTE: u32 = 5u;
 const DIM_LOBE: u32 = 6u;
+const DIM_SHADOW_PICK: u32 = 7u;
 // Russian roulette starts at this path depth (number of bounces already taken).
 const ROULETTE_DEPTH: u32 = 3u;
 // Smallest GGX alpha (= roughness²): keeps D finite in f32 for mirror-like surfaces.
@@ -1069,7 +1070,7 @@ fn camera_ray(px: u32, py: u32, key: u32) -> Ray {
     return ray;
 }
 
-// One path vertex, as `main` keeps it while the vertex's shadow rays are traced.
+// One path vertex, as `main` keeps it while the vertex's shadow ray is traced.
 struct Vertex {
     sh: Shade,
     s: Surf,
@@ -1243,10 +1244,9 @@ fn path_start(px: u32, py: u32, pixel_key: u32, sample: u32) -> Path {
     return path;
 }
 
-// One segment of a path: trace its ray; on a hit, shade the vertex, then trace its
-// shadow rays (the light sample's, then each punctual light's) at one call site and set up
-// the BSDF sample's segment. Two traversal call sites in all. Returns whether the path
-// ended.
+// One segment of a path: trace its ray; on a hit, shade the vertex, then trace one shadow
+// ray (the light sample's or one punctual light's) and set up the BSDF sample's segment.
+// Two traversal call sites in all. Returns whether the path ended.
 fn path_step(path: ptr<function, Path>) -> bool {
     let key = (*path).key;
     let depth = (*path).depth;
@@ -1265,27 +1265,43 @@ fn path_step(path: ptr<function, Path>) -> bool {
     }
     var result = (*path).result;
     let v = shade(hit, dir, key, depth, throughput, (*path).prev_bsdf_pdf, &result);
-    // Shadow rays: the light sample's (turn 0), then each punctual light's, whose light
-    // is summed in light order before it is added to the path.
-    var punctual = vec3<f32>(0.0);
+    // Next-event estimation traces one shadow ray per vertex. The candidates are the
+    // light sample (candidate 0: an emitter or the environment) and each punctual light;
+    // one is picked with probability proportional to the luminance of its unshadowed
+    // contribution, by one random number rescaled from candidate to candidate (a
+    // single-sample weighted reservoir), and its contribution is divided by that
+    // probability. With one candidate the probability is exactly 1.
     let punctual_lights = select(0u, params.light_count, PUNCTUAL);
+    var u = rand(key, 2u + depth * DIMS_PER_BOUNCE + DIM_SHADOW_PICK);
+    var total = 0.0;
+    var chosen = no_shadow();
+    var chosen_weight = 0.0;
     for (var light = 0u; light <= punctual_lights; light = light + 1u) {
         loop_iterations = loop_iterations + 1u;
         var sd = v.light;
         if (light > 0u) {
             sd = punctual_light(light - 1u, v.sh, v.s);
         }
-        var blocked = false;
-        if (sd.traced) {
-            blocked = trace(sd.orig, sd.dir, sd.tmax, true, key, depth).triangle != NO_HIT;
-        }
-        if (light == 0u) {
-            result = result + throughput * select(sd.value, vec3<f32>(0.0), blocked);
-        } else if (sd.traced && !blocked) {
-            punctual = punctual + sd.value;
+        let w = select(0.0, luminance(sd.value), sd.traced);
+        if (w > 0.0) {
+            total = total + w;
+            let p = w / total;
+            if (u < p) {
+                chosen = sd;
+                chosen_weight = w;
+                u = u / p;
+            } else {
+                u = (u - p) / (1.0 - p);
+            }
         }
     }
-    (*path).result = result + throughput * punctual;
+    if (chosen.traced) {
+        let blocked = trace(chosen.orig, chosen.dir, chosen.tmax, true, key, depth).triangle != NO_HIT;
+        if (!blocked) {
+            result = result + throughput * (chosen.value * (total / chosen_weight));
+        }
+    }
+    (*path).result = result;
     if (!v.bounce) {
         return true;
     }
