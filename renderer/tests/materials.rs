@@ -204,6 +204,33 @@ fn bilinear_filtering_blends_decoded_texels() {
     assert!(pixels[0][0] < 1e-6 && pixels[15][0] > 0.999, "{pixels:?}");
 }
 
+#[test]
+fn bilinear_footprints_wrap_across_the_edges() {
+    // A 2×1 texture white | black, bilinear. At the quad's left edge the footprint is
+    // texels −1 and 0, at its right edge texels 1 and 2: REPEAT wraps them to 1, 0 and
+    // 1, 0 (a blend of black and white at both edges), MIRRORED_REPEAT to 0, 0 and 1, 1
+    // (white at the left, black at the right), CLAMP_TO_EDGE likewise.
+    for (wrap, left, right) in [
+        (10497, 0.5625, 0.4375),
+        (33648, 1.0, 0.0),
+        (33071, 1.0, 0.0),
+    ] {
+        let mut b = GltfBuilder::new();
+        let img = b.image_png(&png(2, 1, &[255, 255, 255, 255, 0, 0, 0, 255]));
+        let tex = b.texture(img, Some(json!({"wrapS": wrap, "wrapT": wrap})));
+        emissive_quad(&mut b, json!({"index": tex}), 1.0, false);
+        b.cameras[0]["orthographic"]["ymag"] = json!(0.0625);
+        let pixels = render(&b, &settings(16, 1, 64, 0));
+        // Pixel 0 covers u in [0, 1/16]: the footprint's weight on its second texel is
+        // 0.5 to 0.625, 0.5625 on average (the jitter is uniform); pixel 15 mirrors it.
+        let (l, r) = (f64::from(pixels[0][0]), f64::from(pixels[15][0]));
+        assert!(
+            (l - left).abs() < 0.02 && (r - right).abs() < 0.02,
+            "wrap {wrap}: left {l} (want {left}), right {r} (want {right})"
+        );
+    }
+}
+
 fn furnace(material: Value) -> (f64, f64) {
     let mut b = GltfBuilder::new();
     let m = b.raw_material(material);

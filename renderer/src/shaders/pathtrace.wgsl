@@ -293,17 +293,33 @@ fn to_local(f: mat3x3<f32>, v: vec3<f32>) -> vec3<f32> {
 // ---------------------------------------------------------------------------------------
 // Textures: integer texel fetches, wrapping and bilinear filtering by hand.
 
+// i mod n in [0, n) (one integer division: a remainder below 0 is moved up by n).
+fn floor_mod(i: i32, n: i32) -> i32 {
+    let r = i % n;
+    return select(r, r + n, r < 0);
+}
+
 fn wrap_coord(i: i32, n: i32, mode: u32) -> i32 {
     if (mode == WRAP_CLAMP) {
         return clamp(i, 0, n - 1);
     }
     if (mode == WRAP_REPEAT) {
-        return ((i % n) + n) % n;
+        return floor_mod(i, n);
     }
     // MIRRORED_REPEAT: period 2n, the second half reversed.
     let period = 2 * n;
-    let k = ((i % period) + period) % period;
+    let k = floor_mod(i, period);
     return select(k, period - 1 - k, k >= n);
+}
+
+// The wrapped indices of texels i and i + 1 (a bilinear footprint). With REPEAT the second
+// follows from the first without another division (integer division runs lane by lane).
+fn wrap_pair(i: i32, n: i32, mode: u32) -> vec2<i32> {
+    if (mode == WRAP_REPEAT) {
+        let a = floor_mod(i, n);
+        return vec2<i32>(a, select(a + 1, 0, a + 1 == n));
+    }
+    return vec2<i32>(wrap_coord(i, n, mode), wrap_coord(i + 1, n, mode));
 }
 
 // One texel decoded to linear: rgb through the sRGB table when `srgb`, alpha always linear.
@@ -331,12 +347,10 @@ fn tex_sample(t: TexRef, uv_in: vec2<f32>, srgb: bool) -> vec4<f32> {
     let q0 = floor(q);
     let f = q - q0;
     let i0 = vec2<i32>(q0);
-    let x0 = wrap_coord(i0.x, size.x, wrap_s);
-    let x1 = wrap_coord(i0.x + 1, size.x, wrap_s);
-    let y0 = wrap_coord(i0.y, size.y, wrap_t);
-    let y1 = wrap_coord(i0.y + 1, size.y, wrap_t);
-    let top = mix(texel(t, x0, y0, srgb), texel(t, x1, y0, srgb), f.x);
-    let bottom = mix(texel(t, x0, y1, srgb), texel(t, x1, y1, srgb), f.x);
+    let xs = wrap_pair(i0.x, size.x, wrap_s);
+    let ys = wrap_pair(i0.y, size.y, wrap_t);
+    let top = mix(texel(t, xs.x, ys.x, srgb), texel(t, xs.y, ys.x, srgb), f.x);
+    let bottom = mix(texel(t, xs.x, ys.y, srgb), texel(t, xs.y, ys.y, srgb), f.x);
     return mix(top, bottom, f.y);
 }
 
@@ -740,12 +754,11 @@ fn env_radiance(d: vec3<f32>) -> vec3<f32> {
     let p0 = floor(p);
     let f = p - p0;
     let i0 = vec2<i32>(p0);
-    let x0 = wrap_coord(i0.x, w, WRAP_REPEAT);
-    let x1 = wrap_coord(i0.x + 1, w, WRAP_REPEAT);
+    let xs = wrap_pair(i0.x, w, WRAP_REPEAT);
     let y0 = clamp(i0.y, 0, h - 1);
     let y1 = clamp(i0.y + 1, 0, h - 1);
-    let top = mix(env_texel(x0, y0), env_texel(x1, y0), f.x);
-    let bottom = mix(env_texel(x0, y1), env_texel(x1, y1), f.x);
+    let top = mix(env_texel(xs.x, y0), env_texel(xs.y, y0), f.x);
+    let bottom = mix(env_texel(xs.x, y1), env_texel(xs.y, y1), f.x);
     return mix(top, bottom, f.y) * params.env_color.w;
 }
 
