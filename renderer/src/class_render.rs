@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+use tessera_protocol::canonical::paste;
 use tessera_protocol::{tile_layout, DeterminismClass, RenderSettings, TileRect};
 
 /// One frame the child renders for every scene.
@@ -114,6 +115,18 @@ pub enum ClassRenderError {
         /// Why.
         source: Box<RenderError>,
     },
+    /// A rendered tile is not the canonical bytes of its rectangle.
+    #[error("{path}: {job} render, tile {rect}: {len} bytes, not the tile's canonical size")]
+    TileSize {
+        /// The scene file.
+        path: PathBuf,
+        /// The frame's name.
+        job: String,
+        /// The tile.
+        rect: TileRect,
+        /// The rendered bytes' length.
+        len: usize,
+    },
     /// A frame file has the wrong size.
     #[error("{path}: {len} bytes, a {width}x{height} frame has {want}")]
     FrameSize {
@@ -216,10 +229,13 @@ pub fn render_spec(
                         rect,
                         source: Box::new(source),
                     })?;
-                let row = rect.w as usize * 8;
-                for y in 0..rect.h as usize {
-                    let dst = ((rect.y as usize + y) * w as usize + rect.x as usize) * 8;
-                    frame[dst..dst + row].copy_from_slice(&bytes[y * row..(y + 1) * row]);
+                if !paste(&mut frame, w, h, rect, &bytes) {
+                    return Err(ClassRenderError::TileSize {
+                        path: path.clone(),
+                        job: job.name.clone(),
+                        rect,
+                        len: bytes.len(),
+                    });
                 }
             }
             write(&frame_file(out, scene_idx, &job.name), &frame)?;
