@@ -172,8 +172,13 @@ struct FrameGeometry {
 }
 
 /// The shader features a frame of a scene uses (see [`ShaderFeatures`]), and whether its
-/// paths are regenerated ([`regenerates`]).
-fn features_of(data: &SceneData, statics: &StaticResources, world: &World) -> ShaderFeatures {
+/// paths are regenerated ([`regenerates`], with the renderer's `forced` choice).
+fn features_of(
+    data: &SceneData,
+    statics: &StaticResources,
+    world: &World,
+    forced: Option<bool>,
+) -> ShaderFeatures {
     let env_mode = statics.env_mode;
     ShaderFeatures {
         textures: data.materials.iter().any(|m| {
@@ -184,10 +189,7 @@ fn features_of(data: &SceneData, statics: &StaticResources, world: &World) -> Sh
         alpha: world.tri_v0.iter().any(|v| v[3].to_bits() & TRI_ALPHA != 0),
         env_image: env_mode != 0,
         punctual: !world.lights.is_empty(),
-        regenerate: regenerates(
-            lit_by_emitters_alone(statics, world),
-            std::env::var("TESSERA_PATH_REGENERATION").ok().as_deref(),
-        ),
+        regenerate: regenerates(lit_by_emitters_alone(statics, world), forced),
     }
 }
 
@@ -199,23 +201,29 @@ fn lit_by_emitters_alone(statics: &StaticResources, world: &World) -> bool {
 }
 
 /// Whether `main` regenerates paths for a frame ([`ShaderFeatures::regenerate`]): when the
-/// frame is lit by emitters alone, unless `forced` (`TESSERA_PATH_REGENERATION`, for
-/// measuring the choice) is `on` or `off`. The bytes are the same either way. The rule is
-/// what was measured on lavapipe (instructions of the render, regenerating / not,
-/// benches/results/render-experiments-2026-12-07.md): it pays on the scenes lit by
-/// emitters alone and costs on the others.
-fn regenerates(emitters_alone: bool, forced: Option<&str>) -> bool {
-    match forced {
-        Some("on") => true,
-        Some("off") => false,
+/// frame is lit by emitters alone, unless `forced` ([`forced_regeneration`]). The bytes are
+/// the same either way. The rule is what was measured on lavapipe (instructions of the
+/// render, regenerating / not, benches/results/render-experiments-2026-12-07.md): it pays
+/// on the scenes lit by emitters alone and costs on the others.
+fn regenerates(emitters_alone: bool, forced: Option<bool>) -> bool {
+    forced.unwrap_or(emitters_alone)
+}
+
+/// The value of `TESSERA_PATH_REGENERATION` (for measuring the choice): `on` or `off`
+/// forces path regeneration on or off for every frame; unset, or anything else (with a
+/// warning), leaves it to the scene. Read once per renderer.
+fn forced_regeneration(value: Option<&str>) -> Option<bool> {
+    match value {
+        Some("on") => Some(true),
+        Some("off") => Some(false),
         Some(other) => {
             tracing::warn!(
                 value = other,
                 "TESSERA_PATH_REGENERATION is neither `on` nor `off`; choosing by the scene"
             );
-            emitters_alone
+            None
         }
-        None => emitters_alone,
+        None => None,
     }
 }
 
@@ -258,6 +266,9 @@ pub struct SceneRenderer {
     data: Arc<SceneData>,
     animated: bool,
     statics: StaticResources,
+    /// Path regeneration forced on or off (`TESSERA_PATH_REGENERATION`), else chosen per
+    /// frame.
+    regeneration: Option<bool>,
     /// Most recently used first.
     frames: Mutex<Vec<Arc<FrameGeometry>>>,
     /// Mesa llvmpipe's shader loop limit, when this adapter has one.
@@ -663,9 +674,11 @@ impl SceneRenderer {
     pub fn new(gpu: Arc<Gpu>, scene: &Scene) -> Result<Self, RenderError> {
         let statics = upload_statics(&gpu, &scene.data)?;
         let buffers = upload_world(&gpu, &scene.world0)?;
+        let regeneration =
+            forced_regeneration(std::env::var("TESSERA_PATH_REGENERATION").ok().as_deref());
         let first = FrameGeometry {
             time_bits: 0f64.to_bits(),
-            features: features_of(&scene.data, &statics, &scene.world0),
+            features: features_of(&scene.data, &statics, &scene.world0, regeneration),
             world: scene.world0.clone(),
             buffers,
         };
@@ -674,6 +687,7 @@ impl SceneRenderer {
             data: scene.data.clone(),
             animated: scene.is_animated(),
             statics,
+            regeneration,
             frames: Mutex::new(vec![Arc::new(first)]),
             loop_limit: LoopLimit::of(gpu.class_ref()),
             dispatch_cap: std::sync::atomic::AtomicU32::new(LLVMPIPE_FIRST_CAP),
@@ -869,7 +883,7 @@ impl SceneRenderer {
         );
         let geometry = Arc::new(FrameGeometry {
             time_bits: bits,
-            features: features_of(&self.data, &self.statics, &world),
+            features: features_of(&self.data, &self.statics, &world, self.regeneration),
             world: Arc::new(world),
             buffers,
         });
@@ -1438,13 +1452,14 @@ mod tests {
 
     #[test]
     fn path_regeneration_follows_the_scene_unless_forced() {
-        assert!(regenerates(true, None));
-        assert!(!regenerates(false, None));
-        assert!(regenerates(false, Some("on")));
-        assert!(!regenerates(true, Some("off")));
+        let forced = |v: &str| forced_regeneration(Some(v));
+        assert!(regenerates(true, forced_regeneration(None)));
+        assert!(!regenerates(false, forced_regeneration(None)));
+        assert!(regenerates(false, forced("on")));
+        assert!(!regenerates(true, forced("off")));
         // Anything else is not a choice: the scene decides.
-        assert!(regenerates(true, Some("1")));
-        assert!(!regenerates(false, Some("yes")));
+        assert!(regenerates(true, forced("1")));
+        assert!(!regenerates(false, forced("yes")));
     }
 
     /// `main` renders block `(b × stride) mod blocks` for b in 0..blocks: every block once,
