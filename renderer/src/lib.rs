@@ -14,7 +14,8 @@
 //! - Every random number is a pure function of (seed, frame, global pixel, sample index,
 //!   dimension): `rand(key, dim)` with `key = hash(seed, frame, pixel, sample)`. Stochastic
 //!   alpha (BLEND) hashes (key, path depth, the triangle's number in the BVH's leaf
-//!   order, which the node encoding does not change).
+//!   order, which the node encoding does not change); stochastic texture filtering hashes
+//!   (key, dimension 0x50000000 + path depth).
 //! - Nothing depends on workgroup layout, dispatch order, subgroups or atomics; there are
 //!   no float atomics. A pixel's samples are summed in sample order in f32, and splitting
 //!   the samples over dispatches, the rows over bands, or the samples over invocations
@@ -35,8 +36,10 @@
 //!   rounded to f32 once; transforms are composed in f64 in a fixed order; MikkTSpace runs
 //!   with libm maths (no platform `acos`).
 //! - Textures are read only with `textureLoad` (integer texel fetch from `rgba8uint` /
-//!   `rgba32float` arrays); wrapping, bilinear filtering and sRGB decoding (exact 256-entry
-//!   table) happen in the shader. No hardware samplers, no derivatives, no mipmaps.
+//!   `rgba32float` arrays); wrapping, filtering, the mip level (from a ray cone carried by
+//!   the path, not from derivatives) and sRGB decoding (exact 256-entry table) happen in
+//!   the shader. Mip chains are built on the CPU with integer and f32 arithmetic in a
+//!   fixed order. No hardware samplers, no derivatives.
 //!
 //! # Guarantees
 //! - **Tile = crop, bit for bit.** By the rules above, a tile's bytes equal the same
@@ -97,9 +100,17 @@
 //! TEXCOORD_1) and KHR_texture_transform (offset, rotation, scale, texCoord override;
 //! `uv' = T·R·S·uv`) apply. UV (0, 0) is the image's top-left corner. Samplers: wrapS /
 //! wrapT REPEAT, CLAMP_TO_EDGE, MIRRORED_REPEAT; magFilter NEAREST gives nearest-texel
-//! lookups, anything else bilinear between texel centres; minFilter and mipmaps are not
-//! used (many samples per pixel and the pixel filter average minified textures; this
-//! matches Cycles' Linear/Closest interpolation without mipmaps). Images are PNG or JPEG,
+//! lookups, anything else bilinear between texel centres. minFilter NEAREST or LINEAR
+//! reads the image alone; unset or a `*_MIPMAP_*` mode adds a mip chain (2×2 box, colour
+//! averaged as light: `texture::build_mips`), whose level a ray cone picks at each path
+//! vertex (Akenine-Möller et al. 2019: one pixel's angle from the camera, widened by
+//! π/8 × roughness at each bounce, π/8 for a diffuse one). The base colour,
+//! metallic-roughness and normal textures of a shading point are read by stochastic
+//! texture filtering (Pharr et al. 2024, "Filtering after shading with stochastic texture
+//! filtering"): one texel per lookup, the level picked between floor(λ) and floor(λ) + 1
+//! and the texel within the bilinear footprint with their trilinear weights, so the
+//! samples of a pixel average to the trilinear lookup; emissive textures and alpha read
+//! the image alone, bilinearly, exactly. Images are PNG or JPEG,
 //! decoded to 8-bit RGBA (16-bit PNGs are reduced) under `max_texture_pixels` and
 //! `max_texture_bytes` (charged from the headers before decoding), and
 //! shelf-packed into square `rgba8uint` array layers (pages of 4096², or the largest

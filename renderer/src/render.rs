@@ -11,7 +11,7 @@ use crate::batch;
 use crate::energy;
 use crate::error::RenderError;
 use crate::gpu::{Gpu, ShaderFeatures};
-use crate::scene::texture::decode_table;
+use crate::scene::texture::{self, decode_table};
 use crate::scene::world::{self, World, TRI_ALPHA};
 use crate::scene::{CameraDef, Projection, Scene, SceneData};
 
@@ -581,6 +581,17 @@ fn upload_statics(gpu: &Gpu, data: &SceneData) -> Result<StaticResources, Render
                         4,
                         &img.rgba,
                     );
+                    for (level, texels) in (1u32..).zip(&img.mips) {
+                        let [dx, dy, w, h] = texture::mip_rect(img.width, img.height, level);
+                        write_layer_region(
+                            gpu,
+                            &textures,
+                            [place.x + dx, place.y + dy, place.layer],
+                            [w, h],
+                            4,
+                            texels,
+                        );
+                    }
                 }
             }
         }

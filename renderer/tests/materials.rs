@@ -894,3 +894,164 @@ fn coloured_metal_matches_the_compensated_albedo() {
         }
     }
 }
+
+/// A 2 × 2 floor under a light straight above, seen from above by an orthographic camera
+/// that fits it into 8 × 8 pixels: each pixel covers 32 × 32 texels of a 256² base colour
+/// texture (`texel(x, y)` gives its RGB code). Direct light only, one sample per pixel.
+fn minified_floor(texel: Option<fn(u32, u32) -> u8>, sampler: Value, factor: f32) -> Vec<[f32; 4]> {
+    let mut b = GltfBuilder::new();
+    let mut pbr = json!({"baseColorFactor": [factor, factor, factor, 1], "metallicFactor": 0.0, "roughnessFactor": 1.0});
+    if let Some(texel) = texel {
+        let mut rgba = Vec::new();
+        for y in 0..256 {
+            for x in 0..256 {
+                let c = texel(x, y);
+                rgba.extend_from_slice(&[c, c, c, 255]);
+            }
+        }
+        let img = b.image_png(&png(256, 256, &rgba));
+        let tex = b.texture(img, Some(sampler));
+        pbr["baseColorTexture"] = json!({"index": tex});
+    }
+    let m = b.raw_material(json!({ "pbrMetallicRoughness": pbr }));
+    let p = [
+        [-1.0, 0.0, -1.0],
+        [-1.0, 0.0, 1.0],
+        [1.0, 0.0, 1.0],
+        [1.0, 0.0, -1.0],
+    ];
+    let n = [[0.0, 1.0, 0.0]; 4];
+    let uv = [[0.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0]];
+    let mesh = b.mesh_full(
+        "Floor",
+        &p,
+        Some(&n),
+        Some(&uv),
+        None,
+        None,
+        &[0, 1, 2, 0, 2, 3],
+        m,
+    );
+    b.mesh_node(mesh);
+    b.ortho_camera(
+        "Down",
+        1.0,
+        1.0,
+        [0.0, 1.0, 0.0],
+        [0.0; 3],
+        [0.0, 0.0, -1.0],
+    );
+    b.light(
+        json!({"type": "directional", "intensity": 683.0}),
+        pose([0.0, 5.0, 0.0], [0.0, -1.0, 0.0]),
+    );
+    render(&b, &settings(8, 8, 1, 0))
+}
+
+#[test]
+fn minified_textures_read_a_mip_chain_averaged_as_light() {
+    // A checker of black and white texels, 32 × 32 of them per pixel. With mipmaps (the
+    // sampler leaves minFilter unset) every sample reads level 5 or 6, where each texel
+    // is half the light of white: all 64 pixels match a floor of base colour 0.5, to the
+    // rounding of the sRGB code. (Averaging the codes instead of the light would give
+    // code 128, 0.216: 43 % of it.)
+    let checker: fn(u32, u32) -> u8 = |x, y| if (x + y) % 2 == 0 { 0 } else { 255 };
+    let repeat = json!({"wrapS": 10497, "wrapT": 10497});
+    let grey = minified_floor(None, json!({}), 0.5)[0][0];
+    assert!(grey > 0.05, "the floor is lit: {grey}");
+    for (i, p) in minified_floor(Some(checker), repeat.clone(), 1.0)
+        .iter()
+        .enumerate()
+    {
+        let ratio = p[0] / grey;
+        assert!(
+            (ratio - 1.0).abs() < 0.01,
+            "pixel {i}: {} against {grey}",
+            p[0]
+        );
+    }
+    // minFilter LINEAR asks for no mipmaps: each sample reads one level-0 texel (picked
+    // with its bilinear weight), black or white, so one sample per pixel is far from grey.
+    let no_mips = json!({"wrapS": 10497, "wrapT": 10497, "minFilter": 9729});
+    let pixels = minified_floor(Some(checker), no_mips, 1.0);
+    let far = pixels
+        .iter()
+        .filter(|p| (p[0] / grey - 1.0).abs() > 0.5)
+        .count();
+    assert!(far > 48, "{far} of 64 pixels far from grey without mipmaps");
+}
+
+#[test]
+fn stochastic_filtering_averages_to_the_bilinear_lookup() {
+    // Magnified (one texel per 2 × 2 floor), a 256² texture's texel (0, 0) is white and
+    // the rest black; minFilter LINEAR. The floor's pixel over the texel's corner (u, v
+    // near 0 and 1, wrapped) reads with weights of bilinear filtering: over many samples
+    // each picks one texel with its weight, and the mean is the bilinear value.
+    let mut b = GltfBuilder::new();
+    let mut rgba = vec![0u8; 2 * 2 * 4];
+    rgba[0..4].copy_from_slice(&[255, 255, 255, 255]);
+    for px in rgba.chunks_mut(4) {
+        px[3] = 255;
+    }
+    let img = b.image_png(&png(2, 2, &rgba));
+    let tex = b.texture(
+        img,
+        Some(json!({"minFilter": 9729, "wrapS": 33071, "wrapT": 33071})),
+    );
+    let m = b.raw_material(json!({"pbrMetallicRoughness": {
+        "baseColorTexture": {"index": tex}, "metallicFactor": 0.0, "roughnessFactor": 1.0}}));
+    let p = [
+        [-1.0, 0.0, -1.0],
+        [-1.0, 0.0, 1.0],
+        [1.0, 0.0, 1.0],
+        [1.0, 0.0, -1.0],
+    ];
+    let n = [[0.0, 1.0, 0.0]; 4];
+    let uv = [[0.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0]];
+    let mesh = b.mesh_full(
+        "Floor",
+        &p,
+        Some(&n),
+        Some(&uv),
+        None,
+        None,
+        &[0, 1, 2, 0, 2, 3],
+        m,
+    );
+    b.mesh_node(mesh);
+    b.ortho_camera(
+        "Down",
+        1.0,
+        1.0,
+        [0.0, 1.0, 0.0],
+        [0.0; 3],
+        [0.0, 0.0, -1.0],
+    );
+    b.light(
+        json!({"type": "directional", "intensity": 683.0}),
+        pose([0.0, 5.0, 0.0], [0.0, -1.0, 0.0]),
+    );
+    // 4 × 4 pixels, each a quarter texel wide. Pixel x spans texel coordinates
+    // x/2 .. (x + 1)/2; the bilinear weight of texel (0, 0) along an axis is 1 up to the
+    // centre of texel 0 (clamped), then falls linearly to 0 at the centre of texel 1:
+    // averaged over a pixel, 1, 0.75, 0.25, 0 for x = 0..3. Axes are independent.
+    let spp = 1024;
+    let pixels = render(&b, &settings(4, 4, spp, 0));
+    // The dielectric's specular layer adds the same light over black and white texels:
+    // measure against pixel (3, 3), which reads black only.
+    let (white, black) = (f64::from(pixels[0][0]), f64::from(pixels[15][0]));
+    assert!(white > black + 0.05, "{pixels:?}");
+    let axis = [1.0, 0.75, 0.25, 0.0];
+    for y in 0..4 {
+        for x in 0..4 {
+            let want: f64 = axis[x] * axis[y];
+            let got = (f64::from(pixels[y * 4 + x][0]) - black) / (white - black);
+            // Each sample reads white or black: four standard deviations of the mean.
+            let sigma = (want * (1.0 - want) / f64::from(spp)).sqrt();
+            assert!(
+                (got - want).abs() <= 4.0 * sigma + 1e-3,
+                "pixel ({x}, {y}): {got}, bilinear {want}"
+            );
+        }
+    }
+}

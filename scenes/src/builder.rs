@@ -199,13 +199,16 @@ impl Default for TextureTransform {
     }
 }
 
-/// Texture filtering (magnification, and minification without mipmaps).
+/// Texture filtering: magnification, and minification without or with mipmaps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Filter {
     /// `NEAREST` (9728).
     Nearest,
     /// `LINEAR` (9729).
     Linear,
+    /// `LINEAR_MIPMAP_LINEAR` (9987), minification only: trilinear filtering, what
+    /// Blender's exporter writes for linear interpolation.
+    LinearMipmapLinear,
 }
 
 impl Filter {
@@ -213,6 +216,7 @@ impl Filter {
         match self {
             Filter::Nearest => 9728,
             Filter::Linear => 9729,
+            Filter::LinearMipmapLinear => 9987,
         }
     }
 }
@@ -1042,6 +1046,11 @@ impl SceneBuilder {
 
     /// Adds a sampler.
     pub fn add_sampler(&mut self, sampler: &Sampler) -> Result<SamplerId, SceneError> {
+        if sampler.mag_filter == Filter::LinearMipmapLinear {
+            return Err(SceneError::MipmapMagFilter {
+                sampler: sampler.name.clone(),
+            });
+        }
         self.samplers.push(json::Sampler {
             name: non_empty(&sampler.name),
             mag_filter: sampler.mag_filter.code(),

@@ -80,6 +80,12 @@ pub enum SceneError {
         /// The allowed range, in words.
         range: &'static str,
     },
+    /// A sampler's magFilter is a mipmap mode (glTF allows those for minification only).
+    #[error("sampler {sampler:?}: magFilter LINEAR_MIPMAP_LINEAR is a minification filter")]
+    MipmapMagFilter {
+        /// The sampler's name.
+        sampler: String,
+    },
     /// An id does not belong to this builder.
     #[error("unknown {kind} id {index}")]
     UnknownId {

@@ -2,7 +2,8 @@
 
 use gltf::khr_lights_punctual::Kind;
 use tessera_scenes::{
-    Light, Material, MeshData, Node, PerspectiveCamera, SceneBuilder, SceneError,
+    Filter, Light, Material, MeshData, Node, PerspectiveCamera, Sampler, SceneBuilder, SceneError,
+    Wrap,
 };
 
 fn triangle() -> MeshData {
@@ -296,6 +297,21 @@ fn invalid_items_are_rejected() {
         .add_light(&Light::point("p", [1.0; 3], 1.0).with_range(0.0))
         .is_err());
 
+    // A mipmap mode is a minification filter only; as minFilter it is written.
+    let bad = Sampler {
+        mag_filter: Filter::LinearMipmapLinear,
+        ..Sampler::new("bad", Filter::Linear, Wrap::Repeat)
+    };
+    assert!(matches!(
+        b.add_sampler(&bad),
+        Err(SceneError::MipmapMagFilter { sampler }) if sampler == "bad"
+    ));
+    let mipmapped = Sampler {
+        min_filter: Filter::LinearMipmapLinear,
+        ..Sampler::new("mip", Filter::Linear, Wrap::Repeat)
+    };
+    b.add_sampler(&mipmapped).unwrap();
+
     let err = b
         .add_node(&Node::new("n").with_rotation([0.0, 0.0, 0.0, 2.0]))
         .unwrap_err();
@@ -325,6 +341,11 @@ fn invalid_items_are_rejected() {
     b.set_default_scene(scene).unwrap();
     let (document, _) = parse(&b);
     assert_eq!(document.nodes().count(), 3);
+    let sampler = document.samplers().next().unwrap();
+    assert_eq!(
+        sampler.min_filter(),
+        Some(gltf::texture::MinFilter::LinearMipmapLinear)
+    );
 }
 
 #[test]

@@ -3,12 +3,12 @@
 
 use bytemuck::{Pod, Zeroable};
 use gltf::json::material::AlphaMode;
-use gltf::json::texture::{MagFilter, WrappingMode};
+use gltf::json::texture::{MagFilter, MinFilter, WrappingMode};
 use gltf::json::validation::Checked;
 use gltf::json::Root;
 use serde_json::Value;
 
-use super::texture::TextureSet;
+use super::texture::{mip_count, TextureSet};
 
 pub(crate) const WRAP_REPEAT: u32 = 0;
 pub(crate) const WRAP_CLAMP: u32 = 1;
@@ -21,7 +21,8 @@ pub(crate) const ALPHA_BLEND: u32 = 2;
 /// A texture reference (the shader's `TexRef`, 64 bytes).
 ///
 /// `rect` = image x, y, width, height in its page; `info` = (page, wrap_s | wrap_t << 8 |
-/// nearest << 16 | tex_coord << 24, present, 0); `m0`/`m1` = the rows of the 2×3 UV
+/// nearest << 16 | tex_coord << 24, present, mip levels (1: the image alone; the levels
+/// lie where [`mip_rect`](super::texture::mip_rect) puts them)); `m0`/`m1` = the rows of the 2×3 UV
 /// transform (KHR_texture_transform, identity without it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq)]
@@ -139,13 +140,24 @@ pub(crate) fn tex_ref(
             ))
         }
     };
-    let (wrap_s, wrap_t, nearest) = match texture.sampler {
+    let (wrap_s, wrap_t, nearest, mipmaps) = match texture.sampler {
         Some(s) => {
             let sampler = &root.samplers[s.value()];
             let nearest = matches!(sampler.mag_filter, Some(Checked::Valid(MagFilter::Nearest)));
-            (wrap(sampler.wrap_s), wrap(sampler.wrap_t), nearest)
+            // minFilter NEAREST or LINEAR asks for no mipmaps; unset or a *_MIPMAP_* mode
+            // lets the renderer use them.
+            let mipmaps = !matches!(
+                sampler.min_filter,
+                Some(Checked::Valid(MinFilter::Nearest | MinFilter::Linear))
+            );
+            (wrap(sampler.wrap_s), wrap(sampler.wrap_t), nearest, mipmaps)
         }
-        None => (WRAP_REPEAT, WRAP_REPEAT, false),
+        None => (WRAP_REPEAT, WRAP_REPEAT, false, true),
+    };
+    let levels = if mipmaps {
+        mip_count(placement.width, placement.height)
+    } else {
+        1
     };
     let mut tex_coord = info.tex_coord;
     // KHR_texture_transform: uv' = T · R · S · uv (the extension's matrix order), with
@@ -208,7 +220,7 @@ pub(crate) fn tex_ref(
             placement.layer,
             wrap_s | (wrap_t << 8) | (u32::from(nearest) << 16) | (tex_coord << 24),
             1,
-            0,
+            levels,
         ],
         m0: [m[0] as f32, m[1] as f32, m[2] as f32, 0.0],
         m1: [m[3] as f32, m[4] as f32, m[5] as f32, 0.0],

@@ -976,17 +976,28 @@ impl<'a> Loader<'a> {
             }
         }
 
-        // Images that used materials read, decoded once.
+        // Images that used materials read, decoded once; whether some use reads them as
+        // colour (base colour, emissive: slots 0 and 3) and some as data (how their mip
+        // chains average).
         let mut image_users: Vec<Option<String>> = vec![None; root.images.len()];
+        let mut colour_use = vec![false; root.images.len()];
+        let mut data_use = vec![false; root.images.len()];
         for &mi in &used_materials {
             if mi == default_material {
                 continue;
             }
-            for (_, info) in material::texture_infos(&root, raw, mi as usize) {
+            for (slot, info) in material::texture_infos(&root, raw, mi as usize) {
                 if let Some(t) = root.textures.get(info.index) {
                     let img = t.source.value();
-                    if img < image_users.len() && image_users[img].is_none() {
-                        image_users[img] = Some(info.field.clone());
+                    if img < image_users.len() {
+                        if image_users[img].is_none() {
+                            image_users[img] = Some(info.field.clone());
+                        }
+                        if slot == 0 || slot == 3 {
+                            colour_use[img] = true;
+                        } else {
+                            data_use[img] = true;
+                        }
                     }
                 }
             }
@@ -1002,14 +1013,28 @@ impl<'a> Loader<'a> {
                 self.invalid(format!("images[{i}]"), format!("{reason} (used by {user})"))
             })?;
             budget = budget.saturating_sub(u64::from(img.width) * u64::from(img.height));
+            let mut img = img;
+            let space = if colour_use[i] && !data_use[i] {
+                texture::MipSpace::Srgb
+            } else {
+                texture::MipSpace::Linear
+            };
+            texture::build_mips(&mut img, space);
             decoded.push(Some(img));
         }
         drop(image_bytes);
+        // Each image is packed with its mip chain; its placement names the image itself.
         let sizes: Vec<Option<(u32, u32)>> = decoded
             .iter()
-            .map(|d| d.as_ref().map(|d| (d.width, d.height)))
+            .map(|d| d.as_ref().map(|d| texture::region(d.width, d.height)))
             .collect();
-        let (page_side, pages, placements) = texture::pack(&sizes);
+        let (page_side, pages, mut placements) = texture::pack(&sizes);
+        for (place, img) in placements.iter_mut().zip(&decoded) {
+            if let Some(img) = img {
+                place.width = img.width;
+                place.height = img.height;
+            }
+        }
         let textures = TextureSet {
             page_side,
             pages,

@@ -6,17 +6,135 @@
 //! one layer ("page") of an `rgba8uint` 2D array texture by a deterministic shelf packer.
 //! The shader reads texels with `textureLoad` only and does wrapping and filtering itself,
 //! inside each image's own rectangle, so images never bleed into their neighbours.
+//!
+//! Each image also carries its mip chain ([`build_mips`]): levels 1, 2, … halve both
+//! sides (rounding down) until the shorter side is 1, each texel the mean of the 2×2
+//! texels above it, averaged as light (through the sRGB curve) for colour images and as
+//! numbers for data images. The chain lies in a column to the right of the image
+//! ([`mip_rect`]), so an image and its levels are one rectangle of the packer
+//! ([`region`]). The shader picks a level per lookup from the ray's footprint (a ray
+//! cone); see `tex_lookup` in `pathtrace.wgsl`.
 
 /// Default page side; pages grow to the largest image side when one is bigger.
 pub(crate) const PAGE_SIDE: u32 = 4096;
 /// Largest image side accepted (the largest page side any adapter is asked for).
 pub(crate) const MAX_IMAGE_SIDE: u32 = 16384;
 
+/// Largest side of an image together with its mip chain; larger images get no mip chain
+/// (8192 is the texture side every desktop adapter and wgpu's default limits allow).
+pub(crate) const MAX_MIP_REGION_SIDE: u32 = 8192;
+
 /// A decoded image: RGBA8, row-major, row 0 at the top (as stored in PNG/JPEG).
 pub(crate) struct DecodedImage {
     pub width: u32,
     pub height: u32,
     pub rgba: Vec<u8>,
+    /// Levels 1, 2, … of the mip chain (level 0 is `rgba`), RGBA8 row-major, each of the
+    /// size [`mip_rect`] gives; empty until [`build_mips`] runs.
+    pub mips: Vec<Vec<u8>>,
+}
+
+/// How a mip level averages the texels of the level above it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MipSpace {
+    /// Colour in sRGB codes (base colour, emissive): RGB averaged as linear light and
+    /// encoded back to the nearest sRGB code; alpha averaged as a number.
+    Srgb,
+    /// Data (metallic-roughness, normal maps, or an image used both ways): every channel
+    /// averaged as a number.
+    Linear,
+}
+
+/// Number of mip levels of a `width`×`height` image, level 0 included: both sides halve
+/// until the shorter one is 1. An image narrower or shorter than 2 texels, or one whose
+/// chain would not fit beside it within [`MAX_MIP_REGION_SIDE`], has only level 0.
+pub(crate) fn mip_count(width: u32, height: u32) -> u32 {
+    if width < 2
+        || height < 2
+        || width + width / 2 > MAX_MIP_REGION_SIDE
+        || height > MAX_MIP_REGION_SIDE
+    {
+        return 1;
+    }
+    32 - width.min(height).leading_zeros()
+}
+
+/// Offset (x, y) from the image's corner and size (width, height) of mip level `level`:
+/// level 0 is the image; level l ≥ 1 is `width >> l` × `height >> l` at
+/// (`width`, `height − (height >> (l − 1))`), a column right of the image in which each
+/// level starts where the one before would end if it were as tall as half its parent.
+/// The shader's `mip_rect` computes the same.
+pub(crate) fn mip_rect(width: u32, height: u32, level: u32) -> [u32; 4] {
+    if level == 0 {
+        return [0, 0, width, height];
+    }
+    [
+        width,
+        height - (height >> (level - 1)),
+        width >> level,
+        height >> level,
+    ]
+}
+
+/// The rectangle an image and its mip chain take in a page.
+pub(crate) fn region(width: u32, height: u32) -> (u32, u32) {
+    if mip_count(width, height) > 1 {
+        (width + width / 2, height)
+    } else {
+        (width, height)
+    }
+}
+
+/// Build `img`'s mip chain: each texel of level l is the mean of the 2×2 texels
+/// (2x, 2y) … (2x + 1, 2y + 1) of level l − 1 (an odd last row or column of the parent
+/// is left out), in `space`. Pure integer and f32 arithmetic in a fixed order, so the
+/// chain is the same on every machine.
+pub(crate) fn build_mips(img: &mut DecodedImage, space: MipSpace) {
+    let table = decode_table();
+    let levels = mip_count(img.width, img.height);
+    let mut mips: Vec<Vec<u8>> = Vec::with_capacity(levels.saturating_sub(1) as usize);
+    for level in 1..levels {
+        let [_, _, pw, _] = mip_rect(img.width, img.height, level - 1);
+        let [_, _, w, h] = mip_rect(img.width, img.height, level);
+        let parent: &[u8] = if level == 1 {
+            &img.rgba
+        } else {
+            &mips[level as usize - 2]
+        };
+        let mut out = Vec::with_capacity(w as usize * h as usize * 4);
+        for y in 0..h as usize {
+            for x in 0..w as usize {
+                let at = |dx: usize, dy: usize, c: usize| {
+                    parent[((2 * y + dy) * pw as usize + 2 * x + dx) * 4 + c]
+                };
+                for c in 0..4 {
+                    let codes = [at(0, 0, c), at(1, 0, c), at(0, 1, c), at(1, 1, c)];
+                    out.push(if space == MipSpace::Srgb && c < 3 {
+                        let sum = codes
+                            .iter()
+                            .fold(0.0f32, |acc, &k| acc + table[usize::from(k)]);
+                        srgb_code(&table[..256], sum * 0.25)
+                    } else {
+                        let sum: u32 = codes.iter().map(|&k| u32::from(k)).sum();
+                        ((sum + 2) / 4) as u8
+                    });
+                }
+            }
+        }
+        mips.push(out);
+    }
+    img.mips = mips;
+}
+
+/// The sRGB code whose linear value (`table`, increasing) is nearest to `v` (the lower
+/// code on a tie).
+fn srgb_code(table: &[f32], v: f32) -> u8 {
+    let above = table.partition_point(|&t| t < v).min(255);
+    if above > 0 && (v - table[above - 1]) <= (table[above] - v) {
+        (above - 1) as u8
+    } else {
+        above as u8
+    }
 }
 
 /// Where an image lies in the pages.
@@ -134,6 +252,7 @@ pub(crate) fn decode_rgba8(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage
         width,
         height,
         rgba,
+        mips: Vec::new(),
     })
 }
 
@@ -271,6 +390,74 @@ mod tests {
         let sizes = vec![Some((4096, 4096)), Some((4096, 2048)), Some((100, 100))];
         let (side, pages, _) = pack(&sizes);
         assert_eq!((side, pages), (4096, 2));
+    }
+
+    #[test]
+    fn mip_levels_tile_their_column_without_overlap() {
+        for (w, h) in [
+            (2048, 2048),
+            (300, 77),
+            (2, 2),
+            (5, 1024),
+            (1024, 5),
+            (6000, 16),
+        ] {
+            let levels = mip_count(w, h);
+            let (rw, rh) = region(w, h);
+            let mut prev_bottom = 0;
+            for l in 1..levels {
+                let [x, y, lw, lh] = mip_rect(w, h, l);
+                assert!(lw >= 1 && lh >= 1, "{w}x{h} level {l} is empty");
+                assert_eq!((lw, lh), (w >> l, h >> l));
+                assert!(x == w && x + lw <= rw && y + lh <= rh, "{w}x{h} level {l}");
+                assert!(
+                    y >= prev_bottom,
+                    "{w}x{h}: level {l} overlaps level {}",
+                    l - 1
+                );
+                prev_bottom = y + lh;
+            }
+            assert!(w.min(h) >> (levels - 1) >= 1);
+        }
+        assert_eq!(mip_count(2048, 2048), 12);
+        assert_eq!(mip_count(300, 77), 7);
+        assert_eq!(mip_count(6000, 16), 1, "the chain would not fit beside it");
+        assert_eq!(region(6000, 16), (6000, 16));
+    }
+
+    #[test]
+    fn mips_average_colour_as_light_and_data_as_numbers() {
+        // 4×2: a black and white checker on the left 2×2, flat codes on the right.
+        let rgba: Vec<u8> = [
+            [0u8, 0, 0, 0],
+            [255, 255, 255, 255],
+            [10, 20, 30, 40],
+            [12, 22, 32, 42],
+            [255, 255, 255, 255],
+            [0, 0, 0, 0],
+            [10, 20, 30, 40],
+            [12, 22, 32, 42],
+        ]
+        .concat();
+        let decoded = |space| {
+            let mut img = DecodedImage {
+                width: 4,
+                height: 2,
+                rgba: rgba.clone(),
+                mips: Vec::new(),
+            };
+            build_mips(&mut img, space);
+            img.mips
+        };
+        let srgb = decoded(MipSpace::Srgb);
+        assert_eq!(srgb.len(), 1);
+        // Half the light of white is code 188 (0.5 linear), not 128; alpha is a number.
+        assert_eq!(&srgb[0][0..4], &[188, 188, 188, 128]);
+        let linear = decoded(MipSpace::Linear);
+        assert_eq!(&linear[0][0..4], &[128, 128, 128, 128]);
+        // Flat neighbours average to their mean code, rounded: (10+12+10+12+2)/4 = 11.
+        assert_eq!(&linear[0][4..8], &[11, 21, 31, 41]);
+        assert_eq!(srgb[0][7], 41);
     }
 
     #[test]

@@ -139,7 +139,8 @@ const LEAF: u32 = 0x80000000u;
 struct TexRef {
     // x, y, width, height of the image in its page.
     rect: vec4<u32>,
-    // page, wrap_s | wrap_t << 8 | nearest << 16 | tex_coord << 24, present, 0.
+    // page, wrap_s | wrap_t << 8 | nearest << 16 | tex_coord << 24, present, mip levels
+    // (1: the image alone; see `mip_rect`).
     info: vec4<u32>,
     // Rows of the 2×3 texture-coordinate transform.
     m0: vec4<f32>,
@@ -331,7 +332,8 @@ fn texel(t: TexRef, x: i32, y: i32, srgb: bool) -> vec4<f32> {
 
 // Sample a texture at glTF texture coordinates (origin at the image's top-left corner):
 // KHR_texture_transform, then nearest (magFilter NEAREST) or bilinear filtering between
-// texel centres, wrapping each texel index by the sampler's modes. No mipmaps.
+// texel centres, wrapping each texel index by the sampler's modes. The image alone (level
+// 0), read exactly: emissive textures and alpha. Shading points use `tex_lookup`.
 fn tex_sample(t: TexRef, uv_in: vec2<f32>, srgb: bool) -> vec4<f32> {
     let h = vec3<f32>(uv_in, 1.0);
     let uv = vec2<f32>(dot(t.m0.xyz, h), dot(t.m1.xyz, h));
@@ -361,6 +363,62 @@ fn tri_uv(idx: vec4<u32>, bary: vec3<f32>, uv_set: u32) -> vec2<f32> {
 
 fn tex_at(t: TexRef, idx: vec4<u32>, bary: vec3<f32>, srgb: bool) -> vec4<f32> {
     return tex_sample(t, tri_uv(idx, bary, t.info.y >> 24u), srgb);
+}
+
+// Origin in the page and size of mip level `l` of `t` (texture.rs `mip_rect`): level 0 is
+// the image; level l >= 1 is (w >> l) × (h >> l) in a column right of it, at
+// (w, h − (h >> (l − 1))) from the image's corner.
+fn mip_rect(t: TexRef, l: u32) -> vec4<i32> {
+    if (l == 0u) {
+        return vec4<i32>(t.rect);
+    }
+    let w = t.rect.z;
+    let h = t.rect.w;
+    return vec4<i32>(vec4<u32>(t.rect.x + w, t.rect.y + h - (h >> (l - 1u)), w >> l, h >> l));
+}
+
+// A material texture seen by a path ray whose footprint is `lod_base` (log2 of the ray
+// cone's width over the surface, per unit of the triangle's texture-coordinate area; see
+// `shade`), at barycentrics `bary` of triangle `idx`, with uniform random numbers `r`.
+// One texel is read: the mip level is picked between floor(λ) and floor(λ) + 1 with the
+// weights of trilinear filtering (λ the footprint in texels, as a level), and within the
+// level one texel of the bilinear footprint with its bilinear weight (stochastic texture
+// filtering: the expected value over `r` is the trilinear lookup, and the path's
+// samples average it). magFilter NEAREST reads the texel under the point instead.
+fn tex_lookup(t: TexRef, idx: vec4<u32>, bary: vec3<f32>, srgb: bool, lod_base: f32, r: vec3<f32>) -> vec4<f32> {
+    let a = vert_uv[idx.x];
+    let b = vert_uv[idx.y];
+    let c = vert_uv[idx.z];
+    let set1 = (t.info.y >> 24u) == 1u;
+    let ua = select(a.xy, a.zw, set1);
+    let ub = select(b.xy, b.zw, set1);
+    let uc = select(c.xy, c.zw, set1);
+    let h = vec3<f32>(ua * bary.x + ub * bary.y + uc * bary.z, 1.0);
+    let uv = vec2<f32>(dot(t.m0.xyz, h), dot(t.m1.xyz, h));
+    var level = 0u;
+    if (t.info.w > 1u) {
+        // Texel area of the triangle (twice it, like the world area in lod_base).
+        let d1 = ub - ua;
+        let d2 = uc - ua;
+        let det = abs(t.m0.x * t.m1.y - t.m0.y * t.m1.x);
+        let texels = abs(d1.x * d2.y - d1.y * d2.x) * det * f32(t.rect.z) * f32(t.rect.w);
+        // NaN (a degenerate triangle) and footprints under one texel read level 0.
+        let lf = lod_base + 0.5 * log2(texels) + r.z;
+        if (lf >= 1.0) {
+            level = min(u32(min(lf, 31.0)), t.info.w - 1u);
+        }
+    }
+    let m = mip_rect(t, level);
+    let wrap_s = t.info.y & 0xffu;
+    let wrap_t = (t.info.y >> 8u) & 0xffu;
+    let p = clamp(uv * vec2<f32>(m.zw), vec2<f32>(-1e7), vec2<f32>(1e7));
+    let nearest = ((t.info.y >> 16u) & 1u) != 0u;
+    let i = vec2<i32>(floor(select(p - vec2<f32>(0.5) + r.xy, p, nearest)));
+    let x = wrap_coord(i.x, m.z, wrap_s);
+    let y = wrap_coord(i.y, m.w, wrap_t);
+    let raw = textureLoad(tex_pages, vec2<i32>(m.x + x, m.y + y), i32(t.info.x), 0);
+    let off = select(256u, 0u, srgb);
+    return vec4<f32>(luts[off + raw.x], luts[off + raw.y], luts[off + raw.z], luts[256u + raw.w]);
 }
 
 // alpha = baseColorFactor.a × baseColorTexture.a at barycentrics (u, v) of `tri`.
@@ -1095,11 +1153,13 @@ struct Vertex {
     next_orig: vec3<f32>,
     next_dir: vec3<f32>,
     next_throughput: vec3<f32>,
+    // How much the next segment's ray cone spreads more than this one's (radians).
+    next_spread: f32,
 }
 
 // The vertex where the path ray (`dir`, at `depth`) hit: adds what it emits towards the
 // path to `result`, samples a light and the BSDF.
-fn shade(hit: Hit, dir: vec3<f32>, key: u32, depth: u32, throughput: vec3<f32>, prev_bsdf_pdf: f32, result: ptr<function, vec3<f32>>) -> Vertex {
+fn shade(hit: Hit, dir: vec3<f32>, key: u32, depth: u32, throughput: vec3<f32>, prev_bsdf_pdf: f32, cone_width: f32, result: ptr<function, vec3<f32>>) -> Vertex {
     let tri = hit.triangle;
     let v0 = tri_v0[tri];
     let e1 = tri_e1[tri];
@@ -1114,6 +1174,17 @@ fn shade(hit: Hit, dir: vec3<f32>, key: u32, depth: u32, throughput: vec3<f32>, 
     let back = cos_hit > 0.0;
     let ng = select(ng_raw, -ng_raw, back);
     let wo = -dir;
+    // Texture footprint: the ray cone's width at the hit, stretched by the incidence
+    // angle, per unit of the triangle's area (both areas doubled; `tex_lookup` adds the
+    // texel area), as log2 of a length. And three random numbers for the lookups, from
+    // a dimension of their own: (seed, frame, pixel, sample, 0x50000000 + depth).
+    let lod_base = log2(cone_width / max(abs(cos_hit), 1e-6)) - 0.5 * log2(length(cross(e1.xyz, e2)));
+    let tex_bits = pcg(key ^ pcg((0x50000000u + depth) ^ 0x9e3779b9u));
+    let tex_r = vec3<f32>(
+        f32(tex_bits & 0xffffu) * (1.0 / 65536.0),
+        f32(tex_bits >> 16u) * (1.0 / 65536.0),
+        f32(pcg(tex_bits) >> 8u) * (1.0 / 16777216.0),
+    );
 
     // Shading normal: interpolated vertex normals (face normal for flat primitives),
     // perturbed by the normal map, on the viewer's side of the surface.
@@ -1131,7 +1202,7 @@ fn shade(hit: Hit, dir: vec3<f32>, key: u32, depth: u32, throughput: vec3<f32>, 
                     let t = t_orth / t_len;
                     let sign = select(1.0, -1.0, (vert_frame[idx.x].y >> 31u) != 0u);
                     let b = cross(n, t) * sign;
-                    var tn = tex_at(m.normal_tex, idx, bary, false).xyz * 2.0 - vec3<f32>(1.0);
+                    var tn = tex_lookup(m.normal_tex, idx, bary, false, lod_base, tex_r).xyz * 2.0 - vec3<f32>(1.0);
                     tn = vec3<f32>(tn.xy * m.params.z, tn.z);
                     let mapped = t * tn.x + b * tn.y + n * tn.z;
                     let mapped_len = length(mapped);
@@ -1163,12 +1234,12 @@ fn shade(hit: Hit, dir: vec3<f32>, key: u32, depth: u32, throughput: vec3<f32>, 
 
     var base = m.base_color.xyz;
     if (TEXTURES && m.base_tex.info.z != 0u) {
-        base = base * tex_at(m.base_tex, idx, bary, true).xyz;
+        base = base * tex_lookup(m.base_tex, idx, bary, true, lod_base, tex_r).xyz;
     }
     var metallic = m.params.x;
     var roughness = m.params.y;
     if (TEXTURES && m.mr_tex.info.z != 0u) {
-        let mr = tex_at(m.mr_tex, idx, bary, false);
+        let mr = tex_lookup(m.mr_tex, idx, bary, false, lod_base, tex_r);
         roughness = roughness * mr.y;
         metallic = metallic * mr.z;
     }
@@ -1194,7 +1265,11 @@ fn shade(hit: Hit, dir: vec3<f32>, key: u32, depth: u32, throughput: vec3<f32>, 
     if (last) {
         return v;
     }
-    let wi_local = bsdf_sample(v.s, v.sh.wo, rand(key, dim + DIM_LOBE), rand(key, dim + DIM_BSDF), rand(key, dim + DIM_BSDF + 1u));
+    let r_lobe = rand(key, dim + DIM_LOBE);
+    let wi_local = bsdf_sample(v.s, v.sh.wo, r_lobe, rand(key, dim + DIM_BSDF), rand(key, dim + DIM_BSDF + 1u));
+    // The ray cone widens by the sampled lobe: roughness × π/8 for the specular lobe,
+    // π/8 for the diffuse one (as rough as it gets).
+    v.next_spread = (PI / 8.0) * select(1.0, sqrt(v.s.alpha), r_lobe < v.s.p_spec);
     if (wi_local.z <= 0.0) {
         return v;
     }
@@ -1241,6 +1316,11 @@ struct Path {
     dir: vec3<f32>,
     throughput: vec3<f32>,
     result: vec3<f32>,
+    // The ray cone of the next segment: its width at the origin and its spread angle
+    // (Akenine-Möller et al., "Texture Level of Detail Strategies for Real-Time Ray
+    // Tracing"), which picks the mip levels of the textures it hits.
+    cone_width: f32,
+    cone_spread: f32,
 }
 
 // Sample `sample` of pixel (px, py) before its first segment: the camera ray.
@@ -1254,6 +1334,11 @@ fn path_start(px: u32, py: u32, pixel_key: u32, sample: u32) -> Path {
     path.result = vec3<f32>(0.0);
     path.prev_bsdf_pdf = 0.0;
     path.depth = 0u;
+    // A pixel's cone: one pixel of the image plane wide (orthographic, in world units) or
+    // one pixel's angle (perspective, `cam_up` at distance 1).
+    let pixel = 2.0 * length(params.cam_up.xyz) / f32(params.image_size.y);
+    path.cone_width = select(0.0, pixel, params.cam_kind == 1u);
+    path.cone_spread = select(pixel, 0.0, params.cam_kind == 1u);
     return path;
 }
 
@@ -1277,7 +1362,8 @@ fn path_step(path: ptr<function, Path>) -> bool {
         return true;
     }
     var result = (*path).result;
-    let v = shade(hit, dir, key, depth, throughput, (*path).prev_bsdf_pdf, &result);
+    let cone_width = (*path).cone_width + (*path).cone_spread * hit.t;
+    let v = shade(hit, dir, key, depth, throughput, (*path).prev_bsdf_pdf, cone_width, &result);
     // Next-event estimation traces one shadow ray per vertex. The candidates are the
     // light sample (candidate 0: an emitter or the environment) and each punctual light;
     // one is picked with probability proportional to the luminance of its unshadowed
@@ -1323,6 +1409,8 @@ fn path_step(path: ptr<function, Path>) -> bool {
     (*path).depth = depth + 1u;
     (*path).orig = v.next_orig;
     (*path).dir = v.next_dir;
+    (*path).cone_width = cone_width;
+    (*path).cone_spread = (*path).cone_spread + v.next_spread;
     return false;
 }
 

@@ -118,7 +118,12 @@ pub fn large() -> Result<LargeScene, SceneError> {
         [0.0, 32.0, 105.0],
         [0.0, 0.0, 10.0],
     )?];
-    let sampler = b.add_sampler(&Sampler::new("linear_repeat", Filter::Linear, Wrap::Repeat))?;
+    // Mipmapped, as Blender exports linear interpolation: the terrain's textures are
+    // minified at every hit.
+    let sampler = b.add_sampler(&Sampler {
+        min_filter: Filter::LinearMipmapLinear,
+        ..Sampler::new("linear_mipmap", Filter::Linear, Wrap::Repeat)
+    })?;
     let mut textures = Vec::new();
     let mut texture_bytes = 0u64;
     // Encode the textures on all cores; the bytes do not depend on the thread count.
