@@ -377,18 +377,27 @@ fn mip_rect(t: TexRef, l: u32) -> vec4<i32> {
     return vec4<i32>(vec4<u32>(t.rect.x + w, t.rect.y + h - (h >> (l - 1u)), w >> l, h >> l));
 }
 
+// The texture coordinates of a triangle's three vertices (`vert_uv`), read once per
+// shading point for all of its texture lookups.
+struct TriUv {
+    a: vec4<f32>,
+    b: vec4<f32>,
+    c: vec4<f32>,
+}
+
 // A material texture seen by a path ray whose footprint is `lod_base` (log2 of the ray
 // cone's width over the surface, per unit of the triangle's texture-coordinate area; see
-// `shade`), at barycentrics `bary` of triangle `idx`, with uniform random numbers `r`.
+// `shade`), at barycentrics `bary` of a triangle with vertex coordinates `uvs`, with
+// uniform random numbers `r`.
 // One texel is read: the mip level is picked between floor(λ) and floor(λ) + 1 with the
 // weights of trilinear filtering (λ the footprint in texels, as a level), and within the
 // level one texel of the bilinear footprint with its bilinear weight (stochastic texture
 // filtering: the expected value over `r` is the trilinear lookup, and the path's
 // samples average it). magFilter NEAREST reads the texel under the point instead.
-fn tex_lookup(t: TexRef, idx: vec4<u32>, bary: vec3<f32>, srgb: bool, lod_base: f32, r: vec3<f32>) -> vec4<f32> {
-    let a = vert_uv[idx.x];
-    let b = vert_uv[idx.y];
-    let c = vert_uv[idx.z];
+fn tex_lookup(t: TexRef, uvs: TriUv, bary: vec3<f32>, srgb: bool, lod_base: f32, r: vec3<f32>) -> vec4<f32> {
+    let a = uvs.a;
+    let b = uvs.b;
+    let c = uvs.c;
     let set1 = (t.info.y >> 24u) == 1u;
     let ua = select(a.xy, a.zw, set1);
     let ub = select(b.xy, b.zw, set1);
@@ -1180,6 +1189,10 @@ fn shade(hit: Hit, dir: vec3<f32>, key: u32, depth: u32, throughput: vec3<f32>, 
     // a dimension of their own: (seed, frame, pixel, sample, 0x50000000 + depth).
     let lod_base = log2(cone_width / max(abs(cos_hit), 1e-6)) - 0.5 * log2(length(cross(e1.xyz, e2)));
     let tex_bits = pcg(key ^ pcg((0x50000000u + depth) ^ 0x9e3779b9u));
+    var uvs: TriUv;
+    if (TEXTURES && (m.base_tex.info.z | m.mr_tex.info.z | m.normal_tex.info.z) != 0u) {
+        uvs = TriUv(vert_uv[idx.x], vert_uv[idx.y], vert_uv[idx.z]);
+    }
     let tex_r = vec3<f32>(
         f32(tex_bits & 0xffffu) * (1.0 / 65536.0),
         f32(tex_bits >> 16u) * (1.0 / 65536.0),
@@ -1202,7 +1215,7 @@ fn shade(hit: Hit, dir: vec3<f32>, key: u32, depth: u32, throughput: vec3<f32>, 
                     let t = t_orth / t_len;
                     let sign = select(1.0, -1.0, (vert_frame[idx.x].y >> 31u) != 0u);
                     let b = cross(n, t) * sign;
-                    var tn = tex_lookup(m.normal_tex, idx, bary, false, lod_base, tex_r).xyz * 2.0 - vec3<f32>(1.0);
+                    var tn = tex_lookup(m.normal_tex, uvs, bary, false, lod_base, tex_r).xyz * 2.0 - vec3<f32>(1.0);
                     tn = vec3<f32>(tn.xy * m.params.z, tn.z);
                     let mapped = t * tn.x + b * tn.y + n * tn.z;
                     let mapped_len = length(mapped);
@@ -1234,12 +1247,12 @@ fn shade(hit: Hit, dir: vec3<f32>, key: u32, depth: u32, throughput: vec3<f32>, 
 
     var base = m.base_color.xyz;
     if (TEXTURES && m.base_tex.info.z != 0u) {
-        base = base * tex_lookup(m.base_tex, idx, bary, true, lod_base, tex_r).xyz;
+        base = base * tex_lookup(m.base_tex, uvs, bary, true, lod_base, tex_r).xyz;
     }
     var metallic = m.params.x;
     var roughness = m.params.y;
     if (TEXTURES && m.mr_tex.info.z != 0u) {
-        let mr = tex_lookup(m.mr_tex, idx, bary, false, lod_base, tex_r);
+        let mr = tex_lookup(m.mr_tex, uvs, bary, false, lod_base, tex_r);
         roughness = roughness * mr.y;
         metallic = metallic * mr.z;
     }
