@@ -23,17 +23,29 @@
 /// Number of nodes per table axis.
 pub(crate) const TABLE_SIZE: usize = 32;
 
-/// Offset (in f32 words) of the tables inside the shader's `luts` buffer, after the
-/// 512 texture decoding entries; `E`, `E_d` and `E_avg` follow each other.
+/// Offset (in 32-bit words) of the tables inside the shader's `luts` buffer, after the
+/// 512 texture decoding entries.
 pub(crate) const LUT_OFFSET: usize = 512;
 
-/// The committed tables in upload order (`E`, `E_d`, `E_avg`), as the shader reads them
-/// from `luts[LUT_OFFSET..]`.
-pub(crate) fn lut_words() -> Vec<f32> {
-    let mut out = Vec::with_capacity(2 * TABLE_SIZE * TABLE_SIZE + TABLE_SIZE);
-    out.extend_from_slice(&GGX_E);
-    out.extend_from_slice(&GGX_E_DIELECTRIC);
-    out.extend_from_slice(&GGX_E_AVG);
+/// Two f32 values rounded to IEEE half floats (to nearest, ties to even), `lo` in the
+/// low 16 bits: WGSL's `unpack2x16float` gives them back exactly.
+fn pack_halves(lo: f32, hi: f32) -> u32 {
+    u32::from(half::f16::from_f32(lo).to_bits())
+        | u32::from(half::f16::from_f32(hi).to_bits()) << 16
+}
+
+/// The committed tables as the shader reads them from `luts[LUT_OFFSET..]`, two half
+/// floats per word, so that a lookup reads half the words (llvmpipe reads a storage
+/// word at per-lane addresses lane by lane, and the ten reads of the f32 tables were a
+/// quarter of the Cornell box's render): first `E` and `E_d` of each node, node
+/// `i · N + j` at word `i · N + j` (`E` low); then `E_avg(r_i)` and `E_avg(r_{i+1})` at
+/// word `N² + i` (the last row repeats itself). Half floats hold 11 significant bits,
+/// a relative error of at most 2⁻¹², below the bilinear interpolation's.
+pub(crate) fn lut_words() -> Vec<u32> {
+    let n = TABLE_SIZE;
+    let mut out = Vec::with_capacity(n * n + n);
+    out.extend((0..n * n).map(|k| pack_halves(GGX_E[k], GGX_E_DIELECTRIC[k])));
+    out.extend((0..n).map(|i| pack_halves(GGX_E_AVG[i], GGX_E_AVG[(i + 1).min(n - 1)])));
     out
 }
 
@@ -535,6 +547,29 @@ mod tests {
     }
 
     #[test]
+    fn packed_words_hold_every_table_value_to_half_precision() {
+        let words = lut_words();
+        let n = TABLE_SIZE;
+        assert_eq!(words.len(), n * n + n);
+        let half = |w: u32, hi: bool| {
+            f64::from(half::f16::from_bits((if hi { w >> 16 } else { w & 0xffff }) as u16).to_f32())
+        };
+        let close = |got: f64, want: f32| (got - f64::from(want)).abs() <= f64::from(want) * 4.9e-4;
+        for k in 0..n * n {
+            assert!(close(half(words[k], false), GGX_E[k]), "E[{k}]");
+            assert!(close(half(words[k], true), GGX_E_DIELECTRIC[k]), "E_d[{k}]");
+        }
+        for i in 0..n {
+            assert!(
+                close(half(words[n * n + i], false), GGX_E_AVG[i]),
+                "E_avg[{i}]"
+            );
+            let next = GGX_E_AVG[(i + 1).min(n - 1)];
+            assert!(close(half(words[n * n + i], true), next), "E_avg[{i} + 1]");
+        }
+    }
+
+    #[test]
     fn shader_quotes_the_table_hash_and_layout() {
         let hash = generator::tables_hash();
         let line = format!("// energy tables blake3 = {hash}\n");
@@ -546,8 +581,7 @@ mod tests {
         for (name, value) in [
             ("ENERGY_N", n),
             ("LUT_E", LUT_OFFSET),
-            ("LUT_E_DIELECTRIC", LUT_OFFSET + n * n),
-            ("LUT_E_AVG", LUT_OFFSET + 2 * n * n),
+            ("LUT_E_AVG", LUT_OFFSET + n * n),
         ] {
             let decl = format!("const {name}: u32 = {value}u;");
             assert!(crate::SHADER_SOURCE.contains(&decl), "missing {decl}");

@@ -552,7 +552,7 @@ fn upload_statics(gpu: &Gpu, data: &SceneData) -> Result<StaticResources, Render
     let result = (|| {
         let materials = upload(gpu, "materials", bytemuck::cast_slice(&data.materials), 320)?;
         // Texture decoding (512 entries), then the GGX energy tables at LUT_OFFSET.
-        let mut lut_words = decode_table();
+        let mut lut_words: Vec<u32> = decode_table().iter().map(|v| v.to_bits()).collect();
         debug_assert_eq!(lut_words.len(), energy::LUT_OFFSET);
         lut_words.extend(energy::lut_words());
         let luts = upload(

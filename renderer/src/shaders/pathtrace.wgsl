@@ -36,11 +36,12 @@ const MIN_ALPHA: f32 = 0.001;
 // dielectric E_d(μ, r) are ENERGY_N × ENERGY_N (rows r = i/(N−1), columns √μ = j/(N−1)),
 // E_avg(r) has ENERGY_N entries. They are uploaded from constants, not computed here; the
 // BLAKE3 of their bytes is quoted here so that a table change is a shader change:
-// energy tables blake3 = 67c438ae5ebc8d48b5a03532dfb1b368bd19e49042b418fdd6a37dd18eb2aabd
+// energy tables blake3 = a38b82bbeebb409be14f4d4dc3c4a89e277991d317729193e78e36b67c450dd4
 const ENERGY_N: u32 = 32u;
+// E and E_d of each node as two half floats in one word (E low); then E_avg(r_i) and
+// E_avg(r_{i+1}) in one word per row (energy.rs `lut_words`).
 const LUT_E: u32 = 512u;
-const LUT_E_DIELECTRIC: u32 = 1536u;
-const LUT_E_AVG: u32 = 2560u;
+const LUT_E_AVG: u32 = 1536u;
 // Schlick F0 of the glTF dielectric and the hemispherical average of Schlick's weight
 // (1 − cos)⁵ against 2 cos: 1/21.
 const DIELECTRIC_F0: f32 = 0.04;
@@ -196,8 +197,9 @@ struct Light {
 @group(0) @binding(10) var<storage, read> lights: array<Light>;
 // Environment sampling: marginal CDF (env_dist_h), then conditional CDFs per row.
 @group(0) @binding(11) var<storage, read> env_cdf: array<f32>;
-// 0..256: sRGB code → linear; 256..512: code / 255; then the energy tables (LUT_E…).
-@group(0) @binding(12) var<storage, read> luts: array<f32>;
+// 0..256: sRGB code → linear; 256..512: code / 255 (f32 bits); then the energy tables
+// (LUT_E…, half-float pairs).
+@group(0) @binding(12) var<storage, read> luts: array<u32>;
 @group(0) @binding(13) var<storage, read_write> accum: array<vec4<f32>>;
 @group(0) @binding(14) var tex_pages: texture_2d_array<u32>;
 @group(0) @binding(15) var env_tex: texture_2d_array<f32>;
@@ -327,7 +329,7 @@ fn wrap_pair(i: i32, n: i32, mode: u32) -> vec2<i32> {
 fn texel(t: TexRef, x: i32, y: i32, srgb: bool) -> vec4<f32> {
     let raw = textureLoad(tex_pages, vec2<i32>(i32(t.rect.x) + x, i32(t.rect.y) + y), i32(t.info.x), 0);
     let off = select(256u, 0u, srgb);
-    return vec4<f32>(luts[off + raw.x], luts[off + raw.y], luts[off + raw.z], luts[256u + raw.w]);
+    return bitcast<vec4<f32>>(vec4<u32>(luts[off + raw.x], luts[off + raw.y], luts[off + raw.z], luts[256u + raw.w]));
 }
 
 // Sample a texture at glTF texture coordinates (origin at the image's top-left corner):
@@ -427,7 +429,7 @@ fn tex_lookup(t: TexRef, uvs: TriUv, bary: vec3<f32>, srgb: bool, lod_base: f32,
     let y = wrap_coord(i.y, m.w, wrap_t);
     let raw = textureLoad(tex_pages, vec2<i32>(m.x + x, m.y + y), i32(t.info.x), 0);
     let off = select(256u, 0u, srgb);
-    return vec4<f32>(luts[off + raw.x], luts[off + raw.y], luts[off + raw.z], luts[256u + raw.w]);
+    return bitcast<vec4<f32>>(vec4<u32>(luts[off + raw.x], luts[off + raw.y], luts[off + raw.z], luts[256u + raw.w]));
 }
 
 // alpha = baseColorFactor.a × baseColorTexture.a at barycentrics (u, v) of `tri`.
@@ -677,9 +679,9 @@ fn smith_vis(nl: f32, nv: f32, a2: f32) -> f32 {
     return 0.5 / (gv + gl);
 }
 
-// Bilinear lookup (by hand, fixed formula) in an ENERGY_N² table at `base`, at view
-// cosine `mu` (column axis √μ) and roughness `rough` (row axis), both clamped to [0, 1].
-fn energy_2d(base: u32, mu: f32, rough: f32) -> f32 {
+// (E, E_d) at (n·wo = mu, roughness): bilinear in (√mu, roughness) between the nodes,
+// each node one word of two half floats.
+fn energy_pair(mu: f32, rough: f32) -> vec2<f32> {
     let last = f32(ENERGY_N - 1u);
     let x = clamp(sqrt(max(mu, 0.0)), 0.0, 1.0) * last;
     let y = clamp(rough, 0.0, 1.0) * last;
@@ -687,24 +689,23 @@ fn energy_2d(base: u32, mu: f32, rough: f32) -> f32 {
     let y0 = min(u32(y), ENERGY_N - 2u);
     let fx = x - f32(x0);
     let fy = y - f32(y0);
-    let i = base + y0 * ENERGY_N + x0;
-    let a0 = luts[i];
-    let a1 = luts[i + 1u];
-    let b0 = luts[i + ENERGY_N];
-    let b1 = luts[i + ENERGY_N + 1u];
+    let i = LUT_E + y0 * ENERGY_N + x0;
+    let a0 = unpack2x16float(luts[i]);
+    let a1 = unpack2x16float(luts[i + 1u]);
+    let b0 = unpack2x16float(luts[i + ENERGY_N]);
+    let b1 = unpack2x16float(luts[i + ENERGY_N + 1u]);
     let a = a0 + (a1 - a0) * fx;
     let b = b0 + (b1 - b0) * fx;
     return a + (b - a) * fy;
 }
 
-// Linear lookup in the ENERGY_N-entry E_avg(r) table.
+// Linear lookup in the ENERGY_N-entry E_avg(r) table: one word holds both ends.
 fn energy_avg(rough: f32) -> f32 {
     let y = clamp(rough, 0.0, 1.0) * f32(ENERGY_N - 1u);
     let y0 = min(u32(y), ENERGY_N - 2u);
     let fy = y - f32(y0);
-    let a = luts[LUT_E_AVG + y0];
-    let b = luts[LUT_E_AVG + y0 + 1u];
-    return a + (b - a) * fy;
+    let ab = unpack2x16float(luts[LUT_E_AVG + y0]);
+    return ab.x + (ab.y - ab.x) * fy;
 }
 
 // Kulla & Conty's multiple-scattering Fresnel with one Fss cancelled (the scaled lobe
@@ -723,8 +724,9 @@ fn ms_scale(f0: vec3<f32>, missing: f32, e_avg: f32) -> vec3<f32> {
 fn prepare_surf(s: ptr<function, Surf>, nv: f32) {
     let mu = clamp(nv, 0.0, 1.0);
     let rough = sqrt((*s).alpha);
-    let e = max(energy_2d(LUT_E, mu, rough), 1e-3);
-    let e_d = energy_2d(LUT_E_DIELECTRIC, mu, rough);
+    let pair = energy_pair(mu, rough);
+    let e = max(pair.x, 1e-3);
+    let e_d = pair.y;
     let e_avg = energy_avg(rough);
     let missing = (1.0 - e) / e;
     let base = (*s).base;
