@@ -27,25 +27,30 @@ pub(crate) const TABLE_SIZE: usize = 32;
 /// 512 texture decoding entries.
 pub(crate) const LUT_OFFSET: usize = 512;
 
-/// Two f32 values rounded to IEEE half floats (to nearest, ties to even), `lo` in the
-/// low 16 bits: WGSL's `unpack2x16float` gives them back exactly.
-fn pack_halves(lo: f32, hi: f32) -> u32 {
-    u32::from(half::f16::from_f32(lo).to_bits())
-        | u32::from(half::f16::from_f32(hi).to_bits()) << 16
+/// A table value in [0, 1] as a 16-bit fixed-point number `q` with `v ≈ q / 65536`
+/// (rounded to nearest; 1 becomes 65535/65536). The shader's `unpack_fixed16` multiplies
+/// by 2⁻¹⁶, which is exact, so every adapter gets the same f32.
+fn fixed16(v: f32) -> u32 {
+    ((f64::from(v) * 65536.0).round() as u32).min(65535)
 }
 
-/// The committed tables as the shader reads them from `luts[LUT_OFFSET..]`, two half
-/// floats per word, so that a lookup reads half the words (llvmpipe reads a storage
-/// word at per-lane addresses lane by lane, and the ten reads of the f32 tables were a
-/// quarter of the Cornell box's render): first `E` and `E_d` of each node, node
-/// `i · N + j` at word `i · N + j` (`E` low); then `E_avg(r_i)` and `E_avg(r_{i+1})` at
-/// word `N² + i` (the last row repeats itself). Half floats hold 11 significant bits,
-/// a relative error of at most 2⁻¹², below the bilinear interpolation's.
+/// Two table values in one word, `lo` in the low 16 bits.
+fn pack_pair(lo: f32, hi: f32) -> u32 {
+    fixed16(lo) | fixed16(hi) << 16
+}
+
+/// The committed tables as the shader reads them from `luts[LUT_OFFSET..]`, two 16-bit
+/// fixed-point values per word ([`pack_pair`]), so that a lookup reads half the words
+/// (llvmpipe reads a storage word at per-lane addresses lane by lane): first `E` and
+/// `E_d` of each node, node `i · N + j` at word `i · N + j` (`E` low); then `E_avg(r_i)`
+/// and `E_avg(r_{i+1})` at word `N² + i` (the last row repeats itself). The values are
+/// kept to 2⁻¹⁷ (1 to 2⁻¹⁶), below the bilinear interpolation's error. (Half floats
+/// would need WGSL's `unpack2x16float`, which some adapters lack: lavapipe without F16C.)
 pub(crate) fn lut_words() -> Vec<u32> {
     let n = TABLE_SIZE;
     let mut out = Vec::with_capacity(n * n + n);
-    out.extend((0..n * n).map(|k| pack_halves(GGX_E[k], GGX_E_DIELECTRIC[k])));
-    out.extend((0..n).map(|i| pack_halves(GGX_E_AVG[i], GGX_E_AVG[(i + 1).min(n - 1)])));
+    out.extend((0..n * n).map(|k| pack_pair(GGX_E[k], GGX_E_DIELECTRIC[k])));
+    out.extend((0..n).map(|i| pack_pair(GGX_E_AVG[i], GGX_E_AVG[(i + 1).min(n - 1)])));
     out
 }
 
@@ -547,14 +552,13 @@ mod tests {
     }
 
     #[test]
-    fn packed_words_hold_every_table_value_to_half_precision() {
+    fn packed_words_hold_every_table_value_to_16_bits() {
         let words = lut_words();
         let n = TABLE_SIZE;
         assert_eq!(words.len(), n * n + n);
-        let half = |w: u32, hi: bool| {
-            f64::from(half::f16::from_bits((if hi { w >> 16 } else { w & 0xffff }) as u16).to_f32())
-        };
-        let close = |got: f64, want: f32| (got - f64::from(want)).abs() <= f64::from(want) * 4.9e-4;
+        // The shader's decoding: the 16-bit halves times 2^-16.
+        let half = |w: u32, hi: bool| f64::from(if hi { w >> 16 } else { w & 0xffff }) / 65536.0;
+        let close = |got: f64, want: f32| (got - f64::from(want)).abs() <= 1.0 / 65536.0;
         for k in 0..n * n {
             assert!(close(half(words[k], false), GGX_E[k]), "E[{k}]");
             assert!(close(half(words[k], true), GGX_E_DIELECTRIC[k]), "E_d[{k}]");

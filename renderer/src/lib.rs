@@ -78,8 +78,8 @@
 //! `src/energy.rs`, computed by a deterministic f64 quadrature that uses only `+ − × ÷ sqrt`
 //! (a test regenerates them bit for bit and checks them against an independent
 //! quadrature). They are uploaded after the texture tables in the same storage buffer, as
-//! half-float pairs (`E` and `E_d` of a node in one word, `E_avg` of a row and the next in
-//! one word: half the storage reads), and interpolated bilinearly by hand; the shader source quotes their BLAKE3, so they are part
+//! 16-bit fixed-point pairs (`E` and `E_d` of a node in one word, `E_avg` of a row and the
+//! next in one word: half the storage reads; decoded by an exact multiply by 2⁻¹⁶), and interpolated bilinearly by hand; the shader source quotes their BLAKE3, so they are part
 //! of the determinism class through the shader hash. Sampling: a lobe is chosen with
 //! probability proportional to the lobes' albedos at `μo` from the tables (specular
 //! `(1−m)·s_d E_d + m·lum(s_m E_F)` against diffuse `(1−m)·w·lum(base)`, with

@@ -36,10 +36,10 @@ const MIN_ALPHA: f32 = 0.001;
 // dielectric E_d(μ, r) are ENERGY_N × ENERGY_N (rows r = i/(N−1), columns √μ = j/(N−1)),
 // E_avg(r) has ENERGY_N entries. They are uploaded from constants, not computed here; the
 // BLAKE3 of their bytes is quoted here so that a table change is a shader change:
-// energy tables blake3 = a38b82bbeebb409be14f4d4dc3c4a89e277991d317729193e78e36b67c450dd4
+// energy tables blake3 = de688d1a7c4ee3e13fac2d96e766d276450a1ac86c22d9d9eebd46deb3b647d3
 const ENERGY_N: u32 = 32u;
-// E and E_d of each node as two half floats in one word (E low); then E_avg(r_i) and
-// E_avg(r_{i+1}) in one word per row (energy.rs `lut_words`).
+// E and E_d of each node as two 16-bit fixed-point values in one word (E low); then
+// E_avg(r_i) and E_avg(r_{i+1}) in one word per row (energy.rs `lut_words`).
 const LUT_E: u32 = 512u;
 const LUT_E_AVG: u32 = 1536u;
 // Schlick F0 of the glTF dielectric and the hemispherical average of Schlick's weight
@@ -198,7 +198,7 @@ struct Light {
 // Environment sampling: marginal CDF (env_dist_h), then conditional CDFs per row.
 @group(0) @binding(11) var<storage, read> env_cdf: array<f32>;
 // 0..256: sRGB code → linear; 256..512: code / 255 (f32 bits); then the energy tables
-// (LUT_E…, half-float pairs).
+// (LUT_E…, 16-bit fixed-point pairs).
 @group(0) @binding(12) var<storage, read> luts: array<u32>;
 @group(0) @binding(13) var<storage, read_write> accum: array<vec4<f32>>;
 @group(0) @binding(14) var tex_pages: texture_2d_array<u32>;
@@ -679,8 +679,13 @@ fn smith_vis(nl: f32, nv: f32, a2: f32) -> f32 {
     return 0.5 / (gv + gl);
 }
 
+// The two 16-bit fixed-point values of a table word: q / 65536, exact in f32.
+fn unpack_fixed16(w: u32) -> vec2<f32> {
+    return vec2<f32>(f32(w & 0xffffu), f32(w >> 16u)) * (1.0 / 65536.0);
+}
+
 // (E, E_d) at (n·wo = mu, roughness): bilinear in (√mu, roughness) between the nodes,
-// each node one word of two half floats.
+// each node one word of two fixed-point values.
 fn energy_pair(mu: f32, rough: f32) -> vec2<f32> {
     let last = f32(ENERGY_N - 1u);
     let x = clamp(sqrt(max(mu, 0.0)), 0.0, 1.0) * last;
@@ -690,10 +695,10 @@ fn energy_pair(mu: f32, rough: f32) -> vec2<f32> {
     let fx = x - f32(x0);
     let fy = y - f32(y0);
     let i = LUT_E + y0 * ENERGY_N + x0;
-    let a0 = unpack2x16float(luts[i]);
-    let a1 = unpack2x16float(luts[i + 1u]);
-    let b0 = unpack2x16float(luts[i + ENERGY_N]);
-    let b1 = unpack2x16float(luts[i + ENERGY_N + 1u]);
+    let a0 = unpack_fixed16(luts[i]);
+    let a1 = unpack_fixed16(luts[i + 1u]);
+    let b0 = unpack_fixed16(luts[i + ENERGY_N]);
+    let b1 = unpack_fixed16(luts[i + ENERGY_N + 1u]);
     let a = a0 + (a1 - a0) * fx;
     let b = b0 + (b1 - b0) * fx;
     return a + (b - a) * fy;
@@ -704,7 +709,7 @@ fn energy_avg(rough: f32) -> f32 {
     let y = clamp(rough, 0.0, 1.0) * f32(ENERGY_N - 1u);
     let y0 = min(u32(y), ENERGY_N - 2u);
     let fy = y - f32(y0);
-    let ab = unpack2x16float(luts[LUT_E_AVG + y0]);
+    let ab = unpack_fixed16(luts[LUT_E_AVG + y0]);
     return ab.x + (ab.y - ab.x) * fy;
 }
 
