@@ -104,8 +104,9 @@
 //! lookups, anything else bilinear between texel centres. minFilter NEAREST or LINEAR
 //! reads the image alone; unset or a `*_MIPMAP_*` mode adds a mip chain (2×2 box, colour
 //! averaged as light: `texture::build_mips`), whose level a ray cone picks at each path
-//! vertex (Akenine-Möller et al. 2019: one pixel's angle from the camera, widened by
-//! π/8 × roughness at each bounce, π/8 for a diffuse one). The base colour,
+//! vertex (Akenine-Möller et al. 2019: a quarter of a pixel's angle from the camera, as
+//! a pixel's samples already cover the pixel, widened by π/8 × roughness at each bounce,
+//! π/8 for a diffuse one). The base colour,
 //! metallic-roughness and normal textures of a shading point are read by stochastic
 //! texture filtering (Pharr et al. 2024, "Filtering after shading with stochastic texture
 //! filtering"): one texel per lookup, the level picked between floor(λ) and floor(λ) + 1
