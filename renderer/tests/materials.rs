@@ -895,25 +895,9 @@ fn coloured_metal_matches_the_compensated_albedo() {
     }
 }
 
-/// A 2 × 2 floor under a light straight above, seen from above by an orthographic camera
-/// that fits it into 8 × 8 pixels: each pixel covers 32 × 32 texels of a 256² base colour
-/// texture (`texel(x, y)` gives its RGB code). Direct light only, one sample per pixel.
-fn minified_floor(texel: Option<fn(u32, u32) -> u8>, sampler: Value, factor: f32) -> Vec<[f32; 4]> {
-    let mut b = GltfBuilder::new();
-    let mut pbr = json!({"baseColorFactor": [factor, factor, factor, 1], "metallicFactor": 0.0, "roughnessFactor": 1.0});
-    if let Some(texel) = texel {
-        let mut rgba = Vec::new();
-        for y in 0..256 {
-            for x in 0..256 {
-                let c = texel(x, y);
-                rgba.extend_from_slice(&[c, c, c, 255]);
-            }
-        }
-        let img = b.image_png(&png(256, 256, &rgba));
-        let tex = b.texture(img, Some(sampler));
-        pbr["baseColorTexture"] = json!({"index": tex});
-    }
-    let m = b.raw_material(json!({ "pbrMetallicRoughness": pbr }));
+/// A 2 × 2 floor of material `m` (UV 0..1 along +X and +Z) under a directional light
+/// straight above, seen from above by an orthographic camera that fits it into the frame.
+fn lit_floor(b: &mut GltfBuilder, m: usize) {
     let p = [
         [-1.0, 0.0, -1.0],
         [-1.0, 0.0, 1.0],
@@ -945,6 +929,28 @@ fn minified_floor(texel: Option<fn(u32, u32) -> u8>, sampler: Value, factor: f32
         json!({"type": "directional", "intensity": 683.0}),
         pose([0.0, 5.0, 0.0], [0.0, -1.0, 0.0]),
     );
+}
+
+/// A 2 × 2 floor under a light straight above, seen from above by an orthographic camera
+/// that fits it into 8 × 8 pixels: each pixel covers 32 × 32 texels of a 256² base colour
+/// texture (`texel(x, y)` gives its RGB code). Direct light only, one sample per pixel.
+fn minified_floor(texel: Option<fn(u32, u32) -> u8>, sampler: Value, factor: f32) -> Vec<[f32; 4]> {
+    let mut b = GltfBuilder::new();
+    let mut pbr = json!({"baseColorFactor": [factor, factor, factor, 1], "metallicFactor": 0.0, "roughnessFactor": 1.0});
+    if let Some(texel) = texel {
+        let mut rgba = Vec::new();
+        for y in 0..256 {
+            for x in 0..256 {
+                let c = texel(x, y);
+                rgba.extend_from_slice(&[c, c, c, 255]);
+            }
+        }
+        let img = b.image_png(&png(256, 256, &rgba));
+        let tex = b.texture(img, Some(sampler));
+        pbr["baseColorTexture"] = json!({"index": tex});
+    }
+    let m = b.raw_material(json!({ "pbrMetallicRoughness": pbr }));
+    lit_floor(&mut b, m);
     render(&b, &settings(8, 8, 1, 0))
 }
 
@@ -1000,37 +1006,7 @@ fn stochastic_filtering_averages_to_the_bilinear_lookup() {
     );
     let m = b.raw_material(json!({"pbrMetallicRoughness": {
         "baseColorTexture": {"index": tex}, "metallicFactor": 0.0, "roughnessFactor": 1.0}}));
-    let p = [
-        [-1.0, 0.0, -1.0],
-        [-1.0, 0.0, 1.0],
-        [1.0, 0.0, 1.0],
-        [1.0, 0.0, -1.0],
-    ];
-    let n = [[0.0, 1.0, 0.0]; 4];
-    let uv = [[0.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0]];
-    let mesh = b.mesh_full(
-        "Floor",
-        &p,
-        Some(&n),
-        Some(&uv),
-        None,
-        None,
-        &[0, 1, 2, 0, 2, 3],
-        m,
-    );
-    b.mesh_node(mesh);
-    b.ortho_camera(
-        "Down",
-        1.0,
-        1.0,
-        [0.0, 1.0, 0.0],
-        [0.0; 3],
-        [0.0, 0.0, -1.0],
-    );
-    b.light(
-        json!({"type": "directional", "intensity": 683.0}),
-        pose([0.0, 5.0, 0.0], [0.0, -1.0, 0.0]),
-    );
+    lit_floor(&mut b, m);
     // 4 × 4 pixels, each a quarter texel wide. Pixel x spans texel coordinates
     // x/2 .. (x + 1)/2; the bilinear weight of texel (0, 0) along an axis is 1 up to the
     // centre of texel 0 (clamped), then falls linearly to 0 at the centre of texel 1:
