@@ -8,7 +8,7 @@ use gltf::json::validation::Checked;
 use gltf::json::Root;
 use serde_json::Value;
 
-use super::texture::{mip_count, TextureSet};
+use super::texture::TextureSet;
 
 pub(crate) const WRAP_REPEAT: u32 = 0;
 pub(crate) const WRAP_CLAMP: u32 = 1;
@@ -116,6 +116,27 @@ fn vec2(v: &Value, field: &str) -> Result<[f64; 2], FieldError> {
     }
 }
 
+/// Whether a sampler's minFilter lets the renderer use mipmaps: unset or a `*_MIPMAP_*`
+/// mode does; NEAREST or LINEAR asks for none.
+fn min_filter_allows_mipmaps(min_filter: Option<Checked<MinFilter>>) -> bool {
+    !matches!(
+        min_filter,
+        Some(Checked::Valid(MinFilter::Nearest | MinFilter::Linear))
+    )
+}
+
+/// Whether the lookup of texture `index` from slot `slot` (see [`texture_infos`]) reads
+/// mip levels: shading points read base colour, metallic-roughness and normal textures
+/// through their mip chains when the sampler allows it; emissive textures (slot 3) read
+/// the image alone.
+pub(crate) fn texture_reads_mips(root: &Root, slot: usize, index: usize) -> bool {
+    slot < 3
+        && root.textures.get(index).is_some_and(|t| {
+            t.sampler
+                .is_none_or(|s| min_filter_allows_mipmaps(root.samplers[s.value()].min_filter))
+        })
+}
+
 /// Resolve one textureInfo to a [`GpuTexRef`]; texture index range is checked by the
 /// glTF validator before this runs.
 pub(crate) fn tex_ref(
@@ -144,20 +165,16 @@ pub(crate) fn tex_ref(
         Some(s) => {
             let sampler = &root.samplers[s.value()];
             let nearest = matches!(sampler.mag_filter, Some(Checked::Valid(MagFilter::Nearest)));
-            // minFilter NEAREST or LINEAR asks for no mipmaps; unset or a *_MIPMAP_* mode
-            // lets the renderer use them.
-            let mipmaps = !matches!(
-                sampler.min_filter,
-                Some(Checked::Valid(MinFilter::Nearest | MinFilter::Linear))
-            );
+            let mipmaps = min_filter_allows_mipmaps(sampler.min_filter);
             (wrap(sampler.wrap_s), wrap(sampler.wrap_t), nearest, mipmaps)
         }
         None => (WRAP_REPEAT, WRAP_REPEAT, false, true),
     };
-    let levels = if mipmaps {
-        mip_count(placement.width, placement.height)
-    } else {
-        1
+    // The levels the image carries (the scene built a chain where a shading lookup's
+    // sampler allows one: `texture_reads_mips`).
+    let levels = match textures.images.get(image) {
+        Some(Some(img)) if mipmaps => img.mips.len() as u32 + 1,
+        _ => 1,
     };
     let mut tex_coord = info.tex_coord;
     // KHR_texture_transform: uv' = T · R · S · uv (the extension's matrix order), with

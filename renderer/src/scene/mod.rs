@@ -976,12 +976,12 @@ impl<'a> Loader<'a> {
             }
         }
 
-        // Images that used materials read, decoded once; whether some use reads them as
-        // colour (base colour, emissive: slots 0 and 3) and some as data (how their mip
-        // chains average).
+        // Images that used materials read, decoded once; which of them a shading lookup
+        // reads through mip levels, and whether such a lookup reads them as colour (base
+        // colour, slot 0) or as data (how their mip chains average).
         let mut image_users: Vec<Option<String>> = vec![None; root.images.len()];
-        let mut colour_use = vec![false; root.images.len()];
-        let mut data_use = vec![false; root.images.len()];
+        let mut colour_mips = vec![false; root.images.len()];
+        let mut data_mips = vec![false; root.images.len()];
         for &mi in &used_materials {
             if mi == default_material {
                 continue;
@@ -993,10 +993,12 @@ impl<'a> Loader<'a> {
                         if image_users[img].is_none() {
                             image_users[img] = Some(info.field.clone());
                         }
-                        if slot == 0 || slot == 3 {
-                            colour_use[img] = true;
-                        } else {
-                            data_use[img] = true;
+                        if material::texture_reads_mips(&root, slot, info.index) {
+                            if slot == 0 {
+                                colour_mips[img] = true;
+                            } else {
+                                data_mips[img] = true;
+                            }
                         }
                     }
                 }
@@ -1014,19 +1016,22 @@ impl<'a> Loader<'a> {
             })?;
             budget = budget.saturating_sub(u64::from(img.width) * u64::from(img.height));
             let mut img = img;
-            let space = if colour_use[i] && !data_use[i] {
-                texture::MipSpace::Srgb
-            } else {
-                texture::MipSpace::Linear
-            };
-            texture::build_mips(&mut img, space);
+            if colour_mips[i] || data_mips[i] {
+                let space = if data_mips[i] {
+                    texture::MipSpace::Linear
+                } else {
+                    texture::MipSpace::Srgb
+                };
+                texture::build_mips(&mut img, space);
+            }
             decoded.push(Some(img));
         }
         drop(image_bytes);
-        // Each image is packed with its mip chain; its placement names the image itself.
+        // Each image is packed with its mip chain, if it has one; its placement names the
+        // image itself.
         let sizes: Vec<Option<(u32, u32)>> = decoded
             .iter()
-            .map(|d| d.as_ref().map(|d| texture::region(d.width, d.height)))
+            .map(|d| d.as_ref().map(texture::DecodedImage::packed_size))
             .collect();
         let (page_side, pages, mut placements) = texture::pack(&sizes);
         for (place, img) in placements.iter_mut().zip(&decoded) {

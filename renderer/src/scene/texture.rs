@@ -7,7 +7,8 @@
 //! The shader reads texels with `textureLoad` only and does wrapping and filtering itself,
 //! inside each image's own rectangle, so images never bleed into their neighbours.
 //!
-//! Each image also carries its mip chain ([`build_mips`]): levels 1, 2, … halve both
+//! An image that a shading point reads through a sampler allowing mipmaps also carries
+//! its mip chain ([`build_mips`]): levels 1, 2, … halve both
 //! sides (rounding down) until the shorter side is 1, each texel the mean of the 2×2
 //! texels above it, averaged as light (through the sRGB curve) for colour images and as
 //! numbers for data images. The chain lies in a column to the right of the image
@@ -32,6 +33,18 @@ pub(crate) struct DecodedImage {
     /// Levels 1, 2, … of the mip chain (level 0 is `rgba`), RGBA8 row-major, each of the
     /// size [`mip_rect`] gives; empty until [`build_mips`] runs.
     pub mips: Vec<Vec<u8>>,
+}
+
+impl DecodedImage {
+    /// The rectangle the image takes in a page: with its mip chain ([`region`]) once
+    /// [`build_mips`] has built one, else the image alone.
+    pub(crate) fn packed_size(&self) -> (u32, u32) {
+        if self.mips.is_empty() {
+            (self.width, self.height)
+        } else {
+            region(self.width, self.height)
+        }
+    }
 }
 
 /// How a mip level averages the texels of the level above it.

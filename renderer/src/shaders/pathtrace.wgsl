@@ -325,11 +325,23 @@ fn wrap_pair(i: i32, n: i32, mode: u32) -> vec2<i32> {
     return vec2<i32>(wrap_coord(i, n, mode), wrap_coord(i + 1, n, mode));
 }
 
-// One texel decoded to linear: rgb through the sRGB table when `srgb`, alpha always linear.
-fn texel(t: TexRef, x: i32, y: i32, srgb: bool) -> vec4<f32> {
-    let raw = textureLoad(tex_pages, vec2<i32>(i32(t.rect.x) + x, i32(t.rect.y) + y), i32(t.info.x), 0);
+// The texel at `at` of `t`'s page decoded to linear: rgb through the sRGB table when
+// `srgb`, alpha always linear.
+fn page_texel(t: TexRef, at: vec2<i32>, srgb: bool) -> vec4<f32> {
+    let raw = textureLoad(tex_pages, at, i32(t.info.x), 0);
     let off = select(256u, 0u, srgb);
     return bitcast<vec4<f32>>(vec4<u32>(luts[off + raw.x], luts[off + raw.y], luts[off + raw.z], luts[256u + raw.w]));
+}
+
+// Texel (x, y) of the image (level 0) of `t`.
+fn texel(t: TexRef, x: i32, y: i32, srgb: bool) -> vec4<f32> {
+    return page_texel(t, vec2<i32>(i32(t.rect.x) + x, i32(t.rect.y) + y), srgb);
+}
+
+// glTF texture coordinates through `t`'s KHR_texture_transform.
+fn transformed_uv(t: TexRef, uv_in: vec2<f32>) -> vec2<f32> {
+    let h = vec3<f32>(uv_in, 1.0);
+    return vec2<f32>(dot(t.m0.xyz, h), dot(t.m1.xyz, h));
 }
 
 // Sample a texture at glTF texture coordinates (origin at the image's top-left corner):
@@ -337,8 +349,7 @@ fn texel(t: TexRef, x: i32, y: i32, srgb: bool) -> vec4<f32> {
 // texel centres, wrapping each texel index by the sampler's modes. The image alone (level
 // 0), read exactly: emissive textures and alpha. Shading points use `tex_lookup`.
 fn tex_sample(t: TexRef, uv_in: vec2<f32>, srgb: bool) -> vec4<f32> {
-    let h = vec3<f32>(uv_in, 1.0);
-    let uv = vec2<f32>(dot(t.m0.xyz, h), dot(t.m1.xyz, h));
+    let uv = transformed_uv(t, uv_in);
     let size = vec2<i32>(t.rect.zw);
     let wrap_s = t.info.y & 0xffu;
     let wrap_t = (t.info.y >> 8u) & 0xffu;
@@ -404,8 +415,7 @@ fn tex_lookup(t: TexRef, uvs: TriUv, bary: vec3<f32>, srgb: bool, lod_base: f32,
     let ua = select(a.xy, a.zw, set1);
     let ub = select(b.xy, b.zw, set1);
     let uc = select(c.xy, c.zw, set1);
-    let h = vec3<f32>(ua * bary.x + ub * bary.y + uc * bary.z, 1.0);
-    let uv = vec2<f32>(dot(t.m0.xyz, h), dot(t.m1.xyz, h));
+    let uv = transformed_uv(t, ua * bary.x + ub * bary.y + uc * bary.z);
     var level = 0u;
     if (t.info.w > 1u) {
         // Texel area of the triangle (twice it, like the world area in lod_base).
@@ -427,9 +437,7 @@ fn tex_lookup(t: TexRef, uvs: TriUv, bary: vec3<f32>, srgb: bool, lod_base: f32,
     let i = vec2<i32>(floor(select(p - vec2<f32>(0.5) + r.xy, p, nearest)));
     let x = wrap_coord(i.x, m.z, wrap_s);
     let y = wrap_coord(i.y, m.w, wrap_t);
-    let raw = textureLoad(tex_pages, vec2<i32>(m.x + x, m.y + y), i32(t.info.x), 0);
-    let off = select(256u, 0u, srgb);
-    return bitcast<vec4<f32>>(vec4<u32>(luts[off + raw.x], luts[off + raw.y], luts[off + raw.z], luts[256u + raw.w]));
+    return page_texel(t, vec2<i32>(m.x + x, m.y + y), srgb);
 }
 
 // alpha = baseColorFactor.a × baseColorTexture.a at barycentrics (u, v) of `tri`.
@@ -1190,21 +1198,24 @@ fn shade(hit: Hit, dir: vec3<f32>, key: u32, depth: u32, throughput: vec3<f32>, 
     let back = cos_hit > 0.0;
     let ng = select(ng_raw, -ng_raw, back);
     let wo = -dir;
-    // Texture footprint: the ray cone's width at the hit, stretched by the incidence
-    // angle, per unit of the triangle's area (both areas doubled; `tex_lookup` adds the
-    // texel area), as log2 of a length. And three random numbers for the lookups, from
-    // a dimension of their own: (seed, frame, pixel, sample, 0x50000000 + depth).
-    let lod_base = log2(cone_width / max(abs(cos_hit), 1e-6)) - 0.5 * log2(length(cross(e1.xyz, e2)));
-    let tex_bits = pcg(key ^ pcg((0x50000000u + depth) ^ 0x9e3779b9u));
+    // For the material's texture lookups, when it has any: the vertices' texture
+    // coordinates; the footprint, the ray cone's width at the hit stretched by the
+    // incidence angle, per unit of the triangle's area (both areas doubled; `tex_lookup`
+    // adds the texel area), as log2 of a length; and three random numbers from a
+    // dimension of their own: (seed, frame, pixel, sample, 0x50000000 + depth).
     var uvs: TriUv;
+    var lod_base = 0.0;
+    var tex_r = vec3<f32>(0.0);
     if (TEXTURES && (m.base_tex.info.z | m.mr_tex.info.z | m.normal_tex.info.z) != 0u) {
         uvs = TriUv(vert_uv[idx.x], vert_uv[idx.y], vert_uv[idx.z]);
+        lod_base = log2(cone_width / max(abs(cos_hit), 1e-6)) - 0.5 * log2(length(cross(e1.xyz, e2)));
+        let tex_bits = pcg(key ^ pcg((0x50000000u + depth) ^ 0x9e3779b9u));
+        tex_r = vec3<f32>(
+            f32(tex_bits & 0xffffu) * (1.0 / 65536.0),
+            f32(tex_bits >> 16u) * (1.0 / 65536.0),
+            f32(pcg(tex_bits) >> 8u) * (1.0 / 16777216.0),
+        );
     }
-    let tex_r = vec3<f32>(
-        f32(tex_bits & 0xffffu) * (1.0 / 65536.0),
-        f32(tex_bits >> 16u) * (1.0 / 65536.0),
-        f32(pcg(tex_bits) >> 8u) * (1.0 / 16777216.0),
-    );
 
     // Shading normal: interpolated vertex normals (face normal for flat primitives),
     // perturbed by the normal map, on the viewer's side of the surface.
