@@ -567,7 +567,7 @@ fn upload_statics(gpu: &Gpu, data: &SceneData) -> Result<StaticResources, Render
             gpu,
             "material textures",
             wgpu::TextureFormat::Rgba8Uint,
-            [t.page_side, t.page_side],
+            t.page_size,
             t.pages,
         )?;
         for (img, place) in t.images.iter().zip(&t.placements) {

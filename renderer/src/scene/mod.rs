@@ -1033,7 +1033,11 @@ impl<'a> Loader<'a> {
             .iter()
             .map(|d| d.as_ref().map(texture::DecodedImage::packed_size))
             .collect();
-        let (page_side, pages, mut placements) = texture::pack(&sizes);
+        let texture::Packing {
+            size: page_size,
+            pages,
+            mut placements,
+        } = texture::pack(&sizes);
         for (place, img) in placements.iter_mut().zip(&decoded) {
             if let Some(img) = img {
                 place.width = img.width;
@@ -1041,7 +1045,7 @@ impl<'a> Loader<'a> {
             }
         }
         let textures = TextureSet {
-            page_side,
+            page_size,
             pages,
             images: decoded,
             placements,

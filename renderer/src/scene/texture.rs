@@ -16,7 +16,7 @@
 //! ([`region`]). The shader picks a level per lookup from the ray's footprint (a ray
 //! cone); see `tex_lookup` in `pathtrace.wgsl`.
 
-/// Default page side; pages grow to the largest image side when one is bigger.
+/// Largest page side the packer picks unless an image is bigger (then: that image's side).
 pub(crate) const PAGE_SIDE: u32 = 4096;
 /// Largest image side accepted (the largest page side any adapter is asked for).
 pub(crate) const MAX_IMAGE_SIDE: u32 = 16384;
@@ -163,8 +163,8 @@ pub(crate) struct Placement {
 /// All decoded images of a scene and their places in the texture pages.
 #[derive(Default)]
 pub(crate) struct TextureSet {
-    /// Page side in texels (square pages); 0 when there are no images.
-    pub page_side: u32,
+    /// Page width and height in texels; 0 × 0 when there are no images.
+    pub page_size: [u32; 2],
     /// Number of pages (array layers).
     pub pages: u32,
     /// Decoded images, indexed like `images` of the glTF document (`None` = unused).
@@ -176,7 +176,7 @@ pub(crate) struct TextureSet {
 impl TextureSet {
     /// GPU bytes of the pages.
     pub fn gpu_bytes(&self) -> u64 {
-        u64::from(self.page_side) * u64::from(self.page_side) * 4 * u64::from(self.pages)
+        u64::from(self.page_size[0]) * u64::from(self.page_size[1]) * 4 * u64::from(self.pages)
     }
 
     /// Number of decoded images.
@@ -269,72 +269,102 @@ pub(crate) fn decode_rgba8(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage
     })
 }
 
-/// Pack `sizes` (width, height; `None` = not used) into square pages with a shelf packer:
-/// images in order of decreasing height (ties by index), each shelf filled left to right,
-/// shelves top to bottom, a new page when a shelf does not fit. Returns (page side,
-/// pages, placements). The result depends only on the sizes.
-pub(crate) fn pack(sizes: &[Option<(u32, u32)>]) -> (u32, u32, Vec<Placement>) {
-    let mut placements = vec![Placement::default(); sizes.len()];
+/// Granularity of the page sides the packer tries (besides the largest image's own sides).
+const PAGE_STEP: u32 = 64;
+
+/// The texture pages' shape and where each image lies in them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Packing {
+    /// Page width and height in texels; 0 × 0 when there are no images.
+    pub size: [u32; 2],
+    /// Number of pages (array layers).
+    pub pages: u32,
+    /// Where each image lies (meaningful where its size is `Some`).
+    pub placements: Vec<Placement>,
+}
+
+/// Pack `sizes` (width, height; `None` = not used) into pages of one shape with a shelf
+/// packer: images in order of decreasing height (ties by index), each shelf filled left
+/// to right, shelves top to bottom, a new page when a shelf does not fit. The page shape
+/// is the one that takes the fewest texels in all (then the fewest pages, then the
+/// narrowest, then the lowest) among every width and height from the largest image's
+/// side up to [`PAGE_SIDE`] (or that side, when an image is bigger) in steps of
+/// [`PAGE_STEP`]: so a few small images get one small page, and images that do not tile
+/// a square (a 2048² image with its mip chain is 3072 × 2048) waste no page space on
+/// it. The result depends only on the sizes.
+pub(crate) fn pack(sizes: &[Option<(u32, u32)>]) -> Packing {
     let mut order: Vec<usize> = (0..sizes.len()).filter(|&i| sizes[i].is_some()).collect();
     if order.is_empty() {
-        return (0, 0, placements);
+        return Packing {
+            placements: vec![Placement::default(); sizes.len()],
+            ..Packing::default()
+        };
     }
-    let max_side = order
-        .iter()
-        .map(|&i| {
-            let (w, h) = sizes[i].unwrap_or((1, 1));
-            w.max(h)
-        })
-        .max()
-        .unwrap_or(1);
-    let area: u64 = order
-        .iter()
-        .map(|&i| {
-            let (w, h) = sizes[i].unwrap_or((0, 0));
-            u64::from(w) * u64::from(h)
-        })
-        .sum();
-    order.sort_by_key(|&i| (std::cmp::Reverse(sizes[i].unwrap_or((0, 0)).1), i));
-    // Small scenes get one small page; large ones 4096² pages (bigger only for a bigger
-    // image), so that a few tiny textures do not cost a 64 MiB page.
-    let mut side = max_side.next_power_of_two().max(4);
-    while u64::from(side) * u64::from(side) < area && side < PAGE_SIDE {
-        side *= 2;
-    }
-    loop {
-        let (pages, placed) = shelf_pack(side, sizes, &order);
-        if pages == 1 || side >= PAGE_SIDE.max(max_side.next_power_of_two()) {
-            for (i, p) in placed {
-                placements[i] = p;
+    let dims = |i: usize| sizes[i].unwrap_or((0, 0));
+    let max_w = order.iter().map(|&i| dims(i).0).max().unwrap_or(1).max(1);
+    let max_h = order.iter().map(|&i| dims(i).1).max().unwrap_or(1).max(1);
+    order.sort_by_key(|&i| (std::cmp::Reverse(dims(i).1), i));
+    let cap = PAGE_SIDE.max(max_w).max(max_h);
+    // The candidate sides along one axis: the largest image's side, then every multiple
+    // of PAGE_STEP above it up to the cap.
+    let sides = |least: u32| {
+        std::iter::once(least).chain(
+            (least / PAGE_STEP + 1..=cap / PAGE_STEP)
+                .map(|k| k * PAGE_STEP)
+                .filter(move |&s| s > least),
+        )
+    };
+    let mut best: Option<(u64, u32, u32, u32)> = None;
+    for w in sides(max_w) {
+        for h in sides(max_h) {
+            let pages = shelf_pages(w, h, sizes, &order);
+            let texels = u64::from(w) * u64::from(h) * u64::from(pages);
+            let key = (texels, pages, w, h);
+            if best.is_none_or(|b| key < b) {
+                best = Some(key);
             }
-            return (side, pages, placements);
         }
-        side *= 2;
+    }
+    let (_, _, w, h) = best.unwrap_or((0, 1, cap, cap));
+    let mut placements = vec![Placement::default(); sizes.len()];
+    let pages = shelf_pack(w, h, sizes, &order, |i, p| placements[i] = p);
+    Packing {
+        size: [w, h],
+        pages,
+        placements,
     }
 }
 
+/// Pages a `width` × `height` shelf packing of `order` takes.
+fn shelf_pages(width: u32, height: u32, sizes: &[Option<(u32, u32)>], order: &[usize]) -> u32 {
+    shelf_pack(width, height, sizes, order, |_, _| {})
+}
+
+/// Shelf-pack `order` into `width` × `height` pages (every image fits one), handing each
+/// image's placement to `place`; returns the pages used.
 fn shelf_pack(
-    side: u32,
+    width: u32,
+    height: u32,
     sizes: &[Option<(u32, u32)>],
     order: &[usize],
-) -> (u32, Vec<(usize, Placement)>) {
-    let mut out = Vec::with_capacity(order.len());
+    mut place: impl FnMut(usize, Placement),
+) -> u32 {
     let (mut layer, mut shelf_y, mut shelf_h, mut x) = (0u32, 0u32, 0u32, 0u32);
     for &i in order {
         let (w, h) = sizes[i].unwrap_or((0, 0));
-        if x + w > side {
+        if x + w > width {
             // Next shelf.
             shelf_y += shelf_h;
             shelf_h = 0;
             x = 0;
         }
-        if shelf_y + h > side {
+        if shelf_y + h > height {
             layer += 1;
             shelf_y = 0;
             shelf_h = 0;
             x = 0;
         }
-        out.push((
+        place(
             i,
             Placement {
                 layer,
@@ -343,11 +373,11 @@ fn shelf_pack(
                 width: w,
                 height: h,
             },
-        ));
+        );
         x += w;
         shelf_h = shelf_h.max(h);
     }
-    (layer + 1, out)
+    layer + 1
 }
 
 /// The shader's decode table: entries 0..256 map an 8-bit sRGB code to linear (the exact
@@ -379,12 +409,15 @@ mod tests {
         let sizes: Vec<Option<(u32, u32)>> = (0..40u32)
             .map(|i| (i % 7 != 3).then(|| (16 + (i * 37) % 300, 8 + (i * 53) % 200)))
             .collect();
-        let (side, pages, placed) = pack(&sizes);
-        assert_eq!(pack(&sizes), (side, pages, placed.clone()));
+        let packed = pack(&sizes);
+        assert_eq!(pack(&sizes), packed);
+        let [w, h] = packed.size;
+        let placed = &packed.placements;
         let used: Vec<usize> = (0..sizes.len()).filter(|&i| sizes[i].is_some()).collect();
         for &a in &used {
             let p = placed[a];
-            assert!(p.x + p.width <= side && p.y + p.height <= side && p.layer < pages);
+            assert_eq!(sizes[a], Some((p.width, p.height)));
+            assert!(p.x + p.width <= w && p.y + p.height <= h && p.layer < packed.pages);
             for &b in &used {
                 let q = placed[b];
                 if a < b && p.layer == q.layer {
@@ -401,8 +434,32 @@ mod tests {
     #[test]
     fn big_images_use_several_pages() {
         let sizes = vec![Some((4096, 4096)), Some((4096, 2048)), Some((100, 100))];
-        let (side, pages, _) = pack(&sizes);
-        assert_eq!((side, pages), (4096, 2));
+        let packed = pack(&sizes);
+        assert_eq!((packed.size, packed.pages), ([4096, 4096], 2));
+    }
+
+    /// Eight 2048² images with their mip chains (3072 × 2048 each, as in `large.gltf`):
+    /// square 4096² pages held two each, 256 MiB; the pages now hold them without a gap.
+    #[test]
+    fn pages_fit_images_that_do_not_tile_a_square() {
+        let region = region(2048, 2048);
+        assert_eq!(region, (3072, 2048));
+        let sizes = vec![Some(region); 8];
+        let packed = pack(&sizes);
+        let [w, h] = packed.size;
+        assert!(w <= PAGE_SIDE && h <= PAGE_SIDE, "{w} x {h}");
+        assert_eq!(
+            u64::from(w) * u64::from(h) * u64::from(packed.pages),
+            8 * 3072 * 2048
+        );
+    }
+
+    #[test]
+    fn one_small_image_gets_a_page_of_its_size() {
+        let packed = pack(&[None, Some((300, 200))]);
+        assert_eq!((packed.size, packed.pages), ([300, 200], 1));
+        assert_eq!(packed.placements[1].layer, 0);
+        assert_eq!(pack(&[None, None]).pages, 0);
     }
 
     #[test]
