@@ -115,8 +115,10 @@
 //! the image alone, bilinearly, exactly. Images are PNG or JPEG,
 //! decoded to 8-bit RGBA (16-bit PNGs are reduced) under `max_texture_pixels` and
 //! `max_texture_bytes` (charged from the headers before decoding), and
-//! shelf-packed into square `rgba8uint` array layers (pages of 4096², or the largest
-//! image side; one smaller page for small scenes).
+//! shelf-packed into `rgba8uint` array layers of one shape: the width and height (each
+//! at most 4096, or the largest image side) that take the fewest texels in all, so small
+//! scenes get one small page and 3072 × 2048 images (2048² with their mip chains) fill
+//! 3072 × 4096 pages without a gap.
 //!
 //! Alpha: `alpha = baseColorFactor.a × baseColorTexture.a`. MASK: where alpha < alphaCutoff
 //! the surface does not exist for any ray (camera, bounce, shadow): traversal evaluates
