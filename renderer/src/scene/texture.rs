@@ -314,9 +314,19 @@ pub(crate) fn pack(sizes: &[Option<(u32, u32)>]) -> Packing {
                 .filter(move |&s| s > least),
         )
     };
+    let area: u64 = order
+        .iter()
+        .map(|&i| u64::from(dims(i).0) * u64::from(dims(i).1))
+        .sum();
     let mut best: Option<(u64, u32, u32, u32)> = None;
     for w in sides(max_w) {
         for h in sides(max_h) {
+            // A shape whose pages cannot hold the images in fewer texels than the best
+            // so far is not packed at all: at least ceil(area / page) pages.
+            let page = u64::from(w) * u64::from(h);
+            if best.is_some_and(|b| area.div_ceil(page).max(1) * page > b.0) {
+                continue;
+            }
             let pages = shelf_pages(w, h, sizes, &order);
             let texels = u64::from(w) * u64::from(h) * u64::from(pages);
             let key = (texels, pages, w, h);
@@ -452,6 +462,47 @@ mod tests {
             u64::from(w) * u64::from(h) * u64::from(packed.pages),
             8 * 3072 * 2048
         );
+    }
+
+    /// The shapes skipped unpacked (their lower bound on texels is above the best) never
+    /// hold the best packing: the chosen shape is the least of every candidate's
+    /// (texels, pages, width, height).
+    #[test]
+    fn the_chosen_page_shape_is_the_least_of_every_candidate() {
+        for seed in 0..12u32 {
+            let sizes: Vec<Option<(u32, u32)>> = (0..(3 + seed * 5))
+                .map(|i| {
+                    let k = i * 7 + seed * 13;
+                    Some((1 + (k * 389) % 1500, 1 + (k * 241) % 1100))
+                })
+                .collect();
+            let packed = pack(&sizes);
+            let [w, h] = packed.size;
+            let key = |w: u32, h: u32, pages: u32| {
+                (u64::from(w) * u64::from(h) * u64::from(pages), pages, w, h)
+            };
+            let chosen = key(w, h, packed.pages);
+            let mut order: Vec<usize> = (0..sizes.len()).collect();
+            order.sort_by_key(|&i| (std::cmp::Reverse(sizes[i].unwrap_or((0, 0)).1), i));
+            let max_w = sizes.iter().flatten().map(|s| s.0).max().unwrap_or(1);
+            let max_h = sizes.iter().flatten().map(|s| s.1).max().unwrap_or(1);
+            for cw in
+                std::iter::once(max_w).chain((1..=PAGE_SIDE / PAGE_STEP).map(|k| k * PAGE_STEP))
+            {
+                for ch in
+                    std::iter::once(max_h).chain((1..=PAGE_SIDE / PAGE_STEP).map(|k| k * PAGE_STEP))
+                {
+                    if cw < max_w || ch < max_h {
+                        continue;
+                    }
+                    let pages = shelf_pages(cw, ch, &sizes, &order);
+                    assert!(
+                        chosen <= key(cw, ch, pages),
+                        "seed {seed}: {cw} x {ch} beats {w} x {h}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
