@@ -709,6 +709,14 @@ async fn a_receiver_that_never_answers_does_not_hold_up_another_hooks_deliveries
             .any(|g| g.delivery == "good")
     })
     .await;
+    // The receiver has the request before the task has read the answer and stored it
+    // as delivered: wait for the store, not the receiver, before stopping the task.
+    wait_for("the answering hook's delivery to be stored", || {
+        store.webhook_deliveries(&good.id).unwrap()[0]
+            .delivered_ms
+            .is_some()
+    })
+    .await;
     shutdown.cancel();
     task.await.unwrap();
     stop.cancel();
