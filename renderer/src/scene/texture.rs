@@ -328,7 +328,7 @@ pub(crate) fn pack(sizes: &[Option<(u32, u32)>]) -> Packing {
                 continue;
             }
             let pages = shelf_pages(w, h, sizes, &order);
-            let texels = u64::from(w) * u64::from(h) * u64::from(pages);
+            let texels = page * u64::from(pages);
             let key = (texels, pages, w, h);
             if best.is_none_or(|b| key < b) {
                 best = Some(key);
