@@ -94,6 +94,8 @@ fi
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true
     echo "tessera: $TESSERA; VK_ICD_FILENAMES=${VK_ICD_FILENAMES:-} (NVIDIA driver manifest found: ${nvidia_icd:-none outside the loader folders})"
     echo "lavapipe class for the calibration: $lavapipe_class"
+    # The packed tessera needs glibc 2.35 or newer, the packed lavapipe (its LLVM) 2.36.
+    echo "glibc: $(ldd --version 2>&1 | head -n 1)"
     echo
     "$TESSERA" render scenes/cornell-box.glb --width 64 --height 64 --spp 1 \
         -o /tmp/gpu-probe.png --proof /tmp/gpu-probe.proof.json 2>&1 | grep -i "adapter" || true
