@@ -146,13 +146,9 @@ impl Verifier {
         }
         let leaves = checks::node_leaves(&req.round_batches, &req.node);
         let class_id = self.renderer.class().id();
-        // The class each sampled block was committed under: its own batch's (a node may
-        // commit batches of one round under different classes, e.g. after a driver update).
-        let mut committed_class = Vec::with_capacity(req.samples.len());
         for s in &req.samples {
             checks::check_proof(&req.round_batches, &req.node, &s.proof).map_err(failed)?;
             let (bi, pos) = leaves[s.proof.leaf_index as usize];
-            committed_class.push(req.round_batches[bi].signed.statement.class_id);
             let committed = &req.round_batches[bi].tiles[pos];
             let frame = req.round_batches[bi].signed.statement.frame;
             if s.proof.block_hash != s.committed_hash
@@ -221,20 +217,22 @@ impl Verifier {
             )
         };
         let mut samples = Vec::with_capacity(req.samples.len());
-        for ((((s, rerender), ok), m), committed_class) in req
+        for (((s, rerender), ok), m) in req
             .samples
             .iter()
             .zip(rerenders)
             .zip(delivered_ok)
             .zip(metrics)
-            .zip(committed_class)
         {
             let rerender_hash = block_hash(&rerender);
             let matched = rerender_hash == s.committed_hash;
             let metrics = if matched { TileMetrics::IDENTICAL } else { m };
             let band = sample_band(&manifest.tolerance, ok, matched, &metrics);
             if !matched {
-                let same_class = committed_class == class_id;
+                // The class of the block's own batch (a node may commit a round's batches
+                // under different classes, e.g. after a driver update), as `evidence` reads it.
+                let (bi, _) = leaves[s.proof.leaf_index as usize];
+                let same_class = req.round_batches[bi].signed.statement.class_id == class_id;
                 tracing::warn!(
                     node = %req.node.short(), frame = s.frame, tile = s.tile_index,
                     block = s.proof.block, ?band, same_class,
