@@ -487,6 +487,23 @@ pub struct TaskView {
     pub body: RenderTask,
 }
 
+/// Who may render a task now ([`Job::wants`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskClaim {
+    /// Any node may: the task is open, nobody holds its lease and the job is not paused.
+    pub free: bool,
+    /// The lease holder of an open task, who may render it even while the job is paused
+    /// (a lease in flight finishes).
+    pub holder: Option<PublicKey>,
+}
+
+impl TaskClaim {
+    /// Whether `node` may render the task now.
+    pub fn wants(&self, node: &PublicKey) -> bool {
+        self.free || self.holder == Some(*node)
+    }
+}
+
 /// One check of one node's round, as the machine holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckView {
@@ -769,13 +786,26 @@ impl Job {
     /// node asks before it renders a task it took from a queue, so that the copies of a
     /// paused or cancelled job's tasks still on the broker are not rendered for nothing.
     pub fn wants(&self, task_id: &str, node: &PublicKey) -> bool {
-        self.tasks.get(task_id).is_some_and(|t| {
-            t.state == TaskState::Open
-                && match t.holder {
-                    Some(holder) => holder == *node,
-                    None => !self.paused,
-                }
-        })
+        self.tasks
+            .get(task_id)
+            .is_some_and(|t| self.claim(t).wants(node))
+    }
+
+    /// Per task, in task id order, what [`Self::wants`] answers from. The daemon's store
+    /// keeps these beside the machine, so that a node's question reads one row instead of
+    /// the whole job.
+    pub fn task_claims(&self) -> impl Iterator<Item = (&str, TaskClaim)> + '_ {
+        self.tasks
+            .iter()
+            .map(|(id, t)| (id.as_str(), self.claim(t)))
+    }
+
+    fn claim(&self, t: &Task) -> TaskClaim {
+        let open = t.state == TaskState::Open;
+        TaskClaim {
+            free: open && t.holder.is_none() && !self.paused,
+            holder: t.holder.filter(|_| open),
+        }
     }
 
     /// Its progress.

@@ -1167,6 +1167,8 @@ mod props {
         cancelled_with: Option<usize>,
         /// Requeues of the failed job taken.
         requeued: u32,
+        /// A store the job's machine is put into after every step, as the daemon does.
+        store: tessera_coordinator::store::Store,
     }
 
     impl Run {
@@ -1376,6 +1378,32 @@ mod props {
             panic!("the job did not end: {:?}", self.job.progress());
         }
 
+        /// The store, given the machine after each step, says for every task the job
+        /// sent (and one it never had) and every node (and a stranger) what the machine
+        /// says: the claims it keeps follow every change, written as differences.
+        fn check_claims(&self) {
+            let job_id = hex::encode(self.job.manifest().statement.job_id);
+            self.store.put_machine(&job_id, &self.job).unwrap();
+            let mut keys: Vec<_> = self.w.nodes.iter().map(|n| n.public()).collect();
+            keys.push(SecretKey::from_seed(&[7; 32]).public());
+            let unknown = format!("{job_id}-never");
+            let ids = self
+                .sent
+                .iter()
+                .map(|t| t.task_id.as_str())
+                .chain([unknown.as_str()]);
+            for id in ids {
+                for k in &keys {
+                    assert_eq!(
+                        self.store.task_wanted(&job_id, id, k).unwrap(),
+                        Some(self.job.wants(id, k)),
+                        "task {id}, node {}",
+                        k.short()
+                    );
+                }
+            }
+        }
+
         fn check_ledger(&self) {
             assert_eq!(self.w.ledger.total(), 0, "the ledger sums to zero");
             for (account, balance) in self.w.ledger.balances() {
@@ -1401,7 +1429,8 @@ mod props {
         /// to zero and no account that may not goes negative after every step; driven
         /// honestly from there, the job ends, its escrow is empty, a done job's bundle
         /// audits, and its client paid exactly its price, plus the dispute deposit only
-        /// when a dispute found nothing; nothing stays held back.
+        /// when a dispute found nothing; nothing stays held back. After every step the
+        /// store's task claims answer a node as the machine does (`check_claims`).
         #[test]
         fn the_ledger_keeps_its_rules_over_random_histories_of_one_job(
             cheats in prop::collection::vec(cheat(), 3),
@@ -1425,14 +1454,18 @@ mod props {
                 disputes: 0,
                 cancelled_with: None,
                 requeued: 0,
+                store: tessera_coordinator::store::Store::open(std::path::Path::new(":memory:"))
+                    .unwrap(),
             };
             run.collect();
             for op in &ops {
                 run.step(op);
                 run.check_ledger();
+                run.check_claims();
             }
             run.settle(requeue);
             run.check_ledger();
+            run.check_claims();
             let job_id = hex::encode(run.job.manifest().statement.job_id);
             prop_assert_eq!(run.w.balance(&account::escrow(&job_id)), 0);
             prop_assert_eq!(run.w.balance(&account::dispute(&job_id)), 0);

@@ -1116,6 +1116,10 @@ impl Service {
         if !self.has_job(job)? {
             return Ok(false);
         }
+        if let Some(wanted) = self.store.task_wanted(job, task_id, node)? {
+            return Ok(wanted);
+        }
+        // A machine kept before its claims were (put again, it gets them).
         Ok(self
             .load(&self.store, job)?
             .is_some_and(|machine| machine.wants(task_id, node)))

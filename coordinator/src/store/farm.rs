@@ -1,4 +1,6 @@
-//! The daemon coordinator's tables: each job's state machine (`job_runs`), the outbox,
+//! The daemon coordinator's tables: each job's state machine (`job_runs`) and its tasks'
+//! claims (`task_claims`: who may render each task now, so that a node's question does
+//! not load the machine), the outbox,
 //! registered workers, signals seen, registration challenges and uploaded scenes. Every
 //! handler of the daemon runs inside one [`Store::atomically`], so a job's new state, what
 //! it moved in the ledger and the messages it must publish (outbox rows) commit together.
@@ -11,6 +13,7 @@
 use super::{Store, StoreError};
 use crate::machine::{Job, JobState, Progress};
 use rusqlite::{params, OptionalExtension, Row};
+use std::collections::HashMap;
 use tessera_api::SceneListing;
 use tessera_protocol::bundle::ProofBundle;
 use tessera_protocol::keys::{KeyError, PublicKey};
@@ -19,8 +22,13 @@ use tessera_protocol::wire::Capabilities;
 
 pub(super) const FARM_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS job_runs (
-    job_id TEXT PRIMARY KEY, run TEXT NOT NULL, over INTEGER NOT NULL DEFAULT 0
+    job_id TEXT PRIMARY KEY, run TEXT NOT NULL, over INTEGER NOT NULL DEFAULT 0,
+    claims INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS task_claims (
+    task_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, free INTEGER NOT NULL, holder TEXT
+);
+CREATE INDEX IF NOT EXISTS task_claims_by_job ON task_claims (job_id);
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, round INTEGER NOT NULL, body TEXT NOT NULL,
     state TEXT NOT NULL, node TEXT, lease_until_ms INTEGER NOT NULL DEFAULT 0,
@@ -184,14 +192,66 @@ impl Store {
 
     // --- jobs -------------------------------------------------------------------------
 
-    /// Save a job's state machine, noting whether it is over ([`Job::is_over`]).
+    /// Save a job's state machine, noting whether it is over ([`Job::is_over`]), and its
+    /// tasks' claims ([`Job::task_claims`]) for [`Self::task_wanted`]: only the rows that
+    /// changed are written.
     pub fn put_machine(&self, job_id: &str, machine: &Job) -> Result<(), StoreError> {
         let json = self.encode("state machine", job_id, machine)?;
-        self.exec(
-            "INSERT INTO job_runs (job_id, run, over) VALUES (?1, ?2, ?3) ON CONFLICT(job_id) DO UPDATE SET run = ?2, over = ?3",
-            params![job_id, json, machine.is_over()],
-        )
-        .map(|_| ())
+        self.atomically(|s| {
+            s.exec(
+                "INSERT INTO job_runs (job_id, run, over, claims) VALUES (?1, ?2, ?3, 1) ON CONFLICT(job_id) DO UPDATE SET run = ?2, over = ?3, claims = 1",
+                params![job_id, json, machine.is_over()],
+            )?;
+            let mut kept: HashMap<String, (bool, Option<String>)> = s
+                .rows(
+                    "SELECT task_id, free, holder FROM task_claims WHERE job_id = ?1",
+                    params![job_id],
+                    |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))),
+                )?
+                .into_iter()
+                .collect();
+            let conn = s.conn();
+            let mut upsert = s.sql(conn.prepare_cached(
+                "INSERT INTO task_claims (task_id, job_id, free, holder) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(task_id) DO UPDATE SET job_id = ?2, free = ?3, holder = ?4",
+            ))?;
+            for (task_id, claim) in machine.task_claims() {
+                let row = (claim.free, claim.holder.map(|h| h.to_string()));
+                if kept.remove(task_id).as_ref() != Some(&row) {
+                    s.sql(upsert.execute(params![task_id, job_id, row.0, row.1]))?;
+                }
+            }
+            let mut gone = s.sql(
+                conn.prepare_cached("DELETE FROM task_claims WHERE task_id = ?1 AND job_id = ?2"),
+            )?;
+            for task_id in kept.keys() {
+                s.sql(gone.execute(params![task_id, job_id]))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether `node` should render task `task_id` of job `job_id` now
+    /// ([`Job::wants`]), from the claims [`Self::put_machine`] keeps: `None` where the
+    /// job has no machine, or one kept before claims were (then ask the machine).
+    pub fn task_wanted(
+        &self,
+        job_id: &str,
+        task_id: &str,
+        node: &PublicKey,
+    ) -> Result<Option<bool>, StoreError> {
+        let row: Option<(bool, Option<bool>, Option<String>)> = self.one(
+            "SELECT r.claims, c.free, c.holder FROM job_runs r \
+             LEFT JOIN task_claims c ON c.task_id = ?2 AND c.job_id = r.job_id WHERE r.job_id = ?1",
+            params![job_id, task_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        Ok(match row {
+            Some((true, free, holder)) => {
+                Some(free.unwrap_or(false) || holder.is_some_and(|h| h == node.to_string()))
+            }
+            _ => None,
+        })
     }
 
     /// The jobs whose machines are not over (the reconciler's round), by id: a store

@@ -156,6 +156,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     add_column(conn, "jobs", "ended_ms", "INTEGER")?;
     add_column(conn, "batches", "stored_ms", "INTEGER")?;
     add_column(conn, "job_runs", "over", "INTEGER NOT NULL DEFAULT 0")?;
+    add_column(conn, "job_runs", "claims", "INTEGER NOT NULL DEFAULT 0")?;
     add_column(conn, "outbox", "job_id", "TEXT")?;
     add_column(conn, "outbox", "priority", "INTEGER NOT NULL DEFAULT 0")?;
     Ok(())
@@ -777,6 +778,34 @@ mod tests {
         assert!(s.job_uncollected("j2").unwrap().is_empty());
         assert!(s.job_transfers("j3").unwrap().is_empty());
         assert_eq!(s.total().unwrap(), 0);
+    }
+
+    /// A store whose machines were kept before task claims were opens with a `claims`
+    /// column of 0 for them, and `task_wanted` then leaves the answer to the machine
+    /// (None) instead of reading a missing claim as "not wanted"; so does a job with no
+    /// machine.
+    #[test]
+    fn machines_kept_before_task_claims_leave_the_answer_to_the_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE job_runs (job_id TEXT PRIMARY KEY, run TEXT NOT NULL, over INTEGER NOT NULL DEFAULT 0);
+                 INSERT INTO job_runs (job_id, run) VALUES ('j1', '{}');",
+            )
+            .unwrap();
+        let s = Store::open(&path).unwrap();
+        let node = tessera_protocol::keys::SecretKey::from_seed(&[1; 32]).public();
+        assert_eq!(s.task_wanted("j1", "j1-b0", &node).unwrap(), None);
+        assert_eq!(s.task_wanted("j2", "j2-b0", &node).unwrap(), None);
+        let kept: String = s
+            .conn()
+            .query_row("SELECT run FROM job_runs WHERE job_id = 'j1'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(kept, "{}", "the old row is kept as it was");
     }
 
     proptest! {
