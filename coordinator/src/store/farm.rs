@@ -11,7 +11,7 @@
 //! reads or writes them any more.
 
 use super::{Store, StoreError};
-use crate::machine::{Job, JobState, Progress};
+use crate::machine::{Job, JobState, Progress, TaskClaim};
 use rusqlite::{params, OptionalExtension, Row};
 use std::collections::HashMap;
 use tessera_api::SceneListing;
@@ -246,12 +246,22 @@ impl Store {
             params![job_id, task_id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        Ok(match row {
-            Some((true, free, holder)) => {
-                Some(free.unwrap_or(false) || holder.is_some_and(|h| h == node.to_string()))
-            }
-            _ => None,
-        })
+        let Some((true, free, holder)) = row else {
+            return Ok(None);
+        };
+        let holder = holder
+            .map(|h| h.parse::<PublicKey>())
+            .transpose()
+            .map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("the claim on task {task_id}"),
+                reason: e.to_string(),
+            })?;
+        let claim = TaskClaim {
+            free: free.unwrap_or(false),
+            holder,
+        };
+        Ok(Some(claim.wants(node)))
     }
 
     /// The jobs whose machines are not over (the reconciler's round), by id: a store
